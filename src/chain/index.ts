@@ -1,0 +1,21 @@
+/**
+ * The chain engine's public face. Pure functions over certificates: every other room
+ * depends on this one, and this one depends on nothing but src/errors.ts.
+ */
+export { parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
+export { parseCertificateBundle, parsePemBlocks } from './pem.js';
+export { parseCsr, spkiSha256OfKeyFile, CsrErrorCode, type ParsedCsr } from './csr.js';
+export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
+export {
+  selectChain,
+  requireSelection,
+  topmostCertificate,
+  NO_CHAIN_SATISFIES_POLICY,
+  type SelectOptions,
+  type SelectionResult,
+  type ChainAssessment,
+  type FallbackPolicy,
+} from './select.js';
+export { explainReport, explainSelection } from './explain.js';
+export { DEFAULT_DISTRUSTED_SPKI_SHA256, DST_ROOT_CA_X3_SPKI_SHA256, normalizeSpkiPin } from './distrust.js';
+export { ChainErrorCode, BundleWarningCode, SelectionRejectCode, type ChainProblem } from './problems.js';

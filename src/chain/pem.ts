@@ -1,0 +1,94 @@
+/**
+ * Reads PEM bundles. Strict on purpose: a bundle that holds anything but certificates
+ * (a private key pasted by mistake, a truncated block, prose) is refused with a code,
+ * because a silently skipped block is how a chain ends up shorter than intended.
+ */
+import { CertplaneError } from '../errors.js';
+import { parseCertificateDer, type Certificate } from './certificate.js';
+import { ChainErrorCode } from './problems.js';
+
+const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)\r?\n?-----END \1-----/g;
+const BASE64 = /^[A-Za-z0-9+/=\r\n\t ]*$/;
+
+/** One PEM block: its label and the DER bytes it carries. */
+export interface PemBlock {
+  readonly label: string;
+  readonly der: Buffer;
+}
+
+/**
+ * Splits PEM text into blocks. Text between blocks must be blank (comments such as
+ * "# ISRG Root X1" lines, as in distribution trust stores, are allowed); anything else is garbage.
+ */
+export function parsePemBlocks(text: string, source = 'input'): PemBlock[] {
+  const blocks: PemBlock[] = [];
+  let cursor = 0;
+  for (const match of text.matchAll(BLOCK)) {
+    assertOnlyCommentsBetween(text.slice(cursor, match.index), source);
+    const label = match[1] ?? '';
+    const body = match[2] ?? '';
+    if (!BASE64.test(body)) {
+      throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: the ${label} block is not base64`, { source, label });
+    }
+    blocks.push({ label, der: Buffer.from(body.replace(/\s+/g, ''), 'base64') });
+    cursor = (match.index ?? 0) + match[0].length;
+  }
+  assertOnlyCommentsBetween(text.slice(cursor), source);
+  return blocks;
+}
+
+function assertOnlyCommentsBetween(gap: string, source: string): void {
+  for (const line of gap.split(/\r?\n/)) {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const hint = trimmed.includes('-----BEGIN') ? ' (a PEM block without its END line?)' : '';
+    throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: unexpected text outside PEM blocks${hint}: "${trimmed.slice(0, 40)}"`, {
+      source,
+    });
+  }
+}
+
+/**
+ * Parses a bundle of certificates. Refuses an empty bundle, private keys, non-certificate
+ * blocks and certificates that do not parse; keeps the order given, since order is
+ * something the verifier reports on.
+ */
+export function parseCertificateBundle(text: string, source = 'bundle'): Certificate[] {
+  const blocks = parsePemBlocks(text, source);
+  const certificates: Certificate[] = [];
+  for (const [index, block] of blocks.entries()) {
+    if (block.label.includes('PRIVATE KEY')) {
+      throw new CertplaneError(
+        ChainErrorCode.PRIVATE_KEY_IN_BUNDLE,
+        `${source}: block ${index + 1} is a private key (${block.label}); a certificate bundle must carry only certificates, and private keys never travel`,
+        { source, block: index },
+      );
+    }
+    if (block.label !== 'CERTIFICATE') {
+      throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: block ${index + 1} is a ${block.label}, expected CERTIFICATE`, {
+        source,
+        block: index,
+      });
+    }
+    certificates.push(parseOne(block.der, source, index));
+  }
+  if (certificates.length === 0) {
+    throw new CertplaneError(ChainErrorCode.EMPTY, `${source}: no certificate found (expected PEM "-----BEGIN CERTIFICATE-----" blocks)`, {
+      source,
+    });
+  }
+  return certificates;
+}
+
+function parseOne(der: Buffer, source: string, index: number): Certificate {
+  try {
+    return parseCertificateDer(der);
+  } catch (cause) {
+    throw new CertplaneError(
+      ChainErrorCode.UNPARSABLE_CERTIFICATE,
+      `${source}: certificate ${index + 1} is not a valid X.509 certificate (${(cause as Error).message})`,
+      { source, block: index },
+      { cause },
+    );
+  }
+}

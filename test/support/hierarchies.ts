@@ -1,0 +1,92 @@
+/**
+ * Certificate hierarchies shaped like the real incidents, made fresh for every run with
+ * real keys and signatures (ECDSA P-256 keeps generation fast). Names match the real
+ * CAs so that name-based mistakes would show; keys never match the real ones.
+ */
+import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate, type KeyPair } from '../../src/devenv/pki.js';
+
+const DAY = 24 * 60 * 60 * 1000;
+
+export interface Leaf {
+  readonly cert: IssuedCertificate;
+  readonly key: KeyPair;
+}
+
+export async function root(cn: string, o = 'Test Trust Services', options: { notAfter?: Date } = {}): Promise<IssuedCertificate> {
+  return issueCertificate({ subject: `CN=${cn}, O=${o}`, key: await generateKeyPair(), ca: true, notBefore: new Date(Date.now() - 400 * DAY), notAfter: options.notAfter ?? new Date(Date.now() + 3650 * DAY) });
+}
+
+/** A CA certificate for `subjectOf`'s name and key, signed by `issuer`: a cross-sign when `subjectOf` is a root. */
+export async function crossSign(
+  subjectOf: IssuedCertificate,
+  issuer: IssuedCertificate,
+  options: { notAfter?: Date; extendedKeyUsage?: string[]; pathLength?: number } = {},
+): Promise<IssuedCertificate> {
+  return issueCertificate({
+    subject: subjectOf.subject,
+    key: subjectOf.key,
+    issuer: issuer.asIssuer,
+    ca: true,
+    notBefore: new Date(Date.now() - 300 * DAY),
+    notAfter: options.notAfter ?? new Date(Date.now() + 1000 * DAY),
+    extendedKeyUsage: options.extendedKeyUsage,
+    pathLength: options.pathLength,
+  });
+}
+
+export async function intermediate(cn: string, issuer: IssuedCertificate, options: { extendedKeyUsage?: string[]; pathLength?: number; ca?: boolean } = {}): Promise<IssuedCertificate> {
+  return issueCertificate({
+    subject: `CN=${cn}, O=Test Trust Services`,
+    key: await generateKeyPair(),
+    issuer: issuer.asIssuer,
+    ca: options.ca ?? true,
+    pathLength: options.pathLength ?? 0,
+    notBefore: new Date(Date.now() - 200 * DAY),
+    notAfter: new Date(Date.now() + 900 * DAY),
+    extendedKeyUsage: options.extendedKeyUsage ?? [EKU.serverAuth, EKU.clientAuth],
+  });
+}
+
+export async function leaf(issuer: IssuedCertificate, dnsNames: string[] = ['db1.example.com'], options: { key?: KeyPair; extendedKeyUsage?: string[] } = {}): Promise<Leaf> {
+  const key = options.key ?? (await generateKeyPair());
+  const cert = await issueCertificate({
+    subject: `CN=${dnsNames[0]}`,
+    key,
+    issuer: issuer.asIssuer,
+    ca: false,
+    dnsNames,
+    extendedKeyUsage: options.extendedKeyUsage ?? [EKU.serverAuth, EKU.clientAuth],
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + 89 * DAY),
+  });
+  return { cert, key };
+}
+
+export const pem = (...certs: IssuedCertificate[]): string => certs.map((c) => c.pem).join('');
+
+/**
+ * Let's Encrypt in 2021: R3 under ISRG Root X1, and ISRG Root X1 cross-signed by
+ * DST Root CA X3. The long chain leads to DST Root CA X3; the short one to ISRG Root X1.
+ */
+export async function letsEncrypt2021(options: { crossSignNotAfter?: Date } = {}) {
+  const dst = await root('DST Root CA X3', 'Digital Signature Trust Co.');
+  const isrgX1 = await root('ISRG Root X1', 'Internet Security Research Group');
+  const x1ByDst = await crossSign(isrgX1, dst, { notAfter: options.crossSignNotAfter });
+  const r3 = await intermediate('R3', isrgX1);
+  const server = await leaf(r3);
+  return { dst, isrgX1, x1ByDst, r3, leaf: server, long: pem(server.cert, r3, x1ByDst), short: pem(server.cert, r3) };
+}
+
+/**
+ * Let's Encrypt in 2026: Generation Y intermediate YR1 under "Root YR", and "Root YR"
+ * cross-signed by ISRG Root X1. Root YR is in no trust store yet; the cross-signed chain
+ * leads to ISRG Root X1. `crossSignEku` reproduces the May 2026 fault (no serverAuth).
+ */
+export async function generationY(options: { crossSignEku?: string[] } = {}) {
+  const isrgX1 = await root('ISRG Root X1', 'Internet Security Research Group');
+  const rootYR = await root('Root YR', 'ISRG');
+  const yrByX1 = await crossSign(rootYR, isrgX1, { extendedKeyUsage: options.crossSignEku, pathLength: 1 });
+  const yr1 = await intermediate('YR1', rootYR);
+  const server = await leaf(yr1);
+  return { isrgX1, rootYR, yrByX1, yr1, leaf: server, crossSigned: pem(server.cert, yr1, yrByX1), direct: pem(server.cert, yr1) };
+}
