@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CertplaneError } from '../../src/errors.js';
+import { LETS_ENCRYPT_PRODUCTION, loadConfig } from '../../src/config/config.js';
+
+const invalid = (env: Record<string, string>, variable: string) =>
+  assert.throws(() => loadConfig(env), (e: unknown) => e instanceof CertplaneError && e.code === 'CONFIG_INVALID' && e.message.includes(variable));
+
+test('defaults: Let\'s Encrypt production, ISRG Root X1, no fallback, system trust store, file secrets', () => {
+  const config = loadConfig({});
+  assert.equal(config.acme.directoryUrl, LETS_ENCRYPT_PRODUCTION);
+  assert.deepEqual(config.chain.preferences, ['ISRG Root X1']);
+  assert.equal(config.chain.fallback, 'none');
+  assert.equal(config.chain.trustStore, 'system');
+  assert.equal(config.secrets, 'file:./data/secrets');
+  assert.equal(config.dns.provider, 'none');
+});
+
+test('preferred chains: JSON array or comma-separated list, order kept', () => {
+  assert.deepEqual(loadConfig({ CERTPLANE_PREFERRED_CHAINS: '["Root YR", "ISRG Root X1"]' }).chain.preferences, ['Root YR', 'ISRG Root X1']);
+  assert.deepEqual(loadConfig({ CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X2, ISRG Root X1' }).chain.preferences, ['ISRG Root X2', 'ISRG Root X1']);
+  invalid({ CERTPLANE_PREFERRED_CHAINS: '["unterminated' }, 'CERTPLANE_PREFERRED_CHAINS');
+  invalid({ CERTPLANE_PREFERRED_CHAINS: '[]' }, 'CERTPLANE_PREFERRED_CHAINS');
+  invalid({ CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X1,,' }, 'CERTPLANE_PREFERRED_CHAINS');
+  invalid({ CERTPLANE_PREFERRED_CHAINS: '[1, 2]' }, 'CERTPLANE_PREFERRED_CHAINS');
+});
+
+test('every bad variable is named', () => {
+  invalid({ CERTPLANE_ACME_DIRECTORY: 'ftp://ca.example/dir' }, 'CERTPLANE_ACME_DIRECTORY');
+  invalid({ CERTPLANE_SECRETS: 'vault:x' }, 'CERTPLANE_SECRETS');
+  invalid({ CERTPLANE_DNS_PROVIDER: 'cloudflare' }, 'CERTPLANE_DNS_PROVIDER');
+  invalid({ CERTPLANE_DNS_PROVIDER: 'challtestsrv' }, 'CERTPLANE_CHALLTESTSRV_URL');
+  invalid({ CERTPLANE_CHAIN_FALLBACK: 'yes' }, 'CERTPLANE_CHAIN_FALLBACK');
+  invalid({ CERTPLANE_DISTRUSTED_SPKI: 'abc' }, 'CERTPLANE_DISTRUSTED_SPKI');
+  assert.throws(
+    () => loadConfig({ CERTPLANE_SECRETS: 'x', CERTPLANE_DNS_PROVIDER: 'y' }),
+    (e: unknown) => e instanceof CertplaneError && e.message.includes('CERTPLANE_SECRETS') && e.message.includes('CERTPLANE_DNS_PROVIDER'),
+  );
+});
+
+test('distrust pins accept hex and base64, normalized to hex', () => {
+  const config = loadConfig({ CERTPLANE_DISTRUSTED_SPKI: 'sha256/Vjs8r4z+80wjNcr1YKepWQboSIRi63WsWXhIMN+eWys=, 56:3b:3c:af:8c:fe:f3:4c:23:35:ca:f5:60:a7:a9:59:06:e8:48:84:62:eb:75:ac:59:78:48:30:df:9e:5b:2b' });
+  assert.deepEqual(config.chain.extraDistrustedSpki, [
+    '563b3caf8cfef34c2335caf560a7a95906e8488462eb75ac59784830df9e5b2b',
+    '563b3caf8cfef34c2335caf560a7a95906e8488462eb75ac59784830df9e5b2b',
+  ]);
+});
+
+test('empty variables count as unset', () => {
+  assert.equal(loadConfig({ CERTPLANE_DNS_PROVIDER: '' }).dns.provider, 'none');
+});
