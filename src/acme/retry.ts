@@ -1,0 +1,51 @@
+/**
+ * Step-level retries around ACME calls. acme-client already retries each HTTP request
+ * on 5xx and 429 (honouring Retry-After) and each signed request on badNonce; this layer
+ * catches what escapes it (a run of rejected nonces, a connection reset) and retries the
+ * whole step with capped, jittered exponential backoff, so one flaky moment does not
+ * fail an issuance.
+ */
+
+export interface RetryPolicy {
+  readonly attempts: number;
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDelayMs: 10_000 };
+
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'ENOTFOUND']);
+
+/** True for failures worth another try: network resets, nonce rejections, server errors, rate limiting. */
+export function isTransient(error: unknown): boolean {
+  const e = error as { code?: string; message?: string; response?: { status?: number } };
+  if (e?.code && TRANSIENT_CODES.has(e.code)) return true;
+  const status = e?.response?.status;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  return /badNonce|anti-replay nonce|status code 5\d\d|socket hang up/i.test(e?.message ?? '');
+}
+
+/** Delay before attempt `attempt` (1-based retry count): exponential, capped, with full jitter. */
+export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/** Runs `step`, retrying transient failures under `policy`; `onRetry` lets the caller log each one. */
+export async function withRetry<T>(
+  step: () => Promise<T>,
+  policy: RetryPolicy = DEFAULT_RETRY,
+  onRetry: (error: unknown, attempt: number, delayMs: number) => void = () => {},
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= policy.attempts || !isTransient(error)) throw error;
+      const delay = backoffDelay(attempt, policy);
+      onRetry(error, attempt, delay);
+      await sleep(delay);
+    }
+  }
+}
