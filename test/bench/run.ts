@@ -1,0 +1,120 @@
+/**
+ * `npm run bench`: throughput figures, each beside a baseline measured in the same run
+ * on the same machine, because these machines are shared and noisy and only ratios
+ * travel. Every loop is bounded by count and by time.
+ *
+ * 1. Chain verification: 3-certificate chains (leaf, intermediate, root anchor) per
+ *    second through verifyChain, beside the bare node:crypto signature checks the same
+ *    chain needs (the floor any verifier pays).
+ * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
+ *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
+ *    through pebble-challtestsrv.
+ */
+import { cpus, totalmem } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import https from 'node:https';
+import acme from 'acme-client';
+import { parseCertificateBundle, verifyChain } from '../../src/chain/index.js';
+import { AcmeIssuer } from '../../src/acme/issuer.js';
+import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
+import { Dns01Solver } from '../../src/acme/solver.js';
+import { createCsr, generateKeyPair } from '../../src/devenv/pki.js';
+import { startPebble } from '../../src/devenv/pebble.js';
+import { FileSecretStore } from '../../src/secrets/index.js';
+import { createLogger } from '../../src/log/logger.js';
+import { intermediate, leaf, root } from '../support/hierarchies.js';
+
+const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
+const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
+const ISSUE_SECONDS = Number(process.env.BENCH_ISSUE_SECONDS ?? 60);
+
+/** Runs `fn` repeatedly for about `seconds` (and at most `maxIterations`); returns operations per second. */
+async function rate(fn: () => unknown | Promise<unknown>, seconds: number, maxIterations = 10_000_000): Promise<{ perSecond: number; iterations: number }> {
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  let iterations = 0;
+  while (performance.now() < deadline && iterations < maxIterations) {
+    await fn();
+    iterations += 1;
+  }
+  return { perSecond: iterations / ((performance.now() - started) / 1000), iterations };
+}
+
+function line(label: string, value: string): void {
+  process.stdout.write(`${label.padEnd(58)} ${value}\n`);
+}
+
+async function benchVerification(): Promise<void> {
+  const anchor = await root('Bench Root');
+  const issuing = await intermediate('Bench Intermediate', anchor);
+  const server = await leaf(issuing, ['bench.example.com']);
+  const bundleText = server.cert.pem + issuing.pem;
+  const bundle = parseCertificateBundle(bundleText);
+  const anchors = parseCertificateBundle(anchor.pem);
+  const [leafCert, intermediateCert] = bundle as [(typeof bundle)[0], (typeof bundle)[0]];
+  const at = new Date();
+  const options = { trustAnchors: anchors, at, hostnames: ['bench.example.com'] };
+  if (!verifyChain(bundle, options).ok) throw new Error('bench chain does not verify');
+
+  const baseline = await rate(() => leafCert.native.verify(intermediateCert.publicKey) && intermediateCert.native.verify(anchors[0]!.publicKey), VERIFY_SECONDS);
+  const engine = await rate(() => verifyChain(bundle, options), VERIFY_SECONDS);
+  const fromPem = await rate(() => verifyChain(parseCertificateBundle(bundleText), options), VERIFY_SECONDS);
+  process.stdout.write('\nchain verification (ECDSA P-256, leaf + intermediate + root anchor, one core)\n');
+  line('  baseline: bare node:crypto signature checks', `${baseline.perSecond.toFixed(0)} /s`);
+  line('  verifyChain on parsed certificates', `${engine.perSecond.toFixed(0)} /s  (${(engine.perSecond / baseline.perSecond).toFixed(2)} x baseline)`);
+  line('  parse PEM + verifyChain', `${fromPem.perSecond.toFixed(0)} /s  (${(fromPem.perSecond / baseline.perSecond).toFixed(2)} x baseline)`);
+}
+
+async function benchIssuance(): Promise<void> {
+  const pebble = await startPebble({ alternateRoots: 2 });
+  const work = await mkdtemp(join(tmpdir(), 'certplane-bench-'));
+  try {
+    const roots = (await pebble.roots()).flatMap((pem) => parseCertificateBundle(pem));
+    const preferred = roots[2]!;
+    const issuer = new AcmeIssuer({
+      directoryUrl: pebble.directoryUrl,
+      serverCaPem: pebble.acmeServerCaPem,
+      secrets: await FileSecretStore.open(join(work, 'secrets')),
+      solvers: [new Dns01Solver(new ChalltestsrvDnsProvider(pebble.challtestsrvUrl))],
+      chainPolicy: { preferences: [preferred.subjectCN], fallback: 'none', trustAnchors: [preferred], distrustedSpkiSha256: new Set() },
+      logger: createLogger('silent'),
+      pollMinMs: 50,
+      pollMaxMs: 500,
+    });
+    acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
+    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
+    const txt = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
+    const csrs = async (prefix: string) => Promise.all(Array.from({ length: ISSUE_COUNT }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
+
+    const bareCsrs = await csrs('bare');
+    let next = 0;
+    const baseline = await rate(
+      () =>
+        bare.auto({
+          csr: bareCsrs[next++] as string,
+          termsOfServiceAgreed: true,
+          challengePriority: ['dns-01'],
+          skipChallengeVerification: true,
+          challengeCreateFn: async (authz, _challenge, keyAuthorization) => void (await txt('/set-txt', { host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization })),
+          challengeRemoveFn: async (authz) => void (await txt('/clear-txt', { host: `_acme-challenge.${authz.identifier.value}.` })),
+        }),
+      ISSUE_SECONDS,
+      ISSUE_COUNT,
+    );
+    const ourCsrs = await csrs('certplane');
+    next = 0;
+    const ours = await rate(() => issuer.issue(ourCsrs[next++] as string), ISSUE_SECONDS, ISSUE_COUNT);
+    process.stdout.write(`\nissuance against local Pebble (sequential, dns-01 via challtestsrv, ${pebble.directoryUrl})\n`);
+    line(`  baseline: bare acme-client auto(), ${baseline.iterations} certificates`, `${baseline.perSecond.toFixed(2)} /s`);
+    line(`  certplane AcmeIssuer (3 chains fetched, selected, verified), ${ours.iterations}`, `${ours.perSecond.toFixed(2)} /s  (${(ours.perSecond / baseline.perSecond).toFixed(2)} x baseline)`);
+  } finally {
+    await pebble.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
+await benchVerification();
+await benchIssuance();
