@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { explainReport, explainSelection, parseCertificateBundle } from '../chain/index.js';
 import { loadConfig } from '../config/config.js';
 import { composeIssuer } from '../compose.js';
-import { createCsr, generateKeyPair } from '../devenv/pki.js';
+import { createCsr, generateKeyPair } from '../pki/factory.js';
 import { startPebble } from '../devenv/pebble.js';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';

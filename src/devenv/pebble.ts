@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CertplaneError } from '../errors.js';
-import { EKU, generateKeyPair, issueCertificate } from './pki.js';
+import { EKU, generateKeyPair, issueCertificate } from '../pki/factory.js';
 
 /** How Pebble is started; everything else (ports, listener certificate) is chosen here. */
 export interface PebbleOptions {

@@ -12,7 +12,7 @@ import { accountSecretName } from '../../src/acme/account.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
 import { NO_CHAIN_SATISFIES_POLICY, parseCertificateBundle, spkiSha256OfKeyFile, type Certificate } from '../../src/chain/index.js';
-import { createCsr, generateKeyPair } from '../../src/devenv/pki.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { CertplaneError } from '../../src/errors.js';
 import { FileSecretStore } from '../../src/secrets/index.js';

@@ -20,7 +20,7 @@ import { parseCertificateBundle, verifyChain } from '../../src/chain/index.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
-import { createCsr, generateKeyPair } from '../../src/devenv/pki.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';

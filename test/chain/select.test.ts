@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CertplaneError } from '../../src/errors.js';
-import { EKU } from '../../src/devenv/pki.js';
+import { EKU } from '../../src/pki/factory.js';
 import {
   ChainErrorCode,
   NO_CHAIN_SATISFIES_POLICY,

@@ -10,7 +10,7 @@ import {
   verifyChain,
   type VerifyOptions,
 } from '../../src/chain/index.js';
-import { EKU, createCsr, generateKeyPair } from '../../src/devenv/pki.js';
+import { EKU, createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { crossSign, generationY, intermediate, leaf, letsEncrypt2021, pem, root } from '../support/hierarchies.js';
 
 const DAY = 86_400_000;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { generateKeyPair, createCsr } from '../../src/devenv/pki.js';
+import { generateKeyPair, createCsr } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { letsEncrypt2021, pem } from '../support/hierarchies.js';
 

@@ -9,7 +9,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { parseCertificateBundle } from '../../src/chain/index.js';
-import { createCsr, generateKeyPair } from '../../src/devenv/pki.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { certplane, scratch } from '../support/cli.js';
 

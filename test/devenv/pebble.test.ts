@@ -7,7 +7,7 @@ import { get } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
-import { generateKeyPair, issueCertificate } from '../../src/devenv/pki.js';
+import { generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { hasCode } from '../../src/errors.js';
 
 let pebble: LocalPebble;

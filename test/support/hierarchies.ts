@@ -3,7 +3,7 @@
  * real keys and signatures (ECDSA P-256 keeps generation fast). Names match the real
  * CAs so that name-based mistakes would show; keys never match the real ones.
  */
-import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate, type KeyPair } from '../../src/devenv/pki.js';
+import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate, type KeyPair } from '../../src/pki/factory.js';
 
 const DAY = 24 * 60 * 60 * 1000;
 

@@ -1,8 +1,8 @@
 /**
- * A small certificate factory over @peculiar/x509 and WebCrypto. It exists so that the
- * local development environment (Pebble's HTTPS listener) and the test suites can make
- * real hierarchies (roots, cross-signs, intermediates, leaves) with real keys and
- * signatures instead of shipping key material in the repository.
+ * A small certificate factory over @peculiar/x509 and WebCrypto. The agent CA issues
+ * agent certificates with it; the local development environment (Pebble's HTTPS
+ * listener) and the test suites make real hierarchies (roots, cross-signs,
+ * intermediates, leaves) with it instead of shipping key material in the repository.
  */
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
