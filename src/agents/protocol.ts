@@ -1,0 +1,110 @@
+/**
+ * The agent channel's messages, written once with zod and validated on both ends.
+ * Versioned (`v`), bounded in size, and with no field that could carry a private key:
+ * CSRs, public chains, fingerprints and challenge responses are all that ever travel.
+ * Any frame whose text contains a PEM private-key block is refused before parsing.
+ */
+import { z } from 'zod';
+import { CertplaneError } from '../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+/** Larger than any chain plus report; small enough that one agent cannot exhaust the plane's memory. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+/** WebSocket path of the agent channel. */
+export const CHANNEL_PATH = '/v1/agents/channel';
+
+export const ChannelErrorCode = {
+  TOO_LARGE: 'CHANNEL_MESSAGE_TOO_LARGE',
+  NOT_JSON: 'CHANNEL_MESSAGE_NOT_JSON',
+  INVALID: 'CHANNEL_MESSAGE_INVALID',
+  PRIVATE_KEY: 'CHANNEL_PRIVATE_KEY_REFUSED',
+  VERSION: 'CHANNEL_VERSION_UNSUPPORTED',
+  UNEXPECTED: 'CHANNEL_MESSAGE_UNEXPECTED',
+} as const;
+
+const id = z.string().min(1).max(128);
+const pem = (label: string) => z.string().max(MAX_MESSAGE_BYTES).includes(`-----BEGIN ${label}-----`);
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const hostname = z.string().min(1).max(253);
+export const KeyAlgorithm = z.enum(['ecdsa-p256', 'rsa-2048', 'rsa-3072']);
+export type KeyAlgorithm = z.infer<typeof KeyAlgorithm>;
+
+const base = { v: z.literal(PROTOCOL_VERSION) };
+
+/** Server to agent. */
+export const ServerMessage = z.discriminatedUnion('type', [
+  /** First frame: a fresh nonce the agent signs with its identity key to prove who it is. */
+  z.strictObject({ ...base, type: z.literal('hello'), nonce: z.string().min(32).max(128) }),
+  /** Authentication accepted. */
+  z.strictObject({ ...base, type: z.literal('welcome'), instanceId: id }),
+  /** Generate a fresh key for this certificate, keep it pending, send a CSR for these names. */
+  z.strictObject({ ...base, type: z.literal('csr_request'), certificateId: id, hostnames: z.array(hostname).min(1).max(100), keyAlgorithm: KeyAlgorithm }),
+  /** Serve this key authorization at /.well-known/acme-challenge/TOKEN until withdrawn. */
+  z.strictObject({ ...base, type: z.literal('http01_serve'), requestId: id, token: z.string().min(1).max(256), keyAuthorization: z.string().min(1).max(512) }),
+  z.strictObject({ ...base, type: z.literal('http01_withdraw'), requestId: id, token: z.string().min(1).max(256) }),
+  /** The verified chain for the pending key of `certificateId`. */
+  z.strictObject({ ...base, type: z.literal('deliver'), certificateId: id, fullchainPem: pem('CERTIFICATE'), fingerprintSha256: hex64 }),
+  /** The certificate request was abandoned (failed or superseded): drop its pending key. */
+  z.strictObject({ ...base, type: z.literal('cancel'), certificateId: id, reason: z.string().max(2000) }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+/** Agent to server. */
+export const AgentMessage = z.discriminatedUnion('type', [
+  /** Answer to hello: the agent certificate and a signature over the nonce by its key (base64). */
+  z.strictObject({ ...base, type: z.literal('auth'), certificatePem: pem('CERTIFICATE'), signature: z.string().min(1).max(2048), agentVersion: z.string().max(64) }),
+  /** What the instance serves now, sent after welcome so the plane knows reality, not only what it delivered. */
+  z.strictObject({ ...base, type: z.literal('status'), installedFingerprintSha256: hex64.nullable(), pendingCertificateIds: z.array(id).max(16) }),
+  z.strictObject({ ...base, type: z.literal('csr'), certificateId: id, csrPem: pem('CERTIFICATE REQUEST') }),
+  z.strictObject({ ...base, type: z.literal('http01_ready'), requestId: id }),
+  z.strictObject({ ...base, type: z.literal('installed'), certificateId: id, fingerprintSha256: hex64 }),
+  /** The agent refused or failed to install; the reason is shown in the API. */
+  z.strictObject({ ...base, type: z.literal('install_failed'), certificateId: id, code: z.string().max(64), message: z.string().max(2000) }),
+  z.strictObject({ ...base, type: z.literal('error'), requestId: id.optional(), code: z.string().max(64), message: z.string().max(2000) }),
+]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+const PRIVATE_KEY_BLOCK = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
+
+/** Decodes one frame with `schema`: size, private-key and shape checks, each with its own code. */
+export function decodeMessage<T>(schema: z.ZodType<T>, frame: string | Buffer): T {
+  const size = typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
+  if (size > MAX_MESSAGE_BYTES) throw new CertplaneError(ChannelErrorCode.TOO_LARGE, `message of ${size} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+  const text = typeof frame === 'string' ? frame : frame.toString('utf8');
+  if (PRIVATE_KEY_BLOCK.test(text)) throw new CertplaneError(ChannelErrorCode.PRIVATE_KEY, 'message contains a PEM private-key block; private keys never travel on the channel');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new CertplaneError(ChannelErrorCode.NOT_JSON, 'message is not JSON');
+  }
+  const version = (json as { v?: unknown } | null)?.v;
+  if (version !== PROTOCOL_VERSION) throw new CertplaneError(ChannelErrorCode.VERSION, `protocol version ${JSON.stringify(version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CertplaneError(ChannelErrorCode.INVALID, `invalid message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+/** Encodes a message after the same checks the receiver applies, so a bug here fails loudly on the sender. */
+export function encodeMessage<T>(schema: z.ZodType<T>, message: T): string {
+  const text = JSON.stringify(message);
+  decodeMessage(schema, text);
+  return text;
+}
+
+/** WebSocket close codes used by the channel (4000-4999 are for applications). */
+export const CloseCode = {
+  PROTOCOL_ERROR: 4000,
+  AUTH_FAILED: 4001,
+  REVOKED: 4003,
+  REPLACED: 4009,
+  SHUTDOWN: 1001,
+} as const;
+
+/** What the agent signs to authenticate: the nonce bound to the channel's purpose. */
+export function authPayload(nonce: string): Buffer {
+  return Buffer.from(`certplane-agent-auth:v${PROTOCOL_VERSION}:${nonce}`);
+}

@@ -1,0 +1,110 @@
+/**
+ * What the management plane keeps, and the operations it needs on it. One interface,
+ * two engines of one dialect (PGlite embedded, PostgreSQL server), so every room above
+ * talks to records, never to a driver. No private key is ever a field here: the plane
+ * stores CSRs, public chains and fingerprints only.
+ */
+import type { KeyAlgorithm } from '../agents/protocol.js';
+
+/** Lifecycle of one certificate request for an instance. */
+export type CertificateStatus = 'pending' | 'issuing' | 'delivered' | 'installed' | 'failed';
+/** Statuses in which a certificate still has work to do. */
+export const OPEN_STATUSES: readonly CertificateStatus[] = ['pending', 'issuing', 'delivered'];
+
+export interface InstanceRecord {
+  readonly id: string;
+  readonly name: string;
+  /** The names this instance may ever get certificates for. */
+  readonly hostnames: readonly string[];
+  readonly cluster: string | null;
+  readonly keyAlgorithm: KeyAlgorithm;
+  readonly createdAt: Date;
+  /** Set while an agent session is open on some management-plane process. */
+  readonly agentConnectedAt: Date | null;
+  readonly agentLastSeenAt: Date | null;
+  /** SHA-256 of the leaf the agent reports it serves now, or null. */
+  readonly installedFingerprintSha256: string | null;
+}
+
+export interface CertificateRecord {
+  readonly id: string;
+  readonly instanceId: string;
+  readonly status: CertificateStatus;
+  readonly csrPem: string | null;
+  /** Leaf and intermediates of the selected, verified chain. */
+  readonly fullchainPem: string | null;
+  readonly fingerprintSha256: string | null;
+  readonly notAfter: Date | null;
+  /** CN of the trust anchor the chain verifies to. */
+  readonly anchorCN: string | null;
+  /** The chain engine's VerificationReport, as JSON. */
+  readonly report: unknown;
+  readonly lastError: string | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly deliveredAt: Date | null;
+  readonly installedAt: Date | null;
+}
+
+/** Fields a status transition may set alongside the status. */
+export type CertificateUpdate = Partial<Pick<CertificateRecord, 'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt'>>;
+
+export interface AgentCertificateRecord {
+  readonly fingerprintSha256: string;
+  readonly instanceId: string;
+  readonly serialNumber: string;
+  readonly notAfter: Date;
+  readonly revokedAt: Date | null;
+  readonly createdAt: Date;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Opaque; pass back as `cursor` for the next page. Null on the last page. */
+  readonly nextCursor: string | null;
+}
+
+export interface Store {
+  readonly instances: {
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm }): Promise<InstanceRecord>;
+    get(id: string): Promise<InstanceRecord | undefined>;
+    /** Stable order (creation, then id); `limit` is trusted to be already bounded by the caller. */
+    list(page: { cursor?: string; limit: number }): Promise<Page<InstanceRecord>>;
+    setAgentConnected(id: string, connectedAt: Date | null): Promise<void>;
+    touchAgent(id: string, at: Date): Promise<void>;
+    setInstalledFingerprint(id: string, fingerprintSha256: string | null): Promise<void>;
+  };
+  readonly enrollmentTokens: {
+    /** Stores only the token's SHA-256; the token itself is shown once, to the caller that created the instance. */
+    create(instanceId: string, tokenSha256: string, expiresAt: Date): Promise<void>;
+    /** Atomically marks the token used and returns its instance id; undefined if unknown, used or expired at `now`. */
+    consume(tokenSha256: string, now: Date): Promise<string | undefined>;
+  };
+  readonly agentCertificates: {
+    record(input: { fingerprintSha256: string; instanceId: string; serialNumber: string; notAfter: Date }): Promise<void>;
+    get(fingerprintSha256: string): Promise<AgentCertificateRecord | undefined>;
+    revoke(fingerprintSha256: string, at: Date): Promise<boolean>;
+  };
+  readonly certificates: {
+    /** A new request in status `pending`. */
+    create(instanceId: string): Promise<CertificateRecord>;
+    get(id: string): Promise<CertificateRecord | undefined>;
+    /** The most recently created certificate of the instance. */
+    latest(instanceId: string): Promise<CertificateRecord | undefined>;
+    /** The most recent certificate in status `installed`. */
+    latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
+    /** Certificates of the instance still in an open status, oldest first. */
+    open(instanceId: string): Promise<CertificateRecord[]>;
+    /**
+     * Compare-and-set: moves the certificate to `to` (setting `fields` and updatedAt)
+     * only if its status is one of `from`; returns the updated record, or undefined when
+     * another actor moved it first. This is what makes delivery idempotent.
+     */
+    transition(id: string, from: readonly CertificateStatus[], to: CertificateStatus, fields?: CertificateUpdate): Promise<CertificateRecord | undefined>;
+  };
+  /** Raw SQL, for operations and for tests that inspect what is stored. */
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Which engine: "pglite" or "postgres". */
+  readonly engine: 'pglite' | 'postgres';
+  close(): Promise<void>;
+}
