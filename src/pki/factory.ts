@@ -20,7 +20,7 @@ export const EKU = {
   any: '2.5.29.37.0',
 } as const;
 
-export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048';
+export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048' | 'rsa-3072';
 
 /** A key pair in both WebCrypto form (to sign) and PEM form (to hand to files and other tools). */
 export interface KeyPair {
@@ -33,6 +33,10 @@ const algorithms: Record<KeyAlgorithm, { gen: webcrypto.RsaHashedKeyGenParams | 
   'ecdsa-p256': { gen: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams },
   'rsa-2048': {
     gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+    sign: { name: 'RSASSA-PKCS1-v1_5' },
+  },
+  'rsa-3072': {
+    gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 3072, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
     sign: { name: 'RSASSA-PKCS1-v1_5' },
   },
 };

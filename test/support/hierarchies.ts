@@ -3,6 +3,8 @@
  * real keys and signatures (ECDSA P-256 keeps generation fast). Names match the real
  * CAs so that name-based mistakes would show; keys never match the real ones.
  */
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
 import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate, type KeyPair } from '../../src/pki/factory.js';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -63,6 +65,28 @@ export async function leaf(issuer: IssuedCertificate, dnsNames: string[] = ['db1
 }
 
 export const pem = (...certs: IssuedCertificate[]): string => certs.map((c) => c.pem).join('');
+
+/**
+ * A leaf for the key in `csrPem`, issued as a CA does: from the CSR's public key alone, so
+ * a test of the agent never needs the instance's private key, just as production never has it.
+ */
+export async function leafForCsr(issuer: IssuedCertificate, csrPem: string, options: { dnsNames?: string[] } = {}): Promise<IssuedCertificate> {
+  const csr = new x509.Pkcs10CertificateRequest(csrPem);
+  const dnsNames = options.dnsNames ?? csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension)?.names.items.map((name) => name.value) ?? [];
+  const publicKey = await csr.publicKey.export(webcrypto as unknown as Parameters<typeof csr.publicKey.export>[0]);
+  // issueCertificate reads only the public half of a subject it does not self-sign; the CA never holds the private half.
+  const subjectKey = { keys: { publicKey }, privateKeyPem: '', publicKeyPem: csr.publicKey.toString('pem') } as unknown as KeyPair;
+  return issueCertificate({
+    subject: `CN=${dnsNames[0]}`,
+    key: subjectKey,
+    issuer: issuer.asIssuer,
+    ca: false,
+    dnsNames,
+    extendedKeyUsage: [EKU.serverAuth, EKU.clientAuth],
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + 44 * DAY),
+  });
+}
 
 /**
  * Let's Encrypt in 2021: R3 under ISRG Root X1, and ISRG Root X1 cross-signed by

@@ -1,0 +1,144 @@
+/**
+ * The agent's end of the channel. It dials out (instances sit behind NAT), proves its
+ * identity by signing the server's nonce, then does what the plane asks: make a key and
+ * a CSR, answer http-01, verify and install a chain, acknowledge by fingerprint. The
+ * connection is re-dialled with jittered exponential backoff whenever it drops.
+ */
+import { sign } from 'node:crypto';
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import { CertplaneError } from '../errors.js';
+import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
+import type { Http01Responder } from './http01.js';
+import type { Installer } from './install.js';
+import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
+import type { AgentIdentity, AgentState } from './state.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentClientOptions {
+  readonly state: AgentState;
+  readonly identity: AgentIdentity;
+  readonly installer: Installer;
+  readonly http01?: Http01Responder;
+  readonly serverCaPem?: string;
+  readonly logger: Logger;
+  readonly minBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+}
+
+type AgentMessageWithoutVersion = AgentMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
+
+export class AgentClient {
+  #socket: WebSocket | undefined;
+  #stopped = false;
+  #attempt = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: AgentClientOptions) {}
+
+  /** Starts dialling; returns at once. */
+  start(): void {
+    this.#connect();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const socket = this.#socket;
+    if (socket && socket.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.close(1001, 'agent stopping');
+        setTimeout(() => {
+          socket.terminate();
+          resolve();
+        }, 2000).unref();
+      });
+    }
+  }
+
+  #connect(): void {
+    const { identity, logger } = this.options;
+    const url = new URL(CHANNEL_PATH, identity.server);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new WebSocket(url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 15_000, ...(this.options.serverCaPem ? { ca: this.options.serverCaPem } : {}) });
+    this.#socket = socket;
+    let queue = Promise.resolve();
+    socket.on('message', (data) => {
+      queue = queue.then(() => this.#handle(socket, data as Buffer)).catch((error: unknown) => {
+        const e = error as CertplaneError;
+        logger.warn({ code: e.code, err: e.message }, 'closing the channel after a bad message');
+        socket.close(4000, `${e.code ?? 'ERROR'}`.slice(0, 120));
+      });
+    });
+    socket.on('open', () => logger.info({ server: url.origin }, 'channel open'));
+    socket.on('error', (error) => logger.warn({ err: error.message }, 'channel error'));
+    socket.on('close', (code, reason) => {
+      if (this.#stopped) return;
+      const delay = this.#backoff();
+      logger.info({ code, reason: reason.toString(), retryInMs: delay }, 'channel closed, reconnecting');
+      this.#timer = setTimeout(() => this.#connect(), delay);
+    });
+  }
+
+  /** Full jitter over a capped exponential: a fleet cut off together does not return together. */
+  #backoff(): number {
+    this.#attempt += 1;
+    const ceiling = Math.min(this.options.maxBackoffMs ?? 30_000, (this.options.minBackoffMs ?? 500) * 2 ** Math.min(this.#attempt, 16));
+    return Math.round(Math.random() * ceiling);
+  }
+
+  #send(socket: WebSocket, message: AgentMessageWithoutVersion): void {
+    socket.send(encodeMessage(AgentMessage, { v: PROTOCOL_VERSION, ...message } as AgentMessage));
+  }
+
+  async #handle(socket: WebSocket, data: Buffer): Promise<void> {
+    const { identity, installer, logger, state } = this.options;
+    const message = decodeMessage(ServerMessage, data);
+    switch (message.type) {
+      case 'hello': {
+        const signature = sign('sha256', authPayload(message.nonce), identity.keyPem).toString('base64');
+        this.#send(socket, { type: 'auth', certificatePem: identity.certificatePem, signature, agentVersion: AGENT_VERSION });
+        return;
+      }
+      case 'welcome':
+        this.#attempt = 0;
+        logger.info({ instanceId: message.instanceId }, 'authenticated');
+        this.#send(socket, { type: 'status', installedFingerprintSha256: await installer.installedFingerprint(), pendingCertificateIds: (await listPendingCertificateIds(state)).slice(0, 16) });
+        return;
+      case 'csr_request': {
+        const { csrPem } = await createPendingKey(state, message.certificateId, message.keyAlgorithm, message.hostnames);
+        this.#send(socket, { type: 'csr', certificateId: message.certificateId, csrPem });
+        logger.info({ certificateId: message.certificateId, hostnames: message.hostnames }, 'key generated on the instance, CSR sent');
+        return;
+      }
+      case 'http01_serve':
+        if (!this.options.http01) {
+          this.#send(socket, { type: 'error', requestId: message.requestId, code: 'AGENT_NO_HTTP01', message: 'this agent runs without --http01-port' });
+          return;
+        }
+        this.options.http01.serve(message.token, message.keyAuthorization);
+        this.#send(socket, { type: 'http01_ready', requestId: message.requestId });
+        return;
+      case 'http01_withdraw':
+        this.options.http01?.withdraw(message.token);
+        return;
+      case 'deliver':
+        try {
+          const result = await installer.install(message.certificateId, message.fullchainPem, message.fingerprintSha256);
+          logger.info({ certificateId: message.certificateId, fingerprint: result.fingerprintSha256, alreadyInstalled: result.alreadyInstalled }, 'certificate installed');
+          this.#send(socket, { type: 'installed', certificateId: message.certificateId, fingerprintSha256: result.fingerprintSha256 });
+        } catch (error) {
+          const e = error instanceof CertplaneError ? error : new CertplaneError('AGENT_INSTALL_FAILED', (error as Error).message);
+          logger.warn({ certificateId: message.certificateId, code: e.code, err: e.message }, 'installation refused or failed');
+          this.#send(socket, { type: 'install_failed', certificateId: message.certificateId, code: e.code.slice(0, 64), message: e.message.slice(0, 2000) });
+        }
+        return;
+      case 'cancel':
+        await discardPendingKey(state, message.certificateId);
+        logger.warn({ certificateId: message.certificateId, reason: message.reason }, 'the plane cancelled the certificate; pending key discarded');
+        return;
+    }
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * First start of an agent: make the identity key on the instance, send only its CSR
+ * with the one-time token, and keep the agent certificate that comes back. From then on
+ * the agent authenticates with that certificate and the token is spent.
+ */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { z } from 'zod';
+import { CertplaneError } from '../errors.js';
+import { createCsr, generateKeyPair } from '../pki/factory.js';
+import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
+
+export const EnrollErrorCode = { FAILED: 'AGENT_ENROLL_FAILED' } as const;
+
+const EnrollResponse = z.object({ instanceId: z.string(), certificatePem: z.string(), caPem: z.string() });
+
+/** Enrolls against `server` with `token`; writes and returns the new identity. */
+export async function enroll(state: AgentState, server: string, token: string, serverCaPem?: string): Promise<AgentIdentity> {
+  const key = await generateKeyPair('ecdsa-p256');
+  const csrPem = await createCsr(key, ['certplane-agent']);
+  const { status, body } = await postJson(new URL('/v1/agents/enroll', server), { token, csrPem }, serverCaPem);
+  if (status !== 201) {
+    const problem = safeJson(body) as { code?: string; message?: string } | undefined;
+    throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment refused by ${server} (HTTP ${status}): ${problem?.code ?? ''} ${problem?.message ?? body.slice(0, 200)}`.trim());
+  }
+  const parsed = EnrollResponse.safeParse(safeJson(body));
+  if (!parsed.success) throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment answer from ${server} is not what an agent expects`);
+  const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server };
+  await writeIdentity(state, identity);
+  return identity;
+}
+
+function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
+  const data = JSON.stringify(body);
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = send(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, timeout: 30_000, ...(ca ? { ca } : {}) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (cause) => reject(new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause })));
+    req.end(data);
+  });
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * Pending keys: one fresh private key per certificate request, generated and kept on the
+ * instance. Only the CSR leaves; the key waits in DIR/pending/ until the verified chain
+ * for it arrives and the installer moves it to live/.
+ */
+import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { sha256Hex } from '../chain/index.js';
+import { CertplaneError } from '../errors.js';
+import { createCsr, generateKeyPair, type KeyAlgorithm, type KeyPair } from '../pki/factory.js';
+import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFileDurably, type AgentState } from './state.js';
+
+/** Error codes of pending-key handling. */
+export const AgentKeyErrorCode = {
+  BAD_CERTIFICATE_ID: 'AGENT_BAD_CERTIFICATE_ID',
+  PENDING_KEY_CONFLICT: 'AGENT_PENDING_KEY_CONFLICT',
+} as const;
+
+/** Narrow enough to be a safe file name on any file system, whatever the network sent. */
+const CERTIFICATE_ID = /^[A-Za-z0-9-]{1,64}$/;
+const PENDING_SUFFIX = '.key.pem';
+
+/**
+ * The pending-key file for `certificateId`. Certificate ids come from the network, so they
+ * are checked before they become part of a path: "../live/privkey" must never be a name.
+ */
+export function pendingKeyPath(state: AgentState, certificateId: string): string {
+  if (!CERTIFICATE_ID.test(certificateId)) {
+    throw new CertplaneError(
+      AgentKeyErrorCode.BAD_CERTIFICATE_ID,
+      `Certificate id ${JSON.stringify(certificateId.slice(0, 80))} is not 1 to 64 letters, digits or hyphens; the agent refuses it as a file name. Check the management plane's certificate ids.`,
+      { certificateId: certificateId.slice(0, 80) },
+    );
+  }
+  return path.join(state.pendingDir, `${certificateId}${PENDING_SUFFIX}`);
+}
+
+/**
+ * Generates a key of `algorithm` for `certificateId`, keeps it pending (0600, written
+ * atomically) and returns a CSR for `hostnames`. When a key is already pending for that id
+ * (the plane asked again after a reconnect), that key is reused: a second key would orphan
+ * the CSR the plane may already have sent to the CA.
+ */
+export async function createPendingKey(state: AgentState, certificateId: string, algorithm: KeyAlgorithm, hostnames: readonly string[]): Promise<{ csrPem: string }> {
+  const file = pendingKeyPath(state, certificateId);
+  const existing = await readFileIfExists(file);
+  const key = existing === null ? await storeFreshKey(file, certificateId, algorithm) : await importPendingKey(existing, certificateId, algorithm);
+  return { csrPem: await createCsr(key, hostnames) };
+}
+
+/** Drops the pending key of an abandoned request; a key whose certificate will never come has no use. */
+export async function discardPendingKey(state: AgentState, certificateId: string): Promise<void> {
+  await removeFileDurably(pendingKeyPath(state, certificateId));
+}
+
+/** The pending key's PEM and SPKI SHA-256, or null: the installer matches the delivered leaf against it. */
+export async function readPendingKey(state: AgentState, certificateId: string): Promise<{ pem: string; spkiSha256: string } | null> {
+  const pem = await readFileIfExists(pendingKeyPath(state, certificateId));
+  return pem === null ? null : { pem, spkiSha256: spkiSha256OfPrivateKeyPem(pem) };
+}
+
+/** Ids with a pending key, for the status the agent reports so the plane knows which requests are still open here. */
+export async function listPendingCertificateIds(state: AgentState): Promise<string[]> {
+  const entries = await fs.readdir(state.pendingDir);
+  return entries
+    .filter((entry) => entry.endsWith(PENDING_SUFFIX))
+    .map((entry) => entry.slice(0, -PENDING_SUFFIX.length))
+    .filter((id) => CERTIFICATE_ID.test(id))
+    .sort();
+}
+
+/** SHA-256 of the public half's SubjectPublicKeyInfo: how a key is compared with a certificate without exposing it. */
+export function spkiSha256OfPrivateKeyPem(pem: string): string {
+  return sha256Hex(createPublicKey(pem).export({ type: 'spki', format: 'der' }));
+}
+
+async function storeFreshKey(file: string, certificateId: string, algorithm: KeyAlgorithm): Promise<KeyPair> {
+  const fresh = await generateKeyPair(algorithm);
+  if (await createFileAtomic(file, fresh.privateKeyPem, PRIVATE_FILE_MODE)) return fresh;
+  const winner = await readFileIfExists(file);
+  if (winner === null) {
+    throw new CertplaneError(AgentKeyErrorCode.PENDING_KEY_CONFLICT, `The pending key for certificate ${certificateId} was discarded while it was being created; the management plane should ask for the CSR again.`, { certificateId });
+  }
+  return importPendingKey(winner, certificateId, algorithm);
+}
+
+async function importPendingKey(pem: string, certificateId: string, algorithm: KeyAlgorithm): Promise<KeyPair> {
+  const privateKey = createPrivateKey(pem);
+  const found = algorithmOf(privateKey);
+  if (found !== algorithm) {
+    throw new CertplaneError(
+      AgentKeyErrorCode.PENDING_KEY_CONFLICT,
+      `A ${found ?? 'differently typed'} key is already pending for certificate ${certificateId}, but ${algorithm} was requested; cancel the request (which discards the pending key) and request the certificate again.`,
+      { certificateId, pendingAlgorithm: found ?? null, requestedAlgorithm: algorithm },
+    );
+  }
+  const params = algorithm === 'ecdsa-p256' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  const publicKey = createPublicKey(privateKey);
+  return {
+    keys: {
+      privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), params, false, ['sign']),
+      publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), params, true, ['verify']),
+    },
+    privateKeyPem: pem,
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  };
+}
+
+function algorithmOf(key: KeyObject): KeyAlgorithm | undefined {
+  const details = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'prime256v1') return 'ecdsa-p256';
+  if (key.asymmetricKeyType === 'rsa' && details?.modulusLength === 2048) return 'rsa-2048';
+  if (key.asymmetricKeyType === 'rsa' && details?.modulusLength === 3072) return 'rsa-3072';
+  return undefined;
+}

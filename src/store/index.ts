@@ -1,0 +1,7 @@
+/**
+ * The storage room's public face: open a store by URL and use the records and operations
+ * of the contract. Engines and migrations stay inside the room, so no caller can reach
+ * around the contract to a driver.
+ */
+export { openStore } from './store.js';
+export * from './types.js';

@@ -1,0 +1,111 @@
+/**
+ * The one set of schema migrations, for both engines. They live here as TypeScript
+ * strings so the compiled service carries them with nothing to copy beside it. A released
+ * migration is never edited: a change to the schema is a new entry at the end.
+ */
+import { CertplaneError, hasCode } from '../errors.js';
+import type { Database } from './engines.js';
+
+/** One step of the schema, applied entirely or not at all. */
+export interface Migration {
+  readonly version: number;
+  readonly description: string;
+  /** One statement each, so both engines can run them through query(). */
+  readonly statements: readonly string[];
+}
+
+/** Every migration, in the order it is applied. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'instances, enrollment tokens, agent certificates and certificates',
+    statements: [
+      `CREATE TABLE instances (
+        id uuid PRIMARY KEY,
+        name text NOT NULL,
+        hostnames text[] NOT NULL,
+        cluster text,
+        key_algorithm text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        agent_connected_at timestamptz,
+        agent_last_seen_at timestamptz,
+        installed_fingerprint_sha256 text
+      )`,
+      'CREATE INDEX instances_created_at_id ON instances (created_at, id)',
+      `CREATE TABLE enrollment_tokens (
+        token_sha256 text PRIMARY KEY,
+        instance_id uuid NOT NULL REFERENCES instances (id),
+        expires_at timestamptz NOT NULL,
+        used_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      `CREATE TABLE agent_certificates (
+        fingerprint_sha256 text PRIMARY KEY,
+        instance_id uuid NOT NULL REFERENCES instances (id),
+        serial_number text NOT NULL,
+        not_after timestamptz NOT NULL,
+        revoked_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      // creation_order breaks ties between rows created in the same clock tick (PGlite's
+      // clock has millisecond resolution), so "latest" always means the last one inserted.
+      `CREATE TABLE certificates (
+        id uuid PRIMARY KEY,
+        instance_id uuid NOT NULL REFERENCES instances (id),
+        status text NOT NULL CHECK (status IN ('pending', 'issuing', 'delivered', 'installed', 'failed')),
+        csr_pem text,
+        fullchain_pem text,
+        fingerprint_sha256 text,
+        not_after timestamptz,
+        anchor_cn text,
+        report jsonb,
+        last_error text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        creation_order bigint GENERATED ALWAYS AS IDENTITY,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        delivered_at timestamptz,
+        installed_at timestamptz
+      )`,
+      'CREATE INDEX certificates_instance_created ON certificates (instance_id, created_at, creation_order)',
+      'CREATE INDEX certificates_status ON certificates (status)',
+    ],
+  },
+];
+
+/**
+ * Key of the transaction-scoped advisory lock that serialises migrations: the ASCII bytes
+ * of "certplan". Two replicas starting at once against one server would otherwise both
+ * create the same tables and one would fail.
+ */
+const MIGRATION_LOCK_KEY = '7162256626830565742';
+
+/**
+ * Brings the schema up to date in one transaction and returns the versions applied now
+ * (empty when it already was). Safe to run from several processes at once.
+ */
+export async function migrate(db: Database, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
+  let current: Migration | undefined;
+  try {
+    return await db.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+      await tx.query('CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+      const applied = new Set((await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).map((row) => row.version));
+      const pending = migrations.filter((migration) => !applied.has(migration.version));
+      for (const migration of pending) {
+        current = migration;
+        for (const statement of migration.statements) await tx.query(statement);
+        await tx.query('INSERT INTO schema_migrations (version) VALUES ($1)', [migration.version]);
+      }
+      return pending.map((migration) => migration.version);
+    });
+  } catch (error) {
+    if (hasCode(error, 'STORE_UNAVAILABLE')) throw error;
+    const step = current === undefined ? 'Preparing the migrations' : `Migration ${current.version} (${current.description})`;
+    throw new CertplaneError(
+      'STORE_MIGRATION_FAILED',
+      `${step} failed on ${db.location}, so no pending migration was applied: ${(error as Error).message} Fix what the database reported, then start certplane again.`,
+      { location: db.location, version: current?.version },
+      { cause: error },
+    );
+  }
+}

@@ -1,0 +1,320 @@
+import assert from 'node:assert/strict';
+import { promises as fs, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
+import { hasCode } from '../../src/errors.js';
+import type { IssuedCertificate } from '../../src/pki/factory.js';
+import { Installer, type InstallerOptions } from '../../src/agent/install.js';
+import { createPendingKey, pendingKeyPath, spkiSha256OfPrivateKeyPem } from '../../src/agent/keys.js';
+import { appendJournal, openState, readJournal, writeFileAtomic, type AgentState, type JournalEntry } from '../../src/agent/state.js';
+import { intermediate, leaf, leafForCsr, pem, root } from '../support/hierarchies.js';
+
+interface Fixture {
+  readonly dir: string;
+  readonly state: AgentState;
+  readonly ca: IssuedCertificate;
+  readonly anchors: Certificate[];
+  /** One line per reload run: "FINGERPRINT FULLCHAIN_PATH PRIVKEY_PATH". */
+  readonly reloadLog: string;
+  /** A reload command that records its environment and succeeds. */
+  readonly reloadCommand: string;
+}
+
+interface Delivery {
+  readonly certificateId: string;
+  readonly fullchainPem: string;
+  readonly fingerprint: string;
+}
+
+async function fixture(t: TestContext): Promise<Fixture> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-install-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  const trustedRoot = await root('Test Root X1');
+  const ca = await intermediate('Test CA R1', trustedRoot);
+  const reloadLog = path.join(dir, 'reloads.log');
+  return {
+    dir,
+    state: await openState(path.join(dir, 'state')),
+    ca,
+    anchors: parseCertificateBundle(trustedRoot.pem),
+    reloadLog,
+    reloadCommand: recordingCommand(reloadLog),
+  };
+}
+
+function recordingCommand(log: string): string {
+  return `printf '%s %s %s\\n' "$CERTPLANE_FINGERPRINT" "$CERTPLANE_FULLCHAIN" "$CERTPLANE_PRIVKEY" >> '${log}'`;
+}
+
+function installer(fx: Fixture, options: Partial<InstallerOptions> = {}): Installer {
+  return new Installer({ state: fx.state, trustAnchors: fx.anchors, reloadCommand: fx.reloadCommand, ...options });
+}
+
+/** What the plane would deliver: the agent makes a key and CSR, the CA issues for the CSR. */
+async function deliveryFor(fx: Fixture, certificateId: string, issuer: IssuedCertificate = fx.ca): Promise<Delivery> {
+  const { csrPem } = await createPendingKey(fx.state, certificateId, 'ecdsa-p256', [`${certificateId}.db.example.com`]);
+  const issued = await leafForCsr(issuer, csrPem);
+  return { certificateId, fullchainPem: pem(issued, issuer), fingerprint: fingerprintOf(issued.pem) };
+}
+
+function fingerprintOf(certificatePem: string): string {
+  return (parseCertificateBundle(certificatePem)[0] as Certificate).fingerprintSha256;
+}
+
+function deliver(target: Installer, delivery: Delivery) {
+  return target.install(delivery.certificateId, delivery.fullchainPem, delivery.fingerprint);
+}
+
+async function reloadedFingerprints(fx: Fixture): Promise<string[]> {
+  const text = await fs.readFile(fx.reloadLog, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map((line) => line.split(' ')[0] as string);
+}
+
+function events(journal: readonly JournalEntry[]): string[] {
+  return journal.map((entry) => `${entry.event} ${entry.certificateId}`);
+}
+
+/** Every file under the state directory with its bytes, mode and mtime: equal snapshots mean nothing changed. */
+async function snapshot(dir: string): Promise<Record<string, { content: string; mode: number; mtimeMs: number }>> {
+  const result: Record<string, { content: string; mode: number; mtimeMs: number }> = {};
+  for (const entry of await fs.readdir(dir, { recursive: true })) {
+    const file = path.join(dir, entry);
+    const stat = await fs.stat(file);
+    if (stat.isFile()) result[entry] = { content: readFileSync(file, 'base64'), mode: stat.mode & 0o777, mtimeMs: stat.mtimeMs };
+  }
+  return result;
+}
+
+const live = (fx: Fixture, name: string) => path.join(fx.state.liveDir, name);
+const previous = (fx: Fixture, name: string) => path.join(fx.state.previousDir, name);
+const modeOf = async (file: string) => (await fs.stat(file)).mode & 0o777;
+
+test('a first install writes both files with their modes, reloads once and journals installed then reloaded', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  const pendingKeyPem = await fs.readFile(pendingKeyPath(fx.state, 'c1'), 'utf8');
+  const agent = installer(fx);
+
+  assert.deepEqual(await deliver(agent, c1), { fingerprintSha256: c1.fingerprint, alreadyInstalled: false });
+
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c1.fullchainPem);
+  assert.equal(await fs.readFile(live(fx, 'privkey.pem'), 'utf8'), pendingKeyPem);
+  assert.equal(await modeOf(live(fx, 'fullchain.pem')), 0o644);
+  assert.equal(await modeOf(live(fx, 'privkey.pem')), 0o600);
+  assert.deepEqual(await fs.readdir(fx.state.pendingDir), []);
+  assert.deepEqual(await fs.readdir(fx.state.previousDir), []);
+  assert.deepEqual(events(await readJournal(fx.state)), ['installed c1', 'reloaded c1']);
+  assert.equal(await fs.readFile(fx.reloadLog, 'utf8'), `${c1.fingerprint} ${live(fx, 'fullchain.pem')} ${live(fx, 'privkey.pem')}\n`);
+  assert.equal(await agent.installedFingerprint(), c1.fingerprint);
+});
+
+test('delivering the same certificate again changes nothing', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  const agent = installer(fx);
+  await deliver(agent, c1);
+  const before = await snapshot(fx.dir);
+
+  assert.deepEqual(await deliver(agent, c1), { fingerprintSha256: c1.fingerprint, alreadyInstalled: true });
+  assert.deepEqual(await deliver(installer(fx), c1), { fingerprintSha256: c1.fingerprint, alreadyInstalled: true });
+
+  assert.deepEqual(await snapshot(fx.dir), before);
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint]);
+});
+
+test('a new certificate moves the old pair to previous/', async (t) => {
+  const fx = await fixture(t);
+  const agent = installer(fx);
+  await deliver(agent, await deliveryFor(fx, 'c1'));
+  const oldChain = await fs.readFile(live(fx, 'fullchain.pem'));
+  const oldKey = await fs.readFile(live(fx, 'privkey.pem'));
+  const c2 = await deliveryFor(fx, 'c2');
+
+  assert.equal((await deliver(agent, c2)).alreadyInstalled, false);
+
+  assert.deepEqual(await fs.readFile(previous(fx, 'fullchain.pem')), oldChain);
+  assert.deepEqual(await fs.readFile(previous(fx, 'privkey.pem')), oldKey);
+  assert.equal(await modeOf(previous(fx, 'privkey.pem')), 0o600);
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c2.fullchainPem);
+  assert.equal(await agent.installedFingerprint(), c2.fingerprint);
+  assert.notDeepEqual(await fs.readFile(live(fx, 'privkey.pem')), oldKey);
+});
+
+test('chains for another key, with another fingerprint, or not verifying here are refused with nothing changed', async (t) => {
+  const fx = await fixture(t);
+  const agent = installer(fx);
+  await deliver(agent, await deliveryFor(fx, 'c1'));
+  const c2 = await deliveryFor(fx, 'c2');
+  const before = await snapshot(fx.dir);
+
+  const foreign = await leaf(fx.ca, ['c2.db.example.com']);
+  await assert.rejects(agent.install('c2', pem(foreign.cert, fx.ca), fingerprintOf(foreign.cert.pem)), (error) => hasCode(error, 'AGENT_KEY_MISMATCH'));
+
+  await assert.rejects(agent.install('c2', c2.fullchainPem, 'ab'.repeat(32)), (error) => hasCode(error, 'AGENT_FINGERPRINT_MISMATCH'));
+
+  const impostorRoot = await root('Test Root X1');
+  const impostorCa = await intermediate('Test CA R1', impostorRoot);
+  const { csrPem } = await createPendingKey(fx.state, 'c2', 'ecdsa-p256', ['c2.db.example.com']);
+  const underImpostor = await leafForCsr(impostorCa, csrPem);
+  await assert.rejects(
+    agent.install('c2', pem(underImpostor, impostorCa), fingerprintOf(underImpostor.pem)),
+    (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && /CHAIN_BAD_SIGNATURE/.test(error.message),
+  );
+
+  const later = installer(fx, { clock: () => new Date(Date.now() + 400 * 24 * 60 * 60 * 1000) });
+  await assert.rejects(deliver(later, c2), (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && (error.details.codes as string[]).includes('CHAIN_EXPIRED'));
+
+  await assert.rejects(agent.install('c2', 'not a chain', c2.fingerprint), (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && /CHAIN_GARBAGE/.test(error.message));
+  await assert.rejects(agent.install('c9', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, 'AGENT_NO_PENDING_KEY'));
+  await assert.rejects(agent.install('../live/x', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, 'AGENT_BAD_CERTIFICATE_ID'));
+
+  assert.deepEqual(await snapshot(fx.dir), before);
+});
+
+test('a delivery for a certificate with no pending key is refused', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await fs.rm(pendingKeyPath(fx.state, 'c1'));
+  const before = await snapshot(fx.dir);
+
+  await assert.rejects(deliver(installer(fx), c1), (error) => hasCode(error, 'AGENT_NO_PENDING_KEY'));
+  assert.deepEqual(await snapshot(fx.dir), before);
+});
+
+test('a failing reload rolls back to the previous pair byte for byte and journals rolled_back', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  const liveBefore = { chain: await fs.readFile(live(fx, 'fullchain.pem')), key: await fs.readFile(live(fx, 'privkey.pem')) };
+  const c2 = await deliveryFor(fx, 'c2');
+  const c2Key = await fs.readFile(pendingKeyPath(fx.state, 'c2'), 'utf8');
+  const rejecting = `${fx.reloadCommand}; if [ "$CERTPLANE_FINGERPRINT" = "${c2.fingerprint}" ]; then echo "line 1" >&2; echo "server rejected the certificate" >&2; exit 3; fi`;
+
+  await assert.rejects(deliver(installer(fx, { reloadCommand: rejecting }), c2), (error) => {
+    assert.ok(hasCode(error, 'AGENT_RELOAD_FAILED'));
+    assert.equal(error.details.exitCode, 3);
+    assert.equal(error.details.restoredFingerprintSha256, c1.fingerprint);
+    assert.equal(error.details.restoreReloadOk, true);
+    assert.match(error.message, /exited with code 3/);
+    assert.match(error.message, /server rejected the certificate/);
+    return true;
+  });
+
+  assert.deepEqual(await fs.readFile(live(fx, 'fullchain.pem')), liveBefore.chain);
+  assert.deepEqual(await fs.readFile(live(fx, 'privkey.pem')), liveBefore.key);
+  assert.equal(await modeOf(live(fx, 'privkey.pem')), 0o600);
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint, c2.fingerprint, c1.fingerprint]);
+  assert.deepEqual(events(await readJournal(fx.state)).slice(2), ['installed c2', 'reload_failed c2', 'rolled_back c2']);
+  assert.equal(await fs.readFile(pendingKeyPath(fx.state, 'c2'), 'utf8'), c2Key, 'the key stays pending so a re-delivery can retry');
+
+  assert.equal((await deliver(installer(fx), c2)).alreadyInstalled, false);
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c2.fullchainPem);
+  assert.equal(spkiSha256OfPrivateKeyPem(await fs.readFile(live(fx, 'privkey.pem'), 'utf8')), spkiSha256OfPrivateKeyPem(c2Key));
+});
+
+test('a failing reload after a first install removes the new pair', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+
+  await assert.rejects(deliver(installer(fx, { reloadCommand: 'exit 3' }), c1), (error) => hasCode(error, 'AGENT_RELOAD_FAILED') && error.details.exitCode === 3 && error.details.restoredFingerprintSha256 === null);
+
+  assert.deepEqual(await fs.readdir(fx.state.liveDir), []);
+  assert.equal(await installer(fx).installedFingerprint(), null);
+  assert.deepEqual(events(await readJournal(fx.state)), ['installed c1', 'reload_failed c1', 'rolled_back c1']);
+});
+
+test('a hanging reload command is killed, with its children, at the timeout', async (t) => {
+  const fx = await fixture(t);
+  await deliver(installer(fx), await deliveryFor(fx, 'c1'));
+  const liveChain = await fs.readFile(live(fx, 'fullchain.pem'));
+  const c2 = await deliveryFor(fx, 'c2');
+  const pids = path.join(fx.dir, 'pids');
+  const hanging = installer(fx, { reloadCommand: `sleep 30 & echo $! >> '${pids}'; wait`, reloadTimeoutMs: 300 });
+
+  const started = Date.now();
+  await assert.rejects(deliver(hanging, c2), (error) => hasCode(error, 'AGENT_RELOAD_FAILED') && error.details.timedOut === true && error.details.restoreReloadOk === false);
+
+  assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  const sleepers = (await fs.readFile(pids, 'utf8')).split('\n').filter(Boolean).map(Number);
+  assert.equal(sleepers.length, 2, 'the reload ran for the new pair and again for the restored one');
+  for (const pid of sleepers) assert.equal(await isRunning(pid), false, `sleep ${pid} outlived the timeout`);
+  assert.deepEqual(await fs.readFile(live(fx, 'fullchain.pem')), liveChain);
+});
+
+test('after a crash between install and reload, a re-delivery reloads once and does not install again', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  const c1Pair = { chain: await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), key: await fs.readFile(live(fx, 'privkey.pem'), 'utf8') };
+  const c2 = await deliveryFor(fx, 'c2');
+  // What install() leaves when the agent dies right after journaling 'installed'.
+  await writeFileAtomic(previous(fx, 'privkey.pem'), c1Pair.key, 0o600);
+  await writeFileAtomic(previous(fx, 'fullchain.pem'), c1Pair.chain, 0o644);
+  await writeFileAtomic(live(fx, 'privkey.pem'), await fs.readFile(pendingKeyPath(fx.state, 'c2'), 'utf8'), 0o600);
+  await writeFileAtomic(live(fx, 'fullchain.pem'), c2.fullchainPem, 0o644);
+  await appendJournal(fx.state, { at: new Date().toISOString(), event: 'installed', certificateId: 'c2', fingerprintSha256: c2.fingerprint });
+  const liveBefore = await snapshot(fx.state.liveDir);
+
+  assert.deepEqual(await deliver(installer(fx), c2), { fingerprintSha256: c2.fingerprint, alreadyInstalled: true });
+
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint, c2.fingerprint]);
+  assert.deepEqual(events(await readJournal(fx.state)), ['installed c1', 'reloaded c1', 'installed c2', 'reloaded c2']);
+  assert.deepEqual(await snapshot(fx.state.liveDir), liveBefore);
+  assert.equal(await fs.readFile(previous(fx, 'fullchain.pem'), 'utf8'), c1Pair.chain, 'previous/ still holds the rollback target');
+  assert.deepEqual(await fs.readdir(fx.state.pendingDir), []);
+
+  assert.equal((await deliver(installer(fx), c2)).alreadyInstalled, true);
+  assert.equal((await reloadedFingerprints(fx)).length, 2);
+});
+
+test('after a crash between the key and chain renames, the torn pair is not kept as previous/', async (t) => {
+  const fx = await fixture(t);
+  await deliver(installer(fx), await deliveryFor(fx, 'c1'));
+  const c1Chain = await fs.readFile(live(fx, 'fullchain.pem'), 'utf8');
+  const c1Key = await fs.readFile(live(fx, 'privkey.pem'), 'utf8');
+  const c2 = await deliveryFor(fx, 'c2');
+  await writeFileAtomic(previous(fx, 'privkey.pem'), c1Key, 0o600);
+  await writeFileAtomic(previous(fx, 'fullchain.pem'), c1Chain, 0o644);
+  await writeFileAtomic(live(fx, 'privkey.pem'), await fs.readFile(pendingKeyPath(fx.state, 'c2'), 'utf8'), 0o600);
+
+  assert.equal((await deliver(installer(fx), c2)).alreadyInstalled, false);
+
+  assert.equal(await fs.readFile(previous(fx, 'fullchain.pem'), 'utf8'), c1Chain);
+  assert.equal(await fs.readFile(previous(fx, 'privkey.pem'), 'utf8'), c1Key);
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c2.fullchainPem);
+});
+
+test('concurrent deliveries of one certificate install it once', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  const agent = installer(fx);
+
+  const results = await Promise.all([deliver(agent, c1), deliver(agent, c1), deliver(agent, c1)]);
+
+  assert.deepEqual(results.map((r) => r.alreadyInstalled), [false, true, true]);
+  assert.deepEqual(events(await readJournal(fx.state)), ['installed c1', 'reloaded c1']);
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint]);
+});
+
+test('without a reload command an install journals only installed and is then already installed', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  const agent = new Installer({ state: fx.state, trustAnchors: fx.anchors });
+
+  assert.equal((await deliver(agent, c1)).alreadyInstalled, false);
+  assert.equal((await deliver(agent, c1)).alreadyInstalled, true);
+  assert.deepEqual(events(await readJournal(fx.state)), ['installed c1']);
+});
+
+/** A killed child may linger as a zombie until its new parent reaps it; a zombie is not running. */
+async function isRunning(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && !/^\d+ \(.*\) Z /.test(stat);
+}

@@ -1,0 +1,535 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import pg from 'pg';
+import { hasCode } from '../../src/errors.js';
+import { openDatabase, redactUrl } from '../../src/store/engines.js';
+import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
+import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
+
+const POSTGRES_URL = process.env.CERTPLANE_TEST_POSTGRES_URL ?? 'postgres://certplane:certplane@127.0.0.1:5432/certplane_test';
+const TIMEOUT = { timeout: 60_000 };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const HOUR_MS = 3_600_000;
+
+type Step = () => Promise<unknown>;
+type Defer = (step: Step) => void;
+
+/** Runs cleanup steps last-registered first, so a store closes before its database is dropped. */
+async function unwind(steps: Step[]): Promise<void> {
+  for (const step of steps.splice(0).reverse()) await step();
+}
+
+function cleanups(t: TestContext): Defer {
+  const steps: Step[] = [];
+  t.after(() => unwind(steps));
+  return (step) => steps.push(step);
+}
+
+async function opened(url: string, defer: Defer): Promise<Store> {
+  const store = await openStore(url);
+  defer(() => store.close());
+  return store;
+}
+
+interface Engine {
+  readonly name: Store['engine'];
+  /** The database the engine's shared tests run in; every test there creates its own instances. */
+  sharedUrl(defer: Defer): Promise<string>;
+  /** An empty database of its own, which may be closed and opened again; removed afterwards. */
+  freshUrl(defer: Defer): Promise<string>;
+}
+
+const pglite: Engine = {
+  name: 'pglite',
+  sharedUrl: async () => 'memory:',
+  freshUrl: async (defer) => {
+    const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-store-'));
+    defer(() => fs.rm(directory, { recursive: true, force: true }));
+    return `pglite:${path.join(directory, 'data')}`;
+  },
+};
+
+let admin: pg.Pool | undefined;
+after(() => admin?.end());
+
+/** A connection to the configured test database, used only to create and drop databases of each test's own. */
+async function adminPool(): Promise<pg.Pool> {
+  if (admin !== undefined) return admin;
+  const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => undefined);
+  try {
+    await pool.query('SELECT 1');
+  } catch (error) {
+    await pool.end();
+    const where = redactUrl(POSTGRES_URL);
+    throw new Error(`The PostgreSQL test server at ${where} is not usable (${(error as Error).message}). Run infra/setup.sh as root to install and start it, or point CERTPLANE_TEST_POSTGRES_URL at a server where this role may CREATE DATABASE.`);
+  }
+  admin = pool;
+  return pool;
+}
+
+const postgres: Engine = {
+  name: 'postgres',
+  sharedUrl: (defer) => postgres.freshUrl(defer),
+  freshUrl: async (defer) => {
+    const pool = await adminPool();
+    const name = `certplane_test_${process.pid}_${randomBytes(6).toString('hex')}`;
+    await pool.query(`CREATE DATABASE ${name} TEMPLATE template0`);
+    defer(() => pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    const url = new URL(POSTGRES_URL);
+    url.pathname = `/${name}`;
+    return url.toString();
+  },
+};
+
+let instanceCounter = 0;
+function newInstance(store: Store, cluster: string | null = null): Promise<InstanceRecord> {
+  instanceCounter += 1;
+  return store.instances.create({ name: `db-${instanceCounter}`, hostnames: [`db-${instanceCounter}.example.net`, `db-${instanceCounter}.internal`], cluster, keyAlgorithm: 'ecdsa-p256' });
+}
+
+function tokenHash(): string {
+  return randomBytes(32).toString('hex');
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string, check: (message: string) => void = () => undefined): Promise<void> {
+  await assert.rejects(promise, (error) => {
+    assert.ok(hasCode(error, code), `expected ${code}, got ${String(error)}`);
+    check(error.message);
+    return true;
+  });
+}
+
+/** Drives a certificate along the happy path to `installed`. */
+async function install(store: Store, certificate: CertificateRecord): Promise<void> {
+  assert.ok(await store.certificates.transition(certificate.id, ['pending'], 'issuing'));
+  assert.ok(await store.certificates.transition(certificate.id, ['issuing'], 'delivered', { deliveredAt: new Date() }));
+  assert.ok(await store.certificates.transition(certificate.id, ['delivered'], 'installed', { installedAt: new Date() }));
+}
+
+for (const engine of [pglite, postgres]) {
+  describe(`store on ${engine.name}`, () => {
+    const suiteSteps: Step[] = [];
+    let store: Store;
+    before(async () => {
+      store = await opened(await engine.sharedUrl((step) => suiteSteps.push(step)), (step) => suiteSteps.push(step));
+    }, TIMEOUT);
+    after(() => unwind(suiteSteps), TIMEOUT);
+
+    test('reports its engine', () => {
+      assert.equal(store.engine, engine.name);
+    });
+
+    test('instances: create returns the stored record and get finds it', TIMEOUT, async () => {
+      const startedAt = Date.now();
+      const created = await store.instances.create({ name: 'orders-db', hostnames: ['orders.example.net', 'orders-replica.example.net'], cluster: 'eu-1', keyAlgorithm: 'rsa-3072' });
+
+      assert.match(created.id, UUID);
+      assert.equal(created.name, 'orders-db');
+      assert.deepEqual(created.hostnames, ['orders.example.net', 'orders-replica.example.net']);
+      assert.equal(created.cluster, 'eu-1');
+      assert.equal(created.keyAlgorithm, 'rsa-3072');
+      assert.ok(created.createdAt instanceof Date);
+      assert.ok(Math.abs(created.createdAt.getTime() - startedAt) < 60_000, `createdAt ${created.createdAt.toISOString()} is not now`);
+      assert.equal(created.agentConnectedAt, null);
+      assert.equal(created.agentLastSeenAt, null);
+      assert.equal(created.installedFingerprintSha256, null);
+      assert.deepEqual(await store.instances.get(created.id), created);
+      assert.equal((await newInstance(store)).cluster, null);
+    });
+
+    test('instances: get of an unknown or malformed id is undefined', TIMEOUT, async () => {
+      assert.equal(await store.instances.get('00000000-0000-4000-8000-000000000000'), undefined);
+      assert.equal(await store.instances.get('not-a-uuid'), undefined);
+      assert.equal(await store.instances.get("' OR 1=1 --"), undefined);
+    });
+
+    test('instances: agent connection, last contact and installed fingerprint are recorded and cleared', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const connectedAt = new Date('2026-05-13T10:00:00.123Z');
+      const seenAt = new Date('2026-05-13T10:05:00.456Z');
+      const fingerprint = 'ab'.repeat(32);
+
+      await store.instances.setAgentConnected(instance.id, connectedAt);
+      await store.instances.touchAgent(instance.id, seenAt);
+      await store.instances.setInstalledFingerprint(instance.id, fingerprint);
+      const updated = await store.instances.get(instance.id);
+      assert.deepEqual(updated?.agentConnectedAt, connectedAt);
+      assert.deepEqual(updated?.agentLastSeenAt, seenAt);
+      assert.equal(updated?.installedFingerprintSha256, fingerprint);
+
+      await store.instances.setAgentConnected(instance.id, null);
+      await store.instances.setInstalledFingerprint(instance.id, null);
+      const cleared = await store.instances.get(instance.id);
+      assert.equal(cleared?.agentConnectedAt, null);
+      assert.equal(cleared?.installedFingerprintSha256, null);
+      assert.deepEqual(cleared?.agentLastSeenAt, seenAt);
+    });
+
+    test('instances: updating an instance that does not exist names it', TIMEOUT, async () => {
+      const missing = '00000000-0000-4000-8000-0000000000aa';
+      await rejectsWith(store.instances.touchAgent(missing, new Date()), 'STORE_NOT_FOUND', (message) => assert.ok(message.includes(missing), message));
+      await rejectsWith(store.instances.setAgentConnected('not-a-uuid', new Date()), 'STORE_NOT_FOUND');
+      await rejectsWith(store.instances.setInstalledFingerprint(missing, null), 'STORE_NOT_FOUND');
+    });
+
+    test('instances: list pages through ties and microseconds without duplicates or gaps, stably', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const empty = await opened(await engine.freshUrl(defer), defer);
+      assert.deepEqual(await empty.instances.list({ limit: 3 }), { items: [], nextCursor: null });
+
+      const created = [];
+      for (let i = 0; i < 7; i += 1) created.push(await newInstance(empty));
+      // Three rows share one instant, the others differ from it by single microseconds: a
+      // cursor that rounded to milliseconds would repeat or skip rows here.
+      const instants = ['2026-01-01T00:00:00.000001Z', '2026-01-01T00:00:00.000001Z', '2026-01-01T00:00:00.000001Z', '2026-01-01T00:00:00.000002Z', '2026-01-01T00:00:00.000002Z', '2026-01-01T00:00:00.000003Z', '2026-01-01T00:00:00.000004Z'];
+      for (const [i, instance] of created.entries()) await empty.query('UPDATE instances SET created_at = $1::timestamptz WHERE id = $2', [instants[i], instance.id]);
+      const expected = created.map((instance, i) => ({ id: instance.id, at: instants[i] ?? '' })).sort((a, b) => a.at.localeCompare(b.at) || a.id.localeCompare(b.id)).map((entry) => entry.id);
+
+      const walk = async (): Promise<string[][]> => {
+        const pages: string[][] = [];
+        let cursor: string | undefined;
+        for (let guard = 0; guard < 10; guard += 1) {
+          const page = await empty.instances.list(cursor === undefined ? { limit: 3 } : { cursor, limit: 3 });
+          pages.push(page.items.map((item) => item.id));
+          if (page.nextCursor === null) return pages;
+          assert.match(page.nextCursor, /^[A-Za-z0-9_-]+$/);
+          cursor = page.nextCursor;
+        }
+        assert.fail('paging did not end within 10 pages');
+      };
+
+      const pages = await walk();
+      assert.deepEqual(pages.map((page) => page.length), [3, 3, 1]);
+      assert.deepEqual(pages.flat(), expected);
+      assert.deepEqual(await walk(), pages);
+
+      const first = await empty.instances.list({ limit: 3 });
+      const latecomer = await newInstance(empty);
+      const rest = await empty.instances.list({ cursor: first.nextCursor ?? assert.fail('no cursor'), limit: 10 });
+      const seen = [...first.items, ...rest.items].map((item) => item.id);
+      assert.deepEqual(seen, [...expected, latecomer.id]);
+      assert.equal(new Set(seen).size, seen.length);
+      assert.equal(rest.nextCursor, null);
+      assert.ok(rest.items[0]?.createdAt instanceof Date);
+    });
+
+    test('instances: list refuses cursors it did not issue', TIMEOUT, async () => {
+      const forged = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+      const garbage = ['', 'not a cursor!', 'AAAA', forged({}), forged(['2026-01-01T00:00:00.000000Z']), forged(['yesterday', '00000000-0000-4000-8000-000000000000']), forged(['2026-01-01T00:00:00.000000Z', "x' OR '1'='1"]), forged(['2026-01-01T00:00:00.000Z', '00000000-0000-4000-8000-000000000000'])];
+      for (const cursor of garbage) {
+        await rejectsWith(store.instances.list({ cursor, limit: 3 }), 'STORE_INVALID_CURSOR', (message) => assert.match(message, /nextCursor/));
+      }
+    });
+
+    test('enrollment tokens: a token is consumed once, at the time given', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const hash = tokenHash();
+      const now = new Date('2026-05-13T12:00:00.000Z');
+      await store.enrollmentTokens.create(instance.id, hash, new Date(now.getTime() + HOUR_MS));
+
+      assert.equal(await store.enrollmentTokens.consume(hash, now), instance.id);
+      assert.equal(await store.enrollmentTokens.consume(hash, now), undefined);
+      assert.equal(await store.enrollmentTokens.consume(tokenHash(), now), undefined);
+      const [row] = await store.query<{ used_at: Date; instance_id: string }>('SELECT used_at, instance_id FROM enrollment_tokens WHERE token_sha256 = $1', [hash]);
+      assert.deepEqual(row, { used_at: now, instance_id: instance.id });
+    });
+
+    test('enrollment tokens: an expired token is refused and stays unused', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const expiresAt = new Date('2026-05-13T12:00:00.000Z');
+      const [atExpiry, justBefore] = [tokenHash(), tokenHash()];
+      await store.enrollmentTokens.create(instance.id, atExpiry, expiresAt);
+      await store.enrollmentTokens.create(instance.id, justBefore, expiresAt);
+
+      assert.equal(await store.enrollmentTokens.consume(atExpiry, expiresAt), undefined);
+      assert.equal(await store.enrollmentTokens.consume(atExpiry, new Date(expiresAt.getTime() + HOUR_MS)), undefined);
+      assert.equal(await store.enrollmentTokens.consume(justBefore, new Date(expiresAt.getTime() - 1)), instance.id);
+      const [row] = await store.query<{ used_at: Date | null }>('SELECT used_at FROM enrollment_tokens WHERE token_sha256 = $1', [atExpiry]);
+      assert.equal(row?.used_at, null);
+    });
+
+    test('enrollment tokens: of concurrent consumers exactly one wins', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const now = new Date();
+      for (let round = 0; round < 5; round += 1) {
+        const hash = tokenHash();
+        await store.enrollmentTokens.create(instance.id, hash, new Date(now.getTime() + HOUR_MS));
+        const results = await Promise.all([1, 2, 3, 4].map(() => store.enrollmentTokens.consume(hash, now)));
+        assert.deepEqual(results.filter((result) => result !== undefined), [instance.id], `round ${round}: ${JSON.stringify(results)}`);
+      }
+    });
+
+    test('enrollment tokens: unknown instances and reused hashes are refused', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const hash = tokenHash();
+      const expiresAt = new Date(Date.now() + HOUR_MS);
+      await store.enrollmentTokens.create(instance.id, hash, expiresAt);
+
+      await rejectsWith(store.enrollmentTokens.create(instance.id, hash, expiresAt), 'STORE_CONFLICT');
+      await rejectsWith(store.enrollmentTokens.create('00000000-0000-4000-8000-0000000000bb', tokenHash(), expiresAt), 'STORE_NOT_FOUND', (message) => assert.match(message, /00000000-0000-4000-8000-0000000000bb/));
+      await rejectsWith(store.enrollmentTokens.create('nope', tokenHash(), expiresAt), 'STORE_NOT_FOUND');
+    });
+
+    test('certificates: create starts a pending request with nothing filled in', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const certificate = await store.certificates.create(instance.id);
+
+      assert.match(certificate.id, UUID);
+      assert.equal(certificate.instanceId, instance.id);
+      assert.equal(certificate.status, 'pending');
+      for (const field of ['csrPem', 'fullchainPem', 'fingerprintSha256', 'notAfter', 'anchorCN', 'report', 'lastError', 'deliveredAt', 'installedAt'] as const) {
+        assert.equal(certificate[field], null, field);
+      }
+      assert.ok(certificate.createdAt instanceof Date && certificate.updatedAt instanceof Date);
+      assert.deepEqual(await store.certificates.get(certificate.id), certificate);
+      assert.equal(await store.certificates.get('00000000-0000-4000-8000-000000000000'), undefined);
+      assert.equal(await store.certificates.get('garbage'), undefined);
+      await rejectsWith(store.certificates.create('00000000-0000-4000-8000-0000000000cc'), 'STORE_NOT_FOUND');
+    });
+
+    test('certificates: transition sets status and fields only from an expected status', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const created = await store.certificates.create(instance.id);
+      const csrPem = '-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n';
+
+      const issuing = await store.certificates.transition(created.id, ['pending'], 'issuing', { csrPem, lastError: 'previous attempt timed out' });
+      assert.equal(issuing?.status, 'issuing');
+      assert.equal(issuing?.csrPem, csrPem);
+      assert.equal(issuing?.lastError, 'previous attempt timed out');
+      assert.ok(issuing !== undefined && issuing.updatedAt.getTime() >= created.updatedAt.getTime());
+      assert.deepEqual(issuing?.createdAt, created.createdAt);
+
+      const unchanged = await store.certificates.get(created.id);
+      assert.equal(await store.certificates.transition(created.id, ['pending', 'delivered'], 'installed', { installedAt: new Date() }), undefined);
+      assert.equal(await store.certificates.transition(created.id, [], 'failed'), undefined);
+      assert.deepEqual(await store.certificates.get(created.id), unchanged);
+
+      const notAfter = new Date('2026-06-27T12:34:56.789Z');
+      const delivered = await store.certificates.transition(created.id, ['issuing'], 'delivered', { fullchainPem: 'chain', fingerprintSha256: 'cd'.repeat(32), notAfter, anchorCN: 'ISRG Root X1', lastError: null, deliveredAt: notAfter });
+      assert.equal(delivered?.csrPem, csrPem, 'fields not named keep their value');
+      assert.equal(delivered?.lastError, null, 'null clears a field');
+      assert.deepEqual(delivered?.notAfter, notAfter);
+      assert.deepEqual(delivered?.deliveredAt, notAfter);
+      assert.equal(delivered?.anchorCN, 'ISRG Root X1');
+      assert.equal(await store.certificates.transition('not-a-uuid', ['delivered'], 'installed'), undefined);
+    });
+
+    test('certificates: of concurrent transitions from pending exactly one wins', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      for (let round = 0; round < 5; round += 1) {
+        const certificate = await store.certificates.create(instance.id);
+        const results = await Promise.all([
+          store.certificates.transition(certificate.id, ['pending'], 'issuing', { csrPem: 'from the agent' }),
+          store.certificates.transition(certificate.id, ['pending'], 'failed', { lastError: 'cancelled by an operator' }),
+        ]);
+        const winners = results.filter((result) => result !== undefined);
+        assert.equal(winners.length, 1, `round ${round}`);
+        const stored = await store.certificates.get(certificate.id);
+        assert.equal(stored?.status, winners[0]?.status);
+        assert.equal(stored?.status === 'issuing' ? stored.lastError : stored?.csrPem, null, 'the loser wrote nothing');
+      }
+    });
+
+    test('certificates: latest, latestInstalled and open follow creation order', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const other = await newInstance(store);
+      assert.equal(await store.certificates.latest(instance.id), undefined);
+      assert.equal(await store.certificates.latestInstalled(instance.id), undefined);
+      assert.deepEqual(await store.certificates.open(instance.id), []);
+
+      const first = await store.certificates.create(instance.id);
+      const second = await store.certificates.create(instance.id);
+      const third = await store.certificates.create(instance.id);
+      await store.certificates.create(other.id);
+      assert.deepEqual((await store.certificates.open(instance.id)).map((c) => c.id), [first.id, second.id, third.id]);
+      assert.equal((await store.certificates.latest(instance.id))?.id, third.id);
+
+      await install(store, first);
+      await store.certificates.transition(second.id, ['pending'], 'failed', { lastError: 'CA said no' });
+      assert.ok(await store.certificates.transition(third.id, ['pending'], 'issuing'));
+
+      assert.deepEqual((await store.certificates.open(instance.id)).map((c) => [c.id, c.status]), [[third.id, 'issuing']]);
+      assert.equal((await store.certificates.latest(instance.id))?.id, third.id);
+      const installed = await store.certificates.latestInstalled(instance.id);
+      assert.equal(installed?.id, first.id);
+      assert.ok(installed?.installedAt instanceof Date);
+      assert.equal(await store.certificates.latestInstalled(other.id), undefined);
+      assert.equal(await store.certificates.latest('not-a-uuid'), undefined);
+      assert.deepEqual(await store.certificates.open('not-a-uuid'), []);
+    });
+
+    test('certificates: the report round-trips as JSON, objects and arrays alike', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const report = {
+        ok: true,
+        evaluatedAt: '2026-05-13T12:00:00.000Z',
+        leaf: { subject: 'CN=db-1.example.net', sans: ['db-1.example.net'], notAfter: '2026-06-27T12:00:00.000Z' },
+        path: [{ subject: 'CN=YR1', issuer: 'CN=Root YR', serial: '00ff' }],
+        anchor: { subject: 'CN=ISRG Root X1' },
+        errors: [],
+        warnings: [{ code: 'EKU_MISSING', message: 'Zertifikat ohne serverAuth – “Root YR” ✓', depth: 1, numbers: [0, -1, 1.5, 4096], flag: false, nothing: null }],
+      };
+      const certificate = await store.certificates.create(instance.id);
+      const updated = await store.certificates.transition(certificate.id, ['pending'], 'issuing', { report });
+      assert.deepEqual(updated?.report, report);
+      assert.deepEqual((await store.certificates.get(certificate.id))?.report, report);
+      const [stored] = await store.query<{ kind: string }>('SELECT jsonb_typeof(report) AS kind FROM certificates WHERE id = $1', [certificate.id]);
+      assert.equal(stored?.kind, 'object');
+
+      const listed = await store.certificates.transition(certificate.id, ['issuing'], 'failed', { report: ['chain', { rejected: true }] });
+      assert.deepEqual(listed?.report, ['chain', { rejected: true }]);
+      const cleared = await store.certificates.transition(certificate.id, ['failed'], 'failed', { report: null });
+      assert.equal(cleared?.report, null);
+    });
+
+    test('agent certificates: record, get and revoke once', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const fingerprintSha256 = randomBytes(32).toString('hex');
+      const notAfter = new Date('2027-05-13T00:00:00.000Z');
+      await store.agentCertificates.record({ fingerprintSha256, instanceId: instance.id, serialNumber: '7f3a', notAfter });
+
+      const recorded = await store.agentCertificates.get(fingerprintSha256);
+      assert.equal(recorded?.instanceId, instance.id);
+      assert.equal(recorded?.serialNumber, '7f3a');
+      assert.deepEqual(recorded?.notAfter, notAfter);
+      assert.equal(recorded?.revokedAt, null);
+      assert.ok(recorded?.createdAt instanceof Date);
+
+      const revokedAt = new Date('2026-05-14T08:00:00.000Z');
+      assert.equal(await store.agentCertificates.revoke(fingerprintSha256, revokedAt), true);
+      assert.equal(await store.agentCertificates.revoke(fingerprintSha256, new Date()), false);
+      assert.deepEqual((await store.agentCertificates.get(fingerprintSha256))?.revokedAt, revokedAt);
+      assert.equal(await store.agentCertificates.get(randomBytes(32).toString('hex')), undefined);
+      assert.equal(await store.agentCertificates.revoke(randomBytes(32).toString('hex'), revokedAt), false);
+    });
+
+    test('agent certificates: duplicates and unknown instances are refused', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const input = { fingerprintSha256: randomBytes(32).toString('hex'), instanceId: instance.id, serialNumber: '01', notAfter: new Date('2027-01-01T00:00:00Z') };
+      await store.agentCertificates.record(input);
+      await rejectsWith(store.agentCertificates.record(input), 'STORE_CONFLICT');
+      await rejectsWith(store.agentCertificates.record({ ...input, fingerprintSha256: randomBytes(32).toString('hex'), instanceId: '00000000-0000-4000-8000-0000000000dd' }), 'STORE_NOT_FOUND');
+    });
+
+    test('query: raw SQL returns rows, and a refused statement has a code', TIMEOUT, async () => {
+      assert.deepEqual(await store.query('SELECT $1::int + 1 AS answer', [41]), [{ answer: 42 }]);
+      await rejectsWith(store.query('SELEC nonsense'), 'STORE_QUERY_FAILED', (message) => assert.match(message, /42601/));
+      await rejectsWith(store.query("INSERT INTO certificates (id, instance_id, status) VALUES (gen_random_uuid(), gen_random_uuid(), 'lost')"), 'STORE_QUERY_FAILED', (message) => assert.match(message, /23514/));
+    });
+
+    test('migrations: opening a migrated database again changes nothing and keeps the data', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const url = await engine.freshUrl(defer);
+      const first = await openStore(url);
+      const instance = await newInstance(first);
+      await first.close();
+      await rejectsWith(first.query('SELECT 1'), 'STORE_CLOSED');
+
+      const second = await opened(url, defer);
+      assert.deepEqual(await second.instances.get(instance.id), instance);
+      const versions = await second.query<{ version: number; applied_at: Date }>('SELECT version, applied_at FROM schema_migrations ORDER BY version');
+      assert.deepEqual(versions.map((row) => row.version), MIGRATIONS.map((migration) => migration.version));
+      assert.ok(versions.every((row) => row.applied_at instanceof Date));
+    });
+
+    test('migrations: a failing migration leaves nothing behind', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const db = await openDatabase(await engine.freshUrl(defer));
+      defer(() => db.close());
+      const broken = [...MIGRATIONS, { version: 999, description: 'refers to a table that is not there', statements: ['CREATE TABLE half_done (id int)', 'ALTER TABLE no_such_table ADD COLUMN x int'] }];
+
+      await rejectsWith(migrate(db, broken), 'STORE_MIGRATION_FAILED', (message) => assert.match(message, /Migration 999 .*no_such_table/));
+      assert.deepEqual(await db.query("SELECT tablename FROM pg_tables WHERE tablename IN ('half_done', 'instances', 'schema_migrations')"), []);
+      assert.deepEqual(await migrate(db), MIGRATIONS.map((migration) => migration.version));
+      assert.deepEqual(await migrate(db), []);
+    });
+  });
+}
+
+describe('store on pglite only', () => {
+  test('pglite:PATH creates its directory and keeps data across close and reopen', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-store-'));
+    defer(() => fs.rm(parent, { recursive: true, force: true }));
+    const directory = path.join(parent, 'nested', 'data');
+
+    const first = await openStore(`pglite:${directory}`);
+    assert.equal(first.engine, 'pglite');
+    const instance = await newInstance(first, 'persisted');
+    const certificate = await first.certificates.create(instance.id);
+    await first.certificates.transition(certificate.id, ['pending'], 'issuing', { report: { kept: ['yes'] } });
+    await first.close();
+    assert.ok((await fs.stat(directory)).isDirectory());
+
+    const second = await opened(`pglite:${directory}`, defer);
+    assert.deepEqual(await second.instances.get(instance.id), instance);
+    assert.deepEqual((await second.certificates.latest(instance.id))?.report, { kept: ['yes'] });
+  });
+});
+
+describe('store on postgres only', () => {
+  test('two processes starting at once on a fresh database both migrate it safely', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const url = await postgres.freshUrl(defer);
+
+    const [first, second] = await Promise.all([openStore(url), openStore(url)]);
+    defer(() => first.close());
+    defer(() => second.close());
+    assert.deepEqual((await first.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')).map((row) => row.version), MIGRATIONS.map((migration) => migration.version));
+    const instance = await newInstance(first);
+    assert.deepEqual(await second.instances.get(instance.id), instance);
+  });
+
+  test('a wrong password is STORE_UNAVAILABLE and the message does not repeat it', TIMEOUT, async () => {
+    await adminPool();
+    const url = new URL(POSTGRES_URL);
+    url.password = 'wrong-secret-pw';
+    await rejectsWith(openStore(url.toString()), 'STORE_UNAVAILABLE', (message) => {
+      assert.ok(!message.includes('wrong-secret-pw'), message);
+      assert.match(message, /\*\*\*@/);
+      assert.match(message, /password authentication failed/);
+    });
+  });
+});
+
+describe('store URLs', () => {
+  test('anything but postgres://, postgresql://, pglite:PATH and memory: is refused, password redacted', async () => {
+    for (const url of ['', 'memory', 'pglite:', 'sqlite:/var/lib/certplane.db', 'mysql://root:hunter2@db.internal/certplane', 'postgres//root:hunter2@db.internal/certplane']) {
+      await rejectsWith(openStore(url), 'STORE_INVALID_URL', (message) => {
+        assert.match(message, /postgres:\/\/user:password@host:port\/database .*pglite:\/path\/to\/data-directory, or memory:/);
+        assert.ok(!message.includes('hunter2'), message);
+      });
+    }
+  });
+
+  test('a postgres URL that is not well-formed is refused, password redacted', async () => {
+    for (const url of ['postgres://certplane:hunter2@[::1:5432/certplane', 'postgresql://certplane:hunter2@127.0.0.1:port/certplane']) {
+      await rejectsWith(openStore(url), 'STORE_INVALID_URL', (message) => {
+        assert.match(message, /not a well-formed URL/);
+        assert.ok(!message.includes('hunter2'), message);
+      });
+    }
+  });
+
+  test('a closed loopback port is STORE_UNAVAILABLE naming where, without the password', { timeout: 20_000 }, async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+
+    for (const url of [`postgres://certplane:s3cret-pw@127.0.0.1:${port}/certplane`, `postgresql://certplane@127.0.0.1:${port}/certplane?password=query-secret`]) {
+      await rejectsWith(openStore(url), 'STORE_UNAVAILABLE', (message) => {
+        assert.ok(!message.includes('s3cret-pw') && !message.includes('query-secret'), message);
+        assert.ok(message.includes(`127.0.0.1:${port}`), message);
+        assert.match(message, /ECONNREFUSED/);
+        assert.match(message, /\*\*\*/);
+      });
+    }
+  });
+});
