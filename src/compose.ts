@@ -6,6 +6,13 @@
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from 'pino';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { AgentCa } from './agents/ca.js';
+import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
+import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
+import { buildApi } from './api/app.js';
+import { CertplaneError } from './errors.js';
+import { openStore, type Store } from './store/index.js';
 import { AcmeIssuer } from './acme/issuer.js';
 import { ChalltestsrvDnsProvider } from './acme/dns/challtestsrv.js';
 import type { DnsProvider } from './acme/dns/provider.js';
@@ -47,4 +54,68 @@ export async function composeIssuer(config: Config, logger: Logger, extraSolvers
     },
     logger,
   });
+}
+
+/** The running management plane: its HTTP server and what must be closed on shutdown. */
+export interface ManagementPlane {
+  readonly app: Awaited<ReturnType<typeof buildApi>>;
+  readonly store: Store;
+  readonly sessions: SessionRegistry;
+  /** The address it listens on, e.g. http://127.0.0.1:8443. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Prometheus metrics of the plane, implementing the counters the agents room reports to. */
+function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
+  const agents = new Gauge({ name: 'certplane_agents_connected', help: 'Agent channels open on this process', registers: [registry] });
+  const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error', labelNames: ['code'], registers: [registry] });
+  const issuances = new Counter({ name: 'certplane_issuance_events_total', help: 'Issuance outcomes: issued, failed, installed, install_failed', labelNames: ['outcome'], registers: [registry] });
+  return {
+    connected: (delta) => agents.inc(delta),
+    rejected: (code) => rejected.inc({ code }),
+    issuance: (outcome) => issuances.inc({ outcome }),
+  };
+}
+
+/** Builds and starts `certplane serve` from configuration. */
+export async function composeServer(config: Config, logger: Logger, clock: () => Date = () => new Date()): Promise<ManagementPlane> {
+  const tls = config.server.insecureHttp
+    ? undefined
+    : config.server.tlsCertPath && config.server.tlsKeyPath
+      ? { certPem: await readText(config.server.tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(config.server.tlsKeyPath, 'CERTPLANE_TLS_KEY') }
+      : undefined;
+  if (!config.server.insecureHttp && !tls) {
+    throw new CertplaneError('CONFIG_INVALID', 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
+  }
+  if (config.server.insecureHttp) logger.warn({ listen: config.server.listen }, 'CERTPLANE_INSECURE_HTTP=1: plain HTTP without client authentication, for development on this machine only');
+  const store = await openStore(config.server.databaseUrl);
+  try {
+    const secrets = await openSecretStore(config.secrets, { secretsManagerClient: () => new SecretsManagerClient({}) });
+    const ca = await AgentCa.loadOrCreate(secrets, clock());
+    const issuer = await composeIssuer(config, logger.child({ room: 'acme' }));
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const metrics = planeMetrics(registry);
+    const sessions = new SessionRegistry({ store, ca, logger: logger.child({ room: 'agents' }), clock, metrics });
+    const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger: logger.child({ room: 'issuance' }), clock, metrics });
+    sessions.setHandler(coordinator);
+    const app = await buildApi({ store, coordinator, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls });
+    const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
+    logger.info({ url, database: store.engine }, 'management plane listening');
+    return {
+      app,
+      store,
+      sessions,
+      url,
+      async close() {
+        sessions.closeAll('management plane shutting down');
+        await app.close();
+        await store.close();
+      },
+    };
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
 }

@@ -84,8 +84,12 @@ export class AcmeIssuer {
     }
   }
 
-  /** Orders a certificate for the names in `csrPem`, solves its challenges, and returns the selected, verified chain. */
-  async issue(csrPem: string): Promise<IssuedChain> {
+  /**
+   * Orders a certificate for the names in `csrPem`, solves its challenges, and returns the
+   * selected, verified chain. `solvers` come first for this order only: the http-01
+   * responder of the one agent that asked.
+   */
+  async issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[] } = {}): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem);
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();
@@ -99,7 +103,8 @@ export class AcmeIssuer {
     });
     log.info({ order: order.url }, 'order created');
     const authorizations = await step('authorizations', () => client.getAuthorizations(order));
-    for (const authorization of authorizations) await this.#solve(client, authorization, step);
+    const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
+    for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
 
     const finalized = await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
       throw orderFailed('finalizing the order', e);
@@ -138,15 +143,20 @@ export class AcmeIssuer {
     return { fullchainPem: report.servedChainPem, report, selection };
   }
 
-  async #solve(client: acme.Client, authorization: acme.Authorization, step: <T>(name: string, fn: () => Promise<T>) => Promise<T>): Promise<void> {
+  async #solve(
+    client: acme.Client,
+    authorization: acme.Authorization,
+    solvers: readonly ChallengeSolver[],
+    step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+  ): Promise<void> {
     if (authorization.status === 'valid') return;
     const domain = authorization.identifier.value;
-    const solver = this.#options.solvers.find((s) => authorization.challenges.some((c) => c.type === s.type));
+    const solver = solvers.find((s) => authorization.challenges.some((c) => c.type === s.type));
     const challenge = solver && authorization.challenges.find((c) => c.type === solver.type);
     if (!solver || !challenge) {
       throw new CertplaneError(
         AcmeErrorCode.NO_SOLVER,
-        `no configured solver for ${authorization.wildcard ? '*.' : ''}${domain}: the CA offers ${authorization.challenges.map((c) => c.type).join(', ')}, certplane has ${this.#options.solvers.map((s) => s.type).join(', ') || 'none (set CERTPLANE_DNS_PROVIDER)'}`,
+        `no configured solver for ${authorization.wildcard ? '*.' : ''}${domain}: the CA offers ${authorization.challenges.map((c) => c.type).join(', ')}, certplane has ${solvers.map((s) => s.type).join(', ') || 'none (set CERTPLANE_DNS_PROVIDER)'}`,
         { domain },
       );
     }

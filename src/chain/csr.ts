@@ -13,6 +13,8 @@ export interface ParsedCsr {
   readonly pem: string;
   readonly der: Buffer;
   readonly spkiSha256: string;
+  /** The requested key's SubjectPublicKeyInfo, DER: what an issuer certifies. */
+  readonly publicKeySpkiDer: Buffer;
   /** DNS names from the subjectAltName extension request, plus the subject CN if it is not among them. */
   readonly dnsNames: readonly string[];
   /** "ECDSA P-256", "RSA 2048", ...: what the key policy checks. */
@@ -50,6 +52,7 @@ export async function parseCsr(pem: string, source = 'CSR'): Promise<ParsedCsr> 
     pem: csr.toString('pem'),
     der: block.der,
     spkiSha256: sha256Hex(spki),
+    publicKeySpkiDer: spki,
     dnsNames: names,
     keyDescription: describeKey(csr.publicKey.algorithm),
   };

@@ -1,8 +1,11 @@
 /** The subcommand table: one line per command, so `certplane` stays a thin dispatcher. */
 import type { Io } from './args.js';
+import { agent } from './agent.js';
 import { chainSelect, chainVerify } from './chain.js';
 import { demo } from './demo.js';
 import { issue } from './issue.js';
+import { openapi } from './openapi.js';
+import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
 
@@ -11,4 +14,7 @@ export const commands: Record<string, Command> = {
   'chain select': chainSelect,
   issue,
   demo,
+  serve,
+  agent,
+  openapi,
 };

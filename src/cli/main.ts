@@ -14,7 +14,10 @@ commands:
   chain verify BUNDLE.pem [--trust ROOTS.pem] [--hostname NAME]... [--key CSR_OR_PUBLIC_KEY.pem] [--at TIME] [--json]
   chain select --prefer CN [--prefer CN]... [--trust ROOTS.pem] [--at TIME] [--json] CHAIN.pem CHAIN.pem...
   issue --csr REQ.pem --out FULLCHAIN.pem [--report REPORT.json]
-  demo  [--alternate-roots N]
+  demo  [--alternate-roots N] [--out-dir DIR] [--hostname NAME]
+  serve                       the management plane (CERTPLANE_* configuration)
+  agent --server URL --state-dir DIR [--token TOKEN] [--http01-port PORT] [--http01-host ADDR]
+        [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem]
 
 configuration comes from CERTPLANE_* environment variables (see README.md).`;
 

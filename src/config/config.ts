@@ -47,6 +47,21 @@ const spkiPins = z.string().transform((raw, ctx) => {
   return normalized as string[];
 });
 
+/** host:port, with [v6] in brackets. */
+const listenAddress = z.string().transform((raw, ctx) => {
+  const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(raw.trim());
+  const port = Number(match?.[2]);
+  if (!match || port < 0 || port > 65_535) {
+    ctx.addIssue({ code: 'custom', message: 'must be HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443' });
+    return z.NEVER;
+  }
+  return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port };
+});
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 const secretsSpec = z.string().regex(/^(file:.+|aws-sm:[A-Za-z0-9/_+=.@-]+)$/, 'must be file:PATH or aws-sm:SECRET_ID_PREFIX');
 
 const schema = z
@@ -63,8 +78,20 @@ const schema = z
     CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional(),
     CERTPLANE_ROUTE53_HOSTED_ZONE_ID: z.string().min(1).optional(),
     CERTPLANE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    CERTPLANE_DATABASE_URL: z.string().regex(/^(postgres(ql)?:\/\/.+|pglite:.+|memory:)$/, 'must be postgres://..., pglite:PATH or memory:').default('pglite:./data/db'),
+    CERTPLANE_LISTEN: listenAddress.prefault('127.0.0.1:8443'),
+    CERTPLANE_INSECURE_HTTP: z.enum(['0', '1']).default('0'),
+    CERTPLANE_TLS_CERT: z.string().min(1).optional(),
+    CERTPLANE_TLS_KEY: z.string().min(1).optional(),
+    CERTPLANE_ENROLLMENT_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
   })
   .superRefine((env, ctx) => {
+    if (env.CERTPLANE_INSECURE_HTTP === '1' && !isLoopback(env.CERTPLANE_LISTEN.host)) {
+      ctx.addIssue({ code: 'custom', path: ['CERTPLANE_LISTEN'], message: 'must be a loopback address when CERTPLANE_INSECURE_HTTP=1 (plain HTTP without client authentication is for development on this machine only)' });
+    }
+    if ((env.CERTPLANE_TLS_CERT === undefined) !== (env.CERTPLANE_TLS_KEY === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.CERTPLANE_TLS_CERT ? 'CERTPLANE_TLS_KEY' : 'CERTPLANE_TLS_CERT'], message: 'CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY go together' });
+    }
     if (env.CERTPLANE_DNS_PROVIDER === 'challtestsrv' && !env.CERTPLANE_CHALLTESTSRV_URL) {
       ctx.addIssue({ code: 'custom', path: ['CERTPLANE_CHALLTESTSRV_URL'], message: 'is required when CERTPLANE_DNS_PROVIDER=challtestsrv' });
     }
@@ -93,6 +120,15 @@ export interface Config {
     readonly route53HostedZoneId: string | undefined;
   };
   readonly logLevel: string;
+  readonly server: {
+    readonly databaseUrl: string;
+    readonly listen: { readonly host: string; readonly port: number };
+    /** Plain HTTP without client authentication, loopback only: development until mutual TLS lands. */
+    readonly insecureHttp: boolean;
+    readonly tlsCertPath: string | undefined;
+    readonly tlsKeyPath: string | undefined;
+    readonly enrollmentTtlMs: number;
+  };
 }
 
 /** Reads and validates `env`; throws CONFIG_INVALID naming every bad variable. */
@@ -110,5 +146,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     secrets: e.CERTPLANE_SECRETS,
     dns: { provider: e.CERTPLANE_DNS_PROVIDER, challtestsrvUrl: e.CERTPLANE_CHALLTESTSRV_URL, route53HostedZoneId: e.CERTPLANE_ROUTE53_HOSTED_ZONE_ID },
     logLevel: e.CERTPLANE_LOG_LEVEL,
+    server: {
+      databaseUrl: e.CERTPLANE_DATABASE_URL,
+      listen: e.CERTPLANE_LISTEN,
+      insecureHttp: e.CERTPLANE_INSECURE_HTTP === '1',
+      tlsCertPath: e.CERTPLANE_TLS_CERT,
+      tlsKeyPath: e.CERTPLANE_TLS_KEY,
+      enrollmentTtlMs: e.CERTPLANE_ENROLLMENT_TTL_SECONDS * 1000,
+    },
   };
 }

@@ -41,6 +41,13 @@ export interface LocalPebble {
   readonly acmeServerCaPem: string;
   /** The same, written to a file (for CERTPLANE_ACME_CA_CERTS). */
   readonly acmeServerCaPath: string;
+  /**
+   * The port Pebble's VA connects to for http-01. challtestsrv answers on it at 127.0.0.1;
+   * an agent answers on it at another loopback address that `resolve()` points its names to.
+   */
+  readonly http01Port: number;
+  /** Makes challtestsrv's DNS answer `host` with `address` (A record), e.g. an agent on 127.0.0.2. */
+  resolve(host: string, address: string): Promise<void>;
   /** PEM of /roots/0..alternateRoots. */
   roots(): Promise<string[]>;
   /** PEM of /intermediates/0..alternateRoots. */
@@ -145,6 +152,8 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
       challtestsrvUrl,
       acmeServerCaPem: listener.caPem,
       acmeServerCaPath,
+      http01Port: httpPort as number,
+      resolve: (host, address) => addARecord(challtestsrvUrl, host, address),
       roots: fetchAll('roots'),
       intermediates: fetchAll('intermediates'),
       stop,
@@ -153,6 +162,15 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
     await stop();
     throw error;
   }
+}
+
+async function addARecord(challtestsrvUrl: string, host: string, address: string): Promise<void> {
+  const response = await fetch(`${challtestsrvUrl}/add-a`, {
+    method: 'POST',
+    body: JSON.stringify({ host: `${host.replace(/\.$/, '')}.`, addresses: [address] }),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new CertplaneError('DEVENV_CHALLTESTSRV', `challtestsrv refused the A record ${host} -> ${address}: HTTP ${response.status}`);
 }
 
 /** Pebble silently ignores some out-of-range values (a negative chain length) and panics on others; both deserve a clear word first. */

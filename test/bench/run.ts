@@ -9,6 +9,8 @@
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
  *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
  *    through pebble-challtestsrv.
+ * 3. Fleet: agents per management-plane process and memory per agent, and end-to-end
+ *    issuance through agents beside the bare loop (fleet.ts).
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -25,6 +27,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
+import { benchConnectedAgents, benchEndToEnd } from './fleet.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -118,3 +121,5 @@ async function benchIssuance(): Promise<void> {
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
 await benchIssuance();
+await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
+await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));

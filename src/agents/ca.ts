@@ -1,0 +1,137 @@
+/**
+ * The agent CA: signs the client certificates agents authenticate with. Its key lives
+ * in the secret store (created on first start, shared by every replica), never in the
+ * database. Agent certificates name the instance in their CN and are short-lived, so
+ * revocation is a list lookup and renewal a routine re-enrollment.
+ */
+import { X509Certificate, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { z } from 'zod';
+import { CertplaneError } from '../errors.js';
+import { parseCertificateBundle, sha256Hex, type ParsedCsr } from '../chain/index.js';
+import { EKU, generateKeyPair, issueCertificate, type KeyPair } from '../pki/factory.js';
+import type { SecretStore } from '../secrets/index.js';
+
+export const AGENT_CA_SECRET = 'agent-ca';
+const DAY_MS = 86_400_000;
+
+export const AgentCaErrorCode = {
+  CORRUPT: 'AGENT_CA_CORRUPT',
+  NOT_ISSUED_BY_US: 'AGENT_CERT_UNKNOWN_ISSUER',
+  EXPIRED: 'AGENT_CERT_EXPIRED',
+} as const;
+
+const stored = z.object({ privateKeyPem: z.string().includes('PRIVATE KEY'), certificatePem: z.string().includes('CERTIFICATE') });
+
+/** An agent certificate as the CA sees it after checking it. */
+export interface AgentIdentity {
+  readonly instanceId: string;
+  readonly fingerprintSha256: string;
+  readonly serialNumber: string;
+  readonly notAfter: Date;
+  readonly publicKeyPem: string;
+}
+
+export class AgentCa {
+  private constructor(
+    private readonly key: KeyPair,
+    private readonly subject: string,
+    /** PEM of the CA certificate: what agents need to recognise it, never secret. */
+    readonly certificatePem: string,
+    private readonly certificate: X509Certificate,
+  ) {}
+
+  /** Loads the CA from the secret store, creating it on first use (replicas converge on one CA). */
+  static async loadOrCreate(secrets: SecretStore, now: Date = new Date()): Promise<AgentCa> {
+    const existing = await secrets.get(AGENT_CA_SECRET);
+    const raw = existing ?? (await secrets.createIfMissing(AGENT_CA_SECRET, await AgentCa.#generate(now)));
+    const parsed = stored.safeParse(safeJson(raw));
+    if (!parsed.success) {
+      throw new CertplaneError(AgentCaErrorCode.CORRUPT, `secret "${AGENT_CA_SECRET}" does not hold an agent CA (JSON with privateKeyPem and certificatePem)`);
+    }
+    const key = await importEcdsaKeyPair(parsed.data.privateKeyPem);
+    const certificate = new X509Certificate(parsed.data.certificatePem);
+    return new AgentCa(key, parseCertificateBundle(parsed.data.certificatePem)[0]!.subject, certificate.toString(), certificate);
+  }
+
+  static async #generate(now: Date): Promise<string> {
+    const key = await generateKeyPair('ecdsa-p256');
+    const cert = await issueCertificate({
+      subject: `CN=certplane agent CA ${sha256Hex(Buffer.from(key.publicKeyPem)).slice(0, 8)}`,
+      key,
+      ca: true,
+      pathLength: 0,
+      notBefore: new Date(now.getTime() - DAY_MS),
+      notAfter: new Date(now.getTime() + 10 * 365 * DAY_MS),
+    });
+    return JSON.stringify({ privateKeyPem: key.privateKeyPem, certificatePem: cert.pem });
+  }
+
+  /** Signs an agent certificate for `instanceId` over the key of the agent's identity CSR. */
+  async issue(instanceId: string, csr: ParsedCsr, now: Date, validityDays = 90): Promise<{ certificatePem: string; identity: AgentIdentity }> {
+    const publicKeyPem = publicKeyPemOfCsr(csr);
+    const agentKey = { keys: { publicKey: await importPublicKey(publicKeyPem) }, publicKeyPem } as unknown as KeyPair;
+    const cert = await issueCertificate({
+      subject: `CN=${instanceId}, OU=certplane-agent`,
+      key: agentKey,
+      issuer: { subject: this.subject, key: this.key },
+      ca: false,
+      keyUsage: ['digitalSignature'],
+      extendedKeyUsage: [EKU.clientAuth],
+      notBefore: new Date(now.getTime() - 5 * 60_000),
+      notAfter: new Date(now.getTime() + validityDays * DAY_MS),
+    });
+    return { certificatePem: cert.pem, identity: this.verify(cert.pem, now) };
+  }
+
+  /** Checks that `certificatePem` is an unexpired agent certificate signed by this CA; returns who it names. */
+  verify(certificatePem: string, now: Date): AgentIdentity {
+    const cert = parseCertificateBundle(certificatePem, 'agent certificate')[0]!;
+    if (cert.issuer !== this.subject || !cert.native.verify(this.certificate.publicKey)) {
+      throw new CertplaneError(AgentCaErrorCode.NOT_ISSUED_BY_US, 'the agent certificate was not issued by this management plane\'s agent CA');
+    }
+    if (now < cert.notBefore || now > cert.notAfter) {
+      throw new CertplaneError(AgentCaErrorCode.EXPIRED, `the agent certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); enroll again`);
+    }
+    return {
+      instanceId: cert.subjectCN,
+      fingerprintSha256: cert.fingerprintSha256,
+      serialNumber: cert.serialNumber,
+      notAfter: cert.notAfter,
+      publicKeyPem: cert.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    };
+  }
+}
+
+function safeJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+function publicKeyPemOfCsr(csr: ParsedCsr): string {
+  return createPublicKey({ key: csr.publicKeySpkiDer, format: 'der', type: 'spki' }).export({ type: 'spki', format: 'pem' }).toString();
+}
+
+async function importPublicKey(publicKeyPem: string): Promise<webcrypto.CryptoKey> {
+  const key = createPublicKey(publicKeyPem);
+  const spki = key.export({ type: 'spki', format: 'der' });
+  const algorithm = key.asymmetricKeyType === 'ec' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  return webcrypto.subtle.importKey('spki', spki, algorithm, true, ['verify']);
+}
+
+async function importEcdsaKeyPair(privateKeyPem: string): Promise<KeyPair> {
+  const privateKey = createPrivateKey(privateKeyPem);
+  const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
+  const publicKeyPem = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }).toString();
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256' };
+  return {
+    keys: {
+      privateKey: await webcrypto.subtle.importKey('pkcs8', pkcs8, algorithm, true, ['sign']),
+      publicKey: await importPublicKey(publicKeyPem),
+    },
+    privateKeyPem,
+    publicKeyPem,
+  };
+}

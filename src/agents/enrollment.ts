@@ -1,0 +1,37 @@
+/**
+ * Enrollment: the one moment an agent proves itself with a one-time token instead of a
+ * certificate. The token is shown once to the control plane, stored only as a hash,
+ * expires, and is consumed atomically, so a leaked or replayed token is worth nothing.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { CertplaneError } from '../errors.js';
+import { parseCsr } from '../chain/index.js';
+import type { Store } from '../store/types.js';
+import type { AgentCa } from './ca.js';
+
+export const EnrollmentErrorCode = { INVALID_TOKEN: 'ENROLLMENT_TOKEN_INVALID' } as const;
+
+const tokenHash = (token: string) => createHash('sha256').update(token).digest('hex');
+
+/** Mints a token for `instanceId`, valid for `ttlMs`; only its hash is stored. */
+export async function createEnrollmentToken(store: Store, instanceId: string, now: Date, ttlMs: number): Promise<{ token: string; expiresAt: Date }> {
+  const token = `cpe_${randomBytes(32).toString('base64url')}`;
+  const expiresAt = new Date(now.getTime() + ttlMs);
+  await store.enrollmentTokens.create(instanceId, tokenHash(token), expiresAt);
+  return { token, expiresAt };
+}
+
+/** Exchanges a token and the agent's identity CSR for an agent certificate. */
+export async function enrollAgent(
+  deps: { store: Store; ca: AgentCa },
+  token: string,
+  identityCsrPem: string,
+  now: Date,
+): Promise<{ instanceId: string; certificatePem: string; caPem: string }> {
+  const csr = await parseCsr(identityCsrPem, 'identity CSR');
+  const instanceId = await deps.store.enrollmentTokens.consume(tokenHash(token), now);
+  if (!instanceId) throw new CertplaneError(EnrollmentErrorCode.INVALID_TOKEN, 'the enrollment token is unknown, already used or expired; ask the control plane for a new one');
+  const { certificatePem, identity } = await deps.ca.issue(instanceId, csr, now);
+  await deps.store.agentCertificates.record({ fingerprintSha256: identity.fingerprintSha256, instanceId, serialNumber: identity.serialNumber, notAfter: identity.notAfter });
+  return { instanceId, certificatePem, caPem: deps.ca.certificatePem };
+}

@@ -1,0 +1,215 @@
+/**
+ * Issuance through the agent, with delivery acknowledged. The plane asks the agent for a
+ * CSR, checks it against what the instance may have, orders and verifies through the
+ * ACME issuer (http-01 answered by the agent itself), and delivers the chain until the
+ * agent acknowledges it with the fingerprint. Every step is a compare-and-set status
+ * transition in the store, so a repeated message, a reconnect or a second delivery can
+ * never install twice or move a certificate backwards.
+ */
+import type { Logger } from 'pino';
+import { CertplaneError } from '../errors.js';
+import { parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import type { IssuedChain } from '../acme/issuer.js';
+import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
+import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
+import type { AgentMessage, KeyAlgorithm } from './protocol.js';
+import { SessionErrorCode, SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
+
+export const IssuanceErrorCode = {
+  CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
+  UNKNOWN_INSTANCE: 'ISSUANCE_UNKNOWN_INSTANCE',
+  UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
+} as const;
+
+/** The ACME side, as the coordinator needs it. */
+export interface Issuer {
+  issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[] }): Promise<IssuedChain>;
+}
+
+export interface IssuanceMetrics {
+  issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
+}
+
+/** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
+const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-256', 'rsa-2048': 'RSA 2048', 'rsa-3072': 'RSA 3072' };
+
+export class IssuanceCoordinator implements SessionHandler {
+  readonly #running = new Set<string>();
+
+  constructor(
+    private readonly deps: {
+      store: Store;
+      issuer: Issuer;
+      sessions: SessionRegistry;
+      logger: Logger;
+      clock: () => Date;
+      metrics?: IssuanceMetrics;
+    },
+  ) {}
+
+  /** Starts an issuance for the instance, or returns the one already under way. */
+  async requestIssue(instanceId: string): Promise<CertificateRecord> {
+    const instance = await this.#instance(instanceId);
+    const [open] = await this.deps.store.certificates.open(instance.id);
+    const certificate = open ?? (await this.deps.store.certificates.create(instance.id));
+    const session = this.deps.sessions.get(instance.id);
+    if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
+    return certificate;
+  }
+
+  /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */
+  async onConnected(session: AgentSession): Promise<void> {
+    const instance = await this.#instance(session.instanceId);
+    for (const certificate of await this.deps.store.certificates.open(instance.id)) {
+      if (certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
+      else if (certificate.status === 'delivered') this.#deliver(session, certificate);
+      else if (certificate.status === 'issuing' && certificate.csrPem && !this.#running.has(certificate.id)) {
+        void this.#issue(instance, certificate, certificate.csrPem);
+      }
+    }
+  }
+
+  async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' }>): Promise<void> {
+    switch (message.type) {
+      case 'status':
+        await this.deps.store.instances.setInstalledFingerprint(session.instanceId, message.installedFingerprintSha256);
+        return;
+      case 'csr':
+        return this.#onCsr(session, message.certificateId, message.csrPem);
+      case 'installed':
+        return this.#onInstalled(session, message.certificateId, message.fingerprintSha256);
+      case 'install_failed':
+        await this.#fail(session.instanceId, message.certificateId, ['delivered'], `the agent refused to install: ${message.code}: ${message.message}`);
+        this.deps.metrics?.issuance('install_failed');
+        return;
+      case 'error':
+        this.deps.logger.warn({ instanceId: session.instanceId, code: message.code, err: message.message }, 'agent reported an error');
+        return;
+    }
+  }
+
+  async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
+    const certificate = await this.#certificateOf(session.instanceId, certificateId);
+    if (certificate.status !== 'pending') return;
+    const instance = await this.#instance(session.instanceId);
+    try {
+      await this.#checkCsr(instance, csrPem);
+    } catch (error) {
+      await this.#fail(instance.id, certificate.id, ['pending'], (error as Error).message);
+      session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
+      return;
+    }
+    const issuing = await this.deps.store.certificates.transition(certificate.id, ['pending'], 'issuing', { csrPem });
+    // Not awaited: the order needs further messages from this same agent (http01_ready),
+    // which the session delivers only after this handler returns.
+    if (issuing) void this.#issue(instance, issuing, csrPem);
+  }
+
+  async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
+    const csr = await parseCsr(csrPem).catch((error: CertplaneError) => {
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`);
+    });
+    const allowed = new Set(instance.hostnames.map((h) => h.toLowerCase()));
+    const foreign = csr.dnsNames.filter((name) => !allowed.has(name));
+    if (csr.dnsNames.length === 0 || foreign.length > 0) {
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the instance's hostnames ${instance.hostnames.join(', ')}`);
+    }
+    if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: key is ${csr.keyDescription}, the instance's policy is ${KEY_DESCRIPTIONS[instance.keyAlgorithm]}`);
+    }
+  }
+
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): Promise<void> {
+    const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
+    this.#running.add(certificate.id);
+    try {
+      const issued = await this.deps.issuer.issue(csrPem, { solvers: [this.#http01For(instance.id)] });
+      const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
+      const delivered = await this.deps.store.certificates.transition(certificate.id, ['issuing'], 'delivered', {
+        fullchainPem: issued.fullchainPem,
+        fingerprintSha256: leaf.fingerprintSha256,
+        notAfter: leaf.notAfter,
+        anchorCN: issued.report.anchor?.subjectCN ?? null,
+        report: withoutPem(issued.report),
+        deliveredAt: this.deps.clock(),
+        lastError: null,
+      });
+      this.deps.metrics?.issuance('issued');
+      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN }, 'certificate issued and verified');
+      const session = this.deps.sessions.get(instance.id);
+      if (delivered && session) this.#deliver(session, delivered);
+      else if (delivered) log.info('agent offline; the certificate is delivered when it reconnects');
+    } catch (error) {
+      const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
+      log.warn({ err: message }, 'issuance failed');
+      this.deps.metrics?.issuance('failed');
+      await this.#fail(instance.id, certificate.id, ['issuing'], message);
+      this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
+    } finally {
+      this.#running.delete(certificate.id);
+    }
+  }
+
+  #http01For(instanceId: string): Http01Solver {
+    const sessionOf = () => {
+      const session = this.deps.sessions.get(instanceId);
+      if (!session) throw new CertplaneError(SessionErrorCode.OFFLINE, `the agent of instance ${instanceId} is offline and cannot answer http-01`);
+      return session;
+    };
+    return new Http01Solver({
+      serve: (_domain, token, keyAuthorization) => sessionOf().request({ type: 'http01_serve', requestId: SessionRegistry.requestId(), token, keyAuthorization }),
+      withdraw: async (_domain, token) => {
+        this.deps.sessions.get(instanceId)?.send({ type: 'http01_withdraw', requestId: SessionRegistry.requestId(), token });
+      },
+    });
+  }
+
+  async #onInstalled(session: AgentSession, certificateId: string, fingerprintSha256: string): Promise<void> {
+    const certificate = await this.#certificateOf(session.instanceId, certificateId);
+    if (certificate.fingerprintSha256 !== fingerprintSha256) {
+      this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
+      return;
+    }
+    const installed = await this.deps.store.certificates.transition(certificate.id, ['delivered'], 'installed', { installedAt: this.deps.clock() });
+    await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
+    if (installed) {
+      this.deps.metrics?.issuance('installed');
+      this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
+    }
+  }
+
+  #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
+    session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
+  }
+
+  #deliver(session: AgentSession, certificate: CertificateRecord): void {
+    if (!certificate.fullchainPem || !certificate.fingerprintSha256) return;
+    session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
+    this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
+  }
+
+  async #fail(instanceId: string, certificateId: string, from: CertificateRecord['status'][], lastError: string): Promise<void> {
+    await this.deps.store.certificates.transition(certificateId, from, 'failed', { lastError: lastError.slice(0, 4000) });
+    this.deps.logger.warn({ instanceId, certificateId, err: lastError }, 'certificate failed');
+  }
+
+  async #instance(id: string): Promise<InstanceRecord> {
+    const instance = await this.deps.store.instances.get(id);
+    if (!instance) throw new CertplaneError(IssuanceErrorCode.UNKNOWN_INSTANCE, `no instance ${id}`);
+    return instance;
+  }
+
+  async #certificateOf(instanceId: string, certificateId: string): Promise<CertificateRecord> {
+    const certificate = await this.deps.store.certificates.get(certificateId);
+    if (!certificate || certificate.instanceId !== instanceId) {
+      throw new CertplaneError(IssuanceErrorCode.UNKNOWN_CERTIFICATE, `certificate ${certificateId} does not belong to this agent's instance`);
+    }
+    return certificate;
+  }
+}
+
+/** The report without the served PEM: the chain is stored once, in fullchain_pem. */
+function withoutPem(report: VerificationReport): Omit<VerificationReport, 'servedChainPem'> {
+  const { servedChainPem: _chain, ...rest } = report;
+  return rest;
+}

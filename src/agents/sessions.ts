@@ -1,0 +1,235 @@
+/**
+ * The server side of the agent channel: one authenticated session per connected agent.
+ * Every frame is checked by the protocol's zod schemas; anything malformed, oversized,
+ * unexpected or carrying a private key closes that one connection with a reason and a
+ * log line, and never touches the process or the other agents.
+ */
+import { randomBytes, randomUUID, verify as verifySignature } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { CertplaneError } from '../errors.js';
+import type { Store } from '../store/types.js';
+import type { AgentCa, AgentIdentity } from './ca.js';
+import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from './protocol.js';
+
+export const SessionErrorCode = {
+  AUTH_FAILED: 'AGENT_AUTH_FAILED',
+  REVOKED: 'AGENT_REVOKED',
+  OFFLINE: 'AGENT_OFFLINE',
+  TIMEOUT: 'AGENT_TIMEOUT',
+} as const;
+
+/** Distributes what an authenticated agent says; implemented by the issuance coordinator. */
+export interface SessionHandler {
+  onConnected(session: AgentSession): Promise<void>;
+  onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' }>): Promise<void>;
+}
+
+/** Counters the composition root wires to Prometheus. */
+export interface ChannelMetrics {
+  connected(delta: 1 | -1): void;
+  rejected(code: string): void;
+}
+
+export interface SessionOptions {
+  readonly store: Store;
+  readonly ca: AgentCa;
+  readonly logger: Logger;
+  readonly clock: () => Date;
+  readonly metrics?: ChannelMetrics;
+  readonly authTimeoutMs?: number;
+  readonly heartbeatMs?: number;
+  readonly requestTimeoutMs?: number;
+}
+
+type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
+
+/** One authenticated agent connection. */
+export class AgentSession {
+  readonly #pending = new Map<string, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(
+    readonly identity: AgentIdentity,
+    private readonly socket: WebSocket,
+    private readonly requestTimeoutMs: number,
+  ) {}
+
+  get instanceId(): string {
+    return this.identity.instanceId;
+  }
+
+  get open(): boolean {
+    return this.socket.readyState === this.socket.OPEN;
+  }
+
+  send(message: ServerMessageWithoutVersion): void {
+    if (!this.open) throw new CertplaneError(SessionErrorCode.OFFLINE, `agent of instance ${this.instanceId} is not connected`);
+    this.socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, ...message } as ServerMessage));
+  }
+
+  /** Sends a message that the agent acknowledges with http01_ready carrying the same requestId. */
+  request(message: Extract<ServerMessageWithoutVersion, { requestId: string }>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(message.requestId);
+        reject(new CertplaneError(SessionErrorCode.TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${this.requestTimeoutMs} ms`));
+      }, this.requestTimeoutMs);
+      this.#pending.set(message.requestId, { resolve, reject, timer });
+      try {
+        this.send(message);
+      } catch (error) {
+        clearTimeout(timer);
+        this.#pending.delete(message.requestId);
+        reject(error as Error);
+      }
+    });
+  }
+
+  /** Resolves the request the agent acknowledged. */
+  acknowledge(requestId: string): void {
+    const pending = this.#pending.get(requestId);
+    if (!pending) return;
+    clearTimeout(pending.timer);
+    this.#pending.delete(requestId);
+    pending.resolve();
+  }
+
+  close(code: number, reason: string): void {
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new CertplaneError(SessionErrorCode.OFFLINE, `agent of instance ${this.instanceId} disconnected: ${reason}`));
+      this.#pending.delete(id);
+    }
+    if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) this.socket.close(code, truncateReason(reason));
+  }
+}
+
+/** Accepts agent connections, authenticates them and keeps the one live session per instance. */
+export class SessionRegistry {
+  readonly #sessions = new Map<string, AgentSession>();
+  #handler: SessionHandler | undefined;
+
+  constructor(private readonly options: SessionOptions) {}
+
+  /** Set once by the composition root: the coordinator and the registry know each other. */
+  setHandler(handler: SessionHandler): void {
+    this.#handler = handler;
+  }
+
+  get(instanceId: string): AgentSession | undefined {
+    const session = this.#sessions.get(instanceId);
+    return session?.open ? session : undefined;
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** Takes over an upgraded WebSocket: hello, authentication, then message dispatch until it closes. */
+  accept(socket: WebSocket, remoteAddress: string): void {
+    const log = this.options.logger.child({ remote: remoteAddress });
+    const nonce = randomBytes(32).toString('base64url');
+    let session: AgentSession | undefined;
+    let alive = true;
+    const fail = (error: unknown, code: number = CloseCode.PROTOCOL_ERROR) => {
+      const e = error instanceof CertplaneError ? error : new CertplaneError('CHANNEL_INTERNAL', (error as Error).message);
+      this.options.metrics?.rejected(e.code);
+      log.warn({ instanceId: session?.instanceId, code: e.code, err: e.message }, 'closing agent connection');
+      if (session) session.close(code, `${e.code}: ${e.message}`);
+      else socket.close(code, truncateReason(`${e.code}: ${e.message}`));
+    };
+    const authTimer = setTimeout(() => fail(new CertplaneError(SessionErrorCode.AUTH_FAILED, 'no authentication within the time allowed'), CloseCode.AUTH_FAILED), this.options.authTimeoutMs ?? 10_000);
+    const heartbeat = setInterval(() => {
+      if (!alive) {
+        log.warn({ instanceId: session?.instanceId }, 'agent missed its heartbeat, terminating the connection');
+        socket.terminate();
+        return;
+      }
+      alive = false;
+      socket.ping();
+    }, this.options.heartbeatMs ?? 15_000);
+    socket.on('pong', () => {
+      alive = true;
+    });
+    socket.on('error', (error) => log.warn({ err: error.message }, 'agent socket error'));
+    let queue = Promise.resolve();
+    socket.on('message', (data, isBinary) => {
+      queue = queue.then(async () => {
+        try {
+          if (isBinary) throw new CertplaneError(ChannelErrorCode.INVALID, 'binary frames are not part of the protocol');
+          const message = decodeMessage(AgentMessage, data as Buffer);
+          if (!session) {
+            if (message.type !== 'auth') throw new CertplaneError(ChannelErrorCode.UNEXPECTED, `expected auth, got ${message.type}`);
+            session = await this.#authenticate(message, nonce, socket);
+            clearTimeout(authTimer);
+            log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
+            await this.#handler?.onConnected(session);
+            return;
+          }
+          if (message.type === 'auth') throw new CertplaneError(ChannelErrorCode.UNEXPECTED, 'already authenticated');
+          if (message.type === 'http01_ready') {
+            session.acknowledge(message.requestId);
+            return;
+          }
+          await this.options.store.instances.touchAgent(session.instanceId, this.options.clock());
+          await this.#handler?.onMessage(session, message);
+        } catch (error) {
+          fail(error, error instanceof CertplaneError && (error.code === SessionErrorCode.AUTH_FAILED || error.code === SessionErrorCode.REVOKED) ? CloseCode.AUTH_FAILED : CloseCode.PROTOCOL_ERROR);
+        }
+      });
+    });
+    socket.on('close', (code, reason) => {
+      clearTimeout(authTimer);
+      clearInterval(heartbeat);
+      if (!session) return;
+      const closed = session;
+      closed.close(code, 'closed');
+      log.info({ instanceId: closed.instanceId, code, reason: reason.toString() }, 'agent disconnected');
+      if (this.#sessions.get(closed.instanceId) === closed) {
+        this.#sessions.delete(closed.instanceId);
+        this.options.metrics?.connected(-1);
+        void this.options.store.instances.setAgentConnected(closed.instanceId, null).catch((error) => log.warn({ err: (error as Error).message }, 'could not record the disconnection'));
+      }
+    });
+    socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, type: 'hello', nonce }));
+  }
+
+  async #authenticate(message: Extract<AgentMessage, { type: 'auth' }>, nonce: string, socket: WebSocket): Promise<AgentSession> {
+    const now = this.options.clock();
+    let identity: AgentIdentity;
+    try {
+      identity = this.options.ca.verify(message.certificatePem, now);
+    } catch (error) {
+      throw new CertplaneError(SessionErrorCode.AUTH_FAILED, (error as Error).message);
+    }
+    const record = await this.options.store.agentCertificates.get(identity.fingerprintSha256);
+    if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
+    if (record.revokedAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate revoked at ${record.revokedAt.toISOString()}`);
+    const signed = verifySignature('sha256', authPayload(nonce), identity.publicKeyPem, Buffer.from(message.signature, 'base64'));
+    if (!signed) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
+    const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000);
+    const previous = this.#sessions.get(identity.instanceId);
+    this.#sessions.set(identity.instanceId, session);
+    if (previous) previous.close(CloseCode.REPLACED, 'replaced by a newer connection of the same agent');
+    else this.options.metrics?.connected(1);
+    await this.options.store.instances.setAgentConnected(identity.instanceId, now);
+    session.send({ type: 'welcome', instanceId: identity.instanceId });
+    return session;
+  }
+
+  /** Closes every session, for shutdown. */
+  closeAll(reason: string): void {
+    for (const session of this.#sessions.values()) session.close(CloseCode.SHUTDOWN, reason);
+  }
+
+  /** A fresh request id for http-01 requests. */
+  static requestId(): string {
+    return randomUUID();
+  }
+}
+
+/** WebSocket close reasons are limited to 123 bytes. */
+function truncateReason(reason: string): string {
+  const bytes = Buffer.from(reason);
+  return bytes.length <= 123 ? reason : `${bytes.subarray(0, 120).toString('utf8')}...`;
+}

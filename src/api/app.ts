@@ -1,0 +1,84 @@
+/**
+ * The management plane's HTTP surface: Fastify with zod schemas through the type
+ * provider, one plugin per concern (instances, certificates, agents, operations), and
+ * the agent channel's WebSocket upgrade. This is the only room where HTTP lives; the
+ * rooms behind it receive plain values and a WebSocket.
+ */
+import fastifySwagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { WebSocketServer } from 'ws';
+import type { AgentCa } from '../agents/ca.js';
+import type { IssuanceCoordinator } from '../agents/issuance.js';
+import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
+import type { SessionRegistry } from '../agents/sessions.js';
+import type { Store } from '../store/types.js';
+import { errorHandler } from './errors.js';
+import { agentRoutes } from './routes/agents.js';
+import { certificateRoutes } from './routes/certificates.js';
+import { instanceRoutes } from './routes/instances.js';
+import { operationsRoutes } from './routes/operations.js';
+
+export interface ApiDependencies {
+  readonly store: Store;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
+  readonly sessions: Pick<SessionRegistry, 'accept' | 'get'>;
+  readonly ca: AgentCa;
+  readonly metrics: Registry;
+  readonly logger: Logger;
+  readonly clock: () => Date;
+  /** How long an enrollment token stays usable. */
+  readonly enrollmentTtlMs: number;
+  /** Server certificate and key (PEM) for HTTPS; plain HTTP when absent (development mode only). */
+  readonly tls?: { readonly certPem: string; readonly keyPem: string };
+}
+
+export const API_VERSION = '0.1.0';
+/** Requests larger than this are refused before parsing; the largest legitimate body is an enrollment CSR. */
+export const BODY_LIMIT_BYTES = 64 * 1024;
+
+export async function buildApi(deps: ApiDependencies) {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: BODY_LIMIT_BYTES,
+    ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem } } : {}),
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'certplane management plane', version: API_VERSION, description: 'Certificates on an explicitly chosen, verified chain, delivered to agents on customer instances.' },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(instanceRoutes(deps));
+  await app.register(certificateRoutes(deps));
+  await app.register(agentRoutes(deps));
+  await app.register(operationsRoutes(deps));
+  const channel = attachChannel(app.server, deps);
+  app.addHook('onClose', async () => {
+    for (const client of channel.clients) client.terminate();
+    channel.close();
+  });
+  return app;
+}
+
+/** Hands WebSocket upgrades on the channel path to the agents room; refuses every other upgrade. */
+function attachChannel(server: FastifyInstance['server'], deps: ApiDependencies): WebSocketServer {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  server.on('upgrade', (request, socket, head) => {
+    const path = (request.url ?? '').split('?')[0];
+    if (path !== CHANNEL_PATH) {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => deps.sessions.accept(ws, request.socket.remoteAddress ?? 'unknown'));
+  });
+  return wss;
+}

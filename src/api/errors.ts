@@ -1,0 +1,49 @@
+/**
+ * One error shape for every route: `{ code, message, details? }` with a status derived
+ * from the code, so a client branches on `code` and a person reads `message`. Unknown
+ * failures become 500 with a generic message; their detail goes to the log only.
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { CertplaneError } from '../errors.js';
+
+const STATUS_BY_CODE: Record<string, number> = {
+  NOT_FOUND: 404,
+  ENROLLMENT_TOKEN_INVALID: 401,
+  ISSUANCE_UNKNOWN_INSTANCE: 404,
+  STORE_INVALID_CURSOR: 400,
+  CSR_INVALID: 400,
+  CSR_BAD_SIGNATURE: 400,
+  CHAIN_GARBAGE: 400,
+  CHAIN_EMPTY: 400,
+  CHAIN_PRIVATE_KEY_IN_BUNDLE: 400,
+};
+
+export function statusOf(error: CertplaneError): number {
+  return STATUS_BY_CODE[error.code] ?? 500;
+}
+
+export function notFound(what: string): CertplaneError {
+  return new CertplaneError('NOT_FOUND', `${what} not found`);
+}
+
+export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const problems = error.validation.map((v) => `${error.validationContext ?? 'request'}${v.instancePath || ''}: ${v.message}`);
+    void reply.status(400).send({ code: 'VALIDATION_FAILED', message: problems.join('; '), details: { problems } });
+    return;
+  }
+  if (error instanceof CertplaneError) {
+    const status = statusOf(error);
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    void reply.status(status).send({ code: error.code, message: error.message });
+    return;
+  }
+  const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+  if (status >= 500) {
+    request.log.error({ err: error }, 'request failed');
+    void reply.status(500).send({ code: 'INTERNAL', message: 'internal error; see the management plane log' });
+    return;
+  }
+  void reply.status(status).send({ code: error.code ?? 'BAD_REQUEST', message: error.message });
+}

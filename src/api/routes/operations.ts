@@ -1,0 +1,24 @@
+/** Liveness, readiness and Prometheus metrics, for the orchestrator and the monitoring. */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { ApiDependencies } from '../app.js';
+import { Problem } from '../schemas.js';
+
+const Health = z.object({ status: z.literal('ok') });
+
+export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get('/healthz', { schema: { summary: 'The process is alive', tags: ['operations'], response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
+    app.get('/readyz', { schema: { summary: 'The process can reach its database', tags: ['operations'], response: { 200: Health, 503: Problem } } }, async (_request, reply) => {
+      try {
+        await deps.store.query('SELECT 1');
+        return { status: 'ok' as const };
+      } catch (error) {
+        return reply.status(503).send({ code: 'NOT_READY', message: `database unreachable: ${(error as Error).message}` });
+      }
+    });
+    app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'], hide: false } }, async (_request, reply) => {
+      return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+    });
+  };
+}

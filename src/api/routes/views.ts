@@ -1,0 +1,44 @@
+/** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
+import type { CertificateRecord, InstanceRecord } from '../../store/types.js';
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function certificateSummary(c: CertificateRecord | undefined) {
+  if (!c) return null;
+  return { id: c.id, status: c.status, fingerprintSha256: c.fingerprintSha256, notAfter: iso(c.notAfter), anchor: c.anchorCN, lastError: c.lastError, updatedAt: c.updatedAt.toISOString() };
+}
+
+export function instanceView(instance: InstanceRecord, latest: CertificateRecord | undefined, connected: boolean) {
+  return {
+    id: instance.id,
+    name: instance.name,
+    hostnames: [...instance.hostnames],
+    cluster: instance.cluster,
+    keyAlgorithm: instance.keyAlgorithm,
+    createdAt: instance.createdAt.toISOString(),
+    agent: {
+      connected,
+      connectedAt: iso(instance.agentConnectedAt),
+      lastSeenAt: iso(instance.agentLastSeenAt),
+      servedFingerprintSha256: instance.installedFingerprintSha256,
+    },
+    certificate: certificateSummary(latest),
+  };
+}
+
+export function certificateView(c: CertificateRecord) {
+  return {
+    id: c.id,
+    instanceId: c.instanceId,
+    status: c.status,
+    fullchainPem: c.fullchainPem,
+    fingerprintSha256: c.fingerprintSha256,
+    notAfter: iso(c.notAfter),
+    anchor: c.anchorCN,
+    report: c.report ?? null,
+    lastError: c.lastError,
+    createdAt: c.createdAt.toISOString(),
+    deliveredAt: iso(c.deliveredAt),
+    installedAt: iso(c.installedAt),
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * The REST API's shapes, written once with zod: they validate requests, serialise
+ * responses, type the handlers and generate openapi.yaml.
+ */
+import { z } from 'zod';
+import { KeyAlgorithm } from '../agents/protocol.js';
+
+/** A DNS name an instance may get certificates for: lowercase labels, an optional leading wildcard. */
+export const Hostname = z
+  .string()
+  .min(1)
+  .max(253)
+  .transform((s) => s.toLowerCase())
+  .pipe(z.string().regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS name such as db1.example.com'));
+
+export const Problem = z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }).meta({ id: 'Problem' });
+
+export const CreateInstance = z.strictObject({
+  name: z.string().trim().min(1).max(200),
+  hostnames: z.array(Hostname).min(1).max(100),
+  cluster: z.string().trim().min(1).max(200).optional(),
+  keyAlgorithm: KeyAlgorithm.default('ecdsa-p256'),
+});
+
+export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime() });
+
+export const CertificateStatus = z.enum(['pending', 'issuing', 'delivered', 'installed', 'failed']);
+
+export const CertificateSummary = z.object({
+  id: z.uuid(),
+  status: CertificateStatus,
+  fingerprintSha256: z.string().nullable(),
+  notAfter: z.iso.datetime().nullable(),
+  anchor: z.string().nullable().describe('CN of the root the chain verifies to'),
+  lastError: z.string().nullable(),
+  updatedAt: z.iso.datetime(),
+});
+
+export const Instance = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    hostnames: z.array(z.string()),
+    cluster: z.string().nullable(),
+    keyAlgorithm: KeyAlgorithm,
+    createdAt: z.iso.datetime(),
+    agent: z.object({
+      connected: z.boolean(),
+      connectedAt: z.iso.datetime().nullable(),
+      lastSeenAt: z.iso.datetime().nullable(),
+      servedFingerprintSha256: z.string().nullable().describe('what the agent reports it serves now'),
+    }),
+    certificate: CertificateSummary.nullable().describe('the most recent certificate request'),
+  })
+  .meta({ id: 'Instance' });
+
+export const InstancePage = z.object({ items: z.array(Instance), nextCursor: z.string().nullable() });
+
+export const MAX_PAGE_SIZE = 500;
+export const ListQuery = z.strictObject({
+  cursor: z.string().max(200).optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(50),
+});
+
+export const IdParams = z.strictObject({ id: z.uuid() });
+
+export const IssueAccepted = z.object({ certificateId: z.uuid(), status: CertificateStatus });
+
+export const Certificate = z
+  .object({
+    id: z.uuid(),
+    instanceId: z.uuid(),
+    status: CertificateStatus,
+    fullchainPem: z.string().nullable(),
+    fingerprintSha256: z.string().nullable(),
+    notAfter: z.iso.datetime().nullable(),
+    anchor: z.string().nullable(),
+    report: z.unknown().describe('the chain engine\'s verification report'),
+    lastError: z.string().nullable(),
+    createdAt: z.iso.datetime(),
+    deliveredAt: z.iso.datetime().nullable(),
+    installedAt: z.iso.datetime().nullable(),
+  })
+  .meta({ id: 'Certificate' });
+
+export const EnrollRequest = z.strictObject({
+  token: z.string().min(1).max(200),
+  csrPem: z.string().min(1).max(16 * 1024).describe('CSR of the agent\'s identity key (not the TLS key)'),
+});
+export const EnrollResponse = z.object({ instanceId: z.uuid(), certificatePem: z.string(), caPem: z.string() });

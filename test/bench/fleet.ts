@@ -1,0 +1,175 @@
+/**
+ * Fleet figures for `npm run bench`:
+ * - agents connected to one `certplane serve` process and the plane's memory per agent
+ *   (its RSS with no agent is the same-run baseline);
+ * - end-to-end issuances per second, CSR from the agent to its installed acknowledgement,
+ *   with real agents (in this process) answering http-01 on their own loopback addresses,
+ *   beside a bare acme-client loop on the same Pebble.
+ */
+import { readFile } from 'node:fs/promises';
+import https from 'node:https';
+import { join } from 'node:path';
+import { sign } from 'node:crypto';
+import acme from 'acme-client';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { AgentClient } from '../../src/agent/client.js';
+import { enroll } from '../../src/agent/enroll.js';
+import { Http01Responder } from '../../src/agent/http01.js';
+import { Installer } from '../../src/agent/install.js';
+import { openState } from '../../src/agent/state.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
+import { parseCertificateBundle } from '../../src/chain/index.js';
+import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { scratch } from '../support/cli.js';
+import { freePort } from '../support/ports.js';
+import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
+
+const line = (label: string, value: string) => process.stdout.write(`${label.padEnd(58)} ${value}\n`);
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+async function startPlane(env: Record<string, string>): Promise<{ plane: RunningProcess; url: string }> {
+  const port = await freePort();
+  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...env });
+  const url = `http://127.0.0.1:${port}`;
+  await eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 30_000, 100, 'the plane to start');
+  return { plane, url };
+}
+
+/** The plane's own view of its JS heap, from its Prometheus endpoint. */
+async function heapUsed(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? Number.NaN);
+}
+
+const post = async (url: string, body?: unknown) =>
+  (await fetch(url, { method: 'POST', headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined })).json() as Promise<Record<string, any>>;
+
+/** Connected agents per process: simulated agents that enroll and authenticate for real, then idle. */
+export async function benchConnectedAgents(count: number): Promise<void> {
+  const dir = await scratch('certplane-bench-agents-');
+  const { plane, url } = await startPlane({ CERTPLANE_DATABASE_URL: 'memory:', CERTPLANE_SECRETS: `file:${dir.path('secrets')}` });
+  const sockets: WebSocket[] = [];
+  try {
+    const identities = [];
+    for (let i = 0; i < count; i += 1) {
+      const instance = await post(`${url}/v1/instances`, { name: `sim${i}`, hostnames: [`sim${i}.bench.test`] });
+      const key = await generateKeyPair();
+      const enrolled = await post(`${url}/v1/agents/enroll`, { token: instance.enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) });
+      identities.push({ keyPem: key.privateKeyPem, certificatePem: enrolled.certificatePem as string });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const baseline = await rssKiB(plane.child.pid as number);
+    const baselineHeap = await heapUsed(url);
+    const started = performance.now();
+    for (const identity of identities) {
+      const socket = new WebSocket(`${url.replace('http', 'ws')}${CHANNEL_PATH}`);
+      sockets.push(socket);
+      await new Promise<void>((resolve, reject) => {
+        socket.on('error', reject);
+        socket.on('message', (data) => {
+          const message = JSON.parse(data.toString());
+          if (message.type === 'hello') {
+            socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'auth', certificatePem: identity.certificatePem, signature: sign('sha256', authPayload(message.nonce), identity.keyPem).toString('base64'), agentVersion: 'bench' }));
+          } else if (message.type === 'welcome') resolve();
+        });
+      });
+    }
+    const seconds = (performance.now() - started) / 1000;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const loaded = await rssKiB(plane.child.pid as number);
+    const loadedHeap = await heapUsed(url);
+    process.stdout.write(`\nagents on one management-plane process (simulated agents, real enrollment and authentication)\n`);
+    line(`  agents connected and authenticated`, `${count} in ${seconds.toFixed(1)} s (${(count / seconds).toFixed(0)} /s, sequential)`);
+    line(`  plane RSS, enrolled but unconnected (baseline) -> connected`, `${(baseline / 1024).toFixed(1)} MiB -> ${(loaded / 1024).toFixed(1)} MiB`);
+    line(`  RSS per connected agent`, `${((loaded - baseline) / count).toFixed(1)} KiB`);
+    line(`  JS heap per connected agent`, `${((loadedHeap - baselineHeap) / 1024 / count).toFixed(1)} KiB`);
+  } finally {
+    for (const socket of sockets) socket.terminate();
+    await plane.stop();
+    await dir.remove();
+  }
+}
+
+/** End-to-end issuance through real agents against local Pebble, beside bare acme-client on the same Pebble. */
+export async function benchEndToEnd(agentCount: number): Promise<void> {
+  const dir = await scratch('certplane-bench-e2e-');
+  const pebble: LocalPebble = await startPebble({ alternateRoots: 2 });
+  const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
+  const trustPath = await dir.write('root.pem', preferred.pem);
+  const { plane, url } = await startPlane({
+    CERTPLANE_DATABASE_URL: 'memory:',
+    CERTPLANE_SECRETS: `file:${dir.path('secrets')}`,
+    CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
+    CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
+    CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
+    CERTPLANE_TRUST_STORE: trustPath,
+  });
+  const logger = pino({ level: 'silent' });
+  const running: { client: AgentClient; http01: Http01Responder }[] = [];
+  try {
+    const instanceIds: string[] = [];
+    for (let i = 0; i < agentCount; i += 1) {
+      const host = `e2e${i}.bench.test`;
+      const address = `127.0.1.${i + 1}`;
+      await pebble.resolve(host, address);
+      const instance = await post(`${url}/v1/instances`, { name: host, hostnames: [host] });
+      const state = await openState(dir.path(`agent-${i}`));
+      const identity = await enroll(state, url, instance.enrollmentToken);
+      const http01 = new Http01Responder({ host: address, port: pebble.http01Port });
+      await http01.start();
+      const client = new AgentClient({ state, identity, installer: new Installer({ state, trustAnchors: [preferred], logger }), http01, logger });
+      client.start();
+      running.push({ client, http01 });
+      instanceIds.push(instance.id);
+    }
+    await eventually(async () => {
+      for (const id of instanceIds) if (!((await (await fetch(`${url}/v1/instances/${id}`)).json()) as any).agent.connected) return undefined;
+      return true;
+    }, 30_000, 100, 'agents to connect');
+
+    acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
+    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
+    const bareCsrs = await Promise.all(Array.from({ length: agentCount }, async (_, i) => createCsr(await generateKeyPair(), [`bare${i}.bench.test`])));
+    const bareStart = performance.now();
+    for (const csr of bareCsrs) {
+      await bare.auto({
+        csr,
+        termsOfServiceAgreed: true,
+        challengePriority: ['dns-01'],
+        skipChallengeVerification: true,
+        challengeCreateFn: async (authz, _c, keyAuthorization) => void (await fetch(`${pebble.challtestsrvUrl}/set-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization }) })),
+        challengeRemoveFn: async (authz) => void (await fetch(`${pebble.challtestsrvUrl}/clear-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.` }) })),
+      });
+    }
+    const bareRate = agentCount / ((performance.now() - bareStart) / 1000);
+
+    const started = performance.now();
+    await Promise.all(instanceIds.map((id) => post(`${url}/v1/instances/${id}/issue`)));
+    await eventually(async () => {
+      for (const id of instanceIds) {
+        const view = (await (await fetch(`${url}/v1/instances/${id}`)).json()) as any;
+        if (view.certificate?.status === 'failed') throw new Error(view.certificate.lastError);
+        if (view.certificate?.status !== 'installed') return undefined;
+      }
+      return true;
+    }, 300_000, 50, 'every agent to install');
+    const rate = agentCount / ((performance.now() - started) / 1000);
+    process.stdout.write(`\nend-to-end issuance: CSR from the agent to its installed acknowledgement (${agentCount} agents, http-01 by the agents)\n`);
+    line(`  baseline: bare acme-client auto() loop, same Pebble`, `${bareRate.toFixed(2)} /s`);
+    line(`  certplane: plane + agents, issued concurrently`, `${rate.toFixed(2)} /s  (${(rate / bareRate).toFixed(2)} x baseline)`);
+  } finally {
+    for (const { client, http01 } of running) {
+      await client.stop();
+      await http01.stop();
+    }
+    await plane.stop();
+    await pebble.stop();
+    await dir.remove();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * An in-process management plane on real parts (in-memory PGlite, file secrets, the real
+ * agent CA, sessions and coordinator) listening on a loopback port, for API and channel
+ * tests that do not need a CA: nothing here orders a certificate unless a test drives a
+ * CSR through, and then the ACME directory below refuses the connection.
+ */
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { AgentCa } from '../../src/agents/ca.js';
+import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { SessionRegistry } from '../../src/agents/sessions.js';
+import { AcmeIssuer } from '../../src/acme/issuer.js';
+import { buildApi } from '../../src/api/app.js';
+import { FileSecretStore } from '../../src/secrets/index.js';
+import { openStore } from '../../src/store/index.js';
+import type { Store } from '../../src/store/types.js';
+import { scratch } from './cli.js';
+
+export interface TestPlane {
+  readonly url: string;
+  readonly store: Store;
+  readonly ca: AgentCa;
+  readonly sessions: SessionRegistry;
+  readonly app: Awaited<ReturnType<typeof buildApi>>;
+  close(): Promise<void>;
+}
+
+export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number } = {}): Promise<TestPlane> {
+  const dir = await scratch('certplane-plane-');
+  const logger = pino({ level: 'silent' });
+  const clock = () => new Date();
+  const store = await openStore('memory:');
+  const secrets = await FileSecretStore.open(dir.path('secrets'));
+  const ca = await AgentCa.loadOrCreate(secrets);
+  const sessions = new SessionRegistry({ store, ca, logger, clock, ...options });
+  const issuer = new AcmeIssuer({
+    directoryUrl: 'https://127.0.0.1:1/directory',
+    secrets,
+    solvers: [],
+    chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
+    logger,
+  });
+  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
+  sessions.setHandler(coordinator);
+  const app = await buildApi({ store, coordinator, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000 });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  return {
+    url,
+    store,
+    ca,
+    sessions,
+    app,
+    async close() {
+      sessions.closeAll('test over');
+      await app.close();
+      await store.close();
+      await dir.remove();
+    },
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Long-running `certplane` processes (serve, agent) for end-to-end tests: their output is
+ * kept line by line so tests can wait for a log event and search what was logged.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { CLI_PATH } from './cli.js';
+
+export interface RunningProcess {
+  readonly child: ChildProcess;
+  readonly lines: string[];
+  /** Resolves with the first line (already seen or future) matching `predicate`; rejects after `timeoutMs`. */
+  waitForLine(predicate: (line: string) => boolean, timeoutMs?: number): Promise<string>;
+  /** Sends `signal` and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function startCertplane(args: string[], env: Record<string, string>): RunningProcess {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
+  const exited = once(child, 'exit');
+  const take = (chunk: Buffer, partial: { rest: string }) => {
+    const text = partial.rest + chunk.toString('utf8');
+    const parts = text.split('\n');
+    partial.rest = parts.pop() ?? '';
+    for (const line of parts) {
+      lines.push(line);
+      for (const waiter of waiters) {
+        if (waiter.predicate(line)) {
+          waiters.delete(waiter);
+          waiter.resolve(line);
+        }
+      }
+    }
+  };
+  const out = { rest: '' };
+  const err = { rest: '' };
+  child.stdout?.on('data', (c: Buffer) => take(c, out));
+  child.stderr?.on('data', (c: Buffer) => take(c, err));
+  return {
+    child,
+    lines,
+    waitForLine(predicate, timeoutMs = 60_000) {
+      const seen = lines.find(predicate);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const waiter = { predicate, resolve: (line: string) => (clearTimeout(timer), resolve(line)) };
+        const timer = setTimeout(() => {
+          waiters.delete(waiter);
+          reject(new Error(`no matching line within ${timeoutMs} ms; last lines:\n${lines.slice(-15).join('\n')}`));
+        }, timeoutMs);
+        waiters.add(waiter);
+      });
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Parses pino JSON lines, ignoring anything else a process printed. */
+export function logEvents(lines: readonly string[]): Record<string, unknown>[] {
+  return lines.flatMap((line) => {
+    try {
+      const value = JSON.parse(line);
+      return typeof value === 'object' && value !== null ? [value as Record<string, unknown>] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Polls `probe` until it returns a value other than undefined, every `intervalMs`, for at most `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 200, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
