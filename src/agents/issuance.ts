@@ -7,7 +7,7 @@
  * never install twice or move a certificate backwards.
  */
 import type { Logger } from 'pino';
-import { CertplaneError } from '../errors.js';
+import { CertplaneError, hasCode } from '../errors.js';
 import { parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
@@ -50,11 +50,23 @@ export class IssuanceCoordinator implements SessionHandler {
   /** Starts an issuance for the instance, or returns the one already under way. */
   async requestIssue(instanceId: string): Promise<CertificateRecord> {
     const instance = await this.#instance(instanceId);
-    const [open] = await this.deps.store.certificates.open(instance.id);
-    const certificate = open ?? (await this.deps.store.certificates.create(instance.id));
+    const certificate = await this.#openOrCreate(instance.id);
     const session = this.deps.sessions.get(instance.id);
     if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
     return certificate;
+  }
+
+  /** The instance's open certificate, or a new one; a replica that wins the race to create it wins for both. */
+  async #openOrCreate(instanceId: string): Promise<CertificateRecord> {
+    const [open] = await this.deps.store.certificates.open(instanceId);
+    if (open) return open;
+    try {
+      return await this.deps.store.certificates.create(instanceId);
+    } catch (error) {
+      const [raced] = await this.deps.store.certificates.open(instanceId);
+      if (hasCode(error, 'STORE_CONFLICT') && raced) return raced;
+      throw error;
+    }
   }
 
   /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */

@@ -70,6 +70,64 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX certificates_status ON certificates (status)',
     ],
   },
+  {
+    version: 2,
+    description: 'renewal scheduling, reissue campaigns, one open certificate per instance, audit trail',
+    statements: [
+      'ALTER TABLE instances ADD COLUMN profile text',
+      'ALTER TABLE certificates ADD COLUMN not_before timestamptz',
+      // When the scheduler renews this certificate: inside the CA's ARI window when it
+      // offers one, else two thirds into the lifetime with jitter.
+      'ALTER TABLE certificates ADD COLUMN renew_at timestamptz',
+      'ALTER TABLE certificates ADD COLUMN ari_checked_at timestamptz',
+      'ALTER TABLE certificates ADD COLUMN ari_retry_at timestamptz',
+      'ALTER TABLE certificates ADD COLUMN replaces_certificate_id uuid',
+      'ALTER TABLE certificates ADD COLUMN job_id uuid',
+      // Two replicas asked to issue for one instance at once must end with one request.
+      "CREATE UNIQUE INDEX certificates_one_open_per_instance ON certificates (instance_id) WHERE status IN ('pending', 'issuing', 'delivered')",
+      'CREATE INDEX certificates_renew_at ON certificates (renew_at) WHERE renew_at IS NOT NULL',
+      `CREATE TABLE campaigns (
+        id uuid PRIMARY KEY,
+        selector jsonb NOT NULL,
+        reason text NOT NULL,
+        requested_by text NOT NULL,
+        rotate_key boolean NOT NULL,
+        state text NOT NULL CHECK (state IN ('running', 'done', 'cancelled')),
+        matched integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz
+      )`,
+      `CREATE TABLE jobs (
+        id uuid PRIMARY KEY,
+        kind text NOT NULL CHECK (kind IN ('renewal', 'reissue')),
+        instance_id uuid NOT NULL REFERENCES instances (id),
+        campaign_id uuid REFERENCES campaigns (id),
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        due_at timestamptz NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        claimed_by text,
+        claimed_until timestamptz,
+        certificate_id uuid,
+        last_error text,
+        reason text NOT NULL,
+        requested_by text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      'CREATE INDEX jobs_due ON jobs (state, due_at)',
+      'CREATE INDEX jobs_campaign ON jobs (campaign_id)',
+      "CREATE UNIQUE INDEX jobs_one_open_per_instance ON jobs (instance_id) WHERE state IN ('queued', 'running')",
+      `CREATE TABLE audit_log (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        actor text NOT NULL,
+        action text NOT NULL,
+        target text,
+        reason text,
+        details jsonb
+      )`,
+    ],
+  },
 ];
 
 /**

@@ -86,7 +86,7 @@ export interface Store {
     revoke(fingerprintSha256: string, at: Date): Promise<boolean>;
   };
   readonly certificates: {
-    /** A new request in status `pending`. */
+    /** A new request in status `pending`; STORE_CONFLICT when the instance already has an open one (replicas racing). */
     create(instanceId: string): Promise<CertificateRecord>;
     get(id: string): Promise<CertificateRecord | undefined>;
     /** The most recently created certificate of the instance. */
