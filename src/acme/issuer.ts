@@ -7,6 +7,7 @@ import https from 'node:https';
 import { rootCertificates } from 'node:tls';
 import acme from 'acme-client';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import {
   explainSelection,
@@ -20,6 +21,7 @@ import {
   type VerificationReport,
 } from '../chain/index.js';
 import type { SecretStore } from '../secrets/index.js';
+import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
@@ -32,6 +34,10 @@ export const AcmeErrorCode = {
   ORDER_FAILED: 'ACME_ORDER_FAILED',
   /** The CA returned something that is not a certificate chain. */
   BAD_CHAIN: 'ACME_BAD_CHAIN',
+  /** The profile asked for is not one the CA's directory offers (or the CA offers none); nothing was ordered. */
+  UNKNOWN_PROFILE: 'ACME_UNKNOWN_PROFILE',
+  /** The CA's directory could not be read or is not the RFC 8555 shape. */
+  DIRECTORY_UNREADABLE: 'ACME_DIRECTORY_UNREADABLE',
 } as const;
 
 /** What chain the issuer must accept: the policy the chain engine applies. */
@@ -70,6 +76,34 @@ export interface IssuedChain {
   readonly certificateUrl: string;
 }
 
+/** What the CA's directory says about the extensions certplane uses; read before relying on either. */
+export interface DirectoryInfo {
+  /** RFC 9773 renewalInfo base URL; absent when the CA does not speak ARI. */
+  readonly renewalInfoUrl?: string;
+  /** draft-ietf-acme-profiles meta.profiles: profile name to the CA's description of it; empty when none. */
+  readonly profiles: Readonly<Record<string, string>>;
+}
+
+/** Per-order choices beyond the CSR. */
+export interface IssueOptions {
+  /** Tried before the issuer's own solvers, for this order only: the http-01 responder of the one agent that asked. */
+  readonly solvers?: readonly ChallengeSolver[];
+  /** A profile from the directory's meta.profiles (e.g. tlsserver for 45-day certificates); refused when not offered. */
+  readonly profile?: string;
+  /** The ARI certID of the certificate this one replaces; sent only to a CA that advertises renewalInfo. */
+  readonly replaces?: string;
+}
+
+const DirectoryShape = z.object({
+  renewalInfo: z.url().optional(),
+  meta: z.object({ profiles: z.record(z.string(), z.string()).optional() }).optional(),
+});
+
+/** The newOrder payload: RFC 8555's fields plus the profiles and ARI extensions, which acme-client passes through. */
+type NewOrderPayload = Parameters<acme.Client['createOrder']>[0] & { profile?: string; replaces?: string };
+
+const RENEWAL_INFO_TIMEOUT_MS = 10_000;
+
 export class AcmeIssuer {
   readonly #options: AcmeIssuerOptions;
   #client: Promise<acme.Client> | undefined;
@@ -79,17 +113,65 @@ export class AcmeIssuer {
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
       // the only hook it offers to trust a private CA such as Pebble's. The composition
-      // root builds one issuer per process, so the setting is never contested.
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...rootCertificates, options.serverCaPem], keepAlive: true });
+      // root builds one issuer per process, so the setting is never contested. Each certificate
+      // goes in on its own: OpenSSL silently drops the second of two PEM blocks that share a
+      // line ("-----END CERTIFICATE----------BEGIN..."), as `cat` makes of files without a final newline.
+      const serverCas = parseCertificateBundle(options.serverCaPem, 'the ACME server CA bundle').map((certificate) => certificate.pem);
+      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...rootCertificates, ...serverCas], keepAlive: true });
     }
   }
 
   /**
-   * Orders a certificate for the names in `csrPem`, solves its challenges, and returns the
-   * selected, verified chain. `solvers` come first for this order only: the http-01
-   * responder of the one agent that asked.
+   * Reads what the CA's directory advertises, through the account's own client (opening
+   * the account first if this process has not yet), so the answer is the directory
+   * acme-client orders against, from the same 24-hour cache.
    */
-  async issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[] } = {}): Promise<IssuedChain> {
+  async directoryInfo(): Promise<DirectoryInfo> {
+    const client = await this.#accountClient();
+    const directory = await (client as unknown as { http: { getDirectory(): Promise<unknown> } }).http.getDirectory().catch((cause: unknown) => {
+      throw new CertplaneError(AcmeErrorCode.DIRECTORY_UNREADABLE, `could not read the ACME directory ${this.#options.directoryUrl}: ${(cause as Error).message}`, { directoryUrl: this.#options.directoryUrl }, { cause });
+    });
+    const parsed = DirectoryShape.safeParse(directory);
+    if (!parsed.success) {
+      throw new CertplaneError(AcmeErrorCode.DIRECTORY_UNREADABLE, `the ACME directory ${this.#options.directoryUrl} is malformed: ${z.prettifyError(parsed.error)}`, {
+        directoryUrl: this.#options.directoryUrl,
+      });
+    }
+    const { renewalInfo, meta } = parsed.data;
+    return { ...(renewalInfo ? { renewalInfoUrl: renewalInfo } : {}), profiles: meta?.profiles ?? {} };
+  }
+
+  /**
+   * The CA's suggested renewal window for `leafPem` (RFC 9773), or undefined when the CA
+   * does not speak ARI. An unauthenticated GET through acme-client's axios instance, so it
+   * trusts exactly what the ACME requests trust. Failures to fetch are ARI_UNAVAILABLE; like
+   * ARI_INVALID and ARI_NO_AKI they tell the caller to fall back to the lifetime rule.
+   */
+  async renewalInfo(leafPem: string): Promise<RenewalInfo | undefined> {
+    const certId = ariCertId(leafPem);
+    const { renewalInfoUrl } = await this.directoryInfo().catch((cause: unknown) => {
+      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `renewal information for ${certId} is unavailable: ${(cause as Error).message}`, { certId }, { cause });
+    });
+    if (!renewalInfoUrl) return undefined;
+    const url = `${renewalInfoUrl.replace(/\/+$/, '')}/${certId}`;
+    const response = await acme.axios.get(url, { timeout: RENEWAL_INFO_TIMEOUT_MS, validateStatus: () => true }).catch((cause: unknown) => {
+      // Every HTTP status resolves (validateStatus), so this is a connection-level failure; acme-client
+      // 5.4 hides the original behind a TypeError once its own retries are spent.
+      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `GET ${url} got no HTTP answer (timeout, refused or TLS failure): ${(cause as Error).message}`, { certId, url }, { cause });
+    });
+    if (response.status !== 200) {
+      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `GET ${url} answered HTTP ${response.status}`, { certId, url, status: response.status });
+    }
+    const retryAfter = response.headers['retry-after'];
+    return parseRenewalInfo(response.data, typeof retryAfter === 'string' ? retryAfter : undefined, this.#now());
+  }
+
+  /**
+   * Orders a certificate for the names in `csrPem`, solves its challenges, and returns the
+   * selected, verified chain. A profile is checked against the directory before anything
+   * is ordered, so a typo never yields a certificate of the CA's default lifetime.
+   */
+  async issue(csrPem: string, options: IssueOptions = {}): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem);
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();
@@ -98,10 +180,11 @@ export class AcmeIssuer {
         log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
       );
 
-    const order = await step('newOrder', () => client.createOrder({ identifiers: csr.dnsNames.map((value) => ({ type: 'dns', value })) })).catch((e) => {
+    const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
+    const order = await step('newOrder', () => client.createOrder(payload)).catch((e) => {
       throw orderFailed('creating the order', e);
     });
-    log.info({ order: order.url }, 'order created');
+    log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     const authorizations = await step('authorizations', () => client.getAuthorizations(order));
     const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
     for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
@@ -115,6 +198,35 @@ export class AcmeIssuer {
     const offered = await step('download', () => downloadChains(api, valid.certificate as string));
     log.info({ chains: offered.length }, 'chains downloaded');
     return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+  }
+
+  /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
+  async #newOrderPayload(names: readonly string[], options: IssueOptions, log: Logger): Promise<NewOrderPayload> {
+    const payload: NewOrderPayload = { identifiers: names.map((value) => ({ type: 'dns', value })) };
+    if (options.profile === undefined && options.replaces === undefined) return payload;
+    const directory = await this.directoryInfo();
+    if (options.profile !== undefined) {
+      const offered = Object.keys(directory.profiles);
+      if (!Object.hasOwn(directory.profiles, options.profile)) {
+        throw new CertplaneError(
+          AcmeErrorCode.UNKNOWN_PROFILE,
+          offered.length > 0
+            ? `the CA does not offer the profile "${options.profile}"; it offers: ${offered.join(', ')}`
+            : `the CA offers no profiles (its directory has no meta.profiles), so the profile "${options.profile}" cannot be asked for`,
+          { profile: options.profile, offered },
+        );
+      }
+      payload.profile = options.profile;
+    }
+    if (options.replaces !== undefined) {
+      if (directory.renewalInfoUrl) payload.replaces = options.replaces;
+      else log.info({ replaces: options.replaces }, 'the CA does not advertise renewalInfo; ordering without "replaces"');
+    }
+    return payload;
+  }
+
+  #now(): Date {
+    return (this.#options.clock ?? (() => new Date()))();
   }
 
   #select(offered: string[], names: readonly string[], spkiSha256: string, log: Logger): Pick<IssuedChain, 'fullchainPem' | 'report' | 'selection'> {
@@ -131,7 +243,7 @@ export class AcmeIssuer {
       fallback: policy.fallback,
       trustAnchors: policy.trustAnchors,
       distrustedSpkiSha256: policy.distrustedSpkiSha256,
-      at: (this.#options.clock ?? (() => new Date()))(),
+      at: this.#now(),
       hostnames: names,
       expectedSpkiSha256: spkiSha256,
     });
@@ -197,7 +309,11 @@ export class AcmeIssuer {
       backoffMax: this.#options.pollMaxMs ?? 10_000,
     });
     if (!account.accountUrl) {
-      await withRetry(() => client.createAccount({ termsOfServiceAgreed: true, ...(contactEmail ? { contact: [`mailto:${contactEmail}`] } : {}) }), this.#options.retry ?? DEFAULT_RETRY);
+      // newAccount through acme-client's API layer: its createAccount() follows an existing
+      // account (HTTP 200, another replica registered it first) with an update that CAs
+      // refuse as empty; the account URL comes from the Location header either way.
+      const api = (client as unknown as { api: { createAccount(data: object): Promise<unknown> } }).api;
+      await withRetry(() => api.createAccount({ termsOfServiceAgreed: true, ...(contactEmail ? { contact: [`mailto:${contactEmail}`] } : {}) }), this.#options.retry ?? DEFAULT_RETRY);
       account = await rememberAccountUrl(secrets, account, client.getAccountUrl());
       this.#options.logger.info({ account: account.accountUrl, directory: directoryUrl }, 'ACME account registered');
     }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CertplaneError } from '../errors.js';
-import { EKU, generateKeyPair, issueCertificate } from '../pki/factory.js';
+import { loopbackServerCertificate } from '../pki/factory.js';
 
 /** How Pebble is started; everything else (ports, listener certificate) is chosen here. */
 export interface PebbleOptions {
@@ -94,7 +94,7 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
 
   try {
     const [acmePort, managementPort, challtestsrvPort, dnsPort, httpPort, tlsPort] = await freePorts(6);
-    const listener = await listenerCertificate();
+    const listener = await loopbackServerCertificate('certplane local Pebble listener CA');
     const acmeServerCaPath = join(workDir, 'acme-server-ca.pem');
     const configPath = join(workDir, 'pebble-config.json');
     await writeFile(acmeServerCaPath, `${listener.caPem.trimEnd()}\n`);
@@ -187,19 +187,6 @@ function checkOptions(options: PebbleOptions, alternateRoots: number): void {
   if (problems.length > 0) throw new CertplaneError('DEVENV_PEBBLE_OPTIONS', `Cannot start Pebble: ${problems.join('; ')}.`, { problems });
 }
 
-/** A throwaway CA and a certificate for "localhost" and 127.0.0.1, so no key material ships in the repository. */
-async function listenerCertificate(): Promise<{ caPem: string; certPem: string; keyPem: string }> {
-  const ca = await issueCertificate({ subject: 'CN=certplane local Pebble listener CA', key: await generateKeyPair(), ca: true, pathLength: 0 });
-  const server = await issueCertificate({
-    subject: 'CN=localhost',
-    key: await generateKeyPair(),
-    issuer: ca.asIssuer,
-    dnsNames: ['localhost'],
-    ipAddresses: ['127.0.0.1'],
-    extendedKeyUsage: [EKU.serverAuth],
-  });
-  return { caPem: ca.pem, certPem: server.pem, keyPem: server.key.privateKeyPem };
-}
 
 /** Pebble reads its knobs from the environment; inherited PEBBLE_* variables are dropped so a developer's shell cannot change a test. */
 function pebbleEnv(options: PebbleOptions, alternateRoots: number): NodeJS.ProcessEnv {

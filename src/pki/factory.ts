@@ -156,3 +156,20 @@ export async function createCsr(key: KeyPair, dnsNames: readonly string[]): Prom
   });
   return csr.toString('pem');
 }
+
+/**
+ * A throwaway CA and a server certificate for "localhost" and 127.0.0.1: what a local
+ * HTTPS listener (Pebble, a test proxy) needs, so no key material ships in the repository.
+ */
+export async function loopbackServerCertificate(caName: string): Promise<{ caPem: string; certPem: string; keyPem: string }> {
+  const ca = await issueCertificate({ subject: `CN=${caName}`, key: await generateKeyPair(), ca: true, pathLength: 0 });
+  const server = await issueCertificate({
+    subject: 'CN=localhost',
+    key: await generateKeyPair(),
+    issuer: ca.asIssuer,
+    dnsNames: ['localhost'],
+    ipAddresses: ['127.0.0.1'],
+    extendedKeyUsage: [EKU.serverAuth],
+  });
+  return { caPem: ca.pem, certPem: server.pem, keyPem: server.key.privateKeyPem };
+}
