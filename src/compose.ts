@@ -12,8 +12,14 @@ import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js'
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { CertplaneError } from './errors.js';
+import { offsetFileClock, systemClock, type Clock } from './config/clock.js';
+import { Campaigns } from './jobs/campaigns.js';
+import { JobLifecycle, type RenewalAdvisor } from './jobs/lifecycle.js';
+import { Scheduler } from './jobs/scheduler.js';
+import { RateLimiter, parseRateLimits } from './jobs/ratelimit.js';
 import { openStore, type Store } from './store/index.js';
 import { AcmeIssuer } from './acme/issuer.js';
+import { ariCertId, chooseRenewalTime } from './acme/ari.js';
 import { ChalltestsrvDnsProvider } from './acme/dns/challtestsrv.js';
 import type { DnsProvider } from './acme/dns/provider.js';
 import { Route53DnsProvider } from './acme/dns/route53.js';
@@ -66,6 +72,17 @@ export interface ManagementPlane {
   close(): Promise<void>;
 }
 
+/** The CA's renewal information (RFC 9773) through the issuer: a time inside its window, and when to ask again. */
+function renewalAdvisor(issuer: AcmeIssuer): RenewalAdvisor {
+  return {
+    advise: async (leafPem, now) => {
+      const info = await issuer.renewalInfo(leafPem);
+      return info && { renewAt: chooseRenewalTime(info, now), retryAt: info.retryAt };
+    },
+    certId: async (leafPem) => ((await issuer.directoryInfo()).renewalInfoUrl ? ariCertId(leafPem) : undefined),
+  };
+}
+
 /** Prometheus metrics of the plane, implementing the counters the agents room reports to. */
 function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   const agents = new Gauge({ name: 'certplane_agents_connected', help: 'Agent channels open on this process', registers: [registry] });
@@ -79,7 +96,7 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
 }
 
 /** Builds and starts `certplane serve` from configuration. */
-export async function composeServer(config: Config, logger: Logger, clock: () => Date = () => new Date()): Promise<ManagementPlane> {
+export async function composeServer(config: Config, logger: Logger, clock: Clock = config.server.clockOffsetFile ? offsetFileClock(config.server.clockOffsetFile) : systemClock): Promise<ManagementPlane> {
   const tls = config.server.insecureHttp
     ? undefined
     : config.server.tlsCertPath && config.server.tlsKeyPath
@@ -98,17 +115,41 @@ export async function composeServer(config: Config, logger: Logger, clock: () =>
     collectDefaultMetrics({ register: registry });
     const metrics = planeMetrics(registry);
     const sessions = new SessionRegistry({ store, ca, logger: logger.child({ room: 'agents' }), clock, metrics });
-    const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger: logger.child({ room: 'issuance' }), clock, metrics });
+    const limiter = new RateLimiter({ store, config: parseRateLimits(config.server.rateLimitsJson), clock, account: config.acme.directoryUrl });
+    const lifecycle = new JobLifecycle({
+      store,
+      logger: logger.child({ room: 'jobs' }),
+      clock,
+      advisor: renewalAdvisor(issuer),
+      onFailedValidation: async (hostnames) => {
+        for (const hostname of hostnames) await limiter.recordFailedValidation(hostname);
+      },
+    });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer,
+      sessions,
+      logger: logger.child({ room: 'issuance' }),
+      clock,
+      metrics,
+      listener: lifecycle,
+      gate: limiter,
+      preferDns01: config.server.challenge === 'dns-01',
+    });
     sessions.setHandler(coordinator);
-    const app = await buildApi({ store, coordinator, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls });
+    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
+    const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
-    logger.info({ url, database: store.engine }, 'management plane listening');
+    logger.info({ url, database: store.engine, scheduler: scheduler.owner }, 'management plane listening');
+    scheduler.start();
     return {
       app,
       store,
       sessions,
       url,
       async close() {
+        await scheduler.stop();
         sessions.closeAll('management plane shutting down');
         await app.close();
         await store.close();

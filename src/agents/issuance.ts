@@ -23,8 +23,26 @@ export const IssuanceErrorCode = {
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[] }): Promise<IssuedChain>;
+  issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[]; profile?: string; replaces?: string }): Promise<IssuedChain>;
 }
+
+/** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
+export interface OrderGate {
+  acquire(request: { hostnames: string[]; attempt: 'first' | 'retry' }): Promise<{ granted: true } | { granted: false; retryAt: Date; limitedBy: string }>;
+}
+
+/** Told when a certificate settles, so renewal and reissue jobs can follow (jobs/lifecycle.ts). */
+export interface IssuanceListener {
+  onInstalled(certificate: CertificateRecord): Promise<void>;
+  onFailed(certificate: CertificateRecord, error: string): Promise<void>;
+  /** The ARI `replaces` value for an order that replaces `certificate`, when the CA supports it. */
+  replacesFor?(certificate: CertificateRecord): Promise<string | undefined>;
+}
+
+/** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
+const PROMPT_AGAIN_MS = 30_000;
+/** An issuance not touched for this long belongs to a process that died; it is resumed. */
+const STALE_ISSUING_MS = 10 * 60_000;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
@@ -44,13 +62,26 @@ export class IssuanceCoordinator implements SessionHandler {
       logger: Logger;
       clock: () => Date;
       metrics?: IssuanceMetrics;
+      gate?: OrderGate;
+      listener?: IssuanceListener;
+      /** Leave challenges to the configured DNS provider instead of asking the agent for http-01. */
+      preferDns01?: boolean;
     },
   ) {}
 
-  /** Starts an issuance for the instance, or returns the one already under way. */
-  async requestIssue(instanceId: string): Promise<CertificateRecord> {
+  readonly #prompted = new Map<string, number>();
+
+  /**
+   * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
+   * the renewal or reissue job that asked; `replacesCertificateId` to the certificate it replaces.
+   */
+  async requestIssue(instanceId: string, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
     const instance = await this.#instance(instanceId);
-    const certificate = await this.#openOrCreate(instance.id);
+    let certificate = await this.#openOrCreate(instance.id);
+    if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
+      certificate =
+        (await this.deps.store.certificates.transition(certificate.id, ['pending'], 'pending', { jobId: options.jobId, replacesCertificateId: options.replacesCertificateId ?? null })) ?? certificate;
+    }
     const session = this.deps.sessions.get(instance.id);
     if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
     return certificate;
@@ -71,12 +102,31 @@ export class IssuanceCoordinator implements SessionHandler {
 
   /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */
   async onConnected(session: AgentSession): Promise<void> {
+    await this.#reconcile(session, true);
+  }
+
+  /**
+   * Periodic pass over the agents connected to this process: prompts for work that another
+   * process created (a job claimed elsewhere, a delivery issued elsewhere) and re-prompts
+   * anything unanswered. This is what lets several processes share one database.
+   */
+  async reconcileConnected(ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const session = this.deps.sessions.get(id);
+      if (session) await this.#reconcile(session, false).catch((error) => this.deps.logger.warn({ instanceId: id, err: (error as Error).message }, 'reconcile failed'));
+    }
+  }
+
+  async #reconcile(session: AgentSession, connecting: boolean): Promise<void> {
     const instance = await this.#instance(session.instanceId);
+    const now = Date.now();
     for (const certificate of await this.deps.store.certificates.open(instance.id)) {
-      if (certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
-      else if (certificate.status === 'delivered') this.#deliver(session, certificate);
+      const due = connecting || now - (this.#prompted.get(certificate.id) ?? 0) >= PROMPT_AGAIN_MS;
+      if (certificate.status === 'pending' && due) this.#askForCsr(session, instance, certificate);
+      else if (certificate.status === 'delivered' && due) this.#deliver(session, certificate);
       else if (certificate.status === 'issuing' && certificate.csrPem && !this.#running.has(certificate.id)) {
-        void this.#issue(instance, certificate, certificate.csrPem);
+        const stale = this.deps.clock().getTime() - certificate.updatedAt.getTime() >= STALE_ISSUING_MS || connecting;
+        if (stale) void this.#issue(instance, certificate, certificate.csrPem);
       }
     }
   }
@@ -135,11 +185,19 @@ export class IssuanceCoordinator implements SessionHandler {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     this.#running.add(certificate.id);
     try {
-      const issued = await this.deps.issuer.issue(csrPem, { solvers: [this.#http01For(instance.id)] });
+      await this.#waitForOrderBudget(instance, certificate, log);
+      const replaced = certificate.replacesCertificateId ? await this.deps.store.certificates.get(certificate.replacesCertificateId) : undefined;
+      const replaces = replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      const issued = await this.deps.issuer.issue(csrPem, {
+        solvers: this.#solvers(instance.id),
+        ...(instance.profile ? { profile: instance.profile } : {}),
+        ...(replaces ? { replaces } : {}),
+      });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
       const delivered = await this.deps.store.certificates.transition(certificate.id, ['issuing'], 'delivered', {
         fullchainPem: issued.fullchainPem,
         fingerprintSha256: leaf.fingerprintSha256,
+        notBefore: leaf.notBefore,
         notAfter: leaf.notAfter,
         anchorCN: issued.report.anchor?.subjectCN ?? null,
         report: withoutPem(issued.report),
@@ -160,6 +218,26 @@ export class IssuanceCoordinator implements SessionHandler {
     } finally {
       this.#running.delete(certificate.id);
     }
+  }
+
+  /** Waits (bounded by the gate's answers) until the rate limiter allows one more order for these names. */
+  async #waitForOrderBudget(instance: InstanceRecord, certificate: CertificateRecord, log: Logger): Promise<void> {
+    const gate = this.deps.gate;
+    if (!gate) return;
+    const job = certificate.jobId ? await this.deps.store.jobs.get(certificate.jobId) : undefined;
+    const attempt = job && job.attempts > 0 ? 'retry' : 'first';
+    for (;;) {
+      const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt });
+      if (answer.granted) return;
+      const waitMs = Math.max(50, answer.retryAt.getTime() - this.deps.clock().getTime()) + Math.random() * 100;
+      log.debug({ limitedBy: answer.limitedBy, waitMs }, 'rate limited; waiting before ordering');
+      await this.deps.store.certificates.transition(certificate.id, ['issuing'], 'issuing');
+      await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, 60_000)));
+    }
+  }
+
+  #solvers(instanceId: string): ChallengeSolver[] {
+    return this.deps.preferDns01 ? [] : [this.#http01For(instanceId)];
   }
 
   #http01For(instanceId: string): Http01Solver {
@@ -185,24 +263,30 @@ export class IssuanceCoordinator implements SessionHandler {
     const installed = await this.deps.store.certificates.transition(certificate.id, ['delivered'], 'installed', { installedAt: this.deps.clock() });
     await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
     if (installed) {
+      this.#prompted.delete(certificate.id);
       this.deps.metrics?.issuance('installed');
+      await this.deps.listener?.onInstalled(installed);
       this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
     }
   }
 
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
+    this.#prompted.set(certificate.id, Date.now());
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
   }
 
   #deliver(session: AgentSession, certificate: CertificateRecord): void {
     if (!certificate.fullchainPem || !certificate.fingerprintSha256) return;
+    this.#prompted.set(certificate.id, Date.now());
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 
   async #fail(instanceId: string, certificateId: string, from: CertificateRecord['status'][], lastError: string): Promise<void> {
-    await this.deps.store.certificates.transition(certificateId, from, 'failed', { lastError: lastError.slice(0, 4000) });
+    const failed = await this.deps.store.certificates.transition(certificateId, from, 'failed', { lastError: lastError.slice(0, 4000) });
     this.deps.logger.warn({ instanceId, certificateId, err: lastError }, 'certificate failed');
+    this.#prompted.delete(certificateId);
+    if (failed) await this.deps.listener?.onFailed(failed, lastError);
   }
 
   async #instance(id: string): Promise<InstanceRecord> {

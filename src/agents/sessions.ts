@@ -121,6 +121,11 @@ export class SessionRegistry {
     return session?.open ? session : undefined;
   }
 
+  /** Instances whose agents are connected to this process. */
+  instanceIds(): string[] {
+    return [...this.#sessions.entries()].filter(([, session]) => session.open).map(([id]) => id);
+  }
+
   get size(): number {
     return this.#sessions.size;
   }

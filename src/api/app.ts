@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../agents/ca.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
+import type { Campaigns } from '../jobs/campaigns.js';
 import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
@@ -20,10 +21,12 @@ import { agentRoutes } from './routes/agents.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { instanceRoutes } from './routes/instances.js';
 import { operationsRoutes } from './routes/operations.js';
+import { reissueRoutes } from './routes/reissues.js';
 
 export interface ApiDependencies {
   readonly store: Store;
   readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
+  readonly campaigns: Campaigns;
   readonly sessions: Pick<SessionRegistry, 'accept' | 'get'>;
   readonly ca: AgentCa;
   readonly metrics: Registry;
@@ -60,6 +63,7 @@ export async function buildApi(deps: ApiDependencies) {
   await app.register(instanceRoutes(deps));
   await app.register(certificateRoutes(deps));
   await app.register(agentRoutes(deps));
+  await app.register(reissueRoutes(deps));
   await app.register(operationsRoutes(deps));
   const channel = attachChannel(app.server, deps);
   app.addHook('onClose', async () => {

@@ -17,6 +17,9 @@ const STATUS_BY_CODE: Record<string, number> = {
   CHAIN_GARBAGE: 400,
   CHAIN_EMPTY: 400,
   CHAIN_PRIVATE_KEY_IN_BUNDLE: 400,
+  VALIDATION_FAILED: 400,
+  REISSUE_KEY_REUSE_UNSUPPORTED: 400,
+  REISSUE_NOTHING_MATCHED: 400,
 };
 
 export function statusOf(error: CertplaneError): number {

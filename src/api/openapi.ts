@@ -22,6 +22,7 @@ export async function renderOpenApi(): Promise<string> {
   const app = await buildApi({
     store: unused<Store>('store'),
     coordinator: unused('coordinator'),
+    campaigns: unused('campaigns'),
     sessions: unused('sessions'),
     ca: unused<AgentCa>('agent CA'),
     metrics: new Registry(),

@@ -20,6 +20,7 @@ export const CreateInstance = z.strictObject({
   hostnames: z.array(Hostname).min(1).max(100),
   cluster: z.string().trim().min(1).max(200).optional(),
   keyAlgorithm: KeyAlgorithm.default('ecdsa-p256'),
+  profile: z.string().trim().min(1).max(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
 });
 
 export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime() });
@@ -51,6 +52,11 @@ export const Instance = z
       servedFingerprintSha256: z.string().nullable().describe('what the agent reports it serves now'),
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),
+    profile: z.string().nullable(),
+    renewal: z.object({
+      renewAt: z.iso.datetime().nullable().describe('when the installed certificate is renewed'),
+      atRisk: z.boolean().describe('the installed certificate is past five sixths of its lifetime without a replacement'),
+    }),
   })
   .meta({ id: 'Instance' });
 

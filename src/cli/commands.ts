@@ -5,6 +5,7 @@ import { chainSelect, chainVerify } from './chain.js';
 import { demo } from './demo.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
+import { reissue, status } from './reissue.js';
 import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
@@ -17,4 +18,6 @@ export const commands: Record<string, Command> = {
   serve,
   agent,
   openapi,
+  reissue,
+  status,
 };

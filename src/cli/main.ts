@@ -18,11 +18,14 @@ commands:
   serve                       the management plane (CERTPLANE_* configuration)
   agent --server URL --state-dir DIR [--token TOKEN] [--http01-port PORT] [--http01-host ADDR]
         [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem]
+  reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all) --reason TEXT [--dry-run] [--follow]
+  status --server URL [--instance ID | --campaign ID] [--json]
+  openapi [--out openapi.yaml]
 
 configuration comes from CERTPLANE_* environment variables (see README.md).`;
 
 /** Error codes that mean "what you gave me is wrong": exit 2 rather than 1. */
-const BAD_INPUT_PREFIXES = ['CLI_', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID'];
+const BAD_INPUT_PREFIXES = ['CLI_USAGE', 'VALIDATION_', 'REISSUE_', 'RATE_LIMIT_CONFIG', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID'];
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const [first, second, ...rest] = argv;

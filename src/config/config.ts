@@ -84,6 +84,10 @@ const schema = z
     CERTPLANE_TLS_CERT: z.string().min(1).optional(),
     CERTPLANE_TLS_KEY: z.string().min(1).optional(),
     CERTPLANE_ENROLLMENT_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
+    CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01'),
+    CERTPLANE_RATE_LIMITS: z.string().min(2).optional(),
+    CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
+    CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
   })
   .superRefine((env, ctx) => {
     if (env.CERTPLANE_INSECURE_HTTP === '1' && !isLoopback(env.CERTPLANE_LISTEN.host)) {
@@ -91,6 +95,9 @@ const schema = z
     }
     if ((env.CERTPLANE_TLS_CERT === undefined) !== (env.CERTPLANE_TLS_KEY === undefined)) {
       ctx.addIssue({ code: 'custom', path: [env.CERTPLANE_TLS_CERT ? 'CERTPLANE_TLS_KEY' : 'CERTPLANE_TLS_CERT'], message: 'CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY go together' });
+    }
+    if (env.CERTPLANE_CHALLENGE === 'dns-01' && env.CERTPLANE_DNS_PROVIDER === 'none') {
+      ctx.addIssue({ code: 'custom', path: ['CERTPLANE_CHALLENGE'], message: 'dns-01 needs a DNS provider: set CERTPLANE_DNS_PROVIDER' });
     }
     if (env.CERTPLANE_DNS_PROVIDER === 'challtestsrv' && !env.CERTPLANE_CHALLTESTSRV_URL) {
       ctx.addIssue({ code: 'custom', path: ['CERTPLANE_CHALLTESTSRV_URL'], message: 'is required when CERTPLANE_DNS_PROVIDER=challtestsrv' });
@@ -128,6 +135,13 @@ export interface Config {
     readonly tlsCertPath: string | undefined;
     readonly tlsKeyPath: string | undefined;
     readonly enrollmentTtlMs: number;
+    /** Who answers challenges: the agent (http-01) or the DNS provider (dns-01). */
+    readonly challenge: 'http-01' | 'dns-01';
+    /** JSON overrides of the rate-limit buckets (jobs/ratelimit.ts), validated there. */
+    readonly rateLimitsJson: string | undefined;
+    readonly schedulerIntervalMs: number;
+    /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
+    readonly clockOffsetFile: string | undefined;
   };
 }
 
@@ -153,6 +167,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       tlsCertPath: e.CERTPLANE_TLS_CERT,
       tlsKeyPath: e.CERTPLANE_TLS_KEY,
       enrollmentTtlMs: e.CERTPLANE_ENROLLMENT_TTL_SECONDS * 1000,
+      challenge: e.CERTPLANE_CHALLENGE,
+      rateLimitsJson: e.CERTPLANE_RATE_LIMITS,
+      schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
+      clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
     },
   };
 }

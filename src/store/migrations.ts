@@ -128,6 +128,22 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    description: 'rate limiter token buckets shared by every management-plane process',
+    statements: [
+      // One row per bucket (an account's new orders, a registered domain's certificates, a
+      // hostname's failed validations). Tokens are stored as of updated_at and refilled on
+      // read; blocked_until holds the CA's Retry-After so every process honours it.
+      `CREATE TABLE rate_buckets (
+        key text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        updated_at timestamptz NOT NULL,
+        blocked_until timestamptz,
+        blocked_reason text
+      )`,
+    ],
+  },
 ];
 
 /**

@@ -2,12 +2,15 @@
  * The Store contract over SQL that both engines run unchanged. Every state change that
  * two actors may race on (consuming an enrollment token, moving a certificate between
  * statuses) is one conditional UPDATE, so the database, not the caller, decides who won.
+ * Rate buckets, whose next state the limiter computes, are instead locked for the length
+ * of one transaction, which serialises their callers across processes just the same.
  */
 import { randomUUID } from 'node:crypto';
 import type { KeyAlgorithm } from '../agents/protocol.js';
 import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database } from './engines.js';
 import { migrate } from './migrations.js';
+import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
 import {
   OPEN_STATUSES,
   type AgentCertificateRecord,
@@ -16,6 +19,7 @@ import {
   type CertificateUpdate,
   type InstanceRecord,
   type Page,
+  type RateBucketRecord,
   type Store,
 } from './types.js';
 
@@ -50,6 +54,7 @@ interface InstanceRow {
   agent_connected_at: Date | null;
   agent_last_seen_at: Date | null;
   installed_fingerprint_sha256: string | null;
+  profile: string | null;
 }
 
 interface CertificateRow {
@@ -67,6 +72,11 @@ interface CertificateRow {
   updated_at: Date;
   delivered_at: Date | null;
   installed_at: Date | null;
+  not_before: Date | null;
+  renew_at: Date | null;
+  ari_retry_at: Date | null;
+  replaces_certificate_id: string | null;
+  job_id: string | null;
 }
 
 interface AgentCertificateRow {
@@ -76,6 +86,14 @@ interface AgentCertificateRow {
   not_after: Date;
   revoked_at: Date | null;
   created_at: Date;
+}
+
+interface RateBucketRow {
+  key: string;
+  tokens: number;
+  updated_at: Date;
+  blocked_until: Date | null;
+  blocked_reason: string | null;
 }
 
 /** Column and SQL type of every field a transition may set; only these keys ever reach SQL. */
@@ -89,20 +107,32 @@ const UPDATE_COLUMNS: { readonly [K in keyof Required<CertificateUpdate>]: reado
   lastError: ['last_error', 'text'],
   deliveredAt: ['delivered_at', 'timestamptz'],
   installedAt: ['installed_at', 'timestamptz'],
+  notBefore: ['not_before', 'timestamptz'],
+  renewAt: ['renew_at', 'timestamptz'],
+  ariRetryAt: ['ari_retry_at', 'timestamptz'],
+  replacesCertificateId: ['replaces_certificate_id', 'uuid'],
+  jobId: ['job_id', 'uuid'],
 };
 
 class SqlStore implements Store {
   readonly engine: Store['engine'];
 
+  readonly jobs: Store['jobs'];
+  readonly campaigns: Store['campaigns'];
+  readonly audit: Store['audit'];
+
   constructor(private readonly db: Database) {
     this.engine = db.engine;
+    this.jobs = new SqlJobs(db);
+    this.campaigns = new SqlCampaigns(db);
+    this.audit = new SqlAudit(db);
   }
 
   readonly instances: Store['instances'] = {
     create: async (input) => {
       const [row] = await this.db.query<InstanceRow>(
-        'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm) VALUES ($1, $2, $3::text[], $4, $5) RETURNING *',
-        [randomUUID(), input.name, [...input.hostnames], input.cluster, input.keyAlgorithm],
+        'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile) VALUES ($1, $2, $3::text[], $4, $5, $6) RETURNING *',
+        [randomUUID(), input.name, [...input.hostnames], input.cluster, input.keyAlgorithm, input.profile ?? null],
       );
       return toInstance(inserted(row));
     },
@@ -226,6 +256,49 @@ class SqlStore implements Store {
     },
   };
 
+  readonly rateBuckets: Store['rateBuckets'] = {
+    get: async (keys) => {
+      const rows = await this.db.query<RateBucketRow>('SELECT * FROM rate_buckets WHERE key = ANY($1::text[]) ORDER BY key', [[...new Set(keys)]]);
+      return rows.map(toRateBucket);
+    },
+    update: (initial, decide) =>
+      this.db.transaction(async (tx) => {
+        const keys = [...initial.keys()];
+        const fresh = [...initial.values()];
+        // Inserts and locks both go in the database's order of keys, so two transactions
+        // wanting overlapping buckets queue instead of deadlocking. Timestamps travel as ISO
+        // text so both drivers encode the arrays the same way.
+        await tx.query(
+          `INSERT INTO rate_buckets (key, tokens, updated_at, blocked_until, blocked_reason)
+           SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]::timestamptz[], $4::text[]::timestamptz[], $5::text[]) ORDER BY 1
+           ON CONFLICT (key) DO NOTHING`,
+          [keys, fresh.map((state) => state.tokens), fresh.map((state) => state.updatedAt.toISOString()), fresh.map((state) => state.blockedUntil?.toISOString() ?? null), fresh.map((state) => state.blockedReason)],
+        );
+        const rows = await tx.query<RateBucketRow>('SELECT * FROM rate_buckets WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE', [keys]);
+        const { write, result } = decide(new Map(rows.map((row) => [row.key, toRateBucket(row)])));
+        const stray = write.find((bucket) => !initial.has(bucket.key));
+        if (stray !== undefined) {
+          throw new CertplaneError('STORE_INVALID_WRITE', `A rate bucket update tried to write ${stray.key}, which it had not locked; write only the buckets named in its initial states.`, { key: stray.key });
+        }
+        if (write.length > 0) {
+          await tx.query(
+            `UPDATE rate_buckets AS bucket
+             SET tokens = next.tokens, updated_at = next.updated_at::timestamptz, blocked_until = next.blocked_until::timestamptz, blocked_reason = next.blocked_reason
+             FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[]) AS next (key, tokens, updated_at, blocked_until, blocked_reason)
+             WHERE bucket.key = next.key`,
+            [
+              write.map((bucket) => bucket.key),
+              write.map((bucket) => bucket.tokens),
+              write.map((bucket) => bucket.updatedAt.toISOString()),
+              write.map((bucket) => bucket.blockedUntil?.toISOString() ?? null),
+              write.map((bucket) => bucket.blockedReason),
+            ],
+          );
+        }
+        return result;
+      }),
+  };
+
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]> {
     return this.db.query<T>(sql, params);
   }
@@ -290,6 +363,7 @@ function toInstance(row: InstanceRow): InstanceRecord {
     agentConnectedAt: row.agent_connected_at,
     agentLastSeenAt: row.agent_last_seen_at,
     installedFingerprintSha256: row.installed_fingerprint_sha256,
+    profile: row.profile,
   };
 }
 
@@ -309,7 +383,16 @@ function toCertificate(row: CertificateRow): CertificateRecord {
     updatedAt: row.updated_at,
     deliveredAt: row.delivered_at,
     installedAt: row.installed_at,
+    notBefore: row.not_before,
+    renewAt: row.renew_at,
+    ariRetryAt: row.ari_retry_at,
+    replacesCertificateId: row.replaces_certificate_id,
+    jobId: row.job_id,
   };
+}
+
+function toRateBucket(row: RateBucketRow): RateBucketRecord {
+  return { key: row.key, tokens: row.tokens, updatedAt: row.updated_at, blockedUntil: row.blocked_until, blockedReason: row.blocked_reason };
 }
 
 function toAgentCertificate(row: AgentCertificateRow): AgentCertificateRecord {

@@ -5,6 +5,7 @@
  * stores CSRs, public chains and fingerprints only.
  */
 import type { KeyAlgorithm } from '../agents/protocol.js';
+import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
 
 /** Lifecycle of one certificate request for an instance. */
 export type CertificateStatus = 'pending' | 'issuing' | 'delivered' | 'installed' | 'failed';
@@ -24,6 +25,8 @@ export interface InstanceRecord {
   readonly agentLastSeenAt: Date | null;
   /** SHA-256 of the leaf the agent reports it serves now, or null. */
   readonly installedFingerprintSha256: string | null;
+  /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
+  readonly profile: string | null;
 }
 
 export interface CertificateRecord {
@@ -44,10 +47,24 @@ export interface CertificateRecord {
   readonly updatedAt: Date;
   readonly deliveredAt: Date | null;
   readonly installedAt: Date | null;
+  readonly notBefore: Date | null;
+  /** When the scheduler renews it: inside the CA's ARI window, else two thirds into the lifetime with jitter. */
+  readonly renewAt: Date | null;
+  /** When to ask the CA's renewal information again. */
+  readonly ariRetryAt: Date | null;
+  /** The certificate this one replaces (the ARI `replaces` of its order). */
+  readonly replacesCertificateId: string | null;
+  /** The renewal or reissue job that asked for it, if any. */
+  readonly jobId: string | null;
 }
 
 /** Fields a status transition may set alongside the status. */
-export type CertificateUpdate = Partial<Pick<CertificateRecord, 'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt'>>;
+export type CertificateUpdate = Partial<
+  Pick<
+    CertificateRecord,
+    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'renewAt' | 'ariRetryAt' | 'replacesCertificateId' | 'jobId'
+  >
+>;
 
 export interface AgentCertificateRecord {
   readonly fingerprintSha256: string;
@@ -58,6 +75,22 @@ export interface AgentCertificateRecord {
   readonly createdAt: Date;
 }
 
+/**
+ * One token bucket of the rate limiter as stored. The tokens are as of `updatedAt`; the
+ * limiter refills them on read, so a bucket nobody touches costs no writes.
+ */
+export interface RateBucketRecord {
+  readonly key: string;
+  readonly tokens: number;
+  readonly updatedAt: Date;
+  /** Until when the CA told us to stop (its Retry-After), shared by every process. */
+  readonly blockedUntil: Date | null;
+  readonly blockedReason: string | null;
+}
+
+/** What a bucket update may set: everything but the key. */
+export type RateBucketState = Omit<RateBucketRecord, 'key'>;
+
 export interface Page<T> {
   readonly items: readonly T[];
   /** Opaque; pass back as `cursor` for the next page. Null on the last page. */
@@ -66,7 +99,7 @@ export interface Page<T> {
 
 export interface Store {
   readonly instances: {
-    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm }): Promise<InstanceRecord>;
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
     /** Stable order (creation, then id); `limit` is trusted to be already bounded by the caller. */
     list(page: { cursor?: string; limit: number }): Promise<Page<InstanceRecord>>;
@@ -101,6 +134,24 @@ export interface Store {
      * another actor moved it first. This is what makes delivery idempotent.
      */
     transition(id: string, from: readonly CertificateStatus[], to: CertificateStatus, fields?: CertificateUpdate): Promise<CertificateRecord | undefined>;
+  };
+  readonly jobs: JobStore;
+  readonly campaigns: CampaignStore;
+  readonly audit: AuditStore;
+  readonly rateBuckets: {
+    /** The stored buckets among `keys`, read without locking; keys never used are absent. For forecasts that take nothing. */
+    get(keys: readonly string[]): Promise<RateBucketRecord[]>;
+    /**
+     * One atomic read-modify-write of several buckets, across every process sharing the
+     * database: creates each bucket of `initial` that does not exist yet in the state given
+     * there, locks all of them (in key order, so two callers never deadlock), hands their
+     * stored state to `decide` and writes back the records it returns, all in one
+     * transaction. `decide` holds the policy and must not do I/O: it runs while the rows are locked.
+     */
+    update<T>(
+      initial: ReadonlyMap<string, RateBucketState>,
+      decide: (buckets: ReadonlyMap<string, RateBucketRecord>) => { readonly write: readonly RateBucketRecord[]; readonly result: T },
+    ): Promise<T>;
   };
   /** Raw SQL, for operations and for tests that inspect what is stored. */
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;

@@ -10,25 +10,13 @@ import { hasCode } from '../../src/errors.js';
 import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
+import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
 
 const POSTGRES_URL = process.env.CERTPLANE_TEST_POSTGRES_URL ?? 'postgres://certplane:certplane@127.0.0.1:5432/certplane_test';
 const TIMEOUT = { timeout: 60_000 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const HOUR_MS = 3_600_000;
 
-type Step = () => Promise<unknown>;
-type Defer = (step: Step) => void;
-
-/** Runs cleanup steps last-registered first, so a store closes before its database is dropped. */
-async function unwind(steps: Step[]): Promise<void> {
-  for (const step of steps.splice(0).reverse()) await step();
-}
-
-function cleanups(t: TestContext): Defer {
-  const steps: Step[] = [];
-  t.after(() => unwind(steps));
-  return (step) => steps.push(step);
-}
 
 async function opened(url: string, defer: Defer): Promise<Store> {
   const store = await openStore(url);
@@ -114,12 +102,12 @@ async function install(store: Store, certificate: CertificateRecord): Promise<vo
 
 for (const engine of [pglite, postgres]) {
   describe(`store on ${engine.name}`, () => {
-    const suiteSteps: Step[] = [];
+    const suite = cleanupList();
     let store: Store;
     before(async () => {
-      store = await opened(await engine.sharedUrl((step) => suiteSteps.push(step)), (step) => suiteSteps.push(step));
+      store = await opened(await engine.sharedUrl(suite.defer), suite.defer);
     }, TIMEOUT);
-    after(() => unwind(suiteSteps), TIMEOUT);
+    after(() => suite.run(), TIMEOUT);
 
     test('reports its engine', () => {
       assert.equal(store.engine, engine.name);

@@ -11,6 +11,7 @@ import { IssuanceCoordinator } from '../../src/agents/issuance.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
+import { Campaigns } from '../../src/jobs/campaigns.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
@@ -42,7 +43,8 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
   });
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
   sessions.setHandler(coordinator);
-  const app = await buildApi({ store, coordinator, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000 });
+  const campaigns = new Campaigns({ store, clock, logger });
+  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000 });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

@@ -11,15 +11,15 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     const view = async (id: string) => {
       const instance = await deps.store.instances.get(id);
       if (!instance) throw notFound(`instance ${id}`);
-      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined);
+      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock());
     };
 
     app.post(
       '/v1/instances',
       { schema: { summary: 'Register an instance and get its one-time enrollment token', tags: ['instances'], body: CreateInstance, response: { 201: EnrollmentToken, 400: Problem } } },
       async (request, reply) => {
-        const { name, hostnames, cluster, keyAlgorithm } = request.body;
-        const instance = await deps.store.instances.create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm });
+        const { name, hostnames, cluster, keyAlgorithm, profile } = request.body;
+        const instance = await deps.store.instances.create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString() });
       },
@@ -41,7 +41,9 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       { schema: { summary: 'List instances, one bounded page at a time', tags: ['instances'], querystring: ListQuery, response: { 200: InstancePage, 400: Problem } } },
       async (request) => {
         const page = await deps.store.instances.list({ cursor: request.query.cursor, limit: request.query.limit });
-        const items = await Promise.all(page.items.map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined)));
+        const items = await Promise.all(
+          page.items.map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined, await deps.store.certificates.latestInstalled(i.id), deps.clock())),
+        );
         return { items, nextCursor: page.nextCursor };
       },
     );

@@ -1,4 +1,5 @@
 /** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
+import { atRisk } from '../../jobs/renewal.js';
 import type { CertificateRecord, InstanceRecord } from '../../store/types.js';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -8,7 +9,7 @@ export function certificateSummary(c: CertificateRecord | undefined) {
   return { id: c.id, status: c.status, fingerprintSha256: c.fingerprintSha256, notAfter: iso(c.notAfter), anchor: c.anchorCN, lastError: c.lastError, updatedAt: c.updatedAt.toISOString() };
 }
 
-export function instanceView(instance: InstanceRecord, latest: CertificateRecord | undefined, connected: boolean) {
+export function instanceView(instance: InstanceRecord, latest: CertificateRecord | undefined, connected: boolean, installed: CertificateRecord | undefined, now: Date) {
   return {
     id: instance.id,
     name: instance.name,
@@ -23,6 +24,11 @@ export function instanceView(instance: InstanceRecord, latest: CertificateRecord
       servedFingerprintSha256: instance.installedFingerprintSha256,
     },
     certificate: certificateSummary(latest),
+    profile: instance.profile,
+    renewal: {
+      renewAt: iso(installed?.renewAt ?? null),
+      atRisk: Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now)),
+    },
   };
 }
 

@@ -1,0 +1,94 @@
+/**
+ * On-call fleet reissue: one request, a persistent campaign, a status to follow, a
+ * cancel. Who asked is taken from the X-Certplane-Actor header until client-certificate
+ * authentication names callers (roadmap); why is the mandatory `reason`.
+ */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { Selector, type CampaignStatus } from '../../jobs/campaigns.js';
+import type { ApiDependencies } from '../app.js';
+import { IdParams, Problem } from '../schemas.js';
+
+const ReissueRequest = z.strictObject({
+  selector: Selector,
+  reason: z.string().trim().min(1).max(1000),
+  dryRun: z.boolean().default(false),
+  rotateKey: z.boolean().default(true),
+});
+
+const Counts = z.object({
+  matched: z.number().int(),
+  queued: z.number().int(),
+  ordered: z.number().int(),
+  installed: z.number().int(),
+  failed: z.number().int(),
+  waitingForAgent: z.number().int(),
+  cancelled: z.number().int(),
+});
+
+const Campaign = z
+  .object({
+    id: z.uuid(),
+    state: z.enum(['running', 'done', 'cancelled']),
+    reason: z.string(),
+    requestedBy: z.string(),
+    selector: z.unknown(),
+    createdAt: z.iso.datetime(),
+    finishedAt: z.iso.datetime().nullable(),
+    counts: Counts,
+  })
+  .meta({ id: 'Campaign' });
+
+const DryRunResult = z.object({ dryRun: z.literal(true), matched: z.number().int(), instanceIds: z.array(z.uuid()), predictedSeconds: z.number() });
+const CancelRequest = z.strictObject({ reason: z.string().trim().min(1).max(1000).default('cancelled') }).optional();
+const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
+
+/** Who asked, until mutual TLS names callers. */
+export function actorOf(headers: { 'x-certplane-actor'?: string }): string {
+  return headers['x-certplane-actor'] ?? 'unauthenticated (development mode)';
+}
+
+function campaignView({ campaign, counts }: CampaignStatus) {
+  return {
+    id: campaign.id,
+    state: campaign.state,
+    reason: campaign.reason,
+    requestedBy: campaign.requestedBy,
+    selector: campaign.selector,
+    createdAt: campaign.createdAt.toISOString(),
+    finishedAt: campaign.finishedAt ? campaign.finishedAt.toISOString() : null,
+    counts,
+  };
+}
+
+export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.post(
+      '/v1/reissues',
+      {
+        schema: {
+          summary: 'Reissue part or all of the fleet: a dry run, or a persistent, rate-limited campaign',
+          tags: ['reissues'],
+          headers: ActorHeaders,
+          body: ReissueRequest,
+          response: { 200: DryRunResult, 201: Campaign, 400: Problem, 404: Problem },
+        },
+      },
+      async (request, reply) => {
+        const result = await deps.campaigns.start({ ...request.body, actor: actorOf(request.headers) });
+        if ('dryRun' in result) return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds] });
+        return reply.status(201).send(campaignView(result));
+      },
+    );
+    app.get(
+      '/v1/reissues/:id',
+      { schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 404: Problem } } },
+      async (request) => campaignView(await deps.campaigns.status(request.params.id)),
+    );
+    app.post(
+      '/v1/reissues/:id/cancel',
+      { schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 404: Problem } } },
+      async (request) => campaignView(await deps.campaigns.cancel(request.params.id, actorOf(request.headers), request.body?.reason ?? 'cancelled')),
+    );
+  };
+}

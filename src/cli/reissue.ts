@@ -1,0 +1,130 @@
+/**
+ * Operator commands against a running management plane: `certplane reissue` starts (or
+ * dry-runs) a fleet reissue and can follow it with a progress bar; `certplane status`
+ * shows an instance, a campaign, or the first page of the fleet.
+ */
+import { CertplaneError } from '../errors.js';
+import { ExitCode, parse, usageError, type Io } from './args.js';
+
+const REISSUE_USAGE =
+  'usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME]';
+const STATUS_USAGE = 'usage: certplane status --server URL [--instance ID | --campaign ID] [--json]';
+
+async function api(server: string, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, server), {
+      method,
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+  } catch (cause) {
+    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${server}: ${(cause as Error).message}`, {}, { cause });
+  }
+  const text = await response.text();
+  let parsed: any;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { message: text };
+  }
+  if (response.status >= 400) throw new CertplaneError(parsed.code ?? 'CLI_SERVER_ERROR', `${method} ${path}: HTTP ${response.status}: ${parsed.message ?? text}`);
+  return { status: response.status, body: parsed };
+}
+
+function selectorFrom(values: { instance?: string[]; cluster?: string; 'chain-includes'?: string; all?: boolean; selector?: string }): unknown {
+  const given = [values.instance?.length ? 'instance' : '', values.cluster ? 'cluster' : '', values['chain-includes'] ? 'chain' : '', values.all ? 'all' : '', values.selector ? 'selector' : ''].filter(Boolean);
+  if (given.length !== 1) throw usageError('give exactly one of --instance, --cluster, --chain-includes, --all, --selector', REISSUE_USAGE);
+  if (values.selector) {
+    try {
+      return JSON.parse(values.selector);
+    } catch {
+      throw usageError('--selector must be JSON, e.g. {"cluster":"eu-1"}', REISSUE_USAGE);
+    }
+  }
+  if (values.instance?.length) return { instanceIds: values.instance };
+  if (values.cluster) return { cluster: values.cluster };
+  if (values['chain-includes']) return { chainIncludes: values['chain-includes'] };
+  return { all: true };
+}
+
+/** One line of progress: a bar over matched, and the counts that matter at 3 a.m. */
+export function progressLine(counts: { matched: number; installed: number; failed: number; ordered: number; waitingForAgent: number; queued: number; cancelled: number }, width = 30): string {
+  const done = counts.installed + counts.failed + counts.cancelled;
+  const filled = counts.matched === 0 ? width : Math.round((done / counts.matched) * width);
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${counts.matched} installed ${counts.installed}, failed ${counts.failed}, ordered ${counts.ordered}, waiting for agent ${counts.waitingForAgent}, queued ${counts.queued}`;
+}
+
+export async function reissue(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    {
+      server: { type: 'string' },
+      instance: { type: 'string', multiple: true },
+      cluster: { type: 'string' },
+      'chain-includes': { type: 'string' },
+      all: { type: 'boolean' },
+      selector: { type: 'string' },
+      reason: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      follow: { type: 'boolean' },
+      actor: { type: 'string' },
+      'poll-ms': { type: 'string' },
+    },
+    REISSUE_USAGE,
+  );
+  if (positionals.length > 0 || !values.server || !values.reason) throw usageError('--server and --reason are required', REISSUE_USAGE);
+  const selector = selectorFrom(values);
+  const actor = values.actor ?? io.env.USER ?? undefined;
+  const started = await api(values.server, 'POST', '/v1/reissues', actor, { selector, reason: values.reason, dryRun: Boolean(values['dry-run']) });
+  if (values['dry-run']) {
+    io.stdout.write(`dry run: ${started.body.matched} instance(s) match; the rate limiter predicts about ${started.body.predictedSeconds} s\n`);
+    for (const id of started.body.instanceIds) io.stdout.write(`${id}\n`);
+    return ExitCode.OK;
+  }
+  const id = started.body.id as string;
+  io.stdout.write(`campaign ${id} started: ${started.body.counts.matched} instance(s)\n`);
+  if (!values.follow) return ExitCode.OK;
+  const pollMs = Number(values['poll-ms'] ?? 1000);
+  const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
+  let last = '';
+  for (;;) {
+    const { body } = await api(values.server, 'GET', `/v1/reissues/${id}`, actor);
+    const text = progressLine(body.counts);
+    if (tty) io.stderr.write(`\r${text}`);
+    else if (text !== last) io.stderr.write(`${text}\n`);
+    last = text;
+    if (body.state !== 'running') {
+      if (tty) io.stderr.write('\n');
+      io.stdout.write(`campaign ${id} ${body.state}: ${body.counts.installed} installed, ${body.counts.failed} failed\n`);
+      return body.counts.failed > 0 ? ExitCode.NO : ExitCode.OK;
+    }
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}
+
+export async function status(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, { server: { type: 'string' }, instance: { type: 'string' }, campaign: { type: 'string' }, json: { type: 'boolean' } }, STATUS_USAGE);
+  if (positionals.length > 0 || !values.server) throw usageError('--server is required', STATUS_USAGE);
+  if (values.instance && values.campaign) throw usageError('give --instance or --campaign, not both', STATUS_USAGE);
+  const path = values.instance ? `/v1/instances/${values.instance}` : values.campaign ? `/v1/reissues/${values.campaign}` : '/v1/instances?limit=100';
+  const { body } = await api(values.server, 'GET', path, undefined);
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+    return ExitCode.OK;
+  }
+  if (values.campaign) {
+    io.stdout.write(`campaign ${body.id} ${body.state} (by ${body.requestedBy}: ${body.reason})\n${progressLine(body.counts)}\n`);
+    return ExitCode.OK;
+  }
+  const rows = values.instance ? [body] : body.items;
+  for (const i of rows) {
+    const c = i.certificate;
+    io.stdout.write(
+      `${i.id}  ${i.name.padEnd(20)} agent ${i.agent.connected ? 'online ' : 'offline'}  ${c ? `${c.status.padEnd(9)} ${c.anchor ?? '-'}  not after ${c.notAfter ?? '-'}` : 'no certificate'}${i.renewal.atRisk ? '  AT RISK' : ''}${c?.lastError ? `  error: ${c.lastError}` : ''}\n`,
+    );
+  }
+  if (!values.instance && body.nextCursor) io.stdout.write('(more instances: use the API with ?cursor=)\n');
+  return ExitCode.OK;
+}

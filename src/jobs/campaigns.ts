@@ -1,0 +1,135 @@
+/**
+ * On-call reissue: one request names part or all of the fleet (by ids, by cluster, by an
+ * intermediate or root their chains pass through, or everything) and becomes a
+ * persistent campaign of jobs that the scheduler works through under the rate limiter.
+ * A dry run answers with what would be touched and how long the limiter predicts it
+ * takes. Every campaign and cancellation is recorded with who asked and why.
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { CertplaneError } from '../errors.js';
+import { normalizeSpkiPin, parseCertificateBundle } from '../chain/index.js';
+import type { CampaignCounts, CampaignRecord, InstanceRecord, Store } from '../store/index.js';
+
+export const CampaignErrorCode = {
+  NOT_FOUND: 'NOT_FOUND',
+  KEY_REUSE_UNSUPPORTED: 'REISSUE_KEY_REUSE_UNSUPPORTED',
+  NOTHING_MATCHED: 'REISSUE_NOTHING_MATCHED',
+} as const;
+
+/** Which instances a campaign touches. */
+export const Selector = z.union([
+  z.strictObject({ instanceIds: z.array(z.uuid()).min(1).max(10_000) }),
+  z.strictObject({ cluster: z.string().min(1).max(200) }),
+  z.strictObject({ chainIncludes: z.string().min(1).max(200).describe('a CN of an intermediate or root, or sha256:SPKI_HASH') }),
+  z.strictObject({ all: z.literal(true) }),
+]);
+export type Selector = z.infer<typeof Selector>;
+
+export interface DryRun {
+  readonly dryRun: true;
+  readonly matched: number;
+  /** The first thousand matches; `matched` counts them all. */
+  readonly instanceIds: readonly string[];
+  readonly predictedSeconds: number;
+}
+
+export interface CampaignStatus {
+  readonly campaign: CampaignRecord;
+  readonly counts: CampaignCounts;
+}
+
+const PAGE = 500;
+
+export class Campaigns {
+  constructor(
+    private readonly deps: {
+      store: Store;
+      clock: () => Date;
+      logger: Logger;
+      /** How long `count` first-attempt orders take under the limiter (jobs/ratelimit.ts), in ms. */
+      predictDurationMs?: (count: number) => Promise<number>;
+    },
+  ) {}
+
+  async start(request: { selector: Selector; reason: string; dryRun: boolean; rotateKey: boolean; actor: string }): Promise<DryRun | CampaignStatus> {
+    if (!request.rotateKey) {
+      throw new CertplaneError(CampaignErrorCode.KEY_REUSE_UNSUPPORTED, 'rotateKey=false is not supported: every certificate gets a fresh key made on the instance by its agent');
+    }
+    const ids = await this.match(request.selector);
+    if (request.dryRun) {
+      const predicted = (await this.deps.predictDurationMs?.(ids.length)) ?? 0;
+      return { dryRun: true, matched: ids.length, instanceIds: ids.slice(0, 1000), predictedSeconds: Math.ceil(predicted / 1000) };
+    }
+    if (ids.length === 0) throw new CertplaneError(CampaignErrorCode.NOTHING_MATCHED, 'the selector matches no instance; nothing to reissue');
+    const campaign = await this.deps.store.campaigns.create({ selector: request.selector, reason: request.reason, requestedBy: request.actor, rotateKey: request.rotateKey, matched: ids.length });
+    const now = this.deps.clock();
+    for (const instanceId of ids) {
+      const { created } = await this.deps.store.jobs.enqueue({ kind: 'reissue', instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
+      if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now);
+    }
+    await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, matched: ids.length } });
+    this.deps.logger.info({ campaignId: campaign.id, matched: ids.length, actor: request.actor, reason: request.reason }, 'reissue campaign started');
+    return this.status(campaign.id);
+  }
+
+  /** The campaign and its counts; a running campaign with nothing left to do is marked done. */
+  async status(id: string): Promise<CampaignStatus> {
+    let campaign = await this.deps.store.campaigns.get(id);
+    if (!campaign) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `campaign ${id} not found`);
+    const counts = await this.deps.store.campaigns.counts(id);
+    if (campaign.state === 'running' && counts.installed + counts.failed + counts.cancelled >= counts.matched) {
+      await this.deps.store.campaigns.finish(id, 'done', this.deps.clock());
+      campaign = (await this.deps.store.campaigns.get(id)) ?? campaign;
+    }
+    return { campaign, counts };
+  }
+
+  async cancel(id: string, actor: string, reason: string): Promise<CampaignStatus> {
+    const campaign = await this.deps.store.campaigns.get(id);
+    if (!campaign) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `campaign ${id} not found`);
+    const cancelled = await this.deps.store.jobs.cancelCampaign(id);
+    await this.deps.store.campaigns.finish(id, 'cancelled', this.deps.clock());
+    await this.deps.store.audit.record({ actor, action: 'reissue.cancel', target: id, reason, details: { jobsCancelled: cancelled } });
+    return this.status(id);
+  }
+
+  /** The ids of the instances `selector` names, in listing order. */
+  async match(selector: Selector): Promise<string[]> {
+    if ('instanceIds' in selector) {
+      const found = await Promise.all(selector.instanceIds.map((id) => this.deps.store.instances.get(id)));
+      const missing = selector.instanceIds.filter((_, i) => !found[i]);
+      if (missing.length > 0) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `no instance ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`);
+      return [...new Set(selector.instanceIds)];
+    }
+    const matches: string[] = [];
+    const test = 'chainIncludes' in selector ? await this.#chainMatcher(selector.chainIncludes) : undefined;
+    let cursor: string | undefined;
+    do {
+      const page = await this.deps.store.instances.list({ cursor, limit: PAGE });
+      for (const instance of page.items) if (await this.#matches(selector, instance, test)) matches.push(instance.id);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    return matches;
+  }
+
+  async #matches(selector: Selector, instance: InstanceRecord, chainTest?: (instanceId: string) => Promise<boolean>): Promise<boolean> {
+    if ('all' in selector) return true;
+    if ('cluster' in selector) return instance.cluster === selector.cluster;
+    return chainTest ? chainTest(instance.id) : false;
+  }
+
+  /** Matches an instance whose current certificate's chain passes through a CA named `value`, or whose key is `sha256:HASH`. */
+  async #chainMatcher(value: string): Promise<(instanceId: string) => Promise<boolean>> {
+    const pin = value.toLowerCase().startsWith('sha256:') ? normalizeSpkiPin(value.slice(7)) : undefined;
+    if (value.toLowerCase().startsWith('sha256:') && !pin) throw new CertplaneError('VALIDATION_FAILED', `chainIncludes: "${value}" is not sha256: followed by a SPKI SHA-256 (hex or base64)`);
+    return async (instanceId) => {
+      const current = await this.deps.store.certificates.latestInstalled(instanceId);
+      if (!current?.fullchainPem) return false;
+      const chain = parseCertificateBundle(current.fullchainPem);
+      const anchor = (current.report as { anchor?: { subjectCN?: string; spkiSha256?: string } } | null)?.anchor;
+      if (pin) return chain.slice(1).some((c) => c.spkiSha256 === pin) || anchor?.spkiSha256 === pin;
+      return chain.slice(1).some((c) => c.subjectCN === value) || chain.some((c) => c.issuerCN === value) || anchor?.subjectCN === value;
+    };
+  }
+}

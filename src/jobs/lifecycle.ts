@@ -1,0 +1,108 @@
+/**
+ * What happens after a certificate settles. Installed: its job is done, its renewal time
+ * is set (inside the CA's ARI window when the CA offers one, else two thirds into its
+ * lifetime with jitter) and a renewal job is queued for then. Failed: its job is tried
+ * again with capped exponential backoff, or given up after too many attempts, and the
+ * failure is visible in the API and the metrics.
+ */
+import type { Logger } from 'pino';
+import { parseCertificateBundle } from '../chain/index.js';
+import type { IssuanceListener } from '../agents/issuance.js';
+import type { CertificateRecord, Store } from '../store/index.js';
+import { lifetimeRenewalTime, retryDelayMs } from './renewal.js';
+
+/** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */
+export interface RenewalAdvisor {
+  /** The CA's suggested renewal time and when to ask again, or undefined when it offers no ARI. */
+  advise(leafPem: string, now: Date): Promise<{ renewAt: Date; retryAt: Date } | undefined>;
+  /** The ARI certificate identifier for `replaces`, or undefined without ARI. */
+  certId(leafPem: string): Promise<string | undefined>;
+}
+
+/** How long to wait before asking again when the CA's renewal information did not answer. */
+export const ARI_UNAVAILABLE_RETRY_MS = 3_600_000;
+
+/** After this many failed attempts a job stops retrying and waits for a person. */
+export const MAX_ATTEMPTS = 8;
+
+export class JobLifecycle implements IssuanceListener {
+  constructor(
+    private readonly deps: {
+      store: Store;
+      logger: Logger;
+      clock: () => Date;
+      advisor?: RenewalAdvisor;
+      onFailedValidation?: (hostnames: readonly string[]) => Promise<void>;
+      random?: () => number;
+    },
+  ) {}
+
+  async onInstalled(certificate: CertificateRecord): Promise<void> {
+    const job = await this.#jobOf(certificate);
+    if (job) await this.deps.store.jobs.complete(job.id);
+    await this.scheduleRenewal(certificate);
+  }
+
+  /** The job a certificate answers: the one that created it, or one that adopted it while it was under way. */
+  async #jobOf(certificate: CertificateRecord) {
+    const byLink = certificate.jobId ? await this.deps.store.jobs.get(certificate.jobId) : undefined;
+    return byLink && (byLink.state === 'queued' || byLink.state === 'running') ? byLink : this.deps.store.jobs.forCertificate(certificate.id);
+  }
+
+  /** Sets `renewAt` for an installed certificate and queues its renewal job. */
+  async scheduleRenewal(certificate: CertificateRecord): Promise<void> {
+    if (!certificate.fullchainPem || !certificate.notAfter) return;
+    const leaf = parseCertificateBundle(certificate.fullchainPem)[0]!;
+    const now = this.deps.clock();
+    let askAgainAt: Date | null = null;
+    const advice = await this.deps.advisor?.advise(certificate.fullchainPem, now).catch((error: Error) => {
+      // The CA offers ARI but did not answer for this certificate: use the lifetime rule now and ask again later.
+      askAgainAt = new Date(now.getTime() + ARI_UNAVAILABLE_RETRY_MS);
+      this.deps.logger.warn({ certificateId: certificate.id, err: error.message }, 'renewal information unavailable; using the lifetime rule for now');
+      return undefined;
+    });
+    const renewAt = advice?.renewAt ?? lifetimeRenewalTime(leaf.notBefore, leaf.notAfter, this.deps.random);
+    await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { renewAt, ariRetryAt: advice?.retryAt ?? askAgainAt });
+    const { job, created } = await this.deps.store.jobs.enqueue({ kind: 'renewal', instanceId: certificate.instanceId, dueAt: renewAt, reason: advice ? 'ARI suggested window' : 'two thirds of the lifetime', requestedBy: 'scheduler' });
+    if (!created && job.state === 'queued' && job.kind === 'renewal') await this.deps.store.jobs.reschedule(certificate.instanceId, renewAt, certificate.id);
+    this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id, renewAt, ari: Boolean(advice) }, 'renewal scheduled');
+  }
+
+  /** Asks the CA again where its window is now; a window moved into the past means renew now. */
+  async refreshAdvice(certificate: CertificateRecord): Promise<void> {
+    if (!this.deps.advisor || !certificate.fullchainPem) return;
+    const now = this.deps.clock();
+    const advice = await this.deps.advisor.advise(certificate.fullchainPem, now).catch(() => undefined);
+    if (!advice) {
+      await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { ariRetryAt: new Date(now.getTime() + ARI_UNAVAILABLE_RETRY_MS) });
+      return;
+    }
+    await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { renewAt: advice.renewAt, ariRetryAt: advice.retryAt });
+    await this.deps.store.jobs.reschedule(certificate.instanceId, advice.renewAt, certificate.id);
+  }
+
+  async onFailed(certificate: CertificateRecord, error: string): Promise<void> {
+    if (/validat/i.test(error)) {
+      const instance = await this.deps.store.instances.get(certificate.instanceId);
+      if (instance) await this.deps.onFailedValidation?.(instance.hostnames);
+    }
+    const job = await this.#jobOf(certificate);
+    if (!job) return;
+    const attempts = job.attempts + 1;
+    const retryAt = attempts >= MAX_ATTEMPTS ? null : new Date(this.deps.clock().getTime() + retryDelayMs(attempts));
+    await this.deps.store.jobs.fail(job.id, error, retryAt);
+    this.deps.logger.warn({ instanceId: certificate.instanceId, jobId: job.id, attempts, retryAt }, retryAt ? 'job failed; retrying later' : 'job failed for good after too many attempts');
+  }
+
+  /** A job that could not even start (unknown instance, database trouble): retried like a failed issuance. */
+  async onFailedJob(job: { id: string; attempts: number; instanceId: string }, error: string): Promise<void> {
+    const attempts = job.attempts + 1;
+    const retryAt = attempts >= MAX_ATTEMPTS ? null : new Date(this.deps.clock().getTime() + retryDelayMs(attempts));
+    await this.deps.store.jobs.fail(job.id, error, retryAt);
+    this.deps.logger.warn({ instanceId: job.instanceId, jobId: job.id, attempts, err: error }, 'job could not start');
+  }
+
+  async replacesFor(certificate: CertificateRecord): Promise<string | undefined> {
+    return certificate.fullchainPem ? this.deps.advisor?.certId(certificate.fullchainPem) : undefined;
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * Work that must survive restarts: renewal and reissue jobs, reissue campaigns, and the
+ * audit trail of who asked for what and why. Jobs are claimed with FOR UPDATE SKIP
+ * LOCKED and a lease, so several management-plane processes on one PostgreSQL share
+ * the queue and never start the same job twice; a process that dies mid-claim loses its
+ * lease and the job is claimed again.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Database } from './engines.js';
+
+export type JobKind = 'renewal' | 'reissue';
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface JobRecord {
+  readonly id: string;
+  readonly kind: JobKind;
+  readonly instanceId: string;
+  readonly campaignId: string | null;
+  readonly state: JobState;
+  readonly dueAt: Date;
+  readonly attempts: number;
+  readonly claimedBy: string | null;
+  readonly claimedUntil: Date | null;
+  readonly certificateId: string | null;
+  readonly lastError: string | null;
+  readonly reason: string;
+  readonly requestedBy: string;
+}
+
+export type CampaignState = 'running' | 'done' | 'cancelled';
+
+export interface CampaignRecord {
+  readonly id: string;
+  readonly selector: unknown;
+  readonly reason: string;
+  readonly requestedBy: string;
+  readonly rotateKey: boolean;
+  readonly state: CampaignState;
+  readonly matched: number;
+  readonly createdAt: Date;
+  readonly finishedAt: Date | null;
+}
+
+/** Where a campaign stands, counted from its jobs and their certificates. */
+export interface CampaignCounts {
+  readonly matched: number;
+  readonly queued: number;
+  /** An order was placed (the certificate got past pending). */
+  readonly ordered: number;
+  readonly installed: number;
+  readonly failed: number;
+  /** The certificate request waits for an agent that is not connected. */
+  readonly waitingForAgent: number;
+  readonly cancelled: number;
+}
+
+export interface JobStore {
+  /** Queues a job; when the instance already has an open job, that job is returned unchanged (one open job per instance). */
+  enqueue(input: { kind: JobKind; instanceId: string; dueAt: Date; reason: string; requestedBy: string; campaignId?: string }): Promise<{ job: JobRecord; created: boolean }>;
+  /** Claims up to `limit` due jobs for `owner` until `now + leaseMs`: queued ones due by now, and running ones whose claim lapsed before they got a certificate. */
+  claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]>;
+  get(id: string): Promise<JobRecord | undefined>;
+  /** The open job waiting on `certificateId` (it may have adopted a certificate someone else started). */
+  forCertificate(certificateId: string): Promise<JobRecord | undefined>;
+  /** Records the certificate request a claimed job started. */
+  attachCertificate(id: string, certificateId: string): Promise<void>;
+  /** The job is finished: its certificate is installed. */
+  complete(id: string): Promise<void>;
+  /** Back in the queue at `dueAt` (not counted as an attempt: used when the rate limiter says wait). */
+  postpone(id: string, dueAt: Date): Promise<void>;
+  /** A failed attempt: requeued at `retryAt`, or failed for good when `retryAt` is null. */
+  fail(id: string, error: string, retryAt: Date | null): Promise<JobRecord | undefined>;
+  /**
+   * Moves the instance's queued job to `dueAt` (ARI moved the window of `certificateId`),
+   * unless a newer certificate has been installed since: advice about a replaced
+   * certificate must never pull its successor's renewal forward.
+   */
+  reschedule(instanceId: string, dueAt: Date, certificateId: string): Promise<void>;
+  /** Makes the instance's open job part of `campaignId`, due at once if still queued; false if it has none. */
+  adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date): Promise<boolean>;
+  cancelCampaign(campaignId: string): Promise<number>;
+  /** Every job ever queued for an instance, oldest first: what tests and operators audit. */
+  history(instanceId: string): Promise<JobRecord[]>;
+}
+
+export interface CampaignStore {
+  create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; matched: number }): Promise<CampaignRecord>;
+  get(id: string): Promise<CampaignRecord | undefined>;
+  counts(id: string): Promise<CampaignCounts>;
+  finish(id: string, state: 'done' | 'cancelled', at: Date): Promise<boolean>;
+}
+
+export interface AuditEntry {
+  readonly at: Date;
+  readonly actor: string;
+  readonly action: string;
+  readonly target: string | null;
+  readonly reason: string | null;
+  readonly details: unknown;
+}
+
+export interface AuditStore {
+  record(entry: Omit<AuditEntry, 'at'>): Promise<void>;
+  list(limit: number): Promise<AuditEntry[]>;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+interface JobRow {
+  id: string;
+  kind: JobKind;
+  instance_id: string;
+  campaign_id: string | null;
+  state: JobState;
+  due_at: Date;
+  attempts: number;
+  claimed_by: string | null;
+  claimed_until: Date | null;
+  certificate_id: string | null;
+  last_error: string | null;
+  reason: string;
+  requested_by: string;
+}
+
+const toJob = (r: JobRow): JobRecord => ({
+  id: r.id,
+  kind: r.kind,
+  instanceId: r.instance_id,
+  campaignId: r.campaign_id,
+  state: r.state,
+  dueAt: r.due_at,
+  attempts: r.attempts,
+  claimedBy: r.claimed_by,
+  claimedUntil: r.claimed_until,
+  certificateId: r.certificate_id,
+  lastError: r.last_error,
+  reason: r.reason,
+  requestedBy: r.requested_by,
+});
+
+export class SqlJobs implements JobStore {
+  constructor(private readonly db: Database) {}
+
+  async enqueue(input: Parameters<JobStore['enqueue']>[0]): Promise<{ job: JobRecord; created: boolean }> {
+    const [row] = await this.db.query<JobRow>(
+      `INSERT INTO jobs (id, kind, instance_id, campaign_id, state, due_at, reason, requested_by)
+       VALUES ($1, $2, $3, $4, 'queued', $5::timestamptz, $6, $7)
+       ON CONFLICT (instance_id) WHERE state IN ('queued', 'running') DO NOTHING RETURNING *`,
+      [randomUUID(), input.kind, input.instanceId, input.campaignId ?? null, input.dueAt, input.reason, input.requestedBy],
+    );
+    if (row) return { job: toJob(row), created: true };
+    const [open] = await this.db.query<JobRow>("SELECT * FROM jobs WHERE instance_id = $1 AND state IN ('queued', 'running')", [input.instanceId]);
+    if (!open) return this.enqueue(input);
+    return { job: toJob(open), created: false };
+  }
+
+  async claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]> {
+    const rows = await this.db.query<JobRow>(
+      `UPDATE jobs SET state = 'running', claimed_by = $1, claimed_until = $2::timestamptz + ($3 || ' milliseconds')::interval, updated_at = now()
+       WHERE id IN (
+         SELECT id FROM jobs
+         WHERE (state = 'queued' AND due_at <= $2::timestamptz)
+            OR (state = 'running' AND certificate_id IS NULL AND claimed_until < $2::timestamptz)
+         ORDER BY due_at
+         LIMIT $4
+         FOR UPDATE SKIP LOCKED
+       ) RETURNING *`,
+      [owner, now, String(leaseMs), limit],
+    );
+    return rows.map(toJob);
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    if (!UUID.test(id)) return undefined;
+    const [row] = await this.db.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
+    return row && toJob(row);
+  }
+
+  async forCertificate(certificateId: string): Promise<JobRecord | undefined> {
+    if (!UUID.test(certificateId)) return undefined;
+    const [row] = await this.db.query<JobRow>("SELECT * FROM jobs WHERE certificate_id = $1 AND state IN ('queued', 'running')", [certificateId]);
+    return row && toJob(row);
+  }
+
+  async attachCertificate(id: string, certificateId: string): Promise<void> {
+    await this.db.query('UPDATE jobs SET certificate_id = $2, updated_at = now() WHERE id = $1', [id, certificateId]);
+  }
+
+  async complete(id: string): Promise<void> {
+    await this.db.query("UPDATE jobs SET state = 'done', claimed_until = NULL, updated_at = now() WHERE id = $1 AND state IN ('queued', 'running')", [id]);
+  }
+
+  async postpone(id: string, dueAt: Date): Promise<void> {
+    await this.db.query("UPDATE jobs SET state = 'queued', due_at = $2::timestamptz, claimed_by = NULL, claimed_until = NULL, certificate_id = NULL, updated_at = now() WHERE id = $1 AND state = 'running'", [id, dueAt]);
+  }
+
+  async fail(id: string, error: string, retryAt: Date | null): Promise<JobRecord | undefined> {
+    const [row] = await this.db.query<JobRow>(
+      `UPDATE jobs SET attempts = attempts + 1, last_error = $2, state = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'queued' END,
+         due_at = COALESCE($3::timestamptz, due_at), claimed_by = NULL, claimed_until = NULL, certificate_id = NULL, updated_at = now()
+       WHERE id = $1 AND state IN ('queued', 'running') RETURNING *`,
+      [id, error.slice(0, 4000), retryAt],
+    );
+    return row && toJob(row);
+  }
+
+  async reschedule(instanceId: string, dueAt: Date, certificateId: string): Promise<void> {
+    await this.db.query(
+      `UPDATE jobs SET due_at = $2::timestamptz, updated_at = now()
+       WHERE instance_id = $1 AND state = 'queued'
+         AND NOT EXISTS (
+           SELECT 1 FROM certificates c JOIN certificates n ON n.instance_id = c.instance_id
+           WHERE c.id = $3 AND n.status = 'installed' AND n.creation_order > c.creation_order
+         )`,
+      [instanceId, dueAt, certificateId],
+    );
+  }
+
+  async adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date): Promise<boolean> {
+    const rows = await this.db.query(
+      `UPDATE jobs SET campaign_id = $2, kind = 'reissue', reason = $3, requested_by = $4,
+         due_at = CASE WHEN state = 'queued' THEN LEAST(due_at, $5::timestamptz) ELSE due_at END, updated_at = now()
+       WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id`,
+      [instanceId, campaignId, reason, requestedBy, now],
+    );
+    return rows.length > 0;
+  }
+
+  async cancelCampaign(campaignId: string): Promise<number> {
+    const rows = await this.db.query("UPDATE jobs SET state = 'cancelled', updated_at = now() WHERE campaign_id = $1 AND state = 'queued' RETURNING id", [campaignId]);
+    return rows.length;
+  }
+
+  async history(instanceId: string): Promise<JobRecord[]> {
+    if (!UUID.test(instanceId)) return [];
+    return (await this.db.query<JobRow>('SELECT * FROM jobs WHERE instance_id = $1 ORDER BY created_at, id', [instanceId])).map(toJob);
+  }
+}
+
+interface CampaignRow {
+  id: string;
+  selector: unknown;
+  reason: string;
+  requested_by: string;
+  rotate_key: boolean;
+  state: CampaignState;
+  matched: number;
+  created_at: Date;
+  finished_at: Date | null;
+}
+
+const toCampaign = (r: CampaignRow): CampaignRecord => ({
+  id: r.id,
+  selector: r.selector,
+  reason: r.reason,
+  requestedBy: r.requested_by,
+  rotateKey: r.rotate_key,
+  state: r.state,
+  matched: r.matched,
+  createdAt: r.created_at,
+  finishedAt: r.finished_at,
+});
+
+export class SqlCampaigns implements CampaignStore {
+  constructor(private readonly db: Database) {}
+
+  async create(input: Parameters<CampaignStore['create']>[0]): Promise<CampaignRecord> {
+    const [row] = await this.db.query<CampaignRow>(
+      "INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, state, matched) VALUES ($1, $2::text::jsonb, $3, $4, $5, 'running', $6) RETURNING *",
+      [randomUUID(), JSON.stringify(input.selector), input.reason, input.requestedBy, input.rotateKey, input.matched],
+    );
+    return toCampaign(row as CampaignRow);
+  }
+
+  async get(id: string): Promise<CampaignRecord | undefined> {
+    if (!UUID.test(id)) return undefined;
+    const [row] = await this.db.query<CampaignRow>('SELECT * FROM campaigns WHERE id = $1', [id]);
+    return row && toCampaign(row);
+  }
+
+  async counts(id: string): Promise<CampaignCounts> {
+    const [row] = await this.db.query<Record<string, string | number>>(
+      `SELECT
+         count(*) AS matched,
+         count(*) FILTER (WHERE j.state = 'queued') AS queued,
+         count(*) FILTER (WHERE c.status IN ('issuing', 'delivered', 'installed')) AS ordered,
+         count(*) FILTER (WHERE j.state = 'done') AS installed,
+         count(*) FILTER (WHERE j.state = 'failed') AS failed,
+         count(*) FILTER (WHERE j.state = 'running' AND c.status = 'pending' AND i.agent_connected_at IS NULL) AS waiting_for_agent,
+         count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+       FROM jobs j
+       JOIN instances i ON i.id = j.instance_id
+       LEFT JOIN certificates c ON c.id = j.certificate_id
+       WHERE j.campaign_id = $1`,
+      [id],
+    );
+    const n = (key: string) => Number(row?.[key] ?? 0);
+    return { matched: n('matched'), queued: n('queued'), ordered: n('ordered'), installed: n('installed'), failed: n('failed'), waitingForAgent: n('waiting_for_agent'), cancelled: n('cancelled') };
+  }
+
+  async finish(id: string, state: 'done' | 'cancelled', at: Date): Promise<boolean> {
+    const rows = await this.db.query("UPDATE campaigns SET state = $2, finished_at = $3::timestamptz WHERE id = $1 AND state = 'running' RETURNING id", [id, state, at]);
+    return rows.length > 0;
+  }
+}
+
+export class SqlAudit implements AuditStore {
+  constructor(private readonly db: Database) {}
+
+  async record(entry: Omit<AuditEntry, 'at'>): Promise<void> {
+    await this.db.query('INSERT INTO audit_log (actor, action, target, reason, details) VALUES ($1, $2, $3, $4, $5::text::jsonb)', [
+      entry.actor,
+      entry.action,
+      entry.target,
+      entry.reason,
+      entry.details === undefined ? null : JSON.stringify(entry.details),
+    ]);
+  }
+
+  async list(limit: number): Promise<AuditEntry[]> {
+    const rows = await this.db.query<{ at: Date; actor: string; action: string; target: string | null; reason: string | null; details: unknown }>(
+      'SELECT at, actor, action, target, reason, details FROM audit_log ORDER BY id DESC LIMIT $1',
+      [limit],
+    );
+    return rows.map((r) => ({ at: r.at, actor: r.actor, action: r.action, target: r.target, reason: r.reason, details: r.details }));
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The renewals issue's campaign Done-when: 200 instances (simulated agents running the
+ * real agent code) reissued against Pebble under a new-order limit low enough to bind;
+ * the management plane is killed with SIGKILL in the middle and restarted; the campaign
+ * resumes and every instance ends with exactly one newly installed certificate, with the
+ * order rate never above the limit.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
+import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { openStore } from '../../src/store/index.js';
+import { scratch } from '../support/cli.js';
+import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
+import { freePort } from '../support/ports.js';
+import { freshPostgresDatabase } from '../support/postgres.js';
+import { eventually, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+
+const INSTANCES = 200;
+const CAPACITY = 10;
+const REFILL_PER_SECOND = 8;
+
+describe('reissue campaign over 200 instances, rate limited, surviving SIGKILL', async () => {
+  const dir = await scratch('certplane-campaign-');
+  let pebble: LocalPebble;
+  let preferred: Certificate;
+  let database: { url: string; drop: () => Promise<void> };
+  let plane: RunningProcess;
+  const planeLogs: string[] = [];
+  let api: string;
+  let env: Record<string, string>;
+  const agents: SimulatedAgent[] = [];
+
+  const json = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${api}${path}`, { method, headers: { ...(body ? { 'content-type': 'application/json' } : {}), 'x-certplane-actor': 'on-call test' }, body: body ? JSON.stringify(body) : undefined });
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  };
+  const startPlane = async () => {
+    plane = startCertplane(['serve'], env);
+    await plane.waitForLine((line) => line.includes('management plane listening'), 30_000);
+  };
+
+  before(async () => {
+    pebble = await startPebble({ alternateRoots: 1 });
+    preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
+    await dir.write('root.pem', preferred.pem);
+    database = await freshPostgresDatabase('certplane_campaign');
+    const port = await freePort();
+    api = `http://127.0.0.1:${port}`;
+    env = {
+      CERTPLANE_INSECURE_HTTP: '1',
+      CERTPLANE_LISTEN: `127.0.0.1:${port}`,
+      CERTPLANE_DATABASE_URL: database.url,
+      CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
+      CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
+      CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
+      CERTPLANE_TRUST_STORE: join(dir.dir, 'root.pem'),
+      CERTPLANE_SECRETS: `file:${join(dir.dir, 'secrets')}`,
+      CERTPLANE_DNS_PROVIDER: 'challtestsrv',
+      CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
+      CERTPLANE_CHALLENGE: 'dns-01',
+      CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
+      CERTPLANE_RATE_LIMITS: JSON.stringify({
+        newOrders: { capacity: CAPACITY, refillPerSecond: REFILL_PER_SECOND },
+        certificatesPerDomain: { capacity: 100_000, refillPerSecond: 1000 },
+      }),
+      CERTPLANE_LOG_LEVEL: 'info',
+    };
+    await startPlane();
+    for (let i = 0; i < INSTANCES; i += 1) {
+      const created = await json('POST', '/v1/instances', { name: `c${i}`, hostnames: [`c${i}.campaign.test`], cluster: i % 2 ? 'odd' : 'even' });
+      assert.equal(created.status, 201);
+      agents.push(await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: [preferred] }));
+    }
+    await eventually(async () => {
+      const connected = await Promise.all(agents.map(async (a) => (await json('GET', `/v1/instances/${a.instanceId}`)).body.agent.connected));
+      return connected.every(Boolean) ? true : undefined;
+    }, 60_000, 500, 'every agent to connect');
+  });
+
+  after(async () => {
+    await Promise.all(agents.map((a) => a.client.stop()));
+    await plane?.stop();
+    await pebble?.stop();
+    await database?.drop();
+    await dir.remove();
+  });
+
+  test('dry run predicts; the campaign finishes after a SIGKILL with one new certificate per instance and orders within the limit', async () => {
+    const dry = await json('POST', '/v1/reissues', { selector: { all: true }, reason: 'rehearsal', dryRun: true });
+    assert.equal(dry.status, 200);
+    assert.equal(dry.body.matched, INSTANCES);
+    assert.ok(dry.body.predictedSeconds >= Math.floor((INSTANCES - CAPACITY) / REFILL_PER_SECOND) - 1, `predicted ${dry.body.predictedSeconds} s`);
+
+    const started = await json('POST', '/v1/reissues', { selector: { all: true }, reason: 'intermediate distrusted (test)' });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    const campaignId = started.body.id as string;
+    assert.equal(started.body.requestedBy, 'on-call test');
+
+    await eventually(async () => ((await json('GET', `/v1/reissues/${campaignId}`)).body.counts.installed >= INSTANCES / 4 ? true : undefined), 120_000, 250, 'a quarter of the campaign');
+    planeLogs.push(...plane.lines);
+    await plane.stop('SIGKILL');
+    await startPlane();
+
+    const finished = await eventually(async () => {
+      const { body } = await json('GET', `/v1/reissues/${campaignId}`);
+      return body.state === 'done' ? body : undefined;
+    }, 240_000, 500, 'the campaign to finish');
+    planeLogs.push(...plane.lines);
+    assert.equal(finished.counts.installed, INSTANCES, JSON.stringify(finished.counts));
+    assert.equal(finished.counts.failed, 0);
+
+    const store = await openStore(database.url);
+    try {
+      const rows = await store.query<{ instance_id: string; n: string }>(
+        `SELECT c.instance_id, count(*) AS n FROM certificates c JOIN campaigns k ON k.id = $1
+         WHERE c.status = 'installed' AND c.created_at >= k.created_at GROUP BY c.instance_id`,
+        [campaignId],
+      );
+      assert.equal(rows.length, INSTANCES);
+      assert.ok(rows.every((r) => Number(r.n) === 1), 'exactly one new certificate per instance');
+      const audit = await store.audit.list(10);
+      assert.ok(audit.some((e) => e.action === 'reissue.start' && e.actor === 'on-call test' && e.target === campaignId));
+    } finally {
+      await store.close();
+    }
+    for (const agent of agents) {
+      const installs = await agent.installs();
+      assert.equal(new Set(installs.map((i) => i.fingerprintSha256)).size, installs.length, 'no certificate installed twice');
+    }
+
+    const orders = logEvents(planeLogs).filter((e) => e.msg === 'order created').map((e) => Number(e.time)).sort((a, b) => a - b);
+    assert.ok(orders.length >= INSTANCES, `saw ${orders.length} orders`);
+    for (let i = 0; i < orders.length; i += 1) {
+      for (let j = i; j < orders.length && orders[j]! - orders[i]! <= 5000; j += 1) {
+        const allowed = CAPACITY + REFILL_PER_SECOND * ((orders[j]! - orders[i]!) / 1000) + 1;
+        assert.ok(j - i + 1 <= allowed, `${j - i + 1} orders within ${orders[j]! - orders[i]!} ms exceeds the limit (${allowed.toFixed(1)})`);
+      }
+    }
+  });
+});
