@@ -29,7 +29,12 @@ export interface Issuer {
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
 export interface OrderGate {
   acquire(request: { hostnames: string[]; attempt: 'first' | 'retry' }): Promise<{ granted: true } | { granted: false; retryAt: Date; limitedBy: string }>;
+  /** The CA said rateLimited: no process orders again before `until`. */
+  blockUntil(until: Date, reason: string): Promise<void>;
 }
+
+/** How long to stop ordering after the CA answers rateLimited (acme-client has already waited out its Retry-After). */
+const RATE_LIMITED_PAUSE_MS = 15 * 60_000;
 
 /** Told when a certificate settles, so renewal and reissue jobs can follow (jobs/lifecycle.ts). */
 export interface IssuanceListener {
@@ -213,6 +218,9 @@ export class IssuanceCoordinator implements SessionHandler {
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
       log.warn({ err: message }, 'issuance failed');
       this.deps.metrics?.issuance('failed');
+      if (/rateLimited|too many (new )?(orders|certificates)/i.test(message)) {
+        await this.deps.gate?.blockUntil(new Date(this.deps.clock().getTime() + RATE_LIMITED_PAUSE_MS), message.slice(0, 200));
+      }
       await this.#fail(instance.id, certificate.id, ['issuing'], message);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {

@@ -24,6 +24,7 @@ import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
+import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const line = (label: string, value: string) => process.stdout.write(`${label.padEnd(58)} ${value}\n`);
@@ -96,6 +97,77 @@ export async function benchConnectedAgents(count: number): Promise<void> {
   }
 }
 
+/** Issuances per second of a plain acme-client `auto()` loop on `pebble`: the same-run baseline. */
+async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string): Promise<number> {
+  acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
+  const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
+  const csrs = await Promise.all(Array.from({ length: count }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
+  const started = performance.now();
+  for (const csr of csrs) {
+    await bare.auto({
+      csr,
+      termsOfServiceAgreed: true,
+      challengePriority: ['dns-01'],
+      skipChallengeVerification: true,
+      challengeCreateFn: async (authz, _c, keyAuthorization) => void (await fetch(`${pebble.challtestsrvUrl}/set-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization }) })),
+      challengeRemoveFn: async (authz) => void (await fetch(`${pebble.challtestsrvUrl}/clear-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.` }) })),
+    });
+  }
+  return count / ((performance.now() - started) / 1000);
+}
+
+/**
+ * A reissue campaign over `count` instances (simulated agents running the real agent
+ * code, dns-01 through challtestsrv) with limits too high to bind, beside the bare loop.
+ */
+export async function benchCampaign(count: number): Promise<void> {
+  const dir = await scratch('certplane-bench-campaign-');
+  const pebble = await startPebble({ alternateRoots: 1 });
+  const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
+  const trustPath = await dir.write('root.pem', preferred.pem);
+  const { plane, url } = await startPlane({
+    CERTPLANE_DATABASE_URL: 'memory:',
+    CERTPLANE_SECRETS: `file:${dir.path('secrets')}`,
+    CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
+    CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
+    CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
+    CERTPLANE_TRUST_STORE: trustPath,
+    CERTPLANE_DNS_PROVIDER: 'challtestsrv',
+    CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
+    CERTPLANE_CHALLENGE: 'dns-01',
+    CERTPLANE_SCHEDULER_INTERVAL_MS: '100',
+    CERTPLANE_RATE_LIMITS: JSON.stringify({ newOrders: { capacity: 100_000, refillPerSecond: 1000 }, certificatesPerDomain: { capacity: 100_000, refillPerSecond: 1000 } }),
+  });
+  const agents: SimulatedAgent[] = [];
+  try {
+    for (let i = 0; i < count; i += 1) {
+      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`] });
+      agents.push(await startSimulatedAgent({ server: url, token: instance.enrollmentToken, stateDir: dir.path(`agent-${i}`), trustAnchors: [preferred] }));
+    }
+    await eventually(async () => {
+      for (const agent of agents) if (!((await (await fetch(`${url}/v1/instances/${agent.instanceId}`)).json()) as any).agent.connected) return undefined;
+      return true;
+    }, 60_000, 100, 'agents to connect');
+    const bareRate = await bareAcmeRate(pebble, count, 'campaign-bare');
+    const started = performance.now();
+    const campaign = await post(`${url}/v1/reissues`, { selector: { all: true }, reason: 'bench' });
+    await eventually(async () => {
+      const status = (await (await fetch(`${url}/v1/reissues/${campaign.id}`)).json()) as any;
+      if (status.counts.failed > 0) throw new Error(`${status.counts.failed} failed`);
+      return status.state === 'done' ? true : undefined;
+    }, 600_000, 100, 'the campaign to finish');
+    const rate = count / ((performance.now() - started) / 1000);
+    process.stdout.write(`\nreissue campaign, ${count} instances, limits not binding (simulated agents, dns-01)\n`);
+    line(`  baseline: bare acme-client auto() loop, same Pebble`, `${bareRate.toFixed(2)} /s`);
+    line(`  certplane campaign: request to every agent's acknowledgement`, `${rate.toFixed(2)} /s  (${(rate / bareRate).toFixed(2)} x baseline)`);
+  } finally {
+    await Promise.all(agents.map((a) => a.client.stop()));
+    await plane.stop();
+    await pebble.stop();
+    await dir.remove();
+  }
+}
+
 /** End-to-end issuance through real agents against local Pebble, beside bare acme-client on the same Pebble. */
 export async function benchEndToEnd(agentCount: number): Promise<void> {
   const dir = await scratch('certplane-bench-e2e-');
@@ -133,21 +205,7 @@ export async function benchEndToEnd(agentCount: number): Promise<void> {
       return true;
     }, 30_000, 100, 'agents to connect');
 
-    acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
-    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
-    const bareCsrs = await Promise.all(Array.from({ length: agentCount }, async (_, i) => createCsr(await generateKeyPair(), [`bare${i}.bench.test`])));
-    const bareStart = performance.now();
-    for (const csr of bareCsrs) {
-      await bare.auto({
-        csr,
-        termsOfServiceAgreed: true,
-        challengePriority: ['dns-01'],
-        skipChallengeVerification: true,
-        challengeCreateFn: async (authz, _c, keyAuthorization) => void (await fetch(`${pebble.challtestsrvUrl}/set-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization }) })),
-        challengeRemoveFn: async (authz) => void (await fetch(`${pebble.challtestsrvUrl}/clear-txt`, { method: 'POST', body: JSON.stringify({ host: `_acme-challenge.${authz.identifier.value}.` }) })),
-      });
-    }
-    const bareRate = agentCount / ((performance.now() - bareStart) / 1000);
+    const bareRate = await bareAcmeRate(pebble, agentCount, 'bare');
 
     const started = performance.now();
     await Promise.all(instanceIds.map((id) => post(`${url}/v1/instances/${id}/issue`)));

@@ -27,7 +27,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchConnectedAgents, benchEndToEnd } from './fleet.js';
+import { benchCampaign, benchConnectedAgents, benchEndToEnd } from './fleet.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -123,3 +123,4 @@ await benchVerification();
 await benchIssuance();
 await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
 await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));
+await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 200));
