@@ -48,8 +48,36 @@ export interface Certificate {
   readonly native: X509Certificate;
 }
 
+/**
+ * Parsed certificates by DER SHA-256. Decoding extensions costs milliseconds while the
+ * same few intermediates and roots arrive with every chain, so parses are memoised: a
+ * bounded, least-recently-used map of immutable values, which keeps the engine free of
+ * I/O and its answers independent of the cache.
+ */
+const CACHE_LIMIT = 4096;
+const cache = new Map<string, Certificate>();
+
+/** Empties the memo; for benchmarks that measure first-sight parsing. */
+export function clearCertificateCache(): void {
+  cache.clear();
+}
+
 /** Parses one DER certificate; throws whatever the parsers throw, callers turn that into CHAIN_UNPARSABLE_CERTIFICATE. */
 export function parseCertificateDer(der: Buffer): Certificate {
+  const fingerprint = sha256Hex(der);
+  const hit = cache.get(fingerprint);
+  if (hit) {
+    cache.delete(fingerprint);
+    cache.set(fingerprint, hit);
+    return hit;
+  }
+  const parsed = parseUncached(Buffer.from(der), fingerprint);
+  cache.set(fingerprint, parsed);
+  if (cache.size > CACHE_LIMIT) cache.delete(cache.keys().next().value as string);
+  return parsed;
+}
+
+function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
   const peculiar = new x509.X509Certificate(der);
   const basic = peculiar.getExtension(x509.BasicConstraintsExtension);
@@ -59,7 +87,7 @@ export function parseCertificateDer(der: Buffer): Certificate {
   const spki = native.publicKey.export({ type: 'spki', format: 'der' });
   const subject = peculiar.subject;
   const issuer = peculiar.issuer;
-  return {
+  return Object.freeze({
     pem: native.toString(),
     der,
     subject,
@@ -67,7 +95,7 @@ export function parseCertificateDer(der: Buffer): Certificate {
     subjectCN: commonName(peculiar.subjectName) ?? subject,
     issuerCN: commonName(peculiar.issuerName) ?? issuer,
     serialNumber: peculiar.serialNumber.toLowerCase(),
-    fingerprintSha256: sha256Hex(der),
+    fingerprintSha256,
     spkiSha256: sha256Hex(spki),
     notBefore: peculiar.notBefore,
     notAfter: peculiar.notAfter,
@@ -79,7 +107,7 @@ export function parseCertificateDer(der: Buffer): Certificate {
     selfIssued: subject === issuer,
     publicKey: native.publicKey,
     native,
-  };
+  });
 }
 
 function commonName(name: x509.Name): string | undefined {

@@ -2,7 +2,7 @@
  * The chain engine's public face. Pure functions over certificates: every other room
  * depends on this one, and this one depends on nothing but src/errors.ts.
  */
-export { parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
+export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
 export { parseCsr, spkiSha256OfKeyFile, CsrErrorCode, type ParsedCsr } from './csr.js';
 export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';

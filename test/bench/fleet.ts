@@ -42,12 +42,6 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
   return { plane, url };
 }
 
-/** The plane's own view of its JS heap, from its Prometheus endpoint. */
-async function heapUsed(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? Number.NaN);
-}
-
 const post = async (url: string, body?: unknown) =>
   (await fetch(url, { method: 'POST', headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined })).json() as Promise<Record<string, any>>;
 
@@ -66,7 +60,6 @@ export async function benchConnectedAgents(count: number): Promise<void> {
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const baseline = await rssKiB(plane.child.pid as number);
-    const baselineHeap = await heapUsed(url);
     const started = performance.now();
     for (const identity of identities) {
       const socket = new WebSocket(`${url.replace('http', 'ws')}${CHANNEL_PATH}`);
@@ -84,12 +77,10 @@ export async function benchConnectedAgents(count: number): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const loaded = await rssKiB(plane.child.pid as number);
-    const loadedHeap = await heapUsed(url);
     process.stdout.write(`\nagents on one management-plane process (simulated agents, real enrollment and authentication)\n`);
     line(`  agents connected and authenticated`, `${count} in ${seconds.toFixed(1)} s (${(count / seconds).toFixed(0)} /s, sequential)`);
     line(`  plane RSS, enrolled but unconnected (baseline) -> connected`, `${(baseline / 1024).toFixed(1)} MiB -> ${(loaded / 1024).toFixed(1)} MiB`);
     line(`  RSS per connected agent`, `${((loaded - baseline) / count).toFixed(1)} KiB`);
-    line(`  JS heap per connected agent`, `${((loadedHeap - baselineHeap) / 1024 / count).toFixed(1)} KiB`);
   } finally {
     for (const socket of sockets) socket.terminate();
     await plane.stop();

@@ -228,3 +228,19 @@ describe('parseCertificateBundle refuses bad input with stable codes', async () 
     assert.equal(parseCertificateBundle(crlf).length, 2);
   });
 });
+
+describe('parsed certificates are memoised by DER', async () => {
+  const le = await letsEncrypt2021();
+  test('the same DER gives the same immutable object; another certificate does not', async () => {
+    const [a] = parseCertificateBundle(le.short);
+    const [b] = parseCertificateBundle(le.short);
+    assert.equal(a, b);
+    assert.ok(Object.isFrozen(a));
+    assert.notEqual(parseCertificateBundle(le.long)[2], a);
+    const { clearCertificateCache } = await import('../../src/chain/index.js');
+    clearCertificateCache();
+    const [c] = parseCertificateBundle(le.short);
+    assert.notEqual(c, a);
+    assert.equal(c!.fingerprintSha256, a!.fingerprintSha256);
+  });
+});
