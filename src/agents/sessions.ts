@@ -222,6 +222,21 @@ export class SessionRegistry {
     return session;
   }
 
+  /**
+   * Cuts off the session authenticated with a revoked agent certificate, at once; the
+   * revocation is in the store, so its reconnection is refused. Returns whether one was open.
+   */
+  disconnectRevoked(fingerprintSha256: string): boolean {
+    for (const session of this.#sessions.values()) {
+      if (session.identity.fingerprintSha256 === fingerprintSha256) {
+        this.options.logger.warn({ instanceId: session.instanceId, fingerprint: fingerprintSha256 }, 'agent certificate revoked: disconnecting');
+        session.close(CloseCode.REVOKED, `${SessionErrorCode.REVOKED}: the agent certificate was revoked`);
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** Closes every session, for shutdown. */
   closeAll(reason: string): void {
     for (const session of this.#sessions.values()) session.close(CloseCode.SHUTDOWN, reason);

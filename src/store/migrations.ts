@@ -144,6 +144,21 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 4,
+    description: 'control-plane callers registered by client-certificate thumbprint, with a role',
+    statements: [
+      `CREATE TABLE api_clients (
+        fingerprint_sha256 text PRIMARY KEY,
+        name text NOT NULL,
+        role text NOT NULL CHECK (role IN ('admin', 'operator', 'reader')),
+        clusters text[],
+        not_after timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        revoked_at timestamptz
+      )`,
+    ],
+  },
 ];
 
 /**

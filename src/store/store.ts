@@ -14,6 +14,7 @@ import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
 import {
   OPEN_STATUSES,
   type AgentCertificateRecord,
+  type ApiClientRecord,
   type CertificateRecord,
   type CertificateStatus,
   type CertificateUpdate,
@@ -77,6 +78,28 @@ interface CertificateRow {
   ari_retry_at: Date | null;
   replaces_certificate_id: string | null;
   job_id: string | null;
+}
+
+interface ApiClientRow {
+  fingerprint_sha256: string;
+  name: string;
+  role: ApiClientRecord['role'];
+  clusters: string[] | null;
+  not_after: Date | null;
+  created_at: Date;
+  revoked_at: Date | null;
+}
+
+function toApiClient(row: ApiClientRow): ApiClientRecord {
+  return {
+    fingerprintSha256: row.fingerprint_sha256,
+    name: row.name,
+    role: row.role,
+    clusters: row.clusters,
+    notAfter: row.not_after,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+  };
 }
 
 interface AgentCertificateRow {
@@ -182,7 +205,29 @@ class SqlStore implements Store {
     },
   };
 
+  readonly apiClients: Store['apiClients'] = {
+    register: async (input) => {
+      const [row] = await this.db.query<ApiClientRow>(
+        `INSERT INTO api_clients (fingerprint_sha256, name, role, clusters, not_after) VALUES ($1, $2, $3, $4::text[], $5::timestamptz)
+         ON CONFLICT (fingerprint_sha256) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role, clusters = EXCLUDED.clusters, not_after = EXCLUDED.not_after, revoked_at = NULL
+         RETURNING *`,
+        [input.fingerprintSha256, input.name, input.role, input.clusters ? [...input.clusters] : null, input.notAfter],
+      );
+      return toApiClient(row as ApiClientRow);
+    },
+    get: async (fingerprint) => {
+      const [row] = await this.db.query<ApiClientRow>('SELECT * FROM api_clients WHERE fingerprint_sha256 = $1', [fingerprint]);
+      return row && toApiClient(row);
+    },
+    list: async () => (await this.db.query<ApiClientRow>('SELECT * FROM api_clients ORDER BY created_at, fingerprint_sha256')).map(toApiClient),
+    revoke: async (fingerprint, at) =>
+      (await this.db.query('UPDATE api_clients SET revoked_at = $2::timestamptz WHERE fingerprint_sha256 = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256', [fingerprint, at])).length > 0,
+  };
+
   readonly agentCertificates: Store['agentCertificates'] = {
+    list: async (limit) => (await this.db.query<AgentCertificateRow>('SELECT * FROM agent_certificates ORDER BY created_at DESC LIMIT $1', [limit])).map(toAgentCertificate),
+    revokedSince: async (since) =>
+      (await this.db.query<{ fingerprint_sha256: string }>('SELECT fingerprint_sha256 FROM agent_certificates WHERE revoked_at IS NOT NULL AND revoked_at > $1::timestamptz', [since])).map((r) => r.fingerprint_sha256),
     record: async (input) => {
       await this.forInstance(input.instanceId, 'an agent certificate', () =>
         this.db.query('INSERT INTO agent_certificates (fingerprint_sha256, instance_id, serial_number, not_after) VALUES ($1, $2, $3, $4::timestamptz)', [

@@ -91,6 +91,22 @@ export interface RateBucketRecord {
 /** What a bucket update may set: everything but the key. */
 export type RateBucketState = Omit<RateBucketRecord, 'key'>;
 
+/** What a control-plane caller may do: readers read, operators also issue and reissue, admins also manage callers and agents. */
+export type ApiRole = 'admin' | 'operator' | 'reader';
+
+/** A control-plane caller, known by the SHA-256 of its client certificate. */
+export interface ApiClientRecord {
+  readonly fingerprintSha256: string;
+  readonly name: string;
+  readonly role: ApiRole;
+  /** Clusters it may act on; null for all. */
+  readonly clusters: readonly string[] | null;
+  /** The client certificate's notAfter, when registered from the certificate itself. */
+  readonly notAfter: Date | null;
+  readonly createdAt: Date;
+  readonly revokedAt: Date | null;
+}
+
 export interface Page<T> {
   readonly items: readonly T[];
   /** Opaque; pass back as `cursor` for the next page. Null on the last page. */
@@ -113,7 +129,18 @@ export interface Store {
     /** Atomically marks the token used and returns its instance id; undefined if unknown, used or expired at `now`. */
     consume(tokenSha256: string, now: Date): Promise<string | undefined>;
   };
+  readonly apiClients: {
+    /** Registers (or re-registers, clearing a revocation) a caller's certificate. */
+    register(input: { fingerprintSha256: string; name: string; role: ApiRole; clusters: readonly string[] | null; notAfter: Date | null }): Promise<ApiClientRecord>;
+    get(fingerprintSha256: string): Promise<ApiClientRecord | undefined>;
+    list(): Promise<ApiClientRecord[]>;
+    revoke(fingerprintSha256: string, at: Date): Promise<boolean>;
+  };
   readonly agentCertificates: {
+    /** Every agent certificate, newest first, at most `limit`. */
+    list(limit: number): Promise<AgentCertificateRecord[]>;
+    /** Fingerprints revoked after `since`: how other processes learn to cut a revoked agent off. */
+    revokedSince(since: Date): Promise<string[]>;
     record(input: { fingerprintSha256: string; instanceId: string; serialNumber: string; notAfter: Date }): Promise<void>;
     get(fingerprintSha256: string): Promise<AgentCertificateRecord | undefined>;
     revoke(fingerprintSha256: string, at: Date): Promise<boolean>;
