@@ -139,7 +139,8 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
-    const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls });
+    const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
+    const stopRevocationWatch = sessions.watchRevocations();
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
     logger.info({ url, database: store.engine, scheduler: scheduler.owner }, 'management plane listening');
     scheduler.start();
@@ -149,6 +150,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       sessions,
       url,
       async close() {
+        stopRevocationWatch();
         await scheduler.stop();
         sessions.closeAll('management plane shutting down');
         await app.close();

@@ -8,6 +8,7 @@ import { sign } from 'node:crypto';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
+import { parseCertificateBundle } from '../chain/index.js';
 import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
@@ -62,7 +63,13 @@ export class AgentClient {
     const { identity, logger } = this.options;
     const url = new URL(CHANNEL_PATH, identity.server);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    const socket = new WebSocket(url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 15_000, ...(this.options.serverCaPem ? { ca: this.options.serverCaPem } : {}) });
+    const socket = new WebSocket(url, {
+      maxPayload: MAX_MESSAGE_BYTES,
+      handshakeTimeout: 15_000,
+      // Over TLS the agent certificate is also the TLS client certificate: the plane checks both are the same.
+      ...(url.protocol === 'wss:' ? { cert: identity.certificatePem, key: identity.keyPem } : {}),
+      ...(this.options.serverCaPem ? { ca: parseCertificateBundle(this.options.serverCaPem, '--server-ca').map((c) => c.pem) } : {}),
+    });
     this.#socket = socket;
     let queue = Promise.resolve();
     socket.on('message', (data) => {

@@ -12,7 +12,7 @@ import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 
 export const EnrollErrorCode = { FAILED: 'AGENT_ENROLL_FAILED' } as const;
 
-const EnrollResponse = z.object({ instanceId: z.string(), certificatePem: z.string(), caPem: z.string() });
+const EnrollResponse = z.object({ instanceId: z.string(), certificatePem: z.string(), caPem: z.string(), server: z.url().optional() });
 
 /** Enrolls against `server` with `token`; writes and returns the new identity. */
 export async function enroll(state: AgentState, server: string, token: string, serverCaPem?: string): Promise<AgentIdentity> {
@@ -25,7 +25,8 @@ export async function enroll(state: AgentState, server: string, token: string, s
   }
   const parsed = EnrollResponse.safeParse(safeJson(body));
   if (!parsed.success) throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment answer from ${server} is not what an agent expects`);
-  const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server };
+  // The plane may name the address agents should use from now on (CERTPLANE_PUBLIC_URL: NAT, proxies).
+  const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server: parsed.data.server ?? server };
   await writeIdentity(state, identity);
   return identity;
 }

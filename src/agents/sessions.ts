@@ -131,7 +131,7 @@ export class SessionRegistry {
   }
 
   /** Takes over an upgraded WebSocket: hello, authentication, then message dispatch until it closes. */
-  accept(socket: WebSocket, remoteAddress: string): void {
+  accept(socket: WebSocket, remoteAddress: string, tlsPeerFingerprint?: string): void {
     const log = this.options.logger.child({ remote: remoteAddress });
     const nonce = randomBytes(32).toString('base64url');
     let session: AgentSession | undefined;
@@ -165,7 +165,7 @@ export class SessionRegistry {
           const message = decodeMessage(AgentMessage, data as Buffer);
           if (!session) {
             if (message.type !== 'auth') throw new CertplaneError(ChannelErrorCode.UNEXPECTED, `expected auth, got ${message.type}`);
-            session = await this.#authenticate(message, nonce, socket);
+            session = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
             clearTimeout(authTimer);
             log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
             await this.#handler?.onConnected(session);
@@ -199,13 +199,16 @@ export class SessionRegistry {
     socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, type: 'hello', nonce }));
   }
 
-  async #authenticate(message: Extract<AgentMessage, { type: 'auth' }>, nonce: string, socket: WebSocket): Promise<AgentSession> {
+  async #authenticate(message: Extract<AgentMessage, { type: 'auth' }>, nonce: string, socket: WebSocket, tlsPeerFingerprint: string | undefined): Promise<AgentSession> {
     const now = this.options.clock();
     let identity: AgentIdentity;
     try {
       identity = this.options.ca.verify(message.certificatePem, now);
     } catch (error) {
       throw new CertplaneError(SessionErrorCode.AUTH_FAILED, (error as Error).message);
+    }
+    if (tlsPeerFingerprint !== undefined && tlsPeerFingerprint !== identity.fingerprintSha256) {
+      throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'the TLS client certificate is not the agent certificate presented on the channel');
     }
     const record = await this.options.store.agentCertificates.get(identity.fingerprintSha256);
     if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
@@ -235,6 +238,29 @@ export class SessionRegistry {
       }
     }
     return false;
+  }
+
+  /**
+   * Watches the store for agent certificates revoked by any process (the admin console may
+   * run on another replica) and cuts their sessions here, every `intervalMs`.
+   */
+  watchRevocations(intervalMs = 500): () => void {
+    let since = this.options.clock();
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      const checkFrom = new Date(since.getTime() - 5_000);
+      since = this.options.clock();
+      void this.options.store.agentCertificates
+        .revokedSince(checkFrom)
+        .then((fingerprints) => fingerprints.forEach((fingerprint) => this.disconnectRevoked(fingerprint)))
+        .catch((error) => this.options.logger.warn({ err: (error as Error).message }, 'revocation check failed'))
+        .finally(() => {
+          busy = false;
+        });
+    }, intervalMs);
+    return () => clearInterval(timer);
   }
 
   /** Closes every session, for shutdown. */

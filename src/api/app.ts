@@ -16,6 +16,7 @@ import type { Campaigns } from '../jobs/campaigns.js';
 import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
+import { authenticate, peerFingerprint } from './auth.js';
 import { errorHandler } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { certificateRoutes } from './routes/certificates.js';
@@ -36,6 +37,8 @@ export interface ApiDependencies {
   readonly enrollmentTtlMs: number;
   /** Server certificate and key (PEM) for HTTPS; plain HTTP when absent (development mode only). */
   readonly tls?: { readonly certPem: string; readonly keyPem: string };
+  /** The URL agents and clients are told to use (CERTPLANE_PUBLIC_URL), which may differ from the bind address. */
+  readonly publicUrl?: string;
 }
 
 export const API_VERSION = '0.1.0';
@@ -46,16 +49,21 @@ export async function buildApi(deps: ApiDependencies) {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: BODY_LIMIT_BYTES,
-    ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem } } : {}),
+    // Any client certificate passes the handshake; the auth hook answers 401/403 in HTTP.
+    ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem, requestCert: true, rejectUnauthorized: false } } : {}),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(errorHandler);
+  app.addHook('onRequest', authenticate({ store: deps.store, clock: deps.clock, secure: deps.tls !== undefined }));
   app.setNotFoundHandler((request, reply) => void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
       info: { title: 'certplane management plane', version: API_VERSION, description: 'Certificates on an explicitly chosen, verified chain, delivered to agents on customer instances.' },
+      // OpenAPI 3.1's mutualTLS scheme; @fastify/swagger's types predate it.
+      components: { securitySchemes: { clientCertificate: { type: 'mutualTLS', description: 'a client certificate registered with a role through the admin console' } as unknown as { type: 'openIdConnect'; openIdConnectUrl: string } } },
+      security: [{ clientCertificate: [] }],
     },
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
@@ -82,7 +90,12 @@ function attachChannel(server: FastifyInstance['server'], deps: ApiDependencies)
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(request, socket, head, (ws) => deps.sessions.accept(ws, request.socket.remoteAddress ?? 'unknown'));
+    const peer = peerFingerprint(request.socket);
+    if (deps.tls && !peer) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => deps.sessions.accept(ws, request.socket.remoteAddress ?? 'unknown', peer?.fingerprintSha256));
   });
   return wss;
 }

@@ -23,7 +23,7 @@ export const CreateInstance = z.strictObject({
   profile: z.string().trim().min(1).max(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
 });
 
-export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime() });
+export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime(), server: z.url().optional().describe('the URL agents should use (CERTPLANE_PUBLIC_URL)') });
 
 export const CertificateStatus = z.enum(['pending', 'issuing', 'delivered', 'installed', 'failed']);
 
@@ -93,4 +93,4 @@ export const EnrollRequest = z.strictObject({
   token: z.string().min(1).max(200),
   csrPem: z.string().min(1).max(16 * 1024).describe('CSR of the agent\'s identity key (not the TLS key)'),
 });
-export const EnrollResponse = z.object({ instanceId: z.uuid(), certificatePem: z.string(), caPem: z.string() });
+export const EnrollResponse = z.object({ instanceId: z.uuid(), certificatePem: z.string(), caPem: z.string(), server: z.url().optional().describe('the URL the agent should use from now on') });

@@ -88,6 +88,8 @@ const schema = z
     CERTPLANE_RATE_LIMITS: z.string().min(2).optional(),
     CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
+    CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+    CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock'),
   })
   .superRefine((env, ctx) => {
     if (env.CERTPLANE_INSECURE_HTTP === '1' && !isLoopback(env.CERTPLANE_LISTEN.host)) {
@@ -142,6 +144,10 @@ export interface Config {
     readonly schedulerIntervalMs: number;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
+    /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
+    readonly publicUrl: string | undefined;
+    /** The admin console's Unix socket (mode 0600): works without TLS or any certificate. */
+    readonly adminSocket: string;
   };
 }
 
@@ -171,6 +177,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       rateLimitsJson: e.CERTPLANE_RATE_LIMITS,
       schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
+      publicUrl: e.CERTPLANE_PUBLIC_URL,
+      adminSocket: e.CERTPLANE_ADMIN_SOCKET,
     },
   };
 }

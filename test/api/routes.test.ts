@@ -108,3 +108,27 @@ describe('REST API', async () => {
     assert.match(metrics.headers['content-type'] as string, /text\/plain/);
   });
 });
+
+describe('enrollment failures are rate-limited per address, successes are not', async () => {
+  let plane: TestPlane;
+  before(async () => {
+    plane = await startTestPlane();
+  });
+  after(() => plane.close());
+
+  test('after a burst of bad tokens the address gets 429, even with a good token; many good enrollments pass', async () => {
+    const csrPem = await createCsr(await generateKeyPair(), ['certplane-agent']);
+    for (let i = 0; i < 15; i += 1) {
+      const created = (await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name: `ok${i}`, hostnames: [`ok${i}.example.com`] } })).json();
+      assert.equal((await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.enrollmentToken, csrPem } })).statusCode, 201);
+    }
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i += 1) statuses.push((await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: `cpe_guess${i}`, csrPem } })).statusCode);
+    assert.deepEqual(statuses.slice(0, 10), Array(10).fill(401));
+    assert.deepEqual(statuses.slice(10), [429, 429]);
+    const created = (await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name: 'late', hostnames: ['late.example.com'] } })).json();
+    const late = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.enrollmentToken, csrPem } });
+    assert.equal(late.statusCode, 429);
+    assert.equal(late.json().code, 'ENROLLMENT_RATE_LIMITED');
+  });
+});

@@ -4,7 +4,7 @@
  * tests that do not need a CA: nothing here orders a certificate unless a test drives a
  * CSR through, and then the ACME directory below refuses the connection.
  */
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
@@ -23,17 +23,22 @@ export interface TestPlane {
   readonly ca: AgentCa;
   readonly sessions: SessionRegistry;
   readonly app: Awaited<ReturnType<typeof buildApi>>;
+  /** The same parts the admin console is composed from in `certplane serve`. */
+  readonly campaigns: Campaigns;
+  readonly clock: () => Date;
+  readonly logger: Logger;
   close(): Promise<void>;
 }
 
-export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number } = {}): Promise<TestPlane> {
+export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string } } = {}): Promise<TestPlane> {
+  const { tls, ...sessionOptions } = options;
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
   const clock = () => new Date();
   const store = await openStore('memory:');
   const secrets = await FileSecretStore.open(dir.path('secrets'));
   const ca = await AgentCa.loadOrCreate(secrets);
-  const sessions = new SessionRegistry({ store, ca, logger, clock, ...options });
+  const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
   const issuer = new AcmeIssuer({
     directoryUrl: 'https://127.0.0.1:1/directory',
     secrets,
@@ -44,7 +49,7 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
-  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000 });
+  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,
@@ -52,6 +57,9 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
     ca,
     sessions,
     app,
+    campaigns,
+    clock,
+    logger,
     async close() {
       sessions.closeAll('test over');
       await app.close();

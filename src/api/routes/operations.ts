@@ -8,8 +8,8 @@ const Health = z.object({ status: z.literal('ok') });
 
 export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get('/healthz', { schema: { summary: 'The process is alive', tags: ['operations'], response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
-    app.get('/readyz', { schema: { summary: 'The process can reach its database', tags: ['operations'], response: { 200: Health, 503: Problem } } }, async (_request, reply) => {
+    app.get('/healthz', { schema: { summary: 'The process is alive', tags: ['operations'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
+    app.get('/readyz', { schema: { summary: 'The process can reach its database', tags: ['operations'], security: [], response: { 200: Health, 503: Problem } } }, async (_request, reply) => {
       try {
         await deps.store.query('SELECT 1');
         return { status: 'ok' as const };
@@ -17,7 +17,7 @@ export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         return reply.status(503).send({ code: 'NOT_READY', message: `database unreachable: ${(error as Error).message}` });
       }
     });
-    app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'], hide: false } }, async (_request, reply) => {
+    app.get('/metrics', { config: { permission: 'read' }, schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) => {
       return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
     });
   };

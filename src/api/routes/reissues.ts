@@ -5,7 +5,9 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { CertplaneError } from '../../errors.js';
 import { Selector, type CampaignStatus } from '../../jobs/campaigns.js';
+import { AuthErrorCode, requireCluster, type Caller } from '../auth.js';
 import type { ApiDependencies } from '../app.js';
 import { IdParams, Problem } from '../schemas.js';
 
@@ -43,9 +45,15 @@ const DryRunResult = z.object({ dryRun: z.literal(true), matched: z.number().int
 const CancelRequest = z.strictObject({ reason: z.string().trim().min(1).max(1000).default('cancelled') }).optional();
 const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
 
-/** Who asked, until mutual TLS names callers. */
-export function actorOf(headers: { 'x-certplane-actor'?: string }): string {
-  return headers['x-certplane-actor'] ?? 'unauthenticated (development mode)';
+/** A cluster-limited caller may only reissue its clusters: by cluster, or by ids of instances in them. */
+async function requireSelectorWithin(deps: ApiDependencies, caller: Caller | undefined, selector: Selector): Promise<void> {
+  if (!caller || caller.clusters === null) return;
+  if ('cluster' in selector) return requireCluster(caller, selector.cluster, `cluster ${selector.cluster}`);
+  if ('instanceIds' in selector) {
+    for (const id of selector.instanceIds) requireCluster(caller, (await deps.store.instances.get(id))?.cluster ?? null, `instance ${id}`);
+    return;
+  }
+  throw new CertplaneError(AuthErrorCode.FORBIDDEN, `${caller.actor} is limited to clusters ${caller.clusters.join(', ')}: select by cluster or by instance ids`);
 }
 
 function campaignView({ campaign, counts }: CampaignStatus) {
@@ -66,29 +74,31 @@ export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     app.post(
       '/v1/reissues',
       {
+        config: { permission: 'operate' },
         schema: {
           summary: 'Reissue part or all of the fleet: a dry run, or a persistent, rate-limited campaign',
           tags: ['reissues'],
           headers: ActorHeaders,
           body: ReissueRequest,
-          response: { 200: DryRunResult, 201: Campaign, 400: Problem, 404: Problem },
+          response: { 200: DryRunResult, 201: Campaign, 400: Problem, 401: Problem, 403: Problem, 404: Problem },
         },
       },
       async (request, reply) => {
-        const result = await deps.campaigns.start({ ...request.body, actor: actorOf(request.headers) });
+        await requireSelectorWithin(deps, request.caller, request.body.selector);
+        const result = await deps.campaigns.start({ ...request.body, actor: request.caller?.actor ?? 'unknown' });
         if ('dryRun' in result) return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds] });
         return reply.status(201).send(campaignView(result));
       },
     );
     app.get(
       '/v1/reissues/:id',
-      { schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 404: Problem } } },
+      { config: { permission: 'read' }, schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
       async (request) => campaignView(await deps.campaigns.status(request.params.id)),
     );
     app.post(
       '/v1/reissues/:id/cancel',
-      { schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 404: Problem } } },
-      async (request) => campaignView(await deps.campaigns.cancel(request.params.id, actorOf(request.headers), request.body?.reason ?? 'cancelled')),
+      { config: { permission: 'operate' }, schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
+      async (request) => campaignView(await deps.campaigns.cancel(request.params.id, request.caller?.actor ?? 'unknown', request.body?.reason ?? 'cancelled')),
     );
   };
 }
