@@ -8,14 +8,22 @@ import { sign } from 'node:crypto';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
-import { parseCertificateBundle } from '../chain/index.js';
+import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
+import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
 import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
-import type { AgentIdentity, AgentState } from './state.js';
+import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 
 export const AGENT_VERSION = '0.1.0';
+
+/** Past two thirds of its lifetime the agent certificate is renewed, leaving a third for an agent that was offline. */
+export function identityNeedsRenewal(certificatePem: string, now: Date): boolean {
+  const certificate = parseCertificateBundle(certificatePem, 'agent certificate')[0]!;
+  const lifetime = certificate.notAfter.getTime() - certificate.notBefore.getTime();
+  return now.getTime() >= certificate.notBefore.getTime() + (2 / 3) * lifetime;
+}
 
 export interface AgentClientOptions {
   readonly state: AgentState;
@@ -35,8 +43,14 @@ export class AgentClient {
   #stopped = false;
   #attempt = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** The identity in use; replaced when the agent certificate is renewed. */
+  #identity: AgentIdentity;
+  /** The fresh identity key while its certificate is being renewed (memory only: a crash simply asks again). */
+  #renewalKey: KeyPair | undefined;
 
-  constructor(private readonly options: AgentClientOptions) {}
+  constructor(private readonly options: AgentClientOptions) {
+    this.#identity = options.identity;
+  }
 
   /** Starts dialling; returns at once. */
   start(): void {
@@ -60,7 +74,8 @@ export class AgentClient {
   }
 
   #connect(): void {
-    const { identity, logger } = this.options;
+    const { logger } = this.options;
+    const identity = this.#identity;
     const url = new URL(CHANNEL_PATH, identity.server);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url, {
@@ -101,7 +116,8 @@ export class AgentClient {
   }
 
   async #handle(socket: WebSocket, data: Buffer): Promise<void> {
-    const { identity, installer, logger, state } = this.options;
+    const { installer, logger, state } = this.options;
+    const identity = this.#identity;
     const message = decodeMessage(ServerMessage, data);
     switch (message.type) {
       case 'hello': {
@@ -113,7 +129,24 @@ export class AgentClient {
         this.#attempt = 0;
         logger.info({ instanceId: message.instanceId }, 'authenticated');
         this.#send(socket, { type: 'status', installedFingerprintSha256: await installer.installedFingerprint(), pendingCertificateIds: (await listPendingCertificateIds(state)).slice(0, 16) });
+        if (identityNeedsRenewal(this.#identity.certificatePem, new Date())) {
+          this.#renewalKey = await generateKeyPair('ecdsa-p256');
+          this.#send(socket, { type: 'identity_renewal', csrPem: await createCsr(this.#renewalKey, ['certplane-agent']) });
+          logger.info('agent certificate past two thirds of its lifetime: renewal asked');
+        }
         return;
+      case 'identity_renewed': {
+        const key = this.#renewalKey;
+        const certificate = parseCertificateBundle(message.certificatePem, 'renewed agent certificate')[0]!;
+        if (!key || certificate.spkiSha256 !== spkiSha256OfPublicKeyPem(key.publicKeyPem)) {
+          throw new CertplaneError('AGENT_IDENTITY_MISMATCH', 'the renewed agent certificate is not for the key this agent asked for');
+        }
+        this.#identity = { ...this.#identity, keyPem: key.privateKeyPem, certificatePem: message.certificatePem };
+        await writeIdentity(state, this.#identity);
+        this.#renewalKey = undefined;
+        logger.info({ notAfter: certificate.notAfter }, 'agent certificate renewed; used from the next connection');
+        return;
+      }
       case 'csr_request': {
         const { csrPem } = await createPendingKey(state, message.certificateId, message.keyAlgorithm, message.hostnames);
         this.#send(socket, { type: 'csr', certificateId: message.certificateId, csrPem });

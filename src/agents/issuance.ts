@@ -136,7 +136,7 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' }>): Promise<void> {
+  async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
     switch (message.type) {
       case 'status':
         await this.deps.store.instances.setInstalledFingerprint(session.instanceId, message.installedFingerprintSha256);

@@ -44,6 +44,8 @@ export const ServerMessage = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('http01_withdraw'), requestId: id, token: z.string().min(1).max(256) }),
   /** The verified chain for the pending key of `certificateId`. */
   z.strictObject({ ...base, type: z.literal('deliver'), certificateId: id, fullchainPem: pem('CERTIFICATE'), fingerprintSha256: hex64 }),
+  /** A new agent certificate for the new identity key the agent asked for; the old one stays valid until it expires. */
+  z.strictObject({ ...base, type: z.literal('identity_renewed'), certificatePem: pem('CERTIFICATE') }),
   /** The certificate request was abandoned (failed or superseded): drop its pending key. */
   z.strictObject({ ...base, type: z.literal('cancel'), certificateId: id, reason: z.string().max(2000) }),
 ]);
@@ -57,6 +59,8 @@ export const AgentMessage = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('status'), installedFingerprintSha256: hex64.nullable(), pendingCertificateIds: z.array(id).max(16) }),
   z.strictObject({ ...base, type: z.literal('csr'), certificateId: id, csrPem: pem('CERTIFICATE REQUEST') }),
   z.strictObject({ ...base, type: z.literal('http01_ready'), requestId: id }),
+  /** Renewal of the agent's own certificate, before it expires: the CSR of a fresh identity key. */
+  z.strictObject({ ...base, type: z.literal('identity_renewal'), csrPem: pem('CERTIFICATE REQUEST') }),
   z.strictObject({ ...base, type: z.literal('installed'), certificateId: id, fingerprintSha256: hex64 }),
   /** The agent refused or failed to install; the reason is shown in the API. */
   z.strictObject({ ...base, type: z.literal('install_failed'), certificateId: id, code: z.string().max(64), message: z.string().max(2000) }),

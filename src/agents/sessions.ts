@@ -8,6 +8,7 @@ import { randomBytes, randomUUID, verify as verifySignature } from 'node:crypto'
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { CertplaneError } from '../errors.js';
+import { parseCsr } from '../chain/index.js';
 import type { Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
 import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from './protocol.js';
@@ -22,7 +23,7 @@ export const SessionErrorCode = {
 /** Distributes what an authenticated agent says; implemented by the issuance coordinator. */
 export interface SessionHandler {
   onConnected(session: AgentSession): Promise<void>;
-  onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' }>): Promise<void>;
+  onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void>;
 }
 
 /** Counters the composition root wires to Prometheus. */
@@ -176,6 +177,10 @@ export class SessionRegistry {
             session.acknowledge(message.requestId);
             return;
           }
+          if (message.type === 'identity_renewal') {
+            await this.#renewIdentity(session, message.csrPem);
+            return;
+          }
           await this.options.store.instances.touchAgent(session.instanceId, this.options.clock());
           await this.#handler?.onMessage(session, message);
         } catch (error) {
@@ -197,6 +202,17 @@ export class SessionRegistry {
       }
     });
     socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, type: 'hello', nonce }));
+  }
+
+  /** Signs a new agent certificate for the same instance over the agent's fresh identity key. */
+  async #renewIdentity(session: AgentSession, csrPem: string): Promise<void> {
+    const now = this.options.clock();
+    const csr = await parseCsr(csrPem, 'identity CSR');
+    const { certificatePem, identity } = await this.options.ca.issue(session.instanceId, csr, now);
+    await this.options.store.agentCertificates.record({ fingerprintSha256: identity.fingerprintSha256, instanceId: session.instanceId, serialNumber: identity.serialNumber, notAfter: identity.notAfter });
+    await this.options.store.audit.record({ actor: `agent:${session.instanceId}`, action: 'agent.identity.renew', target: identity.fingerprintSha256, reason: 'agent certificate nearing expiry', details: { previous: session.identity.fingerprintSha256 } });
+    session.send({ type: 'identity_renewed', certificatePem });
+    this.options.logger.info({ instanceId: session.instanceId, fingerprint: identity.fingerprintSha256, notAfter: identity.notAfter }, 'agent certificate renewed');
   }
 
   async #authenticate(message: Extract<AgentMessage, { type: 'auth' }>, nonce: string, socket: WebSocket, tlsPeerFingerprint: string | undefined): Promise<AgentSession> {
