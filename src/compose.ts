@@ -12,6 +12,7 @@ import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js'
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { CertplaneError } from './errors.js';
+import { startAdminSocket, type AdminDeps } from './admin/index.js';
 import { offsetFileClock, systemClock, type Clock } from './config/clock.js';
 import { Campaigns } from './jobs/campaigns.js';
 import { JobLifecycle, type RenewalAdvisor } from './jobs/lifecycle.js';
@@ -69,6 +70,8 @@ export interface ManagementPlane {
   readonly sessions: SessionRegistry;
   /** The address it listens on, e.g. http://127.0.0.1:8443. */
   readonly url: string;
+  /** What the admin console needs, for the stdin console of an interactive `certplane serve`. */
+  readonly adminDeps: AdminDeps;
   close(): Promise<void>;
 }
 
@@ -141,15 +144,19 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
     const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
     const stopRevocationWatch = sessions.watchRevocations();
+    const adminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }) };
+    const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
-    logger.info({ url, database: store.engine, scheduler: scheduler.owner }, 'management plane listening');
+    logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
     scheduler.start();
     return {
       app,
       store,
       sessions,
       url,
+      adminDeps,
       async close() {
+        await adminSocket.close();
         stopRevocationWatch();
         await scheduler.stop();
         sessions.closeAll('management plane shutting down');

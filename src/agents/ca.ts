@@ -18,6 +18,7 @@ export const AgentCaErrorCode = {
   CORRUPT: 'AGENT_CA_CORRUPT',
   NOT_ISSUED_BY_US: 'AGENT_CERT_UNKNOWN_ISSUER',
   EXPIRED: 'AGENT_CERT_EXPIRED',
+  KEY_UNSUPPORTED: 'ENROLLMENT_KEY_UNSUPPORTED',
 } as const;
 
 const stored = z.object({ privateKeyPem: z.string().includes('PRIVATE KEY'), certificatePem: z.string().includes('CERTIFICATE') });
@@ -68,6 +69,9 @@ export class AgentCa {
 
   /** Signs an agent certificate for `instanceId` over the key of the agent's identity CSR. */
   async issue(instanceId: string, csr: ParsedCsr, now: Date, validityDays = 90): Promise<{ certificatePem: string; identity: AgentIdentity }> {
+    if (csr.keyDescription !== 'ECDSA P-256') {
+      throw new CertplaneError(AgentCaErrorCode.KEY_UNSUPPORTED, `agent identity keys are ECDSA P-256 (what certplane agent makes); this CSR has ${csr.keyDescription}`);
+    }
     const publicKeyPem = publicKeyPemOfCsr(csr);
     const agentKey = { keys: { publicKey: await importPublicKey(publicKeyPem) }, publicKeyPem } as unknown as KeyPair;
     const cert = await issueCertificate({

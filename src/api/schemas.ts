@@ -13,14 +13,17 @@ export const Hostname = z
   .transform((s) => s.toLowerCase())
   .pipe(z.string().regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS name such as db1.example.com'));
 
+/** Text a person typed: no control characters (a NUL byte cannot even be stored). */
+export const Text = (max: number) => z.string().trim().min(1).max(max).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
+
 export const Problem = z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }).meta({ id: 'Problem' });
 
 export const CreateInstance = z.strictObject({
-  name: z.string().trim().min(1).max(200),
+  name: Text(200),
   hostnames: z.array(Hostname).min(1).max(100),
-  cluster: z.string().trim().min(1).max(200).optional(),
+  cluster: Text(200).optional(),
   keyAlgorithm: KeyAlgorithm.default('ecdsa-p256'),
-  profile: z.string().trim().min(1).max(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
+  profile: Text(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
 });
 
 export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime(), server: z.url().optional().describe('the URL agents should use (CERTPLANE_PUBLIC_URL)') });

@@ -30,7 +30,11 @@ export const CsrErrorCode = {
 
 /** Parses a PEM CSR (CERTIFICATE REQUEST or NEW CERTIFICATE REQUEST) and checks its self-signature. */
 export async function parseCsr(pem: string, source = 'CSR'): Promise<ParsedCsr> {
-  const block = parsePemBlocks(pem, source).find((b) => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST');
+  const blocks = parsePemBlocks(pem, source);
+  if (blocks.some((b) => b.label.includes('PRIVATE KEY'))) {
+    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
+  }
+  const block = blocks.find((b) => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST');
   if (!block) {
     throw new CertplaneError(CsrErrorCode.INVALID, `${source}: no "-----BEGIN CERTIFICATE REQUEST-----" block found`, { source });
   }
@@ -40,7 +44,8 @@ export async function parseCsr(pem: string, source = 'CSR'): Promise<ParsedCsr> 
   } catch (cause) {
     throw new CertplaneError(CsrErrorCode.INVALID, `${source}: not a valid PKCS#10 request (${(cause as Error).message})`, { source }, { cause });
   }
-  if (!(await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]))) {
+  const verified = await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
+  if (!verified) {
     throw new CertplaneError(CsrErrorCode.BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);

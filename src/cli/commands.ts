@@ -1,5 +1,6 @@
 /** The subcommand table: one line per command, so `certplane` stays a thin dispatcher. */
 import type { Io } from './args.js';
+import { admin } from './admin.js';
 import { agent } from './agent.js';
 import { chainSelect, chainVerify } from './chain.js';
 import { demo } from './demo.js';
@@ -20,4 +21,5 @@ export const commands: Record<string, Command> = {
   openapi,
   reissue,
   status,
+  admin,
 };

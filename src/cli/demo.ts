@@ -52,6 +52,7 @@ export async function demo(args: string[], io: Io): Promise<number> {
       CERTPLANE_DATABASE_URL: `pglite:${join(outDir, 'db')}`,
       CERTPLANE_INSECURE_HTTP: '1',
       CERTPLANE_LISTEN: '127.0.0.1:0',
+      CERTPLANE_ADMIN_SOCKET: join(outDir, 'admin.sock'),
       CERTPLANE_LOG_LEVEL: io.env.CERTPLANE_LOG_LEVEL ?? 'warn',
     });
     plane = await composeServer(config, createLogger(config.logLevel, io.stderr));

@@ -21,6 +21,7 @@ commands:
   reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all) --reason TEXT [--dry-run] [--follow]
   status --server URL [--instance ID | --campaign ID] [--json]
   openapi [--out openapi.yaml]
+  admin [--socket PATH] [--actor NAME] [--json] COMMAND [--option value]...   the local admin console (certplane admin help)
 
 configuration comes from CERTPLANE_* environment variables (see README.md).`;
 

@@ -1,6 +1,7 @@
 /** `certplane serve`: the management plane, until SIGTERM or SIGINT closes it cleanly. */
 import { loadConfig } from '../config/config.js';
 import { composeServer } from '../compose.js';
+import { startStdinConsole } from '../admin/index.js';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
@@ -12,6 +13,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const config = loadConfig(io.env);
   const logger = createLogger(config.logLevel, io.stdout);
   const plane = await composeServer(config, logger);
+  // Run by a person at a terminal, the admin console is also on standard input.
+  const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
@@ -20,6 +23,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  console?.close();
   await plane.close();
   return ExitCode.OK;
 }

@@ -19,9 +19,9 @@ export const CampaignErrorCode = {
 
 /** Which instances a campaign touches. */
 export const Selector = z.union([
-  z.strictObject({ instanceIds: z.array(z.uuid()).min(1).max(10_000) }),
-  z.strictObject({ cluster: z.string().min(1).max(200) }),
-  z.strictObject({ chainIncludes: z.string().min(1).max(200).describe('a CN of an intermediate or root, or sha256:SPKI_HASH') }),
+  z.strictObject({ instanceIds: z.array(z.uuid().transform((id) => id.toLowerCase())).min(1).max(10_000) }),
+  z.strictObject({ cluster: z.string().min(1).max(200).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters') }),
+  z.strictObject({ chainIncludes: z.string().min(1).max(200).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters').describe('a CN of an intermediate or root, or sha256:SPKI_HASH') }),
   z.strictObject({ all: z.literal(true) }),
 ]);
 export type Selector = z.infer<typeof Selector>;

@@ -190,6 +190,10 @@ function translate(error: unknown, location: string): CertplaneError {
   if (sqlState === '23503') {
     return new CertplaneError('STORE_NOT_FOUND', `A record this one refers to does not exist (constraint ${details.constraint}).`, details, { cause: error });
   }
+  // Class 22 is "data exception": a value the caller supplied (a NUL byte, a date out of range).
+  if (sqlState?.startsWith('22')) {
+    return new CertplaneError('STORE_INVALID_VALUE', `The database cannot store a value given: ${describe(error)} (SQLSTATE ${sqlState}).`, details, { cause: error });
+  }
   const unavailable = sqlState === undefined ? (typeof code === 'string' && NETWORK_ERRNO.test(code)) || CONNECTION_LOST.test(describe(error)) : UNAVAILABLE_STATES.test(sqlState);
   if (unavailable) {
     return new CertplaneError('STORE_UNAVAILABLE', `Lost the database at ${location}: ${describe(error)}. Check that the server is running and reachable.`, details, { cause: error });

@@ -392,7 +392,8 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } {
   }
   if (Array.isArray(decoded) && decoded.length === 2) {
     const [createdAt, id] = decoded as unknown[];
-    if (typeof createdAt === 'string' && CURSOR_TIME.test(createdAt) && typeof id === 'string' && UUID.test(id)) return { createdAt, id };
+    const time = typeof createdAt === 'string' && CURSOR_TIME.test(createdAt) ? Date.parse(createdAt) : Number.NaN;
+    if (Number.isFinite(time) && typeof id === 'string' && UUID.test(id)) return { createdAt: createdAt as string, id };
   }
   throw new CertplaneError('STORE_INVALID_CURSOR', 'The page cursor is not one this service issued; pass back the nextCursor of the previous page unchanged, or omit it to start from the first page.');
 }

@@ -4,6 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CLI_PATH } from './cli.js';
 
 export interface RunningProcess {
@@ -16,10 +19,13 @@ export interface RunningProcess {
 }
 
 export function startCertplane(args: string[], env: Record<string, string>): RunningProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Every plane gets an admin socket of its own, so planes of parallel tests never meet.
+  const adminDir = args[0] === 'serve' && !env.CERTPLANE_ADMIN_SOCKET ? mkdtempSync(join(tmpdir(), 'certplane-admin-')) : undefined;
+  const adminSocket = adminDir ? { CERTPLANE_ADMIN_SOCKET: join(adminDir, 'admin.sock') } : {};
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { PATH: process.env.PATH ?? '', ...adminSocket, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
-  const exited = once(child, 'exit');
+  const exited = once(child, 'exit').finally(() => adminDir && rmSync(adminDir, { recursive: true, force: true }));
   const take = (chunk: Buffer, partial: { rest: string }) => {
     const text = partial.rest + chunk.toString('utf8');
     const parts = text.split('\n');

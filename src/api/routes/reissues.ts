@@ -9,11 +9,11 @@ import { CertplaneError } from '../../errors.js';
 import { Selector, type CampaignStatus } from '../../jobs/campaigns.js';
 import { AuthErrorCode, requireCluster, type Caller } from '../auth.js';
 import type { ApiDependencies } from '../app.js';
-import { IdParams, Problem } from '../schemas.js';
+import { IdParams, Problem, Text } from '../schemas.js';
 
 const ReissueRequest = z.strictObject({
   selector: Selector,
-  reason: z.string().trim().min(1).max(1000),
+  reason: Text(1000),
   dryRun: z.boolean().default(false),
   rotateKey: z.boolean().default(true),
 });
@@ -42,7 +42,7 @@ const Campaign = z
   .meta({ id: 'Campaign' });
 
 const DryRunResult = z.object({ dryRun: z.literal(true), matched: z.number().int(), instanceIds: z.array(z.uuid()), predictedSeconds: z.number() });
-const CancelRequest = z.strictObject({ reason: z.string().trim().min(1).max(1000).default('cancelled') }).optional();
+const CancelRequest = z.strictObject({ reason: Text(1000).default('cancelled') }).nullish();
 const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
 
 /** A cluster-limited caller may only reissue its clusters: by cluster, or by ids of instances in them. */

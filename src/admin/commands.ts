@@ -1,0 +1,349 @@
+/**
+ * The administrator's console: one command set behind both local transports, the Unix
+ * socket (socket.ts) and standard input (console.ts). Neither asks for a certificate, on
+ * purpose: this is how the first client certificate gets registered, and the way in when
+ * TLS or the client registry is broken (the incident case). Whoever reaches it already
+ * is the service's user or root, as in the design this follows
+ * (../shared/seeds/ravendb-4.0-design-posts-2017.txt). Because nothing authenticates
+ * here, every state-changing command is recorded in the audit trail with who (the
+ * transport's actor) and why (a reason, required except when registering a client).
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { SessionRegistry } from '../agents/sessions.js';
+import { ChainErrorCode, parseCertificateBundle } from '../chain/index.js';
+import type { Clock } from '../config/clock.js';
+import { CertplaneError } from '../errors.js';
+import { Selector, type Campaigns } from '../jobs/campaigns.js';
+import type { ApiClientRecord, Store } from '../store/index.js';
+
+/** Stable codes of the console's own refusals; store, chain and campaign codes pass through. */
+export const AdminErrorCode = {
+  UNKNOWN_COMMAND: 'ADMIN_UNKNOWN_COMMAND',
+  BAD_ARGUMENTS: 'ADMIN_BAD_ARGUMENTS',
+  NOT_FOUND: 'ADMIN_NOT_FOUND',
+} as const;
+
+/** What the console acts on: the same parts `certplane serve` composes, so both transports see the live process. */
+export interface AdminDeps {
+  readonly store: Store;
+  /** This process's agent sessions: revocation cuts them off at once. */
+  readonly sessions: Pick<SessionRegistry, 'get' | 'instanceIds' | 'disconnectRevoked'>;
+  readonly campaigns: Pick<Campaigns, 'start'>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+/** One command as either transport hands it over; `actor` is set by the transport, never trusted from the args. */
+export interface AdminRequest {
+  readonly command: string;
+  readonly args: Record<string, unknown>;
+  readonly actor: string;
+}
+
+/** Plain JSON data for programs (`--json`, the socket) and a rendering for people. */
+export interface AdminResult {
+  readonly data: unknown;
+  readonly text: string;
+}
+
+/**
+ * How one `--option` of the text form (console line, `certplane admin`) becomes an
+ * argument: `list` repeats, `file` is read where the command is typed (so a path means
+ * the operator's file), `json` and `number` are decoded before validation.
+ */
+export interface OptionSpec {
+  readonly arg: string;
+  readonly kind: 'text' | 'list' | 'number' | 'json' | 'flag' | 'file';
+}
+
+/** What the text form and `help` need to know about a command. */
+export interface AdminCommand {
+  readonly summary: string;
+  /** The options part of its usage line. */
+  readonly usage: string;
+  readonly options: Readonly<Record<string, OptionSpec>>;
+  /** Changes state: audited and logged. */
+  readonly changesState: boolean;
+  readonly schema: z.ZodType;
+}
+
+interface Definition<S extends z.ZodType> extends AdminCommand {
+  readonly schema: S;
+  run(args: z.output<S>, actor: string, deps: AdminDeps): Promise<AdminResult>;
+}
+
+const define = <S extends z.ZodType>(definition: Definition<S>) => definition as unknown as Definition<z.ZodType>;
+
+const Reason = z.string({ error: 'a reason is required: it is recorded in the audit trail' }).trim().min(1, 'a reason is required: it is recorded in the audit trail').max(1000);
+/** Accepts the forms tools print (openssl's colon-separated upper case, a sha256: prefix) and keeps the one certplane stores. */
+const Thumbprint = z
+  .string()
+  .transform((value) => value.trim().toLowerCase().replace(/^sha256:/, '').replaceAll(':', ''))
+  .pipe(z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 thumbprint: 64 hex digits'));
+const Limit = (fallback: number) => z.number().int().min(1).max(1000).default(fallback);
+const exactlyOne = (a: unknown, b: unknown) => (a === undefined) !== (b === undefined);
+
+const clientView = (c: ApiClientRecord) => ({ thumbprint: c.fingerprintSha256, name: c.name, role: c.role, clusters: c.clusters, notAfter: c.notAfter, createdAt: c.createdAt, revokedAt: c.revokedAt });
+const iso = (date: Date | null) => (date ? date.toISOString() : '-');
+const describeClient = (c: ApiClientRecord) => `"${c.name}" (${c.role}, ${c.clusters ? `clusters ${c.clusters.join(', ')}` : 'all clusters'})`;
+
+/** The SHA-256 and notAfter of the client certificate the PEM starts with; refuses keys, garbage and expired certificates. */
+function clientCertificate(pem: string, now: Date): { fingerprintSha256: string; notAfter: Date; subject: string } {
+  const [leaf] = parseCertificateBundle(pem, 'client certificate');
+  if (!leaf) throw new CertplaneError(ChainErrorCode.EMPTY, 'client certificate: no certificate found');
+  if (now > leaf.notAfter) {
+    throw new CertplaneError(ChainErrorCode.EXPIRED, `the client certificate "${leaf.subjectCN}" expired at ${leaf.notAfter.toISOString()}; register a current one`, { notAfter: leaf.notAfter.toISOString() });
+  }
+  return { fingerprintSha256: leaf.fingerprintSha256, notAfter: leaf.notAfter, subject: leaf.subject };
+}
+
+const registerClient = define({
+  summary: 'register a control-plane caller by its client certificate (or its SHA-256 thumbprint) with a role',
+  usage: '--name NAME --role admin|operator|reader [--cluster NAME]... (--cert-file CLIENT.pem | --thumbprint SHA256) [--reason TEXT]',
+  options: { name: { arg: 'name', kind: 'text' }, role: { arg: 'role', kind: 'text' }, cluster: { arg: 'clusters', kind: 'list' }, 'cert-file': { arg: 'certificatePem', kind: 'file' }, thumbprint: { arg: 'thumbprint', kind: 'text' }, reason: { arg: 'reason', kind: 'text' } },
+  changesState: true,
+  schema: z
+    .strictObject({
+      name: z.string().trim().min(1).max(200),
+      role: z.enum(['admin', 'operator', 'reader']),
+      clusters: z.array(z.string().trim().min(1).max(200)).min(1).max(1000).optional(),
+      certificatePem: z.string().max(256 * 1024).optional(),
+      thumbprint: Thumbprint.optional(),
+      reason: Reason.optional(),
+    })
+    .refine((a) => exactlyOne(a.certificatePem, a.thumbprint), 'give exactly one of certificatePem (--cert-file) and thumbprint'),
+  async run(args, actor, deps) {
+    const identity = args.certificatePem !== undefined ? clientCertificate(args.certificatePem, deps.clock()) : { fingerprintSha256: args.thumbprint as string, notAfter: null, subject: null };
+    const previous = await deps.store.apiClients.get(identity.fingerprintSha256);
+    const client = await deps.store.apiClients.register({ fingerprintSha256: identity.fingerprintSha256, name: args.name, role: args.role, clusters: args.clusters ?? null, notAfter: identity.notAfter });
+    await deps.store.audit.record({
+      actor,
+      action: 'client.register',
+      target: client.fingerprintSha256,
+      reason: args.reason ?? null,
+      details: { name: client.name, role: client.role, clusters: client.clusters, notAfter: client.notAfter, subject: identity.subject, previous: previous ? clientView(previous) : null },
+    });
+    const replaced = previous ? ` (replaces ${describeClient(previous)}${previous.revokedAt ? `, revoked at ${iso(previous.revokedAt)}: the revocation is cleared` : ''})` : '';
+    return {
+      data: { client: clientView(client), subject: identity.subject, replaced: previous ? clientView(previous) : null },
+      text: `registered client ${describeClient(client)} sha256:${client.fingerprintSha256}, valid until ${iso(client.notAfter)}${replaced}`,
+    };
+  },
+});
+
+const listClients = define({
+  summary: 'list the registered control-plane callers',
+  usage: '',
+  options: {},
+  changesState: false,
+  schema: z.strictObject({}),
+  async run(_args, _actor, deps) {
+    const clients = await deps.store.apiClients.list();
+    const lines = clients.map((c) => `sha256:${c.fingerprintSha256}  ${c.name}  ${c.role}  ${c.clusters ? c.clusters.join(',') : 'all clusters'}  until ${iso(c.notAfter)}  ${c.revokedAt ? `REVOKED ${iso(c.revokedAt)}` : 'active'}`);
+    return { data: { clients: clients.map(clientView) }, text: lines.length > 0 ? lines.join('\n') : 'no client registered' };
+  },
+});
+
+const revokeClient = define({
+  summary: 'revoke a control-plane caller: its next request is refused',
+  usage: '--thumbprint SHA256 --reason TEXT',
+  options: { thumbprint: { arg: 'thumbprint', kind: 'text' }, reason: { arg: 'reason', kind: 'text' } },
+  changesState: true,
+  schema: z.strictObject({ thumbprint: Thumbprint, reason: Reason }),
+  async run(args, actor, deps) {
+    const client = await deps.store.apiClients.get(args.thumbprint);
+    if (!client) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no client with thumbprint sha256:${args.thumbprint}; see list-clients`);
+    const revoked = await deps.store.apiClients.revoke(args.thumbprint, deps.clock());
+    if (revoked) await deps.store.audit.record({ actor, action: 'client.revoke', target: args.thumbprint, reason: args.reason, details: { name: client.name, role: client.role } });
+    const now = (await deps.store.apiClients.get(args.thumbprint)) ?? client;
+    return {
+      data: { client: clientView(now), alreadyRevoked: !revoked },
+      text: revoked ? `revoked client ${describeClient(now)} sha256:${now.fingerprintSha256}` : `client ${describeClient(now)} was already revoked at ${iso(now.revokedAt)}`,
+    };
+  },
+});
+
+const listAgents = define({
+  summary: 'list agent certificates, newest first, and whether each agent is connected to this process',
+  usage: '[--limit N]',
+  options: { limit: { arg: 'limit', kind: 'number' } },
+  changesState: false,
+  schema: z.strictObject({ limit: Limit(100) }),
+  async run(args, _actor, deps) {
+    const records = await deps.store.agentCertificates.list(args.limit);
+    const agents = records.map((r) => ({
+      instanceId: r.instanceId,
+      thumbprint: r.fingerprintSha256,
+      serialNumber: r.serialNumber,
+      notAfter: r.notAfter,
+      createdAt: r.createdAt,
+      revokedAt: r.revokedAt,
+      connected: deps.sessions.get(r.instanceId)?.identity.fingerprintSha256 === r.fingerprintSha256,
+    }));
+    const lines = agents.map((a) => `${a.instanceId}  sha256:${a.thumbprint}  until ${iso(a.notAfter)}  ${a.revokedAt ? `REVOKED ${iso(a.revokedAt)}` : 'active'}  ${a.connected ? 'connected' : '-'}`);
+    return { data: { agents }, text: lines.length > 0 ? lines.join('\n') : 'no agent certificate' };
+  },
+});
+
+const revokeAgent = define({
+  summary: 'revoke an agent certificate (or every one of an instance) and cut its session off at once',
+  usage: '(--thumbprint SHA256 | --instance ID) --reason TEXT',
+  options: { thumbprint: { arg: 'thumbprint', kind: 'text' }, instance: { arg: 'instanceId', kind: 'text' }, reason: { arg: 'reason', kind: 'text' } },
+  changesState: true,
+  schema: z
+    .strictObject({ thumbprint: Thumbprint.optional(), instanceId: z.uuid().optional(), reason: Reason })
+    .refine((a) => exactlyOne(a.thumbprint, a.instanceId), 'give exactly one of thumbprint and instanceId (--instance)'),
+  async run(args, actor, deps) {
+    let instanceId: string;
+    let fingerprints: string[];
+    if (args.instanceId !== undefined) {
+      instanceId = args.instanceId;
+      if (!(await deps.store.instances.get(instanceId))) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no instance ${instanceId}`);
+      const rows = await deps.store.query<{ fingerprint_sha256: string }>('SELECT fingerprint_sha256 FROM agent_certificates WHERE instance_id = $1 AND revoked_at IS NULL ORDER BY created_at', [instanceId]);
+      fingerprints = rows.map((r) => r.fingerprint_sha256);
+    } else {
+      const record = await deps.store.agentCertificates.get(args.thumbprint as string);
+      if (!record) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no agent certificate with thumbprint sha256:${args.thumbprint}; see list-agents`);
+      instanceId = record.instanceId;
+      fingerprints = [record.fingerprintSha256];
+    }
+    const now = deps.clock();
+    const revoked: string[] = [];
+    for (const fingerprint of fingerprints) if (await deps.store.agentCertificates.revoke(fingerprint, now)) revoked.push(fingerprint);
+    // Only after the store says revoked: a reconnection racing this is then refused by authentication.
+    const disconnected = fingerprints.filter((fingerprint) => deps.sessions.disconnectRevoked(fingerprint));
+    if (revoked.length > 0) {
+      await deps.store.audit.record({ actor, action: 'agent.revoke', target: args.instanceId ?? args.thumbprint ?? instanceId, reason: args.reason, details: { instanceId, revoked, disconnected: disconnected.length } });
+    }
+    const what = revoked.length > 0 ? `revoked ${revoked.length} agent certificate(s) of instance ${instanceId}` : `nothing to revoke: instance ${instanceId} has no unrevoked agent certificate${args.thumbprint ? ' with that thumbprint' : ''}`;
+    return { data: { instanceId, revoked, disconnected: disconnected.length }, text: `${what}; ${disconnected.length} session(s) disconnected` };
+  },
+});
+
+const status = define({
+  summary: 'instances, connected agents, certificates by status and running campaigns',
+  usage: '',
+  options: {},
+  changesState: false,
+  schema: z.strictObject({}),
+  async run(_args, _actor, deps) {
+    const [fleet] = await deps.store.query<{ instances: string | number; connected: string | number }>(
+      'SELECT (SELECT count(*) FROM instances) AS instances, (SELECT count(*) FROM instances WHERE agent_connected_at IS NOT NULL) AS connected',
+    );
+    const byStatus = await deps.store.query<{ status: string; n: string | number }>('SELECT status, count(*) AS n FROM certificates GROUP BY status ORDER BY status');
+    const running = await deps.store.query<{ id: string; reason: string; requested_by: string; created_at: Date }>(
+      "SELECT id, reason, requested_by, created_at FROM campaigns WHERE state = 'running' ORDER BY created_at LIMIT 100",
+    );
+    const campaigns = await Promise.all(running.map(async (c) => ({ id: c.id, reason: c.reason, requestedBy: c.requested_by, createdAt: c.created_at, counts: await deps.store.campaigns.counts(c.id) })));
+    const certificates = Object.fromEntries(byStatus.map((r) => [r.status, Number(r.n)]));
+    const data = {
+      instances: Number(fleet?.instances ?? 0),
+      agentsConnectedHere: deps.sessions.instanceIds().length,
+      agentsConnectedAnywhere: Number(fleet?.connected ?? 0),
+      certificates,
+      runningCampaigns: campaigns,
+    };
+    const lines = [
+      `instances: ${data.instances}`,
+      `agents connected: ${data.agentsConnectedHere} to this process, ${data.agentsConnectedAnywhere} in all`,
+      `certificates: ${byStatus.length > 0 ? byStatus.map((r) => `${r.status} ${Number(r.n)}`).join(', ') : 'none'}`,
+      `running campaigns: ${campaigns.length}`,
+      ...campaigns.map((c) => `  ${c.id} by ${c.requestedBy} (${c.reason}): ${c.counts.installed}/${c.counts.matched} installed, ${c.counts.failed} failed, ${c.counts.waitingForAgent} waiting for agent`),
+    ];
+    return { data, text: lines.join('\n') };
+  },
+});
+
+const reissue = define({
+  summary: 'start a reissue campaign with fresh keys (dry run first), as the REST API does',
+  usage: '--selector JSON --reason TEXT [--dry-run]',
+  options: { selector: { arg: 'selector', kind: 'json' }, reason: { arg: 'reason', kind: 'text' }, 'dry-run': { arg: 'dryRun', kind: 'flag' } },
+  changesState: true,
+  schema: z.strictObject({ selector: Selector, reason: Reason, dryRun: z.boolean().optional() }),
+  async run(args, actor, deps) {
+    // Campaigns.start records the campaign in the audit trail itself.
+    const result = await deps.campaigns.start({ selector: args.selector, reason: args.reason, dryRun: args.dryRun ?? false, rotateKey: true, actor });
+    if ('dryRun' in result) {
+      return { data: result, text: [`dry run: ${result.matched} instance(s) match; the rate limiter predicts about ${result.predictedSeconds} s`, ...result.instanceIds].join('\n') };
+    }
+    return { data: result, text: `campaign ${result.campaign.id} started: ${result.counts.matched} instance(s)` };
+  },
+});
+
+const audit = define({
+  summary: 'the latest entries of the audit trail: who did what, and why',
+  usage: '[--limit N]',
+  options: { limit: { arg: 'limit', kind: 'number' } },
+  changesState: false,
+  schema: z.strictObject({ limit: Limit(20) }),
+  async run(args, _actor, deps) {
+    const entries = await deps.store.audit.list(args.limit);
+    const lines = entries.map((e) => `${e.at.toISOString()}  ${e.actor}  ${e.action}  ${e.target ?? '-'}  ${e.reason ?? '-'}`);
+    return { data: { entries }, text: lines.length > 0 ? lines.join('\n') : 'the audit trail is empty' };
+  },
+});
+
+const help = define({
+  summary: 'this list',
+  usage: '',
+  options: {},
+  changesState: false,
+  schema: z.strictObject({}),
+  async run() {
+    return { data: { commands: Object.entries(ADMIN_COMMANDS).map(([name, c]) => ({ name, usage: `${name} ${c.usage}`.trimEnd(), summary: c.summary, audited: c.changesState })) }, text: `commands:\n${adminHelp()}` };
+  },
+});
+
+const definitions: Readonly<Record<string, Definition<z.ZodType>>> = {
+  'register-client': registerClient,
+  'list-clients': listClients,
+  'revoke-client': revokeClient,
+  'list-agents': listAgents,
+  'revoke-agent': revokeAgent,
+  status,
+  reissue,
+  audit,
+  help,
+};
+
+/** The command set, for `help` and the text form; the transports never call `run` directly. */
+export const ADMIN_COMMANDS: Readonly<Record<string, AdminCommand>> = definitions;
+
+/** One line per command, shared by the console's `help` and `certplane admin help`. */
+export function adminHelp(): string {
+  return Object.entries(ADMIN_COMMANDS)
+    .map(([name, c]) => `  ${`${name} ${c.usage}`.trimEnd()}\n      ${c.summary}${c.changesState ? ' (audited)' : ''}`)
+    .join('\n');
+}
+
+function definitionOf(name: string): Definition<z.ZodType> {
+  const definition = Object.hasOwn(definitions, name) ? definitions[name] : undefined;
+  if (!definition) throw new CertplaneError(AdminErrorCode.UNKNOWN_COMMAND, `unknown admin command "${name.slice(0, 100)}"; commands: ${Object.keys(definitions).join(', ')}`);
+  return definition;
+}
+
+/**
+ * Validates a command's arguments without running it: `certplane admin` calls it before
+ * connecting, so a usage mistake is exit 2 on the operator's side, not a round trip.
+ */
+export function validateAdminArgs(command: string, args: Record<string, unknown>): unknown {
+  const parsed = definitionOf(command).schema.safeParse(args);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'}: ${issue.message}`);
+  throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `${command}: ${problems.join('; ')}`, { issues: problems });
+}
+
+/** Runs one request; throws CertplaneError (the console's own codes, or the store's, chain's and campaigns'). */
+export async function runAdminCommand(request: AdminRequest, deps: AdminDeps): Promise<AdminResult> {
+  const definition = definitionOf(request.command);
+  try {
+    const result = await definition.run(validateAdminArgs(request.command, request.args), request.actor, deps);
+    if (definition.changesState) deps.logger.info({ command: request.command, actor: request.actor }, 'admin command done');
+    // Dates become ISO strings here, so both transports hand out the same plain JSON.
+    return { data: JSON.parse(JSON.stringify(result.data)) as unknown, text: result.text };
+  } catch (error) {
+    deps.logger.warn({ command: request.command, actor: request.actor, code: error instanceof CertplaneError ? error.code : 'ADMIN_INTERNAL' }, 'admin command refused');
+    throw error;
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The admin socket against an in-process plane over real Unix sockets: its mode, the
+ * client registry through it with the audit trail, bad lines answered without losing the
+ * connection, independent connections, and stale versus live socket files.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { lstat, readFile, stat } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { AdminSocketErrorCode, startAdminSocket, type AdminDeps, type AdminSocket } from '../../src/admin/index.js';
+import { EKU, generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
+import { scratch } from '../support/cli.js';
+import { root } from '../support/hierarchies.js';
+import { startTestPlane, type TestPlane } from '../support/plane.js';
+
+const DAY = 24 * 60 * 60 * 1000;
+
+/** A line-oriented client: send a request, read the next answer. */
+async function connect(path: string) {
+  const socket: Socket = createConnection(path);
+  await once(socket, 'connect');
+  socket.setEncoding('utf8');
+  let buffer = '';
+  const waiting: ((line: string) => void)[] = [];
+  const lines: string[] = [];
+  socket.on('data', (chunk: string) => {
+    buffer += chunk;
+    for (let nl = buffer.indexOf('\n'); nl !== -1; nl = buffer.indexOf('\n')) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      const waiter = waiting.shift();
+      if (waiter) waiter(line);
+      else lines.push(line);
+    }
+  });
+  /** The next answer; a server that never answers fails the test after five seconds instead of hanging it. */
+  const next = () =>
+    new Promise<any>((resolve, reject) => {
+      const line = lines.shift();
+      if (line !== undefined) return resolve(JSON.parse(line));
+      const timer = setTimeout(() => reject(new Error('no answer within 5 s')), 5000);
+      waiting.push((l) => {
+        clearTimeout(timer);
+        resolve(JSON.parse(l));
+      });
+    });
+  return {
+    socket,
+    sendRaw: (text: string) => socket.write(text),
+    next,
+    request: async (command: string, args: Record<string, unknown> = {}, actor?: string) => {
+      socket.write(`${JSON.stringify({ command, args, ...(actor ? { actor } : {}) })}\n`);
+      return next();
+    },
+    close: () => socket.destroy(),
+  };
+}
+
+async function clientCertificate(cn: string, options: { notAfter?: Date } = {}) {
+  const ca = await root(`${cn} Client CA`);
+  const key = await generateKeyPair();
+  const cert = await issueCertificate({
+    subject: `CN=${cn}`,
+    key,
+    issuer: ca.asIssuer,
+    ca: false,
+    extendedKeyUsage: [EKU.clientAuth],
+    notBefore: new Date(Date.now() - 2 * DAY),
+    notAfter: options.notAfter ?? new Date(Date.now() + 30 * DAY),
+  });
+  return { cert, key };
+}
+
+describe('admin socket', () => {
+  let plane: TestPlane;
+  let dir: Awaited<ReturnType<typeof scratch>>;
+  let deps: AdminDeps;
+  let admin: AdminSocket;
+
+  before(async () => {
+    plane = await startTestPlane();
+    dir = await scratch('certplane-admin-');
+    deps = { store: plane.store, sessions: plane.sessions, campaigns: plane.campaigns, clock: plane.clock, logger: plane.logger };
+    admin = await startAdminSocket({ path: dir.path('run/admin.sock'), deps });
+  });
+  after(async () => {
+    await admin?.close();
+    await plane?.close();
+    await dir.remove();
+  });
+
+  test('the socket is 0600, owned by this user, in a 0700 directory it created', async () => {
+    const socket = await lstat(admin.path);
+    assert.ok(socket.isSocket());
+    assert.equal(socket.mode & 0o777, 0o600);
+    assert.equal(socket.uid, process.getuid?.());
+    assert.equal((await stat(dir.path('run'))).mode & 0o777, 0o700);
+  });
+
+  test('register-client from a certificate, list-clients, revoke-client, and the audit trail', async () => {
+    const { cert } = await clientCertificate('ops-laptop');
+    const client = await connect(admin.path);
+    try {
+      const registered = await client.request('register-client', { name: 'ops', role: 'admin', clusters: ['eu-1'], certificatePem: cert.pem, reason: 'first admin' }, 'alice');
+      assert.equal(registered.ok, true, JSON.stringify(registered));
+      const thumbprint = registered.data.client.thumbprint as string;
+      assert.match(thumbprint, /^[0-9a-f]{64}$/);
+      assert.match(registered.text, /registered client "ops" \(admin, clusters eu-1\)/);
+      assert.ok(registered.data.client.notAfter > new Date().toISOString());
+
+      const listed = await client.request('list-clients');
+      const row = listed.data.clients.find((c: any) => c.thumbprint === thumbprint);
+      assert.equal(row.role, 'admin');
+      assert.equal(row.revokedAt, null);
+      assert.match(listed.text, new RegExp(`sha256:${thumbprint}  ops  admin  eu-1 .* active`));
+
+      const missingReason = await client.request('revoke-client', { thumbprint }, 'alice');
+      assert.equal(missingReason.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.match(missingReason.message, /reason is required/);
+
+      // openssl's upper-case, colon-separated form names the same client.
+      const colons = thumbprint.toUpperCase().match(/../g)!.join(':');
+      const revoked = await client.request('revoke-client', { thumbprint: colons, reason: 'laptop lost' }, 'alice');
+      assert.equal(revoked.ok, true, JSON.stringify(revoked));
+      assert.equal(revoked.data.alreadyRevoked, false);
+      assert.ok((await plane.store.apiClients.get(thumbprint))?.revokedAt instanceof Date);
+      const again = await client.request('revoke-client', { thumbprint, reason: 'twice' }, 'alice');
+      assert.equal(again.data.alreadyRevoked, true);
+
+      const audit = await client.request('audit', { limit: 5 });
+      const revocations = audit.data.entries.filter((e: any) => e.action === 'client.revoke');
+      assert.equal(revocations.length, 1);
+      assert.equal(revocations[0].actor, 'admin-socket:alice');
+      assert.equal(revocations[0].reason, 'laptop lost');
+      assert.equal(revocations[0].target, thumbprint);
+      const registration = audit.data.entries.find((e: any) => e.action === 'client.register');
+      assert.equal(registration.reason, 'first admin');
+      assert.equal(registration.details.role, 'admin');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('register-client refuses a PEM holding a private key and an expired certificate, and records nothing', async () => {
+    const { cert, key } = await clientCertificate('with-key');
+    const expired = await clientCertificate('old', { notAfter: new Date(Date.now() - DAY) });
+    const client = await connect(admin.path);
+    try {
+      const before = (await plane.store.audit.list(1000)).length;
+      const withKey = await client.request('register-client', { name: 'k', role: 'reader', certificatePem: `${cert.pem}${key.privateKeyPem}` });
+      assert.deepEqual([withKey.ok, withKey.code], [false, 'CHAIN_PRIVATE_KEY_IN_BUNDLE']);
+      assert.doesNotMatch(JSON.stringify(withKey), /PRIVATE KEY-----\n|MI[A-Za-z0-9+/]{20}/);
+      const old = await client.request('register-client', { name: 'old', role: 'reader', certificatePem: expired.cert.pem });
+      assert.deepEqual([old.ok, old.code], [false, 'CHAIN_EXPIRED']);
+      const both = await client.request('register-client', { name: 'x', role: 'reader', certificatePem: cert.pem, thumbprint: 'ab'.repeat(32) });
+      assert.equal(both.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.equal((await plane.store.audit.list(1000)).length, before);
+      assert.equal((await plane.store.apiClients.list()).some((c) => c.name === 'k' || c.name === 'old'), false);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('bad lines get error answers and the same connection keeps working', async () => {
+    const client = await connect(admin.path);
+    try {
+      client.sendRaw('{not json\n');
+      assert.equal((await client.next()).code, AdminSocketErrorCode.BAD_REQUEST);
+      client.sendRaw(`${JSON.stringify({ command: 'status', args: [], extra: 1 })}\n`);
+      const shape = await client.next();
+      assert.equal(shape.code, AdminSocketErrorCode.BAD_REQUEST);
+      assert.match(shape.message, /extra|args/);
+      client.sendRaw(`{"command":"status","args":{"x":"${'y'.repeat(1536 * 1024)}"}}\n`);
+      assert.equal((await client.next()).code, AdminSocketErrorCode.REQUEST_TOO_LARGE);
+      assert.equal((await client.request('drop-database')).code, 'ADMIN_UNKNOWN_COMMAND');
+      const badArgs = await client.request('audit', { limit: 'all' });
+      assert.equal(badArgs.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.match(badArgs.message, /limit/);
+      const status = await client.request('status');
+      assert.equal(status.ok, true);
+      assert.equal(typeof status.data.instances, 'number');
+      assert.match(status.text, /^instances: \d+/);
+      const help = await client.request('help');
+      assert.deepEqual(help.data.commands.map((c: any) => c.name), ['register-client', 'list-clients', 'revoke-client', 'list-agents', 'revoke-agent', 'status', 'reissue', 'audit', 'help']);
+      assert.equal(help.data.commands.find((c: any) => c.name === 'revoke-agent').audited, true);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('connections are independent: a half-sent line on one does not hold up another', async () => {
+    await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name: 'both', hostnames: ['both.example.com'] } });
+    const first = await connect(admin.path);
+    const second = await connect(admin.path);
+    try {
+      first.sendRaw('{"command":"sta');
+      const [a, b] = await Promise.all([second.request('status'), second.request('list-clients')]);
+      assert.equal(a.ok, true);
+      assert.ok(a.data.instances >= 1);
+      assert.ok(Array.isArray(b.data.clients));
+      first.sendRaw('tus"}\n');
+      assert.equal((await first.next()).ok, true);
+      const [x, y] = await Promise.all([first.request('audit', { limit: 1 }), second.request('list-agents')]);
+      assert.equal(x.ok, true);
+      assert.equal(y.ok, true);
+    } finally {
+      first.close();
+      second.close();
+    }
+  });
+
+  test('a stale socket file is replaced; a live one, or a file that is not a socket, refuses the second server', async () => {
+    const path = dir.path('stale.sock');
+    // A process that dies without cleaning up leaves its socket file behind.
+    const child = spawn(process.execPath, ['-e', 'require("net").createServer().listen(process.argv[1], () => console.log("up"))', path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await once(child.stdout, 'data');
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    assert.ok((await lstat(path)).isSocket());
+
+    const replaced = await startAdminSocket({ path, deps });
+    try {
+      const client = await connect(path);
+      assert.equal((await client.request('status')).ok, true);
+      client.close();
+      const second = await startAdminSocket({ path, deps }).catch((error: unknown) => error);
+      if (second && typeof second === 'object' && 'close' in second) await (second as AdminSocket).close();
+      assert.equal((second as { code?: string }).code, AdminSocketErrorCode.IN_USE);
+      const still = await connect(path);
+      assert.equal((await still.request('status')).ok, true);
+      still.close();
+    } finally {
+      await replaced.close();
+    }
+    await assert.rejects(lstat(path), /ENOENT/);
+
+    const file = await dir.write('not-a-socket', 'precious data');
+    await assert.rejects(startAdminSocket({ path: file, deps }), (error: any) => error.code === AdminSocketErrorCode.PATH_OCCUPIED);
+    assert.equal(await readFile(file, 'utf8'), 'precious data');
+  });
+});
