@@ -146,6 +146,8 @@ export class IssuanceCoordinator implements SessionHandler {
       case 'installed':
         return this.#onInstalled(session, message.certificateId, message.fingerprintSha256);
       case 'install_failed':
+        // Only the instance's own certificate: an agent must not fail another instance's delivery.
+        await this.#certificateOf(session.instanceId, message.certificateId);
         await this.#fail(session.instanceId, message.certificateId, ['delivered'], `the agent refused to install: ${message.code}: ${message.message}`);
         this.deps.metrics?.issuance('install_failed');
         return;

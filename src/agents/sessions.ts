@@ -290,8 +290,16 @@ export class SessionRegistry {
   }
 }
 
-/** WebSocket close reasons are limited to 123 bytes. */
-function truncateReason(reason: string): string {
-  const bytes = Buffer.from(reason);
-  return bytes.length <= 123 ? reason : `${bytes.subarray(0, 120).toString('utf8')}...`;
+/** WebSocket close reasons are limited to 123 bytes of UTF-8; cut on a character boundary (a cut inside one becomes a 3-byte U+FFFD, and ws throws). */
+export function truncateReason(reason: string, limit = 123): string {
+  if (Buffer.byteLength(reason) <= limit) return reason;
+  let kept = '';
+  let bytes = 0;
+  for (const char of reason) {
+    const size = Buffer.byteLength(char);
+    if (bytes + size > limit - 3) break;
+    kept += char;
+    bytes += size;
+  }
+  return `${kept}...`;
 }

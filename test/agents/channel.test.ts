@@ -117,6 +117,34 @@ describe('agent channel', async () => {
     healthy.socket.close();
   });
 
+  test('an agent cannot fail another instance\'s delivered certificate: install_failed for it closes the connection', async () => {
+    const owner = await enrolled('chan4');
+    const intruder = await enrolled('chan5');
+    const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${owner.instanceId}/issue` });
+    const certificateId = issued.json().certificateId;
+    await plane.store.certificates.transition(certificateId, ['pending'], 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
+    const channel = await authenticate(intruder);
+    await channel.next('welcome');
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: 'INSTALL_CHAIN_UNVERIFIED', message: 'no' }));
+    const closed = await channel.closed;
+    assert.equal(closed.code, 4000);
+    assert.match(closed.reason, /^ISSUANCE_UNKNOWN_CERTIFICATE: /);
+    assert.equal((await plane.store.certificates.get(certificateId))?.status, 'delivered');
+  });
+
+  test('a refusal whose reason is long and multi-byte is cut on a character boundary, and the plane stays up', async () => {
+    const channel = await open();
+    await channel.next('hello');
+    // The version echoed in the reason makes it longer than 123 bytes, with the cut inside a 4-byte character.
+    channel.socket.send(JSON.stringify({ v: '🔥'.repeat(40), type: 'auth' }));
+    const closed = await channel.closed;
+    assert.equal(closed.code, 4000);
+    assert.ok(Buffer.byteLength(closed.reason) <= 123, closed.reason);
+    assert.doesNotMatch(closed.reason, /\ufffd/);
+    assert.match(closed.reason, /\.\.\.$/);
+    assert.equal((await plane.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+  });
+
   test('no authentication in time closes the connection', async () => {
     const channel = await open();
     const closed = await channel.closed;

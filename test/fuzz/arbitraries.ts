@@ -1,0 +1,360 @@
+/**
+ * Generators shared by the fuzz suites: hostile strings and JSON, a generic mutator that
+ * corrupts a valid object (wrong types, missing and unknown fields, whole-value
+ * replacement), hostnames good and bad, and CSR/PEM material, good and corrupted.
+ * Nothing here knows the expected answer; the oracles live next to the properties.
+ */
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import fc from 'fast-check';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+
+/** Strings a careless or hostile client sends: empty, blank, control characters, unicode, injection-looking, PEM-looking, long. */
+export const hostileString: fc.Arbitrary<string> = fc.oneof(
+  { arbitrary: fc.string({ maxLength: 40 }), weight: 4 },
+  { arbitrary: fc.string({ unit: 'binary', maxLength: 40 }), weight: 4 },
+  { arbitrary: fc.string({ unit: 'grapheme', maxLength: 20 }), weight: 2 },
+  {
+    arbitrary: fc.constantFrom(
+      '',
+      ' ',
+      '   \t\n',
+      '\u0000',
+      'a\u0000b',
+      '\ud800',
+      'x\udfffy',
+      '\ufeff',
+      '\u202e\u2066evil',
+      '🔥💥',
+      'null',
+      'true',
+      '0',
+      '-1',
+      '[]',
+      '{}',
+      "'; DROP TABLE instances; --",
+      '../../../etc/passwd',
+      '%00',
+      '%zz',
+      '<script>alert(1)</script>',
+      '${jndi:ldap://x}',
+      '-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----',
+      '-----BEGIN CERTIFICATE-----',
+    ),
+    weight: 3,
+  },
+  { arbitrary: fc.tuple(fc.constantFrom('x', 'é', '🔥', ' ', '\u0000'), fc.integer({ min: 190, max: 4000 })).map(([c, n]) => c.repeat(n)), weight: 1 },
+);
+
+/** A string over the 64 KiB body limit, for the 413 path: few of them, they are slow to move. */
+export const oversizedString: fc.Arbitrary<string> = fc.integer({ min: 65 * 1024, max: 80 * 1024 }).map((n) => 'x'.repeat(n));
+
+/** Any JSON value, nested a little, with hostile strings in it. */
+export const junkJson: fc.Arbitrary<unknown> = fc.oneof(
+  { arbitrary: fc.jsonValue({ maxDepth: 3 }), weight: 4 },
+  { arbitrary: hostileString, weight: 2 },
+  { arbitrary: fc.constantFrom(null, true, false, 0, -1, 1.5, 1e308, -0, Number.MAX_SAFE_INTEGER + 2, [], {}, [null], { '': '' }), weight: 2 },
+  { arbitrary: fc.array(hostileString, { maxLength: 4 }), weight: 1 },
+  { arbitrary: fc.dictionary(hostileString, fc.jsonValue({ maxDepth: 1 }), { maxKeys: 3 }), weight: 1 },
+);
+
+/** Keys that are not in any schema, including the ones that poke at prototypes. */
+export const unknownKey: fc.Arbitrary<string> = fc.oneof(
+  fc.constantFrom('extra', '__proto__', 'constructor', 'prototype', 'Name', 'name ', 'NAME', '', 'v2', 'id', 'toString'),
+  fc.string({ minLength: 1, maxLength: 12 }),
+);
+
+export type Mutation = { kind: 'set'; key: string; value: unknown } | { kind: 'delete'; key: string } | { kind: 'replace'; value: unknown } | { kind: 'wrap' };
+
+/** Sets an own, enumerable property even for "__proto__", so JSON.stringify sends it. */
+function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+export function applyMutations(base: unknown, mutations: readonly Mutation[]): unknown {
+  let value: unknown = base;
+  for (const m of mutations) {
+    if (m.kind === 'replace') value = m.value;
+    else if (m.kind === 'wrap') value = [value];
+    else if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const copy: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) setOwn(copy, k, v);
+      if (m.kind === 'set') setOwn(copy, m.key, m.value);
+      else delete copy[m.key];
+      value = copy;
+    }
+  }
+  return value;
+}
+
+/**
+ * Zero to `max` corruptions of a valid object: a known field set to `valueFor(key)` or
+ * to junk, a known field deleted, an unknown field added, the whole value replaced by
+ * junk or wrapped in an array.
+ */
+export function mutations(knownKeys: readonly string[], valueFor: (key: string) => fc.Arbitrary<unknown>, max = 3): fc.Arbitrary<Mutation[]> {
+  const key = fc.constantFrom(...knownKeys);
+  const mutation: fc.Arbitrary<Mutation> = fc.oneof(
+    { arbitrary: key.chain((k) => fc.oneof(valueFor(k), junkJson).map((value): Mutation => ({ kind: 'set', key: k, value }))), weight: 6 },
+    { arbitrary: key.map((k): Mutation => ({ kind: 'delete', key: k })), weight: 2 },
+    { arbitrary: fc.tuple(unknownKey, junkJson).map(([k, value]): Mutation => ({ kind: 'set', key: k, value })), weight: 2 },
+    { arbitrary: junkJson.map((value): Mutation => ({ kind: 'replace', value })), weight: 1 },
+    { arbitrary: fc.constant<Mutation>({ kind: 'wrap' }), weight: 1 },
+  );
+  return fc.array(mutation, { maxLength: max });
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP bodies
+
+/** How a body travels: the JSON text, or a deliberately broken rendering of it. */
+export type BodyMode = 'json' | 'json-charset' | 'duplicate-keys' | 'truncated' | 'garbage' | 'prototype-keys' | 'wrong-content-type' | 'none';
+
+export interface EncodedBody {
+  readonly mode: BodyMode;
+  readonly payload: string | undefined;
+  readonly contentType: string | undefined;
+}
+
+/** Renders an object as JSON text with `extra` entries first, so a later key of the same name wins (as JSON.parse does). */
+function duplicateKeys(value: unknown, extra: readonly [string, unknown][]): string {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return JSON.stringify(value) ?? 'null';
+  const parts = [...extra, ...Object.entries(value)].map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v) ?? 'null'}`);
+  return `{${parts.join(',')}}`;
+}
+
+/** One of the renderings of `value`; the mode says which, so the oracle knows what the server saw. */
+export function encodedBody(value: unknown, knownKeys: readonly string[]): fc.Arbitrary<EncodedBody> {
+  const text = JSON.stringify(value) ?? 'null';
+  return fc.oneof(
+    { arbitrary: fc.constant<EncodedBody>({ mode: 'json', payload: text, contentType: 'application/json' }), weight: 14 },
+    { arbitrary: fc.constantFrom('application/json; charset=utf-8', 'Application/JSON', 'application/json;charset=UTF-8').map((contentType): EncodedBody => ({ mode: 'json-charset', payload: text, contentType })), weight: 1 },
+    {
+      arbitrary: fc
+        .array(fc.tuple(fc.oneof(fc.constantFrom(...knownKeys), unknownKey), junkJson), { minLength: 1, maxLength: 2 })
+        .map((extra): EncodedBody => ({ mode: 'duplicate-keys', payload: duplicateKeys(value, extra), contentType: 'application/json' })),
+      weight: 2,
+    },
+    // A strict prefix of a JSON object or array is never JSON; scalars are kept out so the prefix "12" of "123" cannot slip through.
+    ...(text.startsWith('{') || text.startsWith('[')
+      ? [{ arbitrary: fc.nat({ max: Math.max(0, text.length - 1) }).map((n): EncodedBody => ({ mode: 'truncated', payload: text.slice(0, n), contentType: 'application/json' })), weight: 1 }]
+      : []),
+    {
+      arbitrary: fc
+        .oneof(hostileString, fc.constantFrom('{', '}', '{"a":}', '[1,]', "{'a':1}", 'NaN', '{"a":1}garbage', '{"a":1}{"b":2}', '{"a":01}', '{"a":"\\x41"}'))
+        // Fastify's JSON parser skips a leading byte-order mark (RFC 8259 allows it), so '\ufeff{}' is JSON, not garbage.
+        .filter((s) => !isJsonObjectText(s.replace(/^\ufeff/, '')))
+        .map((payload): EncodedBody => ({ mode: 'garbage', payload, contentType: 'application/json' })),
+      weight: 2,
+    },
+    {
+      arbitrary: fc
+        .constantFrom('{"__proto__":{"polluted":1}}', '{"constructor":{"prototype":{"polluted":1}}}', '{"a":1,"__proto__":{"isAdmin":true}}')
+        .map((payload): EncodedBody => ({ mode: 'prototype-keys', payload, contentType: 'application/json' })),
+      weight: 1,
+    },
+    {
+      arbitrary: fc
+        .constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml', 'application/octet-stream', 'application/jsonx', 'json', 'image/png', 'application/json-patch+json')
+        .map((contentType): EncodedBody => ({ mode: 'wrong-content-type', payload: text, contentType })),
+      weight: 2,
+    },
+    { arbitrary: fc.constantFrom<EncodedBody>({ mode: 'none', payload: undefined, contentType: undefined }, { mode: 'none', payload: '', contentType: 'application/json' }), weight: 1 },
+  );
+}
+
+function isJsonObjectText(s: string): boolean {
+  try {
+    const v: unknown = JSON.parse(s);
+    return v !== null && typeof v === 'object';
+  } catch {
+    return false;
+  }
+}
+
+/** What Fastify hands to the schema for a JSON-mode body: JSON.parse of the same text (the last of duplicate keys wins). */
+export function parsedJson(body: EncodedBody): { ok: true; value: unknown } | { ok: false } {
+  if (body.payload === undefined) return { ok: false };
+  try {
+    return { ok: true, value: JSON.parse(body.payload) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostnames
+
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/);
+const longLabel = fc.stringMatching(/^[a-z0-9][a-z0-9-]{40,61}[a-z0-9]$/);
+
+/** A DNS name the API must accept (before case folding): 2 to 5 labels, optional leading wildcard, random case. */
+export const validHostname: fc.Arbitrary<string> = fc
+  .tuple(fc.boolean(), fc.array(fc.oneof({ arbitrary: label, weight: 5 }, { arbitrary: longLabel, weight: 1 }), { minLength: 1, maxLength: 4 }), fc.constantFrom('com', 'net', 'io', 'example', 'xn--p1ai', 'a1'))
+  .map(([wildcard, labels, tld]) => `${wildcard ? '*.' : ''}${[...labels, tld].join('.')}`)
+  .filter((h) => h.length <= 253)
+  .chain((h) => fc.mixedCase(fc.constant(h)));
+
+/** Names that must be refused: bad characters, empty labels, misplaced wildcards, labels over 63, names over 253, unicode. */
+export const badHostname: fc.Arbitrary<string> = fc.oneof(
+  fc.constantFrom('', '.', '..', 'localhost', 'a..com', '.a.com', 'a.com.', '-a.com', 'a-.com', '*.', '*', '*.*.a.com', 'a.*.com', 'a b.com', 'a_b.com', 'bücher.de', 'a.com/x', 'a.com:443', 'http://a.com', '1.2.3.4/24', '[::1]', 'a\u0000.com', 'ａ.com', 'a.com\n'),
+  fc.integer({ min: 64, max: 80 }).map((n) => `${'a'.repeat(n)}.com`),
+  fc.integer({ min: 5, max: 12 }).map((n) => [...Array.from({ length: n }, () => 'a'.repeat(50)), 'com'].join('.')),
+  fc.tuple(validHostname, fc.nat(), fc.constantFrom(' ', '_', '/', '\\', '!', '@', '#', '%', '\u0000', 'é', '🔥', '\t', '..', '*', ':', ',')).map(([h, at, c]) => {
+    const i = at % (h.length + 1);
+    return `${h.slice(0, i)}${c}${h.slice(i)}`;
+  }),
+  hostileString,
+);
+
+// ---------------------------------------------------------------------------------------
+// PEM and CSR material
+
+export interface CsrMaterial {
+  /** CSRs the agent CA certifies (ECDSA P-256, what `certplane agent` makes): with a fresh token they enroll. */
+  readonly supported: readonly string[];
+  /** Well-formed, self-signed CSRs for keys agent identities do not use (RSA 2048, P-384, P-521, Ed25519, RSA-PSS, RSA 1024). */
+  readonly otherKeys: readonly { readonly kind: string; readonly pem: string }[];
+  /** Private keys in PEM: must never be accepted nor echoed back. */
+  readonly privateKeys: readonly string[];
+  /** A certificate (not a request). */
+  readonly certificatePem: string;
+}
+
+async function csrWithWebCrypto(generate: webcrypto.AlgorithmIdentifier | webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams, signingAlgorithm: webcrypto.Algorithm | webcrypto.EcdsaParams | webcrypto.RsaPssParams): Promise<string> {
+  const keys = (await webcrypto.subtle.generateKey(generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=fuzz', keys, signingAlgorithm }, webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1]);
+  return csr.toString('pem');
+}
+
+export async function csrMaterial(certificatePem: string): Promise<CsrMaterial> {
+  const p256 = await Promise.all([1, 2, 3].map(async () => generateKeyPair('ecdsa-p256')));
+  const rsa = await generateKeyPair('rsa-2048');
+  const supported = await Promise.all(p256.map((k, i) => createCsr(k, [i === 0 ? 'certplane-agent' : `agent${i}.example.com`])));
+  const rsaParams = (name: string, modulusLength: number) => ({ name, modulusLength, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' });
+  const otherKeys = [
+    { kind: 'rsa-2048', pem: await createCsr(rsa, ['certplane-agent']) },
+    { kind: 'ecdsa-p384', pem: await csrWithWebCrypto({ name: 'ECDSA', namedCurve: 'P-384' }, { name: 'ECDSA', hash: 'SHA-384' } as webcrypto.EcdsaParams) },
+    { kind: 'ecdsa-p521', pem: await csrWithWebCrypto({ name: 'ECDSA', namedCurve: 'P-521' }, { name: 'ECDSA', hash: 'SHA-512' } as webcrypto.EcdsaParams) },
+    { kind: 'ed25519', pem: await csrWithWebCrypto({ name: 'Ed25519' }, { name: 'Ed25519' }) },
+    { kind: 'rsa-pss-2048', pem: await csrWithWebCrypto(rsaParams('RSA-PSS', 2048), { name: 'RSA-PSS', saltLength: 32 } as webcrypto.RsaPssParams) },
+    { kind: 'rsa-1024', pem: await csrWithWebCrypto(rsaParams('RSASSA-PKCS1-v1_5', 1024), { name: 'RSASSA-PKCS1-v1_5' }) },
+  ];
+  return { supported, otherKeys, privateKeys: [p256[0]!.privateKeyPem, rsa.privateKeyPem], certificatePem };
+}
+
+export function pemBody(pem: string): Buffer {
+  return Buffer.from(
+    pem
+      .split(/\r?\n/)
+      .filter((l) => l && !l.startsWith('-----'))
+      .join(''),
+    'base64',
+  );
+}
+
+export function toPem(der: Buffer, label: string, lineLength = 64): string {
+  const b64 = der.toString('base64');
+  const lines = lineLength > 0 ? (b64.match(new RegExp(`.{1,${lineLength}}`, 'g')) ?? ['']) : [b64];
+  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
+}
+
+/** How a CSR text was made, so the oracle knows whether it is the untouched original. */
+export type CsrText = { kind: 'supported' | 'other-key' | 'corrupted' | 'reframed' | 'private-key' | 'certificate' | 'garbage'; pem: string; privateKey?: string };
+
+/** Good CSRs, CSRs whose bytes were flipped (bad signatures, broken DER), re-framed ones, private keys, certificates and PEM-looking garbage. */
+export function csrText(material: CsrMaterial): fc.Arbitrary<CsrText> {
+  const original = fc.constantFrom(...material.supported);
+  const corrupted = fc
+    .tuple(original, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('xor', 'set', 'insert', 'delete')), { minLength: 1, maxLength: 4 }), fc.constantFrom(64, 76, 0))
+    .map(([pem, edits, lineLength]): CsrText => {
+      const der = Buffer.from(pemBody(pem));
+      let bytes = [...der];
+      for (const [at, byte, op] of edits) {
+        const i = at % Math.max(1, bytes.length);
+        if (op === 'xor') bytes[i] = (bytes[i] ?? 0) ^ byte;
+        else if (op === 'set') bytes[i] = byte;
+        else if (op === 'insert') bytes.splice(i, 0, byte);
+        else bytes.splice(i, 1);
+      }
+      if (bytes.length === 0) bytes = [0];
+      return { kind: 'corrupted', pem: toPem(Buffer.from(bytes), 'CERTIFICATE REQUEST', lineLength) };
+    });
+  const reframed = fc
+    .tuple(original, fc.constantFrom('crlf', 'no-newline', 'truncate-base64', 'text-before', 'text-after', 'two-blocks', 'new-label', 'wrong-label', 'no-end', 'spaces', 'comment'), fc.nat())
+    .map(([pem, how, n]): CsrText => {
+      const body = pem.split('\n').filter((l) => l && !l.startsWith('-----'));
+      const reframe: Record<string, () => string> = {
+        crlf: () => pem.replace(/\n/g, '\r\n'),
+        'no-newline': () => pem.trimEnd(),
+        'truncate-base64': () => toPem(pemBody(pem).subarray(0, n % pemBody(pem).length), 'CERTIFICATE REQUEST'),
+        'text-before': () => `hello\n${pem}`,
+        'text-after': () => `${pem}trailing words\n`,
+        'two-blocks': () => `${pem}${pem}`,
+        'new-label': () => pem.replace(/CERTIFICATE REQUEST/g, 'NEW CERTIFICATE REQUEST'),
+        'wrong-label': () => pem.replace(/CERTIFICATE REQUEST/g, 'CERTIFICATE'),
+        'no-end': () => pem.split('-----END')[0]!,
+        spaces: () => `-----BEGIN CERTIFICATE REQUEST-----\n${body.join(' \n ')}\n-----END CERTIFICATE REQUEST-----`,
+        comment: () => `# identity CSR\n${pem}`,
+      };
+      return { kind: 'reframed', pem: reframe[how]!() };
+    });
+  const garbage = fc.oneof(
+    fc.base64String({ minLength: 4, maxLength: 600 }).map((b) => `-----BEGIN CERTIFICATE REQUEST-----\n${b}\n-----END CERTIFICATE REQUEST-----\n`),
+    fc.uint8Array({ minLength: 1, maxLength: 400 }).map((b) => toPem(Buffer.from(b), 'CERTIFICATE REQUEST')),
+    fc.uint8Array({ minLength: 1, maxLength: 64 }).map((b) => toPem(Buffer.concat([Buffer.from([0x30, 0x82, 0x01, 0x00]), Buffer.from(b)]), 'CERTIFICATE REQUEST')),
+    fc.string({ unit: 'binary', maxLength: 200 }).map((s) => `-----BEGIN CERTIFICATE REQUEST-----\n${s}\n-----END CERTIFICATE REQUEST-----`),
+    hostileString,
+  );
+  return fc.oneof(
+    { arbitrary: original.map((pem): CsrText => ({ kind: 'supported', pem })), weight: 3 },
+    { arbitrary: fc.constantFrom(...material.otherKeys).map(({ pem }): CsrText => ({ kind: 'other-key', pem })), weight: 2 },
+    { arbitrary: corrupted, weight: 6 },
+    { arbitrary: reframed, weight: 2 },
+    { arbitrary: fc.constantFrom(...material.privateKeys).map((pem): CsrText => ({ kind: 'private-key', pem, privateKey: pem })), weight: 1 },
+    {
+      arbitrary: fc.tuple(original, fc.constantFrom(...material.privateKeys)).map(([csr, key]): CsrText => ({ kind: 'private-key', pem: `${csr.trimEnd()}\n${key}`, privateKey: key })),
+      weight: 1,
+    },
+    { arbitrary: fc.constant<CsrText>({ kind: 'certificate', pem: material.certificatePem }), weight: 1 },
+    { arbitrary: garbage.map((pem): CsrText => ({ kind: 'garbage', pem })), weight: 3 },
+  );
+}
+
+/** The base64 lines of a PEM private key, which must never appear in a response. */
+export function secretLines(privateKeyPem: string): string[] {
+  return privateKeyPem.split(/\r?\n/).filter((l) => l.length >= 32 && !l.startsWith('-----'));
+}
+
+// ---------------------------------------------------------------------------------------
+// Ids
+
+/** An RFC 9562 UUID as the API's schema (zod's z.uuid()) accepts it: versions 1 to 8, variant 10xx, or nil, or max. */
+export const API_UUID = /^([0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}|00000000-0000-0000-0000-000000000000|ffffffff-ffff-ffff-ffff-ffffffffffff)$/i;
+
+/** Ids of every shape: known ones, random uuids of all versions, near-uuids, and strings that are not ids at all. */
+export function anyId(known: readonly string[]): fc.Arbitrary<string> {
+  return fc.oneof(
+    { arbitrary: fc.constantFrom(...known), weight: 4 },
+    { arbitrary: fc.constantFrom(...known).map((id) => id.toUpperCase()), weight: 1 },
+    { arbitrary: fc.uuid({ version: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] }), weight: 4 },
+    { arbitrary: fc.constantFrom('00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '00000000-0000-4000-8000-000000000000'), weight: 1 },
+    {
+      arbitrary: fc.tuple(fc.uuid(), fc.constantFrom('braces', 'no-dashes', 'trailing', 'leading-space', 'bad-variant', 'short', 'g')).map(([u, how]) => {
+        const variants: Record<string, string> = {
+          braces: `{${u}}`,
+          'no-dashes': u.replace(/-/g, ''),
+          trailing: `${u}0`,
+          'leading-space': ` ${u}`,
+          'bad-variant': `${u.slice(0, 19)}c${u.slice(20)}`,
+          short: u.slice(0, 35),
+          g: `g${u.slice(1)}`,
+        };
+        return variants[how]!;
+      }),
+      weight: 2,
+    },
+    { arbitrary: hostileString.filter((s) => s.length > 0), weight: 3 },
+    { arbitrary: fc.integer({ min: 90, max: 2000 }).map((n) => 'a'.repeat(n)), weight: 1 },
+  );
+}
