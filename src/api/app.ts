@@ -17,7 +17,7 @@ import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
 import { authenticate, peerFingerprint } from './auth.js';
-import { errorHandler } from './errors.js';
+import { errorHandler, frameworkErrorHandler } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { instanceRoutes } from './routes/instances.js';
@@ -49,6 +49,7 @@ export async function buildApi(deps: ApiDependencies) {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: BODY_LIMIT_BYTES,
+    frameworkErrors: frameworkErrorHandler,
     // Any client certificate passes the handshake; the auth hook answers 401/403 in HTTP.
     ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem, requestCert: true, rejectUnauthorized: false } } : {}),
   }).withTypeProvider<ZodTypeProvider>();

@@ -26,6 +26,20 @@ const STATUS_BY_CODE: Record<string, number> = {
   REISSUE_NOTHING_MATCHED: 400,
 };
 
+/**
+ * Fastify's own refusals of a request (before any route runs), under certplane's codes:
+ * the framework's codes are not part of the API. The framework code stays in `details`.
+ */
+const REQUEST_CODE_BY_FASTIFY_CODE: Record<string, string> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'REQUEST_BODY_INVALID_JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'REQUEST_BODY_INVALID_JSON',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'REQUEST_BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'REQUEST_MEDIA_TYPE_UNSUPPORTED',
+  FST_ERR_CTP_INVALID_TYPE: 'REQUEST_MEDIA_TYPE_UNSUPPORTED',
+  FST_ERR_BAD_URL: 'REQUEST_URL_INVALID',
+  FST_ERR_MAX_PARAM_LENGTH: 'REQUEST_URL_PARAMETER_TOO_LONG',
+};
+
 export function statusOf(error: CertplaneError): number {
   return STATUS_BY_CODE[error.code] ?? 500;
 }
@@ -52,5 +66,12 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     void reply.status(500).send({ code: 'INTERNAL', message: 'internal error; see the management plane log' });
     return;
   }
-  void reply.status(status).send({ code: error.code ?? 'BAD_REQUEST', message: error.message });
+  const code = (error.code && REQUEST_CODE_BY_FASTIFY_CODE[error.code]) ?? 'REQUEST_INVALID';
+  void reply.status(status).send({ code, message: error.message, ...(error.code ? { details: { cause: error.code } } : {}) });
+}
+
+/** Fastify's `frameworkErrors`: refusals from the router (a malformed URL, a path parameter over 100 characters), in the same shape. */
+export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
+  void reply.status(status).send({ code: REQUEST_CODE_BY_FASTIFY_CODE[error.code] ?? 'REQUEST_INVALID', message: error.message, details: { cause: error.code } });
 }

@@ -35,9 +35,23 @@ describe('REST API', async () => {
       assert.equal(response.body.code, 'VALIDATION_FAILED');
     }
     const raw = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: '{"name":', headers: { 'content-type': 'application/json' } });
-    assert.equal(raw.statusCode, 400);
+    assert.deepEqual([raw.statusCode, raw.json().code], [400, 'REQUEST_BODY_INVALID_JSON']);
     const huge = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: JSON.stringify({ name: 'x'.repeat(100_000), hostnames: ['a.example.com'] }), headers: { 'content-type': 'application/json' } });
-    assert.equal(huge.statusCode, 413);
+    assert.deepEqual([huge.statusCode, huge.json().code], [413, 'REQUEST_BODY_TOO_LARGE']);
+  });
+
+  test('refusals made before any route runs speak certplane codes, not the framework\'s', async () => {
+    const cases: { request: { method: 'GET' | 'POST'; url: string; payload?: string; headers?: Record<string, string> }; status: number; code: string }[] = [
+      { request: { method: 'POST', url: '/v1/instances', payload: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
+      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","__proto__":{"admin":true}}', headers: { 'content-type': 'application/json' } }, status: 400, code: 'REQUEST_BODY_INVALID_JSON' },
+      { request: { method: 'GET', url: `/v1/instances/${'a'.repeat(150)}` }, status: 414, code: 'REQUEST_URL_PARAMETER_TOO_LONG' },
+      { request: { method: 'GET', url: '/v1/instances/%zz' }, status: 400, code: 'REQUEST_URL_INVALID' },
+    ];
+    for (const { request, status, code } of cases) {
+      const response = await plane.app.inject(request);
+      assert.deepEqual([response.statusCode, response.json().code], [status, code], `${request.method} ${request.url}: ${response.body}`);
+      assert.equal(typeof response.json().message, 'string');
+    }
   });
 
   test('listing is paged with a hard upper bound and a stable cursor', async () => {
