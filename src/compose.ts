@@ -3,6 +3,7 @@
  * clients and wires the rooms together. Every room receives what it needs as arguments
  * and never reaches for a global, so tests can build the same graph from their own parts.
  */
+import { hostname, userInfo } from 'node:os';
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from 'pino';
@@ -26,6 +27,7 @@ import type { DnsProvider } from './acme/dns/provider.js';
 import { Route53DnsProvider } from './acme/dns/route53.js';
 import { Dns01Solver, type ChallengeSolver } from './acme/solver.js';
 import type { Config } from './config/config.js';
+import { auditConfiguration } from './config/changes.js';
 import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
 import { openSecretStore } from './secrets/index.js';
 
@@ -111,6 +113,9 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
   if (config.server.insecureHttp) logger.warn({ listen: config.server.listen }, 'CERTPLANE_INSECURE_HTTP=1: plain HTTP without client authentication, for development on this machine only');
   const store = await openStore(config.server.databaseUrl);
   try {
+    const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
+    const changed = await auditConfiguration(store.audit, config, { node, actor: `service:${userInfo().username}` });
+    if (changed) logger.info({ node, changed }, 'configuration change recorded in the audit trail');
     const secrets = await openSecretStore(config.secrets, { secretsManagerClient: () => new SecretsManagerClient({}) });
     const ca = await AgentCa.loadOrCreate(secrets, clock());
     const issuer = await composeIssuer(config, logger.child({ room: 'acme' }));

@@ -27,11 +27,11 @@ export async function enrollAgent(
   token: string,
   identityCsrPem: string,
   now: Date,
-): Promise<{ instanceId: string; certificatePem: string; caPem: string }> {
+): Promise<{ instanceId: string; certificatePem: string; caPem: string; fingerprintSha256: string }> {
   const csr = await parseCsr(identityCsrPem, 'identity CSR');
   const instanceId = await deps.store.enrollmentTokens.consume(tokenHash(token), now);
   if (!instanceId) throw new CertplaneError(EnrollmentErrorCode.INVALID_TOKEN, 'the enrollment token is unknown, already used or expired; ask the control plane for a new one');
   const { certificatePem, identity } = await deps.ca.issue(instanceId, csr, now);
   await deps.store.agentCertificates.record({ fingerprintSha256: identity.fingerprintSha256, instanceId, serialNumber: identity.serialNumber, notAfter: identity.notAfter });
-  return { instanceId, certificatePem, caPem: deps.ca.certificatePem };
+  return { instanceId, certificatePem, caPem: deps.ca.certificatePem, fingerprintSha256: identity.fingerprintSha256 };
 }

@@ -102,6 +102,8 @@ export interface AuditEntry {
 export interface AuditStore {
   record(entry: Omit<AuditEntry, 'at'>): Promise<void>;
   list(limit: number): Promise<AuditEntry[]>;
+  /** The newest entry of `action` about `target`, if any. */
+  latest(action: string, target: string): Promise<AuditEntry | undefined>;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -318,10 +320,28 @@ export class SqlAudit implements AuditStore {
   }
 
   async list(limit: number): Promise<AuditEntry[]> {
-    const rows = await this.db.query<{ at: Date; actor: string; action: string; target: string | null; reason: string | null; details: unknown }>(
+    const rows = await this.db.query<AuditRow>(
       'SELECT at, actor, action, target, reason, details FROM audit_log ORDER BY id DESC LIMIT $1',
       [limit],
     );
-    return rows.map((r) => ({ at: r.at, actor: r.actor, action: r.action, target: r.target, reason: r.reason, details: r.details }));
+    return rows.map(auditEntry);
   }
+
+  async latest(action: string, target: string): Promise<AuditEntry | undefined> {
+    const rows = await this.db.query<AuditRow>('SELECT at, actor, action, target, reason, details FROM audit_log WHERE action = $1 AND target = $2 ORDER BY id DESC LIMIT 1', [action, target]);
+    return rows[0] ? auditEntry(rows[0]) : undefined;
+  }
+}
+
+interface AuditRow {
+  at: Date;
+  actor: string;
+  action: string;
+  target: string | null;
+  reason: string | null;
+  details: unknown;
+}
+
+function auditEntry(r: AuditRow): AuditEntry {
+  return { at: r.at, actor: r.actor, action: r.action, target: r.target, reason: r.reason, details: r.details };
 }

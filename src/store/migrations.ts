@@ -159,6 +159,11 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 5,
+    description: 'audit trail lookups by action and target (the last configuration recorded per node)',
+    statements: ['CREATE INDEX audit_log_action_target ON audit_log (action, target, id)'],
+  },
 ];
 
 /**

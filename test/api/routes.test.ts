@@ -112,6 +112,16 @@ describe('REST API', async () => {
     const fresh = await call('POST', `/v1/instances/${id}/enrollment-token`);
     assert.equal(fresh.status, 201);
     assert.equal((await call('POST', '/v1/agents/enroll', { token: fresh.body.enrollmentToken, csrPem })).status, 201);
+
+    // Registration, token minting and each enrollment are in the audit trail, newest first; no token in it.
+    const trail = (await plane.store.audit.list(50)).filter((e) => e.target === id);
+    assert.deepEqual(trail.map((e) => e.action), ['agent.enroll', 'instance.enrollment-token', 'agent.enroll', 'instance.register']);
+    assert.equal(trail[3]!.actor, 'unauthenticated (development mode)');
+    assert.deepEqual((trail[3]!.details as any).hostnames, ['enroll1.example.com']);
+    assert.match(trail[0]!.actor, /^agent enrollment from /);
+    assert.match((trail[0]!.details as any).fingerprintSha256, /^[0-9a-f]{64}$/);
+    assert.ok(!JSON.stringify(trail).includes(enrollmentToken) && !JSON.stringify(trail).includes(fresh.body.enrollmentToken));
+    assert.equal(enrolled.body.fingerprintSha256, undefined, 'the enrollment answer is unchanged');
   });
 
   test('health, readiness and metrics', async () => {

@@ -46,7 +46,9 @@ export function agentRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
           allowance(request.ip, true);
           throw error;
         });
-        return reply.status(201).send({ ...enrolled, ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
+        const { instanceId, certificatePem, caPem, fingerprintSha256 } = enrolled;
+        await deps.store.audit.record({ actor: `agent enrollment from ${request.ip}`, action: 'agent.enroll', target: instanceId, reason: null, details: { fingerprintSha256 } });
+        return reply.status(201).send({ instanceId, certificatePem, caPem, ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
       },
     );
   };

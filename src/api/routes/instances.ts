@@ -24,6 +24,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         requireCluster(request.caller, cluster ?? null, `a new instance`);
         const instance = await deps.store.instances.create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
+        await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
       },
     );
@@ -36,6 +37,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         if (!instance) throw notFound(`instance ${request.params.id}`);
         requireCluster(request.caller, instance.cluster, `instance ${instance.id}`);
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
+        await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.enrollment-token', target: instance.id, reason: null, details: { expiresAt: expiresAt.toISOString() } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
       },
     );
