@@ -3,6 +3,7 @@
  * clients and wires the rooms together. Every room receives what it needs as arguments
  * and never reaches for a global, so tests can build the same graph from their own parts.
  */
+import type { Server as HttpsServer } from 'node:https';
 import { hostname, userInfo } from 'node:os';
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -12,6 +13,7 @@ import { AgentCa } from './agents/ca.js';
 import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
+import { checkServerCertificate, replaceServerCertificate } from './api/tls.js';
 import { CertplaneError } from './errors.js';
 import { startAdminSocket, type AdminDeps } from './admin/index.js';
 import { offsetFileClock, systemClock, type Clock } from './config/clock.js';
@@ -111,6 +113,10 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     throw new CertplaneError('CONFIG_INVALID', 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
   }
   if (config.server.insecureHttp) logger.warn({ listen: config.server.listen }, 'CERTPLANE_INSECURE_HTTP=1: plain HTTP without client authentication, for development on this machine only');
+  let serverIdentity = tls && checkServerCertificate(tls, clock(), false);
+  if (serverIdentity && !serverIdentity.validNow) {
+    logger.error({ subject: serverIdentity.subject, notAfter: serverIdentity.notAfter }, 'the server certificate is not valid now: clients will refuse the listener; replace the files and run `certplane admin reload-tls` (or send SIGHUP)');
+  }
   const store = await openStore(config.server.databaseUrl);
   try {
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
@@ -149,7 +155,19 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
     const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
     const stopRevocationWatch = sessions.watchRevocations();
-    const adminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }) };
+    // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
+    const serverTls: AdminDeps['serverTls'] = tls
+      ? {
+          reload: async () => {
+            const pair = { certPem: await readText(config.server.tlsCertPath!, 'CERTPLANE_TLS_CERT'), keyPem: await readText(config.server.tlsKeyPath!, 'CERTPLANE_TLS_KEY') };
+            const previous = serverIdentity!;
+            const current = replaceServerCertificate(app.server as HttpsServer, pair, clock());
+            serverIdentity = { ...current, validNow: true };
+            return { previous: { fingerprintSha256: previous.fingerprintSha256, subject: previous.subject, notAfter: previous.notAfter }, current };
+          },
+        }
+      : undefined;
+    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), ...(serverTls ? { serverTls } : {}) };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');

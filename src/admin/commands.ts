@@ -22,6 +22,7 @@ export const AdminErrorCode = {
   UNKNOWN_COMMAND: 'ADMIN_UNKNOWN_COMMAND',
   BAD_ARGUMENTS: 'ADMIN_BAD_ARGUMENTS',
   NOT_FOUND: 'ADMIN_NOT_FOUND',
+  TLS_NOT_CONFIGURED: 'ADMIN_TLS_NOT_CONFIGURED',
 } as const;
 
 /** What the console acts on: the same parts `certplane serve` composes, so both transports see the live process. */
@@ -32,6 +33,14 @@ export interface AdminDeps {
   readonly campaigns: Pick<Campaigns, 'start'>;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** The HTTPS listener's certificate, re-read from its files; absent when the plane serves plain HTTP (development mode). */
+  readonly serverTls?: { reload(): Promise<{ readonly previous: ServerIdentityView; readonly current: ServerIdentityView }> };
+}
+
+export interface ServerIdentityView {
+  readonly fingerprintSha256: string;
+  readonly subject: string;
+  readonly notAfter: Date;
 }
 
 /** One command as either transport hands it over; `actor` is set by the transport, never trusted from the args. */
@@ -271,6 +280,23 @@ const reissue = define({
   },
 });
 
+const reloadTls = define({
+  summary: 'serve the certificate and key now in CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY to new connections (rotation without a restart; open connections keep theirs)',
+  usage: '--reason TEXT',
+  options: { reason: { arg: 'reason', kind: 'text' } },
+  changesState: true,
+  schema: z.strictObject({ reason: Reason }),
+  async run(args, actor, deps) {
+    if (!deps.serverTls) throw new CertplaneError(AdminErrorCode.TLS_NOT_CONFIGURED, 'this plane serves plain HTTP (CERTPLANE_INSECURE_HTTP=1): there is no certificate to reload');
+    const { previous, current } = await deps.serverTls.reload();
+    const details = { previous: previous.fingerprintSha256, current: current.fingerprintSha256, subject: current.subject, notAfter: current.notAfter.toISOString() };
+    await deps.store.audit.record({ actor, action: 'tls.reload', target: current.fingerprintSha256, reason: args.reason, details });
+    deps.logger.info({ actor, ...details }, 'server certificate reloaded');
+    const same = previous.fingerprintSha256 === current.fingerprintSha256;
+    return { data: details, text: `${same ? 'the same certificate as before' : 'now serving'} ${current.fingerprintSha256} (${current.subject}, not after ${iso(current.notAfter)})${same ? '' : `; was ${previous.fingerprintSha256}`}` };
+  },
+});
+
 const audit = define({
   summary: 'the latest entries of the audit trail: who did what, and why',
   usage: '[--limit N]',
@@ -303,6 +329,7 @@ const definitions: Readonly<Record<string, Definition<z.ZodType>>> = {
   'revoke-agent': revokeAgent,
   status,
   reissue,
+  'reload-tls': reloadTls,
   audit,
   help,
 };

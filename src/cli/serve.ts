@@ -1,7 +1,9 @@
 /** `certplane serve`: the management plane, until SIGTERM or SIGINT closes it cleanly. */
 import { loadConfig } from '../config/config.js';
 import { composeServer } from '../compose.js';
-import { startStdinConsole } from '../admin/index.js';
+import { userInfo } from 'node:os';
+import { runAdminCommand, startStdinConsole } from '../admin/index.js';
+import type { CertplaneError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
@@ -15,6 +17,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const plane = await composeServer(config, logger);
   // Run by a person at a terminal, the admin console is also on standard input.
   const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
+  // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
+  const onHangup = () => {
+    runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
+      (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
+      (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
+    );
+  };
+  process.on('SIGHUP', onHangup);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
@@ -23,6 +33,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  process.off('SIGHUP', onHangup);
   console?.close();
   await plane.close();
   return ExitCode.OK;

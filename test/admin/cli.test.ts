@@ -58,6 +58,9 @@ describe('certplane admin', () => {
     const result = await certplane(['admin', '--socket', admin.path, 'revoke-client', '--thumbprint', 'cd'.repeat(32), '--reason', 'gone']);
     assert.equal(result.code, 1);
     assert.match(result.stderr, /certplane: ADMIN_NOT_FOUND: no client with thumbprint/);
+    const plain = await certplane(['admin', '--socket', admin.path, 'reload-tls', '--reason', 'rotation']);
+    assert.equal(plain.code, 1);
+    assert.match(plain.stderr, /certplane: ADMIN_TLS_NOT_CONFIGURED: this plane serves plain HTTP/);
   });
 
   test('nothing listening on the socket is CLI_ADMIN_UNREACHABLE, exit 1', async () => {
@@ -97,6 +100,6 @@ describe('certplane admin', () => {
   test('admin help lists every command', async () => {
     const result = await certplane(['admin', 'help']);
     assert.equal(result.code, 0);
-    for (const command of ['register-client', 'list-clients', 'revoke-client', 'list-agents', 'revoke-agent', 'status', 'reissue', 'audit']) assert.match(result.stdout, new RegExp(`^  ${command}`, 'm'));
+    for (const command of ['register-client', 'list-clients', 'revoke-client', 'list-agents', 'revoke-agent', 'status', 'reissue', 'reload-tls', 'audit']) assert.match(result.stdout, new RegExp(`^  ${command}`, 'm'));
   });
 });

@@ -1,0 +1,54 @@
+/**
+ * The listener's own certificate, replaced while the process runs: new handshakes get the
+ * new certificate, connections already open (agents' channels) keep theirs. With clients
+ * that trust both the old and the new issuer (a CA bundle), the service's certificate is
+ * rotated node by node without a restart and without dropping a connection.
+ */
+import type { Server } from 'node:https';
+import { createSecureContext } from 'node:tls';
+import { parseCertificateBundle } from '../chain/index.js';
+import { CertplaneError } from '../errors.js';
+
+export const TlsErrorCode = {
+  RELOAD_FAILED: 'TLS_RELOAD_FAILED',
+} as const;
+
+export interface ServerIdentity {
+  readonly fingerprintSha256: string;
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+/**
+ * What the listener would serve: refuses garbage and a key that does not match, and (with
+ * `requireValid`, for a replacement) a certificate outside its validity at `now`. At start
+ * an expired certificate is served anyway, so that the process, and its admin socket,
+ * come up in the very incident this is for.
+ */
+export function checkServerCertificate(pair: { readonly certPem: string; readonly keyPem: string }, now: Date, requireValid = true): ServerIdentity & { readonly validNow: boolean } {
+  let leaf;
+  try {
+    [leaf] = parseCertificateBundle(pair.certPem, 'server certificate');
+  } catch (error) {
+    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate is unusable: ${(error as Error).message}`);
+  }
+  if (!leaf) throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, 'the server certificate file holds no certificate');
+  const validNow = now <= leaf.notAfter && now >= leaf.notBefore;
+  if (requireValid && !validNow) {
+    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate "${leaf.subjectCN}" is valid from ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()}, not now`);
+  }
+  try {
+    // Node refuses a key that does not belong to the certificate here, before anything is served.
+    createSecureContext({ cert: pair.certPem, key: pair.keyPem });
+  } catch (error) {
+    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate and key do not make a TLS identity: ${(error as Error).message}`);
+  }
+  return { fingerprintSha256: leaf.fingerprintSha256, subject: leaf.subject, notAfter: leaf.notAfter, validNow };
+}
+
+/** Checks the pair, then makes it the listener's for every new handshake. On any refusal the current certificate stays. */
+export function replaceServerCertificate(server: Server, pair: { readonly certPem: string; readonly keyPem: string }, now: Date): ServerIdentity {
+  const { validNow: _, ...identity } = checkServerCertificate(pair, now);
+  server.setSecureContext({ cert: pair.certPem, key: pair.keyPem });
+  return identity;
+}
