@@ -38,7 +38,17 @@ export const AcmeErrorCode = {
   UNKNOWN_PROFILE: 'ACME_UNKNOWN_PROFILE',
   /** The CA's directory could not be read or is not the RFC 8555 shape. */
   DIRECTORY_UNREADABLE: 'ACME_DIRECTORY_UNREADABLE',
+  /** No HTTP answer from the ACME server at all (refused, timed out, TLS failure), after acme-client's own retries. */
+  UNREACHABLE: 'ACME_UNREACHABLE',
 } as const;
+
+/**
+ * acme-client 5.4 retries a request that got no HTTP answer, then fails reading the
+ * missing response with a TypeError that names neither the server nor the cause.
+ */
+function isNoHttpAnswer(cause: unknown): boolean {
+  return cause instanceof TypeError && /reading 'config'/.test(cause.message);
+}
 
 /** What chain the issuer must accept: the policy the chain engine applies. */
 export interface ChainPolicy {
@@ -172,6 +182,18 @@ export class AcmeIssuer {
    * is ordered, so a typo never yields a certificate of the CA's default lifetime.
    */
   async issue(csrPem: string, options: IssueOptions = {}): Promise<IssuedChain> {
+    try {
+      return await this.#issue(csrPem, options);
+    } catch (error) {
+      const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
+      if (isNoHttpAnswer(cause)) {
+        throw new CertplaneError(AcmeErrorCode.UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure), also after acme-client's retries`, { directoryUrl: this.#options.directoryUrl }, { cause });
+      }
+      throw error;
+    }
+  }
+
+  async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem);
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();

@@ -358,3 +358,109 @@ export function anyId(known: readonly string[]): fc.Arbitrary<string> {
     { arbitrary: fc.integer({ min: 90, max: 2000 }).map((n) => 'a'.repeat(n)), weight: 1 },
   );
 }
+
+// ---------------------------------------------------------------------------------------
+// CSRs for a certificate of an instance (the names it owns and its key policy)
+
+/** Which names a CSR asks for, by role: resolved per instance so "own" and "another instance's" mean something. */
+export type NameRole = 'own0' | 'own1' | 'other-instance' | 'wildcard-of-own' | 'own-as-suffix' | 'unrelated' | 'localhost' | 'parent';
+export type CsrKeyKind = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048';
+
+export interface CsrRecipe {
+  readonly key: CsrKeyKind;
+  /** The subject CN, a name role, or none. */
+  readonly cn: { readonly role: NameRole; readonly upper: boolean } | undefined;
+  readonly sans: readonly { readonly role: NameRole; readonly upper: boolean }[];
+  /** Byte edits of the DER after signing: bad signatures and broken encodings. */
+  readonly corrupt: readonly (readonly [number, number, 'xor' | 'set' | 'insert' | 'delete'])[];
+}
+
+const nameRef = fc.record({
+  role: fc.oneof(
+    { arbitrary: fc.constantFrom<NameRole>('own0', 'own1'), weight: 6 },
+    { arbitrary: fc.constantFrom<NameRole>('other-instance', 'wildcard-of-own', 'own-as-suffix', 'unrelated', 'localhost', 'parent'), weight: 3 },
+  ),
+  upper: fc.boolean(),
+});
+
+export const csrRecipe: fc.Arbitrary<CsrRecipe> = fc.record({
+  key: fc.oneof({ arbitrary: fc.constant<CsrKeyKind>('ecdsa-p256'), weight: 6 }, { arbitrary: fc.constantFrom<CsrKeyKind>('ecdsa-p384', 'rsa-2048'), weight: 1 }),
+  cn: fc.option(nameRef, { nil: undefined }),
+  sans: fc.array(nameRef, { maxLength: 3 }),
+  corrupt: fc.oneof({ arbitrary: fc.constant([]), weight: 3 }, { arbitrary: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('xor' as const, 'set' as const, 'insert' as const, 'delete' as const)), { minLength: 1, maxLength: 3 }), weight: 1 }),
+});
+
+/** The DNS name a role stands for, for the instance whose two names are `own`, beside `other` (another instance's). */
+export function resolveName(role: NameRole, own: readonly [string, string], other: string): string {
+  const names: Record<NameRole, string> = {
+    own0: own[0],
+    own1: own[1],
+    'other-instance': other,
+    'wildcard-of-own': `*.${own[0]}`,
+    'own-as-suffix': `${own[0]}.evil.example.net`,
+    unrelated: 'evil.example.net',
+    localhost: 'localhost',
+    parent: own[0].split('.').slice(1).join('.'),
+  };
+  return names[role];
+}
+
+const KEY_PARAMS: Record<CsrKeyKind, { generate: webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams; sign: webcrypto.EcdsaParams | webcrypto.Algorithm }> = {
+  'ecdsa-p256': { generate: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams },
+  'ecdsa-p384': { generate: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } as webcrypto.EcdsaParams },
+  'rsa-2048': { generate: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, sign: { name: 'RSASSA-PKCS1-v1_5' } },
+};
+
+/** One key pair per kind, made once: key generation (RSA above all) would dominate the runs. */
+export async function csrKeys(): Promise<Record<CsrKeyKind, webcrypto.CryptoKeyPair>> {
+  const entries = await Promise.all(
+    (Object.keys(KEY_PARAMS) as CsrKeyKind[]).map(async (kind) => [kind, (await webcrypto.subtle.generateKey(KEY_PARAMS[kind].generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair] as const),
+  );
+  return Object.fromEntries(entries) as Record<CsrKeyKind, webcrypto.CryptoKeyPair>;
+}
+
+/** The PEM CSR a recipe describes, signed, then corrupted as it says. */
+export async function buildCsr(recipe: CsrRecipe, keys: Record<CsrKeyKind, webcrypto.CryptoKeyPair>, name: (role: NameRole) => string): Promise<string> {
+  const spell = (ref: { role: NameRole; upper: boolean }) => (ref.upper ? name(ref.role).toUpperCase() : name(ref.role));
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      name: recipe.cn ? `CN=${spell(recipe.cn)}` : 'O=certplane fuzz',
+      keys: keys[recipe.key],
+      signingAlgorithm: KEY_PARAMS[recipe.key].sign,
+      extensions: recipe.sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(recipe.sans.map((ref) => ({ type: 'dns' as const, value: spell(ref) })))] : [],
+    },
+    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
+  );
+  if (recipe.corrupt.length === 0) return csr.toString('pem');
+  const bytes = [...Buffer.from(csr.rawData)];
+  for (const [at, byte, op] of recipe.corrupt) {
+    const i = at % Math.max(1, bytes.length);
+    if (op === 'xor') bytes[i] = (bytes[i] ?? 0) ^ byte;
+    else if (op === 'set') bytes[i] = byte;
+    else if (op === 'insert') bytes.splice(i, 0, byte);
+    else bytes.splice(i, 1);
+  }
+  return toPem(Buffer.from(bytes.length > 0 ? bytes : [0]), 'CERTIFICATE REQUEST');
+}
+
+/**
+ * The contract, read off the CSR with @peculiar/x509 (not certplane's parser): a CSR is
+ * ordered only if it parses, its signature verifies with its own key, it names at least one
+ * DNS name (SANs, and a name-like subject CN), every one of them is the instance's, and
+ * its key is ECDSA P-256 (the instance's default policy).
+ */
+export async function csrAcceptable(pem: string, owned: ReadonlySet<string>): Promise<boolean> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(pemBody(pem));
+    if (!(await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]))) return false;
+  } catch {
+    return false;
+  }
+  const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  const names = new Set((san?.names.items ?? []).filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()));
+  const cn = (csr.subjectName.getField('CN')[0] as string | undefined)?.toLowerCase();
+  if (cn && /^[a-z0-9*._-]+$/.test(cn)) names.add(cn);
+  const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
+  return names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256';
+}

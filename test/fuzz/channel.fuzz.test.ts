@@ -29,6 +29,8 @@
 import assert from 'node:assert/strict';
 import { isUtf8 } from 'node:buffer';
 import { sign } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import WebSocket from 'ws';
@@ -36,13 +38,14 @@ import { AgentMessage, CHANNEL_PATH, ChannelErrorCode, MAX_MESSAGE_BYTES, PROTOC
 import { CertplaneError } from '../../src/errors.js';
 import { generateKeyPair, createCsr } from '../../src/pki/factory.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
-import { applyMutations, csrMaterial, hostileString, junkJson, mutations, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
+import { applyMutations, buildCsr, csrAcceptable, csrKeys, csrMaterial, csrRecipe, hostileString, junkJson, mutations, resolveName, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
 
 /** Runs per property, fixed so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
 const BATCH = 12;
 const POST_AUTH_BATCH = 4;
-const RUNS = { preAuth: 160 * SCALE, transport: 24 * SCALE, postAuth: 75 * SCALE } as const;
+const RUNS = { preAuth: 160 * SCALE, transport: 24 * SCALE, postAuth: 75 * SCALE, csr: 50 * SCALE } as const;
+const CSR_BATCH = 4;
 const WAIT_MS = 5000;
 
 interface Agent {
@@ -253,6 +256,7 @@ function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | '
 
 describe('agent channel fuzz: a bad frame costs its own connection only, with a reason', async () => {
   let plane: TestPlane;
+  let refusingCa: Server;
   let material: CsrMaterial;
   let healthy: Channel;
   let healthyAgent: Agent;
@@ -336,8 +340,8 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     }
   };
 
-  const enroll = async (name: string): Promise<Agent> => {
-    const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames: [`${name}.example.com`] } });
+  const enroll = async (name: string, hostnames = [`${name}.example.com`]): Promise<Agent> => {
+    const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames } });
     const key = await generateKeyPair();
     const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
     assert.equal(enrolled.statusCode, 201, enrolled.body);
@@ -383,7 +387,10 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
   before(async () => {
     process.on('unhandledRejection', onCrash);
     process.on('uncaughtException', onCrash);
-    plane = await startTestPlane({ authTimeoutMs: 10_000 });
+    // A CA that answers at once and refuses everything: a CSR the plane accepts is ordered and fails fast.
+    refusingCa = createServer((_, res) => res.writeHead(403, { 'content-type': 'application/problem+json' }).end('{"type":"urn:ietf:params:acme:error:unauthorized","detail":"this CA refuses every request"}'));
+    await new Promise<void>((resolve) => refusingCa.listen(0, '127.0.0.1', resolve));
+    plane = await startTestPlane({ authTimeoutMs: 10_000, acmeDirectoryUrl: `http://127.0.0.1:${(refusingCa.address() as AddressInfo).port}/directory` });
     material = await csrMaterial(plane.ca.certificatePem);
     supportedCsrs = new Set(material.supported);
     healthyAgent = await enroll('healthy');
@@ -404,6 +411,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     process.off('uncaughtException', onCrash);
     healthy?.socket.close();
     await plane?.close();
+    refusingCa?.close();
   });
 
   test(`before authentication: ${RUNS.preAuth} batches of ${BATCH} frames (${RUNS.preAuth * BATCH} frames, ${BATCH} connections at a time) each close their connection with the documented code and reason, or are welcomed`, async () => {
@@ -502,6 +510,72 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     );
   });
 
+  test(`CSRs for a pending certificate: ${RUNS.csr} batches of ${CSR_BATCH} (${RUNS.csr * CSR_BATCH}; own names, another instance's, wildcards, suffixes, no name, other keys, corrupted signatures and DER) are ordered or refused with a cancel, as the instance's names and key policy decide`, async (t) => {
+    const keys = await csrKeys();
+    const owners = await Promise.all(Array.from({ length: CSR_BATCH }, (_, i) => enroll(`csr${i}`, [`csr${i}.example.com`, `www.csr${i}.example.com`])));
+    const ownNames = (slot: number) => [`csr${slot}.example.com`, `www.csr${slot}.example.com`] as const;
+    let sent = 0;
+    const outcomes = { ordered: 0, refused: 0 };
+    await fc.assert(
+      fc.asyncProperty(fc.array(csrRecipe, { minLength: CSR_BATCH, maxLength: CSR_BATCH }), async (batch) => {
+        armCrashSignal();
+        await Promise.all(
+          batch.map(async (recipe, slot) => {
+            const owner = owners[slot]!;
+            const own = ownNames(slot);
+            const csrPem = await buildCsr(recipe, keys, (role) => resolveName(role, own, ownNames((slot + 1) % CSR_BATCH)[0]));
+            const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${owner.instanceId}/issue` });
+            assert.equal(issued.statusCode, 202, issued.body);
+            const certificateId: string = issued.json().certificateId;
+            const { channel } = await within(authenticated(owner), 'authentication');
+            const request = await within(channel.next('csr_request'), 'csr_request');
+            assert.equal(request.certificateId, certificateId);
+            const frame = JSON.stringify({ v: PROTOCOL_VERSION, type: 'csr', certificateId, csrPem });
+            sent += 1;
+            frames.sent += 1;
+            let decodable = true;
+            try {
+              decodeMessage(AgentMessage, frame);
+            } catch {
+              decodable = false;
+            }
+            channel.socket.send(frame);
+            if (!decodable) {
+              const closed = await within(channel.closed, 'close of an undecodable csr frame');
+              assert.equal(closed.code, 4000, closed.reason);
+              return;
+            }
+            const acceptable = await csrAcceptable(csrPem, new Set(own));
+            outcomes[acceptable ? 'ordered' : 'refused'] += 1;
+            // Either way the plane answers with a cancel: a refusal at once, an order when the (unreachable) CA fails.
+            const cancel = await within(channel.next('cancel'), `cancel for ${acceptable ? 'an acceptable' : 'a refused'} CSR`);
+            const shown = `${JSON.stringify(recipe)} -> ${cancel.reason}`;
+            assert.equal(cancel.certificateId, certificateId);
+            const stored = await plane.store.certificates.get(certificateId);
+            assert.equal(stored?.status, 'failed', shown);
+            if (acceptable) {
+              assert.doesNotMatch(cancel.reason, /CSR rejected/, `an acceptable CSR was refused: ${shown}`);
+              assert.equal(stored?.csrPem, csrPem, `an acceptable CSR was not ordered: ${shown}`);
+            } else {
+              assert.match(cancel.reason, /^CSR rejected: /, `a CSR outside the contract was not refused: ${shown}`);
+              assert.equal(stored?.csrPem ?? null, null, `a refused CSR was stored for ordering: ${shown}`);
+              assert.match(stored?.lastError ?? '', /^CSR rejected: /, shown);
+            }
+            assert.equal(channel.socket.readyState, WebSocket.OPEN, `a refused CSR costs the certificate, not the connection: ${shown}`);
+            channel.socket.close();
+            await within(channel.closed, 'close');
+          }),
+        );
+        await assertOthersUntouched();
+      }),
+      { numRuns: RUNS.csr, includeErrorInReport: true },
+    );
+    assert.equal(sent, RUNS.csr * CSR_BATCH);
+    t.diagnostic(`${outcomes.ordered} CSRs ordered, ${outcomes.refused} refused`);
+    // Both branches of the contract were exercised (each is likelier than 1 in 10 per CSR).
+    assert.ok(outcomes.ordered > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+  });
+
   test('afterwards the healthy agent is still connected and answered, its certificate untouched, and the plane healthy', async (t) => {
     await assertOthersUntouched();
     assert.equal(healthy.socket.readyState, WebSocket.OPEN);
@@ -519,7 +593,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     const health = await plane.app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(health.statusCode, 200);
     assert.deepEqual(crashes, []);
-    const planned = RUNS.preAuth * BATCH + RUNS.transport + RUNS.postAuth * POST_AUTH_BATCH;
+    const planned = RUNS.preAuth * BATCH + RUNS.transport + RUNS.postAuth * POST_AUTH_BATCH + RUNS.csr * CSR_BATCH;
     t.diagnostic(`${planned} generated frames planned, ${frames.sent} sent`);
   });
 });

@@ -2,7 +2,8 @@
  * An in-process management plane on real parts (in-memory PGlite, file secrets, the real
  * agent CA, sessions and coordinator) listening on a loopback port, for API and channel
  * tests that do not need a CA: nothing here orders a certificate unless a test drives a
- * CSR through, and then the ACME directory below refuses the connection.
+ * CSR through, and then the ACME directory below refuses the connection (or the test's
+ * `acmeDirectoryUrl` answers as it likes).
  */
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
@@ -30,8 +31,8 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string } } = {}): Promise<TestPlane> {
-  const { tls, ...sessionOptions } = options;
+export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string } = {}): Promise<TestPlane> {
+  const { tls, acmeDirectoryUrl, ...sessionOptions } = options;
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
   const clock = () => new Date();
@@ -40,7 +41,7 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
   const ca = await AgentCa.loadOrCreate(secrets);
   const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
   const issuer = new AcmeIssuer({
-    directoryUrl: 'https://127.0.0.1:1/directory',
+    directoryUrl: acmeDirectoryUrl ?? 'https://127.0.0.1:1/directory',
     secrets,
     solvers: [],
     chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
