@@ -259,6 +259,23 @@ export function toPem(der: Buffer, label: string, lineLength = 64): string {
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
+/** A byte edit of DER: flip bits, overwrite, insert or delete one byte at a position (taken modulo the length). */
+export type ByteEdit = readonly [number, number, 'xor' | 'set' | 'insert' | 'delete'];
+export const byteEdit: fc.Arbitrary<ByteEdit> = fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('xor' as const, 'set' as const, 'insert' as const, 'delete' as const));
+
+/** `der` with the edits applied in order; never empty. */
+export function corruptBytes(der: Uint8Array, edits: readonly ByteEdit[]): Buffer {
+  const bytes = [...der];
+  for (const [at, byte, op] of edits) {
+    const i = at % Math.max(1, bytes.length);
+    if (op === 'xor') bytes[i] = (bytes[i] ?? 0) ^ byte;
+    else if (op === 'set') bytes[i] = byte;
+    else if (op === 'insert') bytes.splice(i, 0, byte);
+    else bytes.splice(i, 1);
+  }
+  return Buffer.from(bytes.length > 0 ? bytes : [0]);
+}
+
 /** How a CSR text was made, so the oracle knows whether it is the untouched original. */
 export type CsrText = { kind: 'supported' | 'other-key' | 'corrupted' | 'reframed' | 'private-key' | 'certificate' | 'garbage'; pem: string; privateKey?: string };
 
@@ -266,20 +283,8 @@ export type CsrText = { kind: 'supported' | 'other-key' | 'corrupted' | 'reframe
 export function csrText(material: CsrMaterial): fc.Arbitrary<CsrText> {
   const original = fc.constantFrom(...material.supported);
   const corrupted = fc
-    .tuple(original, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('xor', 'set', 'insert', 'delete')), { minLength: 1, maxLength: 4 }), fc.constantFrom(64, 76, 0))
-    .map(([pem, edits, lineLength]): CsrText => {
-      const der = Buffer.from(pemBody(pem));
-      let bytes = [...der];
-      for (const [at, byte, op] of edits) {
-        const i = at % Math.max(1, bytes.length);
-        if (op === 'xor') bytes[i] = (bytes[i] ?? 0) ^ byte;
-        else if (op === 'set') bytes[i] = byte;
-        else if (op === 'insert') bytes.splice(i, 0, byte);
-        else bytes.splice(i, 1);
-      }
-      if (bytes.length === 0) bytes = [0];
-      return { kind: 'corrupted', pem: toPem(Buffer.from(bytes), 'CERTIFICATE REQUEST', lineLength) };
-    });
+    .tuple(original, fc.array(byteEdit, { minLength: 1, maxLength: 4 }), fc.constantFrom(64, 76, 0))
+    .map(([pem, edits, lineLength]): CsrText => ({ kind: 'corrupted', pem: toPem(corruptBytes(pemBody(pem), edits), 'CERTIFICATE REQUEST', lineLength) }));
   const reframed = fc
     .tuple(original, fc.constantFrom('crlf', 'no-newline', 'truncate-base64', 'text-before', 'text-after', 'two-blocks', 'new-label', 'wrong-label', 'no-end', 'spaces', 'comment'), fc.nat())
     .map(([pem, how, n]): CsrText => {
@@ -372,7 +377,7 @@ export interface CsrRecipe {
   readonly cn: { readonly role: NameRole; readonly upper: boolean } | undefined;
   readonly sans: readonly { readonly role: NameRole; readonly upper: boolean }[];
   /** Byte edits of the DER after signing: bad signatures and broken encodings. */
-  readonly corrupt: readonly (readonly [number, number, 'xor' | 'set' | 'insert' | 'delete'])[];
+  readonly corrupt: readonly ByteEdit[];
 }
 
 const nameRef = fc.record({
@@ -387,7 +392,7 @@ export const csrRecipe: fc.Arbitrary<CsrRecipe> = fc.record({
   key: fc.oneof({ arbitrary: fc.constant<CsrKeyKind>('ecdsa-p256'), weight: 6 }, { arbitrary: fc.constantFrom<CsrKeyKind>('ecdsa-p384', 'rsa-2048'), weight: 1 }),
   cn: fc.option(nameRef, { nil: undefined }),
   sans: fc.array(nameRef, { maxLength: 3 }),
-  corrupt: fc.oneof({ arbitrary: fc.constant([]), weight: 3 }, { arbitrary: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('xor' as const, 'set' as const, 'insert' as const, 'delete' as const)), { minLength: 1, maxLength: 3 }), weight: 1 }),
+  corrupt: fc.oneof({ arbitrary: fc.constant([]), weight: 3 }, { arbitrary: fc.array(byteEdit, { minLength: 1, maxLength: 3 }), weight: 1 }),
 });
 
 /** The DNS name a role stands for, for the instance whose two names are `own`, beside `other` (another instance's). */
@@ -432,15 +437,7 @@ export async function buildCsr(recipe: CsrRecipe, keys: Record<CsrKeyKind, webcr
     webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
   );
   if (recipe.corrupt.length === 0) return csr.toString('pem');
-  const bytes = [...Buffer.from(csr.rawData)];
-  for (const [at, byte, op] of recipe.corrupt) {
-    const i = at % Math.max(1, bytes.length);
-    if (op === 'xor') bytes[i] = (bytes[i] ?? 0) ^ byte;
-    else if (op === 'set') bytes[i] = byte;
-    else if (op === 'insert') bytes.splice(i, 0, byte);
-    else bytes.splice(i, 1);
-  }
-  return toPem(Buffer.from(bytes.length > 0 ? bytes : [0]), 'CERTIFICATE REQUEST');
+  return toPem(corruptBytes(new Uint8Array(csr.rawData), recipe.corrupt), 'CERTIFICATE REQUEST');
 }
 
 /**
