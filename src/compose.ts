@@ -171,6 +171,10 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
+    if (tls && !(await store.apiClients.list()).some((client) => client.revokedAt === null)) {
+      // First start in secure mode: nobody can call the API until a client certificate is registered locally.
+      logger.warn({ adminSocket: adminSocket.path }, 'no control-plane client is registered: on this host run `certplane admin register-client --name NAME --role admin --cert-file CLIENT.pem`');
+    }
     scheduler.start();
     return {
       app,

@@ -69,6 +69,12 @@ before(async () => {
   await plane.waitForLine((line) => line.includes('management plane listening'), 30_000);
 });
 
+test('a first start in secure mode says how to register the first client', async () => {
+  const hint = await plane.waitForLine((line) => line.includes('no control-plane client is registered'), 5_000);
+  assert.match(hint, /certplane admin register-client/);
+  assert.ok(hint.includes(env.CERTPLANE_ADMIN_SOCKET!), hint);
+});
+
 after(async () => {
   await plane?.stop();
   await dir.remove();
