@@ -3,34 +3,83 @@
  * dry-runs) a fleet reissue and can follow it with a progress bar; `certplane status`
  * shows an instance, a campaign, or the first page of the fleet.
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { readText } from '../config/trust.js';
 import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
-const REISSUE_USAGE =
-  'usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME]';
-const STATUS_USAGE = 'usage: certplane status --server URL [--instance ID | --campaign ID] [--json]';
+/** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
+const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
+const REISSUE_USAGE = `usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME] ${TLS_USAGE}`;
+const STATUS_USAGE = `usage: certplane status --server URL [--instance ID | --campaign ID] [--json] ${TLS_USAGE}`;
+const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server-ca': { type: 'string' } } as const;
 
-async function api(server: string, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
-  let response: Response;
+/** Where the plane is and how to prove who we are: files are read here, on the operator's machine. */
+interface Target {
+  readonly server: URL;
+  readonly tls: { cert?: string; key?: string; ca?: string };
+}
+
+async function targetOf(values: { server?: string; cert?: string; key?: string; 'server-ca'?: string }, env: Io['env'], usage: string): Promise<Target> {
+  if (!values.server) throw usageError('--server is required', usage);
+  let server: URL;
   try {
-    response = await fetch(new URL(path, server), {
-      method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
+    server = new URL(values.server);
+  } catch {
+    throw usageError(`--server must be a URL such as https://certplane.internal:8443, not "${values.server}"`, usage);
+  }
+  if (server.protocol !== 'https:' && server.protocol !== 'http:') throw usageError(`--server must be an https:// (or development http://) URL, not "${values.server}"`, usage);
+  const certPath = values.cert ?? env.CERTPLANE_CLIENT_CERT;
+  const keyPath = values.key ?? env.CERTPLANE_CLIENT_KEY;
+  const caPath = values['server-ca'] ?? env.CERTPLANE_SERVER_CA;
+  if ((certPath === undefined) !== (keyPath === undefined)) throw usageError('give --cert and --key together (the client certificate and its key)', usage);
+  const tls: { cert?: string; key?: string; ca?: string } = {};
+  if (certPath && keyPath) {
+    tls.cert = await readText(certPath, '--cert');
+    tls.key = await readText(keyPath, '--key');
+  }
+  if (caPath) tls.ca = await readText(caPath, '--server-ca');
+  return { server, tls };
+}
+
+async function api(target: Target, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
+  const url = new URL(path, target.server);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  let answer: { status: number; text: string };
+  try {
+    answer = await new Promise((resolve, reject) => {
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      const req = send(
+        url,
+        {
+          method,
+          headers: { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) },
+          timeout: 30_000,
+          ...(url.protocol === 'https:' ? target.tls : {}),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
+      req.on('error', reject);
+      req.end(payload);
     });
   } catch (cause) {
-    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${server}: ${(cause as Error).message}`, {}, { cause });
+    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${target.server.origin}: ${(cause as Error).message}`, {}, { cause });
   }
-  const text = await response.text();
   let parsed: any;
   try {
-    parsed = JSON.parse(text);
+    parsed = JSON.parse(answer.text);
   } catch {
-    parsed = { message: text };
+    parsed = { message: answer.text };
   }
-  if (response.status >= 400) throw new CertplaneError(parsed.code ?? 'CLI_SERVER_ERROR', `${method} ${path}: HTTP ${response.status}: ${parsed.message ?? text}`);
-  return { status: response.status, body: parsed };
+  if (answer.status >= 400) throw new CertplaneError(parsed.code ?? 'CLI_SERVER_ERROR', `${method} ${path}: HTTP ${answer.status}: ${parsed.message ?? answer.text}`);
+  return { status: answer.status, body: parsed };
 }
 
 function selectorFrom(values: { instance?: string[]; cluster?: string; 'chain-includes'?: string; all?: boolean; selector?: string }): unknown {
@@ -71,13 +120,15 @@ export async function reissue(args: string[], io: Io): Promise<number> {
       follow: { type: 'boolean' },
       actor: { type: 'string' },
       'poll-ms': { type: 'string' },
+      ...TLS_OPTIONS,
     },
     REISSUE_USAGE,
   );
   if (positionals.length > 0 || !values.server || !values.reason) throw usageError('--server and --reason are required', REISSUE_USAGE);
   const selector = selectorFrom(values);
+  const target = await targetOf(values, io.env, REISSUE_USAGE);
   const actor = values.actor ?? io.env.USER ?? undefined;
-  const started = await api(values.server, 'POST', '/v1/reissues', actor, { selector, reason: values.reason, dryRun: Boolean(values['dry-run']) });
+  const started = await api(target, 'POST', '/v1/reissues', actor, { selector, reason: values.reason, dryRun: Boolean(values['dry-run']) });
   if (values['dry-run']) {
     io.stdout.write(`dry run: ${started.body.matched} instance(s) match; the rate limiter predicts about ${started.body.predictedSeconds} s\n`);
     for (const id of started.body.instanceIds) io.stdout.write(`${id}\n`);
@@ -90,7 +141,7 @@ export async function reissue(args: string[], io: Io): Promise<number> {
   const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
   let last = '';
   for (;;) {
-    const { body } = await api(values.server, 'GET', `/v1/reissues/${id}`, actor);
+    const { body } = await api(target, 'GET', `/v1/reissues/${id}`, actor);
     const text = progressLine(body.counts);
     if (tty) io.stderr.write(`\r${text}`);
     else if (text !== last) io.stderr.write(`${text}\n`);
@@ -105,11 +156,12 @@ export async function reissue(args: string[], io: Io): Promise<number> {
 }
 
 export async function status(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, { server: { type: 'string' }, instance: { type: 'string' }, campaign: { type: 'string' }, json: { type: 'boolean' } }, STATUS_USAGE);
+  const { values, positionals } = parse(args, { server: { type: 'string' }, instance: { type: 'string' }, campaign: { type: 'string' }, json: { type: 'boolean' }, ...TLS_OPTIONS }, STATUS_USAGE);
   if (positionals.length > 0 || !values.server) throw usageError('--server is required', STATUS_USAGE);
   if (values.instance && values.campaign) throw usageError('give --instance or --campaign, not both', STATUS_USAGE);
+  const target = await targetOf(values, io.env, STATUS_USAGE);
   const path = values.instance ? `/v1/instances/${values.instance}` : values.campaign ? `/v1/reissues/${values.campaign}` : '/v1/instances?limit=100';
-  const { body } = await api(values.server, 'GET', path, undefined);
+  const { body } = await api(target, 'GET', path, undefined);
   if (values.json) {
     io.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
     return ExitCode.OK;
