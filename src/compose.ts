@@ -13,7 +13,7 @@ import { AgentCa } from './agents/ca.js';
 import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
-import { checkServerCertificate, replaceServerCertificate } from './api/tls.js';
+import { checkServerCertificate, serverCertificate, type TlsPair } from './api/tls.js';
 import { CertplaneError } from './errors.js';
 import { startAdminSocket, type AdminDeps } from './admin/index.js';
 import { offsetFileClock, systemClock, type Clock } from './config/clock.js';
@@ -102,20 +102,25 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   };
 }
 
+/** The listener's certificate and key, read at start and again on every reload. */
+async function readTlsPair(certPath: string, keyPath: string): Promise<TlsPair> {
+  return { certPem: await readText(certPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(keyPath, 'CERTPLANE_TLS_KEY') };
+}
+
 /** Builds and starts `certplane serve` from configuration. */
 export async function composeServer(config: Config, logger: Logger, clock: Clock = config.server.clockOffsetFile ? offsetFileClock(config.server.clockOffsetFile) : systemClock): Promise<ManagementPlane> {
   const tls = config.server.insecureHttp
     ? undefined
     : config.server.tlsCertPath && config.server.tlsKeyPath
-      ? { certPem: await readText(config.server.tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(config.server.tlsKeyPath, 'CERTPLANE_TLS_KEY') }
+      ? await readTlsPair(config.server.tlsCertPath, config.server.tlsKeyPath)
       : undefined;
   if (!config.server.insecureHttp && !tls) {
     throw new CertplaneError('CONFIG_INVALID', 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
   }
   if (config.server.insecureHttp) logger.warn({ listen: config.server.listen }, 'CERTPLANE_INSECURE_HTTP=1: plain HTTP without client authentication, for development on this machine only');
-  let serverIdentity = tls && checkServerCertificate(tls, clock(), false);
-  if (serverIdentity && !serverIdentity.validNow) {
-    logger.error({ subject: serverIdentity.subject, notAfter: serverIdentity.notAfter }, 'the server certificate is not valid now: clients will refuse the listener; replace the files and run `certplane admin reload-tls` (or send SIGHUP)');
+  const served = tls && checkServerCertificate(tls, clock(), false);
+  if (served && !served.validNow) {
+    logger.error({ subject: served.identity.subject, notAfter: served.identity.notAfter }, 'the server certificate is not valid now: clients will refuse the listener; replace the files and run `certplane admin reload-tls` (or send SIGHUP)');
   }
   const store = await openStore(config.server.databaseUrl);
   try {
@@ -156,18 +161,9 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
     const stopRevocationWatch = sessions.watchRevocations();
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
-    const serverTls: AdminDeps['serverTls'] = tls
-      ? {
-          reload: async () => {
-            const pair = { certPem: await readText(config.server.tlsCertPath!, 'CERTPLANE_TLS_CERT'), keyPem: await readText(config.server.tlsKeyPath!, 'CERTPLANE_TLS_KEY') };
-            const previous = serverIdentity!;
-            const current = replaceServerCertificate(app.server as HttpsServer, pair, clock());
-            serverIdentity = { ...current, validNow: true };
-            return { previous: { fingerprintSha256: previous.fingerprintSha256, subject: previous.subject, notAfter: previous.notAfter }, current };
-          },
-        }
-      : undefined;
-    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), ...(serverTls ? { serverTls } : {}) };
+    const { tlsCertPath, tlsKeyPath } = config.server;
+    const serverTls = served && tlsCertPath && tlsKeyPath ? serverCertificate(app.server as HttpsServer, served.identity, () => readTlsPair(tlsCertPath, tlsKeyPath), clock) : undefined;
+    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');

@@ -11,6 +11,7 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { SessionRegistry } from '../agents/sessions.js';
+import type { ServerCertificate } from '../api/tls.js';
 import { ChainErrorCode, parseCertificateBundle } from '../chain/index.js';
 import type { Clock } from '../config/clock.js';
 import { CertplaneError } from '../errors.js';
@@ -34,13 +35,7 @@ export interface AdminDeps {
   readonly clock: Clock;
   readonly logger: Logger;
   /** The HTTPS listener's certificate, re-read from its files; absent when the plane serves plain HTTP (development mode). */
-  readonly serverTls?: { reload(): Promise<{ readonly previous: ServerIdentityView; readonly current: ServerIdentityView }> };
-}
-
-export interface ServerIdentityView {
-  readonly fingerprintSha256: string;
-  readonly subject: string;
-  readonly notAfter: Date;
+  readonly serverTls?: Pick<ServerCertificate, 'reload'> | undefined;
 }
 
 /** One command as either transport hands it over; `actor` is set by the transport, never trusted from the args. */

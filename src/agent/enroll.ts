@@ -3,10 +3,9 @@
  * with the one-time token, and keep the agent certificate that comes back. From then on
  * the agent authenticates with that certificate and the token is spent.
  */
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { sendHttp } from '../http-client.js';
 import { createCsr, generateKeyPair } from '../pki/factory.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 
@@ -31,23 +30,12 @@ export async function enroll(state: AgentState, server: string, token: string, s
   return identity;
 }
 
-function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
+async function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(body);
-  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    const req = send(
-      url,
-      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, timeout: 30_000, ...(ca ? { ca } : {}) },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (cause) => reject(new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause })));
-    req.end(data);
+  const { status, text } = await sendHttp(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(data)) }, body: data, tls: ca ? { ca } : {} }).catch((cause: Error) => {
+    throw new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
   });
+  return { status, body: text };
 }
 
 function safeJson(text: string): unknown {

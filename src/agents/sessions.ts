@@ -291,13 +291,13 @@ export class SessionRegistry {
 }
 
 /** WebSocket close reasons are limited to 123 bytes of UTF-8; cut on a character boundary (a cut inside one becomes a 3-byte U+FFFD, and ws throws). */
-export function truncateReason(reason: string, limit = 123): string {
-  if (Buffer.byteLength(reason) <= limit) return reason;
+function truncateReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= 123) return reason;
   let kept = '';
   let bytes = 0;
   for (const char of reason) {
     const size = Buffer.byteLength(char);
-    if (bytes + size > limit - 3) break;
+    if (bytes + size > 120) break;
     kept += char;
     bytes += size;
   }

@@ -66,12 +66,16 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     void reply.status(500).send({ code: 'INTERNAL', message: 'internal error; see the management plane log' });
     return;
   }
-  const code = (error.code && REQUEST_CODE_BY_FASTIFY_CODE[error.code]) ?? 'REQUEST_INVALID';
-  void reply.status(status).send({ code, message: error.message, ...(error.code ? { details: { cause: error.code } } : {}) });
+  void reply.status(status).send(frameworkRefusal(error));
 }
 
 /** Fastify's `frameworkErrors`: refusals from the router (a malformed URL, a path parameter over 100 characters), in the same shape. */
 export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
-  const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
-  void reply.status(status).send({ code: REQUEST_CODE_BY_FASTIFY_CODE[error.code] ?? 'REQUEST_INVALID', message: error.message, details: { cause: error.code } });
+  void reply.status(error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400).send(frameworkRefusal(error));
+}
+
+/** A refusal of Fastify's own in certplane's shape, the framework's code kept as the cause. */
+function frameworkRefusal(error: FastifyError): { code: string; message: string; details?: { cause: string } } {
+  const code = (error.code && REQUEST_CODE_BY_FASTIFY_CODE[error.code]) ?? 'REQUEST_INVALID';
+  return { code, message: error.message, ...(error.code ? { details: { cause: error.code } } : {}) };
 }

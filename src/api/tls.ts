@@ -13,6 +13,11 @@ export const TlsErrorCode = {
   RELOAD_FAILED: 'TLS_RELOAD_FAILED',
 } as const;
 
+export interface TlsPair {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
 export interface ServerIdentity {
   readonly fingerprintSha256: string;
   readonly subject: string;
@@ -25,7 +30,7 @@ export interface ServerIdentity {
  * an expired certificate is served anyway, so that the process, and its admin socket,
  * come up in the very incident this is for.
  */
-export function checkServerCertificate(pair: { readonly certPem: string; readonly keyPem: string }, now: Date, requireValid = true): ServerIdentity & { readonly validNow: boolean } {
+export function checkServerCertificate(pair: TlsPair, now: Date, requireValid = true): { readonly identity: ServerIdentity; readonly validNow: boolean } {
   let leaf;
   try {
     [leaf] = parseCertificateBundle(pair.certPem, 'server certificate');
@@ -43,12 +48,25 @@ export function checkServerCertificate(pair: { readonly certPem: string; readonl
   } catch (error) {
     throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate and key do not make a TLS identity: ${(error as Error).message}`);
   }
-  return { fingerprintSha256: leaf.fingerprintSha256, subject: leaf.subject, notAfter: leaf.notAfter, validNow };
+  return { identity: { fingerprintSha256: leaf.fingerprintSha256, subject: leaf.subject, notAfter: leaf.notAfter }, validNow };
 }
 
-/** Checks the pair, then makes it the listener's for every new handshake. On any refusal the current certificate stays. */
-export function replaceServerCertificate(server: Server, pair: { readonly certPem: string; readonly keyPem: string }, now: Date): ServerIdentity {
-  const { validNow: _, ...identity } = checkServerCertificate(pair, now);
-  server.setSecureContext({ cert: pair.certPem, key: pair.keyPem });
-  return identity;
+/** How to replace the listener's certificate with what `read` returns. */
+export interface ServerCertificate {
+  /** Checks the new pair, then makes it the listener's for every new handshake. On any refusal the current certificate stays. */
+  reload(): Promise<{ readonly previous: ServerIdentity; readonly current: ServerIdentity }>;
+}
+
+export function serverCertificate(server: Server, initial: ServerIdentity, read: () => Promise<TlsPair>, clock: () => Date): ServerCertificate {
+  let current = initial;
+  return {
+    async reload() {
+      const pair = await read();
+      const { identity } = checkServerCertificate(pair, clock());
+      server.setSecureContext({ cert: pair.certPem, key: pair.keyPem });
+      const previous = current;
+      current = identity;
+      return { previous, current };
+    },
+  };
 }

@@ -3,10 +3,9 @@
  * dry-runs) a fleet reissue and can follow it with a progress bar; `certplane status`
  * shows an instance, a campaign, or the first page of the fleet.
  */
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { readText } from '../config/trust.js';
 import { CertplaneError } from '../errors.js';
+import { sendHttp, type ClientTls } from '../http-client.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
 /** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
@@ -18,7 +17,7 @@ const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server
 /** Where the plane is and how to prove who we are: files are read here, on the operator's machine. */
 interface Target {
   readonly server: URL;
-  readonly tls: { cert?: string; key?: string; ca?: string };
+  readonly tls: ClientTls;
 }
 
 async function targetOf(values: { server?: string; cert?: string; key?: string; 'server-ca'?: string }, env: Io['env'], usage: string): Promise<Target> {
@@ -44,34 +43,11 @@ async function targetOf(values: { server?: string; cert?: string; key?: string; 
 }
 
 async function api(target: Target, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
-  const url = new URL(path, target.server);
   const payload = body === undefined ? undefined : JSON.stringify(body);
-  let answer: { status: number; text: string };
-  try {
-    answer = await new Promise((resolve, reject) => {
-      const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-      const req = send(
-        url,
-        {
-          method,
-          headers: { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) },
-          timeout: 30_000,
-          ...(url.protocol === 'https:' ? target.tls : {}),
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => chunks.push(chunk));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-          res.on('error', reject);
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
-      req.on('error', reject);
-      req.end(payload);
-    });
-  } catch (cause) {
-    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${target.server.origin}: ${(cause as Error).message}`, {}, { cause });
-  }
+  const headers = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) };
+  const answer = await sendHttp(new URL(path, target.server), { method, headers, ...(payload === undefined ? {} : { body: payload }), tls: target.tls }).catch((cause: Error) => {
+    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${target.server.origin}: ${cause.message}`, {}, { cause });
+  });
   let parsed: any;
   try {
     parsed = JSON.parse(answer.text);

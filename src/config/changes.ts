@@ -3,24 +3,12 @@
  * key, credentials removed, and the settings that differ from the last configuration a
  * node recorded.
  */
+import { redactUrl } from '../store/engines.js';
 import type { AuditStore } from '../store/jobs.js';
 import type { Config } from './config.js';
 
 export type Setting = string | number | boolean | null | readonly string[];
 export type ConfigurationSummary = Readonly<Record<string, Setting>>;
-
-/** A database URL without its password: the trail says which database, never how to get in. */
-export function redactUrlPassword(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (!parsed.password) return url;
-    parsed.password = 'REDACTED';
-    return parsed.toString();
-  } catch {
-    // Not a URL (a PGlite directory): nothing to hide.
-    return url;
-  }
-}
 
 /** Every setting of `config` under a dotted key, in a stable order; the database URL without its password. */
 export function summarizeConfiguration(config: Config): ConfigurationSummary {
@@ -32,7 +20,7 @@ export function summarizeConfiguration(config: Config): ConfigurationSummary {
     }
     out[path] = value === undefined ? null : Array.isArray(value) ? value.map(String) : (value as Setting);
   };
-  walk({ ...config, server: { ...config.server, databaseUrl: redactUrlPassword(config.server.databaseUrl) } }, '');
+  walk({ ...config, server: { ...config.server, databaseUrl: redactUrl(config.server.databaseUrl) } }, '');
   return out;
 }
 

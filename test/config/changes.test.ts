@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { auditConfiguration, configurationChanges, redactUrlPassword, summarizeConfiguration } from '../../src/config/changes.js';
+import { auditConfiguration, configurationChanges, summarizeConfiguration } from '../../src/config/changes.js';
 import { loadConfig } from '../../src/config/config.js';
 import { openStore, type Store } from '../../src/store/index.js';
 
@@ -19,12 +19,13 @@ const base = { CERTPLANE_DATABASE_URL: 'postgres://certplane:s3cret-pw@db.intern
 
 test('the summary flattens every setting and hides the database password', () => {
   const summary = summarizeConfiguration(loadConfig(base));
-  assert.equal(summary['server.databaseUrl'], 'postgres://certplane:REDACTED@db.internal:5432/certplane');
+  assert.equal(summary['server.databaseUrl'], 'postgres://certplane:***@db.internal:5432/certplane');
   assert.equal(summary['server.insecureHttp'], true);
   assert.deepEqual(summary['chain.preferences'], ['ISRG Root X1']);
   assert.ok(!JSON.stringify(summary).includes('s3cret-pw'));
-  assert.equal(redactUrlPassword('/var/lib/certplane/db'), '/var/lib/certplane/db');
-  assert.equal(redactUrlPassword('postgres://nopassword@h/db'), 'postgres://nopassword@h/db');
+  assert.equal(summarizeConfiguration(loadConfig({ CERTPLANE_DATABASE_URL: 'pglite:/var/lib/certplane/db', CERTPLANE_INSECURE_HTTP: '1' }))['server.databaseUrl'], 'pglite:/var/lib/certplane/db');
+  const inQuery = summarizeConfiguration(loadConfig({ CERTPLANE_DATABASE_URL: 'postgres://certplane@db.internal/certplane?password=s3cret-pw', CERTPLANE_INSECURE_HTTP: '1' }));
+  assert.ok(!JSON.stringify(inQuery).includes('s3cret-pw'), 'a password in the query string reached the summary');
 });
 
 test('changes list exactly the settings that differ, added and removed ones included', () => {
