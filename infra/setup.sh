@@ -62,6 +62,9 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'certplane') THEN CREATE ROLE certplane; END IF;
 END $$;
 ALTER ROLE certplane LOGIN CREATEDB PASSWORD 'certplane';
+-- The tests drop their databases WITH (FORCE); an autovacuum worker busy on one can only be
+-- terminated by a role with pg_signal_backend (otherwise 42501 and a failed clean-up).
+GRANT pg_signal_backend TO certplane;
 SELECT 'CREATE DATABASE certplane_test OWNER certplane'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'certplane_test') \gexec
 SQL

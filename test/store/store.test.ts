@@ -11,6 +11,7 @@ import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
+import { dropDatabase } from '../support/postgres.js';
 
 const POSTGRES_URL = process.env.CERTPLANE_TEST_POSTGRES_URL ?? 'postgres://certplane:certplane@127.0.0.1:5432/certplane_test';
 const TIMEOUT = { timeout: 60_000 };
@@ -68,7 +69,7 @@ const postgres: Engine = {
     const pool = await adminPool();
     const name = `certplane_test_${process.pid}_${randomBytes(6).toString('hex')}`;
     await pool.query(`CREATE DATABASE ${name} TEMPLATE template0`);
-    defer(() => pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    defer(() => dropDatabase((sql) => pool.query(sql), name));
     const url = new URL(POSTGRES_URL);
     url.pathname = `/${name}`;
     return url.toString();

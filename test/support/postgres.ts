@@ -4,6 +4,7 @@
  * is a failed set-up, and the message says how to fix it.
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 
 export const TEST_POSTGRES_URL = process.env.CERTPLANE_TEST_POSTGRES_URL ?? 'postgres://certplane:certplane@127.0.0.1:5432/certplane_test';
@@ -30,5 +31,24 @@ export async function freshPostgresDatabase(prefix = 'certplane_t'): Promise<{ u
   await admin((client) => client.query(`CREATE DATABASE ${name}`));
   const url = new URL(TEST_POSTGRES_URL);
   url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => admin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined) };
+  return { url: url.toString(), drop: () => admin((client) => dropDatabase((sql) => client.query(sql), name)) };
+}
+
+/**
+ * DROP DATABASE … WITH (FORCE), retried for a few seconds. FORCE has to terminate every
+ * backend on the database; an autovacuum worker there makes it fail with 42501 unless the
+ * role holds pg_signal_backend (infra/setup.sh grants it), and 55006 when a backend is still
+ * going away. Either way a moment later the database drops.
+ */
+export async function dropDatabase(query: (sql: string) => Promise<unknown>, name: string): Promise<void> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      return;
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (attempt >= 20 || (code !== '42501' && code !== '55006')) throw error;
+      await delay(250);
+    }
+  }
 }
