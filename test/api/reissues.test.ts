@@ -46,6 +46,23 @@ describe('reissue API and CLI', async () => {
     assert.deepEqual(audit.slice(0, 2).map((e) => [e.action, e.actor, e.reason]), [['reissue.cancel', 'bob', 'wrong cluster'], ['reissue.start', 'alice', 'intermediate revoked']]);
   });
 
+  test("cancel's body is optional: none, {} and the JSON null are {}; another JSON scalar is 400", async () => {
+    const campaign = (await post({ selector: { cluster: 'eu-1' }, reason: 'cancel bodies' }, 'carol')).json();
+    const cancel = (payload?: string) =>
+      plane.app.inject({ method: 'POST', url: `/v1/reissues/${campaign.id}/cancel`, ...(payload === undefined ? {} : { payload, headers: { 'content-type': 'application/json' } }) });
+    for (const payload of ['1', '"stop"', '[]', 'true']) {
+      const refused = await cancel(payload);
+      assert.equal(refused.statusCode, 400, `${payload}: ${refused.body}`);
+      assert.equal(refused.json().code, 'VALIDATION_FAILED');
+    }
+    assert.equal((await plane.store.campaigns.get(campaign.id))?.state, 'running', 'a refused cancel leaves the campaign running');
+    for (const payload of ['null', ' null ', '{}', undefined]) {
+      const accepted = await cancel(payload);
+      assert.equal(accepted.statusCode, 200, `${payload}: ${accepted.body}`);
+      assert.equal(accepted.json().state, 'cancelled');
+    }
+  });
+
   test('bad requests are 400/404 with codes', async () => {
     assert.equal((await post({ selector: { cluster: 'eu-1' } })).statusCode, 400);
     assert.equal((await post({ selector: { nope: 1 }, reason: 'x' })).statusCode, 400);
