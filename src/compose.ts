@@ -102,18 +102,17 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   };
 }
 
-/** The listener's certificate and key, read at start and again on every reload. */
-async function readTlsPair(certPath: string, keyPath: string): Promise<TlsPair> {
-  return { certPem: await readText(certPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(keyPath, 'CERTPLANE_TLS_KEY') };
+/** How to read the listener's certificate and key, at start and again on every reload; undefined when the plane serves plain HTTP. */
+function tlsFiles(server: Config['server']): (() => Promise<TlsPair>) | undefined {
+  const { insecureHttp, tlsCertPath, tlsKeyPath } = server;
+  if (insecureHttp || !tlsCertPath || !tlsKeyPath) return undefined;
+  return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(tlsKeyPath, 'CERTPLANE_TLS_KEY') });
 }
 
 /** Builds and starts `certplane serve` from configuration. */
 export async function composeServer(config: Config, logger: Logger, clock: Clock = config.server.clockOffsetFile ? offsetFileClock(config.server.clockOffsetFile) : systemClock): Promise<ManagementPlane> {
-  const tls = config.server.insecureHttp
-    ? undefined
-    : config.server.tlsCertPath && config.server.tlsKeyPath
-      ? await readTlsPair(config.server.tlsCertPath, config.server.tlsKeyPath)
-      : undefined;
+  const readTls = tlsFiles(config.server);
+  const tls = readTls && (await readTls());
   if (!config.server.insecureHttp && !tls) {
     throw new CertplaneError('CONFIG_INVALID', 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
   }
@@ -161,8 +160,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
     const stopRevocationWatch = sessions.watchRevocations();
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
-    const { tlsCertPath, tlsKeyPath } = config.server;
-    const serverTls = served && tlsCertPath && tlsKeyPath ? serverCertificate(app.server as HttpsServer, served.identity, () => readTlsPair(tlsCertPath, tlsKeyPath), clock) : undefined;
+    const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
-import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
@@ -101,7 +101,7 @@ export class AgentClient {
       const why = reason.toString();
       // Revoked (4003 while connected, AGENT_REVOKED at authentication): nothing this agent does will help,
       // so say what will, and dial only at the slowest pace in case the operator's decision is undone.
-      const revoked = code === CloseCode.REVOKED || why.startsWith('AGENT_REVOKED');
+      const revoked = code === CloseCode.REVOKED || why.startsWith(REVOKED_REASON_CODE);
       const delay = revoked ? (this.options.maxBackoffMs ?? 30_000) : this.#backoff();
       if (revoked) logger.error({ code, reason: why, retryInMs: delay }, 'this agent\'s certificate is revoked: enroll it again with a new token (certplane agent --token ...)');
       else logger.info({ code, reason: why, retryInMs: delay }, 'channel closed, reconnecting');

@@ -99,6 +99,12 @@ export function encodeMessage<T>(schema: z.ZodType<T>, message: T): string {
   return text;
 }
 
+/**
+ * Close reasons read "<CODE>: <message>". A revoked agent certificate is refused at
+ * authentication with this code (close 4001), which the agent acts on: it says to enroll again.
+ */
+export const REVOKED_REASON_CODE = 'AGENT_REVOKED';
+
 /** WebSocket close codes used by the channel (4000-4999 are for applications). */
 export const CloseCode = {
   PROTOCOL_ERROR: 4000,

@@ -11,11 +11,11 @@ import { CertplaneError } from '../errors.js';
 import { parseCsr } from '../chain/index.js';
 import type { Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
-import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage } from './protocol.js';
+import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage } from './protocol.js';
 
 export const SessionErrorCode = {
   AUTH_FAILED: 'AGENT_AUTH_FAILED',
-  REVOKED: 'AGENT_REVOKED',
+  REVOKED: REVOKED_REASON_CODE,
   OFFLINE: 'AGENT_OFFLINE',
   TIMEOUT: 'AGENT_TIMEOUT',
 } as const;
