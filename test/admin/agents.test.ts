@@ -12,15 +12,8 @@ import WebSocket from 'ws';
 import { startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
-import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
-import { startTestPlane, type TestPlane } from '../support/plane.js';
-
-interface Enrolled {
-  instanceId: string;
-  keyPem: string;
-  certificatePem: string;
-}
+import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 
 /** `promise`, or a failure naming `what` after `ms`: a channel that never closes fails the test instead of hanging it. */
 async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
@@ -58,7 +51,7 @@ describe('admin revoke-agent', () => {
   before(async () => {
     plane = await startTestPlane({ authTimeoutMs: 2000 });
     dir = await scratch('certplane-admin-agents-');
-    admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: { store: plane.store, sessions: plane.sessions, campaigns: plane.campaigns, clock: plane.clock, logger: plane.logger } });
+    admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: plane.adminDeps });
   });
   after(async () => {
     for (const socket of channels) socket.terminate();
@@ -67,15 +60,10 @@ describe('admin revoke-agent', () => {
     await dir.remove();
   });
 
-  const enrolled = async (name: string): Promise<Enrolled> => {
-    const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames: [`${name}.example.com`] } });
-    const key = await generateKeyPair();
-    const enroll = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
-    return { instanceId: created.json().id, keyPem: key.privateKeyPem, certificatePem: enroll.json().certificatePem };
-  };
+  const enrolled = (name: string) => enrollTestAgent(plane, name);
 
   /** Opens a channel, authenticates, and resolves with the first frame after the hello (welcome, or nothing when refused). */
-  const authenticate = async (agent: Enrolled) => {
+  const authenticate = async (agent: EnrolledAgent) => {
     const socket = new WebSocket(`${plane.url.replace('http', 'ws')}${CHANNEL_PATH}`);
     channels.push(socket);
     const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString(), at: performance.now() })));

@@ -21,7 +21,7 @@ describe('certplane admin', () => {
   before(async () => {
     plane = await startTestPlane();
     dir = await scratch('certplane-admin-cli-');
-    admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: { store: plane.store, sessions: plane.sessions, campaigns: plane.campaigns, clock: plane.clock, logger: plane.logger } });
+    admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: plane.adminDeps });
     const ca = await root('CLI Client CA');
     const key = await generateKeyPair();
     const cert = await issueCertificate({ subject: 'CN=ci-runner', key, issuer: ca.asIssuer, ca: false, extendedKeyUsage: [EKU.clientAuth], notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86_400_000) });

@@ -22,7 +22,7 @@ before(async () => {
   listenerCa = listener.caPem;
   plane = await startTestPlane({ tls: { certPem: listener.certPem, keyPem: listener.keyPem } });
   await plane.store.instances.create({ name: 'db1', hostnames: ['db1.example.com'], cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' });
-  admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: { store: plane.store, sessions: plane.sessions, campaigns: plane.campaigns, clock: () => new Date(), logger: (await import('pino')).pino({ level: 'silent' }) } });
+  admin = await startAdminSocket({ path: dir.path('admin.sock'), deps: plane.adminDeps });
 });
 after(async () => {
   await admin.close();

@@ -7,15 +7,9 @@ import { sign } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
-import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
-import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { generateKeyPair } from '../../src/pki/factory.js';
+import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import { root } from '../support/hierarchies.js';
-
-interface Enrolled {
-  instanceId: string;
-  keyPem: string;
-  certificatePem: string;
-}
 
 describe('agent channel', async () => {
   let plane: TestPlane;
@@ -24,12 +18,7 @@ describe('agent channel', async () => {
   });
   after(() => plane.close());
 
-  const enrolled = async (name: string): Promise<Enrolled> => {
-    const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames: [`${name}.example.com`] } });
-    const key = await generateKeyPair();
-    const enroll = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
-    return { instanceId: created.json().id, keyPem: key.privateKeyPem, certificatePem: enroll.json().certificatePem };
-  };
+  const enrolled = (name: string) => enrollTestAgent(plane, name);
 
   /** Opens a channel and collects frames until closed. */
   const open = async () => {
@@ -54,7 +43,7 @@ describe('agent channel', async () => {
     return { socket, frames, closed, next };
   };
 
-  const authenticate = async (agent: Enrolled) => {
+  const authenticate = async (agent: EnrolledAgent) => {
     const channel = await open();
     const hello = await channel.next('hello');
     const signature = sign('sha256', authPayload(hello.nonce), agent.keyPem).toString('base64');

@@ -8,11 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { request } from 'node:https';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parseCertificateBundle, verifyChain, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { sendHttp } from '../../src/http-client.js';
 import { EKU, generateKeyPair, issueCertificate, loopbackServerCertificate } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
@@ -28,18 +28,13 @@ const files: Record<string, string> = {};
 const host = 'db1.secure.test';
 const address = '127.0.0.7';
 
-/** One HTTPS call to the plane with the on-call client certificate. */
-const call = (method: string, path: string, body?: unknown) =>
-  new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(new URL(path, server), { method, ca: files.caPem, cert: files.clientPem, key: files.clientKeyPem, headers: payload ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let text = '';
-      res.on('data', (chunk) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
+/** One HTTPS call to the plane with the on-call client certificate, through the client the CLI uses. */
+const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const tls = { ca: files.caPem!, cert: files.clientPem!, key: files.clientKeyPem! };
+  const answer = await sendHttp(new URL(path, server), { method, headers: payload ? { 'content-type': 'application/json' } : {}, ...(payload ? { body: payload } : {}), tls });
+  return { status: answer.status, body: JSON.parse(answer.text) };
+};
 
 before(async () => {
   pebble = await startPebble({ alternateRoots: 2 });

@@ -100,7 +100,7 @@ test('SIGHUP serves the replaced certificate to new connections; open ones keep 
   assert.deepEqual([again.status, again.peer], [200, fingerprintOf(oldPair.certPem)], 'an open connection keeps the certificate it was made with');
   keepAlive.destroy();
 
-  const trail = await certplane(['admin', '--json', 'audit'], { CERTPLANE_ADMIN_SOCKET: env.CERTPLANE_ADMIN_SOCKET! });
+  const trail = await admin('--json', 'audit');
   assert.equal(trail.code, 0, trail.stderr);
   const reload = JSON.parse(trail.stdout).entries.find((e: any) => e.action === 'tls.reload');
   assert.match(reload.actor, /^signal:SIGHUP/);

@@ -67,7 +67,7 @@ export const unknownKey: fc.Arbitrary<string> = fc.oneof(
 export type Mutation = { kind: 'set'; key: string; value: unknown } | { kind: 'delete'; key: string } | { kind: 'replace'; value: unknown } | { kind: 'wrap' };
 
 /** Sets an own, enumerable property even for "__proto__", so JSON.stringify sends it. */
-function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+export function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
   Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
@@ -107,7 +107,7 @@ export function mutations(knownKeys: readonly string[], valueFor: (key: string) 
 // ---------------------------------------------------------------------------------------
 // HTTP bodies
 
-/** How a body travels: the JSON text, or a deliberately broken rendering of it. */
+/** How a body travels: the JSON text, or a deliberately broken rendering of it ('garbage' is anything but a JSON object, so it may be a JSON scalar). */
 export type BodyMode = 'json' | 'json-charset' | 'duplicate-keys' | 'truncated' | 'garbage' | 'prototype-keys' | 'wrong-content-type' | 'none';
 
 export interface EncodedBody {
@@ -142,8 +142,8 @@ export function encodedBody(value: unknown, knownKeys: readonly string[]): fc.Ar
     {
       arbitrary: fc
         .oneof(hostileString, fc.constantFrom('{', '}', '{"a":}', '[1,]', "{'a':1}", 'NaN', '{"a":1}garbage', '{"a":1}{"b":2}', '{"a":01}', '{"a":"\\x41"}'))
-        // Fastify's JSON parser skips a leading byte-order mark (RFC 8259 allows it), so '\ufeff{}' is JSON, not garbage.
-        .filter((s) => !isJsonObjectText(s.replace(/^\ufeff/, '')))
+        // '\ufeff{}' is a JSON object to Fastify (see parsedJson), so not garbage.
+        .filter((s) => !isJsonObjectText(s))
         .map((payload): EncodedBody => ({ mode: 'garbage', payload, contentType: 'application/json' })),
       weight: 2,
     },
@@ -163,23 +163,22 @@ export function encodedBody(value: unknown, knownKeys: readonly string[]): fc.Ar
   );
 }
 
-function isJsonObjectText(s: string): boolean {
-  try {
-    const v: unknown = JSON.parse(s);
-    return v !== null && typeof v === 'object';
-  } catch {
-    return false;
-  }
-}
-
-/** What Fastify hands to the schema for a JSON-mode body: JSON.parse of the same text (the last of duplicate keys wins). */
-export function parsedJson(body: EncodedBody): { ok: true; value: unknown } | { ok: false } {
+/**
+ * What Fastify hands to the schema for a JSON body: JSON.parse of the same text (the last of
+ * duplicate keys wins), after skipping a leading byte-order mark as Fastify's parser does.
+ */
+export function parsedJson(body: Pick<EncodedBody, 'payload'>): { ok: true; value: unknown } | { ok: false } {
   if (body.payload === undefined) return { ok: false };
   try {
-    return { ok: true, value: JSON.parse(body.payload) };
+    return { ok: true, value: JSON.parse(body.payload.replace(/^\ufeff/, '')) };
   } catch {
     return { ok: false };
   }
+}
+
+function isJsonObjectText(payload: string): boolean {
+  const parsed = parsedJson({ payload });
+  return parsed.ok && parsed.value !== null && typeof parsed.value === 'object';
 }
 
 // ---------------------------------------------------------------------------------------
@@ -221,10 +220,20 @@ export interface CsrMaterial {
   readonly certificatePem: string;
 }
 
-async function csrWithWebCrypto(generate: webcrypto.AlgorithmIdentifier | webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams, signingAlgorithm: webcrypto.Algorithm | webcrypto.EcdsaParams | webcrypto.RsaPssParams): Promise<string> {
-  const keys = (await webcrypto.subtle.generateKey(generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=fuzz', keys, signingAlgorithm }, webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1]);
-  return csr.toString('pem');
+type KeyGenParams = webcrypto.AlgorithmIdentifier | webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams;
+type SignParams = webcrypto.Algorithm | webcrypto.EcdsaParams | webcrypto.RsaPssParams;
+
+/** A CSR signed with WebCrypto through @peculiar/x509, independent of certplane's own CSR factory. */
+function signedCsr(keys: webcrypto.CryptoKeyPair, signingAlgorithm: SignParams, name: string, extensions: x509.Extension[] = []): Promise<x509.Pkcs10CertificateRequest> {
+  return x509.Pkcs10CertificateRequestGenerator.create({ name, keys, signingAlgorithm, extensions }, webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1]);
+}
+
+async function newKeys(generate: KeyGenParams): Promise<webcrypto.CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+}
+
+async function csrWithWebCrypto(params: { generate: KeyGenParams; sign: SignParams }): Promise<string> {
+  return (await signedCsr(await newKeys(params.generate), params.sign, 'CN=fuzz')).toString('pem');
 }
 
 export async function csrMaterial(certificatePem: string): Promise<CsrMaterial> {
@@ -234,11 +243,11 @@ export async function csrMaterial(certificatePem: string): Promise<CsrMaterial> 
   const rsaParams = (name: string, modulusLength: number) => ({ name, modulusLength, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' });
   const otherKeys = [
     { kind: 'rsa-2048', pem: await createCsr(rsa, ['certplane-agent']) },
-    { kind: 'ecdsa-p384', pem: await csrWithWebCrypto({ name: 'ECDSA', namedCurve: 'P-384' }, { name: 'ECDSA', hash: 'SHA-384' } as webcrypto.EcdsaParams) },
-    { kind: 'ecdsa-p521', pem: await csrWithWebCrypto({ name: 'ECDSA', namedCurve: 'P-521' }, { name: 'ECDSA', hash: 'SHA-512' } as webcrypto.EcdsaParams) },
-    { kind: 'ed25519', pem: await csrWithWebCrypto({ name: 'Ed25519' }, { name: 'Ed25519' }) },
-    { kind: 'rsa-pss-2048', pem: await csrWithWebCrypto(rsaParams('RSA-PSS', 2048), { name: 'RSA-PSS', saltLength: 32 } as webcrypto.RsaPssParams) },
-    { kind: 'rsa-1024', pem: await csrWithWebCrypto(rsaParams('RSASSA-PKCS1-v1_5', 1024), { name: 'RSASSA-PKCS1-v1_5' }) },
+    { kind: 'ecdsa-p384', pem: await csrWithWebCrypto(KEY_PARAMS['ecdsa-p384']) },
+    { kind: 'ecdsa-p521', pem: await csrWithWebCrypto({ generate: { name: 'ECDSA', namedCurve: 'P-521' }, sign: { name: 'ECDSA', hash: 'SHA-512' } as webcrypto.EcdsaParams }) },
+    { kind: 'ed25519', pem: await csrWithWebCrypto({ generate: { name: 'Ed25519' }, sign: { name: 'Ed25519' } }) },
+    { kind: 'rsa-pss-2048', pem: await csrWithWebCrypto({ generate: rsaParams('RSA-PSS', 2048), sign: { name: 'RSA-PSS', saltLength: 32 } as webcrypto.RsaPssParams }) },
+    { kind: 'rsa-1024', pem: await csrWithWebCrypto({ generate: rsaParams('RSASSA-PKCS1-v1_5', 1024), sign: { name: 'RSASSA-PKCS1-v1_5' } }) },
   ];
   return { supported, otherKeys, privateKeys: [p256[0]!.privateKeyPem, rsa.privateKeyPem], certificatePem };
 }
@@ -410,7 +419,7 @@ export function resolveName(role: NameRole, own: readonly [string, string], othe
   return names[role];
 }
 
-const KEY_PARAMS: Record<CsrKeyKind, { generate: webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams; sign: webcrypto.EcdsaParams | webcrypto.Algorithm }> = {
+const KEY_PARAMS: Record<CsrKeyKind, { generate: KeyGenParams; sign: SignParams }> = {
   'ecdsa-p256': { generate: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams },
   'ecdsa-p384': { generate: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } as webcrypto.EcdsaParams },
   'rsa-2048': { generate: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, sign: { name: 'RSASSA-PKCS1-v1_5' } },
@@ -418,24 +427,15 @@ const KEY_PARAMS: Record<CsrKeyKind, { generate: webcrypto.EcKeyGenParams | webc
 
 /** One key pair per kind, made once: key generation (RSA above all) would dominate the runs. */
 export async function csrKeys(): Promise<Record<CsrKeyKind, webcrypto.CryptoKeyPair>> {
-  const entries = await Promise.all(
-    (Object.keys(KEY_PARAMS) as CsrKeyKind[]).map(async (kind) => [kind, (await webcrypto.subtle.generateKey(KEY_PARAMS[kind].generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair] as const),
-  );
+  const entries = await Promise.all((Object.keys(KEY_PARAMS) as CsrKeyKind[]).map(async (kind) => [kind, await newKeys(KEY_PARAMS[kind].generate)] as const));
   return Object.fromEntries(entries) as Record<CsrKeyKind, webcrypto.CryptoKeyPair>;
 }
 
 /** The PEM CSR a recipe describes, signed, then corrupted as it says. */
 export async function buildCsr(recipe: CsrRecipe, keys: Record<CsrKeyKind, webcrypto.CryptoKeyPair>, name: (role: NameRole) => string): Promise<string> {
   const spell = (ref: { role: NameRole; upper: boolean }) => (ref.upper ? name(ref.role).toUpperCase() : name(ref.role));
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    {
-      name: recipe.cn ? `CN=${spell(recipe.cn)}` : 'O=certplane fuzz',
-      keys: keys[recipe.key],
-      signingAlgorithm: KEY_PARAMS[recipe.key].sign,
-      extensions: recipe.sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(recipe.sans.map((ref) => ({ type: 'dns' as const, value: spell(ref) })))] : [],
-    },
-    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
-  );
+  const sans = recipe.sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(recipe.sans.map((ref) => ({ type: 'dns' as const, value: spell(ref) })))] : [];
+  const csr = await signedCsr(keys[recipe.key], KEY_PARAMS[recipe.key].sign, recipe.cn ? `CN=${spell(recipe.cn)}` : 'O=certplane fuzz', sans);
   if (recipe.corrupt.length === 0) return csr.toString('pem');
   return toPem(corruptBytes(new Uint8Array(csr.rawData), recipe.corrupt), 'CERTIFICATE REQUEST');
 }

@@ -36,9 +36,8 @@ import fc from 'fast-check';
 import WebSocket from 'ws';
 import { AgentMessage, CHANNEL_PATH, ChannelErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
 import { CertplaneError } from '../../src/errors.js';
-import { generateKeyPair, createCsr } from '../../src/pki/factory.js';
-import { startTestPlane, type TestPlane } from '../support/plane.js';
-import { applyMutations, buildCsr, csrAcceptable, csrKeys, csrMaterial, csrRecipe, hostileString, junkJson, mutations, resolveName, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
+import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
+import { applyMutations, buildCsr, csrAcceptable, csrKeys, csrMaterial, csrRecipe, hostileString, junkJson, mutations, resolveName, setOwn, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
 
 /** Runs per property, fixed so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -47,12 +46,6 @@ const POST_AUTH_BATCH = 4;
 const RUNS = { preAuth: 160 * SCALE, transport: 24 * SCALE, postAuth: 75 * SCALE, csr: 50 * SCALE } as const;
 const CSR_BATCH = 4;
 const WAIT_MS = 5000;
-
-interface Agent {
-  readonly instanceId: string;
-  readonly keyPem: string;
-  readonly certificatePem: string;
-}
 
 interface Channel {
   readonly socket: WebSocket;
@@ -193,7 +186,7 @@ function resolve(value: unknown, ctx: Context): unknown {
   if (Array.isArray(value)) return value.map((v) => resolve(v, ctx));
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: resolve(v, ctx), enumerable: true, writable: true, configurable: true });
+    for (const [k, v] of Object.entries(value)) setOwn(out, k, resolve(v, ctx));
     return out;
   }
   return value;
@@ -259,9 +252,9 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
   let refusingCa: Server;
   let material: CsrMaterial;
   let healthy: Channel;
-  let healthyAgent: Agent;
+  let healthyAgent: EnrolledAgent;
   let foreignCertificateId: string;
-  const fuzzAgents: Agent[] = [];
+  const fuzzAgents: EnrolledAgent[] = [];
   const crashes: unknown[] = [];
   /**
    * Rejects at an unhandled rejection or uncaught exception in the process (which would
@@ -340,22 +333,16 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     }
   };
 
-  const enroll = async (name: string, hostnames = [`${name}.example.com`]): Promise<Agent> => {
-    const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames } });
-    const key = await generateKeyPair();
-    const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
-    assert.equal(enrolled.statusCode, 201, enrolled.body);
-    return { instanceId: created.json().id, keyPem: key.privateKeyPem, certificatePem: enrolled.json().certificatePem };
-  };
+  const enroll = (name: string, hostnames?: string[]) => enrollTestAgent(plane, name, hostnames);
 
-  const contextFor = (agent: Agent, nonce: string, csrPem: string): Context => ({
+  const contextFor = (agent: EnrolledAgent, nonce: string, csrPem: string): Context => ({
     certificatePem: agent.certificatePem,
     signature: sign('sha256', authPayload(nonce), agent.keyPem).toString('base64'),
     csrPem,
     foreignCertificateId,
   });
 
-  const authenticated = async (agent: Agent): Promise<{ channel: Channel; nonce: string }> => {
+  const authenticated = async (agent: EnrolledAgent): Promise<{ channel: Channel; nonce: string }> => {
     const channel = await connect();
     const hello = await channel.next('hello');
     channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'auth', certificatePem: agent.certificatePem, signature: contextFor(agent, hello.nonce, '').signature, agentVersion: 'fuzz/1.0' }));

@@ -11,9 +11,9 @@ import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
-import { dropDatabase } from '../support/postgres.js';
+import { TEST_POSTGRES_URL, dropDatabase } from '../support/postgres.js';
 
-const POSTGRES_URL = process.env.CERTPLANE_TEST_POSTGRES_URL ?? 'postgres://certplane:certplane@127.0.0.1:5432/certplane_test';
+const POSTGRES_URL = TEST_POSTGRES_URL;
 const TIMEOUT = { timeout: 60_000 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const HOUR_MS = 3_600_000;

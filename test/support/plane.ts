@@ -7,6 +7,7 @@
  */
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
+import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
@@ -14,6 +15,7 @@ import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 import { scratch } from './cli.js';
@@ -28,6 +30,8 @@ export interface TestPlane {
   readonly campaigns: Campaigns;
   readonly clock: () => Date;
   readonly logger: Logger;
+  /** What `certplane serve` hands its admin console, from this plane's parts (plain HTTP: no listener certificate to reload). */
+  readonly adminDeps: AdminDeps;
   close(): Promise<void>;
 }
 
@@ -61,6 +65,7 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
     campaigns,
     clock,
     logger,
+    adminDeps: { store, sessions, campaigns, clock, logger },
     async close() {
       sessions.closeAll('test over');
       await app.close();
@@ -68,4 +73,20 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
       await dir.remove();
     },
   };
+}
+
+/** An agent of a new instance, enrolled with a fresh token: its key and certificate, as `certplane agent` holds them. */
+export interface EnrolledAgent {
+  readonly instanceId: string;
+  readonly keyPem: string;
+  readonly certificatePem: string;
+}
+
+export async function enrollTestAgent(plane: TestPlane, name: string, hostnames = [`${name}.example.com`]): Promise<EnrolledAgent> {
+  const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames } });
+  if (created.statusCode !== 201) throw new Error(`registering instance ${name}: ${created.statusCode} ${created.body}`);
+  const key = await generateKeyPair();
+  const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
+  if (enrolled.statusCode !== 201) throw new Error(`enrolling the agent of ${name}: ${enrolled.statusCode} ${enrolled.body}`);
+  return { instanceId: created.json().id, keyPem: key.privateKeyPem, certificatePem: enrolled.json().certificatePem };
 }
