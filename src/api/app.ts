@@ -56,6 +56,9 @@ export async function buildApi(deps: ApiDependencies) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(errorHandler);
+  // Every body is JSON: without this, Fastify's built-in text/plain parser hands a string to
+  // the route's schema, which answers 400 where a wrong media type deserves 415.
+  app.removeContentTypeParser('text/plain');
   app.addHook('onRequest', authenticate({ store: deps.store, clock: deps.clock, secure: deps.tls !== undefined }));
   app.setNotFoundHandler((request, reply) => void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
   await app.register(fastifySwagger, {

@@ -4,13 +4,15 @@
  * SHA-256 thumbprint (through the admin console) with a role: readers read, operators
  * also create instances, issue and reissue, admins may do everything. A caller may be
  * limited to clusters. Unknown, expired or revoked certificates get 401, a known caller
- * without the permission 403. The TLS layer accepts any certificate so that these answers
+ * without the permission 403, and a cluster-limited caller 404 for an object outside its
+ * clusters. The TLS layer accepts any certificate so that these answers
  * are HTTP answers a person can read, not handshake failures.
  */
 import { createHash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { CertplaneError } from '../errors.js';
+import { notFound } from './errors.js';
 import type { ApiClientRecord, ApiRole, Store } from '../store/types.js';
 
 export type Permission = 'read' | 'operate' | 'admin';
@@ -57,13 +59,47 @@ export function peerFingerprint(socket: unknown): { fingerprintSha256: string; n
   return { fingerprintSha256: createHash('sha256').update(peer.raw).digest('hex'), notAfter: new Date(peer.valid_to), notBefore: new Date(peer.valid_from) };
 }
 
-/** True when `caller` may act on an instance of `cluster`. */
-export function mayActOnCluster(caller: Caller | undefined, cluster: string | null): boolean {
+/**
+ * The clusters an object belongs to: those of the instances it is about. An instance, its
+ * certificates and its jobs belong to the instance's cluster; a campaign to the clusters of
+ * every instance it matched when it started. null stands for an instance without a
+ * cluster; `undefined` for an object whose clusters were never recorded.
+ */
+export type Clusters = readonly (string | null)[];
+
+/**
+ * The one rule of cluster limits: a limited caller may see and act on an object only when
+ * every cluster the object belongs to is one of its own. An object spanning a cluster the
+ * caller does not have (or no cluster, or unknown clusters) stays out of its reach: its
+ * reason, selector and requester are another team's to read and its jobs another team's
+ * to cancel.
+ */
+export function mayActOnClusters(caller: Caller | undefined, clusters: Clusters | undefined): boolean {
   if (!caller || caller.clusters === null) return true;
-  return cluster !== null && caller.clusters.includes(cluster);
+  const own = caller.clusters;
+  return clusters !== undefined && clusters.length > 0 && clusters.every((cluster) => cluster !== null && own.includes(cluster));
 }
 
-/** Throws 403 unless the caller may act on that cluster. */
+/** True when `caller` may act on an instance of `cluster`. */
+export function mayActOnCluster(caller: Caller | undefined, cluster: string | null): boolean {
+  return mayActOnClusters(caller, [cluster]);
+}
+
+/**
+ * What every route that reads or acts on an existing object (instance, certificate,
+ * campaign) calls with what its lookup found: the object when the caller may reach it,
+ * else NOT_FOUND with the very answer an unknown id gets, so a cluster-limited caller
+ * cannot tell another cluster's objects from ids that do not exist.
+ */
+export async function findInScope<T>(caller: Caller | undefined, what: string, found: T | undefined, clustersOf: (found: T) => Clusters | undefined | Promise<Clusters | undefined>): Promise<T> {
+  if (found === undefined || !mayActOnClusters(caller, await clustersOf(found))) throw notFound(what);
+  return found;
+}
+
+/**
+ * Throws 403 unless the caller may act on that cluster: for requests that name a cluster to
+ * create something in or select by, where the cluster's existence is no secret.
+ */
 export function requireCluster(caller: Caller | undefined, cluster: string | null, what: string): void {
   if (!mayActOnCluster(caller, cluster)) throw new CertplaneError(AuthErrorCode.FORBIDDEN, `${caller?.actor ?? 'caller'} may not act on ${what} (cluster ${cluster ?? 'none'})`);
 }

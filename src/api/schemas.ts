@@ -71,7 +71,12 @@ export const ListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(50),
 });
 
-export const IdParams = z.strictObject({ id: z.uuid() });
+/**
+ * An id in a path, lower-cased once here: the database compares uuids in any case, but the
+ * maps that hold live state (agent sessions) and audit targets key on the canonical form,
+ * so every lookup must see the same spelling.
+ */
+export const IdParams = z.strictObject({ id: z.uuid().transform((id) => id.toLowerCase()) });
 
 export const IssueAccepted = z.object({ certificateId: z.uuid(), status: CertificateStatus });
 

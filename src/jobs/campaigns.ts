@@ -26,6 +26,11 @@ export const Selector = z.union([
 ]);
 export type Selector = z.infer<typeof Selector>;
 
+/** The refusal of a selector naming instances that do not exist (or, to a cluster-limited caller, that it cannot see: the same answer). */
+export function unknownInstances(ids: readonly string[]): CertplaneError {
+  return new CertplaneError(CampaignErrorCode.NOT_FOUND, `no instance ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}`);
+}
+
 export interface DryRun {
   readonly dryRun: true;
   readonly matched: number;
@@ -56,13 +61,14 @@ export class Campaigns {
     if (!request.rotateKey) {
       throw new CertplaneError(CampaignErrorCode.KEY_REUSE_UNSUPPORTED, 'rotateKey=false is not supported: every certificate gets a fresh key made on the instance by its agent');
     }
-    const ids = await this.match(request.selector);
+    const matched = await this.match(request.selector);
+    const ids = matched.map((instance) => instance.id);
     if (request.dryRun) {
       const predicted = (await this.deps.predictDurationMs?.(ids.length)) ?? 0;
       return { dryRun: true, matched: ids.length, instanceIds: ids.slice(0, 1000), predictedSeconds: Math.ceil(predicted / 1000) };
     }
     if (ids.length === 0) throw new CertplaneError(CampaignErrorCode.NOTHING_MATCHED, 'the selector matches no instance; nothing to reissue');
-    const campaign = await this.deps.store.campaigns.create({ selector: request.selector, reason: request.reason, requestedBy: request.actor, rotateKey: request.rotateKey, matched: ids.length });
+    const campaign = await this.deps.store.campaigns.create({ selector: request.selector, reason: request.reason, requestedBy: request.actor, rotateKey: request.rotateKey, matched: ids.length, clusters: [...new Set(matched.map((instance) => instance.cluster))] });
     const now = this.deps.clock();
     for (const instanceId of ids) {
       const { created } = await this.deps.store.jobs.enqueue({ kind: 'reissue', instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
@@ -94,20 +100,21 @@ export class Campaigns {
     return this.status(id);
   }
 
-  /** The ids of the instances `selector` names, in listing order. */
-  async match(selector: Selector): Promise<string[]> {
+  /** The instances `selector` names, each once, in listing order. */
+  async match(selector: Selector): Promise<InstanceRecord[]> {
     if ('instanceIds' in selector) {
-      const found = await Promise.all(selector.instanceIds.map((id) => this.deps.store.instances.get(id)));
-      const missing = selector.instanceIds.filter((_, i) => !found[i]);
-      if (missing.length > 0) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `no instance ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`);
-      return [...new Set(selector.instanceIds)];
+      const ids = [...new Set(selector.instanceIds)];
+      const found = await Promise.all(ids.map((id) => this.deps.store.instances.get(id)));
+      const missing = ids.filter((_, i) => !found[i]);
+      if (missing.length > 0) throw unknownInstances(missing);
+      return found as InstanceRecord[];
     }
-    const matches: string[] = [];
+    const matches: InstanceRecord[] = [];
     const test = 'chainIncludes' in selector ? await this.#chainMatcher(selector.chainIncludes) : undefined;
     let cursor: string | undefined;
     do {
       const page = await this.deps.store.instances.list({ cursor, limit: PAGE });
-      for (const instance of page.items) if (await this.#matches(selector, instance, test)) matches.push(instance.id);
+      for (const instance of page.items) if (await this.#matches(selector, instance, test)) matches.push(instance);
       cursor = page.nextCursor ?? undefined;
     } while (cursor);
     return matches;

@@ -37,6 +37,12 @@ export interface CampaignRecord {
   readonly rotateKey: boolean;
   readonly state: CampaignState;
   readonly matched: number;
+  /**
+   * The clusters of the instances it matched when it started (null for an instance without
+   * a cluster): who may see and cancel it. null for a campaign from before they were
+   * recorded whose selector did not say, which only callers without cluster limits reach.
+   */
+  readonly clusters: readonly (string | null)[] | null;
   readonly createdAt: Date;
   readonly finishedAt: Date | null;
 }
@@ -84,7 +90,7 @@ export interface JobStore {
 }
 
 export interface CampaignStore {
-  create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; matched: number }): Promise<CampaignRecord>;
+  create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; matched: number; clusters: readonly (string | null)[] }): Promise<CampaignRecord>;
   get(id: string): Promise<CampaignRecord | undefined>;
   counts(id: string): Promise<CampaignCounts>;
   finish(id: string, state: 'done' | 'cancelled', at: Date): Promise<boolean>;
@@ -247,6 +253,7 @@ interface CampaignRow {
   rotate_key: boolean;
   state: CampaignState;
   matched: number;
+  clusters: (string | null)[] | null;
   created_at: Date;
   finished_at: Date | null;
 }
@@ -259,6 +266,7 @@ const toCampaign = (r: CampaignRow): CampaignRecord => ({
   rotateKey: r.rotate_key,
   state: r.state,
   matched: r.matched,
+  clusters: r.clusters,
   createdAt: r.created_at,
   finishedAt: r.finished_at,
 });
@@ -268,8 +276,8 @@ export class SqlCampaigns implements CampaignStore {
 
   async create(input: Parameters<CampaignStore['create']>[0]): Promise<CampaignRecord> {
     const [row] = await this.db.query<CampaignRow>(
-      "INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, state, matched) VALUES ($1, $2::text::jsonb, $3, $4, $5, 'running', $6) RETURNING *",
-      [randomUUID(), JSON.stringify(input.selector), input.reason, input.requestedBy, input.rotateKey, input.matched],
+      "INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, state, matched, clusters) VALUES ($1, $2::text::jsonb, $3, $4, $5, 'running', $6, $7::text[]) RETURNING *",
+      [randomUUID(), JSON.stringify(input.selector), input.reason, input.requestedBy, input.rotateKey, input.matched, input.clusters],
     );
     return toCampaign(row as CampaignRow);
   }

@@ -164,6 +164,18 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'audit trail lookups by action and target (the last configuration recorded per node)',
     statements: ['CREATE INDEX audit_log_action_target ON audit_log (action, target, id)'],
   },
+  {
+    version: 6,
+    description: 'the clusters a reissue campaign touches, so that cluster-limited callers reach their own campaigns only',
+    statements: [
+      'ALTER TABLE campaigns ADD COLUMN clusters text[]',
+      // Earlier campaigns: exact where the selector named a cluster or instances (an
+      // instance never changes cluster); left unknown otherwise, for unlimited callers only.
+      "UPDATE campaigns SET clusters = ARRAY[selector->>'cluster'] WHERE selector ? 'cluster'",
+      `UPDATE campaigns c SET clusters = (SELECT array_agg(DISTINCT i.cluster) FROM instances i WHERE i.id::text IN (SELECT jsonb_array_elements_text(c.selector->'instanceIds')))
+       WHERE c.selector ? 'instanceIds'`,
+    ],
+  },
 ];
 
 /**

@@ -64,6 +64,28 @@ describe('agent channel', async () => {
     assert.equal((await plane.store.instances.get(agent.instanceId))?.agentConnectedAt, null);
   });
 
+  test('an upper-case id in a path is the same instance, shown with its connected agent and current certificate', async () => {
+    const agent = await enrolled('chan-case');
+    const channel = await authenticate(agent);
+    await channel.next('welcome');
+    const upper = agent.instanceId.toUpperCase();
+    assert.notEqual(upper, agent.instanceId);
+    const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${upper}/issue` });
+    assert.equal(issued.statusCode, 202, issued.body);
+    const lower = (await plane.app.inject({ method: 'GET', url: `/v1/instances/${agent.instanceId}` })).json();
+    const shouted = await plane.app.inject({ method: 'GET', url: `/v1/instances/${upper}` });
+    assert.equal(shouted.statusCode, 200);
+    assert.equal(shouted.json().agent.connected, true, 'the session is found under the canonical id');
+    assert.deepEqual([shouted.json().id, shouted.json().certificate?.id], [lower.id, lower.certificate?.id]);
+    assert.equal(lower.agent.connected, true);
+    const certificate = await plane.app.inject({ method: 'GET', url: `/v1/certificates/${String(issued.json().certificateId).toUpperCase()}` });
+    assert.equal(certificate.json().id, issued.json().certificateId);
+    const audit = (await plane.store.audit.list(20)).filter((e) => e.action === 'instance.issue');
+    assert.equal(audit[0]?.target, agent.instanceId);
+    channel.socket.close();
+    await channel.closed;
+  });
+
   test('a wrong signature, a foreign certificate and a revoked certificate are refused with 4001', async () => {
     const agent = await enrolled('chan2');
     const other = await generateKeyPair();

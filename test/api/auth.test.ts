@@ -4,58 +4,21 @@
  * channel requiring the agent certificate as the TLS client certificate.
  */
 import assert from 'node:assert/strict';
-import { request } from 'node:https';
 import { after, before, describe, test } from 'node:test';
-import { parseCertificateBundle } from '../../src/chain/index.js';
-import { EKU, generateKeyPair, issueCertificate, loopbackServerCertificate } from '../../src/pki/factory.js';
+import { loopbackServerCertificate } from '../../src/pki/factory.js';
+import { callPlane, clientCertificate, type ClientIdentity } from '../support/callers.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 
-interface Identity {
-  certPem: string;
-  keyPem: string;
-}
-
 const DAY = 86_400_000;
-
-async function clientCertificate(name: string, notAfter = new Date(Date.now() + 30 * DAY)): Promise<Identity & { fingerprint: string }> {
-  const key = await generateKeyPair();
-  const cert = await issueCertificate({ subject: `CN=${name}`, key, extendedKeyUsage: [EKU.clientAuth], notBefore: new Date(notAfter.getTime() - 60 * DAY), notAfter });
-  return { certPem: cert.pem, keyPem: key.privateKeyPem, fingerprint: parseCertificateBundle(cert.pem)[0]!.fingerprintSha256 };
-}
 
 describe('client-certificate authentication and roles', async () => {
   let plane: TestPlane;
   let serverCaPem: string;
-  const callers: Record<string, (Identity & { fingerprint: string }) | undefined> = {};
+  const callers: Record<string, ClientIdentity | undefined> = {};
   let euInstance: string;
   let usInstance: string;
 
-  const call = (method: string, path: string, who: string, body?: unknown) =>
-    new Promise<{ status: number; body: any }>((resolve, reject) => {
-      const identity = callers[who];
-      const url = new URL(path, plane.url);
-      const data = body === undefined ? undefined : JSON.stringify(body);
-      const req = request(
-        url,
-        { method, ca: serverCaPem, ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}), headers: data ? { 'content-type': 'application/json' } : {} },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString();
-            let parsed: unknown = text;
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              /* metrics are text */
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed });
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(data);
-    });
+  const call = (method: string, path: string, who: string, body?: unknown) => callPlane(plane.url, serverCaPem, callers[who], method, path, body);
 
   before(async () => {
     const listener = await loopbackServerCertificate('certplane test plane CA');
@@ -119,9 +82,9 @@ describe('client-certificate authentication and roles', async () => {
   test('a cluster-limited caller sees and acts on its clusters only', async () => {
     const list = await call('GET', '/v1/instances', 'euOperator');
     assert.deepEqual(list.body.items.map((i: { id: string }) => i.id), [euInstance]);
-    assert.equal((await call('GET', `/v1/instances/${usInstance}`, 'euOperator')).status, 403);
+    assert.equal((await call('GET', `/v1/instances/${usInstance}`, 'euOperator')).status, 404);
     assert.equal((await call('POST', `/v1/instances/${euInstance}/issue`, 'euOperator')).status, 202);
-    assert.equal((await call('POST', `/v1/instances/${usInstance}/issue`, 'euOperator')).status, 403);
+    assert.equal((await call('POST', `/v1/instances/${usInstance}/issue`, 'euOperator')).status, 404);
     assert.equal((await call('POST', '/v1/instances', 'euOperator', { name: 'y', hostnames: ['y.example.com'], cluster: 'us-1' })).status, 403);
     assert.equal((await call('POST', '/v1/reissues', 'euOperator', { selector: { all: true }, reason: 'r', dryRun: true })).status, 403);
     assert.equal((await call('POST', '/v1/reissues', 'euOperator', { selector: { cluster: 'eu-1' }, reason: 'r', dryRun: true })).status, 200);

@@ -43,6 +43,10 @@ describe('REST API', async () => {
   test('refusals made before any route runs speak certplane codes, not the framework\'s', async () => {
     const cases: { request: { method: 'GET' | 'POST'; url: string; payload?: string; headers?: Record<string, string> }; status: number; code: string }[] = [
       { request: { method: 'POST', url: '/v1/instances', payload: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
+      // Fastify parses text/plain by default; the README promises 415 for every body that is not JSON.
+      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","hostnames":["x.example.com"]}', headers: { 'content-type': 'text/plain' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
+      { request: { method: 'POST', url: '/v1/reissues', payload: 'reissue everything', headers: { 'content-type': 'text/plain; charset=utf-8' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
+      { request: { method: 'POST', url: '/v1/agents/enroll', payload: 'token', headers: { 'content-type': 'text/plain' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
       { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","__proto__":{"admin":true}}', headers: { 'content-type': 'application/json' } }, status: 400, code: 'REQUEST_BODY_INVALID_JSON' },
       { request: { method: 'GET', url: `/v1/instances/${'a'.repeat(150)}` }, status: 414, code: 'REQUEST_URL_PARAMETER_TOO_LONG' },
       { request: { method: 'GET', url: '/v1/instances/%zz' }, status: 400, code: 'REQUEST_URL_INVALID' },

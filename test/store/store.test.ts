@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -423,6 +423,35 @@ for (const engine of [pglite, postgres]) {
       const versions = await second.query<{ version: number; applied_at: Date }>('SELECT version, applied_at FROM schema_migrations ORDER BY version');
       assert.deepEqual(versions.map((row) => row.version), MIGRATIONS.map((migration) => migration.version));
       assert.ok(versions.every((row) => row.applied_at instanceof Date));
+    });
+
+    test('campaigns keep the clusters their instances are in, an instance without a cluster as null', TIMEOUT, async () => {
+      const created = await store.campaigns.create({ selector: { all: true }, reason: 'r', requestedBy: 'a', rotateKey: true, matched: 3, clusters: ['eu-1', null, 'us-1'] });
+      assert.deepEqual(created.clusters, ['eu-1', null, 'us-1']);
+      assert.deepEqual((await store.campaigns.get(created.id))?.clusters, ['eu-1', null, 'us-1']);
+    });
+
+    test('migration 6: campaigns started before it get their clusters from a selector that names them, and none otherwise', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const db = await openDatabase(await engine.freshUrl(defer));
+      defer(() => db.close());
+      await migrate(db, MIGRATIONS.filter((migration) => migration.version < 6));
+      const [eu, us, bare] = [randomUUID(), randomUUID(), randomUUID()];
+      for (const [id, cluster] of [[eu, 'eu-1'], [us, 'us-1'], [bare, null]] as const) {
+        await db.query("INSERT INTO instances (id, name, hostnames, cluster, key_algorithm) VALUES ($1, $2, ARRAY['x.example.com'], $3, 'ecdsa-p256')", [id, 'db', cluster]);
+      }
+      const selectors = { byCluster: { cluster: 'eu-1' }, byIds: { instanceIds: [eu, us] }, withBare: { instanceIds: [bare] }, everything: { all: true } };
+      const campaignIds: Record<string, string> = {};
+      for (const [name, selector] of Object.entries(selectors)) {
+        campaignIds[name] = randomUUID();
+        await db.query("INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, state, matched) VALUES ($1, $2::text::jsonb, 'r', 'a', true, 'running', 1)", [campaignIds[name], JSON.stringify(selector)]);
+      }
+      await migrate(db);
+      const clusters = async (name: string) => (await db.query<{ clusters: (string | null)[] | null }>('SELECT clusters FROM campaigns WHERE id = $1', [campaignIds[name]]))[0]!.clusters;
+      assert.deepEqual(await clusters('byCluster'), ['eu-1']);
+      assert.deepEqual((await clusters('byIds'))?.toSorted(), ['eu-1', 'us-1']);
+      assert.deepEqual(await clusters('withBare'), [null]);
+      assert.equal(await clusters('everything'), null, 'unknown: reachable by unlimited callers only');
     });
 
     test('migrations: a failing migration leaves nothing behind', TIMEOUT, async (t) => {

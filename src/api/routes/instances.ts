@@ -2,17 +2,14 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { createEnrollmentToken } from '../../agents/enrollment.js';
 import type { ApiDependencies } from '../app.js';
-import { notFound } from '../errors.js';
-import { mayActOnCluster, requireCluster, type Caller } from '../auth.js';
+import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
 import { CreateInstance, EnrollmentToken, IdParams, Instance, InstancePage, IssueAccepted, ListQuery, Problem } from '../schemas.js';
 import { instanceView } from './views.js';
 
 export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
     const view = async (id: string, caller: Caller | undefined) => {
-      const instance = await deps.store.instances.get(id);
-      if (!instance) throw notFound(`instance ${id}`);
-      requireCluster(caller, instance.cluster, `instance ${id}`);
+      const instance = await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]);
       return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock());
     };
 
@@ -33,9 +30,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       '/v1/instances/:id/enrollment-token',
       { config: { permission: 'operate' }, schema: { summary: 'Mint a new one-time enrollment token (re-install of an agent)', tags: ['instances'], params: IdParams, response: { 201: EnrollmentToken, 401: Problem, 403: Problem, 404: Problem } } },
       async (request, reply) => {
-        const instance = await deps.store.instances.get(request.params.id);
-        if (!instance) throw notFound(`instance ${request.params.id}`);
-        requireCluster(request.caller, instance.cluster, `instance ${instance.id}`);
+        const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.enrollment-token', target: instance.id, reason: null, details: { expiresAt: expiresAt.toISOString() } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
@@ -64,9 +59,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       '/v1/instances/:id/issue',
       { config: { permission: 'operate' }, schema: { summary: 'Start an issuance now (or return the one under way)', tags: ['instances'], params: IdParams, response: { 202: IssueAccepted, 401: Problem, 403: Problem, 404: Problem } } },
       async (request, reply) => {
-        const instance = await deps.store.instances.get(request.params.id);
-        if (!instance) throw notFound(`instance ${request.params.id}`);
-        requireCluster(request.caller, instance.cluster, `instance ${instance.id}`);
+        const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.issue', target: instance.id, reason: null, details: null });
         const certificate = await deps.coordinator.requestIssue(request.params.id);
         return reply.status(202).send({ certificateId: certificate.id, status: certificate.status });

@@ -6,8 +6,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CertplaneError } from '../../errors.js';
-import { Selector, type CampaignStatus } from '../../jobs/campaigns.js';
-import { AuthErrorCode, requireCluster, type Caller } from '../auth.js';
+import { Selector, unknownInstances, type CampaignStatus } from '../../jobs/campaigns.js';
+import { AuthErrorCode, findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
 import type { ApiDependencies } from '../app.js';
 import { IdParams, Problem, Text } from '../schemas.js';
 
@@ -45,12 +45,17 @@ const DryRunResult = z.object({ dryRun: z.literal(true), matched: z.number().int
 const CancelRequest = z.strictObject({ reason: Text(1000).default('cancelled') }).nullish();
 const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
 
-/** A cluster-limited caller may only reissue its clusters: by cluster, or by ids of instances in them. */
+/**
+ * A cluster-limited caller may only reissue its clusters: by cluster, or by ids of instances
+ * in them. Ids of other clusters' instances get the answer unknown ids get.
+ */
 async function requireSelectorWithin(deps: ApiDependencies, caller: Caller | undefined, selector: Selector): Promise<void> {
   if (!caller || caller.clusters === null) return;
   if ('cluster' in selector) return requireCluster(caller, selector.cluster, `cluster ${selector.cluster}`);
   if ('instanceIds' in selector) {
-    for (const id of selector.instanceIds) requireCluster(caller, (await deps.store.instances.get(id))?.cluster ?? null, `instance ${id}`);
+    const unreachable: string[] = [];
+    for (const id of new Set(selector.instanceIds)) if (!mayActOnCluster(caller, (await deps.store.instances.get(id))?.cluster ?? null)) unreachable.push(id);
+    if (unreachable.length > 0) throw unknownInstances(unreachable);
     return;
   }
   throw new CertplaneError(AuthErrorCode.FORBIDDEN, `${caller.actor} is limited to clusters ${caller.clusters.join(', ')}: select by cluster or by instance ids`);
@@ -70,6 +75,10 @@ function campaignView({ campaign, counts }: CampaignStatus) {
 }
 
 export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
+  /** Throws NOT_FOUND unless the campaign exists and every cluster it touches is the caller's. */
+  const requireCampaignInScope = async (caller: Caller | undefined, id: string) => {
+    await findInScope(caller, `campaign ${id}`, await deps.store.campaigns.get(id), (campaign) => campaign.clusters ?? undefined);
+  };
   return async (app) => {
     app.post(
       '/v1/reissues',
@@ -93,12 +102,18 @@ export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     app.get(
       '/v1/reissues/:id',
       { config: { permission: 'read' }, schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
-      async (request) => campaignView(await deps.campaigns.status(request.params.id)),
+      async (request) => {
+        await requireCampaignInScope(request.caller, request.params.id);
+        return campaignView(await deps.campaigns.status(request.params.id));
+      },
     );
     app.post(
       '/v1/reissues/:id/cancel',
       { config: { permission: 'operate' }, schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
-      async (request) => campaignView(await deps.campaigns.cancel(request.params.id, request.caller?.actor ?? 'unknown', request.body?.reason ?? 'cancelled')),
+      async (request) => {
+        await requireCampaignInScope(request.caller, request.params.id);
+        return campaignView(await deps.campaigns.cancel(request.params.id, request.caller?.actor ?? 'unknown', request.body?.reason ?? 'cancelled'));
+      },
     );
   };
 }
