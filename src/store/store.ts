@@ -194,6 +194,13 @@ class SqlStore implements Store {
         this.db.query('INSERT INTO enrollment_tokens (token_sha256, instance_id, expires_at) VALUES ($1, $2, $3::timestamptz)', [tokenSha256, instanceId, expiresAt]),
       );
     },
+    find: async (tokenSha256, now) => {
+      const [row] = await this.db.query<{ instance_id: string }>(
+        'SELECT instance_id FROM enrollment_tokens WHERE token_sha256 = $1 AND used_at IS NULL AND expires_at > $2::timestamptz',
+        [tokenSha256, now],
+      );
+      return row?.instance_id;
+    },
     consume: async (tokenSha256, now) => {
       const [row] = await this.db.query<{ instance_id: string }>(
         `UPDATE enrollment_tokens SET used_at = $2::timestamptz

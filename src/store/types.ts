@@ -126,6 +126,8 @@ export interface Store {
   readonly enrollmentTokens: {
     /** Stores only the token's SHA-256; the token itself is shown once, to the caller that created the instance. */
     create(instanceId: string, tokenSha256: string, expiresAt: Date): Promise<void>;
+    /** The instance a usable (unspent, unexpired at `now`) token enrolls, without spending it; undefined otherwise. */
+    find(tokenSha256: string, now: Date): Promise<string | undefined>;
     /** Atomically marks the token used and returns its instance id; undefined if unknown, used or expired at `now`. */
     consume(tokenSha256: string, now: Date): Promise<string | undefined>;
   };

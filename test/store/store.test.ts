@@ -216,13 +216,18 @@ for (const engine of [pglite, postgres]) {
       }
     });
 
-    test('enrollment tokens: a token is consumed once, at the time given', TIMEOUT, async () => {
+    test('enrollment tokens: a token is found without being spent, and consumed once, at the time given', TIMEOUT, async () => {
       const instance = await newInstance(store);
       const hash = tokenHash();
       const now = new Date('2026-05-13T12:00:00.000Z');
       await store.enrollmentTokens.create(instance.id, hash, new Date(now.getTime() + HOUR_MS));
 
+      assert.equal(await store.enrollmentTokens.find(hash, now), instance.id);
+      assert.equal(await store.enrollmentTokens.find(hash, now), instance.id, 'finding does not spend');
+      assert.equal(await store.enrollmentTokens.find(hash, new Date(now.getTime() + HOUR_MS)), undefined, 'expired');
+      assert.equal(await store.enrollmentTokens.find(tokenHash(), now), undefined);
       assert.equal(await store.enrollmentTokens.consume(hash, now), instance.id);
+      assert.equal(await store.enrollmentTokens.find(hash, now), undefined, 'spent');
       assert.equal(await store.enrollmentTokens.consume(hash, now), undefined);
       assert.equal(await store.enrollmentTokens.consume(tokenHash(), now), undefined);
       const [row] = await store.query<{ used_at: Date; instance_id: string }>('SELECT used_at, instance_id FROM enrollment_tokens WHERE token_sha256 = $1', [hash]);

@@ -35,12 +35,17 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string } = {}): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, ...sessionOptions } = options;
+/**
+ * `storeUrl` (default in-memory PGlite) lets a test run the plane on a real PostgreSQL
+ * database it created; `clock` (default the wall clock) lets it stop time for limits that refill.
+ */
+export async function startTestPlane(
+  options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string; storeUrl?: string; clock?: () => Date } = {},
+): Promise<TestPlane> {
+  const { tls, acmeDirectoryUrl, storeUrl, clock = () => new Date(), ...sessionOptions } = options;
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
-  const clock = () => new Date();
-  const store = await openStore('memory:');
+  const store = await openStore(storeUrl ?? 'memory:');
   const secrets = await FileSecretStore.open(dir.path('secrets'));
   const ca = await AgentCa.loadOrCreate(secrets);
   const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
