@@ -171,6 +171,8 @@ export const MIGRATIONS: readonly Migration[] = [
       // The certificate this one was renewed from (null for one issued at enrollment): revoking
       // a certificate walks these links to reach every certificate minted from it.
       'ALTER TABLE agent_certificates ADD COLUMN renewed_from text REFERENCES agent_certificates (fingerprint_sha256)',
+      // The plane's clock when the renewal was granted: the per-instance interval is measured on it.
+      'ALTER TABLE agent_certificates ADD COLUMN renewed_at timestamptz',
       // Set by the first authentication with the certificate; that is when its predecessor stops being valid.
       'ALTER TABLE agent_certificates ADD COLUMN first_used_at timestamptz',
       'ALTER TABLE agent_certificates ADD COLUMN superseded_at timestamptz',

@@ -283,7 +283,7 @@ class SqlStore implements Store {
         await lockAgentsOf(tx, input.instanceId);
         const [predecessor] = await tx.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1 AND instance_id = $2', [input.predecessor, input.instanceId]);
         if (!predecessor || predecessor.revoked_at || predecessor.superseded_at) return { outcome: 'refused' } as const;
-        const [last] = await tx.query<{ at: Date | null }>('SELECT max(created_at) AS at FROM agent_certificates WHERE instance_id = $1 AND renewed_from IS NOT NULL', [input.instanceId]);
+        const [last] = await tx.query<{ at: Date | null }>('SELECT max(renewed_at) AS at FROM agent_certificates WHERE instance_id = $1', [input.instanceId]);
         const retryAt = last?.at ? new Date(last.at.getTime() + input.minIntervalMs) : undefined;
         if (retryAt && retryAt > input.at) return { outcome: 'rate_limited', retryAt } as const;
         // A successor never used was lost on the way to the agent (or asked for by someone else
@@ -294,7 +294,7 @@ class SqlStore implements Store {
         );
         const minted = await mint();
         await tx.query(
-          'INSERT INTO agent_certificates (fingerprint_sha256, instance_id, serial_number, not_after, renewed_from, created_at) VALUES ($1, $2, $3, $4::timestamptz, $5, $6::timestamptz)',
+          'INSERT INTO agent_certificates (fingerprint_sha256, instance_id, serial_number, not_after, renewed_from, renewed_at) VALUES ($1, $2, $3, $4::timestamptz, $5, $6::timestamptz)',
           [minted.fingerprintSha256, input.instanceId, minted.serialNumber, minted.notAfter, input.predecessor, input.at],
         );
         return { outcome: 'renewed', minted, replaced: replaced.map((r) => r.fingerprint_sha256) } as const;
