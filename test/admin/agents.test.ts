@@ -210,7 +210,8 @@ for (const engine of ['pglite', 'postgres'] as const) {
       const minted: Identity[] = [];
       let revoked = false;
       let refusedAfterRevocation = 0;
-      // Four connections renew from the enrolled certificate over and over, as a stolen key would.
+      // Two connections renew from the enrolled certificate over and over, as a stolen key would
+      // (more only replace each other's sessions: the plane keeps one per instance).
       const worker = async () => {
         for (let round = 0; round < 200 && refusedAfterRevocation < 8; round += 1) {
           const renewed = await renewOnce(agent);
@@ -218,8 +219,8 @@ for (const engine of ['pglite', 'postgres'] as const) {
           else if (revoked) refusedAfterRevocation += 1;
         }
       };
-      const loop = Promise.all([worker(), worker(), worker(), worker()]);
-      await eventually(async () => (minted.length >= 3 ? true : undefined), 60_000, 10, 'renewals under way');
+      const loop = Promise.all([worker(), worker()]);
+      await eventually(async () => (minted.length >= 2 ? true : undefined), 90_000, 10, 'renewals under way');
       const response = await adminRequest(admin.path, 'revoke-agent', { instanceId: agent.instanceId, reason: 'key stolen, renewing in a loop' });
       revoked = true;
       assert.equal(response.ok, true, JSON.stringify(response));
