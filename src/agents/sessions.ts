@@ -237,12 +237,13 @@ export class SessionRegistry {
       refuse(SessionErrorCode.RENEWAL_RATE_LIMITED, 'this connection already asked; a renewed certificate is used from the next connection', heldUntil);
       return;
     }
+    // A malformed CSR is a protocol error whenever it comes, as every other bad frame is.
+    const csr = await parseCsr(csrPem, 'identity CSR');
     const opensAt = identityRenewalOpensAt(session.identity);
     if (now < opensAt) {
       refuse(SessionErrorCode.RENEWAL_TOO_EARLY, `the agent certificate may be renewed from ${opensAt.toISOString()}, two thirds into its lifetime`, opensAt);
       return;
     }
-    const csr = await parseCsr(csrPem, 'identity CSR');
     const result = await this.options.store.agentCertificates.renew(
       { instanceId: session.instanceId, predecessor: session.identity.fingerprintSha256, at: now, minIntervalMs: this.options.renewalMinIntervalMs ?? IDENTITY_RENEWAL_MIN_INTERVAL_MS },
       async () => {
