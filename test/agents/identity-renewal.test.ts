@@ -12,6 +12,7 @@ import { createEnrollmentToken, enrollAgent } from '../../src/agents/enrollment.
 import { identityRenewalOpensAt } from '../../src/agents/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { startChannelRecorder } from '../support/channel-recorder.js';
 import { scratch } from '../support/cli.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
@@ -112,4 +113,35 @@ test('a flood of renewal requests mints one certificate: once per connection, th
   const again = await flood(20);
   assert.deepEqual(new Set(again.map((f) => `${f.type} ${f.code}`)), new Set(['identity_renewal_refused AGENT_RENEWAL_RATE_LIMITED']));
   assert.equal(await agentCertificateCount(agent.instanceId), 2);
+});
+
+test('an agent whose clock runs ahead is refused without losing its connection, and keeps its certificate', async () => {
+  const instance = await plane.store.instances.create({ name: 'fast-clock', hostnames: ['fast-clock.example.com'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+  const enrolledAt = new Date(Date.now() - 70 * DAY);
+  const { token } = await createEnrollmentToken(plane.store, instance.id, enrolledAt, 60_000);
+  const key = await generateKeyPair();
+  const enrolled = await enrollAgent({ store: plane.store, ca: plane.ca }, token, await createCsr(key, ['certplane-agent']), enrolledAt);
+  // The agent sees day 70 of 90 and asks; the plane's clock says day 55, short of the window.
+  offset = -15 * DAY;
+  const recorder = await startChannelRecorder(plane.url);
+  const state = await openState(dir.path('agent-fast-clock'));
+  await writeIdentity(state, { keyPem: key.privateKeyPem, certificatePem: enrolled.certificatePem, caPem: enrolled.caPem, instanceId: instance.id, server: recorder.url });
+  const logger = pino({ level: 'silent' });
+  const client = new AgentClient({ state, identity: (await readIdentity(state))!, installer: new Installer({ state, trustAnchors: [], logger }), logger, minBackoffMs: 50, maxBackoffMs: 200 });
+  client.start();
+  try {
+    const refusal = await eventually(async () => recorder.frames.find((f) => f.direction === 'to-agent' && f.text.includes('identity_renewal_refused')), 10_000, 50, 'the refusal on the channel');
+    assert.equal(JSON.parse(refusal.text).code, 'AGENT_RENEWAL_TOO_EARLY');
+    const session = plane.sessions.get(instance.id);
+    assert.ok(session);
+    // The agent's next frame would have closed the channel had it not understood the refusal.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(plane.sessions.get(instance.id), session, 'the refusal cost the agent its connection');
+    assert.equal(recorder.frames.filter((f) => f.direction === 'to-server' && f.text.includes('"identity_renewal"')).length, 1);
+    assert.equal(await agentCertificateCount(instance.id), 1);
+    assert.equal((await readIdentity(state))?.certificatePem, enrolled.certificatePem);
+  } finally {
+    await client.stop();
+    await recorder.close();
+  }
 });
