@@ -232,6 +232,19 @@ for (const engine of ['pglite', 'postgres'] as const) {
       for (const identity of [agent, ...minted]) await assertRefused(identity, `sha256:${thumbprintOf(identity.certificatePem)}`);
     });
 
+    test('a renewed certificate never used is replaced by the next renewal: one valid successor at most', async () => {
+      const agent = await enrolledInWindow('lost-reply');
+      const lost = await renewOnce(agent);
+      const kept = await renewOnce(agent);
+      assert.ok(lost && kept);
+      await assertRefused(lost, 'the replaced successor');
+      const live = await openAgentChannel(plane, kept);
+      await live.next('welcome');
+      live.socket.close();
+      const valid = await plane.store.query<{ fingerprint_sha256: string }>('SELECT fingerprint_sha256 FROM agent_certificates WHERE instance_id = $1 AND revoked_at IS NULL AND superseded_at IS NULL', [agent.instanceId]);
+      assert.deepEqual(valid.map((row) => row.fingerprint_sha256), [thumbprintOf(kept.certificatePem)]);
+    });
+
     test('revoking the enrolled certificate by thumbprint revokes the certificates renewed from it, used or not', async () => {
       const agent = await enrolledInWindow('chain');
       const renewed = await renewOnce(agent);
