@@ -300,8 +300,10 @@ class SqlStore implements Store {
         return { outcome: 'renewed', minted, replaced: replaced.map((r) => r.fingerprint_sha256) } as const;
       }),
     use: async (fingerprintSha256, at) => {
-      const [known] = await this.db.query<{ instance_id: string }>('SELECT instance_id FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
-      if (!known) return { record: undefined, superseded: null };
+      const [known] = await this.db.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
+      // Used before (every reconnection), or unusable: a plain read is the answer, since a
+      // revocation is committed before its sessions are cut. Only a first use takes the lock.
+      if (!known || known.revoked_at || known.superseded_at || known.first_used_at) return { record: known && toAgentCertificate(known), superseded: null };
       return this.db.transaction(async (tx) => {
         await lockAgentsOf(tx, known.instance_id);
         const [row] = await tx.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
