@@ -183,15 +183,17 @@ const listAgents = define({
       notAfter: r.notAfter,
       createdAt: r.createdAt,
       revokedAt: r.revokedAt,
+      supersededAt: r.supersededAt,
+      renewedFrom: r.renewedFrom,
       connected: deps.sessions.get(r.instanceId)?.identity.fingerprintSha256 === r.fingerprintSha256,
     }));
-    const lines = agents.map((a) => `${a.instanceId}  sha256:${a.thumbprint}  until ${iso(a.notAfter)}  ${a.revokedAt ? `REVOKED ${iso(a.revokedAt)}` : 'active'}  ${a.connected ? 'connected' : '-'}`);
+    const lines = agents.map((a) => `${a.instanceId}  sha256:${a.thumbprint}  until ${iso(a.notAfter)}  ${a.revokedAt ? `REVOKED ${iso(a.revokedAt)}` : a.supersededAt ? `SUPERSEDED ${iso(a.supersededAt)}` : 'active'}  ${a.connected ? 'connected' : '-'}`);
     return { data: { agents }, text: lines.length > 0 ? lines.join('\n') : 'no agent certificate' };
   },
 });
 
 const revokeAgent = define({
-  summary: 'revoke an agent certificate (or every one of an instance) and cut its session off at once',
+  summary: 'revoke an agent certificate and those renewed from it (or every one of an instance) and cut their sessions off at once',
   usage: '(--thumbprint SHA256 | --instance ID) --reason TEXT',
   options: { thumbprint: { arg: 'thumbprint', kind: 'text' }, instance: { arg: 'instanceId', kind: 'text' }, reason: { arg: 'reason', kind: 'text' } },
   changesState: true,
@@ -199,24 +201,23 @@ const revokeAgent = define({
     .strictObject({ thumbprint: Thumbprint.optional(), instanceId: z.uuid().optional(), reason: Reason })
     .refine((a) => exactlyOne(a.thumbprint, a.instanceId), 'give exactly one of thumbprint and instanceId (--instance)'),
   async run(args, actor, deps) {
+    const now = deps.clock();
     let instanceId: string;
-    let fingerprints: string[];
+    let revoked: string[];
     if (args.instanceId !== undefined) {
       instanceId = args.instanceId;
       if (!(await deps.store.instances.get(instanceId))) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no instance ${instanceId}`);
-      const rows = await deps.store.query<{ fingerprint_sha256: string }>('SELECT fingerprint_sha256 FROM agent_certificates WHERE instance_id = $1 AND revoked_at IS NULL ORDER BY created_at', [instanceId]);
-      fingerprints = rows.map((r) => r.fingerprint_sha256);
+      // Every certificate the instance holds, and any a renewal is minting now: the store serialises both on the instance.
+      revoked = await deps.store.agentCertificates.revokeInstance(instanceId, now);
     } else {
       const record = await deps.store.agentCertificates.get(args.thumbprint as string);
       if (!record) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no agent certificate with thumbprint sha256:${args.thumbprint}; see list-agents`);
       instanceId = record.instanceId;
-      fingerprints = [record.fingerprintSha256];
+      // With the certificates renewed from it: whoever held its key could have minted them.
+      revoked = await deps.store.agentCertificates.revoke(record.fingerprintSha256, now);
     }
-    const now = deps.clock();
-    const revoked: string[] = [];
-    for (const fingerprint of fingerprints) if (await deps.store.agentCertificates.revoke(fingerprint, now)) revoked.push(fingerprint);
     // Only after the store says revoked: a reconnection racing this is then refused by authentication.
-    const disconnected = fingerprints.filter((fingerprint) => deps.sessions.disconnectRevoked(fingerprint));
+    const disconnected = [...new Set([...(args.thumbprint ? [args.thumbprint] : []), ...revoked])].filter((fingerprint) => deps.sessions.disconnectRevoked(fingerprint));
     if (revoked.length > 0) {
       await deps.store.audit.record({ actor, action: 'agent.revoke', target: args.instanceId ?? args.thumbprint ?? instanceId, reason: args.reason, details: { instanceId, revoked, disconnected: disconnected.length } });
     }

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
-import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage } from '../agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../agents/protocol.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
@@ -18,11 +18,9 @@ import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 
 export const AGENT_VERSION = '0.1.0';
 
-/** Past two thirds of its lifetime the agent certificate is renewed, leaving a third for an agent that was offline. */
+/** Past two thirds of its lifetime the agent certificate is renewed (the plane's rule: identityRenewalOpensAt). */
 export function identityNeedsRenewal(certificatePem: string, now: Date): boolean {
-  const certificate = parseCertificateBundle(certificatePem, 'agent certificate')[0]!;
-  const lifetime = certificate.notAfter.getTime() - certificate.notBefore.getTime();
-  return now.getTime() >= certificate.notBefore.getTime() + (2 / 3) * lifetime;
+  return now >= identityRenewalOpensAt(parseCertificateBundle(certificatePem, 'agent certificate')[0]!);
 }
 
 export interface AgentClientOptions {
@@ -152,6 +150,11 @@ export class AgentClient {
         logger.info({ notAfter: certificate.notAfter }, 'agent certificate renewed; used from the next connection');
         return;
       }
+      case 'identity_renewal_refused':
+        // The key is dropped: the next connection asks again with a fresh one.
+        this.#renewalKey = undefined;
+        logger.warn({ code: message.code, reason: message.message, retryAt: message.retryAt }, 'the plane refused to renew the agent certificate now; asked again on a later connection');
+        return;
       case 'csr_request': {
         const { csrPem } = await createPendingKey(state, message.certificateId, message.keyAlgorithm, message.hostnames);
         this.#send(socket, { type: 'csr', certificateId: message.certificateId, csrPem });

@@ -28,6 +28,7 @@ export interface AgentIdentity {
   readonly instanceId: string;
   readonly fingerprintSha256: string;
   readonly serialNumber: string;
+  readonly notBefore: Date;
   readonly notAfter: Date;
   readonly publicKeyPem: string;
 }
@@ -100,6 +101,7 @@ export class AgentCa {
       instanceId: cert.subjectCN,
       fingerprintSha256: cert.fingerprintSha256,
       serialNumber: cert.serialNumber,
+      notBefore: cert.notBefore,
       notAfter: cert.notAfter,
       publicKeyPem: cert.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     };

@@ -44,8 +44,10 @@ export const ServerMessage = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('http01_withdraw'), requestId: id, token: z.string().min(1).max(256) }),
   /** The verified chain for the pending key of `certificateId`. */
   z.strictObject({ ...base, type: z.literal('deliver'), certificateId: id, fullchainPem: pem('CERTIFICATE'), fingerprintSha256: hex64 }),
-  /** A new agent certificate for the new identity key the agent asked for; the old one stays valid until it expires. */
+  /** A new agent certificate for the new identity key the agent asked for; the old one stops authenticating once the new one has. */
   z.strictObject({ ...base, type: z.literal('identity_renewed'), certificatePem: pem('CERTIFICATE') }),
+  /** The renewal was refused (too early, too soon after the last one): nothing was minted; ask again from `retryAt`. */
+  z.strictObject({ ...base, type: z.literal('identity_renewal_refused'), code: z.string().max(64), message: z.string().max(2000), retryAt: z.iso.datetime() }),
   /** The certificate request was abandoned (failed or superseded): drop its pending key. */
   z.strictObject({ ...base, type: z.literal('cancel'), certificateId: id, reason: z.string().max(2000) }),
 ]);
@@ -113,6 +115,16 @@ export const CloseCode = {
   REPLACED: 4009,
   SHUTDOWN: 1001,
 } as const;
+
+/**
+ * When an agent certificate may be renewed: past two thirds of its lifetime, leaving a third
+ * for an agent that was offline. The agent asks from then on and the plane refuses earlier
+ * requests, so a stolen key cannot mint a stream of fresh certificates.
+ */
+export function identityRenewalOpensAt(validity: { notBefore: Date; notAfter: Date }): Date {
+  const lifetime = validity.notAfter.getTime() - validity.notBefore.getTime();
+  return new Date(validity.notBefore.getTime() + Math.ceil((2 / 3) * lifetime));
+}
 
 /** What the agent signs to authenticate: the nonce bound to the channel's purpose. */
 export function authPayload(nonce: string): Buffer {

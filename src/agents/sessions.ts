@@ -9,16 +9,25 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { CertplaneError } from '../errors.js';
 import { parseCsr } from '../chain/index.js';
-import type { Store } from '../store/types.js';
+import type { AgentCertificateRecord, Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
-import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage } from './protocol.js';
+import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from './protocol.js';
 
 export const SessionErrorCode = {
   AUTH_FAILED: 'AGENT_AUTH_FAILED',
   REVOKED: REVOKED_REASON_CODE,
   OFFLINE: 'AGENT_OFFLINE',
   TIMEOUT: 'AGENT_TIMEOUT',
+  RENEWAL_TOO_EARLY: 'AGENT_RENEWAL_TOO_EARLY',
+  RENEWAL_RATE_LIMITED: 'AGENT_RENEWAL_RATE_LIMITED',
 } as const;
+
+/**
+ * At most one agent certificate renewal per instance in this time. The lifetime rule allows one
+ * renewal per two thirds of a lifetime; this bounds how often an unused successor (lost on its
+ * way to the agent) may be replaced, so a stolen key cannot churn through certificates.
+ */
+export const IDENTITY_RENEWAL_MIN_INTERVAL_MS = 60 * 60_000;
 
 /** Distributes what an authenticated agent says; implemented by the issuance coordinator. */
 export interface SessionHandler {
@@ -41,6 +50,8 @@ export interface SessionOptions {
   readonly authTimeoutMs?: number;
   readonly heartbeatMs?: number;
   readonly requestTimeoutMs?: number;
+  /** Defaults to IDENTITY_RENEWAL_MIN_INTERVAL_MS. */
+  readonly renewalMinIntervalMs?: number;
 }
 
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
@@ -108,6 +119,8 @@ export class AgentSession {
 /** Accepts agent connections, authenticates them and keeps the one live session per instance. */
 export class SessionRegistry {
   readonly #sessions = new Map<string, AgentSession>();
+  /** Until when a session's renewal requests are refused without work: one renewal per connection, and refusals are not re-examined early. */
+  readonly #renewalHeldUntil = new WeakMap<AgentSession, Date>();
   #handler: SessionHandler | undefined;
 
   constructor(private readonly options: SessionOptions) {}
@@ -204,15 +217,56 @@ export class SessionRegistry {
     socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, type: 'hello', nonce }));
   }
 
-  /** Signs a new agent certificate for the same instance over the agent's fresh identity key. */
+  /**
+   * Signs a new agent certificate for the same instance over the agent's fresh identity key,
+   * only inside the renewal window of the certificate the session authenticated with, once per
+   * connection and at most once per instance in the minimum interval. The store decides and
+   * records atomically with respect to revocation; a refusal mints nothing and leaves the
+   * connection open, with the time from which asking again can succeed.
+   */
   async #renewIdentity(session: AgentSession, csrPem: string): Promise<void> {
     const now = this.options.clock();
+    const log = this.options.logger.child({ instanceId: session.instanceId, fingerprint: session.identity.fingerprintSha256 });
+    const refuse = (code: string, message: string, retryAt: Date) => {
+      this.#renewalHeldUntil.set(session, retryAt);
+      log.warn({ code, retryAt }, `agent certificate renewal refused: ${message}`);
+      session.send({ type: 'identity_renewal_refused', code, message, retryAt: retryAt.toISOString() });
+    };
+    const heldUntil = this.#renewalHeldUntil.get(session);
+    if (heldUntil && now < heldUntil) {
+      refuse(SessionErrorCode.RENEWAL_RATE_LIMITED, 'this connection already asked; a renewed certificate is used from the next connection', heldUntil);
+      return;
+    }
+    // A malformed CSR is a protocol error whenever it comes, as every other bad frame is.
     const csr = await parseCsr(csrPem, 'identity CSR');
-    const { certificatePem, identity } = await this.options.ca.issue(session.instanceId, csr, now);
-    await this.options.store.agentCertificates.record({ fingerprintSha256: identity.fingerprintSha256, instanceId: session.instanceId, serialNumber: identity.serialNumber, notAfter: identity.notAfter });
-    await this.options.store.audit.record({ actor: `agent:${session.instanceId}`, action: 'agent.identity.renew', target: identity.fingerprintSha256, reason: 'agent certificate nearing expiry', details: { previous: session.identity.fingerprintSha256 } });
-    session.send({ type: 'identity_renewed', certificatePem });
-    this.options.logger.info({ instanceId: session.instanceId, fingerprint: identity.fingerprintSha256, notAfter: identity.notAfter }, 'agent certificate renewed');
+    const opensAt = identityRenewalOpensAt(session.identity);
+    if (now < opensAt) {
+      refuse(SessionErrorCode.RENEWAL_TOO_EARLY, `the agent certificate may be renewed from ${opensAt.toISOString()}, two thirds into its lifetime`, opensAt);
+      return;
+    }
+    const result = await this.options.store.agentCertificates.renew(
+      { instanceId: session.instanceId, predecessor: session.identity.fingerprintSha256, at: now, minIntervalMs: this.options.renewalMinIntervalMs ?? IDENTITY_RENEWAL_MIN_INTERVAL_MS },
+      async () => {
+        const { certificatePem, identity } = await this.options.ca.issue(session.instanceId, csr, now);
+        return { certificatePem, fingerprintSha256: identity.fingerprintSha256, serialNumber: identity.serialNumber, notAfter: identity.notAfter, opensAt: identityRenewalOpensAt(identity) };
+      },
+    );
+    if (result.outcome === 'refused') throw new CertplaneError(SessionErrorCode.REVOKED, 'the agent certificate of this connection was revoked or superseded; nothing was renewed');
+    if (result.outcome === 'rate_limited') {
+      refuse(SessionErrorCode.RENEWAL_RATE_LIMITED, 'the agent certificate of this instance was renewed a short while ago', result.retryAt);
+      return;
+    }
+    const { minted } = result;
+    this.#renewalHeldUntil.set(session, minted.opensAt);
+    await this.options.store.audit.record({
+      actor: `agent:${session.instanceId}`,
+      action: 'agent.identity.renew',
+      target: minted.fingerprintSha256,
+      reason: 'agent certificate past two thirds of its lifetime',
+      details: { previous: session.identity.fingerprintSha256, replacedUnused: result.replaced },
+    });
+    session.send({ type: 'identity_renewed', certificatePem: minted.certificatePem });
+    log.info({ renewed: minted.fingerprintSha256, notAfter: minted.notAfter, replacedUnused: result.replaced }, 'agent certificate renewed');
   }
 
   async #authenticate(message: Extract<AgentMessage, { type: 'auth' }>, nonce: string, socket: WebSocket, tlsPeerFingerprint: string | undefined): Promise<AgentSession> {
@@ -228,14 +282,28 @@ export class SessionRegistry {
     }
     const record = await this.options.store.agentCertificates.get(identity.fingerprintSha256);
     if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
-    if (record.revokedAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate revoked at ${record.revokedAt.toISOString()}`);
+    assertUsable(record);
     const signed = verifySignature('sha256', authPayload(nonce), identity.publicKeyPem, Buffer.from(message.signature, 'base64'));
     if (!signed) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
     const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000);
     const previous = this.#sessions.get(identity.instanceId);
     this.#sessions.set(identity.instanceId, session);
+    // Checked again, under the instance's lock, only once the session is registered: a
+    // revocation committed before this shows here, one committed after finds the session to cut.
+    const { record: current, superseded } = await this.options.store.agentCertificates.use(identity.fingerprintSha256, now);
+    try {
+      if (!current) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
+      assertUsable(current);
+    } catch (error) {
+      if (this.#sessions.get(identity.instanceId) === session) {
+        if (previous) this.#sessions.set(identity.instanceId, previous);
+        else this.#sessions.delete(identity.instanceId);
+      }
+      throw error;
+    }
     if (previous) previous.close(CloseCode.REPLACED, 'replaced by a newer connection of the same agent');
     else this.options.metrics?.connected(1);
+    if (superseded) this.options.logger.info({ instanceId: identity.instanceId, fingerprint: identity.fingerprintSha256, superseded }, 'renewed agent certificate in use: its predecessor no longer authenticates');
     await this.options.store.instances.setAgentConnected(identity.instanceId, now);
     session.send({ type: 'welcome', instanceId: identity.instanceId });
     return session;
@@ -288,6 +356,12 @@ export class SessionRegistry {
   static requestId(): string {
     return randomUUID();
   }
+}
+
+/** Refuses a certificate revoked, or superseded by its renewal having authenticated. */
+function assertUsable(record: AgentCertificateRecord): void {
+  if (record.revokedAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate revoked at ${record.revokedAt.toISOString()}`);
+  if (record.supersededAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate superseded at ${record.supersededAt.toISOString()} by its renewal, which the agent has used since`);
 }
 
 /** WebSocket close reasons are limited to 123 bytes of UTF-8; cut on a character boundary (a cut inside one becomes a 3-byte U+FFFD, and ws throws). */

@@ -176,6 +176,23 @@ export const MIGRATIONS: readonly Migration[] = [
        WHERE c.selector ? 'instanceIds'`,
     ],
   },
+  {
+    version: 7,
+    description: 'agent certificate chains: each renewal names its predecessor, which its first use supersedes',
+    statements: [
+      // The certificate this one was renewed from (null for one issued at enrollment): revoking
+      // a certificate walks these links to reach every certificate minted from it.
+      'ALTER TABLE agent_certificates ADD COLUMN renewed_from text REFERENCES agent_certificates (fingerprint_sha256)',
+      // The plane's clock when the renewal was granted: the per-instance interval is measured on it.
+      'ALTER TABLE agent_certificates ADD COLUMN renewed_at timestamptz',
+      // Set by the first authentication with the certificate; that is when its predecessor stops being valid.
+      'ALTER TABLE agent_certificates ADD COLUMN first_used_at timestamptz',
+      'ALTER TABLE agent_certificates ADD COLUMN superseded_at timestamptz',
+      // At most one valid successor per certificate, whatever the callers do.
+      'CREATE UNIQUE INDEX agent_certificates_one_live_successor ON agent_certificates (renewed_from) WHERE renewed_from IS NOT NULL AND revoked_at IS NULL',
+      'CREATE INDEX agent_certificates_instance ON agent_certificates (instance_id, created_at)',
+    ],
+  },
 ];
 
 /**

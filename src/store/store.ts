@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import type { KeyAlgorithm } from '../agents/protocol.js';
 import { CertplaneError, hasCode } from '../errors.js';
-import { openDatabase, type Database } from './engines.js';
+import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
 import {
@@ -109,6 +109,9 @@ interface AgentCertificateRow {
   not_after: Date;
   revoked_at: Date | null;
   created_at: Date;
+  renewed_from: string | null;
+  first_used_at: Date | null;
+  superseded_at: Date | null;
 }
 
 interface RateBucketRow {
@@ -234,7 +237,12 @@ class SqlStore implements Store {
   readonly agentCertificates: Store['agentCertificates'] = {
     list: async (limit) => (await this.db.query<AgentCertificateRow>('SELECT * FROM agent_certificates ORDER BY created_at DESC LIMIT $1', [limit])).map(toAgentCertificate),
     revokedSince: async (since) =>
-      (await this.db.query<{ fingerprint_sha256: string }>('SELECT fingerprint_sha256 FROM agent_certificates WHERE revoked_at IS NOT NULL AND revoked_at > $1::timestamptz', [since])).map((r) => r.fingerprint_sha256),
+      (
+        await this.db.query<{ fingerprint_sha256: string }>(
+          'SELECT fingerprint_sha256 FROM agent_certificates WHERE revoked_at > $1::timestamptz OR superseded_at > $1::timestamptz',
+          [since],
+        )
+      ).map((r) => r.fingerprint_sha256),
     record: async (input) => {
       await this.forInstance(input.instanceId, 'an agent certificate', () =>
         this.db.query('INSERT INTO agent_certificates (fingerprint_sha256, instance_id, serial_number, not_after) VALUES ($1, $2, $3, $4::timestamptz)', [
@@ -249,13 +257,73 @@ class SqlStore implements Store {
       const [row] = await this.db.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
       return row && toAgentCertificate(row);
     },
-    /** True only for the call that revoked it: unknown or already revoked certificates give false. */
     revoke: async (fingerprintSha256, at) => {
-      const rows = await this.db.query(
-        'UPDATE agent_certificates SET revoked_at = $2::timestamptz WHERE fingerprint_sha256 = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256',
-        [fingerprintSha256, at],
-      );
-      return rows.length === 1;
+      const [known] = await this.db.query<{ instance_id: string }>('SELECT instance_id FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
+      if (!known) return [];
+      return this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, known.instance_id);
+        const rows = await tx.query<{ fingerprint_sha256: string }>(
+          `WITH RECURSIVE minted_from (fingerprint_sha256) AS (
+             SELECT fingerprint_sha256 FROM agent_certificates WHERE fingerprint_sha256 = $1
+             UNION
+             SELECT successor.fingerprint_sha256 FROM agent_certificates successor JOIN minted_from ON successor.renewed_from = minted_from.fingerprint_sha256
+           )
+           UPDATE agent_certificates SET revoked_at = $2::timestamptz
+           WHERE fingerprint_sha256 IN (SELECT fingerprint_sha256 FROM minted_from) AND revoked_at IS NULL
+           RETURNING fingerprint_sha256`,
+          [fingerprintSha256, at],
+        );
+        return rows.map((r) => r.fingerprint_sha256);
+      });
+    },
+    revokeInstance: (instanceId, at) =>
+      this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, instanceId);
+        const rows = await tx.query<{ fingerprint_sha256: string }>(
+          'UPDATE agent_certificates SET revoked_at = $2::timestamptz WHERE instance_id = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256',
+          [instanceId, at],
+        );
+        return rows.map((r) => r.fingerprint_sha256);
+      }),
+    renew: (input, mint) =>
+      this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, input.instanceId);
+        const [predecessor] = await tx.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1 AND instance_id = $2', [input.predecessor, input.instanceId]);
+        if (!predecessor || predecessor.revoked_at || predecessor.superseded_at) return { outcome: 'refused' } as const;
+        const [last] = await tx.query<{ at: Date | null }>('SELECT max(renewed_at) AS at FROM agent_certificates WHERE instance_id = $1', [input.instanceId]);
+        const retryAt = last?.at ? new Date(last.at.getTime() + input.minIntervalMs) : undefined;
+        if (retryAt && retryAt > input.at) return { outcome: 'rate_limited', retryAt } as const;
+        // A successor never used was lost on the way to the agent (or asked for by someone else
+        // holding the key); it is replaced, so the predecessor keeps at most one valid successor.
+        const replaced = await tx.query<{ fingerprint_sha256: string }>(
+          'UPDATE agent_certificates SET revoked_at = $2::timestamptz WHERE renewed_from = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256',
+          [input.predecessor, input.at],
+        );
+        const minted = await mint();
+        await tx.query(
+          'INSERT INTO agent_certificates (fingerprint_sha256, instance_id, serial_number, not_after, renewed_from, renewed_at) VALUES ($1, $2, $3, $4::timestamptz, $5, $6::timestamptz)',
+          [minted.fingerprintSha256, input.instanceId, minted.serialNumber, minted.notAfter, input.predecessor, input.at],
+        );
+        return { outcome: 'renewed', minted, replaced: replaced.map((r) => r.fingerprint_sha256) } as const;
+      }),
+    use: async (fingerprintSha256, at) => {
+      const [known] = await this.db.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
+      // Used before (every reconnection), or unusable: a plain read is the answer, since a
+      // revocation is committed before its sessions are cut. Only a first use takes the lock.
+      if (!known || known.revoked_at || known.superseded_at || known.first_used_at) return { record: known && toAgentCertificate(known), superseded: null };
+      return this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, known.instance_id);
+        const [row] = await tx.query<AgentCertificateRow>('SELECT * FROM agent_certificates WHERE fingerprint_sha256 = $1', [fingerprintSha256]);
+        if (!row || row.revoked_at || row.superseded_at || row.first_used_at) return { record: row && toAgentCertificate(row), superseded: null };
+        const [used] = await tx.query<AgentCertificateRow>('UPDATE agent_certificates SET first_used_at = $2::timestamptz WHERE fingerprint_sha256 = $1 RETURNING *', [fingerprintSha256, at]);
+        const superseded = row.renewed_from
+          ? await tx.query<{ fingerprint_sha256: string }>(
+              'UPDATE agent_certificates SET superseded_at = $2::timestamptz WHERE fingerprint_sha256 = $1 AND superseded_at IS NULL RETURNING fingerprint_sha256',
+              [row.renewed_from, at],
+            )
+          : [];
+        return { record: toAgentCertificate(inserted(used)), superseded: superseded[0]?.fingerprint_sha256 ?? null };
+      });
     },
   };
 
@@ -376,6 +444,16 @@ class SqlStore implements Store {
   }
 }
 
+/**
+ * Serialises everything that mints, uses or revokes an instance's agent certificates (on
+ * PostgreSQL across processes): the instance's row is the lock. Statements after it see
+ * whatever the previous holder committed, so a revocation cannot miss a renewal in flight.
+ */
+async function lockAgentsOf(tx: Queryable, instanceId: string): Promise<void> {
+  const [row] = await tx.query('SELECT id FROM instances WHERE id = $1 FOR NO KEY UPDATE', [instanceId]);
+  if (!row) throw instanceNotFound(instanceId, 'change the agent certificates of');
+}
+
 function instanceNotFound(instanceId: string, action: string, cause?: unknown): CertplaneError {
   return new CertplaneError('STORE_NOT_FOUND', `Cannot ${action} instance ${instanceId}: no such instance. Create the instance first, or check the id.`, { instanceId }, { cause });
 }
@@ -456,5 +534,8 @@ function toAgentCertificate(row: AgentCertificateRow): AgentCertificateRecord {
     notAfter: row.not_after,
     revokedAt: row.revoked_at,
     createdAt: row.created_at,
+    renewedFrom: row.renewed_from,
+    firstUsedAt: row.first_used_at,
+    supersededAt: row.superseded_at,
   };
 }

@@ -73,7 +73,21 @@ export interface AgentCertificateRecord {
   readonly notAfter: Date;
   readonly revokedAt: Date | null;
   readonly createdAt: Date;
+  /** The certificate it was renewed from; null for one issued at enrollment. */
+  readonly renewedFrom: string | null;
+  /** When it first authenticated; null while its agent has not used it yet. */
+  readonly firstUsedAt: Date | null;
+  /** When its successor first authenticated: from then on it no longer authenticates. */
+  readonly supersededAt: Date | null;
 }
+
+/** What an agent certificate renewal came to, decided while the instance's agent certificates are locked. */
+export type AgentRenewalOutcome<T> =
+  | { readonly outcome: 'renewed'; readonly minted: T; readonly replaced: readonly string[] }
+  /** The presenting certificate is revoked, superseded or unknown: nothing was minted. */
+  | { readonly outcome: 'refused' }
+  /** The instance renewed less than the minimum interval ago: nothing was minted. */
+  | { readonly outcome: 'rate_limited'; readonly retryAt: Date };
 
 /**
  * One token bucket of the rate limiter as stored. The tokens are as of `updatedAt`; the
@@ -141,11 +155,38 @@ export interface Store {
   readonly agentCertificates: {
     /** Every agent certificate, newest first, at most `limit`. */
     list(limit: number): Promise<AgentCertificateRecord[]>;
-    /** Fingerprints revoked after `since`: how other processes learn to cut a revoked agent off. */
+    /** Fingerprints revoked or superseded after `since`: how other processes learn to cut an agent off. */
     revokedSince(since: Date): Promise<string[]>;
     record(input: { fingerprintSha256: string; instanceId: string; serialNumber: string; notAfter: Date }): Promise<void>;
     get(fingerprintSha256: string): Promise<AgentCertificateRecord | undefined>;
-    revoke(fingerprintSha256: string, at: Date): Promise<boolean>;
+    /**
+     * Revokes the certificate and every certificate renewed from it, directly or not (whoever
+     * held its key could have minted them); returns the fingerprints revoked now, empty when
+     * it is unknown or all of them already were.
+     */
+    revoke(fingerprintSha256: string, at: Date): Promise<string[]>;
+    /**
+     * Revokes every agent certificate of the instance. Serialised with `renew` and `use` on
+     * the instance, so a certificate minted concurrently is either revoked here or never minted.
+     */
+    revokeInstance(instanceId: string, at: Date): Promise<string[]>;
+    /**
+     * Renews `predecessor`, atomically with respect to revocation: with the instance's agent
+     * certificates locked, checks that the predecessor is still valid and the instance did not
+     * renew within `minIntervalMs`, revokes any successor of the predecessor that was never
+     * used (at most one is valid), then runs `mint` (which signs the certificate) and records
+     * what it returns. Nothing is signed unless it is also recorded.
+     */
+    renew<T extends { fingerprintSha256: string; serialNumber: string; notAfter: Date }>(
+      input: { instanceId: string; predecessor: string; at: Date; minIntervalMs: number },
+      mint: () => Promise<T>,
+    ): Promise<AgentRenewalOutcome<T>>;
+    /**
+     * Records that the certificate authenticated, superseding the certificate it was renewed
+     * from. Returns the record as it is now (a revocation that raced the authentication shows
+     * here), and the fingerprint it superseded, if any.
+     */
+    use(fingerprintSha256: string, at: Date): Promise<{ record: AgentCertificateRecord | undefined; superseded: string | null }>;
   };
   readonly certificates: {
     /** A new request in status `pending`; STORE_CONFLICT when the instance already has an open one (replicas racing). */

@@ -95,7 +95,7 @@ describe('agent channel', async () => {
     const foreignAuth = await authenticate({ ...agent, certificatePem: foreign.pem });
     assert.equal((await foreignAuth.closed).code, 4001);
     const fingerprint = (await import('../../src/chain/index.js')).parseCertificateBundle(agent.certificatePem)[0]!.fingerprintSha256;
-    assert.equal(await plane.store.agentCertificates.revoke(fingerprint, new Date()), true);
+    assert.deepEqual(await plane.store.agentCertificates.revoke(fingerprint, new Date()), [fingerprint]);
     const revoked = await authenticate(agent);
     const closed = await revoked.closed;
     assert.equal(closed.code, 4001);

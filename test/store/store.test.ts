@@ -394,11 +394,11 @@ for (const engine of [pglite, postgres]) {
       assert.ok(recorded?.createdAt instanceof Date);
 
       const revokedAt = new Date('2026-05-14T08:00:00.000Z');
-      assert.equal(await store.agentCertificates.revoke(fingerprintSha256, revokedAt), true);
-      assert.equal(await store.agentCertificates.revoke(fingerprintSha256, new Date()), false);
+      assert.deepEqual(await store.agentCertificates.revoke(fingerprintSha256, revokedAt), [fingerprintSha256]);
+      assert.deepEqual(await store.agentCertificates.revoke(fingerprintSha256, new Date()), []);
       assert.deepEqual((await store.agentCertificates.get(fingerprintSha256))?.revokedAt, revokedAt);
       assert.equal(await store.agentCertificates.get(randomBytes(32).toString('hex')), undefined);
-      assert.equal(await store.agentCertificates.revoke(randomBytes(32).toString('hex'), revokedAt), false);
+      assert.deepEqual(await store.agentCertificates.revoke(randomBytes(32).toString('hex'), revokedAt), []);
     });
 
     test('agent certificates: duplicates and unknown instances are refused', TIMEOUT, async () => {

@@ -5,11 +5,14 @@
  * CSR through, and then the ACME directory below refuses the connection (or the test's
  * `acmeDirectoryUrl` answers as it likes).
  */
+import { sign } from 'node:crypto';
 import pino, { type Logger } from 'pino';
+import WebSocket from 'ws';
 import { Registry } from 'prom-client';
 import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
@@ -35,17 +38,23 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-/**
- * `storeUrl` (default in-memory PGlite) lets a test run the plane on a real PostgreSQL
- * database it created; `clock` (default the wall clock) lets it stop time for limits that refill.
- */
 export async function startTestPlane(
-  options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string; storeUrl?: string; clock?: () => Date } = {},
+  options: {
+    heartbeatMs?: number;
+    authTimeoutMs?: number;
+    renewalMinIntervalMs?: number;
+    tls?: { certPem: string; keyPem: string };
+    acmeDirectoryUrl?: string;
+    /** The plane's clock (default: the system's), for tests that move time forward. */
+    clock?: () => Date;
+    /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
+    storeUrl?: string;
+  } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, storeUrl, clock = () => new Date(), ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', ...sessionOptions } = options;
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
-  const store = await openStore(storeUrl ?? 'memory:');
+  const store = await openStore(storeUrl);
   const secrets = await FileSecretStore.open(dir.path('secrets'));
   const ca = await AgentCa.loadOrCreate(secrets);
   const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
@@ -94,4 +103,54 @@ export async function enrollTestAgent(plane: TestPlane, name: string, hostnames 
   const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });
   if (enrolled.statusCode !== 201) throw new Error(`enrolling the agent of ${name}: ${enrolled.statusCode} ${enrolled.body}`);
   return { instanceId: created.json().id, keyPem: key.privateKeyPem, certificatePem: enrolled.json().certificatePem };
+}
+
+/** An agent channel spoken by hand (no AgentClient), authenticated with `agent`'s certificate, recording every frame. */
+export interface AgentChannel {
+  readonly socket: WebSocket;
+  readonly frames: Record<string, any>[];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  /** The first frame of `type` (or one of the types), received already or to come; rejects when the channel closes first or after `ms`. */
+  next(type: string | readonly string[], ms?: number): Promise<Record<string, any>>;
+  /** Sends one agent message (the protocol version is added). */
+  send(message: Record<string, unknown>): void;
+}
+
+export async function openAgentChannel(plane: { url: string }, agent: { keyPem: string; certificatePem: string }): Promise<AgentChannel> {
+  const socket = new WebSocket(`${plane.url.replace('http', 'ws')}${CHANNEL_PATH}`);
+  const frames: Record<string, any>[] = [];
+  let ended = false;
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.on('close', (code, reason) => {
+      ended = true;
+      resolve({ code, reason: reason.toString() });
+    }),
+  );
+  const send = (message: Record<string, unknown>) => socket.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
+  socket.on('message', (data) => {
+    const frame = JSON.parse(data.toString());
+    frames.push(frame);
+    if (frame.type === 'hello') send({ type: 'auth', certificatePem: agent.certificatePem, signature: sign('sha256', authPayload(frame.nonce), agent.keyPem).toString('base64'), agentVersion: 'test' });
+  });
+  socket.on('error', () => undefined);
+  const next = (type: string | readonly string[], ms = 10_000) =>
+    new Promise<Record<string, any>>((resolve, reject) => {
+      const types = typeof type === 'string' ? [type] : type;
+      const timer = setTimeout(() => finish(new Error(`no ${types.join(' or ')} frame within ${ms} ms`)), ms);
+      const finish = (error?: Error) => {
+        clearTimeout(timer);
+        socket.off('message', check);
+        socket.off('close', check);
+        const found = frames.find((f) => types.includes(f.type));
+        if (found) resolve(found);
+        else reject(error ?? new Error(`the channel closed before a ${types.join(' or ')} frame`));
+      };
+      const check = () => {
+        if (frames.some((f) => types.includes(f.type)) || ended) finish();
+      };
+      socket.on('message', check);
+      socket.on('close', check);
+      check();
+    });
+  return { socket, frames, closed, next, send };
 }
