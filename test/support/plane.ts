@@ -13,6 +13,7 @@ import { IssuanceCoordinator } from '../../src/agents/issuance.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
+import { PageCursors } from '../../src/api/cursors.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -54,7 +55,8 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
-  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
+  const cursors = await PageCursors.loadOrCreate(secrets);
+  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,
