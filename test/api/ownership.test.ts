@@ -74,15 +74,15 @@ describe('secure mode: hostname ownership and cursors across clusters', async ()
       const refused = await call('POST', '/v1/instances', 'euOperator', { name: 'eu-evil', hostnames, cluster: 'eu-1' });
       assert.equal(refused.status, 409, refused.text);
       assert.equal(refused.body.code, 'INSTANCE_HOSTNAME_TAKEN');
-      assert.ok(!refused.text.includes(usInstance) && !refused.text.includes('us-1') && !refused.text.includes('us-b'), `the 409 leaks the holder: ${refused.text}`);
+      assert.ok(!refused.text.includes(usInstance) && !refused.text.includes('us-1') && !refused.text.includes('us-b') && !refused.text.includes('www.corp'), `the 409 leaks the holder: ${refused.text}`);
       assert.match(refused.body.message, /another instance/);
     }
     // Nothing was registered by the refusals: the eu-1 operator's fleet is still empty.
     assert.deepEqual((await call('GET', '/v1/instances', 'euReader')).body.items, []);
     // A caller who may see the holder's cluster is told which instance holds the name.
-    const admin = await call('POST', '/v1/instances', 'admin', { name: 'dup', hostnames: ['b.example'], cluster: 'eu-1' });
+    const admin = await call('POST', '/v1/instances', 'admin', { name: 'dup', hostnames: ['b.example', '*.corp.example'], cluster: 'eu-1' });
     assert.equal(admin.status, 409);
-    assert.ok(admin.body.message.includes(usInstance), admin.text);
+    assert.ok(admin.body.message.includes(usInstance) && admin.body.message.includes('www.corp.example'), admin.text);
     // And a name of its own is still the operator's to register.
     assert.equal((await call('POST', '/v1/instances', 'euOperator', { name: 'eu-good', hostnames: ['eu-good.example'], cluster: 'eu-1' })).status, 201);
   });

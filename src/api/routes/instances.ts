@@ -92,13 +92,14 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
 /**
  * The refusal of a name another instance holds, as this caller may see it: the holder's id
- * only when the caller may see the holder's cluster, else nothing about the holder at all
- * (a cluster-limited operator must not learn another cluster's instances from a 409).
+ * and the name it holds only when the caller may see the holder's cluster, else nothing
+ * about the holder at all (a cluster-limited operator must not learn another cluster's
+ * instances or names from a 409).
  */
 function hostnameTaken(conflicts: readonly HostnameConflict[], caller: Caller | undefined): CertplaneError {
   const reasons = conflicts.map((c) => {
-    const holder = mayActOnCluster(caller, c.cluster) ? `instance ${c.instanceId}` : 'another instance';
-    return c.requested === c.held ? `${c.requested} is held by ${holder}` : `${c.requested} overlaps ${c.held}, held by ${holder}`;
+    if (!mayActOnCluster(caller, c.cluster)) return c.requested === c.held ? `${c.requested} is held by another instance` : `${c.requested} overlaps a name held by another instance`;
+    return c.requested === c.held ? `${c.requested} is held by instance ${c.instanceId}` : `${c.requested} overlaps ${c.held}, held by instance ${c.instanceId}`;
   });
   return new CertplaneError(
     'INSTANCE_HOSTNAME_TAKEN',
