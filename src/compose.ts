@@ -13,6 +13,7 @@ import { AgentCa } from './agents/ca.js';
 import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
+import { PageCursors } from './api/cursors.js';
 import { checkServerCertificate, serverCertificate, type TlsPair } from './api/tls.js';
 import { CertplaneError } from './errors.js';
 import { startAdminSocket, type AdminDeps } from './admin/index.js';
@@ -109,6 +110,9 @@ function tlsFiles(server: Config['server']): (() => Promise<TlsPair>) | undefine
   return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(tlsKeyPath, 'CERTPLANE_TLS_KEY') });
 }
 
+/** How many unowned hostnames the start-up warning lists. */
+const UNOWNED_SHOWN = 20;
+
 /** Builds and starts `certplane serve` from configuration. */
 export async function composeServer(config: Config, logger: Logger, clock: Clock = config.server.clockOffsetFile ? offsetFileClock(config.server.clockOffsetFile) : systemClock): Promise<ManagementPlane> {
   const readTls = tlsFiles(config.server);
@@ -126,8 +130,14 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
     const changed = await auditConfiguration(store.audit, config, { node, actor: `service:${userInfo().username}` });
     if (changed) logger.info({ node, changed }, 'configuration change recorded in the audit trail');
+    const unowned = await store.instances.unownedHostnames(UNOWNED_SHOWN);
+    if (unowned.length > 0) {
+      // Only a database from before hostname ownership (migration 8) can hold these: said at every start until resolved, never silently.
+      logger.warn({ unowned }, 'instances list hostnames an older instance owns; certificates asking for them are refused (audit trail: instance.hostname-conflict)');
+    }
     const secrets = await openSecretStore(config.secrets, { secretsManagerClient: () => new SecretsManagerClient({}) });
     const ca = await AgentCa.loadOrCreate(secrets, clock());
+    const cursors = await PageCursors.loadOrCreate(secrets);
     const issuer = await composeIssuer(config, logger.child({ room: 'acme' }));
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
@@ -157,7 +167,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
-    const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
+    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
     const stopRevocationWatch = sessions.watchRevocations();
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
-import { parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import { normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
@@ -178,10 +178,14 @@ export class IssuanceCoordinator implements SessionHandler {
     const csr = await parseCsr(csrPem).catch((error: CertplaneError) => {
       throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`);
     });
-    const allowed = new Set(instance.hostnames.map((h) => h.toLowerCase()));
-    const foreign = csr.dnsNames.filter((name) => !allowed.has(name));
-    if (csr.dnsNames.length === 0 || foreign.length > 0) {
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the instance's hostnames ${instance.hostnames.join(', ')}`);
+    // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
+    // so a name listed by two instances would let either obtain it without a challenge.
+    const requested = [...new Set(csr.dnsNames.map(normaliseDnsName))];
+    const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
+    const foreign = requested.filter((name) => !owned.has(name));
+    if (requested.length === 0 || foreign.length > 0) {
+      const own = instance.hostnames.filter((name) => owned.has(name));
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the hostnames this instance owns (${own.join(', ') || 'none'}); a name belongs to the one instance that registered it first`);
     }
     if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {
       throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: key is ${csr.keyDescription}, the instance's policy is ${KEY_DESCRIPTIONS[instance.keyAlgorithm]}`);

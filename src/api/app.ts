@@ -17,6 +17,7 @@ import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
 import { authenticate, peerFingerprint } from './auth.js';
+import type { PageCursors } from './cursors.js';
 import { errorHandler, frameworkErrorHandler } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { certificateRoutes } from './routes/certificates.js';
@@ -28,6 +29,8 @@ export interface ApiDependencies {
   readonly store: Store;
   readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
   readonly campaigns: Campaigns;
+  /** Seals and opens the listing's page cursors (HMAC key from the secret store). */
+  readonly cursors: PageCursors;
   readonly sessions: Pick<SessionRegistry, 'accept' | 'get'>;
   readonly ca: AgentCa;
   readonly metrics: Registry;

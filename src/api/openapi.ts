@@ -23,6 +23,7 @@ export async function renderOpenApi(): Promise<string> {
     store: unused<Store>('store'),
     coordinator: unused('coordinator'),
     campaigns: unused('campaigns'),
+    cursors: unused('cursors'),
     sessions: unused('sessions'),
     ca: unused<AgentCa>('agent CA'),
     metrics: new Registry(),

@@ -5,6 +5,7 @@
 export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
 export { parseCsr, spkiSha256OfKeyFile, CsrErrorCode, type ParsedCsr } from './csr.js';
+export { coveringParent, normaliseDnsName } from './names.js';
 export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {
   selectChain,

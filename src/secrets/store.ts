@@ -1,8 +1,9 @@
 /**
- * The one interface every secret backend implements. The ACME account key and the agent
- * CA key are the only secrets certplane keeps; whoever holds them can order certificates
- * for the fleet or enroll rogue agents, so they live behind this small surface instead
- * of in the database, and the rest of the service never learns where they are kept.
+ * The one interface every secret backend implements. The ACME account key, the agent CA
+ * key and the key that authenticates page cursors are the only secrets certplane keeps;
+ * whoever holds them can order certificates for the fleet, enroll rogue agents or forge
+ * cursors, so they live behind this small surface instead of in the database, and the
+ * rest of the service never learns where they are kept.
  */
 import { CertplaneError } from '../errors.js';
 

@@ -193,6 +193,50 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX agent_certificates_instance ON agent_certificates (instance_id, created_at)',
     ],
   },
+  {
+    version: 8,
+    description: 'a hostname belongs to one instance: the ownership table, filled oldest instance first',
+    statements: [
+      // One CA account serves every tenant and the CA reuses a valid authorization for a
+      // name, so certplane itself must decide who may ask for it. `parent` and `wildcard`
+      // let a wildcard conflict with the names it covers ("*.example.com" and
+      // "b.example.com" share the parent "example.com").
+      `CREATE TABLE instance_hostnames (
+        name text PRIMARY KEY,
+        instance_id uuid NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+        parent text NOT NULL,
+        wildcard boolean NOT NULL
+      )`,
+      'CREATE INDEX instance_hostnames_parent ON instance_hostnames (parent, wildcard)',
+      'CREATE INDEX instance_hostnames_instance ON instance_hostnames (instance_id)',
+      // Existing instances claim their names oldest first; a later instance listing a name
+      // already held (or covered by a wildcard held) keeps it in its list but does not own
+      // it, so its CSRs for it are refused. Each such name is recorded in the audit trail,
+      // and serve warns about it at every start until it is resolved.
+      `DO $$
+      DECLARE
+        claim record;
+        holder uuid;
+      BEGIN
+        FOR claim IN
+          SELECT i.id, n.name, substr(n.name, strpos(n.name, '.') + 1) AS parent, n.name LIKE '*.%' AS wildcard
+          FROM instances i CROSS JOIN LATERAL (SELECT DISTINCT lower(rtrim(h, '.')) AS name FROM unnest(i.hostnames) AS h) n
+          ORDER BY i.created_at, i.id, n.name
+        LOOP
+          SELECT o.instance_id INTO holder FROM instance_hostnames o
+          WHERE o.instance_id <> claim.id AND (o.name = claim.name OR (o.parent = claim.parent AND (o.wildcard OR claim.wildcard)))
+          LIMIT 1;
+          IF holder IS NULL THEN
+            INSERT INTO instance_hostnames (name, instance_id, parent, wildcard) VALUES (claim.name, claim.id, claim.parent, claim.wildcard);
+          ELSE
+            INSERT INTO audit_log (actor, action, target, reason, details)
+            VALUES ('migration 8', 'instance.hostname-conflict', claim.id::text, 'the name was registered to an older instance first',
+                    jsonb_build_object('name', claim.name, 'heldBy', holder));
+          END IF;
+        END LOOP;
+      END $$`,
+    ],
+  },
 ];
 
 /**

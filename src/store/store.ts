@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { KeyAlgorithm } from '../agents/protocol.js';
+import { coveringParent, normaliseDnsName } from '../chain/index.js';
 import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
@@ -18,6 +19,7 @@ import {
   type CertificateRecord,
   type CertificateStatus,
   type CertificateUpdate,
+  type HostnameConflict,
   type InstanceRecord,
   type Page,
   type RateBucketRecord,
@@ -155,31 +157,72 @@ class SqlStore implements Store {
   }
 
   readonly instances: Store['instances'] = {
-    create: async (input) => {
-      const [row] = await this.db.query<InstanceRow>(
-        'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile) VALUES ($1, $2, $3::text[], $4, $5, $6) RETURNING *',
-        [randomUUID(), input.name, [...input.hostnames], input.cluster, input.keyAlgorithm, input.profile ?? null],
-      );
-      return toInstance(inserted(row));
-    },
+    create: (input) =>
+      this.db.transaction(async (tx) => {
+        const names = [...new Set(input.hostnames.map(normaliseDnsName))];
+        const claims = names.map((name) => ({ name, ...coveringParent(name) }));
+        const parents = [...new Set(claims.map((claim) => claim.parent))].sort();
+        // Two registrations that could conflict share a parent, so they queue here (in one
+        // order, so they never deadlock) and the second one sees the first one's names.
+        for (const parent of parents) await tx.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2))', [HOSTNAME_LOCK_CLASS, parent]);
+        const held = await tx.query<{ name: string; instance_id: string; parent: string; wildcard: boolean; cluster: string | null }>(
+          `SELECT o.name, o.instance_id, o.parent, o.wildcard, i.cluster FROM instance_hostnames o JOIN instances i ON i.id = o.instance_id
+           WHERE o.name = ANY($1::text[]) OR (o.wildcard AND o.parent = ANY($2::text[])) OR (NOT o.wildcard AND o.parent = ANY($3::text[]))
+           ORDER BY o.name`,
+          [names, claims.map((claim) => claim.parent), claims.filter((claim) => claim.wildcard).map((claim) => claim.parent)],
+        );
+        const conflicts: HostnameConflict[] = held.flatMap((row) =>
+          claims
+            .filter((claim) => row.name === claim.name || (row.parent === claim.parent && (row.wildcard || claim.wildcard)))
+            .map((claim) => ({ requested: claim.name, held: row.name, instanceId: row.instance_id, cluster: row.cluster })),
+        );
+        if (conflicts.length > 0) {
+          throw new CertplaneError('INSTANCE_HOSTNAME_TAKEN', `${describeConflict(conflicts[0]!)}; a hostname belongs to one instance.`, { conflicts });
+        }
+        const [row] = await tx.query<InstanceRow>(
+          'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile) VALUES ($1, $2, $3::text[], $4, $5, $6) RETURNING *',
+          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null],
+        );
+        const instance = toInstance(inserted(row));
+        await tx.query(
+          'INSERT INTO instance_hostnames (name, instance_id, parent, wildcard) SELECT name, $1::uuid, parent, wildcard FROM unnest($2::text[], $3::text[], $4::boolean[]) AS claim (name, parent, wildcard)',
+          [instance.id, names, claims.map((claim) => claim.parent), claims.map((claim) => claim.wildcard)],
+        );
+        return instance;
+      }),
     get: async (id) => {
       if (!UUID.test(id)) return undefined;
       const [row] = await this.db.query<InstanceRow>('SELECT * FROM instances WHERE id = $1', [id]);
       return row && toInstance(row);
     },
-    list: async ({ cursor, limit }) => {
+    list: async ({ cursor, limit, clusters = null }) => {
       const after = cursor === undefined ? undefined : decodeCursor(cursor);
       const rows = await this.db.query<InstanceRow & { cursor_created_at: string }>(
         `SELECT *, ${CURSOR_TIME_SQL} AS cursor_created_at FROM instances
-         ${after ? 'WHERE (created_at, id) > ($2::timestamptz, $3::uuid)' : ''}
+         WHERE ($2::text[] IS NULL OR cluster = ANY($2::text[]))
+         ${after ? 'AND (created_at, id) > ($3::timestamptz, $4::uuid)' : ''}
          ORDER BY created_at, id LIMIT $1`,
-        after ? [limit + 1, after.createdAt, after.id] : [limit + 1],
+        after ? [limit + 1, clusters && [...clusters], after.createdAt, after.id] : [limit + 1, clusters && [...clusters]],
       );
       const items = rows.slice(0, limit);
       const last = items.at(-1);
       const nextCursor = rows.length > limit && last ? encodeCursor(last.cursor_created_at, last.id) : null;
       return { items: items.map(toInstance), nextCursor } satisfies Page<InstanceRecord>;
     },
+    ownedNames: async (instanceId, names) => {
+      if (!UUID.test(instanceId)) return [];
+      const rows = await this.db.query<{ name: string }>('SELECT name FROM instance_hostnames WHERE instance_id = $1 AND name = ANY($2::text[]) ORDER BY name', [instanceId, [...names]]);
+      return rows.map((row) => row.name);
+    },
+    unownedHostnames: async (limit) =>
+      (
+        await this.db.query<{ instance_id: string; name: string }>(
+          `SELECT i.id AS instance_id, h.name FROM instances i CROSS JOIN LATERAL unnest(i.hostnames) AS h (name)
+           WHERE NOT EXISTS (SELECT 1 FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = lower(rtrim(h.name, '.')))
+           ORDER BY i.created_at, i.id, h.name LIMIT $1`,
+          [limit],
+        )
+      ).map((row) => ({ instanceId: row.instance_id, name: row.name })),
     setAgentConnected: async (id, connectedAt) => {
       await this.updateInstance(id, 'agent_connected_at = $2::timestamptz', connectedAt);
     },
@@ -452,6 +495,13 @@ class SqlStore implements Store {
 async function lockAgentsOf(tx: Queryable, instanceId: string): Promise<void> {
   const [row] = await tx.query('SELECT id FROM instances WHERE id = $1 FOR NO KEY UPDATE', [instanceId]);
   if (!row) throw instanceNotFound(instanceId, 'change the agent certificates of');
+}
+
+/** First key of the advisory locks that serialise hostname claims ("cpnh"); the second is the parent domain's hash. */
+const HOSTNAME_LOCK_CLASS = 0x63706e68;
+
+function describeConflict(conflict: HostnameConflict): string {
+  return conflict.requested === conflict.held ? `${conflict.requested} is held by another instance` : `${conflict.requested} overlaps ${conflict.held}, which is held by another instance`;
 }
 
 function instanceNotFound(instanceId: string, action: string, cause?: unknown): CertplaneError {

@@ -121,6 +121,14 @@ export interface ApiClientRecord {
   readonly revokedAt: Date | null;
 }
 
+/** One reason a registration was refused: the name asked for, the name already held, and its holder. */
+export interface HostnameConflict {
+  readonly requested: string;
+  readonly held: string;
+  readonly instanceId: string;
+  readonly cluster: string | null;
+}
+
 export interface Page<T> {
   readonly items: readonly T[];
   /** Opaque; pass back as `cursor` for the next page. Null on the last page. */
@@ -129,10 +137,24 @@ export interface Page<T> {
 
 export interface Store {
   readonly instances: {
+    /**
+     * Registers the instance and claims its (normalised) hostnames in one transaction. A name
+     * belongs to one instance: INSTANCE_HOSTNAME_TAKEN, with the holders in
+     * `details.conflicts` (HostnameConflict[]), when another instance holds one of them or a
+     * wildcard and a name it covers would be split between two instances.
+     */
     create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
-    /** Stable order (creation, then id); `limit` is trusted to be already bounded by the caller. */
-    list(page: { cursor?: string; limit: number }): Promise<Page<InstanceRecord>>;
+    /**
+     * Stable order (creation, then id); `limit` is trusted to be already bounded by the caller.
+     * With `clusters`, only instances of those clusters (none without a cluster), so that
+     * neither the items nor the cursor ever point at an instance outside them.
+     */
+    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null }): Promise<Page<InstanceRecord>>;
+    /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
+    ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
+    /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */
+    unownedHostnames(limit: number): Promise<{ instanceId: string; name: string }[]>;
     setAgentConnected(id: string, connectedAt: Date | null): Promise<void>;
     touchAgent(id: string, at: Date): Promise<void>;
     setInstalledFingerprint(id: string, fingerprintSha256: string | null): Promise<void>;

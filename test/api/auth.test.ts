@@ -44,6 +44,7 @@ describe('client-certificate authentication and roles', async () => {
   after(() => plane.close());
 
   const unknownId = '00000000-0000-4000-8000-000000000000';
+  let registered = 0;
   const routes: { method: string; path: () => string; needs: 'public' | 'read' | 'operate'; body?: unknown }[] = [
     { method: 'GET', path: () => '/healthz', needs: 'public' },
     { method: 'GET', path: () => '/readyz', needs: 'public' },
@@ -53,7 +54,8 @@ describe('client-certificate authentication and roles', async () => {
     { method: 'GET', path: () => `/v1/instances/${usInstance}`, needs: 'read' },
     { method: 'GET', path: () => `/v1/certificates/${unknownId}`, needs: 'read' },
     { method: 'GET', path: () => `/v1/reissues/${unknownId}`, needs: 'read' },
-    { method: 'POST', path: () => '/v1/instances', needs: 'operate', body: { name: 'x', hostnames: ['x.example.com'] } },
+    // A new name each time: a name belongs to one instance.
+    { method: 'POST', path: () => '/v1/instances', needs: 'operate', get body() { return { name: 'x', hostnames: [`x${(registered += 1)}.example.com`] }; } },
     { method: 'POST', path: () => `/v1/instances/${usInstance}/enrollment-token`, needs: 'operate' },
     { method: 'POST', path: () => `/v1/instances/${usInstance}/issue`, needs: 'operate' },
     { method: 'POST', path: () => '/v1/reissues', needs: 'operate', body: { selector: { all: true }, reason: 'matrix', dryRun: true } },

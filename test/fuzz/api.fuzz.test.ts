@@ -33,6 +33,7 @@ import {
   anyId,
   applyMutations,
   badHostname,
+  clashingHostname,
   csrMaterial,
   csrText,
   encodedBody,
@@ -88,6 +89,26 @@ const jsonModes = new Set(['json', 'json-charset', 'duplicate-keys']);
 const invalidBodyCodes = ['VALIDATION_FAILED', 'REQUEST_BODY_INVALID_JSON'];
 
 /**
+ * The README's ownership rule as a model of one plane's registrations: a (lower-cased) name
+ * belongs to one instance, and a wildcard to the same instance as every name it covers.
+ */
+class HeldNames {
+  readonly #names = new Set<string>();
+  readonly #parentsOfNames = new Set<string>();
+  /** Whether registering `names` together collides with what is held. */
+  taken(names: readonly string[]): boolean {
+    const parent = (name: string) => name.slice(name.indexOf('.') + 1);
+    return names.some((name) => this.#names.has(name) || (name.startsWith('*.') ? this.#parentsOfNames.has(parent(name)) : this.#names.has(`*.${parent(name)}`)));
+  }
+  hold(names: readonly string[]): void {
+    for (const name of names) {
+      this.#names.add(name);
+      if (!name.startsWith('*.')) this.#parentsOfNames.add(name.slice(name.indexOf('.') + 1));
+    }
+  }
+}
+
+/**
  * FUZZ_COLLECT=1 lists every 5xx met (deduplicated by route and answer) and fails once at
  * the end, instead of stopping each property at its first 5xx: for whoever fixes them.
  */
@@ -110,6 +131,8 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
   let fleet: TestPlane;
   let material: CsrMaterial;
   const known = { instances: [] as string[], certificates: [] as string[], campaigns: [] as string[] };
+  /** The names registered on `plane`, so the oracle knows which registrations must get 409. */
+  const held = new HeldNames();
   const fleetInstances: { id: string; cluster: string | null }[] = [];
   const requests = { count: 0 };
   const crashes: unknown[] = [];
@@ -123,6 +146,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
     for (const name of ['known1', 'known2', 'known3']) {
       const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames: [`${name}.example.com`] } });
       known.instances.push(created.json().id);
+      held.hold([`${name}.example.com`]);
     }
     const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${known.instances[0]}/issue` });
     known.certificates.push(issued.json().certificateId);
@@ -185,6 +209,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       { arbitrary: fc.array(fc.oneof(validHostname, badHostname), { minLength: 1, maxLength: 5 }), weight: 6 },
       { arbitrary: fc.array(validHostname, { maxLength: 4 }), weight: 2 },
       { arbitrary: validHostname.map((h) => [h, h.toUpperCase(), h.toLowerCase()]), weight: 1 },
+      { arbitrary: fc.array(clashingHostname, { minLength: 1, maxLength: 3 }), weight: 2 },
       { arbitrary: fc.integer({ min: 100, max: 140 }).map((n) => Array.from({ length: n }, (_, i) => `h${i}.example.com`)), weight: 1 },
       { arbitrary: fc.array(junkJson, { maxLength: 3 }), weight: 1 },
       { arbitrary: junkJson, weight: 1 },
@@ -201,17 +226,23 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
     .map(([body, edits]) => applyMutations(body, edits))
     .chain((value) => encodedBody(value, Object.keys(instanceFields)));
 
-  test(`POST /v1/instances: ${RUNS.createHostile} hostile and valid-ish bodies get exactly the status the schema decides (201, 400, 413, 415), never 5xx`, async () => {
+  test(`POST /v1/instances: ${RUNS.createHostile} hostile and valid-ish bodies get exactly the status the schema and name ownership decide (201, 400, 409, 413, 415), never 5xx`, async () => {
     await fc.assert(
       fc.asyncProperty(instanceBody, guarded(async (body) => {
         const reply = await send(plane, 'POST', '/v1/instances', body);
         if (tooBig(body) && body.mode !== 'wrong-content-type') return assert.equal(reply.status, 413);
         if (jsonModes.has(body.mode)) {
           const parsed = parsedJson(body);
-          const valid = parsed.ok && CreateInstance.safeParse(parsed.value).success;
-          assert.equal(reply.status, valid ? 201 : 400, `schema says ${valid ? 'valid' : 'invalid'}; got ${reply.status} ${reply.text.slice(0, 300)}`);
-          if (!valid) assert.ok(invalidBodyCodes.includes(reply.json.code), reply.text);
-          if (valid) assert.match(reply.json.enrollmentToken, /^cpe_/);
+          const schema = parsed.ok ? CreateInstance.safeParse(parsed.value) : undefined;
+          const names = schema?.success ? [...new Set(schema.data.hostnames)] : [];
+          const expected = !schema?.success ? 400 : held.taken(names) ? 409 : 201;
+          assert.equal(reply.status, expected, `schema and ownership say ${expected}; got ${reply.status} ${reply.text.slice(0, 300)}`);
+          if (expected === 400) assert.ok(invalidBodyCodes.includes(reply.json.code), reply.text);
+          if (expected === 409) assert.equal(reply.json.code, 'INSTANCE_HOSTNAME_TAKEN', reply.text);
+          if (expected === 201) {
+            assert.match(reply.json.enrollmentToken, /^cpe_/);
+            held.hold(names);
+          }
         } else if (body.mode === 'wrong-content-type') {
           assert.ok([400, 413, 415].includes(reply.status), `${reply.status} for content-type ${body.contentType}`);
         } else {
@@ -225,7 +256,9 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
   const validInstance = fc.record(
     {
       name: fc.string({ unit: 'binary', minLength: 1, maxLength: 200 }).filter((s) => s.trim().length >= 1 && s.trim().length <= 200 && !hasControl(s.trim())),
-      hostnames: fc.array(validHostname, { minLength: 1, maxLength: 8 }).chain((hs) => fc.shuffledSubarray([...hs, ...hs.map((h) => h.toUpperCase())], { minLength: hs.length })),
+      hostnames: fc
+        .array(fc.oneof({ arbitrary: validHostname, weight: 4 }, { arbitrary: clashingHostname, weight: 1 }), { minLength: 1, maxLength: 8 })
+        .chain((hs) => fc.shuffledSubarray([...hs, ...hs.map((h) => h.toUpperCase())], { minLength: hs.length })),
       cluster: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 50 }).filter((s) => s.trim().length > 0 && !hasControl(s.trim())),
       keyAlgorithm: fc.constantFrom('ecdsa-p256', 'rsa-2048', 'rsa-3072'),
       profile: fc.stringMatching(/^[a-z][a-z0-9-]{0,30}$/),
@@ -233,15 +266,21 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
     { requiredKeys: ['name', 'hostnames'] },
   );
 
-  test(`POST /v1/instances: ${RUNS.createValid} valid registrations succeed (201) and read back with the same normalised hostnames`, async () => {
+  test(`POST /v1/instances: ${RUNS.createValid} valid registrations succeed (201) and read back with the same normalised hostnames, unless another instance holds a name (409)`, async () => {
     await fc.assert(
       fc.asyncProperty(validInstance, guarded(async (body) => {
+        const names = [...new Set(body.hostnames.map((h) => h.toLowerCase()))];
         const created = await send(plane, 'POST', '/v1/instances', { mode: 'json', payload: JSON.stringify(body), contentType: 'application/json' });
+        if (held.taken(names)) {
+          assert.equal(created.status, 409, created.text);
+          return assert.equal(created.json.code, 'INSTANCE_HOSTNAME_TAKEN');
+        }
         assert.equal(created.status, 201, created.text);
+        held.hold(names);
         assert.match(created.json.id, API_UUID);
         const view = await send(plane, 'GET', `/v1/instances/${created.json.id}`);
         assert.equal(view.status, 200);
-        assert.deepEqual(view.json.hostnames, [...new Set(body.hostnames.map((h) => h.toLowerCase()))]);
+        assert.deepEqual(view.json.hostnames, names);
         assert.equal(view.json.name, wellFormed(body.name.trim()));
         assert.equal(view.json.cluster, body.cluster === undefined ? null : wellFormed(body.cluster.trim()));
         assert.equal(view.json.keyAlgorithm, body.keyAlgorithm ?? 'ecdsa-p256');
@@ -402,6 +441,9 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       fc.jsonValue({ maxDepth: 2 }).map((v) => Buffer.from(JSON.stringify(v)).toString('base64url')),
       fc.tuple(fc.constantFrom(...issuedCursors), fc.nat()).map(([c, n]) => c.slice(0, n % c.length)),
       fc.constantFrom(...issuedCursors).map((c) => `${c}A`),
+      // Another position under an issued cursor's MAC, and an issued position under a flipped MAC.
+      fc.tuple(timestamp, fc.constantFrom(...all), fc.constantFrom(...issuedCursors)).map(([at, id, c]) => `${Buffer.from(JSON.stringify([at, id])).toString('base64url')}${c.slice(c.lastIndexOf('.'))}`),
+      fc.constantFrom(...issuedCursors).map((c) => `${c.slice(0, -1)}${c.endsWith('A') ? 'B' : 'A'}`),
     );
     const cursor = fc.oneof({ arbitrary: fc.constantFrom(...issuedCursors), weight: 3 }, { arbitrary: forged, weight: 4 }, { arbitrary: hostileString, weight: 2 }, { arbitrary: fc.integer({ min: 190, max: 400 }).map((n) => 'Q'.repeat(n)), weight: 1 });
     const limit = fc.oneof(
@@ -424,10 +466,9 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         if (!schema?.success) return assert.equal(reply.status, 400, `invalid query ${qs.slice(0, 200)} got ${reply.status}`);
         const position = schema.data.cursor === undefined ? 0 : issued.get(schema.data.cursor);
         if (position === undefined) {
-          assert.ok([200, 400].includes(reply.status), `forged cursor got ${reply.status}`);
-          if (reply.status === 400) assert.ok(['STORE_INVALID_CURSOR', 'VALIDATION_FAILED'].includes(reply.json.code), reply.text);
-          if (reply.status === 200) assert.ok(reply.json.items.length <= schema.data.limit);
-          return;
+          // Cursors are authenticated: anything this service did not issue is refused.
+          assert.equal(reply.status, 400, `forged cursor got ${reply.status}`);
+          return assert.equal(reply.json.code, 'STORE_INVALID_CURSOR', reply.text);
         }
         assert.equal(reply.status, 200, reply.text.slice(0, 300));
         const expected = all.slice(position, position + schema.data.limit);

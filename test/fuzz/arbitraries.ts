@@ -194,6 +194,16 @@ export const validHostname: fc.Arbitrary<string> = fc
   .filter((h) => h.length <= 253)
   .chain((h) => fc.mixedCase(fc.constant(h)));
 
+/**
+ * Names from a pool of sixteen, in random case, a quarter of them wildcards: registrations in
+ * one run collide exactly, by case only, or as a wildcard and a name it covers, which a name
+ * belonging to one instance must refuse.
+ */
+export const clashingHostname: fc.Arbitrary<string> = fc
+  .tuple(fc.constantFrom('*', 'a', 'b', 'www'), fc.constantFrom('one', 'two'), fc.constantFrom('clash.example', 'clash.test'))
+  .map(([first, middle, zone]) => `${first}.${middle}.${zone}`)
+  .chain((h) => fc.mixedCase(fc.constant(h)));
+
 /** Names that must be refused: bad characters, empty labels, misplaced wildcards, labels over 63, names over 253, unicode. */
 export const badHostname: fc.Arbitrary<string> = fc.oneof(
   fc.constantFrom('', '.', '..', 'localhost', 'a..com', '.a.com', 'a.com.', '-a.com', 'a-.com', '*.', '*', '*.*.a.com', 'a.*.com', 'a b.com', 'a_b.com', 'bücher.de', 'a.com/x', 'a.com:443', 'http://a.com', '1.2.3.4/24', '[::1]', 'a\u0000.com', 'ａ.com', 'a.com\n'),

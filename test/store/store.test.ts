@@ -409,6 +409,99 @@ for (const engine of [pglite, postgres]) {
       await rejectsWith(store.agentCertificates.record({ ...input, fingerprintSha256: randomBytes(32).toString('hex'), instanceId: '00000000-0000-4000-8000-0000000000dd' }), 'STORE_NOT_FOUND');
     });
 
+    test('hostnames: a name belongs to one instance, whatever its case, trailing dot or wildcard form (stops one cluster taking another\'s name)', TIMEOUT, async () => {
+      const zone = `own-${randomBytes(4).toString('hex')}.test`;
+      const us = await store.instances.create({ name: 'us', hostnames: [`B.${zone}`, `api.${zone}`], cluster: 'us-1', keyAlgorithm: 'ecdsa-p256' });
+      assert.deepEqual(us.hostnames, [`b.${zone}`, `api.${zone}`]);
+      for (const hostnames of [[`b.${zone}`], [`B.${zone.toUpperCase()}.`], [`*.${zone}`], [`fresh.${zone}`, `api.${zone}`]]) {
+        await rejectsWith(store.instances.create({ name: 'eu-evil', hostnames, cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' }), 'INSTANCE_HOSTNAME_TAKEN', (message) => assert.ok(!message.includes(us.id) && !message.includes('us-1'), message));
+      }
+      const refused = await store.instances.create({ name: 'eu-evil', hostnames: [`*.${zone}`], cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' }).catch((error: unknown) => error);
+      assert.ok(hasCode(refused, 'INSTANCE_HOSTNAME_TAKEN'));
+      assert.deepEqual(refused.details.conflicts, [
+        { requested: `*.${zone}`, held: `api.${zone}`, instanceId: us.id, cluster: 'us-1' },
+        { requested: `*.${zone}`, held: `b.${zone}`, instanceId: us.id, cluster: 'us-1' },
+      ]);
+      // A refused registration leaves nothing behind, not even the names it did not conflict on.
+      assert.deepEqual(await store.query('SELECT name FROM instance_hostnames WHERE name = $1', [`fresh.${zone}`]), []);
+      assert.deepEqual(await store.query("SELECT id FROM instances WHERE name = 'eu-evil'"), []);
+
+      // Names one level further down, the parent itself and a wildcard's own covered names under one owner are not conflicts.
+      const deeper = await store.instances.create({ name: 'deeper', hostnames: [`x.b.${zone}`, zone], cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' });
+      const wild = await store.instances.create({ name: 'wild', hostnames: [`*.w.${zone}`, `one.w.${zone}`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+      await rejectsWith(store.instances.create({ name: 'two', hostnames: [`two.w.${zone}`], cluster: null, keyAlgorithm: 'ecdsa-p256' }), 'INSTANCE_HOSTNAME_TAKEN');
+
+      assert.deepEqual(await store.instances.ownedNames(us.id, [`b.${zone}`, `x.b.${zone}`, `api.${zone}`]), [`api.${zone}`, `b.${zone}`]);
+      assert.deepEqual(await store.instances.ownedNames(deeper.id, [`b.${zone}`, `x.b.${zone}`]), [`x.b.${zone}`]);
+      assert.deepEqual(await store.instances.ownedNames(wild.id, [`*.w.${zone}`, `two.w.${zone}`]), [`*.w.${zone}`]);
+      assert.deepEqual(await store.instances.ownedNames('not-a-uuid', [`b.${zone}`]), []);
+    });
+
+    test('hostnames: of concurrent registrations of one name, or of a wildcard and a name it covers, exactly one wins', TIMEOUT, async () => {
+      for (const spellings of [(zone: string) => [`race.${zone}`, `RACE.${zone}.`], (zone: string) => [`*.${zone}`, `race.${zone}`]]) {
+        const zone = `race-${randomBytes(4).toString('hex')}.test`;
+        const attempts = Array.from({ length: 16 }, (_, i) => store.instances.create({ name: `racer-${i}`, hostnames: [spellings(zone)[i % 2]!], cluster: `c${i}`, keyAlgorithm: 'ecdsa-p256' }));
+        const settled = await Promise.allSettled(attempts);
+        const won = settled.filter((result) => result.status === 'fulfilled');
+        assert.equal(won.length, 1, `winners: ${won.length}`);
+        for (const result of settled) if (result.status === 'rejected') assert.ok(hasCode(result.reason, 'INSTANCE_HOSTNAME_TAKEN'), String(result.reason));
+        const owners = await store.query<{ instance_id: string }>('SELECT DISTINCT instance_id FROM instance_hostnames WHERE parent = $1', [zone]);
+        assert.equal(owners.length, 1);
+      }
+    });
+
+    test('instances: a cluster-limited list holds, and its cursor points at, only instances of those clusters', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const fresh = await opened(await engine.freshUrl(defer), defer);
+      const clusters = ['eu-1', 'us-1', 'us-1', null, 'eu-1', 'us-1', 'eu-1', 'us-1', 'us-1'];
+      const created = [];
+      for (const cluster of clusters) created.push(await newInstance(fresh, cluster));
+      const visible = created.filter((instance) => instance.cluster === 'eu-1').map((instance) => instance.id);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let guard = 0; guard < 10; guard += 1) {
+        const page = await fresh.instances.list({ limit: 2, clusters: ['eu-1'], ...(cursor ? { cursor } : {}) });
+        seen.push(...page.items.map((item) => item.id));
+        if (page.nextCursor === null) break;
+        const [, id] = JSON.parse(Buffer.from(page.nextCursor, 'base64url').toString()) as [string, string];
+        assert.ok(visible.includes(id), 'the cursor names an instance outside the caller\'s clusters');
+        cursor = page.nextCursor;
+      }
+      assert.deepEqual(seen, visible);
+      assert.deepEqual(await fresh.instances.list({ limit: 5, clusters: [] }), { items: [], nextCursor: null });
+      assert.equal((await fresh.instances.list({ limit: 50, clusters: null })).items.length, clusters.length);
+    });
+
+    test('migrations: version 8 gives a name listed by several existing instances to the oldest, and records the others', TIMEOUT, async (t) => {
+      const defer = cleanups(t);
+      const url = await engine.freshUrl(defer);
+      const db = await openDatabase(url);
+      defer(() => db.close());
+      await migrate(db, MIGRATIONS.filter((migration) => migration.version < 6));
+      const insert = async (name: string, hostnames: string[], at: string) =>
+        (await db.query<{ id: string }>("INSERT INTO instances (id, name, hostnames, key_algorithm, created_at) VALUES (gen_random_uuid(), $1, $2::text[], 'ecdsa-p256', $3::timestamptz) RETURNING id", [name, hostnames, at]))[0]!.id;
+      const newest = await insert('newest', ['shared.example.org', 'mine.example.org'], '2026-03-01T00:00:00Z');
+      const oldest = await insert('oldest', ['shared.example.org'], '2026-01-01T00:00:00Z');
+      const wildcard = await insert('wildcard', ['*.example.org'], '2026-02-01T00:00:00Z');
+      await db.close();
+
+      const store = await opened(url, defer);
+      const owners = await store.query<{ name: string; instance_id: string }>('SELECT name, instance_id FROM instance_hostnames ORDER BY name');
+      assert.deepEqual(owners, [
+        { name: 'mine.example.org', instance_id: newest },
+        { name: 'shared.example.org', instance_id: oldest },
+      ]);
+      const recorded = await store.query<{ actor: string; target: string; details: { name: string; heldBy: string } }>("SELECT actor, target, details FROM audit_log WHERE action = 'instance.hostname-conflict' ORDER BY id");
+      assert.deepEqual(recorded, [
+        { actor: 'migration 8', target: wildcard, details: { name: '*.example.org', heldBy: oldest } },
+        { actor: 'migration 8', target: newest, details: { name: 'shared.example.org', heldBy: oldest } },
+      ]);
+      assert.deepEqual(await store.instances.unownedHostnames(10), [
+        { instanceId: wildcard, name: '*.example.org' },
+        { instanceId: newest, name: 'shared.example.org' },
+      ]);
+    });
+
     test('query: raw SQL returns rows, and a refused statement has a code', TIMEOUT, async () => {
       assert.deepEqual(await store.query('SELECT $1::int + 1 AS answer', [41]), [{ answer: 42 }]);
       await rejectsWith(store.query('SELEC nonsense'), 'STORE_QUERY_FAILED', (message) => assert.match(message, /42601/));

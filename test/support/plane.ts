@@ -16,6 +16,7 @@ import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/pr
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
+import { PageCursors } from '../../src/api/cursors.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -68,7 +69,8 @@ export async function startTestPlane(
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
-  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
+  const cursors = await PageCursors.loadOrCreate(secrets);
+  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

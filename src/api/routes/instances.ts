@@ -2,6 +2,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { createEnrollmentToken } from '../../agents/enrollment.js';
 import type { ApiDependencies } from '../app.js';
+import { CertplaneError, hasCode } from '../../errors.js';
+import type { HostnameConflict } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
 import { CreateInstance, EnrollmentToken, IdParams, Instance, InstancePage, IssueAccepted, ListQuery, Problem } from '../schemas.js';
 import { instanceView } from './views.js';
@@ -15,11 +17,23 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.post(
       '/v1/instances',
-      { config: { permission: 'operate' }, schema: { summary: 'Register an instance and get its one-time enrollment token', tags: ['instances'], body: CreateInstance, response: { 201: EnrollmentToken, 400: Problem, 401: Problem, 403: Problem } } },
+      {
+        config: { permission: 'operate' },
+        schema: {
+          summary: 'Register an instance and get its one-time enrollment token (409 INSTANCE_HOSTNAME_TAKEN when another instance holds one of its names)',
+          tags: ['instances'],
+          body: CreateInstance,
+          response: { 201: EnrollmentToken, 400: Problem, 401: Problem, 403: Problem, 409: Problem },
+        },
+      },
       async (request, reply) => {
         const { name, hostnames, cluster, keyAlgorithm, profile } = request.body;
         requireCluster(request.caller, cluster ?? null, `a new instance`);
-        const instance = await deps.store.instances.create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null });
+        const instance = await deps.store.instances
+          .create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null })
+          .catch((error: unknown) => {
+            throw hasCode(error, 'INSTANCE_HOSTNAME_TAKEN') ? hostnameTaken(error.details.conflicts as HostnameConflict[], request.caller) : error;
+          });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
@@ -41,11 +55,12 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       '/v1/instances',
       { config: { permission: 'read' }, schema: { summary: 'List instances, one bounded page at a time (a cluster-limited caller sees its clusters only)', tags: ['instances'], querystring: ListQuery, response: { 200: InstancePage, 400: Problem, 401: Problem, 403: Problem } } },
       async (request) => {
-        const page = await deps.store.instances.list({ cursor: request.query.cursor, limit: request.query.limit });
+        const { cursor, limit } = request.query;
+        const page = await deps.store.instances.list({ limit, clusters: request.caller?.clusters ?? null, ...(cursor === undefined ? {} : { cursor: deps.cursors.open(cursor, request.caller) }) });
         const items = await Promise.all(
-          page.items.filter((i) => mayActOnCluster(request.caller, i.cluster)).map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined, await deps.store.certificates.latestInstalled(i.id), deps.clock())),
+          page.items.map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined, await deps.store.certificates.latestInstalled(i.id), deps.clock())),
         );
-        return { items, nextCursor: page.nextCursor };
+        return { items, nextCursor: page.nextCursor && deps.cursors.seal(page.nextCursor, request.caller) };
       },
     );
 
@@ -66,4 +81,21 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       },
     );
   };
+}
+
+/**
+ * The refusal of a name another instance holds, as this caller may see it: the holder's id
+ * and the name it holds only when the caller may see the holder's cluster, else nothing
+ * about the holder at all (a cluster-limited operator must not learn another cluster's
+ * instances or names from a 409).
+ */
+function hostnameTaken(conflicts: readonly HostnameConflict[], caller: Caller | undefined): CertplaneError {
+  const reasons = conflicts.map((c) => {
+    if (!mayActOnCluster(caller, c.cluster)) return c.requested === c.held ? `${c.requested} is held by another instance` : `${c.requested} overlaps a name held by another instance`;
+    return c.requested === c.held ? `${c.requested} is held by instance ${c.instanceId}` : `${c.requested} overlaps ${c.held}, held by instance ${c.instanceId}`;
+  });
+  return new CertplaneError(
+    'INSTANCE_HOSTNAME_TAKEN',
+    `${[...new Set(reasons)].join('; ')}. A hostname (and every name a wildcard covers) belongs to one instance; register the instance without it, or ask whoever runs its holder to release it.`,
+  );
 }
