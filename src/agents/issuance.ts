@@ -71,6 +71,8 @@ export class IssuanceCoordinator implements SessionHandler {
       listener?: IssuanceListener;
       /** Leave challenges to the configured DNS provider instead of asking the agent for http-01. */
       preferDns01?: boolean;
+      /** Names a CSR may carry, duplicates included (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the CA's limit by default. */
+      maxNamesPerCertificate?: number;
     },
   ) {}
 
@@ -175,8 +177,8 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
-    const csr = await parseCsr(csrPem).catch((error: CertplaneError) => {
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate }).catch((error: CertplaneError) => {
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     });
     const allowed = new Set(instance.hostnames.map((h) => h.toLowerCase()));
     const foreign = csr.dnsNames.filter((name) => !allowed.has(name));

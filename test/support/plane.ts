@@ -35,8 +35,11 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string } = {}): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, ...sessionOptions } = options;
+export async function startTestPlane(
+  options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string; maxNamesPerCertificate?: number } = {},
+): Promise<TestPlane> {
+  const { tls, acmeDirectoryUrl, maxNamesPerCertificate, ...sessionOptions } = options;
+  const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
   const clock = () => new Date();
@@ -51,10 +54,10 @@ export async function startTestPlane(options: { heartbeatMs?: number; authTimeou
     chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
     logger,
   });
-  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
+  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
-  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
+  const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

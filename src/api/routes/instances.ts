@@ -1,6 +1,8 @@
 /** The control plane's view of the fleet: register instances, list them, start issuance. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { createEnrollmentToken } from '../../agents/enrollment.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE } from '../../chain/index.js';
+import { CertplaneError } from '../../errors.js';
 import type { ApiDependencies } from '../app.js';
 import { notFound } from '../errors.js';
 import { mayActOnCluster, requireCluster, type Caller } from '../auth.js';
@@ -22,7 +24,13 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       async (request, reply) => {
         const { name, hostnames, cluster, keyAlgorithm, profile } = request.body;
         requireCluster(request.caller, cluster ?? null, `a new instance`);
-        const instance = await deps.store.instances.create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null });
+        const distinct = [...new Set(hostnames)];
+        const maxNames = deps.maxNamesPerCertificate ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
+        if (distinct.length > maxNames) {
+          const problem = `body/hostnames: ${distinct.length} distinct names, more than the ${maxNames} one certificate may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE)`;
+          throw new CertplaneError('VALIDATION_FAILED', problem, { problems: [problem] });
+        }
+        const instance = await deps.store.instances.create({ name, hostnames: distinct, cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
