@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
-import { parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import { csrPemBytesFor, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
@@ -177,7 +177,8 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
-    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate }).catch((error: CertplaneError) => {
+    const limits = { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) };
+    const csr = await parseCsr(csrPem, 'CSR', limits).catch((error: CertplaneError) => {
       throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     });
     const allowed = new Set(instance.hostnames.map((h) => h.toLowerCase()));

@@ -51,6 +51,19 @@ const EDDSA_SIGNATURES = new Set(['Ed25519', 'Ed448']);
 export interface CsrLimits {
   /** Most DNS names (SAN entries, and a name-like CN not among them) one request may carry; duplicates count. */
   readonly maxNames?: number;
+  /** A tighter size limit than MAX_CSR_PEM_BYTES, when the caller knows which names a request may carry (csrPemBytesFor). */
+  readonly maxPemBytes?: number;
+}
+
+/**
+ * Room for a request that asks for `names`: 4 KiB for the key (RSA 4096 included), the
+ * signature, the subject and the encoding, plus twice the names' own bytes (base64 and the
+ * repeated CN), never more than MAX_CSR_PEM_BYTES. An agent whose instance has one name
+ * then cannot make the plane decode thousands of entries it could never be granted.
+ */
+export function csrPemBytesFor(names: readonly string[]): number {
+  const nameBytes = names.reduce((sum, name) => sum + Buffer.byteLength(name) + 4, 0);
+  return Math.min(MAX_CSR_PEM_BYTES, 4096 + 2 * nameBytes);
 }
 
 /**
@@ -60,11 +73,12 @@ export interface CsrLimits {
  */
 export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = {}): Promise<ParsedCsr> {
   const bytes = Buffer.byteLength(pem);
-  if (bytes > MAX_CSR_PEM_BYTES) {
-    throw new CertplaneError(CsrErrorCode.TOO_LARGE, `${source}: ${bytes} bytes, more than the ${MAX_CSR_PEM_BYTES} a certificate request may take; send one request with only the names the certificate needs`, {
+  const maxBytes = Math.min(limits.maxPemBytes ?? MAX_CSR_PEM_BYTES, MAX_CSR_PEM_BYTES);
+  if (bytes > maxBytes) {
+    throw new CertplaneError(CsrErrorCode.TOO_LARGE, `${source}: ${bytes} bytes, more than the ${maxBytes} this certificate request may take; send one request with only the names the certificate needs, each once`, {
       source,
       bytes,
-      limit: MAX_CSR_PEM_BYTES,
+      limit: maxBytes,
     });
   }
   const blocks = parsePemBlocks(pem, source);

@@ -160,11 +160,17 @@ describe('agent channel', async () => {
     assert.equal(channel.socket.readyState, WebSocket.OPEN);
     assert.equal((await plane.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
     channel.socket.close();
+    await channel.closed;
+    // The instance has one name, so its allowance is 4096 + 2 x (18 + 4) bytes, not the global 16 KiB.
+    const small = await answerCsrRequest(plane, agent, await createCsr(await generateKeyPair(), Array(200).fill('stall1.example.com')));
+    assert.match(small.cancel.reason, /^CSR rejected: CSR_TOO_LARGE: CSR: \d+ bytes, more than the 4140 /);
+    small.channel.socket.close();
   });
 
   test('a CSR with 101 distinct names, and one signed with SHA-1, fail the certificate with CSR_TOO_MANY_NAMES and CSR_WEAK_SIGNATURE', async () => {
-    const many = await enrolled('many1');
-    const manyNames = [...Array.from({ length: 100 }, (_, i) => `n${i}.many1.example.com`), 'many1.example.com'];
+    const registered = Array.from({ length: 100 }, (_, i) => `n${i}.many1.example.com`);
+    const many = await enrollTestAgent(plane, 'many1', registered);
+    const manyNames = [...registered, 'many1.example.com'];
     const tooMany = await answerCsrRequest(plane, many, await createCsr(await generateKeyPair(), manyNames));
     assert.match(tooMany.cancel.reason, /^CSR rejected: CSR_TOO_MANY_NAMES: /);
     assert.equal(tooMany.stored?.status, 'failed');
