@@ -65,6 +65,7 @@ export async function composeIssuer(config: Config, logger: Logger, extraSolvers
       distrustedSpkiSha256: distrustedKeys(config.chain.extraDistrustedSpki),
     },
     logger,
+    maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
   });
 }
 
@@ -163,11 +164,12 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       listener: lifecycle,
       gate: limiter,
       preferDns01: config.server.challenge === 'dns-01',
+      maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
     });
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
-    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
+    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     const stopRevocationWatch = sessions.watchRevocations();
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;

@@ -73,6 +73,8 @@ export interface AcmeIssuerOptions {
   /** Polling of pending authorizations and orders: first delay and cap, in ms. */
   readonly pollMinMs?: number;
   readonly pollMaxMs?: number;
+  /** Names a CSR may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the chain engine's default, the CA's limit, otherwise. */
+  readonly maxNamesPerCertificate?: number;
 }
 
 export interface IssuedChain {
@@ -194,7 +196,7 @@ export class AcmeIssuer {
   }
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
-    const csr = await parseCsr(csrPem);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();
     const step = <T>(name: string, fn: () => Promise<T>) =>

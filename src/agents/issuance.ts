@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
-import { normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
@@ -71,6 +71,8 @@ export class IssuanceCoordinator implements SessionHandler {
       listener?: IssuanceListener;
       /** Leave challenges to the configured DNS provider instead of asking the agent for http-01. */
       preferDns01?: boolean;
+      /** Names a CSR may carry, duplicates included (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the CA's limit by default. */
+      maxNamesPerCertificate?: number;
     },
   ) {}
 
@@ -175,8 +177,9 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
-    const csr = await parseCsr(csrPem).catch((error: CertplaneError) => {
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`);
+    const limits = { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) };
+    const csr = await parseCsr(csrPem, 'CSR', limits).catch((error: CertplaneError) => {
+      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.

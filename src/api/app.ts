@@ -42,6 +42,8 @@ export interface ApiDependencies {
   readonly tls?: { readonly certPem: string; readonly keyPem: string };
   /** The URL agents and clients are told to use (CERTPLANE_PUBLIC_URL), which may differ from the bind address. */
   readonly publicUrl?: string;
+  /** Distinct hostnames one instance may register: every certificate carries them all (CERTPLANE_MAX_NAMES_PER_CERTIFICATE). */
+  readonly maxNamesPerCertificate?: number;
 }
 
 export const API_VERSION = '0.1.0';

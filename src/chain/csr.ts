@@ -15,7 +15,7 @@ export interface ParsedCsr {
   readonly spkiSha256: string;
   /** The requested key's SubjectPublicKeyInfo, DER: what an issuer certifies. */
   readonly publicKeySpkiDer: Buffer;
-  /** DNS names from the subjectAltName extension request, plus the subject CN if it is not among them. */
+  /** DNS names from the subjectAltName extension request, plus the subject CN if it is not among them: lowercase, each once. */
   readonly dnsNames: readonly string[];
   /** "ECDSA P-256", "RSA 2048", ...: what the key policy checks. */
   readonly keyDescription: string;
@@ -26,10 +26,61 @@ export const CsrErrorCode = {
   INVALID: 'CSR_INVALID',
   BAD_SIGNATURE: 'CSR_BAD_SIGNATURE',
   NOT_A_KEY: 'KEY_INVALID',
+  TOO_LARGE: 'CSR_TOO_LARGE',
+  TOO_MANY_NAMES: 'CSR_TOO_MANY_NAMES',
+  WEAK_SIGNATURE: 'CSR_WEAK_SIGNATURE',
 } as const;
 
-/** Parses a PEM CSR (CERTIFICATE REQUEST or NEW CERTIFICATE REQUEST) and checks its self-signature. */
-export async function parseCsr(pem: string, source = 'CSR'): Promise<ParsedCsr> {
+/** Let's Encrypt's limit of names per certificate (its newer profiles allow fewer): more is refused by the CA anyway. */
+export const DEFAULT_MAX_NAMES_PER_CERTIFICATE = 100;
+
+/**
+ * The largest CSR text accepted, in bytes. Decoding a request is synchronous and costs
+ * tens of microseconds per subjectAltName entry whatever the names say, so this bound,
+ * checked before any decoding, is what bounds the event-loop time one request can take
+ * (a few thousand one-letter entries at most). 100 names averaging 100 characters with
+ * an RSA 4096 key still fit.
+ */
+export const MAX_CSR_PEM_BYTES = 16 * 1024;
+
+/** Hashes a CSR signature may use: SHA-1 and MD5 have chosen-prefix collisions. */
+const STRONG_HASHES = new Set(['SHA-256', 'SHA-384', 'SHA-512']);
+const HASHED_SIGNATURES = new Set(['RSASSA-PKCS1-v1_5', 'RSA-PSS', 'ECDSA']);
+const EDDSA_SIGNATURES = new Set(['Ed25519', 'Ed448']);
+
+export interface CsrLimits {
+  /** Most DNS names (SAN entries, and a name-like CN not among them) one request may carry; duplicates count. */
+  readonly maxNames?: number;
+  /** A tighter size limit than MAX_CSR_PEM_BYTES, when the caller knows which names a request may carry (csrPemBytesFor). */
+  readonly maxPemBytes?: number;
+}
+
+/**
+ * Room for a request that asks for `names`: 4 KiB for the key (RSA 4096 included), the
+ * signature, the subject and the encoding, plus twice the names' own bytes (base64 and the
+ * repeated CN), never more than MAX_CSR_PEM_BYTES. An agent whose instance has one name
+ * then cannot make the plane decode thousands of entries it could never be granted.
+ */
+export function csrPemBytesFor(names: readonly string[]): number {
+  const nameBytes = names.reduce((sum, name) => sum + Buffer.byteLength(name) + 4, 0);
+  return Math.min(MAX_CSR_PEM_BYTES, 4096 + 2 * nameBytes);
+}
+
+/**
+ * Parses a PEM CSR (CERTIFICATE REQUEST or NEW CERTIFICATE REQUEST) and checks, in this
+ * order, its size, its signature algorithm, its self-signature and the number of names: the
+ * size before any decoding, because it bounds the work every later step can be made to do.
+ */
+export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = {}): Promise<ParsedCsr> {
+  const bytes = Buffer.byteLength(pem);
+  const maxBytes = Math.min(limits.maxPemBytes ?? MAX_CSR_PEM_BYTES, MAX_CSR_PEM_BYTES);
+  if (bytes > maxBytes) {
+    throw new CertplaneError(CsrErrorCode.TOO_LARGE, `${source}: ${bytes} bytes, more than the ${maxBytes} this certificate request may take; send one request with only the names the certificate needs, each once`, {
+      source,
+      bytes,
+      limit: maxBytes,
+    });
+  }
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => b.label.includes('PRIVATE KEY'))) {
     throw new CertplaneError(CsrErrorCode.INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
@@ -44,23 +95,65 @@ export async function parseCsr(pem: string, source = 'CSR'): Promise<ParsedCsr> 
   } catch (cause) {
     throw new CertplaneError(CsrErrorCode.INVALID, `${source}: not a valid PKCS#10 request (${(cause as Error).message})`, { source }, { cause });
   }
+  requireStrongSignature(csr, source);
   const verified = await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
   if (!verified) {
     throw new CertplaneError(CsrErrorCode.BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
-  const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
-  const names = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()) : [];
-  const cn = csr.subjectName.getField('CN')[0]?.toLowerCase();
-  if (cn && !names.includes(cn) && /^[a-z0-9*._-]+$/.test(cn)) names.unshift(cn);
+  const names = requestedNames(csr, source);
+  const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
+  if (names.entries > maxNames) {
+    throw new CertplaneError(CsrErrorCode.TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
+      source,
+      names: names.entries,
+      distinct: names.distinct.length,
+      limit: maxNames,
+    });
+  }
   const spki = Buffer.from(csr.publicKey.rawData);
   return {
     pem: csr.toString('pem'),
     der: block.der,
     spkiSha256: sha256Hex(spki),
     publicKeySpkiDer: spki,
-    dnsNames: names,
+    dnsNames: names.distinct,
     keyDescription: describeKey(csr.publicKey.algorithm),
   };
+}
+
+/**
+ * The DNS names a request asks for, lowercase and each once (a Set: linear in the number
+ * of entries), and how many entries carried them: duplicates still cost the CA's limit.
+ */
+function requestedNames(csr: x509.Pkcs10CertificateRequest, source: string): { distinct: string[]; entries: number } {
+  let san: x509.SubjectAlternativeNameExtension | undefined;
+  try {
+    san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  } catch (cause) {
+    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: its extension request does not parse (${(cause as Error).message})`, { source }, { cause });
+  }
+  const sans = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()) : [];
+  const distinct = new Set(sans);
+  const cn = csr.subjectName.getField('CN')[0]?.toLowerCase();
+  if (cn === undefined || distinct.has(cn) || !/^[a-z0-9*._-]+$/.test(cn)) return { distinct: [...distinct], entries: sans.length };
+  return { distinct: [cn, ...distinct], entries: sans.length + 1 };
+}
+
+/** Refuses signatures over a broken hash (SHA-1, MD5) and algorithms certplane does not know, before any verification. */
+function requireStrongSignature(csr: x509.Pkcs10CertificateRequest, source: string): void {
+  let algorithm: { name: string; hash?: { name?: string } };
+  try {
+    algorithm = csr.signatureAlgorithm as typeof algorithm;
+  } catch {
+    algorithm = { name: 'unknown' };
+  }
+  const hash = algorithm.hash?.name;
+  if (EDDSA_SIGNATURES.has(algorithm.name) || (HASHED_SIGNATURES.has(algorithm.name) && hash !== undefined && STRONG_HASHES.has(hash))) return;
+  const used = hash ? `${algorithm.name} with ${hash}` : algorithm.name;
+  throw new CertplaneError(CsrErrorCode.WEAK_SIGNATURE, `${source}: signed with ${used}; sign the request with SHA-256, SHA-384 or SHA-512 (RSA, RSA-PSS or ECDSA) or with Ed25519`, {
+    source,
+    signatureAlgorithm: used,
+  });
 }
 
 function describeKey(algorithm: webcrypto.Algorithm & { namedCurve?: string; modulusLength?: number }): string {

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
-import { normalizeSpkiPin } from '../chain/index.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
@@ -69,6 +69,7 @@ const schema = z
     CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION),
     CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional(),
     CERTPLANE_ACME_EMAIL: z.email().optional(),
+    CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE),
     CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']),
     CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none'),
     CERTPLANE_TRUST_STORE: z.string().min(1).default('system'),
@@ -113,6 +114,11 @@ export interface Config {
     /** PEM file of extra CAs trusted for the ACME server's own HTTPS (Pebble's listener). */
     readonly serverCaCertsPath: string | undefined;
     readonly contactEmail: string | undefined;
+    /**
+     * Names one certificate may carry (the CA's limit: 100 at Let's Encrypt, 25 under its
+     * newer profiles): caps the names an instance registers and every CSR, duplicates included.
+     */
+    readonly maxNamesPerCertificate: number;
   };
   readonly chain: {
     readonly preferences: readonly string[];
@@ -161,7 +167,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
   const e = parsed.data;
   return {
-    acme: { directoryUrl: e.CERTPLANE_ACME_DIRECTORY, serverCaCertsPath: e.CERTPLANE_ACME_CA_CERTS, contactEmail: e.CERTPLANE_ACME_EMAIL },
+    acme: {
+      directoryUrl: e.CERTPLANE_ACME_DIRECTORY,
+      serverCaCertsPath: e.CERTPLANE_ACME_CA_CERTS,
+      contactEmail: e.CERTPLANE_ACME_EMAIL,
+      maxNamesPerCertificate: e.CERTPLANE_MAX_NAMES_PER_CERTIFICATE,
+    },
     chain: { preferences: e.CERTPLANE_PREFERRED_CHAINS, fallback: e.CERTPLANE_CHAIN_FALLBACK, trustStore: e.CERTPLANE_TRUST_STORE, extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI },
     secrets: e.CERTPLANE_SECRETS,
     dns: { provider: e.CERTPLANE_DNS_PROVIDER, challtestsrvUrl: e.CERTPLANE_CHALLTESTSRV_URL, route53HostedZoneId: e.CERTPLANE_ROUTE53_HOSTED_ZONE_ID },

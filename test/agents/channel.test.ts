@@ -7,9 +7,10 @@ import { sign } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
-import { generateKeyPair } from '../../src/pki/factory.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import { root } from '../support/hierarchies.js';
+import { opensslCsr } from '../support/openssl.js';
 
 describe('agent channel', async () => {
   let plane: TestPlane;
@@ -21,8 +22,8 @@ describe('agent channel', async () => {
   const enrolled = (name: string) => enrollTestAgent(plane, name);
 
   /** Opens a channel and collects frames until closed. */
-  const open = async () => {
-    const socket = new WebSocket(`${plane.url.replace('http', 'ws')}${CHANNEL_PATH}`);
+  const open = async (target: TestPlane = plane) => {
+    const socket = new WebSocket(`${target.url.replace('http', 'ws')}${CHANNEL_PATH}`);
     const frames: any[] = [];
     const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
     const next = (type: string) =>
@@ -43,8 +44,9 @@ describe('agent channel', async () => {
     return { socket, frames, closed, next };
   };
 
-  const authenticate = async (agent: EnrolledAgent) => {
-    const channel = await open();
+  const authenticate = (agent: EnrolledAgent) => authenticateOn(plane, agent);
+  const authenticateOn = async (target: TestPlane, agent: EnrolledAgent) => {
+    const channel = await open(target);
     const hello = await channel.next('hello');
     const signature = sign('sha256', authPayload(hello.nonce), agent.keyPem).toString('base64');
     channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'auth', certificatePem: agent.certificatePem, signature, agentVersion: 'test' }));
@@ -154,6 +156,70 @@ describe('agent channel', async () => {
     assert.doesNotMatch(closed.reason, /\ufffd/);
     assert.match(closed.reason, /\.\.\.$/);
     assert.equal((await plane.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+  });
+
+  /** Asks for a certificate for the agent's instance and answers the CSR request with `csrPem`; returns the plane's answer. */
+  const answerCsrRequest = async (target: TestPlane, agent: EnrolledAgent, csrPem: string) => {
+    const issued = await target.app.inject({ method: 'POST', url: `/v1/instances/${agent.instanceId}/issue` });
+    assert.equal(issued.statusCode, 202, issued.body);
+    const certificateId: string = issued.json().certificateId;
+    const channel = await authenticateOn(target, agent);
+    await channel.next('csr_request');
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'csr', certificateId, csrPem }));
+    const cancel = await channel.next('cancel');
+    assert.equal(cancel.certificateId, certificateId);
+    const stored = await target.store.certificates.get(certificateId);
+    return { channel, cancel, stored };
+  };
+
+  test('an enrolled agent cannot stall the plane with a CSR of 3,000 copies of its own name: refused by size, its certificate failed, the plane healthy', async () => {
+    const agent = await enrolled('stall1');
+    const csrPem = await createCsr(await generateKeyPair(), Array(3000).fill('stall1.example.com'));
+    const { channel, cancel, stored } = await answerCsrRequest(plane, agent, csrPem);
+    assert.match(cancel.reason, /^CSR rejected: CSR_TOO_LARGE: /);
+    assert.equal(stored?.status, 'failed');
+    assert.equal(stored?.csrPem ?? null, null);
+    assert.equal(channel.socket.readyState, WebSocket.OPEN);
+    assert.equal((await plane.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+    channel.socket.close();
+    await channel.closed;
+    // The instance has one name, so its allowance is 4096 + 2 x (18 + 4) bytes, not the global 16 KiB.
+    const small = await answerCsrRequest(plane, agent, await createCsr(await generateKeyPair(), Array(200).fill('stall1.example.com')));
+    assert.match(small.cancel.reason, /^CSR rejected: CSR_TOO_LARGE: CSR: \d+ bytes, more than the 4140 /);
+    small.channel.socket.close();
+  });
+
+  test('a CSR with 101 distinct names, and one signed with SHA-1, fail the certificate with CSR_TOO_MANY_NAMES and CSR_WEAK_SIGNATURE', async () => {
+    const registered = Array.from({ length: 100 }, (_, i) => `n${i}.many1.example.com`);
+    const many = await enrollTestAgent(plane, 'many1', registered);
+    const manyNames = [...registered, 'many1.example.com'];
+    const tooMany = await answerCsrRequest(plane, many, await createCsr(await generateKeyPair(), manyNames));
+    assert.match(tooMany.cancel.reason, /^CSR rejected: CSR_TOO_MANY_NAMES: /);
+    assert.equal(tooMany.stored?.status, 'failed');
+    tooMany.channel.socket.close();
+    const weak = await enrolled('weak1');
+    const sha1 = await answerCsrRequest(plane, weak, await opensslCsr('ecdsa-p256', 'sha1', ['weak1.example.com']));
+    assert.match(sha1.cancel.reason, /^CSR rejected: CSR_WEAK_SIGNATURE: /);
+    assert.match(sha1.stored?.lastError ?? '', /CSR_WEAK_SIGNATURE/);
+    sha1.channel.socket.close();
+  });
+
+  test('CERTPLANE_MAX_NAMES_PER_CERTIFICATE caps an instance\'s distinct hostnames at registration and the names of its CSRs', async () => {
+    const limited = await startTestPlane({ maxNamesPerCertificate: 2 });
+    try {
+      const three = await limited.app.inject({ method: 'POST', url: '/v1/instances', payload: { name: 'three', hostnames: ['a.three.example.com', 'b.three.example.com', 'c.three.example.com'] } });
+      assert.equal(three.statusCode, 400, three.body);
+      assert.equal(three.json().code, 'VALIDATION_FAILED');
+      assert.match(three.json().message, /3 distinct names, more than the 2/);
+      const agent = await enrollTestAgent(limited, 'two', ['a.two.example.com', 'B.two.example.com', 'b.two.example.com']);
+      assert.deepEqual((await limited.store.instances.get(agent.instanceId))?.hostnames, ['a.two.example.com', 'b.two.example.com']);
+      const csrPem = await createCsr(await generateKeyPair(), ['a.two.example.com', 'b.two.example.com', 'a.two.example.com']);
+      const { channel, cancel } = await answerCsrRequest(limited, agent, csrPem);
+      assert.match(cancel.reason, /^CSR rejected: CSR_TOO_MANY_NAMES: .*3 names \(2 distinct\), more than the 2/);
+      channel.socket.close();
+    } finally {
+      await limited.close();
+    }
   });
 
   test('no authentication in time closes the connection', async () => {

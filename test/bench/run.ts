@@ -6,6 +6,7 @@
  * 1. Chain verification: 3-certificate chains (leaf, intermediate, root anchor) per
  *    second through verifyChain, beside the bare node:crypto signature checks the same
  *    chain needs (the floor any verifier pays).
+ *    Then verification at 1 and 100 names, and the longest CSR parse the size cap allows.
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
  *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
  *    through pebble-challtestsrv.
@@ -18,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import https from 'node:https';
 import acme from 'acme-client';
-import { clearCertificateCache, parseCertificateBundle, verifyChain } from '../../src/chain/index.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, clearCertificateCache, parseCertificateBundle, parseCsr, verifyChain } from '../../src/chain/index.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
@@ -75,6 +76,47 @@ async function benchVerification(): Promise<void> {
   line('  parse PEM + verifyChain, first sight (memo cleared)', `${firstSight.perSecond.toFixed(0)} /s  (${(firstSight.perSecond / baseline.perSecond).toFixed(2)} x baseline)`);
 }
 
+/**
+ * What one agent's CSR can cost the event loop now that names and size are capped: leaf
+ * verification at 1 and 100 names (linear: Set lookups), and parseCsr on the worst request
+ * the size cap lets through (as many one-letter SAN entries as fit), which bounds one request.
+ */
+async function benchNames(): Promise<void> {
+  const anchor = await root('Bench Names Root');
+  const issuing = await intermediate('Bench Names Intermediate', anchor);
+  const anchors = parseCertificateBundle(anchor.pem);
+  const at = new Date();
+  process.stdout.write('\nnames per certificate (parsed leaf, every name requested; CSR parse includes its signature check)\n');
+  const perName: number[] = [];
+  for (const count of [1, DEFAULT_MAX_NAMES_PER_CERTIFICATE]) {
+    const names = Array.from({ length: count }, (_, i) => `db${i}.bench.example.com`);
+    const bundle = parseCertificateBundle((await leaf(issuing, names)).cert.pem + issuing.pem);
+    const options = { trustAnchors: anchors, at, hostnames: names };
+    if (!verifyChain(bundle, options).ok) throw new Error(`bench chain with ${count} names does not verify`);
+    const verified = await rate(() => verifyChain(bundle, options), VERIFY_SECONDS);
+    perName.push(verified.perSecond);
+    line(`  verifyChain, leaf with ${count} name${count === 1 ? '' : 's'}`, `${verified.perSecond.toFixed(0)} /s${perName.length > 1 ? `  (${(verified.perSecond / perName[0]!).toFixed(2)} x the 1-name rate)` : ''}`);
+  }
+  const key = await generateKeyPair();
+  let entries = Math.floor(MAX_CSR_PEM_BYTES / 4);
+  let worst = await createCsr(key, Array(entries).fill('a'));
+  while (Buffer.byteLength(worst) > MAX_CSR_PEM_BYTES) {
+    entries = Math.floor(entries * 0.97);
+    worst = await createCsr(key, Array(entries).fill('a'));
+  }
+  const typical = await createCsr(key, Array.from({ length: DEFAULT_MAX_NAMES_PER_CERTIFICATE }, (_, i) => `db${i}.bench.example.com`));
+  const parseTime = async (pem: string) => {
+    const started = performance.now();
+    await parseCsr(pem).catch(() => undefined);
+    return performance.now() - started;
+  };
+  for (const [label, pem] of [[`${DEFAULT_MAX_NAMES_PER_CERTIFICATE} names`, typical], [`${entries} one-letter entries in ${Buffer.byteLength(worst)} bytes (refused: too many)`, worst]] as const) {
+    const times: number[] = [];
+    for (let i = 0; i < 5; i += 1) times.push(await parseTime(pem));
+    line(`  parseCsr, ${label}`, `${Math.min(...times).toFixed(1)} ms best, ${Math.max(...times).toFixed(1)} ms worst of 5`);
+  }
+}
+
 async function benchIssuance(): Promise<void> {
   const pebble = await startPebble({ alternateRoots: 2 });
   const work = await mkdtemp(join(tmpdir(), 'certplane-bench-'));
@@ -125,6 +167,7 @@ async function benchIssuance(): Promise<void> {
 
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
+await benchNames();
 await benchIssuance();
 await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
 await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));

@@ -8,6 +8,7 @@ import {
   parseCertificateBundle,
   spkiSha256OfKeyFile,
   verifyChain,
+  type Certificate,
   type VerifyOptions,
 } from '../../src/chain/index.js';
 import { EKU, createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -136,6 +137,43 @@ describe('verifyChain on the 2026 Generation Y layout', async () => {
   });
 });
 
+/**
+ * The leaf with every way of looking at its names counted: an element read of its name
+ * list, a lookup in any Set it carries, and a node:crypto checkHost call, which costs one
+ * operation per name on the leaf because OpenSSL decodes and walks every SAN on each call.
+ */
+function countingNames(certificate: Certificate): { certificate: Certificate; operations: () => number } {
+  let operations = 0;
+  const size = certificate.dnsNames.length;
+  const dnsNames = new Proxy([...certificate.dnsNames], {
+    get(target, property, receiver) {
+      if (typeof property === 'string' && /^\d+$/.test(property)) operations += 1;
+      return Reflect.get(target, property, receiver);
+    },
+  });
+  const native = new Proxy(certificate.native, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (property === 'checkHost') {
+        return (...args: Parameters<typeof target.checkHost>) => {
+          operations += size;
+          return target.checkHost(...args);
+        };
+      }
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const sets = Object.entries(certificate).filter(([, value]) => value instanceof Set).map(([key, value]) => {
+    const set = value as Set<string>;
+    const has = (item: string) => {
+      operations += 1;
+      return set.has(item);
+    };
+    return [key, Object.assign(new Set(set), { has })] as const;
+  });
+  return { certificate: { ...certificate, ...Object.fromEntries(sets), dnsNames, native }, operations: () => operations };
+}
+
 describe('verifyChain policy checks', async () => {
   const ca = await root('Policy Root');
 
@@ -189,6 +227,22 @@ describe('verifyChain policy checks', async () => {
     const bundle = pem(wildcard.cert, issuing);
     assert.equal(verify(bundle, { trustAnchors: anchors(ca.pem), hostnames: ['*.example.com', 'db7.example.com'] }).ok, true);
     assert.equal(verify(bundle, { trustAnchors: anchors(ca.pem), hostnames: ['a.b.example.com'] }).ok, false);
+  });
+
+  test('verifying a leaf with N names for N requested names costs O(N) name operations, not N squared (3,000 names stalled the plane for seconds)', async () => {
+    const issuing = await intermediate('Issuing', ca);
+    const trust = anchors(ca.pem);
+    const operations = async (n: number) => {
+      const names = Array.from({ length: n }, (_, i) => `db${i}.example.com`);
+      const [leafCert, ...rest] = parseCertificateBundle(pem((await leaf(issuing, names)).cert, issuing));
+      const counted = countingNames(leafCert!);
+      const report = verifyChain([counted.certificate, ...rest], { trustAnchors: trust, at: new Date(), hostnames: names });
+      assert.equal(report.ok, true, JSON.stringify(report.errors));
+      return counted.operations();
+    };
+    const costs = new Map<number, number>();
+    for (const n of [10, 100, 1000]) costs.set(n, await operations(n));
+    for (const [n, cost] of costs) assert.ok(cost <= 4 * n, `${cost} name operations for ${n} names (${JSON.stringify([...costs])})`);
   });
 
   test('a bundle of CA certificates only has no leaf', async () => {

@@ -49,3 +49,9 @@ test('distrust pins accept hex and base64, normalized to hex', () => {
 test('empty variables count as unset', () => {
   assert.equal(loadConfig({ CERTPLANE_DNS_PROVIDER: '' }).dns.provider, 'none');
 });
+
+test('names per certificate: the CA\'s 100 by default, lower limits accepted, anything else named', () => {
+  assert.equal(loadConfig({}).acme.maxNamesPerCertificate, 100);
+  assert.equal(loadConfig({ CERTPLANE_MAX_NAMES_PER_CERTIFICATE: '25' }).acme.maxNamesPerCertificate, 25);
+  for (const bad of ['0', '101', '2.5', 'many', '-1']) invalid({ CERTPLANE_MAX_NAMES_PER_CERTIFICATE: bad }, 'CERTPLANE_MAX_NAMES_PER_CERTIFICATE');
+});

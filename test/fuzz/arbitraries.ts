@@ -395,6 +395,11 @@ export interface CsrRecipe {
   /** The subject CN, a name role, or none. */
   readonly cn: { readonly role: NameRole; readonly upper: boolean } | undefined;
   readonly sans: readonly { readonly role: NameRole; readonly upper: boolean }[];
+  /**
+   * Extra copies of each SAN entry: none mostly, a few (de-duplicated and ordered), enough to
+   * pass the names limit, or enough to pass the size limit (the 3,000-copy stall, scaled).
+   */
+  readonly copies: number;
   /** Byte edits of the DER after signing: bad signatures and broken encodings. */
   readonly corrupt: readonly ByteEdit[];
 }
@@ -411,6 +416,12 @@ export const csrRecipe: fc.Arbitrary<CsrRecipe> = fc.record({
   key: fc.oneof({ arbitrary: fc.constant<CsrKeyKind>('ecdsa-p256'), weight: 6 }, { arbitrary: fc.constantFrom<CsrKeyKind>('ecdsa-p384', 'rsa-2048'), weight: 1 }),
   cn: fc.option(nameRef, { nil: undefined }),
   sans: fc.array(nameRef, { maxLength: 3 }),
+  copies: fc.oneof(
+    { arbitrary: fc.constant(0), weight: 12 },
+    { arbitrary: fc.integer({ min: 1, max: 30 }), weight: 3 },
+    { arbitrary: fc.integer({ min: 31, max: 110 }), weight: 2 },
+    { arbitrary: fc.integer({ min: 500, max: 900 }), weight: 1 },
+  ),
   corrupt: fc.oneof({ arbitrary: fc.constant([]), weight: 3 }, { arbitrary: fc.array(byteEdit, { minLength: 1, maxLength: 3 }), weight: 1 }),
 });
 
@@ -444,30 +455,43 @@ export async function csrKeys(): Promise<Record<CsrKeyKind, webcrypto.CryptoKeyP
 /** The PEM CSR a recipe describes, signed, then corrupted as it says. */
 export async function buildCsr(recipe: CsrRecipe, keys: Record<CsrKeyKind, webcrypto.CryptoKeyPair>, name: (role: NameRole) => string): Promise<string> {
   const spell = (ref: { role: NameRole; upper: boolean }) => (ref.upper ? name(ref.role).toUpperCase() : name(ref.role));
-  const sans = recipe.sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(recipe.sans.map((ref) => ({ type: 'dns' as const, value: spell(ref) })))] : [];
+  const entries = recipe.sans.flatMap((ref) => Array.from({ length: 1 + recipe.copies }, () => ({ type: 'dns' as const, value: spell(ref) })));
+  const sans = entries.length > 0 ? [new x509.SubjectAlternativeNameExtension(entries)] : [];
   const csr = await signedCsr(keys[recipe.key], KEY_PARAMS[recipe.key].sign, recipe.cn ? `CN=${spell(recipe.cn)}` : 'O=certplane fuzz', sans);
   if (recipe.corrupt.length === 0) return csr.toString('pem');
   return toPem(corruptBytes(new Uint8Array(csr.rawData), recipe.corrupt), 'CERTIFICATE REQUEST');
 }
 
 /**
- * The contract, read off the CSR with @peculiar/x509 (not certplane's parser): a CSR is
- * ordered only if it parses, its signature verifies with its own key, it names at least one
- * DNS name (SANs, and a name-like subject CN), every one of them is the instance's, and
- * its key is ECDSA P-256 (the instance's default policy).
+ * The README's CSR limits: 4 KiB plus twice the bytes of the instance's names (4 more per
+ * name), at most 16 KiB of PEM; 100 names (CERTPLANE_MAX_NAMES_PER_CERTIFICATE's default) counting duplicates.
  */
-export async function csrAcceptable(pem: string, owned: ReadonlySet<string>): Promise<boolean> {
+const csrLimitBytes = (owned: ReadonlySet<string>) => Math.min(16 * 1024, 4096 + 2 * [...owned].reduce((sum, name) => sum + name.length + 4, 0));
+const CSR_LIMIT_NAMES = 100;
+
+/**
+ * The contract, read off the CSR with @peculiar/x509 (not certplane's parser): a CSR is
+ * ordered only if it is within the instance's size allowance, parses, its signature verifies with its own key, it
+ * carries at most 100 DNS names counting duplicates (SANs, and a name-like subject CN not
+ * among them) and at least one, every one of them is the instance's, and its key is ECDSA
+ * P-256 (the instance's default policy). `limit` names the code of a refusal the limits decide.
+ */
+export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promise<{ acceptable: boolean; limit?: 'CSR_TOO_LARGE' | 'CSR_TOO_MANY_NAMES' }> {
+  if (Buffer.byteLength(pem) > csrLimitBytes(owned)) return { acceptable: false, limit: 'CSR_TOO_LARGE' };
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(pemBody(pem));
-    if (!(await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]))) return false;
+    if (!(await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]))) return { acceptable: false };
   } catch {
-    return false;
+    return { acceptable: false };
   }
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
-  const names = new Set((san?.names.items ?? []).filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()));
+  const entries = (san?.names.items ?? []).filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase());
+  const names = new Set(entries);
   const cn = (csr.subjectName.getField('CN')[0] as string | undefined)?.toLowerCase();
-  if (cn && /^[a-z0-9*._-]+$/.test(cn)) names.add(cn);
+  const extraCn = cn !== undefined && /^[a-z0-9*._-]+$/.test(cn) && !names.has(cn);
+  if (extraCn) names.add(cn);
+  if (entries.length + (extraCn ? 1 : 0) > CSR_LIMIT_NAMES) return { acceptable: false, limit: 'CSR_TOO_MANY_NAMES' };
   const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
-  return names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256';
+  return { acceptable: names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256' };
 }

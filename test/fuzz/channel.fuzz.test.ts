@@ -37,7 +37,7 @@ import WebSocket from 'ws';
 import { AgentMessage, CHANNEL_PATH, ChannelErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
 import { CertplaneError } from '../../src/errors.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
-import { applyMutations, buildCsr, csrAcceptable, csrKeys, csrMaterial, csrRecipe, hostileString, junkJson, mutations, resolveName, setOwn, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
+import { applyMutations, buildCsr, csrKeys, csrMaterial, csrRecipe, csrVerdict, hostileString, junkJson, mutations, resolveName, setOwn, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
 
 /** Runs per property, fixed so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -498,12 +498,13 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     );
   });
 
-  test(`CSRs for a pending certificate: ${RUNS.csr} batches of ${CSR_BATCH} (${RUNS.csr * CSR_BATCH}; own names, another instance's, wildcards, suffixes, no name, other keys, corrupted signatures and DER) are ordered or refused with a cancel, as the instance's names and key policy decide`, async (t) => {
+  test(`CSRs for a pending certificate: ${RUNS.csr} batches of ${CSR_BATCH} (${RUNS.csr * CSR_BATCH}; own names, another instance's, wildcards, suffixes, no name, names duplicated up to past the names and size limits, other keys, corrupted signatures and DER) are ordered or refused with a cancel, as the instance's names and key policy decide`, async (t) => {
     const keys = await csrKeys();
     const owners = await Promise.all(Array.from({ length: CSR_BATCH }, (_, i) => enroll(`csr${i}`, [`csr${i}.example.com`, `www.csr${i}.example.com`])));
     const ownNames = (slot: number) => [`csr${slot}.example.com`, `www.csr${slot}.example.com`] as const;
     let sent = 0;
     const outcomes = { ordered: 0, refused: 0 };
+    const byLimit = { CSR_TOO_LARGE: 0, CSR_TOO_MANY_NAMES: 0 };
     await fc.assert(
       fc.asyncProperty(fc.array(csrRecipe, { minLength: CSR_BATCH, maxLength: CSR_BATCH }), async (batch) => {
         armCrashSignal();
@@ -533,8 +534,9 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
               assert.equal(closed.code, 4000, closed.reason);
               return;
             }
-            const acceptable = await csrAcceptable(csrPem, new Set(own));
+            const { acceptable, limit } = await csrVerdict(csrPem, new Set(own));
             outcomes[acceptable ? 'ordered' : 'refused'] += 1;
+            if (limit) byLimit[limit] += 1;
             // Either way the plane answers with a cancel: a refusal at once, an order when the (unreachable) CA fails.
             const cancel = await within(channel.next('cancel'), `cancel for ${acceptable ? 'an acceptable' : 'a refused'} CSR`);
             const shown = `${JSON.stringify(recipe)} -> ${cancel.reason}`;
@@ -548,6 +550,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
               assert.match(cancel.reason, /^CSR rejected: /, `a CSR outside the contract was not refused: ${shown}`);
               assert.equal(stored?.csrPem ?? null, null, `a refused CSR was stored for ordering: ${shown}`);
               assert.match(stored?.lastError ?? '', /^CSR rejected: /, shown);
+              if (limit) assert.ok(cancel.reason.startsWith(`CSR rejected: ${limit}: `), `a CSR past the limits was refused for another reason: ${shown}`);
             }
             assert.equal(channel.socket.readyState, WebSocket.OPEN, `a refused CSR costs the certificate, not the connection: ${shown}`);
             channel.socket.close();
@@ -559,7 +562,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
       { numRuns: RUNS.csr, includeErrorInReport: true },
     );
     assert.equal(sent, RUNS.csr * CSR_BATCH);
-    t.diagnostic(`${outcomes.ordered} CSRs ordered, ${outcomes.refused} refused`);
+    t.diagnostic(`${outcomes.ordered} CSRs ordered, ${outcomes.refused} refused (${byLimit.CSR_TOO_LARGE} too large, ${byLimit.CSR_TOO_MANY_NAMES} with too many names)`);
     // Both branches of the contract were exercised (each is likelier than 1 in 10 per CSR).
     assert.ok(outcomes.ordered > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
   });

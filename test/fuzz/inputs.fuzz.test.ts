@@ -160,7 +160,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
     assert.ok(outcomes.refused > 0 && outcomes.reported > 0 && outcomes.verified > 0, JSON.stringify(outcomes));
   });
 
-  test(`CSR files: ${RUNS.csrs} requests (supported, other keys, corrupted, re-framed, private keys, certificates, garbage): accepted exactly when untouched, else CSR_INVALID or CSR_BAD_SIGNATURE`, async () => {
+  test(`CSR files: ${RUNS.csrs} requests (supported, other keys, corrupted, re-framed, private keys, certificates, garbage): accepted exactly when untouched, else CSR_INVALID, CSR_BAD_SIGNATURE or CSR_WEAK_SIGNATURE`, async () => {
     await fc.assert(
       fc.asyncProperty(csrText(material), async (csr) => {
         let parsed: Awaited<ReturnType<typeof parseCsr>> | undefined;
@@ -168,7 +168,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
           parsed = await parseCsr(csr.pem, 'fuzzed CSR');
         } catch (error) {
           assert.ok(error instanceof CertplaneError, `not a CertplaneError: ${String(error)}`);
-          assert.ok(['CSR_INVALID', 'CSR_BAD_SIGNATURE', ChainErrorCode.GARBAGE].includes(error.code), `unexpected code ${error.code}`);
+          assert.ok(['CSR_INVALID', 'CSR_BAD_SIGNATURE', 'CSR_WEAK_SIGNATURE', ChainErrorCode.GARBAGE].includes(error.code), `unexpected code ${error.code}`);
           if (csr.privateKey) for (const line of secretLines(csr.privateKey)) assert.ok(!error.message.includes(line), 'the refusal echoes the private key');
           assert.ok(csr.kind !== 'supported' && csr.kind !== 'other-key', `an untouched ${csr.kind} CSR was refused: ${error.code} ${error.message}`);
           return;
@@ -197,6 +197,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
       CERTPLANE_CHALLTESTSRV_URL: fc.constantFrom('http://127.0.0.1:8055', 'nope'),
       CERTPLANE_DISTRUSTED_SPKI: fc.constantFrom('ab'.repeat(32), `sha256:${'cd'.repeat(32)}`, 'zz', `${'ab'.repeat(32)},x`),
       CERTPLANE_RATE_LIMITS: fc.constantFrom('{}', '{"newOrders":{"capacity":300,"refillPerSecond":0.08}}', '{', '[]', 'null'),
+      CERTPLANE_MAX_NAMES_PER_CERTIFICATE: fc.constantFrom('100', '25', '1', '0', '101', '2.5', 'many'),
       CERTPLANE_PUBLIC_URL: fc.constantFrom('https://certplane.example.com', 'certplane.example.com', 'https://', 'ws://x'),
       CERTPLANE_ADMIN_SOCKET: fc.constantFrom('/run/certplane/admin.sock', 'relative.sock', `/${'x'.repeat(200)}.sock`),
       CERTPLANE_TRUST_STORE: fc.constantFrom('system', '/etc/ssl/certs/ca-certificates.crt'),

@@ -50,9 +50,11 @@ export async function startTestPlane(
     clock?: () => Date;
     /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
     storeUrl?: string;
+    maxNamesPerCertificate?: number;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, ...sessionOptions } = options;
+  const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
   const logger = pino({ level: 'silent' });
   const store = await openStore(storeUrl);
@@ -66,11 +68,11 @@ export async function startTestPlane(
     chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
     logger,
   });
-  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock });
+  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
   const cursors = await PageCursors.loadOrCreate(secrets);
-  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}) });
+  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

@@ -1,6 +1,7 @@
 /** The control plane's view of the fleet: register instances, list them, start issuance. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { createEnrollmentToken } from '../../agents/enrollment.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE } from '../../chain/index.js';
 import type { ApiDependencies } from '../app.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { HostnameConflict } from '../../store/types.js';
@@ -29,8 +30,14 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       async (request, reply) => {
         const { name, hostnames, cluster, keyAlgorithm, profile } = request.body;
         requireCluster(request.caller, cluster ?? null, `a new instance`);
+        const distinct = [...new Set(hostnames)];
+        const maxNames = deps.maxNamesPerCertificate ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
+        if (distinct.length > maxNames) {
+          const problem = `body/hostnames: ${distinct.length} distinct names, more than the ${maxNames} one certificate may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE)`;
+          throw new CertplaneError('VALIDATION_FAILED', problem, { problems: [problem] });
+        }
         const instance = await deps.store.instances
-          .create({ name, hostnames: [...new Set(hostnames)], cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null })
+          .create({ name, hostnames: distinct, cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null })
           .catch((error: unknown) => {
             throw hasCode(error, 'INSTANCE_HOSTNAME_TAKEN') ? hostnameTaken(error.details.conflicts as HostnameConflict[], request.caller) : error;
           });

@@ -1,0 +1,65 @@
+/**
+ * What parseCsr refuses before an order is ever placed: requests too large to decode
+ * cheaply, more names than a certificate may carry, and signatures over broken hashes
+ * (made for real by openssl, which still signs with SHA-1 and MD5 when asked).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { CertplaneError } from '../../src/errors.js';
+import { CsrErrorCode, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr } from '../../src/chain/index.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { opensslCsr } from '../support/openssl.js';
+
+const refusedWith = (code: string) => (error: unknown) => {
+  assert.ok(error instanceof CertplaneError, String(error));
+  assert.equal(error.code, code, error.message);
+  return true;
+};
+
+describe('parseCsr limits: names, size and signature algorithm', async () => {
+  const key = await generateKeyPair();
+
+  test('a CSR of 3,000 copies of its own name (the plane-stalling attack) is refused by size, before any decoding', async () => {
+    const pem = await createCsr(key, Array(3000).fill('db1.example.com'));
+    assert.ok(Buffer.byteLength(pem) > MAX_CSR_PEM_BYTES);
+    await assert.rejects(parseCsr(pem), refusedWith(CsrErrorCode.TOO_LARGE));
+  });
+
+  test('duplicates count against the limit: 150 copies of one name are refused, a few are asked for once', async () => {
+    await assert.rejects(parseCsr(await createCsr(key, Array(150).fill('db1.example.com'))), refusedWith(CsrErrorCode.TOO_MANY_NAMES));
+    const csr = await parseCsr(await createCsr(key, ['db1.example.com', 'DB1.example.com', 'db2.example.com', 'db1.example.com']));
+    assert.deepEqual(csr.dnsNames, ['db1.example.com', 'db2.example.com']);
+  });
+
+  test('101 distinct names are refused, 100 accepted; a lower limit (a CA profile allowing 25) is honoured', async () => {
+    const names = (n: number) => Array.from({ length: n }, (_, i) => `db${i}.example.com`);
+    assert.equal(DEFAULT_MAX_NAMES_PER_CERTIFICATE, 100);
+    await assert.rejects(parseCsr(await createCsr(key, names(101))), (error: unknown) => {
+      refusedWith(CsrErrorCode.TOO_MANY_NAMES)(error);
+      assert.deepEqual((error as CertplaneError).details, { source: 'CSR', names: 101, distinct: 101, limit: 100 });
+      return true;
+    });
+    assert.equal((await parseCsr(await createCsr(key, names(100)))).dnsNames.length, 100);
+    await assert.rejects(parseCsr(await createCsr(key, names(26)), 'CSR', { maxNames: 25 }), refusedWith(CsrErrorCode.TOO_MANY_NAMES));
+    assert.equal((await parseCsr(await createCsr(key, names(25)), 'CSR', { maxNames: 25 })).dnsNames.length, 25);
+  });
+
+  test('CSRs signed with SHA-1 or MD5 (made by openssl) are refused with CSR_WEAK_SIGNATURE; SHA-256, SHA-384 and Ed25519 pass', async () => {
+    const names = ['db1.example.com'];
+    const weak = [
+      ['ecdsa-p256', 'sha1', 'ECDSA with SHA-1'],
+      ['rsa-2048', 'sha1', 'RSASSA-PKCS1-v1_5 with SHA-1'],
+      ['rsa-2048', 'md5', '1.2.840.113549.1.1.4'],
+    ] as const;
+    for (const [keyKind, digest, shown] of weak) {
+      await assert.rejects(parseCsr(await opensslCsr(keyKind, digest, names)), (error: unknown) => {
+        refusedWith(CsrErrorCode.WEAK_SIGNATURE)(error);
+        assert.equal((error as CertplaneError).details.signatureAlgorithm, shown);
+        return true;
+      });
+    }
+    for (const [keyKind, digest] of [['ecdsa-p256', 'sha256'], ['rsa-2048', 'sha384'], ['ed25519', undefined]] as const) {
+      assert.deepEqual((await parseCsr(await opensslCsr(keyKind, digest, names))).dnsNames, names);
+    }
+  });
+});
