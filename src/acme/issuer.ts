@@ -24,6 +24,7 @@ import type { SecretStore } from '../secrets/index.js';
 import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
+import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
 
@@ -39,7 +40,7 @@ export const AcmeErrorCode = {
   /** The CA's directory could not be read or is not the RFC 8555 shape. */
   DIRECTORY_UNREADABLE: 'ACME_DIRECTORY_UNREADABLE',
   /** No HTTP answer from the ACME server at all (refused, timed out, TLS failure), after acme-client's own retries. */
-  UNREACHABLE: 'ACME_UNREACHABLE',
+  UNREACHABLE: ACME_UNREACHABLE,
 } as const;
 
 /**
@@ -104,6 +105,8 @@ export interface IssueOptions {
   readonly profile?: string;
   /** The ARI certID of the certificate this one replaces; sent only to a CA that advertises renewalInfo. */
   readonly replaces?: string;
+  /** Told the order's URL as soon as the CA created it, so the lifecycle records that an order exists. */
+  readonly onOrderCreated?: (orderUrl: string) => Promise<void>;
 }
 
 const DirectoryShape = z.object({
@@ -122,6 +125,11 @@ export class AcmeIssuer {
 
   constructor(options: AcmeIssuerOptions) {
     this.#options = options;
+    // acme-client would otherwise sleep inside the request for a 429's Retry-After (hours,
+    // under Let's Encrypt's limits) and for 5xx, five times over. certplane retries a step
+    // that failed for a passing reason itself (./retry.ts) and postpones the job for a rate
+    // limit (lifecycle/reasons.ts), so nothing waits inside work. Module-wide, like the agent below.
+    (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts = 0;
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
       // the only hook it offers to trust a private CA such as Pebble's. The composition
@@ -187,12 +195,15 @@ export class AcmeIssuer {
     try {
       return await this.#issue(csrPem, options);
     } catch (error) {
-      const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
-      if (isNoHttpAnswer(cause)) {
-        throw new CertplaneError(AcmeErrorCode.UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure), also after acme-client's retries`, { directoryUrl: this.#options.directoryUrl }, { cause });
-      }
-      throw error;
+      throw this.#unreachableOr(error);
     }
+  }
+
+  /** acme-client's TypeError for a request that got no HTTP answer, as ACME_UNREACHABLE naming the server; anything else unchanged. */
+  #unreachableOr(error: unknown): unknown {
+    const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
+    if (!isNoHttpAnswer(cause)) return error;
+    return new CertplaneError(AcmeErrorCode.UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure)`, { directoryUrl: this.#options.directoryUrl }, { cause });
   }
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
@@ -200,7 +211,7 @@ export class AcmeIssuer {
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();
     const step = <T>(name: string, fn: () => Promise<T>) =>
-      withRetry(fn, this.#options.retry ?? DEFAULT_RETRY, (error, attempt, delayMs) =>
+      withRetry(() => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))), this.#options.retry ?? DEFAULT_RETRY, (error, attempt, delayMs) =>
         log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
       );
 
@@ -209,6 +220,7 @@ export class AcmeIssuer {
       throw orderFailed('creating the order', e);
     });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
+    await options.onOrderCreated?.(order.url);
     const authorizations = await step('authorizations', () => client.getAuthorizations(order));
     const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
     for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
@@ -305,12 +317,27 @@ export class AcmeIssuer {
     await solver.present(context);
     try {
       await step('challenge', () => client.completeChallenge(challenge));
-      await client.waitForValidStatus(challenge).catch((e) => {
-        throw orderFailed(`validating ${solver.type} for ${domain}`, e);
+      await client.waitForValidStatus(challenge).catch(async (e: unknown) => {
+        throw await this.#validationFailure(client, challenge.url, domain, solver.type, e);
       });
     } finally {
       await solver.cleanUp(context).catch((error) => this.#options.logger.warn({ domain, err: (error as Error).message }, 'challenge clean-up failed'));
     }
+  }
+
+  /**
+   * Why the CA did not validate a challenge, typed: acme-client reports an invalid
+   * challenge by its detail only, so the challenge is read once more for its problem type.
+   */
+  async #validationFailure(client: acme.Client, challengeUrl: string, domain: string, type: string, cause: unknown): Promise<CertplaneError> {
+    if (cause instanceof CertplaneError) return cause;
+    const api = (client as unknown as { api: PostAsGet }).api;
+    const challenge = await api.apiRequest(challengeUrl, null, [200]).catch(() => undefined);
+    const problem = (challenge?.data as { error?: unknown } | undefined)?.error;
+    if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
+    const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
+    // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
+    return error.code === AcmeProblemCode.PROBLEM ? new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details) : error;
   }
 
   #accountClient(): Promise<acme.Client> {
@@ -332,6 +359,7 @@ export class AcmeIssuer {
       backoffMin: this.#options.pollMinMs ?? 500,
       backoffMax: this.#options.pollMaxMs ?? 10_000,
     });
+    throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
       // newAccount through acme-client's API layer: its createAccount() follows an existing
       // account (HTTP 200, another replica registered it first) with an update that CAs

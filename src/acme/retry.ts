@@ -6,6 +6,9 @@
  * fail an issuance.
  */
 
+import { CertplaneError } from '../errors.js';
+import { ACME_UNREACHABLE, AcmeProblemCode } from './problems.js';
+
 export interface RetryPolicy {
   readonly attempts: number;
   readonly baseDelayMs: number;
@@ -16,13 +19,20 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDe
 
 const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'ENOTFOUND']);
 
-/** True for failures worth another try: network resets, nonce rejections, server errors, rate limiting. */
+/** Problems from the CA (acme/problems.ts) that another try of the same step may not meet. */
+const TRANSIENT_PROBLEMS = new Set<string>([AcmeProblemCode.BAD_NONCE, AcmeProblemCode.SERVER_INTERNAL, ACME_UNREACHABLE]);
+
+/**
+ * True for failures worth another try of the same step: network resets, nonce rejections,
+ * server errors. Decided by codes and statuses only. A rate limit is not retried here: the
+ * job is postponed to the CA's Retry-After instead (lifecycle/reasons.ts).
+ */
 export function isTransient(error: unknown): boolean {
-  const e = error as { code?: string; message?: string; response?: { status?: number } };
+  if (error instanceof CertplaneError) return TRANSIENT_PROBLEMS.has(error.code);
+  const e = error as { code?: string; response?: { status?: number } };
   if (e?.code && TRANSIENT_CODES.has(e.code)) return true;
   const status = e?.response?.status;
-  if (status !== undefined && (status >= 500 || status === 429)) return true;
-  return /badNonce|anti-replay nonce|status code 5\d\d|socket hang up/i.test(e?.message ?? '');
+  return status !== undefined && status >= 500;
 }
 
 /** Delay before attempt `attempt` (1-based retry count): exponential, capped, with full jitter. */

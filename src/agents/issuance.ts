@@ -7,23 +7,23 @@
  * never install twice or move a certificate backwards.
  */
 import type { Logger } from 'pino';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
-import type { IssuedChain } from '../acme/issuer.js';
+import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
+import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
+import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
 import type { AgentMessage, KeyAlgorithm } from './protocol.js';
 import { SessionErrorCode, SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
 
-export const IssuanceErrorCode = {
-  CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
-  UNKNOWN_INSTANCE: 'ISSUANCE_UNKNOWN_INSTANCE',
-  UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
-} as const;
+export { IssuanceErrorCode } from './failures.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: { solvers?: readonly ChallengeSolver[]; profile?: string; replaces?: string }): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated'>): Promise<IssuedChain>;
 }
 
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
@@ -39,15 +39,16 @@ const RATE_LIMITED_PAUSE_MS = 15 * 60_000;
 /** Told when a certificate settles, so renewal and reissue jobs can follow (jobs/lifecycle.ts). */
 export interface IssuanceListener {
   onInstalled(certificate: CertificateRecord): Promise<void>;
-  onFailed(certificate: CertificateRecord, error: string): Promise<void>;
+  /** `certificate.failure` says why, typed. */
+  onFailed(certificate: CertificateRecord): Promise<void>;
   /** The ARI `replaces` value for an order that replaces `certificate`, when the CA supports it. */
   replacesFor?(certificate: CertificateRecord): Promise<string | undefined>;
 }
 
 /** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
 const PROMPT_AGAIN_MS = 30_000;
-/** An issuance not touched for this long belongs to a process that died; it is resumed. */
-const STALE_ISSUING_MS = 10 * 60_000;
+/** How long an ordering lease lasts without renewal: a process that dies mid-order holds its certificate no longer. */
+const LEASE_MS = 60_000;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
@@ -58,6 +59,8 @@ const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-
 
 export class IssuanceCoordinator implements SessionHandler {
   readonly #running = new Set<string>();
+  /** Names this process in certificate leases, for operators reading the certificates table. */
+  readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
   constructor(
     private readonly deps: {
@@ -86,11 +89,11 @@ export class IssuanceCoordinator implements SessionHandler {
     const instance = await this.#instance(instanceId);
     let certificate = await this.#openOrCreate(instance.id);
     if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
-      certificate =
-        (await this.deps.store.certificates.transition(certificate.id, ['pending'], 'pending', { jobId: options.jobId, replacesCertificateId: options.replacesCertificateId ?? null })) ?? certificate;
+      certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
     }
     const session = this.deps.sessions.get(instance.id);
     if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
+    else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
     return certificate;
   }
 
@@ -130,12 +133,19 @@ export class IssuanceCoordinator implements SessionHandler {
     for (const certificate of await this.deps.store.certificates.open(instance.id)) {
       const due = connecting || now - (this.#prompted.get(certificate.id) ?? 0) >= PROMPT_AGAIN_MS;
       if (certificate.status === 'pending' && due) this.#askForCsr(session, instance, certificate);
-      else if (certificate.status === 'delivered' && due) this.#deliver(session, certificate);
-      else if (certificate.status === 'issuing' && certificate.csrPem && !this.#running.has(certificate.id)) {
-        const stale = this.deps.clock().getTime() - certificate.updatedAt.getTime() >= STALE_ISSUING_MS || connecting;
-        if (stale) void this.#issue(instance, certificate, certificate.csrPem);
-      }
+      else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
+      else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
     }
+  }
+
+  /**
+   * Takes up an order whose lease is free or lapsed (its process died, or the rate limiter's
+   * wait is over). A live lease held elsewhere means another process is ordering: nothing to do.
+   */
+  async #resume(instance: InstanceRecord, certificate: CertificateRecord): Promise<void> {
+    if (!certificate.csrPem || this.#running.has(certificate.id)) return;
+    if (certificate.leaseUntil && certificate.leaseUntil > this.deps.clock()) return;
+    void this.#issue(instance, certificate, certificate.csrPem);
   }
 
   async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
@@ -150,7 +160,7 @@ export class IssuanceCoordinator implements SessionHandler {
       case 'install_failed':
         // Only the instance's own certificate: an agent must not fail another instance's delivery.
         await this.#certificateOf(session.instanceId, message.certificateId);
-        await this.#fail(session.instanceId, message.certificateId, ['delivered'], `the agent refused to install: ${message.code}: ${message.message}`);
+        await this.#fail(session.instanceId, message.certificateId, agentRefused(message.code), `the agent refused to install: ${message.code}: ${message.message}`);
         this.deps.metrics?.issuance('install_failed');
         return;
       case 'error':
@@ -166,11 +176,11 @@ export class IssuanceCoordinator implements SessionHandler {
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
-      await this.#fail(instance.id, certificate.id, ['pending'], (error as Error).message);
+      await this.#fail(instance.id, certificate.id, failureOf(error), (error as Error).message);
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    const issuing = await this.deps.store.certificates.transition(certificate.id, ['pending'], 'issuing', { csrPem });
+    const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.
     if (issuing) void this.#issue(instance, issuing, csrPem);
@@ -195,62 +205,85 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
+  /**
+   * Orders, verifies and delivers, under the certificate's lease. The lease is taken first
+   * (another process holding it is ordering already) and renewed while the order runs. A
+   * refusal by the rate limiter parks the certificate: the lease is held until the limiter's
+   * time, so no process picks it up before then, and the scheduler's next pass after that
+   * time resumes it. Nothing sleeps here.
+   */
   async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
+    const { store, clock } = this.deps;
+    if (this.#running.has(certificate.id)) return;
     this.#running.add(certificate.id);
+    let renewLease: NodeJS.Timeout | undefined;
+    let parked = false;
     try {
-      await this.#waitForOrderBudget(instance, certificate, log);
-      const replaced = certificate.replacesCertificateId ? await this.deps.store.certificates.get(certificate.replacesCertificateId) : undefined;
+      if (!(await store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)))) {
+        log.debug('another process holds the lease; it is ordering');
+        return;
+      }
+      const refusal = await this.#orderBudget(instance, certificate);
+      if (refusal) {
+        parked = await store.certificates.lease(certificate.id, this.owner, clock(), refusal.retryAt);
+        log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
+        return;
+      }
+      renewLease = setInterval(() => {
+        void store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)).catch(() => undefined);
+      }, LEASE_MS / 3);
+      renewLease.unref();
+      const replaced = certificate.replacesCertificateId ? await store.certificates.get(certificate.replacesCertificateId) : undefined;
       const replaces = replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
       const issued = await this.deps.issuer.issue(csrPem, {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
+        onOrderCreated: async (orderUrl) => {
+          await store.certificates.apply(certificate.id, 'order_created', { orderUrl });
+        },
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
-      const delivered = await this.deps.store.certificates.transition(certificate.id, ['issuing'], 'delivered', {
+      const verified = await store.certificates.apply(certificate.id, 'chain_verified', {
         fullchainPem: issued.fullchainPem,
         fingerprintSha256: leaf.fingerprintSha256,
         notBefore: leaf.notBefore,
         notAfter: leaf.notAfter,
         anchorCN: issued.report.anchor?.subjectCN ?? null,
         report: withoutPem(issued.report),
-        deliveredAt: this.deps.clock(),
         lastError: null,
       });
       this.deps.metrics?.issuance('issued');
       log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN }, 'certificate issued and verified');
       const session = this.deps.sessions.get(instance.id);
-      if (delivered && session) this.#deliver(session, delivered);
-      else if (delivered) log.info('agent offline; the certificate is delivered when it reconnects');
+      if (verified && session) await this.#deliver(session, verified);
+      else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
     } catch (error) {
+      const failure = failureOf(error);
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
-      log.warn({ err: message }, 'issuance failed');
+      log.warn({ err: message, reason: failure.reason }, 'issuance failed');
       this.deps.metrics?.issuance('failed');
-      if (/rateLimited|too many (new )?(orders|certificates)/i.test(message)) {
-        await this.deps.gate?.blockUntil(new Date(this.deps.clock().getTime() + RATE_LIMITED_PAUSE_MS), message.slice(0, 200));
+      if (failure.reason === 'RateLimited') {
+        const until = failure.retryAt ? new Date(failure.retryAt) : new Date(clock().getTime() + RATE_LIMITED_PAUSE_MS);
+        await this.deps.gate?.blockUntil(until, message.slice(0, 200));
       }
-      await this.#fail(instance.id, certificate.id, ['issuing'], message);
+      await this.#fail(instance.id, certificate.id, failure, message);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {
+      clearInterval(renewLease);
       this.#running.delete(certificate.id);
+      if (!parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
   }
 
-  /** Waits (bounded by the gate's answers) until the rate limiter allows one more order for these names. */
-  async #waitForOrderBudget(instance: InstanceRecord, certificate: CertificateRecord, log: Logger): Promise<void> {
+  /** Asks the rate limiter for one more order for these names: undefined when granted, else until when to wait. */
+  async #orderBudget(instance: InstanceRecord, certificate: CertificateRecord): Promise<{ retryAt: Date; limitedBy: string } | undefined> {
     const gate = this.deps.gate;
-    if (!gate) return;
+    if (!gate) return undefined;
     const job = certificate.jobId ? await this.deps.store.jobs.get(certificate.jobId) : undefined;
-    const attempt = job && job.attempts > 0 ? 'retry' : 'first';
-    for (;;) {
-      const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt });
-      if (answer.granted) return;
-      const waitMs = Math.max(50, answer.retryAt.getTime() - this.deps.clock().getTime()) + Math.random() * 100;
-      log.debug({ limitedBy: answer.limitedBy, waitMs }, 'rate limited; waiting before ordering');
-      await this.deps.store.certificates.transition(certificate.id, ['issuing'], 'issuing');
-      await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, 60_000)));
-    }
+    const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: job && job.attempts > 0 ? 'retry' : 'first' });
+    return answer.granted ? undefined : { retryAt: answer.retryAt, limitedBy: answer.limitedBy };
   }
 
   #solvers(instanceId: string): ChallengeSolver[] {
@@ -277,7 +310,7 @@ export class IssuanceCoordinator implements SessionHandler {
       this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
       return;
     }
-    const installed = await this.deps.store.certificates.transition(certificate.id, ['delivered'], 'installed', { installedAt: this.deps.clock() });
+    const installed = await this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() });
     await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
     if (installed) {
       this.#prompted.delete(certificate.id);
@@ -292,18 +325,20 @@ export class IssuanceCoordinator implements SessionHandler {
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
   }
 
-  #deliver(session: AgentSession, certificate: CertificateRecord): void {
-    if (!certificate.fullchainPem || !certificate.fingerprintSha256) return;
+  /** Sends the chain (again, after a reconnect or an unanswered delivery); an issued certificate becomes delivered first. */
+  async #deliver(session: AgentSession, issued: CertificateRecord): Promise<void> {
+    const certificate = issued.status === 'issued' ? await this.deps.store.certificates.apply(issued.id, 'delivered', { deliveredAt: this.deps.clock() }) : issued;
+    if (!certificate?.fullchainPem || !certificate.fingerprintSha256) return;
     this.#prompted.set(certificate.id, Date.now());
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 
-  async #fail(instanceId: string, certificateId: string, from: CertificateRecord['status'][], lastError: string): Promise<void> {
-    const failed = await this.deps.store.certificates.transition(certificateId, from, 'failed', { lastError: lastError.slice(0, 4000) });
-    this.deps.logger.warn({ instanceId, certificateId, err: lastError }, 'certificate failed');
+  async #fail(instanceId: string, certificateId: string, failure: FailureReason, lastError: string): Promise<void> {
+    const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError: lastError.slice(0, 4000) });
+    this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#prompted.delete(certificateId);
-    if (failed) await this.deps.listener?.onFailed(failed, lastError);
+    if (failed) await this.deps.listener?.onFailed(failed);
   }
 
   async #instance(id: string): Promise<InstanceRecord> {

@@ -3,6 +3,7 @@
  * responses, type the handlers and generate openapi.yaml.
  */
 import { z } from 'zod';
+import { CERTIFICATE_STATES, FAILURE_REASONS, type FailureReasonName } from '../lifecycle/index.js';
 import { KeyAlgorithm } from '../agents/protocol.js';
 
 /** A DNS name an instance may get certificates for: lowercase labels, an optional leading wildcard. */
@@ -28,7 +29,29 @@ export const CreateInstance = z.strictObject({
 
 export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime(), server: z.url().optional().describe('the URL agents should use (CERTPLANE_PUBLIC_URL)') });
 
-export const CertificateStatus = z.enum(['pending', 'issuing', 'delivered', 'installed', 'failed']);
+export const CertificateStatus = z.enum(CERTIFICATE_STATES).describe('where the certificate stands in its lifecycle');
+
+export const Failure = z
+  .object({
+    reason: z.enum(Object.keys(FAILURE_REASONS) as [FailureReasonName, ...FailureReasonName[]]),
+    code: z.string().describe('the stable error code the failure came from'),
+    permanent: z.boolean().describe('true when another attempt cannot succeed until something is changed (no retry is scheduled)'),
+    retryAt: z.iso.datetime().optional(),
+    names: z.array(z.string()).optional(),
+    agentCode: z.string().optional(),
+    problemType: z.string().optional(),
+  })
+  .describe('why the certificate failed, for programs');
+
+export const Condition = z
+  .object({
+    type: z.literal('Ready'),
+    status: z.enum(['True', 'False', 'Unknown']),
+    reason: z.string().describe('the failure reason when failed, else the state in PascalCase'),
+    message: z.string().nullable(),
+    lastTransitionTime: z.iso.datetime(),
+  })
+  .describe("the certificate's standing in cert-manager's condition shape");
 
 export const CertificateSummary = z.object({
   id: z.uuid(),
@@ -37,6 +60,8 @@ export const CertificateSummary = z.object({
   notAfter: z.iso.datetime().nullable(),
   anchor: z.string().nullable().describe('CN of the root the chain verifies to'),
   lastError: z.string().nullable(),
+  failure: Failure.nullable(),
+  condition: Condition,
   updatedAt: z.iso.datetime(),
 });
 
@@ -91,6 +116,8 @@ export const Certificate = z
     anchor: z.string().nullable(),
     report: z.unknown().describe('the chain engine\'s verification report'),
     lastError: z.string().nullable(),
+    failure: Failure.nullable(),
+    condition: Condition,
     createdAt: z.iso.datetime(),
     deliveredAt: z.iso.datetime().nullable(),
     installedAt: z.iso.datetime().nullable(),

@@ -124,7 +124,8 @@ export async function reissue(args: string[], io: Io): Promise<number> {
     last = text;
     if (body.state !== 'running') {
       if (tty) io.stderr.write('\n');
-      io.stdout.write(`campaign ${id} ${body.state}: ${body.counts.installed} installed, ${body.counts.failed} failed\n`);
+      const reasons = Object.entries(body.counts.failureReasons ?? {}).map(([reason, count]) => `${reason} ${count}`);
+      io.stdout.write(`campaign ${id} ${body.state}: ${body.counts.installed} installed, ${body.counts.failed} failed${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}\n`);
       return body.counts.failed > 0 ? ExitCode.NO : ExitCode.OK;
     }
     await new Promise((resolve) => setTimeout(resolve, pollMs));

@@ -1,15 +1,18 @@
 /**
  * What happens after a certificate settles. Installed: its job is done, its renewal time
  * is set (inside the CA's ARI window when the CA offers one, else two thirds into its
- * lifetime with jitter) and a renewal job is queued for then. Failed: its job is tried
- * again with capped exponential backoff, or given up after too many attempts, and the
- * failure is visible in the API and the metrics.
+ * lifetime with jitter) and a renewal job is queued for then. Failed: the failure's typed
+ * reason decides (lifecycle/reasons.ts): a permanent one fails the job at once, without
+ * another order; a passing one is tried again with capped exponential backoff (no sooner
+ * than the CA's Retry-After), until too many attempts.
  */
 import type { Logger } from 'pino';
 import { parseCertificateBundle } from '../chain/index.js';
 import type { IssuanceListener } from '../agents/issuance.js';
+import { failureOf } from '../agents/failures.js';
+import { retryDecision, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, Store } from '../store/index.js';
-import { lifetimeRenewalTime, retryDelayMs } from './renewal.js';
+import { lifetimeRenewalTime } from './renewal.js';
 
 /** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */
 export interface RenewalAdvisor {
@@ -21,9 +24,6 @@ export interface RenewalAdvisor {
 
 /** How long to wait before asking again when the CA's renewal information did not answer. */
 export const ARI_UNAVAILABLE_RETRY_MS = 3_600_000;
-
-/** After this many failed attempts a job stops retrying and waits for a person. */
-export const MAX_ATTEMPTS = 8;
 
 export class JobLifecycle implements IssuanceListener {
   constructor(
@@ -62,7 +62,7 @@ export class JobLifecycle implements IssuanceListener {
       return undefined;
     });
     const renewAt = advice?.renewAt ?? lifetimeRenewalTime(leaf.notBefore, leaf.notAfter, this.deps.random);
-    await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { renewAt, ariRetryAt: advice?.retryAt ?? askAgainAt });
+    await this.deps.store.certificates.setRenewal(certificate.id, { renewAt, ariRetryAt: advice?.retryAt ?? askAgainAt });
     const { job, created } = await this.deps.store.jobs.enqueue({ kind: 'renewal', instanceId: certificate.instanceId, dueAt: renewAt, reason: advice ? 'ARI suggested window' : 'two thirds of the lifetime', requestedBy: 'scheduler' });
     if (!created && job.state === 'queued' && job.kind === 'renewal') await this.deps.store.jobs.reschedule(certificate.instanceId, renewAt, certificate.id);
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id, renewAt, ari: Boolean(advice) }, 'renewal scheduled');
@@ -74,32 +74,36 @@ export class JobLifecycle implements IssuanceListener {
     const now = this.deps.clock();
     const advice = await this.deps.advisor.advise(certificate.fullchainPem, now).catch(() => undefined);
     if (!advice) {
-      await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { ariRetryAt: new Date(now.getTime() + ARI_UNAVAILABLE_RETRY_MS) });
+      await this.deps.store.certificates.setRenewal(certificate.id, { ariRetryAt: new Date(now.getTime() + ARI_UNAVAILABLE_RETRY_MS) });
       return;
     }
-    await this.deps.store.certificates.transition(certificate.id, ['installed'], 'installed', { renewAt: advice.renewAt, ariRetryAt: advice.retryAt });
+    await this.deps.store.certificates.setRenewal(certificate.id, { renewAt: advice.renewAt, ariRetryAt: advice.retryAt });
     await this.deps.store.jobs.reschedule(certificate.instanceId, advice.renewAt, certificate.id);
   }
 
-  async onFailed(certificate: CertificateRecord, error: string): Promise<void> {
-    if (/validat/i.test(error)) {
-      const instance = await this.deps.store.instances.get(certificate.instanceId);
-      if (instance) await this.deps.onFailedValidation?.(instance.hostnames);
+  async onFailed(certificate: CertificateRecord): Promise<void> {
+    const failure: FailureReason = certificate.failure ?? { reason: 'Internal', code: 'INTERNAL' };
+    if (failure.reason === 'ValidationFailed') {
+      const instance = failure.names ? undefined : await this.deps.store.instances.get(certificate.instanceId);
+      await this.deps.onFailedValidation?.(failure.names ?? instance?.hostnames ?? []);
     }
     const job = await this.#jobOf(certificate);
-    if (!job) return;
-    const attempts = job.attempts + 1;
-    const retryAt = attempts >= MAX_ATTEMPTS ? null : new Date(this.deps.clock().getTime() + retryDelayMs(attempts));
-    await this.deps.store.jobs.fail(job.id, error, retryAt);
-    this.deps.logger.warn({ instanceId: certificate.instanceId, jobId: job.id, attempts, retryAt }, retryAt ? 'job failed; retrying later' : 'job failed for good after too many attempts');
+    if (job) await this.#failJob(job, failure, certificate.lastError ?? failure.reason);
   }
 
-  /** A job that could not even start (unknown instance, database trouble): retried like a failed issuance. */
-  async onFailedJob(job: { id: string; attempts: number; instanceId: string }, error: string): Promise<void> {
+  /** A job that could not even start (unknown instance, database trouble): decided like a failed issuance. */
+  async onFailedJob(job: { id: string; attempts: number; instanceId: string }, error: unknown): Promise<void> {
+    await this.#failJob(job, failureOf(error), (error as Error).message);
+  }
+
+  async #failJob(job: { id: string; attempts: number; instanceId: string }, failure: FailureReason, message: string): Promise<void> {
     const attempts = job.attempts + 1;
-    const retryAt = attempts >= MAX_ATTEMPTS ? null : new Date(this.deps.clock().getTime() + retryDelayMs(attempts));
-    await this.deps.store.jobs.fail(job.id, error, retryAt);
-    this.deps.logger.warn({ instanceId: job.instanceId, jobId: job.id, attempts, err: error }, 'job could not start');
+    const decision = retryDecision(failure, attempts, this.deps.clock(), this.deps.random);
+    await this.deps.store.jobs.fail(job.id, message, decision.retry ? decision.at : null, failure);
+    this.deps.logger.warn(
+      { instanceId: job.instanceId, jobId: job.id, attempts, reason: failure.reason, retryAt: decision.retry ? decision.at : null },
+      decision.retry ? 'job failed; retrying later' : decision.why === 'permanent' ? 'job failed for a reason a retry cannot fix' : 'job failed for good after too many attempts',
+    );
   }
 
   async replacesFor(certificate: CertificateRecord): Promise<string | undefined> {

@@ -22,9 +22,3 @@ export function atRisk(notBefore: Date, notAfter: Date, now: Date): boolean {
   const lifetime = notAfter.getTime() - notBefore.getTime();
   return now.getTime() >= notBefore.getTime() + AT_RISK_FRACTION * lifetime;
 }
-
-/** Capped exponential backoff with full jitter for failed renewal attempts. */
-export function retryDelayMs(attempts: number, baseMs = 60_000, maxMs = 6 * 3_600_000, random: () => number = Math.random): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempts - 1));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}

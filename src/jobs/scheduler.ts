@@ -69,7 +69,7 @@ export class Scheduler {
       await this.options.store.jobs.attachCertificate(job.id, certificate.id);
       this.options.logger.info({ jobId: job.id, kind: job.kind, instanceId: job.instanceId, certificateId: certificate.id, campaignId: job.campaignId }, 'job started');
     } catch (error) {
-      await this.options.lifecycle.onFailedJob(job, (error as Error).message);
+      await this.options.lifecycle.onFailedJob(job, error);
     }
   }
 

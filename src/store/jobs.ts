@@ -6,6 +6,7 @@
  * lease and the job is claimed again.
  */
 import { randomUUID } from 'node:crypto';
+import type { FailureReason, FailureReasonName } from '../lifecycle/index.js';
 import type { Database } from './engines.js';
 
 export type JobKind = 'renewal' | 'reissue';
@@ -23,6 +24,8 @@ export interface JobRecord {
   readonly claimedUntil: Date | null;
   readonly certificateId: string | null;
   readonly lastError: string | null;
+  /** The typed reason of the last failed attempt (lifecycle/reasons.ts). */
+  readonly lastFailure: FailureReason | null;
   readonly reason: string;
   readonly requestedBy: string;
 }
@@ -54,7 +57,12 @@ export interface CampaignCounts {
   /** An order was placed (the certificate got past pending). */
   readonly ordered: number;
   readonly installed: number;
+  /** Instances whose job failed for good. */
   readonly failed: number;
+  /** Failed attempts over all the campaign's jobs, retried ones included. */
+  readonly failedAttempts: number;
+  /** Instances failed for good, by the reason of their last failure. */
+  readonly failureReasons: Readonly<Partial<Record<FailureReasonName, number>>>;
   /** The certificate request waits for an agent that is not connected. */
   readonly waitingForAgent: number;
   readonly cancelled: number;
@@ -74,8 +82,8 @@ export interface JobStore {
   complete(id: string): Promise<void>;
   /** Back in the queue at `dueAt` (not counted as an attempt: used when the rate limiter says wait). */
   postpone(id: string, dueAt: Date): Promise<void>;
-  /** A failed attempt: requeued at `retryAt`, or failed for good when `retryAt` is null. */
-  fail(id: string, error: string, retryAt: Date | null): Promise<JobRecord | undefined>;
+  /** A failed attempt, with its typed reason: requeued at `retryAt`, or failed for good when `retryAt` is null. */
+  fail(id: string, error: string, retryAt: Date | null, failure: FailureReason): Promise<JobRecord | undefined>;
   /**
    * Moves the instance's queued job to `dueAt` (ARI moved the window of `certificateId`),
    * unless a newer certificate has been installed since: advice about a replaced
@@ -126,6 +134,7 @@ interface JobRow {
   claimed_until: Date | null;
   certificate_id: string | null;
   last_error: string | null;
+  last_failure: FailureReason | null;
   reason: string;
   requested_by: string;
 }
@@ -142,6 +151,7 @@ const toJob = (r: JobRow): JobRecord => ({
   claimedUntil: r.claimed_until,
   certificateId: r.certificate_id,
   lastError: r.last_error,
+  lastFailure: r.last_failure,
   reason: r.reason,
   requestedBy: r.requested_by,
 });
@@ -202,12 +212,12 @@ export class SqlJobs implements JobStore {
     await this.db.query("UPDATE jobs SET state = 'queued', due_at = $2::timestamptz, claimed_by = NULL, claimed_until = NULL, certificate_id = NULL, updated_at = now() WHERE id = $1 AND state = 'running'", [id, dueAt]);
   }
 
-  async fail(id: string, error: string, retryAt: Date | null): Promise<JobRecord | undefined> {
+  async fail(id: string, error: string, retryAt: Date | null, failure: FailureReason): Promise<JobRecord | undefined> {
     const [row] = await this.db.query<JobRow>(
-      `UPDATE jobs SET attempts = attempts + 1, last_error = $2, state = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'queued' END,
+      `UPDATE jobs SET attempts = attempts + 1, last_error = $2, last_failure = $4::text::jsonb, state = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'queued' END,
          due_at = COALESCE($3::timestamptz, due_at), claimed_by = NULL, claimed_until = NULL, certificate_id = NULL, updated_at = now()
        WHERE id = $1 AND state IN ('queued', 'running') RETURNING *`,
-      [id, error.slice(0, 4000), retryAt],
+      [id, error.slice(0, 4000), retryAt, JSON.stringify(failure)],
     );
     return row && toJob(row);
   }
@@ -293,19 +303,34 @@ export class SqlCampaigns implements CampaignStore {
       `SELECT
          count(*) AS matched,
          count(*) FILTER (WHERE j.state = 'queued') AS queued,
-         count(*) FILTER (WHERE c.status IN ('issuing', 'delivered', 'installed')) AS ordered,
+         count(*) FILTER (WHERE c.order_url IS NOT NULL) AS ordered,
          count(*) FILTER (WHERE j.state = 'done') AS installed,
          count(*) FILTER (WHERE j.state = 'failed') AS failed,
          count(*) FILTER (WHERE j.state = 'running' AND c.status = 'pending' AND i.agent_connected_at IS NULL) AS waiting_for_agent,
-         count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+         count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+         COALESCE(sum(j.attempts), 0) AS failed_attempts
        FROM jobs j
        JOIN instances i ON i.id = j.instance_id
        LEFT JOIN certificates c ON c.id = j.certificate_id
        WHERE j.campaign_id = $1`,
       [id],
     );
+    const reasons = await this.db.query<{ reason: FailureReasonName; count: string | number }>(
+      "SELECT last_failure->>'reason' AS reason, count(*) AS count FROM jobs WHERE campaign_id = $1 AND state = 'failed' AND last_failure IS NOT NULL GROUP BY 1 ORDER BY 1",
+      [id],
+    );
     const n = (key: string) => Number(row?.[key] ?? 0);
-    return { matched: n('matched'), queued: n('queued'), ordered: n('ordered'), installed: n('installed'), failed: n('failed'), waitingForAgent: n('waiting_for_agent'), cancelled: n('cancelled') };
+    return {
+      matched: n('matched'),
+      queued: n('queued'),
+      ordered: n('ordered'),
+      installed: n('installed'),
+      failed: n('failed'),
+      failedAttempts: n('failed_attempts'),
+      failureReasons: Object.fromEntries(reasons.map((r) => [r.reason, Number(r.count)])),
+      waitingForAgent: n('waiting_for_agent'),
+      cancelled: n('cancelled'),
+    };
   }
 
   async finish(id: string, state: 'done' | 'cancelled', at: Date): Promise<boolean> {

@@ -237,6 +237,32 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$`,
     ],
   },
+  {
+    version: 9,
+    description: "the lifecycle engine's states (lifecycle/machine.ts), typed failure reasons, when the state last changed",
+    statements: [
+      'ALTER TABLE certificates DROP CONSTRAINT certificates_status_check',
+      'DROP INDEX certificates_one_open_per_instance',
+      // An issuance under way had no stored order: it resumes from its accepted CSR.
+      "UPDATE certificates SET status = 'csr_accepted' WHERE status = 'issuing'",
+      `UPDATE certificates c SET status = 'superseded'
+       WHERE c.status = 'installed'
+         AND EXISTS (SELECT 1 FROM certificates n WHERE n.instance_id = c.instance_id AND n.status = 'installed' AND n.creation_order > c.creation_order)`,
+      `ALTER TABLE certificates ADD CONSTRAINT certificates_state_check
+         CHECK (status IN ('pending', 'csr_accepted', 'ordering', 'issued', 'delivered', 'installed', 'superseded', 'failed'))`,
+      "CREATE UNIQUE INDEX certificates_one_open_per_instance ON certificates (instance_id) WHERE status IN ('pending', 'csr_accepted', 'ordering', 'issued', 'delivered')",
+      'ALTER TABLE certificates ADD COLUMN failure jsonb',
+      'ALTER TABLE certificates ADD COLUMN order_url text',
+      'ALTER TABLE certificates ADD COLUMN state_changed_at timestamptz',
+      'UPDATE certificates SET state_changed_at = updated_at',
+      'ALTER TABLE certificates ALTER COLUMN state_changed_at SET DEFAULT now()',
+      'ALTER TABLE certificates ALTER COLUMN state_changed_at SET NOT NULL',
+      // Who works on the certificate until when: no other process orders while the lease is live.
+      'ALTER TABLE certificates ADD COLUMN lease_owner text',
+      'ALTER TABLE certificates ADD COLUMN lease_until timestamptz',
+      'ALTER TABLE jobs ADD COLUMN last_failure jsonb',
+    ],
+  },
 ];
 
 /**

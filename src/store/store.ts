@@ -12,12 +12,11 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
+import { OPEN_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
 import {
-  OPEN_STATUSES,
   type AgentCertificateRecord,
   type ApiClientRecord,
   type CertificateRecord,
-  type CertificateStatus,
   type CertificateUpdate,
   type HostnameConflict,
   type InstanceRecord,
@@ -63,7 +62,12 @@ interface InstanceRow {
 interface CertificateRow {
   id: string;
   instance_id: string;
-  status: CertificateStatus;
+  status: CertificateState;
+  state_changed_at: Date;
+  failure: FailureReason | null;
+  order_url: string | null;
+  lease_owner: string | null;
+  lease_until: Date | null;
   csr_pem: string | null;
   fullchain_pem: string | null;
   fingerprint_sha256: string | null;
@@ -124,7 +128,7 @@ interface RateBucketRow {
   blocked_reason: string | null;
 }
 
-/** Column and SQL type of every field a transition may set; only these keys ever reach SQL. */
+/** Column and SQL type of every field a lifecycle event may set; only these keys ever reach SQL. */
 const UPDATE_COLUMNS: { readonly [K in keyof Required<CertificateUpdate>]: readonly [column: string, type: string] } = {
   csrPem: ['csr_pem', 'text'],
   fullchainPem: ['fullchain_pem', 'text'],
@@ -136,10 +140,8 @@ const UPDATE_COLUMNS: { readonly [K in keyof Required<CertificateUpdate>]: reado
   deliveredAt: ['delivered_at', 'timestamptz'],
   installedAt: ['installed_at', 'timestamptz'],
   notBefore: ['not_before', 'timestamptz'],
-  renewAt: ['renew_at', 'timestamptz'],
-  ariRetryAt: ['ari_retry_at', 'timestamptz'],
-  replacesCertificateId: ['replaces_certificate_id', 'uuid'],
-  jobId: ['job_id', 'uuid'],
+  failure: ['failure', 'jsonb'],
+  orderUrl: ['order_url', 'text'],
 };
 
 class SqlStore implements Store {
@@ -399,14 +401,16 @@ class SqlStore implements Store {
       if (!UUID.test(instanceId)) return [];
       const rows = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE instance_id = $1 AND status = ANY($2::text[]) ORDER BY created_at, creation_order', [
         instanceId,
-        [...OPEN_STATUSES],
+        [...OPEN_STATES],
       ]);
       return rows.map(toCertificate);
     },
-    transition: async (id, from, to, fields = {}) => {
+    apply: async (id, event, fields = {}) => {
       if (!UUID.test(id)) return undefined;
+      if (event === 'failed' && (!fields.failure || !fields.lastError)) throw new CertplaneError('STORE_INVALID_VALUE', 'a failed event needs a typed failure and a message');
+      const { from, to } = TRANSITIONS[event];
       const params: unknown[] = [id, [...from], to];
-      const assignments = ['status = $3', 'updated_at = now()'];
+      const assignments = ['status = $3', 'updated_at = now()', 'state_changed_at = now()'];
       for (const [key, [column, type]] of Object.entries(UPDATE_COLUMNS) as [keyof CertificateUpdate, readonly [string, string]][]) {
         const value = fields[key];
         if (value === undefined) continue;
@@ -414,8 +418,53 @@ class SqlStore implements Store {
         params.push(type === 'jsonb' && value !== null ? JSON.stringify(value) : value);
         assignments.push(type === 'jsonb' ? `${column} = $${params.length}::text::jsonb` : `${column} = $${params.length}::${type}`);
       }
-      const [row] = await this.db.query<CertificateRow>(`UPDATE certificates SET ${assignments.join(', ')} WHERE id = $1 AND status = ANY($2::text[]) RETURNING *`, params);
+      const update = `UPDATE certificates SET ${assignments.join(', ')} WHERE id = $1 AND status = ANY($2::text[]) RETURNING *`;
+      const moved =
+        event !== 'installed'
+          ? (await this.db.query<CertificateRow>(update, params))[0]
+          : await this.db.transaction(async (tx) => {
+              const [row] = await tx.query<CertificateRow>(update, params);
+              // The instance serves one certificate: the one it had before is superseded in the same step.
+              if (row) {
+                await tx.query(
+                  'UPDATE certificates SET status = $3, updated_at = now(), state_changed_at = now() WHERE instance_id = $1 AND id <> $2 AND status = ANY($4::text[])',
+                  [row.instance_id, row.id, TRANSITIONS.superseded.to, [...TRANSITIONS.superseded.from]],
+                );
+              }
+              return row;
+            });
+      if (moved) return toCertificate(moved);
+      const [current] = await this.db.query<{ status: CertificateState }>('SELECT status FROM certificates WHERE id = $1', [id]);
+      if (current && classify(current.status, event) === 'refused') throw refusal(current.status, event);
+      return undefined;
+    },
+    attachJob: async (id, jobId, replacesCertificateId) => {
+      if (!UUID.test(id)) return undefined;
+      const [row] = await this.db.query<CertificateRow>(
+        "UPDATE certificates SET job_id = $2::uuid, replaces_certificate_id = $3::uuid, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING *",
+        [id, jobId, replacesCertificateId],
+      );
       return row && toCertificate(row);
+    },
+    setRenewal: async (id, renewal) => {
+      if (!UUID.test(id)) return;
+      await this.db.query(
+        "UPDATE certificates SET renew_at = COALESCE($2::timestamptz, renew_at), ari_retry_at = $3::timestamptz, updated_at = now() WHERE id = $1 AND status = 'installed'",
+        [id, renewal.renewAt ?? null, renewal.ariRetryAt],
+      );
+    },
+    lease: async (id, owner, now, until) => {
+      if (!UUID.test(id)) return false;
+      const rows = await this.db.query(
+        `UPDATE certificates SET lease_owner = $2, lease_until = $3::timestamptz, updated_at = now()
+         WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4::timestamptz) RETURNING id`,
+        [id, owner, until, now],
+      );
+      return rows.length === 1;
+    },
+    release: async (id, owner) => {
+      if (!UUID.test(id)) return;
+      await this.db.query('UPDATE certificates SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]);
     },
   };
 
@@ -553,6 +602,11 @@ function toCertificate(row: CertificateRow): CertificateRecord {
     id: row.id,
     instanceId: row.instance_id,
     status: row.status,
+    stateChangedAt: row.state_changed_at,
+    failure: row.failure,
+    orderUrl: row.order_url,
+    leaseOwner: row.lease_owner,
+    leaseUntil: row.lease_until,
     csrPem: row.csr_pem,
     fullchainPem: row.fullchain_pem,
     fingerprintSha256: row.fingerprint_sha256,

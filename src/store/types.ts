@@ -5,12 +5,8 @@
  * stores CSRs, public chains and fingerprints only.
  */
 import type { KeyAlgorithm } from '../agents/protocol.js';
+import type { CertificateState, FailureReason, LifecycleEvent } from '../lifecycle/index.js';
 import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
-
-/** Lifecycle of one certificate request for an instance. */
-export type CertificateStatus = 'pending' | 'issuing' | 'delivered' | 'installed' | 'failed';
-/** Statuses in which a certificate still has work to do. */
-export const OPEN_STATUSES: readonly CertificateStatus[] = ['pending', 'issuing', 'delivered'];
 
 export interface InstanceRecord {
   readonly id: string;
@@ -32,7 +28,17 @@ export interface InstanceRecord {
 export interface CertificateRecord {
   readonly id: string;
   readonly instanceId: string;
-  readonly status: CertificateStatus;
+  /** Where it stands in the lifecycle (lifecycle/machine.ts); changed only by `certificates.apply`. */
+  readonly status: CertificateState;
+  /** When `status` last changed (cert-manager's lastTransitionTime). */
+  readonly stateChangedAt: Date;
+  /** Why it failed, typed (lifecycle/reasons.ts); null unless failed. */
+  readonly failure: FailureReason | null;
+  /** The ACME order placed for it, so a process that takes over can follow the same order. */
+  readonly orderUrl: string | null;
+  /** The process working on it and until when (see `certificates.lease`). */
+  readonly leaseOwner: string | null;
+  readonly leaseUntil: Date | null;
   readonly csrPem: string | null;
   /** Leaf and intermediates of the selected, verified chain. */
   readonly fullchainPem: string | null;
@@ -58,11 +64,11 @@ export interface CertificateRecord {
   readonly jobId: string | null;
 }
 
-/** Fields a status transition may set alongside the status. */
+/** Fields a lifecycle event may set alongside the state. */
 export type CertificateUpdate = Partial<
   Pick<
     CertificateRecord,
-    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'renewAt' | 'ariRetryAt' | 'replacesCertificateId' | 'jobId'
+    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'failure' | 'orderUrl'
   >
 >;
 
@@ -221,11 +227,26 @@ export interface Store {
     /** Certificates of the instance still in an open status, oldest first. */
     open(instanceId: string): Promise<CertificateRecord[]>;
     /**
-     * Compare-and-set: moves the certificate to `to` (setting `fields` and updatedAt)
-     * only if its status is one of `from`; returns the updated record, or undefined when
-     * another actor moved it first. This is what makes delivery idempotent.
+     * Applies a lifecycle event as one compare-and-set: the certificate moves to the state the
+     * transition table gives (setting `fields`) only if it is in one of the states the event
+     * may leave. Undefined when the event is stale (another actor, or a repeated message,
+     * got there first: this is what makes delivery idempotent); LIFECYCLE_TRANSITION_REFUSED
+     * when the table has no such arc from the current state. `installed` also supersedes the
+     * instance's previously installed certificate; `failed` needs `failure` and `lastError`.
      */
-    transition(id: string, from: readonly CertificateStatus[], to: CertificateStatus, fields?: CertificateUpdate): Promise<CertificateRecord | undefined>;
+    apply(id: string, event: LifecycleEvent, fields?: CertificateUpdate): Promise<CertificateRecord | undefined>;
+    /** Links a still-pending certificate to the job that asked for it and the certificate it replaces; no change of state. */
+    attachJob(id: string, jobId: string, replacesCertificateId: string | null): Promise<CertificateRecord | undefined>;
+    /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */
+    setRenewal(id: string, renewal: { renewAt?: Date; ariRetryAt: Date | null }): Promise<void>;
+    /**
+     * Takes or extends the lease that lets `owner` work on the certificate until `until`:
+     * true when it was free, lapsed by `now` (the caller's clock, as every deadline here), or already `owner`'s. Whoever orders holds it, so two
+     * processes never order the same certificate; a process that dies lets it lapse.
+     */
+    lease(id: string, owner: string, now: Date, until: Date): Promise<boolean>;
+    /** Gives the lease up (the work finished, failed or was stopped); only `owner`'s lease is released. */
+    release(id: string, owner: string): Promise<void>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

@@ -11,6 +11,7 @@ import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import { root } from '../support/hierarchies.js';
 import { opensslCsr } from '../support/openssl.js';
+import { advance } from '../support/lifecycle.js';
 
 describe('agent channel', async () => {
   let plane: TestPlane;
@@ -135,7 +136,7 @@ describe('agent channel', async () => {
     const intruder = await enrolled('chan5');
     const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${owner.instanceId}/issue` });
     const certificateId = issued.json().certificateId;
-    await plane.store.certificates.transition(certificateId, ['pending'], 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
+    await advance(plane.store, certificateId, 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
     const channel = await authenticate(intruder);
     await channel.next('welcome');
     channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: 'INSTALL_CHAIN_UNVERIFIED', message: 'no' }));

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AT_RISK_FRACTION, atRisk, lifetimeRenewalTime, retryDelayMs } from '../../src/jobs/renewal.js';
+import { AT_RISK_FRACTION, atRisk, lifetimeRenewalTime } from '../../src/jobs/renewal.js';
+import { retryDelayMs } from '../../src/lifecycle/index.js';
 
 const DAY = 86_400_000;
 const notBefore = new Date('2026-05-13T00:00:00Z');

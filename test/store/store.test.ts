@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { hasCode } from '../../src/errors.js';
+import { LifecycleErrorCode } from '../../src/lifecycle/index.js';
 import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
@@ -96,9 +97,8 @@ async function rejectsWith(promise: Promise<unknown>, code: string, check: (mess
 
 /** Drives a certificate along the happy path to `installed`. */
 async function install(store: Store, certificate: CertificateRecord): Promise<void> {
-  assert.ok(await store.certificates.transition(certificate.id, ['pending'], 'issuing'));
-  assert.ok(await store.certificates.transition(certificate.id, ['issuing'], 'delivered', { deliveredAt: new Date() }));
-  assert.ok(await store.certificates.transition(certificate.id, ['delivered'], 'installed', { installedAt: new Date() }));
+  for (const event of ['csr_accepted', 'order_created', 'chain_verified', 'delivered'] as const) assert.ok(await store.certificates.apply(certificate.id, event));
+  assert.ok(await store.certificates.apply(certificate.id, 'installed', { installedAt: new Date() }));
 }
 
 for (const engine of [pglite, postgres]) {
@@ -287,45 +287,94 @@ for (const engine of [pglite, postgres]) {
       await rejectsWith(store.certificates.create('00000000-0000-4000-8000-0000000000cc'), 'STORE_NOT_FOUND');
     });
 
-    test('certificates: transition sets status and fields only from an expected status', TIMEOUT, async () => {
+    test('certificates: an event sets the state and fields only from a state the transition table allows', TIMEOUT, async () => {
       const instance = await newInstance(store);
       const created = await store.certificates.create(instance.id);
       const csrPem = '-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n';
 
-      const issuing = await store.certificates.transition(created.id, ['pending'], 'issuing', { csrPem, lastError: 'previous attempt timed out' });
-      assert.equal(issuing?.status, 'issuing');
-      assert.equal(issuing?.csrPem, csrPem);
-      assert.equal(issuing?.lastError, 'previous attempt timed out');
-      assert.ok(issuing !== undefined && issuing.updatedAt.getTime() >= created.updatedAt.getTime());
-      assert.deepEqual(issuing?.createdAt, created.createdAt);
+      const accepted = await store.certificates.apply(created.id, 'csr_accepted', { csrPem, lastError: 'previous attempt timed out' });
+      assert.equal(accepted?.status, 'csr_accepted');
+      assert.equal(accepted?.csrPem, csrPem);
+      assert.equal(accepted?.lastError, 'previous attempt timed out');
+      assert.ok(accepted !== undefined && accepted.updatedAt.getTime() >= created.updatedAt.getTime());
+      assert.ok(accepted !== undefined && accepted.stateChangedAt.getTime() >= created.stateChangedAt.getTime());
+      assert.deepEqual(accepted?.createdAt, created.createdAt);
 
       const unchanged = await store.certificates.get(created.id);
-      assert.equal(await store.certificates.transition(created.id, ['pending', 'delivered'], 'installed', { installedAt: new Date() }), undefined);
-      assert.equal(await store.certificates.transition(created.id, [], 'failed'), undefined);
+      assert.equal(await store.certificates.apply(created.id, 'csr_accepted', { csrPem: 'a second CSR' }), undefined, 'a repeated event is stale, not an error');
       assert.deepEqual(await store.certificates.get(created.id), unchanged);
 
+      const ordering = await store.certificates.apply(created.id, 'order_created', { orderUrl: 'https://ca.example/order/1' });
+      assert.equal(ordering?.orderUrl, 'https://ca.example/order/1');
       const notAfter = new Date('2026-06-27T12:34:56.789Z');
-      const delivered = await store.certificates.transition(created.id, ['issuing'], 'delivered', { fullchainPem: 'chain', fingerprintSha256: 'cd'.repeat(32), notAfter, anchorCN: 'ISRG Root X1', lastError: null, deliveredAt: notAfter });
-      assert.equal(delivered?.csrPem, csrPem, 'fields not named keep their value');
-      assert.equal(delivered?.lastError, null, 'null clears a field');
-      assert.deepEqual(delivered?.notAfter, notAfter);
-      assert.deepEqual(delivered?.deliveredAt, notAfter);
-      assert.equal(delivered?.anchorCN, 'ISRG Root X1');
-      assert.equal(await store.certificates.transition('not-a-uuid', ['delivered'], 'installed'), undefined);
+      const issued = await store.certificates.apply(created.id, 'chain_verified', { fullchainPem: 'chain', fingerprintSha256: 'cd'.repeat(32), notAfter, anchorCN: 'ISRG Root X1', lastError: null });
+      assert.equal(issued?.status, 'issued');
+      assert.equal(issued?.csrPem, csrPem, 'fields not named keep their value');
+      assert.equal(issued?.lastError, null, 'null clears a field');
+      assert.deepEqual(issued?.notAfter, notAfter);
+      assert.equal(issued?.anchorCN, 'ISRG Root X1');
+      assert.equal(await store.certificates.apply('not-a-uuid', 'installed'), undefined);
     });
 
-    test('certificates: of concurrent transitions from pending exactly one wins', TIMEOUT, async () => {
+    test('certificates: the store refuses a transition outside the table with LIFECYCLE_TRANSITION_REFUSED and writes nothing', TIMEOUT, async () => {
+      const certificate = await store.certificates.create((await newInstance(store)).id);
+      await rejectsWith(store.certificates.apply(certificate.id, 'installed', { installedAt: new Date() }), LifecycleErrorCode.TRANSITION_REFUSED, (message) =>
+        assert.match(message, /pending cannot take the event installed/),
+      );
+      await rejectsWith(store.certificates.apply(certificate.id, 'chain_verified', { fullchainPem: 'forged' }), LifecycleErrorCode.TRANSITION_REFUSED);
+      const stored = await store.certificates.get(certificate.id);
+      assert.equal(stored?.status, 'pending');
+      assert.equal(stored?.fullchainPem, null);
+      await rejectsWith(store.certificates.apply(certificate.id, 'failed', { lastError: 'no reason given' }), 'STORE_INVALID_VALUE');
+    });
+
+    test('certificates: a failure is stored with its typed reason and a settled certificate takes no late event', TIMEOUT, async () => {
+      const certificate = await store.certificates.create((await newInstance(store)).id);
+      const failure = { reason: 'ChainUnsatisfied', code: 'CHAIN_NO_PREFERRED_CHAIN' } as const;
+      const failed = await store.certificates.apply(certificate.id, 'failed', { failure, lastError: 'no offered chain fits' });
+      assert.deepEqual(failed?.failure, failure);
+      assert.equal(failed?.status, 'failed');
+      assert.equal(await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'late' }), undefined);
+      assert.equal(await store.certificates.apply(certificate.id, 'installed'), undefined);
+      assert.equal((await store.certificates.get(certificate.id))?.csrPem, null);
+    });
+
+    test('certificates: installing supersedes the instance\'s previously installed certificate', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const first = await store.certificates.create(instance.id);
+      await install(store, first);
+      const second = await store.certificates.create(instance.id);
+      await install(store, second);
+      assert.equal((await store.certificates.get(first.id))?.status, 'superseded');
+      assert.equal((await store.certificates.latestInstalled(instance.id))?.id, second.id);
+    });
+
+    test('certificates: one lease at a time, taken over only once it lapses', TIMEOUT, async () => {
+      const certificate = await store.certificates.create((await newInstance(store)).id);
+      const now = new Date();
+      const later = new Date(now.getTime() + 60_000);
+      const results = await Promise.all([store.certificates.lease(certificate.id, 'a', now, later), store.certificates.lease(certificate.id, 'b', now, later)]);
+      assert.equal(results.filter(Boolean).length, 1, 'exactly one of two racing processes gets the lease');
+      const [holder, other] = results[0] ? ['a', 'b'] : ['b', 'a'];
+      assert.equal(await store.certificates.lease(certificate.id, holder, now, later), true, 'the holder extends its lease');
+      assert.equal(await store.certificates.lease(certificate.id, other, new Date(later.getTime() - 1), later), false);
+      assert.equal(await store.certificates.lease(certificate.id, other, later, new Date(later.getTime() + 60_000)), true, 'a lapsed lease is taken over');
+      await store.certificates.release(certificate.id, holder);
+      assert.equal((await store.certificates.get(certificate.id))?.leaseOwner, other, 'only the owner releases');
+      await store.certificates.release(certificate.id, other);
+      assert.equal((await store.certificates.get(certificate.id))?.leaseOwner, null);
+    });
+
+    test('certificates: of two racing CSRs for one pending certificate exactly one is accepted', TIMEOUT, async () => {
       for (let round = 0; round < 5; round += 1) {
         const certificate = await store.certificates.create((await newInstance(store)).id);
         const results = await Promise.all([
-          store.certificates.transition(certificate.id, ['pending'], 'issuing', { csrPem: 'from the agent' }),
-          store.certificates.transition(certificate.id, ['pending'], 'failed', { lastError: 'cancelled by an operator' }),
+          store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from one process' }),
+          store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from another process' }),
         ]);
         const winners = results.filter((result) => result !== undefined);
         assert.equal(winners.length, 1, `round ${round}`);
-        const stored = await store.certificates.get(certificate.id);
-        assert.equal(stored?.status, winners[0]?.status);
-        assert.equal(stored?.status === 'issuing' ? stored.lastError : stored?.csrPem, null, 'the loser wrote nothing');
+        assert.equal((await store.certificates.get(certificate.id))?.csrPem, winners[0]?.csrPem, 'the loser wrote nothing');
       }
     });
 
@@ -342,11 +391,11 @@ for (const engine of [pglite, postgres]) {
       await assert.rejects(store.certificates.create(instance.id), { code: 'STORE_CONFLICT' }, 'one open certificate per instance');
       await install(store, first);
       const second = await store.certificates.create(instance.id);
-      await store.certificates.transition(second.id, ['pending'], 'failed', { lastError: 'CA said no' });
+      await store.certificates.apply(second.id, 'failed', { failure: { reason: 'CaError', code: 'ACME_PROBLEM' }, lastError: 'CA said no' });
       const third = await store.certificates.create(instance.id);
-      assert.ok(await store.certificates.transition(third.id, ['pending'], 'issuing'));
+      assert.ok(await store.certificates.apply(third.id, 'csr_accepted'));
 
-      assert.deepEqual((await store.certificates.open(instance.id)).map((c) => [c.id, c.status]), [[third.id, 'issuing']]);
+      assert.deepEqual((await store.certificates.open(instance.id)).map((c) => [c.id, c.status]), [[third.id, 'csr_accepted']]);
       assert.equal((await store.certificates.latest(instance.id))?.id, third.id);
       const installed = await store.certificates.latestInstalled(instance.id);
       assert.equal(installed?.id, first.id);
@@ -368,15 +417,15 @@ for (const engine of [pglite, postgres]) {
         warnings: [{ code: 'EKU_MISSING', message: 'Zertifikat ohne serverAuth – “Root YR” ✓', depth: 1, numbers: [0, -1, 1.5, 4096], flag: false, nothing: null }],
       };
       const certificate = await store.certificates.create(instance.id);
-      const updated = await store.certificates.transition(certificate.id, ['pending'], 'issuing', { report });
+      const updated = await store.certificates.apply(certificate.id, 'csr_accepted', { report });
       assert.deepEqual(updated?.report, report);
       assert.deepEqual((await store.certificates.get(certificate.id))?.report, report);
       const [stored] = await store.query<{ kind: string }>('SELECT jsonb_typeof(report) AS kind FROM certificates WHERE id = $1', [certificate.id]);
       assert.equal(stored?.kind, 'object');
 
-      const listed = await store.certificates.transition(certificate.id, ['issuing'], 'failed', { report: ['chain', { rejected: true }] });
+      const listed = await store.certificates.apply(certificate.id, 'order_created', { report: ['chain', { rejected: true }] });
       assert.deepEqual(listed?.report, ['chain', { rejected: true }]);
-      const cleared = await store.certificates.transition(certificate.id, ['failed'], 'failed', { report: null });
+      const cleared = await store.certificates.apply(certificate.id, 'chain_verified', { report: null });
       assert.equal(cleared?.report, null);
     });
 
@@ -577,7 +626,7 @@ describe('store on pglite only', () => {
     assert.equal(first.engine, 'pglite');
     const instance = await newInstance(first, 'persisted');
     const certificate = await first.certificates.create(instance.id);
-    await first.certificates.transition(certificate.id, ['pending'], 'issuing', { report: { kept: ['yes'] } });
+    await first.certificates.apply(certificate.id, 'csr_accepted', { report: { kept: ['yes'] } });
     await first.close();
     assert.ok((await fs.stat(directory)).isDirectory());
 

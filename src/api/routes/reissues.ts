@@ -23,7 +23,9 @@ const Counts = z.object({
   queued: z.number().int(),
   ordered: z.number().int(),
   installed: z.number().int(),
-  failed: z.number().int(),
+  failed: z.number().int().describe('instances whose job failed for good'),
+  failedAttempts: z.number().int().describe('failed attempts over all instances, retried ones included'),
+  failureReasons: z.record(z.string(), z.number().int()).describe('instances failed for good, by failure reason'),
   waitingForAgent: z.number().int(),
   cancelled: z.number().int(),
 });

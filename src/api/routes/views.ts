@@ -1,12 +1,21 @@
 /** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
 import { atRisk } from '../../jobs/renewal.js';
+import { isPermanent, readyCondition } from '../../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord } from '../../store/types.js';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export function certificateSummary(c: CertificateRecord | undefined) {
   if (!c) return null;
-  return { id: c.id, status: c.status, fingerprintSha256: c.fingerprintSha256, notAfter: iso(c.notAfter), anchor: c.anchorCN, lastError: c.lastError, updatedAt: c.updatedAt.toISOString() };
+  return { id: c.id, status: c.status, fingerprintSha256: c.fingerprintSha256, notAfter: iso(c.notAfter), anchor: c.anchorCN, lastError: c.lastError, ...standing(c), updatedAt: c.updatedAt.toISOString() };
+}
+
+/** The typed failure and the Ready condition, derived from the lifecycle state. */
+function standing(c: CertificateRecord) {
+  return {
+    failure: c.failure ? { ...c.failure, names: c.failure.names && [...c.failure.names], permanent: isPermanent(c.failure) } : null,
+    condition: readyCondition(c.status, c.failure?.reason ?? null, c.lastError, c.stateChangedAt),
+  };
 }
 
 export function instanceView(instance: InstanceRecord, latest: CertificateRecord | undefined, connected: boolean, installed: CertificateRecord | undefined, now: Date) {
@@ -43,6 +52,7 @@ export function certificateView(c: CertificateRecord) {
     anchor: c.anchorCN,
     report: c.report ?? null,
     lastError: c.lastError,
+    ...standing(c),
     createdAt: c.createdAt.toISOString(),
     deliveredAt: iso(c.deliveredAt),
     installedAt: iso(c.installedAt),

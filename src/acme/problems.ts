@@ -1,0 +1,107 @@
+/**
+ * The CA's problem documents (RFC 8555 §6.7, RFC 7807) as typed errors. acme-client turns
+ * a problem into an Error carrying only its `detail`, which left certplane matching
+ * regular expressions over prose to tell a rate limit from a refused name. Here the
+ * problem `type` becomes a stable code and its facts (Retry-After, subproblem identifiers)
+ * become details, before acme-client ever sees the response.
+ */
+import { CertplaneError } from '../errors.js';
+
+const ACME_ERROR = 'urn:ietf:params:acme:error:';
+
+/** No HTTP answer at all from the CA (refused, timed out, TLS failure): not a problem document, but as passing as one. */
+export const ACME_UNREACHABLE = 'ACME_UNREACHABLE';
+
+export const AcmeProblemCode = {
+  /** rateLimited: the CA's limits; `details.retryAt` when it sent Retry-After. */
+  RATE_LIMITED: 'ACME_RATE_LIMITED',
+  /** badNonce after acme-client's own retries. */
+  BAD_NONCE: 'ACME_BAD_NONCE',
+  /** rejectedIdentifier, or caa: the CA will not issue for a name. */
+  REJECTED_IDENTIFIER: 'ACME_REJECTED_IDENTIFIER',
+  /** alreadyReplaced (RFC 9773): the certificate named in `replaces` already has a replacement. */
+  ALREADY_REPLACED: 'ACME_ALREADY_REPLACED',
+  /** A challenge was not validated (unauthorized, connection, dns, incorrectResponse, tls); `details.names` says for which. */
+  VALIDATION_FAILED: 'ACME_VALIDATION_FAILED',
+  /** serverInternal: the CA failed. */
+  SERVER_INTERNAL: 'ACME_SERVER_INTERNAL',
+  /** Any other problem type; `details.problemType` keeps it. */
+  PROBLEM: 'ACME_PROBLEM',
+} as const;
+
+const CODE_BY_TYPE: Readonly<Record<string, string>> = {
+  rateLimited: AcmeProblemCode.RATE_LIMITED,
+  badNonce: AcmeProblemCode.BAD_NONCE,
+  rejectedIdentifier: AcmeProblemCode.REJECTED_IDENTIFIER,
+  caa: AcmeProblemCode.REJECTED_IDENTIFIER,
+  alreadyReplaced: AcmeProblemCode.ALREADY_REPLACED,
+  unauthorized: AcmeProblemCode.VALIDATION_FAILED,
+  connection: AcmeProblemCode.VALIDATION_FAILED,
+  dns: AcmeProblemCode.VALIDATION_FAILED,
+  incorrectResponse: AcmeProblemCode.VALIDATION_FAILED,
+  tls: AcmeProblemCode.VALIDATION_FAILED,
+  serverInternal: AcmeProblemCode.SERVER_INTERNAL,
+};
+
+/** The parts of an RFC 7807 problem certplane reads. */
+interface Problem {
+  readonly type?: unknown;
+  readonly detail?: unknown;
+  readonly subproblems?: readonly { readonly identifier?: { readonly value?: unknown } }[];
+}
+
+function isProblem(value: unknown): value is Problem {
+  return typeof value === 'object' && value !== null && typeof (value as Problem).type === 'string';
+}
+
+/**
+ * A typed error for `problem`, answered with HTTP `status` (0 when it came inside an
+ * object, as a challenge's `error` does). `names` are the identifiers concerned when the
+ * caller knows them; `retryAfter` is the response's Retry-After header.
+ */
+export function problemError(problem: unknown, context: { status?: number; retryAfter?: string; names?: readonly string[]; now?: Date; what?: string }): CertplaneError {
+  const type = isProblem(problem) ? String(problem.type) : 'unknown';
+  const short = type.startsWith(ACME_ERROR) ? type.slice(ACME_ERROR.length) : type;
+  const code = CODE_BY_TYPE[short] ?? AcmeProblemCode.PROBLEM;
+  const detail = isProblem(problem) && typeof problem.detail === 'string' ? problem.detail.replace(/[\r\n]+/g, ' ') : 'no detail';
+  const subNames = isProblem(problem) ? (problem.subproblems ?? []).map((s) => s.identifier?.value).filter((v): v is string => typeof v === 'string') : [];
+  const names = context.names ?? subNames;
+  const retryAt = retryAtOf(context.retryAfter, context.now ?? new Date());
+  return new CertplaneError(code, `the CA answered ${short}${context.what ? ` to ${context.what}` : ''}: ${detail}`, {
+    problemType: type,
+    ...(context.status ? { status: context.status } : {}),
+    ...(names.length > 0 ? { names } : {}),
+    ...(retryAt ? { retryAt: retryAt.toISOString() } : {}),
+  });
+}
+
+/** Retry-After as seconds or an HTTP date (RFC 9110 §10.2.3); undefined when absent or unreadable. */
+export function retryAtOf(header: string | undefined, now: Date): Date | undefined {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds) && seconds >= 0) return new Date(now.getTime() + seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isFinite(date) ? new Date(date) : undefined;
+}
+
+/** The one method of acme-client's HTTP client that every signed request passes through. */
+interface SignedRequester {
+  signedRequest(url: string, payload: unknown, options: object, attempts?: number): Promise<{ status: number; headers: Record<string, string | undefined>; data: unknown }>;
+}
+
+/**
+ * Makes every signed request of `client` throw a typed problem error when the CA answers
+ * with a problem document, after acme-client's own badNonce retries. acme-client keeps its
+ * HTTP client on `http` and exposes no hook for this, hence the wrapper.
+ */
+export function throwTypedProblems(client: object, clock: () => Date): void {
+  const http = (client as { http: SignedRequester }).http;
+  const signedRequest = http.signedRequest.bind(http);
+  http.signedRequest = async (url, payload, options, attempts) => {
+    const response = await signedRequest(url, payload, options, attempts);
+    if (response.status >= 400 && isProblem(response.data)) {
+      throw problemError(response.data, { status: response.status, retryAfter: response.headers['retry-after'], now: clock() });
+    }
+    return response;
+  };
+}

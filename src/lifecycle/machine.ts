@@ -1,0 +1,109 @@
+/**
+ * The life of one certificate as one table. Every change of a certificate's state is an
+ * event here, and the store applies events only through this table, so no room can write
+ * a state the table does not allow (cert-manager learned the same lesson with explicit
+ * conditions; a status string written in many files drifts). Pure: no I/O, no clock.
+ */
+import { CertplaneError } from '../errors.js';
+
+/**
+ * Where a certificate stands. `pending`: waiting for the agent's CSR. `csr_accepted`: the CSR
+ * passed policy, no order yet (the rate limiter may hold it here). `ordering`: an ACME
+ * order exists. `issued`: the chain was selected, verified and stored. `delivered`: sent to
+ * the agent, awaiting its acknowledgement. `installed`: the agent acknowledged it.
+ * `superseded`: a newer certificate of the same instance was installed. `failed`: given up,
+ * with a typed reason (./reasons.ts).
+ */
+export const CERTIFICATE_STATES = ['pending', 'csr_accepted', 'ordering', 'issued', 'delivered', 'installed', 'superseded', 'failed'] as const;
+export type CertificateState = (typeof CERTIFICATE_STATES)[number];
+
+/** States in which a certificate still has work to do; an instance has at most one certificate in them. */
+export const OPEN_STATES: readonly CertificateState[] = ['pending', 'csr_accepted', 'ordering', 'issued', 'delivered'];
+
+/** States from which an ACME order may be placed or resumed. */
+export const ORDERING_STATES: readonly CertificateState[] = ['csr_accepted', 'ordering'];
+
+/** What can happen to a certificate. Each name is an arc (or a set of arcs) of the table. */
+export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed'] as const;
+export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
+
+/** The one transition table: for each event, the states it may leave and the state it enters. */
+export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: readonly CertificateState[]; readonly to: CertificateState }>> = {
+  csr_accepted: { from: ['pending'], to: 'csr_accepted' },
+  order_created: { from: ['csr_accepted'], to: 'ordering' },
+  chain_verified: { from: ['ordering'], to: 'issued' },
+  delivered: { from: ['issued'], to: 'delivered' },
+  installed: { from: ['delivered'], to: 'installed' },
+  superseded: { from: ['installed'], to: 'superseded' },
+  failed: { from: OPEN_STATES, to: 'failed' },
+};
+
+/** The order of progress along the happy path, for telling a late event from an impossible one. */
+const PROGRESS: Readonly<Record<CertificateState, number>> = {
+  pending: 0,
+  csr_accepted: 1,
+  ordering: 2,
+  issued: 3,
+  delivered: 4,
+  installed: 5,
+  superseded: 6,
+  failed: 7,
+};
+
+export const LifecycleErrorCode = {
+  /** An event that the transition table does not allow from the certificate's state. */
+  TRANSITION_REFUSED: 'LIFECYCLE_TRANSITION_REFUSED',
+} as const;
+
+/**
+ * What an event means for a certificate in `state`:
+ * - `apply`: the table has the arc; the certificate moves to `to`.
+ * - `stale`: the certificate is already there or past it (another process or a repeated
+ *   message got there first, or it settled meanwhile); nothing to do, and nothing wrong.
+ * - `refused`: the event skips ahead or runs backwards (an acknowledgement of something
+ *   never delivered): a bug or a lying peer, refused with LIFECYCLE_TRANSITION_REFUSED.
+ */
+export function classify(state: CertificateState, event: LifecycleEvent): 'apply' | 'stale' | 'refused' {
+  const arc = TRANSITIONS[event];
+  if (arc.from.includes(state)) return 'apply';
+  if (!OPEN_STATES.includes(state)) return 'stale';
+  if (event !== 'failed' && PROGRESS[state] >= PROGRESS[arc.to]) return 'stale';
+  return 'refused';
+}
+
+/** The state `event` leads to from `state`, or a LIFECYCLE_TRANSITION_REFUSED error; undefined when the event is stale. */
+export function next(state: CertificateState, event: LifecycleEvent): CertificateState | undefined {
+  const verdict = classify(state, event);
+  if (verdict === 'apply') return TRANSITIONS[event].to;
+  if (verdict === 'stale') return undefined;
+  throw refusal(state, event);
+}
+
+export function refusal(state: CertificateState, event: LifecycleEvent): CertplaneError {
+  return new CertplaneError(
+    LifecycleErrorCode.TRANSITION_REFUSED,
+    `a certificate in state ${state} cannot take the event ${event} (it needs one of: ${TRANSITIONS[event].from.join(', ')})`,
+    { state, event, allowedFrom: TRANSITIONS[event].from },
+  );
+}
+
+export function isOpen(state: CertificateState): boolean {
+  return OPEN_STATES.includes(state);
+}
+
+/** A certificate's standing as one condition in cert-manager's shape, so dashboards built for it read certplane too. */
+export interface ReadyCondition {
+  readonly type: 'Ready';
+  /** True when installed, False when failed or superseded, Unknown while work is under way. */
+  readonly status: 'True' | 'False' | 'Unknown';
+  /** The failure reason when failed (./reasons.ts), else the state in PascalCase. */
+  readonly reason: string;
+  readonly message: string | null;
+  readonly lastTransitionTime: string;
+}
+
+export function readyCondition(state: CertificateState, failureReason: string | null, message: string | null, changedAt: Date): ReadyCondition {
+  const status = state === 'installed' ? 'True' : state === 'failed' || state === 'superseded' ? 'False' : 'Unknown';
+  const reason = state === 'failed' && failureReason ? failureReason : state.replace(/(^|_)([a-z])/g, (_m, _sep: string, letter: string) => letter.toUpperCase());
+  return { type: 'Ready', status, reason, message: state === 'failed' ? message : null, lastTransitionTime: changedAt.toISOString() };
+}

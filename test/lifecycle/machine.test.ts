@@ -1,0 +1,103 @@
+/**
+ * The lifecycle engine on its own: the transition table, what a late or impossible event
+ * means, typed failure reasons and the retry decision. No store, no CA, no agent.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { hasCode } from '../../src/errors.js';
+import {
+  CERTIFICATE_STATES,
+  FAILURE_REASONS,
+  LIFECYCLE_EVENTS,
+  LifecycleErrorCode,
+  MAX_ATTEMPTS,
+  OPEN_STATES,
+  TRANSITIONS,
+  classify,
+  isPermanent,
+  next,
+  readyCondition,
+  retryDecision,
+  type CertificateState,
+  type FailureReasonName,
+} from '../../src/lifecycle/index.js';
+
+describe('transition table', () => {
+  test('every state is reachable from pending, and only settled states have no way out', () => {
+    const reached = new Set<CertificateState>(['pending']);
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const { from, to } of Object.values(TRANSITIONS)) {
+        if (from.some((state) => reached.has(state)) && !reached.has(to)) {
+          reached.add(to);
+          changed = true;
+        }
+      }
+    }
+    assert.deepEqual([...reached].sort(), [...CERTIFICATE_STATES].sort());
+    const withExit = new Set(Object.values(TRANSITIONS).flatMap(({ from }) => from));
+    assert.deepEqual(CERTIFICATE_STATES.filter((state) => !withExit.has(state)).sort(), ['failed', 'superseded']);
+  });
+
+  test('the happy path runs pending to installed, and any open state can fail', () => {
+    let state: CertificateState = 'pending';
+    for (const event of ['csr_accepted', 'order_created', 'chain_verified', 'delivered', 'installed'] as const) state = next(state, event) ?? assert.fail(`${event} from ${state}`);
+    assert.equal(state, 'installed');
+    assert.equal(next('installed', 'superseded'), 'superseded');
+    for (const open of OPEN_STATES) assert.equal(next(open, 'failed'), 'failed');
+  });
+
+  test('an event the certificate is already past is stale; one that skips ahead or follows a settled state never applies', () => {
+    assert.equal(classify('delivered', 'csr_accepted'), 'stale', 'a repeated CSR after delivery');
+    assert.equal(classify('installed', 'installed'), 'stale', 'a second acknowledgement');
+    assert.equal(classify('failed', 'installed'), 'stale', 'an acknowledgement after the certificate failed');
+    assert.equal(classify('superseded', 'failed'), 'stale');
+    assert.equal(classify('pending', 'installed'), 'refused', 'an acknowledgement of something never delivered');
+    assert.equal(classify('csr_accepted', 'chain_verified'), 'refused', 'a chain without an order');
+    assert.throws(
+      () => next('pending', 'installed'),
+      (error: unknown) => hasCode(error, LifecycleErrorCode.TRANSITION_REFUSED) && (error.details as { state: string }).state === 'pending',
+    );
+  });
+
+  test('classify agrees with the table for every state and event', () => {
+    for (const state of CERTIFICATE_STATES) {
+      for (const event of LIFECYCLE_EVENTS) {
+        const verdict = classify(state, event);
+        assert.equal(verdict === 'apply', TRANSITIONS[event].from.includes(state), `${state} + ${event} is ${verdict}`);
+        if (!OPEN_STATES.includes(state) && verdict !== 'apply') assert.equal(verdict, 'stale', `${state} is settled`);
+      }
+    }
+  });
+
+  test('the Ready condition follows the state, and a failure names its reason', () => {
+    const at = new Date('2026-12-01T00:00:00.000Z');
+    assert.deepEqual(readyCondition('installed', null, null, at), { type: 'Ready', status: 'True', reason: 'Installed', message: null, lastTransitionTime: at.toISOString() });
+    assert.equal(readyCondition('csr_accepted', null, null, at).reason, 'CsrAccepted');
+    assert.equal(readyCondition('ordering', null, null, at).status, 'Unknown');
+    const failed = readyCondition('failed', 'ChainUnsatisfied', 'no offered chain fits', at);
+    assert.equal(failed.status, 'False');
+    assert.equal(failed.reason, 'ChainUnsatisfied');
+    assert.equal(failed.message, 'no offered chain fits');
+  });
+});
+
+describe('failure reasons', () => {
+  const now = new Date('2026-12-01T00:00:00.000Z');
+
+  test('a permanent reason is never retried, whatever the attempt', () => {
+    const permanent = (Object.keys(FAILURE_REASONS) as FailureReasonName[]).filter((reason) => isPermanent({ reason }));
+    assert.deepEqual(permanent.sort(), ['ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'ProfileUnknown']);
+    for (const reason of permanent) assert.deepEqual(retryDecision({ reason, code: 'X' }, 1, now), { retry: false, why: 'permanent' });
+  });
+
+  test('a passing reason backs off, gives up after the last attempt, and waits at least for the CA\'s Retry-After', () => {
+    const first = retryDecision({ reason: 'CaUnreachable', code: 'ACME_UNREACHABLE' }, 1, now, () => 1);
+    assert.ok(first.retry && first.at.getTime() === now.getTime() + 60_000, JSON.stringify(first));
+    assert.deepEqual(retryDecision({ reason: 'CaUnreachable', code: 'ACME_UNREACHABLE' }, MAX_ATTEMPTS, now), { retry: false, why: 'attempts_exhausted' });
+    const limited = retryDecision({ reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T03:00:00.000Z' }, 1, now, () => 1);
+    assert.ok(limited.retry && limited.at.toISOString() === '2026-12-01T03:00:00.000Z', JSON.stringify(limited));
+    const soon = retryDecision({ reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T00:00:01.000Z' }, 1, now, () => 1);
+    assert.ok(soon.retry && soon.at.getTime() === now.getTime() + 60_000, 'the backoff wins over a Retry-After that is sooner');
+  });
+});
