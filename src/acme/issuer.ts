@@ -24,7 +24,7 @@ import type { SecretStore } from '../secrets/index.js';
 import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
-import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems } from './problems.js';
+import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
 
@@ -130,6 +130,7 @@ export class AcmeIssuer {
     // that failed for a passing reason itself (./retry.ts) and postpones the job for a rate
     // limit (lifecycle/reasons.ts), so nothing waits inside work. Module-wide, like the agent below.
     (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts = 0;
+    installUnsignedFailureInterceptor(() => this.#now());
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
       // the only hook it offers to trust a private CA such as Pebble's. The composition
@@ -371,6 +372,14 @@ export class AcmeIssuer {
     }
     return client;
   }
+}
+
+let unsignedFailureInterceptor: number | undefined;
+
+/** One interceptor per process on acme-client's module-wide axios instance (./problems.ts says why). */
+function installUnsignedFailureInterceptor(clock: () => Date): void {
+  if (unsignedFailureInterceptor !== undefined) acme.axios.interceptors.response.eject(unsignedFailureInterceptor);
+  unsignedFailureInterceptor = acme.axios.interceptors.response.use((response) => typedUnsignedFailure(response as never, clock) as never);
 }
 
 function orderFailed(what: string, cause: unknown): CertplaneError {

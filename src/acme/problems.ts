@@ -105,3 +105,26 @@ export function throwTypedProblems(client: object, clock: () => Date): void {
     return response;
   };
 }
+
+/** The parts of an axios response and its request that the GET interceptor reads. */
+interface UnsignedResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | undefined>;
+  readonly data: unknown;
+  readonly config: { readonly method?: string; readonly url?: string; readonly retryValidateStatus?: unknown };
+}
+
+/**
+ * Makes an unsigned GET that the CA answers with 429 or 5xx (the directory, a nonce) throw
+ * a typed problem carrying its Retry-After, where acme-client would throw a bare Error
+ * naming only the status; retry.ts then retries it at the CA's pace. acme-client's own
+ * requests carry no validateStatus (it reads every status); a caller that set one (renewal
+ * information, which reads its statuses itself) is left alone.
+ */
+export function typedUnsignedFailure(response: UnsignedResponse, clock: () => Date): UnsignedResponse {
+  const method = (response.config.method ?? 'get').toLowerCase();
+  if ((method !== 'get' && method !== 'head') || typeof response.config.retryValidateStatus === 'function') return response;
+  if (response.status !== 429 && response.status < 500) return response;
+  const fallback = { type: `${ACME_ERROR}${response.status === 429 ? 'rateLimited' : 'serverInternal'}`, detail: `HTTP ${response.status} from ${response.config.url ?? 'the CA'}` };
+  throw problemError(isProblem(response.data) ? response.data : fallback, { status: response.status, retryAfter: response.headers['retry-after'], now: clock() });
+}

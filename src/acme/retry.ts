@@ -41,7 +41,20 @@ export function backoffDelay(attempt: number, policy: RetryPolicy, random: () =>
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
 
-/** Runs `step`, retrying transient failures under `policy`; `onRetry` lets the caller log each one. */
+/**
+ * When the CA asked to wait (a problem's Retry-After, as `details.retryAt`), how long from
+ * now; undefined when it did not say.
+ */
+function askedDelayMs(error: unknown, now: number): number | undefined {
+  const retryAt = error instanceof CertplaneError && typeof error.details.retryAt === 'string' ? Date.parse(error.details.retryAt) : Number.NaN;
+  return Number.isFinite(retryAt) ? Math.max(0, retryAt - now) : undefined;
+}
+
+/**
+ * Runs `step`, retrying transient failures under `policy`, no sooner than the CA's
+ * Retry-After; a wait longer than the policy's longest delay is not waited out here (the
+ * step fails and the job is postponed instead). `onRetry` lets the caller log each one.
+ */
 export async function withRetry<T>(
   step: () => Promise<T>,
   policy: RetryPolicy = DEFAULT_RETRY,
@@ -53,7 +66,9 @@ export async function withRetry<T>(
       return await step();
     } catch (error) {
       if (attempt >= policy.attempts || !isTransient(error)) throw error;
-      const delay = backoffDelay(attempt, policy);
+      const asked = askedDelayMs(error, Date.now());
+      if (asked !== undefined && asked > policy.maxDelayMs) throw error;
+      const delay = Math.max(backoffDelay(attempt, policy), asked ?? 0);
       onRetry(error, attempt, delay);
       await sleep(delay);
     }

@@ -107,8 +107,8 @@ describe('scheduled renewal with two management-plane processes on one PostgreSQ
       // Let both schedulers run on for a while: nothing more may happen.
       await new Promise((resolve) => setTimeout(resolve, 3000));
       for (const [i, agent] of agents.entries()) {
-        const rows = await store.query<{ n: string }>("SELECT count(*) AS n FROM certificates WHERE instance_id = $1 AND status = 'installed'", [agent.instanceId]);
-        assert.equal(Number(rows[0]!.n), 2, `instance ${i} has exactly the original and one renewal`);
+        const rows = await store.query<{ status: string }>("SELECT status FROM certificates WHERE instance_id = $1 AND status IN ('installed', 'superseded') ORDER BY creation_order", [agent.instanceId]);
+        assert.deepEqual(rows.map((r) => r.status), ['superseded', 'installed'], `instance ${i} has exactly the original, superseded, and one renewal`);
         const jobs = await store.jobs.history(agent.instanceId);
         assert.equal(jobs.filter((j) => j.kind === 'renewal' && j.state === 'done').length, 1);
         assert.equal((await agent.installs()).length, 2);
