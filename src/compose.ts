@@ -32,6 +32,7 @@ import type { Config } from './config/config.js';
 import { auditConfiguration } from './config/changes.js';
 import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
 import { openSecretStore } from './secrets/index.js';
+import { StartedResources } from './started-resources.js';
 
 /** Builds the DNS provider CERTPLANE_DNS_PROVIDER names, or none. */
 export function dnsProviderFor(config: Config): DnsProvider | undefined {
@@ -121,8 +122,11 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
   if (served && !served.validNow) {
     logger.error({ subject: served.identity.subject, notAfter: served.identity.notAfter }, 'the server certificate is not valid now: clients will refuse the listener; replace the files and run `certplane admin reload-tls` (or send SIGHUP)');
   }
-  const store = await openStore(config.server.databaseUrl);
+  // Everything opened below is added here the moment it exists: a failed start closes it all and shutdown uses the same stack.
+  const started = new StartedResources();
   try {
+    const store = await openStore(config.server.databaseUrl);
+    started.add('store', () => store.close());
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
     const changed = await auditConfiguration(store.audit, config, { node, actor: `service:${userInfo().username}` });
     if (changed) logger.info({ node, changed }, 'configuration change recorded in the audit trail');
@@ -157,12 +161,17 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl });
-    const stopRevocationWatch = sessions.watchRevocations();
+    started.add('listener and agent channels', async () => {
+      sessions.closeAll('management plane shutting down');
+      await app.close();
+    });
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
+    started.add('admin socket', () => adminSocket.close());
     const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
     if (tls && !(await store.apiClients.list()).some((client) => client.revokedAt === null)) {
@@ -170,23 +179,10 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       logger.warn({ adminSocket: adminSocket.path }, 'no control-plane client is registered: on this host run `certplane admin register-client --name NAME --role admin --cert-file CLIENT.pem`');
     }
     scheduler.start();
-    return {
-      app,
-      store,
-      sessions,
-      url,
-      adminDeps,
-      async close() {
-        await adminSocket.close();
-        stopRevocationWatch();
-        await scheduler.stop();
-        sessions.closeAll('management plane shutting down');
-        await app.close();
-        await store.close();
-      },
-    };
+    started.add('scheduler', () => scheduler.stop());
+    return { app, store, sessions, url, adminDeps, close: () => started.closeAll() };
   } catch (error) {
-    await store.close();
+    await started.closeAll().catch((closeError: unknown) => logger.error({ err: (closeError as Error).message }, 'start-up failed and not everything it had started could be closed'));
     throw error;
   }
 }

@@ -1,9 +1,10 @@
 /** `certplane serve`: the management plane, until SIGTERM or SIGINT closes it cleanly. */
 import { loadConfig } from '../config/config.js';
-import { composeServer } from '../compose.js';
+import { composeServer, type ManagementPlane } from '../compose.js';
 import { userInfo } from 'node:os';
 import { runAdminCommand, startStdinConsole } from '../admin/index.js';
 import type { CertplaneError } from '../errors.js';
+import type { Logger } from 'pino';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
@@ -14,7 +15,18 @@ export async function serve(args: string[], io: Io): Promise<number> {
   if (positionals.length > 0) throw usageError('serve takes no arguments', USAGE);
   const config = loadConfig(io.env);
   const logger = createLogger(config.logLevel, io.stdout);
+  // A failed start closes what it had started before throwing: nothing keeps the process alive, so main prints the code once and it exits non-zero.
   const plane = await composeServer(config, logger);
+  try {
+    await runUntilStopped(plane, logger);
+  } finally {
+    await plane.close();
+  }
+  return ExitCode.OK;
+}
+
+/** Serves until SIGTERM or SIGINT, with the stdin console when run at a terminal and SIGHUP reloading the listener's certificate. */
+async function runUntilStopped(plane: ManagementPlane, logger: Logger): Promise<void> {
   // Run by a person at a terminal, the admin console is also on standard input.
   const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
   // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
@@ -25,16 +37,17 @@ export async function serve(args: string[], io: Io): Promise<number> {
     );
   };
   process.on('SIGHUP', onHangup);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  process.off('SIGHUP', onHangup);
-  console?.close();
-  await plane.close();
-  return ExitCode.OK;
+  try {
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        resolve();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+  } finally {
+    process.off('SIGHUP', onHangup);
+    console?.close();
+  }
 }
