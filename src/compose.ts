@@ -30,8 +30,8 @@ import { Route53DnsProvider } from './acme/dns/route53.js';
 import { Dns01Solver, type ChallengeSolver } from './acme/solver.js';
 import type { Config } from './config/config.js';
 import { auditConfiguration } from './config/changes.js';
-import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
-import { openSecretStore } from './secrets/index.js';
+import { TrustErrorCode, distrustedKeys, loadTrustStore, readText } from './config/trust.js';
+import { openSecretStore, readPrivateFile } from './secrets/index.js';
 import { StartedResources } from './started-resources.js';
 
 /** Builds the DNS provider CERTPLANE_DNS_PROVIDER names, or none. */
@@ -107,7 +107,25 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
 function tlsFiles(server: Config['server']): (() => Promise<TlsPair>) | undefined {
   const { insecureHttp, tlsCertPath, tlsKeyPath } = server;
   if (insecureHttp || !tlsCertPath || !tlsKeyPath) return undefined;
-  return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(tlsKeyPath, 'CERTPLANE_TLS_KEY') });
+  return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readTlsKey(tlsKeyPath) });
+}
+
+/** The listener's key is a secret like the ones in the secret store, and refused the same way when group or others may read it. */
+async function readTlsKey(path: string): Promise<string> {
+  const keyPem = await readPrivateFile(path);
+  if (keyPem === undefined) throw new CertplaneError(TrustErrorCode.UNREADABLE, `cannot read the CERTPLANE_TLS_KEY file ${path}: ENOENT`, { path, role: 'CERTPLANE_TLS_KEY' });
+  return keyPem;
+}
+
+/** Listens on the configured address; a refusal (the port taken, an address not on this host) becomes an error that names CERTPLANE_LISTEN. */
+async function listenOn(app: ManagementPlane['app'], listen: Config['server']['listen']): Promise<string> {
+  try {
+    return await app.listen({ host: listen.host, port: listen.port });
+  } catch (cause) {
+    const errno = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
+    const hint = errno === 'EADDRINUSE' ? 'another process holds the port: stop it or choose another CERTPLANE_LISTEN' : 'check CERTPLANE_LISTEN';
+    throw new CertplaneError('SERVER_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port} (${errno}): ${hint}`, { host: listen.host, port: listen.port, errno }, { cause });
+  }
 }
 
 /** Builds and starts `certplane serve` from configuration. */
@@ -172,7 +190,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     started.add('admin socket', () => adminSocket.close());
-    const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
+    const url = await listenOn(app, config.server.listen);
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
     if (tls && !(await store.apiClients.list()).some((client) => client.revokedAt === null)) {
       // First start in secure mode: nobody can call the API until a client certificate is registered locally.
