@@ -151,3 +151,21 @@ test('a TLS key group or others may read: SECRETS_FILE_PERMISSIONS before anythi
   await assert.rejects(lstat(adminDir), /ENOENT/, 'the admin socket was never created');
   await assertPortFree(port);
 });
+
+test('a started plane closes the same stack on SIGTERM: exit 0, admin socket removed, port free', async () => {
+  const port = await freePort();
+  const adminDir = dir.path('clean');
+  const plane = startCertplane(['serve'], planeEnv('clean', port, join(adminDir, 'admin.sock')));
+  try {
+    await plane.waitForLine((line) => line.includes('management plane listening'), START_MS);
+    assert.ok((await lstat(join(adminDir, 'admin.sock'))).isSocket());
+    const exited = once(plane.child, 'exit');
+    plane.child.kill('SIGTERM');
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 0, plane.lines.slice(-5).join('\n'));
+    assert.deepEqual(await readdir(adminDir), []);
+    await assertPortFree(port);
+  } finally {
+    await plane.stop('SIGKILL');
+  }
+});
