@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { chown, lstat, mkdir, readdir, readFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile } from 'node:fs/promises';
 import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -149,6 +149,19 @@ test('a TLS key group or others may read: SECRETS_FILE_PERMISSIONS before anythi
   assertFailedOnce(result, 'SECRETS_FILE_PERMISSIONS');
   assert.match(result.errorLine, /server\.key is accessible by group or others \(mode 644\).*chmod 600/);
   await assert.rejects(lstat(adminDir), /ENOENT/, 'the admin socket was never created');
+  await assertPortFree(port);
+});
+
+test('a secrets directory others may read, found after the store opened: SECRETS_FILE_PERMISSIONS, exit 1 promptly', async () => {
+  const port = await freePort();
+  const adminDir = dir.path('secrets-open');
+  const env = planeEnv('open', port, join(adminDir, 'admin.sock'));
+  await mkdir(dir.path('open-secrets'));
+  await chmod(dir.path('open-secrets'), 0o755);
+  const result = await failedStart(env);
+  assertFailedOnce(result, 'SECRETS_FILE_PERMISSIONS');
+  assert.ok(result.lines.some((line) => line.includes('configuration change recorded')), 'the store had opened');
+  await assert.rejects(lstat(adminDir), /ENOENT/);
   await assertPortFree(port);
 });
 
