@@ -82,8 +82,9 @@ export async function assertSocketDirectory(dir: string, trustedOwners: readonly
 /**
  * Serves the admin console on `path`. Creates the parent directory (0700) if missing,
  * refuses one that another user owns or others may write, replaces a stale socket left
- * by a crashed process, and refuses a path another process is listening on. The socket is bound in a private staging directory, set to 0600 and
- * checked there, then renamed into place, so it is never reachable with a wider mode.
+ * by a crashed process, and refuses a path another process is listening on. The socket
+ * is bound in a private staging directory, set to 0600 and checked there, then renamed
+ * into place, so it is never reachable with a wider mode.
  */
 export async function startAdminSocket(options: { path: string; deps: AdminDeps }): Promise<AdminSocket> {
   const path = resolve(options.path);

@@ -4,8 +4,9 @@
  * how the first client certificate is registered. Being able to connect (the socket is
  * 0600, the service's user or root) is the authentication; `--actor` only names who
  * asks in the audit trail. In the other direction, the command is only sent to a socket
- * that root or the caller owns, so another local user cannot pose as the plane. Arguments are checked here first, so a usage mistake is exit 2
- * without a round trip, and files are read here, by the operator's own path.
+ * that root or the caller owns, so another local user cannot pose as the plane.
+ * Arguments are checked here first, so a usage mistake is exit 2 without a round trip,
+ * and files are read here, by the operator's own path.
  */
 import { lstat, realpath } from 'node:fs/promises';
 import { createConnection } from 'node:net';

@@ -1,10 +1,9 @@
 /** `certplane serve`: the management plane, until SIGTERM or SIGINT closes it cleanly. */
 import { loadConfig } from '../config/config.js';
-import { composeServer, type ManagementPlane } from '../compose.js';
+import { composeServer } from '../compose.js';
 import { userInfo } from 'node:os';
 import { runAdminCommand, startStdinConsole } from '../admin/index.js';
 import type { CertplaneError } from '../errors.js';
-import type { Logger } from 'pino';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
@@ -18,26 +17,16 @@ export async function serve(args: string[], io: Io): Promise<number> {
   // A failed start closes what it had started before throwing: nothing keeps the process alive, so main prints the code once and it exits non-zero.
   const plane = await composeServer(config, logger);
   try {
-    await runUntilStopped(plane, logger);
-  } finally {
-    await plane.close();
-  }
-  return ExitCode.OK;
-}
-
-/** Serves until SIGTERM or SIGINT, with the stdin console when run at a terminal and SIGHUP reloading the listener's certificate. */
-async function runUntilStopped(plane: ManagementPlane, logger: Logger): Promise<void> {
-  // Run by a person at a terminal, the admin console is also on standard input.
-  const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
-  // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
-  const onHangup = () => {
-    runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
-      (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
-      (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
-    );
-  };
-  process.on('SIGHUP', onHangup);
-  try {
+    // Run by a person at a terminal, the admin console is also on standard input.
+    const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
+    // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
+    const onHangup = () => {
+      runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
+        (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
+        (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
+      );
+    };
+    process.on('SIGHUP', onHangup);
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         logger.info({ signal }, 'shutting down');
@@ -46,8 +35,10 @@ async function runUntilStopped(plane: ManagementPlane, logger: Logger): Promise<
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
-  } finally {
     process.off('SIGHUP', onHangup);
     console?.close();
+  } finally {
+    await plane.close();
   }
+  return ExitCode.OK;
 }
