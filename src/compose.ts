@@ -31,8 +31,9 @@ import { Route53DnsProvider } from './acme/dns/route53.js';
 import { Dns01Solver, type ChallengeSolver } from './acme/solver.js';
 import type { Config } from './config/config.js';
 import { auditConfiguration } from './config/changes.js';
-import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
-import { openSecretStore } from './secrets/index.js';
+import { TrustErrorCode, distrustedKeys, loadTrustStore, readText } from './config/trust.js';
+import { openSecretStore, readPrivateFile } from './secrets/index.js';
+import { StartedResources } from './started-resources.js';
 
 /** Builds the DNS provider CERTPLANE_DNS_PROVIDER names, or none. */
 export function dnsProviderFor(config: Config): DnsProvider | undefined {
@@ -108,7 +109,25 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
 function tlsFiles(server: Config['server']): (() => Promise<TlsPair>) | undefined {
   const { insecureHttp, tlsCertPath, tlsKeyPath } = server;
   if (insecureHttp || !tlsCertPath || !tlsKeyPath) return undefined;
-  return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readText(tlsKeyPath, 'CERTPLANE_TLS_KEY') });
+  return async () => ({ certPem: await readText(tlsCertPath, 'CERTPLANE_TLS_CERT'), keyPem: await readTlsKey(tlsKeyPath) });
+}
+
+/** The listener's key is a secret like the ones in the secret store, and refused the same way when group or others may read it. */
+async function readTlsKey(path: string): Promise<string> {
+  const keyPem = await readPrivateFile(path);
+  if (keyPem === undefined) throw new CertplaneError(TrustErrorCode.UNREADABLE, `cannot read the CERTPLANE_TLS_KEY file ${path}: ENOENT`, { path, role: 'CERTPLANE_TLS_KEY' });
+  return keyPem;
+}
+
+/** Listens on the configured address; a refusal (the port taken, an address not on this host) becomes an error that names CERTPLANE_LISTEN. */
+async function listenOn(app: ManagementPlane['app'], listen: Config['server']['listen']): Promise<string> {
+  try {
+    return await app.listen({ host: listen.host, port: listen.port });
+  } catch (cause) {
+    const errno = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
+    const hint = errno === 'EADDRINUSE' ? 'another process holds the port: stop it or choose another CERTPLANE_LISTEN' : 'check CERTPLANE_LISTEN';
+    throw new CertplaneError('SERVER_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port} (${errno}): ${hint}`, { host: listen.host, port: listen.port, errno }, { cause });
+  }
 }
 
 /** How many unowned hostnames the start-up warning lists. */
@@ -126,8 +145,11 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
   if (served && !served.validNow) {
     logger.error({ subject: served.identity.subject, notAfter: served.identity.notAfter }, 'the server certificate is not valid now: clients will refuse the listener; replace the files and run `certplane admin reload-tls` (or send SIGHUP)');
   }
-  const store = await openStore(config.server.databaseUrl);
+  // Everything opened below is added here the moment it exists: a failed start closes it all and shutdown uses the same stack.
+  const started = new StartedResources();
   try {
+    const store = await openStore(config.server.databaseUrl);
+    started.add('store', () => store.close());
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
     const changed = await auditConfiguration(store.audit, config, { node, actor: `service:${userInfo().username}` });
     if (changed) logger.info({ node, changed }, 'configuration change recorded in the audit trail');
@@ -169,36 +191,28 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
-    const stopRevocationWatch = sessions.watchRevocations();
+    started.add('listener and agent channels', async () => {
+      sessions.closeAll('management plane shutting down');
+      await app.close();
+    });
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
-    const url = await app.listen({ host: config.server.listen.host, port: config.server.listen.port });
+    started.add('admin socket', () => adminSocket.close());
+    const url = await listenOn(app, config.server.listen);
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
     if (tls && !(await store.apiClients.list()).some((client) => client.revokedAt === null)) {
       // First start in secure mode: nobody can call the API until a client certificate is registered locally.
       logger.warn({ adminSocket: adminSocket.path }, 'no control-plane client is registered: on this host run `certplane admin register-client --name NAME --role admin --cert-file CLIENT.pem`');
     }
     scheduler.start();
-    return {
-      app,
-      store,
-      sessions,
-      url,
-      adminDeps,
-      async close() {
-        await adminSocket.close();
-        stopRevocationWatch();
-        await scheduler.stop();
-        sessions.closeAll('management plane shutting down');
-        await app.close();
-        await store.close();
-      },
-    };
+    started.add('scheduler', () => scheduler.stop());
+    return { app, store, sessions, url, adminDeps, close: () => started.closeAll() };
   } catch (error) {
-    await store.close();
+    await started.closeAll().catch((closeError: unknown) => logger.error({ err: (closeError as Error).message }, 'start-up failed and not everything it had started could be closed'));
     throw error;
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The admin console on a Unix domain socket, for a plane running as a service with no
- * terminal. The socket's mode (0600, owned by the service's user) is the authentication:
- * only that user and root can connect, and they can already do anything the service can,
- * so the operating system is the guard (../shared/seeds/ravendb-4.0-design-posts-2017.txt).
+ * terminal. The socket's mode (0600, owned by the service's user, in a directory nobody
+ * else may write) is the authentication: only that user and root can connect, and they
+ * can already do anything the service can, so the operating system is the guard
+ * (../shared/seeds/ravendb-4.0-design-posts-2017.txt).
  * That is why it needs no certificate and keeps working when TLS is broken. The actor
  * a client names is recorded as `admin-socket:NAME`: a label for the audit trail, not a
  * credential.
@@ -12,7 +13,7 @@
  * A bad line gets an error answer and never costs the connection, the other connections
  * or the process.
  */
-import { lstat, mkdir, mkdtemp, chmod, rename, rm, unlink } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, chmod, rename, rm, stat, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -28,6 +29,10 @@ export const AdminSocketErrorCode = {
   PATH_TOO_LONG: 'ADMIN_SOCKET_PATH_TOO_LONG',
   /** The socket did not end up 0600 and owned by this user: refuse to serve rather than open the console to others. */
   INSECURE: 'ADMIN_SOCKET_INSECURE',
+  /** The socket's directory belongs to another user or is writable by others, who could swap in a socket of their own. */
+  DIRECTORY_INSECURE: 'ADMIN_SOCKET_DIRECTORY_INSECURE',
+  /** Seen from `certplane admin`: what sits at the path is not a socket of root or of the caller, so it may not be the plane's. */
+  UNTRUSTED: 'ADMIN_SOCKET_UNTRUSTED',
   REQUEST_TOO_LARGE: 'ADMIN_REQUEST_TOO_LARGE',
   BAD_REQUEST: 'ADMIN_BAD_REQUEST',
   INTERNAL: 'ADMIN_INTERNAL',
@@ -37,6 +42,7 @@ export const AdminSocketErrorCode = {
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 /** sun_path holds 108 bytes on Linux, with the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
+const GROUP_OR_OTHER_WRITE = 0o022;
 
 /** One request line, checked before anything runs: the actor is a label for the audit trail, so control characters that could forge log lines are refused. */
 export const AdminWireRequest = z.strictObject({
@@ -56,10 +62,29 @@ export interface AdminSocket {
 }
 
 /**
+ * Refuses a socket directory that is not owned by one of `trustedOwners` or that group or
+ * others may write: whoever can write it can replace the socket with their own, receive
+ * the commands meant for the plane and answer them. The plane checks it before serving
+ * (owner: its own user), `certplane admin` before sending (owner: root or the caller).
+ */
+export async function assertSocketDirectory(dir: string, trustedOwners: readonly number[]): Promise<void> {
+  const stats = await stat(dir);
+  const mode = stats.mode & 0o777;
+  if (!stats.isDirectory() || !trustedOwners.includes(stats.uid) || (mode & GROUP_OR_OTHER_WRITE) !== 0) {
+    throw new CertplaneError(
+      AdminSocketErrorCode.DIRECTORY_INSECURE,
+      `the admin socket's directory ${dir} is mode ${mode.toString(8)} owned by uid ${stats.uid}; it must be a directory owned by uid ${trustedOwners.join(' or ')} that nobody else may write, or another user could put their own socket in its place: fix its owner and mode (for example chmod 700) or choose another CERTPLANE_ADMIN_SOCKET`,
+      { path: dir, mode: mode.toString(8), uid: stats.uid, trustedOwners },
+    );
+  }
+}
+
+/**
  * Serves the admin console on `path`. Creates the parent directory (0700) if missing,
- * replaces a stale socket left by a crashed process, and refuses a path another process
- * is listening on. The socket is bound in a private staging directory, set to 0600 and
- * checked there, then renamed into place, so it is never reachable with a wider mode.
+ * refuses one that another user owns or others may write, replaces a stale socket left
+ * by a crashed process, and refuses a path another process is listening on. The socket
+ * is bound in a private staging directory, set to 0600 and checked there, then renamed
+ * into place, so it is never reachable with a wider mode.
  */
 export async function startAdminSocket(options: { path: string; deps: AdminDeps }): Promise<AdminSocket> {
   const path = resolve(options.path);
@@ -68,6 +93,7 @@ export async function startAdminSocket(options: { path: string; deps: AdminDeps 
     throw new CertplaneError(AdminSocketErrorCode.PATH_TOO_LONG, `admin socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the limit of Unix sockets`);
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await assertSocketDirectory(dir, [process.getuid!()]);
   await clearStale(path);
   const log = options.deps.logger.child({ adminSocket: path });
   const connections = new Set<Socket>();

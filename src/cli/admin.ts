@@ -3,13 +3,17 @@
  * certificate and no network, which is the point: it works when TLS is broken, and it is
  * how the first client certificate is registered. Being able to connect (the socket is
  * 0600, the service's user or root) is the authentication; `--actor` only names who
- * asks in the audit trail. Arguments are checked here first, so a usage mistake is exit 2
- * without a round trip, and files are read here, by the operator's own path.
+ * asks in the audit trail. In the other direction, the command is only sent to a socket
+ * that root or the caller owns, so another local user cannot pose as the plane.
+ * Arguments are checked here first, so a usage mistake is exit 2 without a round trip,
+ * and files are read here, by the operator's own path.
  */
+import { lstat, realpath } from 'node:fs/promises';
 import { createConnection } from 'node:net';
+import { basename, dirname, join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { z } from 'zod';
-import { adminHelp, parseCommandWords, validateAdminArgs } from '../admin/index.js';
+import { AdminSocketErrorCode, adminHelp, assertSocketDirectory, parseCommandWords, validateAdminArgs } from '../admin/index.js';
 import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
@@ -60,13 +64,41 @@ export async function admin(args: string[], io: Io): Promise<number> {
   }
   const socketPath = values.socket ?? io.env.CERTPLANE_ADMIN_SOCKET ?? './data/admin.sock';
   const actor = values.actor ?? io.env.USER ?? userInfo().username;
-  const response = await exchange(socketPath, { ...request, actor });
+  const response = await exchange(await trustedSocket(socketPath), { ...request, actor });
   if (!response.ok) {
     io.stderr.write(`certplane: ${response.code}: ${response.message}\n`);
     return ExitCode.NO;
   }
   io.stdout.write(values.json ? `${JSON.stringify(response.data, null, 2)}\n` : `${response.text}\n`);
   return ExitCode.OK;
+}
+
+/**
+ * The socket's path once it is known to be the plane's, checked before anything is sent:
+ * a socket of root or of the caller, in a directory owned by one of them that nobody else
+ * may write. Otherwise another local user could stand in for the plane, receive the
+ * command and answer a success that never happened. The directory is resolved once and
+ * the socket reached through that resolved path, so a symbolic link cannot be re-pointed
+ * between the check and the connection.
+ */
+async function trustedSocket(path: string): Promise<string> {
+  const trustedOwners = [0, process.getuid!()];
+  const dir = await realpath(dirname(resolve(path))).catch((error: NodeJS.ErrnoException) => {
+    throw unreachable(path, error);
+  });
+  await assertSocketDirectory(dir, trustedOwners);
+  const socketPath = join(dir, basename(path));
+  const stats = await lstat(socketPath).catch((error: NodeJS.ErrnoException) => {
+    throw unreachable(path, error);
+  });
+  if (!stats.isSocket() || !trustedOwners.includes(stats.uid)) {
+    throw new CertplaneError(
+      AdminSocketErrorCode.UNTRUSTED,
+      `${socketPath} is ${stats.isSocket() ? `a socket owned by uid ${stats.uid}` : 'not a socket'}; nothing was sent: the plane's admin socket belongs to root or to the user running this command (run it as the service's user)`,
+      { path: socketPath, uid: stats.uid },
+    );
+  }
+  return socketPath;
 }
 
 /** Sends one request line and reads one answer line. */

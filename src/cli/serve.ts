@@ -14,27 +14,31 @@ export async function serve(args: string[], io: Io): Promise<number> {
   if (positionals.length > 0) throw usageError('serve takes no arguments', USAGE);
   const config = loadConfig(io.env);
   const logger = createLogger(config.logLevel, io.stdout);
+  // A failed start closes what it had started before throwing: nothing keeps the process alive, so main prints the code once and it exits non-zero.
   const plane = await composeServer(config, logger);
-  // Run by a person at a terminal, the admin console is also on standard input.
-  const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
-  // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
-  const onHangup = () => {
-    runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
-      (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
-      (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
-    );
-  };
-  process.on('SIGHUP', onHangup);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, 'shutting down');
-      resolve();
+  try {
+    // Run by a person at a terminal, the admin console is also on standard input.
+    const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
+    // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
+    const onHangup = () => {
+      runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
+        (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
+        (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
+      );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  process.off('SIGHUP', onHangup);
-  console?.close();
-  await plane.close();
+    process.on('SIGHUP', onHangup);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        resolve();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    process.off('SIGHUP', onHangup);
+    console?.close();
+  } finally {
+    await plane.close();
+  }
   return ExitCode.OK;
 }

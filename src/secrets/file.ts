@@ -43,20 +43,7 @@ export class FileSecretStore implements SecretStore {
   }
 
   async get(name: string): Promise<string | undefined> {
-    const file = this.pathOf(name);
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(file, 'r');
-    } catch (error) {
-      if (errnoOf(error) === 'ENOENT') return undefined;
-      throw ioError('open a secret file', file, error);
-    }
-    try {
-      assertPrivate(file, (await io('inspect a secret file', file, () => handle.stat())).mode, PRIVATE_FILE_MODE);
-      return await io('read a secret file', file, () => handle.readFile('utf8'));
-    } finally {
-      await handle.close();
-    }
+    return readPrivateFile(this.pathOf(name));
   }
 
   async createIfMissing(name: string, value: string): Promise<string> {
@@ -128,6 +115,28 @@ export class FileSecretStore implements SecretStore {
         await handle.close();
       }
     });
+  }
+}
+
+/**
+ * Reads a file that must be private to the service's user, or undefined when there is
+ * none: a secret file, or the listener's TLS key (compose.ts). The mode is checked on the
+ * open handle, so the file checked is the file read; one open to group or others is
+ * refused with SECRETS_FILE_PERMISSIONS and the `chmod` that fixes it.
+ */
+export async function readPrivateFile(file: string): Promise<string | undefined> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, 'r');
+  } catch (error) {
+    if (errnoOf(error) === 'ENOENT') return undefined;
+    throw ioError('open a secret file', file, error);
+  }
+  try {
+    assertPrivate(file, (await io('inspect a secret file', file, () => handle.stat())).mode, PRIVATE_FILE_MODE);
+    return await io('read a secret file', file, () => handle.readFile('utf8'));
+  } finally {
+    await handle.close();
   }
 }
 

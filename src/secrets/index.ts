@@ -9,7 +9,7 @@ import { FileSecretStore } from './file.js';
 import type { SecretStore } from './store.js';
 
 export { AwsSecretsManagerStore } from './aws.js';
-export { FileSecretStore } from './file.js';
+export { FileSecretStore, readPrivateFile } from './file.js';
 export { assertValidSecretName, type SecretStore } from './store.js';
 
 /**

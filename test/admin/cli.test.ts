@@ -4,12 +4,19 @@
  * operator's side, and a private key never sent nor printed.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { chmod, chown, mkdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
+import { AdminSocketErrorCode, startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
 import { EKU, generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { root } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+
+/** The uid of `nobody`: another local user, for files the tests (run as root) hand to someone else. */
+const NOBODY = 65534;
 
 describe('certplane admin', () => {
   let plane: TestPlane;
@@ -67,6 +74,48 @@ describe('certplane admin', () => {
     const result = await certplane(['admin', '--socket', dir.path('nobody.sock'), 'status']);
     assert.equal(result.code, 1);
     assert.match(result.stderr, /certplane: CLI_ADMIN_UNREACHABLE: cannot reach the admin console at .*nobody\.sock/);
+  });
+
+  test('never sends a command to a socket another user could have put there: a stand-in answering revoke-agent with success is refused', async () => {
+    const received: string[] = [];
+    const standIn = async (path: string) => {
+      const server = createServer((socket) => {
+        received.push(path);
+        socket.end(`${JSON.stringify({ ok: true, data: {}, text: 'revoked 1 agent certificate' })}\n`);
+      });
+      await new Promise<void>((done) => server.listen(path, done));
+      return server;
+    };
+    const revoke = (path: string) => certplane(['admin', '--socket', path, 'revoke-agent', '--instance', randomUUID(), '--reason', 'compromised']);
+    const directory = async (name: string, mode: number, owner?: number) => {
+      await mkdir(dir.path(name));
+      await chmod(dir.path(name), mode);
+      if (owner !== undefined) await chown(dir.path(name), owner, owner);
+      return dir.path(name);
+    };
+    const cases = [
+      { name: 'a directory owned by another user', directory: () => directory('foreign', 0o700, NOBODY), code: AdminSocketErrorCode.DIRECTORY_INSECURE },
+      { name: 'a directory others may write', directory: () => directory('shared', 0o1777), code: AdminSocketErrorCode.DIRECTORY_INSECURE },
+      { name: 'a socket owned by another user', directory: () => directory('own', 0o700), socketOwner: NOBODY, code: AdminSocketErrorCode.UNTRUSTED },
+    ];
+    const servers: Server[] = [];
+    try {
+      for (const { name, directory, socketOwner, code } of cases) {
+        const path = join(await directory(), 'admin.sock');
+        servers.push(await standIn(path));
+        if (socketOwner !== undefined) await chown(path, socketOwner, socketOwner);
+        const result = await revoke(path);
+        assert.equal(result.code, 1, `${name}: ${result.stdout}`);
+        assert.match(result.stderr, new RegExp(`^certplane: ${code}: `), name);
+        assert.equal(result.stdout, '', name);
+      }
+      assert.deepEqual(received, [], 'nothing connected to a stand-in');
+      // The plane's own socket (this user's, in this user's 0700 directory) still gets the command.
+      const genuine = await revoke(admin.path);
+      assert.match(genuine.stderr, /^certplane: ADMIN_NOT_FOUND: /);
+    } finally {
+      for (const server of servers) server.close();
+    }
   });
 
   test('usage mistakes exit 2 without contacting the plane', async () => {

@@ -1,12 +1,14 @@
 /**
  * The admin socket against an in-process plane over real Unix sockets: its mode, the
  * client registry through it with the audit trail, bad lines answered without losing the
- * connection, independent connections, and stale versus live socket files.
+ * connection, independent connections, stale versus live socket files, and directories
+ * another user could write.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { lstat, readFile, stat } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { AdminSocketErrorCode, startAdminSocket, type AdminDeps, type AdminSocket } from '../../src/admin/index.js';
@@ -16,6 +18,8 @@ import { root } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 
 const DAY = 24 * 60 * 60 * 1000;
+/** The uid of `nobody`: another local user, for directories the tests (run as root) hand to someone else. */
+const NOBODY = 65534;
 
 /** A line-oriented client: send a request, read the next answer. */
 async function connect(path: string) {
@@ -239,5 +243,31 @@ describe('admin socket', () => {
     const file = await dir.write('not-a-socket', 'precious data');
     await assert.rejects(startAdminSocket({ path: file, deps }), (error: any) => error.code === AdminSocketErrorCode.PATH_OCCUPIED);
     assert.equal(await readFile(file, 'utf8'), 'precious data');
+  });
+
+  test('refuses a socket directory another user owns or others may write, where that user could swap in a socket of their own', async () => {
+    /** The refusal's code; a socket that started anyway is closed, so a failing run does not hang the file. */
+    const refusal = async (path: string) => {
+      const started = await startAdminSocket({ path, deps }).catch((error: { code?: string; message: string }) => error);
+      if ('close' in started) {
+        await started.close();
+        return 'started';
+      }
+      return started;
+    };
+    const foreign = dir.path('foreign');
+    await mkdir(foreign, { mode: 0o700 });
+    await chown(foreign, NOBODY, NOBODY);
+    const foreignRefusal = await refusal(join(foreign, 'admin.sock'));
+    assert.equal((foreignRefusal as { code?: string }).code, AdminSocketErrorCode.DIRECTORY_INSECURE, String(foreignRefusal));
+    assert.match((foreignRefusal as Error).message, new RegExp(`owned by uid ${NOBODY}`));
+    assert.deepEqual(await readdir(foreign), [], 'nothing was created in it');
+    for (const mode of [0o777, 0o1777, 0o770, 0o702]) {
+      const shared = dir.path(`shared-${mode.toString(8)}`);
+      await mkdir(shared);
+      await chmod(shared, mode);
+      assert.equal(((await refusal(join(shared, 'admin.sock'))) as { code?: string }).code, AdminSocketErrorCode.DIRECTORY_INSECURE, `mode ${mode.toString(8)}`);
+      assert.deepEqual(await readdir(shared), []);
+    }
   });
 });

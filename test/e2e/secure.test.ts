@@ -56,7 +56,7 @@ before(async () => {
   plane = startCertplane(['serve'], {
     CERTPLANE_LISTEN: `127.0.0.1:${port}`,
     CERTPLANE_TLS_CERT: await dir.write('server.pem', listener.certPem),
-    CERTPLANE_TLS_KEY: await dir.write('server.key', listener.keyPem),
+    CERTPLANE_TLS_KEY: await dir.write('server.key', listener.keyPem, 0o600),
     CERTPLANE_DATABASE_URL: `pglite:${dir.path('db')}`,
     CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
     CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,

@@ -3,7 +3,8 @@
  * process: clients trust the old and the new issuer at once (a CA bundle), the files are
  * replaced, SIGHUP (or `certplane admin reload-tls`) makes new handshakes get the new
  * certificate while open connections keep the old one, and a bad replacement (a key that
- * does not match, an expired certificate) is refused with the old certificate still served.
+ * does not match, an expired certificate, a key others may read) is refused with the old
+ * certificate still served.
  */
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:https';
@@ -57,7 +58,7 @@ before(async () => {
   Object.assign(env, {
     CERTPLANE_LISTEN: `127.0.0.1:${port}`,
     CERTPLANE_TLS_CERT: await dir.write('server.pem', oldPair.certPem),
-    CERTPLANE_TLS_KEY: await dir.write('server.key', oldPair.keyPem),
+    CERTPLANE_TLS_KEY: await dir.write('server.key', oldPair.keyPem, 0o600),
     CERTPLANE_DATABASE_URL: `pglite:${dir.path('db')}`,
     CERTPLANE_SECRETS: `file:${dir.path('secrets')}`,
     // Never contacted: no certificate is ordered here.
@@ -132,4 +133,18 @@ test('a key that does not match and an expired certificate are refused; the curr
   const same = await admin('reload-tls', '--reason', 'rotation step 2');
   assert.equal(same.code, 0, same.stderr);
   assert.match(same.stdout, /the same certificate as before/);
+});
+
+test('a replacement key that group or others may read is refused on reload; the current certificate stays', async () => {
+  await dir.write('server.pem', oldPair.certPem);
+  await dir.write('server.key', oldPair.keyPem, 0o644);
+  const refused = await admin('reload-tls', '--reason', 'rotation with a readable key');
+  assert.equal(refused.code, 1, refused.stdout);
+  assert.match(refused.stderr, /SECRETS_FILE_PERMISSIONS: .*server\.key is accessible by group or others \(mode 644\).*chmod 600/);
+  assert.equal(await served(newPair.caPem), fingerprintOf(newPair.certPem));
+
+  await dir.write('server.key', oldPair.keyPem, 0o600);
+  const reloaded = await admin('reload-tls', '--reason', 'rotation with a private key');
+  assert.equal(reloaded.code, 0, reloaded.stderr);
+  assert.equal(await served(oldPair.caPem), fingerprintOf(oldPair.certPem));
 });

@@ -1,6 +1,6 @@
 /** Runs the built `certplane` command as a real child process, the way an operator does. */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,9 +27,11 @@ export async function scratch(prefix = 'certplane-test-') {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return {
     dir,
-    async write(name: string, text: string): Promise<string> {
+    /** Writes `name`; with `mode` (0o600 for a private key, which the plane refuses when others may read it) the file gets exactly that mode. */
+    async write(name: string, text: string, mode?: number): Promise<string> {
       const path = join(dir, name);
       await writeFile(path, text);
+      if (mode !== undefined) await chmod(path, mode);
       return path;
     },
     path: (name: string) => join(dir, name),
