@@ -35,10 +35,10 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string } = {}): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, ...sessionOptions } = options;
+/** `logger`: silent unless a test reads what the plane logs. */
+export async function startTestPlane(options: { heartbeatMs?: number; authTimeoutMs?: number; tls?: { certPem: string; keyPem: string }; acmeDirectoryUrl?: string; logger?: Logger } = {}): Promise<TestPlane> {
+  const { tls, acmeDirectoryUrl, logger = pino({ level: 'silent' }), ...sessionOptions } = options;
   const dir = await scratch('certplane-plane-');
-  const logger = pino({ level: 'silent' });
   const clock = () => new Date();
   const store = await openStore('memory:');
   const secrets = await FileSecretStore.open(dir.path('secrets'));
