@@ -146,7 +146,8 @@ describe('agent channel', async () => {
         const channel = await authenticate(agent);
         await channel.next('welcome');
         channel.socket.send(escape(JSON.stringify({ v: PROTOCOL_VERSION, ...message })));
-        const closed = await channel.closed;
+        // An accepted frame leaves the connection open: fail in seconds, not at the suite's timeout.
+        const closed = await Promise.race([channel.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the plane accepted ${message.type} holding a private key`)), 5000).unref())]);
         assert.equal(closed.code, 4000);
         assert.match(closed.reason, /^CHANNEL_PRIVATE_KEY_REFUSED: /);
       }
