@@ -17,6 +17,8 @@ import type { Clock } from '../config/clock.js';
 import { CertplaneError } from '../errors.js';
 import { Selector, type Campaigns } from '../jobs/campaigns.js';
 import type { ApiClientRecord, Store } from '../store/index.js';
+import { Text } from '../api/schemas.js';
+import { escapeControlCharacters, refusePrivateKey } from '../untrusted-text.js';
 
 /** Stable codes of the console's own refusals; store, chain and campaign codes pass through. */
 export const AdminErrorCode = {
@@ -79,7 +81,13 @@ interface Definition<S extends z.ZodType> extends AdminCommand {
 
 const define = <S extends z.ZodType>(definition: Definition<S>) => definition as unknown as Definition<z.ZodType>;
 
-const Reason = z.string({ error: 'a reason is required: it is recorded in the audit trail' }).trim().min(1, 'a reason is required: it is recorded in the audit trail').max(1000);
+/** Free text is shown one record per line (list-clients, audit, status), so it follows the API's rule: no control characters. */
+const Reason = z
+  .string({ error: 'a reason is required: it is recorded in the audit trail' })
+  .trim()
+  .min(1, 'a reason is required: it is recorded in the audit trail')
+  .max(1000)
+  .regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
 /** Accepts the forms tools print (openssl's colon-separated upper case, a sha256: prefix) and keeps the one certplane stores. */
 const Thumbprint = z
   .string()
@@ -90,7 +98,9 @@ const exactlyOne = (a: unknown, b: unknown) => (a === undefined) !== (b === unde
 
 const clientView = (c: ApiClientRecord) => ({ thumbprint: c.fingerprintSha256, name: c.name, role: c.role, clusters: c.clusters, notAfter: c.notAfter, createdAt: c.createdAt, revokedAt: c.revokedAt });
 const iso = (date: Date | null) => (date ? date.toISOString() : '-');
-const describeClient = (c: ApiClientRecord) => `"${c.name}" (${c.role}, ${c.clusters ? `clusters ${c.clusters.join(', ')}` : 'all clusters'})`;
+/** Stored text in a line for people: rows written before control characters were refused must not forge rows either. */
+const shown = escapeControlCharacters;
+const describeClient = (c: ApiClientRecord) => `"${shown(c.name)}" (${c.role}, ${c.clusters ? `clusters ${shown(c.clusters.join(', '))}` : 'all clusters'})`;
 
 /** The SHA-256 and notAfter of the client certificate the PEM starts with; refuses keys, garbage and expired certificates. */
 function clientCertificate(pem: string, now: Date): { fingerprintSha256: string; notAfter: Date; subject: string } {
@@ -109,9 +119,9 @@ const registerClient = define({
   changesState: true,
   schema: z
     .strictObject({
-      name: z.string().trim().min(1).max(200),
+      name: Text(200),
       role: z.enum(['admin', 'operator', 'reader']),
-      clusters: z.array(z.string().trim().min(1).max(200)).min(1).max(1000).optional(),
+      clusters: z.array(Text(200)).min(1).max(1000).optional(),
       certificatePem: z.string().max(256 * 1024).optional(),
       thumbprint: Thumbprint.optional(),
       reason: Reason.optional(),
@@ -144,7 +154,7 @@ const listClients = define({
   schema: z.strictObject({}),
   async run(_args, _actor, deps) {
     const clients = await deps.store.apiClients.list();
-    const lines = clients.map((c) => `sha256:${c.fingerprintSha256}  ${c.name}  ${c.role}  ${c.clusters ? c.clusters.join(',') : 'all clusters'}  until ${iso(c.notAfter)}  ${c.revokedAt ? `REVOKED ${iso(c.revokedAt)}` : 'active'}`);
+    const lines = clients.map((c) => `sha256:${c.fingerprintSha256}  ${shown(c.name)}  ${c.role}  ${c.clusters ? shown(c.clusters.join(',')) : 'all clusters'}  until ${iso(c.notAfter)}  ${c.revokedAt ? `REVOKED ${iso(c.revokedAt)}` : 'active'}`);
     return { data: { clients: clients.map(clientView) }, text: lines.length > 0 ? lines.join('\n') : 'no client registered' };
   },
 });
@@ -254,7 +264,7 @@ const status = define({
       `agents connected: ${data.agentsConnectedHere} to this process, ${data.agentsConnectedAnywhere} in all`,
       `certificates: ${byStatus.length > 0 ? byStatus.map((r) => `${r.status} ${Number(r.n)}`).join(', ') : 'none'}`,
       `running campaigns: ${campaigns.length}`,
-      ...campaigns.map((c) => `  ${c.id} by ${c.requestedBy} (${c.reason}): ${c.counts.installed}/${c.counts.matched} installed, ${c.counts.failed} failed, ${c.counts.waitingForAgent} waiting for agent`),
+      ...campaigns.map((c) => `  ${c.id} by ${shown(c.requestedBy)} (${shown(c.reason)}): ${c.counts.installed}/${c.counts.matched} installed, ${c.counts.failed} failed, ${c.counts.waitingForAgent} waiting for agent`),
     ];
     return { data, text: lines.join('\n') };
   },
@@ -301,7 +311,7 @@ const audit = define({
   schema: z.strictObject({ limit: Limit(20) }),
   async run(args, _actor, deps) {
     const entries = await deps.store.audit.list(args.limit);
-    const lines = entries.map((e) => `${e.at.toISOString()}  ${e.actor}  ${e.action}  ${e.target ?? '-'}  ${e.reason ?? '-'}`);
+    const lines = entries.map((e) => `${e.at.toISOString()}  ${shown(e.actor)}  ${e.action}  ${shown(e.target ?? '-')}  ${shown(e.reason ?? '-')}`);
     return { data: { entries }, text: lines.length > 0 ? lines.join('\n') : 'the audit trail is empty' };
   },
 });
@@ -342,7 +352,7 @@ export function adminHelp(): string {
 
 function definitionOf(name: string): Definition<z.ZodType> {
   const definition = Object.hasOwn(definitions, name) ? definitions[name] : undefined;
-  if (!definition) throw new CertplaneError(AdminErrorCode.UNKNOWN_COMMAND, `unknown admin command "${name.slice(0, 100)}"; commands: ${Object.keys(definitions).join(', ')}`);
+  if (!definition) throw new CertplaneError(AdminErrorCode.UNKNOWN_COMMAND, `unknown admin command "${shown(name.slice(0, 100))}"; commands: ${Object.keys(definitions).join(', ')}`);
   return definition;
 }
 
@@ -351,6 +361,7 @@ function definitionOf(name: string): Definition<z.ZodType> {
  * connecting, so a usage mistake is exit 2 on the operator's side, not a round trip.
  */
 export function validateAdminArgs(command: string, args: Record<string, unknown>): unknown {
+  refusePrivateKey(args, 'args');
   const parsed = definitionOf(command).schema.safeParse(args);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'}: ${issue.message}`);
@@ -359,6 +370,7 @@ export function validateAdminArgs(command: string, args: Record<string, unknown>
 
 /** Runs one request; throws CertplaneError (the console's own codes, or the store's, chain's and campaigns'). */
 export async function runAdminCommand(request: AdminRequest, deps: AdminDeps): Promise<AdminResult> {
+  refusePrivateKey({ command: request.command, actor: request.actor }, 'request');
   const definition = definitionOf(request.command);
   try {
     const result = await definition.run(validateAdminArgs(request.command, request.args), request.actor, deps);

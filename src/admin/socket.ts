@@ -18,6 +18,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { refusePrivateKey } from '../untrusted-text.js';
 import { runAdminCommand, type AdminDeps } from './commands.js';
 
 /** Stable codes of the socket transport. */
@@ -242,6 +243,12 @@ async function answer(line: string, deps: AdminDeps, log: AdminDeps['logger']): 
     json = JSON.parse(line);
   } catch {
     return failure(AdminSocketErrorCode.BAD_REQUEST, 'the line is not JSON; send one {"command": ..., "args": {...}, "actor": ...} object per line');
+  }
+  try {
+    // Before the shape check, whose refusal would name an unknown key.
+    refusePrivateKey(json, 'request');
+  } catch (error) {
+    return failure((error as CertplaneError).code, (error as CertplaneError).message);
   }
   const request = AdminWireRequest.safeParse(json);
   if (!request.success) {

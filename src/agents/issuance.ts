@@ -16,6 +16,7 @@ import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
 import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
+import { escapeControlCharacters } from '../untrusted-text.js';
 import type { AgentMessage, KeyAlgorithm } from './protocol.js';
 import { SessionErrorCode, SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
 
@@ -334,8 +335,14 @@ export class IssuanceCoordinator implements SessionHandler {
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 
-  async #fail(instanceId: string, certificateId: string, failure: FailureReason, lastError: string): Promise<void> {
-    const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError: lastError.slice(0, 4000) });
+  /**
+   * The reason is stored and passed on with its control characters escaped: it quotes text
+   * from the agent (a reload command's output) or the CA that may span lines, and it is
+   * shown in the API and on one line in tables, where a newline would forge a row.
+   */
+  async #fail(instanceId: string, certificateId: string, failure: FailureReason, reason: string): Promise<void> {
+    const lastError = escapeControlCharacters(reason).slice(0, 4000);
+    const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError });
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#prompted.delete(certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);

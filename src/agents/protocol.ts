@@ -2,10 +2,12 @@
  * The agent channel's messages, written once with zod and validated on both ends.
  * Versioned (`v`), bounded in size, and with no field that could carry a private key:
  * CSRs, public chains, fingerprints and challenge responses are all that ever travel.
- * Any frame whose text contains a PEM private-key block is refused before parsing.
+ * A frame carrying a PEM private-key block is refused: its text before parsing, and every
+ * string (and key) of it after, so that a JSON escape cannot hide a block.
  */
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { carriesPrivateKey, refusePrivateKey } from '../untrusted-text.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Larger than any chain plus report; small enough that one agent cannot exhaust the plane's memory. */
@@ -70,20 +72,19 @@ export const AgentMessage = z.discriminatedUnion('type', [
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
-const PRIVATE_KEY_BLOCK = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
-
 /** Decodes one frame with `schema`: size, private-key and shape checks, each with its own code. */
 export function decodeMessage<T>(schema: z.ZodType<T>, frame: string | Buffer): T {
   const size = typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
   if (size > MAX_MESSAGE_BYTES) throw new CertplaneError(ChannelErrorCode.TOO_LARGE, `message of ${size} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
   const text = typeof frame === 'string' ? frame : frame.toString('utf8');
-  if (PRIVATE_KEY_BLOCK.test(text)) throw new CertplaneError(ChannelErrorCode.PRIVATE_KEY, 'message contains a PEM private-key block; private keys never travel on the channel');
+  if (carriesPrivateKey(text)) throw new CertplaneError(ChannelErrorCode.PRIVATE_KEY, 'message contains a PEM private-key block; private keys never travel on the channel');
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
     throw new CertplaneError(ChannelErrorCode.NOT_JSON, 'message is not JSON');
   }
+  refusePrivateKey(json, 'message', ChannelErrorCode.PRIVATE_KEY);
   const version = (json as { v?: unknown } | null)?.v;
   if (version !== PROTOCOL_VERSION) throw new CertplaneError(ChannelErrorCode.VERSION, `protocol version ${JSON.stringify(version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
   const parsed = schema.safeParse(json);

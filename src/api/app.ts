@@ -16,6 +16,7 @@ import type { Campaigns } from '../jobs/campaigns.js';
 import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
+import { refusePrivateKey } from '../untrusted-text.js';
 import { authenticate, peerFingerprint } from './auth.js';
 import type { PageCursors } from './cursors.js';
 import { errorHandler, frameworkErrorHandler } from './errors.js';
@@ -65,6 +66,9 @@ export async function buildApi(deps: ApiDependencies) {
   // the route's schema, which answers 400 where a wrong media type deserves 415.
   app.removeContentTypeParser('text/plain');
   app.addHook('onRequest', authenticate({ store: deps.store, clock: deps.clock, secure: deps.tls !== undefined }));
+  // Once for every route, on the parsed values and before any schema: a schema's refusal
+  // could echo a field, and a route could store one (a reason goes to campaigns, jobs and the audit trail).
+  app.addHook('preValidation', async (request) => refusePrivateKey({ body: request.body, query: request.query, actor: request.headers['x-certplane-actor'] }, 'request'));
   app.setNotFoundHandler((request, reply) => void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
   await app.register(fastifySwagger, {
     openapi: {

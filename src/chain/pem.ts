@@ -4,6 +4,7 @@
  * because a silently skipped block is how a chain ends up shorter than intended.
  */
 import { CertplaneError } from '../errors.js';
+import { carriesPrivateKey, isPrivateKeyLabel } from '../untrusted-text.js';
 import { parseCertificateDer, type Certificate } from './certificate.js';
 import { ChainErrorCode } from './problems.js';
 
@@ -42,7 +43,9 @@ function assertOnlyCommentsBetween(gap: string, source: string): void {
     const trimmed = line.trim();
     if (trimmed === '' || trimmed.startsWith('#')) continue;
     const hint = trimmed.includes('-----BEGIN') ? ' (a PEM block without its END line?)' : '';
-    throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: unexpected text outside PEM blocks${hint}: "${trimmed.slice(0, 40)}"`, {
+    // A private key that is not a well-formed block (on one line, say) is named, never quoted.
+    const excerpt = carriesPrivateKey(gap) ? 'private-key material, not shown' : `"${trimmed.slice(0, 40)}"`;
+    throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: unexpected text outside PEM blocks${hint}: ${excerpt}`, {
       source,
     });
   }
@@ -57,7 +60,7 @@ export function parseCertificateBundle(text: string, source = 'bundle'): Certifi
   const blocks = parsePemBlocks(text, source);
   const certificates: Certificate[] = [];
   for (const [index, block] of blocks.entries()) {
-    if (block.label.includes('PRIVATE KEY')) {
+    if (isPrivateKeyLabel(block.label)) {
       throw new CertplaneError(
         ChainErrorCode.PRIVATE_KEY_IN_BUNDLE,
         `${source}: block ${index + 1} is a private key (${block.label}); a certificate bundle must carry only certificates, and private keys never travel`,

@@ -27,7 +27,7 @@ commands:
 configuration comes from CERTPLANE_* environment variables (see README.md).`;
 
 /** Error codes that mean "what you gave me is wrong": exit 2 rather than 1. */
-const BAD_INPUT_PREFIXES = ['CLI_USAGE', 'VALIDATION_', 'REISSUE_', 'RATE_LIMIT_CONFIG', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID'];
+const BAD_INPUT_PREFIXES = ['CLI_USAGE', 'VALIDATION_', 'REISSUE_', 'RATE_LIMIT_CONFIG', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID', 'PRIVATE_KEY_REFUSED'];
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const [first, second, ...rest] = argv;

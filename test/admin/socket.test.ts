@@ -154,7 +154,7 @@ describe('admin socket', () => {
     try {
       const before = (await plane.store.audit.list(1000)).length;
       const withKey = await client.request('register-client', { name: 'k', role: 'reader', certificatePem: `${cert.pem}${key.privateKeyPem}` });
-      assert.deepEqual([withKey.ok, withKey.code], [false, 'CHAIN_PRIVATE_KEY_IN_BUNDLE']);
+      assert.deepEqual([withKey.ok, withKey.code], [false, 'PRIVATE_KEY_REFUSED']);
       assert.doesNotMatch(JSON.stringify(withKey), /PRIVATE KEY-----\n|MI[A-Za-z0-9+/]{20}/);
       const old = await client.request('register-client', { name: 'old', role: 'reader', certificatePem: expired.cert.pem });
       assert.deepEqual([old.ok, old.code], [false, 'CHAIN_EXPIRED']);
@@ -162,6 +162,62 @@ describe('admin socket', () => {
       assert.equal(both.code, 'ADMIN_BAD_ARGUMENTS');
       assert.equal((await plane.store.audit.list(1000)).length, before);
       assert.equal((await plane.store.apiClients.list()).some((c) => c.name === 'k' || c.name === 'old'), false);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('list-clients cannot be forged: a newline in a name, cluster or reason is refused, and a stored one is shown escaped on its own row', async () => {
+    const client = await connect(admin.path);
+    try {
+      const forged = `evil\nsha256:${'ff'.repeat(32)}  root  admin  all clusters  until -  active`;
+      const thumbprint = 'cd'.repeat(32);
+      for (const args of [
+        { name: forged, role: 'reader', thumbprint },
+        { name: 'ok', role: 'reader', clusters: ['eu-1\nus-1'], thumbprint },
+        { name: 'ok', role: 'reader', thumbprint, reason: 'because\r\nforged' },
+        { name: 'tab\tand\u001b[2Kescape', role: 'reader', thumbprint },
+      ]) {
+        const answer = await client.request('register-client', args);
+        assert.deepEqual([answer.ok, answer.code], [false, 'ADMIN_BAD_ARGUMENTS'], JSON.stringify(args));
+      }
+      assert.equal((await plane.store.apiClients.get(thumbprint)), undefined);
+      // A row stored before the rule existed still shows as one row, its newline escaped.
+      await plane.store.apiClients.register({ fingerprintSha256: 'ef'.repeat(32), name: forged, role: 'reader', clusters: ['a\nb'], notAfter: null });
+      const listed = await client.request('list-clients');
+      const clients = (await plane.store.apiClients.list()).length;
+      assert.equal(listed.text.split('\n').length, clients, listed.text);
+      assert.equal(listed.text.split('\n').filter((line: string) => line.startsWith(`sha256:${'ff'.repeat(32)}`)).length, 0, listed.text);
+      assert.ok(listed.text.includes('evil\\nsha256:'), listed.text);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('a private key anywhere in a request, one-line or hidden by a JSON escape, is refused, not stored and not echoed', async () => {
+    const { privateKeyPem } = await generateKeyPair();
+    const body = privateKeyPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+    const oneLine = `-----BEGIN PRIVATE KEY----- ${body} -----END PRIVATE KEY-----`;
+    const client = await connect(admin.path);
+    try {
+      const before = (await plane.store.audit.list(1000)).length;
+      const lines = [
+        JSON.stringify({ command: 'register-client', args: { name: oneLine, role: 'reader', thumbprint: 'ce'.repeat(32) } }),
+        JSON.stringify({ command: 'register-client', args: { name: 'x', role: 'reader', thumbprint: 'ce'.repeat(32), reason: oneLine } }),
+        JSON.stringify({ command: 'revoke-agent', args: { thumbprint: 'ce'.repeat(32), reason: oneLine } }),
+        // The escape is decoded by JSON.parse: a pattern over the raw line would not see the dashes.
+        JSON.stringify({ command: 'register-client', args: { name: 'x', role: 'reader', thumbprint: 'ce'.repeat(32), reason: oneLine } }).replaceAll('-----BEGIN', '\\u002d----BEGIN'),
+        JSON.stringify({ command: 'status', args: {}, [oneLine]: 1 }),
+        JSON.stringify({ command: oneLine, args: {} }),
+      ];
+      for (const line of lines) {
+        client.sendRaw(`${line}\n`);
+        const answer = await client.next();
+        assert.deepEqual([answer.ok, answer.code], [false, 'PRIVATE_KEY_REFUSED'], line.slice(0, 120));
+        assert.ok(!JSON.stringify(answer).includes(body.slice(40, 80)), `the answer echoes the key: ${JSON.stringify(answer)}`);
+      }
+      assert.equal((await plane.store.audit.list(1000)).length, before);
+      assert.equal(await plane.store.apiClients.get('ce'.repeat(32)), undefined);
     } finally {
       client.close();
     }

@@ -4,9 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { sign } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
+import { createLogger } from '../../src/log/logger.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import { root } from '../support/hierarchies.js';
@@ -15,8 +17,12 @@ import { advance } from '../support/lifecycle.js';
 
 describe('agent channel', async () => {
   let plane: TestPlane;
+  /** Everything the plane logged, as `certplane serve` would write it. */
+  const logged: string[] = [];
   before(async () => {
-    plane = await startTestPlane({ authTimeoutMs: 2000 });
+    const out = new PassThrough();
+    out.on('data', (chunk: Buffer) => logged.push(chunk.toString()));
+    plane = await startTestPlane({ authTimeoutMs: 2000, logger: createLogger('debug', out) });
   });
   after(() => plane.close());
 
@@ -144,6 +150,59 @@ describe('agent channel', async () => {
     assert.equal(closed.code, 4000);
     assert.match(closed.reason, /^ISSUANCE_UNKNOWN_CERTIFICATE: /);
     assert.equal((await plane.store.certificates.get(certificateId))?.status, 'delivered');
+  });
+
+  test('a private key hidden by JSON escapes in install_failed or error is refused: nothing reaches last_error, the API or the log', async () => {
+    const agent = await enrolled('chan-key');
+    const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${agent.instanceId}/issue` });
+    const certificateId = issued.json().certificateId;
+    await advance(plane.store, certificateId, 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
+    const { privateKeyPem } = await generateKeyPair();
+    const secret = privateKeyPem.split('\n').filter((l) => l.length >= 32 && !l.startsWith('-----'));
+    // Escapes JSON.parse decodes: a pattern over the raw frame sees neither the dashes nor "PRIVATE".
+    const hide = [(t: string) => t.replaceAll('-', '\\u002d'), (t: string) => t.replaceAll('PRIVATE', '\\u0050RIVATE'), (t: string) => t.replaceAll('-----BEGIN', '\\u002d----BEGIN').replaceAll('-----END', '\\u002d----END')];
+    const messages = [
+      { type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: `reload failed: ${privateKeyPem}` },
+      { type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: privateKeyPem.replaceAll('\n', ' ') },
+      { type: 'error', code: 'AGENT_X', message: privateKeyPem },
+    ];
+    for (const message of messages) {
+      for (const escape of hide) {
+        const channel = await authenticate(agent);
+        await channel.next('welcome');
+        channel.socket.send(escape(JSON.stringify({ v: PROTOCOL_VERSION, ...message })));
+        // An accepted frame leaves the connection open: fail in seconds, not at the suite's timeout.
+        const closed = await Promise.race([channel.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the plane accepted ${message.type} holding a private key`)), 5000).unref())]);
+        assert.equal(closed.code, 4000);
+        assert.match(closed.reason, /^CHANNEL_PRIVATE_KEY_REFUSED: /);
+      }
+    }
+    const stored = await plane.store.certificates.get(certificateId);
+    assert.deepEqual([stored?.status, stored?.lastError], ['delivered', null]);
+    const view = await plane.app.inject({ method: 'GET', url: `/v1/instances/${agent.instanceId}` });
+    const log = logged.join('');
+    assert.match(log, /CHANNEL_PRIVATE_KEY_REFUSED/);
+    for (const line of secret) {
+      assert.ok(!view.body.includes(line), 'the API shows the key');
+      assert.ok(!log.includes(line), 'the log holds the key');
+    }
+  });
+
+  test('an agent\'s multi-line failure message is stored on one line, its newlines escaped', async () => {
+    const agent = await enrolled('chan-lines');
+    const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${agent.instanceId}/issue` });
+    const certificateId = issued.json().certificateId;
+    await advance(plane.store, certificateId, 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
+    const channel = await authenticate(agent);
+    await channel.next('welcome');
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: 'nginx: [emerg] bad\nsha256:forged  admin  active\u001b[2K' }));
+    let stored = await plane.store.certificates.get(certificateId);
+    for (let i = 0; i < 100 && stored?.status !== 'failed'; i += 1) {
+      await new Promise((r) => setTimeout(r, 20));
+      stored = await plane.store.certificates.get(certificateId);
+    }
+    assert.equal(stored?.lastError, 'the agent refused to install: AGENT_RELOAD_FAILED: nginx: [emerg] bad\\nsha256:forged  admin  active\\u001b[2K');
+    channel.socket.close();
   });
 
   test('a refusal whose reason is long and multi-byte is cut on a character boundary, and the plane stays up', async () => {

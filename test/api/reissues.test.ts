@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { generateKeyPair } from '../../src/pki/factory.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 import { certplane } from '../support/cli.js';
 
@@ -74,6 +75,36 @@ describe('reissue API and CLI', async () => {
     assert.equal((await post({ selector: { instanceIds: ['00000000-0000-4000-8000-000000000000'] }, reason: 'x' })).statusCode, 404);
     assert.equal((await post({ selector: { chainIncludes: 'sha256:zz' }, reason: 'x', dryRun: true })).statusCode, 400);
     assert.equal((await plane.app.inject({ method: 'GET', url: '/v1/reissues/00000000-0000-4000-8000-000000000000' })).statusCode, 404);
+  });
+
+  test('a one-line PEM private key in a reissue reason (or any field, header or escape) is refused with 400 and stored nowhere', async () => {
+    const { privateKeyPem } = await generateKeyPair();
+    const body = privateKeyPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+    const oneLine = `-----BEGIN PRIVATE KEY----- ${body} -----END PRIVATE KEY-----`;
+    const counts = async () => (await plane.store.query<{ n: number }>('SELECT ((SELECT count(*) FROM campaigns) + (SELECT count(*) FROM jobs) + (SELECT count(*) FROM audit_log) + (SELECT count(*) FROM instances))::int AS n'))[0]?.n;
+    const before = await counts();
+    const campaign = (await post({ selector: { cluster: 'eu-1' }, reason: 'to cancel' })).json();
+    const after = await counts();
+    const json = (payload: string) => ({ payload, headers: { 'content-type': 'application/json' } });
+    const requests = [
+      { method: 'POST', url: '/v1/reissues', payload: { selector: { cluster: 'eu-1' }, reason: oneLine } },
+      { method: 'POST', url: '/v1/reissues', payload: { selector: { cluster: 'eu-1' }, reason: oneLine, dryRun: true } },
+      { method: 'POST', url: '/v1/reissues', payload: { selector: { cluster: oneLine }, reason: 'x' } },
+      { method: 'POST', url: '/v1/reissues', payload: { selector: { cluster: 'eu-1' }, reason: 'x', [oneLine]: true } },
+      { method: 'POST', url: '/v1/reissues', payload: { selector: { cluster: 'eu-1' }, reason: 'x' }, headers: { 'x-certplane-actor': oneLine } },
+      { method: 'POST', url: '/v1/reissues', ...json(JSON.stringify({ selector: { cluster: 'eu-1' }, reason: oneLine }).replaceAll('-', '\\u002d')) },
+      { method: 'POST', url: `/v1/reissues/${campaign.id}/cancel`, payload: { reason: oneLine } },
+      { method: 'POST', url: '/v1/instances', payload: { name: oneLine, hostnames: ['key.example.com'] } },
+      { method: 'GET', url: `/v1/instances?cursor=${encodeURIComponent(oneLine)}` },
+    ];
+    for (const request of requests) {
+      const reply = await plane.app.inject(request as { method: 'GET' | 'POST'; url: string });
+      assert.deepEqual([reply.statusCode, reply.json().code], [400, 'PRIVATE_KEY_REFUSED'], `${request.method} ${request.url}: ${reply.body.slice(0, 200)}`);
+      assert.ok(!reply.body.includes(body.slice(40, 80)), `the answer echoes the key: ${reply.body}`);
+    }
+    assert.equal(await counts(), after, 'nothing was stored');
+    assert.ok(after! > before!);
+    assert.equal((await plane.store.campaigns.get(campaign.id))?.state, 'running');
   });
 
   test('certplane reissue --dry-run and certplane status talk to the API', async () => {

@@ -37,12 +37,16 @@ import {
   csrMaterial,
   csrText,
   encodedBody,
+  holdsPrivateKey,
   hostileString,
   junkJson,
+  lineInjection,
   mutations,
   oversizedString,
   parsedJson,
+  pemPrivateKey,
   secretLines,
+  sometimesEscaped,
   validHostname,
   type CsrMaterial,
   type EncodedBody,
@@ -87,6 +91,15 @@ const tooBig = (body: EncodedBody) => body.payload !== undefined && Buffer.byteL
 const jsonModes = new Set(['json', 'json-charset', 'duplicate-keys']);
 /** A JSON body the schema refuses: VALIDATION_FAILED, or REQUEST_BODY_INVALID_JSON when it carries prototype-poisoning keys (refused while parsing). */
 const invalidBodyCodes = ['VALIDATION_FAILED', 'REQUEST_BODY_INVALID_JSON'];
+/** Keys Fastify refuses while parsing, before any hook runs (`__proto__`, `constructor` with a `prototype`). */
+const poisoned = (value: unknown): boolean =>
+  Array.isArray(value) ? value.some(poisoned) : value !== null && typeof value === 'object' ? Object.entries(value).some(([k, v]) => k === '__proto__' || k === 'constructor' || poisoned(v)) : false;
+/** The README's rule: private-key material anywhere in a body, query or actor header is refused before any schema (after parsing). */
+const assertKeyRefused = (reply: Reply, parsed: unknown) => {
+  assert.equal(reply.status, 400, reply.text.slice(0, 300));
+  const codes = poisoned(parsed) ? ['PRIVATE_KEY_REFUSED', 'REQUEST_BODY_INVALID_JSON'] : ['PRIVATE_KEY_REFUSED'];
+  assert.ok(codes.includes(reply.json.code), reply.text.slice(0, 300));
+};
 
 /**
  * The README's ownership rule as a model of one plane's registrations: a (lower-cased) name
@@ -204,7 +217,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
   // POST /v1/instances
 
   const instanceFields: Record<string, fc.Arbitrary<unknown>> = {
-    name: fc.oneof({ arbitrary: fc.string({ minLength: 1, maxLength: 30 }), weight: 80 }, { arbitrary: hostileString, weight: 80 }, { arbitrary: junkJson, weight: 20 }, { arbitrary: oversizedString, weight: 1 }),
+    name: fc.oneof({ arbitrary: fc.string({ minLength: 1, maxLength: 30 }), weight: 80 }, { arbitrary: hostileString, weight: 80 }, { arbitrary: junkJson, weight: 20 }, { arbitrary: oversizedString, weight: 1 }, { arbitrary: pemPrivateKey, weight: 10 }, { arbitrary: lineInjection, weight: 10 }),
     hostnames: fc.oneof(
       { arbitrary: fc.array(fc.oneof(validHostname, badHostname), { minLength: 1, maxLength: 5 }), weight: 6 },
       { arbitrary: fc.array(validHostname, { maxLength: 4 }), weight: 2 },
@@ -214,7 +227,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       { arbitrary: fc.array(junkJson, { maxLength: 3 }), weight: 1 },
       { arbitrary: junkJson, weight: 1 },
     ),
-    cluster: fc.oneof(fc.constantFrom('c1', 'prod-eu'), hostileString, junkJson),
+    cluster: fc.oneof(fc.constantFrom('c1', 'prod-eu'), hostileString, junkJson, pemPrivateKey, lineInjection),
     keyAlgorithm: fc.oneof(fc.constantFrom('ecdsa-p256', 'rsa-2048', 'rsa-3072', 'ECDSA-P256', 'rsa-4096', 'dsa', 'ed25519', ''), junkJson),
     profile: fc.oneof(fc.constantFrom('tlsserver', 'shortlived', 'x'.repeat(65)), hostileString, junkJson),
   };
@@ -224,7 +237,8 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       mutations(Object.keys(instanceFields), (k) => instanceFields[k]!, 2),
     )
     .map(([body, edits]) => applyMutations(body, edits))
-    .chain((value) => encodedBody(value, Object.keys(instanceFields)));
+    .chain((value) => encodedBody(value, Object.keys(instanceFields)))
+    .chain(sometimesEscaped);
 
   test(`POST /v1/instances: ${RUNS.createHostile} hostile and valid-ish bodies get exactly the status the schema and name ownership decide (201, 400, 409, 413, 415), never 5xx`, async () => {
     await fc.assert(
@@ -233,6 +247,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         if (tooBig(body) && body.mode !== 'wrong-content-type') return assert.equal(reply.status, 413);
         if (jsonModes.has(body.mode)) {
           const parsed = parsedJson(body);
+          if (parsed.ok && holdsPrivateKey(parsed.value)) return assertKeyRefused(reply, parsed.value);
           const schema = parsed.ok ? CreateInstance.safeParse(parsed.value) : undefined;
           const names = schema?.success ? [...new Set(schema.data.hostnames)] : [];
           const expected = !schema?.success ? 400 : held.taken(names) ? 409 : 201;
@@ -325,6 +340,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         const reply = await send(plane, 'POST', '/v1/agents/enroll', body, {}, `10.${(enrollments >> 16) & 255}.${(enrollments >> 8) & 255}.${enrollments & 255}`);
         if (csr.privateKey) for (const line of secretLines(csr.privateKey)) assert.ok(!reply.text.includes(line), 'the response echoes the private key');
         if (tooBig(body)) return assert.equal(reply.status, 413);
+        if (holdsPrivateKey(JSON.parse(body.payload!))) return assertKeyRefused(reply, JSON.parse(body.payload!));
         const parsed = EnrollRequest.safeParse(JSON.parse(body.payload!));
         if (!parsed.success) return assert.ok(reply.status === 400 && invalidBodyCodes.includes(reply.json.code), reply.text.slice(0, 300));
         const fresh = choice.kind === 'fresh' && parsed.data.token === tokenValue;
@@ -351,7 +367,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       { arbitrary: fc.array(fc.oneof(fc.constantFrom(...ids), fc.constantFrom(...ids).map((id) => id.toUpperCase()), fc.uuid(), hostileString), { maxLength: 5 }).map((instanceIds) => ({ instanceIds })), weight: 30 },
       { arbitrary: fc.shuffledSubarray(ids, { minLength: 1 }).map((instanceIds) => ({ instanceIds: [...instanceIds, ...instanceIds] })), weight: 10 },
       { arbitrary: fc.integer({ min: 10_001, max: 10_100 }).map((n) => ({ instanceIds: Array.from({ length: n }, () => ids[0]!) })), weight: 1 },
-      { arbitrary: fc.oneof(fc.constantFrom('blue', 'green', 'red', 'BLUE', ' blue'), hostileString).map((cluster) => ({ cluster })), weight: 30 },
+      { arbitrary: fc.oneof(fc.constantFrom('blue', 'green', 'red', 'BLUE', ' blue'), hostileString, pemPrivateKey, lineInjection).map((cluster) => ({ cluster })), weight: 30 },
       {
         arbitrary: fc
           .oneof(
@@ -369,7 +385,14 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
     );
     const fields: Record<string, fc.Arbitrary<unknown>> = {
       selector: selectorArb,
-      reason: fc.oneof({ arbitrary: fc.string({ minLength: 1, maxLength: 40 }), weight: 4 }, { arbitrary: hostileString, weight: 3 }, { arbitrary: fc.integer({ min: 990, max: 1100 }).map((n) => 'r'.repeat(n)), weight: 1 }, { arbitrary: junkJson, weight: 1 }),
+      reason: fc.oneof(
+        { arbitrary: fc.string({ minLength: 1, maxLength: 40 }), weight: 4 },
+        { arbitrary: hostileString, weight: 3 },
+        { arbitrary: fc.integer({ min: 990, max: 1100 }).map((n) => 'r'.repeat(n)), weight: 1 },
+        { arbitrary: junkJson, weight: 1 },
+        { arbitrary: pemPrivateKey, weight: 2 },
+        { arbitrary: lineInjection, weight: 1 },
+      ),
       dryRun: fc.oneof({ arbitrary: fc.boolean(), weight: 4 }, { arbitrary: junkJson, weight: 1 }),
       rotateKey: fc.oneof({ arbitrary: fc.constant(true), weight: 4 }, { arbitrary: fc.constant(false), weight: 1 }, { arbitrary: junkJson, weight: 1 }),
     };
@@ -377,8 +400,9 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       body: fc
         .tuple(fc.record(fields, { requiredKeys: ['selector'] }), mutations(Object.keys(fields), (k) => fields[k]!, 2))
         .map(([b, edits]) => applyMutations(b, edits))
-        .chain((v) => encodedBody(v, Object.keys(fields))),
-      actor: fc.option(fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('', '   ', 'oncall@example.com'), fc.integer({ min: 195, max: 260 }).map((n) => 'a'.repeat(n))), { nil: undefined }),
+        .chain((v) => encodedBody(v, Object.keys(fields)))
+        .chain(sometimesEscaped),
+      actor: fc.option(fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('', '   ', 'oncall@example.com'), fc.integer({ min: 195, max: 260 }).map((n) => 'a'.repeat(n)), pemPrivateKey.map((k) => k.replace(/[\r\n\u000b\u0085]/g, ' '))), { nil: undefined }),
     });
     const expectedMatches = (selector: z.infer<typeof Selector>): string[] => {
       if ('all' in selector) return ids;
@@ -393,6 +417,8 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         if (!jsonModes.has(body.mode)) return assert.ok(reply.status >= 400, `${body.mode} body got ${reply.status}`);
         if (tooBig(body)) return assert.equal(reply.status, 413);
         const parsed = parsedJson(body);
+        if (parsed.ok && holdsPrivateKey(parsed.value)) return assertKeyRefused(reply, parsed.value);
+        if (holdsPrivateKey(actor)) return assertKeyRefused(reply, parsed.ok ? parsed.value : undefined);
         const request = parsed.ok ? ReissueModel.safeParse(parsed.value) : undefined;
         const actorOk = ActorModel.safeParse(actor).success;
         if (!request?.success || !actorOk) return assert.equal(reply.status, 400, `invalid request got ${reply.status} ${reply.text.slice(0, 200)}`);
@@ -459,6 +485,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         const qs = params.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&') + (raw ? `&${raw}` : '');
         const reply = await send(fleet, 'GET', `/v1/instances?${qs}`);
         if (raw) return;
+        if (holdsPrivateKey(params)) return assertKeyRefused(reply, undefined);
         const keys = params.map(([k]) => k);
         const single = new Set(keys).size === keys.length;
         const values = Object.fromEntries(params);
@@ -539,6 +566,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         // 'garbage' may still be a JSON scalar: a bare `null` is the README's "null is {}" (200), other scalars are 400.
         if (!jsonModes.has(encoded.mode) && !(encoded.mode === 'garbage' && parsed.ok)) return assert.ok(reply.status >= 400, `${encoded.mode} body got ${reply.status}`);
         if (tooBig(encoded)) return assert.equal(reply.status, 413);
+        if (parsed.ok && holdsPrivateKey(parsed.value)) return assertKeyRefused(reply, parsed.value);
         const valid = parsed.ok && CancelModel.safeParse(parsed.value).success;
         assert.equal(reply.status, valid ? 200 : 400, `${encoded.payload?.slice(0, 200)} got ${reply.status} ${reply.text.slice(0, 200)}`);
         if (valid) assert.equal(reply.json.state, 'cancelled');

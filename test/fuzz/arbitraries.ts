@@ -495,3 +495,78 @@ export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promi
   const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
   return { acceptable: names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256' };
 }
+
+// ---------------------------------------------------------------------------------------
+// Secret material and line injection
+
+const PRIVATE_KEY_LABELS = ['PRIVATE KEY', 'RSA PRIVATE KEY', 'EC PRIVATE KEY', 'DSA PRIVATE KEY', 'ENCRYPTED PRIVATE KEY', 'OPENSSH PRIVATE KEY'] as const;
+
+/**
+ * A PEM private key as a field holds it once parsed, in the shapes that slip past a
+ * pattern over raw text: on one line, re-wrapped with tabs, CRs or vertical tabs, the
+ * label spaced oddly, in lower case, with text around it.
+ */
+export const pemPrivateKey: fc.Arbitrary<string> = fc
+  .record({
+    label: fc.constantFrom(...PRIVATE_KEY_LABELS),
+    body: fc.base64String({ minLength: 4, maxLength: 96 }),
+    wrap: fc.constantFrom('\n', ' ', '', '\r\n', '\t', '\u000b', '  \n '),
+    labelSpace: fc.constantFrom(' ', '  ', '\t', '\n '),
+    lowerCase: fc.boolean(),
+    before: fc.string({ maxLength: 8 }),
+    after: fc.string({ maxLength: 8 }),
+  })
+  .map(({ label, body, wrap, labelSpace, lowerCase, before, after }) => {
+    const spaced = label.replaceAll(' ', labelSpace);
+    const pem = `-----BEGIN ${spaced}-----${wrap}MIIEvQIBADANBgkqhkiG9w0BAQEFAASC${wrap}${body}${wrap}-----END ${spaced}-----`;
+    return `${before}${lowerCase ? pem.toLowerCase() : pem}${after}`;
+  });
+
+/** Which characters inside JSON strings `withJsonEscapes` writes as \u escapes. */
+export type JsonEscapes = 'dashes' | 'letters' | 'all';
+export const jsonEscapes: fc.Arbitrary<JsonEscapes> = fc.constantFrom('dashes', 'letters', 'all');
+
+/**
+ * The same JSON value in other bytes: characters inside its strings (keys included)
+ * written as \u escapes, as `\u002d` for "-". JSON.parse gives back the same value, so
+ * an oracle reads the value; a filter over the raw text sees something else.
+ */
+export function withJsonEscapes(json: string, which: JsonEscapes): string {
+  const pick = which === 'dashes' ? /^-$/ : which === 'letters' ? /^[A-Za-z]$/ : /^[\s\S]$/;
+  return json.replace(/"(?:[^"\\]|\\.)*"/g, (literal) => {
+    const inner = literal.slice(1, -1).replace(/\\u[0-9a-fA-F]{4}|\\.|[\s\S]/g, (token) => (pick.test(token) ? `\\u${token.charCodeAt(0).toString(16).padStart(4, '0')}` : token));
+    return `"${inner}"`;
+  });
+}
+
+/** A body as sent, or (sometimes, for JSON renderings) with its strings partly \u-escaped. */
+export function sometimesEscaped(body: EncodedBody): fc.Arbitrary<EncodedBody> {
+  if (body.payload === undefined || !['json', 'json-charset', 'duplicate-keys'].includes(body.mode)) return fc.constant(body);
+  const payload = body.payload;
+  return fc.oneof({ arbitrary: fc.constant(body), weight: 4 }, { arbitrary: jsonEscapes.map((which): EncodedBody => ({ ...body, payload: withJsonEscapes(payload, which) })), weight: 1 });
+}
+
+/**
+ * Free text that would add a row to a table or a line to a log if printed as it is: a
+ * line break (LF, CRLF, CR, NEL, vertical tab, form feed) or a terminal escape, then a
+ * forged record.
+ */
+export const lineInjection: fc.Arbitrary<string> = fc
+  .tuple(
+    fc.string({ minLength: 1, maxLength: 12 }),
+    fc.constantFrom('\n', '\r\n', '\r', '\u0085', '\u000b', '\f', '\u001b[2K\r', '\u0000'),
+    fc.constantFrom(`sha256:${'ff'.repeat(32)}  root  admin  all clusters  until -  active`, '{"level":30,"msg":"forged"}', 'admin-socket:root  client.register  -  -'),
+  )
+  .map(([text, separator, forged]) => `${text}${separator}${forged}`);
+
+/**
+ * The README's rule, as the oracles' model: a value holds private-key material when one
+ * of its strings or keys, with whitespace and control characters dropped, has a PEM
+ * BEGIN or END line of a private key, in any letter case.
+ */
+export function holdsPrivateKey(value: unknown): boolean {
+  if (typeof value === 'string') return /-----(BEGIN|END)[A-Z]*PRIVATEKEY-----/i.test(value.replace(/[\s\p{Cc}]/gu, ''));
+  if (Array.isArray(value)) return value.some(holdsPrivateKey);
+  if (value !== null && typeof value === 'object') return Object.entries(value).some(([k, v]) => holdsPrivateKey(k) || holdsPrivateKey(v));
+  return false;
+}

@@ -37,7 +37,28 @@ import WebSocket from 'ws';
 import { AgentMessage, CHANNEL_PATH, ChannelErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
 import { CertplaneError } from '../../src/errors.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
-import { applyMutations, buildCsr, csrKeys, csrMaterial, csrRecipe, csrVerdict, hostileString, junkJson, mutations, resolveName, setOwn, unknownKey, type CsrMaterial, type Mutation } from './arbitraries.js';
+import {
+  applyMutations,
+  buildCsr,
+  csrKeys,
+  csrMaterial,
+  csrRecipe,
+  csrVerdict,
+  holdsPrivateKey,
+  hostileString,
+  jsonEscapes,
+  junkJson,
+  lineInjection,
+  mutations,
+  pemPrivateKey,
+  resolveName,
+  setOwn,
+  unknownKey,
+  withJsonEscapes,
+  type CsrMaterial,
+  type JsonEscapes,
+  type Mutation,
+} from './arbitraries.js';
 import { advance } from '../support/lifecycle.js';
 
 /** Runs per property, fixed so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
@@ -108,27 +129,24 @@ function fieldValue(key: string): fc.Arbitrary<unknown> {
     case 'signature':
       return fc.oneof(fc.base64String({ maxLength: 120 }), fc.constant(''), fc.constant('x'.repeat(2049)), hostileString);
     default:
-      return fc.oneof(certificateIdRef, hostileString, wideText, fc.integer({ min: 60, max: 3000 }).map((n) => 'y'.repeat(n)));
+      return fc.oneof(certificateIdRef, hostileString, wideText, fc.integer({ min: 60, max: 3000 }).map((n) => 'y'.repeat(n)), lineInjection);
   }
 }
 
-/** PEM private keys in every spelling the refusal must catch. */
+/** PEM private keys in every spelling the refusal must catch: real ones, and odd spacings, one-line, lower case. */
 function privateKeyText(material: CsrMaterial): fc.Arbitrary<string> {
-  return fc.oneof(
-    fc.constantFrom(...material.privateKeys),
-    fc.constantFrom('PRIVATE KEY', 'RSA PRIVATE KEY', 'EC PRIVATE KEY', 'ENCRYPTED PRIVATE KEY', 'OPENSSH PRIVATE KEY', 'DSA PRIVATE KEY').map((label) => `-----BEGIN ${label}-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END ${label}-----\n`),
-  );
+  return fc.oneof(fc.constantFrom(...material.privateKeys), pemPrivateKey);
 }
 
-type Render = 'json' | 'pretty' | 'duplicate-keys' | 'truncated' | 'trailing' | 'bom' | 'binary' | 'escaped-pem';
+type Render = 'json' | 'pretty' | 'duplicate-keys' | 'truncated' | 'trailing' | 'bom' | 'binary' | 'escaped-pem' | 'json-escapes';
 type Recipe =
   | { kind: 'text'; text: string }
   | { kind: 'bytes'; bytes: Uint8Array; binary: boolean }
-  | { kind: 'message'; template: string; base: Record<string, unknown>; edits: Mutation[]; render: Render; cut: number; duplicate: [string, unknown] };
+  | { kind: 'message'; template: string; base: Record<string, unknown>; edits: Mutation[]; render: Render; cut: number; duplicate: [string, unknown]; escapes: JsonEscapes };
 
 const render: fc.Arbitrary<Render> = fc.oneof(
   { arbitrary: fc.constant<Render>('json'), weight: 12 },
-  { arbitrary: fc.constantFrom<Render>('pretty', 'duplicate-keys', 'truncated', 'trailing', 'bom', 'binary', 'escaped-pem'), weight: 4 },
+  { arbitrary: fc.constantFrom<Render>('pretty', 'duplicate-keys', 'truncated', 'trailing', 'bom', 'binary', 'escaped-pem', 'json-escapes'), weight: 5 },
 );
 
 function messageRecipe(material: CsrMaterial, editCount: number): fc.Arbitrary<Recipe> {
@@ -149,6 +167,7 @@ function messageRecipe(material: CsrMaterial, editCount: number): fc.Arbitrary<R
         render,
         cut: fc.nat(),
         duplicate: fc.tuple(fc.constantFrom('v', 'type', 'certificateId'), fieldValue('v')),
+        escapes: jsonEscapes,
       }),
     );
 }
@@ -208,12 +227,22 @@ function materialize(recipe: Recipe, ctx: Context): { bytes: Buffer; binary: boo
     bom: () => `\ufeff${json}`,
     binary: () => json,
     'escaped-pem': () => json.replace(/-----BEGIN/g, '\\u002d----BEGIN'),
+    'json-escapes': () => withJsonEscapes(json, recipe.escapes),
   };
   return { bytes: Buffer.from(text[recipe.render]()), binary: recipe.render === 'binary' };
 }
 
 // ---------------------------------------------------------------------------------------
 // The oracle
+
+/** The frame's text as JSON.parse reads it, or undefined when it is not JSON. */
+function parsedFrame(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
 
 type Expected = { close: number; code?: string; notInternal?: boolean } | { accept: true } | { welcome: true } | { welcomeOrClose: number };
 
@@ -370,6 +399,8 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
       if ('close' in expected && expected.code) assert.ok(closed.reason.startsWith(`${expected.code}: `), `reason should start with ${expected.code}: ${shown}`);
     }
     if (!frame.binary && frame.bytes.includes('-----BEGIN PRIVATE KEY-----') && frame.bytes.length <= MAX_MESSAGE_BYTES) assert.match(closed.reason, /^CHANNEL_PRIVATE_KEY_REFUSED: /, shown);
+    // Whatever the escapes on the wire: the value the plane parses is what must hold no key (README).
+    if (!frame.binary && frame.bytes.length <= MAX_MESSAGE_BYTES && holdsPrivateKey(parsedFrame(frame.bytes))) assert.match(closed.reason, /^CHANNEL_PRIVATE_KEY_REFUSED: /, shown);
   };
 
   before(async () => {

@@ -51,12 +51,13 @@ export async function startTestPlane(
     /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
     storeUrl?: string;
     maxNamesPerCertificate?: number;
+    /** Silent unless a test reads what the plane logs. */
+    logger?: Logger;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), ...sessionOptions } = options;
   const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
-  const logger = pino({ level: 'silent' });
   const store = await openStore(storeUrl);
   const secrets = await FileSecretStore.open(dir.path('secrets'));
   const ca = await AgentCa.loadOrCreate(secrets);
