@@ -106,7 +106,13 @@ export class PlaneStack extends Stack {
 
     const logGroup = new logs.LogGroup(this, 'PlaneLogs', { retention: settings.logRetentionDays as logs.RetentionDays, removalPolicy: RemovalPolicy.RETAIN });
 
-    const cluster = new ecs.Cluster(this, 'Cluster', { vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED });
+    // Admin console sessions (ECS Exec) are recorded in their own log group: who ran which command is audit material.
+    const adminSessionLogs = new logs.LogGroup(this, 'AdminSessionLogs', { retention: settings.logRetentionDays as logs.RetentionDays, removalPolicy: RemovalPolicy.RETAIN });
+    const cluster = new ecs.Cluster(this, 'Cluster', {
+      vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENABLED,
+      executeCommandConfiguration: { logging: ecs.ExecuteCommandLogging.OVERRIDE, logConfiguration: { cloudWatchLogGroup: adminSessionLogs } },
+    });
 
     this.taskRole = new iam.Role(this, 'TaskRole', { assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'), description: 'certplane plane: its Secrets Manager prefix, and its Route 53 zone when dns-01 is on' });
     this.taskRole.addToPolicy(planeSecretsStatement(this, settings.secretsPrefix));
@@ -185,7 +191,7 @@ export class PlaneStack extends Stack {
     new CfnOutput(this, 'ServiceName', { value: service.serviceName });
     new CfnOutput(this, 'DatabaseSecretArn', { value: database.secret!.secretArn });
 
-    this.#suppressions(settings, { loadBalancerGroup, taskDefinition });
+    this.#suppressions(settings, { loadBalancerGroup, taskDefinition, adminSessionLogs });
   }
 
   /** Health of the targets from the NLB's view, and what the plane's own logs say about certificates and agents. */
@@ -266,7 +272,7 @@ export class PlaneStack extends Stack {
   }
 
   /** Every finding of cdk-nag's AwsSolutions pack this design accepts, each with its reason. */
-  #suppressions(settings: PlaneSettings, parts: { loadBalancerGroup: ec2.SecurityGroup; taskDefinition: ecs.FargateTaskDefinition }): void {
+  #suppressions(settings: PlaneSettings, parts: { loadBalancerGroup: ec2.SecurityGroup; taskDefinition: ecs.FargateTaskDefinition; adminSessionLogs: logs.LogGroup }): void {
     const acknowledge = (scope: Construct, id: string, reason: string): void => Validations.of(scope).acknowledge({ id, reason });
     acknowledge(this, 'AwsSolutions-ECS2', 'The environment holds non-secret configuration only (URLs, prefix, ports); secrets come through the container definition\'s secrets from Secrets Manager.');
     acknowledge(this, 'AwsSolutions-RDS6', 'The plane authenticates with a generated password injected by ECS from Secrets Manager; IAM database authentication would need token refresh inside the pg pool, which certplane does not do.');
@@ -282,7 +288,9 @@ export class PlaneStack extends Stack {
       acknowledge(this.taskRole, 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:route53:::change/*]', 'route53:GetChange takes a change id known only after ChangeResourceRecordSets; change ids are not tied to a zone.');
     }
     if (settings.ecsExec) {
-      acknowledge(this.taskRole, 'AwsSolutions-IAM5[Resource::*]', 'ECS Exec (the admin console) needs the ssmmessages channel actions, which have no resource-level permissions.');
+      const sessionLogsId = this.resolve(this.getLogicalId(parts.adminSessionLogs.node.defaultChild as logs.CfnLogGroup)) as string;
+      acknowledge(this.taskRole, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:<${sessionLogsId}>:*]`, 'ECS Exec writes each admin console session to its own log stream in the AdminSessionLogs group; the wildcard is the streams of that one group.');
+      acknowledge(this.taskRole, 'AwsSolutions-IAM5[Resource::*]', 'ECS Exec (the admin console) needs the ssmmessages channel actions and logs:DescribeLogGroups, which CDK grants on *; the session log writes are scoped to the AdminSessionLogs group.');
     }
     acknowledge(parts.taskDefinition, 'AwsSolutions-IAM5[Resource::*]', 'ecr:GetAuthorizationToken has no resource-level permissions; CDK scopes the rest of the execution role to the image repository, the log group and the two injected secrets.');
   }
