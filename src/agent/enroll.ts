@@ -34,7 +34,7 @@ export async function enroll(state: AgentState, server: string, token: string, s
 async function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(body);
   const { status, text } = await sendHttp(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(data)) }, body: data, tls: ca ? { ca } : {} }).catch((cause: Error) => {
-    throw new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
+    throw explainConnectError(cause, url, { serverCaGiven: ca !== undefined }) ?? new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
   });
   return { status, body: text };
 }
