@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up for a fresh Debian machine: the system packages certplane's demo and tests use,
 # a running PostgreSQL server with the test role and database, then the exact npm
-# dependency tree (npm ci builds the TypeScript through "prepare").
+# dependency tree (npm ci builds the TypeScript through "prepare"), and infra/'s own tree.
 # Safe to run again: apt-get and npm ci are idempotent, and every PostgreSQL step checks
 # before it acts.
 set -euo pipefail
@@ -70,3 +70,6 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'certplane_test') \gex
 SQL
 
 npm ci --no-audit --no-fund
+# infra/ is its own package (the CDK app, cdk-nag, esbuild for the agent's distribution), so
+# none of it reaches the service's dependencies; `npm test` runs its tests too.
+npm ci --prefix infra --no-audit --no-fund

@@ -11,6 +11,7 @@ import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
 import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../agents/protocol.js';
+import { explainConnectError } from './connect-errors.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
@@ -93,7 +94,11 @@ export class AgentClient {
       });
     });
     socket.on('open', () => logger.info({ server: url.origin }, 'channel open'));
-    socket.on('error', (error) => logger.warn({ err: error.message }, 'channel error'));
+    socket.on('error', (error) => {
+      const explained = explainConnectError(error, url, { serverCaGiven: this.options.serverCaPem !== undefined });
+      if (explained) logger.warn({ code: explained.code, err: error.message }, `channel error: ${explained.message}`);
+      else logger.warn({ err: error.message }, 'channel error');
+    });
     socket.on('close', (code, reason) => {
       if (this.#stopped) return;
       const why = reason.toString();

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { sendHttp } from '../http-client.js';
 import { createCsr, generateKeyPair } from '../pki/factory.js';
+import { explainConnectError } from './connect-errors.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 
 export const EnrollErrorCode = { FAILED: 'AGENT_ENROLL_FAILED' } as const;
@@ -25,7 +26,7 @@ export async function enroll(state: AgentState, server: string, token: string, s
   const parsed = EnrollResponse.safeParse(safeJson(body));
   if (!parsed.success) throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment answer from ${server} is not what an agent expects`);
   // The plane may name the address agents should use from now on (CERTPLANE_PUBLIC_URL: NAT, proxies).
-  const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server: parsed.data.server ?? server };
+  const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server: parsed.data.server ?? server, configuredServer: server };
   await writeIdentity(state, identity);
   return identity;
 }
@@ -33,7 +34,7 @@ export async function enroll(state: AgentState, server: string, token: string, s
 async function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(body);
   const { status, text } = await sendHttp(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(data)) }, body: data, tls: ca ? { ca } : {} }).catch((cause: Error) => {
-    throw new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
+    throw explainConnectError(cause, url, { serverCaGiven: ca !== undefined }) ?? new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
   });
   return { status, body: text };
 }

@@ -18,6 +18,7 @@ import {
   readFileIfExists,
   readJournal,
   removeFileDurably,
+  SHARED_KEY_FILE_MODE,
   writeFileAtomic,
   type AgentState,
   type JournalEvent,
@@ -253,8 +254,10 @@ export class Installer {
 
   /** Key first, chain last: see makeLive. */
   private async writePair(slot: 'live' | 'previous', pair: Pair): Promise<void> {
-    await writeFileAtomic(this.pairPath(slot, PairFile.privkey), pair.privkeyPem, PRIVATE_FILE_MODE);
-    await writeFileAtomic(this.pairPath(slot, PairFile.fullchain), pair.fullchainPem, PUBLIC_FILE_MODE);
+    // Only live/ is shared with the database server's group; previous/ stays the agent's.
+    const group = slot === 'live' ? this.options.state.liveGroup : undefined;
+    await writeFileAtomic(this.pairPath(slot, PairFile.privkey), pair.privkeyPem, group === undefined ? PRIVATE_FILE_MODE : SHARED_KEY_FILE_MODE, group);
+    await writeFileAtomic(this.pairPath(slot, PairFile.fullchain), pair.fullchainPem, PUBLIC_FILE_MODE, group);
   }
 
   /** Chain first, key last, so that no moment has a chain without its key. */

@@ -4,7 +4,9 @@
  *
  *   DIR/identity/   key.pem (0600), cert.pem, ca.pem, instance.json: who the agent is to the plane
  *   DIR/pending/    <certificateId>.key.pem (0600): keys whose certificates are being issued
- *   DIR/live/       fullchain.pem (0644), privkey.pem (0600): what the database server reads
+ *   DIR/live/       fullchain.pem (0644), privkey.pem (0600): what the database server reads;
+ *                   with a live group (--group), DIR is 0710 and live/ 0750 with that group and
+ *                   privkey.pem 0640, so a server running as another user in it reads them in place
  *   DIR/previous/   the pair the last install replaced, so a failed reload can roll back
  *   DIR/journal.jsonl  append-only, fsynced: what was installed and reloaded, for crash recovery
  *
@@ -30,6 +32,11 @@ export const PRIVATE_FILE_MODE = 0o600;
 /** Certificates: public by nature, and the database server may run as another user. */
 export const PUBLIC_FILE_MODE = 0o644;
 const PRIVATE_DIRECTORY_MODE = 0o700;
+/** With a live group: the group may pass through DIR (not list it) and read live/. */
+const SHARED_ROOT_MODE = 0o710;
+const SHARED_LIVE_DIRECTORY_MODE = 0o750;
+/** The live key, readable by the live group. */
+export const SHARED_KEY_FILE_MODE = 0o640;
 const GROUP_OR_OTHER_BITS = 0o077;
 const TEMPORARY_FILE = /^\..*\.tmp$/;
 const PENDING_KEY_FILE = /\.key\.pem$/;
@@ -45,6 +52,8 @@ export interface AgentState {
   readonly liveDir: string;
   readonly previousDir: string;
   readonly journalPath: string;
+  /** Group id that may read live/ (the database server's), or undefined: live/ is the agent's alone. */
+  readonly liveGroup: number | undefined;
 }
 
 /**
@@ -53,8 +62,9 @@ export interface AgentState {
  * that may already have been copied. Removes temporary files a crash left behind,
  * because they may hold private keys that no name refers to any more.
  */
-export async function openState(dir: string): Promise<AgentState> {
+export async function openState(dir: string, options: { liveGroup?: number } = {}): Promise<AgentState> {
   const root = path.resolve(dir);
+  const { liveGroup } = options;
   const state: AgentState = {
     dir: root,
     identityDir: path.join(root, 'identity'),
@@ -62,16 +72,24 @@ export async function openState(dir: string): Promise<AgentState> {
     liveDir: path.join(root, 'live'),
     previousDir: path.join(root, 'previous'),
     journalPath: path.join(root, 'journal.jsonl'),
+    liveGroup,
   };
   await io('create the state directory', root, () => fs.mkdir(root, { recursive: true, mode: PRIVATE_DIRECTORY_MODE }));
-  const stat = await io('inspect the state directory', root, () => fs.stat(root));
+  let stat = await io('inspect the state directory', root, () => fs.stat(root));
   if (!stat.isDirectory()) {
     throw new CertplaneError(AgentStateErrorCode.IO, `Agent state path ${root} exists but is not a directory; point the agent at a directory it owns.`, { path: root });
   }
-  assertPrivate(root, stat.mode, PRIVATE_DIRECTORY_MODE);
-  const keyFiles = [path.join(state.identityDir, 'key.pem'), path.join(state.liveDir, PairFile.privkey), path.join(state.previousDir, PairFile.privkey)];
+  if (liveGroup !== undefined) {
+    await shareWithGroup(root, liveGroup, SHARED_ROOT_MODE);
+    stat = await io('inspect the state directory', root, () => fs.stat(root));
+  }
+  assertPrivate(root, stat.mode, liveGroup === undefined ? PRIVATE_DIRECTORY_MODE : SHARED_ROOT_MODE);
+  const keyFiles = [path.join(state.identityDir, 'key.pem'), path.join(state.previousDir, PairFile.privkey)];
+  const liveKey = path.join(state.liveDir, PairFile.privkey);
+  if (liveGroup === undefined) keyFiles.push(liveKey);
   for (const sub of [state.identityDir, state.pendingDir, state.liveDir, state.previousDir]) {
     await io('create a state subdirectory', sub, () => fs.mkdir(sub, { mode: PRIVATE_DIRECTORY_MODE }).catch(ignoreErrno('EEXIST')));
+    if (sub === state.liveDir && liveGroup !== undefined) await shareWithGroup(sub, liveGroup, SHARED_LIVE_DIRECTORY_MODE);
     for (const entry of await io('list a state subdirectory', sub, () => fs.readdir(sub))) {
       if (TEMPORARY_FILE.test(entry)) await io('remove a leftover temporary file', sub, () => fs.rm(path.join(sub, entry), { force: true }));
       else if (sub === state.pendingDir && PENDING_KEY_FILE.test(entry)) keyFiles.push(path.join(sub, entry));
@@ -81,7 +99,20 @@ export async function openState(dir: string): Promise<AgentState> {
     const mode = await io('inspect a key file', file, () => fs.stat(file).then((s) => s.mode, ignoreErrno('ENOENT')));
     if (mode !== undefined) assertPrivate(file, mode, PRIVATE_FILE_MODE);
   }
+  if (liveGroup !== undefined) {
+    // A key installed before --group was given becomes the group's now, not at the next renewal.
+    const present = await io('inspect a key file', liveKey, () => fs.stat(liveKey).then(() => true, (error) => (errnoOf(error) === 'ENOENT' ? false : Promise.reject(error))));
+    if (present) await shareWithGroup(liveKey, liveGroup, SHARED_KEY_FILE_MODE);
+  }
   return state;
+}
+
+/** Gives `target` to `group` with `mode`; the agent's user must own it and be in the group (or be root). */
+async function shareWithGroup(target: string, group: number, mode: number): Promise<void> {
+  await io(`give group ${group} access to`, target, async () => {
+    await fs.chown(target, -1, group);
+    await fs.chmod(target, mode);
+  });
 }
 
 /**
@@ -90,8 +121,8 @@ export async function openState(dir: string): Promise<AgentState> {
  * directory (same file system, so rename is atomic), fsync, rename, fsync the directory.
  * The mode is set explicitly because the process umask must not decide who reads a key.
  */
-export async function writeFileAtomic(file: string, data: string, mode: number): Promise<void> {
-  const temporary = await writeTemporary(file, data, mode);
+export async function writeFileAtomic(file: string, data: string, mode: number, group?: number): Promise<void> {
+  const temporary = await writeTemporary(file, data, mode, group);
   try {
     await io('replace a state file', file, () => fs.rename(temporary, file));
   } catch (error) {
@@ -128,11 +159,13 @@ export async function readFileIfExists(file: string): Promise<string | null> {
   return (await io('read a state file', file, () => fs.readFile(file, 'utf8').catch(ignoreErrno('ENOENT')))) ?? null;
 }
 
-async function writeTemporary(file: string, data: string, mode: number): Promise<string> {
+async function writeTemporary(file: string, data: string, mode: number, group?: number): Promise<string> {
   const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     const handle = await fs.open(temporary, 'wx', mode);
     try {
+      // The group before the mode, so the file is never readable by a group it was not meant for.
+      if (group !== undefined) await handle.chown(-1, group);
       await handle.chmod(mode);
       await handle.writeFile(data, 'utf8');
       await handle.sync();
@@ -164,9 +197,14 @@ export interface AgentIdentity {
   readonly caPem: string;
   readonly instanceId: string;
   readonly server: string;
+  /**
+   * The --server URL the operator last gave. `server` may differ (the plane names its public
+   * URL at enrollment); when --server changes, the agent follows the operator instead.
+   */
+  readonly configuredServer?: string;
 }
 
-const InstanceFile = z.strictObject({ instanceId: z.string().min(1).max(128), server: z.url() });
+const InstanceFile = z.strictObject({ instanceId: z.string().min(1).max(128), server: z.url(), configuredServer: z.url().optional() });
 
 /**
  * The enrolled identity, or null before enrollment. instance.json is written last by
@@ -186,15 +224,20 @@ export async function readIdentity(state: AgentState): Promise<AgentIdentity | n
   if (!keyPem || !certificatePem || !caPem) {
     throw new CertplaneError(AgentStateErrorCode.IDENTITY_INVALID, `The agent identity in ${state.identityDir} is incomplete (key.pem, cert.pem and ca.pem are all required); re-enroll the agent.`, { path: state.identityDir });
   }
-  return { keyPem, certificatePem, caPem, instanceId: instance.instanceId, server: instance.server };
+  return { keyPem, certificatePem, caPem, instanceId: instance.instanceId, server: instance.server, ...(instance.configuredServer ? { configuredServer: instance.configuredServer } : {}) };
 }
 
 /** Stores a new identity after enrollment; instance.json goes last so a crash never leaves a half identity that looks whole. */
 export async function writeIdentity(state: AgentState, identity: AgentIdentity): Promise<void> {
-  const instance = InstanceFile.parse({ instanceId: identity.instanceId, server: identity.server });
   await writeFileAtomic(path.join(state.identityDir, 'key.pem'), identity.keyPem, PRIVATE_FILE_MODE);
   await writeFileAtomic(path.join(state.identityDir, 'cert.pem'), identity.certificatePem, PUBLIC_FILE_MODE);
   await writeFileAtomic(path.join(state.identityDir, 'ca.pem'), identity.caPem, PUBLIC_FILE_MODE);
+  await writeInstanceFile(state, identity);
+}
+
+/** Rewrites only instance.json: the plane's URL changed, the keys did not. */
+export async function writeInstanceFile(state: AgentState, identity: AgentIdentity): Promise<void> {
+  const instance = InstanceFile.parse({ instanceId: identity.instanceId, server: identity.server, configuredServer: identity.configuredServer });
   await writeFileAtomic(path.join(state.identityDir, 'instance.json'), `${JSON.stringify(instance)}\n`, PUBLIC_FILE_MODE);
 }
 
@@ -258,8 +301,9 @@ export async function readJournal(state: AgentState): Promise<JournalEntry[]> {
   });
 }
 
+/** Refuses group or other bits beyond those of `expectedMode` (none, or the live group's execute bit on DIR). */
 function assertPrivate(target: string, mode: number, expectedMode: number): void {
-  if ((mode & GROUP_OR_OTHER_BITS) === 0) return;
+  if ((mode & GROUP_OR_OTHER_BITS & ~expectedMode) === 0) return;
   const expected = expectedMode.toString(8);
   throw new CertplaneError(
     AgentStateErrorCode.PERMISSIONS,

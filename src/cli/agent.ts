@@ -3,17 +3,21 @@
  * needed only then), answers http-01 on its own port, verifies and installs chains into
  * STATE_DIR/live/, and runs until SIGTERM or SIGINT.
  */
+import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { AgentClient } from '../agent/client.js';
 import { enroll } from '../agent/enroll.js';
 import { Http01Responder } from '../agent/http01.js';
 import { Installer } from '../agent/install.js';
-import { openState, readIdentity } from '../agent/state.js';
+import { openState, readIdentity, writeInstanceFile } from '../agent/state.js';
 import { loadTrustStore, readText } from '../config/trust.js';
 import { createLogger } from '../log/logger.js';
+import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
-const USAGE =
-  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem]';
+export const USAGE =
+  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME]';
 
 export async function agent(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
@@ -27,6 +31,8 @@ export async function agent(args: string[], io: Io): Promise<number> {
       'reload-command': { type: 'string' },
       trust: { type: 'string' },
       'server-ca': { type: 'string' },
+      'token-file': { type: 'string' },
+      group: { type: 'string' },
     },
     USAGE,
   );
@@ -44,12 +50,21 @@ export async function agent(args: string[], io: Io): Promise<number> {
   const logger = createLogger(io.env.CERTPLANE_LOG_LEVEL ?? 'info', io.stdout).child({ component: 'agent' });
   const serverCaPem = values['server-ca'] ? await readText(values['server-ca'], '--server-ca') : undefined;
   const trust = await loadTrustStore(values.trust ?? 'system');
-  const state = await openState(values['state-dir']);
+  const liveGroup = values.group === undefined ? undefined : await groupId(values.group);
+  const state = await openState(values['state-dir'], { liveGroup });
   let identity = await readIdentity(state);
   if (!identity) {
-    if (!values.token) throw usageError('this agent is not enrolled yet: --token is required on first start', USAGE);
-    identity = await enroll(state, server.toString(), values.token, serverCaPem);
+    const token = values.token ?? (values['token-file'] ? (await readText(values['token-file'], '--token-file')).trim() : undefined);
+    if (!token) throw usageError('this agent is not enrolled yet: --token or --token-file is required on first start', USAGE);
+    identity = await enroll(state, server.toString(), token, serverCaPem);
     logger.info({ instanceId: identity.instanceId }, 'enrolled');
+    // The token is spent; a file holding it only invites someone to wonder whether it still works.
+    if (values['token-file']) await rm(values['token-file'], { force: true }).catch((error: Error) => logger.warn({ err: error.message, file: values['token-file'] }, 'could not remove the spent token file'));
+  } else if ((identity.configuredServer ?? identity.server) !== server.toString()) {
+    // The operator moved the plane: follow --server and remember it, instead of dialling the old address forever.
+    logger.info({ previous: identity.server, server: server.toString() }, 'the --server URL changed since the last start: using the new one and saving it in the state directory');
+    identity = { ...identity, server: server.toString(), configuredServer: server.toString() };
+    await writeInstanceFile(state, identity);
   }
 
   const installer = new Installer({ state, trustAnchors: trust.anchors, reloadCommand: values['reload-command'], logger });
@@ -64,4 +79,18 @@ export async function agent(args: string[], io: Io): Promise<number> {
   await client.stop();
   await http01?.stop();
   return ExitCode.OK;
+}
+
+/**
+ * --group's id: a number as given, or a name through getent, which also sees groups from
+ * LDAP or sssd that /etc/group does not list.
+ */
+async function groupId(group: string): Promise<number> {
+  if (/^\d+$/.test(group)) return Number(group);
+  const entry = await promisify(execFile)('getent', ['group', group]).then(({ stdout }) => stdout, () => '');
+  const gid = Number(entry.split(':')[2]);
+  if (entry === '' || !Number.isInteger(gid)) {
+    throw new CertplaneError('AGENT_GROUP_UNKNOWN', `--group ${group}: no such group on this instance (getent group ${group} found nothing); give the group the database server runs as, for example postgres.`, { group });
+  }
+  return gid;
 }

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { promisify } from 'node:util';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
 import { hasCode } from '../../src/errors.js';
 import type { IssuedCertificate } from '../../src/pki/factory.js';
@@ -318,3 +320,41 @@ async function isRunning(pid: number): Promise<boolean> {
   const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   return stat !== '' && !/^\d+ \(.*\) Z /.test(stat);
 }
+
+test('with --group, the database server running as another user reads live/ in place, and nothing else of the agent (live/ 0750, key 0640, state dir 0710)', async (t) => {
+  const fx = await fixture(t);
+  const group = 65534;
+  await fs.chmod(fx.dir, 0o755);
+  const state = await openState(fx.state.dir, { liveGroup: group });
+  const c1 = await deliveryFor({ ...fx, state }, 'c1');
+  await deliver(installer({ ...fx, state }), c1);
+
+  const groupAndMode = async (file: string) => {
+    const stat = await fs.stat(file);
+    return [stat.gid, stat.mode & 0o777];
+  };
+  assert.deepEqual(await groupAndMode(state.dir), [group, 0o710]);
+  assert.deepEqual(await groupAndMode(state.liveDir), [group, 0o750]);
+  assert.deepEqual(await groupAndMode(live(fx, 'privkey.pem')), [group, 0o640]);
+  assert.deepEqual(await groupAndMode(live(fx, 'fullchain.pem')), [group, 0o644]);
+  assert.equal(await modeOf(state.identityDir), 0o700, 'the agent identity stays private');
+  // The next start accepts what --group made (the default start would refuse it: see the next test).
+  await openState(fx.state.dir, { liveGroup: group });
+
+  if (process.getuid?.() === 0) {
+    // As the database server would: another user whose only link to the agent is the group.
+    const asServer = (file: string) => promisify(execFile)('setpriv', ['--reuid=65534', `--regid=${group}`, '--clear-groups', 'cat', file]);
+    assert.equal((await asServer(live(fx, 'privkey.pem'))).stdout, await fs.readFile(live(fx, 'privkey.pem'), 'utf8'));
+    await assert.rejects(asServer(path.join(state.identityDir, 'key.pem')), /Permission denied/);
+  }
+});
+
+test('without --group nothing changes: live/ stays the agent\'s alone, and a shared layout left by --group is refused with the chmod that fixes it', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  assert.equal(await modeOf(fx.state.dir), 0o700);
+  assert.equal(await modeOf(live(fx, 'privkey.pem')), 0o600);
+  await openState(fx.state.dir, { liveGroup: 65534 });
+  await assert.rejects(openState(fx.state.dir), (error) => hasCode(error, 'AGENT_STATE_PERMISSIONS') && /chmod 700/.test((error as Error).message));
+});
