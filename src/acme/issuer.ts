@@ -217,9 +217,18 @@ export class AcmeIssuer {
       );
 
     const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
-    const order = await step('newOrder', () => client.createOrder(payload)).catch((e) => {
-      throw orderFailed('creating the order', e);
-    });
+    const order = await step('newOrder', () => client.createOrder(payload))
+      .catch((e: unknown) => {
+        // RFC 9773: the certificate named in `replaces` already has a replacement (an earlier
+        // attempt of ours, or another client's). The order is still wanted: once more without it.
+        if (!(e instanceof CertplaneError && e.code === AcmeProblemCode.ALREADY_REPLACED && payload.replaces)) throw e;
+        log.warn({ replaces: payload.replaces }, 'the CA says the replaced certificate is already replaced; ordering without "replaces"');
+        const { replaces: _replaced, ...withoutReplaces } = payload;
+        return step('newOrder', () => client.createOrder(withoutReplaces));
+      })
+      .catch((e) => {
+        throw orderFailed('creating the order', e);
+      });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     await options.onOrderCreated?.(order.url);
     const authorizations = await step('authorizations', () => client.getAuthorizations(order));
@@ -338,7 +347,7 @@ export class AcmeIssuer {
     if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
     const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
     // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
-    return error.code === AcmeProblemCode.PROBLEM ? new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details) : error;
+    return new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
   }
 
   #accountClient(): Promise<acme.Client> {

@@ -21,8 +21,12 @@ export const AcmeProblemCode = {
   REJECTED_IDENTIFIER: 'ACME_REJECTED_IDENTIFIER',
   /** alreadyReplaced (RFC 9773): the certificate named in `replaces` already has a replacement. */
   ALREADY_REPLACED: 'ACME_ALREADY_REPLACED',
-  /** A challenge was not validated (unauthorized, connection, dns, incorrectResponse, tls); `details.names` says for which. */
+  /** A challenge was not validated (its problem: unauthorized, connection, dns, incorrectResponse, tls); `details.names` says for which. */
   VALIDATION_FAILED: 'ACME_VALIDATION_FAILED',
+  /** badCSR, badPublicKey, badSignatureAlgorithm: the CA refuses the CSR itself. */
+  BAD_CSR: 'ACME_BAD_CSR',
+  /** unauthorized on a request (not a challenge), userActionRequired, externalAccountRequired: the account cannot do this. */
+  ACCOUNT_REFUSED: 'ACME_ACCOUNT_REFUSED',
   /** serverInternal: the CA failed. */
   SERVER_INTERNAL: 'ACME_SERVER_INTERNAL',
   /** Any other problem type; `details.problemType` keeps it. */
@@ -33,9 +37,15 @@ const CODE_BY_TYPE: Readonly<Record<string, string>> = {
   rateLimited: AcmeProblemCode.RATE_LIMITED,
   badNonce: AcmeProblemCode.BAD_NONCE,
   rejectedIdentifier: AcmeProblemCode.REJECTED_IDENTIFIER,
+  unsupportedIdentifier: AcmeProblemCode.REJECTED_IDENTIFIER,
   caa: AcmeProblemCode.REJECTED_IDENTIFIER,
   alreadyReplaced: AcmeProblemCode.ALREADY_REPLACED,
-  unauthorized: AcmeProblemCode.VALIDATION_FAILED,
+  badCSR: AcmeProblemCode.BAD_CSR,
+  badPublicKey: AcmeProblemCode.BAD_CSR,
+  badSignatureAlgorithm: AcmeProblemCode.BAD_CSR,
+  unauthorized: AcmeProblemCode.ACCOUNT_REFUSED,
+  userActionRequired: AcmeProblemCode.ACCOUNT_REFUSED,
+  externalAccountRequired: AcmeProblemCode.ACCOUNT_REFUSED,
   connection: AcmeProblemCode.VALIDATION_FAILED,
   dns: AcmeProblemCode.VALIDATION_FAILED,
   incorrectResponse: AcmeProblemCode.VALIDATION_FAILED,
@@ -99,9 +109,9 @@ export function throwTypedProblems(client: object, clock: () => Date): void {
   const signedRequest = http.signedRequest.bind(http);
   http.signedRequest = async (url, payload, options, attempts) => {
     const response = await signedRequest(url, payload, options, attempts);
-    if (response.status >= 400 && isProblem(response.data)) {
-      throw problemError(response.data, { status: response.status, retryAfter: response.headers['retry-after'], now: clock() });
-    }
+    // A 5xx without a problem document (a proxy's HTML page) is a passing server failure too.
+    const problem = isProblem(response.data) ? response.data : response.status >= 500 ? { type: `${ACME_ERROR}serverInternal`, detail: `HTTP ${response.status} from ${url}` } : undefined;
+    if (response.status >= 400 && problem) throw problemError(problem, { status: response.status, retryAfter: response.headers['retry-after'], now: clock() });
     return response;
   };
 }

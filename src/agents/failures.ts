@@ -21,6 +21,8 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [AcmeProblemCode.VALIDATION_FAILED]: 'ValidationFailed',
   [AcmeProblemCode.REJECTED_IDENTIFIER]: 'IdentifierRejected',
   [AcmeProblemCode.ALREADY_REPLACED]: 'AlreadyReplaced',
+  [AcmeProblemCode.BAD_CSR]: 'CsrRejected',
+  [AcmeProblemCode.ACCOUNT_REFUSED]: 'AccountRefused',
   [AcmeErrorCode.UNKNOWN_PROFILE]: 'ProfileUnknown',
   [AcmeErrorCode.NO_SOLVER]: 'ChallengeUnsupported',
   [AcmeProblemCode.BAD_NONCE]: 'CaError',

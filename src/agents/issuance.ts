@@ -146,7 +146,16 @@ export class IssuanceCoordinator implements SessionHandler {
   async #resume(instance: InstanceRecord, certificate: CertificateRecord): Promise<void> {
     if (!certificate.csrPem || this.#running.has(certificate.id)) return;
     if (certificate.leaseUntil && certificate.leaseUntil > this.deps.clock()) return;
-    void this.#issue(instance, certificate, certificate.csrPem);
+    // http-01 needs the agent's channel, which only the process holding it can use.
+    if (!this.deps.preferDns01 && !this.deps.sessions.get(instance.id)) return;
+    this.#start(instance, certificate, certificate.csrPem);
+  }
+
+  /** Runs an order in the background; whatever escapes it is logged, never an unhandled rejection. */
+  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): void {
+    this.#issue(instance, certificate, csrPem).catch((error: unknown) =>
+      this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'),
+    );
   }
 
   async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
@@ -184,7 +193,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.
-    if (issuing) void this.#issue(instance, issuing, csrPem);
+    if (issuing) this.#start(instance, issuing, csrPem);
   }
 
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
@@ -220,6 +229,8 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#running.add(certificate.id);
     let renewLease: NodeJS.Timeout | undefined;
     let parked = false;
+    let verified: CertificateRecord | undefined;
+    const owned = { leaseOwner: this.owner };
     try {
       if (!(await store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)))) {
         log.debug('another process holds the lease; it is ordering');
@@ -242,11 +253,14 @@ export class IssuanceCoordinator implements SessionHandler {
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
         onOrderCreated: async (orderUrl) => {
-          await store.certificates.apply(certificate.id, 'order_created', { orderUrl });
+          await store.certificates.apply(certificate.id, 'order_created', { orderUrl }, owned);
         },
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
-      const verified = await store.certificates.apply(certificate.id, 'chain_verified', {
+      verified = await store.certificates.apply(
+        certificate.id,
+        'chain_verified',
+        {
         fullchainPem: issued.fullchainPem,
         fingerprintSha256: leaf.fingerprintSha256,
         notBefore: leaf.notBefore,
@@ -254,12 +268,11 @@ export class IssuanceCoordinator implements SessionHandler {
         anchorCN: issued.report.anchor?.subjectCN ?? null,
         report: withoutPem(issued.report),
         lastError: null,
-      });
+        },
+        owned,
+      );
       this.deps.metrics?.issuance('issued');
-      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN }, 'certificate issued and verified');
-      const session = this.deps.sessions.get(instance.id);
-      if (verified && session) await this.#deliver(session, verified);
-      else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
+      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
     } catch (error) {
       const failure = failureOf(error);
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
@@ -269,13 +282,18 @@ export class IssuanceCoordinator implements SessionHandler {
         const until = failure.retryAt ? new Date(failure.retryAt) : new Date(clock().getTime() + RATE_LIMITED_PAUSE_MS);
         await this.deps.gate?.blockUntil(until, message.slice(0, 200));
       }
-      await this.#fail(instance.id, certificate.id, failure, message);
+      await this.#fail(instance.id, certificate.id, failure, message, owned);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {
       clearInterval(renewLease);
       this.#running.delete(certificate.id);
       if (!parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
+    // Outside the order's failure handling: a delivery that does not reach the agent now is
+    // sent again when it reconnects; it must never fail a certificate already issued.
+    const session = this.deps.sessions.get(instance.id);
+    if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
+    else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
   }
 
   /** Asks the rate limiter for one more order for these names: undefined when granted, else until when to wait. */
@@ -340,9 +358,9 @@ export class IssuanceCoordinator implements SessionHandler {
    * from the agent (a reload command's output) or the CA that may span lines, and it is
    * shown in the API and on one line in tables, where a newline would forge a row.
    */
-  async #fail(instanceId: string, certificateId: string, failure: FailureReason, reason: string): Promise<void> {
+  async #fail(instanceId: string, certificateId: string, failure: FailureReason, reason: string, lease?: { leaseOwner: string }): Promise<void> {
     const lastError = escapeControlCharacters(reason).slice(0, 4000);
-    const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError });
+    const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#prompted.delete(certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);

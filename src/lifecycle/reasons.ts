@@ -33,6 +33,8 @@ export const FAILURE_REASONS = {
   IdentifierRejected: { permanent: true },
   /** No configured solver answers any challenge type the CA offers for a name. */
   ChallengeUnsupported: { permanent: true },
+  /** The CA refuses the account itself (unauthorized outside a challenge, terms to accept, external binding required). */
+  AccountRefused: { permanent: true },
 } as const satisfies Record<string, { permanent: boolean }>;
 
 export type FailureReasonName = keyof typeof FAILURE_REASONS;

@@ -303,7 +303,7 @@ export class SqlCampaigns implements CampaignStore {
       `SELECT
          count(*) AS matched,
          count(*) FILTER (WHERE j.state = 'queued') AS queued,
-         count(*) FILTER (WHERE c.order_url IS NOT NULL) AS ordered,
+         count(*) FILTER (WHERE EXISTS (SELECT 1 FROM certificates o WHERE o.job_id = j.id AND o.order_url IS NOT NULL)) AS ordered,
          count(*) FILTER (WHERE j.state = 'done') AS installed,
          count(*) FILTER (WHERE j.state = 'failed') AS failed,
          count(*) FILTER (WHERE j.state = 'running' AND c.status = 'pending' AND i.agent_connected_at IS NULL) AS waiting_for_agent,

@@ -405,7 +405,7 @@ class SqlStore implements Store {
       ]);
       return rows.map(toCertificate);
     },
-    apply: async (id, event, fields = {}) => {
+    apply: async (id, event, fields = {}, condition) => {
       if (!UUID.test(id)) return undefined;
       if (event === 'failed' && (!fields.failure || !fields.lastError)) throw new CertplaneError('STORE_INVALID_VALUE', 'a failed event needs a typed failure and a message');
       const { from, to } = TRANSITIONS[event];
@@ -418,7 +418,12 @@ class SqlStore implements Store {
         params.push(type === 'jsonb' && value !== null ? JSON.stringify(value) : value);
         assignments.push(type === 'jsonb' ? `${column} = $${params.length}::text::jsonb` : `${column} = $${params.length}::${type}`);
       }
-      const update = `UPDATE certificates SET ${assignments.join(', ')} WHERE id = $1 AND status = ANY($2::text[]) RETURNING *`;
+      let leaseClause = '';
+      if (condition) {
+        params.push(condition.leaseOwner);
+        leaseClause = ` AND lease_owner = $${params.length}`;
+      }
+      const update = `UPDATE certificates SET ${assignments.join(', ')} WHERE id = $1 AND status = ANY($2::text[])${leaseClause} RETURNING *`;
       const moved =
         event !== 'installed'
           ? (await this.db.query<CertificateRow>(update, params))[0]

@@ -233,8 +233,11 @@ export interface Store {
      * got there first: this is what makes delivery idempotent); LIFECYCLE_TRANSITION_REFUSED
      * when the table has no such arc from the current state. `installed` also supersedes the
      * instance's previously installed certificate; `failed` needs `failure` and `lastError`.
+     * With `leaseOwner`, the event applies only while that process holds the certificate's
+     * lease: a process that lost its lease (stalled, cut off) can no longer write over the
+     * one that took the order over; its event is stale.
      */
-    apply(id: string, event: LifecycleEvent, fields?: CertificateUpdate): Promise<CertificateRecord | undefined>;
+    apply(id: string, event: LifecycleEvent, fields?: CertificateUpdate, condition?: { leaseOwner: string }): Promise<CertificateRecord | undefined>;
     /** Links a still-pending certificate to the job that asked for it and the certificate it replaces; no change of state. */
     attachJob(id: string, jobId: string, replacesCertificateId: string | null): Promise<CertificateRecord | undefined>;
     /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */

@@ -46,6 +46,14 @@ test('alreadyReplaced, badNonce and a failed challenge each get their own reason
   assert.deepEqual([validation.reason, validation.names], ['ValidationFailed', ['db1.example.com']]);
 });
 
+test('the CA refusing the CSR or the account is permanent; unauthorized outside a challenge is not a failed validation', () => {
+  const csr = failureOf(problemError({ type: 'urn:ietf:params:acme:error:badSignatureAlgorithm', detail: 'SHA-1 is not accepted' }, { status: 400, now }));
+  assert.deepEqual([csr.reason, isPermanent(csr)], ['CsrRejected', true]);
+  const account = failureOf(problemError({ type: 'urn:ietf:params:acme:error:unauthorized', detail: 'account is not active' }, { status: 403, now }));
+  assert.deepEqual([account.reason, isPermanent(account)], ['AccountRefused', true]);
+  assert.equal(failureOf(problemError({ type: 'urn:ietf:params:acme:error:unsupportedIdentifier' }, { now })).reason, 'IdentifierRejected');
+});
+
 test('chain and CSR findings are permanent by their code family; unknown errors are internal', () => {
   assert.equal(failureOf(new CertplaneError('CHAIN_NO_PREFERRED_CHAIN', 'no offered chain fits')).reason, 'ChainUnsatisfied');
   assert.equal(failureOf(new CertplaneError('CSR_BAD_SIGNATURE', 'bad')).reason, 'CsrRejected');

@@ -87,7 +87,7 @@ describe('failure reasons', () => {
 
   test('a permanent reason is never retried, whatever the attempt', () => {
     const permanent = (Object.keys(FAILURE_REASONS) as FailureReasonName[]).filter((reason) => isPermanent({ reason }));
-    assert.deepEqual(permanent.sort(), ['ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'ProfileUnknown']);
+    assert.deepEqual(permanent.sort(), ['AccountRefused', 'ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'ProfileUnknown']);
     for (const reason of permanent) assert.deepEqual(retryDecision({ reason, code: 'X' }, 1, now), { retry: false, why: 'permanent' });
   });
 

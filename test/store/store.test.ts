@@ -359,6 +359,8 @@ for (const engine of [pglite, postgres]) {
       assert.equal(await store.certificates.lease(certificate.id, holder, now, later), true, 'the holder extends its lease');
       assert.equal(await store.certificates.lease(certificate.id, other, new Date(later.getTime() - 1), later), false);
       assert.equal(await store.certificates.lease(certificate.id, other, later, new Date(later.getTime() + 60_000)), true, 'a lapsed lease is taken over');
+      assert.equal(await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from the stalled process' }, { leaseOwner: holder }), undefined, 'a process that lost its lease writes nothing');
+      assert.equal((await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from the new holder' }, { leaseOwner: other }))?.csrPem, 'from the new holder');
       await store.certificates.release(certificate.id, holder);
       assert.equal((await store.certificates.get(certificate.id))?.leaseOwner, other, 'only the owner releases');
       await store.certificates.release(certificate.id, other);
