@@ -22,7 +22,7 @@ need_packages=()
 command -v pebble >/dev/null 2>&1 || need_packages+=(pebble)
 command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_packages+=(ca-certificates)
-# The agent's systemd unit is checked with systemd-analyze verify (test/deploy).
+# The agent's and the plane's systemd units are checked with systemd-analyze verify (test/deploy).
 command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(postgres_major_version)" ]; then
   need_packages+=(postgresql)

@@ -1,9 +1,9 @@
 /**
- * Step-level retries around ACME calls. acme-client already retries each HTTP request
- * on 5xx and 429 (honouring Retry-After) and each signed request on badNonce; this layer
- * catches what escapes it (a run of rejected nonces, a connection reset) and retries the
- * whole step with capped, jittered exponential backoff, so one flaky moment does not
- * fail an issuance.
+ * Step-level retries around ACME calls. acme-client retries a signed request on badNonce
+ * only (its own HTTP retries are off: they slept inside the request for any Retry-After);
+ * this layer retries the whole step on what passes (a run of rejected nonces, a server
+ * error, a connection reset) with capped, jittered exponential backoff, never before the
+ * CA's Retry-After, so one flaky moment does not fail an issuance.
  */
 
 import { CertplaneError } from '../errors.js';

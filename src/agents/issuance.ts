@@ -34,7 +34,7 @@ export interface OrderGate {
   blockUntil(until: Date, reason: string): Promise<void>;
 }
 
-/** How long to stop ordering after the CA answers rateLimited (acme-client has already waited out its Retry-After). */
+/** How long to stop ordering after the CA answers rateLimited without a Retry-After. */
 const RATE_LIMITED_PAUSE_MS = 15 * 60_000;
 
 /** Told when a certificate settles, so renewal and reissue jobs can follow (jobs/lifecycle.ts). */

@@ -24,7 +24,7 @@ commands:
   openapi [--out openapi.yaml]
   admin [--socket PATH] [--actor NAME] [--json] COMMAND [--option value]...   the local admin console (certplane admin help)
 
-configuration comes from CERTPLANE_* environment variables (see README.md).`;
+configuration comes from CERTPLANE_* environment variables (see docs/reference/configuration.md).`;
 
 /** Error codes that mean "what you gave me is wrong": exit 2 rather than 1. */
 const BAD_INPUT_PREFIXES = ['CLI_USAGE', 'VALIDATION_', 'REISSUE_', 'RATE_LIMIT_CONFIG', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID', 'PRIVATE_KEY_REFUSED'];

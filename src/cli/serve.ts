@@ -7,7 +7,7 @@ import type { CertplaneError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 
-const USAGE = 'usage: certplane serve   (configured by CERTPLANE_* environment variables, see README.md)';
+const USAGE = 'usage: certplane serve   (configured by CERTPLANE_* environment variables, see docs/reference/configuration.md)';
 
 export async function serve(args: string[], io: Io): Promise<number> {
   const { positionals } = parse(args, {}, USAGE);

@@ -107,7 +107,7 @@ const schema = z
     }
   });
 
-/** The validated configuration; field names say what they are, the README maps them to variables. */
+/** The validated configuration; field names say what they are, docs/reference/configuration.md maps them to variables. */
 export interface Config {
   readonly acme: {
     readonly directoryUrl: string;

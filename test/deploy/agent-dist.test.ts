@@ -2,29 +2,60 @@
  * The agent as a customer instance gets it: the distribution built by infra/agent/build-dist.sh,
  * unpacked and installed by its install.sh into a fresh directory tree, the installed unit
  * checked by systemd-analyze verify, and the installed single-file agent run from a
- * directory with no node_modules anywhere, enrolling against a plane and opening its channel.
+ * directory with no node_modules anywhere against a `certplane serve` process and Pebble:
+ * it enrolls, holds its channel and gets a certificate installed. The plane answers the
+ * challenge with dns-01 through challtestsrv, so no port is bound on the agent's side.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { createEnrollmentToken } from '../../src/agents/enrollment.js';
+import { parseCertificateBundle } from '../../src/chain/index.js';
+import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { scratch } from '../support/cli.js';
-import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { freePort } from '../support/ports.js';
+import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const run = promisify(execFile);
 const repository = fileURLToPath(new URL('../../../', import.meta.url));
 const dir = await scratch('certplane-agent-dist-');
-let plane: TestPlane;
+let pebble: LocalPebble;
+let plane: RunningProcess;
+let api: string;
 let unpacked: string;
 const root = dir.path('root');
 
+const json = async (method: string, route: string, body?: unknown) => {
+  const response = await fetch(`${api}${route}`, { method, headers: { ...(body ? { 'content-type': 'application/json' } : {}), 'x-certplane-actor': 'agent-dist test' }, body: body ? JSON.stringify(body) : undefined, signal: AbortSignal.timeout(10_000) });
+  return { status: response.status, body: (await response.json()) as Record<string, any> };
+};
+
 before(async () => {
-  plane = await startTestPlane();
+  pebble = await startPebble({ alternateRoots: 1 });
+  const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
+  await dir.write('root.pem', preferred.pem);
+  const port = await freePort();
+  api = `http://127.0.0.1:${port}`;
+  plane = startCertplane(['serve'], {
+    CERTPLANE_INSECURE_HTTP: '1',
+    CERTPLANE_LISTEN: `127.0.0.1:${port}`,
+    CERTPLANE_DATABASE_URL: `pglite:${dir.path('db')}`,
+    CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
+    CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
+    CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
+    CERTPLANE_TRUST_STORE: dir.path('root.pem'),
+    CERTPLANE_SECRETS: `file:${dir.path('secrets')}`,
+    CERTPLANE_DNS_PROVIDER: 'challtestsrv',
+    CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
+    CERTPLANE_CHALLENGE: 'dns-01',
+    CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
+  });
+  await plane.waitForLine((line) => line.includes('management plane listening'), 60_000);
   const { stdout } = await run('bash', [path.join(repository, 'infra/agent/build-dist.sh'), dir.path('out')]);
   const tarball = stdout.trim().split('\n').at(-1)!;
   await run('mkdir', ['-p', dir.path('unpacked'), root]);
@@ -33,7 +64,8 @@ before(async () => {
 });
 
 after(async () => {
-  await plane?.close();
+  await plane?.stop();
+  await pebble?.stop();
   await dir.remove();
 });
 
@@ -50,7 +82,7 @@ test('the distribution is one bundled script, the unit and the install script: n
 test('install.sh installs into a fresh tree: program, settings, private state, the spent-once token, and the unit with node\'s path', async () => {
   const token = await dir.write('token', 'placeholder\n');
   const ca = await dir.write('ca.pem', 'not used by this test\n');
-  await run('bash', [path.join(unpacked, 'install.sh'), '--root', root, '--server', plane.url, '--token-file', token, '--server-ca', ca, '--group', 'postgres', '--http01-port', '80']);
+  await run('bash', [path.join(unpacked, 'install.sh'), '--root', root, '--server', api, '--token-file', token, '--server-ca', ca, '--group', 'postgres', '--http01-port', '80']);
   assert.ok(existsSync(path.join(root, 'opt/certplane-agent/certplane-agent.cjs')));
   assert.equal(existsSync(token), false, 'the token given is moved, not copied');
   const state = path.join(root, 'var/lib/certplane-agent');
@@ -58,7 +90,7 @@ test('install.sh installs into a fresh tree: program, settings, private state, t
   assert.equal((await stat(path.join(state, 'enrollment-token'))).mode & 0o777, 0o600);
   assert.equal(
     await readFile(path.join(root, 'etc/certplane-agent/agent.env'), 'utf8'),
-    `# certplane agent settings, read by certplane-agent.service (systemctl restart certplane-agent after a change).\nCERTPLANE_SERVER=${plane.url}\nCERTPLANE_AGENT_OPTIONS=--server-ca /etc/certplane-agent/server-ca.pem --group postgres --http01-port 80\n`,
+    `# certplane agent settings, read by certplane-agent.service (systemctl restart certplane-agent after a change).\nCERTPLANE_SERVER=${api}\nCERTPLANE_AGENT_OPTIONS=--server-ca /etc/certplane-agent/server-ca.pem --group postgres --http01-port 80\n`,
   );
   const unit = await readFile(unitPath(), 'utf8');
   assert.match(unit, new RegExp(`^ExecStart=${process.execPath.replace(/\//g, '\\/')} /opt/certplane-agent/certplane-agent.cjs `, 'm'));
@@ -94,29 +126,56 @@ test('the installed unit is hardened and passes systemd-analyze verify without a
   await assert.rejects(run('systemd-analyze', ['verify', broken]));
 });
 
-test('the installed agent, run from a directory without node_modules, enrolls with the token file and holds its channel', async () => {
-  const instance = await plane.store.instances.create({ name: 'dist', hostnames: ['dist.example.com'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
-  const { token } = await createEnrollmentToken(plane.store, instance.id, new Date(), 60_000);
+test('the installed agent, run from a directory without node_modules, enrolls with the token file and gets a certificate from Pebble installed', async () => {
+  const created = await json('POST', '/v1/instances', { name: 'dist', hostnames: ['dist.agent-dist.test'] });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const instanceId: string = created.body.id;
   const state = path.join(root, 'var/lib/certplane-agent');
-  await writeFile(path.join(state, 'enrollment-token'), `${token}\n`, { mode: 0o600 });
+  await writeFile(path.join(state, 'enrollment-token'), `${created.body.enrollmentToken}\n`, { mode: 0o600 });
   const cwd = dir.path('empty');
   await run('mkdir', ['-p', cwd]);
-  const agent = spawn(process.execPath, [path.join(root, 'opt/certplane-agent/certplane-agent.cjs'), '--server', plane.url, '--state-dir', state, '--token-file', path.join(state, 'enrollment-token')], { cwd, env: { PATH: '/usr/bin:/bin' } });
+  const agent = spawn(
+    process.execPath,
+    [path.join(root, 'opt/certplane-agent/certplane-agent.cjs'), '--server', api, '--state-dir', state, '--token-file', path.join(state, 'enrollment-token'), '--trust', dir.path('root.pem')],
+    { cwd, env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const exited = once(agent, 'exit');
   let output = '';
   agent.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   agent.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   try {
-    const deadline = Date.now() + 60_000;
-    while (!output.includes('channel open') && Date.now() < deadline && agent.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 100));
+    await eventually(async () => (output.includes('channel open') || agent.exitCode !== null ? true : undefined), 60_000, 100, 'the agent to open its channel');
     assert.match(output, /"msg":"enrolled"/, output);
     assert.match(output, /channel open/, output);
     assert.equal(existsSync(path.join(state, 'enrollment-token')), false, 'the spent token is gone');
-    assert.equal(JSON.parse(await readFile(path.join(state, 'identity/instance.json'), 'utf8')).instanceId, instance.id);
+    assert.equal(JSON.parse(await readFile(path.join(state, 'identity/instance.json'), 'utf8')).instanceId, instanceId);
+
+    const issued = await json('POST', `/v1/instances/${instanceId}/issue`);
+    assert.equal(issued.status, 202, JSON.stringify(issued.body));
+    const certificate = await eventually(
+      async () => {
+        const { body } = await json('GET', `/v1/instances/${instanceId}`);
+        return ['installed', 'failed'].includes(body.certificate?.status) ? body.certificate : undefined;
+      },
+      90_000,
+      250,
+      'the plane to report the certificate installed',
+    ).catch((error: Error) => assert.fail(`${error.message}\nagent:\n${output}\nplane:\n${plane.lines.slice(-15).join('\n')}`));
+    assert.equal(certificate.status, 'installed', `${JSON.stringify(certificate)}\nagent:\n${output}`);
+    const fullchain = path.join(state, 'live/fullchain.pem');
+    assert.ok(existsSync(fullchain), 'live/fullchain.pem is written');
+    const live = parseCertificateBundle(await readFile(fullchain, 'utf8'));
+    assert.deepEqual(live[0]!.dnsNames, ['dist.agent-dist.test']);
+    assert.equal(certificate.fingerprintSha256, live[0]!.fingerprintSha256, 'the plane reports the certificate the agent installed');
+    // openssl, not certplane's own chain code, decides: the leaf chains to Pebble's root through the intermediates beside it.
+    const verified = await run('openssl', ['verify', '-CAfile', dir.path('root.pem'), '-untrusted', fullchain, fullchain]);
+    assert.equal(verified.stdout.trim(), `${fullchain}: OK`);
   } finally {
     if (agent.exitCode === null && agent.signalCode === null) {
-      const exited = new Promise((resolve) => agent.once('exit', resolve));
       agent.kill('SIGTERM');
+      const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000);
       await exited;
+      clearTimeout(timer);
     }
   }
 });
