@@ -94,10 +94,10 @@ test('the unit starts the program the build produces, and its defaults with the 
   }
   const example = await readFile(path.join(repository, 'infra/plane/certplane.env.example'), 'utf8');
   const settings = example.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
-  const tableRows = (await readFile(path.join(repository, 'README.md'), 'utf8')).split('\n').filter((row) => row.startsWith('| `CERTPLANE_'));
+  const tableRows = (await readFile(path.join(repository, 'docs', 'reference', 'configuration.md'), 'utf8')).split('\n').filter((row) => row.startsWith('| `CERTPLANE_'));
   for (const line of settings) {
     const [key, ...value] = line.split('=');
-    assert.ok(tableRows.some((row) => row.split('|')[1]!.includes(`\`${key}\``)), `${key} is in the README's configuration table, not a typo`);
+    assert.ok(tableRows.some((row) => row.split('|')[1]!.includes(`\`${key}\``)), `${key} is in the configuration reference (docs/reference/configuration.md), not a typo`);
     env[key!] = value.join('=');
   }
   const config = loadConfig(env);
