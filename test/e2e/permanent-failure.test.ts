@@ -81,8 +81,10 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
     assert.equal(followed.code, 1, `${followed.stdout}\n${followed.stderr}`);
     assert.match(followed.stdout, new RegExp(`done: 0 installed, ${INSTANCES} failed \\(ChainUnsatisfied ${INSTANCES}\\)`), followed.stdout);
 
-    const orders = proxy.payloadsTo('/order-plz').length;
-    console.log(`new orders at the CA: ${orders} for ${INSTANCES} instances`);
+    // Orders Pebble created (201), not newOrder POSTs: Pebble rejects some nonces on purpose and
+    // acme-client sends those again, which creates nothing.
+    const orders = proxy.createdAt('/order-plz');
+    console.log(`new orders at the CA: ${orders} for ${INSTANCES} instances (${proxy.payloadsTo('/order-plz').length} newOrder requests)`);
     assert.ok(orders <= INSTANCES, `${orders} orders for ${INSTANCES} instances`);
 
     const campaignId = /campaign (\S+) started/.exec(followed.stdout)?.[1];
@@ -99,6 +101,6 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
 
     // Nothing is retried later: the scheduler leaves failed-for-good jobs alone.
     await new Promise((resolve) => setTimeout(resolve, 1500));
-    assert.equal(proxy.payloadsTo('/order-plz').length, orders);
+    assert.equal(proxy.createdAt('/order-plz'), orders);
   });
 });

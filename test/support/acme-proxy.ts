@@ -24,6 +24,8 @@ export interface RenewalWindow {
 export interface RecordedPost {
   readonly path: string;
   readonly payload: unknown;
+  /** Pebble's answer status, once it answered: 201 for a created order, 400 for a rejected nonce. */
+  status?: number;
 }
 
 /** Where Pebble is and which extensions to pretend it has: tests vary these to see what the client sends. */
@@ -52,6 +54,8 @@ export interface AcmeProxy {
   readonly renewalInfoRequests: readonly string[];
   /** The decoded payloads POSTed to `path` (e.g. "/order-plz"), in order. */
   payloadsTo(path: string): unknown[];
+  /** How many POSTs to `path` Pebble answered 201 Created: orders it really made, not nonce rejections retried. */
+  createdAt(path: string): number;
   /** Makes /renewal-info/{certId} answer 200 with this window; unknown certIds answer 404. */
   setRenewalWindow(certId: string, window: RenewalWindow): void;
   close(): Promise<void>;
@@ -72,11 +76,12 @@ export async function startAcmeProxy(options: AcmeProxyOptions): Promise<AcmePro
   const windows = new Map<string, RenewalWindow>();
   let origin = '';
 
-  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, rewrite?: (answer: Buffer) => Buffer): void => {
+  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, rewrite?: (answer: Buffer) => Buffer, answered?: (status: number) => void): void => {
     const headers = { ...req.headers, ...(rewrite ? { 'accept-encoding': 'identity' } : {}) };
     const outgoing = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent: upstreamAgent, timeout: UPSTREAM_TIMEOUT_MS },
       (answer) => {
+        answered?.(answer.statusCode ?? 502);
         if (!rewrite) {
           res.writeHead(answer.statusCode ?? 502, answer.headers);
           answer.pipe(res);
@@ -119,11 +124,15 @@ export async function startAcmeProxy(options: AcmeProxyOptions): Promise<AcmePro
   const route = (req: IncomingMessage, res: ServerResponse, body: Buffer): void => {
     const path = new URL(req.url ?? '/', origin).pathname;
     if (req.method === 'GET' && path.startsWith(`${RENEWAL_INFO_PATH}/`)) return serveRenewalInfo(decodeURIComponent(path.slice(RENEWAL_INFO_PATH.length + 1)), res);
+    let post: RecordedPost | undefined;
     if (req.method === 'POST') {
       if (posts.length >= MAX_RECORDED_POSTS) return fail(res, 503, `the proxy recorded ${MAX_RECORDED_POSTS} POSTs already; a test that needs more is not bounded`);
-      posts.push({ path, payload: decodeJwsPayload(body) });
+      post = { path, payload: decodeJwsPayload(body) };
+      posts.push(post);
     }
-    forward(req, res, body, req.method === 'GET' && path === upstream.pathname ? addExtensions : undefined);
+    forward(req, res, body, req.method === 'GET' && path === upstream.pathname ? addExtensions : undefined, (status) => {
+      if (post) post.status = status;
+    });
   };
 
   const server: Server = createServer({ cert: listener.certPem, key: listener.keyPem }, (req, res) => {
@@ -145,6 +154,7 @@ export async function startAcmeProxy(options: AcmeProxyOptions): Promise<AcmePro
     posts,
     renewalInfoRequests,
     payloadsTo: (path) => posts.filter((post) => post.path === path).map((post) => post.payload),
+    createdAt: (path) => posts.filter((post) => post.path === path && post.status === 201).length,
     setRenewalWindow: (certId, window) => void windows.set(certId, window),
     close: () =>
       new Promise<void>((resolve) => {
