@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -92,7 +93,7 @@ describe('the image\'s scripts', () => {
     // A stand-in for node: reports its arguments and the environment it was given.
     writeFileSync(path.join(dir, 'node'), '#!/bin/sh\necho "args: $*"\nenv | grep "^CERTPLANE_" | sort\n');
     chmodSync(path.join(dir, 'node'), 0o755);
-    const key = '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----';
+    const key = String(generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' })).trimEnd();
     const { stdout } = await run('sh', [path.join(REPOSITORY_ROOT, 'infra/docker/entrypoint.sh'), 'serve'], {
       env: { PATH: `${dir}:/usr/bin:/bin`, CERTPLANE_TLS_CERT_PEM: 'CERT', CERTPLANE_TLS_KEY_PEM: key, CERTPLANE_TLS_CERT: path.join(dir, 'tls.crt'), CERTPLANE_TLS_KEY: path.join(dir, 'tls.key') },
     });

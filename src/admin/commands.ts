@@ -4,7 +4,7 @@
  * purpose: this is how the first client certificate gets registered, and the way in when
  * TLS or the client registry is broken (the incident case). Whoever reaches it already
  * is the service's user or root, as in the design this follows
- * (../shared/seeds/ravendb-4.0-design-posts-2017.txt). Because nothing authenticates
+ * (RavenDB 4.0's design posts on the administrator's local console, 2017). Because nothing authenticates
  * here, every state-changing command is recorded in the audit trail with who (the
  * transport's actor) and why (a reason, required except when registering a client).
  */

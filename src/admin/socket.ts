@@ -3,7 +3,7 @@
  * terminal. The socket's mode (0600, owned by the service's user, in a directory nobody
  * else may write) is the authentication: only that user and root can connect, and they
  * can already do anything the service can, so the operating system is the guard
- * (../shared/seeds/ravendb-4.0-design-posts-2017.txt).
+ * (RavenDB 4.0's design posts on the administrator's local console, 2017).
  * That is why it needs no certificate and keeps working when TLS is broken. The actor
  * a client names is recorded as `admin-socket:NAME`: a label for the audit trail, not a
  * credential.
