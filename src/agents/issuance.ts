@@ -7,8 +7,6 @@
  * never install twice or move a certificate backwards.
  */
 import type { Logger } from 'pino';
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
@@ -17,6 +15,7 @@ import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
 import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
+import { processName } from '../process-name.js';
 import type { AgentMessage, KeyAlgorithm } from './protocol.js';
 import { SessionErrorCode, SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
 
@@ -61,7 +60,7 @@ const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-
 export class IssuanceCoordinator implements SessionHandler {
   readonly #running = new Set<string>();
   /** Names this process in certificate leases, for operators reading the certificates table. */
-  readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  readonly owner = processName();
 
   constructor(
     private readonly deps: {

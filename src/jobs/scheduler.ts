@@ -5,9 +5,8 @@
  * survives restarts. Each tick also refreshes due ARI windows and re-prompts the agents
  * connected to this process (work created by another process reaches them that way).
  */
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { processName } from '../process-name.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
@@ -27,7 +26,7 @@ export interface SchedulerOptions {
 
 export class Scheduler {
   /** Names this process in job claims, for operators reading the jobs table. */
-  readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  readonly owner = processName();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #stopped = false;

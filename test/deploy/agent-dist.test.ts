@@ -19,7 +19,7 @@ import { parseCertificateBundle } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
-import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const run = promisify(execFile);
 const repository = fileURLToPath(new URL('../../../', import.meta.url));
@@ -41,20 +41,18 @@ before(async () => {
   await dir.write('root.pem', preferred.pem);
   const port = await freePort();
   api = `http://127.0.0.1:${port}`;
-  plane = startCertplane(['serve'], {
-    CERTPLANE_INSECURE_HTTP: '1',
-    CERTPLANE_LISTEN: `127.0.0.1:${port}`,
-    CERTPLANE_DATABASE_URL: `pglite:${dir.path('db')}`,
-    CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
-    CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
-    CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
-    CERTPLANE_TRUST_STORE: dir.path('root.pem'),
-    CERTPLANE_SECRETS: `file:${dir.path('secrets')}`,
-    CERTPLANE_DNS_PROVIDER: 'challtestsrv',
-    CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
-    CERTPLANE_CHALLENGE: 'dns-01',
-    CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
-  });
+  plane = startCertplane(
+    ['serve'],
+    localPlaneEnv({
+      port,
+      dir: dir.dir,
+      directoryUrl: pebble.directoryUrl,
+      acmeCaPath: pebble.acmeServerCaPath,
+      preferredRootCN: preferred.subjectCN,
+      trustStorePath: dir.path('root.pem'),
+      challtestsrvUrl: pebble.challtestsrvUrl,
+    }),
+  );
   await plane.waitForLine((line) => line.includes('management plane listening'), 60_000);
   const { stdout } = await run('bash', [path.join(repository, 'infra/agent/build-dist.sh'), dir.path('out')]);
   const tarball = stdout.trim().split('\n').at(-1)!;

@@ -15,7 +15,7 @@ import { scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
-import { eventually, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, localPlaneEnv, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const INSTANCES = 200;
 const CAPACITY = 10;
@@ -49,18 +49,16 @@ describe('reissue campaign over 200 instances, rate limited, surviving SIGKILL',
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
     env = {
-      CERTPLANE_INSECURE_HTTP: '1',
-      CERTPLANE_LISTEN: `127.0.0.1:${port}`,
-      CERTPLANE_DATABASE_URL: database.url,
-      CERTPLANE_ACME_DIRECTORY: pebble.directoryUrl,
-      CERTPLANE_ACME_CA_CERTS: pebble.acmeServerCaPath,
-      CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
-      CERTPLANE_TRUST_STORE: join(dir.dir, 'root.pem'),
-      CERTPLANE_SECRETS: `file:${join(dir.dir, 'secrets')}`,
-      CERTPLANE_DNS_PROVIDER: 'challtestsrv',
-      CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
-      CERTPLANE_CHALLENGE: 'dns-01',
-      CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
+      ...localPlaneEnv({
+        port,
+        dir: dir.dir,
+        databaseUrl: database.url,
+        directoryUrl: pebble.directoryUrl,
+        acmeCaPath: pebble.acmeServerCaPath,
+        preferredRootCN: preferred.subjectCN,
+        trustStorePath: join(dir.dir, 'root.pem'),
+        challtestsrvUrl: pebble.challtestsrvUrl,
+      }),
       CERTPLANE_RATE_LIMITS: JSON.stringify({
         newOrders: { capacity: CAPACITY, refillPerSecond: REFILL_PER_SECOND },
         certificatesPerDomain: { capacity: 100_000, refillPerSecond: 1000 },

@@ -14,7 +14,7 @@ import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { certplane, scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
-import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const INSTANCES = 3;
 
@@ -41,20 +41,17 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
     plane = startCertplane(['serve'], {
-      CERTPLANE_INSECURE_HTTP: '1',
-      CERTPLANE_LISTEN: `127.0.0.1:${port}`,
-      CERTPLANE_DATABASE_URL: `pglite:${join(dir.dir, 'db')}`,
-      CERTPLANE_ACME_DIRECTORY: proxy.directoryUrl,
-      CERTPLANE_ACME_CA_CERTS: join(dir.dir, 'proxy-ca.pem'),
-      CERTPLANE_PREFERRED_CHAINS: JSON.stringify([preferred.subjectCN]),
-      CERTPLANE_TRUST_STORE: join(dir.dir, 'root.pem'),
+      ...localPlaneEnv({
+        port,
+        dir: dir.dir,
+        directoryUrl: proxy.directoryUrl,
+        acmeCaPath: join(dir.dir, 'proxy-ca.pem'),
+        preferredRootCN: preferred.subjectCN,
+        trustStorePath: join(dir.dir, 'root.pem'),
+        challtestsrvUrl: pebble.challtestsrvUrl,
+      }),
       // The 2021 shape: the root every offered chain could lead to is distrusted, yet still preferred.
       CERTPLANE_DISTRUSTED_SPKI: preferred.spkiSha256,
-      CERTPLANE_SECRETS: `file:${join(dir.dir, 'secrets')}`,
-      CERTPLANE_DNS_PROVIDER: 'challtestsrv',
-      CERTPLANE_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
-      CERTPLANE_CHALLENGE: 'dns-01',
-      CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
     });
     await plane.waitForLine((line) => line.includes('management plane listening'), 60_000);
     for (let i = 0; i < INSTANCES; i += 1) {

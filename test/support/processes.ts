@@ -96,3 +96,34 @@ export async function eventually<T>(probe: () => Promise<T | undefined>, timeout
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
 }
+
+/**
+ * The environment of a development-mode `certplane serve` on loopback against a local
+ * Pebble, dns-01 through its challtestsrv, state under `dir`: what the end-to-end suites
+ * share. Callers spread it and override or add what their case needs.
+ */
+export function localPlaneEnv(options: {
+  port: number;
+  dir: string;
+  directoryUrl: string;
+  acmeCaPath: string;
+  preferredRootCN: string;
+  trustStorePath: string;
+  challtestsrvUrl: string;
+  databaseUrl?: string;
+}): Record<string, string> {
+  return {
+    CERTPLANE_INSECURE_HTTP: '1',
+    CERTPLANE_LISTEN: `127.0.0.1:${options.port}`,
+    CERTPLANE_DATABASE_URL: options.databaseUrl ?? `pglite:${join(options.dir, 'db')}`,
+    CERTPLANE_ACME_DIRECTORY: options.directoryUrl,
+    CERTPLANE_ACME_CA_CERTS: options.acmeCaPath,
+    CERTPLANE_PREFERRED_CHAINS: JSON.stringify([options.preferredRootCN]),
+    CERTPLANE_TRUST_STORE: options.trustStorePath,
+    CERTPLANE_SECRETS: `file:${join(options.dir, 'secrets')}`,
+    CERTPLANE_DNS_PROVIDER: 'challtestsrv',
+    CERTPLANE_CHALLTESTSRV_URL: options.challtestsrvUrl,
+    CERTPLANE_CHALLENGE: 'dns-01',
+    CERTPLANE_SCHEDULER_INTERVAL_MS: '200',
+  };
+}
