@@ -8,6 +8,7 @@ import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../errors.js';
 import { sha256Hex, spkiSha256OfPublicKeyPem } from './certificate.js';
 import { parsePemBlocks } from './pem.js';
+import { isPrivateKeyLabel } from '../untrusted-text.js';
 
 export interface ParsedCsr {
   readonly pem: string;
@@ -82,7 +83,7 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
     });
   }
   const blocks = parsePemBlocks(pem, source);
-  if (blocks.some((b) => b.label.includes('PRIVATE KEY'))) {
+  if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
     throw new CertplaneError(CsrErrorCode.INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
   }
   const block = blocks.find((b) => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST');
@@ -168,7 +169,7 @@ function describeKey(algorithm: webcrypto.Algorithm & { namedCurve?: string; mod
  */
 export async function spkiSha256OfKeyFile(pem: string, source = 'key'): Promise<string> {
   const blocks = parsePemBlocks(pem, source);
-  if (blocks.some((b) => b.label.includes('PRIVATE KEY'))) {
+  if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
     throw new CertplaneError(CsrErrorCode.NOT_A_KEY, `${source}: holds a private key; give the CSR or the public key instead`, { source });
   }
   if (blocks.some((b) => b.label.includes('CERTIFICATE REQUEST'))) return (await parseCsr(pem, source)).spkiSha256;
