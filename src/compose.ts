@@ -31,9 +31,10 @@ import { Route53DnsProvider } from './acme/dns/route53.js';
 import { Dns01Solver, type ChallengeSolver } from './acme/solver.js';
 import type { Config } from './config/config.js';
 import { auditConfiguration } from './config/changes.js';
-import { TrustErrorCode, distrustedKeys, loadTrustStore, readText } from './config/trust.js';
+import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
 import { openSecretStore, readPrivateFile } from './secrets/index.js';
 import { StartedResources } from './started-resources.js';
+import { ErrorCode } from './error-catalogue.js';
 
 /** Builds the DNS provider CERTPLANE_DNS_PROVIDER names, or none. */
 export function dnsProviderFor(config: Config): DnsProvider | undefined {
@@ -115,7 +116,7 @@ function tlsFiles(server: Config['server']): (() => Promise<TlsPair>) | undefine
 /** The listener's key is a secret like the ones in the secret store, and refused the same way when group or others may read it. */
 async function readTlsKey(path: string): Promise<string> {
   const keyPem = await readPrivateFile(path);
-  if (keyPem === undefined) throw new CertplaneError(TrustErrorCode.UNREADABLE, `cannot read the CERTPLANE_TLS_KEY file ${path}: ENOENT`, { path, role: 'CERTPLANE_TLS_KEY' });
+  if (keyPem === undefined) throw new CertplaneError(ErrorCode.TRUST_STORE_UNREADABLE, `cannot read the CERTPLANE_TLS_KEY file ${path}: ENOENT`, { path, role: 'CERTPLANE_TLS_KEY' });
   return keyPem;
 }
 
@@ -126,7 +127,7 @@ async function listenOn(app: ManagementPlane['app'], listen: Config['server']['l
   } catch (cause) {
     const errno = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
     const hint = errno === 'EADDRINUSE' ? 'another process holds the port: stop it or choose another CERTPLANE_LISTEN' : 'check CERTPLANE_LISTEN';
-    throw new CertplaneError('SERVER_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port} (${errno}): ${hint}`, { host: listen.host, port: listen.port, errno }, { cause });
+    throw new CertplaneError(ErrorCode.SERVER_LISTEN_FAILED, `cannot listen on ${listen.host}:${listen.port} (${errno}): ${hint}`, { host: listen.host, port: listen.port, errno }, { cause });
   }
 }
 
@@ -138,7 +139,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
   const readTls = tlsFiles(config.server);
   const tls = readTls && (await readTls());
   if (!config.server.insecureHttp && !tls) {
-    throw new CertplaneError('CONFIG_INVALID', 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
+    throw new CertplaneError(ErrorCode.CONFIG_INVALID, 'invalid configuration:\n  CERTPLANE_TLS_CERT: the management plane serves HTTPS; set CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY, or CERTPLANE_INSECURE_HTTP=1 on a loopback CERTPLANE_LISTEN for development');
   }
   if (config.server.insecureHttp) logger.warn({ listen: config.server.listen }, 'CERTPLANE_INSECURE_HTTP=1: plain HTTP without client authentication, for development on this machine only');
   const served = tls && checkServerCertificate(tls, clock(), false);

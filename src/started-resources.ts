@@ -6,11 +6,7 @@
  * start keeps a process alive that a supervisor believes is starting.
  */
 import { CertplaneError } from './errors.js';
-
-export const StartedResourcesErrorCode = {
-  /** Some resources could not be closed; the others were. */
-  CLOSE_FAILED: 'SHUTDOWN_INCOMPLETE',
-} as const;
+import { ErrorCode } from './error-catalogue.js';
 
 /** A stack of close steps, closed last-started first. */
 export class StartedResources {
@@ -37,7 +33,7 @@ export class StartedResources {
     }
     if (failures.length > 0) {
       const list = failures.map(({ name, error }) => `${name} (${(error as Error).message})`).join('; ');
-      throw new CertplaneError(StartedResourcesErrorCode.CLOSE_FAILED, `could not close: ${list}; the rest was closed`, { failed: failures.map((f) => f.name) }, { cause: failures[0]?.error });
+      throw new CertplaneError(ErrorCode.SHUTDOWN_INCOMPLETE, `could not close: ${list}; the rest was closed`, { failed: failures.map((f) => f.name) }, { cause: failures[0]?.error });
     }
   }
 }

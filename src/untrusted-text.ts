@@ -16,6 +16,7 @@
  * included, may use it without breaking the one-way arrows of the architecture.
  */
 import { CertplaneError } from './errors.js';
+import { ErrorCode } from './error-catalogue.js';
 
 /** Skipped before matching: PEM readers skip whitespace, and a paste moves it around. */
 const IGNORED = /[\s\p{Cc}]+/gu;
@@ -25,9 +26,6 @@ const IGNORED = /[\s\p{Cc}]+/gu;
  * three) and the label is bounded, so the time stays linear in the text's length.
  */
 const PRIVATE_KEY_BOUNDARY = /---(?:BEGIN|END)[A-Z0-9_-]{0,24}PRIVATEKEY|(?:BEGIN|END)[A-Z0-9_-]{0,24}PRIVATEKEY---/i;
-
-/** The stable code of a request refused because it carries private-key material (API and admin console). */
-export const PRIVATE_KEY_REFUSED = 'PRIVATE_KEY_REFUSED';
 
 /** True when a PEM block's label names a private key ("PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY"...). */
 export function isPrivateKeyLabel(label: string): boolean {
@@ -80,7 +78,7 @@ function pathOf(visit: Visit): string[] {
  * Throws `code` (PRIVATE_KEY_REFUSED unless the surface has its own) when any string in
  * `value` carries a private key. The message names the field, never its content.
  */
-export function refusePrivateKey(value: unknown, root: string, code: string = PRIVATE_KEY_REFUSED): void {
+export function refusePrivateKey(value: unknown, root: string, code: ErrorCode = ErrorCode.PRIVATE_KEY_REFUSED): void {
   const path = findPrivateKey(value);
   if (path === undefined) return;
   const field = describePath(path, root);

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { hasCode } from '../src/errors.js';
-import { StartedResources, StartedResourcesErrorCode } from '../src/started-resources.js';
+import { StartedResources } from '../src/started-resources.js';
+import { ErrorCode } from '../src/error-catalogue.js';
 
 test('closes in reverse order of start, runs every close even when one fails, then reports the failures', async () => {
   const closed: string[] = [];
@@ -13,7 +14,7 @@ test('closes in reverse order of start, runs every close even when one fails, th
     throw new Error('EBUSY');
   });
   started.add('admin socket', async () => void closed.push('admin socket'));
-  await assert.rejects(started.closeAll(), (error) => hasCode(error, StartedResourcesErrorCode.CLOSE_FAILED) && error.message.includes('listener (EBUSY)'));
+  await assert.rejects(started.closeAll(), (error) => hasCode(error, ErrorCode.SHUTDOWN_INCOMPLETE) && error.message.includes('listener (EBUSY)'));
   assert.deepEqual(closed, ['admin socket', 'listener', 'store']);
   await started.closeAll();
   assert.deepEqual(closed, ['admin socket', 'listener', 'store'], 'a second call closes nothing again');

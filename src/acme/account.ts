@@ -8,8 +8,7 @@ import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { sha256Hex } from '../chain/index.js';
 import type { SecretStore } from '../secrets/index.js';
-
-export const AccountErrorCode = { CORRUPT: 'ACME_ACCOUNT_CORRUPT' } as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 const storedAccount = z.object({
   directoryUrl: z.string(),
@@ -49,7 +48,7 @@ function parseAccount(raw: string, name: string): StoredAccount {
   }
   const parsed = storedAccount.safeParse(json);
   if (!parsed.success) {
-    throw new CertplaneError(AccountErrorCode.CORRUPT, `secret "${name}" does not hold an ACME account (expected JSON with directoryUrl and privateKeyPem); fix or delete it`, { secret: name });
+    throw new CertplaneError(ErrorCode.ACME_ACCOUNT_CORRUPT, `secret "${name}" does not hold an ACME account (expected JSON with directoryUrl and privateKeyPem); fix or delete it`, { secret: name });
   }
   return parsed.data;
 }

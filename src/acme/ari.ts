@@ -9,16 +9,7 @@ import * as x509 from '@peculiar/x509';
 import { z } from 'zod';
 import { parseCertificateBundle } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
-
-/** Stable codes for ARI failures; every one of them means "fall back to the lifetime rule", never "do not renew". */
-export const AriErrorCode = {
-  /** The certificate has no Authority Key Identifier, so it has no ARI identifier; use the lifetime rule. */
-  NO_AKI: 'ARI_NO_AKI',
-  /** The CA's renewal information is not the RFC 9773 shape, or its window ends before it starts. */
-  INVALID: 'ARI_INVALID',
-  /** The renewal information could not be fetched; callers fall back to the lifetime rule. */
-  UNAVAILABLE: 'ARI_UNAVAILABLE',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** The CA's suggested renewal window and when to ask again, as RFC 9773 section 4.2 describes them. */
 export interface RenewalInfo {
@@ -49,7 +40,7 @@ export function ariCertId(leafPem: string): string {
   const certificate = new x509.X509Certificate(leaf!.der);
   const keyId = certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
   if (!keyId) {
-    throw new CertplaneError(AriErrorCode.NO_AKI, `certificate ${leaf!.serialNumber} (${leaf!.subject}) has no Authority Key Identifier key identifier, so it has no ARI certID`, {
+    throw new CertplaneError(ErrorCode.ARI_NO_AKI, `certificate ${leaf!.serialNumber} (${leaf!.subject}) has no Authority Key Identifier key identifier, so it has no ARI certID`, {
       serialNumber: leaf!.serialNumber,
     });
   }
@@ -85,7 +76,7 @@ const RenewalInfoBody = z.object({
 export function parseRenewalInfo(json: unknown, retryAfterHeader: string | undefined, now: Date): RenewalInfo {
   const parsed = RenewalInfoBody.safeParse(json);
   if (!parsed.success) {
-    throw new CertplaneError(AriErrorCode.INVALID, `the CA's renewal information is malformed: ${z.prettifyError(parsed.error)}`, {
+    throw new CertplaneError(ErrorCode.ARI_INVALID, `the CA's renewal information is malformed: ${z.prettifyError(parsed.error)}`, {
       issues: parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
     });
   }
@@ -93,7 +84,7 @@ export function parseRenewalInfo(json: unknown, retryAfterHeader: string | undef
   const windowStart = new Date(suggestedWindow.start);
   const windowEnd = new Date(suggestedWindow.end);
   if (windowEnd.getTime() <= windowStart.getTime()) {
-    throw new CertplaneError(AriErrorCode.INVALID, `the CA's suggested renewal window ends (${suggestedWindow.end}) before it starts (${suggestedWindow.start})`, {
+    throw new CertplaneError(ErrorCode.ARI_INVALID, `the CA's suggested renewal window ends (${suggestedWindow.end}) before it starts (${suggestedWindow.start})`, {
       start: suggestedWindow.start,
       end: suggestedWindow.end,
     });

@@ -21,27 +21,13 @@ import {
   type VerificationReport,
 } from '../chain/index.js';
 import type { SecretStore } from '../secrets/index.js';
-import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
+import { ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
-import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
+import { problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
-
-export const AcmeErrorCode = {
-  /** No configured solver can answer any challenge the CA offered for an identifier. */
-  NO_SOLVER: 'ACME_NO_SOLVER',
-  /** The CA refused or failed the order; the message carries its problem detail. */
-  ORDER_FAILED: 'ACME_ORDER_FAILED',
-  /** The CA returned something that is not a certificate chain. */
-  BAD_CHAIN: 'ACME_BAD_CHAIN',
-  /** The profile asked for is not one the CA's directory offers (or the CA offers none); nothing was ordered. */
-  UNKNOWN_PROFILE: 'ACME_UNKNOWN_PROFILE',
-  /** The CA's directory could not be read or is not the RFC 8555 shape. */
-  DIRECTORY_UNREADABLE: 'ACME_DIRECTORY_UNREADABLE',
-  /** No HTTP answer from the ACME server at all (refused, timed out, TLS failure), after acme-client's own retries. */
-  UNREACHABLE: ACME_UNREACHABLE,
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /**
  * acme-client 5.4 retries a request that got no HTTP answer, then fails reading the
@@ -150,11 +136,11 @@ export class AcmeIssuer {
   async directoryInfo(): Promise<DirectoryInfo> {
     const client = await this.#accountClient();
     const directory = await (client as unknown as { http: { getDirectory(): Promise<unknown> } }).http.getDirectory().catch((cause: unknown) => {
-      throw new CertplaneError(AcmeErrorCode.DIRECTORY_UNREADABLE, `could not read the ACME directory ${this.#options.directoryUrl}: ${(cause as Error).message}`, { directoryUrl: this.#options.directoryUrl }, { cause });
+      throw new CertplaneError(ErrorCode.ACME_DIRECTORY_UNREADABLE, `could not read the ACME directory ${this.#options.directoryUrl}: ${(cause as Error).message}`, { directoryUrl: this.#options.directoryUrl }, { cause });
     });
     const parsed = DirectoryShape.safeParse(directory);
     if (!parsed.success) {
-      throw new CertplaneError(AcmeErrorCode.DIRECTORY_UNREADABLE, `the ACME directory ${this.#options.directoryUrl} is malformed: ${z.prettifyError(parsed.error)}`, {
+      throw new CertplaneError(ErrorCode.ACME_DIRECTORY_UNREADABLE, `the ACME directory ${this.#options.directoryUrl} is malformed: ${z.prettifyError(parsed.error)}`, {
         directoryUrl: this.#options.directoryUrl,
       });
     }
@@ -171,17 +157,17 @@ export class AcmeIssuer {
   async renewalInfo(leafPem: string): Promise<RenewalInfo | undefined> {
     const certId = ariCertId(leafPem);
     const { renewalInfoUrl } = await this.directoryInfo().catch((cause: unknown) => {
-      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `renewal information for ${certId} is unavailable: ${(cause as Error).message}`, { certId }, { cause });
+      throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `renewal information for ${certId} is unavailable: ${(cause as Error).message}`, { certId }, { cause });
     });
     if (!renewalInfoUrl) return undefined;
     const url = `${renewalInfoUrl.replace(/\/+$/, '')}/${certId}`;
     const response = await acme.axios.get(url, { timeout: RENEWAL_INFO_TIMEOUT_MS, validateStatus: () => true }).catch((cause: unknown) => {
       // Every HTTP status resolves (validateStatus), so this is a connection-level failure; acme-client
       // 5.4 hides the original behind a TypeError once its own retries are spent.
-      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `GET ${url} got no HTTP answer (timeout, refused or TLS failure): ${(cause as Error).message}`, { certId, url }, { cause });
+      throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `GET ${url} got no HTTP answer (timeout, refused or TLS failure): ${(cause as Error).message}`, { certId, url }, { cause });
     });
     if (response.status !== 200) {
-      throw new CertplaneError(AriErrorCode.UNAVAILABLE, `GET ${url} answered HTTP ${response.status}`, { certId, url, status: response.status });
+      throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `GET ${url} answered HTTP ${response.status}`, { certId, url, status: response.status });
     }
     const retryAfter = response.headers['retry-after'];
     return parseRenewalInfo(response.data, typeof retryAfter === 'string' ? retryAfter : undefined, this.#now());
@@ -204,7 +190,7 @@ export class AcmeIssuer {
   #unreachableOr(error: unknown): unknown {
     const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
     if (!isNoHttpAnswer(cause)) return error;
-    return new CertplaneError(AcmeErrorCode.UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure)`, { directoryUrl: this.#options.directoryUrl }, { cause });
+    return new CertplaneError(ErrorCode.ACME_UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure)`, { directoryUrl: this.#options.directoryUrl }, { cause });
   }
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
@@ -221,7 +207,7 @@ export class AcmeIssuer {
       .catch((e: unknown) => {
         // RFC 9773: the certificate named in `replaces` already has a replacement (an earlier
         // attempt of ours, or another client's). The order is still wanted: once more without it.
-        if (!(e instanceof CertplaneError && e.code === AcmeProblemCode.ALREADY_REPLACED && payload.replaces)) throw e;
+        if (!(e instanceof CertplaneError && e.code === ErrorCode.ACME_ALREADY_REPLACED && payload.replaces)) throw e;
         log.warn({ replaces: payload.replaces }, 'the CA says the replaced certificate is already replaced; ordering without "replaces"');
         const { replaces: _replaced, ...withoutReplaces } = payload;
         return step('newOrder', () => client.createOrder(withoutReplaces));
@@ -239,7 +225,7 @@ export class AcmeIssuer {
       throw orderFailed('finalizing the order', e);
     });
     const valid = finalized.status === 'valid' ? finalized : await client.waitForValidStatus(finalized);
-    if (!valid.certificate) throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
+    if (!valid.certificate) throw new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
     const api = (client as unknown as { api: PostAsGet }).api;
     const offered = await step('download', () => downloadChains(api, valid.certificate as string));
     log.info({ chains: offered.length }, 'chains downloaded');
@@ -255,7 +241,7 @@ export class AcmeIssuer {
       const offered = Object.keys(directory.profiles);
       if (!Object.hasOwn(directory.profiles, options.profile)) {
         throw new CertplaneError(
-          AcmeErrorCode.UNKNOWN_PROFILE,
+          ErrorCode.ACME_UNKNOWN_PROFILE,
           offered.length > 0
             ? `the CA does not offer the profile "${options.profile}"; it offers: ${offered.join(', ')}`
             : `the CA offers no profiles (its directory has no meta.profiles), so the profile "${options.profile}" cannot be asked for`,
@@ -281,7 +267,7 @@ export class AcmeIssuer {
       try {
         return parseCertificateBundle(pem, `chain ${i} from the CA`);
       } catch (cause) {
-        throw new CertplaneError(AcmeErrorCode.BAD_CHAIN, `the CA's chain ${i} does not parse: ${(cause as Error).message}`, { index: i }, { cause });
+        throw new CertplaneError(ErrorCode.ACME_BAD_CHAIN, `the CA's chain ${i} does not parse: ${(cause as Error).message}`, { index: i }, { cause });
       }
     });
     const selection = selectChain(chains, {
@@ -313,7 +299,7 @@ export class AcmeIssuer {
     const challenge = solver && authorization.challenges.find((c) => c.type === solver.type);
     if (!solver || !challenge) {
       throw new CertplaneError(
-        AcmeErrorCode.NO_SOLVER,
+        ErrorCode.ACME_NO_SOLVER,
         `no configured solver for ${authorization.wildcard ? '*.' : ''}${domain}: the CA offers ${authorization.challenges.map((c) => c.type).join(', ')}, certplane has ${solvers.map((s) => s.type).join(', ') || 'none (set CERTPLANE_DNS_PROVIDER)'}`,
         { domain },
       );
@@ -347,7 +333,7 @@ export class AcmeIssuer {
     if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
     const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
     // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
-    return new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
+    return new CertplaneError(ErrorCode.ACME_VALIDATION_FAILED, error.message, error.details);
   }
 
   #accountClient(): Promise<acme.Client> {
@@ -393,5 +379,5 @@ function installUnsignedFailureInterceptor(clock: () => Date): void {
 
 function orderFailed(what: string, cause: unknown): CertplaneError {
   if (cause instanceof CertplaneError) return cause;
-  return new CertplaneError(AcmeErrorCode.ORDER_FAILED, `the CA refused ${what}: ${(cause as Error).message}`, {}, { cause });
+  return new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `the CA refused ${what}: ${(cause as Error).message}`, {}, { cause });
 }

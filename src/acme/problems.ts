@@ -6,51 +6,28 @@
  * become details, before acme-client ever sees the response.
  */
 import { CertplaneError } from '../errors.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const ACME_ERROR = 'urn:ietf:params:acme:error:';
 
-/** No HTTP answer at all from the CA (refused, timed out, TLS failure): not a problem document, but as passing as one. */
-export const ACME_UNREACHABLE = 'ACME_UNREACHABLE';
-
-export const AcmeProblemCode = {
-  /** rateLimited: the CA's limits; `details.retryAt` when it sent Retry-After. */
-  RATE_LIMITED: 'ACME_RATE_LIMITED',
-  /** badNonce after acme-client's own retries. */
-  BAD_NONCE: 'ACME_BAD_NONCE',
-  /** rejectedIdentifier, or caa: the CA will not issue for a name. */
-  REJECTED_IDENTIFIER: 'ACME_REJECTED_IDENTIFIER',
-  /** alreadyReplaced (RFC 9773): the certificate named in `replaces` already has a replacement. */
-  ALREADY_REPLACED: 'ACME_ALREADY_REPLACED',
-  /** A challenge was not validated (its problem: unauthorized, connection, dns, incorrectResponse, tls); `details.names` says for which. */
-  VALIDATION_FAILED: 'ACME_VALIDATION_FAILED',
-  /** badCSR, badPublicKey, badSignatureAlgorithm: the CA refuses the CSR itself. */
-  BAD_CSR: 'ACME_BAD_CSR',
-  /** unauthorized on a request (not a challenge), userActionRequired, externalAccountRequired: the account cannot do this. */
-  ACCOUNT_REFUSED: 'ACME_ACCOUNT_REFUSED',
-  /** serverInternal: the CA failed. */
-  SERVER_INTERNAL: 'ACME_SERVER_INTERNAL',
-  /** Any other problem type; `details.problemType` keeps it. */
-  PROBLEM: 'ACME_PROBLEM',
-} as const;
-
-const CODE_BY_TYPE: Readonly<Record<string, string>> = {
-  rateLimited: AcmeProblemCode.RATE_LIMITED,
-  badNonce: AcmeProblemCode.BAD_NONCE,
-  rejectedIdentifier: AcmeProblemCode.REJECTED_IDENTIFIER,
-  unsupportedIdentifier: AcmeProblemCode.REJECTED_IDENTIFIER,
-  caa: AcmeProblemCode.REJECTED_IDENTIFIER,
-  alreadyReplaced: AcmeProblemCode.ALREADY_REPLACED,
-  badCSR: AcmeProblemCode.BAD_CSR,
-  badPublicKey: AcmeProblemCode.BAD_CSR,
-  badSignatureAlgorithm: AcmeProblemCode.BAD_CSR,
-  unauthorized: AcmeProblemCode.ACCOUNT_REFUSED,
-  userActionRequired: AcmeProblemCode.ACCOUNT_REFUSED,
-  externalAccountRequired: AcmeProblemCode.ACCOUNT_REFUSED,
-  connection: AcmeProblemCode.VALIDATION_FAILED,
-  dns: AcmeProblemCode.VALIDATION_FAILED,
-  incorrectResponse: AcmeProblemCode.VALIDATION_FAILED,
-  tls: AcmeProblemCode.VALIDATION_FAILED,
-  serverInternal: AcmeProblemCode.SERVER_INTERNAL,
+const CODE_BY_TYPE: Readonly<Record<string, ErrorCode>> = {
+  rateLimited: ErrorCode.ACME_RATE_LIMITED,
+  badNonce: ErrorCode.ACME_BAD_NONCE,
+  rejectedIdentifier: ErrorCode.ACME_REJECTED_IDENTIFIER,
+  unsupportedIdentifier: ErrorCode.ACME_REJECTED_IDENTIFIER,
+  caa: ErrorCode.ACME_REJECTED_IDENTIFIER,
+  alreadyReplaced: ErrorCode.ACME_ALREADY_REPLACED,
+  badCSR: ErrorCode.ACME_BAD_CSR,
+  badPublicKey: ErrorCode.ACME_BAD_CSR,
+  badSignatureAlgorithm: ErrorCode.ACME_BAD_CSR,
+  unauthorized: ErrorCode.ACME_ACCOUNT_REFUSED,
+  userActionRequired: ErrorCode.ACME_ACCOUNT_REFUSED,
+  externalAccountRequired: ErrorCode.ACME_ACCOUNT_REFUSED,
+  connection: ErrorCode.ACME_VALIDATION_FAILED,
+  dns: ErrorCode.ACME_VALIDATION_FAILED,
+  incorrectResponse: ErrorCode.ACME_VALIDATION_FAILED,
+  tls: ErrorCode.ACME_VALIDATION_FAILED,
+  serverInternal: ErrorCode.ACME_SERVER_INTERNAL,
 };
 
 /** The parts of an RFC 7807 problem certplane reads. */
@@ -72,7 +49,7 @@ function isProblem(value: unknown): value is Problem {
 export function problemError(problem: unknown, context: { status?: number; retryAfter?: string; names?: readonly string[]; now?: Date; what?: string }): CertplaneError {
   const type = isProblem(problem) ? String(problem.type) : 'unknown';
   const short = type.startsWith(ACME_ERROR) ? type.slice(ACME_ERROR.length) : type;
-  const code = CODE_BY_TYPE[short] ?? AcmeProblemCode.PROBLEM;
+  const code = CODE_BY_TYPE[short] ?? ErrorCode.ACME_PROBLEM;
   const detail = isProblem(problem) && typeof problem.detail === 'string' ? problem.detail.replace(/[\r\n]+/g, ' ') : 'no detail';
   const subNames = isProblem(problem) ? (problem.subproblems ?? []).map((s) => s.identifier?.value).filter((v): v is string => typeof v === 'string') : [];
   const names = context.names ?? subNames;

@@ -7,7 +7,7 @@
  */
 
 import { CertplaneError } from '../errors.js';
-import { ACME_UNREACHABLE, AcmeProblemCode } from './problems.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export interface RetryPolicy {
   readonly attempts: number;
@@ -20,7 +20,7 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDe
 const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'ENOTFOUND']);
 
 /** Problems from the CA (acme/problems.ts) that another try of the same step may not meet. */
-const TRANSIENT_PROBLEMS = new Set<string>([AcmeProblemCode.BAD_NONCE, AcmeProblemCode.SERVER_INTERNAL, ACME_UNREACHABLE]);
+const TRANSIENT_PROBLEMS = new Set<string>([ErrorCode.ACME_BAD_NONCE, ErrorCode.ACME_SERVER_INTERNAL, ErrorCode.ACME_UNREACHABLE]);
 
 /**
  * True for failures worth another try of the same step: network resets, nonce rejections,

@@ -12,21 +12,14 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { ServerCertificate } from '../api/tls.js';
-import { ChainErrorCode, parseCertificateBundle } from '../chain/index.js';
+import { parseCertificateBundle } from '../chain/index.js';
 import type { Clock } from '../config/clock.js';
 import { CertplaneError } from '../errors.js';
 import { Selector, type Campaigns } from '../jobs/campaigns.js';
 import type { ApiClientRecord, Store } from '../store/index.js';
 import { Text } from '../api/schemas.js';
 import { escapeControlCharacters, refusePrivateKey } from '../untrusted-text.js';
-
-/** Stable codes of the console's own refusals; store, chain and campaign codes pass through. */
-export const AdminErrorCode = {
-  UNKNOWN_COMMAND: 'ADMIN_UNKNOWN_COMMAND',
-  BAD_ARGUMENTS: 'ADMIN_BAD_ARGUMENTS',
-  NOT_FOUND: 'ADMIN_NOT_FOUND',
-  TLS_NOT_CONFIGURED: 'ADMIN_TLS_NOT_CONFIGURED',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** What the console acts on: the same parts `certplane serve` composes, so both transports see the live process. */
 export interface AdminDeps {
@@ -105,9 +98,9 @@ const describeClient = (c: ApiClientRecord) => `"${shown(c.name)}" (${c.role}, $
 /** The SHA-256 and notAfter of the client certificate the PEM starts with; refuses keys, garbage and expired certificates. */
 function clientCertificate(pem: string, now: Date): { fingerprintSha256: string; notAfter: Date; subject: string } {
   const [leaf] = parseCertificateBundle(pem, 'client certificate');
-  if (!leaf) throw new CertplaneError(ChainErrorCode.EMPTY, 'client certificate: no certificate found');
+  if (!leaf) throw new CertplaneError(ErrorCode.CHAIN_EMPTY, 'client certificate: no certificate found');
   if (now > leaf.notAfter) {
-    throw new CertplaneError(ChainErrorCode.EXPIRED, `the client certificate "${leaf.subjectCN}" expired at ${leaf.notAfter.toISOString()}; register a current one`, { notAfter: leaf.notAfter.toISOString() });
+    throw new CertplaneError(ErrorCode.CHAIN_EXPIRED, `the client certificate "${leaf.subjectCN}" expired at ${leaf.notAfter.toISOString()}; register a current one`, { notAfter: leaf.notAfter.toISOString() });
   }
   return { fingerprintSha256: leaf.fingerprintSha256, notAfter: leaf.notAfter, subject: leaf.subject };
 }
@@ -167,7 +160,7 @@ const revokeClient = define({
   schema: z.strictObject({ thumbprint: Thumbprint, reason: Reason }),
   async run(args, actor, deps) {
     const client = await deps.store.apiClients.get(args.thumbprint);
-    if (!client) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no client with thumbprint sha256:${args.thumbprint}; see list-clients`);
+    if (!client) throw new CertplaneError(ErrorCode.ADMIN_NOT_FOUND, `no client with thumbprint sha256:${args.thumbprint}; see list-clients`);
     const revoked = await deps.store.apiClients.revoke(args.thumbprint, deps.clock());
     if (revoked) await deps.store.audit.record({ actor, action: 'client.revoke', target: args.thumbprint, reason: args.reason, details: { name: client.name, role: client.role } });
     const now = (await deps.store.apiClients.get(args.thumbprint)) ?? client;
@@ -216,12 +209,12 @@ const revokeAgent = define({
     let revoked: string[];
     if (args.instanceId !== undefined) {
       instanceId = args.instanceId;
-      if (!(await deps.store.instances.get(instanceId))) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no instance ${instanceId}`);
+      if (!(await deps.store.instances.get(instanceId))) throw new CertplaneError(ErrorCode.ADMIN_NOT_FOUND, `no instance ${instanceId}`);
       // Every certificate the instance holds, and any a renewal is minting now: the store serialises both on the instance.
       revoked = await deps.store.agentCertificates.revokeInstance(instanceId, now);
     } else {
       const record = await deps.store.agentCertificates.get(args.thumbprint as string);
-      if (!record) throw new CertplaneError(AdminErrorCode.NOT_FOUND, `no agent certificate with thumbprint sha256:${args.thumbprint}; see list-agents`);
+      if (!record) throw new CertplaneError(ErrorCode.ADMIN_NOT_FOUND, `no agent certificate with thumbprint sha256:${args.thumbprint}; see list-agents`);
       instanceId = record.instanceId;
       // With the certificates renewed from it: whoever held its key could have minted them.
       revoked = await deps.store.agentCertificates.revoke(record.fingerprintSha256, now);
@@ -293,7 +286,7 @@ const reloadTls = define({
   changesState: true,
   schema: z.strictObject({ reason: Reason }),
   async run(args, actor, deps) {
-    if (!deps.serverTls) throw new CertplaneError(AdminErrorCode.TLS_NOT_CONFIGURED, 'this plane serves plain HTTP (CERTPLANE_INSECURE_HTTP=1): there is no certificate to reload');
+    if (!deps.serverTls) throw new CertplaneError(ErrorCode.ADMIN_TLS_NOT_CONFIGURED, 'this plane serves plain HTTP (CERTPLANE_INSECURE_HTTP=1): there is no certificate to reload');
     const { previous, current } = await deps.serverTls.reload();
     const details = { previous: previous.fingerprintSha256, current: current.fingerprintSha256, subject: current.subject, notAfter: current.notAfter.toISOString() };
     await deps.store.audit.record({ actor, action: 'tls.reload', target: current.fingerprintSha256, reason: args.reason, details });
@@ -352,7 +345,7 @@ export function adminHelp(): string {
 
 function definitionOf(name: string): Definition<z.ZodType> {
   const definition = Object.hasOwn(definitions, name) ? definitions[name] : undefined;
-  if (!definition) throw new CertplaneError(AdminErrorCode.UNKNOWN_COMMAND, `unknown admin command "${shown(name.slice(0, 100))}"; commands: ${Object.keys(definitions).join(', ')}`);
+  if (!definition) throw new CertplaneError(ErrorCode.ADMIN_UNKNOWN_COMMAND, `unknown admin command "${shown(name.slice(0, 100))}"; commands: ${Object.keys(definitions).join(', ')}`);
   return definition;
 }
 
@@ -365,7 +358,7 @@ export function validateAdminArgs(command: string, args: Record<string, unknown>
   const parsed = definitionOf(command).schema.safeParse(args);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'}: ${issue.message}`);
-  throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `${command}: ${problems.join('; ')}`, { issues: problems });
+  throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `${command}: ${problems.join('; ')}`, { issues: problems });
 }
 
 /** Runs one request; throws CertplaneError (the console's own codes, or the store's, chain's and campaigns'). */
@@ -378,7 +371,7 @@ export async function runAdminCommand(request: AdminRequest, deps: AdminDeps): P
     // Dates become ISO strings here, so both transports hand out the same plain JSON.
     return { data: JSON.parse(JSON.stringify(result.data)) as unknown, text: result.text };
   } catch (error) {
-    deps.logger.warn({ command: request.command, actor: request.actor, code: error instanceof CertplaneError ? error.code : 'ADMIN_INTERNAL' }, 'admin command refused');
+    deps.logger.warn({ command: request.command, actor: request.actor, code: error instanceof CertplaneError ? error.code : ErrorCode.ADMIN_INTERNAL }, 'admin command refused');
     throw error;
   }
 }

@@ -11,7 +11,8 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { parseCertificateBundle } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
-import { ADMIN_COMMANDS, AdminErrorCode, runAdminCommand, type AdminDeps } from './commands.js';
+import { ADMIN_COMMANDS, runAdminCommand, type AdminDeps } from './commands.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const PROMPT = 'certplane> ';
 
@@ -51,7 +52,7 @@ export function splitWords(line: string): string[] {
       append(c);
     }
   }
-  if (quote) throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `unterminated ${quote} quote`);
+  if (quote) throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `unterminated ${quote} quote`);
   if (inWord) words.push(word);
   return words;
 }
@@ -64,14 +65,14 @@ export function splitWords(line: string): string[] {
 export async function parseCommandWords(words: readonly string[], read: (path: string) => Promise<string> = (path) => readFile(path, 'utf8')): Promise<{ command: string; args: Record<string, unknown> }> {
   const [command = '', ...rest] = words;
   const definition = Object.hasOwn(ADMIN_COMMANDS, command) ? ADMIN_COMMANDS[command] : undefined;
-  if (!definition) throw new CertplaneError(AdminErrorCode.UNKNOWN_COMMAND, `unknown admin command "${command}"; commands: ${Object.keys(ADMIN_COMMANDS).join(', ')}`);
+  if (!definition) throw new CertplaneError(ErrorCode.ADMIN_UNKNOWN_COMMAND, `unknown admin command "${command}"; commands: ${Object.keys(ADMIN_COMMANDS).join(', ')}`);
   const usage = `usage: ${command} ${definition.usage}`.trimEnd();
   const options = Object.fromEntries(Object.entries(definition.options).map(([name, spec]) => [name, { type: spec.kind === 'flag' ? 'boolean' : 'string', multiple: spec.kind === 'list' } as const]));
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: [...rest], options, strict: true, allowPositionals: false });
   } catch (error) {
-    throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `${command}: ${(error as Error).message}; ${usage}`);
+    throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `${command}: ${(error as Error).message}; ${usage}`);
   }
   const args: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(parsed.values)) {
@@ -90,14 +91,14 @@ async function decode(name: string, kind: string, value: string | boolean | (str
     try {
       return JSON.parse(text) as unknown;
     } catch {
-      throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `--${name} must be JSON, e.g. '{"cluster":"eu-1"}'; ${usage}`);
+      throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `--${name} must be JSON, e.g. '{"cluster":"eu-1"}'; ${usage}`);
     }
   }
   let pem: string;
   try {
     pem = await read(text);
   } catch (error) {
-    throw new CertplaneError(AdminErrorCode.BAD_ARGUMENTS, `--${name}: cannot read ${text}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `--${name}: cannot read ${text}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   parseCertificateBundle(pem, text);
   return pem;

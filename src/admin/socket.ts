@@ -20,24 +20,7 @@ import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { refusePrivateKey } from '../untrusted-text.js';
 import { runAdminCommand, type AdminDeps } from './commands.js';
-
-/** Stable codes of the socket transport. */
-export const AdminSocketErrorCode = {
-  /** Another process serves the socket path: two planes must not share one console. */
-  IN_USE: 'ADMIN_SOCKET_IN_USE',
-  /** Something that is not a socket sits at the path; it is never removed. */
-  PATH_OCCUPIED: 'ADMIN_SOCKET_PATH_OCCUPIED',
-  PATH_TOO_LONG: 'ADMIN_SOCKET_PATH_TOO_LONG',
-  /** The socket did not end up 0600 and owned by this user: refuse to serve rather than open the console to others. */
-  INSECURE: 'ADMIN_SOCKET_INSECURE',
-  /** The socket's directory belongs to another user or is writable by others, who could swap in a socket of their own. */
-  DIRECTORY_INSECURE: 'ADMIN_SOCKET_DIRECTORY_INSECURE',
-  /** Seen from `certplane admin`: what sits at the path is not a socket of root or of the caller, so it may not be the plane's. */
-  UNTRUSTED: 'ADMIN_SOCKET_UNTRUSTED',
-  REQUEST_TOO_LARGE: 'ADMIN_REQUEST_TOO_LARGE',
-  BAD_REQUEST: 'ADMIN_BAD_REQUEST',
-  INTERNAL: 'ADMIN_INTERNAL',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** Longest request line; an admin request is a few kilobytes (a certificate), so anything bigger is a mistake. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -73,7 +56,7 @@ export async function assertSocketDirectory(dir: string, trustedOwners: readonly
   const mode = stats.mode & 0o777;
   if (!stats.isDirectory() || !trustedOwners.includes(stats.uid) || (mode & GROUP_OR_OTHER_WRITE) !== 0) {
     throw new CertplaneError(
-      AdminSocketErrorCode.DIRECTORY_INSECURE,
+      ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE,
       `the admin socket's directory ${dir} is mode ${mode.toString(8)} owned by uid ${stats.uid}; it must be a directory owned by uid ${trustedOwners.join(' or ')} that nobody else may write, or another user could put their own socket in its place: fix its owner and mode (for example chmod 700) or choose another CERTPLANE_ADMIN_SOCKET`,
       { path: dir, mode: mode.toString(8), uid: stats.uid, trustedOwners },
     );
@@ -91,7 +74,7 @@ export async function startAdminSocket(options: { path: string; deps: AdminDeps 
   const path = resolve(options.path);
   const dir = dirname(path);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new CertplaneError(AdminSocketErrorCode.PATH_TOO_LONG, `admin socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the limit of Unix sockets`);
+    throw new CertplaneError(ErrorCode.ADMIN_SOCKET_PATH_TOO_LONG, `admin socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the limit of Unix sockets`);
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await assertSocketDirectory(dir, [process.getuid!()]);
@@ -137,10 +120,10 @@ async function clearStale(path: string): Promise<void> {
     throw error;
   });
   if (!existing) return;
-  if (!existing.isSocket()) throw new CertplaneError(AdminSocketErrorCode.PATH_OCCUPIED, `${path} exists and is not a socket; it is left alone: choose another admin socket path or remove it`);
+  if (!existing.isSocket()) throw new CertplaneError(ErrorCode.ADMIN_SOCKET_PATH_OCCUPIED, `${path} exists and is not a socket; it is left alone: choose another admin socket path or remove it`);
   const refusal = await probe(path);
   if (refusal !== 'ECONNREFUSED') {
-    throw new CertplaneError(AdminSocketErrorCode.IN_USE, `${path}: ${refusal === 'listening' ? 'another process is listening on this admin socket (is another certplane serve running?)' : `cannot tell whether it is in use (${refusal})`}`);
+    throw new CertplaneError(ErrorCode.ADMIN_SOCKET_IN_USE, `${path}: ${refusal === 'listening' ? 'another process is listening on this admin socket (is another certplane serve running?)' : `cannot tell whether it is in use (${refusal})`}`);
   }
   await unlink(path);
 }
@@ -171,7 +154,7 @@ async function assertPrivate(path: string): Promise<void> {
   const stats = await lstat(path);
   const mode = stats.mode & 0o777;
   if (!stats.isSocket() || mode !== 0o600 || stats.uid !== process.getuid?.()) {
-    throw new CertplaneError(AdminSocketErrorCode.INSECURE, `admin socket ${path} is mode ${mode.toString(8)} owned by uid ${stats.uid}; expected a socket with mode 600 owned by uid ${process.getuid?.()}`);
+    throw new CertplaneError(ErrorCode.ADMIN_SOCKET_INSECURE, `admin socket ${path} is mode ${mode.toString(8)} owned by uid ${stats.uid}; expected a socket with mode 600 owned by uid ${process.getuid?.()}`);
   }
 }
 
@@ -180,7 +163,7 @@ function serveConnection(socket: Socket, deps: AdminDeps, log: AdminDeps['logger
   void (async () => {
     try {
       for await (const line of requestLines(socket)) {
-        const response = line === TOO_LARGE ? failure(AdminSocketErrorCode.REQUEST_TOO_LARGE, `a request line may hold at most ${MAX_REQUEST_BYTES} bytes`) : await answer(line, deps, log);
+        const response = line === TOO_LARGE ? failure(ErrorCode.ADMIN_REQUEST_TOO_LARGE, `a request line may hold at most ${MAX_REQUEST_BYTES} bytes`) : await answer(line, deps, log);
         if (socket.destroyed) return;
         if (!socket.write(`${JSON.stringify(response)}\n`)) await drained(socket);
       }
@@ -242,7 +225,7 @@ async function answer(line: string, deps: AdminDeps, log: AdminDeps['logger']): 
   try {
     json = JSON.parse(line);
   } catch {
-    return failure(AdminSocketErrorCode.BAD_REQUEST, 'the line is not JSON; send one {"command": ..., "args": {...}, "actor": ...} object per line');
+    return failure(ErrorCode.ADMIN_BAD_REQUEST, 'the line is not JSON; send one {"command": ..., "args": {...}, "actor": ...} object per line');
   }
   try {
     // Before the shape check, whose refusal would name an unknown key.
@@ -252,7 +235,7 @@ async function answer(line: string, deps: AdminDeps, log: AdminDeps['logger']): 
   }
   const request = AdminWireRequest.safeParse(json);
   if (!request.success) {
-    return failure(AdminSocketErrorCode.BAD_REQUEST, `bad request: ${request.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`);
+    return failure(ErrorCode.ADMIN_BAD_REQUEST, `bad request: ${request.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`);
   }
   const { command, args } = request.data;
   try {
@@ -261,7 +244,7 @@ async function answer(line: string, deps: AdminDeps, log: AdminDeps['logger']): 
   } catch (error) {
     if (error instanceof CertplaneError) return failure(error.code, error.message);
     log.error({ command, err: (error as Error).message }, 'admin command failed unexpectedly');
-    return failure(AdminSocketErrorCode.INTERNAL, (error as Error).message);
+    return failure(ErrorCode.ADMIN_INTERNAL, (error as Error).message);
   }
 }
 

@@ -10,12 +10,13 @@ import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
-import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../agents/protocol.js';
 import { explainConnectError } from './connect-errors.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -104,7 +105,7 @@ export class AgentClient {
       const why = reason.toString();
       // Revoked (4003 while connected, AGENT_REVOKED at authentication): nothing this agent does will help,
       // so say what will, and dial only at the slowest pace in case the operator's decision is undone.
-      const revoked = code === CloseCode.REVOKED || why.startsWith(REVOKED_REASON_CODE);
+      const revoked = code === CloseCode.REVOKED || why.startsWith(ErrorCode.AGENT_REVOKED);
       const delay = revoked ? (this.options.maxBackoffMs ?? 30_000) : this.#backoff();
       if (revoked) logger.error({ code, reason: why, retryInMs: delay }, 'this agent\'s certificate is revoked: enroll it again with a new token (certplane agent --token ...)');
       else logger.info({ code, reason: why, retryInMs: delay }, 'channel closed, reconnecting');
@@ -147,7 +148,7 @@ export class AgentClient {
         const key = this.#renewalKey;
         const certificate = parseCertificateBundle(message.certificatePem, 'renewed agent certificate')[0]!;
         if (!key || certificate.spkiSha256 !== spkiSha256OfPublicKeyPem(key.publicKeyPem)) {
-          throw new CertplaneError('AGENT_IDENTITY_MISMATCH', 'the renewed agent certificate is not for the key this agent asked for');
+          throw new CertplaneError(ErrorCode.AGENT_IDENTITY_MISMATCH, 'the renewed agent certificate is not for the key this agent asked for');
         }
         this.#identity = { ...this.#identity, keyPem: key.privateKeyPem, certificatePem: message.certificatePem };
         await writeIdentity(state, this.#identity);
@@ -168,7 +169,7 @@ export class AgentClient {
       }
       case 'http01_serve':
         if (!this.options.http01) {
-          this.#send(socket, { type: 'error', requestId: message.requestId, code: 'AGENT_NO_HTTP01', message: 'this agent runs without --http01-port' });
+          this.#send(socket, { type: 'error', requestId: message.requestId, code: ErrorCode.AGENT_NO_HTTP01, message: 'this agent runs without --http01-port' });
           return;
         }
         this.options.http01.serve(message.token, message.keyAuthorization);
@@ -183,7 +184,7 @@ export class AgentClient {
           logger.info({ certificateId: message.certificateId, fingerprint: result.fingerprintSha256, alreadyInstalled: result.alreadyInstalled }, 'certificate installed');
           this.#send(socket, { type: 'installed', certificateId: message.certificateId, fingerprintSha256: result.fingerprintSha256 });
         } catch (error) {
-          const e = error instanceof CertplaneError ? error : new CertplaneError('AGENT_INSTALL_FAILED', (error as Error).message);
+          const e = error instanceof CertplaneError ? error : new CertplaneError(ErrorCode.AGENT_INSTALL_FAILED, (error as Error).message);
           logger.warn({ certificateId: message.certificateId, code: e.code, err: e.message }, 'installation refused or failed');
           this.#send(socket, { type: 'install_failed', certificateId: message.certificateId, code: e.code.slice(0, 64), message: e.message.slice(0, 2000) });
         }

@@ -9,8 +9,7 @@ import { sendHttp } from '../http-client.js';
 import { createCsr, generateKeyPair } from '../pki/factory.js';
 import { explainConnectError } from './connect-errors.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
-
-export const EnrollErrorCode = { FAILED: 'AGENT_ENROLL_FAILED' } as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 const EnrollResponse = z.object({ instanceId: z.string(), certificatePem: z.string(), caPem: z.string(), server: z.url().optional() });
 
@@ -21,10 +20,10 @@ export async function enroll(state: AgentState, server: string, token: string, s
   const { status, body } = await postJson(new URL('/v1/agents/enroll', server), { token, csrPem }, serverCaPem);
   if (status !== 201) {
     const problem = safeJson(body) as { code?: string; message?: string } | undefined;
-    throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment refused by ${server} (HTTP ${status}): ${problem?.code ?? ''} ${problem?.message ?? body.slice(0, 200)}`.trim());
+    throw new CertplaneError(ErrorCode.AGENT_ENROLL_FAILED, `enrollment refused by ${server} (HTTP ${status}): ${problem?.code ?? ''} ${problem?.message ?? body.slice(0, 200)}`.trim());
   }
   const parsed = EnrollResponse.safeParse(safeJson(body));
-  if (!parsed.success) throw new CertplaneError(EnrollErrorCode.FAILED, `enrollment answer from ${server} is not what an agent expects`);
+  if (!parsed.success) throw new CertplaneError(ErrorCode.AGENT_ENROLL_FAILED, `enrollment answer from ${server} is not what an agent expects`);
   // The plane may name the address agents should use from now on (CERTPLANE_PUBLIC_URL: NAT, proxies).
   const identity: AgentIdentity = { keyPem: key.privateKeyPem, certificatePem: parsed.data.certificatePem, caPem: parsed.data.caPem, instanceId: parsed.data.instanceId, server: parsed.data.server ?? server, configuredServer: server };
   await writeIdentity(state, identity);
@@ -34,7 +33,7 @@ export async function enroll(state: AgentState, server: string, token: string, s
 async function postJson(url: URL, body: unknown, ca?: string): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(body);
   const { status, text } = await sendHttp(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(data)) }, body: data, tls: ca ? { ca } : {} }).catch((cause: Error) => {
-    throw explainConnectError(cause, url, { serverCaGiven: ca !== undefined }) ?? new CertplaneError(EnrollErrorCode.FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
+    throw explainConnectError(cause, url, { serverCaGiven: ca !== undefined }) ?? new CertplaneError(ErrorCode.AGENT_ENROLL_FAILED, `cannot reach ${url.origin} to enroll: ${cause.message}`, {}, { cause });
   });
   return { status, body: text };
 }

@@ -7,13 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CertplaneError } from '../errors.js';
-
-/** Error codes of the http-01 responder. */
-export const AgentHttp01ErrorCode = {
-  BAD_TOKEN: 'AGENT_BAD_CHALLENGE_TOKEN',
-  BAD_KEY_AUTHORIZATION: 'AGENT_BAD_KEY_AUTHORIZATION',
-  LISTEN_FAILED: 'AGENT_HTTP01_LISTEN_FAILED',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 const CHALLENGE_PATH = '/.well-known/acme-challenge/';
 /** RFC 8555 tokens are base64url; the bound keeps a hostile request from costing anything. */
@@ -45,7 +39,7 @@ export class Http01Responder {
     const thumbprint = keyAuthorization.startsWith(`${token}.`) ? keyAuthorization.slice(token.length + 1) : '';
     if (!BASE64URL.test(thumbprint) || thumbprint.length > 256) {
       throw new CertplaneError(
-        AgentHttp01ErrorCode.BAD_KEY_AUTHORIZATION,
+        ErrorCode.AGENT_BAD_KEY_AUTHORIZATION,
         `The key authorization for token ${token} is not "<token>.<base64url account-key thumbprint>"; the plane sent a mismatched challenge and should retry it.`,
         { token },
       );
@@ -71,7 +65,7 @@ export class Http01Responder {
       });
     }).catch((cause: NodeJS.ErrnoException) => {
       throw new CertplaneError(
-        AgentHttp01ErrorCode.LISTEN_FAILED,
+        ErrorCode.AGENT_HTTP01_LISTEN_FAILED,
         `The http-01 responder could not listen on ${this.listen.host}:${this.listen.port} (${cause.code ?? cause.message}); free the port or grant the agent the right to bind it (e.g. CAP_NET_BIND_SERVICE for port 80).`,
         { host: this.listen.host, port: this.listen.port, errno: cause.code ?? null },
         { cause },
@@ -119,7 +113,7 @@ export class Http01Responder {
 function assertToken(token: string): void {
   if (!TOKEN.test(token)) {
     throw new CertplaneError(
-      AgentHttp01ErrorCode.BAD_TOKEN,
+      ErrorCode.AGENT_BAD_CHALLENGE_TOKEN,
       `Challenge token ${JSON.stringify(token.slice(0, 80))} is not 1 to 256 base64url characters; the agent serves only RFC 8555 tokens.`,
       { token: token.slice(0, 80) },
     );

@@ -23,15 +23,7 @@ import {
   type AgentState,
   type JournalEvent,
 } from './state.js';
-
-/** Error codes of installation; sent back to the plane in install_failed messages. */
-export const AgentInstallErrorCode = {
-  NO_PENDING_KEY: 'AGENT_NO_PENDING_KEY',
-  FINGERPRINT_MISMATCH: 'AGENT_FINGERPRINT_MISMATCH',
-  KEY_MISMATCH: 'AGENT_KEY_MISMATCH',
-  CHAIN_UNVERIFIED: 'AGENT_CHAIN_UNVERIFIED',
-  RELOAD_FAILED: 'AGENT_RELOAD_FAILED',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** A minute covers a database server that finishes in-flight work before reloading, and still ends a hang. */
 const DEFAULT_RELOAD_TIMEOUT_MS = 60_000;
@@ -102,7 +94,7 @@ export class Installer {
     const leaf = bundle[0] as Certificate;
     if (leaf.fingerprintSha256 !== expected) {
       throw new CertplaneError(
-        AgentInstallErrorCode.FINGERPRINT_MISMATCH,
+        ErrorCode.AGENT_FINGERPRINT_MISMATCH,
         `The delivered chain's leaf has fingerprint ${leaf.fingerprintSha256}, not the announced ${expected}; the agent installs only the certificate the plane recorded. Reissue certificate ${certificateId}.`,
         { certificateId, expectedFingerprintSha256: expected, actualFingerprintSha256: leaf.fingerprintSha256 },
       );
@@ -110,14 +102,14 @@ export class Installer {
     const pending = await readPendingKey(this.options.state, certificateId);
     if (pending === null) {
       throw new CertplaneError(
-        AgentInstallErrorCode.NO_PENDING_KEY,
+        ErrorCode.AGENT_NO_PENDING_KEY,
         `No key is pending for certificate ${certificateId} on this instance (it was never requested here, was cancelled, or was already used); reissue the certificate so the agent makes a new key and CSR.`,
         { certificateId },
       );
     }
     if (pending.spkiSha256 !== leaf.spkiSha256) {
       throw new CertplaneError(
-        AgentInstallErrorCode.KEY_MISMATCH,
+        ErrorCode.AGENT_KEY_MISMATCH,
         `The delivered leaf certifies key sha256:${leaf.spkiSha256}, not this instance's pending key sha256:${pending.spkiSha256} for certificate ${certificateId}; the chain belongs to another request. Reissue the certificate.`,
         { certificateId, leafSpkiSha256: leaf.spkiSha256, pendingSpkiSha256: pending.spkiSha256 },
       );
@@ -126,7 +118,7 @@ export class Installer {
     if (!report.ok) {
       const codes = report.errors.map((problem) => problem.code);
       throw new CertplaneError(
-        AgentInstallErrorCode.CHAIN_UNVERIFIED,
+        ErrorCode.AGENT_CHAIN_UNVERIFIED,
         `The delivered chain for certificate ${certificateId} does not verify against this instance's trust anchors (${codes.join(', ')}): ${report.errors.map((problem) => problem.message).join('; ')}. Check the agent's trust store and the plane's preferred chain.`,
         { certificateId, codes, errors: report.errors },
       );
@@ -159,7 +151,7 @@ export class Installer {
       return parseCertificateBundle(fullchainPem, `chain for ${certificateId}`);
     } catch (cause) {
       if (!(cause instanceof CertplaneError)) throw cause;
-      throw new CertplaneError(AgentInstallErrorCode.CHAIN_UNVERIFIED, `The delivered chain for certificate ${certificateId} does not parse (${cause.code}): ${cause.message}`, { certificateId, codes: [cause.code] }, { cause });
+      throw new CertplaneError(ErrorCode.AGENT_CHAIN_UNVERIFIED, `The delivered chain for certificate ${certificateId} does not parse (${cause.code}): ${cause.message}`, { certificateId, codes: [cause.code] }, { cause });
     }
   }
 
@@ -215,7 +207,7 @@ export class Installer {
       ? 'removed the new pair (nothing was installed before)'
       : `restored the previous certificate ${restoredFingerprint}${restoreOutcome?.ok ? ' and reloaded it' : `, but reloading it failed too (${describe(restoreOutcome as ReloadOutcome, this.reloadTimeoutMs)})`}`;
     throw new CertplaneError(
-      AgentInstallErrorCode.RELOAD_FAILED,
+      ErrorCode.AGENT_RELOAD_FAILED,
       `The reload command ${describe(outcome, this.reloadTimeoutMs)} after installing certificate ${certificateId} (${fingerprint}); the agent ${restoreNote}. Fix the reload command or the server's TLS configuration, then deliver again.${outcome.stderrTail ? ` stderr:\n${outcome.stderrTail}` : ''}`,
       {
         certificateId,

@@ -10,12 +10,7 @@ import { sha256Hex } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
 import { createCsr, generateKeyPair, type KeyAlgorithm, type KeyPair } from '../pki/factory.js';
 import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFileDurably, type AgentState } from './state.js';
-
-/** Error codes of pending-key handling. */
-export const AgentKeyErrorCode = {
-  BAD_CERTIFICATE_ID: 'AGENT_BAD_CERTIFICATE_ID',
-  PENDING_KEY_CONFLICT: 'AGENT_PENDING_KEY_CONFLICT',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** Narrow enough to be a safe file name on any file system, whatever the network sent. */
 const CERTIFICATE_ID = /^[A-Za-z0-9-]{1,64}$/;
@@ -28,7 +23,7 @@ const PENDING_SUFFIX = '.key.pem';
 export function pendingKeyPath(state: AgentState, certificateId: string): string {
   if (!CERTIFICATE_ID.test(certificateId)) {
     throw new CertplaneError(
-      AgentKeyErrorCode.BAD_CERTIFICATE_ID,
+      ErrorCode.AGENT_BAD_CERTIFICATE_ID,
       `Certificate id ${JSON.stringify(certificateId.slice(0, 80))} is not 1 to 64 letters, digits or hyphens; the agent refuses it as a file name. Check the management plane's certificate ids.`,
       { certificateId: certificateId.slice(0, 80) },
     );
@@ -80,7 +75,7 @@ async function storeFreshKey(file: string, certificateId: string, algorithm: Key
   if (await createFileAtomic(file, fresh.privateKeyPem, PRIVATE_FILE_MODE)) return fresh;
   const winner = await readFileIfExists(file);
   if (winner === null) {
-    throw new CertplaneError(AgentKeyErrorCode.PENDING_KEY_CONFLICT, `The pending key for certificate ${certificateId} was discarded while it was being created; the management plane should ask for the CSR again.`, { certificateId });
+    throw new CertplaneError(ErrorCode.AGENT_PENDING_KEY_CONFLICT, `The pending key for certificate ${certificateId} was discarded while it was being created; the management plane should ask for the CSR again.`, { certificateId });
   }
   return importPendingKey(winner, certificateId, algorithm);
 }
@@ -90,7 +85,7 @@ async function importPendingKey(pem: string, certificateId: string, algorithm: K
   const found = algorithmOf(privateKey);
   if (found !== algorithm) {
     throw new CertplaneError(
-      AgentKeyErrorCode.PENDING_KEY_CONFLICT,
+      ErrorCode.AGENT_PENDING_KEY_CONFLICT,
       `A ${found ?? 'differently typed'} key is already pending for certificate ${certificateId}, but ${algorithm} was requested; cancel the request (which discards the pending key) and request the certificate again.`,
       { certificateId, pendingAlgorithm: found ?? null, requestedAlgorithm: algorithm },
     );

@@ -18,14 +18,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
-
-/** Error codes of the state directory. */
-export const AgentStateErrorCode = {
-  PERMISSIONS: 'AGENT_STATE_PERMISSIONS',
-  IO: 'AGENT_STATE_IO',
-  IDENTITY_INVALID: 'AGENT_IDENTITY_INVALID',
-  JOURNAL_CORRUPT: 'AGENT_JOURNAL_CORRUPT',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** Directories and private keys: the agent's user only. */
 export const PRIVATE_FILE_MODE = 0o600;
@@ -77,7 +70,7 @@ export async function openState(dir: string, options: { liveGroup?: number } = {
   await io('create the state directory', root, () => fs.mkdir(root, { recursive: true, mode: PRIVATE_DIRECTORY_MODE }));
   let stat = await io('inspect the state directory', root, () => fs.stat(root));
   if (!stat.isDirectory()) {
-    throw new CertplaneError(AgentStateErrorCode.IO, `Agent state path ${root} exists but is not a directory; point the agent at a directory it owns.`, { path: root });
+    throw new CertplaneError(ErrorCode.AGENT_STATE_IO, `Agent state path ${root} exists but is not a directory; point the agent at a directory it owns.`, { path: root });
   }
   if (liveGroup !== undefined) {
     await shareWithGroup(root, liveGroup, SHARED_ROOT_MODE);
@@ -218,11 +211,11 @@ export async function readIdentity(state: AgentState): Promise<AgentIdentity | n
   try {
     instance = InstanceFile.parse(JSON.parse(instanceText));
   } catch (cause) {
-    throw new CertplaneError(AgentStateErrorCode.IDENTITY_INVALID, `${instancePath} is not a valid instance file ({instanceId, server}); re-enroll the agent.`, { path: instancePath }, { cause });
+    throw new CertplaneError(ErrorCode.AGENT_IDENTITY_INVALID, `${instancePath} is not a valid instance file ({instanceId, server}); re-enroll the agent.`, { path: instancePath }, { cause });
   }
   const [keyPem, certificatePem, caPem] = await Promise.all(['key.pem', 'cert.pem', 'ca.pem'].map((name) => readFileIfExists(path.join(state.identityDir, name))));
   if (!keyPem || !certificatePem || !caPem) {
-    throw new CertplaneError(AgentStateErrorCode.IDENTITY_INVALID, `The agent identity in ${state.identityDir} is incomplete (key.pem, cert.pem and ca.pem are all required); re-enroll the agent.`, { path: state.identityDir });
+    throw new CertplaneError(ErrorCode.AGENT_IDENTITY_INVALID, `The agent identity in ${state.identityDir} is incomplete (key.pem, cert.pem and ca.pem are all required); re-enroll the agent.`, { path: state.identityDir });
   }
   return { keyPem, certificatePem, caPem, instanceId: instance.instanceId, server: instance.server, ...(instance.configuredServer ? { configuredServer: instance.configuredServer } : {}) };
 }
@@ -292,7 +285,7 @@ export async function readJournal(state: AgentState): Promise<JournalEntry[]> {
       return JournalEntry.parse(JSON.parse(line));
     } catch (cause) {
       throw new CertplaneError(
-        AgentStateErrorCode.JOURNAL_CORRUPT,
+        ErrorCode.AGENT_JOURNAL_CORRUPT,
         `${state.journalPath} line ${index + 1} is not a journal entry; move the file aside to let the agent start a new journal (the next delivery re-establishes the state).`,
         { path: state.journalPath, line: index + 1 },
         { cause },
@@ -306,7 +299,7 @@ function assertPrivate(target: string, mode: number, expectedMode: number): void
   if ((mode & GROUP_OR_OTHER_BITS & ~expectedMode) === 0) return;
   const expected = expectedMode.toString(8);
   throw new CertplaneError(
-    AgentStateErrorCode.PERMISSIONS,
+    ErrorCode.AGENT_STATE_PERMISSIONS,
     `${target} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); the agent's state holds private keys and must be private to its user. Fix it with: chmod ${expected} ${target}`,
     { path: target, mode: (mode & 0o777).toString(8), expectedMode: expected },
   );
@@ -331,7 +324,7 @@ async function io<T>(action: string, target: string, operation: () => Promise<T>
 function ioError(action: string, target: string, cause: unknown): CertplaneError {
   const errno = errnoOf(cause) ?? 'unknown error';
   return new CertplaneError(
-    AgentStateErrorCode.IO,
+    ErrorCode.AGENT_STATE_IO,
     `Could not ${action} ${target} (${errno}); check that the agent's state directory is on a writable local file system owned by the agent's user.`,
     { path: target, errno },
     { cause },

@@ -10,16 +10,10 @@ import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, sha256Hex, type ParsedCsr } from '../chain/index.js';
 import { EKU, generateKeyPair, issueCertificate, type KeyPair } from '../pki/factory.js';
 import type { SecretStore } from '../secrets/index.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const AGENT_CA_SECRET = 'agent-ca';
 const DAY_MS = 86_400_000;
-
-export const AgentCaErrorCode = {
-  CORRUPT: 'AGENT_CA_CORRUPT',
-  NOT_ISSUED_BY_US: 'AGENT_CERT_UNKNOWN_ISSUER',
-  EXPIRED: 'AGENT_CERT_EXPIRED',
-  KEY_UNSUPPORTED: 'ENROLLMENT_KEY_UNSUPPORTED',
-} as const;
 
 const stored = z.object({ privateKeyPem: z.string().includes('PRIVATE KEY'), certificatePem: z.string().includes('CERTIFICATE') });
 
@@ -48,7 +42,7 @@ export class AgentCa {
     const raw = existing ?? (await secrets.createIfMissing(AGENT_CA_SECRET, await AgentCa.#generate(now)));
     const parsed = stored.safeParse(safeJson(raw));
     if (!parsed.success) {
-      throw new CertplaneError(AgentCaErrorCode.CORRUPT, `secret "${AGENT_CA_SECRET}" does not hold an agent CA (JSON with privateKeyPem and certificatePem)`);
+      throw new CertplaneError(ErrorCode.AGENT_CA_CORRUPT, `secret "${AGENT_CA_SECRET}" does not hold an agent CA (JSON with privateKeyPem and certificatePem)`);
     }
     const key = await importEcdsaKeyPair(parsed.data.privateKeyPem);
     const certificate = new X509Certificate(parsed.data.certificatePem);
@@ -71,7 +65,7 @@ export class AgentCa {
   /** Signs an agent certificate for `instanceId` over the key of the agent's identity CSR. */
   async issue(instanceId: string, csr: ParsedCsr, now: Date, validityDays = 90): Promise<{ certificatePem: string; identity: AgentIdentity }> {
     if (csr.keyDescription !== 'ECDSA P-256') {
-      throw new CertplaneError(AgentCaErrorCode.KEY_UNSUPPORTED, `agent identity keys are ECDSA P-256 (what certplane agent makes); this CSR has ${csr.keyDescription}`);
+      throw new CertplaneError(ErrorCode.ENROLLMENT_KEY_UNSUPPORTED, `agent identity keys are ECDSA P-256 (what certplane agent makes); this CSR has ${csr.keyDescription}`);
     }
     const publicKeyPem = publicKeyPemOfCsr(csr);
     const agentKey = { keys: { publicKey: await importPublicKey(publicKeyPem) }, publicKeyPem } as unknown as KeyPair;
@@ -92,10 +86,10 @@ export class AgentCa {
   verify(certificatePem: string, now: Date): AgentIdentity {
     const cert = parseCertificateBundle(certificatePem, 'agent certificate')[0]!;
     if (cert.issuer !== this.subject || !cert.native.verify(this.certificate.publicKey)) {
-      throw new CertplaneError(AgentCaErrorCode.NOT_ISSUED_BY_US, 'the agent certificate was not issued by this management plane\'s agent CA');
+      throw new CertplaneError(ErrorCode.AGENT_CERT_UNKNOWN_ISSUER, 'the agent certificate was not issued by this management plane\'s agent CA');
     }
     if (now < cert.notBefore || now > cert.notAfter) {
-      throw new CertplaneError(AgentCaErrorCode.EXPIRED, `the agent certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); enroll again`);
+      throw new CertplaneError(ErrorCode.AGENT_CERT_EXPIRED, `the agent certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); enroll again`);
     }
     return {
       instanceId: cert.subjectCN,

@@ -10,8 +10,7 @@ import { CertplaneError } from '../errors.js';
 import { parseCsr } from '../chain/index.js';
 import type { Store } from '../store/types.js';
 import type { AgentCa } from './ca.js';
-
-export const EnrollmentErrorCode = { INVALID_TOKEN: 'ENROLLMENT_TOKEN_INVALID' } as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 const tokenHash = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -45,4 +44,4 @@ export async function enrollAgent(
   return { instanceId, certificatePem, caPem: deps.ca.certificatePem, fingerprintSha256: identity.fingerprintSha256 };
 }
 
-const invalidToken = () => new CertplaneError(EnrollmentErrorCode.INVALID_TOKEN, 'the enrollment token is unknown, already used or expired; ask the control plane for a new one');
+const invalidToken = () => new CertplaneError(ErrorCode.ENROLLMENT_TOKEN_INVALID, 'the enrollment token is unknown, already used or expired; ask the control plane for a new one');

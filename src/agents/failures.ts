@@ -4,36 +4,28 @@
  * so a code that maps to a permanent reason stops a campaign from ordering again for nothing.
  */
 import { CertplaneError } from '../errors.js';
-import { AcmeProblemCode } from '../acme/problems.js';
-import { AcmeErrorCode } from '../acme/issuer.js';
 import type { FailureReason, FailureReasonName } from '../lifecycle/index.js';
-import { SessionErrorCode } from './sessions.js';
-
-export const IssuanceErrorCode = {
-  CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
-  UNKNOWN_INSTANCE: 'ISSUANCE_UNKNOWN_INSTANCE',
-  UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
-  [AcmeProblemCode.RATE_LIMITED]: 'RateLimited',
-  [AcmeErrorCode.UNREACHABLE]: 'CaUnreachable',
-  [AcmeProblemCode.VALIDATION_FAILED]: 'ValidationFailed',
-  [AcmeProblemCode.REJECTED_IDENTIFIER]: 'IdentifierRejected',
-  [AcmeProblemCode.ALREADY_REPLACED]: 'AlreadyReplaced',
-  [AcmeProblemCode.BAD_CSR]: 'CsrRejected',
-  [AcmeProblemCode.ACCOUNT_REFUSED]: 'AccountRefused',
-  [AcmeErrorCode.UNKNOWN_PROFILE]: 'ProfileUnknown',
-  [AcmeErrorCode.NO_SOLVER]: 'ChallengeUnsupported',
-  [AcmeProblemCode.BAD_NONCE]: 'CaError',
-  [AcmeProblemCode.SERVER_INTERNAL]: 'CaError',
-  [AcmeProblemCode.PROBLEM]: 'CaError',
-  [AcmeErrorCode.ORDER_FAILED]: 'CaError',
-  [AcmeErrorCode.BAD_CHAIN]: 'CaError',
-  [AcmeErrorCode.DIRECTORY_UNREADABLE]: 'CaError',
-  [SessionErrorCode.OFFLINE]: 'AgentOffline',
-  [SessionErrorCode.TIMEOUT]: 'AgentOffline',
-  [IssuanceErrorCode.CSR_REJECTED]: 'CsrRejected',
+  [ErrorCode.ACME_RATE_LIMITED]: 'RateLimited',
+  [ErrorCode.ACME_UNREACHABLE]: 'CaUnreachable',
+  [ErrorCode.ACME_VALIDATION_FAILED]: 'ValidationFailed',
+  [ErrorCode.ACME_REJECTED_IDENTIFIER]: 'IdentifierRejected',
+  [ErrorCode.ACME_ALREADY_REPLACED]: 'AlreadyReplaced',
+  [ErrorCode.ACME_BAD_CSR]: 'CsrRejected',
+  [ErrorCode.ACME_ACCOUNT_REFUSED]: 'AccountRefused',
+  [ErrorCode.ACME_UNKNOWN_PROFILE]: 'ProfileUnknown',
+  [ErrorCode.ACME_NO_SOLVER]: 'ChallengeUnsupported',
+  [ErrorCode.ACME_BAD_NONCE]: 'CaError',
+  [ErrorCode.ACME_SERVER_INTERNAL]: 'CaError',
+  [ErrorCode.ACME_PROBLEM]: 'CaError',
+  [ErrorCode.ACME_ORDER_FAILED]: 'CaError',
+  [ErrorCode.ACME_BAD_CHAIN]: 'CaError',
+  [ErrorCode.ACME_DIRECTORY_UNREADABLE]: 'CaError',
+  [ErrorCode.AGENT_OFFLINE]: 'AgentOffline',
+  [ErrorCode.AGENT_TIMEOUT]: 'AgentOffline',
+  [ErrorCode.ISSUANCE_CSR_REJECTED]: 'CsrRejected',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */
@@ -44,7 +36,7 @@ const REASON_BY_PREFIX: readonly (readonly [prefix: string, reason: FailureReaso
 
 /** The failure reason for `error`: by its code, then its code's family; anything else is internal. */
 export function failureOf(error: unknown): FailureReason {
-  if (!(error instanceof CertplaneError)) return { reason: 'Internal', code: 'INTERNAL' };
+  if (!(error instanceof CertplaneError)) return { reason: 'Internal', code: ErrorCode.INTERNAL };
   const reason = REASON_BY_CODE[error.code] ?? REASON_BY_PREFIX.find(([prefix]) => error.code.startsWith(prefix))?.[1] ?? 'Internal';
   const { retryAt, names, problemType } = error.details as { retryAt?: unknown; names?: unknown; problemType?: unknown };
   return {
@@ -58,5 +50,5 @@ export function failureOf(error: unknown): FailureReason {
 
 /** The agent refused or failed to install a delivery, with its own code. */
 export function agentRefused(agentCode: string): FailureReason {
-  return { reason: 'AgentRefused', code: 'AGENT_INSTALL_FAILED', agentCode };
+  return { reason: 'AgentRefused', code: ErrorCode.AGENT_INSTALL_FAILED, agentCode };
 }

@@ -13,13 +13,12 @@ import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
-import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
+import { agentRefused, failureOf } from './failures.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
 import type { AgentMessage, KeyAlgorithm } from './protocol.js';
-import { SessionErrorCode, SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
-
-export { IssuanceErrorCode } from './failures.js';
+import { SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
@@ -105,7 +104,7 @@ export class IssuanceCoordinator implements SessionHandler {
       return await this.deps.store.certificates.create(instanceId);
     } catch (error) {
       const [raced] = await this.deps.store.certificates.open(instanceId);
-      if (hasCode(error, 'STORE_CONFLICT') && raced) return raced;
+      if (hasCode(error, ErrorCode.STORE_CONFLICT) && raced) return raced;
       throw error;
     }
   }
@@ -198,7 +197,7 @@ export class IssuanceCoordinator implements SessionHandler {
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
     const limits = { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) };
     const csr = await parseCsr(csrPem, 'CSR', limits).catch((error: CertplaneError) => {
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
+      throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
@@ -207,10 +206,10 @@ export class IssuanceCoordinator implements SessionHandler {
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {
       const own = instance.hostnames.filter((name) => owned.has(name));
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the hostnames this instance owns (${own.join(', ') || 'none'}); a name belongs to the one instance that registered it first`);
+      throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the hostnames this instance owns (${own.join(', ') || 'none'}); a name belongs to the one instance that registered it first`);
     }
     if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {
-      throw new CertplaneError(IssuanceErrorCode.CSR_REJECTED, `CSR rejected: key is ${csr.keyDescription}, the instance's policy is ${KEY_DESCRIPTIONS[instance.keyAlgorithm]}`);
+      throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: key is ${csr.keyDescription}, the instance's policy is ${KEY_DESCRIPTIONS[instance.keyAlgorithm]}`);
     }
   }
 
@@ -311,7 +310,7 @@ export class IssuanceCoordinator implements SessionHandler {
   #http01For(instanceId: string): Http01Solver {
     const sessionOf = () => {
       const session = this.deps.sessions.get(instanceId);
-      if (!session) throw new CertplaneError(SessionErrorCode.OFFLINE, `the agent of instance ${instanceId} is offline and cannot answer http-01`);
+      if (!session) throw new CertplaneError(ErrorCode.AGENT_OFFLINE, `the agent of instance ${instanceId} is offline and cannot answer http-01`);
       return session;
     };
     return new Http01Solver({
@@ -367,14 +366,14 @@ export class IssuanceCoordinator implements SessionHandler {
 
   async #instance(id: string): Promise<InstanceRecord> {
     const instance = await this.deps.store.instances.get(id);
-    if (!instance) throw new CertplaneError(IssuanceErrorCode.UNKNOWN_INSTANCE, `no instance ${id}`);
+    if (!instance) throw new CertplaneError(ErrorCode.ISSUANCE_UNKNOWN_INSTANCE, `no instance ${id}`);
     return instance;
   }
 
   async #certificateOf(instanceId: string, certificateId: string): Promise<CertificateRecord> {
     const certificate = await this.deps.store.certificates.get(certificateId);
     if (!certificate || certificate.instanceId !== instanceId) {
-      throw new CertplaneError(IssuanceErrorCode.UNKNOWN_CERTIFICATE, `certificate ${certificateId} does not belong to this agent's instance`);
+      throw new CertplaneError(ErrorCode.ISSUANCE_UNKNOWN_CERTIFICATE, `certificate ${certificateId} does not belong to this agent's instance`);
     }
     return certificate;
   }

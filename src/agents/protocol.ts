@@ -8,21 +8,13 @@
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { carriesPrivateKey, refusePrivateKey } from '../untrusted-text.js';
+import { ChannelCloseCode, ErrorCode } from '../error-catalogue.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Larger than any chain plus report; small enough that one agent cannot exhaust the plane's memory. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 /** WebSocket path of the agent channel. */
 export const CHANNEL_PATH = '/v1/agents/channel';
-
-export const ChannelErrorCode = {
-  TOO_LARGE: 'CHANNEL_MESSAGE_TOO_LARGE',
-  NOT_JSON: 'CHANNEL_MESSAGE_NOT_JSON',
-  INVALID: 'CHANNEL_MESSAGE_INVALID',
-  PRIVATE_KEY: 'CHANNEL_PRIVATE_KEY_REFUSED',
-  VERSION: 'CHANNEL_VERSION_UNSUPPORTED',
-  UNEXPECTED: 'CHANNEL_MESSAGE_UNEXPECTED',
-} as const;
 
 const id = z.string().min(1).max(128);
 const pem = (label: string) => z.string().max(MAX_MESSAGE_BYTES).includes(`-----BEGIN ${label}-----`);
@@ -75,22 +67,22 @@ export type AgentMessage = z.infer<typeof AgentMessage>;
 /** Decodes one frame with `schema`: size, private-key and shape checks, each with its own code. */
 export function decodeMessage<T>(schema: z.ZodType<T>, frame: string | Buffer): T {
   const size = typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
-  if (size > MAX_MESSAGE_BYTES) throw new CertplaneError(ChannelErrorCode.TOO_LARGE, `message of ${size} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+  if (size > MAX_MESSAGE_BYTES) throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
   const text = typeof frame === 'string' ? frame : frame.toString('utf8');
-  if (carriesPrivateKey(text)) throw new CertplaneError(ChannelErrorCode.PRIVATE_KEY, 'message contains a PEM private-key block; private keys never travel on the channel');
+  if (carriesPrivateKey(text)) throw new CertplaneError(ErrorCode.CHANNEL_PRIVATE_KEY_REFUSED, 'message contains a PEM private-key block; private keys never travel on the channel');
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    throw new CertplaneError(ChannelErrorCode.NOT_JSON, 'message is not JSON');
+    throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_NOT_JSON, 'message is not JSON');
   }
-  refusePrivateKey(json, 'message', ChannelErrorCode.PRIVATE_KEY);
+  refusePrivateKey(json, 'message', ErrorCode.CHANNEL_PRIVATE_KEY_REFUSED);
   const version = (json as { v?: unknown } | null)?.v;
-  if (version !== PROTOCOL_VERSION) throw new CertplaneError(ChannelErrorCode.VERSION, `protocol version ${JSON.stringify(version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
+  if (version !== PROTOCOL_VERSION) throw new CertplaneError(ErrorCode.CHANNEL_VERSION_UNSUPPORTED, `protocol version ${JSON.stringify(version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new CertplaneError(ChannelErrorCode.INVALID, `invalid message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`);
+    throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, `invalid message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`);
   }
   return parsed.data;
 }
@@ -103,15 +95,11 @@ export function encodeMessage<T>(schema: z.ZodType<T>, message: T): string {
 }
 
 /**
- * Close reasons read "<CODE>: <message>". A revoked agent certificate is refused at
- * authentication with this code (close 4001), which the agent acts on: it says to enroll again.
+ * WebSocket close codes used by the channel (4000-4999 are for applications). Those an error
+ * decides come from the error catalogue; REVOKED cuts a live session whose certificate was revoked.
  */
-export const REVOKED_REASON_CODE = 'AGENT_REVOKED';
-
-/** WebSocket close codes used by the channel (4000-4999 are for applications). */
 export const CloseCode = {
-  PROTOCOL_ERROR: 4000,
-  AUTH_FAILED: 4001,
+  ...ChannelCloseCode,
   REVOKED: 4003,
   REPLACED: 4009,
   SHUTDOWN: 1001,

@@ -11,16 +11,8 @@ import { CertplaneError } from '../errors.js';
 import { parseCsr } from '../chain/index.js';
 import type { AgentCertificateRecord, Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
-import { AgentMessage, ChannelErrorCode, CloseCode, PROTOCOL_VERSION, REVOKED_REASON_CODE, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from './protocol.js';
-
-export const SessionErrorCode = {
-  AUTH_FAILED: 'AGENT_AUTH_FAILED',
-  REVOKED: REVOKED_REASON_CODE,
-  OFFLINE: 'AGENT_OFFLINE',
-  TIMEOUT: 'AGENT_TIMEOUT',
-  RENEWAL_TOO_EARLY: 'AGENT_RENEWAL_TOO_EARLY',
-  RENEWAL_RATE_LIMITED: 'AGENT_RENEWAL_RATE_LIMITED',
-} as const;
+import { AgentMessage, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from './protocol.js';
+import { ErrorCode, channelCloseOf } from '../error-catalogue.js';
 
 /**
  * At most one agent certificate renewal per instance in this time. The lifetime rule allows one
@@ -75,7 +67,7 @@ export class AgentSession {
   }
 
   send(message: ServerMessageWithoutVersion): void {
-    if (!this.open) throw new CertplaneError(SessionErrorCode.OFFLINE, `agent of instance ${this.instanceId} is not connected`);
+    if (!this.open) throw new CertplaneError(ErrorCode.AGENT_OFFLINE, `agent of instance ${this.instanceId} is not connected`);
     this.socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, ...message } as ServerMessage));
   }
 
@@ -84,7 +76,7 @@ export class AgentSession {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(message.requestId);
-        reject(new CertplaneError(SessionErrorCode.TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${this.requestTimeoutMs} ms`));
+        reject(new CertplaneError(ErrorCode.AGENT_TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${this.requestTimeoutMs} ms`));
       }, this.requestTimeoutMs);
       this.#pending.set(message.requestId, { resolve, reject, timer });
       try {
@@ -109,7 +101,7 @@ export class AgentSession {
   close(code: number, reason: string): void {
     for (const [id, pending] of this.#pending) {
       clearTimeout(pending.timer);
-      pending.reject(new CertplaneError(SessionErrorCode.OFFLINE, `agent of instance ${this.instanceId} disconnected: ${reason}`));
+      pending.reject(new CertplaneError(ErrorCode.AGENT_OFFLINE, `agent of instance ${this.instanceId} disconnected: ${reason}`));
       this.#pending.delete(id);
     }
     if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) this.socket.close(code, truncateReason(reason));
@@ -150,14 +142,16 @@ export class SessionRegistry {
     const nonce = randomBytes(32).toString('base64url');
     let session: AgentSession | undefined;
     let alive = true;
-    const fail = (error: unknown, code: number = CloseCode.PROTOCOL_ERROR) => {
-      const e = error instanceof CertplaneError ? error : new CertplaneError('CHANNEL_INTERNAL', (error as Error).message);
+    /** Closes the connection with the close code the error catalogue gives the error's code. */
+    const fail = (error: unknown) => {
+      const e = error instanceof CertplaneError ? error : new CertplaneError(ErrorCode.CHANNEL_INTERNAL, (error as Error).message);
+      const code = channelCloseOf(e.code);
       this.options.metrics?.rejected(e.code);
       log.warn({ instanceId: session?.instanceId, code: e.code, err: e.message }, 'closing agent connection');
       if (session) session.close(code, `${e.code}: ${e.message}`);
       else socket.close(code, truncateReason(`${e.code}: ${e.message}`));
     };
-    const authTimer = setTimeout(() => fail(new CertplaneError(SessionErrorCode.AUTH_FAILED, 'no authentication within the time allowed'), CloseCode.AUTH_FAILED), this.options.authTimeoutMs ?? 10_000);
+    const authTimer = setTimeout(() => fail(new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'no authentication within the time allowed')), this.options.authTimeoutMs ?? 10_000);
     const heartbeat = setInterval(() => {
       if (!alive) {
         log.warn({ instanceId: session?.instanceId }, 'agent missed its heartbeat, terminating the connection');
@@ -175,17 +169,17 @@ export class SessionRegistry {
     socket.on('message', (data, isBinary) => {
       queue = queue.then(async () => {
         try {
-          if (isBinary) throw new CertplaneError(ChannelErrorCode.INVALID, 'binary frames are not part of the protocol');
+          if (isBinary) throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, 'binary frames are not part of the protocol');
           const message = decodeMessage(AgentMessage, data as Buffer);
           if (!session) {
-            if (message.type !== 'auth') throw new CertplaneError(ChannelErrorCode.UNEXPECTED, `expected auth, got ${message.type}`);
+            if (message.type !== 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, `expected auth, got ${message.type}`);
             session = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
             clearTimeout(authTimer);
             log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
             await this.#handler?.onConnected(session);
             return;
           }
-          if (message.type === 'auth') throw new CertplaneError(ChannelErrorCode.UNEXPECTED, 'already authenticated');
+          if (message.type === 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, 'already authenticated');
           if (message.type === 'http01_ready') {
             session.acknowledge(message.requestId);
             return;
@@ -197,7 +191,7 @@ export class SessionRegistry {
           await this.options.store.instances.touchAgent(session.instanceId, this.options.clock());
           await this.#handler?.onMessage(session, message);
         } catch (error) {
-          fail(error, error instanceof CertplaneError && (error.code === SessionErrorCode.AUTH_FAILED || error.code === SessionErrorCode.REVOKED) ? CloseCode.AUTH_FAILED : CloseCode.PROTOCOL_ERROR);
+          fail(error);
         }
       });
     });
@@ -234,14 +228,14 @@ export class SessionRegistry {
     };
     const heldUntil = this.#renewalHeldUntil.get(session);
     if (heldUntil && now < heldUntil) {
-      refuse(SessionErrorCode.RENEWAL_RATE_LIMITED, 'this connection already asked; a renewed certificate is used from the next connection', heldUntil);
+      refuse(ErrorCode.AGENT_RENEWAL_RATE_LIMITED, 'this connection already asked; a renewed certificate is used from the next connection', heldUntil);
       return;
     }
     // A malformed CSR is a protocol error whenever it comes, as every other bad frame is.
     const csr = await parseCsr(csrPem, 'identity CSR');
     const opensAt = identityRenewalOpensAt(session.identity);
     if (now < opensAt) {
-      refuse(SessionErrorCode.RENEWAL_TOO_EARLY, `the agent certificate may be renewed from ${opensAt.toISOString()}, two thirds into its lifetime`, opensAt);
+      refuse(ErrorCode.AGENT_RENEWAL_TOO_EARLY, `the agent certificate may be renewed from ${opensAt.toISOString()}, two thirds into its lifetime`, opensAt);
       return;
     }
     const result = await this.options.store.agentCertificates.renew(
@@ -251,9 +245,9 @@ export class SessionRegistry {
         return { certificatePem, fingerprintSha256: identity.fingerprintSha256, serialNumber: identity.serialNumber, notAfter: identity.notAfter, opensAt: identityRenewalOpensAt(identity) };
       },
     );
-    if (result.outcome === 'refused') throw new CertplaneError(SessionErrorCode.REVOKED, 'the agent certificate of this connection was revoked or superseded; nothing was renewed');
+    if (result.outcome === 'refused') throw new CertplaneError(ErrorCode.AGENT_REVOKED, 'the agent certificate of this connection was revoked or superseded; nothing was renewed');
     if (result.outcome === 'rate_limited') {
-      refuse(SessionErrorCode.RENEWAL_RATE_LIMITED, 'the agent certificate of this instance was renewed a short while ago', result.retryAt);
+      refuse(ErrorCode.AGENT_RENEWAL_RATE_LIMITED, 'the agent certificate of this instance was renewed a short while ago', result.retryAt);
       return;
     }
     const { minted } = result;
@@ -275,16 +269,16 @@ export class SessionRegistry {
     try {
       identity = this.options.ca.verify(message.certificatePem, now);
     } catch (error) {
-      throw new CertplaneError(SessionErrorCode.AUTH_FAILED, (error as Error).message);
+      throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, (error as Error).message);
     }
     if (tlsPeerFingerprint !== undefined && tlsPeerFingerprint !== identity.fingerprintSha256) {
-      throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'the TLS client certificate is not the agent certificate presented on the channel');
+      throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'the TLS client certificate is not the agent certificate presented on the channel');
     }
     const record = await this.options.store.agentCertificates.get(identity.fingerprintSha256);
-    if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
+    if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'unknown agent certificate');
     assertUsable(record);
     const signed = verifySignature('sha256', authPayload(nonce), identity.publicKeyPem, Buffer.from(message.signature, 'base64'));
-    if (!signed) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
+    if (!signed) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
     const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000);
     const previous = this.#sessions.get(identity.instanceId);
     this.#sessions.set(identity.instanceId, session);
@@ -292,7 +286,7 @@ export class SessionRegistry {
     // revocation committed before this shows here, one committed after finds the session to cut.
     const { record: current, superseded } = await this.options.store.agentCertificates.use(identity.fingerprintSha256, now);
     try {
-      if (!current) throw new CertplaneError(SessionErrorCode.AUTH_FAILED, 'unknown agent certificate');
+      if (!current) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'unknown agent certificate');
       assertUsable(current);
     } catch (error) {
       if (this.#sessions.get(identity.instanceId) === session) {
@@ -317,7 +311,7 @@ export class SessionRegistry {
     for (const session of this.#sessions.values()) {
       if (session.identity.fingerprintSha256 === fingerprintSha256) {
         this.options.logger.warn({ instanceId: session.instanceId, fingerprint: fingerprintSha256 }, 'agent certificate revoked: disconnecting');
-        session.close(CloseCode.REVOKED, `${SessionErrorCode.REVOKED}: the agent certificate was revoked`);
+        session.close(CloseCode.REVOKED, `${ErrorCode.AGENT_REVOKED}: the agent certificate was revoked`);
         return true;
       }
     }
@@ -360,8 +354,8 @@ export class SessionRegistry {
 
 /** Refuses a certificate revoked, or superseded by its renewal having authenticated. */
 function assertUsable(record: AgentCertificateRecord): void {
-  if (record.revokedAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate revoked at ${record.revokedAt.toISOString()}`);
-  if (record.supersededAt) throw new CertplaneError(SessionErrorCode.REVOKED, `agent certificate superseded at ${record.supersededAt.toISOString()} by its renewal, which the agent has used since`);
+  if (record.revokedAt) throw new CertplaneError(ErrorCode.AGENT_REVOKED, `agent certificate revoked at ${record.revokedAt.toISOString()}`);
+  if (record.supersededAt) throw new CertplaneError(ErrorCode.AGENT_REVOKED, `agent certificate superseded at ${record.supersededAt.toISOString()} by its renewal, which the agent has used since`);
 }
 
 /** WebSocket close reasons are limited to 123 bytes of UTF-8; cut on a character boundary (a cut inside one becomes a 3-byte U+FFFD, and ws throws). */

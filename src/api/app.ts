@@ -19,12 +19,13 @@ import type { Store } from '../store/types.js';
 import { refusePrivateKey } from '../untrusted-text.js';
 import { authenticate, peerFingerprint } from './auth.js';
 import type { PageCursors } from './cursors.js';
-import { errorHandler, frameworkErrorHandler } from './errors.js';
+import { errorHandler, frameworkErrorHandler, sendProblem } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { instanceRoutes } from './routes/instances.js';
 import { operationsRoutes } from './routes/operations.js';
 import { reissueRoutes } from './routes/reissues.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export interface ApiDependencies {
   readonly store: Store;
@@ -69,7 +70,7 @@ export async function buildApi(deps: ApiDependencies) {
   // Once for every route, on the parsed values and before any schema: a schema's refusal
   // could echo a field, and a route could store one (a reason goes to campaigns, jobs and the audit trail).
   app.addHook('preValidation', async (request) => refusePrivateKey({ body: request.body, query: request.query, actor: request.headers['x-certplane-actor'] }, 'request'));
-  app.setNotFoundHandler((request, reply) => void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, ErrorCode.NOT_FOUND, `no route ${request.method} ${request.url.split('?')[0]}`));
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',

@@ -12,18 +12,11 @@ import { createHash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { CertplaneError } from '../errors.js';
-import { notFound } from './errors.js';
+import { notFound, sendProblem } from './errors.js';
 import type { ApiClientRecord, ApiRole, Store } from '../store/types.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export type Permission = 'read' | 'operate' | 'admin';
-
-export const AuthErrorCode = {
-  CERTIFICATE_REQUIRED: 'AUTH_CLIENT_CERTIFICATE_REQUIRED',
-  UNKNOWN: 'AUTH_UNKNOWN_CLIENT',
-  EXPIRED: 'AUTH_CLIENT_CERTIFICATE_EXPIRED',
-  REVOKED: 'AUTH_CLIENT_REVOKED',
-  FORBIDDEN: 'AUTH_FORBIDDEN',
-} as const;
 
 const GRANTS: Record<ApiRole, readonly Permission[]> = {
   reader: ['read'],
@@ -101,7 +94,7 @@ export async function findInScope<T>(caller: Caller | undefined, what: string, f
  * create something in or select by, where the cluster's existence is no secret.
  */
 export function requireCluster(caller: Caller | undefined, cluster: string | null, what: string): void {
-  if (!mayActOnCluster(caller, cluster)) throw new CertplaneError(AuthErrorCode.FORBIDDEN, `${caller?.actor ?? 'caller'} may not act on ${what} (cluster ${cluster ?? 'none'})`);
+  if (!mayActOnCluster(caller, cluster)) throw new CertplaneError(ErrorCode.AUTH_FORBIDDEN, `${caller?.actor ?? 'caller'} may not act on ${what} (cluster ${cluster ?? 'none'})`);
 }
 
 /** The onRequest hook: authenticates secure-mode callers and checks the route's permission. */
@@ -115,21 +108,17 @@ export function authenticate(deps: { store: Store; clock: () => Date; secure: bo
     }
     if (!permission) return;
     const peer = peerFingerprint(request.raw.socket);
-    if (!peer) return deny(reply, 401, AuthErrorCode.CERTIFICATE_REQUIRED, 'a registered client certificate is required');
+    if (!peer) return sendProblem(reply, ErrorCode.AUTH_CLIENT_CERTIFICATE_REQUIRED, 'a registered client certificate is required');
     const client: ApiClientRecord | undefined = await deps.store.apiClients.get(peer.fingerprintSha256);
-    if (!client) return deny(reply, 401, AuthErrorCode.UNKNOWN, `client certificate sha256:${peer.fingerprintSha256} is not registered; register it with "certplane admin register-client"`);
-    if (client.revokedAt) return deny(reply, 401, AuthErrorCode.REVOKED, `client "${client.name}" was revoked at ${client.revokedAt.toISOString()}`);
+    if (!client) return sendProblem(reply, ErrorCode.AUTH_UNKNOWN_CLIENT, `client certificate sha256:${peer.fingerprintSha256} is not registered; register it with "certplane admin register-client"`);
+    if (client.revokedAt) return sendProblem(reply, ErrorCode.AUTH_CLIENT_REVOKED, `client "${client.name}" was revoked at ${client.revokedAt.toISOString()}`);
     const now = deps.clock();
     if (now > peer.notAfter || now < peer.notBefore || (client.notAfter && now > client.notAfter)) {
-      return deny(reply, 401, AuthErrorCode.EXPIRED, `client certificate of "${client.name}" is not valid now (valid until ${peer.notAfter.toISOString()})`);
+      return sendProblem(reply, ErrorCode.AUTH_CLIENT_CERTIFICATE_EXPIRED, `client certificate of "${client.name}" is not valid now (valid until ${peer.notAfter.toISOString()})`);
     }
     if (!GRANTS[client.role].includes(permission)) {
-      return deny(reply, 403, AuthErrorCode.FORBIDDEN, `role ${client.role} of "${client.name}" does not allow this (${permission} needed)`);
+      return sendProblem(reply, ErrorCode.AUTH_FORBIDDEN, `role ${client.role} of "${client.name}" does not allow this (${permission} needed)`);
     }
     request.caller = { actor: `client:${client.name}`, role: client.role, clusters: client.clusters };
   };
-}
-
-function deny(reply: FastifyReply, status: number, code: string, message: string): void {
-  void reply.status(status).send({ code, message });
 }

@@ -8,6 +8,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { CertplaneError } from '../errors.js';
 import type { SecretStore } from '../secrets/index.js';
 import type { Caller } from './auth.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const CURSOR_KEY_SECRET = 'cursor-key';
 const KEY_BYTES = 32;
@@ -21,7 +22,7 @@ export class PageCursors {
     const raw = (await secrets.get(CURSOR_KEY_SECRET)) ?? (await secrets.createIfMissing(CURSOR_KEY_SECRET, randomBytes(KEY_BYTES).toString('base64')));
     const key = Buffer.from(raw.trim(), 'base64');
     if (key.length !== KEY_BYTES) {
-      throw new CertplaneError('SECRETS_CURSOR_KEY_CORRUPT', `secret "${CURSOR_KEY_SECRET}" does not hold ${KEY_BYTES} bytes of base64; delete it and start certplane again (cursors issued before become invalid).`);
+      throw new CertplaneError(ErrorCode.SECRETS_CURSOR_KEY_CORRUPT, `secret "${CURSOR_KEY_SECRET}" does not hold ${KEY_BYTES} bytes of base64; delete it and start certplane again (cursors issued before become invalid).`);
     }
     return new PageCursors(key);
   }
@@ -37,7 +38,7 @@ export class PageCursors {
     const position = cursor.slice(0, separator);
     const mac = cursor.slice(separator + 1);
     if (separator > 0 && MAC.test(mac) && timingSafeEqual(Buffer.from(mac), Buffer.from(this.#mac(position, caller)))) return position;
-    throw new CertplaneError('STORE_INVALID_CURSOR', 'The page cursor is not one this service issued to you; pass back the nextCursor of the previous page unchanged, or omit it to start from the first page.');
+    throw new CertplaneError(ErrorCode.STORE_INVALID_CURSOR, 'The page cursor is not one this service issued to you; pass back the nextCursor of the previous page unchanged, or omit it to start from the first page.');
   }
 
   /** Over the caller's view as well as the position: the same position seen through other clusters is another cursor. */

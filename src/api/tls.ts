@@ -8,10 +8,7 @@ import type { Server } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { parseCertificateBundle } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
-
-export const TlsErrorCode = {
-  RELOAD_FAILED: 'TLS_RELOAD_FAILED',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 export interface TlsPair {
   readonly certPem: string;
@@ -35,18 +32,18 @@ export function checkServerCertificate(pair: TlsPair, now: Date, requireValid = 
   try {
     [leaf] = parseCertificateBundle(pair.certPem, 'server certificate');
   } catch (error) {
-    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate is unusable: ${(error as Error).message}`);
+    throw new CertplaneError(ErrorCode.TLS_RELOAD_FAILED, `the server certificate is unusable: ${(error as Error).message}`);
   }
-  if (!leaf) throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, 'the server certificate file holds no certificate');
+  if (!leaf) throw new CertplaneError(ErrorCode.TLS_RELOAD_FAILED, 'the server certificate file holds no certificate');
   const validNow = now <= leaf.notAfter && now >= leaf.notBefore;
   if (requireValid && !validNow) {
-    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate "${leaf.subjectCN}" is valid from ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()}, not now`);
+    throw new CertplaneError(ErrorCode.TLS_RELOAD_FAILED, `the server certificate "${leaf.subjectCN}" is valid from ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()}, not now`);
   }
   try {
     // Node refuses a key that does not belong to the certificate here, before anything is served.
     createSecureContext({ cert: pair.certPem, key: pair.keyPem });
   } catch (error) {
-    throw new CertplaneError(TlsErrorCode.RELOAD_FAILED, `the server certificate and key do not make a TLS identity: ${(error as Error).message}`);
+    throw new CertplaneError(ErrorCode.TLS_RELOAD_FAILED, `the server certificate and key do not make a TLS identity: ${(error as Error).message}`);
   }
   return { identity: { fingerprintSha256: leaf.fingerprintSha256, subject: leaf.subject, notAfter: leaf.notAfter }, validNow };
 }

@@ -9,6 +9,7 @@ import { CertplaneError } from '../errors.js';
 import { sha256Hex, spkiSha256OfPublicKeyPem } from './certificate.js';
 import { parsePemBlocks } from './pem.js';
 import { isPrivateKeyLabel } from '../untrusted-text.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export interface ParsedCsr {
   readonly pem: string;
@@ -21,16 +22,6 @@ export interface ParsedCsr {
   /** "ECDSA P-256", "RSA 2048", ...: what the key policy checks. */
   readonly keyDescription: string;
 }
-
-/** Error codes of this module. */
-export const CsrErrorCode = {
-  INVALID: 'CSR_INVALID',
-  BAD_SIGNATURE: 'CSR_BAD_SIGNATURE',
-  NOT_A_KEY: 'KEY_INVALID',
-  TOO_LARGE: 'CSR_TOO_LARGE',
-  TOO_MANY_NAMES: 'CSR_TOO_MANY_NAMES',
-  WEAK_SIGNATURE: 'CSR_WEAK_SIGNATURE',
-} as const;
 
 /** Let's Encrypt's limit of names per certificate (its newer profiles allow fewer): more is refused by the CA anyway. */
 export const DEFAULT_MAX_NAMES_PER_CERTIFICATE = 100;
@@ -76,7 +67,7 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
   const bytes = Buffer.byteLength(pem);
   const maxBytes = Math.min(limits.maxPemBytes ?? MAX_CSR_PEM_BYTES, MAX_CSR_PEM_BYTES);
   if (bytes > maxBytes) {
-    throw new CertplaneError(CsrErrorCode.TOO_LARGE, `${source}: ${bytes} bytes, more than the ${maxBytes} this certificate request may take; send one request with only the names the certificate needs, each once`, {
+    throw new CertplaneError(ErrorCode.CSR_TOO_LARGE, `${source}: ${bytes} bytes, more than the ${maxBytes} this certificate request may take; send one request with only the names the certificate needs, each once`, {
       source,
       bytes,
       limit: maxBytes,
@@ -84,27 +75,27 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
   }
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
-    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
+    throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
   }
   const block = blocks.find((b) => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST');
   if (!block) {
-    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: no "-----BEGIN CERTIFICATE REQUEST-----" block found`, { source });
+    throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: no "-----BEGIN CERTIFICATE REQUEST-----" block found`, { source });
   }
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(block.der);
   } catch (cause) {
-    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: not a valid PKCS#10 request (${(cause as Error).message})`, { source }, { cause });
+    throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: not a valid PKCS#10 request (${(cause as Error).message})`, { source }, { cause });
   }
   requireStrongSignature(csr, source);
   const verified = await csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
   if (!verified) {
-    throw new CertplaneError(CsrErrorCode.BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
+    throw new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
   const names = requestedNames(csr, source);
   const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
   if (names.entries > maxNames) {
-    throw new CertplaneError(CsrErrorCode.TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
+    throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
       source,
       names: names.entries,
       distinct: names.distinct.length,
@@ -131,7 +122,7 @@ function requestedNames(csr: x509.Pkcs10CertificateRequest, source: string): { d
   try {
     san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   } catch (cause) {
-    throw new CertplaneError(CsrErrorCode.INVALID, `${source}: its extension request does not parse (${(cause as Error).message})`, { source }, { cause });
+    throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: its extension request does not parse (${(cause as Error).message})`, { source }, { cause });
   }
   const sans = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()) : [];
   const distinct = new Set(sans);
@@ -151,7 +142,7 @@ function requireStrongSignature(csr: x509.Pkcs10CertificateRequest, source: stri
   const hash = algorithm.hash?.name;
   if (EDDSA_SIGNATURES.has(algorithm.name) || (HASHED_SIGNATURES.has(algorithm.name) && hash !== undefined && STRONG_HASHES.has(hash))) return;
   const used = hash ? `${algorithm.name} with ${hash}` : algorithm.name;
-  throw new CertplaneError(CsrErrorCode.WEAK_SIGNATURE, `${source}: signed with ${used}; sign the request with SHA-256, SHA-384 or SHA-512 (RSA, RSA-PSS or ECDSA) or with Ed25519`, {
+  throw new CertplaneError(ErrorCode.CSR_WEAK_SIGNATURE, `${source}: signed with ${used}; sign the request with SHA-256, SHA-384 or SHA-512 (RSA, RSA-PSS or ECDSA) or with Ed25519`, {
     source,
     signatureAlgorithm: used,
   });
@@ -170,15 +161,15 @@ function describeKey(algorithm: webcrypto.Algorithm & { namedCurve?: string; mod
 export async function spkiSha256OfKeyFile(pem: string, source = 'key'): Promise<string> {
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
-    throw new CertplaneError(CsrErrorCode.NOT_A_KEY, `${source}: holds a private key; give the CSR or the public key instead`, { source });
+    throw new CertplaneError(ErrorCode.KEY_INVALID, `${source}: holds a private key; give the CSR or the public key instead`, { source });
   }
   if (blocks.some((b) => b.label.includes('CERTIFICATE REQUEST'))) return (await parseCsr(pem, source)).spkiSha256;
   if (blocks.some((b) => b.label === 'PUBLIC KEY')) {
     try {
       return spkiSha256OfPublicKeyPem(pem);
     } catch (cause) {
-      throw new CertplaneError(CsrErrorCode.NOT_A_KEY, `${source}: the PUBLIC KEY block does not parse`, { source }, { cause });
+      throw new CertplaneError(ErrorCode.KEY_INVALID, `${source}: the PUBLIC KEY block does not parse`, { source }, { cause });
     }
   }
-  throw new CertplaneError(CsrErrorCode.NOT_A_KEY, `${source}: expected a CERTIFICATE REQUEST or PUBLIC KEY block`, { source });
+  throw new CertplaneError(ErrorCode.KEY_INVALID, `${source}: expected a CERTIFICATE REQUEST or PUBLIC KEY block`, { source });
 }

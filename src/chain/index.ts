@@ -4,14 +4,13 @@
  */
 export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
-export { parseCsr, spkiSha256OfKeyFile, csrPemBytesFor, CsrErrorCode, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
+export { parseCsr, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
 export { coveringParent, normaliseDnsName } from './names.js';
 export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {
   selectChain,
   requireSelection,
   topmostCertificate,
-  NO_CHAIN_SATISFIES_POLICY,
   type SelectOptions,
   type SelectionResult,
   type ChainAssessment,
@@ -19,4 +18,4 @@ export {
 } from './select.js';
 export { explainReport, explainSelection } from './explain.js';
 export { DEFAULT_DISTRUSTED_SPKI_SHA256, DST_ROOT_CA_X3_SPKI_SHA256, normalizeSpkiPin } from './distrust.js';
-export { ChainErrorCode, BundleWarningCode, SelectionRejectCode, type ChainProblem } from './problems.js';
+export { BundleWarningCode, type ChainFindingCode, type ChainProblem } from './problems.js';

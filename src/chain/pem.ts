@@ -6,7 +6,7 @@
 import { CertplaneError } from '../errors.js';
 import { carriesPrivateKey, isPrivateKeyLabel } from '../untrusted-text.js';
 import { parseCertificateDer, type Certificate } from './certificate.js';
-import { ChainErrorCode } from './problems.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)\r?\n?-----END \1-----/g;
 const BASE64 = /^[A-Za-z0-9+/=\r\n\t ]*$/;
@@ -29,7 +29,7 @@ export function parsePemBlocks(text: string, source = 'input'): PemBlock[] {
     const label = match[1] ?? '';
     const body = match[2] ?? '';
     if (!BASE64.test(body)) {
-      throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: the ${label} block is not base64`, { source, label });
+      throw new CertplaneError(ErrorCode.CHAIN_GARBAGE, `${source}: the ${label} block is not base64`, { source, label });
     }
     blocks.push({ label, der: Buffer.from(body.replace(/\s+/g, ''), 'base64') });
     cursor = (match.index ?? 0) + match[0].length;
@@ -45,7 +45,7 @@ function assertOnlyCommentsBetween(gap: string, source: string): void {
     const hint = trimmed.includes('-----BEGIN') ? ' (a PEM block without its END line?)' : '';
     // A private key that is not a well-formed block (on one line, say) is named, never quoted.
     const excerpt = carriesPrivateKey(gap) ? 'private-key material, not shown' : `"${trimmed.slice(0, 40)}"`;
-    throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: unexpected text outside PEM blocks${hint}: ${excerpt}`, {
+    throw new CertplaneError(ErrorCode.CHAIN_GARBAGE, `${source}: unexpected text outside PEM blocks${hint}: ${excerpt}`, {
       source,
     });
   }
@@ -62,13 +62,13 @@ export function parseCertificateBundle(text: string, source = 'bundle'): Certifi
   for (const [index, block] of blocks.entries()) {
     if (isPrivateKeyLabel(block.label)) {
       throw new CertplaneError(
-        ChainErrorCode.PRIVATE_KEY_IN_BUNDLE,
+        ErrorCode.CHAIN_PRIVATE_KEY_IN_BUNDLE,
         `${source}: block ${index + 1} is a private key (${block.label}); a certificate bundle must carry only certificates, and private keys never travel`,
         { source, block: index },
       );
     }
     if (block.label !== 'CERTIFICATE') {
-      throw new CertplaneError(ChainErrorCode.GARBAGE, `${source}: block ${index + 1} is a ${block.label}, expected CERTIFICATE`, {
+      throw new CertplaneError(ErrorCode.CHAIN_GARBAGE, `${source}: block ${index + 1} is a ${block.label}, expected CERTIFICATE`, {
         source,
         block: index,
       });
@@ -76,7 +76,7 @@ export function parseCertificateBundle(text: string, source = 'bundle'): Certifi
     certificates.push(parseOne(block.der, source, index));
   }
   if (certificates.length === 0) {
-    throw new CertplaneError(ChainErrorCode.EMPTY, `${source}: no certificate found (expected PEM "-----BEGIN CERTIFICATE-----" blocks)`, {
+    throw new CertplaneError(ErrorCode.CHAIN_EMPTY, `${source}: no certificate found (expected PEM "-----BEGIN CERTIFICATE-----" blocks)`, {
       source,
     });
   }
@@ -88,7 +88,7 @@ function parseOne(der: Buffer, source: string, index: number): Certificate {
     return parseCertificateDer(der);
   } catch (cause) {
     throw new CertplaneError(
-      ChainErrorCode.UNPARSABLE_CERTIFICATE,
+      ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE,
       `${source}: certificate ${index + 1} is not a valid X.509 certificate (${(cause as Error).message})`,
       { source, block: index },
       { cause },

@@ -9,11 +9,9 @@
  */
 import { CertplaneError } from '../errors.js';
 import type { Certificate } from './certificate.js';
-import { SelectionRejectCode, type ChainProblem } from './problems.js';
+import { type ChainProblem } from './problems.js';
 import { verifyChain, type VerificationReport, type VerifyOptions } from './verify.js';
-
-/** No offered chain satisfies any preference: nothing is issued or delivered. */
-export const NO_CHAIN_SATISFIES_POLICY = 'CHAIN_NO_PREFERRED_CHAIN';
+import { ErrorCode } from '../error-catalogue.js';
 
 export type FallbackPolicy = 'none' | 'default-chain';
 
@@ -75,13 +73,13 @@ export function selectChain(chains: readonly (readonly Certificate[])[], options
       const rejections = reasons[index] as ChainProblem[];
       if (!top || top.issuerCN !== preference) {
         rejections.push({
-          code: SelectionRejectCode.TOP_ISSUER_MISMATCH,
+          code: ErrorCode.SELECT_TOP_ISSUER_MISMATCH,
           message: `for "${preference}": the topmost certificate "${top?.subjectCN ?? '?'}" is issued by "${top?.issuerCN ?? '?'}"`,
         });
         continue;
       }
       if (anchors.length === 0) {
-        rejections.push({ code: SelectionRejectCode.ROOT_NOT_TRUSTED, message: `for "${preference}": no root of that name is in the trust store` });
+        rejections.push({ code: ErrorCode.SELECT_ROOT_NOT_IN_TRUST_STORE, message: `for "${preference}": no root of that name is in the trust store` });
         continue;
       }
       const report = verifyChain(chain, { ...options, trustAnchors: anchors });
@@ -105,7 +103,7 @@ export function requireSelection(result: SelectionResult, preferences: readonly 
     (c) => `chain ${c.index} (top issuer "${c.topIssuer}", verifies to ${c.anchor ? `"${c.anchor}"` : 'nothing trusted'}): ${c.errors.map((e) => e.message).join('; ') || 'no reason recorded'}`,
   );
   throw new CertplaneError(
-    NO_CHAIN_SATISFIES_POLICY,
+    ErrorCode.CHAIN_NO_PREFERRED_CHAIN,
     `no offered chain satisfies the preferred roots ${preferences.map((p) => `"${p}"`).join(', ')}; refusing to fall back to the default chain.\n${lines.join('\n')}`,
     { preferences, chains: result.chains.map(({ index, topIssuer, anchor, errors }) => ({ index, topIssuer, anchor, errors })) },
   );

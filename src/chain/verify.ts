@@ -10,7 +10,8 @@
  * chain the CA actually offered rather than an arbitrary detour.
  */
 import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, type Certificate } from './certificate.js';
-import { BundleWarningCode, ChainErrorCode, type ChainProblem } from './problems.js';
+import { BundleWarningCode, type ChainProblem } from './problems.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** No real chain is longer; anything past this is a loop or an attack on the path builder. */
 const MAX_PATH_CERTIFICATES = 8;
@@ -72,7 +73,7 @@ export function verifyChain(bundle: readonly Certificate[], options: VerifyOptio
   const leafIndex = findLeaf(bundle);
   if (leafIndex === undefined) {
     return failedReport(bundle, evaluatedAt, [
-      { code: ChainErrorCode.NO_LEAF, message: 'no end-entity (non-CA) certificate leads the bundle; a served chain starts with the leaf' },
+      { code: ErrorCode.CHAIN_NO_LEAF, message: 'no end-entity (non-CA) certificate leads the bundle; a served chain starts with the leaf' },
     ]);
   }
   const leaf = bundle[leafIndex] as Certificate;
@@ -112,7 +113,7 @@ function buildPaths(leaf: Certificate, bundle: readonly Certificate[], anchors: 
   const walk = (current: Certificate, chain: Certificate[]): void => {
     if (found.length >= MAX_CANDIDATE_PATHS) return;
     if (chain.length > MAX_PATH_CERTIFICATES) {
-      deadEnds.push(problem(ChainErrorCode.PATH_TOO_LONG, current, `path exceeds ${MAX_PATH_CERTIFICATES} certificates`));
+      deadEnds.push(problem(ErrorCode.CHAIN_PATH_TOO_LONG, current, `path exceeds ${MAX_PATH_CERTIFICATES} certificates`));
       return;
     }
     let nameMatches = 0;
@@ -120,18 +121,18 @@ function buildPaths(leaf: Certificate, bundle: readonly Certificate[], anchors: 
       if (anchor.subject !== current.issuer) continue;
       nameMatches += 1;
       if (current.native.verify(anchor.publicKey)) found.push({ certificates: chain, anchor });
-      else deadEnds.push(problem(ChainErrorCode.BAD_SIGNATURE, current, `trust anchor "${anchor.subjectCN}" has the issuer's name but did not sign "${current.subjectCN}"`));
+      else deadEnds.push(problem(ErrorCode.CHAIN_BAD_SIGNATURE, current, `trust anchor "${anchor.subjectCN}" has the issuer's name but did not sign "${current.subjectCN}"`));
     }
     for (const candidate of bundle) {
       if (candidate.subject !== current.issuer || chain.some((c) => c.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       if (anchors.some((a) => a.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       nameMatches += 1;
       if (!current.native.verify(candidate.publicKey)) {
-        deadEnds.push(problem(ChainErrorCode.BAD_SIGNATURE, current, `"${candidate.subjectCN}" in the bundle has the issuer's name but did not sign "${current.subjectCN}"`));
+        deadEnds.push(problem(ErrorCode.CHAIN_BAD_SIGNATURE, current, `"${candidate.subjectCN}" in the bundle has the issuer's name but did not sign "${current.subjectCN}"`));
         continue;
       }
       if (isSignedBy(candidate, candidate)) {
-        deadEnds.push(problem(ChainErrorCode.UNTRUSTED_ROOT, candidate, `the path ends at root "${candidate.subjectCN}", which is not in the trust store`));
+        deadEnds.push(problem(ErrorCode.CHAIN_UNTRUSTED_ROOT, candidate, `the path ends at root "${candidate.subjectCN}", which is not in the trust store`));
         continue;
       }
       walk(candidate, [...chain, candidate]);
@@ -140,7 +141,7 @@ function buildPaths(leaf: Certificate, bundle: readonly Certificate[], anchors: 
       const message = isSignedBy(current, current)
         ? `"${current.subjectCN}" is a self-signed root that is not in the trust store`
         : `no certificate in the bundle or trust store is named "${current.issuerCN}", the issuer of "${current.subjectCN}": an intermediate is missing or the root is not trusted`;
-      deadEnds.push(problem(isSignedBy(current, current) ? ChainErrorCode.UNTRUSTED_ROOT : ChainErrorCode.MISSING_INTERMEDIATE, current, message));
+      deadEnds.push(problem(isSignedBy(current, current) ? ErrorCode.CHAIN_UNTRUSTED_ROOT : ErrorCode.CHAIN_MISSING_INTERMEDIATE, current, message));
     }
   };
   walk(leaf, [leaf]);
@@ -153,41 +154,41 @@ function judgePath(path: CandidatePath, options: VerifyOptions): ChainProblem[] 
   const leaf = all[0] as Certificate;
   const at = options.at.getTime();
   for (const cert of all) {
-    if (at > cert.notAfter.getTime()) errors.push(problem(ChainErrorCode.EXPIRED, cert, `"${cert.subjectCN}" expired at ${cert.notAfter.toISOString()}`));
-    if (at < cert.notBefore.getTime()) errors.push(problem(ChainErrorCode.NOT_YET_VALID, cert, `"${cert.subjectCN}" is not valid before ${cert.notBefore.toISOString()}`));
+    if (at > cert.notAfter.getTime()) errors.push(problem(ErrorCode.CHAIN_EXPIRED, cert, `"${cert.subjectCN}" expired at ${cert.notAfter.toISOString()}`));
+    if (at < cert.notBefore.getTime()) errors.push(problem(ErrorCode.CHAIN_NOT_YET_VALID, cert, `"${cert.subjectCN}" is not valid before ${cert.notBefore.toISOString()}`));
     if (options.distrustedSpkiSha256?.has(cert.spkiSha256)) {
-      errors.push(problem(ChainErrorCode.DISTRUSTED, cert, `"${cert.subjectCN}" (key sha256:${cert.spkiSha256}) is on the distrust list`));
+      errors.push(problem(ErrorCode.CHAIN_DISTRUSTED, cert, `"${cert.subjectCN}" (key sha256:${cert.spkiSha256}) is on the distrust list`));
     }
   }
   if (leaf.keyUsage !== undefined && (leaf.keyUsage & (KeyUsage.digitalSignature | KeyUsage.keyEncipherment)) === 0) {
-    errors.push(problem(ChainErrorCode.KEY_USAGE, leaf, `the leaf's key usage allows neither digitalSignature nor keyEncipherment, so it cannot serve TLS`));
+    errors.push(problem(ErrorCode.CHAIN_KEY_USAGE, leaf, `the leaf's key usage allows neither digitalSignature nor keyEncipherment, so it cannot serve TLS`));
   }
   if (!leaf.extendedKeyUsage?.includes(EKU_SERVER_AUTH)) {
-    errors.push(problem(ChainErrorCode.LEAF_EKU, leaf, `the leaf lacks the serverAuth extended key usage`));
+    errors.push(problem(ErrorCode.CHAIN_LEAF_EKU, leaf, `the leaf lacks the serverAuth extended key usage`));
   }
   all.slice(1).forEach((issuer, offset) => {
     const isAnchor = issuer === path.anchor;
     if (isAnchor ? issuer.isCA === false : issuer.isCA !== true) {
-      errors.push(problem(ChainErrorCode.NOT_A_CA, issuer, `"${issuer.subjectCN}" issues certificates but is not a CA (basic constraints)`));
+      errors.push(problem(ErrorCode.CHAIN_NOT_A_CA, issuer, `"${issuer.subjectCN}" issues certificates but is not a CA (basic constraints)`));
     }
     if (issuer.keyUsage !== undefined && (issuer.keyUsage & KeyUsage.keyCertSign) === 0) {
-      errors.push(problem(ChainErrorCode.KEY_USAGE, issuer, `"${issuer.subjectCN}" issues certificates but its key usage lacks keyCertSign`));
+      errors.push(problem(ErrorCode.CHAIN_KEY_USAGE, issuer, `"${issuer.subjectCN}" issues certificates but its key usage lacks keyCertSign`));
     }
     const eku = issuer.extendedKeyUsage;
     if (eku !== undefined && !eku.includes(EKU_SERVER_AUTH) && !eku.includes(EKU_ANY)) {
-      errors.push(problem(ChainErrorCode.EKU_EXCLUDES_SERVER_AUTH, issuer, `"${issuer.subjectCN}" restricts extended key usage to ${eku.join(', ')}, which excludes serverAuth`));
+      errors.push(problem(ErrorCode.CHAIN_EKU_EXCLUDES_SERVER_AUTH, issuer, `"${issuer.subjectCN}" restricts extended key usage to ${eku.join(', ')}, which excludes serverAuth`));
     }
     const intermediatesBelow = all.slice(1, offset + 1).filter((c) => !c.selfIssued).length;
     if (issuer.pathLength !== undefined && intermediatesBelow > issuer.pathLength) {
-      errors.push(problem(ChainErrorCode.PATH_LENGTH_EXCEEDED, issuer, `"${issuer.subjectCN}" allows ${issuer.pathLength} intermediate(s) below it, the path has ${intermediatesBelow}`));
+      errors.push(problem(ErrorCode.CHAIN_PATH_LENGTH_EXCEEDED, issuer, `"${issuer.subjectCN}" allows ${issuer.pathLength} intermediate(s) below it, the path has ${intermediatesBelow}`));
     }
   });
   const uncovered = (options.hostnames ?? []).filter((name) => !covers(leaf, name));
   if (uncovered.length > 0) {
-    errors.push(problem(ChainErrorCode.HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${leaf.dnsNames.join(', ') || 'no DNS name'})`));
+    errors.push(problem(ErrorCode.CHAIN_HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${leaf.dnsNames.join(', ') || 'no DNS name'})`));
   }
   if (options.expectedSpkiSha256 !== undefined && options.expectedSpkiSha256.toLowerCase() !== leaf.spkiSha256) {
-    errors.push(problem(ChainErrorCode.KEY_MISMATCH, leaf, `the leaf certifies key sha256:${leaf.spkiSha256}, not the requested key sha256:${options.expectedSpkiSha256}`));
+    errors.push(problem(ErrorCode.CHAIN_KEY_MISMATCH, leaf, `the leaf certifies key sha256:${leaf.spkiSha256}, not the requested key sha256:${options.expectedSpkiSha256}`));
   }
   return errors;
 }

@@ -13,9 +13,10 @@ import { createConnection } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { z } from 'zod';
-import { AdminSocketErrorCode, adminHelp, assertSocketDirectory, parseCommandWords, validateAdminArgs } from '../admin/index.js';
+import { adminHelp, assertSocketDirectory, parseCommandWords, validateAdminArgs } from '../admin/index.js';
 import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const USAGE = `usage: certplane admin [--socket PATH] [--actor NAME] [--json] COMMAND [--option value]...
   --socket  the plane's admin socket (default $CERTPLANE_ADMIN_SOCKET, else ./data/admin.sock)
@@ -93,7 +94,7 @@ async function trustedSocket(path: string): Promise<string> {
   });
   if (!stats.isSocket() || !trustedOwners.includes(stats.uid)) {
     throw new CertplaneError(
-      AdminSocketErrorCode.UNTRUSTED,
+      ErrorCode.ADMIN_SOCKET_UNTRUSTED,
       `${socketPath} is ${stats.isSocket() ? `a socket owned by uid ${stats.uid}` : 'not a socket'}; nothing was sent: the plane's admin socket belongs to root or to the user running this command (run it as the service's user)`,
       { path: socketPath, uid: stats.uid },
     );
@@ -107,7 +108,7 @@ function exchange(path: string, request: { command: string; args: Record<string,
     const socket = createConnection(path);
     let connected = false;
     let received = '';
-    socket.setTimeout(ANSWER_TIMEOUT_MS, () => socket.destroy(new CertplaneError('CLI_ADMIN_NO_ANSWER', `no answer on ${path} within ${ANSWER_TIMEOUT_MS / 1000} s`)));
+    socket.setTimeout(ANSWER_TIMEOUT_MS, () => socket.destroy(new CertplaneError(ErrorCode.CLI_ADMIN_NO_ANSWER, `no answer on ${path} within ${ANSWER_TIMEOUT_MS / 1000} s`)));
     socket.setEncoding('utf8');
     socket.on('connect', () => {
       connected = true;
@@ -121,11 +122,11 @@ function exchange(path: string, request: { command: string; args: Record<string,
       try {
         resolve(WireResponse.parse(JSON.parse(received.slice(0, newline))));
       } catch {
-        reject(new CertplaneError('CLI_ADMIN_BAD_ANSWER', `${path} answered something that is not an admin console response`));
+        reject(new CertplaneError(ErrorCode.CLI_ADMIN_BAD_ANSWER, `${path} answered something that is not an admin console response`));
       }
     });
-    socket.on('error', (error: NodeJS.ErrnoException) => reject(error instanceof CertplaneError ? error : connected ? new CertplaneError('CLI_ADMIN_NO_ANSWER', `${path}: ${error.message}`) : unreachable(path, error)));
-    socket.on('close', () => reject(new CertplaneError('CLI_ADMIN_NO_ANSWER', `${path} closed the connection without answering`)));
+    socket.on('error', (error: NodeJS.ErrnoException) => reject(error instanceof CertplaneError ? error : connected ? new CertplaneError(ErrorCode.CLI_ADMIN_NO_ANSWER, `${path}: ${error.message}`) : unreachable(path, error)));
+    socket.on('close', () => reject(new CertplaneError(ErrorCode.CLI_ADMIN_NO_ANSWER, `${path} closed the connection without answering`)));
   });
 }
 
@@ -138,5 +139,5 @@ function unreachable(path: string, error: NodeJS.ErrnoException): CertplaneError
         : error.code === 'EACCES'
           ? "permission denied: the admin socket is only for the service's user and root"
           : error.message;
-  return new CertplaneError('CLI_ADMIN_UNREACHABLE', `cannot reach the admin console at ${path}: ${why}`, { code: error.code }, { cause: error });
+  return new CertplaneError(ErrorCode.CLI_ADMIN_UNREACHABLE, `cannot reach the admin console at ${path}: ${why}`, { code: error.code }, { cause: error });
 }

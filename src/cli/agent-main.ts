@@ -5,9 +5,8 @@
  * script that needs only node, not this repository or its node_modules). Same options and
  * exit codes as `certplane agent`.
  */
-import { CertplaneError } from '../errors.js';
 import { agent, USAGE } from './agent.js';
-import { CLI_USAGE, ExitCode, type Io } from './args.js';
+import { ExitCode, reportFailure, type Io } from './args.js';
 
 export async function runAgent(argv: string[], io: Io): Promise<number> {
   if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
@@ -17,12 +16,7 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
   try {
     return await agent(argv, io);
   } catch (error) {
-    if (error instanceof CertplaneError) {
-      io.stderr.write(`certplane-agent: ${error.code}: ${error.message}\n`);
-      return error.code === CLI_USAGE ? ExitCode.BAD_INPUT : ExitCode.NO;
-    }
-    io.stderr.write(`certplane-agent: unexpected failure: ${(error as Error).stack ?? String(error)}\n`);
-    return ExitCode.NO;
+    return reportFailure(error, 'certplane-agent', io);
   }
 }
 

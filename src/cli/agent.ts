@@ -15,6 +15,7 @@ import { loadTrustStore, readText } from '../config/trust.js';
 import { createLogger } from '../log/logger.js';
 import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const USAGE =
   'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME]';
@@ -90,7 +91,7 @@ async function groupId(group: string): Promise<number> {
   const entry = await promisify(execFile)('getent', ['group', group]).then(({ stdout }) => stdout, () => '');
   const gid = Number(entry.split(':')[2]);
   if (entry === '' || !Number.isInteger(gid)) {
-    throw new CertplaneError('AGENT_GROUP_UNKNOWN', `--group ${group}: no such group on this instance (getent group ${group} found nothing); give the group the database server runs as, for example postgres.`, { group });
+    throw new CertplaneError(ErrorCode.AGENT_GROUP_UNKNOWN, `--group ${group}: no such group on this instance (getent group ${group} found nothing); give the group the database server runs as, for example postgres.`, { group });
   }
   return gid;
 }

@@ -4,17 +4,16 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CertplaneError } from '../errors.js';
-
-export const CLI_USAGE = 'CLI_USAGE';
+import { ErrorCode, FailureExitCode, exitCodeOf } from '../error-catalogue.js';
 
 /** Exit codes every subcommand keeps: 0 success, 1 the answer is "no", 2 bad input or usage. */
-export const ExitCode = { OK: 0, NO: 1, BAD_INPUT: 2 } as const;
+export const ExitCode = { OK: 0, NO: FailureExitCode.FAILED, BAD_INPUT: FailureExitCode.BAD_INPUT } as const;
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, usage: string) {
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (cause) {
-    throw new CertplaneError(CLI_USAGE, `${(cause as Error).message}\n${usage}`, {}, { cause });
+    throw new CertplaneError(ErrorCode.CLI_USAGE, `${(cause as Error).message}\n${usage}`, {}, { cause });
   }
 }
 
@@ -23,13 +22,26 @@ export function parseTime(value: string | undefined, usage: string): Date {
   if (value === undefined) return new Date();
   const at = new Date(value);
   if (Number.isNaN(at.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(value)) {
-    throw new CertplaneError(CLI_USAGE, `--at: "${value}" is not an ISO-8601 time such as 2021-10-01T00:00:00Z\n${usage}`);
+    throw new CertplaneError(ErrorCode.CLI_USAGE, `--at: "${value}" is not an ISO-8601 time such as 2021-10-01T00:00:00Z\n${usage}`);
   }
   return at;
 }
 
 export function usageError(message: string, usage: string): CertplaneError {
-  return new CertplaneError(CLI_USAGE, `${message}\n${usage}`);
+  return new CertplaneError(ErrorCode.CLI_USAGE, `${message}\n${usage}`);
+}
+
+/**
+ * Writes why `program` failed and returns its exit code: the error catalogue's for a
+ * CertplaneError (2 when its kind is bad input), 1 with the stack for anything unexpected.
+ */
+export function reportFailure(error: unknown, program: string, io: Io): number {
+  if (error instanceof CertplaneError) {
+    io.stderr.write(`${program}: ${error.code}: ${error.message}\n`);
+    return exitCodeOf(error.code);
+  }
+  io.stderr.write(`${program}: unexpected failure: ${(error as Error).stack ?? String(error)}\n`);
+  return ExitCode.NO;
 }
 
 /** Where a command writes: injectable so tests and the composition root decide, never globals. */

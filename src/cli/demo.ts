@@ -17,6 +17,7 @@ import { composeServer } from '../compose.js';
 import { startPebble } from '../devenv/pebble.js';
 import { createLogger } from '../log/logger.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const USAGE = 'usage: certplane demo [--alternate-roots N] [--out-dir DIR] [--hostname NAME]';
 const AGENT_ADDRESS = '127.0.0.2';
@@ -86,7 +87,7 @@ export async function demo(args: string[], io: Io): Promise<number> {
     say(`issuance ${accepted.certificateId} started: the agent makes the key, sends a CSR and answers http-01 itself`);
     const view = await waitFor(async () => {
       const current = await call('GET', `/v1/instances/${instance.id}`);
-      if (current.certificate?.status === 'failed') throw new CertplaneError('DEMO_FAILED', `issuance failed: ${current.certificate.lastError}`);
+      if (current.certificate?.status === 'failed') throw new CertplaneError(ErrorCode.DEMO_FAILED, `issuance failed: ${current.certificate.lastError}`);
       return current.certificate?.status === 'installed' ? current : undefined;
     }, INSTALL_TIMEOUT_MS, 'the certificate to be installed');
 
@@ -112,5 +113,5 @@ async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number
     if (value !== undefined) return value;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new CertplaneError('DEMO_TIMEOUT', `timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+  throw new CertplaneError(ErrorCode.DEMO_TIMEOUT, `timed out after ${timeoutMs / 1000} s waiting for ${what}`);
 }

@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 /**
  * The `certplane` command. Dispatches to a subcommand and turns every failure into
- * a message and an exit code: 2 for bad input or usage (a CertplaneError whose code
- * says the input was wrong), 1 for everything that went wrong on the way.
+ * a message and an exit code: 2 for bad input or usage (a CertplaneError whose code the
+ * error catalogue calls bad input), 1 for everything that went wrong on the way.
  */
-import { CertplaneError } from '../errors.js';
-import { CLI_USAGE, ExitCode, type Io } from './args.js';
+import { ExitCode, reportFailure, type Io } from './args.js';
 import { commands } from './commands.js';
 
 const HELP = `certplane: Let's Encrypt certificates on an explicitly chosen, verified chain
@@ -26,9 +25,6 @@ commands:
 
 configuration comes from CERTPLANE_* environment variables (see docs/reference/configuration.md).`;
 
-/** Error codes that mean "what you gave me is wrong": exit 2 rather than 1. */
-const BAD_INPUT_PREFIXES = ['CLI_USAGE', 'VALIDATION_', 'REISSUE_', 'RATE_LIMIT_CONFIG', 'CHAIN_EMPTY', 'CHAIN_GARBAGE', 'CHAIN_PRIVATE_KEY', 'CHAIN_UNPARSABLE', 'CSR_', 'KEY_INVALID', 'CONFIG_', 'TRUST_STORE_', 'SECRETS_INVALID', 'PRIVATE_KEY_REFUSED'];
-
 export async function run(argv: string[], io: Io): Promise<number> {
   const [first, second, ...rest] = argv;
   if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
@@ -45,12 +41,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   try {
     return await command(args, io);
   } catch (error) {
-    if (error instanceof CertplaneError) {
-      io.stderr.write(`certplane: ${error.code}: ${error.message}\n`);
-      return BAD_INPUT_PREFIXES.some((p) => error.code.startsWith(p)) || error.code === CLI_USAGE ? ExitCode.BAD_INPUT : ExitCode.NO;
-    }
-    io.stderr.write(`certplane: unexpected failure: ${(error as Error).stack ?? String(error)}\n`);
-    return ExitCode.NO;
+    return reportFailure(error, 'certplane', io);
   }
 }
 

@@ -7,6 +7,7 @@ import { readText } from '../config/trust.js';
 import { CertplaneError } from '../errors.js';
 import { sendHttp, type ClientTls } from '../http-client.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
+import { ErrorCode, isErrorCode } from '../error-catalogue.js';
 
 /** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
 const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
@@ -46,7 +47,7 @@ async function api(target: Target, method: string, path: string, actor: string |
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const headers = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) };
   const answer = await sendHttp(new URL(path, target.server), { method, headers, ...(payload === undefined ? {} : { body: payload }), tls: target.tls }).catch((cause: Error) => {
-    throw new CertplaneError('CLI_SERVER_UNREACHABLE', `cannot reach ${target.server.origin}: ${cause.message}`, {}, { cause });
+    throw new CertplaneError(ErrorCode.CLI_SERVER_UNREACHABLE, `cannot reach ${target.server.origin}: ${cause.message}`, {}, { cause });
   });
   let parsed: any;
   try {
@@ -54,7 +55,12 @@ async function api(target: Target, method: string, path: string, actor: string |
   } catch {
     parsed = { message: answer.text };
   }
-  if (answer.status >= 400) throw new CertplaneError(parsed.code ?? 'CLI_SERVER_ERROR', `${method} ${path}: HTTP ${answer.status}: ${parsed.message ?? answer.text}`);
+  if (answer.status >= 400) {
+    // A code this build does not know (a newer plane's) is kept in the message and the details.
+    const code = isErrorCode(parsed.code) ? parsed.code : ErrorCode.CLI_SERVER_ERROR;
+    const unknown = parsed.code !== undefined && code !== parsed.code ? `${String(parsed.code)}: ` : '';
+    throw new CertplaneError(code, `${method} ${path}: HTTP ${answer.status}: ${unknown}${parsed.message ?? answer.text}`, { status: answer.status, ...(unknown ? { serverCode: String(parsed.code) } : {}) });
+  }
   return { status: answer.status, body: parsed };
 }
 

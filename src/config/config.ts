@@ -7,10 +7,9 @@
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
-
-export const ConfigErrorCode = { INVALID: 'CONFIG_INVALID' } as const;
 
 /** Root CNs in preference order, from a JSON array or a comma-separated list. */
 const preferredChains = z
@@ -163,7 +162,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   const parsed = schema.safeParse(present);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${String(issue.path[0] ?? 'environment')}: ${issue.message}`);
-    throw new CertplaneError(ConfigErrorCode.INVALID, `invalid configuration:\n  ${problems.join('\n  ')}`, { problems });
+    throw new CertplaneError(ErrorCode.CONFIG_INVALID, `invalid configuration:\n  ${problems.join('\n  ')}`, { problems });
   }
   const e = parsed.data;
   return {

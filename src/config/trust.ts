@@ -8,10 +8,9 @@ import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import { CertplaneError } from '../errors.js';
 import { DEFAULT_DISTRUSTED_SPKI_SHA256, parseCertificateBundle, type Certificate } from '../chain/index.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export const SYSTEM_TRUST_STORE_PATH = '/etc/ssl/certs/ca-certificates.crt';
-
-export const TrustErrorCode = { UNREADABLE: 'TRUST_STORE_UNREADABLE' } as const;
 
 export interface TrustStore {
   readonly anchors: readonly Certificate[];
@@ -39,6 +38,6 @@ export async function readText(path: string, role: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (cause) {
-    throw new CertplaneError(TrustErrorCode.UNREADABLE, `cannot read the ${role} file ${path}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, { path, role }, { cause });
+    throw new CertplaneError(ErrorCode.TRUST_STORE_UNREADABLE, `cannot read the ${role} file ${path}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, { path, role }, { cause });
   }
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CertplaneError } from '../errors.js';
 import { loopbackServerCertificate } from '../pki/factory.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** How Pebble is started; everything else (ports, listener certificate) is chosen here. */
 export interface PebbleOptions {
@@ -170,7 +171,7 @@ async function addARecord(challtestsrvUrl: string, host: string, address: string
     body: JSON.stringify({ host: `${host.replace(/\.$/, '')}.`, addresses: [address] }),
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
-  if (!response.ok) throw new CertplaneError('DEVENV_CHALLTESTSRV', `challtestsrv refused the A record ${host} -> ${address}: HTTP ${response.status}`);
+  if (!response.ok) throw new CertplaneError(ErrorCode.DEVENV_CHALLTESTSRV, `challtestsrv refused the A record ${host} -> ${address}: HTTP ${response.status}`);
 }
 
 /** Pebble silently ignores some out-of-range values (a negative chain length) and panics on others; both deserve a clear word first. */
@@ -184,7 +185,7 @@ function checkOptions(options: PebbleOptions, alternateRoots: number): void {
       ? undefined
       : `nonceRejectPercent must be an integer from 0 to 100, not ${options.nonceRejectPercent}`,
   ].filter((problem) => problem !== undefined);
-  if (problems.length > 0) throw new CertplaneError('DEVENV_PEBBLE_OPTIONS', `Cannot start Pebble: ${problems.join('; ')}.`, { problems });
+  if (problems.length > 0) throw new CertplaneError(ErrorCode.DEVENV_PEBBLE_OPTIONS, `Cannot start Pebble: ${problems.join('; ')}.`, { problems });
 }
 
 
@@ -245,7 +246,7 @@ async function waitUntilReady(supervised: Supervised, ready: () => Promise<void>
     ? `exited (code ${supervised.child.exitCode ?? supervised.child.signalCode ?? 'unknown'})`
     : `did not answer within ${READY_TIMEOUT_MS} ms (last attempt: ${lastFailure})`;
   throw new CertplaneError(
-    'DEVENV_PEBBLE_START',
+    ErrorCode.DEVENV_PEBBLE_START,
     `${supervised.name} ${why} while starting. Its last output:\n${supervised.output.join('\n') || '(none)'}`,
     { process: supervised.name, exitCode: supervised.child.exitCode, lastFailure, output: [...supervised.output] },
   );
@@ -273,10 +274,10 @@ async function answers(url: string, caPem?: string): Promise<void> {
 
 async function fetchManagementPem(url: string, caPem: string): Promise<string> {
   const response = await httpsGet(url, caPem).catch((error: unknown) => {
-    throw new CertplaneError('DEVENV_PEBBLE_MANAGEMENT', `Could not GET ${url} from Pebble's management API (${(error as Error).message}); is this Pebble still running?`, { url }, { cause: error });
+    throw new CertplaneError(ErrorCode.DEVENV_PEBBLE_MANAGEMENT, `Could not GET ${url} from Pebble's management API (${(error as Error).message}); is this Pebble still running?`, { url }, { cause: error });
   });
   if (response.status !== 200 || !response.body.includes('-----BEGIN CERTIFICATE-----')) {
-    throw new CertplaneError('DEVENV_PEBBLE_MANAGEMENT', `Pebble's management API answered ${response.status} without a certificate to GET ${url}.`, {
+    throw new CertplaneError(ErrorCode.DEVENV_PEBBLE_MANAGEMENT, `Pebble's management API answered ${response.status} without a certificate to GET ${url}.`, {
       url,
       status: response.status,
     });

@@ -10,12 +10,7 @@ import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { normalizeSpkiPin, parseCertificateBundle } from '../chain/index.js';
 import type { CampaignCounts, CampaignRecord, InstanceRecord, Store } from '../store/index.js';
-
-export const CampaignErrorCode = {
-  NOT_FOUND: 'NOT_FOUND',
-  KEY_REUSE_UNSUPPORTED: 'REISSUE_KEY_REUSE_UNSUPPORTED',
-  NOTHING_MATCHED: 'REISSUE_NOTHING_MATCHED',
-} as const;
+import { ErrorCode } from '../error-catalogue.js';
 
 /** Which instances a campaign touches. */
 export const Selector = z.union([
@@ -28,7 +23,7 @@ export type Selector = z.infer<typeof Selector>;
 
 /** The refusal of a selector naming instances that do not exist (or, to a cluster-limited caller, that it cannot see: the same answer). */
 export function unknownInstances(ids: readonly string[]): CertplaneError {
-  return new CertplaneError(CampaignErrorCode.NOT_FOUND, `no instance ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}`);
+  return new CertplaneError(ErrorCode.NOT_FOUND, `no instance ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}`);
 }
 
 export interface DryRun {
@@ -59,7 +54,7 @@ export class Campaigns {
 
   async start(request: { selector: Selector; reason: string; dryRun: boolean; rotateKey: boolean; actor: string }): Promise<DryRun | CampaignStatus> {
     if (!request.rotateKey) {
-      throw new CertplaneError(CampaignErrorCode.KEY_REUSE_UNSUPPORTED, 'rotateKey=false is not supported: every certificate gets a fresh key made on the instance by its agent');
+      throw new CertplaneError(ErrorCode.REISSUE_KEY_REUSE_UNSUPPORTED, 'rotateKey=false is not supported: every certificate gets a fresh key made on the instance by its agent');
     }
     const matched = await this.match(request.selector);
     const ids = matched.map((instance) => instance.id);
@@ -67,7 +62,7 @@ export class Campaigns {
       const predicted = (await this.deps.predictDurationMs?.(ids.length)) ?? 0;
       return { dryRun: true, matched: ids.length, instanceIds: ids.slice(0, 1000), predictedSeconds: Math.ceil(predicted / 1000) };
     }
-    if (ids.length === 0) throw new CertplaneError(CampaignErrorCode.NOTHING_MATCHED, 'the selector matches no instance; nothing to reissue');
+    if (ids.length === 0) throw new CertplaneError(ErrorCode.REISSUE_NOTHING_MATCHED, 'the selector matches no instance; nothing to reissue');
     const campaign = await this.deps.store.campaigns.create({ selector: request.selector, reason: request.reason, requestedBy: request.actor, rotateKey: request.rotateKey, matched: ids.length, clusters: [...new Set(matched.map((instance) => instance.cluster))] });
     const now = this.deps.clock();
     for (const instanceId of ids) {
@@ -82,7 +77,7 @@ export class Campaigns {
   /** The campaign and its counts; a running campaign with nothing left to do is marked done. */
   async status(id: string): Promise<CampaignStatus> {
     let campaign = await this.deps.store.campaigns.get(id);
-    if (!campaign) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `campaign ${id} not found`);
+    if (!campaign) throw new CertplaneError(ErrorCode.NOT_FOUND, `campaign ${id} not found`);
     const counts = await this.deps.store.campaigns.counts(id);
     if (campaign.state === 'running' && counts.installed + counts.failed + counts.cancelled >= counts.matched) {
       await this.deps.store.campaigns.finish(id, 'done', this.deps.clock());
@@ -93,7 +88,7 @@ export class Campaigns {
 
   async cancel(id: string, actor: string, reason: string): Promise<CampaignStatus> {
     const campaign = await this.deps.store.campaigns.get(id);
-    if (!campaign) throw new CertplaneError(CampaignErrorCode.NOT_FOUND, `campaign ${id} not found`);
+    if (!campaign) throw new CertplaneError(ErrorCode.NOT_FOUND, `campaign ${id} not found`);
     const cancelled = await this.deps.store.jobs.cancelCampaign(id);
     await this.deps.store.campaigns.finish(id, 'cancelled', this.deps.clock());
     await this.deps.store.audit.record({ actor, action: 'reissue.cancel', target: id, reason, details: { jobsCancelled: cancelled } });
@@ -129,7 +124,7 @@ export class Campaigns {
   /** Matches an instance whose current certificate's chain passes through a CA named `value`, or whose key is `sha256:HASH`. */
   async #chainMatcher(value: string): Promise<(instanceId: string) => Promise<boolean>> {
     const pin = value.toLowerCase().startsWith('sha256:') ? normalizeSpkiPin(value.slice(7)) : undefined;
-    if (value.toLowerCase().startsWith('sha256:') && !pin) throw new CertplaneError('VALIDATION_FAILED', `chainIncludes: "${value}" is not sha256: followed by a SPKI SHA-256 (hex or base64)`);
+    if (value.toLowerCase().startsWith('sha256:') && !pin) throw new CertplaneError(ErrorCode.VALIDATION_FAILED, `chainIncludes: "${value}" is not sha256: followed by a SPKI SHA-256 (hex or base64)`);
     return async (instanceId) => {
       const current = await this.deps.store.certificates.latestInstalled(instanceId);
       if (!current?.fullchainPem) return false;

@@ -13,6 +13,7 @@ import { failureOf } from '../agents/failures.js';
 import { retryDecision, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, Store } from '../store/index.js';
 import { lifetimeRenewalTime } from './renewal.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */
 export interface RenewalAdvisor {
@@ -82,7 +83,7 @@ export class JobLifecycle implements IssuanceListener {
   }
 
   async onFailed(certificate: CertificateRecord): Promise<void> {
-    const failure: FailureReason = certificate.failure ?? { reason: 'Internal', code: 'INTERNAL' };
+    const failure: FailureReason = certificate.failure ?? { reason: 'Internal', code: ErrorCode.INTERNAL };
     if (failure.reason === 'ValidationFailed') {
       const instance = failure.names ? undefined : await this.deps.store.instances.get(certificate.instanceId);
       await this.deps.onFailedValidation?.(failure.names ?? instance?.hostnames ?? []);

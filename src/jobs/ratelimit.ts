@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import type { RateBucketRecord, RateBucketState, Store } from '../store/index.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** One token bucket: a burst of `capacity`, then `refillPerSecond` sustained. */
 export interface BucketSpec {
@@ -48,12 +49,6 @@ export const DEFAULT_RATE_LIMITS: RateLimitConfig = {
   failedValidationsPerHostname: { capacity: 5, refillPerSecond: 5 / HOUR_SECONDS },
   retryReserve: 0.5,
 };
-
-/** Stable codes, so the CLI and the API can tell a bad configuration from a bad call. */
-export const RateLimitErrorCode = {
-  CONFIG_INVALID: 'RATE_LIMIT_CONFIG_INVALID',
-  INVALID_REQUEST: 'RATE_LIMIT_INVALID_REQUEST',
-} as const;
 
 const bucketSpec = z.strictObject({
   capacity: z.number().int('must be a whole number of tokens').min(1, 'must be at least 1'),
@@ -123,7 +118,7 @@ function problems(error: z.ZodError): string[] {
 
 function configInvalid(found: string[]): CertplaneError {
   return new CertplaneError(
-    RateLimitErrorCode.CONFIG_INVALID,
+    ErrorCode.RATE_LIMIT_CONFIG_INVALID,
     `invalid rate limits:\n  CERTPLANE_RATE_LIMITS: ${found.join('\n  CERTPLANE_RATE_LIMITS: ')}\nExpected JSON like {"newOrders":{"capacity":300,"refillPerSecond":0.0278},"retryReserve":0.5}.`,
     { problems: found },
   );
@@ -162,7 +157,7 @@ export function registeredDomain(hostname: string): string {
 function identifier(hostname: string): string {
   const name = hostname.trim().toLowerCase().replace(/\.$/, '').replace(/^\*\./, '');
   if (name === '' || name.split('.').some((label) => label === '')) {
-    throw new CertplaneError(RateLimitErrorCode.INVALID_REQUEST, `"${hostname}" is not a hostname the CA could validate; pass the certificate's DNS names.`, { hostname });
+    throw new CertplaneError(ErrorCode.RATE_LIMIT_INVALID_REQUEST, `"${hostname}" is not a hostname the CA could validate; pass the certificate's DNS names.`, { hostname });
   }
   return name;
 }
@@ -234,7 +229,7 @@ export class RateLimiter {
   async acquire(request: AcquireRequest): Promise<AcquireResult> {
     const hostnames = [...new Set(request.hostnames.map(identifier))];
     if (hostnames.length === 0) {
-      throw new CertplaneError(RateLimitErrorCode.INVALID_REQUEST, 'A rate limit request names no hostname; pass the names of the certificate to order.');
+      throw new CertplaneError(ErrorCode.RATE_LIMIT_INVALID_REQUEST, 'A rate limit request names no hostname; pass the names of the certificate to order.');
     }
     const domains = [...new Set(hostnames.map(registeredDomain))];
     const touches: Touch[] = [
@@ -286,7 +281,7 @@ export class RateLimiter {
    */
   async blockUntil(until: Date, reason: string): Promise<void> {
     if (Number.isNaN(until.getTime())) {
-      throw new CertplaneError(RateLimitErrorCode.INVALID_REQUEST, 'blockUntil needs a valid date; parse the CA\'s Retry-After (seconds or an HTTP date) first.', { reason });
+      throw new CertplaneError(ErrorCode.RATE_LIMIT_INVALID_REQUEST, 'blockUntil needs a valid date; parse the CA\'s Retry-After (seconds or an HTTP date) first.', { reason });
     }
     const spec = this.config.newOrders;
     const now = this.options.clock();
@@ -305,7 +300,7 @@ export class RateLimiter {
    */
   async predictDuration(count: number): Promise<number> {
     if (!Number.isInteger(count) || count < 0) {
-      throw new CertplaneError(RateLimitErrorCode.INVALID_REQUEST, `Cannot predict the duration of ${count} orders; pass a whole number of at least 0.`, { count });
+      throw new CertplaneError(ErrorCode.RATE_LIMIT_INVALID_REQUEST, `Cannot predict the duration of ${count} orders; pass a whole number of at least 0.`, { count });
     }
     const spec = this.config.newOrders;
     const now = this.options.clock();
@@ -327,7 +322,7 @@ export class RateLimiter {
 /** The store creates every bucket it locks; one missing means the store broke its contract. */
 function stored(buckets: ReadonlyMap<string, RateBucketRecord>, key: string): RateBucketRecord {
   const bucket = buckets.get(key);
-  if (bucket === undefined) throw new CertplaneError('STORE_QUERY_FAILED', `The store did not return rate bucket ${key} it was asked to lock.`, { key });
+  if (bucket === undefined) throw new CertplaneError(ErrorCode.STORE_QUERY_FAILED, `The store did not return rate bucket ${key} it was asked to lock.`, { key });
   return bucket;
 }
 

@@ -5,6 +5,7 @@
  * conditions; a status string written in many files drifts). Pure: no I/O, no clock.
  */
 import { CertplaneError } from '../errors.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /**
  * Where a certificate stands. `pending`: waiting for the agent's CSR. `csr_accepted`: the CSR
@@ -50,11 +51,6 @@ const PROGRESS: Readonly<Record<CertificateState, number>> = {
   failed: 7,
 };
 
-export const LifecycleErrorCode = {
-  /** An event that the transition table does not allow from the certificate's state. */
-  TRANSITION_REFUSED: 'LIFECYCLE_TRANSITION_REFUSED',
-} as const;
-
 /**
  * What an event means for a certificate in `state`:
  * - `apply`: the table has the arc; the certificate moves to `to`.
@@ -81,7 +77,7 @@ export function next(state: CertificateState, event: LifecycleEvent): Certificat
 
 export function refusal(state: CertificateState, event: LifecycleEvent): CertplaneError {
   return new CertplaneError(
-    LifecycleErrorCode.TRANSITION_REFUSED,
+    ErrorCode.LIFECYCLE_TRANSITION_REFUSED,
     `a certificate in state ${state} cannot take the event ${event} (it needs one of: ${TRANSITIONS[event].from.join(', ')})`,
     { state, event, allowedFrom: TRANSITIONS[event].from },
   );

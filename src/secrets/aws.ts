@@ -14,6 +14,7 @@ import {
 } from '@aws-sdk/client-secrets-manager';
 import { CertplaneError } from '../errors.js';
 import { assertValidSecretName, type SecretStore } from './store.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** Characters AWS accepts in a secret name, minus a leading or trailing '/', which would make ids like "a//b". */
 const SECRET_ID_PREFIX = /^[A-Za-z0-9_+=.@-]+(\/[A-Za-z0-9_+=.@-]+)*$/;
@@ -28,7 +29,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   ) {
     if (!SECRET_ID_PREFIX.test(prefix)) {
       throw new CertplaneError(
-        'SECRETS_INVALID_SPEC',
+        ErrorCode.SECRETS_INVALID_SPEC,
         `AWS Secrets Manager prefix ${JSON.stringify(prefix)} is invalid: use letters, digits and _+=.@- in segments separated by single '/', for example "certplane/production".`,
         { prefix },
       );
@@ -47,7 +48,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     }
     if (output.SecretString === undefined) {
       throw new CertplaneError(
-        'SECRETS_AWS',
+        ErrorCode.SECRETS_AWS,
         `AWS secret ${secretId} holds a binary value, but certplane stores text; replace it with a SecretString value or delete it.`,
         { secretId },
       );
@@ -68,7 +69,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     const winner = await this.get(name);
     if (winner === undefined) {
       throw new CertplaneError(
-        'SECRETS_AWS',
+        ErrorCode.SECRETS_AWS,
         `AWS secret ${secretId} was reported to exist but could not be read; check whether it is scheduled for deletion, then retry.`,
         { secretId },
       );
@@ -122,7 +123,7 @@ function awsError(operation: string, secretId: string, error: unknown): Certplan
   const errorName = error instanceof Error ? nameOf(error) : 'UnknownError';
   const awsMessage = error instanceof Error && error.message !== '' ? `: ${error.message}` : '';
   return new CertplaneError(
-    'SECRETS_AWS',
+    ErrorCode.SECRETS_AWS,
     `AWS Secrets Manager ${operation} on ${secretId} failed with ${errorName}${awsMessage}. Check the IAM permissions, region and endpoint of the secretsmanager client.`,
     { operation, secretId, errorName },
     { cause: error },

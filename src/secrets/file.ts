@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { CertplaneError } from '../errors.js';
 import { assertValidSecretName, type SecretStore } from './store.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 const PRIVATE_DIRECTORY_MODE = 0o700;
 const PRIVATE_FILE_MODE = 0o600;
@@ -31,7 +32,7 @@ export class FileSecretStore implements SecretStore {
     await io('create the secrets directory', absolute, () => fs.mkdir(absolute, { recursive: true, mode: PRIVATE_DIRECTORY_MODE }));
     const stat = await io('inspect the secrets directory', absolute, () => fs.stat(absolute));
     if (!stat.isDirectory()) {
-      throw new CertplaneError('SECRETS_IO', `Secrets path ${absolute} exists but is not a directory; point the file: store at a directory.`, { path: absolute });
+      throw new CertplaneError(ErrorCode.SECRETS_IO, `Secrets path ${absolute} exists but is not a directory; point the file: store at a directory.`, { path: absolute });
     }
     assertPrivate(absolute, stat.mode, PRIVATE_DIRECTORY_MODE);
     const entries = await io('list the secrets directory', absolute, () => fs.readdir(absolute));
@@ -61,7 +62,7 @@ export class FileSecretStore implements SecretStore {
     }
     const winner = await this.get(name);
     if (winner === undefined) {
-      throw new CertplaneError('SECRETS_IO', `Secret file ${file} vanished while it was being created; check for another process deleting secrets and retry.`, { path: file });
+      throw new CertplaneError(ErrorCode.SECRETS_IO, `Secret file ${file} vanished while it was being created; check for another process deleting secrets and retry.`, { path: file });
     }
     return winner;
   }
@@ -153,7 +154,7 @@ function assertPrivate(target: string, mode: number, expectedMode: number): void
   if ((mode & GROUP_OR_OTHER_BITS) !== 0) {
     const expected = expectedMode.toString(8);
     throw new CertplaneError(
-      'SECRETS_FILE_PERMISSIONS',
+      ErrorCode.SECRETS_FILE_PERMISSIONS,
       `${target} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); secrets must be private to the service's user. Fix it with: chmod ${expected} ${target}`,
       { path: target, mode: (mode & 0o777).toString(8), expectedMode: expected },
     );
@@ -171,7 +172,7 @@ async function io<T>(action: string, target: string, operation: () => Promise<T>
 function ioError(action: string, target: string, cause: unknown): CertplaneError {
   const errno = errnoOf(cause) ?? 'unknown error';
   return new CertplaneError(
-    'SECRETS_IO',
+    ErrorCode.SECRETS_IO,
     `Could not ${action} ${target} (${errno}); check that the path exists on a writable local file system owned by the service's user.`,
     { path: target, errno },
     { cause },

@@ -7,6 +7,7 @@ import { CertplaneError } from '../errors.js';
 import { AwsSecretsManagerStore } from './aws.js';
 import { FileSecretStore } from './file.js';
 import type { SecretStore } from './store.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export { AwsSecretsManagerStore } from './aws.js';
 export { FileSecretStore, readPrivateFile } from './file.js';
@@ -31,13 +32,13 @@ export async function openSecretStore(spec: string, deps: SecretStoreDependencie
     if (scheme === 'file') return FileSecretStore.open(location);
     if (scheme === 'aws-sm') return new AwsSecretsManagerStore(awsClient(deps), location);
   }
-  throw new CertplaneError('SECRETS_INVALID_SPEC', `CERTPLANE_SECRETS=${JSON.stringify(spec)} is not a secret store; use ${ACCEPTED_FORMS}.`, { spec });
+  throw new CertplaneError(ErrorCode.SECRETS_INVALID_SPEC, `CERTPLANE_SECRETS=${JSON.stringify(spec)} is not a secret store; use ${ACCEPTED_FORMS}.`, { spec });
 }
 
 function awsClient(deps: SecretStoreDependencies): SecretsManagerClient {
   if (deps.secretsManagerClient === undefined) {
     throw new CertplaneError(
-      'SECRETS_AWS_CLIENT_MISSING',
+      ErrorCode.SECRETS_AWS_CLIENT_MISSING,
       'CERTPLANE_SECRETS asks for AWS Secrets Manager but no SecretsManagerClient was provided; the composition root must pass deps.secretsManagerClient.',
     );
   }

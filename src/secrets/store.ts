@@ -6,6 +6,7 @@
  * rest of the service never learns where they are kept.
  */
 import { CertplaneError } from '../errors.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /**
  * Where secrets live. Kept to three operations so that a new backend (a local file, AWS
@@ -36,7 +37,7 @@ const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export function assertValidSecretName(name: string): void {
   if (!SECRET_NAME.test(name)) {
     throw new CertplaneError(
-      'SECRETS_INVALID_NAME',
+      ErrorCode.SECRETS_INVALID_NAME,
       `Secret name ${JSON.stringify(name)} is invalid: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit (for example "acme-account-abc123").`,
       { name },
     );

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { CertplaneError } from '../errors.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -46,7 +47,7 @@ const CONNECTION_LOST = /Connection terminated|connection timeout/i;
 export async function openDatabase(url: string): Promise<Database> {
   if (/^postgres(ql)?:\/\//.test(url)) {
     if (!URL.canParse(url)) {
-      throw new CertplaneError('STORE_INVALID_URL', `Database URL ${redactUrl(url)} is not a well-formed URL; check the host, the port and any percent-escapes in it.`, { url: redactUrl(url) });
+      throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not a well-formed URL; check the host, the port and any percent-escapes in it.`, { url: redactUrl(url) });
     }
     return openPostgres(url);
   }
@@ -55,7 +56,7 @@ export async function openDatabase(url: string): Promise<Database> {
     const directory = path.resolve(url.slice('pglite:'.length));
     return openPglite(directory, `pglite:${directory}`);
   }
-  throw new CertplaneError('STORE_INVALID_URL', `Database URL ${redactUrl(url)} is not one certplane understands; use ${ACCEPTED_FORMS}.`, { url: redactUrl(url) });
+  throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not one certplane understands; use ${ACCEPTED_FORMS}.`, { url: redactUrl(url) });
 }
 
 /**
@@ -84,7 +85,7 @@ async function openPostgres(url: string): Promise<Database> {
   } catch (error) {
     await pool.end();
     throw new CertplaneError(
-      'STORE_UNAVAILABLE',
+      ErrorCode.STORE_UNAVAILABLE,
       `Cannot connect to PostgreSQL at ${location}: ${describe(error)}. Check that the server is running and that the URL's host, port, user, password and database are right.`,
       { location },
       { cause: error },
@@ -120,7 +121,7 @@ async function openPglite(directory: string | undefined, location: string): Prom
     db = await PGlite.create(directory);
   } catch (error) {
     throw new CertplaneError(
-      'STORE_UNAVAILABLE',
+      ErrorCode.STORE_UNAVAILABLE,
       `Cannot open the embedded database at ${location}: ${describe(error)}. Check that the directory is writable and that no other process has it open.`,
       { location },
       { cause: error },
@@ -143,7 +144,7 @@ interface RawDatabase extends Queryable {
 function guarded(engine: Database['engine'], location: string, raw: RawDatabase): Database {
   let closed = false;
   const ensureOpen = () => {
-    if (closed) throw new CertplaneError('STORE_CLOSED', `The store at ${location} was closed; open a new one.`, { location });
+    if (closed) throw new CertplaneError(ErrorCode.STORE_CLOSED, `The store at ${location} was closed; open a new one.`, { location });
   };
   const translating = (tx: Queryable): Queryable => ({
     query: async <T>(sql: string, params?: readonly unknown[]) => {
@@ -185,20 +186,20 @@ function translate(error: unknown, location: string): CertplaneError {
   const constraint = (error as { constraint?: unknown }).constraint;
   const details = { location, sqlState, constraint: typeof constraint === 'string' ? constraint : undefined };
   if (sqlState === '23505') {
-    return new CertplaneError('STORE_CONFLICT', `A record with the same key already exists (constraint ${details.constraint}).`, details, { cause: error });
+    return new CertplaneError(ErrorCode.STORE_CONFLICT, `A record with the same key already exists (constraint ${details.constraint}).`, details, { cause: error });
   }
   if (sqlState === '23503') {
-    return new CertplaneError('STORE_NOT_FOUND', `A record this one refers to does not exist (constraint ${details.constraint}).`, details, { cause: error });
+    return new CertplaneError(ErrorCode.STORE_NOT_FOUND, `A record this one refers to does not exist (constraint ${details.constraint}).`, details, { cause: error });
   }
   // Class 22 is "data exception": a value the caller supplied (a NUL byte, a date out of range).
   if (sqlState?.startsWith('22')) {
-    return new CertplaneError('STORE_INVALID_VALUE', `The database cannot store a value given: ${describe(error)} (SQLSTATE ${sqlState}).`, details, { cause: error });
+    return new CertplaneError(ErrorCode.STORE_INVALID_VALUE, `The database cannot store a value given: ${describe(error)} (SQLSTATE ${sqlState}).`, details, { cause: error });
   }
   const unavailable = sqlState === undefined ? (typeof code === 'string' && NETWORK_ERRNO.test(code)) || CONNECTION_LOST.test(describe(error)) : UNAVAILABLE_STATES.test(sqlState);
   if (unavailable) {
-    return new CertplaneError('STORE_UNAVAILABLE', `Lost the database at ${location}: ${describe(error)}. Check that the server is running and reachable.`, details, { cause: error });
+    return new CertplaneError(ErrorCode.STORE_UNAVAILABLE, `Lost the database at ${location}: ${describe(error)}. Check that the server is running and reachable.`, details, { cause: error });
   }
-  return new CertplaneError('STORE_QUERY_FAILED', `The database at ${location} refused a statement: ${describe(error)}${sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`}.`, details, { cause: error });
+  return new CertplaneError(ErrorCode.STORE_QUERY_FAILED, `The database at ${location} refused a statement: ${describe(error)}${sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`}.`, details, { cause: error });
 }
 
 /** The cause's own words; an AggregateError (one per address tried) has none of its own. */

@@ -5,6 +5,7 @@
  */
 import { CertplaneError, hasCode } from '../errors.js';
 import type { Database } from './engines.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /** One step of the schema, applied entirely or not at all. */
 export interface Migration {
@@ -295,10 +296,10 @@ export async function migrate(db: Database, migrations: readonly Migration[] = M
       return pending.map((migration) => migration.version);
     });
   } catch (error) {
-    if (hasCode(error, 'STORE_UNAVAILABLE')) throw error;
+    if (hasCode(error, ErrorCode.STORE_UNAVAILABLE)) throw error;
     const step = current === undefined ? 'Preparing the migrations' : `Migration ${current.version} (${current.description})`;
     throw new CertplaneError(
-      'STORE_MIGRATION_FAILED',
+      ErrorCode.STORE_MIGRATION_FAILED,
       `${step} failed on ${db.location}, so no pending migration was applied: ${(error as Error).message} Fix what the database reported, then start certplane again.`,
       { location: db.location, version: current?.version },
       { cause: error },

@@ -24,6 +24,7 @@ import {
   type RateBucketRecord,
   type Store,
 } from './types.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 /**
  * Opens the database named by `url` (postgres://, postgresql://, pglite:PATH or memory:)
@@ -179,7 +180,7 @@ class SqlStore implements Store {
             .map((claim) => ({ requested: claim.name, held: row.name, instanceId: row.instance_id, cluster: row.cluster })),
         );
         if (conflicts.length > 0) {
-          throw new CertplaneError('INSTANCE_HOSTNAME_TAKEN', `${describeConflict(conflicts[0]!)}; a hostname belongs to one instance.`, { conflicts });
+          throw new CertplaneError(ErrorCode.INSTANCE_HOSTNAME_TAKEN, `${describeConflict(conflicts[0]!)}; a hostname belongs to one instance.`, { conflicts });
         }
         const [row] = await tx.query<InstanceRow>(
           'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile) VALUES ($1, $2, $3::text[], $4, $5, $6) RETURNING *',
@@ -407,7 +408,7 @@ class SqlStore implements Store {
     },
     apply: async (id, event, fields = {}, condition) => {
       if (!UUID.test(id)) return undefined;
-      if (event === 'failed' && (!fields.failure || !fields.lastError)) throw new CertplaneError('STORE_INVALID_VALUE', 'a failed event needs a typed failure and a message');
+      if (event === 'failed' && (!fields.failure || !fields.lastError)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, 'a failed event needs a typed failure and a message');
       const { from, to } = TRANSITIONS[event];
       const params: unknown[] = [id, [...from], to];
       const assignments = ['status = $3', 'updated_at = now()', 'state_changed_at = now()'];
@@ -495,7 +496,7 @@ class SqlStore implements Store {
         const { write, result } = decide(new Map(rows.map((row) => [row.key, toRateBucket(row)])));
         const stray = write.find((bucket) => !initial.has(bucket.key));
         if (stray !== undefined) {
-          throw new CertplaneError('STORE_INVALID_WRITE', `A rate bucket update tried to write ${stray.key}, which it had not locked; write only the buckets named in its initial states.`, { key: stray.key });
+          throw new CertplaneError(ErrorCode.STORE_INVALID_WRITE, `A rate bucket update tried to write ${stray.key}, which it had not locked; write only the buckets named in its initial states.`, { key: stray.key });
         }
         if (write.length > 0) {
           await tx.query(
@@ -535,7 +536,7 @@ class SqlStore implements Store {
     try {
       return await insert();
     } catch (error) {
-      if (hasCode(error, 'STORE_NOT_FOUND')) throw instanceNotFound(instanceId, `record ${what} for`, error);
+      if (hasCode(error, ErrorCode.STORE_NOT_FOUND)) throw instanceNotFound(instanceId, `record ${what} for`, error);
       throw error;
     }
   }
@@ -559,12 +560,12 @@ function describeConflict(conflict: HostnameConflict): string {
 }
 
 function instanceNotFound(instanceId: string, action: string, cause?: unknown): CertplaneError {
-  return new CertplaneError('STORE_NOT_FOUND', `Cannot ${action} instance ${instanceId}: no such instance. Create the instance first, or check the id.`, { instanceId }, { cause });
+  return new CertplaneError(ErrorCode.STORE_NOT_FOUND, `Cannot ${action} instance ${instanceId}: no such instance. Create the instance first, or check the id.`, { instanceId }, { cause });
 }
 
 /** INSERT ... RETURNING always yields the row; an engine that did not would be a bug worth a loud error. */
 function inserted<T>(row: T | undefined): T {
-  if (row === undefined) throw new CertplaneError('STORE_QUERY_FAILED', 'The database accepted an insert but returned no row.');
+  if (row === undefined) throw new CertplaneError(ErrorCode.STORE_QUERY_FAILED, 'The database accepted an insert but returned no row.');
   return row;
 }
 
@@ -584,7 +585,7 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } {
     const time = typeof createdAt === 'string' && CURSOR_TIME.test(createdAt) ? Date.parse(createdAt) : Number.NaN;
     if (Number.isFinite(time) && typeof id === 'string' && UUID.test(id)) return { createdAt: createdAt as string, id };
   }
-  throw new CertplaneError('STORE_INVALID_CURSOR', 'The page cursor is not one this service issued; pass back the nextCursor of the previous page unchanged, or omit it to start from the first page.');
+  throw new CertplaneError(ErrorCode.STORE_INVALID_CURSOR, 'The page cursor is not one this service issued; pass back the nextCursor of the previous page unchanged, or omit it to start from the first page.');
 }
 
 function toInstance(row: InstanceRow): InstanceRecord {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
-import { ariCertId, chooseRenewalTime, parseRenewalInfo, AriErrorCode, DEFAULT_RETRY_MS, MAX_RETRY_MS, MIN_RETRY_MS } from '../../src/acme/ari.js';
+import { ariCertId, chooseRenewalTime, parseRenewalInfo, DEFAULT_RETRY_MS, MAX_RETRY_MS, MIN_RETRY_MS } from '../../src/acme/ari.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
@@ -20,6 +20,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { scratch } from '../support/cli.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const HOUR = 60 * 60 * 1000;
 
@@ -67,7 +68,7 @@ describe('ariCertId', () => {
 
   test('a certificate without an Authority Key Identifier has no certID', async () => {
     const selfSigned = await issueCertificate({ subject: 'CN=no-aki.example.test', key: await generateKeyPair() });
-    assert.throws(() => ariCertId(selfSigned.pem), { code: AriErrorCode.NO_AKI });
+    assert.throws(() => ariCertId(selfSigned.pem), { code: ErrorCode.ARI_NO_AKI });
   });
 });
 
@@ -120,7 +121,7 @@ describe('parseRenewalInfo', () => {
   ];
   for (const [name, json] of invalid) {
     test(`refuses ${name} with ARI_INVALID`, () => {
-      assert.throws(() => parseRenewalInfo(json, '60', now), { code: AriErrorCode.INVALID });
+      assert.throws(() => parseRenewalInfo(json, '60', now), { code: ErrorCode.ARI_INVALID });
     });
   }
 });
@@ -219,14 +220,14 @@ describe('renewal information from a CA: Pebble behind a proxy that adds renewal
   test('a window that ends before it starts is ARI_INVALID', async () => {
     const certId = ariCertId(leafPem);
     proxy.setRenewalWindow(certId, { start: new Date(Date.now() + HOUR), end: new Date(Date.now() - HOUR) });
-    await assert.rejects(viaProxy.renewalInfo(leafPem), { code: AriErrorCode.INVALID });
+    await assert.rejects(viaProxy.renewalInfo(leafPem), { code: ErrorCode.ARI_INVALID });
   });
 
   test('a certificate the CA has no renewal information for is ARI_UNAVAILABLE', async () => {
     const ca = await root('Not Pebble');
     const { cert } = await leaf(ca, ['elsewhere.example.test']);
     await assert.rejects(viaProxy.renewalInfo(cert.pem), (error: unknown) => {
-      assert.equal((error as { code?: string }).code, AriErrorCode.UNAVAILABLE);
+      assert.equal((error as { code?: string }).code, ErrorCode.ARI_UNAVAILABLE);
       assert.equal((error as { details: { status?: number } }).details.status, 404);
       return true;
     });

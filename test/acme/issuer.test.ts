@@ -11,7 +11,7 @@ import { AcmeIssuer, type ChainPolicy } from '../../src/acme/issuer.js';
 import { accountSecretName } from '../../src/acme/account.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
-import { NO_CHAIN_SATISFIES_POLICY, parseCertificateBundle, spkiSha256OfKeyFile, type Certificate } from '../../src/chain/index.js';
+import { parseCertificateBundle, spkiSha256OfKeyFile, type Certificate } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { CertplaneError } from '../../src/errors.js';
@@ -19,6 +19,7 @@ import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { scratch } from '../support/cli.js';
 import { root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('AcmeIssuer against Pebble', async () => {
   let pebble: LocalPebble;
@@ -76,7 +77,7 @@ describe('AcmeIssuer against Pebble', async () => {
     const issuer = await issuerWith({ preferences: ['ISRG Root X1'], trustAnchors: roots });
     await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['nope.example.test'])), (e: unknown) => {
       assert.ok(e instanceof CertplaneError);
-      assert.equal(e.code, NO_CHAIN_SATISFIES_POLICY);
+      assert.equal(e.code, ErrorCode.CHAIN_NO_PREFERRED_CHAIN);
       assert.equal((e.details.chains as unknown[]).length, 3);
       return true;
     });
@@ -85,7 +86,7 @@ describe('AcmeIssuer against Pebble', async () => {
   test('a preferred root that is trusted under that name but is another key is refused', async () => {
     const impostor = parseCertificateBundle((await root(roots[1]!.subjectCN, 'Impostor')).pem)[0]!;
     const issuer = await issuerWith({ preferences: [roots[1]!.subjectCN], trustAnchors: [impostor] });
-    await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['impostor.example.test'])), { code: NO_CHAIN_SATISFIES_POLICY });
+    await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['impostor.example.test'])), { code: ErrorCode.CHAIN_NO_PREFERRED_CHAIN });
   });
 
   test('the account key is created once and reused, with its URL, by a later process', async () => {

@@ -4,23 +4,24 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AcmeProblemCode, problemError, retryAtOf } from '../../src/acme/problems.js';
+import { problemError, retryAtOf } from '../../src/acme/problems.js';
 import { failureOf } from '../../src/agents/failures.js';
 import { CertplaneError } from '../../src/errors.js';
 import { isPermanent } from '../../src/lifecycle/index.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const now = new Date('2026-12-01T00:00:00.000Z');
 
 test('rateLimited with Retry-After becomes ACME_RATE_LIMITED and a RateLimited reason with its time', () => {
   const error = problemError({ type: 'urn:ietf:params:acme:error:rateLimited', detail: 'too many certificates (5) already issued for this exact set of identifiers' }, { status: 429, retryAfter: '3600', now });
-  assert.equal(error.code, AcmeProblemCode.RATE_LIMITED);
+  assert.equal(error.code, ErrorCode.ACME_RATE_LIMITED);
   assert.equal(error.details.retryAt, '2026-12-01T01:00:00.000Z');
   assert.deepEqual(failureOf(error), { reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T01:00:00.000Z', problemType: 'urn:ietf:params:acme:error:rateLimited' });
 });
 
 test('a detail that reads like a rate limit does not make one: the type decides', () => {
   const error = problemError({ type: 'urn:ietf:params:acme:error:malformed', detail: 'rateLimited: too many orders' }, { status: 400, now });
-  assert.equal(error.code, AcmeProblemCode.PROBLEM);
+  assert.equal(error.code, ErrorCode.ACME_PROBLEM);
   assert.equal(failureOf(error).reason, 'CaError');
 });
 
@@ -54,11 +55,11 @@ test('the CA refusing the CSR or the account is permanent; unauthorized outside 
   assert.equal(failureOf(problemError({ type: 'urn:ietf:params:acme:error:unsupportedIdentifier' }, { now })).reason, 'IdentifierRejected');
 });
 
-test('chain and CSR findings are permanent by their code family; unknown errors are internal', () => {
+test('chain and CSR findings are permanent by their code family; other codes and unknown errors are internal', () => {
   assert.equal(failureOf(new CertplaneError('CHAIN_NO_PREFERRED_CHAIN', 'no offered chain fits')).reason, 'ChainUnsatisfied');
   assert.equal(failureOf(new CertplaneError('CSR_BAD_SIGNATURE', 'bad')).reason, 'CsrRejected');
   assert.equal(failureOf(new Error('boom')).reason, 'Internal');
-  assert.equal(failureOf(new CertplaneError('SOMETHING_NEW', 'x')).reason, 'Internal');
+  assert.equal(failureOf(new CertplaneError('STORE_QUERY_FAILED', 'x')).reason, 'Internal');
 });
 
 test('Retry-After as seconds or as an HTTP date', () => {

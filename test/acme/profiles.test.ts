@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { ariCertId } from '../../src/acme/ari.js';
-import { AcmeErrorCode, AcmeIssuer } from '../../src/acme/issuer.js';
+import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
@@ -18,6 +18,7 @@ import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { scratch } from '../support/cli.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const PROFILES = { classic: '90-day certificates', tlsserver: '45-day certificates', shortlived: '6-day certificates' };
 
@@ -104,7 +105,7 @@ describe('newOrder with profile and replaces, against Pebble', async () => {
     const sentBefore = extended.payloadsTo(newOrder).length;
     await assert.rejects(viaExtended.issue(await csrFor('typo.example.test'), { profile: 'tls-server' }), (error: unknown) => {
       const e = error as { code?: string; message: string; details: { offered?: string[] } };
-      assert.equal(e.code, AcmeErrorCode.UNKNOWN_PROFILE);
+      assert.equal(e.code, ErrorCode.ACME_UNKNOWN_PROFILE);
       assert.deepEqual(e.details.offered, Object.keys(PROFILES));
       assert.match(e.message, /classic, tlsserver, shortlived/);
       return true;
@@ -129,7 +130,7 @@ describe('newOrder with profile and replaces, against Pebble', async () => {
     assert.equal(await direct.renewalInfo(result.fullchainPem), undefined);
     await assert.rejects(direct.issue(await csrFor('direct.example.test'), { profile: 'classic' }), (error: unknown) => {
       const e = error as { code?: string; message: string; details: { offered?: string[] } };
-      assert.equal(e.code, AcmeErrorCode.UNKNOWN_PROFILE);
+      assert.equal(e.code, ErrorCode.ACME_UNKNOWN_PROFILE);
       assert.deepEqual(e.details.offered, []);
       assert.match(e.message, /offers no profiles/);
       return true;

@@ -9,11 +9,12 @@ import { chmod, chown, mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AdminSocketErrorCode, startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
+import { startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
 import { EKU, generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { root } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** The uid of `nobody`: another local user, for files the tests (run as root) hand to someone else. */
 const NOBODY = 65534;
@@ -94,9 +95,9 @@ describe('certplane admin', () => {
       return dir.path(name);
     };
     const cases = [
-      { name: 'a directory owned by another user', directory: () => directory('foreign', 0o700, NOBODY), code: AdminSocketErrorCode.DIRECTORY_INSECURE },
-      { name: 'a directory others may write', directory: () => directory('shared', 0o1777), code: AdminSocketErrorCode.DIRECTORY_INSECURE },
-      { name: 'a socket owned by another user', directory: () => directory('own', 0o700), socketOwner: NOBODY, code: AdminSocketErrorCode.UNTRUSTED },
+      { name: 'a directory owned by another user', directory: () => directory('foreign', 0o700, NOBODY), code: ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE },
+      { name: 'a directory others may write', directory: () => directory('shared', 0o1777), code: ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE },
+      { name: 'a socket owned by another user', directory: () => directory('own', 0o700), socketOwner: NOBODY, code: ErrorCode.ADMIN_SOCKET_UNTRUSTED },
     ];
     const servers: Server[] = [];
     try {

@@ -11,11 +11,12 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, stat } from 'node:fs/pro
 import { join } from 'node:path';
 import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { AdminSocketErrorCode, startAdminSocket, type AdminDeps, type AdminSocket } from '../../src/admin/index.js';
+import { startAdminSocket, type AdminDeps, type AdminSocket } from '../../src/admin/index.js';
 import { EKU, generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
 import { root } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const DAY = 24 * 60 * 60 * 1000;
 /** The uid of `nobody`: another local user, for directories the tests (run as root) hand to someone else. */
@@ -227,13 +228,13 @@ describe('admin socket', () => {
     const client = await connect(admin.path);
     try {
       client.sendRaw('{not json\n');
-      assert.equal((await client.next()).code, AdminSocketErrorCode.BAD_REQUEST);
+      assert.equal((await client.next()).code, ErrorCode.ADMIN_BAD_REQUEST);
       client.sendRaw(`${JSON.stringify({ command: 'status', args: [], extra: 1 })}\n`);
       const shape = await client.next();
-      assert.equal(shape.code, AdminSocketErrorCode.BAD_REQUEST);
+      assert.equal(shape.code, ErrorCode.ADMIN_BAD_REQUEST);
       assert.match(shape.message, /extra|args/);
       client.sendRaw(`{"command":"status","args":{"x":"${'y'.repeat(1536 * 1024)}"}}\n`);
-      assert.equal((await client.next()).code, AdminSocketErrorCode.REQUEST_TOO_LARGE);
+      assert.equal((await client.next()).code, ErrorCode.ADMIN_REQUEST_TOO_LARGE);
       assert.equal((await client.request('drop-database')).code, 'ADMIN_UNKNOWN_COMMAND');
       const badArgs = await client.request('audit', { limit: 'all' });
       assert.equal(badArgs.code, 'ADMIN_BAD_ARGUMENTS');
@@ -287,7 +288,7 @@ describe('admin socket', () => {
       client.close();
       const second = await startAdminSocket({ path, deps }).catch((error: unknown) => error);
       if (second && typeof second === 'object' && 'close' in second) await (second as AdminSocket).close();
-      assert.equal((second as { code?: string }).code, AdminSocketErrorCode.IN_USE);
+      assert.equal((second as { code?: string }).code, ErrorCode.ADMIN_SOCKET_IN_USE);
       const still = await connect(path);
       assert.equal((await still.request('status')).ok, true);
       still.close();
@@ -297,7 +298,7 @@ describe('admin socket', () => {
     await assert.rejects(lstat(path), /ENOENT/);
 
     const file = await dir.write('not-a-socket', 'precious data');
-    await assert.rejects(startAdminSocket({ path: file, deps }), (error: any) => error.code === AdminSocketErrorCode.PATH_OCCUPIED);
+    await assert.rejects(startAdminSocket({ path: file, deps }), (error: any) => error.code === ErrorCode.ADMIN_SOCKET_PATH_OCCUPIED);
     assert.equal(await readFile(file, 'utf8'), 'precious data');
   });
 
@@ -315,14 +316,14 @@ describe('admin socket', () => {
     await mkdir(foreign, { mode: 0o700 });
     await chown(foreign, NOBODY, NOBODY);
     const foreignRefusal = await refusal(join(foreign, 'admin.sock'));
-    assert.equal((foreignRefusal as { code?: string }).code, AdminSocketErrorCode.DIRECTORY_INSECURE, String(foreignRefusal));
+    assert.equal((foreignRefusal as { code?: string }).code, ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE, String(foreignRefusal));
     assert.match((foreignRefusal as Error).message, new RegExp(`owned by uid ${NOBODY}`));
     assert.deepEqual(await readdir(foreign), [], 'nothing was created in it');
     for (const mode of [0o777, 0o1777, 0o770, 0o702]) {
       const shared = dir.path(`shared-${mode.toString(8)}`);
       await mkdir(shared);
       await chmod(shared, mode);
-      assert.equal(((await refusal(join(shared, 'admin.sock'))) as { code?: string }).code, AdminSocketErrorCode.DIRECTORY_INSECURE, `mode ${mode.toString(8)}`);
+      assert.equal(((await refusal(join(shared, 'admin.sock'))) as { code?: string }).code, ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE, `mode ${mode.toString(8)}`);
       assert.deepEqual(await readdir(shared), []);
     }
   });

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CertplaneError } from '../../src/errors.js';
-import { CsrErrorCode, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr } from '../../src/chain/index.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { opensslCsr } from '../support/openssl.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const refusedWith = (code: string) => (error: unknown) => {
   assert.ok(error instanceof CertplaneError, String(error));
@@ -22,11 +23,11 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
   test('a CSR of 3,000 copies of its own name (the plane-stalling attack) is refused by size, before any decoding', async () => {
     const pem = await createCsr(key, Array(3000).fill('db1.example.com'));
     assert.ok(Buffer.byteLength(pem) > MAX_CSR_PEM_BYTES);
-    await assert.rejects(parseCsr(pem), refusedWith(CsrErrorCode.TOO_LARGE));
+    await assert.rejects(parseCsr(pem), refusedWith(ErrorCode.CSR_TOO_LARGE));
   });
 
   test('duplicates count against the limit: 150 copies of one name are refused, a few are asked for once', async () => {
-    await assert.rejects(parseCsr(await createCsr(key, Array(150).fill('db1.example.com'))), refusedWith(CsrErrorCode.TOO_MANY_NAMES));
+    await assert.rejects(parseCsr(await createCsr(key, Array(150).fill('db1.example.com'))), refusedWith(ErrorCode.CSR_TOO_MANY_NAMES));
     const csr = await parseCsr(await createCsr(key, ['db1.example.com', 'DB1.example.com', 'db2.example.com', 'db1.example.com']));
     assert.deepEqual(csr.dnsNames, ['db1.example.com', 'db2.example.com']);
   });
@@ -35,12 +36,12 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     const names = (n: number) => Array.from({ length: n }, (_, i) => `db${i}.example.com`);
     assert.equal(DEFAULT_MAX_NAMES_PER_CERTIFICATE, 100);
     await assert.rejects(parseCsr(await createCsr(key, names(101))), (error: unknown) => {
-      refusedWith(CsrErrorCode.TOO_MANY_NAMES)(error);
+      refusedWith(ErrorCode.CSR_TOO_MANY_NAMES)(error);
       assert.deepEqual((error as CertplaneError).details, { source: 'CSR', names: 101, distinct: 101, limit: 100 });
       return true;
     });
     assert.equal((await parseCsr(await createCsr(key, names(100)))).dnsNames.length, 100);
-    await assert.rejects(parseCsr(await createCsr(key, names(26)), 'CSR', { maxNames: 25 }), refusedWith(CsrErrorCode.TOO_MANY_NAMES));
+    await assert.rejects(parseCsr(await createCsr(key, names(26)), 'CSR', { maxNames: 25 }), refusedWith(ErrorCode.CSR_TOO_MANY_NAMES));
     assert.equal((await parseCsr(await createCsr(key, names(25)), 'CSR', { maxNames: 25 })).dnsNames.length, 25);
   });
 
@@ -53,7 +54,7 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     ] as const;
     for (const [keyKind, digest, shown] of weak) {
       await assert.rejects(parseCsr(await opensslCsr(keyKind, digest, names)), (error: unknown) => {
-        refusedWith(CsrErrorCode.WEAK_SIGNATURE)(error);
+        refusedWith(ErrorCode.CSR_WEAK_SIGNATURE)(error);
         assert.equal((error as CertplaneError).details.signatureAlgorithm, shown);
         return true;
       });

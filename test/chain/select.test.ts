@@ -3,15 +3,13 @@ import { describe, test } from 'node:test';
 import { CertplaneError } from '../../src/errors.js';
 import { EKU } from '../../src/pki/factory.js';
 import {
-  ChainErrorCode,
-  NO_CHAIN_SATISFIES_POLICY,
-  SelectionRejectCode,
   parseCertificateBundle,
   requireSelection,
   selectChain,
   type SelectOptions,
 } from '../../src/chain/index.js';
 import { generationY, letsEncrypt2021 } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const parse = (text: string) => parseCertificateBundle(text);
 const options = (preferences: string[], trust: string[], extra: Partial<SelectOptions> = {}): SelectOptions => ({
@@ -30,7 +28,7 @@ describe('selectChain', async () => {
     assert.equal(result.preference, 'ISRG Root X1');
     assert.equal(result.report?.anchor?.subjectCN, 'ISRG Root X1');
     assert.equal(result.chains[0]?.topIssuer, 'DST Root CA X3');
-    assert.deepEqual(result.chains[0]?.errors.map((e) => e.code), [SelectionRejectCode.TOP_ISSUER_MISMATCH]);
+    assert.deepEqual(result.chains[0]?.errors.map((e) => e.code), [ErrorCode.SELECT_TOP_ISSUER_MISMATCH]);
   });
 
   test('2024 inversion (short default, long alternate): ISRG Root X1 still picks the short chain', () => {
@@ -41,11 +39,11 @@ describe('selectChain', async () => {
   test('a preferred root absent from the trust store is refused, with every chain explained', () => {
     const result = selectChain([parse(le.long), parse(le.short)], options(['DST Root CA X3'], [le.isrgX1.pem]));
     assert.equal(result.selected, null);
-    assert.deepEqual(result.chains[0]?.errors.map((e) => e.code), [SelectionRejectCode.ROOT_NOT_TRUSTED]);
-    assert.deepEqual(result.chains[1]?.errors.map((e) => e.code), [SelectionRejectCode.TOP_ISSUER_MISMATCH]);
+    assert.deepEqual(result.chains[0]?.errors.map((e) => e.code), [ErrorCode.SELECT_ROOT_NOT_IN_TRUST_STORE]);
+    assert.deepEqual(result.chains[1]?.errors.map((e) => e.code), [ErrorCode.SELECT_TOP_ISSUER_MISMATCH]);
     assert.throws(
       () => requireSelection(result, ['DST Root CA X3']),
-      (e: unknown) => e instanceof CertplaneError && e.code === NO_CHAIN_SATISFIES_POLICY && /chain 0/.test(e.message) && /chain 1/.test(e.message),
+      (e: unknown) => e instanceof CertplaneError && e.code === ErrorCode.CHAIN_NO_PREFERRED_CHAIN && /chain 0/.test(e.message) && /chain 1/.test(e.message),
     );
   });
 
@@ -59,14 +57,14 @@ describe('selectChain', async () => {
     const dstKey = parse(le.dst.pem)[0]!.spkiSha256;
     const result = selectChain([parse(le.long), parse(le.short)], options(['DST Root CA X3'], [le.dst.pem, le.isrgX1.pem], { distrustedSpkiSha256: new Set([dstKey]) }));
     assert.equal(result.selected, null);
-    assert.ok(result.chains[0]?.errors.some((e) => e.code === ChainErrorCode.DISTRUSTED));
+    assert.ok(result.chains[0]?.errors.some((e) => e.code === ErrorCode.CHAIN_DISTRUSTED));
   });
 
   test('the name alone is not enough: a chain whose top issuer is named right but that does not verify is refused', async () => {
     const other = await letsEncrypt2021();
     const result = selectChain([parse(le.short)], options(['ISRG Root X1'], [other.isrgX1.pem]));
     assert.equal(result.selected, null);
-    assert.ok(result.chains[0]?.errors.some((e) => e.code === ChainErrorCode.BAD_SIGNATURE));
+    assert.ok(result.chains[0]?.errors.some((e) => e.code === ErrorCode.CHAIN_BAD_SIGNATURE));
   });
 
   test('the default-chain fallback is off unless asked for, and flagged when used', () => {
@@ -90,6 +88,6 @@ describe('selectChain', async () => {
     const y = await generationY({ crossSignEku: [EKU.clientAuth] });
     const result = selectChain([parse(y.crossSigned), parse(y.direct)], options(['ISRG Root X1'], [y.isrgX1.pem]));
     assert.equal(result.selected, null);
-    assert.ok(result.chains[0]?.errors.some((e) => e.code === ChainErrorCode.EKU_EXCLUDES_SERVER_AUTH));
+    assert.ok(result.chains[0]?.errors.some((e) => e.code === ErrorCode.CHAIN_EKU_EXCLUDES_SERVER_AUTH));
   });
 });

@@ -3,7 +3,6 @@ import { describe, test } from 'node:test';
 import { CertplaneError } from '../../src/errors.js';
 import {
   BundleWarningCode,
-  ChainErrorCode,
   DST_ROOT_CA_X3_SPKI_SHA256,
   parseCertificateBundle,
   spkiSha256OfKeyFile,
@@ -13,6 +12,7 @@ import {
 } from '../../src/chain/index.js';
 import { EKU, createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { crossSign, generationY, intermediate, leaf, letsEncrypt2021, pem, root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const DAY = 86_400_000;
 const anchors = (...texts: string[]) => texts.flatMap((t) => parseCertificateBundle(t, 'trust'));
@@ -50,7 +50,7 @@ describe('verifyChain on the 2021 Let\'s Encrypt layout', async () => {
     const dstKey = parseCertificateBundle(le.dst.pem)[0]!.spkiSha256;
     const report = verify(le.long, { trustAnchors: anchors(le.dst.pem), distrustedSpkiSha256: new Set([dstKey, DST_ROOT_CA_X3_SPKI_SHA256]) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.DISTRUSTED]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_DISTRUSTED]);
     assert.match(report.errors[0]!.message, /DST Root CA X3/);
   });
 
@@ -58,28 +58,28 @@ describe('verifyChain on the 2021 Let\'s Encrypt layout', async () => {
     const expired = await letsEncrypt2021({ crossSignNotAfter: new Date(Date.now() - DAY) });
     const report = verify(expired.long, { trustAnchors: anchors(expired.dst.pem) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.EXPIRED]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_EXPIRED]);
     assert.match(report.errors[0]!.subject ?? '', /ISRG Root X1/);
   });
 
   test('the evaluation time is an argument: the same chain is expired a year from now', () => {
     const report = verify(le.short, { trustAnchors: anchors(le.isrgX1.pem), at: new Date(Date.now() + 365 * DAY) });
     assert.equal(report.ok, false);
-    assert.ok(codes(report.errors).includes(ChainErrorCode.EXPIRED));
+    assert.ok(codes(report.errors).includes(ErrorCode.CHAIN_EXPIRED));
     assert.equal(report.evaluatedAt.slice(0, 4), String(new Date(Date.now() + 365 * DAY).getUTCFullYear()));
   });
 
   test('a root missing from the trust store is named as untrusted, not as a missing intermediate', () => {
     const report = verify(le.long, { trustAnchors: [] });
     assert.equal(report.ok, false);
-    assert.ok(codes(report.errors).includes(ChainErrorCode.MISSING_INTERMEDIATE));
+    assert.ok(codes(report.errors).includes(ErrorCode.CHAIN_MISSING_INTERMEDIATE));
     assert.match(report.errors.map((e) => e.message).join('\n'), /DST Root CA X3/);
   });
 
   test('a missing intermediate is reported with the issuer it needed', () => {
     const report = verify(pem(le.leaf.cert), { trustAnchors: anchors(le.isrgX1.pem) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.MISSING_INTERMEDIATE]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_MISSING_INTERMEDIATE]);
     assert.match(report.errors[0]!.message, /"R3"/);
   });
 
@@ -100,14 +100,14 @@ describe('verifyChain on the 2021 Let\'s Encrypt layout', async () => {
   test('hostnames are matched against the leaf\'s SANs', () => {
     const report = verify(le.short, { trustAnchors: anchors(le.isrgX1.pem), hostnames: ['db1.example.com', 'db2.example.com'] });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.HOSTNAME_MISMATCH]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_HOSTNAME_MISMATCH]);
     assert.match(report.errors[0]!.message, /db2\.example\.com/);
   });
 
   test('the leaf must certify the CSR\'s key', async () => {
     const csrOfOtherKey = await createCsr(await generateKeyPair(), ['db1.example.com']);
     const mismatch = verify(le.short, { trustAnchors: anchors(le.isrgX1.pem), expectedSpkiSha256: await spkiSha256OfKeyFile(csrOfOtherKey) });
-    assert.deepEqual(codes(mismatch.errors), [ChainErrorCode.KEY_MISMATCH]);
+    assert.deepEqual(codes(mismatch.errors), [ErrorCode.CHAIN_KEY_MISMATCH]);
     const match = verify(le.short, { trustAnchors: anchors(le.isrgX1.pem), expectedSpkiSha256: await spkiSha256OfKeyFile(le.leaf.key.publicKeyPem) });
     assert.equal(match.ok, true);
   });
@@ -125,7 +125,7 @@ describe('verifyChain on the 2026 Generation Y layout', async () => {
     const y = await generationY({ crossSignEku: [EKU.clientAuth] });
     const report = verify(y.crossSigned, { trustAnchors: anchors(y.isrgX1.pem) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.EKU_EXCLUDES_SERVER_AUTH]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_EKU_EXCLUDES_SERVER_AUTH]);
     assert.match(report.errors[0]!.message, /Root YR/);
   });
 
@@ -133,7 +133,7 @@ describe('verifyChain on the 2026 Generation Y layout', async () => {
     const y = await generationY();
     const report = verify(y.direct, { trustAnchors: anchors(y.isrgX1.pem) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.MISSING_INTERMEDIATE]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_MISSING_INTERMEDIATE]);
   });
 });
 
@@ -183,27 +183,27 @@ describe('verifyChain policy checks', async () => {
     const signedByImpostor = await leaf(impostor);
     const report = verify(pem(signedByImpostor.cert, r3), { trustAnchors: anchors(ca.pem) });
     assert.equal(report.ok, false);
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.BAD_SIGNATURE]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_BAD_SIGNATURE]);
   });
 
   test('an intermediate that is not a CA cannot issue', async () => {
     const notCA = await intermediate('Not A CA', ca, { ca: false });
     const report = verify(pem((await leaf(notCA)).cert, notCA), { trustAnchors: anchors(ca.pem) });
-    assert.ok(codes(report.errors).includes(ChainErrorCode.NOT_A_CA));
+    assert.ok(codes(report.errors).includes(ErrorCode.CHAIN_NOT_A_CA));
   });
 
   test('path length constraints are enforced', async () => {
     const upper = await intermediate('Upper', ca, { pathLength: 0 });
     const lower = await intermediate('Lower', upper);
     const report = verify(pem((await leaf(lower)).cert, lower, upper), { trustAnchors: anchors(ca.pem) });
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.PATH_LENGTH_EXCEEDED]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_PATH_LENGTH_EXCEEDED]);
     assert.match(report.errors[0]!.message, /Upper/);
   });
 
   test('the leaf needs serverAuth', async () => {
     const issuing = await intermediate('Issuing', ca);
     const clientOnly = await leaf(issuing, ['db1.example.com'], { extendedKeyUsage: [EKU.clientAuth] });
-    assert.deepEqual(codes(verify(pem(clientOnly.cert, issuing), { trustAnchors: anchors(ca.pem) }).errors), [ChainErrorCode.LEAF_EKU]);
+    assert.deepEqual(codes(verify(pem(clientOnly.cert, issuing), { trustAnchors: anchors(ca.pem) }).errors), [ErrorCode.CHAIN_LEAF_EKU]);
   });
 
   test('a CA certificate in first place is not taken for the leaf: the lone non-CA certificate is', async () => {
@@ -218,7 +218,7 @@ describe('verifyChain policy checks', async () => {
   test('an intermediate limited to code signing excludes serverAuth', async () => {
     const codeSigning = await intermediate('Code Signing CA', ca, { extendedKeyUsage: [EKU.codeSigning] });
     const report = verify(pem((await leaf(codeSigning)).cert, codeSigning), { trustAnchors: anchors(ca.pem) });
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.EKU_EXCLUDES_SERVER_AUTH]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_EKU_EXCLUDES_SERVER_AUTH]);
   });
 
   test('a wildcard name is covered only by the wildcard SAN', async () => {
@@ -248,7 +248,7 @@ describe('verifyChain policy checks', async () => {
   test('a bundle of CA certificates only has no leaf', async () => {
     const issuing = await intermediate('Issuing', ca);
     const report = verify(pem(issuing), { trustAnchors: anchors(ca.pem) });
-    assert.deepEqual(codes(report.errors), [ChainErrorCode.NO_LEAF]);
+    assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_NO_LEAF]);
   });
 
   test('a cross-sign loop is bounded', async () => {
@@ -268,15 +268,15 @@ describe('parseCertificateBundle refuses bad input with stable codes', async () 
   const refuses = (text: string, code: string) =>
     assert.throws(() => parseCertificateBundle(text, 'bundle.pem'), (e: unknown) => e instanceof CertplaneError && e.code === code);
 
-  test('empty input', () => refuses('', ChainErrorCode.EMPTY));
-  test('whitespace and comments only', () => refuses('# nothing here\n\n', ChainErrorCode.EMPTY));
-  test('prose', () => refuses('hello, this is not a certificate', ChainErrorCode.GARBAGE));
-  test('garbage between blocks', () => refuses(`${le.short}\nrandom text\n`, ChainErrorCode.GARBAGE));
-  test('a truncated block', () => refuses(le.short.slice(0, le.short.length - 30), ChainErrorCode.GARBAGE));
-  test('a private key block', async () => refuses(`${le.short}${(await generateKeyPair()).privateKeyPem}`, ChainErrorCode.PRIVATE_KEY_IN_BUNDLE));
+  test('empty input', () => refuses('', ErrorCode.CHAIN_EMPTY));
+  test('whitespace and comments only', () => refuses('# nothing here\n\n', ErrorCode.CHAIN_EMPTY));
+  test('prose', () => refuses('hello, this is not a certificate', ErrorCode.CHAIN_GARBAGE));
+  test('garbage between blocks', () => refuses(`${le.short}\nrandom text\n`, ErrorCode.CHAIN_GARBAGE));
+  test('a truncated block', () => refuses(le.short.slice(0, le.short.length - 30), ErrorCode.CHAIN_GARBAGE));
+  test('a private key block', async () => refuses(`${le.short}${(await generateKeyPair()).privateKeyPem}`, ErrorCode.CHAIN_PRIVATE_KEY_IN_BUNDLE));
   test('a certificate block that is not DER', () =>
-    refuses('-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n', ChainErrorCode.UNPARSABLE_CERTIFICATE));
-  test('a non-certificate block', async () => refuses(await createCsr(await generateKeyPair(), ['a.example']), ChainErrorCode.GARBAGE));
+    refuses('-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n', ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE));
+  test('a non-certificate block', async () => refuses(await createCsr(await generateKeyPair(), ['a.example']), ErrorCode.CHAIN_GARBAGE));
   test('CRLF line endings and comment lines are accepted', () => {
     const crlf = `# chain\r\n${le.short.replace(/\n/g, '\r\n')}`;
     assert.equal(parseCertificateBundle(crlf).length, 2);

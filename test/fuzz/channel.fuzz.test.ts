@@ -34,7 +34,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import WebSocket from 'ws';
-import { AgentMessage, CHANNEL_PATH, ChannelErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
 import { CertplaneError } from '../../src/errors.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import {
@@ -60,6 +60,7 @@ import {
   type Mutation,
 } from './arbitraries.js';
 import { advance } from '../support/lifecycle.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** Runs per property, fixed so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -249,7 +250,7 @@ type Expected = { close: number; code?: string; notInternal?: boolean } | { acce
 function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | 'post', ctx: Context, supportedCsrs: ReadonlySet<string>): Expected {
   if (frame.bytes.length > MAX_MESSAGE_BYTES) return { close: 1009 };
   if (!frame.binary && !isUtf8(frame.bytes)) return { close: 1007 };
-  if (frame.binary) return { close: 4000, code: ChannelErrorCode.INVALID };
+  if (frame.binary) return { close: 4000, code: ErrorCode.CHANNEL_MESSAGE_INVALID };
   let message: AgentMessage;
   try {
     message = decodeMessage(AgentMessage, frame.bytes);
@@ -257,14 +258,14 @@ function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | '
     return { close: 4000, code: (error as CertplaneError).code };
   }
   if (phase === 'pre') {
-    if (message.type !== 'auth') return { close: 4000, code: ChannelErrorCode.UNEXPECTED };
+    if (message.type !== 'auth') return { close: 4000, code: ErrorCode.CHANNEL_MESSAGE_UNEXPECTED };
     const signed = Buffer.from(message.signature, 'base64').equals(Buffer.from(ctx.signature, 'base64'));
     if (!signed) return { close: 4001, code: 'AGENT_AUTH_FAILED' };
     return message.certificatePem === ctx.certificatePem ? { welcome: true } : { welcomeOrClose: 4001 };
   }
   switch (message.type) {
     case 'auth':
-      return { close: 4000, code: ChannelErrorCode.UNEXPECTED };
+      return { close: 4000, code: ErrorCode.CHANNEL_MESSAGE_UNEXPECTED };
     case 'status':
     case 'error':
     case 'http01_ready':

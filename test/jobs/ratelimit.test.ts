@@ -8,6 +8,7 @@ import { DEFAULT_RATE_LIMITS, RateLimiter, parseRateLimits, registeredDomain, ty
 import { openStore, type Store } from '../../src/store/index.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
+import type { ErrorCode } from '../../src/error-catalogue.js';
 
 const TIMEOUT = { timeout: 60_000 };
 const START = new Date('2026-05-13T00:00:00.000Z');
@@ -93,7 +94,7 @@ async function tokensOf(store: Store, key: string): Promise<number | undefined> 
   return bucket?.tokens;
 }
 
-async function rejectsWith(promise: Promise<unknown>, code: string, check: (message: string) => void = () => undefined): Promise<void> {
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, check: (message: string) => void = () => undefined): Promise<void> {
   await assert.rejects(promise, (error) => {
     assert.ok(hasCode(error, code), `expected ${code}, got ${String(error)}`);
     check(error.message);
@@ -101,7 +102,7 @@ async function rejectsWith(promise: Promise<unknown>, code: string, check: (mess
   });
 }
 
-function throwsWith(run: () => unknown, code: string, check: (message: string) => void = () => undefined): void {
+function throwsWith(run: () => unknown, code: ErrorCode, check: (message: string) => void = () => undefined): void {
   assert.throws(run, (error) => {
     assert.ok(hasCode(error, code), `expected ${code}, got ${String(error)}`);
     check(error.message);

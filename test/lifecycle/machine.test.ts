@@ -9,7 +9,6 @@ import {
   CERTIFICATE_STATES,
   FAILURE_REASONS,
   LIFECYCLE_EVENTS,
-  LifecycleErrorCode,
   MAX_ATTEMPTS,
   OPEN_STATES,
   TRANSITIONS,
@@ -21,6 +20,7 @@ import {
   type CertificateState,
   type FailureReasonName,
 } from '../../src/lifecycle/index.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('transition table', () => {
   test('every state is reachable from pending, and only settled states have no way out', () => {
@@ -56,7 +56,7 @@ describe('transition table', () => {
     assert.equal(classify('csr_accepted', 'chain_verified'), 'refused', 'a chain without an order');
     assert.throws(
       () => next('pending', 'installed'),
-      (error: unknown) => hasCode(error, LifecycleErrorCode.TRANSITION_REFUSED) && (error.details as { state: string }).state === 'pending',
+      (error: unknown) => hasCode(error, ErrorCode.LIFECYCLE_TRANSITION_REFUSED) && (error.details as { state: string }).state === 'pending',
     );
   });
 

@@ -7,12 +7,12 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { hasCode } from '../../src/errors.js';
-import { LifecycleErrorCode } from '../../src/lifecycle/index.js';
 import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
 import { TEST_POSTGRES_URL, dropDatabase } from '../support/postgres.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const POSTGRES_URL = TEST_POSTGRES_URL;
 const TIMEOUT = { timeout: 60_000 };
@@ -87,7 +87,7 @@ function tokenHash(): string {
   return randomBytes(32).toString('hex');
 }
 
-async function rejectsWith(promise: Promise<unknown>, code: string, check: (message: string) => void = () => undefined): Promise<void> {
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, check: (message: string) => void = () => undefined): Promise<void> {
   await assert.rejects(promise, (error) => {
     assert.ok(hasCode(error, code), `expected ${code}, got ${String(error)}`);
     check(error.message);
@@ -318,10 +318,10 @@ for (const engine of [pglite, postgres]) {
 
     test('certificates: the store refuses a transition outside the table with LIFECYCLE_TRANSITION_REFUSED and writes nothing', TIMEOUT, async () => {
       const certificate = await store.certificates.create((await newInstance(store)).id);
-      await rejectsWith(store.certificates.apply(certificate.id, 'installed', { installedAt: new Date() }), LifecycleErrorCode.TRANSITION_REFUSED, (message) =>
+      await rejectsWith(store.certificates.apply(certificate.id, 'installed', { installedAt: new Date() }), ErrorCode.LIFECYCLE_TRANSITION_REFUSED, (message) =>
         assert.match(message, /pending cannot take the event installed/),
       );
-      await rejectsWith(store.certificates.apply(certificate.id, 'chain_verified', { fullchainPem: 'forged' }), LifecycleErrorCode.TRANSITION_REFUSED);
+      await rejectsWith(store.certificates.apply(certificate.id, 'chain_verified', { fullchainPem: 'forged' }), ErrorCode.LIFECYCLE_TRANSITION_REFUSED);
       const stored = await store.certificates.get(certificate.id);
       assert.equal(stored?.status, 'pending');
       assert.equal(stored?.fullchainPem, null);

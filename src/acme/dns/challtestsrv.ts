@@ -5,6 +5,7 @@
  */
 import { CertplaneError } from '../../errors.js';
 import { RecordNameLock, type DnsProvider } from './provider.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;
 
@@ -60,7 +61,7 @@ export class ChalltestsrvDnsProvider implements DnsProvider {
       });
     } catch (error) {
       throw new CertplaneError(
-        'DNS_CHALLTESTSRV',
+        ErrorCode.DNS_CHALLTESTSRV,
         `Could not reach pebble-challtestsrv at ${url} (${reasonOf(error)}); check that it runs and that its -management address matches.`,
         { url, host: body.host },
         { cause: error },
@@ -69,7 +70,7 @@ export class ChalltestsrvDnsProvider implements DnsProvider {
     if (!response.ok) {
       const text = (await response.text().catch(() => '')).trim();
       throw new CertplaneError(
-        'DNS_CHALLTESTSRV',
+        ErrorCode.DNS_CHALLTESTSRV,
         `pebble-challtestsrv answered ${response.status} to POST ${url}${text ? `: ${text}` : ''}.`,
         { url, status: response.status, host: body.host },
       );

@@ -14,6 +14,7 @@ import {
 } from '@aws-sdk/client-route-53';
 import { CertplaneError } from '../../errors.js';
 import { RecordNameLock, type DnsProvider } from './provider.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 /** Short, so that a stale challenge value is forgotten by resolvers soon after cleanup. */
 const TXT_TTL_SECONDS = 60;
@@ -98,7 +99,7 @@ export class Route53DnsProvider implements DnsProvider {
       if (zone?.Id) return zone.Id;
     }
     throw new CertplaneError(
-      'DNS_ROUTE53_NO_ZONE',
+      ErrorCode.DNS_ROUTE53_NO_ZONE,
       `No public Route 53 hosted zone visible to these credentials contains ${name}; create one, or configure the hosted zone id.`,
       { name },
     );
@@ -134,7 +135,7 @@ export class Route53DnsProvider implements DnsProvider {
     );
     const id = changed.ChangeInfo?.Id;
     if (!id) {
-      throw new CertplaneError('DNS_ROUTE53', `Route 53 accepted the ${action} of ${name} but returned no change id to follow.`, {
+      throw new CertplaneError(ErrorCode.DNS_ROUTE53, `Route 53 accepted the ${action} of ${name} but returned no change id to follow.`, {
         operation: 'ChangeResourceRecordSets',
         name,
       });
@@ -149,7 +150,7 @@ export class Route53DnsProvider implements DnsProvider {
       if (got.ChangeInfo?.Status === 'INSYNC') return;
       if (Date.now() + this.#pollIntervalMs > deadline) {
         throw new CertplaneError(
-          'DNS_ROUTE53_TIMEOUT',
+          ErrorCode.DNS_ROUTE53_TIMEOUT,
           `Route 53 change ${changeId} for ${name} was still ${got.ChangeInfo?.Status ?? 'unknown'} after ${this.#propagationTimeoutMs} ms; check the change in the Route 53 console or raise the propagation timeout.`,
           { changeId, name, status: got.ChangeInfo?.Status, propagationTimeoutMs: this.#propagationTimeoutMs },
         );
@@ -166,7 +167,7 @@ export class Route53DnsProvider implements DnsProvider {
       const awsName = error instanceof Error ? error.name : 'UnknownError';
       const reason = error instanceof Error ? error.message : String(error);
       throw new CertplaneError(
-        'DNS_ROUTE53',
+        ErrorCode.DNS_ROUTE53,
         `Route 53 ${operation} failed with ${awsName}: ${reason}`,
         { operation, awsErrorName: awsName },
         { cause: error },

@@ -7,10 +7,11 @@
  * broken or hostile neighbour.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { EnrollmentErrorCode, enrollAgent } from '../../agents/enrollment.js';
+import { enrollAgent } from '../../agents/enrollment.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { ApiDependencies } from '../app.js';
 import { EnrollRequest, EnrollResponse, Problem } from '../schemas.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 /** Failed enrollments a remote address may make at once, and how fast its allowance comes back. */
 export const ENROLLMENT_BURST = 10;
@@ -70,9 +71,9 @@ export function agentRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         // work), so a valid token enrolls; a wrong one is answered 429 instead of 401.
         const reserved = failures.reserve(request.ip);
         const enrolled = await enrollAgent(deps, request.body.token, request.body.csrPem, deps.clock()).catch((error: unknown) => {
-          const wrongToken = hasCode(error, EnrollmentErrorCode.INVALID_TOKEN);
+          const wrongToken = hasCode(error, ErrorCode.ENROLLMENT_TOKEN_INVALID);
           if (reserved && !wrongToken) failures.refund(request.ip);
-          if (!reserved && wrongToken) throw new CertplaneError('ENROLLMENT_RATE_LIMITED', `too many failed enrollments from ${request.ip}; wait a few seconds`);
+          if (!reserved && wrongToken) throw new CertplaneError(ErrorCode.ENROLLMENT_RATE_LIMITED, `too many failed enrollments from ${request.ip}; wait a few seconds`);
           throw error;
         });
         if (reserved) failures.refund(request.ip);

@@ -8,6 +8,7 @@ import type { HostnameConflict } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
 import { CreateInstance, EnrollmentToken, IdParams, Instance, InstancePage, IssueAccepted, ListQuery, Problem } from '../schemas.js';
 import { instanceView } from './views.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
@@ -34,12 +35,12 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         const maxNames = deps.maxNamesPerCertificate ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
         if (distinct.length > maxNames) {
           const problem = `body/hostnames: ${distinct.length} distinct names, more than the ${maxNames} one certificate may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE)`;
-          throw new CertplaneError('VALIDATION_FAILED', problem, { problems: [problem] });
+          throw new CertplaneError(ErrorCode.VALIDATION_FAILED, problem, { problems: [problem] });
         }
         const instance = await deps.store.instances
           .create({ name, hostnames: distinct, cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null })
           .catch((error: unknown) => {
-            throw hasCode(error, 'INSTANCE_HOSTNAME_TAKEN') ? hostnameTaken(error.details.conflicts as HostnameConflict[], request.caller) : error;
+            throw hasCode(error, ErrorCode.INSTANCE_HOSTNAME_TAKEN) ? hostnameTaken(error.details.conflicts as HostnameConflict[], request.caller) : error;
           });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster } });
@@ -102,7 +103,7 @@ function hostnameTaken(conflicts: readonly HostnameConflict[], caller: Caller | 
     return c.requested === c.held ? `${c.requested} is held by instance ${c.instanceId}` : `${c.requested} overlaps ${c.held}, held by instance ${c.instanceId}`;
   });
   return new CertplaneError(
-    'INSTANCE_HOSTNAME_TAKEN',
+    ErrorCode.INSTANCE_HOSTNAME_TAKEN,
     `${[...new Set(reasons)].join('; ')}. A hostname (and every name a wildcard covers) belongs to one instance; register the instance without it, or ask whoever runs its holder to release it.`,
   );
 }

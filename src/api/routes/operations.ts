@@ -3,6 +3,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ApiDependencies } from '../app.js';
 import { Problem } from '../schemas.js';
+import { sendProblem } from '../errors.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 const Health = z.object({ status: z.literal('ok') });
 
@@ -14,7 +16,8 @@ export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         await deps.store.query('SELECT 1');
         return { status: 'ok' as const };
       } catch (error) {
-        return reply.status(503).send({ code: 'NOT_READY', message: `database unreachable: ${(error as Error).message}` });
+        sendProblem(reply, ErrorCode.NOT_READY, `database unreachable: ${(error as Error).message}`);
+        return reply;
       }
     });
     app.get('/metrics', { config: { permission: 'read' }, schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) => {

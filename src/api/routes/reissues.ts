@@ -7,9 +7,10 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CertplaneError } from '../../errors.js';
 import { Selector, unknownInstances, type CampaignStatus } from '../../jobs/campaigns.js';
-import { AuthErrorCode, findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
+import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
 import type { ApiDependencies } from '../app.js';
 import { IdParams, Problem, Text } from '../schemas.js';
+import { ErrorCode } from '../../error-catalogue.js';
 
 const ReissueRequest = z.strictObject({
   selector: Selector,
@@ -60,7 +61,7 @@ async function requireSelectorWithin(deps: ApiDependencies, caller: Caller | und
     if (unreachable.length > 0) throw unknownInstances(unreachable);
     return;
   }
-  throw new CertplaneError(AuthErrorCode.FORBIDDEN, `${caller.actor} is limited to clusters ${caller.clusters.join(', ')}: select by cluster or by instance ids`);
+  throw new CertplaneError(ErrorCode.AUTH_FORBIDDEN, `${caller.actor} is limited to clusters ${caller.clusters.join(', ')}: select by cluster or by instance ids`);
 }
 
 function campaignView({ campaign, counts }: CampaignStatus) {
