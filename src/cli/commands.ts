@@ -4,6 +4,7 @@ import { admin } from './admin.js';
 import { agent } from './agent.js';
 import { chainSelect, chainVerify } from './chain.js';
 import { demo } from './demo.js';
+import { docs } from './docs.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
 import { reissue, status } from './reissue.js';
@@ -19,6 +20,7 @@ export const commands: Record<string, Command> = {
   serve,
   agent,
   openapi,
+  docs,
   reissue,
   status,
   admin,

@@ -21,6 +21,7 @@ commands:
   status --server URL [--instance ID | --campaign ID] [--json]
         reissue and status: [--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem] for a secure-mode plane
   openapi [--out openapi.yaml]
+  docs [--out-dir docs/reference]   the reference pages generated from the code
   admin [--socket PATH] [--actor NAME] [--json] COMMAND [--option value]...   the local admin console (certplane admin help)
 
 configuration comes from CERTPLANE_* environment variables (see docs/reference/configuration.md).`;
