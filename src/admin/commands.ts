@@ -15,6 +15,7 @@ import type { ServerCertificate } from '../api/tls.js';
 import { parseCertificateBundle } from '../chain/index.js';
 import type { Clock } from '../config/clock.js';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { Selector, type Campaigns } from '../jobs/campaigns.js';
 import type { ApiClientRecord, Store } from '../store/index.js';
 import { Text } from '../api/schemas.js';
@@ -357,7 +358,7 @@ export function validateAdminArgs(command: string, args: Record<string, unknown>
   refusePrivateKey(args, 'args');
   const parsed = definitionOf(command).schema.safeParse(args);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'arguments'}: ${issue.message}`);
+  const problems = describeIssues(parsed.error.issues, { whole: 'arguments' });
   throw new CertplaneError(ErrorCode.ADMIN_BAD_ARGUMENTS, `${command}: ${problems.join('; ')}`, { issues: problems });
 }
 

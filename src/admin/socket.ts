@@ -18,6 +18,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { refusePrivateKey } from '../untrusted-text.js';
 import { runAdminCommand, type AdminDeps } from './commands.js';
 import { ErrorCode } from '../error-catalogue.js';
@@ -235,7 +236,7 @@ async function answer(line: string, deps: AdminDeps, log: AdminDeps['logger']): 
   }
   const request = AdminWireRequest.safeParse(json);
   if (!request.success) {
-    return failure(ErrorCode.ADMIN_BAD_REQUEST, `bad request: ${request.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`);
+    return failure(ErrorCode.ADMIN_BAD_REQUEST, `bad request: ${describeIssues(request.error.issues, { whole: 'request' }).join('; ')}`);
   }
   const { command, args } = request.data;
   try {

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { carriesPrivateKey, refusePrivateKey } from '../untrusted-text.js';
 import { ChannelCloseCode, ErrorCode } from '../error-catalogue.js';
 
@@ -81,8 +82,7 @@ export function decodeMessage<T>(schema: z.ZodType<T>, frame: string | Buffer): 
   if (version !== PROTOCOL_VERSION) throw new CertplaneError(ErrorCode.CHANNEL_VERSION_UNSUPPORTED, `protocol version ${JSON.stringify(version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, `invalid message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`);
+    throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, `invalid message: ${describeIssues(parsed.error.issues, { whole: 'message' }).join('; ')}`);
   }
   return parsed.data;
 }

@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { ErrorCode, httpStatusOf } from '../error-catalogue.js';
 
 /**
@@ -33,7 +34,9 @@ export function notFound(what: string): CertplaneError {
 
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   if (hasZodFastifySchemaValidationErrors(error)) {
-    const problems = error.validation.map((v) => `${error.validationContext ?? 'request'}${v.instancePath || ''}: ${v.message}`);
+    const context = error.validationContext ?? 'request';
+    const issues = error.validation.map((v) => ({ path: v.instancePath.split('/').filter(Boolean), message: v.message ?? 'is invalid', code: v.keyword, keys: (v.params as { keys?: string[] }).keys }));
+    const problems = describeIssues(issues, { under: context, whole: context });
     sendProblem(reply, ErrorCode.VALIDATION_FAILED, problems.join('; '), { problems });
     return;
   }

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -161,7 +162,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   const present = Object.fromEntries(Object.entries(env).filter(([key, value]) => key.startsWith('CERTPLANE_') && value !== ''));
   const parsed = schema.safeParse(present);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${String(issue.path[0] ?? 'environment')}: ${issue.message}`);
+    const problems = describeIssues(parsed.error.issues, { whole: 'environment' });
     throw new CertplaneError(ErrorCode.CONFIG_INVALID, `invalid configuration:\n  ${problems.join('\n  ')}`, { problems });
   }
   const e = parsed.data;

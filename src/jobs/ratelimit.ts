@@ -11,6 +11,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import type { RateBucketRecord, RateBucketState, Store } from '../store/index.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -110,10 +111,7 @@ function checkedRateLimits(config: RateLimitConfig): RateLimitConfig {
 }
 
 function problems(error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
-    const unknownKeys = issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key].join('.')).join(', ') : undefined;
-    return unknownKeys === undefined ? `${issue.path.join('.') || 'value'}: ${issue.message}` : `${unknownKeys}: not a rate limit field`;
-  });
+  return describeIssues(error.issues, { whole: 'value', unknownField: 'not a rate limit field' });
 }
 
 function configInvalid(found: string[]): CertplaneError {
