@@ -1,10 +1,11 @@
 /**
  * `certplane docs [--out-dir DIR]`: writes the reference pages generated from the code (the
- * error codes from the error catalogue) into DIR, docs/reference by default. Tests fail when
+ * configuration from its zod schema, the error codes from the error catalogue) into DIR, docs/reference by default. Tests fail when
  * the committed pages differ from what this writes.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { renderConfigurationReference } from '../docs/configuration.js';
 import { renderErrorReference } from '../docs/errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';
 import { writeAtomically } from './issue.js';
@@ -13,7 +14,7 @@ const USAGE = 'usage: certplane docs [--out-dir docs/reference]';
 
 /** The generated pages, by file name. */
 export function generatedPages(): Readonly<Record<string, string>> {
-  return { 'errors.md': renderErrorReference() };
+  return { 'configuration.md': renderConfigurationReference(), 'errors.md': renderErrorReference() };
 }
 
 export async function docs(args: string[], io: Io): Promise<number> {

@@ -64,33 +64,39 @@ function isLoopback(host: string): boolean {
 
 const secretsSpec = z.string().regex(/^(file:.+|aws-sm:[A-Za-z0-9/_+=.@-]+)$/, 'must be file:PATH or aws-sm:SECRET_ID_PREFIX');
 
-const schema = z
+/**
+ * Every variable, its validation and what it means (`describe`, and `shownDefault` where the
+ * default is not a value): loadConfig validates with it and
+ * docs/reference/configuration.md is generated from it (src/docs/configuration.ts), so a
+ * variable's description lives here and nowhere else.
+ */
+export const CONFIGURATION_SCHEMA = z
   .object({
-    CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION),
-    CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional(),
-    CERTPLANE_ACME_EMAIL: z.email().optional(),
-    CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE),
-    CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']),
-    CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none'),
-    CERTPLANE_TRUST_STORE: z.string().min(1).default('system'),
-    CERTPLANE_DISTRUSTED_SPKI: spkiPins.default([]),
-    CERTPLANE_SECRETS: secretsSpec.default('file:./data/secrets'),
-    CERTPLANE_DNS_PROVIDER: z.enum(['route53', 'challtestsrv', 'none']).default('none'),
-    CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional(),
-    CERTPLANE_ROUTE53_HOSTED_ZONE_ID: z.string().min(1).optional(),
-    CERTPLANE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    CERTPLANE_DATABASE_URL: z.string().regex(/^(postgres(ql)?:\/\/.+|pglite:.+|memory:)$/, 'must be postgres://..., pglite:PATH or memory:').default('pglite:./data/db'),
-    CERTPLANE_LISTEN: listenAddress.prefault('127.0.0.1:8443'),
-    CERTPLANE_INSECURE_HTTP: z.enum(['0', '1']).default('0'),
-    CERTPLANE_TLS_CERT: z.string().min(1).optional(),
-    CERTPLANE_TLS_KEY: z.string().min(1).optional(),
-    CERTPLANE_ENROLLMENT_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
-    CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01'),
-    CERTPLANE_RATE_LIMITS: z.string().min(2).optional(),
-    CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
-    CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
-    CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
-    CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock'),
+    CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION).describe('the CA\'s ACME directory'),
+    CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional().describe('PEM file of extra CAs to trust for the ACME server\'s own HTTPS (Pebble\'s listener)'),
+    CERTPLANE_ACME_EMAIL: z.email().optional().describe('account contact'),
+    CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE).describe('names one certificate may carry, 1 to 100 (Let\'s Encrypt allows 100, 25 under its newer profiles): caps an instance\'s hostnames and every CSR, duplicates included'),
+    CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']).describe('root CNs in order: a JSON array (`["ISRG Root X2","ISRG Root X1"]`) or a comma-separated list'),
+    CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none').describe('`default-chain` accepts the CA\'s default chain when no preference fits (logged at warn)'),
+    CERTPLANE_TRUST_STORE: z.string().min(1).default('system').describe('PEM file of trust anchors; `system` is `/etc/ssl/certs/ca-certificates.crt`, or Node\'s bundled roots if that file is missing'),
+    CERTPLANE_DISTRUSTED_SPKI: spkiPins.default([]).describe('extra distrusted keys, comma-separated SPKI SHA-256 pins (hex or `sha256/BASE64`), added to the built-in DST Root CA X3'),
+    CERTPLANE_SECRETS: secretsSpec.default('file:./data/secrets').describe('`file:DIR` (one 0600 file per secret in a 0700 directory) or `aws-sm:PREFIX` (AWS Secrets Manager, secret ids `PREFIX/NAME`)'),
+    CERTPLANE_DNS_PROVIDER: z.enum(['route53', 'challtestsrv', 'none']).default('none').describe('dns-01 provider: `route53`, `challtestsrv` or `none`'),
+    CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional().describe('pebble-challtestsrv management URL (required with `challtestsrv`)'),
+    CERTPLANE_ROUTE53_HOSTED_ZONE_ID: z.string().min(1).optional().meta({ description: 'the hosted zone for dns-01 records; otherwise the longest public zone containing the name', shownDefault: "looked up" }),
+    CERTPLANE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level; JSON lines (stdout for `serve` and `agent`, stderr for one-shot commands), with key, token, secret and authorization fields redacted'),
+    CERTPLANE_DATABASE_URL: z.string().regex(/^(postgres(ql)?:\/\/.+|pglite:.+|memory:)$/, 'must be postgres://..., pglite:PATH or memory:').default('pglite:./data/db').describe('`postgres://USER:PASS@HOST/DB` (a PostgreSQL server: production, several replicas), `pglite:PATH` (embedded PostgreSQL in a folder, one process at a time) or `memory:` (throwaway)'),
+    CERTPLANE_LISTEN: listenAddress.prefault('127.0.0.1:8443').describe('address `serve` binds to (`HOST:PORT`, `[::1]:PORT`)'),
+    CERTPLANE_INSECURE_HTTP: z.enum(['0', '1']).default('0').describe('`1`: plain HTTP, no client authentication, loopback listen address only, warning at start (development)'),
+    CERTPLANE_TLS_CERT: z.string().min(1).optional().describe('PEM file of the plane\'s HTTPS certificate; required with `CERTPLANE_TLS_KEY` unless `CERTPLANE_INSECURE_HTTP=1`'),
+    CERTPLANE_TLS_KEY: z.string().min(1).optional().describe('PEM file of the plane\'s HTTPS key; required with `CERTPLANE_TLS_CERT` unless `CERTPLANE_INSECURE_HTTP=1`; a key readable by group or others is refused (`SECRETS_FILE_PERMISSIONS`)'),
+    CERTPLANE_ENROLLMENT_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600).describe('lifetime of an enrollment token (60 s to 7 days)'),
+    CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01').describe('`http-01`: the agent answers on its `--http01-port`; `dns-01`: the DNS provider answers (needs `CERTPLANE_DNS_PROVIDER`)'),
+    CERTPLANE_RATE_LIMITS: z.string().min(2).optional().meta({ description: 'JSON overriding any of `{"newOrders": {"capacity": 300, "refillPerSecond": 0.0278}, "certificatesPerDomain": {"capacity": 50, ...}, "failedValidationsPerHostname": {"capacity": 5, ...}, "retryReserve": 0.5}`', shownDefault: "Let's Encrypt's published limits" }),
+    CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000).describe('how often each process claims due jobs, refreshes due ARI windows and re-prompts its agents'),
+    CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional().describe('rehearsal and test aid: a file holding milliseconds to add to the clock, re-read when it changes, so every process moves time together'),
+    CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional().describe('the URL agents and clients should use, returned on instance creation and enrollment (agents keep using it)'),
+    CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock').describe('the admin console\'s Unix socket (mode 0600), in a directory owned by the service\'s user that nobody else may write (else `ADMIN_SOCKET_DIRECTORY_INSECURE` at start)'),
   })
   .superRefine((env, ctx) => {
     if (env.CERTPLANE_INSECURE_HTTP === '1' && !isLoopback(env.CERTPLANE_LISTEN.host)) {
@@ -160,7 +166,7 @@ export interface Config {
 /** Reads and validates `env`; throws CONFIG_INVALID naming every bad variable. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
   const present = Object.fromEntries(Object.entries(env).filter(([key, value]) => key.startsWith('CERTPLANE_') && value !== ''));
-  const parsed = schema.safeParse(present);
+  const parsed = CONFIGURATION_SCHEMA.safeParse(present);
   if (!parsed.success) {
     const problems = describeIssues(parsed.error.issues, { whole: 'environment' });
     throw new CertplaneError(ErrorCode.CONFIG_INVALID, `invalid configuration:\n  ${problems.join('\n  ')}`, { problems });
