@@ -16,7 +16,7 @@ test('rateLimited with Retry-After becomes ACME_RATE_LIMITED and a RateLimited r
   const error = problemError({ type: 'urn:ietf:params:acme:error:rateLimited', detail: 'too many certificates (5) already issued for this exact set of identifiers' }, { status: 429, retryAfter: '3600', now });
   assert.equal(error.code, ErrorCode.ACME_RATE_LIMITED);
   assert.equal(error.details.retryAt, '2026-12-01T01:00:00.000Z');
-  assert.deepEqual(failureOf(error), { reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T01:00:00.000Z', problemType: 'urn:ietf:params:acme:error:rateLimited' });
+  assert.deepEqual(failureOf(error), { reason: 'RateLimited', code: ErrorCode.ACME_RATE_LIMITED, retryAt: '2026-12-01T01:00:00.000Z', problemType: 'urn:ietf:params:acme:error:rateLimited' });
 });
 
 test('a detail that reads like a rate limit does not make one: the type decides', () => {
@@ -56,10 +56,10 @@ test('the CA refusing the CSR or the account is permanent; unauthorized outside 
 });
 
 test('chain and CSR findings are permanent by their code family; other codes and unknown errors are internal', () => {
-  assert.equal(failureOf(new CertplaneError('CHAIN_NO_PREFERRED_CHAIN', 'no offered chain fits')).reason, 'ChainUnsatisfied');
-  assert.equal(failureOf(new CertplaneError('CSR_BAD_SIGNATURE', 'bad')).reason, 'CsrRejected');
+  assert.equal(failureOf(new CertplaneError(ErrorCode.CHAIN_NO_PREFERRED_CHAIN, 'no offered chain fits')).reason, 'ChainUnsatisfied');
+  assert.equal(failureOf(new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, 'bad')).reason, 'CsrRejected');
   assert.equal(failureOf(new Error('boom')).reason, 'Internal');
-  assert.equal(failureOf(new CertplaneError('STORE_QUERY_FAILED', 'x')).reason, 'Internal');
+  assert.equal(failureOf(new CertplaneError(ErrorCode.STORE_QUERY_FAILED, 'x')).reason, 'Internal');
 });
 
 test('Retry-After as seconds or as an HTTP date', () => {

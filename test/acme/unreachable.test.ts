@@ -13,6 +13,7 @@ import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 test('no HTTP answer from the ACME server: ACME_UNREACHABLE with the directory URL', async () => {
   (acme.axios.defaults as unknown as { acmeSettings: { retryDefaultDelay: number } }).acmeSettings.retryDefaultDelay = 0.01;
@@ -30,7 +31,7 @@ test('no HTTP answer from the ACME server: ACME_UNREACHABLE with the directory U
     });
     await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
       assert.ok(error instanceof CertplaneError, String(error));
-      assert.equal(error.code, 'ACME_UNREACHABLE');
+      assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
       assert.ok(error.message.includes(directoryUrl), error.message);
       return true;
     });

@@ -18,6 +18,7 @@ import { scratch } from '../support/cli.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { eventually } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** `promise`, or a failure naming `what` after `ms`: a channel that never closes fails the test instead of hanging it. */
 async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
@@ -134,9 +135,9 @@ describe('admin revoke-agent', () => {
     const twice = await adminRequest(admin.path, 'revoke-agent', { instanceId: agent.instanceId, reason: 'again' });
     assert.deepEqual(twice.data.revoked, []);
     assert.match(twice.text, /nothing to revoke/);
-    assert.equal((await adminRequest(admin.path, 'revoke-agent', { thumbprint: 'ab'.repeat(32), reason: 'x' })).code, 'ADMIN_NOT_FOUND');
-    assert.equal((await adminRequest(admin.path, 'revoke-agent', { instanceId: '00000000-0000-4000-8000-000000000000', reason: 'x' })).code, 'ADMIN_NOT_FOUND');
-    assert.equal((await adminRequest(admin.path, 'revoke-agent', { instanceId: agent.instanceId })).code, 'ADMIN_BAD_ARGUMENTS');
+    assert.equal((await adminRequest(admin.path, 'revoke-agent', { thumbprint: 'ab'.repeat(32), reason: 'x' })).code, ErrorCode.ADMIN_NOT_FOUND);
+    assert.equal((await adminRequest(admin.path, 'revoke-agent', { instanceId: '00000000-0000-4000-8000-000000000000', reason: 'x' })).code, ErrorCode.ADMIN_NOT_FOUND);
+    assert.equal((await adminRequest(admin.path, 'revoke-agent', { instanceId: agent.instanceId })).code, ErrorCode.ADMIN_BAD_ARGUMENTS);
   });
 });
 

@@ -122,7 +122,7 @@ describe('admin socket', () => {
       assert.match(listed.text, new RegExp(`sha256:${thumbprint}  ops  admin  eu-1 .* active`));
 
       const missingReason = await client.request('revoke-client', { thumbprint }, 'alice');
-      assert.equal(missingReason.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.equal(missingReason.code, ErrorCode.ADMIN_BAD_ARGUMENTS);
       assert.match(missingReason.message, /reason is required/);
 
       // openssl's upper-case, colon-separated form names the same client.
@@ -155,12 +155,12 @@ describe('admin socket', () => {
     try {
       const before = (await plane.store.audit.list(1000)).length;
       const withKey = await client.request('register-client', { name: 'k', role: 'reader', certificatePem: `${cert.pem}${key.privateKeyPem}` });
-      assert.deepEqual([withKey.ok, withKey.code], [false, 'PRIVATE_KEY_REFUSED']);
+      assert.deepEqual([withKey.ok, withKey.code], [false, ErrorCode.PRIVATE_KEY_REFUSED]);
       assert.doesNotMatch(JSON.stringify(withKey), /PRIVATE KEY-----\n|MI[A-Za-z0-9+/]{20}/);
       const old = await client.request('register-client', { name: 'old', role: 'reader', certificatePem: expired.cert.pem });
-      assert.deepEqual([old.ok, old.code], [false, 'CHAIN_EXPIRED']);
+      assert.deepEqual([old.ok, old.code], [false, ErrorCode.CHAIN_EXPIRED]);
       const both = await client.request('register-client', { name: 'x', role: 'reader', certificatePem: cert.pem, thumbprint: 'ab'.repeat(32) });
-      assert.equal(both.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.equal(both.code, ErrorCode.ADMIN_BAD_ARGUMENTS);
       assert.equal((await plane.store.audit.list(1000)).length, before);
       assert.equal((await plane.store.apiClients.list()).some((c) => c.name === 'k' || c.name === 'old'), false);
     } finally {
@@ -180,7 +180,7 @@ describe('admin socket', () => {
         { name: 'tab\tand\u001b[2Kescape', role: 'reader', thumbprint },
       ]) {
         const answer = await client.request('register-client', args);
-        assert.deepEqual([answer.ok, answer.code], [false, 'ADMIN_BAD_ARGUMENTS'], JSON.stringify(args));
+        assert.deepEqual([answer.ok, answer.code], [false, ErrorCode.ADMIN_BAD_ARGUMENTS], JSON.stringify(args));
       }
       assert.equal((await plane.store.apiClients.get(thumbprint)), undefined);
       // A row stored before the rule existed still shows as one row, its newline escaped.
@@ -214,7 +214,7 @@ describe('admin socket', () => {
       for (const line of lines) {
         client.sendRaw(`${line}\n`);
         const answer = await client.next();
-        assert.deepEqual([answer.ok, answer.code], [false, 'PRIVATE_KEY_REFUSED'], line.slice(0, 120));
+        assert.deepEqual([answer.ok, answer.code], [false, ErrorCode.PRIVATE_KEY_REFUSED], line.slice(0, 120));
         assert.ok(!JSON.stringify(answer).includes(body.slice(40, 80)), `the answer echoes the key: ${JSON.stringify(answer)}`);
       }
       assert.equal((await plane.store.audit.list(1000)).length, before);
@@ -235,9 +235,9 @@ describe('admin socket', () => {
       assert.match(shape.message, /extra|args/);
       client.sendRaw(`{"command":"status","args":{"x":"${'y'.repeat(1536 * 1024)}"}}\n`);
       assert.equal((await client.next()).code, ErrorCode.ADMIN_REQUEST_TOO_LARGE);
-      assert.equal((await client.request('drop-database')).code, 'ADMIN_UNKNOWN_COMMAND');
+      assert.equal((await client.request('drop-database')).code, ErrorCode.ADMIN_UNKNOWN_COMMAND);
       const badArgs = await client.request('audit', { limit: 'all' });
-      assert.equal(badArgs.code, 'ADMIN_BAD_ARGUMENTS');
+      assert.equal(badArgs.code, ErrorCode.ADMIN_BAD_ARGUMENTS);
       assert.match(badArgs.message, /limit/);
       const status = await client.request('status');
       assert.equal(status.ok, true);

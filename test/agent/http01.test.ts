@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { test, type TestContext } from 'node:test';
 import { hasCode } from '../../src/errors.js';
 import { Http01Responder } from '../../src/agent/http01.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const TOKEN = 'evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA';
 const KEY_AUTHORIZATION = `${TOKEN}.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI`;
@@ -64,9 +65,9 @@ test('malformed tokens in requests are 400 and are refused by serve()', async (t
     assert.notEqual(response.body, KEY_AUTHORIZATION);
   }
   assert.equal((await rawGet(port, `/.well-known/acme-challenge/${TOKEN}?x=1`)).body, KEY_AUTHORIZATION);
-  assert.throws(() => responder.serve('a/b', 'a/b.thumb'), (error) => hasCode(error, 'AGENT_BAD_CHALLENGE_TOKEN'));
-  assert.throws(() => responder.serve(TOKEN, 'otherToken.9jg46WB3rR'), (error) => hasCode(error, 'AGENT_BAD_KEY_AUTHORIZATION'));
-  assert.throws(() => responder.serve(TOKEN, `${TOKEN}.`), (error) => hasCode(error, 'AGENT_BAD_KEY_AUTHORIZATION'));
+  assert.throws(() => responder.serve('a/b', 'a/b.thumb'), (error) => hasCode(error, ErrorCode.AGENT_BAD_CHALLENGE_TOKEN));
+  assert.throws(() => responder.serve(TOKEN, 'otherToken.9jg46WB3rR'), (error) => hasCode(error, ErrorCode.AGENT_BAD_KEY_AUTHORIZATION));
+  assert.throws(() => responder.serve(TOKEN, `${TOKEN}.`), (error) => hasCode(error, ErrorCode.AGENT_BAD_KEY_AUTHORIZATION));
 });
 
 test('HEAD answers without a body and other methods are refused', async (t) => {
@@ -84,7 +85,7 @@ test('HEAD answers without a body and other methods are refused', async (t) => {
 test('a port in use is reported with an actionable code, and stop() frees the port', async (t) => {
   const { port } = await started(t);
   const second = new Http01Responder({ host: '127.0.0.1', port });
-  await assert.rejects(second.start(), (error) => hasCode(error, 'AGENT_HTTP01_LISTEN_FAILED') && error.details.errno === 'EADDRINUSE');
+  await assert.rejects(second.start(), (error) => hasCode(error, ErrorCode.AGENT_HTTP01_LISTEN_FAILED) && error.details.errno === 'EADDRINUSE');
 
   const third = new Http01Responder({ host: '127.0.0.1', port: 0 });
   const { port: freed } = await third.start();

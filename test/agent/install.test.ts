@@ -12,6 +12,7 @@ import { Installer, type InstallerOptions } from '../../src/agent/install.js';
 import { createPendingKey, pendingKeyPath, spkiSha256OfPrivateKeyPem } from '../../src/agent/keys.js';
 import { appendJournal, openState, readJournal, writeFileAtomic, type AgentState, type JournalEntry } from '../../src/agent/state.js';
 import { intermediate, leaf, leafForCsr, pem, root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 interface Fixture {
   readonly dir: string;
@@ -152,9 +153,9 @@ test('chains for another key, with another fingerprint, or not verifying here ar
   const before = await snapshot(fx.dir);
 
   const foreign = await leaf(fx.ca, ['c2.db.example.com']);
-  await assert.rejects(agent.install('c2', pem(foreign.cert, fx.ca), fingerprintOf(foreign.cert.pem)), (error) => hasCode(error, 'AGENT_KEY_MISMATCH'));
+  await assert.rejects(agent.install('c2', pem(foreign.cert, fx.ca), fingerprintOf(foreign.cert.pem)), (error) => hasCode(error, ErrorCode.AGENT_KEY_MISMATCH));
 
-  await assert.rejects(agent.install('c2', c2.fullchainPem, 'ab'.repeat(32)), (error) => hasCode(error, 'AGENT_FINGERPRINT_MISMATCH'));
+  await assert.rejects(agent.install('c2', c2.fullchainPem, 'ab'.repeat(32)), (error) => hasCode(error, ErrorCode.AGENT_FINGERPRINT_MISMATCH));
 
   const impostorRoot = await root('Test Root X1');
   const impostorCa = await intermediate('Test CA R1', impostorRoot);
@@ -162,15 +163,15 @@ test('chains for another key, with another fingerprint, or not verifying here ar
   const underImpostor = await leafForCsr(impostorCa, csrPem);
   await assert.rejects(
     agent.install('c2', pem(underImpostor, impostorCa), fingerprintOf(underImpostor.pem)),
-    (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && /CHAIN_BAD_SIGNATURE/.test(error.message),
+    (error) => hasCode(error, ErrorCode.AGENT_CHAIN_UNVERIFIED) && /CHAIN_BAD_SIGNATURE/.test(error.message),
   );
 
   const later = installer(fx, { clock: () => new Date(Date.now() + 400 * 24 * 60 * 60 * 1000) });
-  await assert.rejects(deliver(later, c2), (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && (error.details.codes as string[]).includes('CHAIN_EXPIRED'));
+  await assert.rejects(deliver(later, c2), (error) => hasCode(error, ErrorCode.AGENT_CHAIN_UNVERIFIED) && (error.details.codes as string[]).includes(ErrorCode.CHAIN_EXPIRED));
 
-  await assert.rejects(agent.install('c2', 'not a chain', c2.fingerprint), (error) => hasCode(error, 'AGENT_CHAIN_UNVERIFIED') && /CHAIN_GARBAGE/.test(error.message));
-  await assert.rejects(agent.install('c9', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, 'AGENT_NO_PENDING_KEY'));
-  await assert.rejects(agent.install('../live/x', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, 'AGENT_BAD_CERTIFICATE_ID'));
+  await assert.rejects(agent.install('c2', 'not a chain', c2.fingerprint), (error) => hasCode(error, ErrorCode.AGENT_CHAIN_UNVERIFIED) && /CHAIN_GARBAGE/.test(error.message));
+  await assert.rejects(agent.install('c9', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, ErrorCode.AGENT_NO_PENDING_KEY));
+  await assert.rejects(agent.install('../live/x', c2.fullchainPem, c2.fingerprint), (error) => hasCode(error, ErrorCode.AGENT_BAD_CERTIFICATE_ID));
 
   assert.deepEqual(await snapshot(fx.dir), before);
 });
@@ -181,7 +182,7 @@ test('a delivery for a certificate with no pending key is refused', async (t) =>
   await fs.rm(pendingKeyPath(fx.state, 'c1'));
   const before = await snapshot(fx.dir);
 
-  await assert.rejects(deliver(installer(fx), c1), (error) => hasCode(error, 'AGENT_NO_PENDING_KEY'));
+  await assert.rejects(deliver(installer(fx), c1), (error) => hasCode(error, ErrorCode.AGENT_NO_PENDING_KEY));
   assert.deepEqual(await snapshot(fx.dir), before);
 });
 
@@ -195,7 +196,7 @@ test('a failing reload rolls back to the previous pair byte for byte and journal
   const rejecting = `${fx.reloadCommand}; if [ "$CERTPLANE_FINGERPRINT" = "${c2.fingerprint}" ]; then echo "line 1" >&2; echo "server rejected the certificate" >&2; exit 3; fi`;
 
   await assert.rejects(deliver(installer(fx, { reloadCommand: rejecting }), c2), (error) => {
-    assert.ok(hasCode(error, 'AGENT_RELOAD_FAILED'));
+    assert.ok(hasCode(error, ErrorCode.AGENT_RELOAD_FAILED));
     assert.equal(error.details.exitCode, 3);
     assert.equal(error.details.restoredFingerprintSha256, c1.fingerprint);
     assert.equal(error.details.restoreReloadOk, true);
@@ -220,7 +221,7 @@ test('a failing reload after a first install removes the new pair', async (t) =>
   const fx = await fixture(t);
   const c1 = await deliveryFor(fx, 'c1');
 
-  await assert.rejects(deliver(installer(fx, { reloadCommand: 'exit 3' }), c1), (error) => hasCode(error, 'AGENT_RELOAD_FAILED') && error.details.exitCode === 3 && error.details.restoredFingerprintSha256 === null);
+  await assert.rejects(deliver(installer(fx, { reloadCommand: 'exit 3' }), c1), (error) => hasCode(error, ErrorCode.AGENT_RELOAD_FAILED) && error.details.exitCode === 3 && error.details.restoredFingerprintSha256 === null);
 
   assert.deepEqual(await fs.readdir(fx.state.liveDir), []);
   assert.equal(await installer(fx).installedFingerprint(), null);
@@ -236,7 +237,7 @@ test('a hanging reload command is killed, with its children, at the timeout', as
   const hanging = installer(fx, { reloadCommand: `sleep 30 & echo $! >> '${pids}'; wait`, reloadTimeoutMs: 300 });
 
   const started = Date.now();
-  await assert.rejects(deliver(hanging, c2), (error) => hasCode(error, 'AGENT_RELOAD_FAILED') && error.details.timedOut === true && error.details.restoreReloadOk === false);
+  await assert.rejects(deliver(hanging, c2), (error) => hasCode(error, ErrorCode.AGENT_RELOAD_FAILED) && error.details.timedOut === true && error.details.restoreReloadOk === false);
 
   assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   const sleepers = (await fs.readFile(pids, 'utf8')).split('\n').filter(Boolean).map(Number);
@@ -356,5 +357,5 @@ test('without --group nothing changes: live/ stays the agent\'s alone, and a sha
   assert.equal(await modeOf(fx.state.dir), 0o700);
   assert.equal(await modeOf(live(fx, 'privkey.pem')), 0o600);
   await openState(fx.state.dir, { liveGroup: 65534 });
-  await assert.rejects(openState(fx.state.dir), (error) => hasCode(error, 'AGENT_STATE_PERMISSIONS') && /chmod 700/.test((error as Error).message));
+  await assert.rejects(openState(fx.state.dir), (error) => hasCode(error, ErrorCode.AGENT_STATE_PERMISSIONS) && /chmod 700/.test((error as Error).message));
 });

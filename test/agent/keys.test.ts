@@ -7,6 +7,7 @@ import { parseCsr } from '../../src/chain/index.js';
 import { hasCode } from '../../src/errors.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds, pendingKeyPath, spkiSha256OfPrivateKeyPem } from '../../src/agent/keys.js';
 import { openState, type AgentState } from '../../src/agent/state.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 async function temporaryState(t: TestContext): Promise<AgentState> {
   const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-keys-'));
@@ -64,14 +65,14 @@ test('a pending key of another algorithm is not silently reused', async (t) => {
   const state = await temporaryState(t);
   await createPendingKey(state, 'cert-4', 'ecdsa-p256', ['db4.example.com']);
 
-  await assert.rejects(createPendingKey(state, 'cert-4', 'rsa-2048', ['db4.example.com']), (error) => hasCode(error, 'AGENT_PENDING_KEY_CONFLICT'));
+  await assert.rejects(createPendingKey(state, 'cert-4', 'rsa-2048', ['db4.example.com']), (error) => hasCode(error, ErrorCode.AGENT_PENDING_KEY_CONFLICT));
 });
 
 test('invalid certificate ids are refused before they touch the file system', async (t) => {
   const state = await temporaryState(t);
   for (const id of ['../live/privkey', 'a/b', '', 'x'.repeat(65), 'cert.1', 'cert 1']) {
-    await assert.rejects(createPendingKey(state, id, 'ecdsa-p256', ['db.example.com']), (error) => hasCode(error, 'AGENT_BAD_CERTIFICATE_ID'), id);
-    await assert.rejects(discardPendingKey(state, id), (error) => hasCode(error, 'AGENT_BAD_CERTIFICATE_ID'), id);
+    await assert.rejects(createPendingKey(state, id, 'ecdsa-p256', ['db.example.com']), (error) => hasCode(error, ErrorCode.AGENT_BAD_CERTIFICATE_ID), id);
+    await assert.rejects(discardPendingKey(state, id), (error) => hasCode(error, ErrorCode.AGENT_BAD_CERTIFICATE_ID), id);
   }
   assert.deepEqual(await fs.readdir(state.pendingDir), []);
   assert.deepEqual(await fs.readdir(state.liveDir), []);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { hasCode } from '../../src/errors.js';
 import { appendJournal, openState, readIdentity, readJournal, writeFileAtomic, writeIdentity } from '../../src/agent/state.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 async function temporaryDirectory(t: TestContext): Promise<string> {
   const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-state-'));
@@ -29,7 +30,7 @@ test('refuses to start when the state directory is open to group or others', asy
   await openState(dir);
   await fs.chmod(dir, 0o750);
 
-  await assert.rejects(openState(dir), (error) => hasCode(error, 'AGENT_STATE_PERMISSIONS') && /chmod 700/.test(error.message));
+  await assert.rejects(openState(dir), (error) => hasCode(error, ErrorCode.AGENT_STATE_PERMISSIONS) && /chmod 700/.test(error.message));
 });
 
 test('refuses to start when a key file is open to group or others', async (t) => {
@@ -37,7 +38,7 @@ test('refuses to start when a key file is open to group or others', async (t) =>
   const state = await openState(dir);
   for (const file of [path.join(state.pendingDir, 'cert-1.key.pem'), path.join(state.liveDir, 'privkey.pem'), path.join(state.identityDir, 'key.pem')]) {
     await writeFileAtomic(file, 'key', 0o640);
-    await assert.rejects(openState(dir), (error) => hasCode(error, 'AGENT_STATE_PERMISSIONS') && error.details.path === file, file);
+    await assert.rejects(openState(dir), (error) => hasCode(error, ErrorCode.AGENT_STATE_PERMISSIONS) && error.details.path === file, file);
     await fs.chmod(file, 0o600);
   }
   await openState(dir);
@@ -79,7 +80,7 @@ test('identity round-trips, with a private key file, and is null before enrollme
   assert.deepEqual(await readIdentity(state), identity);
   assert.equal(await modeOf(path.join(state.identityDir, 'key.pem')), 0o600);
   await fs.writeFile(path.join(state.identityDir, 'instance.json'), '{"instanceId":"x"}');
-  await assert.rejects(readIdentity(state), (error) => hasCode(error, 'AGENT_IDENTITY_INVALID'));
+  await assert.rejects(readIdentity(state), (error) => hasCode(error, ErrorCode.AGENT_IDENTITY_INVALID));
 });
 
 test('the journal appends in order and survives a line torn by a crash', async (t) => {
@@ -93,5 +94,5 @@ test('the journal appends in order and survives a line torn by a crash', async (
   assert.deepEqual(await readJournal(state), [entry('installed', 'a'), entry('reloaded', 'a')]);
 
   await fs.appendFile(state.journalPath, 'garbage\n');
-  await assert.rejects(readJournal(state), (error) => hasCode(error, 'AGENT_JOURNAL_CORRUPT') && error.details.line === 3);
+  await assert.rejects(readJournal(state), (error) => hasCode(error, ErrorCode.AGENT_JOURNAL_CORRUPT) && error.details.line === 3);
 });

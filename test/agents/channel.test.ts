@@ -14,6 +14,7 @@ import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } f
 import { root } from '../support/hierarchies.js';
 import { opensslCsr } from '../support/openssl.js';
 import { advance } from '../support/lifecycle.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('agent channel', async () => {
   let plane: TestPlane;
@@ -162,8 +163,8 @@ describe('agent channel', async () => {
     // Escapes JSON.parse decodes: a pattern over the raw frame sees neither the dashes nor "PRIVATE".
     const hide = [(t: string) => t.replaceAll('-', '\\u002d'), (t: string) => t.replaceAll('PRIVATE', '\\u0050RIVATE'), (t: string) => t.replaceAll('-----BEGIN', '\\u002d----BEGIN').replaceAll('-----END', '\\u002d----END')];
     const messages = [
-      { type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: `reload failed: ${privateKeyPem}` },
-      { type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: privateKeyPem.replaceAll('\n', ' ') },
+      { type: 'install_failed', certificateId, code: ErrorCode.AGENT_RELOAD_FAILED, message: `reload failed: ${privateKeyPem}` },
+      { type: 'install_failed', certificateId, code: ErrorCode.AGENT_RELOAD_FAILED, message: privateKeyPem.replaceAll('\n', ' ') },
       { type: 'error', code: 'AGENT_X', message: privateKeyPem },
     ];
     for (const message of messages) {
@@ -195,7 +196,7 @@ describe('agent channel', async () => {
     await advance(plane.store, certificateId, 'delivered', { fingerprintSha256: 'ab'.repeat(32), deliveredAt: new Date() });
     const channel = await authenticate(agent);
     await channel.next('welcome');
-    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: 'AGENT_RELOAD_FAILED', message: 'nginx: [emerg] bad\nsha256:forged  admin  active\u001b[2K' }));
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: ErrorCode.AGENT_RELOAD_FAILED, message: 'nginx: [emerg] bad\nsha256:forged  admin  active\u001b[2K' }));
     let stored = await plane.store.certificates.get(certificateId);
     for (let i = 0; i < 100 && stored?.status !== 'failed'; i += 1) {
       await new Promise((r) => setTimeout(r, 20));
@@ -269,7 +270,7 @@ describe('agent channel', async () => {
     try {
       const three = await limited.app.inject({ method: 'POST', url: '/v1/instances', payload: { name: 'three', hostnames: ['a.three.example.com', 'b.three.example.com', 'c.three.example.com'] } });
       assert.equal(three.statusCode, 400, three.body);
-      assert.equal(three.json().code, 'VALIDATION_FAILED');
+      assert.equal(three.json().code, ErrorCode.VALIDATION_FAILED);
       assert.match(three.json().message, /3 distinct names, more than the 2/);
       const agent = await enrollTestAgent(limited, 'two', ['a.two.example.com', 'B.two.example.com', 'b.two.example.com']);
       assert.deepEqual((await limited.store.instances.get(agent.instanceId))?.hostnames, ['a.two.example.com', 'b.two.example.com']);

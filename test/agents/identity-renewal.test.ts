@@ -16,6 +16,7 @@ import { startChannelRecorder } from '../support/channel-recorder.js';
 import { scratch } from '../support/cli.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const DAY = 86_400_000;
 let plane: TestPlane;
@@ -83,7 +84,7 @@ test('a renewal asked before two thirds of the lifetime is refused with AGENT_RE
   channel.send(await renewalRequest());
   const refused = await channel.next(['identity_renewal_refused', 'identity_renewed']);
   assert.equal(refused.type, 'identity_renewal_refused');
-  assert.equal(refused.code, 'AGENT_RENEWAL_TOO_EARLY');
+  assert.equal(refused.code, ErrorCode.AGENT_RENEWAL_TOO_EARLY);
   assert.equal(refused.retryAt, opensAt.toISOString());
   assert.equal(await agentCertificateCount(agent.instanceId), 1);
   assert.equal((await plane.store.audit.list(20)).some((e) => e.action === 'agent.identity.renew' && (e.details as any)?.previous === parseCertificateBundle(agent.certificatePem)[0]!.fingerprintSha256), false);
@@ -107,7 +108,7 @@ test('a flood of renewal requests mints one certificate: once per connection, th
 
   const first = await flood(50);
   assert.equal(first.filter((f) => f.type === 'identity_renewed').length, 1);
-  assert.deepEqual(new Set(first.filter((f) => f.type === 'identity_renewal_refused').map((f) => f.code)), new Set(['AGENT_RENEWAL_RATE_LIMITED']));
+  assert.deepEqual(new Set(first.filter((f) => f.type === 'identity_renewal_refused').map((f) => f.code)), new Set([ErrorCode.AGENT_RENEWAL_RATE_LIMITED]));
   assert.equal(await agentCertificateCount(agent.instanceId), 2);
 
   const again = await flood(20);
@@ -131,7 +132,7 @@ test('an agent whose clock runs ahead is refused without losing its connection, 
   client.start();
   try {
     const refusal = await eventually(async () => recorder.frames.find((f) => f.direction === 'to-agent' && f.text.includes('identity_renewal_refused')), 10_000, 50, 'the refusal on the channel');
-    assert.equal(JSON.parse(refusal.text).code, 'AGENT_RENEWAL_TOO_EARLY');
+    assert.equal(JSON.parse(refusal.text).code, ErrorCode.AGENT_RENEWAL_TOO_EARLY);
     const session = plane.sessions.get(instance.id);
     assert.ok(session);
     // The agent's next frame would have closed the channel had it not understood the refusal.

@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { loopbackServerCertificate } from '../../src/pki/factory.js';
 import { callPlane, clientCertificate, type ClientIdentity } from '../support/callers.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const DAY = 86_400_000;
 
@@ -71,11 +72,11 @@ describe('client-certificate authentication and roles', async () => {
         if (route.needs === 'public') assert.ok(status !== 403 && !String(body.code).startsWith('AUTH_'), label);
         else if (['none', 'unknown', 'revoked', 'expired'].includes(who)) {
           assert.equal(status, 401, label);
-          assert.equal(body.code, { none: 'AUTH_CLIENT_CERTIFICATE_REQUIRED', unknown: 'AUTH_UNKNOWN_CLIENT', revoked: 'AUTH_CLIENT_REVOKED', expired: 'AUTH_CLIENT_CERTIFICATE_EXPIRED' }[who], label);
+          assert.equal(body.code, { none: ErrorCode.AUTH_CLIENT_CERTIFICATE_REQUIRED, unknown: ErrorCode.AUTH_UNKNOWN_CLIENT, revoked: ErrorCode.AUTH_CLIENT_REVOKED, expired: ErrorCode.AUTH_CLIENT_CERTIFICATE_EXPIRED }[who], label);
         } else if (allowed[who]!.includes(route.needs)) assert.ok(status < 400 || status === 404 || status === 400, label);
         else {
           assert.equal(status, 403, label);
-          assert.equal(body.code, 'AUTH_FORBIDDEN');
+          assert.equal(body.code, ErrorCode.AUTH_FORBIDDEN);
         }
       }
     }

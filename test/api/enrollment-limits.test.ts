@@ -12,6 +12,7 @@ import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { cleanupList, type Defer } from '../support/cleanups.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const TIMEOUT = { timeout: 120_000 };
 
@@ -94,7 +95,7 @@ for (const engine of engines) {
       assert.equal(count(statuses, 429), 100 - ENROLLMENT_BURST);
       assert.equal(valid.status, 201, JSON.stringify(valid.body));
       assert.equal(valid.body.instanceId, id);
-      for (const answer of answers) assert.equal(answer.body.code, answer.status === 401 ? 'ENROLLMENT_TOKEN_INVALID' : 'ENROLLMENT_RATE_LIMITED');
+      for (const answer of answers) assert.equal(answer.body.code, answer.status === 401 ? ErrorCode.ENROLLMENT_TOKEN_INVALID : ErrorCode.ENROLLMENT_RATE_LIMITED);
       assert.equal((await post(p, from, '/v1/agents/enroll', { token: wrongToken(999), csrPem })).status, 429, 'the allowance stays spent after the flood');
     });
 
@@ -122,7 +123,7 @@ for (const engine of engines) {
       for (let i = 0; i < ENROLLMENT_BURST + 2; i += 1) {
         const refused = await post(p, from, '/v1/agents/enroll', { token: enrollmentToken, csrPem: rsaCsr });
         assert.equal(refused.status, 400, JSON.stringify(refused.body));
-        assert.equal(refused.body.code, 'ENROLLMENT_KEY_UNSUPPORTED');
+        assert.equal(refused.body.code, ErrorCode.ENROLLMENT_KEY_UNSUPPORTED);
       }
       assert.equal((await post(p, from, '/v1/agents/enroll', { token: enrollmentToken, csrPem: 'garbage' })).status, 400);
       assert.equal((await p.store.agentCertificates.list(100)).filter((c) => c.instanceId === id).length, 0, 'nothing recorded for a refused CSR');
@@ -131,7 +132,7 @@ for (const engine of engines) {
       assert.equal(enrolled.body.instanceId, id);
       const again = await post(p, from, '/v1/agents/enroll', { token: enrollmentToken, csrPem: await p256Csr() });
       assert.equal(again.status, 401, 'refused CSRs with a valid token are not failures: the allowance is whole');
-      assert.equal(again.body.code, 'ENROLLMENT_TOKEN_INVALID');
+      assert.equal(again.body.code, ErrorCode.ENROLLMENT_TOKEN_INVALID);
     });
 
     test('20 concurrent enrollments with one token: one certificate is issued and recorded, every other answer refuses', TIMEOUT, async () => {

@@ -14,6 +14,7 @@ import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/pr
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { EKU, createCsr, generateKeyPair, issueCertificate, loopbackServerCertificate } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const DAY = 86_400_000;
 
@@ -73,7 +74,7 @@ describe('secure mode: hostname ownership and cursors across clusters', async ()
     for (const hostnames of [['b.example'], ['B.Example'], ['eu-only.example', 'b.example'], ['*.corp.example']]) {
       const refused = await call('POST', '/v1/instances', 'euOperator', { name: 'eu-evil', hostnames, cluster: 'eu-1' });
       assert.equal(refused.status, 409, refused.text);
-      assert.equal(refused.body.code, 'INSTANCE_HOSTNAME_TAKEN');
+      assert.equal(refused.body.code, ErrorCode.INSTANCE_HOSTNAME_TAKEN);
       assert.ok(!refused.text.includes(usInstance) && !refused.text.includes('us-1') && !refused.text.includes('us-b') && !refused.text.includes('www.corp'), `the 409 leaks the holder: ${refused.text}`);
       assert.match(refused.body.message, /another instance/);
     }
@@ -122,7 +123,7 @@ describe('secure mode: hostname ownership and cursors across clusters', async ()
     for (const forged of [`${position}.${flipped}`, position, `${usPosition}.${mac}`, `${position}x.${mac}`, 'AAAA.AAAA', `${last}.`]) {
       const refused = await call('GET', `/v1/instances?cursor=${encodeURIComponent(forged)}`, 'euReader');
       assert.equal(refused.status, 400, `${forged}: ${refused.text}`);
-      assert.equal(refused.body.code, 'STORE_INVALID_CURSOR');
+      assert.equal(refused.body.code, ErrorCode.STORE_INVALID_CURSOR);
     }
     // A cursor is bound to the view of the caller it was issued to.
     assert.equal((await call('GET', `/v1/instances?cursor=${encodeURIComponent(last)}`, 'usReader')).status, 400);

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { generateKeyPair } from '../../src/pki/factory.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 import { certplane } from '../support/cli.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('reissue API and CLI', async () => {
   let plane: TestPlane;
@@ -54,7 +55,7 @@ describe('reissue API and CLI', async () => {
     for (const payload of ['1', '"stop"', '[]', 'true']) {
       const refused = await cancel(payload);
       assert.equal(refused.statusCode, 400, `${payload}: ${refused.body}`);
-      assert.equal(refused.json().code, 'VALIDATION_FAILED');
+      assert.equal(refused.json().code, ErrorCode.VALIDATION_FAILED);
     }
     assert.equal((await plane.store.campaigns.get(campaign.id))?.state, 'running', 'a refused cancel leaves the campaign running');
     for (const payload of ['null', ' null ', '{}', undefined]) {
@@ -70,8 +71,8 @@ describe('reissue API and CLI', async () => {
     assert.equal((await post({ selector: { all: false }, reason: 'x' })).statusCode, 400);
     const rotate = await post({ selector: { all: true }, reason: 'x', rotateKey: false });
     assert.equal(rotate.statusCode, 400);
-    assert.equal(rotate.json().code, 'REISSUE_KEY_REUSE_UNSUPPORTED');
-    assert.equal((await post({ selector: { cluster: 'nowhere' }, reason: 'x' })).json().code, 'REISSUE_NOTHING_MATCHED');
+    assert.equal(rotate.json().code, ErrorCode.REISSUE_KEY_REUSE_UNSUPPORTED);
+    assert.equal((await post({ selector: { cluster: 'nowhere' }, reason: 'x' })).json().code, ErrorCode.REISSUE_NOTHING_MATCHED);
     assert.equal((await post({ selector: { instanceIds: ['00000000-0000-4000-8000-000000000000'] }, reason: 'x' })).statusCode, 404);
     assert.equal((await post({ selector: { chainIncludes: 'sha256:zz' }, reason: 'x', dryRun: true })).statusCode, 400);
     assert.equal((await plane.app.inject({ method: 'GET', url: '/v1/reissues/00000000-0000-4000-8000-000000000000' })).statusCode, 404);
@@ -99,7 +100,7 @@ describe('reissue API and CLI', async () => {
     ];
     for (const request of requests) {
       const reply = await plane.app.inject(request as { method: 'GET' | 'POST'; url: string });
-      assert.deepEqual([reply.statusCode, reply.json().code], [400, 'PRIVATE_KEY_REFUSED'], `${request.method} ${request.url}: ${reply.body.slice(0, 200)}`);
+      assert.deepEqual([reply.statusCode, reply.json().code], [400, ErrorCode.PRIVATE_KEY_REFUSED], `${request.method} ${request.url}: ${reply.body.slice(0, 200)}`);
       assert.ok(!reply.body.includes(body.slice(40, 80)), `the answer echoes the key: ${reply.body}`);
     }
     assert.equal(await counts(), after, 'nothing was stored');

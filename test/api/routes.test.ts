@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('REST API', async () => {
   let plane: TestPlane;
@@ -32,24 +33,24 @@ describe('REST API', async () => {
     for (const body of [{}, { name: 'x' }, { name: 'x', hostnames: [] }, { name: 'x', hostnames: ['not a name'] }, { name: 'x', hostnames: ['a.example.com'], extra: 1 }, { name: 'x', hostnames: ['a.example.com'], keyAlgorithm: 'dsa' }]) {
       const response = await call('POST', '/v1/instances', body);
       assert.equal(response.status, 400, JSON.stringify(body));
-      assert.equal(response.body.code, 'VALIDATION_FAILED');
+      assert.equal(response.body.code, ErrorCode.VALIDATION_FAILED);
     }
     const raw = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: '{"name":', headers: { 'content-type': 'application/json' } });
-    assert.deepEqual([raw.statusCode, raw.json().code], [400, 'REQUEST_BODY_INVALID_JSON']);
+    assert.deepEqual([raw.statusCode, raw.json().code], [400, ErrorCode.REQUEST_BODY_INVALID_JSON]);
     const huge = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: JSON.stringify({ name: 'x'.repeat(100_000), hostnames: ['a.example.com'] }), headers: { 'content-type': 'application/json' } });
-    assert.deepEqual([huge.statusCode, huge.json().code], [413, 'REQUEST_BODY_TOO_LARGE']);
+    assert.deepEqual([huge.statusCode, huge.json().code], [413, ErrorCode.REQUEST_BODY_TOO_LARGE]);
   });
 
   test('refusals made before any route runs speak certplane codes, not the framework\'s', async () => {
     const cases: { request: { method: 'GET' | 'POST'; url: string; payload?: string; headers?: Record<string, string> }; status: number; code: string }[] = [
-      { request: { method: 'POST', url: '/v1/instances', payload: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
+      { request: { method: 'POST', url: '/v1/instances', payload: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, status: 415, code: ErrorCode.REQUEST_MEDIA_TYPE_UNSUPPORTED },
       // Fastify parses text/plain by default; the README promises 415 for every body that is not JSON.
-      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","hostnames":["x.example.com"]}', headers: { 'content-type': 'text/plain' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
-      { request: { method: 'POST', url: '/v1/reissues', payload: 'reissue everything', headers: { 'content-type': 'text/plain; charset=utf-8' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
-      { request: { method: 'POST', url: '/v1/agents/enroll', payload: 'token', headers: { 'content-type': 'text/plain' } }, status: 415, code: 'REQUEST_MEDIA_TYPE_UNSUPPORTED' },
-      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","__proto__":{"admin":true}}', headers: { 'content-type': 'application/json' } }, status: 400, code: 'REQUEST_BODY_INVALID_JSON' },
-      { request: { method: 'GET', url: `/v1/instances/${'a'.repeat(150)}` }, status: 414, code: 'REQUEST_URL_PARAMETER_TOO_LONG' },
-      { request: { method: 'GET', url: '/v1/instances/%zz' }, status: 400, code: 'REQUEST_URL_INVALID' },
+      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","hostnames":["x.example.com"]}', headers: { 'content-type': 'text/plain' } }, status: 415, code: ErrorCode.REQUEST_MEDIA_TYPE_UNSUPPORTED },
+      { request: { method: 'POST', url: '/v1/reissues', payload: 'reissue everything', headers: { 'content-type': 'text/plain; charset=utf-8' } }, status: 415, code: ErrorCode.REQUEST_MEDIA_TYPE_UNSUPPORTED },
+      { request: { method: 'POST', url: '/v1/agents/enroll', payload: 'token', headers: { 'content-type': 'text/plain' } }, status: 415, code: ErrorCode.REQUEST_MEDIA_TYPE_UNSUPPORTED },
+      { request: { method: 'POST', url: '/v1/instances', payload: '{"name":"x","__proto__":{"admin":true}}', headers: { 'content-type': 'application/json' } }, status: 400, code: ErrorCode.REQUEST_BODY_INVALID_JSON },
+      { request: { method: 'GET', url: `/v1/instances/${'a'.repeat(150)}` }, status: 414, code: ErrorCode.REQUEST_URL_PARAMETER_TOO_LONG },
+      { request: { method: 'GET', url: '/v1/instances/%zz' }, status: 400, code: ErrorCode.REQUEST_URL_INVALID },
     ];
     for (const { request, status, code } of cases) {
       const response = await plane.app.inject(request);
@@ -86,7 +87,7 @@ describe('REST API', async () => {
     assert.equal((await call('GET', '/v1/instances/not-a-uuid')).status, 400);
     assert.equal((await call('POST', '/v1/instances/00000000-0000-4000-8000-000000000000/issue')).status, 404);
     assert.equal((await call('GET', '/v1/certificates/00000000-0000-4000-8000-000000000000')).status, 404);
-    assert.equal((await call('GET', '/v1/nothing-here')).body.code, 'NOT_FOUND');
+    assert.equal((await call('GET', '/v1/nothing-here')).body.code, ErrorCode.NOT_FOUND);
   });
 
   test('issue returns 202 and the same open certificate until it is done', async () => {
@@ -112,7 +113,7 @@ describe('REST API', async () => {
     assert.match(enrolled.body.certificatePem, /BEGIN CERTIFICATE/);
     const again = await call('POST', '/v1/agents/enroll', { token: enrollmentToken, csrPem });
     assert.equal(again.status, 401);
-    assert.equal(again.body.code, 'ENROLLMENT_TOKEN_INVALID');
+    assert.equal(again.body.code, ErrorCode.ENROLLMENT_TOKEN_INVALID);
     const fresh = await call('POST', `/v1/instances/${id}/enrollment-token`);
     assert.equal(fresh.status, 201);
     assert.equal((await call('POST', '/v1/agents/enroll', { token: fresh.body.enrollmentToken, csrPem })).status, 201);
@@ -159,6 +160,6 @@ describe('enrollment failures are rate-limited per address, successes are not', 
     assert.equal(late.statusCode, 201, late.body);
     const guess = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: 'cpe_guess', csrPem } });
     assert.equal(guess.statusCode, 429);
-    assert.equal(guess.json().code, 'ENROLLMENT_RATE_LIMITED');
+    assert.equal(guess.json().code, ErrorCode.ENROLLMENT_RATE_LIMITED);
   });
 });

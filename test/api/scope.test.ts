@@ -15,6 +15,7 @@ import { createCsr, generateKeyPair, loopbackServerCertificate } from '../../src
 import type { ApiRole } from '../../src/store/types.js';
 import { callPlane, clientCertificate, type ClientIdentity } from '../support/callers.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const OPENAPI = fileURLToPath(new URL('../../../openapi.yaml', import.meta.url));
 
@@ -40,13 +41,13 @@ describe('cluster limits on every route', async () => {
     const unknown = await call(who, method, template.replace('{id}', ghost), body);
     const label = `${method} ${template} as ${who} on ${id}: ${real.status} ${JSON.stringify(real.body)}`;
     assert.equal(real.status, 404, label);
-    assert.equal(real.body.code, 'NOT_FOUND', label);
+    assert.equal(real.body.code, ErrorCode.NOT_FOUND, label);
     assert.equal(unknown.status, 404, `${method} ${template} with an unknown id`);
     assert.deepEqual({ ...real.body, message: real.body.message.replaceAll(id, ':id') }, { ...unknown.body, message: unknown.body.message.replaceAll(ghost, ':id') }, label);
   };
   const assertForbidden = async (who: Who, method: string, path: string, body: unknown) => {
     const response = await call(who, method, path, body);
-    assert.deepEqual([response.status, response.body.code], [403, 'AUTH_FORBIDDEN'], `${method} ${path} ${JSON.stringify(body)} as ${who}: ${JSON.stringify(response.body)}`);
+    assert.deepEqual([response.status, response.body.code], [403, ErrorCode.AUTH_FORBIDDEN], `${method} ${path} ${JSON.stringify(body)} as ${who}: ${JSON.stringify(response.body)}`);
   };
   const campaignState = async (id: string) => (await plane.store.campaigns.get(id))?.state;
   const countRows = async (sql: string, params: unknown[] = []) => Number((await plane.store.query<{ n: string }>(sql, params))[0]!.n);
@@ -92,7 +93,7 @@ describe('cluster limits on every route', async () => {
       // The one-time token is the credential and names its instance; only scoped routes mint it.
       assert.deepEqual(operation.security, []);
       const refused = await call('euOperator', 'POST', '/v1/agents/enroll', { token: 'cpe_guess', csrPem: await createCsr(await generateKeyPair(), ['certplane-agent']) });
-      assert.equal(refused.body.code, 'ENROLLMENT_TOKEN_INVALID');
+      assert.equal(refused.body.code, ErrorCode.ENROLLMENT_TOKEN_INVALID);
     },
     'GET /metrics': async () => {
       // Process-wide counters without instance or cluster labels.

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { generateKeyPair, createCsr } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { letsEncrypt2021, pem } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('certplane chain select and verify (real processes)', async () => {
   const dir = await scratch();
@@ -43,7 +44,7 @@ describe('certplane chain select and verify (real processes)', async () => {
     assert.equal(out.chains.length, 2);
     assert.equal(out.chains[0].topIssuer, 'DST Root CA X3');
     assert.equal(out.chains[0].anchor, 'ISRG Root X1');
-    assert.ok(out.chains[0].errors.some((e: { code: string }) => e.code === 'SELECT_ROOT_NOT_IN_TRUST_STORE'));
+    assert.ok(out.chains[0].errors.some((e: { code: string }) => e.code === ErrorCode.SELECT_ROOT_NOT_IN_TRUST_STORE));
   });
 
   test('falls through an ordered list of preferences to the first satisfiable one', async () => {
@@ -77,13 +78,13 @@ describe('certplane chain select and verify (real processes)', async () => {
     assert.match(good.stdout, /VERIFIED/);
     const wrongKey = await certplane(['chain', 'verify', files.short!, '--trust', files.x1!, '--key', files.otherCsr!, '--json']);
     assert.equal(wrongKey.code, 1);
-    assert.deepEqual(JSON.parse(wrongKey.stdout).errors.map((e: { code: string }) => e.code), ['CHAIN_KEY_MISMATCH']);
+    assert.deepEqual(JSON.parse(wrongKey.stdout).errors.map((e: { code: string }) => e.code), [ErrorCode.CHAIN_KEY_MISMATCH]);
   });
 
   test('verify --at: the same chain fails at a time after it expires', async () => {
     const r = await certplane(['chain', 'verify', files.short!, '--trust', files.x1!, '--at', new Date(Date.now() + 400 * 86_400_000).toISOString(), '--json']);
     assert.equal(r.code, 1);
-    assert.ok(JSON.parse(r.stdout).errors.some((e: { code: string }) => e.code === 'CHAIN_EXPIRED'));
+    assert.ok(JSON.parse(r.stdout).errors.some((e: { code: string }) => e.code === ErrorCode.CHAIN_EXPIRED));
   });
 
   test('a private key handed in as --key is refused', async () => {

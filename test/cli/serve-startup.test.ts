@@ -15,6 +15,7 @@ import { loopbackServerCertificate } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 import { startCertplane } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** Start-up on PGlite under a loaded test machine can take tens of seconds before it reaches the failing step. */
 const START_MS = 240_000;
@@ -85,7 +86,7 @@ test('a regular file at the admin socket path: ADMIN_SOCKET_PATH_OCCUPIED, exit 
   const port = await freePort();
   const path = await dir.write('occupied', 'precious data');
   const result = await failedStart(planeEnv('occupied', port, path));
-  assertFailedOnce(result, 'ADMIN_SOCKET_PATH_OCCUPIED');
+  assertFailedOnce(result, ErrorCode.ADMIN_SOCKET_PATH_OCCUPIED);
   assert.equal(await readFile(path, 'utf8'), 'precious data');
   await assertPortFree(port);
 });
@@ -98,7 +99,7 @@ test("a live socket of another process at the admin socket path: ADMIN_SOCKET_IN
   await listenOn(other, path);
   try {
     const result = await failedStart(planeEnv('live', port, path));
-    assertFailedOnce(result, 'ADMIN_SOCKET_IN_USE');
+    assertFailedOnce(result, ErrorCode.ADMIN_SOCKET_IN_USE);
     const client = createConnection(path);
     const [answer] = (await once(client, 'data')) as [Buffer];
     assert.equal(answer.toString(), 'still here\n');
@@ -116,7 +117,7 @@ test('the listen port in use: SERVER_LISTEN_FAILED (EADDRINUSE), exit 1 promptly
   const adminDir = dir.path('port-in-use');
   try {
     const result = await failedStart(planeEnv('port', port, join(adminDir, 'admin.sock')));
-    assertFailedOnce(result, 'SERVER_LISTEN_FAILED');
+    assertFailedOnce(result, ErrorCode.SERVER_LISTEN_FAILED);
     assert.match(result.errorLine, /EADDRINUSE.*CERTPLANE_LISTEN/);
     // The admin socket was up before the listener failed; it was closed and its file removed.
     assert.ok(result.lines.some((line) => line.includes('admin console listening')), 'the admin socket had started');
@@ -132,7 +133,7 @@ test('an admin socket directory owned by another user: ADMIN_SOCKET_DIRECTORY_IN
   await mkdir(foreign, { mode: 0o700 });
   await chown(foreign, NOBODY, NOBODY);
   const result = await failedStart(planeEnv('foreign', port, join(foreign, 'admin.sock')));
-  assertFailedOnce(result, 'ADMIN_SOCKET_DIRECTORY_INSECURE');
+  assertFailedOnce(result, ErrorCode.ADMIN_SOCKET_DIRECTORY_INSECURE);
   assert.deepEqual(await readdir(foreign), []);
   await assertPortFree(port);
 });
@@ -146,7 +147,7 @@ test('a TLS key group or others may read: SECRETS_FILE_PERMISSIONS before anythi
   env.CERTPLANE_TLS_CERT = await dir.write('server.pem', listener.certPem);
   env.CERTPLANE_TLS_KEY = await dir.write('server.key', listener.keyPem, 0o644);
   const result = await failedStart(env);
-  assertFailedOnce(result, 'SECRETS_FILE_PERMISSIONS');
+  assertFailedOnce(result, ErrorCode.SECRETS_FILE_PERMISSIONS);
   assert.match(result.errorLine, /server\.key is accessible by group or others \(mode 644\).*chmod 600/);
   await assert.rejects(lstat(adminDir), /ENOENT/, 'the admin socket was never created');
   await assertPortFree(port);
@@ -159,7 +160,7 @@ test('a secrets directory others may read, found after the store opened: SECRETS
   await mkdir(dir.path('open-secrets'));
   await chmod(dir.path('open-secrets'), 0o755);
   const result = await failedStart(env);
-  assertFailedOnce(result, 'SECRETS_FILE_PERMISSIONS');
+  assertFailedOnce(result, ErrorCode.SECRETS_FILE_PERMISSIONS);
   assert.ok(result.lines.some((line) => line.includes('configuration change recorded')), 'the store had opened');
   await assert.rejects(lstat(adminDir), /ENOENT/);
   await assertPortFree(port);

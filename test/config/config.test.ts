@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CertplaneError } from '../../src/errors.js';
 import { LETS_ENCRYPT_PRODUCTION, loadConfig } from '../../src/config/config.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const invalid = (env: Record<string, string>, variable: string) =>
-  assert.throws(() => loadConfig(env), (e: unknown) => e instanceof CertplaneError && e.code === 'CONFIG_INVALID' && e.message.includes(variable));
+  assert.throws(() => loadConfig(env), (e: unknown) => e instanceof CertplaneError && e.code === ErrorCode.CONFIG_INVALID && e.message.includes(variable));
 
 test('defaults: Let\'s Encrypt production, ISRG Root X1, no fallback, system trust store, file secrets', () => {
   const config = loadConfig({});

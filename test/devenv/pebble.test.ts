@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { hasCode } from '../../src/errors.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 let pebble: LocalPebble;
 
@@ -111,14 +112,14 @@ test('stop() kills pebble and challtestsrv and removes the directory it created'
   assert.deepEqual(pids.filter(isAlive), []);
   assert.equal(existsSync(workDir), false);
   await own.stop();
-  await assert.rejects(own.roots(), (error) => hasCode(error, 'DEVENV_PEBBLE_MANAGEMENT'));
+  await assert.rejects(own.roots(), (error) => hasCode(error, ErrorCode.DEVENV_PEBBLE_MANAGEMENT));
 });
 
 test('a Pebble that exits while starting gives DEVENV_PEBBLE_START with its output, and leaves nothing running', async () => {
   const workDir = await mkdtemp(join(tmpdir(), 'certplane-pebble-test-'));
   try {
     await assert.rejects(startPebble({ workDir, env: { PEBBLE_CHAIN_LENGTH: '0' } }), (error) => {
-      assert.ok(hasCode(error, 'DEVENV_PEBBLE_START'));
+      assert.ok(hasCode(error, ErrorCode.DEVENV_PEBBLE_START));
       assert.equal(error.details.process, 'pebble');
       assert.match(error.message, /At least one intermediate must be present/);
       return true;
@@ -131,6 +132,6 @@ test('a Pebble that exits while starting gives DEVENV_PEBBLE_START with its outp
 });
 
 test('out-of-range options are refused before anything starts', async () => {
-  await assert.rejects(startPebble({ chainLength: 0 }), (error) => hasCode(error, 'DEVENV_PEBBLE_OPTIONS'));
-  await assert.rejects(startPebble({ nonceRejectPercent: 101 }), (error) => hasCode(error, 'DEVENV_PEBBLE_OPTIONS'));
+  await assert.rejects(startPebble({ chainLength: 0 }), (error) => hasCode(error, ErrorCode.DEVENV_PEBBLE_OPTIONS));
+  await assert.rejects(startPebble({ nonceRejectPercent: 101 }), (error) => hasCode(error, ErrorCode.DEVENV_PEBBLE_OPTIONS));
 });

@@ -15,6 +15,7 @@ import { certplane, scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const INSTANCES = 3;
 
@@ -93,7 +94,7 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
       const { certificate } = (await json('GET', `/v1/instances/${agent.instanceId}`)).body;
       assert.equal(certificate.status, 'failed');
       assert.deepEqual([certificate.failure.reason, certificate.failure.permanent, certificate.condition.status], ['ChainUnsatisfied', true, 'False']);
-      assert.equal(certificate.failure.code, 'CHAIN_NO_PREFERRED_CHAIN');
+      assert.equal(certificate.failure.code, ErrorCode.CHAIN_NO_PREFERRED_CHAIN);
     }
 
     // Nothing is retried later: the scheduler leaves failed-for-good jobs alone.

@@ -17,6 +17,7 @@ import { EKU, generateKeyPair, issueCertificate, loopbackServerCertificate } fro
 import { certplane, scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 import { logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const dir = await scratch('certplane-e2e-secure-');
 let pebble: LocalPebble;
@@ -117,7 +118,7 @@ test('bootstrap through the admin socket, enroll and issue over TLS, reissue fro
   assert.equal(revoked.code, 0, revoked.stderr);
   await agent.waitForLine((line) => line.includes('certificate is revoked') && line.includes('"code":4003'), 10_000);
   // It dials again at its slowest pace (30 s) and authentication refuses it.
-  await agent.waitForLine((line) => line.includes('certificate is revoked') && line.includes('"code":4001') && line.includes('AGENT_REVOKED'), 60_000);
+  await agent.waitForLine((line) => line.includes('certificate is revoked') && line.includes('"code":4001') && line.includes(ErrorCode.AGENT_REVOKED), 60_000);
   const after = await call('GET', `/v1/instances/${instanceId}`);
   assert.equal(after.body.agent.connected, false);
   // No key material in anything the plane logged.

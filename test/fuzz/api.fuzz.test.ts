@@ -51,6 +51,7 @@ import {
   type CsrMaterial,
   type EncodedBody,
 } from './arbitraries.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** Runs per property: fixed, so the totals are the same every run (FUZZ_SCALE=10 for a longer soak). */
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -90,14 +91,14 @@ const wellFormed = (s: string) => s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|
 const tooBig = (body: EncodedBody) => body.payload !== undefined && Buffer.byteLength(body.payload) > BODY_LIMIT_BYTES;
 const jsonModes = new Set(['json', 'json-charset', 'duplicate-keys']);
 /** A JSON body the schema refuses: VALIDATION_FAILED, or REQUEST_BODY_INVALID_JSON when it carries prototype-poisoning keys (refused while parsing). */
-const invalidBodyCodes = ['VALIDATION_FAILED', 'REQUEST_BODY_INVALID_JSON'];
+const invalidBodyCodes = [ErrorCode.VALIDATION_FAILED, ErrorCode.REQUEST_BODY_INVALID_JSON];
 /** Keys Fastify refuses while parsing, before any hook runs (`__proto__`, `constructor` with a `prototype`). */
 const poisoned = (value: unknown): boolean =>
   Array.isArray(value) ? value.some(poisoned) : value !== null && typeof value === 'object' ? Object.entries(value).some(([k, v]) => k === '__proto__' || k === 'constructor' || poisoned(v)) : false;
 /** The README's rule: private-key material anywhere in a body, query or actor header is refused before any schema (after parsing). */
 const assertKeyRefused = (reply: Reply, parsed: unknown) => {
   assert.equal(reply.status, 400, reply.text.slice(0, 300));
-  const codes = poisoned(parsed) ? ['PRIVATE_KEY_REFUSED', 'REQUEST_BODY_INVALID_JSON'] : ['PRIVATE_KEY_REFUSED'];
+  const codes = poisoned(parsed) ? [ErrorCode.PRIVATE_KEY_REFUSED, ErrorCode.REQUEST_BODY_INVALID_JSON] : [ErrorCode.PRIVATE_KEY_REFUSED];
   assert.ok(codes.includes(reply.json.code), reply.text.slice(0, 300));
 };
 
@@ -207,8 +208,8 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
       assert.ok(json.code.length > 0 && json.message.length > 0, `4xx with an empty code or message: ${what}`);
       // The framework's own codes are not the API's: every refusal speaks certplane's codes.
       assert.match(json.code, /^(?!FST_)[A-Z][A-Z0-9_]+$/, `4xx with a code that is not certplane's: ${what}`);
-      if (response.statusCode === 413) assert.equal(json.code, 'REQUEST_BODY_TOO_LARGE', what);
-      if (response.statusCode === 415) assert.equal(json.code, 'REQUEST_MEDIA_TYPE_UNSUPPORTED', what);
+      if (response.statusCode === 413) assert.equal(json.code, ErrorCode.REQUEST_BODY_TOO_LARGE, what);
+      if (response.statusCode === 415) assert.equal(json.code, ErrorCode.REQUEST_MEDIA_TYPE_UNSUPPORTED, what);
     }
     return { status: response.statusCode, text: response.body, json };
   };
@@ -253,7 +254,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
           const expected = !schema?.success ? 400 : held.taken(names) ? 409 : 201;
           assert.equal(reply.status, expected, `schema and ownership say ${expected}; got ${reply.status} ${reply.text.slice(0, 300)}`);
           if (expected === 400) assert.ok(invalidBodyCodes.includes(reply.json.code), reply.text);
-          if (expected === 409) assert.equal(reply.json.code, 'INSTANCE_HOSTNAME_TAKEN', reply.text);
+          if (expected === 409) assert.equal(reply.json.code, ErrorCode.INSTANCE_HOSTNAME_TAKEN, reply.text);
           if (expected === 201) {
             assert.match(reply.json.enrollmentToken, /^cpe_/);
             held.hold(names);
@@ -288,7 +289,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         const created = await send(plane, 'POST', '/v1/instances', { mode: 'json', payload: JSON.stringify(body), contentType: 'application/json' });
         if (held.taken(names)) {
           assert.equal(created.status, 409, created.text);
-          return assert.equal(created.json.code, 'INSTANCE_HOSTNAME_TAKEN');
+          return assert.equal(created.json.code, ErrorCode.INSTANCE_HOSTNAME_TAKEN);
         }
         assert.equal(created.status, 201, created.text);
         held.hold(names);
@@ -350,7 +351,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
           assert.match(reply.json.certificatePem, /-----BEGIN CERTIFICATE-----/);
           used.push(parsed.data.token);
         }
-        if (reply.status === 401) assert.equal(reply.json.code, 'ENROLLMENT_TOKEN_INVALID');
+        if (reply.status === 401) assert.equal(reply.json.code, ErrorCode.ENROLLMENT_TOKEN_INVALID);
         if (supported.has(parsed.data.csrPem)) assert.equal(reply.status, fresh ? 201 : 401, reply.text.slice(0, 300));
         if (csr.kind === 'private-key' || csr.kind === 'certificate' || csr.kind === 'garbage') assert.ok(reply.status >= 400, `${csr.kind} enrolled`);
       })),
@@ -423,10 +424,10 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         const actorOk = ActorModel.safeParse(actor).success;
         if (!request?.success || !actorOk) return assert.equal(reply.status, 400, `invalid request got ${reply.status} ${reply.text.slice(0, 200)}`);
         const { selector, reason, dryRun, rotateKey } = request.data;
-        if (!rotateKey) return assert.deepEqual([reply.status, reply.json.code], [400, 'REISSUE_KEY_REUSE_UNSUPPORTED']);
-        if ('instanceIds' in selector && selector.instanceIds.some((id) => !ids.includes(id.toLowerCase()))) return assert.deepEqual([reply.status, reply.json.code], [404, 'NOT_FOUND']);
+        if (!rotateKey) return assert.deepEqual([reply.status, reply.json.code], [400, ErrorCode.REISSUE_KEY_REUSE_UNSUPPORTED]);
+        if ('instanceIds' in selector && selector.instanceIds.some((id) => !ids.includes(id.toLowerCase()))) return assert.deepEqual([reply.status, reply.json.code], [404, ErrorCode.NOT_FOUND]);
         if ('chainIncludes' in selector && selector.chainIncludes.toLowerCase().startsWith('sha256:') && !normalizeSpkiPin(selector.chainIncludes.slice(7))) {
-          return assert.deepEqual([reply.status, reply.json.code], [400, 'VALIDATION_FAILED']);
+          return assert.deepEqual([reply.status, reply.json.code], [400, ErrorCode.VALIDATION_FAILED]);
         }
         const matches = expectedMatches(selector);
         if (dryRun) {
@@ -435,7 +436,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
           assert.equal(reply.json.matched, matches.length);
           assert.deepEqual([...reply.json.instanceIds].map((id: string) => id.toLowerCase()).sort(), [...matches].sort());
         } else if (matches.length === 0) {
-          assert.deepEqual([reply.status, reply.json.code], [400, 'REISSUE_NOTHING_MATCHED']);
+          assert.deepEqual([reply.status, reply.json.code], [400, ErrorCode.REISSUE_NOTHING_MATCHED]);
         } else {
           assert.equal(reply.status, 201, reply.text.slice(0, 300));
           assert.equal(reply.json.counts.matched, matches.length);
@@ -495,7 +496,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         if (position === undefined) {
           // Cursors are authenticated: anything this service did not issue is refused.
           assert.equal(reply.status, 400, `forged cursor got ${reply.status}`);
-          return assert.equal(reply.json.code, 'STORE_INVALID_CURSOR', reply.text);
+          return assert.equal(reply.json.code, ErrorCode.STORE_INVALID_CURSOR, reply.text);
         }
         assert.equal(reply.status, 200, reply.text.slice(0, 300));
         const expected = all.slice(position, position + schema.data.limit);
@@ -541,7 +542,7 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         if (!API_UUID.test(id)) {
           // Fastify (find-my-way) refuses path parameters over 100 characters with 414 before validation.
           assert.ok([400, 414].includes(reply.status), `malformed id ${id.slice(0, 80)} got ${reply.status}`);
-          if (segment.length <= 100) assert.equal(reply.json.code, 'VALIDATION_FAILED', `malformed id ${id.slice(0, 80)}: ${reply.text.slice(0, 200)}`);
+          if (segment.length <= 100) assert.equal(reply.json.code, ErrorCode.VALIDATION_FAILED, `malformed id ${id.slice(0, 80)}: ${reply.text.slice(0, 200)}`);
           return;
         }
         const isKnown = route.known.includes(id.toLowerCase());

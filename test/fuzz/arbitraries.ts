@@ -8,6 +8,7 @@ import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 /** Strings a careless or hostile client sends: empty, blank, control characters, unicode, injection-looking, PEM-looking, long. */
 export const hostileString: fc.Arbitrary<string> = fc.oneof(
@@ -476,8 +477,8 @@ const CSR_LIMIT_NAMES = 100;
  * among them) and at least one, every one of them is the instance's, and its key is ECDSA
  * P-256 (the instance's default policy). `limit` names the code of a refusal the limits decide.
  */
-export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promise<{ acceptable: boolean; limit?: 'CSR_TOO_LARGE' | 'CSR_TOO_MANY_NAMES' }> {
-  if (Buffer.byteLength(pem) > csrLimitBytes(owned)) return { acceptable: false, limit: 'CSR_TOO_LARGE' };
+export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promise<{ acceptable: boolean; limit?: typeof ErrorCode.CSR_TOO_LARGE | typeof ErrorCode.CSR_TOO_MANY_NAMES }> {
+  if (Buffer.byteLength(pem) > csrLimitBytes(owned)) return { acceptable: false, limit: ErrorCode.CSR_TOO_LARGE };
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(pemBody(pem));
@@ -491,7 +492,7 @@ export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promi
   const cn = (csr.subjectName.getField('CN')[0] as string | undefined)?.toLowerCase();
   const extraCn = cn !== undefined && /^[a-z0-9*._-]+$/.test(cn) && !names.has(cn);
   if (extraCn) names.add(cn);
-  if (entries.length + (extraCn ? 1 : 0) > CSR_LIMIT_NAMES) return { acceptable: false, limit: 'CSR_TOO_MANY_NAMES' };
+  if (entries.length + (extraCn ? 1 : 0) > CSR_LIMIT_NAMES) return { acceptable: false, limit: ErrorCode.CSR_TOO_MANY_NAMES };
   const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
   return { acceptable: names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256' };
 }

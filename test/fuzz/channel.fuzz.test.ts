@@ -104,7 +104,7 @@ const templates: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   installed: fc.tuple(certificateIdRef, hex64).map(([certificateId, fingerprintSha256]) => ({ v: PROTOCOL_VERSION, type: 'installed', certificateId, fingerprintSha256 })),
   install_failed: certificateIdRef.map((certificateId) => ({ v: PROTOCOL_VERSION, type: 'install_failed', certificateId, code: 'INSTALL_CHAIN_UNVERIFIED', message: 'the chain does not verify' })),
   http01_ready: fc.uuid().map((requestId) => ({ v: PROTOCOL_VERSION, type: 'http01_ready', requestId })),
-  error: fc.option(fc.uuid(), { nil: undefined }).map((requestId) => ({ v: PROTOCOL_VERSION, type: 'error', ...(requestId ? { requestId } : {}), code: 'AGENT_RELOAD_FAILED', message: 'nginx -s reload exited 1' })),
+  error: fc.option(fc.uuid(), { nil: undefined }).map((requestId) => ({ v: PROTOCOL_VERSION, type: 'error', ...(requestId ? { requestId } : {}), code: ErrorCode.AGENT_RELOAD_FAILED, message: 'nginx -s reload exited 1' })),
   identity_renewal: fc.constant({ v: PROTOCOL_VERSION, type: 'identity_renewal', csrPem: CSR }),
 };
 const messageKeys = ['v', 'type', 'certificatePem', 'signature', 'agentVersion', 'installedFingerprintSha256', 'pendingCertificateIds', 'certificateId', 'csrPem', 'fingerprintSha256', 'code', 'message', 'requestId'];
@@ -260,7 +260,7 @@ function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | '
   if (phase === 'pre') {
     if (message.type !== 'auth') return { close: 4000, code: ErrorCode.CHANNEL_MESSAGE_UNEXPECTED };
     const signed = Buffer.from(message.signature, 'base64').equals(Buffer.from(ctx.signature, 'base64'));
-    if (!signed) return { close: 4001, code: 'AGENT_AUTH_FAILED' };
+    if (!signed) return { close: 4001, code: ErrorCode.AGENT_AUTH_FAILED };
     return message.certificatePem === ctx.certificatePem ? { welcome: true } : { welcomeOrClose: 4001 };
   }
   switch (message.type) {
@@ -274,7 +274,7 @@ function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | '
       return supportedCsrs.has(message.csrPem) ? { accept: true } : { close: 4000, notInternal: true };
     default:
       // csr, installed, install_failed: these fuzz agents own no certificate, so every id is someone else's or nobody's.
-      return { close: 4000, code: 'ISSUANCE_UNKNOWN_CERTIFICATE' };
+      return { close: 4000, code: ErrorCode.ISSUANCE_UNKNOWN_CERTIFICATE };
   }
 }
 
@@ -518,7 +518,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
               assert.equal(closed.code, 4000, shown);
               assert.ok(closed.reason.includes(sentinel), `the frame should have been accepted and the sentinel refused: ${shown}`);
               // The fuzz agents are freshly enrolled: a well-formed renewal is refused as too early, the connection kept.
-              if (recipe.kind === 'message' && recipe.template === 'identity_renewal') assert.ok(channel.messages.some((m) => m.type === 'identity_renewal_refused' && m.code === 'AGENT_RENEWAL_TOO_EARLY'), shown);
+              if (recipe.kind === 'message' && recipe.template === 'identity_renewal') assert.ok(channel.messages.some((m) => m.type === 'identity_renewal_refused' && m.code === ErrorCode.AGENT_RENEWAL_TOO_EARLY), shown);
             } else {
               assert.ok(!closed.reason.includes(sentinel), `the frame should have been refused, not accepted: ${shown}`);
               assertClosedAsExpected(expected, closed, frame, 'after authentication');

@@ -169,7 +169,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
           parsed = await parseCsr(csr.pem, 'fuzzed CSR');
         } catch (error) {
           assert.ok(error instanceof CertplaneError, `not a CertplaneError: ${String(error)}`);
-          assert.ok(['CSR_INVALID', 'CSR_BAD_SIGNATURE', 'CSR_WEAK_SIGNATURE', ErrorCode.CHAIN_GARBAGE].includes(error.code), `unexpected code ${error.code}`);
+          assert.ok(([ErrorCode.CSR_INVALID, ErrorCode.CSR_BAD_SIGNATURE, ErrorCode.CSR_WEAK_SIGNATURE, ErrorCode.CHAIN_GARBAGE] as ErrorCode[]).includes(error.code), `unexpected code ${error.code}`);
           if (csr.privateKey) for (const line of secretLines(csr.privateKey)) assert.ok(!error.message.includes(line), 'the refusal echoes the private key');
           assert.ok(csr.kind !== 'supported' && csr.kind !== 'other-key', `an untouched ${csr.kind} CSR was refused: ${error.code} ${error.message}`);
           return;
@@ -218,7 +218,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
           loadConfig(vars);
         } catch (error) {
           assert.ok(error instanceof CertplaneError, `not a CertplaneError: ${String(error)}`);
-          assert.equal(error.code, 'CONFIG_INVALID');
+          assert.equal(error.code, ErrorCode.CONFIG_INVALID);
           const set = Object.keys(vars).filter((k) => vars[k] !== '');
           assert.ok(set.some((k) => error.message.includes(k)), `the refusal names none of the variables set: ${error.message}`);
         }
@@ -311,7 +311,7 @@ describe('input fuzz: PEM files, CSRs, configuration and the admin console', asy
             codes.set(seen, (codes.get(seen) ?? 0) + 1);
             if (!reply.ok) {
               assert.match(reply.code, STABLE_CODE, shown);
-              assert.notEqual(reply.code, 'ADMIN_INTERNAL', shown);
+              assert.notEqual(reply.code, ErrorCode.ADMIN_INTERNAL, shown);
               assert.ok(typeof reply.message === 'string' && reply.message.length > 0, shown);
             }
             if (lines[i]!.includes('PRIVATE KEY')) {

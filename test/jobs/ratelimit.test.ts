@@ -8,7 +8,7 @@ import { DEFAULT_RATE_LIMITS, RateLimiter, parseRateLimits, registeredDomain, ty
 import { openStore, type Store } from '../../src/store/index.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
-import type { ErrorCode } from '../../src/error-catalogue.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const TIMEOUT = { timeout: 60_000 };
 const START = new Date('2026-05-13T00:00:00.000Z');
@@ -356,7 +356,7 @@ for (const engine of [pglite, postgres]) {
       const state = { tokens: 3, updatedAt: START, blockedUntil: null, blockedReason: null };
       await rejectsWith(
         store.rateBuckets.update(new Map([[mine, state]]), () => ({ write: [{ key: stray, ...state }], result: undefined })),
-        'STORE_INVALID_WRITE',
+        ErrorCode.STORE_INVALID_WRITE,
         (message) => assert.ok(message.includes(stray), message),
       );
       assert.deepEqual(await store.rateBuckets.get([mine, stray]), [], 'the bucket created for the update was rolled back');
@@ -422,8 +422,8 @@ describe('rate limit configuration', () => {
       ['{"newOrders":{"capacity":10,"burst":5}}', /newOrders\.burst: not a rate limit field/],
       ['{"newOrders":{"capacity":1}}', /retryReserve: leaves less than one of the 1 newOrders tokens to retries/],
     ];
-    for (const [json, field] of cases) throwsWith(() => parseRateLimits(json), 'RATE_LIMIT_CONFIG_INVALID', (message) => assert.match(message, field, json));
-    throwsWith(() => parseRateLimits('{"newOrders":{"capacity":0},"retryReserve":-1}'), 'RATE_LIMIT_CONFIG_INVALID', (message) => {
+    for (const [json, field] of cases) throwsWith(() => parseRateLimits(json), ErrorCode.RATE_LIMIT_CONFIG_INVALID, (message) => assert.match(message, field, json));
+    throwsWith(() => parseRateLimits('{"newOrders":{"capacity":0},"retryReserve":-1}'), ErrorCode.RATE_LIMIT_CONFIG_INVALID, (message) => {
       assert.match(message, /newOrders\.capacity/);
       assert.match(message, /retryReserve: must be at least 0/);
     });
@@ -431,18 +431,18 @@ describe('rate limit configuration', () => {
 
   test('a limiter built in code is held to the same checks', () => {
     const store = { rateBuckets: { get: () => assert.fail('no store access expected'), update: () => assert.fail('no store access expected') } };
-    throwsWith(() => new RateLimiter({ store, config: limits({ newOrders: { capacity: 0, refillPerSecond: 1 } }), clock: () => START, account: 'a' }), 'RATE_LIMIT_CONFIG_INVALID', (message) => assert.match(message, /newOrders\.capacity/));
-    throwsWith(() => new RateLimiter({ store, config: limits({ certificatesPerDomain: { capacity: 10, refillPerSecond: 0 } }), clock: () => START, account: 'a' }), 'RATE_LIMIT_CONFIG_INVALID', (message) => assert.match(message, /certificatesPerDomain\.refillPerSecond/));
+    throwsWith(() => new RateLimiter({ store, config: limits({ newOrders: { capacity: 0, refillPerSecond: 1 } }), clock: () => START, account: 'a' }), ErrorCode.RATE_LIMIT_CONFIG_INVALID, (message) => assert.match(message, /newOrders\.capacity/));
+    throwsWith(() => new RateLimiter({ store, config: limits({ certificatesPerDomain: { capacity: 10, refillPerSecond: 0 } }), clock: () => START, account: 'a' }), ErrorCode.RATE_LIMIT_CONFIG_INVALID, (message) => assert.match(message, /certificatesPerDomain\.refillPerSecond/));
   });
 
   test('requests that cannot be valid are refused before the store is touched', async () => {
     const store = { rateBuckets: { get: () => assert.fail('no store access expected'), update: () => assert.fail('no store access expected') } };
     const rl = new RateLimiter({ store, config: DEFAULT_RATE_LIMITS, clock: () => START, account: 'a' });
-    await rejectsWith(rl.acquire({ hostnames: [], attempt: 'first' }), 'RATE_LIMIT_INVALID_REQUEST', (message) => assert.match(message, /names no hostname/));
-    await rejectsWith(rl.acquire({ hostnames: ['ok.example', 'bad..example'], attempt: 'first' }), 'RATE_LIMIT_INVALID_REQUEST', (message) => assert.match(message, /bad\.\.example/));
-    await rejectsWith(rl.recordFailedValidation(''), 'RATE_LIMIT_INVALID_REQUEST');
-    await rejectsWith(rl.blockUntil(new Date(Number.NaN), 'Retry-After: soon'), 'RATE_LIMIT_INVALID_REQUEST', (message) => assert.match(message, /Retry-After/));
-    for (const count of [-1, 1.5, Number.NaN]) await rejectsWith(rl.predictDuration(count), 'RATE_LIMIT_INVALID_REQUEST');
+    await rejectsWith(rl.acquire({ hostnames: [], attempt: 'first' }), ErrorCode.RATE_LIMIT_INVALID_REQUEST, (message) => assert.match(message, /names no hostname/));
+    await rejectsWith(rl.acquire({ hostnames: ['ok.example', 'bad..example'], attempt: 'first' }), ErrorCode.RATE_LIMIT_INVALID_REQUEST, (message) => assert.match(message, /bad\.\.example/));
+    await rejectsWith(rl.recordFailedValidation(''), ErrorCode.RATE_LIMIT_INVALID_REQUEST);
+    await rejectsWith(rl.blockUntil(new Date(Number.NaN), 'Retry-After: soon'), ErrorCode.RATE_LIMIT_INVALID_REQUEST, (message) => assert.match(message, /Retry-After/));
+    for (const count of [-1, 1.5, Number.NaN]) await rejectsWith(rl.predictDuration(count), ErrorCode.RATE_LIMIT_INVALID_REQUEST);
   });
 });
 
@@ -468,6 +468,6 @@ describe('registeredDomain', () => {
   });
 
   test('what is not a hostname is refused', () => {
-    for (const hostname of ['', ' ', '.', 'a..example.com', '.example.com']) throwsWith(() => registeredDomain(hostname), 'RATE_LIMIT_INVALID_REQUEST');
+    for (const hostname of ['', ' ', '.', 'a..example.com', '.example.com']) throwsWith(() => registeredDomain(hostname), ErrorCode.RATE_LIMIT_INVALID_REQUEST);
   });
 });

@@ -92,12 +92,12 @@ describe('failure reasons', () => {
   });
 
   test('a passing reason backs off, gives up after the last attempt, and waits at least for the CA\'s Retry-After', () => {
-    const first = retryDecision({ reason: 'CaUnreachable', code: 'ACME_UNREACHABLE' }, 1, now, () => 1);
+    const first = retryDecision({ reason: 'CaUnreachable', code: ErrorCode.ACME_UNREACHABLE }, 1, now, () => 1);
     assert.ok(first.retry && first.at.getTime() === now.getTime() + 60_000, JSON.stringify(first));
-    assert.deepEqual(retryDecision({ reason: 'CaUnreachable', code: 'ACME_UNREACHABLE' }, MAX_ATTEMPTS, now), { retry: false, why: 'attempts_exhausted' });
-    const limited = retryDecision({ reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T03:00:00.000Z' }, 1, now, () => 1);
+    assert.deepEqual(retryDecision({ reason: 'CaUnreachable', code: ErrorCode.ACME_UNREACHABLE }, MAX_ATTEMPTS, now), { retry: false, why: 'attempts_exhausted' });
+    const limited = retryDecision({ reason: 'RateLimited', code: ErrorCode.ACME_RATE_LIMITED, retryAt: '2026-12-01T03:00:00.000Z' }, 1, now, () => 1);
     assert.ok(limited.retry && limited.at.toISOString() === '2026-12-01T03:00:00.000Z', JSON.stringify(limited));
-    const soon = retryDecision({ reason: 'RateLimited', code: 'ACME_RATE_LIMITED', retryAt: '2026-12-01T00:00:01.000Z' }, 1, now, () => 1);
+    const soon = retryDecision({ reason: 'RateLimited', code: ErrorCode.ACME_RATE_LIMITED, retryAt: '2026-12-01T00:00:01.000Z' }, 1, now, () => 1);
     assert.ok(soon.retry && soon.at.getTime() === now.getTime() + 60_000, 'the backoff wins over a Retry-After that is sooner');
   });
 });

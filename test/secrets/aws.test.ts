@@ -5,6 +5,7 @@ import { test, type TestContext } from 'node:test';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { hasCode } from '../../src/errors.js';
 import { AwsSecretsManagerStore } from '../../src/secrets/aws.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const PREFIX = 'certplane/test';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -206,7 +207,7 @@ test('AccessDeniedException becomes SECRETS_AWS naming the error and secret id, 
       : undefined;
 
   await assert.rejects(store.put('agent-ca-key', 'very-secret-ca-key'), (error) => {
-    assert.ok(hasCode(error, 'SECRETS_AWS'));
+    assert.ok(hasCode(error, ErrorCode.SECRETS_AWS));
     assert.match(error.message, /AccessDeniedException/);
     assert.match(error.message, /certplane\/test\/agent-ca-key/);
     assert.equal(error.details.errorName, 'AccessDeniedException');
@@ -221,7 +222,7 @@ test('a 500 from Secrets Manager becomes SECRETS_AWS naming the error, never the
   fake.intercept = (target) => (target === 'secretsmanager.CreateSecret' ? failure(500, 'InternalServiceError', 'An error occurred on the server side.') : undefined);
 
   await assert.rejects(store.createIfMissing('acme-account-abc123', 'very-secret-account-key'), (error) => {
-    assert.ok(hasCode(error, 'SECRETS_AWS'));
+    assert.ok(hasCode(error, ErrorCode.SECRETS_AWS));
     assert.match(error.message, /InternalServiceError/);
     assert.match(error.message, /CreateSecret on certplane\/test\/acme-account-abc123/);
     assert.ok(!JSON.stringify(error.toJSON()).includes('very-secret-account-key'));
@@ -233,8 +234,8 @@ test('a 500 from Secrets Manager becomes SECRETS_AWS naming the error, never the
 test('invalid names are refused before any request is sent', async (t) => {
   const { store, fake } = await storeAgainstFake(t);
 
-  await assert.rejects(store.get('../other-service/key'), (error) => hasCode(error, 'SECRETS_INVALID_NAME'));
-  await assert.rejects(store.put('a/b', 'value'), (error) => hasCode(error, 'SECRETS_INVALID_NAME'));
+  await assert.rejects(store.get('../other-service/key'), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_NAME));
+  await assert.rejects(store.put('a/b', 'value'), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_NAME));
 
   assert.deepEqual(fake.received, []);
 });
@@ -243,7 +244,7 @@ test('a prefix that would produce malformed secret ids is refused', () => {
   const client = new SecretsManagerClient({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'test' } });
   try {
     for (const prefix of ['', 'certplane/', '/certplane', 'a//b', 'has space']) {
-      assert.throws(() => new AwsSecretsManagerStore(client, prefix), (error) => hasCode(error, 'SECRETS_INVALID_SPEC'), prefix);
+      assert.throws(() => new AwsSecretsManagerStore(client, prefix), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_SPEC), prefix);
     }
   } finally {
     client.destroy();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { hasCode } from '../../src/errors.js';
 import { FileSecretStore } from '../../src/secrets/file.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 async function temporaryDirectory(t: TestContext): Promise<string> {
   const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-secrets-'));
@@ -66,7 +67,7 @@ test('open refuses a secret file readable by its group and names the chmod fix',
   await fs.chmod(file, 0o640);
 
   await assert.rejects(FileSecretStore.open(directory), (error) => {
-    assert.ok(hasCode(error, 'SECRETS_FILE_PERMISSIONS'));
+    assert.ok(hasCode(error, ErrorCode.SECRETS_FILE_PERMISSIONS));
     assert.ok(error.message.includes(`chmod 600 ${file}`), error.message);
     assert.ok(!JSON.stringify(error.toJSON()).includes('exposed-secret-value'));
     return true;
@@ -78,7 +79,7 @@ test('open refuses a directory readable by others and names the chmod fix', asyn
   await fs.chmod(directory, 0o755);
 
   await assert.rejects(FileSecretStore.open(directory), (error) => {
-    assert.ok(hasCode(error, 'SECRETS_FILE_PERMISSIONS'));
+    assert.ok(hasCode(error, ErrorCode.SECRETS_FILE_PERMISSIONS));
     assert.ok(error.message.includes(`chmod 700 ${directory}`), error.message);
     return true;
   });
@@ -90,7 +91,7 @@ test('get refuses a secret file that became group-readable after open', async (t
   await store.put('agent-ca-key', 'private');
   await fs.chmod(path.join(directory, 'agent-ca-key'), 0o604);
 
-  await assert.rejects(store.get('agent-ca-key'), (error) => hasCode(error, 'SECRETS_FILE_PERMISSIONS'));
+  await assert.rejects(store.get('agent-ca-key'), (error) => hasCode(error, ErrorCode.SECRETS_FILE_PERMISSIONS));
 });
 
 test('names that could escape the directory are refused before touching the disk', async (t) => {
@@ -98,9 +99,9 @@ test('names that could escape the directory are refused before touching the disk
   const store = await FileSecretStore.open(directory);
 
   for (const name of ['../x', 'a/b', '', '..', '.hidden', 'a\\b', 'x'.repeat(129)]) {
-    await assert.rejects(store.get(name), (error) => hasCode(error, 'SECRETS_INVALID_NAME'), `get(${JSON.stringify(name)})`);
-    await assert.rejects(store.put(name, 'value'), (error) => hasCode(error, 'SECRETS_INVALID_NAME'), `put(${JSON.stringify(name)})`);
-    await assert.rejects(store.createIfMissing(name, 'value'), (error) => hasCode(error, 'SECRETS_INVALID_NAME'), `createIfMissing(${JSON.stringify(name)})`);
+    await assert.rejects(store.get(name), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_NAME), `get(${JSON.stringify(name)})`);
+    await assert.rejects(store.put(name, 'value'), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_NAME), `put(${JSON.stringify(name)})`);
+    await assert.rejects(store.createIfMissing(name, 'value'), (error) => hasCode(error, ErrorCode.SECRETS_INVALID_NAME), `createIfMissing(${JSON.stringify(name)})`);
   }
   assert.deepEqual(await fs.readdir(directory), []);
   await assert.rejects(fs.stat(path.join(directory, '..', 'x')));
@@ -111,5 +112,5 @@ test('open reports a path that is a file, not a directory, as SECRETS_IO', async
   const file = path.join(directory, 'not-a-directory');
   await fs.writeFile(file, '', { mode: 0o600 });
 
-  await assert.rejects(FileSecretStore.open(file), (error) => hasCode(error, 'SECRETS_IO'));
+  await assert.rejects(FileSecretStore.open(file), (error) => hasCode(error, ErrorCode.SECRETS_IO));
 });

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { hasCode } from '../../src/errors.js';
 import { AwsSecretsManagerStore, FileSecretStore, openSecretStore } from '../../src/secrets/index.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 test('file:PATH opens a file store in that directory', async (t) => {
   const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'certplane-secrets-spec-'));
@@ -46,7 +47,7 @@ test('a file: spec never builds an AWS client', async (t) => {
 });
 
 test('aws-sm: without a client factory is a wiring error', async () => {
-  await assert.rejects(openSecretStore('aws-sm:certplane/production', {}), (error) => hasCode(error, 'SECRETS_AWS_CLIENT_MISSING'));
+  await assert.rejects(openSecretStore('aws-sm:certplane/production', {}), (error) => hasCode(error, ErrorCode.SECRETS_AWS_CLIENT_MISSING));
 });
 
 test('other specs are refused with the accepted forms', async () => {
@@ -54,7 +55,7 @@ test('other specs are refused with the accepted forms', async () => {
     await assert.rejects(
       openSecretStore(spec, {}),
       (error) => {
-        assert.ok(hasCode(error, 'SECRETS_INVALID_SPEC'), `spec ${JSON.stringify(spec)}`);
+        assert.ok(hasCode(error, ErrorCode.SECRETS_INVALID_SPEC), `spec ${JSON.stringify(spec)}`);
         assert.match(error.message, /file:\/path\/to\/directory or aws-sm:prefix/);
         return true;
       },

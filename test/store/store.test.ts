@@ -162,9 +162,9 @@ for (const engine of [pglite, postgres]) {
 
     test('instances: updating an instance that does not exist names it', TIMEOUT, async () => {
       const missing = '00000000-0000-4000-8000-0000000000aa';
-      await rejectsWith(store.instances.touchAgent(missing, new Date()), 'STORE_NOT_FOUND', (message) => assert.ok(message.includes(missing), message));
-      await rejectsWith(store.instances.setAgentConnected('not-a-uuid', new Date()), 'STORE_NOT_FOUND');
-      await rejectsWith(store.instances.setInstalledFingerprint(missing, null), 'STORE_NOT_FOUND');
+      await rejectsWith(store.instances.touchAgent(missing, new Date()), ErrorCode.STORE_NOT_FOUND, (message) => assert.ok(message.includes(missing), message));
+      await rejectsWith(store.instances.setAgentConnected('not-a-uuid', new Date()), ErrorCode.STORE_NOT_FOUND);
+      await rejectsWith(store.instances.setInstalledFingerprint(missing, null), ErrorCode.STORE_NOT_FOUND);
     });
 
     test('instances: list pages through ties and microseconds without duplicates or gaps, stably', TIMEOUT, async (t) => {
@@ -212,7 +212,7 @@ for (const engine of [pglite, postgres]) {
       const forged = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
       const garbage = ['', 'not a cursor!', 'AAAA', forged({}), forged(['2026-01-01T00:00:00.000000Z']), forged(['yesterday', '00000000-0000-4000-8000-000000000000']), forged(['2026-01-01T00:00:00.000000Z', "x' OR '1'='1"]), forged(['2026-01-01T00:00:00.000Z', '00000000-0000-4000-8000-000000000000'])];
       for (const cursor of garbage) {
-        await rejectsWith(store.instances.list({ cursor, limit: 3 }), 'STORE_INVALID_CURSOR', (message) => assert.match(message, /nextCursor/));
+        await rejectsWith(store.instances.list({ cursor, limit: 3 }), ErrorCode.STORE_INVALID_CURSOR, (message) => assert.match(message, /nextCursor/));
       }
     });
 
@@ -265,9 +265,9 @@ for (const engine of [pglite, postgres]) {
       const expiresAt = new Date(Date.now() + HOUR_MS);
       await store.enrollmentTokens.create(instance.id, hash, expiresAt);
 
-      await rejectsWith(store.enrollmentTokens.create(instance.id, hash, expiresAt), 'STORE_CONFLICT');
-      await rejectsWith(store.enrollmentTokens.create('00000000-0000-4000-8000-0000000000bb', tokenHash(), expiresAt), 'STORE_NOT_FOUND', (message) => assert.match(message, /00000000-0000-4000-8000-0000000000bb/));
-      await rejectsWith(store.enrollmentTokens.create('nope', tokenHash(), expiresAt), 'STORE_NOT_FOUND');
+      await rejectsWith(store.enrollmentTokens.create(instance.id, hash, expiresAt), ErrorCode.STORE_CONFLICT);
+      await rejectsWith(store.enrollmentTokens.create('00000000-0000-4000-8000-0000000000bb', tokenHash(), expiresAt), ErrorCode.STORE_NOT_FOUND, (message) => assert.match(message, /00000000-0000-4000-8000-0000000000bb/));
+      await rejectsWith(store.enrollmentTokens.create('nope', tokenHash(), expiresAt), ErrorCode.STORE_NOT_FOUND);
     });
 
     test('certificates: create starts a pending request with nothing filled in', TIMEOUT, async () => {
@@ -284,7 +284,7 @@ for (const engine of [pglite, postgres]) {
       assert.deepEqual(await store.certificates.get(certificate.id), certificate);
       assert.equal(await store.certificates.get('00000000-0000-4000-8000-000000000000'), undefined);
       assert.equal(await store.certificates.get('garbage'), undefined);
-      await rejectsWith(store.certificates.create('00000000-0000-4000-8000-0000000000cc'), 'STORE_NOT_FOUND');
+      await rejectsWith(store.certificates.create('00000000-0000-4000-8000-0000000000cc'), ErrorCode.STORE_NOT_FOUND);
     });
 
     test('certificates: an event sets the state and fields only from a state the transition table allows', TIMEOUT, async () => {
@@ -325,12 +325,12 @@ for (const engine of [pglite, postgres]) {
       const stored = await store.certificates.get(certificate.id);
       assert.equal(stored?.status, 'pending');
       assert.equal(stored?.fullchainPem, null);
-      await rejectsWith(store.certificates.apply(certificate.id, 'failed', { lastError: 'no reason given' }), 'STORE_INVALID_VALUE');
+      await rejectsWith(store.certificates.apply(certificate.id, 'failed', { lastError: 'no reason given' }), ErrorCode.STORE_INVALID_VALUE);
     });
 
     test('certificates: a failure is stored with its typed reason and a settled certificate takes no late event', TIMEOUT, async () => {
       const certificate = await store.certificates.create((await newInstance(store)).id);
-      const failure = { reason: 'ChainUnsatisfied', code: 'CHAIN_NO_PREFERRED_CHAIN' } as const;
+      const failure = { reason: 'ChainUnsatisfied', code: ErrorCode.CHAIN_NO_PREFERRED_CHAIN } as const;
       const failed = await store.certificates.apply(certificate.id, 'failed', { failure, lastError: 'no offered chain fits' });
       assert.deepEqual(failed?.failure, failure);
       assert.equal(failed?.status, 'failed');
@@ -390,10 +390,10 @@ for (const engine of [pglite, postgres]) {
       const first = await store.certificates.create(instance.id);
       await store.certificates.create(other.id);
       assert.deepEqual((await store.certificates.open(instance.id)).map((c) => c.id), [first.id]);
-      await assert.rejects(store.certificates.create(instance.id), { code: 'STORE_CONFLICT' }, 'one open certificate per instance');
+      await assert.rejects(store.certificates.create(instance.id), { code: ErrorCode.STORE_CONFLICT }, 'one open certificate per instance');
       await install(store, first);
       const second = await store.certificates.create(instance.id);
-      await store.certificates.apply(second.id, 'failed', { failure: { reason: 'CaError', code: 'ACME_PROBLEM' }, lastError: 'CA said no' });
+      await store.certificates.apply(second.id, 'failed', { failure: { reason: 'CaError', code: ErrorCode.ACME_PROBLEM }, lastError: 'CA said no' });
       const third = await store.certificates.create(instance.id);
       assert.ok(await store.certificates.apply(third.id, 'csr_accepted'));
 
@@ -456,8 +456,8 @@ for (const engine of [pglite, postgres]) {
       const instance = await newInstance(store);
       const input = { fingerprintSha256: randomBytes(32).toString('hex'), instanceId: instance.id, serialNumber: '01', notAfter: new Date('2027-01-01T00:00:00Z') };
       await store.agentCertificates.record(input);
-      await rejectsWith(store.agentCertificates.record(input), 'STORE_CONFLICT');
-      await rejectsWith(store.agentCertificates.record({ ...input, fingerprintSha256: randomBytes(32).toString('hex'), instanceId: '00000000-0000-4000-8000-0000000000dd' }), 'STORE_NOT_FOUND');
+      await rejectsWith(store.agentCertificates.record(input), ErrorCode.STORE_CONFLICT);
+      await rejectsWith(store.agentCertificates.record({ ...input, fingerprintSha256: randomBytes(32).toString('hex'), instanceId: '00000000-0000-4000-8000-0000000000dd' }), ErrorCode.STORE_NOT_FOUND);
     });
 
     test('hostnames: a name belongs to one instance, whatever its case, trailing dot or wildcard form (stops one cluster taking another\'s name)', TIMEOUT, async () => {
@@ -465,10 +465,10 @@ for (const engine of [pglite, postgres]) {
       const us = await store.instances.create({ name: 'us', hostnames: [`B.${zone}`, `api.${zone}`], cluster: 'us-1', keyAlgorithm: 'ecdsa-p256' });
       assert.deepEqual(us.hostnames, [`b.${zone}`, `api.${zone}`]);
       for (const hostnames of [[`b.${zone}`], [`B.${zone.toUpperCase()}.`], [`*.${zone}`], [`fresh.${zone}`, `api.${zone}`]]) {
-        await rejectsWith(store.instances.create({ name: 'eu-evil', hostnames, cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' }), 'INSTANCE_HOSTNAME_TAKEN', (message) => assert.ok(!message.includes(us.id) && !message.includes('us-1'), message));
+        await rejectsWith(store.instances.create({ name: 'eu-evil', hostnames, cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' }), ErrorCode.INSTANCE_HOSTNAME_TAKEN, (message) => assert.ok(!message.includes(us.id) && !message.includes('us-1'), message));
       }
       const refused = await store.instances.create({ name: 'eu-evil', hostnames: [`*.${zone}`], cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' }).catch((error: unknown) => error);
-      assert.ok(hasCode(refused, 'INSTANCE_HOSTNAME_TAKEN'));
+      assert.ok(hasCode(refused, ErrorCode.INSTANCE_HOSTNAME_TAKEN));
       assert.deepEqual(refused.details.conflicts, [
         { requested: `*.${zone}`, held: `api.${zone}`, instanceId: us.id, cluster: 'us-1' },
         { requested: `*.${zone}`, held: `b.${zone}`, instanceId: us.id, cluster: 'us-1' },
@@ -480,7 +480,7 @@ for (const engine of [pglite, postgres]) {
       // Names one level further down, the parent itself and a wildcard's own covered names under one owner are not conflicts.
       const deeper = await store.instances.create({ name: 'deeper', hostnames: [`x.b.${zone}`, zone], cluster: 'eu-1', keyAlgorithm: 'ecdsa-p256' });
       const wild = await store.instances.create({ name: 'wild', hostnames: [`*.w.${zone}`, `one.w.${zone}`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
-      await rejectsWith(store.instances.create({ name: 'two', hostnames: [`two.w.${zone}`], cluster: null, keyAlgorithm: 'ecdsa-p256' }), 'INSTANCE_HOSTNAME_TAKEN');
+      await rejectsWith(store.instances.create({ name: 'two', hostnames: [`two.w.${zone}`], cluster: null, keyAlgorithm: 'ecdsa-p256' }), ErrorCode.INSTANCE_HOSTNAME_TAKEN);
 
       assert.deepEqual(await store.instances.ownedNames(us.id, [`b.${zone}`, `x.b.${zone}`, `api.${zone}`]), [`api.${zone}`, `b.${zone}`]);
       assert.deepEqual(await store.instances.ownedNames(deeper.id, [`b.${zone}`, `x.b.${zone}`]), [`x.b.${zone}`]);
@@ -495,7 +495,7 @@ for (const engine of [pglite, postgres]) {
         const settled = await Promise.allSettled(attempts);
         const won = settled.filter((result) => result.status === 'fulfilled');
         assert.equal(won.length, 1, `winners: ${won.length}`);
-        for (const result of settled) if (result.status === 'rejected') assert.ok(hasCode(result.reason, 'INSTANCE_HOSTNAME_TAKEN'), String(result.reason));
+        for (const result of settled) if (result.status === 'rejected') assert.ok(hasCode(result.reason, ErrorCode.INSTANCE_HOSTNAME_TAKEN), String(result.reason));
         const owners = await store.query<{ instance_id: string }>('SELECT DISTINCT instance_id FROM instance_hostnames WHERE parent = $1', [zone]);
         assert.equal(owners.length, 1);
       }
@@ -555,8 +555,8 @@ for (const engine of [pglite, postgres]) {
 
     test('query: raw SQL returns rows, and a refused statement has a code', TIMEOUT, async () => {
       assert.deepEqual(await store.query('SELECT $1::int + 1 AS answer', [41]), [{ answer: 42 }]);
-      await rejectsWith(store.query('SELEC nonsense'), 'STORE_QUERY_FAILED', (message) => assert.match(message, /42601/));
-      await rejectsWith(store.query("INSERT INTO certificates (id, instance_id, status) VALUES (gen_random_uuid(), gen_random_uuid(), 'lost')"), 'STORE_QUERY_FAILED', (message) => assert.match(message, /23514/));
+      await rejectsWith(store.query('SELEC nonsense'), ErrorCode.STORE_QUERY_FAILED, (message) => assert.match(message, /42601/));
+      await rejectsWith(store.query("INSERT INTO certificates (id, instance_id, status) VALUES (gen_random_uuid(), gen_random_uuid(), 'lost')"), ErrorCode.STORE_QUERY_FAILED, (message) => assert.match(message, /23514/));
     });
 
     test('migrations: opening a migrated database again changes nothing and keeps the data', TIMEOUT, async (t) => {
@@ -565,7 +565,7 @@ for (const engine of [pglite, postgres]) {
       const first = await openStore(url);
       const instance = await newInstance(first);
       await first.close();
-      await rejectsWith(first.query('SELECT 1'), 'STORE_CLOSED');
+      await rejectsWith(first.query('SELECT 1'), ErrorCode.STORE_CLOSED);
 
       const second = await opened(url, defer);
       assert.deepEqual(await second.instances.get(instance.id), instance);
@@ -609,7 +609,7 @@ for (const engine of [pglite, postgres]) {
       defer(() => db.close());
       const broken = [...MIGRATIONS, { version: 999, description: 'refers to a table that is not there', statements: ['CREATE TABLE half_done (id int)', 'ALTER TABLE no_such_table ADD COLUMN x int'] }];
 
-      await rejectsWith(migrate(db, broken), 'STORE_MIGRATION_FAILED', (message) => assert.match(message, /Migration 999 .*no_such_table/));
+      await rejectsWith(migrate(db, broken), ErrorCode.STORE_MIGRATION_FAILED, (message) => assert.match(message, /Migration 999 .*no_such_table/));
       assert.deepEqual(await db.query("SELECT tablename FROM pg_tables WHERE tablename IN ('half_done', 'instances', 'schema_migrations')"), []);
       assert.deepEqual(await migrate(db), MIGRATIONS.map((migration) => migration.version));
       assert.deepEqual(await migrate(db), []);
@@ -655,7 +655,7 @@ describe('store on postgres only', () => {
     await adminPool();
     const url = new URL(POSTGRES_URL);
     url.password = 'wrong-secret-pw';
-    await rejectsWith(openStore(url.toString()), 'STORE_UNAVAILABLE', (message) => {
+    await rejectsWith(openStore(url.toString()), ErrorCode.STORE_UNAVAILABLE, (message) => {
       assert.ok(!message.includes('wrong-secret-pw'), message);
       assert.match(message, /\*\*\*@/);
       assert.match(message, /password authentication failed/);
@@ -666,7 +666,7 @@ describe('store on postgres only', () => {
 describe('store URLs', () => {
   test('anything but postgres://, postgresql://, pglite:PATH and memory: is refused, password redacted', async () => {
     for (const url of ['', 'memory', 'pglite:', 'sqlite:/var/lib/certplane.db', 'mysql://root:hunter2@db.internal/certplane', 'postgres//root:hunter2@db.internal/certplane']) {
-      await rejectsWith(openStore(url), 'STORE_INVALID_URL', (message) => {
+      await rejectsWith(openStore(url), ErrorCode.STORE_INVALID_URL, (message) => {
         assert.match(message, /postgres:\/\/user:password@host:port\/database .*pglite:\/path\/to\/data-directory, or memory:/);
         assert.ok(!message.includes('hunter2'), message);
       });
@@ -675,7 +675,7 @@ describe('store URLs', () => {
 
   test('a postgres URL that is not well-formed is refused, password redacted', async () => {
     for (const url of ['postgres://certplane:hunter2@[::1:5432/certplane', 'postgresql://certplane:hunter2@127.0.0.1:port/certplane']) {
-      await rejectsWith(openStore(url), 'STORE_INVALID_URL', (message) => {
+      await rejectsWith(openStore(url), ErrorCode.STORE_INVALID_URL, (message) => {
         assert.match(message, /not a well-formed URL/);
         assert.ok(!message.includes('hunter2'), message);
       });
@@ -689,7 +689,7 @@ describe('store URLs', () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
 
     for (const url of [`postgres://certplane:s3cret-pw@127.0.0.1:${port}/certplane`, `postgresql://certplane@127.0.0.1:${port}/certplane?password=query-secret`]) {
-      await rejectsWith(openStore(url), 'STORE_UNAVAILABLE', (message) => {
+      await rejectsWith(openStore(url), ErrorCode.STORE_UNAVAILABLE, (message) => {
         assert.ok(!message.includes('s3cret-pw') && !message.includes('query-secret'), message);
         assert.ok(message.includes(`127.0.0.1:${port}`), message);
         assert.match(message, /ECONNREFUSED/);

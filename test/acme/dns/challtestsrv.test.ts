@@ -7,6 +7,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChalltestsrvDnsProvider } from '../../../src/acme/dns/challtestsrv.js';
 import { hasCode } from '../../../src/errors.js';
+import { ErrorCode } from '../../../src/error-catalogue.js';
 
 let challtestsrv: ChildProcess;
 let managementUrl: string;
@@ -101,7 +102,7 @@ test('presenting a value twice serves it once, and cleanUp of a value already go
 test('a value challtestsrv rejects gives DNS_CHALLTESTSRV with its status', async () => {
   const provider = new ChalltestsrvDnsProvider(managementUrl);
   await assert.rejects(provider.present('_acme-challenge.empty.example.test', ''), (error) => {
-    assert.ok(hasCode(error, 'DNS_CHALLTESTSRV'));
+    assert.ok(hasCode(error, ErrorCode.DNS_CHALLTESTSRV));
     assert.equal(error.details.status, 400);
     assert.equal(error.details.url, `${managementUrl}/set-txt`);
     return true;
@@ -112,7 +113,7 @@ test('a management URL that refuses connections gives DNS_CHALLTESTSRV naming th
   const [closedPort] = await freePorts(1);
   const provider = new ChalltestsrvDnsProvider(`http://127.0.0.1:${closedPort}`);
   await assert.rejects(provider.present('_acme-challenge.refused.example.test', 'token-one'), (error) => {
-    assert.ok(hasCode(error, 'DNS_CHALLTESTSRV'));
+    assert.ok(hasCode(error, ErrorCode.DNS_CHALLTESTSRV));
     assert.equal(error.details.url, `http://127.0.0.1:${closedPort}/set-txt`);
     assert.match(error.message, /ECONNREFUSED/);
     return true;

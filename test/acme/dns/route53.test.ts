@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { Route53DnsProvider, type Route53DnsProviderOptions } from '../../../src/acme/dns/route53.js';
 import { hasCode } from '../../../src/errors.js';
+import { ErrorCode } from '../../../src/error-catalogue.js';
 
 const NS = 'https://route53.amazonaws.com/doc/2013-04-01/';
 
@@ -279,7 +280,7 @@ test('present gives DNS_ROUTE53_TIMEOUT when the change never reaches INSYNC', a
   const { fake, provider } = await setUp(t, { propagationTimeoutMs: 60 });
   fake.pendingPolls = Number.POSITIVE_INFINITY;
   await assert.rejects(provider.present('_acme-challenge.example.com', 'token-one'), (error) => {
-    assert.ok(hasCode(error, 'DNS_ROUTE53_TIMEOUT'));
+    assert.ok(hasCode(error, ErrorCode.DNS_ROUTE53_TIMEOUT));
     assert.equal(error.details.changeId, '/change/C1');
     return true;
   });
@@ -354,14 +355,14 @@ test('a configured hosted zone id skips the lookup', async (t) => {
 
 test('a name in no hosted zone gives DNS_ROUTE53_NO_ZONE', async (t) => {
   const { fake, provider } = await setUp(t);
-  await assert.rejects(provider.present('_acme-challenge.example.org', 'token-one'), (error) => hasCode(error, 'DNS_ROUTE53_NO_ZONE'));
+  await assert.rejects(provider.present('_acme-challenge.example.org', 'token-one'), (error) => hasCode(error, ErrorCode.DNS_ROUTE53_NO_ZONE));
   assert.equal(fake.changeBodies().length, 0);
 });
 
 test('an AWS error becomes DNS_ROUTE53 carrying the AWS error name', async (t) => {
   const { provider } = await setUp(t, { hostedZoneId: 'ZMISSING' });
   await assert.rejects(provider.present('_acme-challenge.example.com', 'token-one'), (error) => {
-    assert.ok(hasCode(error, 'DNS_ROUTE53'));
+    assert.ok(hasCode(error, ErrorCode.DNS_ROUTE53));
     assert.equal(error.details.awsErrorName, 'NoSuchHostedZone');
     assert.match(error.message, /NoSuchHostedZone/);
     return true;
