@@ -187,16 +187,28 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       gate: limiter,
       preferDns01: config.server.challenge === 'dns-01',
       maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
+      leaseMs: config.server.leaseMs,
     });
     sessions.setHandler(coordinator);
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
-    const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    const scheduler = new Scheduler({
+      store,
+      coordinator,
+      lifecycle,
+      connectedInstances: () => sessions.instanceIds(),
+      logger: logger.child({ room: 'jobs' }),
+      clock,
+      intervalMs: config.server.schedulerIntervalMs,
+      leaseMs: config.server.leaseMs,
+    });
     started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {
       sessions.closeAll('management plane shutting down');
       await app.close();
     });
+    // Closed before the channels (http-01 orders need them to finish) and after the scheduler stops claiming.
+    started.add('in-flight orders', () => coordinator.stop(config.server.shutdownGraceMs));
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };

@@ -27,6 +27,7 @@ import { downloadChains, type PostAsGet } from './chains.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
+import type { OrderStanding } from '../lifecycle/index.js';
 
 export const AcmeErrorCode = {
   /** No configured solver can answer any challenge the CA offered for an identifier. */
@@ -107,6 +108,15 @@ export interface IssueOptions {
   readonly replaces?: string;
   /** Told the order's URL as soon as the CA created it, so the lifecycle records that an order exists. */
   readonly onOrderCreated?: (orderUrl: string) => Promise<void>;
+  /**
+   * An order placed earlier for this same CSR (by a process that died or shut down), to be
+   * continued from where it stands instead of placing a new one: a pending order has its
+   * authorizations answered, a ready one is finalized, a valid one downloaded. Whether to
+   * resume is the caller's decision (lifecycle/ownership.ts, after `orderStanding`).
+   */
+  readonly resumeOrderUrl?: string;
+  /** Stops the work at the next step or wait with the signal's reason: shutdown, or a lost lease. */
+  readonly signal?: AbortSignal;
 }
 
 const DirectoryShape = z.object({
@@ -119,6 +129,16 @@ type NewOrderPayload = Parameters<acme.Client['createOrder']>[0] & { profile?: s
 
 const RENEWAL_INFO_TIMEOUT_MS = 10_000;
 
+/**
+ * The longest any one request to the CA may take. Without it a CA that accepts the
+ * connection and never answers would hold the step, and the certificate's lease with it,
+ * for as long as the socket lives; with it the step fails as ACME_UNREACHABLE and is retried.
+ */
+export const ACME_REQUEST_TIMEOUT_MS = 30_000;
+
+/** HTTP statuses with which a CA says an order URL names nothing (any more). */
+const ORDER_GONE_STATUSES = new Set([404, 410]);
+
 export class AcmeIssuer {
   readonly #options: AcmeIssuerOptions;
   #client: Promise<acme.Client> | undefined;
@@ -130,6 +150,7 @@ export class AcmeIssuer {
     // that failed for a passing reason itself (./retry.ts) and postpones the job for a rate
     // limit (lifecycle/reasons.ts), so nothing waits inside work. Module-wide, like the agent below.
     (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts = 0;
+    acme.axios.defaults.timeout = ACME_REQUEST_TIMEOUT_MS;
     installUnsignedFailureInterceptor(() => this.#now());
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
@@ -200,6 +221,25 @@ export class AcmeIssuer {
     }
   }
 
+  /**
+   * Where an order placed earlier stands at the CA, for deciding whether to resume it
+   * (lifecycle/ownership.ts). An order the CA no longer knows is `unknown`; a CA that does
+   * not answer is an error (ACME_UNREACHABLE), not a reason to order again.
+   */
+  async orderStanding(orderUrl: string): Promise<OrderStanding> {
+    try {
+      const client = await this.#accountClient();
+      const order = await withRetry(() => client.getOrder({ url: orderUrl } as acme.Order), this.#options.retry ?? DEFAULT_RETRY);
+      const status = order.status as string;
+      if (status === 'pending' || status === 'ready' || status === 'processing' || status === 'valid' || status === 'invalid') return { status };
+      return { status: 'unknown', detail: `the CA reports the status "${status}"` };
+    } catch (error) {
+      const status = error instanceof CertplaneError ? error.details.status : undefined;
+      if (typeof status === 'number' && ORDER_GONE_STATUSES.has(status)) return { status: 'unknown', detail: (error as Error).message };
+      throw this.#unreachableOr(error);
+    }
+  }
+
   /** acme-client's TypeError for a request that got no HTTP answer, as ACME_UNREACHABLE naming the server; anything else unchanged. */
   #unreachableOr(error: unknown): unknown {
     const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
@@ -211,12 +251,40 @@ export class AcmeIssuer {
     const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
     const log = this.#options.logger.child({ names: csr.dnsNames });
     const client = await this.#accountClient();
+    const { signal } = options;
     const step = <T>(name: string, fn: () => Promise<T>) =>
-      withRetry(() => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))), this.#options.retry ?? DEFAULT_RETRY, (error, attempt, delayMs) =>
-        log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
+      withRetry(
+        () => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))),
+        this.#options.retry ?? DEFAULT_RETRY,
+        (error, attempt, delayMs) => log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
+        signal,
       );
 
-    const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
+    const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, csr.dnsNames, options, step, log);
+    if (options.resumeOrderUrl) log.info({ order: order.url, status: order.status }, 'resuming the order');
+    if (order.status === 'pending') {
+      const authorizations = await step('authorizations', () => client.getAuthorizations(order));
+      const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
+      for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step, signal);
+    }
+    const finalized =
+      order.status === 'pending' || order.status === 'ready'
+        ? await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
+            throw orderFailed('finalizing the order', e);
+          })
+        : order;
+    if (finalized.status === 'invalid') throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is invalid at the CA`, { orderUrl: order.url });
+    const valid = finalized.status === 'valid' ? finalized : await untilAborted(client.waitForValidStatus(finalized), signal);
+    if (!valid.certificate) throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
+    const api = (client as unknown as { api: PostAsGet }).api;
+    const offered = await step('download', () => downloadChains(api, valid.certificate as string));
+    log.info({ chains: offered.length }, 'chains downloaded');
+    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+  }
+
+  /** Places the order (with `replaces` while the CA accepts it) and reports its URL before anything else happens to it. */
+  async #newOrder(client: acme.Client, names: readonly string[], options: IssueOptions, step: <T>(name: string, fn: () => Promise<T>) => Promise<T>, log: Logger): Promise<acme.Order> {
+    const payload = await this.#newOrderPayload(names, options, log);
     const order = await step('newOrder', () => client.createOrder(payload))
       .catch((e: unknown) => {
         // RFC 9773: the certificate named in `replaces` already has a replacement (an earlier
@@ -231,19 +299,7 @@ export class AcmeIssuer {
       });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     await options.onOrderCreated?.(order.url);
-    const authorizations = await step('authorizations', () => client.getAuthorizations(order));
-    const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
-    for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
-
-    const finalized = await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
-      throw orderFailed('finalizing the order', e);
-    });
-    const valid = finalized.status === 'valid' ? finalized : await client.waitForValidStatus(finalized);
-    if (!valid.certificate) throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
-    const api = (client as unknown as { api: PostAsGet }).api;
-    const offered = await step('download', () => downloadChains(api, valid.certificate as string));
-    log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+    return order;
   }
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
@@ -306,7 +362,9 @@ export class AcmeIssuer {
     authorization: acme.Authorization,
     solvers: readonly ChallengeSolver[],
     step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
+    signal?.throwIfAborted();
     if (authorization.status === 'valid') return;
     const domain = authorization.identifier.value;
     const solver = solvers.find((s) => authorization.challenges.some((c) => c.type === s.type));
@@ -326,8 +384,10 @@ export class AcmeIssuer {
     };
     await solver.present(context);
     try {
-      await step('challenge', () => client.completeChallenge(challenge));
-      await client.waitForValidStatus(challenge).catch(async (e: unknown) => {
+      // A resumed order's challenge may already be under validation: answered once, it is only awaited.
+      if (challenge.status === 'pending') await step('challenge', () => client.completeChallenge(challenge));
+      await untilAborted(client.waitForValidStatus(challenge), signal).catch(async (e: unknown) => {
+        if (signal?.aborted) throw e;
         throw await this.#validationFailure(client, challenge.url, domain, solver.type, e);
       });
     } finally {
@@ -389,6 +449,21 @@ let unsignedFailureInterceptor: number | undefined;
 function installUnsignedFailureInterceptor(clock: () => Date): void {
   if (unsignedFailureInterceptor !== undefined) acme.axios.interceptors.response.eject(unsignedFailureInterceptor);
   unsignedFailureInterceptor = acme.axios.interceptors.response.use((response) => typedUnsignedFailure(response as never, clock) as never);
+}
+
+/**
+ * `promise`, or the signal's reason as soon as it aborts. acme-client's polling takes no
+ * signal, so an aborted wait is abandoned rather than cancelled: its remaining polls are
+ * bounded by the client's backoff attempts and touch nothing of certplane's.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function orderFailed(what: string, cause: unknown): CertplaneError {

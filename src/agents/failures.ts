@@ -13,6 +13,8 @@ export const IssuanceErrorCode = {
   CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
   UNKNOWN_INSTANCE: 'ISSUANCE_UNKNOWN_INSTANCE',
   UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
+  /** An order stopped before it settled (shutdown, or its lease taken over); never a failure: the next lease holder resumes it. */
+  STOPPED: 'ISSUANCE_STOPPED',
 } as const;
 
 const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {

@@ -11,8 +11,20 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
-import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
-import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
+import {
+  DEFAULT_LEASE_MS,
+  ORDERING_STATES,
+  afterStop,
+  leaseRenewalMs,
+  parkedLeaseMs,
+  planOrder,
+  takeUpRefusal,
+  type FailureReason,
+  type LifecycleEvent,
+  type OrderStanding,
+  type StopCause,
+} from '../lifecycle/index.js';
+import type { CertificateRecord, CertificateUpdate, InstanceRecord, Store } from '../store/types.js';
 import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
@@ -23,7 +35,9 @@ export { IssuanceErrorCode } from './failures.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated'>): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal'>): Promise<IssuedChain>;
+  /** Where a stored order stands at the CA, so a process taking the work over resumes it when it can. */
+  orderStanding(orderUrl: string): Promise<OrderStanding>;
 }
 
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
@@ -47,8 +61,8 @@ export interface IssuanceListener {
 
 /** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
 const PROMPT_AGAIN_MS = 30_000;
-/** How long an ordering lease lasts without renewal: a process that dies mid-order holds its certificate no longer. */
-const LEASE_MS = 60_000;
+/** After the shutdown grace, how long aborted orders get to stop at a step boundary before their leases are released for them. */
+const ABORT_SETTLE_MS = 1_000;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
@@ -57,8 +71,15 @@ export interface IssuanceMetrics {
 /** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
 const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-256', 'rsa-2048': 'RSA 2048', 'rsa-3072': 'RSA 3072' };
 
+/** An order under way in this process, and how to stop it. */
+interface RunningOrder {
+  readonly controller: AbortController;
+  readonly done: Promise<void>;
+}
+
 export class IssuanceCoordinator implements SessionHandler {
-  readonly #running = new Set<string>();
+  readonly #running = new Map<string, RunningOrder>();
+  #shuttingDown = false;
   /** Names this process in certificate leases, for operators reading the certificates table. */
   readonly owner = processName();
 
@@ -76,8 +97,14 @@ export class IssuanceCoordinator implements SessionHandler {
       preferDns01?: boolean;
       /** Names a CSR may carry, duplicates included (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the CA's limit by default. */
       maxNamesPerCertificate?: number;
+      /** How long a certificate's lease lasts without renewal (CERTPLANE_LEASE_MS): how soon another process takes over from a dead one. */
+      leaseMs?: number;
     },
   ) {}
+
+  get #leaseMs(): number {
+    return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
+  }
 
   readonly #prompted = new Map<string, number>();
 
@@ -120,8 +147,9 @@ export class IssuanceCoordinator implements SessionHandler {
    * process created (a job claimed elsewhere, a delivery issued elsewhere) and re-prompts
    * anything unanswered. This is what lets several processes share one database.
    */
-  async reconcileConnected(ids: readonly string[]): Promise<void> {
+  async reconcileConnected(ids: readonly string[], signal?: AbortSignal): Promise<void> {
     for (const id of ids) {
+      if (signal?.aborted || this.#shuttingDown) return;
       const session = this.deps.sessions.get(id);
       if (session) await this.#reconcile(session, false).catch((error) => this.deps.logger.warn({ instanceId: id, err: (error as Error).message }, 'reconcile failed'));
     }
@@ -139,22 +167,54 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /**
-   * Takes up an order whose lease is free or lapsed (its process died, or the rate limiter's
-   * wait is over). A live lease held elsewhere means another process is ordering: nothing to do.
+   * Tries to take up an order (its process died or shut down, or the rate limiter's wait is
+   * over). Whether this process may try is decided in lifecycle/ownership.ts; whether it gets
+   * the work is decided by the lease in the database: a live lease held elsewhere means
+   * another process is ordering, and nothing happens here.
    */
   async #resume(instance: InstanceRecord, certificate: CertificateRecord): Promise<void> {
-    if (!certificate.csrPem || this.#running.has(certificate.id)) return;
-    if (certificate.leaseUntil && certificate.leaseUntil > this.deps.clock()) return;
-    // http-01 needs the agent's channel, which only the process holding it can use.
-    if (!this.deps.preferDns01 && !this.deps.sessions.get(instance.id)) return;
-    this.#start(instance, certificate, certificate.csrPem);
+    const refusal = takeUpRefusal({
+      status: certificate.status,
+      hasCsr: Boolean(certificate.csrPem),
+      runningHere: this.#running.has(certificate.id),
+      shuttingDown: this.#shuttingDown,
+      needsChannel: !this.deps.preferDns01,
+      hasChannel: this.deps.sessions.get(instance.id) !== undefined,
+    });
+    if (!refusal && certificate.csrPem) this.#start(instance, certificate, certificate.csrPem);
   }
 
-  /** Runs an order in the background; whatever escapes it is logged, never an unhandled rejection. */
+  /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
   #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): void {
-    this.#issue(instance, certificate, csrPem).catch((error: unknown) =>
-      this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'),
-    );
+    if (this.#shuttingDown || this.#running.has(certificate.id)) return;
+    const controller = new AbortController();
+    const done = this.#issue(instance, certificate, csrPem, controller)
+      .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
+      .finally(() => this.#running.delete(certificate.id));
+    this.#running.set(certificate.id, { controller, done });
+  }
+
+  /**
+   * Stops ordering, for shutdown: nothing new starts from here on; orders under way get
+   * `graceMs` to finish, then are aborted at their next step or wait and release their
+   * leases, so another process resumes the same ACME orders at once rather than after the
+   * leases lapse. An order still inside a request to the CA a moment later has its lease
+   * released for it; whatever it writes afterwards needs the lease and is refused. Returns
+   * once nothing of this process holds a lease, so the store can close.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#shuttingDown = true;
+    const log = this.deps.logger;
+    if (this.#running.size === 0) return;
+    log.info({ inFlight: this.#running.size, graceMs }, 'shutdown: waiting for in-flight orders');
+    await settledWithin([...this.#running.values()].map((order) => order.done), graceMs);
+    if (this.#running.size === 0) return;
+    log.warn({ inFlight: this.#running.size }, 'shutdown: stopping in-flight orders; their leases are released and another process resumes them');
+    for (const order of this.#running.values()) order.controller.abort(stopped('shutdown'));
+    await settledWithin([...this.#running.values()].map((order) => order.done), ABORT_SETTLE_MS);
+    for (const id of this.#running.keys()) {
+      await this.deps.store.certificates.release(id, this.owner).catch((error: unknown) => log.error({ certificateId: id, err: (error as Error).message }, 'shutdown: could not release the lease; it lapses by itself'));
+    }
   }
 
   async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
@@ -216,50 +276,74 @@ export class IssuanceCoordinator implements SessionHandler {
 
   /**
    * Orders, verifies and delivers, under the certificate's lease. The lease is taken first
-   * (another process holding it is ordering already) and renewed while the order runs. A
-   * refusal by the rate limiter parks the certificate: the lease is held until the limiter's
-   * time, so no process picks it up before then, and the scheduler's next pass after that
-   * time resumes it. Nothing sleeps here.
+   * (another process holding it is ordering already) and renewed while the order runs; a
+   * renewal that finds it taken aborts the work. An order stored by a previous holder is
+   * resumed at the CA rather than placed again (lifecycle/ownership.ts decides, with the
+   * reason recorded when it cannot be). A refusal by the rate limiter parks the certificate:
+   * the lease is held until the limiter's time, so no process picks it up before then, and
+   * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
+   * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
-  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): Promise<void> {
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     const { store, clock } = this.deps;
-    if (this.#running.has(certificate.id)) return;
-    this.#running.add(certificate.id);
-    let renewLease: NodeJS.Timeout | undefined;
+    const { signal } = controller;
+    let renewal: NodeJS.Timeout | undefined;
+    let holding = false;
     let parked = false;
     let verified: CertificateRecord | undefined;
     const owned = { leaseOwner: this.owner };
+    /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
+    const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
+      const moved = await store.certificates.apply(certificate.id, event, fields, owned);
+      if (!moved && !signal.aborted) controller.abort(stopped('lease_lost'));
+      signal.throwIfAborted();
+      return moved;
+    };
     try {
-      if (!(await store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)))) {
+      if (!(await store.certificates.lease(certificate.id, this.owner, this.#leaseMs))) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
-      const refusal = await this.#orderBudget(instance, certificate);
-      if (refusal) {
-        parked = await store.certificates.lease(certificate.id, this.owner, clock(), refusal.retryAt);
-        log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
-        return;
+      holding = true;
+      renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
+      renewal.unref();
+      // Read again under the lease: the record in hand may predate the previous holder's last step.
+      const current = await store.certificates.get(certificate.id);
+      if (!current || !ORDERING_STATES.includes(current.status)) return;
+      const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
+      signal.throwIfAborted();
+      const plan = planOrder(current.orderUrl, standing);
+      if (plan.action === 'new') {
+        const refusal = await this.#orderBudget(instance, current);
+        if (refusal) {
+          parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
+          log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
+          return;
+        }
+        if (plan.replacing) log.warn({ previousOrder: plan.replacing.orderUrl, why: plan.replacing.why }, 'the stored order cannot be resumed; placing a new order');
+      } else {
+        log.info({ order: plan.orderUrl, next: plan.next }, 'resuming the stored ACME order');
       }
-      renewLease = setInterval(() => {
-        void store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)).catch(() => undefined);
-      }, LEASE_MS / 3);
-      renewLease.unref();
-      const replaced = certificate.replacesCertificateId ? await store.certificates.get(certificate.replacesCertificateId) : undefined;
-      const replaces = replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      const replaced = current.replacesCertificateId ? await store.certificates.get(current.replacesCertificateId) : undefined;
+      const replaces = plan.action === 'new' && replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
       const issued = await this.deps.issuer.issue(csrPem, {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
+        ...(plan.action === 'resume' ? { resumeOrderUrl: plan.orderUrl } : {}),
+        signal,
         onOrderCreated: async (orderUrl) => {
-          await store.certificates.apply(certificate.id, 'order_created', { orderUrl }, owned);
+          if (plan.action === 'new' && plan.replacing) {
+            await record('order_replaced', { orderUrl, lastError: plan.replacing.why });
+            await store.audit.record({ actor: `service:${this.owner}`, action: 'certificate.order-replaced', target: certificate.id, reason: plan.replacing.why, details: { previousOrderUrl: plan.replacing.orderUrl, orderUrl } });
+          } else {
+            await record('order_created', { orderUrl });
+          }
         },
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
-      verified = await store.certificates.apply(
-        certificate.id,
-        'chain_verified',
-        {
+      verified = await record('chain_verified', {
         fullchainPem: issued.fullchainPem,
         fingerprintSha256: leaf.fingerprintSha256,
         notBefore: leaf.notBefore,
@@ -267,12 +351,16 @@ export class IssuanceCoordinator implements SessionHandler {
         anchorCN: issued.report.anchor?.subjectCN ?? null,
         report: withoutPem(issued.report),
         lastError: null,
-        },
-        owned,
-      );
+      });
       this.deps.metrics?.issuance('issued');
       log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
     } catch (error) {
+      if (signal.aborted) {
+        const cause = stopCauseOf(signal.reason);
+        holding &&= afterStop(cause).releaseLease;
+        log.info({ cause }, 'order stopped before it settled; the next holder of the lease resumes it');
+        return;
+      }
       const failure = failureOf(error);
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
       log.warn({ err: message, reason: failure.reason }, 'issuance failed');
@@ -284,15 +372,23 @@ export class IssuanceCoordinator implements SessionHandler {
       await this.#fail(instance.id, certificate.id, failure, message, owned);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {
-      clearInterval(renewLease);
-      this.#running.delete(certificate.id);
-      if (!parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+      clearInterval(renewal);
+      if (holding && !parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
     // Outside the order's failure handling: a delivery that does not reach the agent now is
     // sent again when it reconnects; it must never fail a certificate already issued.
     const session = this.deps.sessions.get(instance.id);
     if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
+  }
+
+  /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */
+  async #renewLease(certificateId: string, controller: AbortController, log: Logger): Promise<void> {
+    // A failed query is not a lost lease: the next renewal tries again, and writes need the lease anyway.
+    const kept = await this.deps.store.certificates.renewLease(certificateId, this.owner, this.#leaseMs).catch(() => true);
+    if (kept || controller.signal.aborted) return;
+    log.warn('the lease was taken over by another process; stopping this order');
+    controller.abort(stopped('lease_lost'));
   }
 
   /** Asks the rate limiter for one more order for these names: undefined when granted, else until when to wait. */
@@ -384,4 +480,24 @@ export class IssuanceCoordinator implements SessionHandler {
 function withoutPem(report: VerificationReport): Omit<VerificationReport, 'servedChainPem'> {
   const { servedChainPem: _chain, ...rest } = report;
   return rest;
+}
+
+/** The abort reason of an order stopped before it settled. */
+function stopped(cause: StopCause): CertplaneError {
+  const message =
+    cause === 'shutdown'
+      ? 'the management plane is shutting down; another process resumes the order'
+      : 'another process took the lease over (this one stalled past it); that process resumes the order';
+  return new CertplaneError(IssuanceErrorCode.STOPPED, message, { cause });
+}
+
+function stopCauseOf(reason: unknown): StopCause {
+  return reason instanceof CertplaneError && reason.details.cause === 'lease_lost' ? 'lease_lost' : 'shutdown';
+}
+
+/** Resolves when every promise settled or `ms` passed, whichever is first. */
+async function settledWithin(promises: readonly Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(promises), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }

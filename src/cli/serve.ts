@@ -38,7 +38,9 @@ export async function serve(args: string[], io: Io): Promise<number> {
     process.off('SIGHUP', onHangup);
     console?.close();
   } finally {
+    // Stops claiming, gives in-flight orders CERTPLANE_SHUTDOWN_GRACE_MS, releases their leases, then closes channels, listener and store.
     await plane.close();
   }
+  logger.info('management plane stopped');
   return ExitCode.OK;
 }

@@ -88,6 +88,8 @@ const schema = z
     CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01'),
     CERTPLANE_RATE_LIMITS: z.string().min(2).optional(),
     CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
+    CERTPLANE_LEASE_MS: z.coerce.number().int().min(3000).max(3_600_000).default(60_000),
+    CERTPLANE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
     CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
     CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock'),
@@ -148,6 +150,13 @@ export interface Config {
     /** JSON overrides of the rate-limit buckets (jobs/ratelimit.ts), validated there. */
     readonly rateLimitsJson: string | undefined;
     readonly schedulerIntervalMs: number;
+    /**
+     * How long a claim on a job or a lease on a certificate lasts without renewal: how soon
+     * another process takes over the work of one that died (renewed every third of it).
+     */
+    readonly leaseMs: number;
+    /** On shutdown, how long in-flight orders may run on before they are stopped and their leases released. */
+    readonly shutdownGraceMs: number;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
     /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
@@ -187,6 +196,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       challenge: e.CERTPLANE_CHALLENGE,
       rateLimitsJson: e.CERTPLANE_RATE_LIMITS,
       schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
+      leaseMs: e.CERTPLANE_LEASE_MS,
+      shutdownGraceMs: e.CERTPLANE_SHUTDOWN_GRACE_MS,
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
       publicUrl: e.CERTPLANE_PUBLIC_URL,
       adminSocket: e.CERTPLANE_ADMIN_SOCKET,

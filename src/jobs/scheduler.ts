@@ -29,36 +29,48 @@ export class Scheduler {
   readonly owner = processName();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
-  #stopped = false;
+  readonly #stopping = new AbortController();
 
   constructor(private readonly options: SchedulerOptions) {}
 
   start(): void {
+    const { signal } = this.#stopping;
     const loop = () => {
-      if (this.#stopped) return;
-      this.#running = this.tick()
+      if (signal.aborted) return;
+      this.#running = this.tick(signal)
         .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
         .finally(() => {
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.options.intervalMs ?? 1000);
+          if (!signal.aborted) this.#timer = setTimeout(loop, this.options.intervalMs ?? 1000);
         });
     };
     loop();
   }
 
+  /** Stops claiming: the tick under way ends at its next step (jobs it claimed are started first), and no other follows. */
   async stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopping.abort();
     clearTimeout(this.#timer);
     await this.#running;
   }
 
-  /** One pass: claim due jobs and start them, refresh due ARI windows, re-prompt connected agents. */
-  async tick(): Promise<void> {
+  /**
+   * One pass: claim due jobs and start them, refresh due ARI windows, re-prompt connected
+   * agents. `signal` ends it between steps; jobs already claimed are still started (starting
+   * one only records its certificate request), so a stopping process leaves no claim behind
+   * to wait out its lease.
+   */
+  async tick(signal?: AbortSignal): Promise<void> {
     const { store, clock } = this.options;
+    if (signal?.aborted) return;
     const now = clock();
     const jobs = await store.jobs.claimDue(this.owner, now, this.options.leaseMs ?? 60_000, this.options.batchSize ?? 50);
     for (const job of jobs) await this.#start(job);
-    for (const certificate of await this.#ariDue(now)) await this.options.lifecycle.refreshAdvice(certificate);
-    await this.options.coordinator.reconcileConnected(this.options.connectedInstances());
+    for (const certificate of signal?.aborted ? [] : await this.#ariDue(now)) {
+      if (signal?.aborted) return;
+      await this.options.lifecycle.refreshAdvice(certificate);
+    }
+    if (signal?.aborted) return;
+    await this.options.coordinator.reconcileConnected(this.options.connectedInstances(), signal);
   }
 
   async #start(job: JobRecord): Promise<void> {

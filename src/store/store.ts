@@ -458,12 +458,22 @@ class SqlStore implements Store {
         [id, renewal.renewAt ?? null, renewal.ariRetryAt],
       );
     },
-    lease: async (id, owner, now, until) => {
+    lease: async (id, owner, durationMs) => {
+      if (!UUID.test(id)) return false;
+      // The database's clock, never the caller's: every process compares against the same time,
+      // so a process whose clock runs ahead can neither steal a live lease nor keep a lapsed one.
+      const rows = await this.db.query(
+        `UPDATE certificates SET lease_owner = $2, lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+         WHERE id = $1 AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= now()) RETURNING id`,
+        [id, owner, String(Math.max(0, Math.round(durationMs)))],
+      );
+      return rows.length === 1;
+    },
+    renewLease: async (id, owner, durationMs) => {
       if (!UUID.test(id)) return false;
       const rows = await this.db.query(
-        `UPDATE certificates SET lease_owner = $2, lease_until = $3::timestamptz, updated_at = now()
-         WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4::timestamptz) RETURNING id`,
-        [id, owner, until, now],
+        `UPDATE certificates SET lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+        [id, owner, String(Math.max(0, Math.round(durationMs)))],
       );
       return rows.length === 1;
     },

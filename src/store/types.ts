@@ -243,11 +243,18 @@ export interface Store {
     /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */
     setRenewal(id: string, renewal: { renewAt?: Date; ariRetryAt: Date | null }): Promise<void>;
     /**
-     * Takes or extends the lease that lets `owner` work on the certificate until `until`:
-     * true when it was free, lapsed by `now` (the caller's clock, as every deadline here), or already `owner`'s. Whoever orders holds it, so two
-     * processes never order the same certificate; a process that dies lets it lapse.
+     * Takes the lease that lets `owner` work on the certificate for `durationMs`: true when it
+     * was free or lapsed. Whoever orders holds it, so two processes never order the same
+     * certificate; a process that dies lets it lapse. A live lease is not taken again, not
+     * even by its holder: a certificate parked under its lease (the rate limiter's wait) stays
+     * parked. Expiry and lapse are read on the database's clock, the one clock every process shares.
      */
-    lease(id: string, owner: string, now: Date, until: Date): Promise<boolean>;
+    lease(id: string, owner: string, durationMs: number): Promise<boolean>;
+    /**
+     * Extends (or shortens) `owner`'s lease to `durationMs` from now on the database's clock:
+     * false when another process holds it now, so the caller knows it lost the work.
+     */
+    renewLease(id: string, owner: string, durationMs: number): Promise<boolean>;
     /** Gives the lease up (the work finished, failed or was stopped); only `owner`'s lease is released. */
     release(id: string, owner: string): Promise<void>;
   };
