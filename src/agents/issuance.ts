@@ -61,6 +61,8 @@ export interface IssuanceListener {
 
 /** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
 const PROMPT_AGAIN_MS = 30_000;
+/** The store's code for a database that did not answer (store/engines.ts): a reason to stop an order, not to fail it. */
+const STORE_UNAVAILABLE = 'STORE_UNAVAILABLE';
 /** After the shutdown grace, how long aborted orders get to stop at a step boundary before their leases are released for them. */
 const ABORT_SETTLE_MS = 1_000;
 
@@ -355,8 +357,8 @@ export class IssuanceCoordinator implements SessionHandler {
       this.deps.metrics?.issuance('issued');
       log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
     } catch (error) {
-      if (signal.aborted) {
-        const cause = stopCauseOf(signal.reason);
+      if (signal.aborted || hasCode(error, STORE_UNAVAILABLE)) {
+        const cause = signal.aborted ? stopCauseOf(signal.reason) : 'store_unavailable';
         holding &&= afterStop(cause).releaseLease;
         log.info({ cause }, 'order stopped before it settled; the next holder of the lease resumes it');
         return;

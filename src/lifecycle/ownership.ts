@@ -80,15 +80,17 @@ export function takeUpRefusal(facts: {
 
 /**
  * Why work on a certificate stopped before it settled. `shutdown`: this process is stopping;
- * `lease_lost`: a renewal found the lease held by another process (this one stalled past it).
+ * `lease_lost`: a renewal found the lease held by another process (this one stalled past it);
+ * `store_unavailable`: the database did not answer (the order itself is fine at the CA).
  */
-export type StopCause = 'shutdown' | 'lease_lost';
+export type StopCause = 'shutdown' | 'lease_lost' | 'store_unavailable';
 
 /**
  * What a stopped order leaves behind. It never fails the certificate: the order is still
  * good at the CA and the next holder resumes it. On shutdown the lease is released, so
  * another process takes the order over at once instead of after the lease lapses; a lost
- * lease belongs to someone else and is left alone.
+ * lease belongs to someone else and is left alone; a database that did not answer cannot
+ * be asked to release it, so it lapses, and the next pass (of any process) resumes the order.
  */
 export function afterStop(cause: StopCause): { readonly releaseLease: boolean; readonly failCertificate: false } {
   return { releaseLease: cause === 'shutdown', failCertificate: false };

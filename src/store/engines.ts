@@ -35,9 +35,9 @@ const POOL_SIZE = 10;
 const CONNECT_TIMEOUT_MS = 10_000;
 /** SQLSTATE classes and codes that mean the server, not the statement, is the problem. */
 const UNAVAILABLE_STATES = /^(08|53|57P0[1-3]|3D000|28)/;
-/** Node's network errnos (ECONNRESET, ETIMEDOUT, ...) and pg's words for a dropped connection. */
+/** Node's network errnos (ECONNRESET, ETIMEDOUT, ...) and pg's words for a dropped connection or a pool that found none in time. */
 const NETWORK_ERRNO = /^E[A-Z]+$/;
-const CONNECTION_LOST = /Connection terminated|connection timeout/i;
+const CONNECTION_LOST = /Connection terminated|connection timeout|timeout exceeded when trying to connect/i;
 
 /**
  * Opens the database named by `url` and proves it answers. The URL's form picks the
