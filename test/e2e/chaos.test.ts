@@ -2,8 +2,9 @@
  * The lifecycle issue's chaos Done-when, with real parts: two `certplane serve` processes
  * on one real PostgreSQL behind a layer-4 balancer, 100 instances whose agents (the real
  * agent code, in this process, over real WebSockets through the balancer) are cut off at
- * random and reconnect to whichever process the balancer picks, a reissue campaign over
- * all of them, and one process SIGKILLed while it holds orders under way, then restarted.
+ * random (for a bounded number of rounds) and reconnect to whichever process the balancer
+ * picks, a reissue campaign over all of them, and one process SIGKILLed while it holds
+ * orders under way, then restarted.
  * Every instance must end with exactly one installed certificate, and the orders Pebble
  * created (counted at Pebble, through the recording proxy) may exceed the certificates by
  * at most the orders that were in flight in the killed process: the others resume the
@@ -28,9 +29,10 @@ const INSTANCES = 100;
 const LEASE_MS = 10_000;
 /** The SIGKILL comes once the victim holds at least this many orders that exist at the CA. */
 const ORDERS_UNDER_WAY_AT_KILL = 3;
-/** Every CHAOS_EVERY_MS, this share of the agents' connections is cut. */
+/** Every CHAOS_EVERY_MS, this share of the agents' connections is cut, CHAOS_ROUNDS times: bounded, it stops by itself. */
 const CHAOS_EVERY_MS = 500;
 const CHAOS_SHARE = 0.02;
+const CHAOS_ROUNDS = 60;
 const START_TIMEOUT_MS = 120_000;
 
 describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKILLed mid-order', { timeout: 900_000 }, async () => {
@@ -121,7 +123,12 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
   test('every instance ends with exactly one installed certificate, and Pebble created no order beyond those in flight in the killed plane', async () => {
     const started = Date.now();
     let cuts = 0;
-    chaos = setInterval(() => (cuts += balancer.cut(CHAOS_SHARE)), CHAOS_EVERY_MS);
+    let rounds = 0;
+    chaos = setInterval(() => {
+      cuts += balancer.cut(CHAOS_SHARE);
+      rounds += 1;
+      if (rounds >= CHAOS_ROUNDS) clearInterval(chaos);
+    }, CHAOS_EVERY_MS);
     const campaign = await json('POST', '/v1/reissues', { selector: { all: true }, reason: 'chaos rehearsal' });
     assert.equal(campaign.status, 201, JSON.stringify(campaign.body));
 
@@ -144,7 +151,6 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
       const failures = [...new Set(logEvents(everyPlane.flatMap((plane) => plane.lines)).filter((event) => event.msg === 'issuance failed').map((event) => String(event.err)))];
       throw new Error(`${error.message}; certificates: ${JSON.stringify(states)}; failures: ${JSON.stringify(failures.slice(0, 5))}`);
     });
-    clearInterval(chaos);
     const finished = await eventually(async () => {
       const { body } = await json('GET', `/v1/reissues/${campaign.body.id}`);
       return body.state === 'done' ? body : undefined;
