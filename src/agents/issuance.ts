@@ -283,7 +283,7 @@ export class IssuanceCoordinator implements SessionHandler {
    * resumed at the CA rather than placed again (lifecycle/ownership.ts decides, with the
    * reason recorded when it cannot be). A refusal by the rate limiter parks the certificate:
    * the lease is held until the limiter's time, so no process picks it up before then, and
-   * its job is postponed to that time, when the scheduler claims it and resumes the order. Nothing sleeps here, and an abort
+   * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
    * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
   async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController): Promise<void> {
@@ -320,8 +320,6 @@ export class IssuanceCoordinator implements SessionHandler {
         const refusal = await this.#orderBudget(instance, current);
         if (refusal) {
           parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
-          // The job waits too, visibly: queued until the limiter's time, when the scheduler claims it and resumes this certificate.
-          if (current.jobId) await store.jobs.postpone(current.jobId, refusal.retryAt);
           log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
           return;
         }
