@@ -199,7 +199,6 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       logger: logger.child({ room: 'jobs' }),
       clock,
       intervalMs: config.server.schedulerIntervalMs,
-      leaseMs: config.server.leaseMs,
     });
     started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });

@@ -151,8 +151,8 @@ export interface Config {
     readonly rateLimitsJson: string | undefined;
     readonly schedulerIntervalMs: number;
     /**
-     * How long a claim on a job or a lease on a certificate lasts without renewal: how soon
-     * another process takes over the work of one that died (renewed every third of it).
+     * How long a lease on a certificate lasts without renewal: how soon another process
+     * takes over (and resumes) the order of one that died (renewed every third of it).
      */
     readonly leaseMs: number;
     /** On shutdown, how long in-flight orders may run on before they are stopped and their leases released. */
