@@ -2,8 +2,9 @@
  * The loop that turns due jobs into certificate requests. Every management-plane process
  * runs one; they share the queue through the database (claims with SKIP LOCKED and a
  * lease), so a renewal is started once however many processes there are, and work
- * survives restarts. Each tick also refreshes due ARI windows and re-prompts the agents
- * connected to this process (work created by another process reaches them that way).
+ * survives restarts. Each tick also refreshes due ARI windows and runs the coordinator's
+ * fallback pass (work another process created reaches the agents here even when its
+ * notification was lost), whose cost follows what changed, not how many agents are here.
  */
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
@@ -13,10 +14,8 @@ import type { JobLifecycle } from './lifecycle.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileConnected'>;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileChanged'>;
   readonly lifecycle: JobLifecycle;
-  /** Ids of the instances whose agents are connected to this process. */
-  readonly connectedInstances: () => readonly string[];
   readonly logger: Logger;
   readonly clock: () => Date;
   readonly intervalMs?: number;
@@ -51,14 +50,14 @@ export class Scheduler {
     await this.#running;
   }
 
-  /** One pass: claim due jobs and start them, refresh due ARI windows, re-prompt connected agents. */
+  /** One pass: claim due jobs and start them, refresh due ARI windows, wake the agents here whose work changed. */
   async tick(): Promise<void> {
     const { store, clock } = this.options;
     const now = clock();
     const jobs = await store.jobs.claimDue(this.owner, now, this.options.leaseMs ?? 60_000, this.options.batchSize ?? 50);
     for (const job of jobs) await this.#start(job);
     for (const certificate of await this.#ariDue(now)) await this.options.lifecycle.refreshAdvice(certificate);
-    await this.options.coordinator.reconcileConnected(this.options.connectedInstances());
+    await this.options.coordinator.reconcileChanged();
   }
 
   async #start(job: JobRecord): Promise<void> {
