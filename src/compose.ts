@@ -98,10 +98,12 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   const agents = new Gauge({ name: 'certplane_agents_connected', help: 'Agent channels open on this process', registers: [registry] });
   const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error', labelNames: ['code'], registers: [registry] });
   const issuances = new Counter({ name: 'certplane_issuance_events_total', help: 'Issuance outcomes: issued, failed, installed, install_failed', labelNames: ['outcome'], registers: [registry] });
+  const wakeups = new Counter({ name: 'certplane_agent_wakeups_total', help: 'Agents on this process woken for waiting work, by a database notification or by the fallback pass', labelNames: ['source'], registers: [registry] });
   return {
     connected: (delta) => agents.inc(delta),
     rejected: (code) => rejected.inc({ code }),
     issuance: (outcome) => issuances.inc({ outcome }),
+    wakeup: (source) => wakeups.inc({ source }),
   };
 }
 
@@ -190,16 +192,16 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       leaseMs: config.server.leaseMs,
     });
     sessions.setHandler(coordinator);
+    // Notifications make several processes as quick as one; the scheduler's fallback pass covers any lost.
+    started.add(
+      'wake-ups',
+      await store.wakeups.listen(
+        (work) => coordinator.wake(work),
+        () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
+      ),
+    );
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
-    const scheduler = new Scheduler({
-      store,
-      coordinator,
-      lifecycle,
-      connectedInstances: () => sessions.instanceIds(),
-      logger: logger.child({ room: 'jobs' }),
-      clock,
-      intervalMs: config.server.schedulerIntervalMs,
-    });
+    const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
     started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {

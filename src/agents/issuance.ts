@@ -65,9 +65,16 @@ const PROMPT_AGAIN_MS = 30_000;
 const STORE_UNAVAILABLE = 'STORE_UNAVAILABLE';
 /** After the shutdown grace, how long aborted orders get to stop at a step boundary before their leases are released for them. */
 const ABORT_SETTLE_MS = 1_000;
+/**
+ * How far back each fallback pass looks again past the previous one's read: a change
+ * committed late (its transaction began before that read) still has its earlier time.
+ */
+const CHANGE_OVERLAP_MS = 5_000;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
+  /** An agent here was woken for work: by a notification, or by the fallback pass (a lost notification, a lapsed lease, an unanswered prompt). */
+  wakeup(source: 'notification' | 'fallback'): void;
 }
 
 /** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
@@ -108,7 +115,20 @@ export class IssuanceCoordinator implements SessionHandler {
     return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
-  readonly #prompted = new Map<string, number>();
+
+  /**
+   * What this process last asked each instance's agent for (an instance has one open
+   * certificate at a time), and when: sent again only when unanswered for PROMPT_AGAIN_MS
+   * or when the certificate moved on.
+   */
+  readonly #prompted = new Map<string, { readonly certificateId: string; readonly status: CertificateRecord['status']; readonly at: number }>();
+  /** Instances to reconcile (woken by a notification, the fallback pass or an unanswered prompt), one at a time. */
+  readonly #woken = new Set<string>();
+  #draining: Promise<void> | undefined;
+  /** Where the next fallback pass starts (the database's clock), and the changes it has handled since then, by certificate. */
+  #since: Date | undefined;
+  readonly #seen = new Map<string, number>();
+  #passing: Promise<void> | undefined;
 
   /**
    * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
@@ -145,13 +165,71 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /**
-   * Periodic pass over the agents connected to this process: prompts for work that another
-   * process created (a job claimed elsewhere, a delivery issued elsewhere) and re-prompts
-   * anything unanswered. This is what lets several processes share one database.
+   * Something waits for an instance's agent (a notification, or the fallback pass found it):
+   * reconciled here if its channel is here. Skipped without a query when this process asked
+   * for exactly that already, or is ordering the certificate itself and delivers next.
    */
-  async reconcileConnected(ids: readonly string[], signal?: AbortSignal): Promise<void> {
-    for (const id of ids) {
-      if (signal?.aborted || this.#shuttingDown) return;
+  wake(work: { instanceId: string; id?: string; status?: CertificateRecord['status'] }, source: 'notification' | 'fallback' = 'notification'): void {
+    if (!this.deps.sessions.get(work.instanceId)) return;
+    const prompt = this.#prompted.get(work.instanceId);
+    if (work.id !== undefined && (this.#running.has(work.id) || (prompt?.certificateId === work.id && prompt.status === work.status))) return;
+    this.#woken.add(work.instanceId);
+    this.deps.metrics?.wakeup(source);
+    void this.#drain();
+  }
+
+  /**
+   * The fallback pass, every scheduler tick: wakes the agents here whose certificates changed
+   * since the previous pass (another process's work, when its notification was lost or the
+   * engine has none) or whose order's lease lapsed, and re-prompts what stayed unanswered.
+   * One query, whose answer grows with what changed; the agents connected cost nothing.
+   */
+  reconcileChanged(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted || this.#shuttingDown) return Promise.resolve();
+    this.#passing ??= this.#pass().finally(() => {
+      this.#passing = undefined;
+    });
+    return this.#passing;
+  }
+
+  async #pass(): Promise<void> {
+    const { changes, readAt } = await this.deps.store.certificates.changedSince(this.#since ?? new Date(this.deps.clock().getTime() - CHANGE_OVERLAP_MS));
+    this.#since = new Date(readAt.getTime() - CHANGE_OVERLAP_MS);
+    for (const [id, changedAt] of this.#seen) if (changedAt <= this.#since.getTime()) this.#seen.delete(id);
+    for (const change of changes) {
+      if (this.#seen.get(change.id) === change.changedAt.getTime()) continue;
+      this.#seen.set(change.id, change.changedAt.getTime());
+      // A lapsed lease is no notification's business: it is woken whatever was prompted.
+      this.wake(ORDERING_STATES.includes(change.status) ? { instanceId: change.instanceId } : change, 'fallback');
+    }
+    const now = Date.now();
+    for (const [instanceId, prompt] of this.#prompted) {
+      if (now - prompt.at < PROMPT_AGAIN_MS) continue;
+      // Gone from here: its next connection, wherever, prompts again.
+      if (!this.deps.sessions.get(instanceId)) {
+        this.#prompted.delete(instanceId);
+      } else if (!this.#woken.has(instanceId)) {
+        this.#woken.add(instanceId);
+        this.deps.metrics?.wakeup('fallback');
+      }
+    }
+    await this.#drain();
+  }
+
+  #drain(): Promise<void> {
+    if (!this.#draining && this.#woken.size > 0) {
+      this.#draining = this.#drainWoken().finally(() => {
+        this.#draining = undefined;
+      });
+    }
+    return this.#draining ?? Promise.resolve();
+  }
+
+  async #drainWoken(): Promise<void> {
+    // A Set visits what is added while it is walked: wake-ups arriving meanwhile join this run.
+    for (const id of this.#woken) {
+      this.#woken.delete(id);
+      if (this.#shuttingDown) return;
       const session = this.deps.sessions.get(id);
       if (session) await this.#reconcile(session, false).catch((error) => this.deps.logger.warn({ instanceId: id, err: (error as Error).message }, 'reconcile failed'));
     }
@@ -160,8 +238,11 @@ export class IssuanceCoordinator implements SessionHandler {
   async #reconcile(session: AgentSession, connecting: boolean): Promise<void> {
     const instance = await this.#instance(session.instanceId);
     const now = Date.now();
-    for (const certificate of await this.deps.store.certificates.open(instance.id)) {
-      const due = connecting || now - (this.#prompted.get(certificate.id) ?? 0) >= PROMPT_AGAIN_MS;
+    const open = await this.deps.store.certificates.open(instance.id);
+    const prompt = this.#prompted.get(instance.id);
+    if (prompt && !open.some((certificate) => certificate.id === prompt.certificateId)) this.#prompted.delete(instance.id);
+    for (const certificate of open) {
+      const due = connecting || prompt?.certificateId !== certificate.id || prompt.status !== certificate.status || now - prompt.at >= PROMPT_AGAIN_MS;
       if (certificate.status === 'pending' && due) this.#askForCsr(session, instance, certificate);
       else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
       else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
@@ -429,15 +510,20 @@ export class IssuanceCoordinator implements SessionHandler {
     const installed = await this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() });
     await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
     if (installed) {
-      this.#prompted.delete(certificate.id);
+      this.#answered(session.instanceId, certificate.id);
       this.deps.metrics?.issuance('installed');
       await this.deps.listener?.onInstalled(installed);
       this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
     }
   }
 
+  /** The certificate settled: nothing left to prompt for. */
+  #answered(instanceId: string, certificateId: string): void {
+    if (this.#prompted.get(instanceId)?.certificateId === certificateId) this.#prompted.delete(instanceId);
+  }
+
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
-    this.#prompted.set(certificate.id, Date.now());
+    this.#prompted.set(instance.id, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
   }
 
@@ -445,7 +531,7 @@ export class IssuanceCoordinator implements SessionHandler {
   async #deliver(session: AgentSession, issued: CertificateRecord): Promise<void> {
     const certificate = issued.status === 'issued' ? await this.deps.store.certificates.apply(issued.id, 'delivered', { deliveredAt: this.deps.clock() }) : issued;
     if (!certificate?.fullchainPem || !certificate.fingerprintSha256) return;
-    this.#prompted.set(certificate.id, Date.now());
+    this.#prompted.set(certificate.instanceId, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
@@ -459,7 +545,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const lastError = escapeControlCharacters(reason).slice(0, 4000);
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
-    this.#prompted.delete(certificateId);
+    this.#answered(instanceId, certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);
   }
 

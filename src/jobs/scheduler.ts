@@ -2,8 +2,9 @@
  * The loop that turns due jobs into certificate requests. Every management-plane process
  * runs one; they share the queue through the database (claims with SKIP LOCKED and a
  * lease), so a renewal is started once however many processes there are, and work
- * survives restarts. Each tick also refreshes due ARI windows and re-prompts the agents
- * connected to this process (work created by another process reaches them that way).
+ * survives restarts. Each tick also refreshes due ARI windows and runs the coordinator's
+ * fallback pass (work another process created reaches the agents here even when its
+ * notification was lost), whose cost follows what changed, not how many agents are here.
  */
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
@@ -13,10 +14,8 @@ import type { JobLifecycle } from './lifecycle.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileConnected'>;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileChanged'>;
   readonly lifecycle: JobLifecycle;
-  /** Ids of the instances whose agents are connected to this process. */
-  readonly connectedInstances: () => readonly string[];
   readonly logger: Logger;
   readonly clock: () => Date;
   readonly intervalMs?: number;
@@ -54,8 +53,8 @@ export class Scheduler {
   }
 
   /**
-   * One pass: claim due jobs and start them, refresh due ARI windows, re-prompt connected
-   * agents. `signal` ends it between steps; jobs already claimed are still started (starting
+   * One pass: claim due jobs and start them, refresh due ARI windows, wake the agents here whose work
+   * changed. `signal` ends it between steps; jobs already claimed are still started (starting
    * one only records its certificate request), so a stopping process leaves no claim behind
    * to wait out its lease.
    */
@@ -70,7 +69,7 @@ export class Scheduler {
       await this.options.lifecycle.refreshAdvice(certificate);
     }
     if (signal?.aborted) return;
-    await this.options.coordinator.reconcileConnected(this.options.connectedInstances(), signal);
+    await this.options.coordinator.reconcileChanged(signal);
   }
 
   async #start(job: JobRecord): Promise<void> {

@@ -266,6 +266,29 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE jobs ADD COLUMN last_failure jsonb',
     ],
   },
+  {
+    version: 13,
+    description: 'wake-ups for the process holding an agent\'s channel: a notification per certificate that waits for its agent, and indexes for the fallback pass over what changed',
+    statements: [
+      // The fallback pass reads only what changed since its last look, or whose lease lapsed since then.
+      "CREATE INDEX certificates_open_updated ON certificates (updated_at) WHERE status IN ('pending', 'csr_accepted', 'ordering', 'issued', 'delivered')",
+      "CREATE INDEX certificates_ordering_lease ON certificates (lease_until) WHERE status IN ('csr_accepted', 'ordering')",
+      // Delivered at commit to every process that LISTENs (on PostgreSQL, across processes):
+      // a new request waits for a CSR, an issued chain for its delivery, an order released
+      // by its process for the one that holds the channel its http-01 challenges need.
+      `CREATE FUNCTION certplane_agent_work() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF TG_OP = 'INSERT'
+            OR (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('pending', 'issued'))
+            OR (NEW.status IN ('csr_accepted', 'ordering') AND OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL) THEN
+           PERFORM pg_notify('certplane_agent_work', NEW.instance_id::text || ' ' || NEW.id::text || ' ' || NEW.status);
+         END IF;
+         RETURN NULL;
+       END $$`,
+      `CREATE TRIGGER certificates_agent_work AFTER INSERT OR UPDATE OF status, lease_owner ON certificates
+       FOR EACH ROW WHEN (NEW.status IN ('pending', 'csr_accepted', 'ordering', 'issued')) EXECUTE FUNCTION certplane_agent_work()`,
+    ],
+  },
 ];
 
 /**

@@ -12,7 +12,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { OPEN_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
+import { OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
@@ -481,6 +481,33 @@ class SqlStore implements Store {
       if (!UUID.test(id)) return;
       await this.db.query('UPDATE certificates SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]);
     },
+    changedSince: async (since) => {
+      // The outer row exists even when nothing changed, so the database's time always comes back.
+      const rows = await this.db.query<{ id: string | null; instance_id: string; status: CertificateState; changed_at: Date; read_at: Date }>(
+        `SELECT now() AS read_at, c.id, c.instance_id, c.status, c.changed_at FROM (SELECT 1) AS one LEFT JOIN (
+           SELECT id, instance_id, status, updated_at AS changed_at FROM certificates
+           WHERE status = ANY($1::text[]) AND updated_at > $2::timestamptz
+           UNION ALL
+           SELECT id, instance_id, status, lease_until FROM certificates
+           WHERE status = ANY($3::text[]) AND lease_until > $2::timestamptz AND lease_until <= now()
+         ) AS c ON true`,
+        [[...OPEN_STATES], since, [...ORDERING_STATES]],
+      );
+      const readAt = rows[0]!.read_at;
+      return { changes: rows.flatMap((row) => (row.id === null ? [] : [{ id: row.id, instanceId: row.instance_id, status: row.status, changedAt: row.changed_at }])), readAt };
+    },
+  };
+
+  readonly wakeups: Store['wakeups'] = {
+    listen: (onWork, onResubscribed) =>
+      this.db.listen(
+        AGENT_WORK_CHANNEL,
+        (payload) => {
+          const [instanceId = '', id = '', status] = payload.split(' ');
+          if (UUID.test(instanceId) && UUID.test(id) && OPEN_STATES.includes(status as CertificateState)) onWork({ instanceId, id, status: status as CertificateState });
+        },
+        onResubscribed,
+      ),
   };
 
   readonly rateBuckets: Store['rateBuckets'] = {
@@ -560,6 +587,9 @@ async function lockAgentsOf(tx: Queryable, instanceId: string): Promise<void> {
   const [row] = await tx.query('SELECT id FROM instances WHERE id = $1 FOR NO KEY UPDATE', [instanceId]);
   if (!row) throw instanceNotFound(instanceId, 'change the agent certificates of');
 }
+
+/** The channel migration 13's trigger notifies on, with "instance-id certificate-id status". */
+const AGENT_WORK_CHANNEL = 'certplane_agent_work';
 
 /** First key of the advisory locks that serialise hostname claims ("cpnh"); the second is the parent domain's hash. */
 const HOSTNAME_LOCK_CLASS = 0x63706e68;

@@ -141,6 +141,18 @@ export interface Page<T> {
   readonly nextCursor: string | null;
 }
 
+/** One certificate the fallback pass found changed: enough to tell whether, and whom, to wake. */
+export interface CertificateChange {
+  readonly id: string;
+  readonly instanceId: string;
+  readonly status: CertificateState;
+  /** When it last changed, or when its lease lapsed: with the id, what makes a change seen twice recognisable. */
+  readonly changedAt: Date;
+}
+
+/** A notification: this certificate of this instance entered `status`, where it waits for the process holding the agent's channel. */
+export type AgentWork = Omit<CertificateChange, 'changedAt'>;
+
 export interface Store {
   readonly instances: {
     /**
@@ -257,6 +269,22 @@ export interface Store {
     renewLease(id: string, owner: string, durationMs: number): Promise<boolean>;
     /** Gives the lease up (the work finished, failed or was stopped); only `owner`'s lease is released. */
     release(id: string, owner: string): Promise<void>;
+    /**
+     * What a process's agents may be waiting for, as seen by the fallback pass: the open
+     * certificates changed after `since`, and those whose ordering lease lapsed after it
+     * (by the database's clock, which every process shares), with that clock's time of the
+     * read. One indexed query whose answer grows with what changed, never with the fleet.
+     */
+    changedSince(since: Date): Promise<{ readonly changes: readonly CertificateChange[]; readonly readAt: Date }>;
+  };
+  /**
+   * Wake-ups for the process holding an agent's channel: `onWork` hears of every
+   * certificate that now waits for its agent (a new request, an issued
+   * chain, an order released by its process), from any process sharing the database. Until
+   * the returned function is called. `onResubscribed` says that some may have been missed.
+   */
+  readonly wakeups: {
+    listen(onWork: (work: AgentWork) => void, onResubscribed: () => void): Promise<() => Promise<void>>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

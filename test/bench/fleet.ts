@@ -1,24 +1,17 @@
 /**
- * Fleet figures for `npm run bench`:
- * - agents connected to one `certplane serve` process and the plane's memory per agent
- *   (its RSS with no agent is the same-run baseline);
+ * Fleet figures for `npm run bench` (agents connected to one process: agents-scale.ts):
  * - end-to-end issuances per second, CSR from the agent to its installed acknowledgement,
  *   with real agents (in this process) answering http-01 on their own loopback addresses,
  *   beside a bare acme-client loop on the same Pebble.
  */
-import { readFile } from 'node:fs/promises';
 import https from 'node:https';
-import { join } from 'node:path';
-import { sign } from 'node:crypto';
 import acme from 'acme-client';
 import pino from 'pino';
-import WebSocket from 'ws';
 import { AgentClient } from '../../src/agent/client.js';
 import { enroll } from '../../src/agent/enroll.js';
 import { Http01Responder } from '../../src/agent/http01.js';
 import { Installer } from '../../src/agent/install.js';
 import { openState } from '../../src/agent/state.js';
-import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -28,11 +21,6 @@ import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const line = (label: string, value: string) => process.stdout.write(`${label.padEnd(58)} ${value}\n`);
-
-async function rssKiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-}
 
 async function startPlane(env: Record<string, string>): Promise<{ plane: RunningProcess; url: string }> {
   const port = await freePort();
@@ -44,49 +32,6 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
 
 const post = async (url: string, body?: unknown) =>
   (await fetch(url, { method: 'POST', headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined })).json() as Promise<Record<string, any>>;
-
-/** Connected agents per process: simulated agents that enroll and authenticate for real, then idle. */
-export async function benchConnectedAgents(count: number): Promise<void> {
-  const dir = await scratch('certplane-bench-agents-');
-  const { plane, url } = await startPlane({ CERTPLANE_DATABASE_URL: 'memory:', CERTPLANE_SECRETS: `file:${dir.path('secrets')}` });
-  const sockets: WebSocket[] = [];
-  try {
-    const identities = [];
-    for (let i = 0; i < count; i += 1) {
-      const instance = await post(`${url}/v1/instances`, { name: `sim${i}`, hostnames: [`sim${i}.bench.test`] });
-      const key = await generateKeyPair();
-      const enrolled = await post(`${url}/v1/agents/enroll`, { token: instance.enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) });
-      identities.push({ keyPem: key.privateKeyPem, certificatePem: enrolled.certificatePem as string });
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    const baseline = await rssKiB(plane.child.pid as number);
-    const started = performance.now();
-    for (const identity of identities) {
-      const socket = new WebSocket(`${url.replace('http', 'ws')}${CHANNEL_PATH}`);
-      sockets.push(socket);
-      await new Promise<void>((resolve, reject) => {
-        socket.on('error', reject);
-        socket.on('message', (data) => {
-          const message = JSON.parse(data.toString());
-          if (message.type === 'hello') {
-            socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'auth', certificatePem: identity.certificatePem, signature: sign('sha256', authPayload(message.nonce), identity.keyPem).toString('base64'), agentVersion: 'bench' }));
-          } else if (message.type === 'welcome') resolve();
-        });
-      });
-    }
-    const seconds = (performance.now() - started) / 1000;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    const loaded = await rssKiB(plane.child.pid as number);
-    process.stdout.write(`\nagents on one management-plane process (simulated agents, real enrollment and authentication)\n`);
-    line(`  agents connected and authenticated`, `${count} in ${seconds.toFixed(1)} s (${(count / seconds).toFixed(0)} /s, sequential)`);
-    line(`  plane RSS, enrolled but unconnected (baseline) -> connected`, `${(baseline / 1024).toFixed(1)} MiB -> ${(loaded / 1024).toFixed(1)} MiB`);
-    line(`  RSS per connected agent`, `${((loaded - baseline) / count).toFixed(1)} KiB`);
-  } finally {
-    for (const socket of sockets) socket.terminate();
-    await plane.stop();
-    await dir.remove();
-  }
-}
 
 /** Issuances per second of a plain acme-client `auto()` loop on `pebble`: the same-run baseline. */
 async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string): Promise<number> {

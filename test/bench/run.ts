@@ -10,8 +10,9 @@
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
  *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
  *    through pebble-challtestsrv.
- * 3. Fleet: agents per management-plane process and memory per agent, and end-to-end
- *    issuance through agents beside the bare loop (fleet.ts).
+ * 3. Fleet: agents per management-plane process, memory per agent and the reconnect
+ *    storm after a restart (agents-scale.ts), and end-to-end issuance through agents
+ *    beside the bare loop (fleet.ts).
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -28,7 +29,8 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchCampaign, benchConnectedAgents, benchEndToEnd } from './fleet.js';
+import { benchCampaign, benchEndToEnd } from './fleet.js';
+import { benchAgentFleet } from './agents-scale.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -169,6 +171,6 @@ process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length}
 await benchVerification();
 await benchNames();
 await benchIssuance();
-await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
+await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
 await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));
 await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 200));
