@@ -13,6 +13,8 @@ export const IssuanceErrorCode = {
   CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
   UNKNOWN_INSTANCE: 'ISSUANCE_UNKNOWN_INSTANCE',
   UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
+  /** The instance's names or key algorithm changed while a certificate was under way for the old ones. */
+  INSTANCE_CHANGED: 'ISSUANCE_INSTANCE_CHANGED',
 } as const;
 
 const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
@@ -34,6 +36,7 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [SessionErrorCode.OFFLINE]: 'AgentOffline',
   [SessionErrorCode.TIMEOUT]: 'AgentOffline',
   [IssuanceErrorCode.CSR_REJECTED]: 'CsrRejected',
+  [IssuanceErrorCode.INSTANCE_CHANGED]: 'InstanceChanged',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */

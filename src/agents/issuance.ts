@@ -11,7 +11,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
-import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
+import { ORDERING_STATES, isPermanent, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
 import { IssuanceErrorCode, agentRefused, failureOf } from './failures.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
@@ -110,9 +110,49 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */
+  /**
+   * Reconciles on every (re)connection: resumes whatever the instance's open certificates
+   * need, and starts the first certificate of an instance that wants one (autoIssue).
+   */
   async onConnected(session: AgentSession): Promise<void> {
     await this.#reconcile(session, true);
+    const instance = await this.#instance(session.instanceId);
+    if (instance.autoIssue && (await this.#wantsFirstCertificate(instance))) {
+      this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
+      await this.requestIssue(instance.id);
+    }
+  }
+
+  /**
+   * True when nothing is under way and nothing valid is installed, and the last attempt
+   * (if any) can be tried again by itself: a permanent failure waits for a person to change
+   * the instance, and a failure of a job waits for the job's own retry, so a reconnecting
+   * agent never spends the CA's budget faster than the retry policy would.
+   */
+  async #wantsFirstCertificate(instance: InstanceRecord): Promise<boolean> {
+    const { store, clock } = this.deps;
+    if ((await store.certificates.open(instance.id)).length > 0) return false;
+    const installed = await store.certificates.latestInstalled(instance.id);
+    if (installed?.notAfter && installed.notAfter > clock()) return false;
+    const latest = await store.certificates.latest(instance.id);
+    return !(latest?.status === 'failed' && (latest.jobId !== null || (latest.failure !== null && isPermanent(latest.failure))));
+  }
+
+  /**
+   * After the instance's names or key algorithm changed: a certificate under way for the old
+   * ones fails (InstanceChanged; its order, if any, is never delivered, since every later step
+   * is a compare-and-set on its state) and a new one starts for the instance as it is now. The
+   * job that waited on the old certificate, if any, waits on the new one.
+   */
+  async restartIssuance(instanceId: string, why: string): Promise<CertificateRecord> {
+    let jobId: string | undefined;
+    for (const open of await this.deps.store.certificates.open(instanceId)) {
+      await this.#fail(instanceId, open.id, { reason: 'InstanceChanged', code: IssuanceErrorCode.INSTANCE_CHANGED }, why);
+      this.deps.sessions.get(instanceId)?.send({ type: 'cancel', certificateId: open.id, reason: why.slice(0, 2000) });
+      jobId ??= open.jobId ?? undefined;
+    }
+    const replaced = await this.deps.store.certificates.latestInstalled(instanceId);
+    return this.requestIssue(instanceId, { ...(jobId ? { jobId } : {}), ...(replaced ? { replacesCertificateId: replaced.id } : {}) });
   }
 
   /**

@@ -266,6 +266,19 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE jobs ADD COLUMN last_failure jsonb',
     ],
   },
+  {
+    version: 11,
+    description: 'first certificate on enrollment (auto_issue per instance), and listing filters by hostname',
+    statements: [
+      // Instances registered before this version were created by callers that issue
+      // themselves: they keep that; new ones issue on their agent's first connection unless told not to.
+      'ALTER TABLE instances ADD COLUMN auto_issue boolean NOT NULL DEFAULT false',
+      'ALTER TABLE instances ALTER COLUMN auto_issue SET DEFAULT true',
+      // GET /v1/instances?hostname=: which instances list a name, without reading them all.
+      'CREATE INDEX instances_hostnames ON instances USING gin (hostnames)',
+      'CREATE INDEX instances_cluster_created_at_id ON instances (cluster, created_at, id)',
+    ],
+  },
 ];
 
 /**
