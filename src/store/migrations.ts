@@ -271,9 +271,8 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'first certificate on enrollment (auto_issue per instance), and listing filters by hostname',
     statements: [
       // Instances registered before this version were created by callers that issue
-      // themselves: they keep that; new ones issue on their agent's first connection unless told not to.
+      // themselves: they keep that. The API turns it on for new instances unless told not to.
       'ALTER TABLE instances ADD COLUMN auto_issue boolean NOT NULL DEFAULT false',
-      'ALTER TABLE instances ALTER COLUMN auto_issue SET DEFAULT true',
       // GET /v1/instances?hostname=: which instances list a name, without reading them all.
       'CREATE INDEX instances_hostnames ON instances USING gin (hostnames)',
       'CREATE INDEX instances_cluster_created_at_id ON instances (cluster, created_at, id)',

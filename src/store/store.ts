@@ -169,7 +169,7 @@ class SqlStore implements Store {
         await claimHostnames(tx, null, names);
         const [row] = await tx.query<InstanceRow>(
           'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile, auto_issue) VALUES ($1, $2, $3::text[], $4, $5, $6, $7) RETURNING *',
-          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null, input.autoIssue ?? true],
+          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null, input.autoIssue ?? false],
         );
         const instance = toInstance(inserted(row));
         await recordClaims(tx, instance.id, names);

@@ -181,7 +181,8 @@ export interface Store {
      * Registers the instance and claims its (normalised) hostnames in one transaction. A name
      * belongs to one instance: INSTANCE_HOSTNAME_TAKEN, with the holders in
      * `details.conflicts` (HostnameConflict[]), when another instance holds one of them or a
-     * wildcard and a name it covers would be split between two instances.
+     * wildcard and a name it covers would be split between two instances. Without
+     * `autoIssue`, issuance is left to the caller (the API's own default is on).
      */
     create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; autoIssue?: boolean }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;

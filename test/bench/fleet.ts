@@ -53,7 +53,7 @@ export async function benchConnectedAgents(count: number): Promise<void> {
   try {
     const identities = [];
     for (let i = 0; i < count; i += 1) {
-      const instance = await post(`${url}/v1/instances`, { name: `sim${i}`, hostnames: [`sim${i}.bench.test`] });
+      const instance = await post(`${url}/v1/instances`, { name: `sim${i}`, hostnames: [`sim${i}.bench.test`], autoIssue: false });
       const key = await generateKeyPair();
       const enrolled = await post(`${url}/v1/agents/enroll`, { token: instance.enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) });
       identities.push({ keyPem: key.privateKeyPem, certificatePem: enrolled.certificatePem as string });
@@ -132,7 +132,7 @@ export async function benchCampaign(count: number): Promise<void> {
   const agents: SimulatedAgent[] = [];
   try {
     for (let i = 0; i < count; i += 1) {
-      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`] });
+      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`], autoIssue: false });
       agents.push(await startSimulatedAgent({ server: url, token: instance.enrollmentToken, stateDir: dir.path(`agent-${i}`), trustAnchors: [preferred] }));
     }
     await eventually(async () => {
@@ -181,7 +181,7 @@ export async function benchEndToEnd(agentCount: number): Promise<void> {
       const host = `e2e${i}.bench.test`;
       const address = `127.0.1.${i + 1}`;
       await pebble.resolve(host, address);
-      const instance = await post(`${url}/v1/instances`, { name: host, hostnames: [host] });
+      const instance = await post(`${url}/v1/instances`, { name: host, hostnames: [host], autoIssue: false });
       const state = await openState(dir.path(`agent-${i}`));
       const identity = await enroll(state, url, instance.enrollmentToken);
       const http01 = new Http01Responder({ host: address, port: pebble.http01Port });
