@@ -23,6 +23,7 @@ import {
 import type { SecretStore } from '../secrets/index.js';
 import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
+import { acmeIdentifier } from './identifiers.js';
 import { downloadChains, type PostAsGet } from './chains.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
@@ -209,14 +210,16 @@ export class AcmeIssuer {
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
-    const log = this.#options.logger.child({ names: csr.dnsNames });
+    // The names an order asks for: DNS names and, under a profile that issues for them, IP addresses.
+    const names = [...csr.dnsNames, ...csr.ipAddresses];
+    const log = this.#options.logger.child({ names });
     const client = await this.#accountClient();
     const step = <T>(name: string, fn: () => Promise<T>) =>
       withRetry(() => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))), this.#options.retry ?? DEFAULT_RETRY, (error, attempt, delayMs) =>
         log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
       );
 
-    const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
+    const payload = await this.#newOrderPayload(names, options, log);
     const order = await step('newOrder', () => client.createOrder(payload))
       .catch((e: unknown) => {
         // RFC 9773: the certificate named in `replaces` already has a replacement (an earlier
@@ -243,12 +246,12 @@ export class AcmeIssuer {
     const api = (client as unknown as { api: PostAsGet }).api;
     const offered = await step('download', () => downloadChains(api, valid.certificate as string));
     log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+    return { ...this.#select(offered, names, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
   }
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
   async #newOrderPayload(names: readonly string[], options: IssueOptions, log: Logger): Promise<NewOrderPayload> {
-    const payload: NewOrderPayload = { identifiers: names.map((value) => ({ type: 'dns', value })) };
+    const payload: NewOrderPayload = { identifiers: names.map(acmeIdentifier) };
     if (options.profile === undefined && options.replaces === undefined) return payload;
     const directory = await this.directoryInfo();
     if (options.profile !== undefined) {

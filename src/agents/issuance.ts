@@ -242,7 +242,7 @@ export class IssuanceCoordinator implements SessionHandler {
     });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const requested = [...new Set(csr.dnsNames.map(normaliseDnsName))];
+    const requested = [...new Set([...csr.dnsNames, ...csr.ipAddresses].map(normaliseDnsName))];
     const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {

@@ -263,6 +263,30 @@ for (const engine of engines) {
         assert.match(refused.reason, /outside the hostnames this instance owns/);
       });
 
+      test('an instance with an IP address (shortlived) is asked for it, and a CSR carrying it as an IP SAN passes the checks', async () => {
+        const agent = await enrollTestAgent(plane, 'addressed', ['addressed.ip.example'], { autoIssue: false });
+        const patched = await call('PATCH', `/v1/instances/${agent.instanceId}`, { hostnames: ['addressed.ip.example', '192.0.2.7'], profile: 'shortlived', autoIssue: true, reason: 'addresses' });
+        assert.equal(patched.status, 200, patched.text);
+        const channel = await connect(agent);
+        const prompt = await channel.next('csr_request');
+        assert.deepEqual(prompt.hostnames, ['addressed.ip.example', '192.0.2.7']);
+        // An address the instance does not own is refused like a foreign DNS name.
+        channel.send({ type: 'csr', certificateId: prompt.certificateId, csrPem: await createCsr(await generateKeyPair(), [...prompt.hostnames, '192.0.2.99']) });
+        const cancel = await channel.next('cancel');
+        assert.match(cancel.reason, /CSR rejected: it asks for 192\.0\.2\.99, outside the hostnames this instance owns/);
+        const again = await call('POST', `/v1/instances/${agent.instanceId}/issue`);
+        assert.equal(again.status, 202);
+        const second = await eventually('a second prompt', () => prompts(channel).find((p) => p.certificateId === again.body.certificateId));
+        channel.send({ type: 'csr', certificateId: second.certificateId, csrPem: await createCsr(await generateKeyPair(), second.hostnames) });
+        // The test plane's CA is unreachable: the order fails, but only after the CSR was accepted.
+        const settled = await eventually('the CSR to be judged', async () => {
+          const certificate = await plane.store.certificates.get(second.certificateId);
+          return certificate && certificate.status !== 'pending' ? certificate : undefined;
+        });
+        assert.notEqual(settled.failure?.reason, 'CsrRejected', settled.lastError ?? '');
+        assert.ok(settled.csrPem, 'the CSR was accepted');
+      });
+
       test('with autoIssue false and no certificate ever, a change of names leaves issuance to the control plane', async () => {
         const agent = await enrollTestAgent(plane, 'quiet', ['quiet.rename.example'], { autoIssue: false });
         await connect(agent);
