@@ -435,6 +435,16 @@ class SqlStore implements Store {
       );
       return row && toCertificate(row);
     },
+    latestOf: async (instanceIds) => {
+      const ids = instanceIds.filter((id) => UUID.test(id));
+      const found = new Map<string, { latest?: CertificateRecord; installed?: CertificateRecord }>();
+      if (ids.length === 0) return found;
+      const newest = (condition: string) =>
+        this.db.query<CertificateRow>(`SELECT DISTINCT ON (instance_id) * FROM certificates WHERE instance_id = ANY($1::uuid[]) ${condition} ORDER BY instance_id, created_at DESC, creation_order DESC`, [ids]);
+      for (const row of await newest('')) found.set(row.instance_id, { latest: toCertificate(row) });
+      for (const row of await newest("AND status = 'installed'")) found.set(row.instance_id, { ...found.get(row.instance_id), installed: toCertificate(row) });
+      return found;
+    },
     open: async (instanceId) => {
       if (!UUID.test(instanceId)) return [];
       const rows = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE instance_id = $1 AND status = ANY($2::text[]) ORDER BY created_at, creation_order', [

@@ -270,6 +270,11 @@ export interface Store {
     latest(instanceId: string): Promise<CertificateRecord | undefined>;
     /** The most recent certificate in status `installed`. */
     latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
+    /**
+     * `latest` and `latestInstalled` of many instances in two queries, by instance id (ids
+     * without certificates are absent): what one page of the listing shows.
+     */
+    latestOf(instanceIds: readonly string[]): Promise<Map<string, { readonly latest?: CertificateRecord; readonly installed?: CertificateRecord }>>;
     /** Certificates of the instance still in an open status, oldest first. */
     open(instanceId: string): Promise<CertificateRecord[]>;
     /**

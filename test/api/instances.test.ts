@@ -324,6 +324,8 @@ for (const engine of engines) {
         assert.deepEqual(ids(await call('GET', '/v1/instances?cluster=list-b&status=pending')), []);
         const listed = (await call('GET', `/v1/instances?hostname=l-a3.list.example`)).body.items[0];
         assert.equal(listed.renewal.atRisk, true, 'the filter and the view agree');
+        // A page shows each instance as GET /v1/instances/{id} does (its certificates read for the whole page at once).
+        for (const item of (await call('GET', '/v1/instances?cluster=list-a')).body.items) assert.deepEqual(item, (await call('GET', `/v1/instances/${item.id}`)).body);
         for (const query of ['status=installing', 'atRisk=yes', 'hostname=a..b', 'cluster=', 'limit=501', 'unknown=1']) {
           const refused = await call('GET', `/v1/instances?${query}`);
           assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], `${query}: ${refused.text}`);

@@ -147,9 +147,10 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
           now: deps.clock(),
           ...(cursor === undefined ? {} : { cursor: deps.cursors.open(cursor, request.caller) }),
         });
-        const items = await Promise.all(
-          page.items.map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined, await deps.store.certificates.latestInstalled(i.id), deps.clock())),
-        );
+        // Two queries for the page's certificates, not two per instance: a page may hold 500.
+        const certificates = await deps.store.certificates.latestOf(page.items.map((i) => i.id));
+        const now = deps.clock();
+        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now));
         return { items, nextCursor: page.nextCursor && deps.cursors.seal(page.nextCursor, request.caller) };
       },
     );
