@@ -23,6 +23,7 @@ import {
 import type { SecretStore } from '../secrets/index.js';
 import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
+import { acmeIdentifier } from './identifiers.js';
 import { downloadChains, type PostAsGet } from './chains.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
@@ -249,7 +250,9 @@ export class AcmeIssuer {
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
-    const log = this.#options.logger.child({ names: csr.dnsNames });
+    // The names an order asks for: DNS names and, under a profile that issues for them, IP addresses.
+    const names = [...csr.dnsNames, ...csr.ipAddresses];
+    const log = this.#options.logger.child({ names });
     const client = await this.#accountClient();
     const { signal } = options;
     const step = <T>(name: string, fn: () => Promise<T>) =>
@@ -260,7 +263,7 @@ export class AcmeIssuer {
         signal,
       );
 
-    const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, csr.dnsNames, options, step, log);
+    const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, names, options, step, log);
     if (options.resumeOrderUrl) log.info({ order: order.url, status: order.status }, 'resuming the order');
     if (order.status === 'pending') {
       const authorizations = await step('authorizations', () => client.getAuthorizations(order));
@@ -279,7 +282,7 @@ export class AcmeIssuer {
     const api = (client as unknown as { api: PostAsGet }).api;
     const offered = await step('download', () => downloadChains(api, valid.certificate as string));
     log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+    return { ...this.#select(offered, names, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
   }
 
   /** Places the order (with `replaces` while the CA accepts it) and reports its URL before anything else happens to it. */
@@ -304,7 +307,7 @@ export class AcmeIssuer {
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
   async #newOrderPayload(names: readonly string[], options: IssueOptions, log: Logger): Promise<NewOrderPayload> {
-    const payload: NewOrderPayload = { identifiers: names.map((value) => ({ type: 'dns', value })) };
+    const payload: NewOrderPayload = { identifiers: names.map(acmeIdentifier) };
     if (options.profile === undefined && options.replaces === undefined) return payload;
     const directory = await this.directoryInfo();
     if (options.profile !== undefined) {

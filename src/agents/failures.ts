@@ -15,6 +15,8 @@ export const IssuanceErrorCode = {
   UNKNOWN_CERTIFICATE: 'ISSUANCE_UNKNOWN_CERTIFICATE',
   /** An order stopped before it settled (shutdown, or its lease taken over); never a failure: the next lease holder resumes it. */
   STOPPED: 'ISSUANCE_STOPPED',
+  /** The instance's names or key algorithm changed while a certificate was under way for the old ones. */
+  INSTANCE_CHANGED: 'ISSUANCE_INSTANCE_CHANGED',
 } as const;
 
 const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
@@ -36,6 +38,7 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [SessionErrorCode.OFFLINE]: 'AgentOffline',
   [SessionErrorCode.TIMEOUT]: 'AgentOffline',
   [IssuanceErrorCode.CSR_REJECTED]: 'CsrRejected',
+  [IssuanceErrorCode.INSTANCE_CHANGED]: 'InstanceChanged',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */

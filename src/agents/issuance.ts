@@ -15,6 +15,7 @@ import {
   DEFAULT_LEASE_MS,
   ORDERING_STATES,
   afterStop,
+  isPermanent,
   leaseRenewalMs,
   parkedLeaseMs,
   planOrder,
@@ -159,9 +160,49 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */
+  /**
+   * Reconciles on every (re)connection: resumes whatever the instance's open certificates
+   * need, and starts the first certificate of an instance that wants one (autoIssue).
+   */
   async onConnected(session: AgentSession): Promise<void> {
     await this.#reconcile(session, true);
+    const instance = await this.#instance(session.instanceId);
+    if (instance.autoIssue && (await this.#wantsFirstCertificate(instance))) {
+      this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
+      await this.requestIssue(instance.id);
+    }
+  }
+
+  /**
+   * True when nothing is under way and nothing valid is installed, and the last attempt
+   * (if any) can be tried again by itself: a permanent failure waits for a person to change
+   * the instance, and a failure of a job waits for the job's own retry, so a reconnecting
+   * agent never spends the CA's budget faster than the retry policy would.
+   */
+  async #wantsFirstCertificate(instance: InstanceRecord): Promise<boolean> {
+    const { store, clock } = this.deps;
+    if ((await store.certificates.open(instance.id)).length > 0) return false;
+    const installed = await store.certificates.latestInstalled(instance.id);
+    if (installed?.notAfter && installed.notAfter > clock()) return false;
+    const latest = await store.certificates.latest(instance.id);
+    return !(latest?.status === 'failed' && (latest.jobId !== null || (latest.failure !== null && isPermanent(latest.failure))));
+  }
+
+  /**
+   * After the instance's names or key algorithm changed: a certificate under way for the old
+   * ones fails (InstanceChanged; its order, if any, is never delivered, since every later step
+   * is a compare-and-set on its state) and a new one starts for the instance as it is now. The
+   * job that waited on the old certificate, if any, waits on the new one.
+   */
+  async restartIssuance(instanceId: string, why: string): Promise<CertificateRecord> {
+    let jobId: string | undefined;
+    for (const open of await this.deps.store.certificates.open(instanceId)) {
+      await this.#fail(instanceId, open.id, { reason: 'InstanceChanged', code: IssuanceErrorCode.INSTANCE_CHANGED }, why);
+      this.deps.sessions.get(instanceId)?.send({ type: 'cancel', certificateId: open.id, reason: why.slice(0, 2000) });
+      jobId ??= open.jobId ?? undefined;
+    }
+    const replaced = await this.deps.store.certificates.latestInstalled(instanceId);
+    return this.requestIssue(instanceId, { ...(jobId ? { jobId } : {}), ...(replaced ? { replacesCertificateId: replaced.id } : {}) });
   }
 
   /**
@@ -345,7 +386,7 @@ export class IssuanceCoordinator implements SessionHandler {
     });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const requested = [...new Set(csr.dnsNames.map(normaliseDnsName))];
+    const requested = [...new Set([...csr.dnsNames, ...csr.ipAddresses].map(normaliseDnsName))];
     const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {

@@ -28,7 +28,7 @@ import { reissueRoutes } from './routes/reissues.js';
 
 export interface ApiDependencies {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'restartIssuance'>;
   readonly campaigns: Campaigns;
   /** Seals and opens the listing's page cursors (HMAC key from the secret store). */
   readonly cursors: PageCursors;

@@ -5,6 +5,7 @@
  */
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { ipAddress } from './names.js';
 
 /** OIDs of the extended key usages the engine reasons about. */
 export const EKU_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
@@ -43,6 +44,8 @@ export interface Certificate {
   readonly dnsNames: readonly string[];
   /** The same names as a Set, made once with the parse: coverage of N requested names is N lookups, not N scans of the leaf's names. */
   readonly dnsNameSet: ReadonlySet<string>;
+  /** IP address SANs, canonical (IPv6 compressed): what a certificate for an `ip` identifier names. */
+  readonly ipAddresses: readonly string[];
   /** Issuer name equals subject name: a root or a self-issued re-key. */
   readonly selfIssued: boolean;
   readonly publicKey: KeyObject;
@@ -88,6 +91,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const san = peculiar.getExtension(x509.SubjectAlternativeNameExtension);
   const spki = native.publicKey.export({ type: 'spki', format: 'der' });
   const dnsNames = san ? san.names.items.filter((name) => name.type === 'dns').map((name) => name.value.toLowerCase()) : [];
+  const ipAddresses = san ? san.names.items.filter((name) => name.type === 'ip').map((name) => ipAddress(name.value) ?? name.value) : [];
   const subject = peculiar.subject;
   const issuer = peculiar.issuer;
   return Object.freeze({
@@ -108,6 +112,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     extendedKeyUsage: eku ? eku.usages.map(String) : undefined,
     dnsNames,
     dnsNameSet: new Set(dnsNames),
+    ipAddresses,
     selfIssued: subject === issuer,
     publicKey: native.publicKey,
     native,

@@ -11,6 +11,7 @@
  */
 import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, type Certificate } from './certificate.js';
 import { BundleWarningCode, ChainErrorCode, type ChainProblem } from './problems.js';
+import { ipAddress } from './names.js';
 
 /** No real chain is longer; anything past this is a loop or an attack on the path builder. */
 const MAX_PATH_CERTIFICATES = 8;
@@ -184,7 +185,7 @@ function judgePath(path: CandidatePath, options: VerifyOptions): ChainProblem[] 
   });
   const uncovered = (options.hostnames ?? []).filter((name) => !covers(leaf, name));
   if (uncovered.length > 0) {
-    errors.push(problem(ChainErrorCode.HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${leaf.dnsNames.join(', ') || 'no DNS name'})`));
+    errors.push(problem(ChainErrorCode.HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${[...leaf.dnsNames, ...leaf.ipAddresses].join(', ') || 'no DNS name'})`));
   }
   if (options.expectedSpkiSha256 !== undefined && options.expectedSpkiSha256.toLowerCase() !== leaf.spkiSha256) {
     errors.push(problem(ChainErrorCode.KEY_MISMATCH, leaf, `the leaf certifies key sha256:${leaf.spkiSha256}, not the requested key sha256:${options.expectedSpkiSha256}`));
@@ -196,11 +197,14 @@ function judgePath(path: CandidatePath, options: VerifyOptions): ChainProblem[] 
  * Whether the leaf covers `name`, in one or two Set lookups. A wildcard request is covered
  * only by the same wildcard; a plain name by itself or by a wildcard standing for its whole
  * first label, over at least two further labels (RFC 6125 6.4.3 as OpenSSL applies it).
+ * An IP address is covered only by the same address among the IP SANs (RFC 8738).
  * Partial-label wildcards (`db*.example.com`) cover nothing: the Baseline Requirements
  * forbid them. node's checkHost decodes every SAN on each call, so asking it about each of
  * N names of an N-name leaf costs N squared: 3,000 names took seconds of the event loop.
  */
 function covers(leaf: Certificate, name: string): boolean {
+  const address = ipAddress(name);
+  if (address !== undefined) return leaf.ipAddresses.includes(address);
   const wanted = name.toLowerCase().replace(/\.$/, '');
   if (leaf.dnsNameSet.has(wanted)) return true;
   if (wanted.startsWith('*.')) return false;

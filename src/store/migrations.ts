@@ -267,6 +267,18 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 11,
+    description: 'first certificate on enrollment (auto_issue per instance), and listing filters by hostname',
+    statements: [
+      // Instances registered before this version were created by callers that issue
+      // themselves: they keep that. The API turns it on for new instances unless told not to.
+      'ALTER TABLE instances ADD COLUMN auto_issue boolean NOT NULL DEFAULT false',
+      // GET /v1/instances?hostname=: which instances list a name, without reading them all.
+      'CREATE INDEX instances_hostnames ON instances USING gin (hostnames)',
+      'CREATE INDEX instances_cluster_created_at_id ON instances (cluster, created_at, id)',
+    ],
+  },
+  {
     version: 13,
     description: 'wake-ups for the process holding an agent\'s channel: a notification per certificate that waits for its agent, and indexes for the fallback pass over what changed',
     statements: [

@@ -23,6 +23,40 @@ export interface InstanceRecord {
   readonly installedFingerprintSha256: string | null;
   /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
   readonly profile: string | null;
+  /** Whether the agent's connection alone starts issuance when the instance holds no valid certificate. */
+  readonly autoIssue: boolean;
+}
+
+/** What `instances.update` may change; absent fields stay as they are. */
+export interface InstanceChanges {
+  readonly name?: string;
+  /** The complete new set of names, normalised. */
+  readonly hostnames?: readonly string[];
+  readonly cluster?: string | null;
+  readonly keyAlgorithm?: KeyAlgorithm;
+  readonly profile?: string | null;
+  readonly autoIssue?: boolean;
+}
+
+/** Where an instance stands in listings: the state of its most recent certificate, or `none` before the first. */
+export type InstanceStatus = CertificateState | 'none';
+
+/** Narrows a listing; every field given must hold. */
+export interface InstanceFilter {
+  readonly cluster?: string;
+  readonly status?: InstanceStatus;
+  /** A normalised name the instance lists. */
+  readonly hostname?: string;
+  /** Whether its installed certificate is past five sixths of its lifetime (jobs/renewal.ts), as of `now`. */
+  readonly atRisk?: boolean;
+}
+
+/** Counts over the instances a caller may see. */
+export interface InstanceSummary {
+  readonly total: number;
+  readonly byStatus: Readonly<Record<InstanceStatus, number>>;
+  readonly atRisk: number;
+  readonly agentsConnected: number;
 }
 
 export interface CertificateRecord {
@@ -159,16 +193,28 @@ export interface Store {
      * Registers the instance and claims its (normalised) hostnames in one transaction. A name
      * belongs to one instance: INSTANCE_HOSTNAME_TAKEN, with the holders in
      * `details.conflicts` (HostnameConflict[]), when another instance holds one of them or a
-     * wildcard and a name it covers would be split between two instances.
+     * wildcard and a name it covers would be split between two instances. Without
+     * `autoIssue`, issuance is left to the caller (the API's own default is on).
      */
-    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null }): Promise<InstanceRecord>;
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; autoIssue?: boolean }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
+    /**
+     * Changes the instance in one transaction, names included: names it no longer lists are
+     * released, new ones claimed under the same locks and rules as `create`
+     * (INSTANCE_HOSTNAME_TAKEN with `details.conflicts`, nothing changed). `allow` sees the
+     * instance as it is once locked and may refuse by throwing (a caller's cluster limits);
+     * undefined when there is no such instance. Returns the instance before and after.
+     */
+    update(id: string, changes: InstanceChanges, allow?: (current: InstanceRecord) => void): Promise<{ before: InstanceRecord; after: InstanceRecord } | undefined>;
     /**
      * Stable order (creation, then id); `limit` is trusted to be already bounded by the caller.
      * With `clusters`, only instances of those clusters (none without a cluster), so that
-     * neither the items nor the cursor ever point at an instance outside them.
+     * neither the items nor the cursor ever point at an instance outside them. `filter`
+     * narrows further; `now` is the time "at risk" is judged at.
      */
-    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null }): Promise<Page<InstanceRecord>>;
+    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null; filter?: InstanceFilter; now?: Date }): Promise<Page<InstanceRecord>>;
+    /** Counts by status, at risk and connected, over the instances of `clusters` (all when null), in one query. */
+    summary(query: { clusters: readonly string[] | null; now: Date }): Promise<InstanceSummary>;
     /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
     ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
     /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */
@@ -236,6 +282,11 @@ export interface Store {
     latest(instanceId: string): Promise<CertificateRecord | undefined>;
     /** The most recent certificate in status `installed`. */
     latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
+    /**
+     * `latest` and `latestInstalled` of many instances in two queries, by instance id (ids
+     * without certificates are absent): what one page of the listing shows.
+     */
+    latestOf(instanceIds: readonly string[]): Promise<Map<string, { readonly latest?: CertificateRecord; readonly installed?: CertificateRecord }>>;
     /** Certificates of the instance still in an open status, oldest first. */
     open(instanceId: string): Promise<CertificateRecord[]>;
     /**

@@ -101,7 +101,7 @@ export async function benchAgentFleet(count: number, databaseUrl?: string): Prom
       Array.from({ length: REGISTER_CONCURRENCY }, async () => {
         while (next < count) {
           const i = next++;
-          const response = await fetch(`${url}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `fleet${i}`, hostnames: [`fleet${i}.bench.test`] }) });
+          const response = await fetch(`${url}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `fleet${i}`, hostnames: [`fleet${i}.bench.test`], autoIssue: false }) });
           if (response.status !== 201) throw new Error(`registering instance ${i}: HTTP ${response.status} ${await response.text()}`);
           tokens[i] = ((await response.json()) as { enrollmentToken: string }).enrollmentToken;
         }

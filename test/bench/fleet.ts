@@ -77,7 +77,7 @@ export async function benchCampaign(count: number): Promise<void> {
   const agents: SimulatedAgent[] = [];
   try {
     for (let i = 0; i < count; i += 1) {
-      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`] });
+      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`], autoIssue: false });
       agents.push(await startSimulatedAgent({ server: url, token: instance.enrollmentToken, stateDir: dir.path(`agent-${i}`), trustAnchors: [preferred] }));
     }
     await eventually(async () => {
@@ -126,7 +126,7 @@ export async function benchEndToEnd(agentCount: number): Promise<void> {
       const host = `e2e${i}.bench.test`;
       const address = `127.0.1.${i + 1}`;
       await pebble.resolve(host, address);
-      const instance = await post(`${url}/v1/instances`, { name: host, hostnames: [host] });
+      const instance = await post(`${url}/v1/instances`, { name: host, hostnames: [host], autoIssue: false });
       const state = await openState(dir.path(`agent-${i}`));
       const identity = await enroll(state, url, instance.enrollmentToken);
       const http01 = new Http01Responder({ host: address, port: pebble.http01Port });

@@ -101,7 +101,7 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
     await startPlane(0);
     await startPlane(1);
     for (let i = 0; i < INSTANCES; i += 1) {
-      const created = await json('POST', '/v1/instances', { name: `x${i}`, hostnames: [`x${i}.chaos.test`] });
+      const created = await json('POST', '/v1/instances', { name: `x${i}`, hostnames: [`x${i}.chaos.test`], autoIssue: false });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       agents.push(await startSimulatedAgent({ server: balancer.url, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: [preferred] }));
     }

@@ -90,7 +90,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
         const host = `db${i}.fleet.test`;
         const address = `127.0.0.${i + 2}`;
         await pebble.resolve(host, address);
-        const { status, body } = await json('POST', '/v1/instances', { name: `db${i}`, hostnames: [host], cluster: 'fleet' });
+        const { status, body } = await json('POST', '/v1/instances', { name: `db${i}`, hostnames: [host], cluster: 'fleet', autoIssue: false });
         assert.equal(status, 201, JSON.stringify(body));
         instances.push({ id: body.id, token: body.enrollmentToken, host, address, stateDir: join(dir.dir, `agent-${i}`) });
       }

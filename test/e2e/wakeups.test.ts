@@ -50,7 +50,7 @@ describe('wake-ups between two plane processes on PostgreSQL', async () => {
   };
   /** A new instance registered through A, its agent enrolled through A and connected to B. */
   const agentOnB = async (name: string) => {
-    const instance = await post(`${a}/v1/instances`, { name, hostnames: [`${name}.wakeups.test`] });
+    const instance = await post(`${a}/v1/instances`, { name, hostnames: [`${name}.wakeups.test`], autoIssue: false });
     assert.equal(instance.status, 201, JSON.stringify(instance.body));
     const key = await generateKeyPair();
     const enrolled = await post(`${a}/v1/agents/enroll`, { token: instance.body.enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) });

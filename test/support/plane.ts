@@ -101,8 +101,9 @@ export interface EnrolledAgent {
   readonly certificatePem: string;
 }
 
-export async function enrollTestAgent(plane: TestPlane, name: string, hostnames = [`${name}.example.com`]): Promise<EnrolledAgent> {
-  const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames } });
+/** Issuance is the test's to start unless `autoIssue` (the agent's connection then starts it, as the API's default does). */
+export async function enrollTestAgent(plane: TestPlane, name: string, hostnames = [`${name}.example.com`], options: { autoIssue?: boolean } = {}): Promise<EnrolledAgent> {
+  const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames, autoIssue: options.autoIssue ?? false } });
   if (created.statusCode !== 201) throw new Error(`registering instance ${name}: ${created.statusCode} ${created.body}`);
   const key = await generateKeyPair();
   const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });

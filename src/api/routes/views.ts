@@ -34,6 +34,7 @@ export function instanceView(instance: InstanceRecord, latest: CertificateRecord
     },
     certificate: certificateSummary(latest),
     profile: instance.profile,
+    autoIssue: instance.autoIssue,
     renewal: {
       renewAt: iso(installed?.renewAt ?? null),
       atRisk: Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now)),
