@@ -74,6 +74,15 @@ export class Scheduler {
 
   async #start(job: JobRecord): Promise<void> {
     try {
+      // A claim taken again after its process died (or lost the database) between starting the
+      // certificate and recording it on the job: an installed certificate finishes the job, it
+      // is never a reason to order a second one.
+      const started = await this.options.store.certificates.latestOfJob(job.id);
+      if (started?.status === 'installed') {
+        await this.options.store.jobs.complete(job.id);
+        this.options.logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: started.id }, 'job claimed again found its certificate installed; completed');
+        return;
+      }
       const replaced = await this.options.store.certificates.latestInstalled(job.instanceId);
       const certificate = await this.options.coordinator.requestIssue(job.instanceId, { jobId: job.id, replacesCertificateId: replaced?.id });
       await this.options.store.jobs.attachCertificate(job.id, certificate.id);

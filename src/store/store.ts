@@ -435,6 +435,11 @@ class SqlStore implements Store {
       );
       return row && toCertificate(row);
     },
+    latestOfJob: async (jobId) => {
+      if (!UUID.test(jobId)) return undefined;
+      const [row] = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE job_id = $1 ORDER BY created_at DESC, creation_order DESC LIMIT 1', [jobId]);
+      return row && toCertificate(row);
+    },
     latestOf: async (instanceIds) => {
       const ids = instanceIds.filter((id) => UUID.test(id));
       const found = new Map<string, { latest?: CertificateRecord; installed?: CertificateRecord }>();

@@ -282,6 +282,8 @@ export interface Store {
     latest(instanceId: string): Promise<CertificateRecord | undefined>;
     /** The most recent certificate in status `installed`. */
     latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
+    /** The most recent certificate a job started: what a job claimed again must finish rather than order twice. */
+    latestOfJob(jobId: string): Promise<CertificateRecord | undefined>;
     /**
      * `latest` and `latestInstalled` of many instances in two queries, by instance id (ids
      * without certificates are absent): what one page of the listing shows.
