@@ -26,13 +26,14 @@ import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
+import { ACME_ORDER_FAILED, DEFAULT_POLL, pollUntilSettled, type PolledItem, type PollPolicy } from './poll.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
 
 export const AcmeErrorCode = {
   /** No configured solver can answer any challenge the CA offered for an identifier. */
   NO_SOLVER: 'ACME_NO_SOLVER',
   /** The CA refused or failed the order; the message carries its problem detail. */
-  ORDER_FAILED: 'ACME_ORDER_FAILED',
+  ORDER_FAILED: ACME_ORDER_FAILED,
   /** The CA returned something that is not a certificate chain. */
   BAD_CHAIN: 'ACME_BAD_CHAIN',
   /** The profile asked for is not one the CA's directory offers (or the CA offers none); nothing was ordered. */
@@ -71,7 +72,11 @@ export interface AcmeIssuerOptions {
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly retry?: RetryPolicy;
-  /** Polling of pending authorizations and orders: first delay and cap, in ms. */
+  /**
+   * Polling of pending challenges and orders (./poll.ts): the interval and floor, 200 ms by
+   * default (CERTPLANE_ACME_POLL_INTERVAL_MS), and the longest pause once a wait gets long.
+   * The CA's Retry-After wins over both.
+   */
   readonly pollMinMs?: number;
   readonly pollMaxMs?: number;
   /** Names a CSR may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the chain engine's default, the CA's limit, otherwise. */
@@ -107,7 +112,17 @@ export interface IssueOptions {
   readonly replaces?: string;
   /** Told the order's URL as soon as the CA created it, so the lifecycle records that an order exists. */
   readonly onOrderCreated?: (orderUrl: string) => Promise<void>;
+  /** Told how long each step of the order took, as it ends (certplane_issuance_stage_duration_seconds). */
+  readonly onStage?: (stage: AcmeStage, seconds: number) => void;
 }
+
+/**
+ * The steps of one order, in order: newOrder, reading its authorizations, presenting and
+ * answering the challenges, the CA's validation (polling), finalization with the wait for
+ * the certificate, downloading every offered chain, and selecting and verifying one.
+ */
+export const ACME_STAGES = ['order', 'authorizations', 'challenge', 'validation', 'finalize', 'download', 'chain'] as const;
+export type AcmeStage = (typeof ACME_STAGES)[number];
 
 const DirectoryShape = z.object({
   renewalInfo: z.url().optional(),
@@ -216,6 +231,13 @@ export class AcmeIssuer {
         log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
       );
 
+    let mark = performance.now();
+    /** Reports the time since the previous stage ended as `stage`. */
+    const ended = (stage: AcmeStage) => {
+      const now = performance.now();
+      options.onStage?.(stage, (now - mark) / 1000);
+      mark = now;
+    };
     const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
     const order = await step('newOrder', () => client.createOrder(payload))
       .catch((e: unknown) => {
@@ -231,19 +253,56 @@ export class AcmeIssuer {
       });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     await options.onOrderCreated?.(order.url);
+    ended('order');
     const authorizations = await step('authorizations', () => client.getAuthorizations(order));
+    ended('authorizations');
     const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
-    for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
+    // Every authorization is presented and answered before any is waited for, as the CA
+    // validates them in parallel; the validation stage is the wait for the slowest.
+    const presented: Presented[] = [];
+    try {
+      for (const authorization of authorizations) await this.#answer(client, authorization, solvers, step, presented);
+      ended('challenge');
+      await Promise.all(presented.map((p) => this.#awaitValidation(client, p, step)));
+    } finally {
+      await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
+    }
+    ended('validation');
 
-    const finalized = await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
+    const api = (client as unknown as { api: PostAsGet }).api;
+    const finalized = await step('finalize', () => this.#signed(api, order.finalize, { csr: acme.crypto.getPemBodyAsB64u(csrPem) })).catch((e) => {
       throw orderFailed('finalizing the order', e);
     });
-    const valid = finalized.status === 'valid' ? finalized : await client.waitForValidStatus(finalized);
-    if (!valid.certificate) throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
-    const api = (client as unknown as { api: PostAsGet }).api;
-    const offered = await step('download', () => downloadChains(api, valid.certificate as string));
+    const valid = await pollUntilSettled(() => step('poll', () => this.#signed(api, order.url)), `order ${order.url}`, this.#poll(), finalized).catch((e) => {
+      throw orderFailed('waiting for the order to be valid', e);
+    });
+    if (valid.status !== 'valid') throw this.#invalid(valid, `order ${order.url} after finalization`, csr.dnsNames);
+    const certificateUrl = (valid as { certificate?: unknown }).certificate;
+    if (typeof certificateUrl !== 'string') throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
+    ended('finalize');
+    const offered = await step('download', () => downloadChains(api, certificateUrl));
     log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+    ended('download');
+    const selected = this.#select(offered, csr.dnsNames, csr.spkiSha256, log);
+    ended('chain');
+    return { ...selected, offeredChainsPem: offered, orderUrl: order.url, certificateUrl };
+  }
+
+  #poll(): PollPolicy {
+    return { ...DEFAULT_POLL, intervalMs: this.#options.pollMinMs ?? DEFAULT_POLL.intervalMs, maxIntervalMs: this.#options.pollMaxMs ?? DEFAULT_POLL.maxIntervalMs };
+  }
+
+  /** A signed POST (POST-as-GET without a payload) through acme-client's API layer, with the response's Retry-After. */
+  async #signed(api: PostAsGet, url: string, payload: object | null = null): Promise<PolledItem<{ status?: unknown }>> {
+    const response = await api.apiRequest(url, payload, [200]);
+    const retryAfter = response.headers?.['retry-after'];
+    return { data: response.data as { status?: unknown }, ...(typeof retryAfter === 'string' ? { retryAfter } : {}) };
+  }
+
+  /** The error for an item the CA settled as invalid (or anything but valid): its problem, typed, when it carries one. */
+  #invalid(item: { status?: unknown; error?: unknown }, what: string, names: readonly string[]): CertplaneError {
+    if (item.error) return problemError(item.error, { names, now: this.#now(), what });
+    return new CertplaneError(AcmeErrorCode.ORDER_FAILED, `${what} is ${String(item.status)}`, { status: String(item.status) });
   }
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
@@ -301,11 +360,17 @@ export class AcmeIssuer {
     return { fullchainPem: report.servedChainPem, report, selection };
   }
 
-  async #solve(
+  /**
+   * Presents the answer to one authorization, adds it to `presented` (whose clean-up the
+   * caller owes) and tells the CA it is ready; nothing when the authorization is valid
+   * already (the CA reuses an earlier validation).
+   */
+  async #answer(
     client: acme.Client,
     authorization: acme.Authorization,
     solvers: readonly ChallengeSolver[],
     step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    presented: Presented[],
   ): Promise<void> {
     if (authorization.status === 'valid') return;
     const domain = authorization.identifier.value;
@@ -325,29 +390,26 @@ export class AcmeIssuer {
       keyAuthorization: await client.getChallengeKeyAuthorization(challenge),
     };
     await solver.present(context);
-    try {
-      await step('challenge', () => client.completeChallenge(challenge));
-      await client.waitForValidStatus(challenge).catch(async (e: unknown) => {
-        throw await this.#validationFailure(client, challenge.url, domain, solver.type, e);
-      });
-    } finally {
-      await solver.cleanUp(context).catch((error) => this.#options.logger.warn({ domain, err: (error as Error).message }, 'challenge clean-up failed'));
-    }
+    const answer: Presented = { solver, context, challengeUrl: challenge.url, type: solver.type };
+    presented.push(answer);
+    const api = (client as unknown as { api: PostAsGet }).api;
+    answer.answered = await step('challenge', () => this.#signed(api, challenge.url, {}));
   }
 
-  /**
-   * Why the CA did not validate a challenge, typed: acme-client reports an invalid
-   * challenge by its detail only, so the challenge is read once more for its problem type.
-   */
-  async #validationFailure(client: acme.Client, challengeUrl: string, domain: string, type: string, cause: unknown): Promise<CertplaneError> {
-    if (cause instanceof CertplaneError) return cause;
+  /** Waits until the CA validated an answered challenge; a challenge it found invalid fails with its problem, typed. */
+  async #awaitValidation(client: acme.Client, presented: Presented, step: <T>(name: string, fn: () => Promise<T>) => Promise<T>): Promise<void> {
     const api = (client as unknown as { api: PostAsGet }).api;
-    const challenge = await api.apiRequest(challengeUrl, null, [200]).catch(() => undefined);
-    const problem = (challenge?.data as { error?: unknown } | undefined)?.error;
-    if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
-    const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
+    const { context, challengeUrl, type } = presented;
+    const what = `${type} for ${context.domain}`;
+    const settled = await pollUntilSettled(() => step('poll', () => this.#signed(api, challengeUrl)), `the ${what} challenge`, this.#poll(), presented.answered).catch((e: unknown) => {
+      throw orderFailed(`validating ${what}`, e);
+    });
+    if (settled.status === 'valid') return;
+    const problem = (settled as { error?: unknown }).error;
+    if (!problem) throw orderFailed(`validating ${what}`, new Error(`the challenge is ${String(settled.status)}`));
+    const error = problemError(problem, { names: [context.domain], now: this.#now(), what });
     // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
-    return new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
+    throw new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
   }
 
   #accountClient(): Promise<acme.Client> {
@@ -365,9 +427,6 @@ export class AcmeIssuer {
       directoryUrl,
       accountKey: account.privateKeyPem,
       ...(account.accountUrl ? { accountUrl: account.accountUrl } : {}),
-      backoffAttempts: 12,
-      backoffMin: this.#options.pollMinMs ?? 500,
-      backoffMax: this.#options.pollMaxMs ?? 10_000,
     });
     throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
@@ -381,6 +440,16 @@ export class AcmeIssuer {
     }
     return client;
   }
+}
+
+/** A challenge whose answer is in place and announced to the CA, and what cleans it up. */
+interface Presented {
+  readonly solver: ChallengeSolver;
+  readonly context: ChallengeContext;
+  readonly challengeUrl: string;
+  readonly type: string;
+  /** The CA's answer to "ready": often still pending, sometimes settled already. */
+  answered?: PolledItem<{ status?: unknown }>;
 }
 
 let unsignedFailureInterceptor: number | undefined;
