@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
+import { DEFAULT_ISSUANCE_CONCURRENCY } from '../agents/issuance.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
@@ -69,6 +70,7 @@ const schema = z
     CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION),
     CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional(),
     CERTPLANE_ACME_EMAIL: z.email().optional(),
+    CERTPLANE_ACME_POLL_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(200),
     CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE),
     CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']),
     CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none'),
@@ -88,6 +90,7 @@ const schema = z
     CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01'),
     CERTPLANE_RATE_LIMITS: z.string().min(2).optional(),
     CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
+    CERTPLANE_ISSUANCE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_ISSUANCE_CONCURRENCY),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
     CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
     CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock'),
@@ -119,6 +122,8 @@ export interface Config {
      * newer profiles): caps the names an instance registers and every CSR, duplicates included.
      */
     readonly maxNamesPerCertificate: number;
+    /** How often a pending challenge or order is looked at when the CA sends no Retry-After, and the floor when it does. */
+    readonly pollIntervalMs: number;
   };
   readonly chain: {
     readonly preferences: readonly string[];
@@ -148,6 +153,8 @@ export interface Config {
     /** JSON overrides of the rate-limit buckets (jobs/ratelimit.ts), validated there. */
     readonly rateLimitsJson: string | undefined;
     readonly schedulerIntervalMs: number;
+    /** Orders this process runs at once; further certificates wait for a slot without holding a lease. */
+    readonly issuanceConcurrency: number;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
     /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
@@ -172,6 +179,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       serverCaCertsPath: e.CERTPLANE_ACME_CA_CERTS,
       contactEmail: e.CERTPLANE_ACME_EMAIL,
       maxNamesPerCertificate: e.CERTPLANE_MAX_NAMES_PER_CERTIFICATE,
+      pollIntervalMs: e.CERTPLANE_ACME_POLL_INTERVAL_MS,
     },
     chain: { preferences: e.CERTPLANE_PREFERRED_CHAINS, fallback: e.CERTPLANE_CHAIN_FALLBACK, trustStore: e.CERTPLANE_TRUST_STORE, extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI },
     secrets: e.CERTPLANE_SECRETS,
@@ -187,6 +195,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       challenge: e.CERTPLANE_CHALLENGE,
       rateLimitsJson: e.CERTPLANE_RATE_LIMITS,
       schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
+      issuanceConcurrency: e.CERTPLANE_ISSUANCE_CONCURRENCY,
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
       publicUrl: e.CERTPLANE_PUBLIC_URL,
       adminSocket: e.CERTPLANE_ADMIN_SOCKET,

@@ -54,6 +54,8 @@ export class Campaigns {
       logger: Logger;
       /** How long `count` first-attempt orders take under the limiter (jobs/ratelimit.ts), in ms. */
       predictDurationMs?: (count: number) => Promise<number>;
+      /** Told that jobs due now were queued, so this process's scheduler claims them without waiting for its next tick. */
+      onQueued?: () => void;
     },
   ) {}
 
@@ -74,6 +76,7 @@ export class Campaigns {
       const { created } = await this.deps.store.jobs.enqueue({ kind: 'reissue', instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
       if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now);
     }
+    this.deps.onQueued?.();
     await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, matched: ids.length } });
     this.deps.logger.info({ campaignId: campaign.id, matched: ids.length, actor: request.actor, reason: request.reason }, 'reissue campaign started');
     return this.status(campaign.id);
