@@ -24,6 +24,7 @@ import type { SecretStore } from '../secrets/index.js';
 import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { downloadChains, type PostAsGet } from './chains.js';
+import { reuseNonces } from './nonces.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 import { ACME_ORDER_FAILED, DEFAULT_POLL, pollUntilSettled, type PolledItem, type PollPolicy } from './poll.js';
@@ -431,6 +432,7 @@ export class AcmeIssuer {
       accountKey: account.privateKeyPem,
       ...(account.accountUrl ? { accountUrl: account.accountUrl } : {}),
     });
+    reuseNonces(client);
     throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
       // newAccount through acme-client's API layer: its createAccount() follows an existing
