@@ -76,10 +76,11 @@ export class Campaigns {
       const { created } = await this.deps.store.jobs.enqueue({ kind: 'reissue', instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
       if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now);
     }
-    this.deps.onQueued?.();
     await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, matched: ids.length } });
     this.deps.logger.info({ campaignId: campaign.id, matched: ids.length, actor: request.actor, reason: request.reason }, 'reissue campaign started');
-    return this.status(campaign.id);
+    const status = await this.status(campaign.id);
+    this.deps.onQueued?.();
+    return status;
   }
 
   /** The campaign and its counts; a running campaign with nothing left to do is marked done. */

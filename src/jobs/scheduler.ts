@@ -26,6 +26,9 @@ export interface SchedulerOptions {
   readonly metrics?: Pick<IssuanceMetrics, 'stage'>;
 }
 
+/** Claimed jobs started at once: well under the PostgreSQL pool (store/engines.ts). */
+const PARALLEL_STARTS = 4;
+
 export class Scheduler {
   /** Names this process in job claims, for operators reading the jobs table. */
   readonly owner = processName();
@@ -85,8 +88,9 @@ export class Scheduler {
       const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, batchSize);
       const claimedAt = clock().getTime();
       for (const job of jobs) this.options.metrics?.stage('job_claim', Math.max(0, claimedAt - job.dueAt.getTime()) / 1000);
-      // Each job's start is a few queries and a prompt to an agent: independent, so not one after another.
-      await Promise.all(jobs.map((job) => this.#start(job)));
+      // Each job's start is a few queries and a prompt to an agent: independent, so a few at a
+      // time, never so many that they take every pooled connection from the API and the channel.
+      for (let i = 0; i < jobs.length; i += PARALLEL_STARTS) await Promise.all(jobs.slice(i, i + PARALLEL_STARTS).map((job) => this.#start(job)));
       if (jobs.length < batchSize) break;
     }
     for (const certificate of await this.#ariDue(now)) await this.options.lifecycle.refreshAdvice(certificate);
