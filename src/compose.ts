@@ -8,9 +8,9 @@ import { hostname, userInfo } from 'node:os';
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { AgentCa } from './agents/ca.js';
-import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
+import { ISSUANCE_STAGES, IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { PageCursors } from './api/cursors.js';
@@ -67,6 +67,7 @@ export async function composeIssuer(config: Config, logger: Logger, extraSolvers
     },
     logger,
     maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
+    pollMinMs: config.acme.pollIntervalMs,
   });
 }
 
@@ -99,11 +100,19 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error', labelNames: ['code'], registers: [registry] });
   const issuances = new Counter({ name: 'certplane_issuance_events_total', help: 'Issuance outcomes: issued, failed, installed, install_failed', labelNames: ['outcome'], registers: [registry] });
   const wakeups = new Counter({ name: 'certplane_agent_wakeups_total', help: 'Agents on this process woken for waiting work, by a database notification or by the fallback pass', labelNames: ['source'], registers: [registry] });
+  const stages = new Histogram({
+    name: 'certplane_issuance_stage_duration_seconds',
+    help: `Time spent in each stage of an issuance on this process, CSR request to installed acknowledgement: ${ISSUANCE_STAGES.join(', ')}`,
+    labelNames: ['stage'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  });
   return {
     connected: (delta) => agents.inc(delta),
     rejected: (code) => rejected.inc({ code }),
     issuance: (outcome) => issuances.inc({ outcome }),
     wakeup: (source) => wakeups.inc({ source }),
+    stage: (stage, seconds) => stages.observe({ stage }, seconds),
   };
 }
 
@@ -190,6 +199,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       preferDns01: config.server.challenge === 'dns-01',
       maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
       leaseMs: config.server.leaseMs,
+      concurrency: config.server.issuanceConcurrency,
     });
     sessions.setHandler(coordinator);
     // Notifications make several processes as quick as one; the scheduler's fallback pass covers any lost.
@@ -200,8 +210,8 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
         () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
       ),
     );
-    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
-    const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake() });
+    const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
     started.add('revocation watch', sessions.watchRevocations());
     const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {

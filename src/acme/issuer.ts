@@ -4,7 +4,8 @@
  * that is src/chain's job; this file speaks ACME through acme-client.
  */
 import https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import acme from 'acme-client';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -25,8 +26,10 @@ import { AriErrorCode, ariCertId, parseRenewalInfo, type RenewalInfo } from './a
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { acmeIdentifier } from './identifiers.js';
 import { downloadChains, type PostAsGet } from './chains.js';
+import { reuseNonces } from './nonces.js';
 import { ACME_UNREACHABLE, AcmeProblemCode, problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
+import { ACME_ORDER_FAILED, DEFAULT_POLL, pollUntilSettled, type PolledItem, type PollPolicy } from './poll.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
 import type { OrderStanding } from '../lifecycle/index.js';
 
@@ -34,7 +37,7 @@ export const AcmeErrorCode = {
   /** No configured solver can answer any challenge the CA offered for an identifier. */
   NO_SOLVER: 'ACME_NO_SOLVER',
   /** The CA refused or failed the order; the message carries its problem detail. */
-  ORDER_FAILED: 'ACME_ORDER_FAILED',
+  ORDER_FAILED: ACME_ORDER_FAILED,
   /** The CA returned something that is not a certificate chain. */
   BAD_CHAIN: 'ACME_BAD_CHAIN',
   /** The profile asked for is not one the CA's directory offers (or the CA offers none); nothing was ordered. */
@@ -73,7 +76,11 @@ export interface AcmeIssuerOptions {
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly retry?: RetryPolicy;
-  /** Polling of pending authorizations and orders: first delay and cap, in ms. */
+  /**
+   * Polling of pending challenges and orders (./poll.ts): the interval and floor, 200 ms by
+   * default (CERTPLANE_ACME_POLL_INTERVAL_MS), and the longest pause once a wait gets long.
+   * The CA's Retry-After wins over both.
+   */
   readonly pollMinMs?: number;
   readonly pollMaxMs?: number;
   /** Names a CSR may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the chain engine's default, the CA's limit, otherwise. */
@@ -118,7 +125,17 @@ export interface IssueOptions {
   readonly resumeOrderUrl?: string;
   /** Stops the work at the next step or wait with the signal's reason: shutdown, or a lost lease. */
   readonly signal?: AbortSignal;
+  /** Told how long each step of the order took, as it ends (certplane_issuance_stage_duration_seconds). */
+  readonly onStage?: (stage: AcmeStage, seconds: number) => void;
 }
+
+/**
+ * The steps of one order, in order: newOrder, reading its authorizations, presenting and
+ * answering the challenges, the CA's validation (polling), finalization with the wait for
+ * the certificate, downloading every offered chain, and selecting and verifying one.
+ */
+export const ACME_STAGES = ['order', 'authorizations', 'challenge', 'validation', 'finalize', 'download', 'chain'] as const;
+export type AcmeStage = (typeof ACME_STAGES)[number];
 
 const DirectoryShape = z.object({
   renewalInfo: z.url().optional(),
@@ -159,8 +176,11 @@ export class AcmeIssuer {
       // root builds one issuer per process, so the setting is never contested. Each certificate
       // goes in on its own: OpenSSL silently drops the second of two PEM blocks that share a
       // line ("-----END CERTIFICATE----------BEGIN..."), as `cat` makes of files without a final newline.
+      // One secure context for every connection: given `ca` instead, Node builds a new context
+      // from the ~150 public roots for each TLS connection, tens of milliseconds of CPU apiece.
       const serverCas = parseCertificateBundle(options.serverCaPem, 'the ACME server CA bundle').map((certificate) => certificate.pem);
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...rootCertificates, ...serverCas], keepAlive: true });
+      const secureContext = createSecureContext({ ca: [...rootCertificates, ...serverCas] });
+      acme.axios.defaults.httpsAgent = new https.Agent({ secureContext, keepAlive: true });
     }
   }
 
@@ -263,26 +283,56 @@ export class AcmeIssuer {
         signal,
       );
 
+    let mark = performance.now();
+    /** Reports the time since the previous stage ended as `stage`. */
+    const ended = (stage: AcmeStage) => {
+      const now = performance.now();
+      options.onStage?.(stage, (now - mark) / 1000);
+      mark = now;
+    };
+    // Every wait between polls ends when the signal does (shutdown, or a lease lost).
+    const sleep = (ms: number) => delay(ms, undefined, signal ? { signal } : {}).catch((error: unknown) => Promise.reject(signal?.aborted ? signal.reason : error));
+    const api = (client as unknown as { api: PostAsGet }).api;
     const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, names, options, step, log);
     if (options.resumeOrderUrl) log.info({ order: order.url, status: order.status }, 'resuming the order');
+    ended('order');
     if (order.status === 'pending') {
       const authorizations = await step('authorizations', () => client.getAuthorizations(order));
+      ended('authorizations');
       const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
-      for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step, signal);
+      // Every authorization is presented and answered before any is waited for, as the CA
+      // validates them in parallel; the validation stage is the wait for the slowest.
+      const presented: Presented[] = [];
+      try {
+        for (const authorization of authorizations) await this.#answer(client, authorization, solvers, step, presented, signal);
+        ended('challenge');
+        await Promise.all(presented.map((p) => this.#awaitValidation(client, p, step, sleep, signal)));
+      } finally {
+        await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
+      }
+      ended('validation');
     }
-    const finalized =
+    // A resumed order may be ready (finalized here), processing (only awaited) or valid already.
+    const current: PolledItem<{ status?: unknown }> =
       order.status === 'pending' || order.status === 'ready'
-        ? await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
+        ? await step('finalize', () => this.#signed(api, order.finalize, { csr: acme.crypto.getPemBodyAsB64u(csrPem) })).catch((e) => {
             throw orderFailed('finalizing the order', e);
           })
-        : order;
-    if (finalized.status === 'invalid') throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is invalid at the CA`, { orderUrl: order.url });
-    const valid = finalized.status === 'valid' ? finalized : await untilAborted(client.waitForValidStatus(finalized), signal);
-    if (!valid.certificate) throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
-    const api = (client as unknown as { api: PostAsGet }).api;
-    const offered = await step('download', () => downloadChains(api, valid.certificate as string));
+        : { data: order as { status?: unknown } };
+    const valid = await pollUntilSettled(() => step('poll', () => this.#signed(api, order.url)), `order ${order.url}`, this.#poll(), current, sleep).catch((e) => {
+      if (signal?.aborted) throw e;
+      throw orderFailed('waiting for the order to be valid', e);
+    });
+    if (valid.status !== 'valid') throw this.#invalid(valid, `order ${order.url}`, names);
+    const certificateUrl = (valid as { certificate?: unknown }).certificate;
+    if (typeof certificateUrl !== 'string') throw new CertplaneError(AcmeErrorCode.ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
+    ended('finalize');
+    const offered = await step('download', () => downloadChains(api, certificateUrl));
     log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, names, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+    ended('download');
+    const selected = this.#select(offered, names, csr.spkiSha256, log);
+    ended('chain');
+    return { ...selected, offeredChainsPem: offered, orderUrl: order.url, certificateUrl };
   }
 
   /** Places the order (with `replaces` while the CA accepts it) and reports its URL before anything else happens to it. */
@@ -303,6 +353,23 @@ export class AcmeIssuer {
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     await options.onOrderCreated?.(order.url);
     return order;
+  }
+
+  #poll(): PollPolicy {
+    return { ...DEFAULT_POLL, intervalMs: this.#options.pollMinMs ?? DEFAULT_POLL.intervalMs, maxIntervalMs: this.#options.pollMaxMs ?? DEFAULT_POLL.maxIntervalMs };
+  }
+
+  /** A signed POST (POST-as-GET without a payload) through acme-client's API layer, with the response's Retry-After. */
+  async #signed(api: PostAsGet, url: string, payload: object | null = null): Promise<PolledItem<{ status?: unknown }>> {
+    const response = await api.apiRequest(url, payload, [200]);
+    const retryAfter = response.headers?.['retry-after'];
+    return { data: response.data as { status?: unknown }, ...(typeof retryAfter === 'string' ? { retryAfter } : {}) };
+  }
+
+  /** The error for an item the CA settled as invalid (or anything but valid): its problem, typed, when it carries one. */
+  #invalid(item: { status?: unknown; error?: unknown }, what: string, names: readonly string[]): CertplaneError {
+    if (item.error) return problemError(item.error, { names, now: this.#now(), what });
+    return new CertplaneError(AcmeErrorCode.ORDER_FAILED, `${what} is ${String(item.status)}`, { status: String(item.status) });
   }
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
@@ -360,11 +427,17 @@ export class AcmeIssuer {
     return { fullchainPem: report.servedChainPem, report, selection };
   }
 
-  async #solve(
+  /**
+   * Presents the answer to one authorization, adds it to `presented` (whose clean-up the
+   * caller owes) and tells the CA it is ready; nothing when the authorization is valid
+   * already (the CA reuses an earlier validation).
+   */
+  async #answer(
     client: acme.Client,
     authorization: acme.Authorization,
     solvers: readonly ChallengeSolver[],
     step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    presented: Presented[],
     signal: AbortSignal | undefined,
   ): Promise<void> {
     signal?.throwIfAborted();
@@ -386,31 +459,38 @@ export class AcmeIssuer {
       keyAuthorization: await client.getChallengeKeyAuthorization(challenge),
     };
     await solver.present(context);
-    try {
-      // A resumed order's challenge may already be under validation: answered once, it is only awaited.
-      if (challenge.status === 'pending') await step('challenge', () => client.completeChallenge(challenge));
-      await untilAborted(client.waitForValidStatus(challenge), signal).catch(async (e: unknown) => {
-        if (signal?.aborted) throw e;
-        throw await this.#validationFailure(client, challenge.url, domain, solver.type, e);
-      });
-    } finally {
-      await solver.cleanUp(context).catch((error) => this.#options.logger.warn({ domain, err: (error as Error).message }, 'challenge clean-up failed'));
+    const answer: Presented = { solver, context, challengeUrl: challenge.url, type: solver.type };
+    presented.push(answer);
+    // A resumed order's challenge may already be under validation: answered once, it is only awaited.
+    if (challenge.status !== 'pending') {
+      answer.answered = { data: challenge as { status?: unknown } };
+      return;
     }
+    const api = (client as unknown as { api: PostAsGet }).api;
+    answer.answered = await step('challenge', () => this.#signed(api, challenge.url, {}));
   }
 
-  /**
-   * Why the CA did not validate a challenge, typed: acme-client reports an invalid
-   * challenge by its detail only, so the challenge is read once more for its problem type.
-   */
-  async #validationFailure(client: acme.Client, challengeUrl: string, domain: string, type: string, cause: unknown): Promise<CertplaneError> {
-    if (cause instanceof CertplaneError) return cause;
+  /** Waits until the CA validated an answered challenge; a challenge it found invalid fails with its problem, typed. */
+  async #awaitValidation(
+    client: acme.Client,
+    presented: Presented,
+    step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    sleep: (ms: number) => Promise<void>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const api = (client as unknown as { api: PostAsGet }).api;
-    const challenge = await api.apiRequest(challengeUrl, null, [200]).catch(() => undefined);
-    const problem = (challenge?.data as { error?: unknown } | undefined)?.error;
-    if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
-    const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
+    const { context, challengeUrl, type } = presented;
+    const what = `${type} for ${context.domain}`;
+    const settled = await pollUntilSettled(() => step('poll', () => this.#signed(api, challengeUrl)), `the ${what} challenge`, this.#poll(), presented.answered, sleep).catch((e: unknown) => {
+      if (signal?.aborted) throw e;
+      throw orderFailed(`validating ${what}`, e);
+    });
+    if (settled.status === 'valid') return;
+    const problem = (settled as { error?: unknown }).error;
+    if (!problem) throw orderFailed(`validating ${what}`, new Error(`the challenge is ${String(settled.status)}`));
+    const error = problemError(problem, { names: [context.domain], now: this.#now(), what });
     // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
-    return new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
+    throw new CertplaneError(AcmeProblemCode.VALIDATION_FAILED, error.message, error.details);
   }
 
   #accountClient(): Promise<acme.Client> {
@@ -428,10 +508,8 @@ export class AcmeIssuer {
       directoryUrl,
       accountKey: account.privateKeyPem,
       ...(account.accountUrl ? { accountUrl: account.accountUrl } : {}),
-      backoffAttempts: 12,
-      backoffMin: this.#options.pollMinMs ?? 500,
-      backoffMax: this.#options.pollMaxMs ?? 10_000,
     });
+    reuseNonces(client);
     throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
       // newAccount through acme-client's API layer: its createAccount() follows an existing
@@ -446,27 +524,22 @@ export class AcmeIssuer {
   }
 }
 
+/** A challenge whose answer is in place and announced to the CA, and what cleans it up. */
+interface Presented {
+  readonly solver: ChallengeSolver;
+  readonly context: ChallengeContext;
+  readonly challengeUrl: string;
+  readonly type: string;
+  /** The CA's answer to "ready": often still pending, sometimes settled already. */
+  answered?: PolledItem<{ status?: unknown }>;
+}
+
 let unsignedFailureInterceptor: number | undefined;
 
 /** One interceptor per process on acme-client's module-wide axios instance (./problems.ts says why). */
 function installUnsignedFailureInterceptor(clock: () => Date): void {
   if (unsignedFailureInterceptor !== undefined) acme.axios.interceptors.response.eject(unsignedFailureInterceptor);
   unsignedFailureInterceptor = acme.axios.interceptors.response.use((response) => typedUnsignedFailure(response as never, clock) as never);
-}
-
-/**
- * `promise`, or the signal's reason as soon as it aborts. acme-client's polling takes no
- * signal, so an aborted wait is abandoned rather than cancelled: its remaining polls are
- * bounded by the client's backoff attempts and touch nothing of certplane's.
- */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  signal.throwIfAborted();
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 function orderFailed(what: string, cause: unknown): CertplaneError {

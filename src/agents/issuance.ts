@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
-import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
+import { ACME_STAGES, type IssueOptions, type IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import {
   DEFAULT_LEASE_MS,
@@ -36,7 +36,7 @@ export { IssuanceErrorCode } from './failures.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal'>): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage'>): Promise<IssuedChain>;
   /** Where a stored order stands at the CA, so a process taking the work over resumes it when it can. */
   orderStanding(orderUrl: string): Promise<OrderStanding>;
 }
@@ -72,10 +72,25 @@ const ABORT_SETTLE_MS = 1_000;
  */
 const CHANGE_OVERLAP_MS = 5_000;
 
+/**
+ * Where the time of one issuance goes, in order, for certplane_issuance_stage_duration_seconds:
+ * the job waiting to be claimed, the agent making its key and CSR, checking it, waiting for an
+ * issuance slot, the lease and rate limiter, the ACME order's own stages (acme/issuer.ts),
+ * recording the verified chain, delivery, the agent installing it, recording its
+ * acknowledgement, and end_to_end from the CSR request to that acknowledgement.
+ */
+export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
+export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
+
+/** Orders this process runs at once unless configured (CERTPLANE_ISSUANCE_CONCURRENCY). */
+export const DEFAULT_ISSUANCE_CONCURRENCY = 50;
+
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
   /** An agent here was woken for work: by a notification, or by the fallback pass (a lost notification, a lapsed lease, an unanswered prompt). */
   wakeup(source: 'notification' | 'fallback'): void;
+  /** One stage of one issuance ended after `seconds`. */
+  stage(stage: IssuanceStage, seconds: number): void;
 }
 
 /** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
@@ -109,8 +124,12 @@ export class IssuanceCoordinator implements SessionHandler {
       maxNamesPerCertificate?: number;
       /** How long a certificate's lease lasts without renewal (CERTPLANE_LEASE_MS): how soon another process takes over from a dead one. */
       leaseMs?: number;
+      /** Orders running at once in this process (CERTPLANE_ISSUANCE_CONCURRENCY); DEFAULT_ISSUANCE_CONCURRENCY by default. */
+      concurrency?: number;
     },
-  ) {}
+  ) {
+    this.#slots = new Slots(deps.concurrency ?? DEFAULT_ISSUANCE_CONCURRENCY);
+  }
 
   get #leaseMs(): number {
     return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
@@ -130,6 +149,21 @@ export class IssuanceCoordinator implements SessionHandler {
   #since: Date | undefined;
   readonly #seen = new Map<string, number>();
   #passing: Promise<void> | undefined;
+  readonly #slots: Slots;
+  /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
+  readonly #marks = new Map<string, { started?: number; last: number }>();
+
+  /**
+   * Ends `stage` of a certificate's issuance now, or only starts the next one when `stage` is
+   * undefined (a prompt sent again); the first stage seen for a certificate taken over midway
+   * is not reported, only marked.
+   */
+  #stageEnded(certificateId: string, stage: IssuanceStage | undefined): void {
+    const now = performance.now();
+    const marks = this.#marks.get(certificateId);
+    if (marks && stage) this.deps.metrics?.stage(stage, (now - marks.last) / 1000);
+    this.#marks.set(certificateId, { ...(marks?.started === undefined ? {} : { started: marks.started }), last: now });
+  }
 
   /**
    * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
@@ -373,7 +407,9 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
+    this.#stageEnded(certificate.id, 'csr');
     const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
+    this.#stageEnded(certificate.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.
     if (issuing) this.#start(instance, issuing, csrPem);
@@ -424,7 +460,11 @@ export class IssuanceCoordinator implements SessionHandler {
       signal.throwIfAborted();
       return moved;
     };
+    // Taken before the lease: a certificate waiting for a slot holds nothing another process could want.
+    const release = await this.#slots.acquire();
+    this.#stageEnded(certificate.id, 'queued');
     try {
+      signal.throwIfAborted();
       if (!(await store.certificates.lease(certificate.id, this.owner, this.#leaseMs))) {
         log.debug('another process holds the lease; it is ordering');
         return;
@@ -451,6 +491,7 @@ export class IssuanceCoordinator implements SessionHandler {
       }
       const replaced = current.replacesCertificateId ? await store.certificates.get(current.replacesCertificateId) : undefined;
       const replaces = plan.action === 'new' && replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      this.#stageEnded(certificate.id, 'lease');
       const issued = await this.deps.issuer.issue(csrPem, {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
@@ -465,6 +506,7 @@ export class IssuanceCoordinator implements SessionHandler {
             await record('order_created', { orderUrl });
           }
         },
+        onStage: (stage) => this.#stageEnded(certificate.id, stage),
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
       verified = await record('chain_verified', {
@@ -476,6 +518,7 @@ export class IssuanceCoordinator implements SessionHandler {
         report: withoutPem(issued.report),
         lastError: null,
       });
+      this.#stageEnded(certificate.id, 'record');
       this.deps.metrics?.issuance('issued');
       log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
     } catch (error) {
@@ -496,6 +539,7 @@ export class IssuanceCoordinator implements SessionHandler {
       await this.#fail(instance.id, certificate.id, failure, message, owned);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {
+      release();
       clearInterval(renewal);
       if (holding && !parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
@@ -548,10 +592,15 @@ export class IssuanceCoordinator implements SessionHandler {
       this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
       return;
     }
+    this.#stageEnded(certificate.id, 'install');
     const installed = await this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() });
     await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
     if (installed) {
       this.#answered(session.instanceId, certificate.id);
+      this.#stageEnded(certificate.id, 'acknowledge');
+      const started = this.#marks.get(certificate.id)?.started;
+      if (started !== undefined) this.deps.metrics?.stage('end_to_end', (performance.now() - started) / 1000);
+      this.#marks.delete(certificate.id);
       this.deps.metrics?.issuance('installed');
       await this.deps.listener?.onInstalled(installed);
       this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
@@ -565,6 +614,8 @@ export class IssuanceCoordinator implements SessionHandler {
 
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
     this.#prompted.set(instance.id, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
+    const now = performance.now();
+    this.#marks.set(certificate.id, { started: now, last: now });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
   }
 
@@ -574,6 +625,7 @@ export class IssuanceCoordinator implements SessionHandler {
     if (!certificate?.fullchainPem || !certificate.fingerprintSha256) return;
     this.#prompted.set(certificate.instanceId, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
+    this.#stageEnded(certificate.id, issued.status === 'issued' ? 'delivery' : undefined);
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 
@@ -587,6 +639,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#answered(instanceId, certificateId);
+    this.#marks.delete(certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);
   }
 
@@ -629,4 +682,32 @@ async function settledWithin(promises: readonly Promise<unknown>[], ms: number):
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.allSettled(promises), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
+}
+
+/**
+ * At most `limit` orders at once in this process, first come first served: enough to keep
+ * the CA busy without a campaign of thousands opening thousands of orders (and their polls)
+ * at the same moment. A certificate waiting here holds no lease.
+ */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(limit: number) {
+    this.#free = Math.max(1, limit);
+  }
+
+  /** Resolves with the release of a slot once one is free. */
+  async acquire(): Promise<() => void> {
+    if (this.#free > 0) this.#free -= 1;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free += 1;
+    };
+  }
 }

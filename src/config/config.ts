@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
+import { DEFAULT_ISSUANCE_CONCURRENCY } from '../agents/issuance.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
@@ -69,6 +70,7 @@ const schema = z
     CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION),
     CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional(),
     CERTPLANE_ACME_EMAIL: z.email().optional(),
+    CERTPLANE_ACME_POLL_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(200),
     CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE),
     CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']),
     CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none'),
@@ -90,6 +92,7 @@ const schema = z
     CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000),
     CERTPLANE_LEASE_MS: z.coerce.number().int().min(3000).max(3_600_000).default(60_000),
     CERTPLANE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+    CERTPLANE_ISSUANCE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_ISSUANCE_CONCURRENCY),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional(),
     CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
     CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock'),
@@ -121,6 +124,8 @@ export interface Config {
      * newer profiles): caps the names an instance registers and every CSR, duplicates included.
      */
     readonly maxNamesPerCertificate: number;
+    /** How often a pending challenge or order is looked at when the CA sends no Retry-After, and the floor when it does. */
+    readonly pollIntervalMs: number;
   };
   readonly chain: {
     readonly preferences: readonly string[];
@@ -157,6 +162,8 @@ export interface Config {
     readonly leaseMs: number;
     /** On shutdown, how long in-flight orders may run on before they are stopped and their leases released. */
     readonly shutdownGraceMs: number;
+    /** Orders this process runs at once; further certificates wait for a slot without holding a lease. */
+    readonly issuanceConcurrency: number;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
     /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
@@ -181,6 +188,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       serverCaCertsPath: e.CERTPLANE_ACME_CA_CERTS,
       contactEmail: e.CERTPLANE_ACME_EMAIL,
       maxNamesPerCertificate: e.CERTPLANE_MAX_NAMES_PER_CERTIFICATE,
+      pollIntervalMs: e.CERTPLANE_ACME_POLL_INTERVAL_MS,
     },
     chain: { preferences: e.CERTPLANE_PREFERRED_CHAINS, fallback: e.CERTPLANE_CHAIN_FALLBACK, trustStore: e.CERTPLANE_TRUST_STORE, extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI },
     secrets: e.CERTPLANE_SECRETS,
@@ -198,6 +206,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
       leaseMs: e.CERTPLANE_LEASE_MS,
       shutdownGraceMs: e.CERTPLANE_SHUTDOWN_GRACE_MS,
+      issuanceConcurrency: e.CERTPLANE_ISSUANCE_CONCURRENCY,
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
       publicUrl: e.CERTPLANE_PUBLIC_URL,
       adminSocket: e.CERTPLANE_ADMIN_SOCKET,

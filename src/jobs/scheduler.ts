@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
-import type { IssuanceCoordinator } from '../agents/issuance.js';
+import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
 
@@ -21,7 +21,12 @@ export interface SchedulerOptions {
   readonly intervalMs?: number;
   readonly batchSize?: number;
   readonly leaseMs?: number;
+  /** Told how long each claimed job waited past its due time (the job_claim stage). */
+  readonly metrics?: Pick<IssuanceMetrics, 'stage'>;
 }
+
+/** Claimed jobs started at once: well under the PostgreSQL pool (store/engines.ts). */
+const PARALLEL_STARTS = 4;
 
 export class Scheduler {
   /** Names this process in job claims, for operators reading the jobs table. */
@@ -29,20 +34,40 @@ export class Scheduler {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   readonly #stopping = new AbortController();
+  #started = false;
+  /** A wake-up arrived during a tick: run the next one at once instead of after the interval. */
+  #woken = false;
 
   constructor(private readonly options: SchedulerOptions) {}
 
   start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#loop();
+  }
+
+  /**
+   * Work was queued in this process that is due now (a campaign started): tick at once rather
+   * than after the interval, or right after the tick under way. Other processes still find it
+   * on their own next tick.
+   */
+  wake(): void {
+    if (this.#stopping.signal.aborted || !this.#started) return;
+    if (this.#running) this.#woken = true;
+    else this.#loop();
+  }
+
+  #loop(): void {
     const { signal } = this.#stopping;
-    const loop = () => {
-      if (signal.aborted) return;
-      this.#running = this.tick(signal)
-        .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
-        .finally(() => {
-          if (!signal.aborted) this.#timer = setTimeout(loop, this.options.intervalMs ?? 1000);
-        });
-    };
-    loop();
+    if (signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#woken = false;
+    this.#running = this.tick(signal)
+      .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
+      .finally(() => {
+        this.#running = undefined;
+        if (!signal.aborted) this.#timer = setTimeout(() => this.#loop(), this.#woken ? 0 : (this.options.intervalMs ?? 1000));
+      });
   }
 
   /** Stops claiming: the tick under way ends at its next step (jobs it claimed are started first), and no other follows. */
@@ -53,17 +78,26 @@ export class Scheduler {
   }
 
   /**
-   * One pass: claim due jobs and start them, refresh due ARI windows, wake the agents here whose work
-   * changed. `signal` ends it between steps; jobs already claimed are still started (starting
-   * one only records its certificate request), so a stopping process leaves no claim behind
-   * to wait out its lease.
+   * One pass: claim due jobs and start them (batch after batch while batches come back full,
+   * so a campaign is not paced by the interval), refresh due ARI windows, wake the agents here
+   * whose work changed. `signal` ends it between steps; jobs already claimed are still started
+   * (starting one only records its certificate request), so a stopping process leaves no claim
+   * behind to wait out its lease.
    */
   async tick(signal?: AbortSignal): Promise<void> {
     const { store, clock } = this.options;
     if (signal?.aborted) return;
     const now = clock();
-    const jobs = await store.jobs.claimDue(this.owner, now, this.options.leaseMs ?? 60_000, this.options.batchSize ?? 50);
-    for (const job of jobs) await this.#start(job);
+    const batchSize = this.options.batchSize ?? 50;
+    while (!signal?.aborted) {
+      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, batchSize);
+      const claimedAt = clock().getTime();
+      for (const job of jobs) this.options.metrics?.stage('job_claim', Math.max(0, claimedAt - job.dueAt.getTime()) / 1000);
+      // Each job's start is a few queries and a prompt to an agent: independent, so a few at a
+      // time, never so many that they take every pooled connection from the API and the channel.
+      for (let i = 0; i < jobs.length; i += PARALLEL_STARTS) await Promise.all(jobs.slice(i, i + PARALLEL_STARTS).map((job) => this.#start(job)));
+      if (jobs.length < batchSize) break;
+    }
     for (const certificate of signal?.aborted ? [] : await this.#ariDue(now)) {
       if (signal?.aborted) return;
       await this.options.lifecycle.refreshAdvice(certificate);

@@ -9,10 +9,14 @@
  *    Then verification at 1 and 100 names, and the longest CSR parse the size cap allows.
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
  *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
- *    through pebble-challtestsrv.
+ *    through pebble-challtestsrv, both polling every 200 ms.
  * 3. Fleet: agents per management-plane process, memory per agent and the reconnect
- *    storm after a restart (agents-scale.ts), and end-to-end issuance through agents
- *    beside the bare loop (fleet.ts).
+ *    storm after a restart (agents-scale.ts, BENCH_AGENTS); then (fleet.ts) on each
+ *    engine of BENCH_ENGINES (pglite,postgres) end-to-end issuance through agents at
+ *    each count of BENCH_E2E_AGENTS (20,100), and a reissue campaign of
+ *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
+ *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
+ *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -29,7 +33,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchCampaign, benchEndToEnd } from './fleet.js';
+import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
 import { benchAgentFleet } from './agents-scale.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
@@ -132,11 +136,10 @@ async function benchIssuance(): Promise<void> {
       solvers: [new Dns01Solver(new ChalltestsrvDnsProvider(pebble.challtestsrvUrl))],
       chainPolicy: { preferences: [preferred.subjectCN], fallback: 'none', trustAnchors: [preferred], distrustedSpkiSha256: new Set() },
       logger: createLogger('silent'),
-      pollMinMs: 50,
-      pollMaxMs: 500,
+      pollMinMs: 200,
     });
     acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
-    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
+    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffAttempts: 300, backoffMin: 200, backoffMax: 200 });
     const txt = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
     const csrs = async (prefix: string) => Promise.all(Array.from({ length: ISSUE_COUNT }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
 
@@ -172,5 +175,9 @@ await benchVerification();
 await benchNames();
 await benchIssuance();
 await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
-await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));
-await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 200));
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
+const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number);
+for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
+for (const engine of engines) {
+  await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000), engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
+}
