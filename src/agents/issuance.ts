@@ -23,7 +23,7 @@ export { IssuanceErrorCode } from './failures.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated'>): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'trustProfiles'>): Promise<IssuedChain>;
 }
 
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
@@ -251,6 +251,7 @@ export class IssuanceCoordinator implements SessionHandler {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
+        trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
           await store.certificates.apply(certificate.id, 'order_created', { orderUrl }, owned);
         },
@@ -270,8 +271,16 @@ export class IssuanceCoordinator implements SessionHandler {
         },
         owned,
       );
+      // Every offered chain is kept (public, and what a trust change needs later without the CA).
+      // A failure to keep them is logged, never a failure of the certificate just issued.
+      if (verified) {
+        const evaluatedAt = clock();
+        await store.chains
+          .record(certificate.id, issued.offered.map((chain) => ({ ...chain, evaluatedAt, trustFingerprint: issued.trustFingerprint })))
+          .catch((error: unknown) => log.error({ err: (error as Error).message }, 'the offered chains could not be stored; trust changes will only know the installed chain'));
+      }
       this.deps.metrics?.issuance('issued');
-      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
+      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified), chains: issued.offered.length }, 'certificate issued and verified');
     } catch (error) {
       const failure = failureOf(error);
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;

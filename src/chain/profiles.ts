@@ -64,14 +64,15 @@ export interface InstalledJudgement {
 }
 
 /**
- * Judges an installed certificate's stored chains in `profiles` (the instance's): does the
- * installed chain still verify in all of them, and if not, does another stored chain of the
- * same certificate. A profile name the instance lists that `profiles` lacks (removed from
- * the configuration) counts as broken: nothing can be known to verify there.
+ * Judges an installed certificate's stored chains for an instance whose clients use
+ * `instanceProfiles`: does the installed chain still verify in all of them, and if not, does
+ * another stored chain of the same certificate. Verdicts are made in every one of `profiles`
+ * (pass only the instance's when the others' are not wanted). A profile name the instance
+ * lists that `profiles` lacks (removed from the configuration) counts as broken: nothing can
+ * be known to verify there.
  */
 export function judgeInstalled(chains: readonly StoredChainInput[], instanceProfiles: readonly string[], profiles: readonly TrustProfile[], options: Omit<VerifyOptions, 'trustAnchors'>): InstalledJudgement {
-  const known = profiles.filter((p) => instanceProfiles.includes(p.name));
-  const verdicts = new Map(chains.map((chain) => [chain.index, verifyInProfiles(chain.certificates, known, options)] as const));
+  const verdicts = new Map(chains.map((chain) => [chain.index, verifyInProfiles(chain.certificates, profiles, options)] as const));
   const installed = chains.find((chain) => chain.installed) ?? chains[0];
   const broken = installed ? failedProfiles(verdicts.get(installed.index) ?? {}, instanceProfiles) : [...instanceProfiles];
   if (broken.length === 0) return { status: 'ok', brokenProfiles: [], alternateIndex: null, verdicts };

@@ -23,6 +23,46 @@ export interface InstanceRecord {
   readonly installedFingerprintSha256: string | null;
   /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
   readonly profile: string | null;
+  /** The trust profiles (client trust stores) its certificate's chain must verify in. */
+  readonly trustProfiles: readonly string[];
+}
+
+/** One chain the CA offered for a certificate, kept with its verdict in every trust profile. */
+export interface StoredChainRecord {
+  readonly certificateId: string;
+  /** Position among the offered chains: 0 is the CA's default. */
+  readonly index: number;
+  /** As the CA sent it (leaf first). */
+  readonly pem: string;
+  readonly topIssuerCN: string;
+  /** The chain delivered; certificates.fullchain_pem is its verified path. */
+  readonly selected: boolean;
+  /** The chain engine's ProfileVerdicts by profile name, as JSON. */
+  readonly verification: unknown;
+  readonly evaluatedAt: Date;
+  /** TrustSettings.fingerprint of the settings `verification` was made under. */
+  readonly trustFingerprint: string;
+}
+
+/** How the last trust evaluation judged an instance's installed certificate. */
+export interface InstanceTrustRecord {
+  readonly instanceId: string;
+  readonly certificateId: string;
+  readonly status: 'ok' | 'broken';
+  readonly brokenProfiles: readonly string[];
+  /** A stored chain of the same certificate that verifies in every profile, when the installed one does not. */
+  readonly alternateChainIndex: number | null;
+  readonly evaluatedAt: Date;
+  readonly trustFingerprint: string;
+}
+
+/** An instance with its installed certificate (if any) and that certificate's stored chains: what trust evaluation reads. */
+export interface InstalledChainsRecord {
+  readonly instance: Pick<InstanceRecord, 'id' | 'name' | 'cluster' | 'createdAt' | 'trustProfiles'>;
+  readonly certificateId: string | null;
+  /** The installed path, for certificates issued before chains were stored (then the only chain known). */
+  readonly fullchainPem: string | null;
+  readonly chains: readonly Pick<StoredChainRecord, 'index' | 'pem' | 'selected'>[];
 }
 
 export interface CertificateRecord {
@@ -149,7 +189,7 @@ export interface Store {
      * `details.conflicts` (HostnameConflict[]), when another instance holds one of them or a
      * wildcard and a name it covers would be split between two instances.
      */
-    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null }): Promise<InstanceRecord>;
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; trustProfiles?: readonly string[] }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
     /**
      * Stable order (creation, then id); `limit` is trusted to be already bounded by the caller.
@@ -250,6 +290,26 @@ export interface Store {
     lease(id: string, owner: string, now: Date, until: Date): Promise<boolean>;
     /** Gives the lease up (the work finished, failed or was stopped); only `owner`'s lease is released. */
     release(id: string, owner: string): Promise<void>;
+  };
+  readonly chains: {
+    /** Keeps every chain offered for a certificate (once: a repeated call changes nothing). */
+    record(certificateId: string, chains: readonly Omit<StoredChainRecord, 'certificateId'>[]): Promise<void>;
+    /** The certificate's stored chains, by index. */
+    list(certificateId: string): Promise<StoredChainRecord[]>;
+    /** Replaces the verdicts of stored chains (a trust reload re-judged them). */
+    setVerifications(rows: readonly Pick<StoredChainRecord, 'certificateId' | 'index' | 'verification' | 'evaluatedAt' | 'trustFingerprint'>[]): Promise<void>;
+  };
+  readonly trust: {
+    /**
+     * Instances (creation order) with their installed certificate's stored chains, in one
+     * query: what a reload re-judges and a what-if reads. `clusters` limits to those clusters
+     * (null for all), `instanceIds` to those instances.
+     */
+    installed(filter: { clusters?: readonly string[] | null; instanceIds?: readonly string[] }): Promise<InstalledChainsRecord[]>;
+    /** Stores evaluations, one per instance, replacing earlier ones. */
+    record(rows: readonly InstanceTrustRecord[]): Promise<void>;
+    /** The stored evaluations of `instanceIds`. */
+    of(instanceIds: readonly string[]): Promise<Map<string, InstanceTrustRecord>>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;
