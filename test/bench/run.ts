@@ -12,6 +12,8 @@
  *    through pebble-challtestsrv.
  * 3. Fleet: agents per management-plane process and memory per agent, and end-to-end
  *    issuance through agents beside the bare loop (fleet.ts).
+ * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
+ *    and a reload over a 10,000-instance fleet.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -29,6 +31,7 @@ import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
 import { benchCampaign, benchConnectedAgents, benchEndToEnd } from './fleet.js';
+import { benchFirstSight, benchWhatIf } from './trust.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -167,6 +170,8 @@ async function benchIssuance(): Promise<void> {
 
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
+await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
+await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
 await benchNames();
 await benchIssuance();
 await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
