@@ -1,16 +1,17 @@
 /**
  * One parsed certificate with the facts path building and policy checks need, read
  * once. node:crypto's X509Certificate does signatures, names and host matching; asn1js
- * and @peculiar/asn1-x509 read what node:crypto cannot (key usage, path length, EKU, SANs).
+ * reads what node:crypto cannot (key usage, path length, EKU, SANs).
  */
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import * as asn1js from 'asn1js';
 
 /** OIDs of the extended key usages the engine reasons about. */
 export const EKU_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const EKU_ANY = '2.5.29.37.0';
+
+/** The extensions the engine reads, by OID (RFC 5280 section 4.2.1). */
+const OID = { basicConstraints: '2.5.29.19', keyUsage: '2.5.29.15', extKeyUsage: '2.5.29.37', subjectAltName: '2.5.29.17' } as const;
 
 /** Key usage bits, as in RFC 5280 section 4.2.1.3. */
 export const KeyUsage = {
@@ -104,21 +105,22 @@ export function parseCertificateDer(der: Buffer): Certificate {
 /**
  * One DER decode by OpenSSL (node:crypto, which also verifies signatures) and one BER walk
  * by asn1js for what OpenSSL does not expose (key usage bits, basic constraints as
- * written, the SubjectPublicKeyInfo bytes, the validity as dates). Only the few extension
- * values the engine reads are decoded, each with its @peculiar/asn1-x509 schema. The
- * high-level @peculiar/x509 object decoded every extension again on each lookup and
- * rebuilt names on each access: first-sight parsing cost thirty times the signature
- * checks it precedes (the bench's first-sight row).
+ * written, the SubjectPublicKeyInfo bytes, the validity as dates). asn1js decodes the
+ * contents of each extension's OCTET STRING in the same walk, so the four extensions the
+ * engine reads are taken from that tree, not decoded again. The high-level @peculiar/x509
+ * object decoded every extension again on each lookup and rebuilt names on each access:
+ * first-sight parsing cost thirty times the signature checks it precedes.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
   const tbs = tbsFields(der);
-  const basic = tbs.extensions.get(asn.id_ce_basicConstraints);
-  const usage = tbs.extensions.get(asn.id_ce_keyUsage);
-  const eku = tbs.extensions.get(asn.id_ce_extKeyUsage);
-  const san = tbs.extensions.get(asn.id_ce_subjectAltName);
-  const constraints = basic && AsnConvert.parse(basic, asn.BasicConstraints);
-  const dnsNames = san ? AsnConvert.parse(san, asn.SubjectAlternativeName).flatMap((name) => (name.dNSName === undefined ? [] : [name.dNSName.toLowerCase()])) : [];
+  const basic = tbs.extensions.get(OID.basicConstraints)?.valueBlock.value ?? [];
+  const usage = tbs.extensions.get(OID.keyUsage) as asn1js.BitString | undefined;
+  const eku = tbs.extensions.get(OID.extKeyUsage);
+  const san = tbs.extensions.get(OID.subjectAltName);
+  const hasBasic = tbs.extensions.has(OID.basicConstraints);
+  const pathLength = basic.find((e): e is asn1js.Integer => e instanceof asn1js.Integer)?.valueBlock.valueDec;
+  const dnsNames = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 2 ? [Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView).toString('latin1').toLowerCase()] : []));
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
   return Object.freeze({
@@ -133,10 +135,10 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     spkiSha256: sha256Hex(tbs.spki),
     notBefore: tbs.notBefore,
     notAfter: tbs.notAfter,
-    isCA: constraints ? constraints.cA : undefined,
-    pathLength: constraints?.pathLenConstraint,
-    keyUsage: usage ? AsnConvert.parse(usage, asn.KeyUsage).toNumber() : undefined,
-    extendedKeyUsage: eku ? AsnConvert.parse(eku, asn.ExtendedKeyUsage).map(String) : undefined,
+    isCA: hasBasic ? basic.some((e) => e instanceof asn1js.Boolean && e.valueBlock.value) : undefined,
+    pathLength,
+    keyUsage: usage ? namedBits(usage) : undefined,
+    extendedKeyUsage: eku ? eku.valueBlock.value.map((oid) => (oid as asn1js.ObjectIdentifier).valueBlock.toString()) : undefined,
     dnsNames,
     dnsNameSet: new Set(dnsNames),
     selfIssued: subject === issuer,
@@ -145,13 +147,21 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   });
 }
 
+/** A named-bit BIT STRING (key usage) as the flags of KeyUsage: bit n, counted from the first octet's high bit, is 2^n. */
+function namedBits(bits: asn1js.BitString): number {
+  const octets = bits.valueBlock.valueHexView;
+  let value = 0;
+  for (let n = 0; n < octets.length * 8 - bits.valueBlock.unusedBits; n += 1) if (((octets[n >> 3] as number) >> (7 - (n & 7))) & 1) value += 2 ** n;
+  return value;
+}
+
 interface TbsFields {
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly spki: Uint8Array;
-  /** extnValue bytes by extension OID. */
-  readonly extensions: ReadonlyMap<string, ArrayBuffer>;
+  /** The decoded extnValue by extension OID. */
+  readonly extensions: ReadonlyMap<string, asn1js.Constructed>;
 }
 
 /** The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC 5280 section 4.1). */
@@ -164,12 +174,14 @@ function tbsFields(der: Buffer): TbsFields {
   const serial = tbs[at] as asn1js.Integer;
   const validity = (tbs[at + 3] as asn1js.Sequence).valueBlock.value as [asn1js.UTCTime, asn1js.UTCTime];
   const spki = tbs[at + 5] as asn1js.Sequence;
-  const extensions = new Map<string, ArrayBuffer>();
+  const extensions = new Map<string, asn1js.Constructed>();
   const wrapper = tbs.find((element) => explicit(element, 3)) as asn1js.Constructed | undefined;
   for (const extension of ((wrapper?.valueBlock.value[0] as asn1js.Sequence | undefined)?.valueBlock.value ?? []) as asn1js.Sequence[]) {
     const fields = extension.valueBlock.value;
-    const value = fields[fields.length - 1] as asn1js.OctetString;
-    extensions.set((fields[0] as asn1js.ObjectIdentifier).valueBlock.toString(), value.valueBlock.valueHexView.slice().buffer);
+    const octets = fields[fields.length - 1] as asn1js.OctetString;
+    // asn1js decodes an OCTET STRING's contents when they are one whole BER value; otherwise decode them here.
+    const inner = (octets.valueBlock.value[0] ?? asn1js.fromBER(octets.valueBlock.valueHexView).result) as asn1js.Constructed;
+    extensions.set((fields[0] as asn1js.ObjectIdentifier).valueBlock.toString(), inner);
   }
   return {
     serialNumber: Buffer.from(serial.valueBlock.valueHexView).toString('hex'),
