@@ -4,7 +4,9 @@
  * whatif` is asked what happens if the instances' clients lose that root; the root is then
  * removed from the profile file and the trust settings reloaded with `certplane admin
  * reload-trust`: the API and `certplane status` show exactly the predicted instances broken,
- * each with a stored alternate chain (the one to Pebble's other root) available.
+ * each with a stored alternate chain (the one to Pebble's other root) available. Issuance
+ * then takes the chain that verifies in every profile of an instance, refuses naming the
+ * profile when none does, and SIGHUP reloads the trust settings like the admin command.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -13,6 +15,7 @@ import { parseCertificateBundle, type Certificate } from '../../src/chain/index.
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { certplane, scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
+import { root } from '../support/hierarchies.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
 
@@ -38,6 +41,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     const bothRoots = roots.map((r) => r.pem).join('');
     await dir.write('default.pem', bothRoots);
     await dir.write('clients.pem', bothRoots);
+    await dir.write('nobody.pem', (await root('A Root No Pebble Chain Reaches')).pem);
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
     env = {
@@ -51,7 +55,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
         challtestsrvUrl: pebble.challtestsrvUrl,
       }),
       CERTPLANE_PREFERRED_CHAINS: JSON.stringify([roots[0]!.subjectCN, roots[1]!.subjectCN]),
-      CERTPLANE_TRUST_PROFILES: JSON.stringify({ clients: join(dir.dir, 'clients.pem') }),
+      CERTPLANE_TRUST_PROFILES: JSON.stringify({ clients: join(dir.dir, 'clients.pem'), nobody: join(dir.dir, 'nobody.pem') }),
       CERTPLANE_ADMIN_SOCKET: join(dir.dir, 'admin.sock'),
       CERTPLANE_LOG_LEVEL: 'info',
     };
@@ -106,5 +110,36 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     const status = await certplane(['status', '--server', api]);
     assert.equal(status.code, 0, status.stderr);
     assert.equal(status.stdout.split('\n').filter((line) => line.includes('TRUST BROKEN in clients (a stored alternate chain verifies)')).length, INSTANCES);
+  });
+
+  test('issuance takes the chain that verifies in every profile of the instance, refuses naming the profile when none does, and SIGHUP reloads', async () => {
+    const enrol = async (name: string, trustProfiles: string[]) => {
+      const created = await json('POST', '/v1/instances', { name, hostnames: [`${name}.trust.test`], trustProfiles });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const agent = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${name}`), trustAnchors: roots });
+      agents.push(agent);
+      await eventually(async () => ((await json('GET', `/v1/instances/${agent.instanceId}`)).body.agent.connected ? true : undefined), 120_000, 500, `${name} to connect`);
+      assert.equal((await json('POST', `/v1/instances/${agent.instanceId}/issue`)).status, 202);
+      return agent.instanceId;
+    };
+    // clients.pem holds only the second root now: the first preference's chain fails there.
+    const picky = await enrol('picky', ['clients']);
+    const stranded = await enrol('stranded', ['default', 'nobody']);
+    const installed = await eventually(async () => {
+      const { body } = await json('GET', `/v1/instances/${picky}`);
+      return body.certificate?.status === 'installed' ? body : undefined;
+    }, 180_000, 500, 'picky to install');
+    assert.equal(installed.certificate.anchor, roots[1]!.subjectCN);
+    const refused = await eventually(async () => {
+      const { body } = await json('GET', `/v1/instances/${stranded}`);
+      return body.certificate?.status === 'failed' ? body.certificate : undefined;
+    }, 180_000, 500, 'stranded to fail');
+    assert.deepEqual([refused.failure.reason, refused.failure.code, refused.failure.permanent], ['ChainUnsatisfied', 'CHAIN_PROFILE_UNSATISFIED', true]);
+    assert.match(refused.lastError, /failing: "nobody"/);
+
+    await dir.write('clients.pem', roots.map((r) => r.pem).join(''));
+    plane.child.kill('SIGHUP');
+    await plane.waitForLine((line) => line.includes('SIGHUP: trust settings reloaded'), 60_000);
+    for (const agent of agents.slice(0, INSTANCES)) assert.equal((await json('GET', `/v1/instances/${agent.instanceId}`)).body.trust.status, 'ok');
   });
 });
