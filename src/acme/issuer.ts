@@ -16,9 +16,13 @@ import {
   parseCsr,
   requireSelection,
   selectChain,
+  topmostCertificate,
+  verifyInProfiles,
   type Certificate,
   type FallbackPolicy,
+  type ProfileVerdicts,
   type SelectionResult,
+  type TrustProfile,
   type VerificationReport,
 } from '../chain/index.js';
 import type { SecretStore } from '../secrets/index.js';
@@ -44,6 +48,8 @@ export const AcmeErrorCode = {
   UNKNOWN_PROFILE: 'ACME_UNKNOWN_PROFILE',
   /** The CA's directory could not be read or is not the RFC 8555 shape. */
   DIRECTORY_UNREADABLE: 'ACME_DIRECTORY_UNREADABLE',
+  /** The instance lists a trust profile the plane does not configure (any more); a CHAIN_ code, so a permanent ChainUnsatisfied. */
+  UNKNOWN_TRUST_PROFILE: 'CHAIN_UNKNOWN_TRUST_PROFILE',
   /** No HTTP answer from the ACME server at all (refused, timed out, TLS failure), after acme-client's own retries. */
   UNREACHABLE: ACME_UNREACHABLE,
 } as const;
@@ -60,8 +66,13 @@ function isNoHttpAnswer(cause: unknown): boolean {
 export interface ChainPolicy {
   readonly preferences: readonly string[];
   readonly fallback: FallbackPolicy;
+  /** The trust store that decides when an order names no trust profiles (`certplane issue`). */
   readonly trustAnchors: readonly Certificate[];
   readonly distrustedSpkiSha256: ReadonlySet<string>;
+  /** Every configured trust profile: orders name theirs, and every offered chain gets a verdict in each. */
+  readonly profiles?: readonly TrustProfile[];
+  /** Which trust settings this policy is (TrustSettings.fingerprint), stored beside the verdicts. */
+  readonly fingerprint?: string;
 }
 
 export interface AcmeIssuerOptions {
@@ -72,7 +83,8 @@ export interface AcmeIssuerOptions {
   readonly secrets: SecretStore;
   /** Tried in order for each authorization; the first whose type the CA offers is used. */
   readonly solvers: readonly ChallengeSolver[];
-  readonly chainPolicy: ChainPolicy;
+  /** A fixed policy, or where to read the one in force now (trust settings reload without a restart). */
+  readonly chainPolicy: ChainPolicy | (() => ChainPolicy);
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly retry?: RetryPolicy;
@@ -94,8 +106,22 @@ export interface IssuedChain {
   readonly selection: SelectionResult;
   /** Every chain the CA offered, default first, as downloaded. */
   readonly offeredChainsPem: readonly string[];
+  /** The same chains with what a later decision needs without the CA: the root each points to and its verdict in every profile. */
+  readonly offered: readonly OfferedChain[];
+  /** The trust settings the verdicts were made under. */
+  readonly trustFingerprint: string;
   readonly orderUrl: string;
   readonly certificateUrl: string;
+}
+
+/** One chain the CA offered, judged. */
+export interface OfferedChain {
+  readonly index: number;
+  readonly pem: string;
+  readonly topIssuerCN: string;
+  readonly selected: boolean;
+  /** Verdicts in every configured profile, at issuance, on trust alone (names and key are the selection's checks). */
+  readonly verification: ProfileVerdicts;
 }
 
 /** What the CA's directory says about the extensions certplane uses; read before relying on either. */
@@ -127,6 +153,8 @@ export interface IssueOptions {
   readonly signal?: AbortSignal;
   /** Told how long each step of the order took, as it ends (certplane_issuance_stage_duration_seconds). */
   readonly onStage?: (stage: AcmeStage, seconds: number) => void;
+  /** The trust profiles the instance's clients use: the chain must verify in each. Absent: the policy's trust store alone. */
+  readonly trustProfiles?: readonly string[];
 }
 
 /**
@@ -330,7 +358,7 @@ export class AcmeIssuer {
     const offered = await step('download', () => downloadChains(api, certificateUrl));
     log.info({ chains: offered.length }, 'chains downloaded');
     ended('download');
-    const selected = this.#select(offered, names, csr.spkiSha256, log);
+    const selected = this.#select(offered, names, csr.spkiSha256, options.trustProfiles, log);
     ended('chain');
     return { ...selected, offeredChainsPem: offered, orderUrl: order.url, certificateUrl };
   }
@@ -401,8 +429,34 @@ export class AcmeIssuer {
     return (this.#options.clock ?? (() => new Date()))();
   }
 
-  #select(offered: string[], names: readonly string[], spkiSha256: string, log: Logger): Pick<IssuedChain, 'fullchainPem' | 'report' | 'selection'> {
+  #policy(): ChainPolicy {
     const policy = this.#options.chainPolicy;
+    return typeof policy === 'function' ? policy() : policy;
+  }
+
+  /** The instance's profiles by name; a name the configuration lacks refuses the order's chain (permanent: a person must fix one or the other). */
+  #profiles(policy: ChainPolicy, names: readonly string[]): TrustProfile[] {
+    const configured = policy.profiles ?? [];
+    const unknown = names.filter((name) => !configured.some((p) => p.name === name));
+    if (unknown.length > 0) {
+      throw new CertplaneError(
+        AcmeErrorCode.UNKNOWN_TRUST_PROFILE,
+        `the instance lists trust profile(s) ${unknown.map((n) => `"${n}"`).join(', ')} that this plane does not configure (configured: ${configured.map((p) => p.name).join(', ') || 'none'}); add them to CERTPLANE_TRUST_PROFILES or the trust file and reload`,
+        { profiles: unknown },
+      );
+    }
+    return names.map((name) => configured.find((p) => p.name === name) as TrustProfile);
+  }
+
+  #select(
+    offered: string[],
+    names: readonly string[],
+    spkiSha256: string,
+    trustProfiles: readonly string[] | undefined,
+    log: Logger,
+  ): Pick<IssuedChain, 'fullchainPem' | 'report' | 'selection' | 'offered' | 'trustFingerprint'> {
+    const policy = this.#policy();
+    const profiles = trustProfiles && this.#profiles(policy, trustProfiles);
     const chains = offered.map((pem, i) => {
       try {
         return parseCertificateBundle(pem, `chain ${i} from the CA`);
@@ -410,21 +464,32 @@ export class AcmeIssuer {
         throw new CertplaneError(AcmeErrorCode.BAD_CHAIN, `the CA's chain ${i} does not parse: ${(cause as Error).message}`, { index: i }, { cause });
       }
     });
+    const at = this.#now();
     const selection = selectChain(chains, {
       preferences: policy.preferences,
       fallback: policy.fallback,
-      trustAnchors: policy.trustAnchors,
+      // With profiles, a preferred root may be held by any of them; each must still verify the chain.
+      trustAnchors: profiles ? [...new Map(profiles.flatMap((p) => p.anchors).map((a) => [a.fingerprintSha256, a])).values()] : policy.trustAnchors,
       distrustedSpkiSha256: policy.distrustedSpkiSha256,
-      at: this.#now(),
+      at,
       hostnames: names,
       expectedSpkiSha256: spkiSha256,
+      ...(profiles ? { profiles } : {}),
     });
     const { report } = requireSelection(selection, policy.preferences);
     if (selection.fallbackUsed) {
       log.warn({ explanation: explainSelection(selection, []) }, 'no offered chain satisfies the preferred roots; delivering the default chain because CERTPLANE_CHAIN_FALLBACK=default-chain');
     }
-    log.info({ selected: selection.selected, preference: selection.preference, anchor: report.anchor?.subjectCN }, 'chain selected and verified');
-    return { fullchainPem: report.servedChainPem, report, selection };
+    log.info({ selected: selection.selected, preference: selection.preference, anchor: report.anchor?.subjectCN, trustProfiles }, 'chain selected and verified');
+    const everyProfile = policy.profiles ?? [{ name: 'default', anchors: policy.trustAnchors }];
+    const judged = chains.map((chain, index) => ({
+      index,
+      pem: offered[index] as string,
+      topIssuerCN: topmostCertificate(chain)?.issuerCN ?? '',
+      selected: index === selection.selected,
+      verification: verifyInProfiles(chain, everyProfile, { at, distrustedSpkiSha256: policy.distrustedSpkiSha256 }),
+    }));
+    return { fullchainPem: report.servedChainPem, report, selection, offered: judged, trustFingerprint: policy.fingerprint ?? '' };
   }
 
   /**

@@ -36,7 +36,7 @@ export { IssuanceErrorCode } from './failures.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage'>): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage' | 'trustProfiles'>): Promise<IssuedChain>;
   /** Where a stored order stands at the CA, so a process taking the work over resumes it when it can. */
   orderStanding(orderUrl: string): Promise<OrderStanding>;
 }
@@ -498,6 +498,7 @@ export class IssuanceCoordinator implements SessionHandler {
         ...(replaces ? { replaces } : {}),
         ...(plan.action === 'resume' ? { resumeOrderUrl: plan.orderUrl } : {}),
         signal,
+        trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
           if (plan.action === 'new' && plan.replacing) {
             await record('order_replaced', { orderUrl, lastError: plan.replacing.why });
@@ -518,9 +519,17 @@ export class IssuanceCoordinator implements SessionHandler {
         report: withoutPem(issued.report),
         lastError: null,
       });
+      // Every offered chain is kept (public, and what a trust change needs later without the CA).
+      // A failure to keep them is logged, never a failure of the certificate just issued.
+      if (verified) {
+        const evaluatedAt = clock();
+        await store.chains
+          .record(certificate.id, issued.offered.map((chain) => ({ ...chain, evaluatedAt, trustFingerprint: issued.trustFingerprint })))
+          .catch((error: unknown) => log.error({ err: (error as Error).message }, 'the offered chains could not be stored; trust changes will only know the installed chain'));
+      }
       this.#stageEnded(certificate.id, 'record');
       this.deps.metrics?.issuance('issued');
-      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
+      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified), chains: issued.offered.length }, 'certificate issued and verified');
     } catch (error) {
       if (signal.aborted || hasCode(error, STORE_UNAVAILABLE)) {
         const cause = signal.aborted ? stopCauseOf(signal.reason) : 'store_unavailable';

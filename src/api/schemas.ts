@@ -38,6 +38,12 @@ export const CreateInstance = z.strictObject({
   keyAlgorithm: KeyAlgorithm.default('ecdsa-p256'),
   profile: Text(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
   autoIssue: z.boolean().default(true).describe('issue the first certificate as soon as the agent connects (and whenever it connects without a valid one); false leaves issuance to POST /v1/instances/{id}/issue'),
+  trustProfiles: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be a trust profile name'))
+    .min(1)
+    .max(20)
+    .default(['default'])
+    .describe('the trust profiles (client trust stores) its chain must verify in, each configured in CERTPLANE_TRUST_PROFILES or the trust file'),
 });
 
 /** A change to an instance: only the fields given change; `reason` says why, for the audit trail. */
@@ -91,6 +97,16 @@ export const CertificateSummary = z.object({
   updatedAt: z.iso.datetime(),
 });
 
+export const TrustStanding = z
+  .object({
+    status: z.enum(['ok', 'broken', 'unevaluated']).describe('ok: the installed chain verifies in every trust profile of the instance; broken: not in some; unevaluated: no installed certificate, or not judged yet'),
+    brokenProfiles: z.array(z.string()).describe('the profiles the installed chain fails in'),
+    alternateAvailable: z.boolean().describe('a stored chain of the same certificate (same key) verifies in every profile: a rechain, no new order'),
+    alternateChainIndex: z.number().int().nullable(),
+    evaluatedAt: z.iso.datetime().nullable().describe('when the last trust reload or installation judged it'),
+  })
+  .describe('what the trust settings in force (as last reloaded) make of the installed chain');
+
 export const Instance = z
   .object({
     id: z.uuid(),
@@ -108,6 +124,9 @@ export const Instance = z
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),
     profile: z.string().nullable(),
     autoIssue: z.boolean().describe('whether the agent\'s connection alone starts issuance when it holds no valid certificate'),
+    trustProfiles: z.array(z.string()),
+    trust: TrustStanding,
+    atRisk: z.boolean().describe('the installed certificate needs attention: its renewal is at risk or a trust change broke its chain'),
     renewal: z.object({
       renewAt: z.iso.datetime().nullable().describe('when the installed certificate is renewed'),
       atRisk: z.boolean().describe('the installed certificate is past five sixths of its lifetime without a replacement'),

@@ -2,6 +2,18 @@
  * The chain engine's public face. Pure functions over certificates: every other room
  * depends on this one, and this one depends on nothing but src/errors.ts.
  */
+export {
+  applyTrustChange,
+  failedProfiles,
+  judgeInstalled,
+  verifyInProfiles,
+  type InstalledJudgement,
+  type ProfileVerdict,
+  type ProfileVerdicts,
+  type StoredChainInput,
+  type TrustChange,
+  type TrustProfile,
+} from './profiles.js';
 export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
 export { parseCsr, spkiSha256OfKeyFile, csrPemBytesFor, CsrErrorCode, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
@@ -12,6 +24,7 @@ export {
   requireSelection,
   topmostCertificate,
   NO_CHAIN_SATISFIES_POLICY,
+  NO_CHAIN_SATISFIES_PROFILES,
   type SelectOptions,
   type SelectionResult,
   type ChainAssessment,

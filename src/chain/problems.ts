@@ -66,6 +66,8 @@ export const SelectionRejectCode = {
   TOP_ISSUER_MISMATCH: 'SELECT_TOP_ISSUER_MISMATCH',
   /** The trust store has no root with the preferred name. */
   ROOT_NOT_TRUSTED: 'SELECT_ROOT_NOT_IN_TRUST_STORE',
+  /** The chain does not verify in one of the trust profiles its instance's clients use. */
+  PROFILE_UNSATISFIED: 'SELECT_PROFILE_UNSATISFIED',
 } as const;
 export type SelectionRejectCode = (typeof SelectionRejectCode)[keyof typeof SelectionRejectCode];
 

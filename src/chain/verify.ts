@@ -9,7 +9,7 @@
  * when none passes, the first one's findings are reported, so the report explains the
  * chain the CA actually offered rather than an arbitrary detour.
  */
-import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, type Certificate } from './certificate.js';
+import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, signatureVerifies, type Certificate } from './certificate.js';
 import { BundleWarningCode, ChainErrorCode, type ChainProblem } from './problems.js';
 import { ipAddress } from './names.js';
 
@@ -120,14 +120,14 @@ function buildPaths(leaf: Certificate, bundle: readonly Certificate[], anchors: 
     for (const anchor of anchors) {
       if (anchor.subject !== current.issuer) continue;
       nameMatches += 1;
-      if (current.native.verify(anchor.publicKey)) found.push({ certificates: chain, anchor });
+      if (signatureVerifies(current, anchor)) found.push({ certificates: chain, anchor });
       else deadEnds.push(problem(ChainErrorCode.BAD_SIGNATURE, current, `trust anchor "${anchor.subjectCN}" has the issuer's name but did not sign "${current.subjectCN}"`));
     }
     for (const candidate of bundle) {
       if (candidate.subject !== current.issuer || chain.some((c) => c.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       if (anchors.some((a) => a.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       nameMatches += 1;
-      if (!current.native.verify(candidate.publicKey)) {
+      if (!signatureVerifies(current, candidate)) {
         deadEnds.push(problem(ChainErrorCode.BAD_SIGNATURE, current, `"${candidate.subjectCN}" in the bundle has the issuer's name but did not sign "${current.subjectCN}"`));
         continue;
       }

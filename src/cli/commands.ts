@@ -6,7 +6,7 @@ import { chainSelect, chainVerify } from './chain.js';
 import { demo } from './demo.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
-import { reissue, status } from './reissue.js';
+import { reissue, status, whatif } from './reissue.js';
 import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
@@ -21,5 +21,6 @@ export const commands: Record<string, Command> = {
   openapi,
   reissue,
   status,
+  whatif,
   admin,
 };

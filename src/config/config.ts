@@ -48,6 +48,30 @@ const spkiPins = z.string().transform((raw, ctx) => {
   return normalized as string[];
 });
 
+/** A trust profile's name: what instances list in `trustProfiles` and the API shows. */
+export const PROFILE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** Profile name to PEM path, from a JSON object; `default` is CERTPLANE_TRUST_STORE's. */
+const trustProfiles = z.string().transform((raw, ctx) => {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be a JSON object of profile name to PEM file path, e.g. {"legacy-windows":"/etc/certplane/legacy-windows.pem"}' });
+    return z.NEVER;
+  }
+  const parsed = z.record(z.string().regex(PROFILE_NAME, 'profile names are lowercase letters, digits, ".", "_" and "-"'), z.string().min(1, 'an empty path')).safeParse(value);
+  if (!parsed.success) {
+    ctx.addIssue({ code: 'custom', message: `must be a JSON object of profile name to PEM file path (${parsed.error.issues[0]?.message})` });
+    return z.NEVER;
+  }
+  if (Object.hasOwn(parsed.data, 'default')) {
+    ctx.addIssue({ code: 'custom', message: 'names "default", which is CERTPLANE_TRUST_STORE: set that instead' });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
 /** host:port, with [v6] in brackets. */
 const listenAddress = z.string().transform((raw, ctx) => {
   const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(raw.trim());
@@ -76,6 +100,8 @@ const schema = z
     CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none'),
     CERTPLANE_TRUST_STORE: z.string().min(1).default('system'),
     CERTPLANE_DISTRUSTED_SPKI: spkiPins.default([]),
+    CERTPLANE_TRUST_PROFILES: trustProfiles.default({}),
+    CERTPLANE_TRUST_FILE: z.string().min(1).optional(),
     CERTPLANE_SECRETS: secretsSpec.default('file:./data/secrets'),
     CERTPLANE_DNS_PROVIDER: z.enum(['route53', 'challtestsrv', 'none']).default('none'),
     CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional(),
@@ -134,6 +160,10 @@ export interface Config {
     readonly trustStore: string;
     /** Extra SPKI SHA-256 pins (hex) distrusted on top of the built-in list. */
     readonly extraDistrustedSpki: readonly string[];
+    /** Trust profiles besides `default` (trustStore): name to PEM path. */
+    readonly profiles: Readonly<Record<string, string>>;
+    /** A JSON file whose profiles, preferences and distrust list override the three above, re-read on every trust reload (config/trust.ts). */
+    readonly trustFile: string | undefined;
   };
   readonly secrets: string;
   readonly dns: {
@@ -190,7 +220,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       maxNamesPerCertificate: e.CERTPLANE_MAX_NAMES_PER_CERTIFICATE,
       pollIntervalMs: e.CERTPLANE_ACME_POLL_INTERVAL_MS,
     },
-    chain: { preferences: e.CERTPLANE_PREFERRED_CHAINS, fallback: e.CERTPLANE_CHAIN_FALLBACK, trustStore: e.CERTPLANE_TRUST_STORE, extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI },
+    chain: {
+      preferences: e.CERTPLANE_PREFERRED_CHAINS,
+      fallback: e.CERTPLANE_CHAIN_FALLBACK,
+      trustStore: e.CERTPLANE_TRUST_STORE,
+      extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI,
+      profiles: e.CERTPLANE_TRUST_PROFILES,
+      trustFile: e.CERTPLANE_TRUST_FILE,
+    },
     secrets: e.CERTPLANE_SECRETS,
     dns: { provider: e.CERTPLANE_DNS_PROVIDER, challtestsrvUrl: e.CERTPLANE_CHALLTESTSRV_URL, route53HostedZoneId: e.CERTPLANE_ROUTE53_HOSTED_ZONE_ID },
     logLevel: e.CERTPLANE_LOG_LEVEL,

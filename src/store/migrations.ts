@@ -279,6 +279,44 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 12,
+    description: 'trust profiles: every chain the CA offered for a certificate with its verdict per profile, the profiles each instance serves, and the last trust evaluation of each instance',
+    statements: [
+      // The client trust stores (config/trust.ts) an instance's certificate must verify in.
+      "ALTER TABLE instances ADD COLUMN trust_profiles text[] NOT NULL DEFAULT ARRAY['default']::text[]",
+      // Every chain offered for the certificate, as the CA sent it: public, and what lets a
+      // later decision (a trust change, a rechain) do without the CA. `selected` marks the
+      // chain delivered (certificates.fullchain_pem is its verified path); `verification` is
+      // its verdict per configured profile ({name: {ok, anchor, errors}}) under the trust
+      // settings whose fingerprint is `trust_fingerprint`, as of `evaluated_at`.
+      `CREATE TABLE certificate_chains (
+        certificate_id uuid NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+        chain_index integer NOT NULL,
+        chain_pem text NOT NULL,
+        top_issuer_cn text NOT NULL,
+        selected boolean NOT NULL,
+        verification jsonb NOT NULL,
+        evaluated_at timestamptz NOT NULL,
+        trust_fingerprint text NOT NULL,
+        PRIMARY KEY (certificate_id, chain_index)
+      )`,
+      // One row per instance with an installed certificate: whether that certificate's
+      // installed chain verifies in every profile of the instance, and which stored chain
+      // would, as the last reload (or installation) judged it. Persisted so that every
+      // process, the API and the CLI agree on what a trust change broke.
+      `CREATE TABLE instance_trust (
+        instance_id uuid PRIMARY KEY REFERENCES instances (id) ON DELETE CASCADE,
+        certificate_id uuid NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+        status text NOT NULL CHECK (status IN ('ok', 'broken')),
+        broken_profiles text[] NOT NULL,
+        alternate_chain_index integer,
+        evaluated_at timestamptz NOT NULL,
+        trust_fingerprint text NOT NULL
+      )`,
+      'CREATE INDEX instance_trust_status ON instance_trust (status)',
+    ],
+  },
+  {
     version: 13,
     description: 'wake-ups for the process holding an agent\'s channel: a notification per certificate that waits for its agent, and indexes for the fallback pass over what changed',
     statements: [

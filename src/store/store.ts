@@ -21,6 +21,7 @@ import {
   type CertificateUpdate,
   type HostnameConflict,
   type InstanceFilter,
+  type InstalledChainsRecord,
   type InstanceRecord,
   type InstanceStatus,
   type Page,
@@ -61,6 +62,7 @@ interface InstanceRow {
   installed_fingerprint_sha256: string | null;
   profile: string | null;
   auto_issue: boolean;
+  trust_profiles: string[];
 }
 
 interface CertificateRow {
@@ -88,6 +90,17 @@ interface CertificateRow {
   ari_retry_at: Date | null;
   replaces_certificate_id: string | null;
   job_id: string | null;
+}
+
+interface StoredChainRow {
+  certificate_id: string;
+  chain_index: number;
+  chain_pem: string;
+  top_issuer_cn: string;
+  selected: boolean;
+  verification: unknown;
+  evaluated_at: Date;
+  trust_fingerprint: string;
 }
 
 interface ApiClientRow {
@@ -168,8 +181,8 @@ class SqlStore implements Store {
         const names = [...new Set(input.hostnames.map(normaliseDnsName))];
         await claimHostnames(tx, null, names);
         const [row] = await tx.query<InstanceRow>(
-          'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile, auto_issue) VALUES ($1, $2, $3::text[], $4, $5, $6, $7) RETURNING *',
-          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null, input.autoIssue ?? false],
+          'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile, auto_issue, trust_profiles) VALUES ($1, $2, $3::text[], $4, $5, $6, $7, $8::text[]) RETURNING *',
+          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null, input.autoIssue ?? false, [...(input.trustProfiles ?? ['default'])]],
         );
         const instance = toInstance(inserted(row));
         await recordClaims(tx, instance.id, names);
@@ -271,6 +284,134 @@ class SqlStore implements Store {
     },
     setInstalledFingerprint: async (id, fingerprintSha256) => {
       await this.updateInstance(id, 'installed_fingerprint_sha256 = $2::text', fingerprintSha256);
+    },
+  };
+
+  readonly chains: Store['chains'] = {
+    record: async (certificateId, chains) => {
+      if (chains.length === 0) return;
+      await this.db.query(
+        `INSERT INTO certificate_chains (certificate_id, chain_index, chain_pem, top_issuer_cn, selected, verification, evaluated_at, trust_fingerprint)
+         SELECT $1::uuid, c.chain_index, c.chain_pem, c.top_issuer_cn, c.selected, c.verification::jsonb, $2::timestamptz, $3
+         FROM unnest($4::int[], $5::text[], $6::text[], $7::boolean[], $8::text[]) AS c (chain_index, chain_pem, top_issuer_cn, selected, verification)
+         ON CONFLICT (certificate_id, chain_index) DO NOTHING`,
+        [
+          certificateId,
+          chains[0]!.evaluatedAt,
+          chains[0]!.trustFingerprint,
+          chains.map((c) => c.index),
+          chains.map((c) => c.pem),
+          chains.map((c) => c.topIssuerCN),
+          chains.map((c) => c.selected),
+          chains.map((c) => JSON.stringify(c.verification)),
+        ],
+      );
+    },
+    list: async (certificateId) => {
+      if (!UUID.test(certificateId)) return [];
+      const rows = await this.db.query<StoredChainRow>('SELECT * FROM certificate_chains WHERE certificate_id = $1 ORDER BY chain_index', [certificateId]);
+      return rows.map((row) => ({
+        certificateId: row.certificate_id,
+        index: row.chain_index,
+        pem: row.chain_pem,
+        topIssuerCN: row.top_issuer_cn,
+        selected: row.selected,
+        verification: row.verification,
+        evaluatedAt: row.evaluated_at,
+        trustFingerprint: row.trust_fingerprint,
+      }));
+    },
+    setVerifications: async (rows) => {
+      if (rows.length === 0) return;
+      await this.db.query(
+        `UPDATE certificate_chains c SET verification = u.verification::jsonb, evaluated_at = u.evaluated_at, trust_fingerprint = u.trust_fingerprint
+         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]) AS u (certificate_id, chain_index, verification, evaluated_at, trust_fingerprint)
+         WHERE c.certificate_id = u.certificate_id AND c.chain_index = u.chain_index`,
+        [rows.map((r) => r.certificateId), rows.map((r) => r.index), rows.map((r) => JSON.stringify(r.verification)), rows.map((r) => r.evaluatedAt), rows.map((r) => r.trustFingerprint)],
+      );
+    },
+  };
+
+  readonly trust: Store['trust'] = {
+    installed: async ({ clusters = null, instanceIds }) => {
+      const ids = instanceIds?.filter((id) => UUID.test(id));
+      const rows = await this.db.query<{
+        id: string;
+        name: string;
+        cluster: string | null;
+        created_at: Date;
+        trust_profiles: string[];
+        certificate_id: string | null;
+        fullchain_pem: string | null;
+        chain_index: number | null;
+        chain_pem: string | null;
+        selected: boolean | null;
+      }>(
+        `SELECT i.id, i.name, i.cluster, i.created_at, i.trust_profiles, c.id AS certificate_id, c.fullchain_pem, ch.chain_index, ch.chain_pem, ch.selected
+         FROM instances i
+         LEFT JOIN LATERAL (SELECT id, fullchain_pem FROM certificates WHERE instance_id = i.id AND status = 'installed' ORDER BY created_at DESC, creation_order DESC LIMIT 1) c ON true
+         LEFT JOIN certificate_chains ch ON ch.certificate_id = c.id
+         WHERE ($1::text[] IS NULL OR i.cluster = ANY($1::text[])) AND ($2::uuid[] IS NULL OR i.id = ANY($2::uuid[]))
+         ORDER BY i.created_at, i.id, ch.chain_index`,
+        [clusters && [...clusters], ids ?? null],
+      );
+      const out: { instance: InstalledChainsRecord['instance']; certificateId: string | null; fullchainPem: string | null; chains: { index: number; pem: string; selected: boolean }[] }[] = [];
+      for (const row of rows) {
+        let last = out[out.length - 1];
+        if (last?.instance.id !== row.id) {
+          last = { instance: { id: row.id, name: row.name, cluster: row.cluster, createdAt: row.created_at, trustProfiles: row.trust_profiles }, certificateId: row.certificate_id, fullchainPem: row.fullchain_pem, chains: [] };
+          out.push(last);
+        }
+        if (row.chain_index !== null && row.chain_pem !== null) last.chains.push({ index: row.chain_index, pem: row.chain_pem, selected: row.selected === true });
+      }
+      return out;
+    },
+    record: async (rows) => {
+      if (rows.length === 0) return;
+      await this.db.query(
+        `INSERT INTO instance_trust (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
+         SELECT u.instance_id, u.certificate_id, u.status, ARRAY(SELECT jsonb_array_elements_text(u.broken_profiles::jsonb)), u.alternate_chain_index, u.evaluated_at, u.trust_fingerprint
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[])
+           AS u (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
+         ON CONFLICT (instance_id) DO UPDATE SET certificate_id = EXCLUDED.certificate_id, status = EXCLUDED.status, broken_profiles = EXCLUDED.broken_profiles,
+           alternate_chain_index = EXCLUDED.alternate_chain_index, evaluated_at = EXCLUDED.evaluated_at, trust_fingerprint = EXCLUDED.trust_fingerprint`,
+        [
+          rows.map((r) => r.instanceId),
+          rows.map((r) => r.certificateId),
+          rows.map((r) => r.status),
+          rows.map((r) => JSON.stringify(r.brokenProfiles)),
+          rows.map((r) => r.alternateChainIndex),
+          rows.map((r) => r.evaluatedAt),
+          rows.map((r) => r.trustFingerprint),
+        ],
+      );
+    },
+    of: async (instanceIds) => {
+      const ids = instanceIds.filter((id) => UUID.test(id));
+      if (ids.length === 0) return new Map();
+      const rows = await this.db.query<{
+        instance_id: string;
+        certificate_id: string;
+        status: 'ok' | 'broken';
+        broken_profiles: string[];
+        alternate_chain_index: number | null;
+        evaluated_at: Date;
+        trust_fingerprint: string;
+      }>('SELECT * FROM instance_trust WHERE instance_id = ANY($1::uuid[])', [ids]);
+      return new Map(
+        rows.map((r) => [
+          r.instance_id,
+          {
+            instanceId: r.instance_id,
+            certificateId: r.certificate_id,
+            status: r.status,
+            brokenProfiles: r.broken_profiles,
+            alternateChainIndex: r.alternate_chain_index,
+            evaluatedAt: r.evaluated_at,
+            trustFingerprint: r.trust_fingerprint,
+          },
+        ]),
+      );
     },
   };
 
@@ -760,6 +901,7 @@ function toInstance(row: InstanceRow): InstanceRecord {
     installedFingerprintSha256: row.installed_fingerprint_sha256,
     profile: row.profile,
     autoIssue: row.auto_issue,
+    trustProfiles: row.trust_profiles,
   };
 }
 

@@ -25,6 +25,8 @@ export interface InstanceRecord {
   readonly profile: string | null;
   /** Whether the agent's connection alone starts issuance when the instance holds no valid certificate. */
   readonly autoIssue: boolean;
+  /** The trust profiles (client trust stores) its certificate's chain must verify in. */
+  readonly trustProfiles: readonly string[];
 }
 
 /** What `instances.update` may change; absent fields stay as they are. */
@@ -57,6 +59,44 @@ export interface InstanceSummary {
   readonly byStatus: Readonly<Record<InstanceStatus, number>>;
   readonly atRisk: number;
   readonly agentsConnected: number;
+}
+
+/** One chain the CA offered for a certificate, kept with its verdict in every trust profile. */
+export interface StoredChainRecord {
+  readonly certificateId: string;
+  /** Position among the offered chains: 0 is the CA's default. */
+  readonly index: number;
+  /** As the CA sent it (leaf first). */
+  readonly pem: string;
+  readonly topIssuerCN: string;
+  /** The chain delivered; certificates.fullchain_pem is its verified path. */
+  readonly selected: boolean;
+  /** The chain engine's ProfileVerdicts by profile name, as JSON. */
+  readonly verification: unknown;
+  readonly evaluatedAt: Date;
+  /** TrustSettings.fingerprint of the settings `verification` was made under. */
+  readonly trustFingerprint: string;
+}
+
+/** How the last trust evaluation judged an instance's installed certificate. */
+export interface InstanceTrustRecord {
+  readonly instanceId: string;
+  readonly certificateId: string;
+  readonly status: 'ok' | 'broken';
+  readonly brokenProfiles: readonly string[];
+  /** A stored chain of the same certificate that verifies in every profile, when the installed one does not. */
+  readonly alternateChainIndex: number | null;
+  readonly evaluatedAt: Date;
+  readonly trustFingerprint: string;
+}
+
+/** An instance with its installed certificate (if any) and that certificate's stored chains: what trust evaluation reads. */
+export interface InstalledChainsRecord {
+  readonly instance: Pick<InstanceRecord, 'id' | 'name' | 'cluster' | 'createdAt' | 'trustProfiles'>;
+  readonly certificateId: string | null;
+  /** The installed path, for certificates issued before chains were stored (then the only chain known). */
+  readonly fullchainPem: string | null;
+  readonly chains: readonly Pick<StoredChainRecord, 'index' | 'pem' | 'selected'>[];
 }
 
 export interface CertificateRecord {
@@ -196,7 +236,7 @@ export interface Store {
      * wildcard and a name it covers would be split between two instances. Without
      * `autoIssue`, issuance is left to the caller (the API's own default is on).
      */
-    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; autoIssue?: boolean }): Promise<InstanceRecord>;
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; autoIssue?: boolean; trustProfiles?: readonly string[] }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
     /**
      * Changes the instance in one transaction, names included: names it no longer lists are
@@ -338,6 +378,26 @@ export interface Store {
    */
   readonly wakeups: {
     listen(onWork: (work: AgentWork) => void, onResubscribed: () => void): Promise<() => Promise<void>>;
+  };
+  readonly chains: {
+    /** Keeps every chain offered for a certificate (once: a repeated call changes nothing). */
+    record(certificateId: string, chains: readonly Omit<StoredChainRecord, 'certificateId'>[]): Promise<void>;
+    /** The certificate's stored chains, by index. */
+    list(certificateId: string): Promise<StoredChainRecord[]>;
+    /** Replaces the verdicts of stored chains (a trust reload re-judged them). */
+    setVerifications(rows: readonly Pick<StoredChainRecord, 'certificateId' | 'index' | 'verification' | 'evaluatedAt' | 'trustFingerprint'>[]): Promise<void>;
+  };
+  readonly trust: {
+    /**
+     * Instances (creation order) with their installed certificate's stored chains, in one
+     * query: what a reload re-judges and a what-if reads. `clusters` limits to those clusters
+     * (null for all), `instanceIds` to those instances.
+     */
+    installed(filter: { clusters?: readonly string[] | null; instanceIds?: readonly string[] }): Promise<InstalledChainsRecord[]>;
+    /** Stores evaluations, one per instance, replacing earlier ones. */
+    record(rows: readonly InstanceTrustRecord[]): Promise<void>;
+    /** The stored evaluations of `instanceIds`. */
+    of(instanceIds: readonly string[]): Promise<Map<string, InstanceTrustRecord>>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

@@ -85,7 +85,7 @@ describe('coordinator ownership decisions', () => {
       const chain = parseCertificateBundle(leaf.pem + issuing.pem);
       const selection = selectChain([chain], { preferences: ['Takeover Test Root'], trustAnchors, at: new Date(), hostnames: chain[0]!.dnsNames });
       const { report } = requireSelection(selection, ['Takeover Test Root']);
-      return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [leaf.pem + issuing.pem], orderUrl: 'https://ca.test/order/x', certificateUrl: 'https://ca.test/cert/x' };
+      return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [leaf.pem + issuing.pem], offered: [{ index: 0, pem: leaf.pem + issuing.pem, topIssuerCN: 'Takeover Test Root', selected: true, verification: {} }], trustFingerprint: 'takeover test', orderUrl: 'https://ca.test/order/x', certificateUrl: 'https://ca.test/cert/x' };
     };
   });
 

@@ -165,6 +165,20 @@ describe('cluster limits on every route', async () => {
       }
       assert.equal(await countRows('SELECT count(*) AS n FROM campaigns'), before, 'no campaign was started');
     },
+    'POST /v1/whatif': async () => {
+      const all = await call('euReader', 'POST', '/v1/whatif', { change: { removeRoots: ['ISRG Root X1'] } });
+      assert.equal(all.status, 200, JSON.stringify(all.body));
+      assert.deepEqual(all.body.items.map((i: { instanceId: string }) => i.instanceId), [ids.eu], 'the whole fleet means the caller\'s clusters');
+      assert.equal(all.body.counts.instances, 1);
+      await assertForbidden('euReader', 'POST', '/v1/whatif', { selector: { cluster: 'us-1' } });
+      for (const theirs of outOfReachInstances()) {
+        const ghost = randomUUID();
+        const real = await call('euReader', 'POST', '/v1/whatif', { selector: { instanceIds: [ids.eu, theirs] } });
+        const unknown = await call('euReader', 'POST', '/v1/whatif', { selector: { instanceIds: [ids.eu, ghost] } });
+        assert.equal(real.status, 404, JSON.stringify(real.body));
+        assert.deepEqual({ ...real.body, message: real.body.message.replace(theirs, ':id') }, { ...unknown.body, message: unknown.body.message.replace(ghost, ':id') });
+      }
+    },
     'GET /v1/reissues/{id}': async () => {
       for (const who of ['euReader', 'euOperator'] as const) for (const id of outOfReachCampaigns()) await assertHidden(who, 'GET', '/v1/reissues/{id}', id);
       // The same rule lets through what is the caller's: its own cluster's campaign, and a spanning one to a caller with both clusters.

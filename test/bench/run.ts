@@ -17,6 +17,8 @@
  *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
+ * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
+ *    and a reload over a 10,000-instance fleet.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -35,6 +37,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
 import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
 import { benchAgentFleet } from './agents-scale.js';
+import { benchFirstSight, benchWhatIf } from './trust.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -172,6 +175,8 @@ async function benchIssuance(): Promise<void> {
 
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
+await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
+await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
 await benchNames();
 await benchIssuance();
 await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);

@@ -21,7 +21,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
     const view = async (id: string, caller: Caller | undefined) => {
       const instance = await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]);
-      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock());
+      const trust = (await deps.store.trust.of([instance.id])).get(instance.id);
+      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock(), trust);
     };
 
     app.post(
@@ -29,24 +30,29 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       {
         config: { permission: 'operate' },
         schema: {
-          summary: 'Register an instance and get its one-time enrollment token (409 INSTANCE_HOSTNAME_TAKEN when another instance holds one of its names)',
+          summary: 'Register an instance and get its one-time enrollment token (409 INSTANCE_HOSTNAME_TAKEN when another instance holds one of its names, 400 INSTANCE_UNKNOWN_TRUST_PROFILE for a trust profile not configured)',
           tags: ['instances'],
           body: CreateInstance,
           response: { 201: EnrollmentToken, 400: Problem, 401: Problem, 403: Problem, 409: Problem },
         },
       },
       async (request, reply) => {
-        const { name, hostnames, cluster, keyAlgorithm, profile, autoIssue } = request.body;
+        const { name, hostnames, cluster, keyAlgorithm, profile, autoIssue, trustProfiles } = request.body;
         requireCluster(request.caller, cluster ?? null, `a new instance`);
+        const configured = deps.trust.current().profiles.map((p) => p.name);
+        const unknownProfiles = trustProfiles.filter((p) => !configured.includes(p));
+        if (unknownProfiles.length > 0) {
+          throw new CertplaneError('INSTANCE_UNKNOWN_TRUST_PROFILE', `trust profile(s) ${unknownProfiles.map((p) => `"${p}"`).join(', ')} are not configured; configured: ${configured.join(', ')} (CERTPLANE_TRUST_PROFILES, or the trust file)`, { unknown: unknownProfiles, configured });
+        }
         const distinct = distinctNames(hostnames, deps.maxNamesPerCertificate);
         requireIpProfile(distinct, profile ?? null);
         const instance = await deps.store.instances
-          .create({ name, hostnames: distinct, cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null, autoIssue })
+          .create({ name, hostnames: distinct, cluster: cluster ?? null, keyAlgorithm, profile: profile ?? null, autoIssue, trustProfiles: [...new Set(trustProfiles)] })
           .catch((error: unknown) => {
             throw hasCode(error, 'INSTANCE_HOSTNAME_TAKEN') ? hostnameTaken(error.details.conflicts as HostnameConflict[], request.caller) : error;
           });
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
-        await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster } });
+        await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.register', target: instance.id, reason: null, details: { name: instance.name, hostnames: instance.hostnames, cluster: instance.cluster, trustProfiles: instance.trustProfiles } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
       },
     );
@@ -150,7 +156,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         // Two queries for the page's certificates, not two per instance: a page may hold 500.
         const certificates = await deps.store.certificates.latestOf(page.items.map((i) => i.id));
         const now = deps.clock();
-        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now));
+        const trust = await deps.store.trust.of(page.items.map((i) => i.id));
+        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now, trust.get(i.id)));
         return { items, nextCursor: page.nextCursor && deps.cursors.seal(page.nextCursor, request.caller) };
       },
     );
