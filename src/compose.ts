@@ -8,9 +8,9 @@ import { hostname, userInfo } from 'node:os';
 import { Route53Client } from '@aws-sdk/client-route-53';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { AgentCa } from './agents/ca.js';
-import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
+import { ISSUANCE_STAGES, IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { PageCursors } from './api/cursors.js';
@@ -31,7 +31,8 @@ import { Route53DnsProvider } from './acme/dns/route53.js';
 import { Dns01Solver, type ChallengeSolver } from './acme/solver.js';
 import type { Config } from './config/config.js';
 import { auditConfiguration } from './config/changes.js';
-import { distrustedKeys, loadTrustStore, readText } from './config/trust.js';
+import { LiveTrust, chainPolicyOf, readText } from './config/trust.js';
+import { TrustEvaluation } from './jobs/trust.js';
 import { openSecretStore, readPrivateFile } from './secrets/index.js';
 import { StartedResources } from './started-resources.js';
 import { ErrorCode } from './error-catalogue.js';
@@ -48,10 +49,13 @@ export function dnsProviderFor(config: Config): DnsProvider | undefined {
   }
 }
 
-/** Everything a one-shot issuance needs, built from configuration. */
-export async function composeIssuer(config: Config, logger: Logger, extraSolvers: readonly ChallengeSolver[] = []): Promise<AcmeIssuer> {
-  const trust = await loadTrustStore(config.chain.trustStore);
-  logger.debug({ trustStore: trust.source, anchors: trust.anchors.length }, 'trust store loaded');
+/**
+ * Everything a one-shot issuance needs, built from configuration; with `trust`, the
+ * plane's live trust settings, read again for every order.
+ */
+export async function composeIssuer(config: Config, logger: Logger, extraSolvers: readonly ChallengeSolver[] = [], trust?: LiveTrust): Promise<AcmeIssuer> {
+  const live = trust ?? (await LiveTrust.load(config.chain, { requireHeldPreference: false }));
+  logger.debug({ profiles: live.current().sources }, 'trust profiles loaded');
   const secrets = await openSecretStore(config.secrets, { secretsManagerClient: () => new SecretsManagerClient({}) });
   const dns = dnsProviderFor(config);
   return new AcmeIssuer({
@@ -60,14 +64,10 @@ export async function composeIssuer(config: Config, logger: Logger, extraSolvers
     contactEmail: config.acme.contactEmail,
     secrets,
     solvers: [...(dns ? [new Dns01Solver(dns)] : []), ...extraSolvers],
-    chainPolicy: {
-      preferences: config.chain.preferences,
-      fallback: config.chain.fallback,
-      trustAnchors: trust.anchors,
-      distrustedSpkiSha256: distrustedKeys(config.chain.extraDistrustedSpki),
-    },
+    chainPolicy: () => chainPolicyOf(live.current()),
     logger,
     maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
+    pollMinMs: config.acme.pollIntervalMs,
   });
 }
 
@@ -99,10 +99,20 @@ function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   const agents = new Gauge({ name: 'certplane_agents_connected', help: 'Agent channels open on this process', registers: [registry] });
   const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error', labelNames: ['code'], registers: [registry] });
   const issuances = new Counter({ name: 'certplane_issuance_events_total', help: 'Issuance outcomes: issued, failed, installed, install_failed', labelNames: ['outcome'], registers: [registry] });
+  const wakeups = new Counter({ name: 'certplane_agent_wakeups_total', help: 'Agents on this process woken for waiting work, by a database notification or by the fallback pass', labelNames: ['source'], registers: [registry] });
+  const stages = new Histogram({
+    name: 'certplane_issuance_stage_duration_seconds',
+    help: `Time spent in each stage of an issuance on this process, CSR request to installed acknowledgement: ${ISSUANCE_STAGES.join(', ')}`,
+    labelNames: ['stage'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  });
   return {
     connected: (delta) => agents.inc(delta),
     rejected: (code) => rejected.inc({ code }),
     issuance: (outcome) => issuances.inc({ outcome }),
+    wakeup: (source) => wakeups.inc({ source }),
+    stage: (stage, seconds) => stages.observe({ stage }, seconds),
   };
 }
 
@@ -149,6 +159,9 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
   // Everything opened below is added here the moment it exists: a failed start closes it all and shutdown uses the same stack.
   const started = new StartedResources();
   try {
+    // Before anything opens: preferences no profile holds stop the start here, saying so.
+    const trust = await LiveTrust.load(config.chain);
+    for (const preference of trust.current().unheldPreferences) logger.warn({ preference, profiles: trust.current().sources }, 'no trust profile holds this preferred root; chains to it are never chosen');
     const store = await openStore(config.server.databaseUrl);
     started.add('store', () => store.close());
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
@@ -162,7 +175,12 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const secrets = await openSecretStore(config.secrets, { secretsManagerClient: () => new SecretsManagerClient({}) });
     const ca = await AgentCa.loadOrCreate(secrets, clock());
     const cursors = await PageCursors.loadOrCreate(secrets);
-    const issuer = await composeIssuer(config, logger.child({ room: 'acme' }));
+    const issuer = await composeIssuer(config, logger.child({ room: 'acme' }), [], trust);
+    const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger: logger.child({ room: 'jobs' }) });
+    // Every start judges the installed chains under the settings it starts with: a trust
+    // change made while the plane was down shows as soon as it is back.
+    const judged = await trustEvaluation.evaluate();
+    logger[judged.broken > 0 ? 'warn' : 'info']({ evaluated: judged.evaluated, broken: judged.broken, alternateAvailable: judged.alternateAvailable }, 'installed chains judged in the trust profiles');
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const metrics = planeMetrics(registry);
@@ -184,23 +202,43 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       logger: logger.child({ room: 'issuance' }),
       clock,
       metrics,
-      listener: lifecycle,
+      listener: {
+        // A new installation is judged at once, so its trust standing is never missing.
+        onInstalled: async (certificate) => {
+          await lifecycle.onInstalled(certificate);
+          await trustEvaluation.evaluate({ instanceIds: [certificate.instanceId] }).catch((error: unknown) => logger.warn({ instanceId: certificate.instanceId, err: (error as Error).message }, 'the installed chain could not be judged in the trust profiles'));
+        },
+        onFailed: (certificate) => lifecycle.onFailed(certificate),
+        replacesFor: (certificate) => lifecycle.replacesFor(certificate),
+      },
       gate: limiter,
       preferDns01: config.server.challenge === 'dns-01',
       maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
+      leaseMs: config.server.leaseMs,
+      concurrency: config.server.issuanceConcurrency,
     });
     sessions.setHandler(coordinator);
-    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
-    const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
+    // Notifications make several processes as quick as one; the scheduler's fallback pass covers any lost.
+    started.add(
+      'wake-ups',
+      await store.wakeups.listen(
+        (work) => coordinator.wake(work),
+        () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
+      ),
+    );
+    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake() });
+    const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
     started.add('revocation watch', sessions.watchRevocations());
-    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
+    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {
       sessions.closeAll('management plane shutting down');
       await app.close();
     });
+    // Closed before the channels (http-01 orders need them to finish) and after the scheduler stops claiming.
+    started.add('in-flight orders', () => coordinator.stop(config.server.shutdownGraceMs));
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
-    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls };
+    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls, trust: { live: trust, evaluation: trustEvaluation } };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     started.add('admin socket', () => adminSocket.close());
     const url = await listenOn(app, config.server.listen);

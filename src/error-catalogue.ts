@@ -110,9 +110,13 @@ const CATALOGUE = {
 
   // Issuance for an instance
   INSTANCE_HOSTNAME_TAKEN: { kind: 'conflict', meaning: 'another instance holds one of the names (or a wildcard covering it, or a name the wildcard covers)' },
+  INSTANCE_IP_ADDRESS_PROFILE_REQUIRED: { kind: 'bad-input', meaning: 'an IP address among an instance\'s names while its profile does not issue for addresses (only `shortlived` does); set the profile or list DNS names only' },
+  INSTANCE_UNKNOWN_TRUST_PROFILE: { kind: 'bad-input', meaning: 'an instance names a trust profile that is not configured (`details.unknown`, `details.configured`)' },
   ISSUANCE_UNKNOWN_INSTANCE: { kind: 'not-found', meaning: 'no such instance' },
   ISSUANCE_UNKNOWN_CERTIFICATE: { kind: 'forbidden', meaning: 'an agent named a certificate that is not its instance\'s; the channel is closed' },
   ISSUANCE_CSR_REJECTED: { kind: 'refused', meaning: 'an agent\'s CSR names a host the instance does not own, no name, a key against the instance\'s policy, does not verify, or breaks a `CSR_*` limit (its code follows `CSR rejected:`)' },
+  ISSUANCE_STOPPED: { kind: 'unavailable', meaning: 'in the log only: an order stopped before it settled (`details.cause`: `shutdown` or `lease_lost`); never a failure, the next holder of the lease resumes the order' },
+  ISSUANCE_INSTANCE_CHANGED: { kind: 'conflict', meaning: 'failure code of a certificate under way when its instance\'s names or key algorithm changed (reason `InstanceChanged`); a certificate for the new ones replaces it' },
   LIFECYCLE_TRANSITION_REFUSED: { kind: 'conflict', meaning: 'an event the certificate\'s state does not allow (a bug, or a peer acknowledging what was never delivered)' },
 
   // Reissue campaigns and the rate limiter
@@ -150,8 +154,11 @@ const CATALOGUE = {
   CHAIN_KEY_MISMATCH: { kind: 'refused', meaning: 'the leaf certifies another key than the CSR\'s' },
   CHAIN_DISTRUSTED: { kind: 'refused', meaning: 'the path runs through a root or CA whose key is on the distrust list' },
   CHAIN_NO_PREFERRED_CHAIN: { kind: 'refused', meaning: 'no offered chain satisfies any preferred root; nothing is issued or delivered' },
+  CHAIN_PROFILE_UNSATISFIED: { kind: 'refused', meaning: 'no offered chain verifies in every trust profile of the instance (`details.profiles` names the failing ones); failure reason `ChainUnsatisfied` (permanent)' },
+  CHAIN_UNKNOWN_TRUST_PROFILE: { kind: 'refused', meaning: 'the instance lists a trust profile the plane does not configure (any more); failure reason `ChainUnsatisfied` (permanent)' },
   SELECT_TOP_ISSUER_MISMATCH: { kind: 'refused', meaning: 'selection passed over a chain whose topmost certificate is issued by another root than the preference' },
   SELECT_ROOT_NOT_IN_TRUST_STORE: { kind: 'refused', meaning: 'selection passed over a preference: the trust store has no root of that name' },
+  SELECT_PROFILE_UNSATISFIED: { kind: 'refused', meaning: 'selection passed over a chain that does not verify in one of the trust profiles its instance\'s clients use' },
 
   // The ACME CA
   ACME_NO_SOLVER: { kind: 'upstream', meaning: 'no configured solver can answer any challenge the CA offered for a name' },
@@ -204,6 +211,8 @@ const CATALOGUE = {
   // Configuration and start-up of the plane
   CONFIG_INVALID: { kind: 'bad-input', meaning: 'one or more `CERTPLANE_*` variables are invalid; each problem names its variable' },
   TRUST_STORE_UNREADABLE: { kind: 'bad-input', meaning: 'a file named in the configuration (trust store, TLS certificate or key, ACME CA certificates) cannot be read' },
+  TRUST_FILE_INVALID: { kind: 'bad-input', meaning: '`CERTPLANE_TRUST_FILE` is not the JSON it must be; a start stops, a reload keeps the settings in force' },
+  TRUST_PREFERENCES_UNTRUSTED: { kind: 'bad-input', meaning: 'no trust profile holds any preferred root, so every issuance would be refused; a start stops, a reload keeps the settings in force' },
   TLS_RELOAD_FAILED: { kind: 'bad-input', meaning: 'the listener\'s replacement certificate or key is unusable; the current one is still served' },
   SERVER_LISTEN_FAILED: { kind: 'unavailable', meaning: 'the plane cannot listen on `CERTPLANE_LISTEN` (address in use, no permission)' },
   SHUTDOWN_INCOMPLETE: { kind: 'internal', meaning: 'some resources could not be closed at shutdown; the others were' },
@@ -215,6 +224,7 @@ const CATALOGUE = {
   ADMIN_REQUEST_TOO_LARGE: { kind: 'bad-input', meaning: 'a socket request line is longer than the console reads' },
   ADMIN_NOT_FOUND: { kind: 'not-found', meaning: 'no client, instance or agent certificate with that id or thumbprint' },
   ADMIN_TLS_NOT_CONFIGURED: { kind: 'conflict', meaning: '`reload-tls` on a plane that serves plain HTTP' },
+  ADMIN_TRUST_NOT_CONFIGURED: { kind: 'conflict', meaning: '`reload-trust` on a process that runs no trust profiles' },
   ADMIN_INTERNAL: { kind: 'internal', meaning: 'an admin command failed unexpectedly; the plane\'s log has the detail' },
   ADMIN_SOCKET_IN_USE: { kind: 'conflict', meaning: 'another process serves the admin socket path (another `certplane serve`?)' },
   ADMIN_SOCKET_PATH_OCCUPIED: { kind: 'conflict', meaning: 'something that is not a socket sits at the admin socket path; it is left alone' },

@@ -19,16 +19,15 @@ export function alternateLinks(linkHeader: string | string[] | undefined, base: 
   return urls;
 }
 
-/** The subset of acme-client's internal API used to fetch certificates with POST-as-GET. */
+/** The subset of acme-client's internal API used for signed requests: POST-as-GET (payload null) and POSTs with a payload. */
 export interface PostAsGet {
-  apiRequest(url: string, payload: null, validStatusCodes: number[]): Promise<{ data: unknown; headers: Record<string, string | string[] | undefined> }>;
+  apiRequest(url: string, payload: object | null, validStatusCodes: number[]): Promise<{ data: unknown; headers: Record<string, string | string[] | undefined> }>;
 }
 
 /** Fetches the default chain and every alternate, default first, as PEM text. */
 export async function downloadChains(api: PostAsGet, certificateUrl: string): Promise<string[]> {
   const first = await api.apiRequest(certificateUrl, null, [200]);
   const alternates = alternateLinks(first.headers.link, certificateUrl);
-  const rest = [];
-  for (const url of alternates) rest.push(await api.apiRequest(url, null, [200]));
+  const rest = await Promise.all(alternates.map((url) => api.apiRequest(url, null, [200])));
   return [first, ...rest].map((response) => (Buffer.isBuffer(response.data) ? response.data.toString('utf8') : String(response.data)));
 }

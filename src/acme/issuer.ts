@@ -4,7 +4,8 @@
  * that is src/chain's job; this file speaks ACME through acme-client.
  */
 import https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import acme from 'acme-client';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -15,19 +16,27 @@ import {
   parseCsr,
   requireSelection,
   selectChain,
+  topmostCertificate,
+  verifyInProfiles,
   type Certificate,
   type FallbackPolicy,
+  type ProfileVerdicts,
   type SelectionResult,
+  type TrustProfile,
   type VerificationReport,
 } from '../chain/index.js';
 import type { SecretStore } from '../secrets/index.js';
 import { ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
+import { acmeIdentifier } from './identifiers.js';
 import { downloadChains, type PostAsGet } from './chains.js';
+import { reuseNonces } from './nonces.js';
 import { problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
+import { DEFAULT_POLL, pollUntilSettled, type PolledItem, type PollPolicy } from './poll.js';
 import type { ChallengeContext, ChallengeSolver } from './solver.js';
 import { ErrorCode } from '../error-catalogue.js';
+import type { OrderStanding } from '../lifecycle/index.js';
 
 /**
  * acme-client 5.4 retries a request that got no HTTP answer, then fails reading the
@@ -41,8 +50,13 @@ function isNoHttpAnswer(cause: unknown): boolean {
 export interface ChainPolicy {
   readonly preferences: readonly string[];
   readonly fallback: FallbackPolicy;
+  /** The trust store that decides when an order names no trust profiles (`certplane issue`). */
   readonly trustAnchors: readonly Certificate[];
   readonly distrustedSpkiSha256: ReadonlySet<string>;
+  /** Every configured trust profile: orders name theirs, and every offered chain gets a verdict in each. */
+  readonly profiles?: readonly TrustProfile[];
+  /** Which trust settings this policy is (TrustSettings.fingerprint), stored beside the verdicts. */
+  readonly fingerprint?: string;
 }
 
 export interface AcmeIssuerOptions {
@@ -53,11 +67,16 @@ export interface AcmeIssuerOptions {
   readonly secrets: SecretStore;
   /** Tried in order for each authorization; the first whose type the CA offers is used. */
   readonly solvers: readonly ChallengeSolver[];
-  readonly chainPolicy: ChainPolicy;
+  /** A fixed policy, or where to read the one in force now (trust settings reload without a restart). */
+  readonly chainPolicy: ChainPolicy | (() => ChainPolicy);
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly retry?: RetryPolicy;
-  /** Polling of pending authorizations and orders: first delay and cap, in ms. */
+  /**
+   * Polling of pending challenges and orders (./poll.ts): the interval and floor, 200 ms by
+   * default (CERTPLANE_ACME_POLL_INTERVAL_MS), and the longest pause once a wait gets long.
+   * The CA's Retry-After wins over both.
+   */
   readonly pollMinMs?: number;
   readonly pollMaxMs?: number;
   /** Names a CSR may carry (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the chain engine's default, the CA's limit, otherwise. */
@@ -71,8 +90,22 @@ export interface IssuedChain {
   readonly selection: SelectionResult;
   /** Every chain the CA offered, default first, as downloaded. */
   readonly offeredChainsPem: readonly string[];
+  /** The same chains with what a later decision needs without the CA: the root each points to and its verdict in every profile. */
+  readonly offered: readonly OfferedChain[];
+  /** The trust settings the verdicts were made under. */
+  readonly trustFingerprint: string;
   readonly orderUrl: string;
   readonly certificateUrl: string;
+}
+
+/** One chain the CA offered, judged. */
+export interface OfferedChain {
+  readonly index: number;
+  readonly pem: string;
+  readonly topIssuerCN: string;
+  readonly selected: boolean;
+  /** Verdicts in every configured profile, at issuance, on trust alone (names and key are the selection's checks). */
+  readonly verification: ProfileVerdicts;
 }
 
 /** What the CA's directory says about the extensions certplane uses; read before relying on either. */
@@ -93,7 +126,28 @@ export interface IssueOptions {
   readonly replaces?: string;
   /** Told the order's URL as soon as the CA created it, so the lifecycle records that an order exists. */
   readonly onOrderCreated?: (orderUrl: string) => Promise<void>;
+  /**
+   * An order placed earlier for this same CSR (by a process that died or shut down), to be
+   * continued from where it stands instead of placing a new one: a pending order has its
+   * authorizations answered, a ready one is finalized, a valid one downloaded. Whether to
+   * resume is the caller's decision (lifecycle/ownership.ts, after `orderStanding`).
+   */
+  readonly resumeOrderUrl?: string;
+  /** Stops the work at the next step or wait with the signal's reason: shutdown, or a lost lease. */
+  readonly signal?: AbortSignal;
+  /** Told how long each step of the order took, as it ends (certplane_issuance_stage_duration_seconds). */
+  readonly onStage?: (stage: AcmeStage, seconds: number) => void;
+  /** The trust profiles the instance's clients use: the chain must verify in each. Absent: the policy's trust store alone. */
+  readonly trustProfiles?: readonly string[];
 }
+
+/**
+ * The steps of one order, in order: newOrder, reading its authorizations, presenting and
+ * answering the challenges, the CA's validation (polling), finalization with the wait for
+ * the certificate, downloading every offered chain, and selecting and verifying one.
+ */
+export const ACME_STAGES = ['order', 'authorizations', 'challenge', 'validation', 'finalize', 'download', 'chain'] as const;
+export type AcmeStage = (typeof ACME_STAGES)[number];
 
 const DirectoryShape = z.object({
   renewalInfo: z.url().optional(),
@@ -104,6 +158,16 @@ const DirectoryShape = z.object({
 type NewOrderPayload = Parameters<acme.Client['createOrder']>[0] & { profile?: string; replaces?: string };
 
 const RENEWAL_INFO_TIMEOUT_MS = 10_000;
+
+/**
+ * The longest any one request to the CA may take. Without it a CA that accepts the
+ * connection and never answers would hold the step, and the certificate's lease with it,
+ * for as long as the socket lives; with it the step fails as ACME_UNREACHABLE and is retried.
+ */
+export const ACME_REQUEST_TIMEOUT_MS = 30_000;
+
+/** HTTP statuses with which a CA says an order URL names nothing (any more). */
+const ORDER_GONE_STATUSES = new Set([404, 410]);
 
 export class AcmeIssuer {
   readonly #options: AcmeIssuerOptions;
@@ -116,6 +180,7 @@ export class AcmeIssuer {
     // that failed for a passing reason itself (./retry.ts) and postpones the job for a rate
     // limit (lifecycle/reasons.ts), so nothing waits inside work. Module-wide, like the agent below.
     (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts = 0;
+    acme.axios.defaults.timeout = ACME_REQUEST_TIMEOUT_MS;
     installUnsignedFailureInterceptor(() => this.#now());
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
@@ -123,8 +188,11 @@ export class AcmeIssuer {
       // root builds one issuer per process, so the setting is never contested. Each certificate
       // goes in on its own: OpenSSL silently drops the second of two PEM blocks that share a
       // line ("-----END CERTIFICATE----------BEGIN..."), as `cat` makes of files without a final newline.
+      // One secure context for every connection: given `ca` instead, Node builds a new context
+      // from the ~150 public roots for each TLS connection, tens of milliseconds of CPU apiece.
       const serverCas = parseCertificateBundle(options.serverCaPem, 'the ACME server CA bundle').map((certificate) => certificate.pem);
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...rootCertificates, ...serverCas], keepAlive: true });
+      const secureContext = createSecureContext({ ca: [...rootCertificates, ...serverCas] });
+      acme.axios.defaults.httpsAgent = new https.Agent({ secureContext, keepAlive: true });
     }
   }
 
@@ -186,6 +254,25 @@ export class AcmeIssuer {
     }
   }
 
+  /**
+   * Where an order placed earlier stands at the CA, for deciding whether to resume it
+   * (lifecycle/ownership.ts). An order the CA no longer knows is `unknown`; a CA that does
+   * not answer is an error (ACME_UNREACHABLE), not a reason to order again.
+   */
+  async orderStanding(orderUrl: string): Promise<OrderStanding> {
+    try {
+      const client = await this.#accountClient();
+      const order = await withRetry(() => client.getOrder({ url: orderUrl } as acme.Order), this.#options.retry ?? DEFAULT_RETRY);
+      const status = order.status as string;
+      if (status === 'pending' || status === 'ready' || status === 'processing' || status === 'valid' || status === 'invalid') return { status };
+      return { status: 'unknown', detail: `the CA reports the status "${status}"` };
+    } catch (error) {
+      const status = error instanceof CertplaneError ? error.details.status : undefined;
+      if (typeof status === 'number' && ORDER_GONE_STATUSES.has(status)) return { status: 'unknown', detail: (error as Error).message };
+      throw this.#unreachableOr(error);
+    }
+  }
+
   /** acme-client's TypeError for a request that got no HTTP answer, as ACME_UNREACHABLE naming the server; anything else unchanged. */
   #unreachableOr(error: unknown): unknown {
     const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
@@ -195,14 +282,74 @@ export class AcmeIssuer {
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
     const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
-    const log = this.#options.logger.child({ names: csr.dnsNames });
+    // The names an order asks for: DNS names and, under a profile that issues for them, IP addresses.
+    const names = [...csr.dnsNames, ...csr.ipAddresses];
+    const log = this.#options.logger.child({ names });
     const client = await this.#accountClient();
+    const { signal } = options;
     const step = <T>(name: string, fn: () => Promise<T>) =>
-      withRetry(() => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))), this.#options.retry ?? DEFAULT_RETRY, (error, attempt, delayMs) =>
-        log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
+      withRetry(
+        () => fn().catch((error: unknown) => Promise.reject(this.#unreachableOr(error))),
+        this.#options.retry ?? DEFAULT_RETRY,
+        (error, attempt, delayMs) => log.warn({ step: name, attempt, delayMs, err: (error as Error).message }, 'transient ACME failure, retrying'),
+        signal,
       );
 
-    const payload = await this.#newOrderPayload(csr.dnsNames, options, log);
+    let mark = performance.now();
+    /** Reports the time since the previous stage ended as `stage`. */
+    const ended = (stage: AcmeStage) => {
+      const now = performance.now();
+      options.onStage?.(stage, (now - mark) / 1000);
+      mark = now;
+    };
+    // Every wait between polls ends when the signal does (shutdown, or a lease lost).
+    const sleep = (ms: number) => delay(ms, undefined, signal ? { signal } : {}).catch((error: unknown) => Promise.reject(signal?.aborted ? signal.reason : error));
+    const api = (client as unknown as { api: PostAsGet }).api;
+    const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, names, options, step, log);
+    if (options.resumeOrderUrl) log.info({ order: order.url, status: order.status }, 'resuming the order');
+    ended('order');
+    if (order.status === 'pending') {
+      const authorizations = await step('authorizations', () => client.getAuthorizations(order));
+      ended('authorizations');
+      const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
+      // Every authorization is presented and answered before any is waited for, as the CA
+      // validates them in parallel; the validation stage is the wait for the slowest.
+      const presented: Presented[] = [];
+      try {
+        for (const authorization of authorizations) await this.#answer(client, authorization, solvers, step, presented, signal);
+        ended('challenge');
+        await Promise.all(presented.map((p) => this.#awaitValidation(client, p, step, sleep, signal)));
+      } finally {
+        await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
+      }
+      ended('validation');
+    }
+    // A resumed order may be ready (finalized here), processing (only awaited) or valid already.
+    const current: PolledItem<{ status?: unknown }> =
+      order.status === 'pending' || order.status === 'ready'
+        ? await step('finalize', () => this.#signed(api, order.finalize, { csr: acme.crypto.getPemBodyAsB64u(csrPem) })).catch((e) => {
+            throw orderFailed('finalizing the order', e);
+          })
+        : { data: order as { status?: unknown } };
+    const valid = await pollUntilSettled(() => step('poll', () => this.#signed(api, order.url)), `order ${order.url}`, this.#poll(), current, sleep).catch((e) => {
+      if (signal?.aborted) throw e;
+      throw orderFailed('waiting for the order to be valid', e);
+    });
+    if (valid.status !== 'valid') throw this.#invalid(valid, `order ${order.url}`, names);
+    const certificateUrl = (valid as { certificate?: unknown }).certificate;
+    if (typeof certificateUrl !== 'string') throw new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
+    ended('finalize');
+    const offered = await step('download', () => downloadChains(api, certificateUrl));
+    log.info({ chains: offered.length }, 'chains downloaded');
+    ended('download');
+    const selected = this.#select(offered, names, csr.spkiSha256, options.trustProfiles, log);
+    ended('chain');
+    return { ...selected, offeredChainsPem: offered, orderUrl: order.url, certificateUrl };
+  }
+
+  /** Places the order (with `replaces` while the CA accepts it) and reports its URL before anything else happens to it. */
+  async #newOrder(client: acme.Client, names: readonly string[], options: IssueOptions, step: <T>(name: string, fn: () => Promise<T>) => Promise<T>, log: Logger): Promise<acme.Order> {
+    const payload = await this.#newOrderPayload(names, options, log);
     const order = await step('newOrder', () => client.createOrder(payload))
       .catch((e: unknown) => {
         // RFC 9773: the certificate named in `replaces` already has a replacement (an earlier
@@ -217,24 +364,29 @@ export class AcmeIssuer {
       });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
     await options.onOrderCreated?.(order.url);
-    const authorizations = await step('authorizations', () => client.getAuthorizations(order));
-    const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
-    for (const authorization of authorizations) await this.#solve(client, authorization, solvers, step);
+    return order;
+  }
 
-    const finalized = await step('finalize', () => client.finalizeOrder(order, csrPem)).catch((e) => {
-      throw orderFailed('finalizing the order', e);
-    });
-    const valid = finalized.status === 'valid' ? finalized : await client.waitForValidStatus(finalized);
-    if (!valid.certificate) throw new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `order ${order.url} is valid but has no certificate URL`);
-    const api = (client as unknown as { api: PostAsGet }).api;
-    const offered = await step('download', () => downloadChains(api, valid.certificate as string));
-    log.info({ chains: offered.length }, 'chains downloaded');
-    return { ...this.#select(offered, csr.dnsNames, csr.spkiSha256, log), offeredChainsPem: offered, orderUrl: order.url, certificateUrl: valid.certificate };
+  #poll(): PollPolicy {
+    return { ...DEFAULT_POLL, intervalMs: this.#options.pollMinMs ?? DEFAULT_POLL.intervalMs, maxIntervalMs: this.#options.pollMaxMs ?? DEFAULT_POLL.maxIntervalMs };
+  }
+
+  /** A signed POST (POST-as-GET without a payload) through acme-client's API layer, with the response's Retry-After. */
+  async #signed(api: PostAsGet, url: string, payload: object | null = null): Promise<PolledItem<{ status?: unknown }>> {
+    const response = await api.apiRequest(url, payload, [200]);
+    const retryAfter = response.headers?.['retry-after'];
+    return { data: response.data as { status?: unknown }, ...(typeof retryAfter === 'string' ? { retryAfter } : {}) };
+  }
+
+  /** The error for an item the CA settled as invalid (or anything but valid): its problem, typed, when it carries one. */
+  #invalid(item: { status?: unknown; error?: unknown }, what: string, names: readonly string[]): CertplaneError {
+    if (item.error) return problemError(item.error, { names, now: this.#now(), what });
+    return new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `${what} is ${String(item.status)}`, { status: String(item.status) });
   }
 
   /** Adds `profile` and `replaces` to newOrder only as far as the directory says the CA understands them. */
   async #newOrderPayload(names: readonly string[], options: IssueOptions, log: Logger): Promise<NewOrderPayload> {
-    const payload: NewOrderPayload = { identifiers: names.map((value) => ({ type: 'dns', value })) };
+    const payload: NewOrderPayload = { identifiers: names.map(acmeIdentifier) };
     if (options.profile === undefined && options.replaces === undefined) return payload;
     const directory = await this.directoryInfo();
     if (options.profile !== undefined) {
@@ -261,8 +413,34 @@ export class AcmeIssuer {
     return (this.#options.clock ?? (() => new Date()))();
   }
 
-  #select(offered: string[], names: readonly string[], spkiSha256: string, log: Logger): Pick<IssuedChain, 'fullchainPem' | 'report' | 'selection'> {
+  #policy(): ChainPolicy {
     const policy = this.#options.chainPolicy;
+    return typeof policy === 'function' ? policy() : policy;
+  }
+
+  /** The instance's profiles by name; a name the configuration lacks refuses the order's chain (permanent: a person must fix one or the other). */
+  #profiles(policy: ChainPolicy, names: readonly string[]): TrustProfile[] {
+    const configured = policy.profiles ?? [];
+    const unknown = names.filter((name) => !configured.some((p) => p.name === name));
+    if (unknown.length > 0) {
+      throw new CertplaneError(
+        ErrorCode.CHAIN_UNKNOWN_TRUST_PROFILE,
+        `the instance lists trust profile(s) ${unknown.map((n) => `"${n}"`).join(', ')} that this plane does not configure (configured: ${configured.map((p) => p.name).join(', ') || 'none'}); add them to CERTPLANE_TRUST_PROFILES or the trust file and reload`,
+        { profiles: unknown },
+      );
+    }
+    return names.map((name) => configured.find((p) => p.name === name) as TrustProfile);
+  }
+
+  #select(
+    offered: string[],
+    names: readonly string[],
+    spkiSha256: string,
+    trustProfiles: readonly string[] | undefined,
+    log: Logger,
+  ): Pick<IssuedChain, 'fullchainPem' | 'report' | 'selection' | 'offered' | 'trustFingerprint'> {
+    const policy = this.#policy();
+    const profiles = trustProfiles && this.#profiles(policy, trustProfiles);
     const chains = offered.map((pem, i) => {
       try {
         return parseCertificateBundle(pem, `chain ${i} from the CA`);
@@ -270,29 +448,48 @@ export class AcmeIssuer {
         throw new CertplaneError(ErrorCode.ACME_BAD_CHAIN, `the CA's chain ${i} does not parse: ${(cause as Error).message}`, { index: i }, { cause });
       }
     });
+    const at = this.#now();
     const selection = selectChain(chains, {
       preferences: policy.preferences,
       fallback: policy.fallback,
-      trustAnchors: policy.trustAnchors,
+      // With profiles, a preferred root may be held by any of them; each must still verify the chain.
+      trustAnchors: profiles ? [...new Map(profiles.flatMap((p) => p.anchors).map((a) => [a.fingerprintSha256, a])).values()] : policy.trustAnchors,
       distrustedSpkiSha256: policy.distrustedSpkiSha256,
-      at: this.#now(),
+      at,
       hostnames: names,
       expectedSpkiSha256: spkiSha256,
+      ...(profiles ? { profiles } : {}),
     });
     const { report } = requireSelection(selection, policy.preferences);
     if (selection.fallbackUsed) {
       log.warn({ explanation: explainSelection(selection, []) }, 'no offered chain satisfies the preferred roots; delivering the default chain because CERTPLANE_CHAIN_FALLBACK=default-chain');
     }
-    log.info({ selected: selection.selected, preference: selection.preference, anchor: report.anchor?.subjectCN }, 'chain selected and verified');
-    return { fullchainPem: report.servedChainPem, report, selection };
+    log.info({ selected: selection.selected, preference: selection.preference, anchor: report.anchor?.subjectCN, trustProfiles }, 'chain selected and verified');
+    const everyProfile = policy.profiles ?? [{ name: 'default', anchors: policy.trustAnchors }];
+    const judged = chains.map((chain, index) => ({
+      index,
+      pem: offered[index] as string,
+      topIssuerCN: topmostCertificate(chain)?.issuerCN ?? '',
+      selected: index === selection.selected,
+      verification: verifyInProfiles(chain, everyProfile, { at, distrustedSpkiSha256: policy.distrustedSpkiSha256 }),
+    }));
+    return { fullchainPem: report.servedChainPem, report, selection, offered: judged, trustFingerprint: policy.fingerprint ?? '' };
   }
 
-  async #solve(
+  /**
+   * Presents the answer to one authorization, adds it to `presented` (whose clean-up the
+   * caller owes) and tells the CA it is ready; nothing when the authorization is valid
+   * already (the CA reuses an earlier validation).
+   */
+  async #answer(
     client: acme.Client,
     authorization: acme.Authorization,
     solvers: readonly ChallengeSolver[],
     step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    presented: Presented[],
+    signal: AbortSignal | undefined,
   ): Promise<void> {
+    signal?.throwIfAborted();
     if (authorization.status === 'valid') return;
     const domain = authorization.identifier.value;
     const solver = solvers.find((s) => authorization.challenges.some((c) => c.type === s.type));
@@ -311,29 +508,38 @@ export class AcmeIssuer {
       keyAuthorization: await client.getChallengeKeyAuthorization(challenge),
     };
     await solver.present(context);
-    try {
-      await step('challenge', () => client.completeChallenge(challenge));
-      await client.waitForValidStatus(challenge).catch(async (e: unknown) => {
-        throw await this.#validationFailure(client, challenge.url, domain, solver.type, e);
-      });
-    } finally {
-      await solver.cleanUp(context).catch((error) => this.#options.logger.warn({ domain, err: (error as Error).message }, 'challenge clean-up failed'));
+    const answer: Presented = { solver, context, challengeUrl: challenge.url, type: solver.type };
+    presented.push(answer);
+    // A resumed order's challenge may already be under validation: answered once, it is only awaited.
+    if (challenge.status !== 'pending') {
+      answer.answered = { data: challenge as { status?: unknown } };
+      return;
     }
+    const api = (client as unknown as { api: PostAsGet }).api;
+    answer.answered = await step('challenge', () => this.#signed(api, challenge.url, {}));
   }
 
-  /**
-   * Why the CA did not validate a challenge, typed: acme-client reports an invalid
-   * challenge by its detail only, so the challenge is read once more for its problem type.
-   */
-  async #validationFailure(client: acme.Client, challengeUrl: string, domain: string, type: string, cause: unknown): Promise<CertplaneError> {
-    if (cause instanceof CertplaneError) return cause;
+  /** Waits until the CA validated an answered challenge; a challenge it found invalid fails with its problem, typed. */
+  async #awaitValidation(
+    client: acme.Client,
+    presented: Presented,
+    step: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
+    sleep: (ms: number) => Promise<void>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const api = (client as unknown as { api: PostAsGet }).api;
-    const challenge = await api.apiRequest(challengeUrl, null, [200]).catch(() => undefined);
-    const problem = (challenge?.data as { error?: unknown } | undefined)?.error;
-    if (!problem) return orderFailed(`validating ${type} for ${domain}`, cause);
-    const error = problemError(problem, { names: [domain], now: this.#now(), what: `${type} for ${domain}` });
+    const { context, challengeUrl, type } = presented;
+    const what = `${type} for ${context.domain}`;
+    const settled = await pollUntilSettled(() => step('poll', () => this.#signed(api, challengeUrl)), `the ${what} challenge`, this.#poll(), presented.answered, sleep).catch((e: unknown) => {
+      if (signal?.aborted) throw e;
+      throw orderFailed(`validating ${what}`, e);
+    });
+    if (settled.status === 'valid') return;
+    const problem = (settled as { error?: unknown }).error;
+    if (!problem) throw orderFailed(`validating ${what}`, new Error(`the challenge is ${String(settled.status)}`));
+    const error = problemError(problem, { names: [context.domain], now: this.#now(), what });
     // Whatever the CA calls it, a challenge that did not pass is a failed validation of that name.
-    return new CertplaneError(ErrorCode.ACME_VALIDATION_FAILED, error.message, error.details);
+    throw new CertplaneError(ErrorCode.ACME_VALIDATION_FAILED, error.message, error.details);
   }
 
   #accountClient(): Promise<acme.Client> {
@@ -351,10 +557,8 @@ export class AcmeIssuer {
       directoryUrl,
       accountKey: account.privateKeyPem,
       ...(account.accountUrl ? { accountUrl: account.accountUrl } : {}),
-      backoffAttempts: 12,
-      backoffMin: this.#options.pollMinMs ?? 500,
-      backoffMax: this.#options.pollMaxMs ?? 10_000,
     });
+    reuseNonces(client);
     throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
       // newAccount through acme-client's API layer: its createAccount() follows an existing
@@ -367,6 +571,16 @@ export class AcmeIssuer {
     }
     return client;
   }
+}
+
+/** A challenge whose answer is in place and announced to the CA, and what cleans it up. */
+interface Presented {
+  readonly solver: ChallengeSolver;
+  readonly context: ChallengeContext;
+  readonly challengeUrl: string;
+  readonly type: string;
+  /** The CA's answer to "ready": often still pending, sometimes settled already. */
+  answered?: PolledItem<{ status?: unknown }>;
 }
 
 let unsignedFailureInterceptor: number | undefined;

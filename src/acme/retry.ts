@@ -6,6 +6,7 @@
  * CA's Retry-After, so one flaky moment does not fail an issuance.
  */
 
+import { setTimeout as delay } from 'node:timers/promises';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -54,23 +55,27 @@ function askedDelayMs(error: unknown, now: number): number | undefined {
  * Runs `step`, retrying transient failures under `policy`, no sooner than the CA's
  * Retry-After; a wait longer than the policy's longest delay is not waited out here (the
  * step fails and the job is postponed instead). `onRetry` lets the caller log each one.
+ * `signal` ends the wait between attempts and prevents the next one: a process shutting
+ * down, or one that lost its lease, stops retrying at once with the signal's reason.
  */
 export async function withRetry<T>(
   step: () => Promise<T>,
   policy: RetryPolicy = DEFAULT_RETRY,
   onRetry: (error: unknown, attempt: number, delayMs: number) => void = () => {},
-  sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  signal?: AbortSignal,
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void> = (ms, signal) => delay(ms, undefined, { signal }),
 ): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
+    signal?.throwIfAborted();
     try {
       return await step();
     } catch (error) {
-      if (attempt >= policy.attempts || !isTransient(error)) throw error;
+      if (attempt >= policy.attempts || !isTransient(error) || signal?.aborted) throw error;
       const asked = askedDelayMs(error, Date.now());
       if (asked !== undefined && asked > policy.maxDelayMs) throw error;
-      const delay = Math.max(backoffDelay(attempt, policy), asked ?? 0);
-      onRetry(error, attempt, delay);
-      await sleep(delay);
+      const wait = Math.max(backoffDelay(attempt, policy), asked ?? 0);
+      onRetry(error, attempt, wait);
+      await sleep(wait, signal).catch(() => signal?.throwIfAborted());
     }
   }
 }

@@ -14,6 +14,8 @@ import type { SessionRegistry } from '../agents/sessions.js';
 import type { ServerCertificate } from '../api/tls.js';
 import { parseCertificateBundle } from '../chain/index.js';
 import type { Clock } from '../config/clock.js';
+import type { LiveTrust } from '../config/trust.js';
+import type { TrustEvaluation } from '../jobs/trust.js';
 import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { Selector, type Campaigns } from '../jobs/campaigns.js';
@@ -32,6 +34,8 @@ export interface AdminDeps {
   readonly logger: Logger;
   /** The HTTPS listener's certificate, re-read from its files; absent when the plane serves plain HTTP (development mode). */
   readonly serverTls?: Pick<ServerCertificate, 'reload'> | undefined;
+  /** The trust settings in force and the fleet's re-evaluation under them; absent where no plane runs them. */
+  readonly trust?: { readonly live: Pick<LiveTrust, 'reload'>; readonly evaluation: Pick<TrustEvaluation, 'evaluate'> } | undefined;
 }
 
 /** One command as either transport hands it over; `actor` is set by the transport, never trusted from the args. */
@@ -297,6 +301,39 @@ const reloadTls = define({
   },
 });
 
+const reloadTrust = define({
+  summary: 're-read the trust profiles (their PEM files), preferences and distrust list (CERTPLANE_TRUST_FILE), then re-judge every installed chain; what broke shows at once in the API and `certplane status`',
+  usage: '--reason TEXT',
+  options: { reason: { arg: 'reason', kind: 'text' } },
+  changesState: true,
+  schema: z.strictObject({ reason: Reason }),
+  async run(args, actor, deps) {
+    if (!deps.trust) throw new CertplaneError(ErrorCode.ADMIN_TRUST_NOT_CONFIGURED, 'this process runs no trust profiles');
+    const { previous, current } = await deps.trust.live.reload();
+    const summary = await deps.trust.evaluation.evaluate();
+    const details = {
+      previous: previous.fingerprint,
+      current: current.fingerprint,
+      profiles: Object.fromEntries(current.profiles.map((p) => [p.name, { source: current.sources[p.name], roots: p.anchors.length }])),
+      preferences: current.preferences,
+      unheldPreferences: current.unheldPreferences,
+      evaluated: summary.evaluated,
+      broken: summary.broken,
+      alternateAvailable: summary.alternateAvailable,
+    };
+    await deps.store.audit.record({ actor, action: 'trust.reload', target: current.fingerprint, reason: args.reason, details });
+    for (const preference of current.unheldPreferences) deps.logger.warn({ preference }, 'no trust profile holds this preferred root; chains to it are never chosen');
+    deps.logger[summary.broken > 0 ? 'warn' : 'info']({ actor, ...details, brokenInstances: summary.brokenInstances }, 'trust settings reloaded');
+    const lines = [
+      `trust settings ${previous.fingerprint === current.fingerprint ? 'unchanged' : 'reloaded'}: profiles ${current.profiles.map((p) => `${p.name} (${p.anchors.length} roots)`).join(', ')}`,
+      ...current.unheldPreferences.map((p) => `warning: no profile holds the preferred root "${shown(p)}"`),
+      `installed chains judged: ${summary.evaluated}; broken: ${summary.broken} (${summary.alternateAvailable} with a stored alternate chain)`,
+      ...summary.brokenInstances.map((b) => `  ${b.instanceId}  broken in ${b.brokenProfiles.join(', ')}  ${b.alternateChainIndex === null ? 'needs a new certificate' : `alternate chain ${b.alternateChainIndex} verifies`}`),
+    ];
+    return { data: { ...details, brokenInstances: summary.brokenInstances }, text: lines.join('\n') };
+  },
+});
+
 const audit = define({
   summary: 'the latest entries of the audit trail: who did what, and why',
   usage: '[--limit N]',
@@ -330,6 +367,7 @@ const definitions: Readonly<Record<string, Definition<z.ZodType>>> = {
   status,
   reissue,
   'reload-tls': reloadTls,
+  'reload-trust': reloadTrust,
   audit,
   help,
 };

@@ -26,6 +26,7 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [ErrorCode.AGENT_OFFLINE]: 'AgentOffline',
   [ErrorCode.AGENT_TIMEOUT]: 'AgentOffline',
   [ErrorCode.ISSUANCE_CSR_REJECTED]: 'CsrRejected',
+  [ErrorCode.ISSUANCE_INSTANCE_CHANGED]: 'InstanceChanged',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */

@@ -9,10 +9,23 @@
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
 import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
-import type { IssueOptions, IssuedChain } from '../acme/issuer.js';
+import { ACME_STAGES, type IssueOptions, type IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
-import { ORDERING_STATES, type FailureReason } from '../lifecycle/index.js';
-import type { CertificateRecord, InstanceRecord, Store } from '../store/types.js';
+import {
+  DEFAULT_LEASE_MS,
+  ORDERING_STATES,
+  afterStop,
+  isPermanent,
+  leaseRenewalMs,
+  parkedLeaseMs,
+  planOrder,
+  takeUpRefusal,
+  type FailureReason,
+  type LifecycleEvent,
+  type OrderStanding,
+  type StopCause,
+} from '../lifecycle/index.js';
+import type { CertificateRecord, CertificateUpdate, InstanceRecord, Store } from '../store/types.js';
 import { agentRefused, failureOf } from './failures.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
@@ -22,7 +35,9 @@ import { ErrorCode } from '../error-catalogue.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated'>): Promise<IssuedChain>;
+  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage' | 'trustProfiles'>): Promise<IssuedChain>;
+  /** Where a stored order stands at the CA, so a process taking the work over resumes it when it can. */
+  orderStanding(orderUrl: string): Promise<OrderStanding>;
 }
 
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
@@ -46,18 +61,47 @@ export interface IssuanceListener {
 
 /** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
 const PROMPT_AGAIN_MS = 30_000;
-/** How long an ordering lease lasts without renewal: a process that dies mid-order holds its certificate no longer. */
-const LEASE_MS = 60_000;
+/** After the shutdown grace, how long aborted orders get to stop at a step boundary before their leases are released for them. */
+const ABORT_SETTLE_MS = 1_000;
+/**
+ * How far back each fallback pass looks again past the previous one's read: a change
+ * committed late (its transaction began before that read) still has its earlier time.
+ */
+const CHANGE_OVERLAP_MS = 5_000;
+
+/**
+ * Where the time of one issuance goes, in order, for certplane_issuance_stage_duration_seconds:
+ * the job waiting to be claimed, the agent making its key and CSR, checking it, waiting for an
+ * issuance slot, the lease and rate limiter, the ACME order's own stages (acme/issuer.ts),
+ * recording the verified chain, delivery, the agent installing it, recording its
+ * acknowledgement, and end_to_end from the CSR request to that acknowledgement.
+ */
+export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
+export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
+
+/** Orders this process runs at once unless configured (CERTPLANE_ISSUANCE_CONCURRENCY). */
+export const DEFAULT_ISSUANCE_CONCURRENCY = 50;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
+  /** An agent here was woken for work: by a notification, or by the fallback pass (a lost notification, a lapsed lease, an unanswered prompt). */
+  wakeup(source: 'notification' | 'fallback'): void;
+  /** One stage of one issuance ended after `seconds`. */
+  stage(stage: IssuanceStage, seconds: number): void;
 }
 
 /** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
 const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-256', 'rsa-2048': 'RSA 2048', 'rsa-3072': 'RSA 3072' };
 
+/** An order under way in this process, and how to stop it. */
+interface RunningOrder {
+  readonly controller: AbortController;
+  readonly done: Promise<void>;
+}
+
 export class IssuanceCoordinator implements SessionHandler {
-  readonly #running = new Set<string>();
+  readonly #running = new Map<string, RunningOrder>();
+  #shuttingDown = false;
   /** Names this process in certificate leases, for operators reading the certificates table. */
   readonly owner = processName();
 
@@ -75,10 +119,48 @@ export class IssuanceCoordinator implements SessionHandler {
       preferDns01?: boolean;
       /** Names a CSR may carry, duplicates included (CERTPLANE_MAX_NAMES_PER_CERTIFICATE); the CA's limit by default. */
       maxNamesPerCertificate?: number;
+      /** How long a certificate's lease lasts without renewal (CERTPLANE_LEASE_MS): how soon another process takes over from a dead one. */
+      leaseMs?: number;
+      /** Orders running at once in this process (CERTPLANE_ISSUANCE_CONCURRENCY); DEFAULT_ISSUANCE_CONCURRENCY by default. */
+      concurrency?: number;
     },
-  ) {}
+  ) {
+    this.#slots = new Slots(deps.concurrency ?? DEFAULT_ISSUANCE_CONCURRENCY);
+  }
 
-  readonly #prompted = new Map<string, number>();
+  get #leaseMs(): number {
+    return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
+  }
+
+
+  /**
+   * What this process last asked each instance's agent for (an instance has one open
+   * certificate at a time), and when: sent again only when unanswered for PROMPT_AGAIN_MS
+   * or when the certificate moved on.
+   */
+  readonly #prompted = new Map<string, { readonly certificateId: string; readonly status: CertificateRecord['status']; readonly at: number }>();
+  /** Instances to reconcile (woken by a notification, the fallback pass or an unanswered prompt), one at a time. */
+  readonly #woken = new Set<string>();
+  #draining: Promise<void> | undefined;
+  /** Where the next fallback pass starts (the database's clock), and the changes it has handled since then, by certificate. */
+  #since: Date | undefined;
+  readonly #seen = new Map<string, number>();
+  #passing: Promise<void> | undefined;
+  readonly #slots: Slots;
+  /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
+  readonly #marks = new Map<string, { started?: number; last: number }>();
+
+  /**
+   * Ends `stage` of a certificate's issuance now, or only starts the next one when `stage` is
+   * undefined (a prompt sent again); the first stage seen for a certificate taken over midway
+   * is not reported, only marked.
+   */
+  #stageEnded(certificateId: string, stage: IssuanceStage | undefined): void {
+    const now = performance.now();
+    const marks = this.#marks.get(certificateId);
+    if (marks && stage) this.deps.metrics?.stage(stage, (now - marks.last) / 1000);
+    this.#marks.set(certificateId, { ...(marks?.started === undefined ? {} : { started: marks.started }), last: now });
+  }
 
   /**
    * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
@@ -109,18 +191,117 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  /** Reconciles on every (re)connection: resumes whatever the instance's open certificates need. */
+  /**
+   * Reconciles on every (re)connection: resumes whatever the instance's open certificates
+   * need, and starts the first certificate of an instance that wants one (autoIssue).
+   */
   async onConnected(session: AgentSession): Promise<void> {
     await this.#reconcile(session, true);
+    const instance = await this.#instance(session.instanceId);
+    if (instance.autoIssue && (await this.#wantsFirstCertificate(instance))) {
+      this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
+      await this.requestIssue(instance.id);
+    }
   }
 
   /**
-   * Periodic pass over the agents connected to this process: prompts for work that another
-   * process created (a job claimed elsewhere, a delivery issued elsewhere) and re-prompts
-   * anything unanswered. This is what lets several processes share one database.
+   * True when nothing is under way and nothing valid is installed, and the last attempt
+   * (if any) can be tried again by itself: a permanent failure waits for a person to change
+   * the instance, and a failure of a job waits for the job's own retry, so a reconnecting
+   * agent never spends the CA's budget faster than the retry policy would.
    */
-  async reconcileConnected(ids: readonly string[]): Promise<void> {
-    for (const id of ids) {
+  async #wantsFirstCertificate(instance: InstanceRecord): Promise<boolean> {
+    const { store, clock } = this.deps;
+    if ((await store.certificates.open(instance.id)).length > 0) return false;
+    const installed = await store.certificates.latestInstalled(instance.id);
+    if (installed?.notAfter && installed.notAfter > clock()) return false;
+    const latest = await store.certificates.latest(instance.id);
+    return !(latest?.status === 'failed' && (latest.jobId !== null || (latest.failure !== null && isPermanent(latest.failure))));
+  }
+
+  /**
+   * After the instance's names or key algorithm changed: a certificate under way for the old
+   * ones fails (InstanceChanged; its order, if any, is never delivered, since every later step
+   * is a compare-and-set on its state) and a new one starts for the instance as it is now. The
+   * job that waited on the old certificate, if any, waits on the new one.
+   */
+  async restartIssuance(instanceId: string, why: string): Promise<CertificateRecord> {
+    let jobId: string | undefined;
+    for (const open of await this.deps.store.certificates.open(instanceId)) {
+      await this.#fail(instanceId, open.id, { reason: 'InstanceChanged', code: ErrorCode.ISSUANCE_INSTANCE_CHANGED }, why);
+      this.deps.sessions.get(instanceId)?.send({ type: 'cancel', certificateId: open.id, reason: why.slice(0, 2000) });
+      jobId ??= open.jobId ?? undefined;
+    }
+    const replaced = await this.deps.store.certificates.latestInstalled(instanceId);
+    return this.requestIssue(instanceId, { ...(jobId ? { jobId } : {}), ...(replaced ? { replacesCertificateId: replaced.id } : {}) });
+  }
+
+  /**
+   * Something waits for an instance's agent (a notification, or the fallback pass found it):
+   * reconciled here if its channel is here. Skipped without a query when this process asked
+   * for exactly that already, or is ordering the certificate itself and delivers next.
+   */
+  wake(work: { instanceId: string; id?: string; status?: CertificateRecord['status'] }, source: 'notification' | 'fallback' = 'notification'): void {
+    if (!this.deps.sessions.get(work.instanceId)) return;
+    const prompt = this.#prompted.get(work.instanceId);
+    if (work.id !== undefined && (this.#running.has(work.id) || (prompt?.certificateId === work.id && prompt.status === work.status))) return;
+    this.#woken.add(work.instanceId);
+    this.deps.metrics?.wakeup(source);
+    void this.#drain();
+  }
+
+  /**
+   * The fallback pass, every scheduler tick: wakes the agents here whose certificates changed
+   * since the previous pass (another process's work, when its notification was lost or the
+   * engine has none) or whose order's lease lapsed, and re-prompts what stayed unanswered.
+   * One query, whose answer grows with what changed; the agents connected cost nothing.
+   */
+  reconcileChanged(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted || this.#shuttingDown) return Promise.resolve();
+    this.#passing ??= this.#pass().finally(() => {
+      this.#passing = undefined;
+    });
+    return this.#passing;
+  }
+
+  async #pass(): Promise<void> {
+    const { changes, readAt } = await this.deps.store.certificates.changedSince(this.#since ?? new Date(this.deps.clock().getTime() - CHANGE_OVERLAP_MS));
+    this.#since = new Date(readAt.getTime() - CHANGE_OVERLAP_MS);
+    for (const [id, changedAt] of this.#seen) if (changedAt <= this.#since.getTime()) this.#seen.delete(id);
+    for (const change of changes) {
+      if (this.#seen.get(change.id) === change.changedAt.getTime()) continue;
+      this.#seen.set(change.id, change.changedAt.getTime());
+      // A lapsed lease is no notification's business: it is woken whatever was prompted.
+      this.wake(ORDERING_STATES.includes(change.status) ? { instanceId: change.instanceId } : change, 'fallback');
+    }
+    const now = Date.now();
+    for (const [instanceId, prompt] of this.#prompted) {
+      if (now - prompt.at < PROMPT_AGAIN_MS) continue;
+      // Gone from here: its next connection, wherever, prompts again.
+      if (!this.deps.sessions.get(instanceId)) {
+        this.#prompted.delete(instanceId);
+      } else if (!this.#woken.has(instanceId)) {
+        this.#woken.add(instanceId);
+        this.deps.metrics?.wakeup('fallback');
+      }
+    }
+    await this.#drain();
+  }
+
+  #drain(): Promise<void> {
+    if (!this.#draining && this.#woken.size > 0) {
+      this.#draining = this.#drainWoken().finally(() => {
+        this.#draining = undefined;
+      });
+    }
+    return this.#draining ?? Promise.resolve();
+  }
+
+  async #drainWoken(): Promise<void> {
+    // A Set visits what is added while it is walked: wake-ups arriving meanwhile join this run.
+    for (const id of this.#woken) {
+      this.#woken.delete(id);
+      if (this.#shuttingDown) return;
       const session = this.deps.sessions.get(id);
       if (session) await this.#reconcile(session, false).catch((error) => this.deps.logger.warn({ instanceId: id, err: (error as Error).message }, 'reconcile failed'));
     }
@@ -129,8 +310,11 @@ export class IssuanceCoordinator implements SessionHandler {
   async #reconcile(session: AgentSession, connecting: boolean): Promise<void> {
     const instance = await this.#instance(session.instanceId);
     const now = Date.now();
-    for (const certificate of await this.deps.store.certificates.open(instance.id)) {
-      const due = connecting || now - (this.#prompted.get(certificate.id) ?? 0) >= PROMPT_AGAIN_MS;
+    const open = await this.deps.store.certificates.open(instance.id);
+    const prompt = this.#prompted.get(instance.id);
+    if (prompt && !open.some((certificate) => certificate.id === prompt.certificateId)) this.#prompted.delete(instance.id);
+    for (const certificate of open) {
+      const due = connecting || prompt?.certificateId !== certificate.id || prompt.status !== certificate.status || now - prompt.at >= PROMPT_AGAIN_MS;
       if (certificate.status === 'pending' && due) this.#askForCsr(session, instance, certificate);
       else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
       else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
@@ -138,22 +322,54 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /**
-   * Takes up an order whose lease is free or lapsed (its process died, or the rate limiter's
-   * wait is over). A live lease held elsewhere means another process is ordering: nothing to do.
+   * Tries to take up an order (its process died or shut down, or the rate limiter's wait is
+   * over). Whether this process may try is decided in lifecycle/ownership.ts; whether it gets
+   * the work is decided by the lease in the database: a live lease held elsewhere means
+   * another process is ordering, and nothing happens here.
    */
   async #resume(instance: InstanceRecord, certificate: CertificateRecord): Promise<void> {
-    if (!certificate.csrPem || this.#running.has(certificate.id)) return;
-    if (certificate.leaseUntil && certificate.leaseUntil > this.deps.clock()) return;
-    // http-01 needs the agent's channel, which only the process holding it can use.
-    if (!this.deps.preferDns01 && !this.deps.sessions.get(instance.id)) return;
-    this.#start(instance, certificate, certificate.csrPem);
+    const refusal = takeUpRefusal({
+      status: certificate.status,
+      hasCsr: Boolean(certificate.csrPem),
+      runningHere: this.#running.has(certificate.id),
+      shuttingDown: this.#shuttingDown,
+      needsChannel: !this.deps.preferDns01,
+      hasChannel: this.deps.sessions.get(instance.id) !== undefined,
+    });
+    if (!refusal && certificate.csrPem) this.#start(instance, certificate, certificate.csrPem);
   }
 
-  /** Runs an order in the background; whatever escapes it is logged, never an unhandled rejection. */
+  /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
   #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): void {
-    this.#issue(instance, certificate, csrPem).catch((error: unknown) =>
-      this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'),
-    );
+    if (this.#shuttingDown || this.#running.has(certificate.id)) return;
+    const controller = new AbortController();
+    const done = this.#issue(instance, certificate, csrPem, controller)
+      .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
+      .finally(() => this.#running.delete(certificate.id));
+    this.#running.set(certificate.id, { controller, done });
+  }
+
+  /**
+   * Stops ordering, for shutdown: nothing new starts from here on; orders under way get
+   * `graceMs` to finish, then are aborted at their next step or wait and release their
+   * leases, so another process resumes the same ACME orders at once rather than after the
+   * leases lapse. An order still inside a request to the CA a moment later has its lease
+   * released for it; whatever it writes afterwards needs the lease and is refused. Returns
+   * once nothing of this process holds a lease, so the store can close.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#shuttingDown = true;
+    const log = this.deps.logger;
+    if (this.#running.size === 0) return;
+    log.info({ inFlight: this.#running.size, graceMs }, 'shutdown: waiting for in-flight orders');
+    await settledWithin([...this.#running.values()].map((order) => order.done), graceMs);
+    if (this.#running.size === 0) return;
+    log.warn({ inFlight: this.#running.size }, 'shutdown: stopping in-flight orders; their leases are released and another process resumes them');
+    for (const order of this.#running.values()) order.controller.abort(stopped('shutdown'));
+    await settledWithin([...this.#running.values()].map((order) => order.done), ABORT_SETTLE_MS);
+    for (const id of this.#running.keys()) {
+      await this.deps.store.certificates.release(id, this.owner).catch((error: unknown) => log.error({ certificateId: id, err: (error as Error).message }, 'shutdown: could not release the lease; it lapses by itself'));
+    }
   }
 
   async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
@@ -188,7 +404,9 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
+    this.#stageEnded(certificate.id, 'csr');
     const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
+    this.#stageEnded(certificate.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.
     if (issuing) this.#start(instance, issuing, csrPem);
@@ -201,7 +419,7 @@ export class IssuanceCoordinator implements SessionHandler {
     });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const requested = [...new Set(csr.dnsNames.map(normaliseDnsName))];
+    const requested = [...new Set([...csr.dnsNames, ...csr.ipAddresses].map(normaliseDnsName))];
     const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {
@@ -215,50 +433,81 @@ export class IssuanceCoordinator implements SessionHandler {
 
   /**
    * Orders, verifies and delivers, under the certificate's lease. The lease is taken first
-   * (another process holding it is ordering already) and renewed while the order runs. A
-   * refusal by the rate limiter parks the certificate: the lease is held until the limiter's
-   * time, so no process picks it up before then, and the scheduler's next pass after that
-   * time resumes it. Nothing sleeps here.
+   * (another process holding it is ordering already) and renewed while the order runs; a
+   * renewal that finds it taken aborts the work. An order stored by a previous holder is
+   * resumed at the CA rather than placed again (lifecycle/ownership.ts decides, with the
+   * reason recorded when it cannot be). A refusal by the rate limiter parks the certificate:
+   * the lease is held until the limiter's time, so no process picks it up before then, and
+   * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
+   * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
-  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): Promise<void> {
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     const { store, clock } = this.deps;
-    if (this.#running.has(certificate.id)) return;
-    this.#running.add(certificate.id);
-    let renewLease: NodeJS.Timeout | undefined;
+    const { signal } = controller;
+    let renewal: NodeJS.Timeout | undefined;
+    let holding = false;
     let parked = false;
     let verified: CertificateRecord | undefined;
     const owned = { leaseOwner: this.owner };
+    /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
+    const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
+      const moved = await store.certificates.apply(certificate.id, event, fields, owned);
+      if (!moved && !signal.aborted) controller.abort(stopped('lease_lost'));
+      signal.throwIfAborted();
+      return moved;
+    };
+    // Taken before the lease: a certificate waiting for a slot holds nothing another process could want.
+    const release = await this.#slots.acquire();
+    this.#stageEnded(certificate.id, 'queued');
     try {
-      if (!(await store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)))) {
+      signal.throwIfAborted();
+      if (!(await store.certificates.lease(certificate.id, this.owner, this.#leaseMs))) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
-      const refusal = await this.#orderBudget(instance, certificate);
-      if (refusal) {
-        parked = await store.certificates.lease(certificate.id, this.owner, clock(), refusal.retryAt);
-        log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
-        return;
+      holding = true;
+      renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
+      renewal.unref();
+      // Read again under the lease: the record in hand may predate the previous holder's last step.
+      const current = await store.certificates.get(certificate.id);
+      if (!current || !ORDERING_STATES.includes(current.status)) return;
+      const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
+      signal.throwIfAborted();
+      const plan = planOrder(current.orderUrl, standing);
+      if (plan.action === 'new') {
+        const refusal = await this.#orderBudget(instance, current);
+        if (refusal) {
+          parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
+          log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
+          return;
+        }
+        if (plan.replacing) log.warn({ previousOrder: plan.replacing.orderUrl, why: plan.replacing.why }, 'the stored order cannot be resumed; placing a new order');
+      } else {
+        log.info({ order: plan.orderUrl, next: plan.next }, 'resuming the stored ACME order');
       }
-      renewLease = setInterval(() => {
-        void store.certificates.lease(certificate.id, this.owner, clock(), new Date(clock().getTime() + LEASE_MS)).catch(() => undefined);
-      }, LEASE_MS / 3);
-      renewLease.unref();
-      const replaced = certificate.replacesCertificateId ? await store.certificates.get(certificate.replacesCertificateId) : undefined;
-      const replaces = replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      const replaced = current.replacesCertificateId ? await store.certificates.get(current.replacesCertificateId) : undefined;
+      const replaces = plan.action === 'new' && replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      this.#stageEnded(certificate.id, 'lease');
       const issued = await this.deps.issuer.issue(csrPem, {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
+        ...(plan.action === 'resume' ? { resumeOrderUrl: plan.orderUrl } : {}),
+        signal,
+        trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
-          await store.certificates.apply(certificate.id, 'order_created', { orderUrl }, owned);
+          if (plan.action === 'new' && plan.replacing) {
+            await record('order_replaced', { orderUrl, lastError: plan.replacing.why });
+            await store.audit.record({ actor: `service:${this.owner}`, action: 'certificate.order-replaced', target: certificate.id, reason: plan.replacing.why, details: { previousOrderUrl: plan.replacing.orderUrl, orderUrl } });
+          } else {
+            await record('order_created', { orderUrl });
+          }
         },
+        onStage: (stage) => this.#stageEnded(certificate.id, stage),
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
-      verified = await store.certificates.apply(
-        certificate.id,
-        'chain_verified',
-        {
+      verified = await record('chain_verified', {
         fullchainPem: issued.fullchainPem,
         fingerprintSha256: leaf.fingerprintSha256,
         notBefore: leaf.notBefore,
@@ -266,12 +515,25 @@ export class IssuanceCoordinator implements SessionHandler {
         anchorCN: issued.report.anchor?.subjectCN ?? null,
         report: withoutPem(issued.report),
         lastError: null,
-        },
-        owned,
-      );
+      });
+      // Every offered chain is kept (public, and what a trust change needs later without the CA).
+      // A failure to keep them is logged, never a failure of the certificate just issued.
+      if (verified) {
+        const evaluatedAt = clock();
+        await store.chains
+          .record(certificate.id, issued.offered.map((chain) => ({ ...chain, evaluatedAt, trustFingerprint: issued.trustFingerprint })))
+          .catch((error: unknown) => log.error({ err: (error as Error).message }, 'the offered chains could not be stored; trust changes will only know the installed chain'));
+      }
+      this.#stageEnded(certificate.id, 'record');
       this.deps.metrics?.issuance('issued');
-      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified) }, 'certificate issued and verified');
+      log.info({ fingerprint: leaf.fingerprintSha256, anchor: issued.report.anchor?.subjectCN, kept: Boolean(verified), chains: issued.offered.length }, 'certificate issued and verified');
     } catch (error) {
+      if (signal.aborted || hasCode(error, ErrorCode.STORE_UNAVAILABLE)) {
+        const cause = signal.aborted ? stopCauseOf(signal.reason) : 'store_unavailable';
+        holding &&= afterStop(cause).releaseLease;
+        log.info({ cause }, 'order stopped before it settled; the next holder of the lease resumes it');
+        return;
+      }
       const failure = failureOf(error);
       const message = error instanceof CertplaneError ? `${error.code}: ${error.message}` : (error as Error).message;
       log.warn({ err: message, reason: failure.reason }, 'issuance failed');
@@ -283,15 +545,24 @@ export class IssuanceCoordinator implements SessionHandler {
       await this.#fail(instance.id, certificate.id, failure, message, owned);
       this.deps.sessions.get(instance.id)?.send({ type: 'cancel', certificateId: certificate.id, reason: message.slice(0, 2000) });
     } finally {
-      clearInterval(renewLease);
-      this.#running.delete(certificate.id);
-      if (!parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+      release();
+      clearInterval(renewal);
+      if (holding && !parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
     // Outside the order's failure handling: a delivery that does not reach the agent now is
     // sent again when it reconnects; it must never fail a certificate already issued.
     const session = this.deps.sessions.get(instance.id);
     if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
+  }
+
+  /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */
+  async #renewLease(certificateId: string, controller: AbortController, log: Logger): Promise<void> {
+    // A failed query is not a lost lease: the next renewal tries again, and writes need the lease anyway.
+    const kept = await this.deps.store.certificates.renewLease(certificateId, this.owner, this.#leaseMs).catch(() => true);
+    if (kept || controller.signal.aborted) return;
+    log.warn('the lease was taken over by another process; stopping this order');
+    controller.abort(stopped('lease_lost'));
   }
 
   /** Asks the rate limiter for one more order for these names: undefined when granted, else until when to wait. */
@@ -327,18 +598,30 @@ export class IssuanceCoordinator implements SessionHandler {
       this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
       return;
     }
+    this.#stageEnded(certificate.id, 'install');
     const installed = await this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() });
     await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
     if (installed) {
-      this.#prompted.delete(certificate.id);
+      this.#answered(session.instanceId, certificate.id);
+      this.#stageEnded(certificate.id, 'acknowledge');
+      const started = this.#marks.get(certificate.id)?.started;
+      if (started !== undefined) this.deps.metrics?.stage('end_to_end', (performance.now() - started) / 1000);
+      this.#marks.delete(certificate.id);
       this.deps.metrics?.issuance('installed');
       await this.deps.listener?.onInstalled(installed);
       this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
     }
   }
 
+  /** The certificate settled: nothing left to prompt for. */
+  #answered(instanceId: string, certificateId: string): void {
+    if (this.#prompted.get(instanceId)?.certificateId === certificateId) this.#prompted.delete(instanceId);
+  }
+
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
-    this.#prompted.set(certificate.id, Date.now());
+    this.#prompted.set(instance.id, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
+    const now = performance.now();
+    this.#marks.set(certificate.id, { started: now, last: now });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
   }
 
@@ -346,8 +629,9 @@ export class IssuanceCoordinator implements SessionHandler {
   async #deliver(session: AgentSession, issued: CertificateRecord): Promise<void> {
     const certificate = issued.status === 'issued' ? await this.deps.store.certificates.apply(issued.id, 'delivered', { deliveredAt: this.deps.clock() }) : issued;
     if (!certificate?.fullchainPem || !certificate.fingerprintSha256) return;
-    this.#prompted.set(certificate.id, Date.now());
+    this.#prompted.set(certificate.instanceId, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
+    this.#stageEnded(certificate.id, issued.status === 'issued' ? 'delivery' : undefined);
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 
@@ -360,7 +644,8 @@ export class IssuanceCoordinator implements SessionHandler {
     const lastError = escapeControlCharacters(reason).slice(0, 4000);
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
-    this.#prompted.delete(certificateId);
+    this.#answered(instanceId, certificateId);
+    this.#marks.delete(certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);
   }
 
@@ -383,4 +668,52 @@ export class IssuanceCoordinator implements SessionHandler {
 function withoutPem(report: VerificationReport): Omit<VerificationReport, 'servedChainPem'> {
   const { servedChainPem: _chain, ...rest } = report;
   return rest;
+}
+
+/** The abort reason of an order stopped before it settled. */
+function stopped(cause: StopCause): CertplaneError {
+  const message =
+    cause === 'shutdown'
+      ? 'the management plane is shutting down; another process resumes the order'
+      : 'another process took the lease over (this one stalled past it); that process resumes the order';
+  return new CertplaneError(ErrorCode.ISSUANCE_STOPPED, message, { cause });
+}
+
+function stopCauseOf(reason: unknown): StopCause {
+  return reason instanceof CertplaneError && reason.details.cause === 'lease_lost' ? 'lease_lost' : 'shutdown';
+}
+
+/** Resolves when every promise settled or `ms` passed, whichever is first. */
+async function settledWithin(promises: readonly Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(promises), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/**
+ * At most `limit` orders at once in this process, first come first served: enough to keep
+ * the CA busy without a campaign of thousands opening thousands of orders (and their polls)
+ * at the same moment. A certificate waiting here holds no lease.
+ */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(limit: number) {
+    this.#free = Math.max(1, limit);
+  }
+
+  /** Resolves with the release of a slot once one is free. */
+  async acquire(): Promise<() => void> {
+    if (this.#free > 0) this.#free -= 1;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free += 1;
+    };
+  }
 }

@@ -173,8 +173,15 @@ export class SessionRegistry {
           const message = decodeMessage(AgentMessage, data as Buffer);
           if (!session) {
             if (message.type !== 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, `expected auth, got ${message.type}`);
-            session = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
+            // The agent has done its part: in a reconnect storm the plane's own queue must not time it out.
             clearTimeout(authTimer);
+            const authenticated = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
+            if (!authenticated.open) {
+              // Gone while its authentication was under way: the close found no session to release.
+              release(authenticated, 'closed during authentication');
+              return;
+            }
+            session = authenticated;
             log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
             await this.#handler?.onConnected(session);
             return;
@@ -195,18 +202,20 @@ export class SessionRegistry {
         }
       });
     });
+    const release = (ended: AgentSession, reason: string) => {
+      ended.close(CloseCode.PROTOCOL_ERROR, reason);
+      if (this.#sessions.get(ended.instanceId) === ended) {
+        this.#sessions.delete(ended.instanceId);
+        this.options.metrics?.connected(-1);
+        void this.options.store.instances.setAgentConnected(ended.instanceId, null).catch((error) => log.warn({ err: (error as Error).message }, 'could not record the disconnection'));
+      }
+    };
     socket.on('close', (code, reason) => {
       clearTimeout(authTimer);
       clearInterval(heartbeat);
       if (!session) return;
-      const closed = session;
-      closed.close(code, 'closed');
-      log.info({ instanceId: closed.instanceId, code, reason: reason.toString() }, 'agent disconnected');
-      if (this.#sessions.get(closed.instanceId) === closed) {
-        this.#sessions.delete(closed.instanceId);
-        this.options.metrics?.connected(-1);
-        void this.options.store.instances.setAgentConnected(closed.instanceId, null).catch((error) => log.warn({ err: (error as Error).message }, 'could not record the disconnection'));
-      }
+      log.info({ instanceId: session.instanceId, code, reason: reason.toString() }, 'agent disconnected');
+      release(session, 'closed');
     });
     socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, type: 'hello', nonce }));
   }
@@ -299,7 +308,7 @@ export class SessionRegistry {
     else this.options.metrics?.connected(1);
     if (superseded) this.options.logger.info({ instanceId: identity.instanceId, fingerprint: identity.fingerprintSha256, superseded }, 'renewed agent certificate in use: its predecessor no longer authenticates');
     await this.options.store.instances.setAgentConnected(identity.instanceId, now);
-    session.send({ type: 'welcome', instanceId: identity.instanceId });
+    if (session.open) session.send({ type: 'welcome', instanceId: identity.instanceId });
     return session;
   }
 

@@ -13,6 +13,8 @@ import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../agents/ca.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
 import type { Campaigns } from '../jobs/campaigns.js';
+import type { LiveTrust } from '../config/trust.js';
+import type { TrustEvaluation } from '../jobs/trust.js';
 import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
@@ -26,15 +28,20 @@ import { instanceRoutes } from './routes/instances.js';
 import { operationsRoutes } from './routes/operations.js';
 import { reissueRoutes } from './routes/reissues.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { whatIfRoutes } from './routes/whatif.js';
 
 export interface ApiDependencies {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'restartIssuance'>;
   readonly campaigns: Campaigns;
   /** Seals and opens the listing's page cursors (HMAC key from the secret store). */
   readonly cursors: PageCursors;
   readonly sessions: Pick<SessionRegistry, 'accept' | 'get'>;
   readonly ca: AgentCa;
+  /** The trust settings in force: which profiles an instance may list. */
+  readonly trust: Pick<LiveTrust, 'current'>;
+  /** What-if over the fleet's stored chains. */
+  readonly trustEvaluation: Pick<TrustEvaluation, 'whatIf'>;
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly clock: () => Date;
@@ -86,6 +93,7 @@ export async function buildApi(deps: ApiDependencies) {
   await app.register(certificateRoutes(deps));
   await app.register(agentRoutes(deps));
   await app.register(reissueRoutes(deps));
+  await app.register(whatIfRoutes(deps));
   await app.register(operationsRoutes(deps));
   const channel = attachChannel(app.server, deps);
   app.addHook('onClose', async () => {

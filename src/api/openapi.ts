@@ -26,6 +26,8 @@ export async function renderOpenApi(): Promise<string> {
     cursors: unused('cursors'),
     sessions: unused('sessions'),
     ca: unused<AgentCa>('agent CA'),
+    trust: unused('trust'),
+    trustEvaluation: unused('trust evaluation'),
     metrics: new Registry(),
     logger: pino({ level: 'silent' }),
     clock: () => new Date(0),

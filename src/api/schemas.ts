@@ -5,14 +5,26 @@
 import { z } from 'zod';
 import { CERTIFICATE_STATES, FAILURE_REASONS, type FailureReasonName } from '../lifecycle/index.js';
 import { KeyAlgorithm } from '../agents/protocol.js';
+import { checkHostname } from '../chain/index.js';
 
-/** A DNS name an instance may get certificates for: lowercase labels, an optional leading wildcard. */
+/**
+ * A name an instance may get certificates for, checked and normalised by the one validator
+ * (chain/names.ts): case, trailing dot and IDNA folded, RFC 1123 labels, length limits and
+ * the CA's wildcard rules; an IP address in its canonical form.
+ */
 export const Hostname = z
   .string()
   .min(1)
-  .max(253)
-  .transform((s) => s.toLowerCase())
-  .pipe(z.string().regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS name such as db1.example.com'));
+  .max(1024)
+  .transform((raw, ctx) => {
+    const checked = checkHostname(raw);
+    if ('problem' in checked) {
+      ctx.addIssue({ code: 'custom', message: checked.problem });
+      return z.NEVER;
+    }
+    return checked.name;
+  })
+  .describe('a DNS name (db1.example.com, *.example.com, an internationalised name), or an IP address when the instance\'s profile issues for addresses (shortlived)');
 
 /** Text a person typed: no control characters (a NUL byte cannot even be stored). */
 export const Text = (max: number) => z.string().trim().min(1).max(max).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
@@ -25,7 +37,27 @@ export const CreateInstance = z.strictObject({
   cluster: Text(200).optional(),
   keyAlgorithm: KeyAlgorithm.default('ecdsa-p256'),
   profile: Text(64).optional().describe('ACME profile for this instance\'s orders (e.g. tlsserver), one of the CA directory\'s meta.profiles'),
+  autoIssue: z.boolean().default(true).describe('issue the first certificate as soon as the agent connects (and whenever it connects without a valid one); false leaves issuance to POST /v1/instances/{id}/issue'),
+  trustProfiles: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be a trust profile name'))
+    .min(1)
+    .max(20)
+    .default(['default'])
+    .describe('the trust profiles (client trust stores) its chain must verify in, each configured in CERTPLANE_TRUST_PROFILES or the trust file'),
 });
+
+/** A change to an instance: only the fields given change; `reason` says why, for the audit trail. */
+export const UpdateInstance = z
+  .strictObject({
+    name: Text(200).optional(),
+    hostnames: z.array(Hostname).min(1).max(100).optional().describe('the complete new set of names; a changed set is issued at once, and removed names are released for other instances'),
+    cluster: Text(200).nullable().optional().describe('null takes the instance out of any cluster (callers without cluster limits only)'),
+    keyAlgorithm: KeyAlgorithm.optional().describe('a change is issued at once, with a new key of that algorithm'),
+    profile: Text(64).nullable().optional().describe('null goes back to the CA\'s default profile; applies from the next order'),
+    autoIssue: z.boolean().optional(),
+    reason: Text(1000).describe('why the instance changes, recorded in the audit trail'),
+  })
+  .refine((body) => Object.keys(body).some((key) => key !== 'reason'), { message: 'name at least one field to change' });
 
 export const EnrollmentToken = z.object({ id: z.uuid(), enrollmentToken: z.string(), enrollmentTokenExpiresAt: z.iso.datetime(), server: z.url().optional().describe('the URL agents should use (CERTPLANE_PUBLIC_URL)') });
 
@@ -65,6 +97,16 @@ export const CertificateSummary = z.object({
   updatedAt: z.iso.datetime(),
 });
 
+export const TrustStanding = z
+  .object({
+    status: z.enum(['ok', 'broken', 'unevaluated']).describe('ok: the installed chain verifies in every trust profile of the instance; broken: not in some; unevaluated: no installed certificate, or not judged yet'),
+    brokenProfiles: z.array(z.string()).describe('the profiles the installed chain fails in'),
+    alternateAvailable: z.boolean().describe('a stored chain of the same certificate (same key) verifies in every profile: a rechain, no new order'),
+    alternateChainIndex: z.number().int().nullable(),
+    evaluatedAt: z.iso.datetime().nullable().describe('when the last trust reload or installation judged it'),
+  })
+  .describe('what the trust settings in force (as last reloaded) make of the installed chain');
+
 export const Instance = z
   .object({
     id: z.uuid(),
@@ -81,6 +123,10 @@ export const Instance = z
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),
     profile: z.string().nullable(),
+    autoIssue: z.boolean().describe('whether the agent\'s connection alone starts issuance when it holds no valid certificate'),
+    trustProfiles: z.array(z.string()),
+    trust: TrustStanding,
+    atRisk: z.boolean().describe('the installed certificate needs attention: its renewal is at risk or a trust change broke its chain'),
     renewal: z.object({
       renewAt: z.iso.datetime().nullable().describe('when the installed certificate is renewed'),
       atRisk: z.boolean().describe('the installed certificate is past five sixths of its lifetime without a replacement'),
@@ -95,6 +141,28 @@ export const ListQuery = z.strictObject({
   cursor: z.string().max(200).optional(),
   limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(50),
 });
+
+/** Where an instance stands: its most recent certificate's state, or `none` before its first. */
+export const InstanceStatus = z.enum(['none', ...CERTIFICATE_STATES]).describe("the state of the instance's most recent certificate, none before the first");
+
+/** The listing's page and its filters; every filter given must hold. Pass the same filters with each page's cursor. */
+export const InstanceListQuery = ListQuery.extend({
+  cluster: Text(200).optional().describe('only instances of this cluster (a cluster-limited caller: one of its own, else 403)'),
+  status: InstanceStatus.optional(),
+  hostname: Hostname.optional().describe('only instances that list this name (normalised like a registration: case, trailing dot, IDNA)'),
+  atRisk: z.enum(['true', 'false']).transform((value) => value === 'true').optional().describe('only instances whose installed certificate is (true) or is not (false) past five sixths of its lifetime'),
+});
+
+export const InstanceSummary = z
+  .object({
+    total: z.number().int(),
+    byStatus: z.record(InstanceStatus, z.number().int()).describe('instances by the state of their most recent certificate; every status is present'),
+    atRisk: z.number().int().describe('instances whose installed certificate is past five sixths of its lifetime'),
+    agentsConnected: z.number().int(),
+  })
+  .meta({ id: 'InstanceSummary' });
+
+export const SummaryQuery = z.strictObject({ cluster: Text(200).optional().describe('count one cluster only') });
 
 /**
  * An id in a path, lower-cased once here: the database compares uuids in any case, but the

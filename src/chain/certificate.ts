@@ -1,14 +1,18 @@
 /**
  * One parsed certificate with the facts path building and policy checks need, read
- * once. node:crypto's X509Certificate does signatures, names and host matching;
- * @peculiar/x509 reads what node:crypto cannot (key usage, path length, EKU, SANs).
+ * once. node:crypto's X509Certificate does signatures, names and host matching; asn1js
+ * reads what node:crypto cannot (key usage, path length, EKU, SANs).
  */
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import * as asn1js from 'asn1js';
+import { ipAddress } from './names.js';
 
 /** OIDs of the extended key usages the engine reasons about. */
 export const EKU_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const EKU_ANY = '2.5.29.37.0';
+
+/** The extensions the engine reads, by OID (RFC 5280 section 4.2.1). */
+const OID = { basicConstraints: '2.5.29.19', keyUsage: '2.5.29.15', extKeyUsage: '2.5.29.37', subjectAltName: '2.5.29.17' } as const;
 
 /** Key usage bits, as in RFC 5280 section 4.2.1.3. */
 export const KeyUsage = {
@@ -43,6 +47,8 @@ export interface Certificate {
   readonly dnsNames: readonly string[];
   /** The same names as a Set, made once with the parse: coverage of N requested names is N lookups, not N scans of the leaf's names. */
   readonly dnsNameSet: ReadonlySet<string>;
+  /** IP address SANs, canonical (IPv6 compressed): what a certificate for an `ip` identifier names. */
+  readonly ipAddresses: readonly string[];
   /** Issuer name equals subject name: a root or a self-issued re-key. */
   readonly selfIssued: boolean;
   readonly publicKey: KeyObject;
@@ -59,9 +65,29 @@ export interface Certificate {
 const CACHE_LIMIT = 4096;
 const cache = new Map<string, Certificate>();
 
-/** Empties the memo; for benchmarks that measure first-sight parsing. */
+/** Empties the memos (parses and signature checks); for benchmarks that measure first sight. */
 export function clearCertificateCache(): void {
   cache.clear();
+  signatures.clear();
+}
+
+/**
+ * Signature checks by (signed, signer) fingerprints. A fleet's chains share intermediates
+ * and a trust change re-judges every installed chain in every profile: the same pairs come
+ * back again and again, and whether a key signed a certificate never changes.
+ */
+const SIGNATURE_LIMIT = 65_536;
+const signatures = new Map<string, boolean>();
+
+/** True when `signer`'s key verifies `child`'s signature (names are not compared: see isSignedBy). */
+export function signatureVerifies(child: Certificate, signer: Certificate): boolean {
+  const key = `${child.fingerprintSha256}:${signer.fingerprintSha256}`;
+  const known = signatures.get(key);
+  if (known !== undefined) return known;
+  const verified = child.native.verify(signer.publicKey);
+  signatures.set(key, verified);
+  if (signatures.size > SIGNATURE_LIMIT) signatures.delete(signatures.keys().next().value as string);
+  return verified;
 }
 
 /** Parses one DER certificate; throws whatever the parsers throw, callers turn that into CHAIN_UNPARSABLE_CERTIFICATE. */
@@ -79,43 +105,114 @@ export function parseCertificateDer(der: Buffer): Certificate {
   return parsed;
 }
 
+/**
+ * One DER decode by OpenSSL (node:crypto, which also verifies signatures) and one BER walk
+ * by asn1js for what OpenSSL does not expose (key usage bits, basic constraints as
+ * written, the SubjectPublicKeyInfo bytes, the validity as dates). asn1js decodes the
+ * contents of each extension's OCTET STRING in the same walk, so the four extensions the
+ * engine reads are taken from that tree, not decoded again. The high-level @peculiar/x509
+ * object decoded every extension again on each lookup and rebuilt names on each access:
+ * first-sight parsing cost thirty times the signature checks it precedes.
+ */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
-  const peculiar = new x509.X509Certificate(der);
-  const basic = peculiar.getExtension(x509.BasicConstraintsExtension);
-  const usage = peculiar.getExtension(x509.KeyUsagesExtension);
-  const eku = peculiar.getExtension(x509.ExtendedKeyUsageExtension);
-  const san = peculiar.getExtension(x509.SubjectAlternativeNameExtension);
-  const spki = native.publicKey.export({ type: 'spki', format: 'der' });
-  const dnsNames = san ? san.names.items.filter((name) => name.type === 'dns').map((name) => name.value.toLowerCase()) : [];
-  const subject = peculiar.subject;
-  const issuer = peculiar.issuer;
+  const tbs = tbsFields(der);
+  const basic = tbs.extensions.get(OID.basicConstraints)?.valueBlock.value ?? [];
+  const usage = tbs.extensions.get(OID.keyUsage) as asn1js.BitString | undefined;
+  const eku = tbs.extensions.get(OID.extKeyUsage);
+  const san = tbs.extensions.get(OID.subjectAltName);
+  const hasBasic = tbs.extensions.has(OID.basicConstraints);
+  const pathLength = basic.find((e): e is asn1js.Integer => e instanceof asn1js.Integer)?.valueBlock.valueDec;
+  const dnsNames = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 2 ? [Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView).toString('latin1').toLowerCase()] : []));
+  const ipAddresses = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 7 ? ipAddressOf(Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView)) : []));
+  const subject = distinguishedName(native.subject);
+  const issuer = distinguishedName(native.issuer);
   return Object.freeze({
     pem: native.toString(),
     der,
     subject,
     issuer,
-    subjectCN: commonName(peculiar.subjectName) ?? subject,
-    issuerCN: commonName(peculiar.issuerName) ?? issuer,
-    serialNumber: peculiar.serialNumber.toLowerCase(),
+    subjectCN: commonName(native.subject) ?? subject,
+    issuerCN: commonName(native.issuer) ?? issuer,
+    serialNumber: tbs.serialNumber,
     fingerprintSha256,
-    spkiSha256: sha256Hex(spki),
-    notBefore: peculiar.notBefore,
-    notAfter: peculiar.notAfter,
-    isCA: basic ? basic.ca : undefined,
-    pathLength: basic?.pathLength,
-    keyUsage: usage ? usage.usages : undefined,
-    extendedKeyUsage: eku ? eku.usages.map(String) : undefined,
+    spkiSha256: sha256Hex(tbs.spki),
+    notBefore: tbs.notBefore,
+    notAfter: tbs.notAfter,
+    isCA: hasBasic ? basic.some((e) => e instanceof asn1js.Boolean && e.valueBlock.value) : undefined,
+    pathLength,
+    keyUsage: usage ? namedBits(usage) : undefined,
+    extendedKeyUsage: eku ? eku.valueBlock.value.map((oid) => (oid as asn1js.ObjectIdentifier).valueBlock.toString()) : undefined,
     dnsNames,
     dnsNameSet: new Set(dnsNames),
+    ipAddresses,
     selfIssued: subject === issuer,
     publicKey: native.publicKey,
     native,
   });
 }
 
-function commonName(name: x509.Name): string | undefined {
-  return name.getField('CN')[0];
+/** A SAN iPAddress (RFC 5280: 4 octets for IPv4, 16 for IPv6) in the canonical text form names.ts stores; nothing for any other length. */
+function ipAddressOf(octets: Buffer): string[] {
+  if (octets.length === 4) return [[...octets].join('.')];
+  if (octets.length !== 16) return [];
+  const groups = Array.from({ length: 8 }, (_, i) => octets.readUInt16BE(i * 2).toString(16));
+  const text = ipAddress(groups.join(':'));
+  return text ? [text] : [];
+}
+
+/** A named-bit BIT STRING (key usage) as the flags of KeyUsage: bit n, counted from the first octet's high bit, is 2^n. */
+function namedBits(bits: asn1js.BitString): number {
+  const octets = bits.valueBlock.valueHexView;
+  let value = 0;
+  for (let n = 0; n < octets.length * 8 - bits.valueBlock.unusedBits; n += 1) if (((octets[n >> 3] as number) >> (7 - (n & 7))) & 1) value += 2 ** n;
+  return value;
+}
+
+interface TbsFields {
+  readonly serialNumber: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly spki: Uint8Array;
+  /** The decoded extnValue by extension OID. */
+  readonly extensions: ReadonlyMap<string, asn1js.Constructed>;
+}
+
+/** The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC 5280 section 4.1). */
+function tbsFields(der: Buffer): TbsFields {
+  const decoded = asn1js.fromBER(der);
+  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
+  const tbs = ((decoded.result as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence).valueBlock.value;
+  const explicit = (element: asn1js.AsnType | undefined, tag: number) => element?.idBlock.tagClass === 3 && element.idBlock.tagNumber === tag;
+  const at = explicit(tbs[0], 0) ? 1 : 0;
+  const serial = tbs[at] as asn1js.Integer;
+  const validity = (tbs[at + 3] as asn1js.Sequence).valueBlock.value as [asn1js.UTCTime, asn1js.UTCTime];
+  const spki = tbs[at + 5] as asn1js.Sequence;
+  const extensions = new Map<string, asn1js.Constructed>();
+  const wrapper = tbs.find((element) => explicit(element, 3)) as asn1js.Constructed | undefined;
+  for (const extension of ((wrapper?.valueBlock.value[0] as asn1js.Sequence | undefined)?.valueBlock.value ?? []) as asn1js.Sequence[]) {
+    const fields = extension.valueBlock.value;
+    const octets = fields[fields.length - 1] as asn1js.OctetString;
+    // asn1js decodes an OCTET STRING's contents when they are one whole BER value; otherwise decode them here.
+    const inner = (octets.valueBlock.value[0] ?? asn1js.fromBER(octets.valueBlock.valueHexView).result) as asn1js.Constructed;
+    extensions.set((fields[0] as asn1js.ObjectIdentifier).valueBlock.toString(), inner);
+  }
+  return {
+    serialNumber: Buffer.from(serial.valueBlock.valueHexView).toString('hex'),
+    notBefore: validity[0].toDate(),
+    notAfter: validity[1].toDate(),
+    spki: spki.valueBeforeDecodeView,
+    extensions,
+  };
+}
+
+/** OpenSSL's one-attribute-per-line form as the one-line "CN=..., O=..." form reports show. */
+function distinguishedName(lines: string): string {
+  return lines.split('\n').join(', ');
+}
+
+function commonName(lines: string): string | undefined {
+  return lines.split('\n').find((line) => line.startsWith('CN='))?.slice(3);
 }
 
 /** Lowercase hex SHA-256, the one digest format used across certplane. */
@@ -130,5 +227,5 @@ export function spkiSha256OfPublicKeyPem(pem: string): string {
 
 /** True when `child` names `candidate` as its issuer and `candidate`'s key verifies `child`'s signature. */
 export function isSignedBy(child: Certificate, candidate: Certificate): boolean {
-  return child.issuer === candidate.subject && child.native.verify(candidate.publicKey);
+  return child.issuer === candidate.subject && signatureVerifies(child, candidate);
 }

@@ -7,6 +7,7 @@ import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../errors.js';
 import { sha256Hex, spkiSha256OfPublicKeyPem } from './certificate.js';
+import { ipAddress } from './names.js';
 import { parsePemBlocks } from './pem.js';
 import { isPrivateKeyLabel } from '../untrusted-text.js';
 import { ErrorCode } from '../error-catalogue.js';
@@ -19,6 +20,8 @@ export interface ParsedCsr {
   readonly publicKeySpkiDer: Buffer;
   /** DNS names from the subjectAltName extension request, plus the subject CN if it is not among them: lowercase, each once. */
   readonly dnsNames: readonly string[];
+  /** IP addresses from the subjectAltName extension request (and a CN that is one), canonical, each once: `ip` identifiers of an order. */
+  readonly ipAddresses: readonly string[];
   /** "ECDSA P-256", "RSA 2048", ...: what the key policy checks. */
   readonly keyDescription: string;
 }
@@ -95,10 +98,10 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
   const names = requestedNames(csr, source);
   const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
   if (names.entries > maxNames) {
-    throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
+    throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length + names.addresses.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
       source,
       names: names.entries,
-      distinct: names.distinct.length,
+      distinct: names.distinct.length + names.addresses.length,
       limit: maxNames,
     });
   }
@@ -109,26 +112,34 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
     spkiSha256: sha256Hex(spki),
     publicKeySpkiDer: spki,
     dnsNames: names.distinct,
+    ipAddresses: names.addresses,
     keyDescription: describeKey(csr.publicKey.algorithm),
   };
 }
 
 /**
- * The DNS names a request asks for, lowercase and each once (a Set: linear in the number
- * of entries), and how many entries carried them: duplicates still cost the CA's limit.
+ * The DNS names and IP addresses a request asks for, each once (Sets: linear in the number
+ * of entries), and how many entries carried them: duplicates still cost the CA's limit. A
+ * subject CN not among them counts as one more name (an address when it is one).
  */
-function requestedNames(csr: x509.Pkcs10CertificateRequest, source: string): { distinct: string[]; entries: number } {
+function requestedNames(csr: x509.Pkcs10CertificateRequest, source: string): { distinct: string[]; addresses: string[]; entries: number } {
   let san: x509.SubjectAlternativeNameExtension | undefined;
   try {
     san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   } catch (cause) {
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: its extension request does not parse (${(cause as Error).message})`, { source }, { cause });
   }
-  const sans = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()) : [];
+  const items = san ? san.names.items : [];
+  const sans = items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase());
+  const ips = items.filter((n) => n.type === 'ip').map((n) => ipAddress(n.value) ?? n.value);
   const distinct = new Set(sans);
+  const addresses = new Set(ips);
+  const entries = sans.length + ips.length;
   const cn = csr.subjectName.getField('CN')[0]?.toLowerCase();
-  if (cn === undefined || distinct.has(cn) || !/^[a-z0-9*._-]+$/.test(cn)) return { distinct: [...distinct], entries: sans.length };
-  return { distinct: [cn, ...distinct], entries: sans.length + 1 };
+  const cnAddress = cn === undefined ? undefined : ipAddress(cn);
+  if (cnAddress !== undefined) return addresses.has(cnAddress) ? { distinct: [...distinct], addresses: [...addresses], entries } : { distinct: [...distinct], addresses: [cnAddress, ...addresses], entries: entries + 1 };
+  if (cn === undefined || distinct.has(cn) || !/^[a-z0-9*._-]+$/.test(cn)) return { distinct: [...distinct], addresses: [...addresses], entries };
+  return { distinct: [cn, ...distinct], addresses: [...addresses], entries: entries + 1 };
 }
 
 /** Refuses signatures over a broken hash (SHA-1, MD5) and algorithms certplane does not know, before any verification. */

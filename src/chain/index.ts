@@ -2,10 +2,22 @@
  * The chain engine's public face. Pure functions over certificates: every other room
  * depends on this one, and this one depends on nothing but src/errors.ts.
  */
+export {
+  applyTrustChange,
+  failedProfiles,
+  judgeInstalled,
+  verifyInProfiles,
+  type InstalledJudgement,
+  type ProfileVerdict,
+  type ProfileVerdicts,
+  type StoredChainInput,
+  type TrustChange,
+  type TrustProfile,
+} from './profiles.js';
 export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
 export { parseCsr, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
-export { coveringParent, normaliseDnsName } from './names.js';
+export { checkHostname, coveringParent, ipAddress, normaliseDnsName, MAX_DNS_NAME_LENGTH, type CheckedHostname } from './names.js';
 export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {
   selectChain,

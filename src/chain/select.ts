@@ -9,6 +9,7 @@
  */
 import { CertplaneError } from '../errors.js';
 import type { Certificate } from './certificate.js';
+import { failedProfiles, verifyInProfiles, type ProfileVerdicts, type TrustProfile } from './profiles.js';
 import { type ChainProblem } from './problems.js';
 import { verifyChain, type VerificationReport, type VerifyOptions } from './verify.js';
 import { ErrorCode } from '../error-catalogue.js';
@@ -20,6 +21,11 @@ export interface SelectOptions extends VerifyOptions {
   readonly preferences: readonly string[];
   /** `none` (the default) fails closed; `default-chain` takes chain 0 if it verifies at all. */
   readonly fallback?: FallbackPolicy;
+  /**
+   * The trust profiles of the instance's clients: a chain is chosen only if it also verifies
+   * in each of them (the fallback too). Absent: the trust store alone decides.
+   */
+  readonly profiles?: readonly TrustProfile[];
 }
 
 /** What the selection thought of one offered chain. */
@@ -45,6 +51,8 @@ export interface SelectionResult {
   readonly chains: readonly ChainAssessment[];
   /** Verification of the chosen chain against the anchors of its preference; what gets delivered. */
   readonly report: VerificationReport | null;
+  /** With `profiles`: their names and each chain's verdicts in them, by chain index. */
+  readonly profiles?: { readonly names: readonly string[]; readonly verdicts: readonly ProfileVerdicts[] };
 }
 
 /** The topmost certificate a client receives, ignoring a self-signed root shipped in the bundle. */
@@ -57,6 +65,14 @@ export function topmostCertificate(chain: readonly Certificate[]): Certificate |
 export function selectChain(chains: readonly (readonly Certificate[])[], options: SelectOptions): SelectionResult {
   const reasons = chains.map(() => [] as ChainProblem[]);
   const fullReports = chains.map((chain) => verifyChain(chain, options));
+  const names = options.profiles?.map((p) => p.name) ?? [];
+  const verdicts = options.profiles ? chains.map((chain) => verifyInProfiles(chain, options.profiles as readonly TrustProfile[], options)) : [];
+  const profiles = options.profiles ? { profiles: { names, verdicts } } : {};
+  const profileProblems = (index: number): ChainProblem[] =>
+    failedProfiles(verdicts[index] ?? {}, names).map((name) => ({
+      code: ErrorCode.SELECT_PROFILE_UNSATISFIED,
+      message: `does not verify in trust profile "${name}": ${verdicts[index]?.[name]?.errors.map((e) => e.message).join('; ') || 'no such profile'}`,
+    }));
   const assess = (errorsOf: (i: number) => readonly ChainProblem[]): ChainAssessment[] =>
     chains.map((chain, index) => ({
       index,
@@ -83,22 +99,24 @@ export function selectChain(chains: readonly (readonly Certificate[])[], options
         continue;
       }
       const report = verifyChain(chain, { ...options, trustAnchors: anchors });
-      if (report.ok) {
-        return { selected: index, preference, fallbackUsed: false, chains: assess((i) => (i === index ? [] : (reasons[i] as ChainProblem[]))), report };
+      const unsatisfied = profileProblems(index);
+      if (report.ok && unsatisfied.length === 0) {
+        return { selected: index, preference, fallbackUsed: false, chains: assess((i) => (i === index ? [] : (reasons[i] as ChainProblem[]))), report, ...profiles };
       }
-      rejections.push(...report.errors.map((e) => ({ ...e, message: `for "${preference}": ${e.message}` })));
+      rejections.push(...[...report.errors, ...unsatisfied].map((e) => ({ ...e, message: `for "${preference}": ${e.message}` })));
     }
   }
 
-  if (options.fallback === 'default-chain' && chains.length > 0 && fullReports[0]?.ok) {
-    return { selected: 0, preference: null, fallbackUsed: true, chains: assess((i) => (i === 0 ? [] : (reasons[i] as ChainProblem[]))), report: fullReports[0] };
+  if (options.fallback === 'default-chain' && chains.length > 0 && fullReports[0]?.ok && profileProblems(0).length === 0) {
+    return { selected: 0, preference: null, fallbackUsed: true, chains: assess((i) => (i === 0 ? [] : (reasons[i] as ChainProblem[]))), report: fullReports[0], ...profiles };
   }
-  return { selected: null, preference: null, fallbackUsed: false, chains: assess((i) => reasons[i] as ChainProblem[]), report: null };
+  return { selected: null, preference: null, fallbackUsed: false, chains: assess((i) => reasons[i] as ChainProblem[]), report: null, ...profiles };
 }
 
 /** Turns a failed selection into the error that stops issuance, listing every offered chain and why it was refused. */
 export function requireSelection(result: SelectionResult, preferences: readonly string[]): { index: number; report: VerificationReport } {
   if (result.selected !== null && result.report) return { index: result.selected, report: result.report };
+  if (result.profiles && result.profiles.verdicts.every((verdicts) => failedProfiles(verdicts, result.profiles?.names ?? []).length > 0)) throw profilesUnsatisfied(result.profiles);
   const lines = result.chains.map(
     (c) => `chain ${c.index} (top issuer "${c.topIssuer}", verifies to ${c.anchor ? `"${c.anchor}"` : 'nothing trusted'}): ${c.errors.map((e) => e.message).join('; ') || 'no reason recorded'}`,
   );
@@ -106,5 +124,21 @@ export function requireSelection(result: SelectionResult, preferences: readonly 
     ErrorCode.CHAIN_NO_PREFERRED_CHAIN,
     `no offered chain satisfies the preferred roots ${preferences.map((p) => `"${p}"`).join(', ')}; refusing to fall back to the default chain.\n${lines.join('\n')}`,
     { preferences, chains: result.chains.map(({ index, topIssuer, anchor, errors }) => ({ index, topIssuer, anchor, errors })) },
+  );
+}
+
+/**
+ * No offered chain verifies in every profile: a refusal that names, for each chain, the
+ * profiles it fails in, since that is what an operator changes (the profile, or the CA's
+ * chains are simply not trusted by those clients) and another order would get the same chains.
+ */
+function profilesUnsatisfied({ names, verdicts }: NonNullable<SelectionResult['profiles']>): CertplaneError {
+  const chains = verdicts.map((v, index) => ({ index, failedProfiles: failedProfiles(v, names) }));
+  const failing = [...new Set(chains.flatMap((c) => c.failedProfiles))];
+  const lines = chains.map(({ index, failedProfiles: failed }) => `chain ${index} fails in ${failed.map((name) => `"${name}" (${verdicts[index]?.[name]?.errors.map((e) => e.message).join('; ') || 'no such profile'})`).join(', ')}`);
+  return new CertplaneError(
+    ErrorCode.CHAIN_PROFILE_UNSATISFIED,
+    `no offered chain verifies in every trust profile of the instance (${names.map((n) => `"${n}"`).join(', ')}); failing: ${failing.map((n) => `"${n}"`).join(', ')}. Refusing to deliver a chain these clients reject.\n${lines.join('\n')}`,
+    { profiles: failing, chains },
   );
 }

@@ -9,9 +9,10 @@
  * when none passes, the first one's findings are reported, so the report explains the
  * chain the CA actually offered rather than an arbitrary detour.
  */
-import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, type Certificate } from './certificate.js';
+import { EKU_ANY, EKU_SERVER_AUTH, KeyUsage, isSignedBy, signatureVerifies, type Certificate } from './certificate.js';
 import { BundleWarningCode, type ChainProblem } from './problems.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { ipAddress } from './names.js';
 
 /** No real chain is longer; anything past this is a loop or an attack on the path builder. */
 const MAX_PATH_CERTIFICATES = 8;
@@ -120,14 +121,14 @@ function buildPaths(leaf: Certificate, bundle: readonly Certificate[], anchors: 
     for (const anchor of anchors) {
       if (anchor.subject !== current.issuer) continue;
       nameMatches += 1;
-      if (current.native.verify(anchor.publicKey)) found.push({ certificates: chain, anchor });
+      if (signatureVerifies(current, anchor)) found.push({ certificates: chain, anchor });
       else deadEnds.push(problem(ErrorCode.CHAIN_BAD_SIGNATURE, current, `trust anchor "${anchor.subjectCN}" has the issuer's name but did not sign "${current.subjectCN}"`));
     }
     for (const candidate of bundle) {
       if (candidate.subject !== current.issuer || chain.some((c) => c.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       if (anchors.some((a) => a.fingerprintSha256 === candidate.fingerprintSha256)) continue;
       nameMatches += 1;
-      if (!current.native.verify(candidate.publicKey)) {
+      if (!signatureVerifies(current, candidate)) {
         deadEnds.push(problem(ErrorCode.CHAIN_BAD_SIGNATURE, current, `"${candidate.subjectCN}" in the bundle has the issuer's name but did not sign "${current.subjectCN}"`));
         continue;
       }
@@ -185,7 +186,7 @@ function judgePath(path: CandidatePath, options: VerifyOptions): ChainProblem[] 
   });
   const uncovered = (options.hostnames ?? []).filter((name) => !covers(leaf, name));
   if (uncovered.length > 0) {
-    errors.push(problem(ErrorCode.CHAIN_HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${leaf.dnsNames.join(', ') || 'no DNS name'})`));
+    errors.push(problem(ErrorCode.CHAIN_HOSTNAME_MISMATCH, leaf, `the leaf does not cover ${uncovered.join(', ')} (it names ${[...leaf.dnsNames, ...leaf.ipAddresses].join(', ') || 'no DNS name'})`));
   }
   if (options.expectedSpkiSha256 !== undefined && options.expectedSpkiSha256.toLowerCase() !== leaf.spkiSha256) {
     errors.push(problem(ErrorCode.CHAIN_KEY_MISMATCH, leaf, `the leaf certifies key sha256:${leaf.spkiSha256}, not the requested key sha256:${options.expectedSpkiSha256}`));
@@ -197,11 +198,14 @@ function judgePath(path: CandidatePath, options: VerifyOptions): ChainProblem[] 
  * Whether the leaf covers `name`, in one or two Set lookups. A wildcard request is covered
  * only by the same wildcard; a plain name by itself or by a wildcard standing for its whole
  * first label, over at least two further labels (RFC 6125 6.4.3 as OpenSSL applies it).
+ * An IP address is covered only by the same address among the IP SANs (RFC 8738).
  * Partial-label wildcards (`db*.example.com`) cover nothing: the Baseline Requirements
  * forbid them. node's checkHost decodes every SAN on each call, so asking it about each of
  * N names of an N-name leaf costs N squared: 3,000 names took seconds of the event loop.
  */
 function covers(leaf: Certificate, name: string): boolean {
+  const address = ipAddress(name);
+  if (address !== undefined) return leaf.ipAddresses.includes(address);
   const wanted = name.toLowerCase().replace(/\.$/, '');
   if (leaf.dnsNameSet.has(wanted)) return true;
   if (wanted.startsWith('*.')) return false;

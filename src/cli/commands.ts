@@ -7,7 +7,7 @@ import { demo } from './demo.js';
 import { docs } from './docs.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
-import { reissue, status } from './reissue.js';
+import { reissue, status, whatif } from './reissue.js';
 import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
@@ -23,5 +23,6 @@ export const commands: Record<string, Command> = {
   docs,
   reissue,
   status,
+  whatif,
   admin,
 };

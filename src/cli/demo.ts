@@ -83,8 +83,7 @@ export async function demo(args: string[], io: Io): Promise<number> {
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, CERTPLANE_LOG_LEVEL: 'warn' } },
     );
     await waitFor(async () => ((await call('GET', `/v1/instances/${instance.id}`)).agent.connected ? true : undefined), 30_000, 'the agent to connect');
-    const accepted = await call('POST', `/v1/instances/${instance.id}/issue`);
-    say(`issuance ${accepted.certificateId} started: the agent makes the key, sends a CSR and answers http-01 itself`);
+    say('the agent connected: its first certificate is issued without another call (autoIssue); the agent makes the key, sends a CSR and answers http-01 itself');
     const view = await waitFor(async () => {
       const current = await call('GET', `/v1/instances/${instance.id}`);
       if (current.certificate?.status === 'failed') throw new CertplaneError(ErrorCode.DEMO_FAILED, `issuance failed: ${current.certificate.lastError}`);

@@ -19,7 +19,9 @@ commands:
         [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem]
   reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all) --reason TEXT [--dry-run] [--follow]
   status --server URL [--instance ID | --campaign ID] [--json]
-        reissue and status: [--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem] for a secure-mode plane
+  whatif --server URL [--remove-root CN|sha256:PIN]... [--from-profile NAME]... [--distrust PIN]...
+        [--replace-profile NAME=ROOTS.pem]... [--at TIME] [--cluster NAME | --instance ID...] [--json]
+        reissue, status and whatif: [--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem] for a secure-mode plane
   openapi [--out openapi.yaml]
   docs [--out-dir docs/reference]   the reference pages generated from the code
   admin [--socket PATH] [--actor NAME] [--json] COMMAND [--option value]...   the local admin console (certplane admin help)

@@ -6,14 +6,17 @@
 import { readText } from '../config/trust.js';
 import { CertplaneError } from '../errors.js';
 import { sendHttp, type ClientTls } from '../http-client.js';
-import { ExitCode, parse, usageError, type Io } from './args.js';
+import { ExitCode, parse, parseTime, usageError, type Io } from './args.js';
 import { ErrorCode, isErrorCode } from '../error-catalogue.js';
 
 /** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
 const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
 const REISSUE_USAGE = `usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME] ${TLS_USAGE}`;
 const STATUS_USAGE = `usage: certplane status --server URL [--instance ID | --campaign ID] [--json] ${TLS_USAGE}`;
+const WHATIF_USAGE = `usage: certplane whatif --server URL [--remove-root CN|sha256:PIN]... [--from-profile NAME]... [--distrust PIN]... [--replace-profile NAME=ROOTS.pem]... [--at TIME] [--cluster NAME | --instance ID...] [--json] ${TLS_USAGE}`;
 const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server-ca': { type: 'string' } } as const;
+/** Rows per request while the CLI walks every page of a what-if. */
+const WHATIF_PAGE = 500;
 
 /** Where the plane is and how to prove who we are: files are read here, on the operator's machine. */
 interface Target {
@@ -157,9 +160,72 @@ export async function status(args: string[], io: Io): Promise<number> {
   for (const i of rows) {
     const c = i.certificate;
     io.stdout.write(
-      `${i.id}  ${i.name.padEnd(20)} agent ${i.agent.connected ? 'online ' : 'offline'}  ${c ? `${c.status.padEnd(9)} ${c.anchor ?? '-'}  not after ${c.notAfter ?? '-'}` : 'no certificate'}${i.renewal.atRisk ? '  AT RISK' : ''}${c?.lastError ? `  error: ${c.lastError}` : ''}\n`,
+      `${i.id}  ${i.name.padEnd(20)} agent ${i.agent.connected ? 'online ' : 'offline'}  ${c ? `${c.status.padEnd(9)} ${c.anchor ?? '-'}  not after ${c.notAfter ?? '-'}` : 'no certificate'}${trustNote(i.trust)}${i.renewal.atRisk ? '  AT RISK' : ''}${c?.lastError ? `  error: ${c.lastError}` : ''}\n`,
     );
   }
   if (!values.instance && body.nextCursor) io.stdout.write('(more instances: use the API with ?cursor=)\n');
+  return ExitCode.OK;
+}
+
+/** What a trust reload made of the installed chain, when it is not fine. */
+function trustNote(trust: { status: string; brokenProfiles: string[]; alternateAvailable: boolean } | undefined): string {
+  if (trust?.status !== 'broken') return '';
+  return `  TRUST BROKEN in ${trust.brokenProfiles.join(', ')} (${trust.alternateAvailable ? 'a stored alternate chain verifies' : 'needs a new certificate'})`;
+}
+
+/** `certplane whatif`: asks the plane what a trust change would do to the fleet, walks every page, prints a table (or JSON). Changes nothing. */
+export async function whatif(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    {
+      server: { type: 'string' },
+      'remove-root': { type: 'string', multiple: true },
+      'from-profile': { type: 'string', multiple: true },
+      distrust: { type: 'string', multiple: true },
+      'replace-profile': { type: 'string', multiple: true },
+      at: { type: 'string' },
+      cluster: { type: 'string' },
+      instance: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      ...TLS_OPTIONS,
+    },
+    WHATIF_USAGE,
+  );
+  if (positionals.length > 0 || !values.server) throw usageError('--server is required', WHATIF_USAGE);
+  if (values.cluster && values.instance?.length) throw usageError('give --cluster or --instance, not both', WHATIF_USAGE);
+  const target = await targetOf(values, io.env, WHATIF_USAGE);
+  const replaceProfiles: Record<string, string> = {};
+  for (const spec of values['replace-profile'] ?? []) {
+    const [name, file] = [spec.slice(0, spec.indexOf('=')), spec.slice(spec.indexOf('=') + 1)];
+    if (!spec.includes('=') || !name || !file) throw usageError(`--replace-profile takes NAME=ROOTS.pem, not "${spec}"`, WHATIF_USAGE);
+    replaceProfiles[name] = await readText(file, `--replace-profile ${name}`);
+  }
+  const change = {
+    ...(values['remove-root']?.length ? { removeRoots: values['remove-root'] } : {}),
+    ...(values['from-profile']?.length ? { removeFromProfiles: values['from-profile'] } : {}),
+    ...(values.distrust?.length ? { distrustSpki: values.distrust } : {}),
+    ...(Object.keys(replaceProfiles).length > 0 ? { replaceProfiles } : {}),
+    ...(values.at ? { at: parseTime(values.at, WHATIF_USAGE).toISOString() } : {}),
+  };
+  const selector = values.cluster ? { cluster: values.cluster } : values.instance?.length ? { instanceIds: values.instance } : { all: true };
+  const items: Record<string, any>[] = [];
+  let answer: Record<string, any>;
+  let cursor: string | undefined;
+  do {
+    answer = (await api(target, 'POST', '/v1/whatif', undefined, { change, selector, limit: WHATIF_PAGE, ...(cursor ? { cursor } : {}) })).body;
+    items.push(...answer.items);
+    cursor = answer.nextCursor ?? undefined;
+  } while (cursor);
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify({ evaluatedAt: answer.evaluatedAt, counts: answer.counts, items }, null, 2)}\n`);
+    return ExitCode.OK;
+  }
+  const c = answer.counts;
+  io.stdout.write(
+    `what-if at ${answer.evaluatedAt}: ${c.instances} instance(s): ${c.verifies} still verify, ${c.alternateChain} need another stored chain (no new order), ${c.newCertificate} need a new certificate, ${c.noInstalledCertificate} have none installed\n`,
+  );
+  const table = [['INSTANCE', 'NAME', 'CLUSTER', 'OUTCOME', 'BROKEN IN', 'ALTERNATE'], ...items.map((r) => [r.instanceId, r.name, r.cluster ?? '-', r.outcome, r.brokenProfiles.join(',') || '-', r.alternateChainIndex === null ? '-' : `chain ${r.alternateChainIndex}`])];
+  const widths = table[0]!.map((_, column) => Math.max(...table.map((row) => String(row[column]).length)));
+  for (const row of table) io.stdout.write(`${row.map((cell, column) => String(cell).padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
   return ExitCode.OK;
 }

@@ -19,11 +19,19 @@ export async function serve(args: string[], io: Io): Promise<number> {
   try {
     // Run by a person at a terminal, the admin console is also on standard input.
     const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
-    // SIGHUP re-reads the listener's certificate and key (as `certplane admin reload-tls` does), audited as the signal.
+    // SIGHUP re-reads the listener's certificate and key and the trust settings (as `certplane admin
+    // reload-tls` and `reload-trust` do), each audited as the signal; one failing leaves the other done.
     const onHangup = () => {
-      runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor: `signal:SIGHUP (${userInfo().username})` }, plane.adminDeps).then(
-        (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
-        (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
+      const actor = `signal:SIGHUP (${userInfo().username})`;
+      if (plane.adminDeps.serverTls) {
+        runAdminCommand({ command: 'reload-tls', args: { reason: 'SIGHUP' }, actor }, plane.adminDeps).then(
+          (result) => logger.info({ result: result.text }, 'SIGHUP: server certificate reloaded'),
+          (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the server certificate was not reloaded; the current one is still served'),
+        );
+      }
+      runAdminCommand({ command: 'reload-trust', args: { reason: 'SIGHUP' }, actor }, plane.adminDeps).then(
+        (result) => logger.info({ result: result.text }, 'SIGHUP: trust settings reloaded'),
+        (error: unknown) => logger.error({ code: (error as CertplaneError).code, err: (error as Error).message }, 'SIGHUP: the trust settings were not reloaded; the previous ones stay in force'),
       );
     };
     process.on('SIGHUP', onHangup);
@@ -38,7 +46,9 @@ export async function serve(args: string[], io: Io): Promise<number> {
     process.off('SIGHUP', onHangup);
     console?.close();
   } finally {
+    // Stops claiming, gives in-flight orders CERTPLANE_SHUTDOWN_GRACE_MS, releases their leases, then closes channels, listener and store.
     await plane.close();
   }
+  logger.info('management plane stopped');
   return ExitCode.OK;
 }

@@ -9,6 +9,7 @@ import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { DEFAULT_ISSUANCE_CONCURRENCY } from '../agents/issuance.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
@@ -47,6 +48,30 @@ const spkiPins = z.string().transform((raw, ctx) => {
   return normalized as string[];
 });
 
+/** A trust profile's name: what instances list in `trustProfiles` and the API shows. */
+export const PROFILE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** Profile name to PEM path, from a JSON object; `default` is CERTPLANE_TRUST_STORE's. */
+const trustProfiles = z.string().transform((raw, ctx) => {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be a JSON object of profile name to PEM file path, e.g. {"legacy-windows":"/etc/certplane/legacy-windows.pem"}' });
+    return z.NEVER;
+  }
+  const parsed = z.record(z.string().regex(PROFILE_NAME, 'profile names are lowercase letters, digits, ".", "_" and "-"'), z.string().min(1, 'an empty path')).safeParse(value);
+  if (!parsed.success) {
+    ctx.addIssue({ code: 'custom', message: `must be a JSON object of profile name to PEM file path (${parsed.error.issues[0]?.message})` });
+    return z.NEVER;
+  }
+  if (Object.hasOwn(parsed.data, 'default')) {
+    ctx.addIssue({ code: 'custom', message: 'names "default", which is CERTPLANE_TRUST_STORE: set that instead' });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
 /** host:port, with [v6] in brackets. */
 const listenAddress = z.string().transform((raw, ctx) => {
   const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(raw.trim());
@@ -75,11 +100,14 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_ACME_DIRECTORY: z.url({ protocol: /^https?$/ }).default(LETS_ENCRYPT_PRODUCTION).describe('the CA\'s ACME directory'),
     CERTPLANE_ACME_CA_CERTS: z.string().min(1).optional().describe('PEM file of extra CAs to trust for the ACME server\'s own HTTPS (Pebble\'s listener)'),
     CERTPLANE_ACME_EMAIL: z.email().optional().describe('account contact'),
+    CERTPLANE_ACME_POLL_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(200).describe('how often a pending challenge or order is looked at when the CA sends no Retry-After (50 to 60000); the CA\'s Retry-After always wins, and past 10 s of waiting the interval grows to a quarter of the time waited (at most 10 s)'),
     CERTPLANE_MAX_NAMES_PER_CERTIFICATE: z.coerce.number().int().min(1).max(DEFAULT_MAX_NAMES_PER_CERTIFICATE).default(DEFAULT_MAX_NAMES_PER_CERTIFICATE).describe('names one certificate may carry, 1 to 100 (Let\'s Encrypt allows 100, 25 under its newer profiles): caps an instance\'s hostnames and every CSR, duplicates included'),
     CERTPLANE_PREFERRED_CHAINS: preferredChains.default(['ISRG Root X1']).describe('root CNs in order: a JSON array (`["ISRG Root X2","ISRG Root X1"]`) or a comma-separated list'),
     CERTPLANE_CHAIN_FALLBACK: z.enum(['none', 'default-chain']).default('none').describe('`default-chain` accepts the CA\'s default chain when no preference fits (logged at warn)'),
     CERTPLANE_TRUST_STORE: z.string().min(1).default('system').describe('PEM file of trust anchors; `system` is `/etc/ssl/certs/ca-certificates.crt`, or Node\'s bundled roots if that file is missing'),
     CERTPLANE_DISTRUSTED_SPKI: spkiPins.default([]).describe('extra distrusted keys, comma-separated SPKI SHA-256 pins (hex or `sha256/BASE64`), added to the built-in DST Root CA X3'),
+    CERTPLANE_TRUST_PROFILES: trustProfiles.default({}).meta({ description: 'further trust profiles (client trust stores): a JSON object of profile name to PEM file, e.g. `{"legacy-windows":"/etc/certplane/legacy-windows.pem"}`; names are lowercase letters, digits, `.`, `_`, `-`; `default` is `CERTPLANE_TRUST_STORE` ([trust profiles](../concepts/chain-selection.md#trust-profiles))', shownDefault: 'none' }),
+    CERTPLANE_TRUST_FILE: z.string().min(1).optional().describe('a JSON file `{"profiles": {NAME: PEM_PATH}, "preferredChains": [CN...], "distrustedSpki": [PIN...]}`, each key optional; a key present overrides `CERTPLANE_TRUST_PROFILES` (merged by name, may name `default`), `CERTPLANE_PREFERRED_CHAINS` or `CERTPLANE_DISTRUSTED_SPKI`; re-read on every trust reload'),
     CERTPLANE_SECRETS: secretsSpec.default('file:./data/secrets').describe('`file:DIR` (one 0600 file per secret in a 0700 directory) or `aws-sm:PREFIX` (AWS Secrets Manager, secret ids `PREFIX/NAME`)'),
     CERTPLANE_DNS_PROVIDER: z.enum(['route53', 'challtestsrv', 'none']).default('none').describe('dns-01 provider: `route53`, `challtestsrv` or `none`'),
     CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional().describe('pebble-challtestsrv management URL (required with `challtestsrv`)'),
@@ -93,7 +121,10 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_ENROLLMENT_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600).describe('lifetime of an enrollment token (60 s to 7 days)'),
     CERTPLANE_CHALLENGE: z.enum(['http-01', 'dns-01']).default('http-01').describe('`http-01`: the agent answers on its `--http01-port`; `dns-01`: the DNS provider answers (needs `CERTPLANE_DNS_PROVIDER`)'),
     CERTPLANE_RATE_LIMITS: z.string().min(2).optional().meta({ description: 'JSON overriding any of `{"newOrders": {"capacity": 300, "refillPerSecond": 0.0278}, "certificatesPerDomain": {"capacity": 50, ...}, "failedValidationsPerHostname": {"capacity": 5, ...}, "retryReserve": 0.5}`', shownDefault: "Let's Encrypt's published limits" }),
-    CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000).describe('how often each process claims due jobs, refreshes due ARI windows and re-prompts its agents'),
+    CERTPLANE_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(600_000).default(1000).describe('how often each process claims due jobs, refreshes due ARI windows and runs the fallback pass for its agents (work changed elsewhere whose notification was lost, lapsed leases, prompts unanswered for 30 s)'),
+    CERTPLANE_LEASE_MS: z.coerce.number().int().min(3000).max(3_600_000).default(60_000).describe('how long a process\'s lease on a certificate lasts without renewal (renewed every third of it, 3000 to 3600000): how soon another process takes over, and resumes, the order of one that died; see [leases](../concepts/lifecycle.md#leases). Job claims keep their own 60 s'),
+    CERTPLANE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000).describe('on SIGTERM/SIGINT, how long in-flight orders may run on (0 to 600000) before they are stopped at their next step and their leases released, so another process resumes them at once; keep it below the supervisor\'s stop timeout (the systemd unit\'s `TimeoutStopSec=30s`)'),
+    CERTPLANE_ISSUANCE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_ISSUANCE_CONCURRENCY).describe('orders one process runs at once (1 to 10000); further certificates wait in this process for a slot, holding no lease'),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional().describe('rehearsal and test aid: a file holding milliseconds to add to the clock, re-read when it changes, so every process moves time together'),
     CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional().describe('the URL agents and clients should use, returned on instance creation and enrollment (agents keep using it)'),
     CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock').describe('the admin console\'s Unix socket (mode 0600), in a directory owned by the service\'s user that nobody else may write (else `ADMIN_SOCKET_DIRECTORY_INSECURE` at start)'),
@@ -125,6 +156,8 @@ export interface Config {
      * newer profiles): caps the names an instance registers and every CSR, duplicates included.
      */
     readonly maxNamesPerCertificate: number;
+    /** How often a pending challenge or order is looked at when the CA sends no Retry-After, and the floor when it does. */
+    readonly pollIntervalMs: number;
   };
   readonly chain: {
     readonly preferences: readonly string[];
@@ -133,6 +166,10 @@ export interface Config {
     readonly trustStore: string;
     /** Extra SPKI SHA-256 pins (hex) distrusted on top of the built-in list. */
     readonly extraDistrustedSpki: readonly string[];
+    /** Trust profiles besides `default` (trustStore): name to PEM path. */
+    readonly profiles: Readonly<Record<string, string>>;
+    /** A JSON file whose profiles, preferences and distrust list override the three above, re-read on every trust reload (config/trust.ts). */
+    readonly trustFile: string | undefined;
   };
   readonly secrets: string;
   readonly dns: {
@@ -154,6 +191,15 @@ export interface Config {
     /** JSON overrides of the rate-limit buckets (jobs/ratelimit.ts), validated there. */
     readonly rateLimitsJson: string | undefined;
     readonly schedulerIntervalMs: number;
+    /**
+     * How long a lease on a certificate lasts without renewal: how soon another process
+     * takes over (and resumes) the order of one that died (renewed every third of it).
+     */
+    readonly leaseMs: number;
+    /** On shutdown, how long in-flight orders may run on before they are stopped and their leases released. */
+    readonly shutdownGraceMs: number;
+    /** Orders this process runs at once; further certificates wait for a slot without holding a lease. */
+    readonly issuanceConcurrency: number;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
     /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
@@ -178,8 +224,16 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       serverCaCertsPath: e.CERTPLANE_ACME_CA_CERTS,
       contactEmail: e.CERTPLANE_ACME_EMAIL,
       maxNamesPerCertificate: e.CERTPLANE_MAX_NAMES_PER_CERTIFICATE,
+      pollIntervalMs: e.CERTPLANE_ACME_POLL_INTERVAL_MS,
     },
-    chain: { preferences: e.CERTPLANE_PREFERRED_CHAINS, fallback: e.CERTPLANE_CHAIN_FALLBACK, trustStore: e.CERTPLANE_TRUST_STORE, extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI },
+    chain: {
+      preferences: e.CERTPLANE_PREFERRED_CHAINS,
+      fallback: e.CERTPLANE_CHAIN_FALLBACK,
+      trustStore: e.CERTPLANE_TRUST_STORE,
+      extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI,
+      profiles: e.CERTPLANE_TRUST_PROFILES,
+      trustFile: e.CERTPLANE_TRUST_FILE,
+    },
     secrets: e.CERTPLANE_SECRETS,
     dns: { provider: e.CERTPLANE_DNS_PROVIDER, challtestsrvUrl: e.CERTPLANE_CHALLTESTSRV_URL, route53HostedZoneId: e.CERTPLANE_ROUTE53_HOSTED_ZONE_ID },
     logLevel: e.CERTPLANE_LOG_LEVEL,
@@ -193,6 +247,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       challenge: e.CERTPLANE_CHALLENGE,
       rateLimitsJson: e.CERTPLANE_RATE_LIMITS,
       schedulerIntervalMs: e.CERTPLANE_SCHEDULER_INTERVAL_MS,
+      leaseMs: e.CERTPLANE_LEASE_MS,
+      shutdownGraceMs: e.CERTPLANE_SHUTDOWN_GRACE_MS,
+      issuanceConcurrency: e.CERTPLANE_ISSUANCE_CONCURRENCY,
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
       publicUrl: e.CERTPLANE_PUBLIC_URL,
       adminSocket: e.CERTPLANE_ADMIN_SOCKET,

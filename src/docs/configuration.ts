@@ -16,7 +16,22 @@ variables only, validated at start-up; an invalid value stops the command with
 configured by its command-line options instead ([CLI reference](cli.md)).
 `;
 
-const FOOTER = `AWS clients (Secrets Manager, Route 53) take region and credentials from the SDK's
+const FOOTER = `## Settings that reload
+
+Environment variables cannot change under a running process, so what changes without a
+restart lives in files, re-read by SIGHUP and by \`certplane admin reload-trust --reason R\`
+(each process reloads its own; \`systemctl reload\` signals them):
+
+- the PEM file of every trust profile (\`CERTPLANE_TRUST_STORE\`, the paths of
+  \`CERTPLANE_TRUST_PROFILES\` and of the trust file's \`profiles\`), and
+- the trust file (\`CERTPLANE_TRUST_FILE\`): its profiles, \`preferredChains\` and
+  \`distrustedSpki\`.
+
+The variables themselves (which file, \`CERTPLANE_CHAIN_FALLBACK\`, and the preferences or
+distrust list when they are not in the trust file) are read at start only. SIGHUP also
+re-reads the listener's certificate and key (\`CERTPLANE_TLS_CERT\`, \`CERTPLANE_TLS_KEY\`).
+
+AWS clients (Secrets Manager, Route 53) take region and credentials from the SDK's
 standard chain (\`AWS_REGION\`, \`AWS_PROFILE\`, instance roles, ...).
 
 A node that starts with settings other than the ones it last recorded writes a

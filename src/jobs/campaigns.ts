@@ -49,6 +49,8 @@ export class Campaigns {
       logger: Logger;
       /** How long `count` first-attempt orders take under the limiter (jobs/ratelimit.ts), in ms. */
       predictDurationMs?: (count: number) => Promise<number>;
+      /** Told that jobs due now were queued, so this process's scheduler claims them without waiting for its next tick. */
+      onQueued?: () => void;
     },
   ) {}
 
@@ -71,7 +73,9 @@ export class Campaigns {
     }
     await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, matched: ids.length } });
     this.deps.logger.info({ campaignId: campaign.id, matched: ids.length, actor: request.actor, reason: request.reason }, 'reissue campaign started');
-    return this.status(campaign.id);
+    const status = await this.status(campaign.id);
+    this.deps.onQueued?.();
+    return status;
   }
 
   /** The campaign and its counts; a running campaign with nothing left to do is marked done. */

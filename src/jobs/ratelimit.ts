@@ -203,6 +203,18 @@ interface Touch {
   readonly spend: boolean;
 }
 
+/** An acquire waiting for its batch's decision. */
+interface Waiting {
+  readonly touches: readonly Touch[];
+  /** The fraction of each spent bucket a retry must leave. */
+  readonly reserved: number;
+  resolve(result: AcquireResult): void;
+  reject(error: unknown): void;
+}
+
+/** The most requests one transaction decides: bounded so a decision stays short. */
+const MAX_BATCH = 200;
+
 /**
  * Paces orders under the CA's limits, for every process sharing the store. Each decision is
  * one transaction over the bucket rows involved, so a burst from many workers in many
@@ -225,38 +237,95 @@ export class RateLimiter {
    * refused until a CA-given Retry-After has passed.
    */
   async acquire(request: AcquireRequest): Promise<AcquireResult> {
+    const touches = this.#touches(request);
+    return new Promise<AcquireResult>((resolve, reject) => {
+      this.#waiting.push({ touches, reserved: request.attempt === 'retry' ? this.config.retryReserve : 0, resolve, reject });
+      if (!this.#deciding) void this.#decideWaiting();
+    });
+  }
+
+  /** Requests that arrived while a decision was under way: decided together in the next transaction. */
+  readonly #waiting: Waiting[] = [];
+  #deciding = false;
+
+  /**
+   * Decides the waiting requests, batch after batch. Every decision locks the account's
+   * new-orders row, so concurrent orders queue on it anyway; one transaction for everything
+   * that queued meanwhile replaces a queue of transactions each holding a pooled connection.
+   */
+  async #decideWaiting(): Promise<void> {
+    this.#deciding = true;
+    try {
+      while (this.#waiting.length > 0) {
+        const batch = this.#waiting.splice(0, MAX_BATCH);
+        try {
+          const results = await this.#decide(batch);
+          batch.forEach((waiting, i) => waiting.resolve(results[i]!));
+        } catch (error) {
+          for (const waiting of batch) waiting.reject(error);
+        }
+      }
+    } finally {
+      this.#deciding = false;
+    }
+  }
+
+  #touches(request: AcquireRequest): Touch[] {
     const hostnames = [...new Set(request.hostnames.map(identifier))];
     if (hostnames.length === 0) {
       throw new CertplaneError(ErrorCode.RATE_LIMIT_INVALID_REQUEST, 'A rate limit request names no hostname; pass the names of the certificate to order.');
     }
     const domains = [...new Set(hostnames.map(registeredDomain))];
-    const touches: Touch[] = [
+    return [
       { key: this.ordersKey, spec: this.config.newOrders, spend: true },
       ...domains.map((domain) => ({ key: `certificatesPerDomain:${domain}`, spec: this.config.certificatesPerDomain, spend: true })),
       ...hostnames.map((hostname) => ({ key: this.failuresKey(hostname), spec: this.config.failedValidationsPerHostname, spend: false })),
     ];
-    const reserved = request.attempt === 'retry' ? this.config.retryReserve : 0;
+  }
+
+  /** One transaction over every bucket the batch touches; requests are decided in arrival order, each seeing what the ones before it spent. */
+  async #decide(batch: readonly Pick<Waiting, 'touches' | 'reserved'>[]): Promise<AcquireResult[]> {
     const now = this.options.clock();
-    const initial = new Map(touches.map((touch) => [touch.key, full(touch.spec, now)]));
-    return this.options.store.rateBuckets.update<AcquireResult>(initial, (buckets) => {
+    const initial = new Map(batch.flatMap(({ touches }) => touches.map((touch) => [touch.key, full(touch.spec, now)] as const)));
+    return this.options.store.rateBuckets.update<AcquireResult[]>(initial, (buckets) => {
       const orders = stored(buckets, this.ordersKey);
       if (orders.blockedUntil !== null && orders.blockedUntil > now) {
-        return { write: [], result: { granted: false, retryAt: orders.blockedUntil, limitedBy: `caRetryAfter: ${orders.blockedReason ?? 'the CA answered rateLimited'}` } };
+        const refused: AcquireResult = { granted: false, retryAt: orders.blockedUntil, limitedBy: `caRetryAfter: ${orders.blockedReason ?? 'the CA answered rateLimited'}` };
+        return { write: [], result: batch.map(() => refused) };
       }
-      const levels = touches.map((touch) => {
-        const bucket = stored(buckets, touch.key);
-        return { touch, bucket, level: refill(bucket, touch.spec, now) };
+      const levels = new Map<string, { bucket: RateBucketRecord; level: Level }>();
+      const levelOf = (touch: Touch) => {
+        let entry = levels.get(touch.key);
+        if (!entry) {
+          const bucket = stored(buckets, touch.key);
+          entry = { bucket, level: refill(bucket, touch.spec, now) };
+          levels.set(touch.key, entry);
+        }
+        return entry;
+      };
+      const spent = new Set<string>();
+      const result = batch.map(({ touches, reserved }): AcquireResult => {
+        let latest: { readonly at: Date; readonly key: string } | undefined;
+        for (const touch of touches) {
+          const { level } = levelOf(touch);
+          const needed = touch.spend ? reserved * touch.spec.capacity + 1 : 1;
+          if (level.tokens + EPSILON >= needed) continue;
+          const at = readyAt(level, touch.spec, needed);
+          if (latest === undefined || at > latest.at) latest = { at, key: touch.key };
+        }
+        if (latest !== undefined) return { granted: false, retryAt: latest.at, limitedBy: latest.key };
+        for (const touch of touches.filter((t) => t.spend)) {
+          const entry = levelOf(touch);
+          levels.set(touch.key, { ...entry, level: { ...entry.level, tokens: Math.max(0, entry.level.tokens - 1) } });
+          spent.add(touch.key);
+        }
+        return { granted: true };
       });
-      let latest: { readonly at: Date; readonly key: string } | undefined;
-      for (const { touch, level } of levels) {
-        const needed = touch.spend ? reserved * touch.spec.capacity + 1 : 1;
-        if (level.tokens + EPSILON >= needed) continue;
-        const at = readyAt(level, touch.spec, needed);
-        if (latest === undefined || at > latest.at) latest = { at, key: touch.key };
-      }
-      if (latest !== undefined) return { write: [], result: { granted: false, retryAt: latest.at, limitedBy: latest.key } };
-      const write = levels.filter(({ touch }) => touch.spend).map(({ bucket, level }) => ({ ...bucket, tokens: Math.max(0, level.tokens - 1), updatedAt: level.at }));
-      return { write, result: { granted: true } };
+      const write = [...spent].map((key) => {
+        const { bucket, level } = levels.get(key)!;
+        return { ...bucket, tokens: level.tokens, updatedAt: level.at };
+      });
+      return { write, result };
     });
   }
 

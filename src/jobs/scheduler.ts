@@ -2,67 +2,121 @@
  * The loop that turns due jobs into certificate requests. Every management-plane process
  * runs one; they share the queue through the database (claims with SKIP LOCKED and a
  * lease), so a renewal is started once however many processes there are, and work
- * survives restarts. Each tick also refreshes due ARI windows and re-prompts the agents
- * connected to this process (work created by another process reaches them that way).
+ * survives restarts. Each tick also refreshes due ARI windows and runs the coordinator's
+ * fallback pass (work another process created reaches the agents here even when its
+ * notification was lost), whose cost follows what changed, not how many agents are here.
  */
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
-import type { IssuanceCoordinator } from '../agents/issuance.js';
+import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileConnected'>;
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileChanged'>;
   readonly lifecycle: JobLifecycle;
-  /** Ids of the instances whose agents are connected to this process. */
-  readonly connectedInstances: () => readonly string[];
   readonly logger: Logger;
   readonly clock: () => Date;
   readonly intervalMs?: number;
   readonly batchSize?: number;
   readonly leaseMs?: number;
+  /** Told how long each claimed job waited past its due time (the job_claim stage). */
+  readonly metrics?: Pick<IssuanceMetrics, 'stage'>;
 }
+
+/** Claimed jobs started at once: well under the PostgreSQL pool (store/engines.ts). */
+const PARALLEL_STARTS = 4;
 
 export class Scheduler {
   /** Names this process in job claims, for operators reading the jobs table. */
   readonly owner = processName();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
-  #stopped = false;
+  readonly #stopping = new AbortController();
+  #started = false;
+  /** A wake-up arrived during a tick: run the next one at once instead of after the interval. */
+  #woken = false;
 
   constructor(private readonly options: SchedulerOptions) {}
 
   start(): void {
-    const loop = () => {
-      if (this.#stopped) return;
-      this.#running = this.tick()
-        .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
-        .finally(() => {
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.options.intervalMs ?? 1000);
-        });
-    };
-    loop();
+    if (this.#started) return;
+    this.#started = true;
+    this.#loop();
   }
 
+  /**
+   * Work was queued in this process that is due now (a campaign started): tick at once rather
+   * than after the interval, or right after the tick under way. Other processes still find it
+   * on their own next tick.
+   */
+  wake(): void {
+    if (this.#stopping.signal.aborted || !this.#started) return;
+    if (this.#running) this.#woken = true;
+    else this.#loop();
+  }
+
+  #loop(): void {
+    const { signal } = this.#stopping;
+    if (signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#woken = false;
+    this.#running = this.tick(signal)
+      .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
+      .finally(() => {
+        this.#running = undefined;
+        if (!signal.aborted) this.#timer = setTimeout(() => this.#loop(), this.#woken ? 0 : (this.options.intervalMs ?? 1000));
+      });
+  }
+
+  /** Stops claiming: the tick under way ends at its next step (jobs it claimed are started first), and no other follows. */
   async stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopping.abort();
     clearTimeout(this.#timer);
     await this.#running;
   }
 
-  /** One pass: claim due jobs and start them, refresh due ARI windows, re-prompt connected agents. */
-  async tick(): Promise<void> {
+  /**
+   * One pass: claim due jobs and start them (batch after batch while batches come back full,
+   * so a campaign is not paced by the interval), refresh due ARI windows, wake the agents here
+   * whose work changed. `signal` ends it between steps; jobs already claimed are still started
+   * (starting one only records its certificate request), so a stopping process leaves no claim
+   * behind to wait out its lease.
+   */
+  async tick(signal?: AbortSignal): Promise<void> {
     const { store, clock } = this.options;
+    if (signal?.aborted) return;
     const now = clock();
-    const jobs = await store.jobs.claimDue(this.owner, now, this.options.leaseMs ?? 60_000, this.options.batchSize ?? 50);
-    for (const job of jobs) await this.#start(job);
-    for (const certificate of await this.#ariDue(now)) await this.options.lifecycle.refreshAdvice(certificate);
-    await this.options.coordinator.reconcileConnected(this.options.connectedInstances());
+    const batchSize = this.options.batchSize ?? 50;
+    while (!signal?.aborted) {
+      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, batchSize);
+      const claimedAt = clock().getTime();
+      for (const job of jobs) this.options.metrics?.stage('job_claim', Math.max(0, claimedAt - job.dueAt.getTime()) / 1000);
+      // Each job's start is a few queries and a prompt to an agent: independent, so a few at a
+      // time, never so many that they take every pooled connection from the API and the channel.
+      for (let i = 0; i < jobs.length; i += PARALLEL_STARTS) await Promise.all(jobs.slice(i, i + PARALLEL_STARTS).map((job) => this.#start(job)));
+      if (jobs.length < batchSize) break;
+    }
+    for (const certificate of signal?.aborted ? [] : await this.#ariDue(now)) {
+      if (signal?.aborted) return;
+      await this.options.lifecycle.refreshAdvice(certificate);
+    }
+    if (signal?.aborted) return;
+    await this.options.coordinator.reconcileChanged(signal);
   }
 
   async #start(job: JobRecord): Promise<void> {
     try {
+      // A claim taken again after its process died (or lost the database) between starting the
+      // certificate and recording it on the job: an installed certificate finishes the job, it
+      // is never a reason to order a second one.
+      const started = await this.options.store.certificates.latestOfJob(job.id);
+      if (started?.status === 'installed') {
+        await this.options.store.jobs.complete(job.id);
+        this.options.logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: started.id }, 'job claimed again found its certificate installed; completed');
+        return;
+      }
       const replaced = await this.options.store.certificates.latestInstalled(job.instanceId);
       const certificate = await this.options.coordinator.requestIssue(job.instanceId, { jobId: job.id, replacesCertificateId: replaced?.id });
       await this.options.store.jobs.attachCertificate(job.id, certificate.id);

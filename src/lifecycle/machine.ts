@@ -25,13 +25,15 @@ export const OPEN_STATES: readonly CertificateState[] = ['pending', 'csr_accepte
 export const ORDERING_STATES: readonly CertificateState[] = ['csr_accepted', 'ordering'];
 
 /** What can happen to a certificate. Each name is an arc (or a set of arcs) of the table. */
-export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed'] as const;
+export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'order_replaced', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed'] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 /** The one transition table: for each event, the states it may leave and the state it enters. */
 export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: readonly CertificateState[]; readonly to: CertificateState }>> = {
   csr_accepted: { from: ['pending'], to: 'csr_accepted' },
   order_created: { from: ['csr_accepted'], to: 'ordering' },
+  /** A process that took the order over found it unusable at the CA (invalid, expired, unknown) and placed a new one. */
+  order_replaced: { from: ['ordering'], to: 'ordering' },
   chain_verified: { from: ['ordering'], to: 'issued' },
   delivered: { from: ['issued'], to: 'delivered' },
   installed: { from: ['delivered'], to: 'installed' },

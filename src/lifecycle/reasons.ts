@@ -21,6 +21,8 @@ export const FAILURE_REASONS = {
   AgentRefused: { permanent: false },
   /** The agent was not connected when it was needed. */
   AgentOffline: { permanent: false },
+  /** The instance's names or key algorithm changed while it was under way; a certificate for the new ones replaces it. */
+  InstanceChanged: { permanent: false },
   /** Something inside certplane failed (database, bug); the log has the detail. */
   Internal: { permanent: false },
   /** The CSR breaks the instance's policy (names, key, signature). */

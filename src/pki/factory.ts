@@ -5,6 +5,7 @@
  * intermediates, leaves) with it instead of shipping key material in the repository.
  */
 import { webcrypto } from 'node:crypto';
+import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -146,13 +147,19 @@ function algorithmOf(key: KeyPair): KeyAlgorithm {
   return key.keys.privateKey.algorithm.name === 'ECDSA' ? 'ecdsa-p256' : 'rsa-2048';
 }
 
-/** A PKCS#10 request for `dnsNames`, signed by `key`: what an agent sends instead of its key. */
-export async function createCsr(key: KeyPair, dnsNames: readonly string[]): Promise<string> {
+/**
+ * A PKCS#10 request for `names`, signed by `key`: what an agent sends instead of its key. IP
+ * addresses go in as IP SANs (RFC 8738); the subject CN is the first DNS name, and an
+ * address-only request has none, as CAs issue address certificates without a CN.
+ */
+export async function createCsr(key: KeyPair, names: readonly string[]): Promise<string> {
+  const sans = names.map((value) => (isIP(value) ? { type: 'ip' as const, value } : { type: 'dns' as const, value }));
+  const cn = sans.find((san) => san.type === 'dns')?.value ?? (names.length === 0 ? 'certplane' : undefined);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${dnsNames[0] ?? 'certplane'}`,
+    ...(cn === undefined ? {} : { name: `CN=${cn}` }),
     keys: key.keys,
     signingAlgorithm: algorithms[algorithmOf(key)].sign,
-    extensions: [new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value })))],
+    extensions: [new x509.SubjectAlternativeNameExtension(sans)],
   });
   return csr.toString('pem');
 }

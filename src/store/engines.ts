@@ -25,6 +25,13 @@ export interface Database extends Queryable {
   readonly location: string;
   /** Runs `work` in one transaction: committed if it resolves, rolled back if it throws. */
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * LISTENs on `channel` and hands every notification's payload to `onPayload` until the
+   * returned function is called. On PostgreSQL the listener has a connection of its own,
+   * opened again (with jittered backoff) when it breaks; `onResubscribed` is told each time,
+   * because notifications sent meanwhile are lost and the caller must look for itself.
+   */
+  listen(channel: string, onPayload: (payload: string) => void, onResubscribed: () => void): Promise<() => Promise<void>>;
   /** Releases the connections or the embedded engine; later queries fail with STORE_CLOSED. */
   close(): Promise<void>;
 }
@@ -36,9 +43,14 @@ const POOL_SIZE = 10;
 const CONNECT_TIMEOUT_MS = 10_000;
 /** SQLSTATE classes and codes that mean the server, not the statement, is the problem. */
 const UNAVAILABLE_STATES = /^(08|53|57P0[1-3]|3D000|28)/;
-/** Node's network errnos (ECONNRESET, ETIMEDOUT, ...) and pg's words for a dropped connection. */
+/** Node's network errnos (ECONNRESET, ETIMEDOUT, ...) and pg's words for a dropped connection or a pool that found none in time. */
 const NETWORK_ERRNO = /^E[A-Z]+$/;
-const CONNECTION_LOST = /Connection terminated|connection timeout/i;
+const CONNECTION_LOST = /Connection terminated|connection timeout|timeout exceeded when trying to connect/i;
+/** Bounds of the listener connection's reconnect delay (full jitter under a doubling ceiling). */
+const LISTEN_RETRY_MIN_MS = 250;
+const LISTEN_RETRY_MAX_MS = 30_000;
+/** A channel name goes into LISTEN as an identifier: only plain lower-case names are accepted. */
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /**
  * Opens the database named by `url` and proves it answers. The URL's form picks the
@@ -110,8 +122,57 @@ async function openPostgres(url: string): Promise<Database> {
         client.release(broken);
       }
     },
+    listen: (channel, onPayload, onResubscribed) => listenOnPostgres(url, channel, onPayload, onResubscribed),
     close: () => pool.end(),
   });
+}
+
+/**
+ * A client outside the pool, because a LISTEN belongs to its connection. When the
+ * connection breaks (the server restarted, a network cut) it is opened again after a
+ * jittered, doubling delay, and `onResubscribed` tells the caller that notifications in
+ * between are lost.
+ */
+async function listenOnPostgres(url: string, channel: string, onPayload: (payload: string) => void, onResubscribed: () => void): Promise<() => Promise<void>> {
+  if (!CHANNEL_NAME.test(channel)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, `${channel} is not a notification channel name certplane uses`);
+  let stopped = false;
+  let client: pg.Client | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let failures = 0;
+  const open = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    next.on('notification', (message) => {
+      if (message.channel === channel && message.payload) onPayload(message.payload);
+    });
+    next.on('error', () => lost(next));
+    next.on('end', () => lost(next));
+    client = next;
+    await next.connect();
+    await next.query(`LISTEN ${channel}`);
+    failures = 0;
+  };
+  const lost = (broken: pg.Client) => {
+    if (stopped || client !== broken || retry) return;
+    client = undefined;
+    void broken.end().catch(() => undefined);
+    failures += 1;
+    const ceiling = Math.min(LISTEN_RETRY_MAX_MS, LISTEN_RETRY_MIN_MS * 2 ** Math.min(failures, 16));
+    retry = setTimeout(() => {
+      retry = undefined;
+      if (stopped) return;
+      open().then(onResubscribed, () => client && lost(client));
+    }, Math.round(Math.random() * ceiling));
+    retry.unref();
+  };
+  await open().catch((error: unknown) => {
+    void client?.end().catch(() => undefined);
+    throw translate(error, redactUrl(url));
+  });
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await client?.end().catch(() => undefined);
+  };
 }
 
 async function openPglite(directory: string | undefined, location: string): Promise<Database> {
@@ -131,12 +192,21 @@ async function openPglite(directory: string | undefined, location: string): Prom
   return guarded('pglite', location, {
     query: async <T>(sql: string, params?: readonly unknown[]) => (await engine.query<T>(sql, params && [...params])).rows,
     transaction: (work) => engine.transaction((tx) => work({ query: async <T>(sql: string, params?: readonly unknown[]) => (await tx.query<T>(sql, params && [...params])).rows })),
+    // In this process: nothing to lose, so never resubscribed.
+    listen: async (channel, onPayload) => {
+      if (!CHANNEL_NAME.test(channel)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, `${channel} is not a notification channel name certplane uses`);
+      const unlisten = await engine.listen(channel, onPayload);
+      return async () => {
+        if (!engine.closed) await unlisten();
+      };
+    },
     close: () => engine.close(),
   });
 }
 
 interface RawDatabase extends Queryable {
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  listen: Database['listen'];
   close(): Promise<void>;
 }
 
@@ -169,6 +239,10 @@ function guarded(engine: Database['engine'], location: string, raw: RawDatabase)
       } catch (error) {
         throw translate(error, location);
       }
+    },
+    listen: async (channel, onPayload, onResubscribed) => {
+      ensureOpen();
+      return raw.listen(channel, onPayload, onResubscribed);
     },
     close: async () => {
       if (closed) return;

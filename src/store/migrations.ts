@@ -267,6 +267,79 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE jobs ADD COLUMN last_failure jsonb',
     ],
   },
+  {
+    version: 11,
+    description: 'first certificate on enrollment (auto_issue per instance), and listing filters by hostname',
+    statements: [
+      // Instances registered before this version were created by callers that issue
+      // themselves: they keep that. The API turns it on for new instances unless told not to.
+      'ALTER TABLE instances ADD COLUMN auto_issue boolean NOT NULL DEFAULT false',
+      // GET /v1/instances?hostname=: which instances list a name, without reading them all.
+      'CREATE INDEX instances_hostnames ON instances USING gin (hostnames)',
+      'CREATE INDEX instances_cluster_created_at_id ON instances (cluster, created_at, id)',
+    ],
+  },
+  {
+    version: 12,
+    description: 'trust profiles: every chain the CA offered for a certificate with its verdict per profile, the profiles each instance serves, and the last trust evaluation of each instance',
+    statements: [
+      // The client trust stores (config/trust.ts) an instance's certificate must verify in.
+      "ALTER TABLE instances ADD COLUMN trust_profiles text[] NOT NULL DEFAULT ARRAY['default']::text[]",
+      // Every chain offered for the certificate, as the CA sent it: public, and what lets a
+      // later decision (a trust change, a rechain) do without the CA. `selected` marks the
+      // chain delivered (certificates.fullchain_pem is its verified path); `verification` is
+      // its verdict per configured profile ({name: {ok, anchor, errors}}) under the trust
+      // settings whose fingerprint is `trust_fingerprint`, as of `evaluated_at`.
+      `CREATE TABLE certificate_chains (
+        certificate_id uuid NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+        chain_index integer NOT NULL,
+        chain_pem text NOT NULL,
+        top_issuer_cn text NOT NULL,
+        selected boolean NOT NULL,
+        verification jsonb NOT NULL,
+        evaluated_at timestamptz NOT NULL,
+        trust_fingerprint text NOT NULL,
+        PRIMARY KEY (certificate_id, chain_index)
+      )`,
+      // One row per instance with an installed certificate: whether that certificate's
+      // installed chain verifies in every profile of the instance, and which stored chain
+      // would, as the last reload (or installation) judged it. Persisted so that every
+      // process, the API and the CLI agree on what a trust change broke.
+      `CREATE TABLE instance_trust (
+        instance_id uuid PRIMARY KEY REFERENCES instances (id) ON DELETE CASCADE,
+        certificate_id uuid NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+        status text NOT NULL CHECK (status IN ('ok', 'broken')),
+        broken_profiles text[] NOT NULL,
+        alternate_chain_index integer,
+        evaluated_at timestamptz NOT NULL,
+        trust_fingerprint text NOT NULL
+      )`,
+      'CREATE INDEX instance_trust_status ON instance_trust (status)',
+    ],
+  },
+  {
+    version: 13,
+    description: 'wake-ups for the process holding an agent\'s channel: a notification per certificate that waits for its agent, and indexes for the fallback pass over what changed',
+    statements: [
+      // The fallback pass reads only what changed since its last look, or whose lease lapsed since then.
+      "CREATE INDEX certificates_open_updated ON certificates (updated_at) WHERE status IN ('pending', 'csr_accepted', 'ordering', 'issued', 'delivered')",
+      "CREATE INDEX certificates_ordering_lease ON certificates (lease_until) WHERE status IN ('csr_accepted', 'ordering')",
+      // Delivered at commit to every process that LISTENs (on PostgreSQL, across processes):
+      // a new request waits for a CSR, an issued chain for its delivery, an order released
+      // by its process for the one that holds the channel its http-01 challenges need.
+      `CREATE FUNCTION certplane_agent_work() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF TG_OP = 'INSERT'
+            OR (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('pending', 'issued'))
+            OR (NEW.status IN ('csr_accepted', 'ordering') AND OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL) THEN
+           PERFORM pg_notify('certplane_agent_work', NEW.instance_id::text || ' ' || NEW.id::text || ' ' || NEW.status);
+         END IF;
+         RETURN NULL;
+       END $$`,
+      `CREATE TRIGGER certificates_agent_work AFTER INSERT OR UPDATE OF status, lease_owner ON certificates
+       FOR EACH ROW WHEN (NEW.status IN ('pending', 'csr_accepted', 'ordering', 'issued')) EXECUTE FUNCTION certplane_agent_work()`,
+    ],
+  },
 ];
 
 /**

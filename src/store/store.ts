@@ -12,14 +12,18 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { OPEN_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
+import { AT_RISK_FRACTION } from '../jobs/renewal.js';
+import { CERTIFICATE_STATES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
   type CertificateRecord,
   type CertificateUpdate,
   type HostnameConflict,
+  type InstanceFilter,
+  type InstalledChainsRecord,
   type InstanceRecord,
+  type InstanceStatus,
   type Page,
   type RateBucketRecord,
   type Store,
@@ -45,7 +49,7 @@ export async function openStore(url: string): Promise<Store> {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Microsecond precision, because that is what the database keeps: paging must not lose it. */
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-const CURSOR_TIME_SQL = `to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+const CURSOR_TIME_SQL = `to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
 interface InstanceRow {
   id: string;
@@ -58,6 +62,8 @@ interface InstanceRow {
   agent_last_seen_at: Date | null;
   installed_fingerprint_sha256: string | null;
   profile: string | null;
+  auto_issue: boolean;
+  trust_profiles: string[];
 }
 
 interface CertificateRow {
@@ -85,6 +91,17 @@ interface CertificateRow {
   ari_retry_at: Date | null;
   replaces_certificate_id: string | null;
   job_id: string | null;
+}
+
+interface StoredChainRow {
+  certificate_id: string;
+  chain_index: number;
+  chain_pem: string;
+  top_issuer_cn: string;
+  selected: boolean;
+  verification: unknown;
+  evaluated_at: Date;
+  trust_fingerprint: string;
 }
 
 interface ApiClientRow {
@@ -163,54 +180,88 @@ class SqlStore implements Store {
     create: (input) =>
       this.db.transaction(async (tx) => {
         const names = [...new Set(input.hostnames.map(normaliseDnsName))];
-        const claims = names.map((name) => ({ name, ...coveringParent(name) }));
-        const parents = [...new Set(claims.map((claim) => claim.parent))].sort();
-        // Two registrations that could conflict share a parent, so they queue here (in one
-        // order, so they never deadlock) and the second one sees the first one's names.
-        for (const parent of parents) await tx.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2))', [HOSTNAME_LOCK_CLASS, parent]);
-        const held = await tx.query<{ name: string; instance_id: string; parent: string; wildcard: boolean; cluster: string | null }>(
-          `SELECT o.name, o.instance_id, o.parent, o.wildcard, i.cluster FROM instance_hostnames o JOIN instances i ON i.id = o.instance_id
-           WHERE o.name = ANY($1::text[]) OR (o.wildcard AND o.parent = ANY($2::text[])) OR (NOT o.wildcard AND o.parent = ANY($3::text[]))
-           ORDER BY o.name`,
-          [names, claims.map((claim) => claim.parent), claims.filter((claim) => claim.wildcard).map((claim) => claim.parent)],
-        );
-        const conflicts: HostnameConflict[] = held.flatMap((row) =>
-          claims
-            .filter((claim) => row.name === claim.name || (row.parent === claim.parent && (row.wildcard || claim.wildcard)))
-            .map((claim) => ({ requested: claim.name, held: row.name, instanceId: row.instance_id, cluster: row.cluster })),
-        );
-        if (conflicts.length > 0) {
-          throw new CertplaneError(ErrorCode.INSTANCE_HOSTNAME_TAKEN, `${describeConflict(conflicts[0]!)}; a hostname belongs to one instance.`, { conflicts });
-        }
+        await claimHostnames(tx, null, names);
         const [row] = await tx.query<InstanceRow>(
-          'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile) VALUES ($1, $2, $3::text[], $4, $5, $6) RETURNING *',
-          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null],
+          'INSERT INTO instances (id, name, hostnames, cluster, key_algorithm, profile, auto_issue, trust_profiles) VALUES ($1, $2, $3::text[], $4, $5, $6, $7, $8::text[]) RETURNING *',
+          [randomUUID(), input.name, names, input.cluster, input.keyAlgorithm, input.profile ?? null, input.autoIssue ?? false, [...(input.trustProfiles ?? ['default'])]],
         );
         const instance = toInstance(inserted(row));
-        await tx.query(
-          'INSERT INTO instance_hostnames (name, instance_id, parent, wildcard) SELECT name, $1::uuid, parent, wildcard FROM unnest($2::text[], $3::text[], $4::boolean[]) AS claim (name, parent, wildcard)',
-          [instance.id, names, claims.map((claim) => claim.parent), claims.map((claim) => claim.wildcard)],
-        );
+        await recordClaims(tx, instance.id, names);
         return instance;
       }),
+    update: async (id, changes, allow) => {
+      if (!UUID.test(id)) return undefined;
+      return this.db.transaction(async (tx) => {
+        // The row first, then the names' locks: nothing takes them the other way round, so
+        // two changes of one instance queue here and never deadlock with a registration.
+        const [row] = await tx.query<InstanceRow>('SELECT * FROM instances WHERE id = $1 FOR NO KEY UPDATE', [id]);
+        if (!row) return undefined;
+        const before = toInstance(row);
+        allow?.(before);
+        const assignments: string[] = [];
+        const params: unknown[] = [id];
+        const set = (column: string, value: unknown, type: string) => {
+          params.push(value);
+          assignments.push(`${column} = $${params.length}::${type}`);
+        };
+        if (changes.hostnames !== undefined) {
+          const names = [...new Set(changes.hostnames.map(normaliseDnsName))];
+          const owned = (await tx.query<{ name: string }>('SELECT name FROM instance_hostnames WHERE instance_id = $1', [id])).map((r) => r.name);
+          const claimed = names.filter((name) => !owned.includes(name));
+          await claimHostnames(tx, id, claimed);
+          await tx.query('DELETE FROM instance_hostnames WHERE instance_id = $1 AND NOT (name = ANY($2::text[]))', [id, names]);
+          await recordClaims(tx, id, claimed);
+          set('hostnames', names, 'text[]');
+        }
+        if (changes.name !== undefined) set('name', changes.name, 'text');
+        if (changes.cluster !== undefined) set('cluster', changes.cluster, 'text');
+        if (changes.keyAlgorithm !== undefined) set('key_algorithm', changes.keyAlgorithm, 'text');
+        if (changes.profile !== undefined) set('profile', changes.profile, 'text');
+        if (changes.autoIssue !== undefined) set('auto_issue', changes.autoIssue, 'boolean');
+        if (assignments.length === 0) return { before, after: before };
+        const [updated] = await tx.query<InstanceRow>(`UPDATE instances SET ${assignments.join(', ')} WHERE id = $1 RETURNING *`, params);
+        return { before, after: toInstance(inserted(updated)) };
+      });
+    },
     get: async (id) => {
       if (!UUID.test(id)) return undefined;
       const [row] = await this.db.query<InstanceRow>('SELECT * FROM instances WHERE id = $1', [id]);
       return row && toInstance(row);
     },
-    list: async ({ cursor, limit, clusters = null }) => {
+    list: async ({ cursor, limit, clusters = null, filter = {}, now = new Date() }) => {
       const after = cursor === undefined ? undefined : decodeCursor(cursor);
+      const params: unknown[] = [limit + 1, clusters && [...clusters]];
+      const where = ['($2::text[] IS NULL OR i.cluster = ANY($2::text[]))', ...instanceFilter(filter, now, params)];
+      if (after) {
+        params.push(after.createdAt, after.id);
+        where.push(`(i.created_at, i.id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+      }
       const rows = await this.db.query<InstanceRow & { cursor_created_at: string }>(
-        `SELECT *, ${CURSOR_TIME_SQL} AS cursor_created_at FROM instances
-         WHERE ($2::text[] IS NULL OR cluster = ANY($2::text[]))
-         ${after ? 'AND (created_at, id) > ($3::timestamptz, $4::uuid)' : ''}
-         ORDER BY created_at, id LIMIT $1`,
-        after ? [limit + 1, clusters && [...clusters], after.createdAt, after.id] : [limit + 1, clusters && [...clusters]],
+        `SELECT i.*, ${CURSOR_TIME_SQL} AS cursor_created_at FROM instances i ${LATEST_CERTIFICATE_JOIN}
+         WHERE ${where.join(' AND ')}
+         ORDER BY i.created_at, i.id LIMIT $1`,
+        params,
       );
       const items = rows.slice(0, limit);
       const last = items.at(-1);
       const nextCursor = rows.length > limit && last ? encodeCursor(last.cursor_created_at, last.id) : null;
       return { items: items.map(toInstance), nextCursor } satisfies Page<InstanceRecord>;
+    },
+    summary: async ({ clusters, now }) => {
+      const params: unknown[] = [clusters && [...clusters], now, AT_RISK_FRACTION];
+      const rows = await this.db.query<{ status: InstanceStatus; total: number; at_risk: number; connected: number }>(
+        `SELECT COALESCE(latest.status, 'none') AS status, count(*)::int AS total,
+                count(*) FILTER (WHERE ${AT_RISK_SQL('$2', '$3')})::int AS at_risk,
+                count(*) FILTER (WHERE i.agent_connected_at IS NOT NULL)::int AS connected
+         FROM instances i ${LATEST_CERTIFICATE_JOIN}
+         WHERE ($1::text[] IS NULL OR i.cluster = ANY($1::text[]))
+         GROUP BY 1`,
+        params,
+      );
+      const byStatus = Object.fromEntries(INSTANCE_STATUSES.map((status) => [status, 0])) as Record<InstanceStatus, number>;
+      for (const row of rows) byStatus[row.status] = row.total;
+      const sum = (pick: (row: (typeof rows)[number]) => number) => rows.reduce((total, row) => total + pick(row), 0);
+      return { total: sum((r) => r.total), byStatus, atRisk: sum((r) => r.at_risk), agentsConnected: sum((r) => r.connected) };
     },
     ownedNames: async (instanceId, names) => {
       if (!UUID.test(instanceId)) return [];
@@ -234,6 +285,134 @@ class SqlStore implements Store {
     },
     setInstalledFingerprint: async (id, fingerprintSha256) => {
       await this.updateInstance(id, 'installed_fingerprint_sha256 = $2::text', fingerprintSha256);
+    },
+  };
+
+  readonly chains: Store['chains'] = {
+    record: async (certificateId, chains) => {
+      if (chains.length === 0) return;
+      await this.db.query(
+        `INSERT INTO certificate_chains (certificate_id, chain_index, chain_pem, top_issuer_cn, selected, verification, evaluated_at, trust_fingerprint)
+         SELECT $1::uuid, c.chain_index, c.chain_pem, c.top_issuer_cn, c.selected, c.verification::jsonb, $2::timestamptz, $3
+         FROM unnest($4::int[], $5::text[], $6::text[], $7::boolean[], $8::text[]) AS c (chain_index, chain_pem, top_issuer_cn, selected, verification)
+         ON CONFLICT (certificate_id, chain_index) DO NOTHING`,
+        [
+          certificateId,
+          chains[0]!.evaluatedAt,
+          chains[0]!.trustFingerprint,
+          chains.map((c) => c.index),
+          chains.map((c) => c.pem),
+          chains.map((c) => c.topIssuerCN),
+          chains.map((c) => c.selected),
+          chains.map((c) => JSON.stringify(c.verification)),
+        ],
+      );
+    },
+    list: async (certificateId) => {
+      if (!UUID.test(certificateId)) return [];
+      const rows = await this.db.query<StoredChainRow>('SELECT * FROM certificate_chains WHERE certificate_id = $1 ORDER BY chain_index', [certificateId]);
+      return rows.map((row) => ({
+        certificateId: row.certificate_id,
+        index: row.chain_index,
+        pem: row.chain_pem,
+        topIssuerCN: row.top_issuer_cn,
+        selected: row.selected,
+        verification: row.verification,
+        evaluatedAt: row.evaluated_at,
+        trustFingerprint: row.trust_fingerprint,
+      }));
+    },
+    setVerifications: async (rows) => {
+      if (rows.length === 0) return;
+      await this.db.query(
+        `UPDATE certificate_chains c SET verification = u.verification::jsonb, evaluated_at = u.evaluated_at, trust_fingerprint = u.trust_fingerprint
+         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]) AS u (certificate_id, chain_index, verification, evaluated_at, trust_fingerprint)
+         WHERE c.certificate_id = u.certificate_id AND c.chain_index = u.chain_index`,
+        [rows.map((r) => r.certificateId), rows.map((r) => r.index), rows.map((r) => JSON.stringify(r.verification)), rows.map((r) => r.evaluatedAt), rows.map((r) => r.trustFingerprint)],
+      );
+    },
+  };
+
+  readonly trust: Store['trust'] = {
+    installed: async ({ clusters = null, instanceIds }) => {
+      const ids = instanceIds?.filter((id) => UUID.test(id));
+      const rows = await this.db.query<{
+        id: string;
+        name: string;
+        cluster: string | null;
+        created_at: Date;
+        trust_profiles: string[];
+        certificate_id: string | null;
+        fullchain_pem: string | null;
+        chain_index: number | null;
+        chain_pem: string | null;
+        selected: boolean | null;
+      }>(
+        `SELECT i.id, i.name, i.cluster, i.created_at, i.trust_profiles, c.id AS certificate_id, c.fullchain_pem, ch.chain_index, ch.chain_pem, ch.selected
+         FROM instances i
+         LEFT JOIN LATERAL (SELECT id, fullchain_pem FROM certificates WHERE instance_id = i.id AND status = 'installed' ORDER BY created_at DESC, creation_order DESC LIMIT 1) c ON true
+         LEFT JOIN certificate_chains ch ON ch.certificate_id = c.id
+         WHERE ($1::text[] IS NULL OR i.cluster = ANY($1::text[])) AND ($2::uuid[] IS NULL OR i.id = ANY($2::uuid[]))
+         ORDER BY i.created_at, i.id, ch.chain_index`,
+        [clusters && [...clusters], ids ?? null],
+      );
+      const out: { instance: InstalledChainsRecord['instance']; certificateId: string | null; fullchainPem: string | null; chains: { index: number; pem: string; selected: boolean }[] }[] = [];
+      for (const row of rows) {
+        let last = out[out.length - 1];
+        if (last?.instance.id !== row.id) {
+          last = { instance: { id: row.id, name: row.name, cluster: row.cluster, createdAt: row.created_at, trustProfiles: row.trust_profiles }, certificateId: row.certificate_id, fullchainPem: row.fullchain_pem, chains: [] };
+          out.push(last);
+        }
+        if (row.chain_index !== null && row.chain_pem !== null) last.chains.push({ index: row.chain_index, pem: row.chain_pem, selected: row.selected === true });
+      }
+      return out;
+    },
+    record: async (rows) => {
+      if (rows.length === 0) return;
+      await this.db.query(
+        `INSERT INTO instance_trust (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
+         SELECT u.instance_id, u.certificate_id, u.status, ARRAY(SELECT jsonb_array_elements_text(u.broken_profiles::jsonb)), u.alternate_chain_index, u.evaluated_at, u.trust_fingerprint
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[])
+           AS u (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
+         ON CONFLICT (instance_id) DO UPDATE SET certificate_id = EXCLUDED.certificate_id, status = EXCLUDED.status, broken_profiles = EXCLUDED.broken_profiles,
+           alternate_chain_index = EXCLUDED.alternate_chain_index, evaluated_at = EXCLUDED.evaluated_at, trust_fingerprint = EXCLUDED.trust_fingerprint`,
+        [
+          rows.map((r) => r.instanceId),
+          rows.map((r) => r.certificateId),
+          rows.map((r) => r.status),
+          rows.map((r) => JSON.stringify(r.brokenProfiles)),
+          rows.map((r) => r.alternateChainIndex),
+          rows.map((r) => r.evaluatedAt),
+          rows.map((r) => r.trustFingerprint),
+        ],
+      );
+    },
+    of: async (instanceIds) => {
+      const ids = instanceIds.filter((id) => UUID.test(id));
+      if (ids.length === 0) return new Map();
+      const rows = await this.db.query<{
+        instance_id: string;
+        certificate_id: string;
+        status: 'ok' | 'broken';
+        broken_profiles: string[];
+        alternate_chain_index: number | null;
+        evaluated_at: Date;
+        trust_fingerprint: string;
+      }>('SELECT * FROM instance_trust WHERE instance_id = ANY($1::uuid[])', [ids]);
+      return new Map(
+        rows.map((r) => [
+          r.instance_id,
+          {
+            instanceId: r.instance_id,
+            certificateId: r.certificate_id,
+            status: r.status,
+            brokenProfiles: r.broken_profiles,
+            alternateChainIndex: r.alternate_chain_index,
+            evaluatedAt: r.evaluated_at,
+            trustFingerprint: r.trust_fingerprint,
+          },
+        ]),
+      );
     },
   };
 
@@ -398,6 +577,21 @@ class SqlStore implements Store {
       );
       return row && toCertificate(row);
     },
+    latestOfJob: async (jobId) => {
+      if (!UUID.test(jobId)) return undefined;
+      const [row] = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE job_id = $1 ORDER BY created_at DESC, creation_order DESC LIMIT 1', [jobId]);
+      return row && toCertificate(row);
+    },
+    latestOf: async (instanceIds) => {
+      const ids = instanceIds.filter((id) => UUID.test(id));
+      const found = new Map<string, { latest?: CertificateRecord; installed?: CertificateRecord }>();
+      if (ids.length === 0) return found;
+      const newest = (condition: string) =>
+        this.db.query<CertificateRow>(`SELECT DISTINCT ON (instance_id) * FROM certificates WHERE instance_id = ANY($1::uuid[]) ${condition} ORDER BY instance_id, created_at DESC, creation_order DESC`, [ids]);
+      for (const row of await newest('')) found.set(row.instance_id, { latest: toCertificate(row) });
+      for (const row of await newest("AND status = 'installed'")) found.set(row.instance_id, { ...found.get(row.instance_id), installed: toCertificate(row) });
+      return found;
+    },
     open: async (instanceId) => {
       if (!UUID.test(instanceId)) return [];
       const rows = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE instance_id = $1 AND status = ANY($2::text[]) ORDER BY created_at, creation_order', [
@@ -459,12 +653,22 @@ class SqlStore implements Store {
         [id, renewal.renewAt ?? null, renewal.ariRetryAt],
       );
     },
-    lease: async (id, owner, now, until) => {
+    lease: async (id, owner, durationMs) => {
+      if (!UUID.test(id)) return false;
+      // The database's clock, never the caller's: every process compares against the same time,
+      // so a process whose clock runs ahead can neither steal a live lease nor keep a lapsed one.
+      const rows = await this.db.query(
+        `UPDATE certificates SET lease_owner = $2, lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+         WHERE id = $1 AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= now()) RETURNING id`,
+        [id, owner, String(Math.max(0, Math.round(durationMs)))],
+      );
+      return rows.length === 1;
+    },
+    renewLease: async (id, owner, durationMs) => {
       if (!UUID.test(id)) return false;
       const rows = await this.db.query(
-        `UPDATE certificates SET lease_owner = $2, lease_until = $3::timestamptz, updated_at = now()
-         WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4::timestamptz) RETURNING id`,
-        [id, owner, until, now],
+        `UPDATE certificates SET lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+        [id, owner, String(Math.max(0, Math.round(durationMs)))],
       );
       return rows.length === 1;
     },
@@ -472,6 +676,33 @@ class SqlStore implements Store {
       if (!UUID.test(id)) return;
       await this.db.query('UPDATE certificates SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]);
     },
+    changedSince: async (since) => {
+      // The outer row exists even when nothing changed, so the database's time always comes back.
+      const rows = await this.db.query<{ id: string | null; instance_id: string; status: CertificateState; changed_at: Date; read_at: Date }>(
+        `SELECT now() AS read_at, c.id, c.instance_id, c.status, c.changed_at FROM (SELECT 1) AS one LEFT JOIN (
+           SELECT id, instance_id, status, updated_at AS changed_at FROM certificates
+           WHERE status = ANY($1::text[]) AND updated_at > $2::timestamptz
+           UNION ALL
+           SELECT id, instance_id, status, lease_until FROM certificates
+           WHERE status = ANY($3::text[]) AND lease_until > $2::timestamptz AND lease_until <= now()
+         ) AS c ON true`,
+        [[...OPEN_STATES], since, [...ORDERING_STATES]],
+      );
+      const readAt = rows[0]!.read_at;
+      return { changes: rows.flatMap((row) => (row.id === null ? [] : [{ id: row.id, instanceId: row.instance_id, status: row.status, changedAt: row.changed_at }])), readAt };
+    },
+  };
+
+  readonly wakeups: Store['wakeups'] = {
+    listen: (onWork, onResubscribed) =>
+      this.db.listen(
+        AGENT_WORK_CHANNEL,
+        (payload) => {
+          const [instanceId = '', id = '', status] = payload.split(' ');
+          if (UUID.test(instanceId) && UUID.test(id) && OPEN_STATES.includes(status as CertificateState)) onWork({ instanceId, id, status: status as CertificateState });
+        },
+        onResubscribed,
+      ),
   };
 
   readonly rateBuckets: Store['rateBuckets'] = {
@@ -552,11 +783,81 @@ async function lockAgentsOf(tx: Queryable, instanceId: string): Promise<void> {
   if (!row) throw instanceNotFound(instanceId, 'change the agent certificates of');
 }
 
+/** The channel migration 13's trigger notifies on, with "instance-id certificate-id status". */
+const AGENT_WORK_CHANNEL = 'certplane_agent_work';
+
 /** First key of the advisory locks that serialise hostname claims ("cpnh"); the second is the parent domain's hash. */
 const HOSTNAME_LOCK_CLASS = 0x63706e68;
 
 function describeConflict(conflict: HostnameConflict): string {
   return conflict.requested === conflict.held ? `${conflict.requested} is held by another instance` : `${conflict.requested} overlaps ${conflict.held}, which is held by another instance`;
+}
+
+/**
+ * Takes the locks for `names` and refuses them (INSTANCE_HOSTNAME_TAKEN, the holders in
+ * `details.conflicts`) when an instance other than `claimant` holds one of them, or a
+ * wildcard and a name it covers would be split between two instances.
+ */
+async function claimHostnames(tx: Queryable, claimant: string | null, names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  const claims = names.map((name) => ({ name, ...coveringParent(name) }));
+  const parents = [...new Set(claims.map((claim) => claim.parent))].sort();
+  // Two registrations that could conflict share a parent, so they queue here (in one
+  // order, so they never deadlock) and the second one sees the first one's names.
+  for (const parent of parents) await tx.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2))', [HOSTNAME_LOCK_CLASS, parent]);
+  const held = await tx.query<{ name: string; instance_id: string; parent: string; wildcard: boolean; cluster: string | null }>(
+    `SELECT o.name, o.instance_id, o.parent, o.wildcard, i.cluster FROM instance_hostnames o JOIN instances i ON i.id = o.instance_id
+     WHERE ($4::uuid IS NULL OR o.instance_id <> $4::uuid)
+       AND (o.name = ANY($1::text[]) OR (o.wildcard AND o.parent = ANY($2::text[])) OR (NOT o.wildcard AND o.parent = ANY($3::text[])))
+     ORDER BY o.name`,
+    [[...names], claims.map((claim) => claim.parent), claims.filter((claim) => claim.wildcard).map((claim) => claim.parent), claimant],
+  );
+  const conflicts: HostnameConflict[] = held.flatMap((row) =>
+    claims
+      .filter((claim) => row.name === claim.name || (row.parent === claim.parent && (row.wildcard || claim.wildcard)))
+      .map((claim) => ({ requested: claim.name, held: row.name, instanceId: row.instance_id, cluster: row.cluster })),
+  );
+  if (conflicts.length > 0) {
+    throw new CertplaneError(ErrorCode.INSTANCE_HOSTNAME_TAKEN, `${describeConflict(conflicts[0]!)}; a hostname belongs to one instance.`, { conflicts });
+  }
+}
+
+/** Records `instanceId` as the owner of `names`, which `claimHostnames` cleared under the same transaction's locks. */
+async function recordClaims(tx: Queryable, instanceId: string, names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  const claims = names.map((name) => ({ name, ...coveringParent(name) }));
+  await tx.query(
+    'INSERT INTO instance_hostnames (name, instance_id, parent, wildcard) SELECT name, $1::uuid, parent, wildcard FROM unnest($2::text[], $3::text[], $4::boolean[]) AS claim (name, parent, wildcard)',
+    [instanceId, [...names], claims.map((claim) => claim.parent), claims.map((claim) => claim.wildcard)],
+  );
+}
+
+/** Every value of an instance's status, in lifecycle order: what the summary counts. */
+const INSTANCE_STATUSES: readonly InstanceStatus[] = ['none', ...CERTIFICATE_STATES];
+
+/** The instance's most recent certificate (`latest.status`), for filtering and counting by status. */
+const LATEST_CERTIFICATE_JOIN = `LEFT JOIN LATERAL (
+  SELECT c.status FROM certificates c WHERE c.instance_id = i.id ORDER BY c.created_at DESC, c.creation_order DESC LIMIT 1
+) latest ON true`;
+
+/** The instance's installed certificate is past `fraction` of its lifetime at `now` (jobs/renewal.ts's atRisk, in SQL). */
+const AT_RISK_SQL = (now: string, fraction: string) => `EXISTS (
+  SELECT 1 FROM certificates r WHERE r.instance_id = i.id AND r.status = 'installed' AND r.not_before IS NOT NULL AND r.not_after IS NOT NULL
+    AND ${now}::timestamptz >= r.not_before + (r.not_after - r.not_before) * ${fraction}::float8
+)`;
+
+/** The conditions of `filter`, their values appended to `params`. */
+function instanceFilter(filter: InstanceFilter, now: Date, params: unknown[]): string[] {
+  const where: string[] = [];
+  const param = (value: unknown) => {
+    params.push(value);
+    return `$${params.length}`;
+  };
+  if (filter.cluster !== undefined) where.push(`i.cluster = ${param(filter.cluster)}::text`);
+  if (filter.hostname !== undefined) where.push(`i.hostnames @> ARRAY[${param(filter.hostname)}::text]`);
+  if (filter.status !== undefined) where.push(`COALESCE(latest.status, 'none') = ${param(filter.status)}::text`);
+  if (filter.atRisk !== undefined) where.push(`${filter.atRisk ? '' : 'NOT '}${AT_RISK_SQL(param(now), param(AT_RISK_FRACTION))}`);
+  return where;
 }
 
 function instanceNotFound(instanceId: string, action: string, cause?: unknown): CertplaneError {
@@ -600,6 +901,8 @@ function toInstance(row: InstanceRow): InstanceRecord {
     agentLastSeenAt: row.agent_last_seen_at,
     installedFingerprintSha256: row.installed_fingerprint_sha256,
     profile: row.profile,
+    autoIssue: row.auto_issue,
+    trustProfiles: row.trust_profiles,
   };
 }
 

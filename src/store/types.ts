@@ -23,6 +23,80 @@ export interface InstanceRecord {
   readonly installedFingerprintSha256: string | null;
   /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
   readonly profile: string | null;
+  /** Whether the agent's connection alone starts issuance when the instance holds no valid certificate. */
+  readonly autoIssue: boolean;
+  /** The trust profiles (client trust stores) its certificate's chain must verify in. */
+  readonly trustProfiles: readonly string[];
+}
+
+/** What `instances.update` may change; absent fields stay as they are. */
+export interface InstanceChanges {
+  readonly name?: string;
+  /** The complete new set of names, normalised. */
+  readonly hostnames?: readonly string[];
+  readonly cluster?: string | null;
+  readonly keyAlgorithm?: KeyAlgorithm;
+  readonly profile?: string | null;
+  readonly autoIssue?: boolean;
+}
+
+/** Where an instance stands in listings: the state of its most recent certificate, or `none` before the first. */
+export type InstanceStatus = CertificateState | 'none';
+
+/** Narrows a listing; every field given must hold. */
+export interface InstanceFilter {
+  readonly cluster?: string;
+  readonly status?: InstanceStatus;
+  /** A normalised name the instance lists. */
+  readonly hostname?: string;
+  /** Whether its installed certificate is past five sixths of its lifetime (jobs/renewal.ts), as of `now`. */
+  readonly atRisk?: boolean;
+}
+
+/** Counts over the instances a caller may see. */
+export interface InstanceSummary {
+  readonly total: number;
+  readonly byStatus: Readonly<Record<InstanceStatus, number>>;
+  readonly atRisk: number;
+  readonly agentsConnected: number;
+}
+
+/** One chain the CA offered for a certificate, kept with its verdict in every trust profile. */
+export interface StoredChainRecord {
+  readonly certificateId: string;
+  /** Position among the offered chains: 0 is the CA's default. */
+  readonly index: number;
+  /** As the CA sent it (leaf first). */
+  readonly pem: string;
+  readonly topIssuerCN: string;
+  /** The chain delivered; certificates.fullchain_pem is its verified path. */
+  readonly selected: boolean;
+  /** The chain engine's ProfileVerdicts by profile name, as JSON. */
+  readonly verification: unknown;
+  readonly evaluatedAt: Date;
+  /** TrustSettings.fingerprint of the settings `verification` was made under. */
+  readonly trustFingerprint: string;
+}
+
+/** How the last trust evaluation judged an instance's installed certificate. */
+export interface InstanceTrustRecord {
+  readonly instanceId: string;
+  readonly certificateId: string;
+  readonly status: 'ok' | 'broken';
+  readonly brokenProfiles: readonly string[];
+  /** A stored chain of the same certificate that verifies in every profile, when the installed one does not. */
+  readonly alternateChainIndex: number | null;
+  readonly evaluatedAt: Date;
+  readonly trustFingerprint: string;
+}
+
+/** An instance with its installed certificate (if any) and that certificate's stored chains: what trust evaluation reads. */
+export interface InstalledChainsRecord {
+  readonly instance: Pick<InstanceRecord, 'id' | 'name' | 'cluster' | 'createdAt' | 'trustProfiles'>;
+  readonly certificateId: string | null;
+  /** The installed path, for certificates issued before chains were stored (then the only chain known). */
+  readonly fullchainPem: string | null;
+  readonly chains: readonly Pick<StoredChainRecord, 'index' | 'pem' | 'selected'>[];
 }
 
 export interface CertificateRecord {
@@ -141,22 +215,46 @@ export interface Page<T> {
   readonly nextCursor: string | null;
 }
 
+/** One certificate the fallback pass found changed: enough to tell whether, and whom, to wake. */
+export interface CertificateChange {
+  readonly id: string;
+  readonly instanceId: string;
+  readonly status: CertificateState;
+  /** When it last changed, or when its lease lapsed: with the id, what makes a change seen twice recognisable. */
+  readonly changedAt: Date;
+}
+
+/** A notification: this certificate of this instance entered `status`, where it waits for the process holding the agent's channel. */
+export type AgentWork = Omit<CertificateChange, 'changedAt'>;
+
 export interface Store {
   readonly instances: {
     /**
      * Registers the instance and claims its (normalised) hostnames in one transaction. A name
      * belongs to one instance: INSTANCE_HOSTNAME_TAKEN, with the holders in
      * `details.conflicts` (HostnameConflict[]), when another instance holds one of them or a
-     * wildcard and a name it covers would be split between two instances.
+     * wildcard and a name it covers would be split between two instances. Without
+     * `autoIssue`, issuance is left to the caller (the API's own default is on).
      */
-    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null }): Promise<InstanceRecord>;
+    create(input: { name: string; hostnames: readonly string[]; cluster: string | null; keyAlgorithm: KeyAlgorithm; profile?: string | null; autoIssue?: boolean; trustProfiles?: readonly string[] }): Promise<InstanceRecord>;
     get(id: string): Promise<InstanceRecord | undefined>;
+    /**
+     * Changes the instance in one transaction, names included: names it no longer lists are
+     * released, new ones claimed under the same locks and rules as `create`
+     * (INSTANCE_HOSTNAME_TAKEN with `details.conflicts`, nothing changed). `allow` sees the
+     * instance as it is once locked and may refuse by throwing (a caller's cluster limits);
+     * undefined when there is no such instance. Returns the instance before and after.
+     */
+    update(id: string, changes: InstanceChanges, allow?: (current: InstanceRecord) => void): Promise<{ before: InstanceRecord; after: InstanceRecord } | undefined>;
     /**
      * Stable order (creation, then id); `limit` is trusted to be already bounded by the caller.
      * With `clusters`, only instances of those clusters (none without a cluster), so that
-     * neither the items nor the cursor ever point at an instance outside them.
+     * neither the items nor the cursor ever point at an instance outside them. `filter`
+     * narrows further; `now` is the time "at risk" is judged at.
      */
-    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null }): Promise<Page<InstanceRecord>>;
+    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null; filter?: InstanceFilter; now?: Date }): Promise<Page<InstanceRecord>>;
+    /** Counts by status, at risk and connected, over the instances of `clusters` (all when null), in one query. */
+    summary(query: { clusters: readonly string[] | null; now: Date }): Promise<InstanceSummary>;
     /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
     ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
     /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */
@@ -224,6 +322,13 @@ export interface Store {
     latest(instanceId: string): Promise<CertificateRecord | undefined>;
     /** The most recent certificate in status `installed`. */
     latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
+    /** The most recent certificate a job started: what a job claimed again must finish rather than order twice. */
+    latestOfJob(jobId: string): Promise<CertificateRecord | undefined>;
+    /**
+     * `latest` and `latestInstalled` of many instances in two queries, by instance id (ids
+     * without certificates are absent): what one page of the listing shows.
+     */
+    latestOf(instanceIds: readonly string[]): Promise<Map<string, { readonly latest?: CertificateRecord; readonly installed?: CertificateRecord }>>;
     /** Certificates of the instance still in an open status, oldest first. */
     open(instanceId: string): Promise<CertificateRecord[]>;
     /**
@@ -243,13 +348,56 @@ export interface Store {
     /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */
     setRenewal(id: string, renewal: { renewAt?: Date; ariRetryAt: Date | null }): Promise<void>;
     /**
-     * Takes or extends the lease that lets `owner` work on the certificate until `until`:
-     * true when it was free, lapsed by `now` (the caller's clock, as every deadline here), or already `owner`'s. Whoever orders holds it, so two
-     * processes never order the same certificate; a process that dies lets it lapse.
+     * Takes the lease that lets `owner` work on the certificate for `durationMs`: true when it
+     * was free or lapsed. Whoever orders holds it, so two processes never order the same
+     * certificate; a process that dies lets it lapse. A live lease is not taken again, not
+     * even by its holder: a certificate parked under its lease (the rate limiter's wait) stays
+     * parked. Expiry and lapse are read on the database's clock, the one clock every process shares.
      */
-    lease(id: string, owner: string, now: Date, until: Date): Promise<boolean>;
+    lease(id: string, owner: string, durationMs: number): Promise<boolean>;
+    /**
+     * Extends (or shortens) `owner`'s lease to `durationMs` from now on the database's clock:
+     * false when another process holds it now, so the caller knows it lost the work.
+     */
+    renewLease(id: string, owner: string, durationMs: number): Promise<boolean>;
     /** Gives the lease up (the work finished, failed or was stopped); only `owner`'s lease is released. */
     release(id: string, owner: string): Promise<void>;
+    /**
+     * What a process's agents may be waiting for, as seen by the fallback pass: the open
+     * certificates changed after `since`, and those whose ordering lease lapsed after it
+     * (by the database's clock, which every process shares), with that clock's time of the
+     * read. One indexed query whose answer grows with what changed, never with the fleet.
+     */
+    changedSince(since: Date): Promise<{ readonly changes: readonly CertificateChange[]; readonly readAt: Date }>;
+  };
+  /**
+   * Wake-ups for the process holding an agent's channel: `onWork` hears of every
+   * certificate that now waits for its agent (a new request, an issued
+   * chain, an order released by its process), from any process sharing the database. Until
+   * the returned function is called. `onResubscribed` says that some may have been missed.
+   */
+  readonly wakeups: {
+    listen(onWork: (work: AgentWork) => void, onResubscribed: () => void): Promise<() => Promise<void>>;
+  };
+  readonly chains: {
+    /** Keeps every chain offered for a certificate (once: a repeated call changes nothing). */
+    record(certificateId: string, chains: readonly Omit<StoredChainRecord, 'certificateId'>[]): Promise<void>;
+    /** The certificate's stored chains, by index. */
+    list(certificateId: string): Promise<StoredChainRecord[]>;
+    /** Replaces the verdicts of stored chains (a trust reload re-judged them). */
+    setVerifications(rows: readonly Pick<StoredChainRecord, 'certificateId' | 'index' | 'verification' | 'evaluatedAt' | 'trustFingerprint'>[]): Promise<void>;
+  };
+  readonly trust: {
+    /**
+     * Instances (creation order) with their installed certificate's stored chains, in one
+     * query: what a reload re-judges and a what-if reads. `clusters` limits to those clusters
+     * (null for all), `instanceIds` to those instances.
+     */
+    installed(filter: { clusters?: readonly string[] | null; instanceIds?: readonly string[] }): Promise<InstalledChainsRecord[]>;
+    /** Stores evaluations, one per instance, replacing earlier ones. */
+    record(rows: readonly InstanceTrustRecord[]): Promise<void>;
+    /** The stored evaluations of `instanceIds`. */
+    of(instanceIds: readonly string[]): Promise<Map<string, InstanceTrustRecord>>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

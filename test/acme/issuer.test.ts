@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { AcmeIssuer, type ChainPolicy } from '../../src/acme/issuer.js';
+import { ACME_STAGES, AcmeIssuer, type ChainPolicy } from '../../src/acme/issuer.js';
 import { accountSecretName } from '../../src/acme/account.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
 import { Dns01Solver } from '../../src/acme/solver.js';
@@ -55,6 +55,14 @@ describe('AcmeIssuer against Pebble', async () => {
     assert.equal(result.offeredChainsPem.length, 3);
     const topIssuers = result.offeredChainsPem.map((pem) => parseCertificateBundle(pem).at(-1)!.issuerCN);
     assert.deepEqual([...topIssuers].sort(), roots.map((r) => r.subjectCN).sort());
+  });
+
+  test('an order reports each of its stages once, in order, as it ends', async () => {
+    const issuer = await issuerWith({ preferences: [roots[2]!.subjectCN], trustAnchors: [roots[2]!] });
+    const stages: [string, number][] = [];
+    await issuer.issue(await createCsr(await generateKeyPair(), ['stages.example.test']), { onStage: (stage, seconds) => stages.push([stage, seconds]) });
+    assert.deepEqual(stages.map(([stage]) => stage), [...ACME_STAGES]);
+    assert.ok(stages.every(([, seconds]) => seconds >= 0 && Number.isFinite(seconds)));
   });
 
   test('the preferred alternate root is selected and the chain verifies to it, for the CSR\'s key and names', async () => {

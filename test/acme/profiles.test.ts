@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { ariCertId } from '../../src/acme/ari.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
-import { Dns01Solver } from '../../src/acme/solver.js';
+import { Dns01Solver, Http01Solver } from '../../src/acme/solver.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -122,6 +122,20 @@ describe('newOrder with profile and replaces, against Pebble', async () => {
     assert.ok(sent.length >= 1);
     for (const payload of sent) assert.deepEqual(payload, { identifiers: [{ type: 'dns', value: 'no-ari.example.test' }] });
     assert.deepEqual(plain.renewalInfoRequests, []);
+  });
+
+  test('an IP address under shortlived is ordered as an ip identifier (RFC 8738), validated by http-01 and certified as an IP SAN', async () => {
+    // pebble-challtestsrv serves http-01 on the port Pebble's VA connects to, for any address.
+    const challtestsrv = (path: string, body: Record<string, string>) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) }).then(() => undefined);
+    const http01 = new Http01Solver({ serve: (_domain, token, content) => challtestsrv('/add-http01', { token, content }), withdraw: (_domain, token) => challtestsrv('/del-http01', { token }) });
+    const sentBefore = extended.payloadsTo(newOrder).length;
+    const issued = await viaExtended.issue(await createCsr(await generateKeyPair(), ['127.0.0.1', 'ip-and-name.example.test']), { profile: 'shortlived', solvers: [http01] });
+    assert.equal(issued.report.ok, true);
+    for (const payload of extended.payloadsTo(newOrder).slice(sentBefore)) {
+      assert.deepEqual(payload, { identifiers: [{ type: 'dns', value: 'ip-and-name.example.test' }, { type: 'ip', value: '127.0.0.1' }], profile: 'shortlived' });
+    }
+    const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
+    assert.deepEqual([leaf.ipAddresses, leaf.dnsNames], [['127.0.0.1'], ['ip-and-name.example.test']]);
   });
 
   test('against Pebble directly: an order given replaces succeeds, renewalInfo is undefined, any profile is ACME_UNKNOWN_PROFILE', async () => {

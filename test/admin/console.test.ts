@@ -64,7 +64,7 @@ describe('stdin admin console', () => {
     assert.deepEqual(output.split('\n'), [
       `registered client "ops" (admin, all clusters) sha256:${thumbprint}, valid until ${notAfter}`,
       `sha256:${thumbprint}  ops  admin  all clusters  until ${notAfter}  active`,
-      'error ADMIN_UNKNOWN_COMMAND: unknown admin command "launch-missiles"; commands: register-client, list-clients, revoke-client, list-agents, revoke-agent, status, reissue, reload-tls, audit, help',
+      'error ADMIN_UNKNOWN_COMMAND: unknown admin command "launch-missiles"; commands: register-client, list-clients, revoke-client, list-agents, revoke-agent, status, reissue, reload-tls, reload-trust, audit, help',
       'dry run: 1 instance(s) match; the rate limiter predicts about 0 s',
       eu.json().id,
       'error ADMIN_BAD_ARGUMENTS: unterminated " quote',

@@ -244,7 +244,7 @@ describe('admin socket', () => {
       assert.equal(typeof status.data.instances, 'number');
       assert.match(status.text, /^instances: \d+/);
       const help = await client.request('help');
-      assert.deepEqual(help.data.commands.map((c: any) => c.name), ['register-client', 'list-clients', 'revoke-client', 'list-agents', 'revoke-agent', 'status', 'reissue', 'reload-tls', 'audit', 'help']);
+      assert.deepEqual(help.data.commands.map((c: any) => c.name), ['register-client', 'list-clients', 'revoke-client', 'list-agents', 'revoke-agent', 'status', 'reissue', 'reload-tls', 'reload-trust', 'audit', 'help']);
       assert.equal(help.data.commands.find((c: any) => c.name === 'revoke-agent').audited, true);
     } finally {
       client.close();

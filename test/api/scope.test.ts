@@ -107,11 +107,34 @@ describe('cluster limits on every route', async () => {
         assert.equal(listed.status, 200);
         assert.deepEqual(listed.body.items.map((i: { id: string }) => i.id), [ids.eu], who);
       }
+      // Filters narrow within the caller's clusters; naming another cluster is refused, never answered empty or full.
+      assert.deepEqual((await call('euReader', 'GET', '/v1/instances?hostname=us.example.com')).body.items, []);
+      assert.deepEqual((await call('euReader', 'GET', '/v1/instances?status=pending')).body.items.map((i: { id: string }) => i.id), [ids.eu]);
+      await assertForbidden('euReader', 'GET', '/v1/instances?cluster=us-1', undefined);
     },
     'POST /v1/instances': async () => {
       await assertForbidden('euOperator', 'POST', '/v1/instances', { name: 'intruder', hostnames: ['intruder.example.com'], cluster: 'us-1' });
       await assertForbidden('euOperator', 'POST', '/v1/instances', { name: 'intruder', hostnames: ['intruder.example.com'] });
       assert.equal(await countRows("SELECT count(*) AS n FROM instances WHERE name = 'intruder'"), 0);
+    },
+    'PATCH /v1/instances/{id}': async () => {
+      for (const id of outOfReachInstances()) await assertHidden('euOperator', 'PATCH', '/v1/instances/{id}', id, { name: 'taken over', reason: 'probe' });
+      // Its own instance it may change, but not move out of its clusters (nor out of every cluster).
+      for (const cluster of ['us-1', null]) await assertForbidden('euOperator', 'PATCH', `/v1/instances/${ids.eu}`, { cluster, reason: 'probe' });
+      assert.equal(await countRows("SELECT count(*) AS n FROM instances WHERE name = 'taken over' OR (id = $1 AND cluster IS DISTINCT FROM 'eu-1')", [ids.eu]), 0);
+      assert.equal(await countRows("SELECT count(*) AS n FROM audit_log WHERE action = 'instance.update' AND actor = 'client:euOperator'"), 0);
+      const own = await call('euOperator', 'PATCH', `/v1/instances/${ids.eu}`, { name: 'eu (renamed)', reason: 'mine' });
+      assert.deepEqual([own.status, own.body.name, own.body.cluster], [200, 'eu (renamed)', 'eu-1']);
+      assert.equal((await call('euReader', 'PATCH', `/v1/instances/${ids.eu}`, { name: 'reader', reason: 'probe' })).status, 403, 'a reader changes nothing');
+    },
+    'GET /v1/instances/summary': async () => {
+      const own = await call('euReader', 'GET', '/v1/instances/summary');
+      assert.equal(own.status, 200);
+      assert.equal(own.body.total, 1, 'eu-1 only');
+      assert.equal(own.body.byStatus.pending, 1);
+      assert.equal((await call('euReader', 'GET', '/v1/instances/summary?cluster=eu-1')).body.total, 1);
+      assert.equal((await call('euReader', 'GET', '/v1/instances/summary?cluster=us-1')).status, 403);
+      assert.equal((await call('admin', 'GET', '/v1/instances/summary')).body.total, 3);
     },
     'GET /v1/instances/{id}': async () => {
       for (const who of ['euReader', 'euOperator'] as const) for (const id of outOfReachInstances()) await assertHidden(who, 'GET', '/v1/instances/{id}', id);
@@ -142,6 +165,20 @@ describe('cluster limits on every route', async () => {
         }
       }
       assert.equal(await countRows('SELECT count(*) AS n FROM campaigns'), before, 'no campaign was started');
+    },
+    'POST /v1/whatif': async () => {
+      const all = await call('euReader', 'POST', '/v1/whatif', { change: { removeRoots: ['ISRG Root X1'] } });
+      assert.equal(all.status, 200, JSON.stringify(all.body));
+      assert.deepEqual(all.body.items.map((i: { instanceId: string }) => i.instanceId), [ids.eu], 'the whole fleet means the caller\'s clusters');
+      assert.equal(all.body.counts.instances, 1);
+      await assertForbidden('euReader', 'POST', '/v1/whatif', { selector: { cluster: 'us-1' } });
+      for (const theirs of outOfReachInstances()) {
+        const ghost = randomUUID();
+        const real = await call('euReader', 'POST', '/v1/whatif', { selector: { instanceIds: [ids.eu, theirs] } });
+        const unknown = await call('euReader', 'POST', '/v1/whatif', { selector: { instanceIds: [ids.eu, ghost] } });
+        assert.equal(real.status, 404, JSON.stringify(real.body));
+        assert.deepEqual({ ...real.body, message: real.body.message.replace(theirs, ':id') }, { ...unknown.body, message: unknown.body.message.replace(ghost, ':id') });
+      }
     },
     'GET /v1/reissues/{id}': async () => {
       for (const who of ['euReader', 'euOperator'] as const) for (const id of outOfReachCampaigns()) await assertHidden(who, 'GET', '/v1/reissues/{id}', id);

@@ -9,9 +9,16 @@
  *    Then verification at 1 and 100 names, and the longest CSR parse the size cap allows.
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
  *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
- *    through pebble-challtestsrv.
- * 3. Fleet: agents per management-plane process and memory per agent, and end-to-end
- *    issuance through agents beside the bare loop (fleet.ts).
+ *    through pebble-challtestsrv, both polling every 200 ms.
+ * 3. Fleet: agents per management-plane process, memory per agent and the reconnect
+ *    storm after a restart (agents-scale.ts, BENCH_AGENTS); then (fleet.ts) on each
+ *    engine of BENCH_ENGINES (pglite,postgres) end-to-end issuance through agents at
+ *    each count of BENCH_E2E_AGENTS (20,100), and a reissue campaign of
+ *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
+ *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
+ *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
+ * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
+ *    and a reload over a 10,000-instance fleet.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -28,7 +35,9 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchCampaign, benchConnectedAgents, benchEndToEnd } from './fleet.js';
+import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
+import { benchAgentFleet } from './agents-scale.js';
+import { benchFirstSight, benchWhatIf } from './trust.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -130,11 +139,10 @@ async function benchIssuance(): Promise<void> {
       solvers: [new Dns01Solver(new ChalltestsrvDnsProvider(pebble.challtestsrvUrl))],
       chainPolicy: { preferences: [preferred.subjectCN], fallback: 'none', trustAnchors: [preferred], distrustedSpkiSha256: new Set() },
       logger: createLogger('silent'),
-      pollMinMs: 50,
-      pollMaxMs: 500,
+      pollMinMs: 200,
     });
     acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
-    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffMin: 50, backoffMax: 500 });
+    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffAttempts: 300, backoffMin: 200, backoffMax: 200 });
     const txt = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
     const csrs = async (prefix: string) => Promise.all(Array.from({ length: ISSUE_COUNT }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
 
@@ -167,8 +175,14 @@ async function benchIssuance(): Promise<void> {
 
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
+await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
+await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
 await benchNames();
 await benchIssuance();
-await benchConnectedAgents(Number(process.env.BENCH_AGENTS ?? 1000));
-await benchEndToEnd(Number(process.env.BENCH_E2E_AGENTS ?? 20));
-await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 200));
+await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
+const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number);
+for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
+for (const engine of engines) {
+  await benchCampaign(Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000), engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
+}

@@ -63,4 +63,12 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
       assert.deepEqual((await parseCsr(await opensslCsr(keyKind, digest, names))).dnsNames, names);
     }
   });
+
+  test('IP addresses in the subjectAltName are read as addresses, canonical, and count toward the names a certificate may carry', async () => {
+    const parsed = await parseCsr(await createCsr(key, ['db1.example.com', '10.0.0.5', '2001:DB8:0:0::1']));
+    assert.deepEqual([parsed.dnsNames, parsed.ipAddresses], [['db1.example.com'], ['10.0.0.5', '2001:db8::1']]);
+    const addressOnly = await parseCsr(await createCsr(key, ['10.0.0.5']));
+    assert.deepEqual([addressOnly.dnsNames, addressOnly.ipAddresses], [[], ['10.0.0.5']]);
+    await assert.rejects(parseCsr(await createCsr(key, ['db1.example.com', '10.0.0.5', '10.0.0.6']), 'CSR', { maxNames: 2 }), refusedWith(ErrorCode.CSR_TOO_MANY_NAMES));
+  });
 });

@@ -10,7 +10,7 @@ import {
   type Certificate,
   type VerifyOptions,
 } from '../../src/chain/index.js';
-import { EKU, createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { EKU, createCsr, generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { crossSign, generationY, intermediate, leaf, letsEncrypt2021, pem, root } from '../support/hierarchies.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
@@ -102,6 +102,16 @@ describe('verifyChain on the 2021 Let\'s Encrypt layout', async () => {
     assert.equal(report.ok, false);
     assert.deepEqual(codes(report.errors), [ErrorCode.CHAIN_HOSTNAME_MISMATCH]);
     assert.match(report.errors[0]!.message, /db2\.example\.com/);
+  });
+
+  test('an IP address is covered only by the same address among the leaf\'s IP SANs, never by a DNS name that spells it', async () => {
+    const key = await generateKeyPair();
+    const ipLeaf = await issueCertificate({ subject: 'CN=addresses', key, issuer: le.r3.asIssuer, ca: false, dnsNames: ['10.0.0.6'], ipAddresses: ['10.0.0.5', '2001:db8::1'], extendedKeyUsage: [EKU.serverAuth], notBefore: new Date(Date.now() - DAY), notAfter: new Date(Date.now() + 6 * DAY) });
+    const bundle = pem(ipLeaf, le.r3);
+    assert.equal(verify(bundle, { trustAnchors: anchors(le.isrgX1.pem), hostnames: ['10.0.0.5', '2001:DB8::1'] }).ok, true);
+    const refused = verify(bundle, { trustAnchors: anchors(le.isrgX1.pem), hostnames: ['10.0.0.6'] });
+    assert.deepEqual(codes(refused.errors), [ErrorCode.CHAIN_HOSTNAME_MISMATCH]);
+    assert.match(refused.errors[0]!.message, /does not cover 10\.0\.0\.6 \(it names 10\.0\.0\.6, 10\.0\.0\.5, 2001:db8::1\)/);
   });
 
   test('the leaf must certify the CSR\'s key', async () => {

@@ -177,6 +177,7 @@ test('a started plane closes the same stack on SIGTERM: exit 0, admin socket rem
     plane.child.kill('SIGTERM');
     const [code] = (await exited) as [number | null];
     assert.equal(code, 0, plane.lines.slice(-5).join('\n'));
+    assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), 'it says so once everything, the store last, is closed');
     assert.deepEqual(await readdir(adminDir), []);
     await assertPortFree(port);
   } finally {

@@ -56,3 +56,15 @@ test('names per certificate: the CA\'s 100 by default, lower limits accepted, an
   assert.equal(loadConfig({ CERTPLANE_MAX_NAMES_PER_CERTIFICATE: '25' }).acme.maxNamesPerCertificate, 25);
   for (const bad of ['0', '101', '2.5', 'many', '-1']) invalid({ CERTPLANE_MAX_NAMES_PER_CERTIFICATE: bad }, 'CERTPLANE_MAX_NAMES_PER_CERTIFICATE');
 });
+
+test('leases and shutdown grace: 60 s and 10 s by default, configurable within bounds, anything else named', () => {
+  const defaults = loadConfig({}).server;
+  assert.equal(defaults.leaseMs, 60_000);
+  assert.equal(defaults.shutdownGraceMs, 10_000);
+  const set = loadConfig({ CERTPLANE_LEASE_MS: '15000', CERTPLANE_SHUTDOWN_GRACE_MS: '0' }).server;
+  assert.equal(set.leaseMs, 15_000);
+  assert.equal(set.shutdownGraceMs, 0, 'no grace: stop in-flight orders and release their leases at once');
+  invalid({ CERTPLANE_LEASE_MS: '1000' }, 'CERTPLANE_LEASE_MS');
+  invalid({ CERTPLANE_SHUTDOWN_GRACE_MS: '-1' }, 'CERTPLANE_SHUTDOWN_GRACE_MS');
+  invalid({ CERTPLANE_SHUTDOWN_GRACE_MS: 'soon' }, 'CERTPLANE_SHUTDOWN_GRACE_MS');
+});

@@ -67,7 +67,7 @@ describe('reissue campaign over 200 instances, rate limited, surviving SIGKILL',
     };
     await startPlane();
     for (let i = 0; i < INSTANCES; i += 1) {
-      const created = await json('POST', '/v1/instances', { name: `c${i}`, hostnames: [`c${i}.campaign.test`], cluster: i % 2 ? 'odd' : 'even' });
+      const created = await json('POST', '/v1/instances', { name: `c${i}`, hostnames: [`c${i}.campaign.test`], cluster: i % 2 ? 'odd' : 'even', autoIssue: false });
       assert.equal(created.status, 201);
       agents.push(await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: [preferred] }));
     }

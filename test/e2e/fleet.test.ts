@@ -9,6 +9,7 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { ISSUANCE_STAGES } from '../../src/agents/issuance.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem, verifyChain, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { openStore } from '../../src/store/index.js';
@@ -90,7 +91,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
         const host = `db${i}.fleet.test`;
         const address = `127.0.0.${i + 2}`;
         await pebble.resolve(host, address);
-        const { status, body } = await json('POST', '/v1/instances', { name: `db${i}`, hostnames: [host], cluster: 'fleet' });
+        const { status, body } = await json('POST', '/v1/instances', { name: `db${i}`, hostnames: [host], cluster: 'fleet', autoIssue: false });
         assert.equal(status, 201, JSON.stringify(body));
         instances.push({ id: body.id, token: body.enrollmentToken, host, address, stateDir: join(dir.dir, `agent-${i}`) });
       }
@@ -125,6 +126,16 @@ for (const engine of ['pglite', 'postgres'] as const) {
         assert.equal(certificate.body.status, 'installed');
         await eventually(async () => ((await json('GET', `/v1/instances/${instance.id}`)).body.agent.servedFingerprintSha256 === live[0]!.fingerprintSha256 ? true : undefined), 10_000, 200, `instance ${i} to report what it serves`);
       }
+    });
+
+    test('the stage histogram holds every stage of those issuances, CSR request to installed acknowledgement', async () => {
+      const metrics = await (await fetch(`${api}/metrics`)).text();
+      const counts = new Map([...metrics.matchAll(/^certplane_issuance_stage_duration_seconds_count\{stage="([a-z_]+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+      // Every stage but job_claim (no job: these were asked for through the API) is on the path of each of these issuances.
+      for (const stage of ISSUANCE_STAGES.filter((s) => s !== 'job_claim')) assert.ok((counts.get(stage) ?? 0) >= AGENTS, `stage ${stage}: ${counts.get(stage)} observations in\n${metrics}`);
+      assert.deepEqual([...counts.keys()].filter((stage) => !(ISSUANCE_STAGES as readonly string[]).includes(stage)), []);
+      const sum = Number(/^certplane_issuance_stage_duration_seconds_sum\{stage="end_to_end"\} ([0-9.e-]+)$/m.exec(metrics)?.[1]);
+      assert.ok(sum > 0, 'end_to_end took some time');
     });
 
     test('an agent killed during delivery and restarted installs the new certificate exactly once', async () => {

@@ -56,7 +56,7 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
     });
     await plane.waitForLine((line) => line.includes('management plane listening'), 60_000);
     for (let i = 0; i < INSTANCES; i += 1) {
-      const created = await json('POST', '/v1/instances', { name: `p${i}`, hostnames: [`p${i}.permanent.test`] });
+      const created = await json('POST', '/v1/instances', { name: `p${i}`, hostnames: [`p${i}.permanent.test`], autoIssue: false });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       agents.push(await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: [preferred] }));
     }

@@ -68,7 +68,7 @@ describe('scheduled renewal with two management-plane processes on one PostgreSQ
     }
     for (let i = 0; i < INSTANCES; i += 1) {
       const plane = planes[i % 2]!;
-      const created = await json(plane.url, 'POST', '/v1/instances', { name: `r${i}`, hostnames: [`r${i}.renewal.test`] });
+      const created = await json(plane.url, 'POST', '/v1/instances', { name: `r${i}`, hostnames: [`r${i}.renewal.test`], autoIssue: false });
       agents.push(await startSimulatedAgent({ server: plane.url, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: [preferred] }));
     }
   });

@@ -85,7 +85,7 @@ test('bootstrap through the admin socket, enroll and issue over TLS, reissue fro
   const registered = await certplane(['admin', '--socket', files.adminSocket!, 'register-client', '--name', 'on-call', '--role', 'operator', '--cert-file', files.client!, '--reason', 'bootstrap']);
   assert.equal(registered.code, 0, registered.stderr);
 
-  const created = await call('POST', '/v1/instances', { name: 'db1', hostnames: [host], cluster: 'eu-1' });
+  const created = await call('POST', '/v1/instances', { name: 'db1', hostnames: [host], cluster: 'eu-1', autoIssue: false });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const instanceId: string = created.body.id;
   const stateDir = dir.path('agent');

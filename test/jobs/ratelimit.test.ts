@@ -206,6 +206,31 @@ for (const engine of [pglite, postgres]) {
       assert.equal(await tokensOf(store, `certificatesPerDomain:${domain}`), 990, 'refused acquires took nothing from the domain');
     });
 
+    test('concurrent acquires in one process are decided together, in far fewer transactions, in arrival order', TIMEOUT, async () => {
+      const time = manualClock();
+      const account = fresh('acct');
+      let transactions = 0;
+      const counting: Pick<Store, 'rateBuckets'> = {
+        rateBuckets: {
+          get: (keys) => store.rateBuckets.get(keys),
+          update: (initial, decide) => {
+            transactions += 1;
+            return store.rateBuckets.update(initial, decide);
+          },
+        },
+      };
+      const config = limits({ newOrders: { capacity: 12, refillPerSecond: 0.001 }, retryReserve: 0.5 });
+      const shared = new RateLimiter({ store: counting, config, clock: time.clock, account });
+      const domain = `${fresh('d')}.example`;
+      const results = await Promise.all(Array.from({ length: 30 }, (_, i) => shared.acquire({ hostnames: [`n${i}.${domain}`], attempt: i % 3 === 0 ? 'retry' : 'first' })));
+      assert.ok(transactions <= 3, `${transactions} transactions for 30 acquires`);
+      assert.equal(results.filter((result) => result.granted).length, 12);
+      // Arrival order: the first twelve callers get the tokens, except retries once the reserve (6 of 12) is reached.
+      const granted = results.map((result, i) => (result.granted ? i : -1)).filter((i) => i >= 0);
+      assert.deepEqual(granted, [0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 13, 14]);
+      assert.ok((await tokensOf(store, `newOrders:${account}`) ?? -1) < 1e-6);
+    });
+
     test('concurrent acquires naming the same domains in any order neither deadlock nor overspend', TIMEOUT, async (t) => {
       const defer = cleanups(t);
       const other = await engine.sibling(store, url, defer);

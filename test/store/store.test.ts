@@ -349,16 +349,21 @@ for (const engine of [pglite, postgres]) {
       assert.equal((await store.certificates.latestInstalled(instance.id))?.id, second.id);
     });
 
-    test('certificates: one lease at a time, taken over only once it lapses', TIMEOUT, async () => {
+    test('certificates: one lease at a time, taken over only once it lapses on the database clock', TIMEOUT, async () => {
       const certificate = await store.certificates.create((await newInstance(store)).id);
-      const now = new Date();
-      const later = new Date(now.getTime() + 60_000);
-      const results = await Promise.all([store.certificates.lease(certificate.id, 'a', now, later), store.certificates.lease(certificate.id, 'b', now, later)]);
+      const results = await Promise.all([store.certificates.lease(certificate.id, 'a', 60_000), store.certificates.lease(certificate.id, 'b', 60_000)]);
       assert.equal(results.filter(Boolean).length, 1, 'exactly one of two racing processes gets the lease');
       const [holder, other] = results[0] ? ['a', 'b'] : ['b', 'a'];
-      assert.equal(await store.certificates.lease(certificate.id, holder, now, later), true, 'the holder extends its lease');
-      assert.equal(await store.certificates.lease(certificate.id, other, new Date(later.getTime() - 1), later), false);
-      assert.equal(await store.certificates.lease(certificate.id, other, later, new Date(later.getTime() + 60_000)), true, 'a lapsed lease is taken over');
+      assert.equal(await store.certificates.renewLease(certificate.id, holder, 60_000), true, 'the holder extends its lease');
+      assert.equal(await store.certificates.renewLease(certificate.id, other, 60_000), false, 'only the holder extends it');
+      assert.equal(await store.certificates.lease(certificate.id, other, 60_000), false, 'a live lease is not taken');
+      assert.equal(await store.certificates.lease(certificate.id, holder, 60_000), false, 'not even by its holder: a parked certificate stays parked');
+      const [row] = await store.query<{ live: boolean }>("SELECT lease_until > now() + interval '50 seconds' AS live FROM certificates WHERE id = $1", [certificate.id]);
+      assert.equal(row?.live, true, 'the expiry is counted from the database clock');
+      assert.equal(await store.certificates.renewLease(certificate.id, holder, 0), true, 'the holder shortens its lease to nothing');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal(await store.certificates.lease(certificate.id, other, 60_000), true, 'a lapsed lease is taken over');
+      assert.equal(await store.certificates.renewLease(certificate.id, holder, 60_000), false, 'the stalled holder learns at its next renewal that it lost the lease');
       assert.equal(await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from the stalled process' }, { leaseOwner: holder }), undefined, 'a process that lost its lease writes nothing');
       assert.equal((await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'from the new holder' }, { leaseOwner: other }))?.csrPem, 'from the new holder');
       await store.certificates.release(certificate.id, holder);

@@ -18,6 +18,9 @@ import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
 import { PageCursors } from '../../src/api/cursors.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
+import { TrustEvaluation } from '../../src/jobs/trust.js';
+import { LiveTrust, chainPolicyOf, trustSettings } from '../../src/config/trust.js';
+import type { TrustProfile } from '../../src/chain/index.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { openStore } from '../../src/store/index.js';
@@ -32,6 +35,8 @@ export interface TestPlane {
   readonly app: Awaited<ReturnType<typeof buildApi>>;
   /** The same parts the admin console is composed from in `certplane serve`. */
   readonly campaigns: Campaigns;
+  readonly trust: LiveTrust;
+  readonly trustEvaluation: TrustEvaluation;
   readonly clock: () => Date;
   readonly logger: Logger;
   /** What `certplane serve` hands its admin console, from this plane's parts (plain HTTP: no listener certificate to reload). */
@@ -53,9 +58,14 @@ export async function startTestPlane(
     maxNamesPerCertificate?: number;
     /** Silent unless a test reads what the plane logs. */
     logger?: Logger;
+    /** The trust profiles configured; a reload reads them again through the function (default: one empty `default` profile). */
+    trustProfiles?: () => readonly TrustProfile[];
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], ...sessionOptions } = options;
+  const settings = async () =>
+    trustSettings({ profiles: trustProfiles(), sources: {}, preferences: ['ISRG Root X1'], fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
+  const trust = new LiveTrust(settings, await settings());
   const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
   const store = await openStore(storeUrl);
@@ -66,14 +76,15 @@ export async function startTestPlane(
     directoryUrl: acmeDirectoryUrl ?? 'https://127.0.0.1:1/directory',
     secrets,
     solvers: [],
-    chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
+    chainPolicy: () => chainPolicyOf(trust.current()),
     logger,
   });
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
   sessions.setHandler(coordinator);
   const campaigns = new Campaigns({ store, clock, logger });
   const cursors = await PageCursors.loadOrCreate(secrets);
-  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
+  const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger });
+  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,
@@ -82,9 +93,11 @@ export async function startTestPlane(
     sessions,
     app,
     campaigns,
+    trust,
+    trustEvaluation,
     clock,
     logger,
-    adminDeps: { store, sessions, campaigns, clock, logger },
+    adminDeps: { store, sessions, campaigns, clock, logger, trust: { live: trust, evaluation: trustEvaluation } },
     async close() {
       sessions.closeAll('test over');
       await app.close();
@@ -101,8 +114,9 @@ export interface EnrolledAgent {
   readonly certificatePem: string;
 }
 
-export async function enrollTestAgent(plane: TestPlane, name: string, hostnames = [`${name}.example.com`]): Promise<EnrolledAgent> {
-  const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames } });
+/** Issuance is the test's to start unless `autoIssue` (the agent's connection then starts it, as the API's default does). */
+export async function enrollTestAgent(plane: TestPlane, name: string, hostnames = [`${name}.example.com`], options: { autoIssue?: boolean } = {}): Promise<EnrolledAgent> {
+  const created = await plane.app.inject({ method: 'POST', url: '/v1/instances', payload: { name, hostnames, autoIssue: options.autoIssue ?? false } });
   if (created.statusCode !== 201) throw new Error(`registering instance ${name}: ${created.statusCode} ${created.body}`);
   const key = await generateKeyPair();
   const enrolled = await plane.app.inject({ method: 'POST', url: '/v1/agents/enroll', payload: { token: created.json().enrollmentToken, csrPem: await createCsr(key, ['certplane-agent']) } });

@@ -1,7 +1,7 @@
 /** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
 import { atRisk } from '../../jobs/renewal.js';
 import { isPermanent, readyCondition } from '../../lifecycle/index.js';
-import type { CertificateRecord, InstanceRecord } from '../../store/types.js';
+import type { CertificateRecord, InstanceRecord, InstanceTrustRecord } from '../../store/types.js';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -18,7 +18,28 @@ function standing(c: CertificateRecord) {
   };
 }
 
-export function instanceView(instance: InstanceRecord, latest: CertificateRecord | undefined, connected: boolean, installed: CertificateRecord | undefined, now: Date) {
+/** The stored trust evaluation, when it is about the certificate installed now. */
+function trustStanding(installed: CertificateRecord | undefined, trust: InstanceTrustRecord | undefined) {
+  if (!installed || !trust || trust.certificateId !== installed.id) return { status: 'unevaluated' as const, brokenProfiles: [], alternateAvailable: false, alternateChainIndex: null, evaluatedAt: null };
+  return {
+    status: trust.status,
+    brokenProfiles: [...trust.brokenProfiles],
+    alternateAvailable: trust.alternateChainIndex !== null,
+    alternateChainIndex: trust.alternateChainIndex,
+    evaluatedAt: trust.evaluatedAt.toISOString(),
+  };
+}
+
+export function instanceView(
+  instance: InstanceRecord,
+  latest: CertificateRecord | undefined,
+  connected: boolean,
+  installed: CertificateRecord | undefined,
+  now: Date,
+  trust: InstanceTrustRecord | undefined,
+) {
+  const renewalAtRisk = Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now));
+  const standing = trustStanding(installed, trust);
   return {
     id: instance.id,
     name: instance.name,
@@ -34,9 +55,13 @@ export function instanceView(instance: InstanceRecord, latest: CertificateRecord
     },
     certificate: certificateSummary(latest),
     profile: instance.profile,
+    autoIssue: instance.autoIssue,
+    trustProfiles: [...instance.trustProfiles],
+    trust: standing,
+    atRisk: renewalAtRisk || standing.status === 'broken',
     renewal: {
       renewAt: iso(installed?.renewAt ?? null),
-      atRisk: Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now)),
+      atRisk: renewalAtRisk,
     },
   };
 }

@@ -1,0 +1,92 @@
+/**
+ * The channel under a reconnect storm, where the plane's own queue (the store) makes an
+ * authentication slow: a connection that goes away while its authentication waits must
+ * leave nothing behind (no session, no connected count, no "connected" mark), and an
+ * agent that sent its auth in time is not cut off because the plane was slow to check it.
+ */
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { WebSocketServer } from 'ws';
+import { SessionRegistry } from '../../src/agents/sessions.js';
+import type { Store } from '../../src/store/types.js';
+import { eventually } from '../support/processes.js';
+import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
+
+/** A gate in front of the store's agent certificate look-up: authentications wait there until opened. */
+function gatedStore(store: Store) {
+  let open!: () => void;
+  let reached!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const waiting = new Promise<void>((resolve) => (reached = resolve));
+  const connectedMarks: (Date | null)[] = [];
+  const agentCertificates = { ...store.agentCertificates, get: async (fingerprint: string) => (reached(), await gate, store.agentCertificates.get(fingerprint)) };
+  const instances = {
+    ...store.instances,
+    setAgentConnected: async (id: string, at: Date | null) => {
+      connectedMarks.push(at);
+      return store.instances.setAgentConnected(id, at);
+    },
+  };
+  return { store: { ...store, agentCertificates, instances, certificates: store.certificates } as Store, open: () => open(), waiting, connectedMarks };
+}
+
+describe('agent channel under a reconnect storm', async () => {
+  let plane: TestPlane;
+  before(async () => {
+    plane = await startTestPlane();
+  });
+  after(() => plane.close());
+
+  /** A registry over `store`, with its own listener, counting what it reports as connected. */
+  const registryOn = async (store: Store, authTimeoutMs = 10_000) => {
+    let connected = 0;
+    const registry = new SessionRegistry({ store, ca: plane.ca, logger: pino({ level: 'silent' }), clock: plane.clock, authTimeoutMs, metrics: { connected: (delta) => void (connected += delta), rejected: () => undefined } });
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => wss.once('listening', resolve));
+    wss.on('connection', (socket) => registry.accept(socket, '127.0.0.1'));
+    return { registry, url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, connected: () => connected, open: () => wss.clients.size, close: () => new Promise((resolve) => wss.close(resolve)) };
+  };
+
+  test('a connection closed while its authentication waits for the store leaves no session, count or connected mark behind', async () => {
+    const agent = await enrollTestAgent(plane, 'storm-gone');
+    const gated = gatedStore(plane.store);
+    const server = await registryOn(gated.store);
+    try {
+      const channel = await openAgentChannel(server, agent);
+      await gated.waiting;
+      channel.socket.terminate();
+      await eventually(async () => (server.open() === 0 ? true : undefined), 10_000, 20, 'the plane to see the connection closed');
+      gated.open();
+      await eventually(async () => (gated.connectedMarks.length >= 2 ? true : undefined), 10_000, 20, 'the registration to be undone');
+      console.log('MARKS', gated.connectedMarks, server.registry.size, server.connected());
+      assert.equal(server.registry.size, 0);
+      assert.equal(server.registry.get(agent.instanceId), undefined);
+      assert.equal(server.connected(), 0);
+      assert.equal(gated.connectedMarks.at(-1), null);
+      assert.equal((await plane.store.instances.get(agent.instanceId))?.agentConnectedAt, null);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('an agent whose auth arrived in time is welcomed even when checking it outlasts the authentication timeout', async () => {
+    const agent = await enrollTestAgent(plane, 'storm-slow');
+    const gated = gatedStore(plane.store);
+    const server = await registryOn(gated.store, 300);
+    try {
+      const channel = await openAgentChannel(server, agent);
+      await gated.waiting;
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      gated.open();
+      const welcome = await channel.next('welcome', 10_000);
+      assert.equal(welcome.instanceId, agent.instanceId);
+      assert.equal(server.connected(), 1);
+      channel.socket.terminate();
+      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,106 @@
+/**
+ * What a scheduler tick costs with many agents connected to one process, and how work
+ * reaches them: the tick's fallback pass asks the store what changed, so with nothing
+ * changed it makes the same store calls for 3 agents as for 30 (it used to read every
+ * connected agent's instance and certificates on every tick), and a change made behind
+ * the process's back still reaches the agent it waits for. Not timed: calls are counted.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { JobLifecycle } from '../../src/jobs/lifecycle.js';
+import { Scheduler } from '../../src/jobs/scheduler.js';
+import type { Store } from '../../src/store/types.js';
+import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
+
+/** The store with every call of a namespaced method (store.certificates.open, ...) counted by name. */
+function countingStore(store: Store): { store: Store; calls: Map<string, number>; total(): number } {
+  const calls = new Map<string, number>();
+  const wrap = (namespace: string, target: object) =>
+    new Proxy(target, {
+      get(object, property, receiver) {
+        const value = Reflect.get(object, property, receiver);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          const name = `${namespace}.${String(property)}`;
+          calls.set(name, (calls.get(name) ?? 0) + 1);
+          return (value as (...a: unknown[]) => unknown).apply(object, args);
+        };
+      },
+    });
+  const counted = new Proxy(store, {
+    get(object, property, receiver) {
+      const value = Reflect.get(object, property, receiver);
+      if (typeof value === 'function') return (...args: unknown[]) => (calls.set(String(property), (calls.get(String(property)) ?? 0) + 1), (value as (...a: unknown[]) => unknown).apply(object, args));
+      return typeof value === 'object' && value !== null ? wrap(String(property), value) : value;
+    },
+  });
+  return { store: counted, calls, total: () => [...calls.values()].reduce((sum, n) => sum + n, 0) };
+}
+
+describe('scheduler ticks and wake-ups with many agents connected', async () => {
+  let plane: TestPlane;
+  const channels: AgentChannel[] = [];
+  const agents: { instanceId: string }[] = [];
+  let counted: ReturnType<typeof countingStore>;
+  let scheduler: Scheduler;
+
+  const connect = async (count: number) => {
+    for (let i = 0; i < count; i += 1) {
+      const agent = await enrollTestAgent(plane, `tick${agents.length}`);
+      const channel = await openAgentChannel(plane, agent);
+      await channel.next('welcome');
+      agents.push(agent);
+      channels.push(channel);
+    }
+  };
+
+  /** Store calls of one tick, after the ticks before it have settled. */
+  const callsOfOneTick = async () => {
+    counted.calls.clear();
+    await scheduler.tick();
+    return new Map(counted.calls);
+  };
+
+  before(async () => {
+    plane = await startTestPlane();
+    counted = countingStore(plane.store);
+    const logger = pino({ level: process.env.DEBUG_WAKEUPS ? 'debug' : 'silent' });
+    // The plane's registry holds the channels; this coordinator and scheduler read the store through the counter.
+    const coordinator = new IssuanceCoordinator({ store: counted.store, issuer: { issue: () => Promise.reject(new Error('no CA in this test')), orderStanding: () => Promise.reject(new Error('no CA in this test')) }, sessions: plane.sessions, logger, clock: plane.clock });
+    scheduler = new Scheduler({ store: counted.store, coordinator, lifecycle: new JobLifecycle({ store: counted.store, logger, clock: plane.clock }), logger, clock: plane.clock });
+  });
+  after(async () => {
+    for (const channel of channels) channel.socket.terminate();
+    await plane.close();
+  });
+
+  test('with nothing changed, a tick makes the same store calls for 30 connected agents as for 3', async () => {
+    await connect(3);
+    await scheduler.tick();
+    const withThree = await callsOfOneTick();
+    await connect(27);
+    assert.equal(plane.sessions.size, 30);
+    await scheduler.tick();
+    const withThirty = await callsOfOneTick();
+    assert.deepEqual(Object.fromEntries(withThirty), Object.fromEntries(withThree));
+    assert.equal(withThirty.get('certificates.open') ?? 0, 0, 'no connected agent\'s certificates are read when nothing changed');
+    assert.equal(withThirty.get('instances.get') ?? 0, 0, 'no connected agent\'s instance is read when nothing changed');
+  });
+
+  test('a certificate created behind the process\'s back reaches its agent at the next tick, and only its agent is read', async () => {
+    const target = agents[7]!;
+    const channel = channels[7]!;
+    const certificate = await plane.store.certificates.create(target.instanceId);
+    const calls = await callsOfOneTick();
+    const request = await channel.next('csr_request');
+    assert.equal(request.certificateId, certificate.id);
+    assert.equal(calls.get('certificates.open'), 1);
+    assert.equal(calls.get('instances.get'), 1);
+    for (const [i, other] of channels.entries()) if (i !== 7) assert.ok(!other.frames.some((frame) => frame.type === 'csr_request'), `agent ${i} was prompted for another instance's certificate`);
+    const again = await callsOfOneTick();
+    assert.equal(again.get('certificates.open') ?? 0, 0, 'a change already handled is not handled again at the next tick');
+    assert.equal(channel.frames.filter((frame) => frame.type === 'csr_request').length, 1);
+  });
+});

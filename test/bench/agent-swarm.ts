@@ -1,0 +1,61 @@
+/**
+ * One process of the bench's load generator (agents-scale.ts forks several, because
+ * 10,000 agents are too many for one event loop beside the plane on a small machine):
+ * the real agent code, many at a time. It enrolls its share of instances with the real
+ * `enroll` and runs the real AgentClient for each, so reconnections after a plane restart
+ * follow the agent's own backoff with jitter. Driven over IPC; exits when told, or when
+ * its parent goes away.
+ */
+import pino from 'pino';
+import { AgentClient } from '../../src/agent/client.js';
+import { enroll } from '../../src/agent/enroll.js';
+import { Installer } from '../../src/agent/install.js';
+import { openState, type AgentIdentity, type AgentState } from '../../src/agent/state.js';
+
+/** What the parent asks. */
+export type SwarmCommand = { readonly type: 'enroll'; readonly server: string; readonly tokens: readonly string[]; readonly dir: string } | { readonly type: 'start' } | { readonly type: 'stop' };
+/** What the worker answers, once per command. */
+export type SwarmReply = { readonly type: 'enrolled'; readonly count: number } | { readonly type: 'started'; readonly count: number } | { readonly type: 'stopped' } | { readonly type: 'failed'; readonly message: string };
+
+/** Enrollments in flight at once per worker: the plane signs each, so more only queue there. */
+const ENROLL_CONCURRENCY = 4;
+
+const logger = pino({ level: 'silent' });
+const agents: { state: AgentState; identity: AgentIdentity }[] = [];
+const clients: AgentClient[] = [];
+const reply = (message: SwarmReply) => process.send?.(message);
+
+async function enrollAll(server: string, tokens: readonly string[], dir: string): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: ENROLL_CONCURRENCY }, async () => {
+      while (next < tokens.length) {
+        const i = next++;
+        const state = await openState(`${dir}/agent-${process.pid}-${i}`);
+        agents.push({ state, identity: await enroll(state, server, tokens[i]!) });
+      }
+    }),
+  );
+}
+
+process.on('message', (command: SwarmCommand) => {
+  const run = async (): Promise<SwarmReply> => {
+    switch (command.type) {
+      case 'enroll':
+        await enrollAll(command.server, command.tokens, command.dir);
+        return { type: 'enrolled', count: agents.length };
+      case 'start':
+        for (const { state, identity } of agents) {
+          const client = new AgentClient({ state, identity, installer: new Installer({ state, trustAnchors: [], logger }), logger });
+          client.start();
+          clients.push(client);
+        }
+        return { type: 'started', count: clients.length };
+      case 'stop':
+        await Promise.all(clients.map((client) => client.stop()));
+        return { type: 'stopped' };
+    }
+  };
+  run().then(reply, (error: unknown) => reply({ type: 'failed', message: (error as Error).message }));
+});
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,145 @@
+/**
+ * The trust issue's end-to-end case on real processes: a plane on Pebble with an alternate
+ * root, a fleet of agents whose installed chains end at Pebble's first root. `certplane
+ * whatif` is asked what happens if the instances' clients lose that root; the root is then
+ * removed from the profile file and the trust settings reloaded with `certplane admin
+ * reload-trust`: the API and `certplane status` show exactly the predicted instances broken,
+ * each with a stored alternate chain (the one to Pebble's other root) available. Issuance
+ * then takes the chain that verifies in every profile of an instance, refuses naming the
+ * profile when none does, and SIGHUP reloads the trust settings like the admin command.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
+import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { certplane, scratch } from '../support/cli.js';
+import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
+import { root } from '../support/hierarchies.js';
+import { freePort } from '../support/ports.js';
+import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
+
+const INSTANCES = 3;
+
+describe('clients lose a root: what-if, then reload, on Pebble with an alternate root', async () => {
+  const dir = await scratch('certplane-trust-change-');
+  let pebble: LocalPebble;
+  let roots: Certificate[];
+  let plane: RunningProcess;
+  let api: string;
+  let env: Record<string, string>;
+  const agents: SimulatedAgent[] = [];
+
+  const json = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${api}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  };
+
+  before(async () => {
+    pebble = await startPebble({ alternateRoots: 1 });
+    roots = (await pebble.roots()).map((text) => parseCertificateBundle(text)[0]!);
+    const bothRoots = roots.map((r) => r.pem).join('');
+    await dir.write('default.pem', bothRoots);
+    await dir.write('clients.pem', bothRoots);
+    await dir.write('nobody.pem', (await root('A Root No Pebble Chain Reaches')).pem);
+    const port = await freePort();
+    api = `http://127.0.0.1:${port}`;
+    env = {
+      ...localPlaneEnv({
+        port,
+        dir: dir.dir,
+        directoryUrl: pebble.directoryUrl,
+        acmeCaPath: pebble.acmeServerCaPath,
+        preferredRootCN: roots[0]!.subjectCN,
+        trustStorePath: join(dir.dir, 'default.pem'),
+        challtestsrvUrl: pebble.challtestsrvUrl,
+      }),
+      CERTPLANE_PREFERRED_CHAINS: JSON.stringify([roots[0]!.subjectCN, roots[1]!.subjectCN]),
+      CERTPLANE_TRUST_PROFILES: JSON.stringify({ clients: join(dir.dir, 'clients.pem'), nobody: join(dir.dir, 'nobody.pem') }),
+      CERTPLANE_ADMIN_SOCKET: join(dir.dir, 'admin.sock'),
+      CERTPLANE_LOG_LEVEL: 'info',
+    };
+    plane = startCertplane(['serve'], env);
+    await plane.waitForLine((line) => line.includes('management plane listening'), 240_000);
+    for (let i = 0; i < INSTANCES; i += 1) {
+      const created = await json('POST', '/v1/instances', { name: `t${i}`, hostnames: [`t${i}.trust.test`], trustProfiles: ['default', 'clients'] });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      agents.push(await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: roots }));
+    }
+  });
+
+  after(async () => {
+    await Promise.all(agents.map((a) => a.client.stop()));
+    await plane?.stop();
+    await pebble?.stop();
+    await dir.remove();
+  });
+
+  test('whatif predicts the broken set; after the root leaves the profile and reload-trust, the API and status show exactly that set, each with an alternate chain', async () => {
+    await eventually(async () => ((await Promise.all(agents.map(async (a) => (await json('GET', `/v1/instances/${a.instanceId}`)).body.agent.connected))).every(Boolean) ? true : undefined), 120_000, 500, 'every agent to connect');
+    for (const agent of agents) assert.equal((await json('POST', `/v1/instances/${agent.instanceId}/issue`)).status, 202);
+    for (const agent of agents) {
+      const view = await eventually(async () => {
+        const { body } = await json('GET', `/v1/instances/${agent.instanceId}`);
+        return body.certificate?.status === 'installed' && body.trust.status === 'ok' ? body : undefined;
+      }, 180_000, 500, `instance ${agent.instanceId} to install and be judged`);
+      assert.equal(view.certificate.anchor, roots[0]!.subjectCN, 'the installed chain ends at the first root');
+    }
+
+    const asked = await certplane(['whatif', '--server', api, '--remove-root', roots[0]!.subjectCN, '--from-profile', 'clients', '--json']);
+    assert.equal(asked.code, 0, asked.stderr);
+    const prediction = JSON.parse(asked.stdout) as { counts: Record<string, number>; items: { instanceId: string; outcome: string; brokenProfiles: string[] }[] };
+    const predicted = prediction.items.filter((r) => r.outcome !== 'verifies').map((r) => r.instanceId).sort();
+    assert.deepEqual(predicted, agents.map((a) => a.instanceId).sort());
+    assert.ok(prediction.items.every((r) => r.outcome === 'alternate-chain' && r.brokenProfiles.join() === 'clients'), JSON.stringify(prediction.items));
+    const table = await certplane(['whatif', '--server', api, '--remove-root', roots[0]!.subjectCN, '--from-profile', 'clients']);
+    assert.match(table.stdout, new RegExp(`${INSTANCES} need another stored chain \\(no new order\\)`));
+    assert.equal((await json('GET', `/v1/instances/${agents[0]!.instanceId}`)).body.trust.status, 'ok', 'asking changed nothing');
+
+    await dir.write('clients.pem', roots[1]!.pem);
+    const reload = await certplane(['admin', '--socket', env.CERTPLANE_ADMIN_SOCKET!, '--actor', 'on-call', 'reload-trust', '--reason', 'clients drop the first Pebble root']);
+    assert.equal(reload.code, 0, reload.stderr);
+    assert.match(reload.stdout, new RegExp(`broken: ${INSTANCES} \\(${INSTANCES} with a stored alternate chain\\)`));
+
+    const listed = await json('GET', '/v1/instances?limit=500');
+    const broken = listed.body.items.filter((i: any) => i.trust.status === 'broken');
+    assert.deepEqual(broken.map((i: any) => i.id).sort(), predicted);
+    for (const instance of broken) {
+      assert.deepEqual([instance.trust.brokenProfiles, instance.trust.alternateAvailable, instance.atRisk], [['clients'], true, true]);
+    }
+    const status = await certplane(['status', '--server', api]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.equal(status.stdout.split('\n').filter((line) => line.includes('TRUST BROKEN in clients (a stored alternate chain verifies)')).length, INSTANCES);
+  });
+
+  test('issuance takes the chain that verifies in every profile of the instance, refuses naming the profile when none does, and SIGHUP reloads', async () => {
+    const enrol = async (name: string, trustProfiles: string[]) => {
+      const created = await json('POST', '/v1/instances', { name, hostnames: [`${name}.trust.test`], trustProfiles });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const agent = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${name}`), trustAnchors: roots });
+      agents.push(agent);
+      await eventually(async () => ((await json('GET', `/v1/instances/${agent.instanceId}`)).body.agent.connected ? true : undefined), 120_000, 500, `${name} to connect`);
+      assert.equal((await json('POST', `/v1/instances/${agent.instanceId}/issue`)).status, 202);
+      return agent.instanceId;
+    };
+    // clients.pem holds only the second root now: the first preference's chain fails there.
+    const picky = await enrol('picky', ['clients']);
+    const stranded = await enrol('stranded', ['default', 'nobody']);
+    const installed = await eventually(async () => {
+      const { body } = await json('GET', `/v1/instances/${picky}`);
+      return body.certificate?.status === 'installed' ? body : undefined;
+    }, 180_000, 500, 'picky to install');
+    assert.equal(installed.certificate.anchor, roots[1]!.subjectCN);
+    const refused = await eventually(async () => {
+      const { body } = await json('GET', `/v1/instances/${stranded}`);
+      return body.certificate?.status === 'failed' ? body.certificate : undefined;
+    }, 180_000, 500, 'stranded to fail');
+    assert.deepEqual([refused.failure.reason, refused.failure.code, refused.failure.permanent], ['ChainUnsatisfied', 'CHAIN_PROFILE_UNSATISFIED', true]);
+    assert.match(refused.lastError, /failing: "nobody"/);
+
+    await dir.write('clients.pem', roots.map((r) => r.pem).join(''));
+    plane.child.kill('SIGHUP');
+    await plane.waitForLine((line) => line.includes('SIGHUP: trust settings reloaded'), 60_000);
+    for (const agent of agents.slice(0, INSTANCES)) assert.equal((await json('GET', `/v1/instances/${agent.instanceId}`)).body.trust.status, 'ok');
+  });
+});

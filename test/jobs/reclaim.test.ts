@@ -1,0 +1,77 @@
+/**
+ * A job whose claim lapsed is claimed again (its process died, or lost the database, after
+ * starting the certificate but before recording it on the job). Seen in the chaos test at
+ * 100 instances: the certificate went on to be installed by another process, the job was
+ * claimed again and ordered a second certificate. A claimed-again job whose certificate is
+ * installed is finished, not started.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { JobLifecycle } from '../../src/jobs/lifecycle.js';
+import { Scheduler } from '../../src/jobs/scheduler.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { advance } from '../support/lifecycle.js';
+
+describe('a job claimed again after its process died', () => {
+  let store: Store;
+  const logger = pino({ level: 'silent' });
+  before(async () => {
+    store = await openStore('memory:');
+  });
+  after(async () => {
+    await store.close();
+  });
+
+  test('finds its certificate installed by another process and completes, without ordering a second one', async () => {
+    const instance = await store.instances.create({ name: 'reclaimed', hostnames: ['reclaimed.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+    const started = new Date();
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
+    // The process that died: it claimed the job and created the certificate for it, and
+    // never recorded the certificate on the job.
+    const [claimed] = await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    assert.equal(claimed?.id, job.id);
+    const certificate = await store.certificates.create(instance.id);
+    await store.certificates.attachJob(certificate.id, job.id, null);
+    await advance(store, certificate.id, 'installed');
+
+    const requested: string[] = [];
+    const coordinator = {
+      requestIssue: async (instanceId: string) => {
+        requested.push(instanceId);
+        return store.certificates.create(instanceId);
+      },
+      reconcileChanged: async () => undefined,
+    };
+    const later = () => new Date(started.getTime() + 5_000);
+    const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later });
+    await scheduler.tick();
+
+    assert.deepEqual(requested, [], 'the job claimed again asked for no new certificate');
+    assert.equal((await store.jobs.get(job.id))?.state, 'done');
+    const [latest] = [await store.certificates.latest(instance.id)];
+    assert.equal(latest?.id, certificate.id, 'the installed certificate is still the instance\'s latest');
+  });
+
+  test('whose certificate is still under way attaches it instead of creating another', async () => {
+    const instance = await store.instances.create({ name: 'underway', hostnames: ['underway.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+    const started = new Date();
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
+    await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    const certificate = await store.certificates.create(instance.id);
+    await store.certificates.attachJob(certificate.id, job.id, null);
+    await advance(store, certificate.id, 'ordering');
+
+    const coordinator = {
+      requestIssue: async (instanceId: string) => (await store.certificates.open(instanceId))[0]!,
+      reconcileChanged: async () => undefined,
+    };
+    const later = () => new Date(started.getTime() + 5_000);
+    const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later });
+    await scheduler.tick();
+
+    const reclaimed = await store.jobs.get(job.id);
+    assert.equal(reclaimed?.state, 'running');
+    assert.equal(reclaimed?.certificateId, certificate.id);
+  });
+});
