@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { AgentCa } from './agents/ca.js';
 import { IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
+import { Revocations } from './agents/revocation.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { PageCursors } from './api/cursors.js';
@@ -189,10 +190,11 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
     });
     sessions.setHandler(coordinator);
+    const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger: logger.child({ room: 'revocation' }), clock });
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count) });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, connectedInstances: () => sessions.instanceIds(), logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs });
     started.add('revocation watch', sessions.watchRevocations());
-    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
+    const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {
       sessions.closeAll('management plane shutting down');
       await app.close();

@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../agents/ca.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
+import type { Revocations } from '../agents/revocation.js';
 import type { Campaigns } from '../jobs/campaigns.js';
 import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
@@ -29,6 +30,8 @@ import { reissueRoutes } from './routes/reissues.js';
 export interface ApiDependencies {
   readonly store: Store;
   readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue'>;
+  /** Revokes certificates at the CA and decommissions instances. */
+  readonly revocations: Pick<Revocations, 'revoke' | 'decommission'>;
   readonly campaigns: Campaigns;
   /** Seals and opens the listing's page cursors (HMAC key from the secret store). */
   readonly cursors: PageCursors;

@@ -12,12 +12,13 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { OPEN_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
+import { OPEN_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
   type CertificateRecord,
   type CertificateUpdate,
+  type DecommissionRecord,
   type HostnameConflict,
   type InstanceRecord,
   type Page,
@@ -57,6 +58,8 @@ interface InstanceRow {
   agent_last_seen_at: Date | null;
   installed_fingerprint_sha256: string | null;
   profile: string | null;
+  decommissioned_at: Date | null;
+  decommission: { requestedBy: string; comment: string | null; certificate: 'revoke' | 'keep'; revocationReason: DecommissionRecord['revocationReason'] } | null;
 }
 
 interface CertificateRow {
@@ -84,6 +87,7 @@ interface CertificateRow {
   ari_retry_at: Date | null;
   replaces_certificate_id: string | null;
   job_id: string | null;
+  revocation: RevocationRecord | null;
 }
 
 interface ApiClientRow {
@@ -142,6 +146,7 @@ const UPDATE_COLUMNS: { readonly [K in keyof Required<CertificateUpdate>]: reado
   notBefore: ['not_before', 'timestamptz'],
   failure: ['failure', 'jsonb'],
   orderUrl: ['order_url', 'text'],
+  revocation: ['revocation', 'jsonb'],
 };
 
 class SqlStore implements Store {
@@ -197,11 +202,12 @@ class SqlStore implements Store {
       const [row] = await this.db.query<InstanceRow>('SELECT * FROM instances WHERE id = $1', [id]);
       return row && toInstance(row);
     },
-    list: async ({ cursor, limit, clusters = null }) => {
+    list: async ({ cursor, limit, clusters = null, includeDecommissioned = false }) => {
       const after = cursor === undefined ? undefined : decodeCursor(cursor);
       const rows = await this.db.query<InstanceRow & { cursor_created_at: string }>(
         `SELECT *, ${CURSOR_TIME_SQL} AS cursor_created_at FROM instances
          WHERE ($2::text[] IS NULL OR cluster = ANY($2::text[]))
+         ${includeDecommissioned ? '' : 'AND decommissioned_at IS NULL'}
          ${after ? 'AND (created_at, id) > ($3::timestamptz, $4::uuid)' : ''}
          ORDER BY created_at, id LIMIT $1`,
         after ? [limit + 1, clusters && [...clusters], after.createdAt, after.id] : [limit + 1, clusters && [...clusters]],
@@ -220,11 +226,37 @@ class SqlStore implements Store {
       (
         await this.db.query<{ instance_id: string; name: string }>(
           `SELECT i.id AS instance_id, h.name FROM instances i CROSS JOIN LATERAL unnest(i.hostnames) AS h (name)
-           WHERE NOT EXISTS (SELECT 1 FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = lower(rtrim(h.name, '.')))
+           WHERE i.decommissioned_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = lower(rtrim(h.name, '.')))
            ORDER BY i.created_at, i.id, h.name LIMIT $1`,
           [limit],
         )
       ).map((row) => ({ instanceId: row.instance_id, name: row.name })),
+    decommission: (id, record) => {
+      if (!UUID.test(id)) return Promise.reject(instanceNotFound(id, 'decommission'));
+      return this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, id);
+        const [row] = await tx.query<InstanceRow>(
+          'UPDATE instances SET decommissioned_at = $2::timestamptz, decommission = $3::text::jsonb WHERE id = $1 AND decommissioned_at IS NULL RETURNING *',
+          [id, record.at, JSON.stringify({ requestedBy: record.requestedBy, comment: record.comment, certificate: record.certificate, revocationReason: record.revocationReason })],
+        );
+        if (!row) throw new CertplaneError('INSTANCE_DECOMMISSIONED', `Instance ${id} is already decommissioned; nothing was changed.`, { instanceId: id });
+        const released = await tx.query<{ name: string }>('DELETE FROM instance_hostnames WHERE instance_id = $1 RETURNING name', [id]);
+        const cancelled = await tx.query("UPDATE jobs SET state = 'cancelled', claimed_until = NULL, updated_at = now() WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id", [id]);
+        // A token minted before and used after would enroll a new agent for an instance that is gone.
+        await tx.query('UPDATE enrollment_tokens SET used_at = $2::timestamptz WHERE instance_id = $1 AND used_at IS NULL', [id, record.at]);
+        const revoked = await tx.query<{ fingerprint_sha256: string }>(
+          'UPDATE agent_certificates SET revoked_at = $2::timestamptz WHERE instance_id = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256',
+          [id, record.at],
+        );
+        return {
+          instance: toInstance(row),
+          agentCertificates: revoked.map((r) => r.fingerprint_sha256),
+          cancelledJobs: cancelled.length,
+          releasedHostnames: released.map((r) => r.name).sort(),
+        };
+      });
+    },
     setAgentConnected: async (id, connectedAt) => {
       await this.updateInstance(id, 'agent_connected_at = $2::timestamptz', connectedAt);
     },
@@ -599,6 +631,16 @@ function toInstance(row: InstanceRow): InstanceRecord {
     agentLastSeenAt: row.agent_last_seen_at,
     installedFingerprintSha256: row.installed_fingerprint_sha256,
     profile: row.profile,
+    decommissioned:
+      row.decommissioned_at && row.decommission
+        ? {
+            at: row.decommissioned_at,
+            requestedBy: row.decommission.requestedBy,
+            comment: row.decommission.comment,
+            certificate: row.decommission.certificate,
+            revocationReason: row.decommission.revocationReason,
+          }
+        : null,
   };
 }
 
@@ -628,6 +670,7 @@ function toCertificate(row: CertificateRow): CertificateRecord {
     ariRetryAt: row.ari_retry_at,
     replacesCertificateId: row.replaces_certificate_id,
     jobId: row.job_id,
+    revocation: row.revocation,
   };
 }
 

@@ -5,7 +5,7 @@
  * stores CSRs, public chains and fingerprints only.
  */
 import type { KeyAlgorithm } from '../agents/protocol.js';
-import type { CertificateState, FailureReason, LifecycleEvent } from '../lifecycle/index.js';
+import type { CertificateState, FailureReason, LifecycleEvent, RevocationReasonName, RevocationRecord } from '../lifecycle/index.js';
 import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
 
 export interface InstanceRecord {
@@ -23,6 +23,29 @@ export interface InstanceRecord {
   readonly installedFingerprintSha256: string | null;
   /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
   readonly profile: string | null;
+  /** Set once the instance is decommissioned: it owns no hostname, gets no certificate and its agent is cut off. */
+  readonly decommissioned: DecommissionRecord | null;
+}
+
+/** Who decommissioned an instance, when, why, and what was decided for its live certificate. */
+export interface DecommissionRecord {
+  readonly at: Date;
+  readonly requestedBy: string;
+  readonly comment: string | null;
+  /** `revoke`: the installed certificate was revoked first; `keep`: it stays valid until it expires. */
+  readonly certificate: 'revoke' | 'keep';
+  /** The RFC 5280 reason of that revocation (with `revoke`). */
+  readonly revocationReason: RevocationReasonName | null;
+}
+
+/** What decommissioning changed besides the instance itself. */
+export interface DecommissionOutcome {
+  readonly instance: InstanceRecord;
+  /** Agent certificates revoked now: their sessions are to be cut off. */
+  readonly agentCertificates: readonly string[];
+  readonly cancelledJobs: number;
+  /** Hostnames released: another instance may register them. */
+  readonly releasedHostnames: readonly string[];
 }
 
 export interface CertificateRecord {
@@ -62,13 +85,15 @@ export interface CertificateRecord {
   readonly replacesCertificateId: string | null;
   /** The renewal or reissue job that asked for it, if any. */
   readonly jobId: string | null;
+  /** Who revoked it, why, when and which key signed; null unless revoked. */
+  readonly revocation: RevocationRecord | null;
 }
 
 /** Fields a lifecycle event may set alongside the state. */
 export type CertificateUpdate = Partial<
   Pick<
     CertificateRecord,
-    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'failure' | 'orderUrl'
+    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'failure' | 'orderUrl' | 'revocation'
   >
 >;
 
@@ -154,9 +179,17 @@ export interface Store {
     /**
      * Stable order (creation, then id); `limit` is trusted to be already bounded by the caller.
      * With `clusters`, only instances of those clusters (none without a cluster), so that
-     * neither the items nor the cursor ever point at an instance outside them.
+     * neither the items nor the cursor ever point at an instance outside them. Decommissioned
+     * instances only with `includeDecommissioned`.
      */
-    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null }): Promise<Page<InstanceRecord>>;
+    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null; includeDecommissioned?: boolean }): Promise<Page<InstanceRecord>>;
+    /**
+     * Decommissions the instance in one transaction, serialised with its agent certificates'
+     * renewals and uses: records who and why, releases its hostnames, cancels its open jobs,
+     * spends its unused enrollment tokens and revokes every agent certificate it holds.
+     * STORE_NOT_FOUND for an unknown instance, INSTANCE_DECOMMISSIONED when it already was.
+     */
+    decommission(id: string, record: DecommissionRecord): Promise<DecommissionOutcome>;
     /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
     ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
     /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */

@@ -12,6 +12,7 @@ import { Registry } from 'prom-client';
 import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { Revocations } from '../../src/agents/revocation.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
@@ -53,9 +54,11 @@ export async function startTestPlane(
     maxNamesPerCertificate?: number;
     /** Silent unless a test reads what the plane logs. */
     logger?: Logger;
+    /** How long a revocation waits for the agent to sign with the certificate key. */
+    signingTimeoutMs?: number;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), signingTimeoutMs, ...sessionOptions } = options;
   const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
   const store = await openStore(storeUrl);
@@ -71,9 +74,10 @@ export async function startTestPlane(
   });
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
   sessions.setHandler(coordinator);
+  const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger, clock, ...(signingTimeoutMs === undefined ? {} : { signingTimeoutMs }) });
   const campaigns = new Campaigns({ store, clock, logger });
   const cursors = await PageCursors.loadOrCreate(secrets);
-  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
+  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

@@ -6,8 +6,9 @@ import type { ApiDependencies } from '../app.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { HostnameConflict } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
-import { CreateInstance, EnrollmentToken, IdParams, Instance, InstancePage, IssueAccepted, ListQuery, Problem } from '../schemas.js';
-import { instanceView } from './views.js';
+import { decommissioned } from '../../agents/revocation.js';
+import { CreateInstance, DecommissionInstance, DecommissionResult, EnrollmentToken, IdParams, Instance, InstanceListQuery, InstancePage, IssueAccepted, Problem } from '../schemas.js';
+import { certificateView, instanceView } from './views.js';
 
 export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
@@ -49,9 +50,10 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.post(
       '/v1/instances/:id/enrollment-token',
-      { config: { permission: 'operate' }, schema: { summary: 'Mint a new one-time enrollment token (re-install of an agent)', tags: ['instances'], params: IdParams, response: { 201: EnrollmentToken, 401: Problem, 403: Problem, 404: Problem } } },
+      { config: { permission: 'operate' }, schema: { summary: 'Mint a new one-time enrollment token (re-install of an agent)', tags: ['instances'], params: IdParams, response: { 201: EnrollmentToken, 401: Problem, 403: Problem, 404: Problem, 409: Problem } } },
       async (request, reply) => {
         const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
+        if (instance.decommissioned) throw decommissioned(instance);
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.enrollment-token', target: instance.id, reason: null, details: { expiresAt: expiresAt.toISOString() } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
@@ -60,10 +62,10 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.get(
       '/v1/instances',
-      { config: { permission: 'read' }, schema: { summary: 'List instances, one bounded page at a time (a cluster-limited caller sees its clusters only)', tags: ['instances'], querystring: ListQuery, response: { 200: InstancePage, 400: Problem, 401: Problem, 403: Problem } } },
+      { config: { permission: 'read' }, schema: { summary: 'List instances, one bounded page at a time (a cluster-limited caller sees its clusters only; decommissioned ones with include=decommissioned)', tags: ['instances'], querystring: InstanceListQuery, response: { 200: InstancePage, 400: Problem, 401: Problem, 403: Problem } } },
       async (request) => {
-        const { cursor, limit } = request.query;
-        const page = await deps.store.instances.list({ limit, clusters: request.caller?.clusters ?? null, ...(cursor === undefined ? {} : { cursor: deps.cursors.open(cursor, request.caller) }) });
+        const { cursor, limit, include } = request.query;
+        const page = await deps.store.instances.list({ limit, clusters: request.caller?.clusters ?? null, includeDecommissioned: include === 'decommissioned', ...(cursor === undefined ? {} : { cursor: deps.cursors.open(cursor, request.caller) }) });
         const items = await Promise.all(
           page.items.map(async (i) => instanceView(i, await deps.store.certificates.latest(i.id), deps.sessions.get(i.id) !== undefined, await deps.store.certificates.latestInstalled(i.id), deps.clock())),
         );
@@ -79,12 +81,45 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.post(
       '/v1/instances/:id/issue',
-      { config: { permission: 'operate' }, schema: { summary: 'Start an issuance now (or return the one under way)', tags: ['instances'], params: IdParams, response: { 202: IssueAccepted, 401: Problem, 403: Problem, 404: Problem } } },
+      { config: { permission: 'operate' }, schema: { summary: 'Start an issuance now (or return the one under way)', tags: ['instances'], params: IdParams, response: { 202: IssueAccepted, 401: Problem, 403: Problem, 404: Problem, 409: Problem } } },
       async (request, reply) => {
         const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.issue', target: instance.id, reason: null, details: null });
         const certificate = await deps.coordinator.requestIssue(request.params.id);
         return reply.status(202).send({ certificateId: certificate.id, status: certificate.status });
+      },
+    );
+
+    app.delete(
+      '/v1/instances/:id',
+      {
+        config: { permission: 'operate' },
+        schema: {
+          summary:
+            'Decommission an instance, saying what happens to its installed certificate (revoke, with an RFC 5280 reason, or keep until it expires): its agent certificates are revoked and its channel closed, its jobs cancelled and its hostnames released; the record stays for the audit trail',
+          tags: ['instances'],
+          params: IdParams,
+          body: DecommissionInstance,
+          response: { 200: DecommissionResult, 400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 502: Problem, 503: Problem },
+        },
+      },
+      async (request) => {
+        const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
+        const body = request.body;
+        const result = await deps.revocations.decommission(instance, {
+          certificate: body.certificate,
+          reason: body.certificate === 'revoke' ? body.reason : null,
+          comment: body.comment ?? null,
+          requestedBy: request.caller?.actor ?? 'unknown',
+        });
+        return {
+          instance: instanceView(result.instance, await deps.store.certificates.latest(instance.id), false, await deps.store.certificates.latestInstalled(instance.id), deps.clock()),
+          revokedCertificate: result.revoked && certificateView(result.revoked),
+          agentCertificatesRevoked: result.agentCertificates.length,
+          jobsCancelled: result.cancelledJobs,
+          abandonedCertificates: [...result.abandoned],
+          hostnamesReleased: [...result.releasedHostnames],
+        };
       },
     );
   };

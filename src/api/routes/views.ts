@@ -38,6 +38,7 @@ export function instanceView(instance: InstanceRecord, latest: CertificateRecord
       renewAt: iso(installed?.renewAt ?? null),
       atRisk: Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now)),
     },
+    decommissioned: instance.decommissioned && { ...instance.decommissioned, at: instance.decommissioned.at.toISOString() },
   };
 }
 
@@ -56,5 +57,6 @@ export function certificateView(c: CertificateRecord) {
     createdAt: c.createdAt.toISOString(),
     deliveredAt: iso(c.deliveredAt),
     installedAt: iso(c.installedAt),
+    revocation: c.revocation,
   };
 }
