@@ -169,17 +169,20 @@ export const RevocationResult = z.object({
   reissue: IssueAccepted.nullable().describe('the replacement under way, if one was ordered'),
 });
 
-export const DecommissionInstance = z.discriminatedUnion('certificate', [
-  z.strictObject({
-    certificate: z.literal('revoke').describe('revoke the installed certificate first'),
-    reason: RevocationReason,
-    comment: Text(2000).optional(),
-  }),
-  z.strictObject({
-    certificate: z.literal('keep').describe('leave the installed certificate valid until it expires'),
-    comment: Text(2000).optional(),
-  }),
-]);
+/**
+ * What to do with the installed certificate, in the query: content in a DELETE request has no
+ * defined meaning (RFC 9110 §9.3.5) and some clients and proxies drop it.
+ */
+export const DecommissionInstance = z
+  .strictObject({
+    certificate: z.enum(['revoke', 'keep']).describe('revoke the installed certificate first (with reason), or keep it valid until it expires'),
+    reason: RevocationReason.optional().describe('required with certificate=revoke'),
+    comment: Text(2000).optional().describe('why, for the audit trail'),
+  })
+  .refine((query) => (query.certificate === 'revoke') === (query.reason !== undefined), {
+    message: 'give reason with certificate=revoke (an RFC 5280 reason), and no reason with certificate=keep',
+    path: ['reason'],
+  });
 
 export const DecommissionResult = z.object({
   instance: Instance,

@@ -99,17 +99,17 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
             'Decommission an instance, saying what happens to its installed certificate (revoke, with an RFC 5280 reason, or keep until it expires): its agent certificates are revoked and its channel closed, its jobs cancelled and its hostnames released; the record stays for the audit trail',
           tags: ['instances'],
           params: IdParams,
-          body: DecommissionInstance,
+          querystring: DecommissionInstance,
           response: { 200: DecommissionResult, 400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 502: Problem, 503: Problem },
         },
       },
       async (request) => {
         const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
-        const body = request.body;
+        const { certificate, reason, comment } = request.query;
         const result = await deps.revocations.decommission(instance, {
-          certificate: body.certificate,
-          reason: body.certificate === 'revoke' ? body.reason : null,
-          comment: body.comment ?? null,
+          certificate,
+          reason: reason ?? null,
+          comment: comment ?? null,
           requestedBy: request.caller?.actor ?? 'unknown',
         });
         return {
