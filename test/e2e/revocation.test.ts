@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
-import { scratch } from '../support/cli.js';
+import { certplane, scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
@@ -103,12 +103,13 @@ describe('revocation and decommissioning against Pebble', async () => {
     assert.deepEqual([again.status, again.body.code], [409, 'CERTIFICATE_ALREADY_REVOKED']);
   });
 
-  test('keyCompromise with the agent connected is signed on the instance with the certificate key, and Pebble revokes it; reissue false orders nothing', async () => {
-    const revoked = await json('POST', `/v1/certificates/${first.compromised.id}/revoke`, { reason: 'keyCompromise', reissue: false });
-    assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
-    assert.equal(revoked.body.certificate.revocation.signedBy, 'certificate-key');
-    assert.equal(revoked.body.certificate.revocation.certificateKeyUnavailable, null);
-    assert.equal(revoked.body.reissue, null);
+  test('certplane revoke --reason keyCompromise with the agent connected: signed on the instance with the certificate key, and Pebble revokes it; --no-reissue orders nothing', async () => {
+    const cli = await certplane(['revoke', '--server', api, '--certificate', first.compromised.id, '--reason', 'keyCompromise', '--comment', 'key copied off the host', '--no-reissue', '--actor', 'on-call test'], {}, 60_000);
+    assert.equal(cli.code, 0, `${cli.stdout}\n${cli.stderr}`);
+    assert.match(cli.stdout, /revoked \(keyCompromise, code 1\), signed by the certificate-key\n/);
+    assert.match(cli.stdout, /no replacement requested/);
+    const revoked = await json('GET', `/v1/certificates/${first.compromised.id}`);
+    assert.deepEqual([revoked.body.revocation.signedBy, revoked.body.revocation.certificateKeyUnavailable, revoked.body.revocation.requestedBy], ['certificate-key', null, 'on-call test']);
     assert.deepEqual(await atPebble(first.compromised.fullchainPem), { status: 'Revoked', reason: 1 });
     const view = await json('GET', `/v1/instances/${agents.compromised.instanceId}`);
     assert.deepEqual([view.body.certificate.id, view.body.certificate.status], [first.compromised.id, 'revoked'], 'no replacement was started');
