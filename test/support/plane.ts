@@ -47,6 +47,8 @@ export async function startTestPlane(
     renewalMinIntervalMs?: number;
     tls?: { certPem: string; keyPem: string };
     acmeDirectoryUrl?: string;
+    /** The CA of the ACME server's own HTTPS listener (Pebble's), when `acmeDirectoryUrl` needs one. */
+    acmeServerCaPem?: string;
     /** The plane's clock (default: the system's), for tests that move time forward. */
     clock?: () => Date;
     /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
@@ -58,7 +60,7 @@ export async function startTestPlane(
     signingTimeoutMs?: number;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), signingTimeoutMs, ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), signingTimeoutMs, ...sessionOptions } = options;
   const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
   const store = await openStore(storeUrl);
@@ -67,6 +69,7 @@ export async function startTestPlane(
   const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
   const issuer = new AcmeIssuer({
     directoryUrl: acmeDirectoryUrl ?? 'https://127.0.0.1:1/directory',
+    ...(acmeServerCaPem ? { serverCaPem: acmeServerCaPem } : {}),
     secrets,
     solvers: [],
     chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
