@@ -538,7 +538,8 @@ describe('API fuzz: bad input anywhere gets a clear 4xx, never a 5xx', async () 
         const body: EncodedBody | undefined = route.method === 'POST' && route.path('x').endsWith('/cancel') ? { mode: 'json', payload: '{}', contentType: 'application/json' } : undefined;
         if (wrongMethod && route.alsoServed?.includes(wrongMethod)) return;
         const reply = await send(plane, wrongMethod ?? route.method, route.path(segment), body);
-        if (wrongMethod) return raw ? assert.ok(reply.status >= 400) : assert.equal(reply.status, 404);
+        // With a DELETE route under /v1/instances/, the router measures a wrong method's over-long id first (414).
+        if (wrongMethod) return raw ? assert.ok(reply.status >= 400) : assert.ok(reply.status === 404 || (reply.status === 414 && segment.length > 100), `${wrongMethod} got ${reply.status}`);
         if (raw || segment === '') return assert.ok(reply.status >= 400 || API_UUID.test(segment), `raw id ${segment} got ${reply.status}`);
         if (!API_UUID.test(id)) {
           // Fastify (find-my-way) refuses path parameters over 100 characters with 414 before validation.
