@@ -29,6 +29,10 @@ export const AcmeProblemCode = {
   ACCOUNT_REFUSED: 'ACME_ACCOUNT_REFUSED',
   /** serverInternal: the CA failed. */
   SERVER_INTERNAL: 'ACME_SERVER_INTERNAL',
+  /** alreadyRevoked: the certificate to revoke is revoked already. */
+  ALREADY_REVOKED: 'ACME_ALREADY_REVOKED',
+  /** badRevocationReason: the CA does not accept that reason (from this signer). */
+  BAD_REVOCATION_REASON: 'ACME_BAD_REVOCATION_REASON',
   /** Any other problem type; `details.problemType` keeps it. */
   PROBLEM: 'ACME_PROBLEM',
 } as const;
@@ -51,6 +55,8 @@ const CODE_BY_TYPE: Readonly<Record<string, string>> = {
   incorrectResponse: AcmeProblemCode.VALIDATION_FAILED,
   tls: AcmeProblemCode.VALIDATION_FAILED,
   serverInternal: AcmeProblemCode.SERVER_INTERNAL,
+  alreadyRevoked: AcmeProblemCode.ALREADY_REVOKED,
+  badRevocationReason: AcmeProblemCode.BAD_REVOCATION_REASON,
 };
 
 /** The parts of an RFC 7807 problem certplane reads. */

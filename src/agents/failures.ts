@@ -8,6 +8,7 @@ import { AcmeProblemCode } from '../acme/problems.js';
 import { AcmeErrorCode } from '../acme/issuer.js';
 import type { FailureReason, FailureReasonName } from '../lifecycle/index.js';
 import { SessionErrorCode } from './sessions.js';
+import { RevocationErrorCode } from './revocation.js';
 
 export const IssuanceErrorCode = {
   CSR_REJECTED: 'ISSUANCE_CSR_REJECTED',
@@ -37,8 +38,10 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [AcmeErrorCode.DIRECTORY_UNREADABLE]: 'CaError',
   [SessionErrorCode.OFFLINE]: 'AgentOffline',
   [SessionErrorCode.TIMEOUT]: 'AgentOffline',
+  [SessionErrorCode.REQUEST_REFUSED]: 'AgentRefused',
   [IssuanceErrorCode.CSR_REJECTED]: 'CsrRejected',
   [IssuanceErrorCode.INSTANCE_CHANGED]: 'InstanceChanged',
+  [RevocationErrorCode.INSTANCE_DECOMMISSIONED]: 'InstanceDecommissioned',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */
@@ -51,10 +54,11 @@ const REASON_BY_PREFIX: readonly (readonly [prefix: string, reason: FailureReaso
 export function failureOf(error: unknown): FailureReason {
   if (!(error instanceof CertplaneError)) return { reason: 'Internal', code: 'INTERNAL' };
   const reason = REASON_BY_CODE[error.code] ?? REASON_BY_PREFIX.find(([prefix]) => error.code.startsWith(prefix))?.[1] ?? 'Internal';
-  const { retryAt, names, problemType } = error.details as { retryAt?: unknown; names?: unknown; problemType?: unknown };
+  const { retryAt, names, problemType, agentCode } = error.details as { retryAt?: unknown; names?: unknown; problemType?: unknown; agentCode?: unknown };
   return {
     reason,
     code: error.code,
+    ...(typeof agentCode === 'string' ? { agentCode } : {}),
     ...(typeof retryAt === 'string' ? { retryAt } : {}),
     ...(Array.isArray(names) ? { names: names.filter((n): n is string => typeof n === 'string') } : {}),
     ...(typeof problemType === 'string' ? { problemType } : {}),

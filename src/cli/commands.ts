@@ -7,6 +7,7 @@ import { demo } from './demo.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
 import { reissue, status, whatif } from './reissue.js';
+import { revoke } from './revoke.js';
 import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
@@ -20,6 +21,7 @@ export const commands: Record<string, Command> = {
   agent,
   openapi,
   reissue,
+  revoke,
   status,
   whatif,
   admin,
