@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { AgentCa } from './agents/ca.js';
 import { ISSUANCE_STAGES, IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
+import { Revocations } from './agents/revocation.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { PageCursors } from './api/cursors.js';
@@ -218,6 +219,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       concurrency: config.server.issuanceConcurrency,
     });
     sessions.setHandler(coordinator);
+    const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger: logger.child({ room: 'revocation' }), clock });
     // Notifications make several processes as quick as one; the scheduler's fallback pass covers any lost.
     started.add(
       'wake-ups',
@@ -229,7 +231,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake() });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
     started.add('revocation watch', sessions.watchRevocations());
-    const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
+    const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {
       sessions.closeAll('management plane shutting down');
       await app.close();

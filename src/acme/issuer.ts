@@ -3,6 +3,7 @@
  * the chain engine selected and verified. Nothing here decides which chain is good:
  * that is src/chain's job; this file speaks ACME through acme-client.
  */
+import { X509Certificate } from 'node:crypto';
 import https from 'node:https';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createSecureContext, rootCertificates } from 'node:tls';
@@ -25,6 +26,7 @@ import {
   type TrustProfile,
   type VerificationReport,
 } from '../chain/index.js';
+import type { RevocationJws } from '../agents/protocol.js';
 import type { SecretStore } from '../secrets/index.js';
 import { ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
@@ -169,6 +171,23 @@ export const ACME_REQUEST_TIMEOUT_MS = 30_000;
 /** HTTP statuses with which a CA says an order URL names nothing (any more). */
 const ORDER_GONE_STATUSES = new Set([404, 410]);
 
+/**
+ * What a revocation signed by the certificate's own key needs from whoever holds that key:
+ * the revokeCert URL, a fresh nonce, the certificate (base64url DER) and the RFC 5280 reason
+ * code, answered with the flattened JWS to post (RFC 8555 §7.6, with a `jwk` header).
+ */
+export type CertificateKeySigner = (request: { url: string; nonce: string; certificate: string; reason: number }) => Promise<RevocationJws>;
+
+/** How often a revocation signed elsewhere is signed again over a fresh nonce after badNonce (Pebble rejects some on purpose). */
+const REVOCATION_NONCE_ATTEMPTS = 4;
+
+/** The parts of acme-client's HTTP client a revocation signed elsewhere goes through: its directory, nonces and transport, not its signing. */
+interface AcmeHttp {
+  getResourceUrl(resource: 'revokeCert'): Promise<string>;
+  getNonce(): Promise<string>;
+  request(url: string, method: 'post', options: { data: RevocationJws }): Promise<{ status: number; headers: Record<string, string | undefined>; data: unknown }>;
+}
+
 export class AcmeIssuer {
   readonly #options: AcmeIssuerOptions;
   #client: Promise<acme.Client> | undefined;
@@ -270,6 +289,45 @@ export class AcmeIssuer {
       const status = error instanceof CertplaneError ? error.details.status : undefined;
       if (typeof status === 'number' && ORDER_GONE_STATUSES.has(status)) return { status: 'unknown', detail: (error as Error).message };
       throw this.#unreachableOr(error);
+    }
+  }
+
+  /**
+   * Asks the CA to revoke the leaf of `certificatePem` with an RFC 5280 reason code (RFC 8555
+   * §7.6). Signed by the ACME account's key, or, with `signWithCertificateKey`, by the
+   * certificate's own key wherever it lives: this side fetches the nonce, posts what the
+   * signer returns and reads the answer, so only the signature happens elsewhere. The CA's
+   * refusal comes back typed (ACME_ALREADY_REVOKED, ACME_BAD_REVOCATION_REASON, ...).
+   */
+  async revoke(certificatePem: string, reason: number, signWithCertificateKey?: CertificateKeySigner): Promise<void> {
+    const leafPem = parseCertificateBundle(certificatePem, 'the certificate to revoke')[0]!.pem;
+    try {
+      const client = await this.#accountClient();
+      if (!signWithCertificateKey) {
+        await client.revokeCertificate(leafPem, { reason });
+        return;
+      }
+      await this.#revokeSignedElsewhere(client, leafPem, reason, signWithCertificateKey);
+    } catch (error) {
+      throw this.#unreachableOr(error);
+    }
+  }
+
+  async #revokeSignedElsewhere(client: acme.Client, leafPem: string, reason: number, sign: CertificateKeySigner): Promise<void> {
+    const http = (client as unknown as { http: AcmeHttp }).http;
+    const url = await http.getResourceUrl('revokeCert');
+    const certificate = new X509Certificate(leafPem).raw.toString('base64url');
+    let nonce = await http.getNonce();
+    for (let attempt = 1; ; attempt += 1) {
+      const response = await http.request(url, 'post', { data: await sign({ url, nonce, certificate, reason }) });
+      if (response.status === 200) return;
+      const problem = response.data as { type?: unknown } | undefined;
+      const fresh = response.headers['replay-nonce'];
+      if (problem?.type === 'urn:ietf:params:acme:error:badNonce' && fresh && attempt < REVOCATION_NONCE_ATTEMPTS) {
+        nonce = fresh;
+        continue;
+      }
+      throw problemError(problem ?? { type: 'unknown', detail: `HTTP ${response.status}` }, { status: response.status, retryAfter: response.headers['retry-after'], now: this.#now(), what: 'the revocation signed by the certificate key' });
     }
   }
 

@@ -28,6 +28,8 @@ const CODE_BY_TYPE: Readonly<Record<string, ErrorCode>> = {
   incorrectResponse: ErrorCode.ACME_VALIDATION_FAILED,
   tls: ErrorCode.ACME_VALIDATION_FAILED,
   serverInternal: ErrorCode.ACME_SERVER_INTERNAL,
+  alreadyRevoked: ErrorCode.ACME_ALREADY_REVOKED,
+  badRevocationReason: ErrorCode.ACME_BAD_REVOCATION_REASON,
 };
 
 /** The parts of an RFC 7807 problem certplane reads. */

@@ -15,6 +15,7 @@ import { explainConnectError } from './connect-errors.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
+import { signRevocation } from './revocation.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -187,6 +188,17 @@ export class AgentClient {
           const e = error instanceof CertplaneError ? error : new CertplaneError(ErrorCode.AGENT_INSTALL_FAILED, (error as Error).message);
           logger.warn({ certificateId: message.certificateId, code: e.code, err: e.message }, 'installation refused or failed');
           this.#send(socket, { type: 'install_failed', certificateId: message.certificateId, code: e.code.slice(0, 64), message: e.message.slice(0, 2000) });
+        }
+        return;
+      case 'revocation_sign':
+        try {
+          const jws = await signRevocation(message, (spkiSha256, certificateId) => installer.keyFor(spkiSha256, certificateId));
+          this.#send(socket, { type: 'revocation_signed', requestId: message.requestId, jws });
+          logger.warn({ certificateId: message.certificateId, reason: message.reason }, 'revocation request signed with the certificate key');
+        } catch (error) {
+          const e = error instanceof CertplaneError ? error : new CertplaneError(ErrorCode.AGENT_REVOCATION_FAILED, (error as Error).message);
+          logger.warn({ certificateId: message.certificateId, code: e.code, err: e.message }, 'could not sign the revocation request');
+          this.#send(socket, { type: 'error', requestId: message.requestId, code: e.code.slice(0, 64), message: e.message.slice(0, 2000) });
         }
         return;
       case 'cancel':

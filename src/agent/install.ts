@@ -85,6 +85,21 @@ export class Installer {
     return pem === null ? null : (parseCertificateBundle(pem, 'live/fullchain.pem')[0] as Certificate).fingerprintSha256;
   }
 
+  /**
+   * The private key (PEM) whose public key has SPKI SHA-256 `spkiSha256`: the pending key of
+   * `certificateId`, or the key of the pair in live/ or previous/; null when this agent holds none.
+   * For a revocation signed by the certificate's own key (./revocation.ts).
+   */
+  async keyFor(spkiSha256: string, certificateId: string): Promise<string | null> {
+    const pending = await readPendingKey(this.options.state, certificateId);
+    if (pending?.spkiSha256 === spkiSha256) return pending.pem;
+    for (const slot of ['live', 'previous'] as const) {
+      const pem = await readFileIfExists(this.pairPath(slot, PairFile.privkey));
+      if (pem !== null && spkiSha256OfPrivateKeyPem(pem) === spkiSha256) return pem;
+    }
+    return null;
+  }
+
   private async installNow(certificateId: string, fullchainPem: string, expected: string): Promise<InstallResult> {
     pendingKeyPath(this.options.state, certificateId);
     const live = await this.inspectPair('live');

@@ -25,8 +25,10 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [ErrorCode.ACME_DIRECTORY_UNREADABLE]: 'CaError',
   [ErrorCode.AGENT_OFFLINE]: 'AgentOffline',
   [ErrorCode.AGENT_TIMEOUT]: 'AgentOffline',
+  [ErrorCode.AGENT_REQUEST_REFUSED]: 'AgentRefused',
   [ErrorCode.ISSUANCE_CSR_REJECTED]: 'CsrRejected',
   [ErrorCode.ISSUANCE_INSTANCE_CHANGED]: 'InstanceChanged',
+  [ErrorCode.INSTANCE_DECOMMISSIONED]: 'InstanceDecommissioned',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */
@@ -39,10 +41,11 @@ const REASON_BY_PREFIX: readonly (readonly [prefix: string, reason: FailureReaso
 export function failureOf(error: unknown): FailureReason {
   if (!(error instanceof CertplaneError)) return { reason: 'Internal', code: ErrorCode.INTERNAL };
   const reason = REASON_BY_CODE[error.code] ?? REASON_BY_PREFIX.find(([prefix]) => error.code.startsWith(prefix))?.[1] ?? 'Internal';
-  const { retryAt, names, problemType } = error.details as { retryAt?: unknown; names?: unknown; problemType?: unknown };
+  const { retryAt, names, problemType, agentCode } = error.details as { retryAt?: unknown; names?: unknown; problemType?: unknown; agentCode?: unknown };
   return {
     reason,
     code: error.code,
+    ...(typeof agentCode === 'string' ? { agentCode } : {}),
     ...(typeof retryAt === 'string' ? { retryAt } : {}),
     ...(Array.isArray(names) ? { names: names.filter((n): n is string => typeof n === 'string') } : {}),
     ...(typeof problemType === 'string' ? { problemType } : {}),

@@ -27,6 +27,7 @@ import {
 } from '../lifecycle/index.js';
 import type { CertificateRecord, CertificateUpdate, InstanceRecord, Store } from '../store/types.js';
 import { agentRefused, failureOf } from './failures.js';
+import { decommissioned } from './revocation.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
 import type { AgentMessage, KeyAlgorithm } from './protocol.js';
@@ -168,6 +169,7 @@ export class IssuanceCoordinator implements SessionHandler {
    */
   async requestIssue(instanceId: string, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
     const instance = await this.#instance(instanceId);
+    if (instance.decommissioned) throw decommissioned(instance);
     let certificate = await this.#openOrCreate(instance.id);
     if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
       certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
@@ -372,7 +374,7 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void> {
+  async onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' | 'revocation_signed' }>): Promise<void> {
     switch (message.type) {
       case 'status':
         await this.deps.store.instances.setInstalledFingerprint(session.instanceId, message.installedFingerprintSha256);

@@ -26,6 +26,11 @@ export type KeyAlgorithm = z.infer<typeof KeyAlgorithm>;
 
 const base = { v: z.literal(PROTOCOL_VERSION) };
 
+const base64url = (max: number) => z.string().regex(/^[A-Za-z0-9_-]*$/).max(max);
+/** A flattened JWS: what an ACME server accepts as a request body. */
+export const RevocationJws = z.strictObject({ protected: base64url(8192), payload: base64url(32 * 1024), signature: base64url(2048) });
+export type RevocationJws = z.infer<typeof RevocationJws>;
+
 /** Server to agent. */
 export const ServerMessage = z.discriminatedUnion('type', [
   /** First frame: a fresh nonce the agent signs with its identity key to prove who it is. */
@@ -45,6 +50,23 @@ export const ServerMessage = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('identity_renewal_refused'), code: z.string().max(64), message: z.string().max(2000), retryAt: z.iso.datetime() }),
   /** The certificate request was abandoned (failed or superseded): drop its pending key. */
   z.strictObject({ ...base, type: z.literal('cancel'), certificateId: id, reason: z.string().max(2000) }),
+  /**
+   * Sign an ACME revocation request (RFC 8555 §7.6) for `certificate` (base64url DER) with
+   * that certificate's own key, which only the instance holds: the plane fetched `nonce` for
+   * `url` and posts the signed request itself. The agent builds the payload from these fields
+   * and signs nothing but a revocation of a certificate whose key it holds. Answered with
+   * revocation_signed, or error with the same requestId.
+   */
+  z.strictObject({
+    ...base,
+    type: z.literal('revocation_sign'),
+    requestId: id,
+    certificateId: id,
+    url: z.url().max(2048),
+    nonce: z.string().min(1).max(512),
+    certificate: z.string().regex(/^[A-Za-z0-9_-]+$/).max(16 * 1024),
+    reason: z.number().int().min(0).max(10),
+  }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
@@ -62,6 +84,8 @@ export const AgentMessage = z.discriminatedUnion('type', [
   /** The agent refused or failed to install; the reason is shown in the API. */
   z.strictObject({ ...base, type: z.literal('install_failed'), certificateId: id, code: z.string().max(64), message: z.string().max(2000) }),
   z.strictObject({ ...base, type: z.literal('error'), requestId: id.optional(), code: z.string().max(64), message: z.string().max(2000) }),
+  /** The revocation request of revocation_sign, signed with the certificate's key: a flattened JWS (RFC 7515 §7.2.2) as acme-client makes it. */
+  z.strictObject({ ...base, type: z.literal('revocation_signed'), requestId: id, jws: RevocationJws }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

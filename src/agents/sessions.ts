@@ -24,7 +24,7 @@ export const IDENTITY_RENEWAL_MIN_INTERVAL_MS = 60 * 60_000;
 /** Distributes what an authenticated agent says; implemented by the issuance coordinator. */
 export interface SessionHandler {
   onConnected(session: AgentSession): Promise<void>;
-  onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' }>): Promise<void>;
+  onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' | 'revocation_signed' }>): Promise<void>;
 }
 
 /** Counters the composition root wires to Prometheus. */
@@ -50,7 +50,7 @@ type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends un
 
 /** One authenticated agent connection. */
 export class AgentSession {
-  readonly #pending = new Map<string, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #pending = new Map<string, { resolve: (answer: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(
     readonly identity: AgentIdentity,
@@ -71,14 +71,18 @@ export class AgentSession {
     this.socket.send(encodeMessage(ServerMessage, { v: PROTOCOL_VERSION, ...message } as ServerMessage));
   }
 
-  /** Sends a message that the agent acknowledges with http01_ready carrying the same requestId. */
-  request(message: Extract<ServerMessageWithoutVersion, { requestId: string }>): Promise<void> {
-    return new Promise((resolve, reject) => {
+  /**
+   * Sends a message that the agent answers with the same requestId (http01_ready,
+   * revocation_signed), resolving with what the answer carries; an error frame with that
+   * requestId rejects it with the agent's code, and no answer within `timeoutMs` with AGENT_TIMEOUT.
+   */
+  request<T = void>(message: Extract<ServerMessageWithoutVersion, { requestId: string }>, timeoutMs = this.requestTimeoutMs): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(message.requestId);
-        reject(new CertplaneError(ErrorCode.AGENT_TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${this.requestTimeoutMs} ms`));
-      }, this.requestTimeoutMs);
-      this.#pending.set(message.requestId, { resolve, reject, timer });
+        reject(new CertplaneError(ErrorCode.AGENT_TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(message.requestId, { resolve: resolve as (answer: unknown) => void, reject, timer });
       try {
         this.send(message);
       } catch (error) {
@@ -89,13 +93,23 @@ export class AgentSession {
     });
   }
 
-  /** Resolves the request the agent acknowledged. */
-  acknowledge(requestId: string): void {
+  /** Resolves the request the agent answered, with what its answer carries. */
+  acknowledge(requestId: string, answer?: unknown): void {
     const pending = this.#pending.get(requestId);
     if (!pending) return;
     clearTimeout(pending.timer);
     this.#pending.delete(requestId);
-    pending.resolve();
+    pending.resolve(answer);
+  }
+
+  /** Rejects the request the agent refused (an error frame naming it), with the agent's code; false when no such request waits. */
+  refuse(requestId: string, code: string, message: string): boolean {
+    const pending = this.#pending.get(requestId);
+    if (!pending) return false;
+    clearTimeout(pending.timer);
+    this.#pending.delete(requestId);
+    pending.reject(new CertplaneError(ErrorCode.AGENT_REQUEST_REFUSED, `the agent of instance ${this.instanceId} refused: ${code}: ${message}`, { agentCode: code }));
+    return true;
   }
 
   close(code: number, reason: string): void {
@@ -191,6 +205,12 @@ export class SessionRegistry {
             session.acknowledge(message.requestId);
             return;
           }
+          if (message.type === 'revocation_signed') {
+            session.acknowledge(message.requestId, message.jws);
+            return;
+          }
+          // An error naming a request the plane waits on answers that request; any other goes to the handler's log.
+          if (message.type === 'error' && message.requestId !== undefined && session.refuse(message.requestId, message.code, message.message)) return;
           if (message.type === 'identity_renewal') {
             await this.#renewIdentity(session, message.csrPem);
             return;

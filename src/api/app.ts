@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../agents/ca.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
+import type { Revocations } from '../agents/revocation.js';
 import type { Campaigns } from '../jobs/campaigns.js';
 import type { LiveTrust } from '../config/trust.js';
 import type { TrustEvaluation } from '../jobs/trust.js';
@@ -33,6 +34,8 @@ import { whatIfRoutes } from './routes/whatif.js';
 export interface ApiDependencies {
   readonly store: Store;
   readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'restartIssuance'>;
+  /** Revokes certificates at the CA and decommissions instances. */
+  readonly revocations: Pick<Revocations, 'revoke' | 'decommission'>;
   readonly campaigns: Campaigns;
   /** Seals and opens the listing's page cursors (HMAC key from the secret store). */
   readonly cursors: PageCursors;

@@ -22,6 +22,7 @@ export async function renderOpenApi(): Promise<string> {
   const app = await buildApi({
     store: unused<Store>('store'),
     coordinator: unused('coordinator'),
+    revocations: unused('revocations'),
     campaigns: unused('campaigns'),
     cursors: unused('cursors'),
     sessions: unused('sessions'),

@@ -3,7 +3,7 @@
  * responses, type the handlers and generate openapi.yaml.
  */
 import { z } from 'zod';
-import { CERTIFICATE_STATES, FAILURE_REASONS, type FailureReasonName } from '../lifecycle/index.js';
+import { CERTIFICATE_STATES, FAILURE_REASONS, REVOCATION_REASON_NAMES, type FailureReasonName } from '../lifecycle/index.js';
 import { KeyAlgorithm } from '../agents/protocol.js';
 import { checkHostname } from '../chain/index.js';
 
@@ -106,6 +106,17 @@ export const TrustStanding = z
     evaluatedAt: z.iso.datetime().nullable().describe('when the last trust reload or installation judged it'),
   })
   .describe('what the trust settings in force (as last reloaded) make of the installed chain');
+export const RevocationReason = z.enum(REVOCATION_REASON_NAMES).describe('RFC 5280 reason: unspecified (0), keyCompromise (1), affiliationChanged (3), superseded (4), cessationOfOperation (5)');
+
+export const Decommissioned = z
+  .object({
+    at: z.iso.datetime(),
+    requestedBy: z.string(),
+    comment: z.string().nullable(),
+    certificate: z.enum(['revoke', 'keep']).describe('what was decided for the live certificate'),
+    revocationReason: RevocationReason.nullable(),
+  })
+  .describe('set once the instance is decommissioned: it owns no hostname, gets no certificate, and its agent is cut off');
 
 export const Instance = z
   .object({
@@ -131,6 +142,7 @@ export const Instance = z
       renewAt: z.iso.datetime().nullable().describe('when the installed certificate is renewed'),
       atRisk: z.boolean().describe('the installed certificate is past five sixths of its lifetime without a replacement'),
     }),
+    decommissioned: Decommissioned.nullable(),
   })
   .meta({ id: 'Instance' });
 
@@ -147,6 +159,7 @@ export const InstanceStatus = z.enum(['none', ...CERTIFICATE_STATES]).describe("
 
 /** The listing's page and its filters; every filter given must hold. Pass the same filters with each page's cursor. */
 export const InstanceListQuery = ListQuery.extend({
+  include: z.literal('decommissioned').optional().describe('list decommissioned instances too (they are left out otherwise)'),
   cluster: Text(200).optional().describe('only instances of this cluster (a cluster-limited caller: one of its own, else 403)'),
   status: InstanceStatus.optional(),
   hostname: Hostname.optional().describe('only instances that list this name (normalised like a registration: case, trailing dot, IDNA)'),
@@ -173,6 +186,22 @@ export const IdParams = z.strictObject({ id: z.uuid().transform((id) => id.toLow
 
 export const IssueAccepted = z.object({ certificateId: z.uuid(), status: CertificateStatus });
 
+export const Revocation = z
+  .object({
+    reason: RevocationReason,
+    reasonCode: z.number().int().describe('the RFC 5280 CRLReason code the CA received'),
+    comment: z.string().nullable(),
+    requestedBy: z.string(),
+    at: z.iso.datetime(),
+    signedBy: z.enum(['certificate-key', 'account-key']).describe("which key signed the ACME revocation request: only certificate-key proves a key compromise to Let's Encrypt"),
+    certificateKeyUnavailable: z
+      .object({ code: z.string(), message: z.string() })
+      .nullable()
+      .describe('why the certificate key did not sign a keyCompromise revocation (the agent was offline, did not answer, or holds no such key), so the account key did'),
+    alreadyRevokedAtCa: z.boolean().describe('the CA answered that it was revoked already'),
+  })
+  .describe('who revoked the certificate, why, when, and which key signed');
+
 export const Certificate = z
   .object({
     id: z.uuid(),
@@ -189,8 +218,44 @@ export const Certificate = z
     createdAt: z.iso.datetime(),
     deliveredAt: z.iso.datetime().nullable(),
     installedAt: z.iso.datetime().nullable(),
+    revocation: Revocation.nullable(),
   })
   .meta({ id: 'Certificate' });
+
+export const RevokeCertificate = z.strictObject({
+  reason: RevocationReason,
+  comment: Text(2000).optional().describe('why, for the audit trail'),
+  reissue: z.boolean().default(true).describe('order a replacement when the revoked certificate is the installed one and the instance is in service'),
+});
+
+export const RevocationResult = z.object({
+  certificate: Certificate,
+  reissue: IssueAccepted.nullable().describe('the replacement under way, if one was ordered'),
+});
+
+/**
+ * What to do with the installed certificate, in the query: content in a DELETE request has no
+ * defined meaning (RFC 9110 §9.3.5) and some clients and proxies drop it.
+ */
+export const DecommissionInstance = z
+  .strictObject({
+    certificate: z.enum(['revoke', 'keep']).describe('revoke the installed certificate first (with reason), or keep it valid until it expires'),
+    reason: RevocationReason.optional().describe('required with certificate=revoke'),
+    comment: Text(2000).optional().describe('why, for the audit trail'),
+  })
+  .refine((query) => (query.certificate === 'revoke') === (query.reason !== undefined), {
+    message: 'give reason with certificate=revoke (an RFC 5280 reason), and no reason with certificate=keep',
+    path: ['reason'],
+  });
+
+export const DecommissionResult = z.object({
+  instance: Instance,
+  revokedCertificate: Certificate.nullable().describe('the installed certificate, revoked (with certificate: revoke)'),
+  agentCertificatesRevoked: z.number().int(),
+  jobsCancelled: z.number().int(),
+  abandonedCertificates: z.array(z.uuid()).describe('certificates under way, failed as InstanceDecommissioned'),
+  hostnamesReleased: z.array(z.string()).describe('names another instance may now register'),
+});
 
 export const EnrollRequest = z.strictObject({
   token: z.string().min(1).max(200),

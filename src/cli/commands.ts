@@ -8,6 +8,7 @@ import { docs } from './docs.js';
 import { issue } from './issue.js';
 import { openapi } from './openapi.js';
 import { reissue, status, whatif } from './reissue.js';
+import { revoke } from './revoke.js';
 import { serve } from './serve.js';
 
 export type Command = (args: string[], io: Io) => Promise<number>;
@@ -22,6 +23,7 @@ export const commands: Record<string, Command> = {
   openapi,
   docs,
   reissue,
+  revoke,
   status,
   whatif,
   admin,

@@ -10,21 +10,21 @@ import { ExitCode, parse, parseTime, usageError, type Io } from './args.js';
 import { ErrorCode, isErrorCode } from '../error-catalogue.js';
 
 /** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
-const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
+export const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
 const REISSUE_USAGE = `usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME] ${TLS_USAGE}`;
 const STATUS_USAGE = `usage: certplane status --server URL [--instance ID | --campaign ID] [--json] ${TLS_USAGE}`;
 const WHATIF_USAGE = `usage: certplane whatif --server URL [--remove-root CN|sha256:PIN]... [--from-profile NAME]... [--distrust PIN]... [--replace-profile NAME=ROOTS.pem]... [--at TIME] [--cluster NAME | --instance ID...] [--json] ${TLS_USAGE}`;
-const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server-ca': { type: 'string' } } as const;
+export const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server-ca': { type: 'string' } } as const;
 /** Rows per request while the CLI walks every page of a what-if. */
 const WHATIF_PAGE = 500;
 
 /** Where the plane is and how to prove who we are: files are read here, on the operator's machine. */
-interface Target {
+export interface Target {
   readonly server: URL;
   readonly tls: ClientTls;
 }
 
-async function targetOf(values: { server?: string; cert?: string; key?: string; 'server-ca'?: string }, env: Io['env'], usage: string): Promise<Target> {
+export async function targetOf(values: { server?: string; cert?: string; key?: string; 'server-ca'?: string }, env: Io['env'], usage: string): Promise<Target> {
   if (!values.server) throw usageError('--server is required', usage);
   let server: URL;
   try {
@@ -46,7 +46,7 @@ async function targetOf(values: { server?: string; cert?: string; key?: string; 
   return { server, tls };
 }
 
-async function api(target: Target, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
+export async function api(target: Target, method: string, path: string, actor: string | undefined, body?: unknown): Promise<{ status: number; body: any }> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const headers = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...(actor ? { 'x-certplane-actor': actor } : {}) };
   const answer = await sendHttp(new URL(path, target.server), { method, headers, ...(payload === undefined ? {} : { body: payload }), tls: target.tls }).catch((cause: Error) => {

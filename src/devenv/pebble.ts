@@ -53,6 +53,12 @@ export interface LocalPebble {
   roots(): Promise<string[]>;
   /** PEM of /intermediates/0..alternateRoots. */
   intermediates(): Promise<string[]>;
+  /**
+   * Pebble's own record of the certificate with serial number `serialHex` (as X509Certificate's
+   * serialNumber gives it), from /cert-status-by-serial: whether the CA considers it revoked,
+   * and for which RFC 5280 reason. What a revocation must change, seen from the CA.
+   */
+  certificateStatus(serialHex: string): Promise<{ status: string; reason: number | null }>;
   /** Kills both processes, waits for their exit, removes the temporary directory it created. */
   stop(): Promise<void>;
 }
@@ -157,6 +163,14 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
       resolve: (host, address) => addARecord(challtestsrvUrl, host, address),
       roots: fetchAll('roots'),
       intermediates: fetchAll('intermediates'),
+      certificateStatus: async (serialHex) => {
+        // Pebble keys certificates by the serial's hex without leading zeros.
+        const url = `${managementUrl}/cert-status-by-serial/${BigInt(`0x${serialHex}`).toString(16)}`;
+        const response = await httpsGet(url, listener.caPem);
+        if (response.status !== 200) throw new CertplaneError(ErrorCode.DEVENV_PEBBLE_MANAGEMENT, `Pebble's management API answered ${response.status} to GET ${url}: ${response.body.slice(0, 200)}`, { url, status: response.status });
+        const record = JSON.parse(response.body) as { Status?: unknown; Reason?: unknown };
+        return { status: String(record.Status), reason: typeof record.Reason === 'number' ? record.Reason : null };
+      },
       stop,
     };
   } catch (error) {

@@ -129,8 +129,9 @@ export class Scheduler {
   async #ariDue(now: Date): Promise<CertificateRecord[]> {
     const rows = await this.options.store.query<{ id: string }>(
       // Only the current certificate of each instance: a replaced one's window no longer matters.
-      `SELECT c.id FROM certificates c
-       WHERE c.status = 'installed' AND c.ari_retry_at IS NOT NULL AND c.ari_retry_at <= $1::timestamptz
+      // Nor a decommissioned instance's: it is never renewed.
+      `SELECT c.id FROM certificates c JOIN instances i ON i.id = c.instance_id
+       WHERE c.status = 'installed' AND c.ari_retry_at IS NOT NULL AND c.ari_retry_at <= $1::timestamptz AND i.decommissioned_at IS NULL
          AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.instance_id = c.instance_id AND n.status = 'installed' AND n.creation_order > c.creation_order)
        ORDER BY c.ari_retry_at LIMIT 20`,
       [now],

@@ -13,9 +13,10 @@ import { ErrorCode } from '../error-catalogue.js';
  * order exists. `issued`: the chain was selected, verified and stored. `delivered`: sent to
  * the agent, awaiting its acknowledgement. `installed`: the agent acknowledged it.
  * `superseded`: a newer certificate of the same instance was installed. `failed`: given up,
- * with a typed reason (./reasons.ts).
+ * with a typed reason (./reasons.ts). `revoked`: the CA was asked to revoke it and agreed
+ * (RFC 8555 §7.6), with the RFC 5280 reason in its record (./revocation.ts); nothing moves it on.
  */
-export const CERTIFICATE_STATES = ['pending', 'csr_accepted', 'ordering', 'issued', 'delivered', 'installed', 'superseded', 'failed'] as const;
+export const CERTIFICATE_STATES = ['pending', 'csr_accepted', 'ordering', 'issued', 'delivered', 'installed', 'superseded', 'failed', 'revoked'] as const;
 export type CertificateState = (typeof CERTIFICATE_STATES)[number];
 
 /** States in which a certificate still has work to do; an instance has at most one certificate in them. */
@@ -24,8 +25,15 @@ export const OPEN_STATES: readonly CertificateState[] = ['pending', 'csr_accepte
 /** States from which an ACME order may be placed or resumed. */
 export const ORDERING_STATES: readonly CertificateState[] = ['csr_accepted', 'ordering'];
 
+/**
+ * States in which a certificate exists at the CA, so that it can be revoked: from `issued` on
+ * the CA signed it, and neither a later failure (the agent refused it) nor a successor
+ * (superseded) makes the signed certificate go away before it expires.
+ */
+export const REVOCABLE_STATES: readonly CertificateState[] = ['issued', 'delivered', 'installed', 'superseded', 'failed'];
+
 /** What can happen to a certificate. Each name is an arc (or a set of arcs) of the table. */
-export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'order_replaced', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed'] as const;
+export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'order_replaced', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed', 'revoked'] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 /** The one transition table: for each event, the states it may leave and the state it enters. */
@@ -39,6 +47,7 @@ export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: reado
   installed: { from: ['delivered'], to: 'installed' },
   superseded: { from: ['installed'], to: 'superseded' },
   failed: { from: OPEN_STATES, to: 'failed' },
+  revoked: { from: REVOCABLE_STATES, to: 'revoked' },
 };
 
 /** The order of progress along the happy path, for telling a late event from an impossible one. */
@@ -51,6 +60,7 @@ const PROGRESS: Readonly<Record<CertificateState, number>> = {
   installed: 5,
   superseded: 6,
   failed: 7,
+  revoked: 8,
 };
 
 /**
@@ -92,7 +102,7 @@ export function isOpen(state: CertificateState): boolean {
 /** A certificate's standing as one condition in cert-manager's shape, so dashboards built for it read certplane too. */
 export interface ReadyCondition {
   readonly type: 'Ready';
-  /** True when installed, False when failed or superseded, Unknown while work is under way. */
+  /** True when installed, False when failed, superseded or revoked, Unknown while work is under way. */
   readonly status: 'True' | 'False' | 'Unknown';
   /** The failure reason when failed (./reasons.ts), else the state in PascalCase. */
   readonly reason: string;
@@ -101,7 +111,7 @@ export interface ReadyCondition {
 }
 
 export function readyCondition(state: CertificateState, failureReason: string | null, message: string | null, changedAt: Date): ReadyCondition {
-  const status = state === 'installed' ? 'True' : state === 'failed' || state === 'superseded' ? 'False' : 'Unknown';
+  const status = state === 'installed' ? 'True' : state === 'failed' || state === 'superseded' || state === 'revoked' ? 'False' : 'Unknown';
   const reason = state === 'failed' && failureReason ? failureReason : state.replace(/(^|_)([a-z])/g, (_m, _sep: string, letter: string) => letter.toUpperCase());
   return { type: 'Ready', status, reason, message: state === 'failed' ? message : null, lastTransitionTime: changedAt.toISOString() };
 }

@@ -268,6 +268,21 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 10,
+    description: 'revoked certificates with their revocation record; decommissioned instances, kept for the audit trail',
+    statements: [
+      'ALTER TABLE certificates DROP CONSTRAINT certificates_state_check',
+      `ALTER TABLE certificates ADD CONSTRAINT certificates_state_check
+         CHECK (status IN ('pending', 'csr_accepted', 'ordering', 'issued', 'delivered', 'installed', 'superseded', 'failed', 'revoked'))`,
+      // Who asked, why (the RFC 5280 reason and its code), when, and which key signed (lifecycle/revocation.ts).
+      'ALTER TABLE certificates ADD COLUMN revocation jsonb',
+      // A decommissioned instance keeps its row (certificates, jobs and the audit trail point at
+      // it) but owns no hostname any more and is left out of listings unless asked for.
+      'ALTER TABLE instances ADD COLUMN decommissioned_at timestamptz',
+      'ALTER TABLE instances ADD COLUMN decommission jsonb',
+    ],
+  },
+  {
     version: 11,
     description: 'first certificate on enrollment (auto_issue per instance), and listing filters by hostname',
     statements: [

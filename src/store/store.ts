@@ -13,12 +13,13 @@ import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
 import { AT_RISK_FRACTION } from '../jobs/renewal.js';
-import { CERTIFICATE_STATES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason } from '../lifecycle/index.js';
+import { CERTIFICATE_STATES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
   type CertificateRecord,
   type CertificateUpdate,
+  type DecommissionRecord,
   type HostnameConflict,
   type InstanceFilter,
   type InstalledChainsRecord,
@@ -64,6 +65,8 @@ interface InstanceRow {
   profile: string | null;
   auto_issue: boolean;
   trust_profiles: string[];
+  decommissioned_at: Date | null;
+  decommission: { requestedBy: string; comment: string | null; certificate: 'revoke' | 'keep'; revocationReason: DecommissionRecord['revocationReason'] } | null;
 }
 
 interface CertificateRow {
@@ -91,6 +94,7 @@ interface CertificateRow {
   ari_retry_at: Date | null;
   replaces_certificate_id: string | null;
   job_id: string | null;
+  revocation: RevocationRecord | null;
 }
 
 interface StoredChainRow {
@@ -160,6 +164,7 @@ const UPDATE_COLUMNS: { readonly [K in keyof Required<CertificateUpdate>]: reado
   notBefore: ['not_before', 'timestamptz'],
   failure: ['failure', 'jsonb'],
   orderUrl: ['order_url', 'text'],
+  revocation: ['revocation', 'jsonb'],
 };
 
 class SqlStore implements Store {
@@ -228,10 +233,11 @@ class SqlStore implements Store {
       const [row] = await this.db.query<InstanceRow>('SELECT * FROM instances WHERE id = $1', [id]);
       return row && toInstance(row);
     },
-    list: async ({ cursor, limit, clusters = null, filter = {}, now = new Date() }) => {
+    list: async ({ cursor, limit, clusters = null, filter = {}, now = new Date(), includeDecommissioned = false }) => {
       const after = cursor === undefined ? undefined : decodeCursor(cursor);
       const params: unknown[] = [limit + 1, clusters && [...clusters]];
       const where = ['($2::text[] IS NULL OR i.cluster = ANY($2::text[]))', ...instanceFilter(filter, now, params)];
+      if (!includeDecommissioned) where.push('i.decommissioned_at IS NULL');
       if (after) {
         params.push(after.createdAt, after.id);
         where.push(`(i.created_at, i.id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
@@ -254,7 +260,7 @@ class SqlStore implements Store {
                 count(*) FILTER (WHERE ${AT_RISK_SQL('$2', '$3')})::int AS at_risk,
                 count(*) FILTER (WHERE i.agent_connected_at IS NOT NULL)::int AS connected
          FROM instances i ${LATEST_CERTIFICATE_JOIN}
-         WHERE ($1::text[] IS NULL OR i.cluster = ANY($1::text[]))
+         WHERE ($1::text[] IS NULL OR i.cluster = ANY($1::text[])) AND i.decommissioned_at IS NULL
          GROUP BY 1`,
         params,
       );
@@ -272,11 +278,37 @@ class SqlStore implements Store {
       (
         await this.db.query<{ instance_id: string; name: string }>(
           `SELECT i.id AS instance_id, h.name FROM instances i CROSS JOIN LATERAL unnest(i.hostnames) AS h (name)
-           WHERE NOT EXISTS (SELECT 1 FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = lower(rtrim(h.name, '.')))
+           WHERE i.decommissioned_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = lower(rtrim(h.name, '.')))
            ORDER BY i.created_at, i.id, h.name LIMIT $1`,
           [limit],
         )
       ).map((row) => ({ instanceId: row.instance_id, name: row.name })),
+    decommission: (id, record) => {
+      if (!UUID.test(id)) return Promise.reject(instanceNotFound(id, 'decommission'));
+      return this.db.transaction(async (tx) => {
+        await lockAgentsOf(tx, id);
+        const [row] = await tx.query<InstanceRow>(
+          'UPDATE instances SET decommissioned_at = $2::timestamptz, decommission = $3::text::jsonb WHERE id = $1 AND decommissioned_at IS NULL RETURNING *',
+          [id, record.at, JSON.stringify({ requestedBy: record.requestedBy, comment: record.comment, certificate: record.certificate, revocationReason: record.revocationReason })],
+        );
+        if (!row) throw new CertplaneError(ErrorCode.INSTANCE_DECOMMISSIONED, `Instance ${id} is already decommissioned; nothing was changed.`, { instanceId: id });
+        const released = await tx.query<{ name: string }>('DELETE FROM instance_hostnames WHERE instance_id = $1 RETURNING name', [id]);
+        const cancelled = await tx.query("UPDATE jobs SET state = 'cancelled', claimed_until = NULL, updated_at = now() WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id", [id]);
+        // A token minted before and used after would enroll a new agent for an instance that is gone.
+        await tx.query('UPDATE enrollment_tokens SET used_at = $2::timestamptz WHERE instance_id = $1 AND used_at IS NULL', [id, record.at]);
+        const revoked = await tx.query<{ fingerprint_sha256: string }>(
+          'UPDATE agent_certificates SET revoked_at = $2::timestamptz WHERE instance_id = $1 AND revoked_at IS NULL RETURNING fingerprint_sha256',
+          [id, record.at],
+        );
+        return {
+          instance: toInstance(row),
+          agentCertificates: revoked.map((r) => r.fingerprint_sha256),
+          cancelledJobs: cancelled.length,
+          releasedHostnames: released.map((r) => r.name).sort(),
+        };
+      });
+    },
     setAgentConnected: async (id, connectedAt) => {
       await this.updateInstance(id, 'agent_connected_at = $2::timestamptz', connectedAt);
     },
@@ -903,6 +935,16 @@ function toInstance(row: InstanceRow): InstanceRecord {
     profile: row.profile,
     autoIssue: row.auto_issue,
     trustProfiles: row.trust_profiles,
+    decommissioned:
+      row.decommissioned_at && row.decommission
+        ? {
+            at: row.decommissioned_at,
+            requestedBy: row.decommission.requestedBy,
+            comment: row.decommission.comment,
+            certificate: row.decommission.certificate,
+            revocationReason: row.decommission.revocationReason,
+          }
+        : null,
   };
 }
 
@@ -932,6 +974,7 @@ function toCertificate(row: CertificateRow): CertificateRecord {
     ariRetryAt: row.ari_retry_at,
     replacesCertificateId: row.replaces_certificate_id,
     jobId: row.job_id,
+    revocation: row.revocation,
   };
 }
 

@@ -5,7 +5,7 @@
  * stores CSRs, public chains and fingerprints only.
  */
 import type { KeyAlgorithm } from '../agents/protocol.js';
-import type { CertificateState, FailureReason, LifecycleEvent } from '../lifecycle/index.js';
+import type { CertificateState, FailureReason, LifecycleEvent, RevocationReasonName, RevocationRecord } from '../lifecycle/index.js';
 import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
 
 export interface InstanceRecord {
@@ -27,6 +27,8 @@ export interface InstanceRecord {
   readonly autoIssue: boolean;
   /** The trust profiles (client trust stores) its certificate's chain must verify in. */
   readonly trustProfiles: readonly string[];
+  /** Set once the instance is decommissioned: it owns no hostname, gets no certificate and its agent is cut off. */
+  readonly decommissioned: DecommissionRecord | null;
 }
 
 /** What `instances.update` may change; absent fields stay as they are. */
@@ -99,6 +101,27 @@ export interface InstalledChainsRecord {
   readonly chains: readonly Pick<StoredChainRecord, 'index' | 'pem' | 'selected'>[];
 }
 
+/** Who decommissioned an instance, when, why, and what was decided for its live certificate. */
+export interface DecommissionRecord {
+  readonly at: Date;
+  readonly requestedBy: string;
+  readonly comment: string | null;
+  /** `revoke`: the installed certificate was revoked first; `keep`: it stays valid until it expires. */
+  readonly certificate: 'revoke' | 'keep';
+  /** The RFC 5280 reason of that revocation (with `revoke`). */
+  readonly revocationReason: RevocationReasonName | null;
+}
+
+/** What decommissioning changed besides the instance itself. */
+export interface DecommissionOutcome {
+  readonly instance: InstanceRecord;
+  /** Agent certificates revoked now: their sessions are to be cut off. */
+  readonly agentCertificates: readonly string[];
+  readonly cancelledJobs: number;
+  /** Hostnames released: another instance may register them. */
+  readonly releasedHostnames: readonly string[];
+}
+
 export interface CertificateRecord {
   readonly id: string;
   readonly instanceId: string;
@@ -136,13 +159,15 @@ export interface CertificateRecord {
   readonly replacesCertificateId: string | null;
   /** The renewal or reissue job that asked for it, if any. */
   readonly jobId: string | null;
+  /** Who revoked it, why, when and which key signed; null unless revoked. */
+  readonly revocation: RevocationRecord | null;
 }
 
 /** Fields a lifecycle event may set alongside the state. */
 export type CertificateUpdate = Partial<
   Pick<
     CertificateRecord,
-    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'failure' | 'orderUrl'
+    'csrPem' | 'fullchainPem' | 'fingerprintSha256' | 'notAfter' | 'anchorCN' | 'report' | 'lastError' | 'deliveredAt' | 'installedAt' | 'notBefore' | 'failure' | 'orderUrl' | 'revocation'
   >
 >;
 
@@ -252,9 +277,16 @@ export interface Store {
      * neither the items nor the cursor ever point at an instance outside them. `filter`
      * narrows further; `now` is the time "at risk" is judged at.
      */
-    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null; filter?: InstanceFilter; now?: Date }): Promise<Page<InstanceRecord>>;
+    list(page: { cursor?: string; limit: number; clusters?: readonly string[] | null; filter?: InstanceFilter; now?: Date; includeDecommissioned?: boolean }): Promise<Page<InstanceRecord>>;
     /** Counts by status, at risk and connected, over the instances of `clusters` (all when null), in one query. */
     summary(query: { clusters: readonly string[] | null; now: Date }): Promise<InstanceSummary>;
+    /**
+     * Decommissions the instance in one transaction, serialised with its agent certificates'
+     * renewals and uses: records who and why, releases its hostnames, cancels its open jobs,
+     * spends its unused enrollment tokens and revokes every agent certificate it holds.
+     * STORE_NOT_FOUND for an unknown instance, INSTANCE_DECOMMISSIONED when it already was.
+     */
+    decommission(id: string, record: DecommissionRecord): Promise<DecommissionOutcome>;
     /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
     ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
     /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */

@@ -148,6 +148,18 @@ describe('cluster limits on every route', async () => {
       for (const id of outOfReachInstances()) await assertHidden('euOperator', 'POST', '/v1/instances/{id}/issue', id);
       assert.equal(await countRows("SELECT count(*) AS n FROM audit_log WHERE action = 'instance.issue' AND actor = 'client:euOperator'"), 0);
     },
+    'DELETE /v1/instances/{id}': async () => {
+      for (const id of outOfReachInstances()) {
+        await assertHidden('euOperator', 'DELETE', '/v1/instances/{id}?certificate=keep&comment=not%20mine', id);
+        assert.equal((await plane.store.instances.get(id))?.decommissioned, null, 'still in service');
+      }
+      assert.equal(await countRows("SELECT count(*) AS n FROM audit_log WHERE action = 'instance.decommission'"), 0);
+    },
+    'POST /v1/certificates/{id}/revoke': async () => {
+      await assertHidden('euOperator', 'POST', '/v1/certificates/{id}/revoke', ids.usCertificate, { reason: 'keyCompromise' });
+      assert.equal((await plane.store.certificates.get(ids.usCertificate))?.revocation, null);
+      assert.equal(await countRows("SELECT count(*) AS n FROM audit_log WHERE action = 'certificate.revoke'"), 0);
+    },
     'GET /v1/certificates/{id}': async () => {
       for (const who of ['euReader', 'euOperator'] as const) await assertHidden(who, 'GET', '/v1/certificates/{id}', ids.usCertificate);
       assert.equal((await call('euReader', 'GET', `/v1/certificates/${ids.euCertificate}`)).status, 200);

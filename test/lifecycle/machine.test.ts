@@ -23,7 +23,7 @@ import {
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('transition table', () => {
-  test('every state is reachable from pending, and only settled states have no way out', () => {
+  test('every state is reachable from pending, and only a revoked certificate has no way out', () => {
     const reached = new Set<CertificateState>(['pending']);
     for (let changed = true; changed; ) {
       changed = false;
@@ -36,7 +36,15 @@ describe('transition table', () => {
     }
     assert.deepEqual([...reached].sort(), [...CERTIFICATE_STATES].sort());
     const withExit = new Set(Object.values(TRANSITIONS).flatMap(({ from }) => from));
-    assert.deepEqual(CERTIFICATE_STATES.filter((state) => !withExit.has(state)).sort(), ['failed', 'superseded']);
+    assert.deepEqual(CERTIFICATE_STATES.filter((state) => !withExit.has(state)).sort(), ['revoked']);
+  });
+
+  test('a certificate the CA signed can be revoked whatever happened to it since; one never issued cannot', () => {
+    for (const state of ['issued', 'delivered', 'installed', 'superseded', 'failed'] as const) assert.equal(next(state, 'revoked'), 'revoked', state);
+    for (const state of ['pending', 'csr_accepted', 'ordering'] as const) assert.equal(classify(state, 'revoked'), 'refused', state);
+    assert.equal(classify('revoked', 'revoked'), 'stale', 'a second revocation');
+    assert.equal(classify('revoked', 'installed'), 'stale', 'an acknowledgement after the revocation');
+    assert.equal(readyCondition('revoked', null, null, new Date(0)).status, 'False');
   });
 
   test('the happy path runs pending to installed, and any open state can fail', () => {
@@ -87,7 +95,7 @@ describe('failure reasons', () => {
 
   test('a permanent reason is never retried, whatever the attempt', () => {
     const permanent = (Object.keys(FAILURE_REASONS) as FailureReasonName[]).filter((reason) => isPermanent({ reason }));
-    assert.deepEqual(permanent.sort(), ['AccountRefused', 'ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'ProfileUnknown']);
+    assert.deepEqual(permanent.sort(), ['AccountRefused', 'ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'InstanceDecommissioned', 'ProfileUnknown']);
     for (const reason of permanent) assert.deepEqual(retryDecision({ reason, code: 'X' }, 1, now), { retry: false, why: 'permanent' });
   });
 

@@ -12,6 +12,7 @@ import { Registry } from 'prom-client';
 import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { Revocations } from '../../src/agents/revocation.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
@@ -51,6 +52,8 @@ export async function startTestPlane(
     renewalMinIntervalMs?: number;
     tls?: { certPem: string; keyPem: string };
     acmeDirectoryUrl?: string;
+    /** The CA of the ACME server's own HTTPS listener (Pebble's), when `acmeDirectoryUrl` needs one. */
+    acmeServerCaPem?: string;
     /** The plane's clock (default: the system's), for tests that move time forward. */
     clock?: () => Date;
     /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
@@ -60,9 +63,11 @@ export async function startTestPlane(
     logger?: Logger;
     /** The trust profiles configured; a reload reads them again through the function (default: one empty `default` profile). */
     trustProfiles?: () => readonly TrustProfile[];
+    /** How long a revocation waits for the agent to sign with the certificate key. */
+    signingTimeoutMs?: number;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, ...sessionOptions } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences: ['ISRG Root X1'], fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
@@ -74,6 +79,7 @@ export async function startTestPlane(
   const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
   const issuer = new AcmeIssuer({
     directoryUrl: acmeDirectoryUrl ?? 'https://127.0.0.1:1/directory',
+    ...(acmeServerCaPem ? { serverCaPem: acmeServerCaPem } : {}),
     secrets,
     solvers: [],
     chainPolicy: () => chainPolicyOf(trust.current()),
@@ -81,10 +87,11 @@ export async function startTestPlane(
   });
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
   sessions.setHandler(coordinator);
+  const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger, clock, ...(signingTimeoutMs === undefined ? {} : { signingTimeoutMs }) });
   const campaigns = new Campaigns({ store, clock, logger });
   const cursors = await PageCursors.loadOrCreate(secrets);
   const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger });
-  const app = await buildApi({ store, coordinator, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
+  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

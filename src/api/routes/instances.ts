@@ -7,9 +7,10 @@ import type { ApiDependencies } from '../app.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { HostnameConflict, InstanceRecord } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
+import { decommissioned } from '../../agents/revocation.js';
 import { notFound } from '../errors.js';
-import { CreateInstance, EnrollmentToken, IdParams, Instance, InstanceListQuery, InstancePage, InstanceSummary, IssueAccepted, Problem, SummaryQuery, UpdateInstance } from '../schemas.js';
-import { instanceView } from './views.js';
+import { CreateInstance, DecommissionInstance, DecommissionResult, EnrollmentToken, IdParams, Instance, InstanceListQuery, InstancePage, InstanceSummary, IssueAccepted, Problem, SummaryQuery, UpdateInstance } from '../schemas.js';
+import { certificateView, instanceView } from './views.js';
 import { ErrorCode } from '../../error-catalogue.js';
 
 export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
@@ -54,9 +55,10 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.post(
       '/v1/instances/:id/enrollment-token',
-      { config: { permission: 'operate' }, schema: { summary: 'Mint a new one-time enrollment token (re-install of an agent)', tags: ['instances'], params: IdParams, response: { 201: EnrollmentToken, 401: Problem, 403: Problem, 404: Problem } } },
+      { config: { permission: 'operate' }, schema: { summary: 'Mint a new one-time enrollment token (re-install of an agent)', tags: ['instances'], params: IdParams, response: { 201: EnrollmentToken, 401: Problem, 403: Problem, 404: Problem, 409: Problem } } },
       async (request, reply) => {
         const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
+        if (instance.decommissioned) throw decommissioned(instance);
         const { token, expiresAt } = await createEnrollmentToken(deps.store, instance.id, deps.clock(), deps.enrollmentTtlMs);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.enrollment-token', target: instance.id, reason: null, details: { expiresAt: expiresAt.toISOString() } });
         return reply.status(201).send({ id: instance.id, enrollmentToken: token, enrollmentTokenExpiresAt: expiresAt.toISOString(), ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
@@ -86,6 +88,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         const allowed = (current: InstanceRecord) => {
           // Checked again on the locked row: the instance may have moved or changed since it was read.
           if (!mayActOnCluster(caller, current.cluster)) throw notFound(`instance ${id}`);
+          if (current.decommissioned) throw decommissioned(current);
           requireIpProfile(names ?? current.hostnames, fields.profile !== undefined ? fields.profile : current.profile);
         };
         allowed(found);
@@ -131,14 +134,14 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       {
         config: { permission: 'read' },
         schema: {
-          summary: 'List instances, one bounded page at a time, filtered by cluster, status, hostname and atRisk (a cluster-limited caller sees its clusters only)',
+          summary: 'List instances, one bounded page at a time, filtered by cluster, status, hostname and atRisk (a cluster-limited caller sees its clusters only; decommissioned ones with include=decommissioned)',
           tags: ['instances'],
           querystring: InstanceListQuery,
           response: { 200: InstancePage, 400: Problem, 401: Problem, 403: Problem },
         },
       },
       async (request) => {
-        const { cursor, limit, cluster, status, hostname, atRisk } = request.query;
+        const { cursor, limit, cluster, status, hostname, atRisk, include } = request.query;
         if (cluster !== undefined) requireCluster(request.caller, cluster, `the instances of cluster ${cluster}`);
         const filter = { ...(cluster !== undefined ? { cluster } : {}), ...(status !== undefined ? { status } : {}), ...(hostname !== undefined ? { hostname } : {}), ...(atRisk !== undefined ? { atRisk } : {}) };
         const page = await deps.store.instances.list({
@@ -146,6 +149,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
           clusters: request.caller?.clusters ?? null,
           filter,
           now: deps.clock(),
+          includeDecommissioned: include === 'decommissioned',
           ...(cursor === undefined ? {} : { cursor: deps.cursors.open(cursor, request.caller) }),
         });
         // Two queries for the page's certificates, not two per instance: a page may hold 500.
@@ -165,12 +169,45 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
 
     app.post(
       '/v1/instances/:id/issue',
-      { config: { permission: 'operate' }, schema: { summary: 'Start an issuance now (or return the one under way)', tags: ['instances'], params: IdParams, response: { 202: IssueAccepted, 401: Problem, 403: Problem, 404: Problem } } },
+      { config: { permission: 'operate' }, schema: { summary: 'Start an issuance now (or return the one under way)', tags: ['instances'], params: IdParams, response: { 202: IssueAccepted, 401: Problem, 403: Problem, 404: Problem, 409: Problem } } },
       async (request, reply) => {
         const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
         await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.issue', target: instance.id, reason: null, details: null });
         const certificate = await deps.coordinator.requestIssue(request.params.id);
         return reply.status(202).send({ certificateId: certificate.id, status: certificate.status });
+      },
+    );
+
+    app.delete(
+      '/v1/instances/:id',
+      {
+        config: { permission: 'operate' },
+        schema: {
+          summary:
+            'Decommission an instance, saying what happens to its installed certificate (revoke, with an RFC 5280 reason, or keep until it expires): its agent certificates are revoked and its channel closed, its jobs cancelled and its hostnames released; the record stays for the audit trail',
+          tags: ['instances'],
+          params: IdParams,
+          querystring: DecommissionInstance,
+          response: { 200: DecommissionResult, 400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 429: Problem, 502: Problem, 503: Problem },
+        },
+      },
+      async (request) => {
+        const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
+        const { certificate, reason, comment } = request.query;
+        const result = await deps.revocations.decommission(instance, {
+          certificate,
+          reason: reason ?? null,
+          comment: comment ?? null,
+          requestedBy: request.caller?.actor ?? 'unknown',
+        });
+        return {
+          instance: instanceView(result.instance, await deps.store.certificates.latest(instance.id), false, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), undefined),
+          revokedCertificate: result.revoked && certificateView(result.revoked),
+          agentCertificatesRevoked: result.agentCertificates.length,
+          jobsCancelled: result.cancelledJobs,
+          abandonedCertificates: [...result.abandoned],
+          hostnamesReleased: [...result.releasedHostnames],
+        };
       },
     );
   };

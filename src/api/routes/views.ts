@@ -63,6 +63,7 @@ export function instanceView(
       renewAt: iso(installed?.renewAt ?? null),
       atRisk: renewalAtRisk,
     },
+    decommissioned: instance.decommissioned && { ...instance.decommissioned, at: instance.decommissioned.at.toISOString() },
   };
 }
 
@@ -81,5 +82,6 @@ export function certificateView(c: CertificateRecord) {
     createdAt: c.createdAt.toISOString(),
     deliveredAt: iso(c.deliveredAt),
     installedAt: iso(c.installedAt),
+    revocation: c.revocation,
   };
 }
