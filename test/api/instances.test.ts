@@ -351,7 +351,7 @@ for (const engine of engines) {
         assert.equal(a.status, 200, a.text);
         assert.deepEqual(a.body, {
           total: 3,
-          byStatus: { none: 1, pending: 1, csr_accepted: 0, ordering: 0, issued: 0, delivered: 0, installed: 1, superseded: 0, failed: 0 },
+          byStatus: { none: 1, pending: 1, csr_accepted: 0, ordering: 0, issued: 0, delivered: 0, installed: 1, superseded: 0, failed: 0, revoked: 0 },
           atRisk: 1,
           agentsConnected: 0,
         });
