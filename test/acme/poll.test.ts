@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DEFAULT_POLL, nextPollDelayMs, pollUntilSettled, type PolledItem } from '../../src/acme/poll.js';
 import { CertplaneError } from '../../src/errors.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const policy = { intervalMs: 200, maxIntervalMs: 10_000, timeoutMs: 120_000 };
 
@@ -69,7 +70,7 @@ test('an item still pending at the timeout fails with ACME_ORDER_FAILED, which t
   const ca = scripted([]);
   await assert.rejects(
     pollUntilSettled(ca.look, 'order https://ca/order/1', { ...DEFAULT_POLL, timeoutMs: 2_000 }, undefined, ca.sleep, ca.clock),
-    (error: unknown) => error instanceof CertplaneError && error.code === 'ACME_ORDER_FAILED' && /still pending/.test(error.message),
+    (error: unknown) => error instanceof CertplaneError && error.code === ErrorCode.ACME_ORDER_FAILED && /still pending/.test(error.message),
   );
   assert.ok(ca.sleeps.reduce((a, b) => a + b, 0) <= 2_000);
 });

@@ -16,6 +16,7 @@ import { PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, PairFile, openState, writeFileAtom
 import { hasCode } from '../../src/errors.js';
 import { scratch } from '../support/cli.js';
 import { leaf, root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const decode = (part: string) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
 
@@ -59,6 +60,6 @@ test('the agent refuses to sign for a certificate whose key it does not hold', a
       { v: 1, type: 'revocation_sign', requestId: 'r2', certificateId: '6f1c1d7e-52f3-4b8e-9a59-0d3c0c4b8f12', url: 'https://ca.test/revoke-cert', nonce: 'n', certificate: new X509Certificate(someoneElses.cert.pem).raw.toString('base64url'), reason: 1 },
       (spki, id) => installer.keyFor(spki, id),
     ),
-    (error: unknown) => hasCode(error, 'AGENT_REVOCATION_KEY_UNKNOWN'),
+    (error: unknown) => hasCode(error, ErrorCode.AGENT_REVOCATION_KEY_UNKNOWN),
   );
 });

@@ -22,6 +22,7 @@ import { openStore, type CertificateRecord, type Store } from '../../src/store/i
 import { scratch } from '../support/cli.js';
 import { eventually } from '../support/processes.js';
 import { intermediate, leafForCsr, root } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -214,7 +215,7 @@ describe('coordinator ownership decisions', () => {
     const stored = await leftByDeadProcess('https://ca.test/order/kept');
     const issuer = new RecordingIssuer(chainFor);
     issuer.standing = { status: 'valid' };
-    issuer.failWith = new CertplaneError('STORE_UNAVAILABLE', 'Lost the database: timeout exceeded when trying to connect.');
+    issuer.failWith = new CertplaneError(ErrorCode.STORE_UNAVAILABLE, 'Lost the database: timeout exceeded when trying to connect.');
     const plane = coordinator(issuer, new CountingGate());
     await plane.requestIssue(stored.instanceId);
     await eventually(async () => (issuer.calls.length === 1 ? true : undefined), 5_000, 20, 'the order to start');
@@ -239,7 +240,7 @@ describe('coordinator ownership decisions', () => {
     const left = await store.certificates.get(stored.id);
     assert.equal(left?.status, 'ordering', 'not failed');
     assert.equal(left?.leaseOwner, 'successor', 'the successor keeps its lease');
-    assert.equal((issuer.calls[0]?.signal?.reason as { code?: string }).code, 'ISSUANCE_STOPPED');
+    assert.equal((issuer.calls[0]?.signal?.reason as { code?: string }).code, ErrorCode.ISSUANCE_STOPPED);
   });
 });
 

@@ -10,6 +10,7 @@ import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { cleanupList, type Defer } from '../support/cleanups.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const engines: { name: string; open(defer: Defer): Promise<string> }[] = [
   { name: 'PGlite', open: async () => 'memory:' },
@@ -74,10 +75,10 @@ for (const engine of engines) {
       const id = await create({ name: 'refusals', hostnames: ['refusals.patch.example'] });
       for (const body of [{ name: 'x' }, { reason: 'nothing named' }, { name: 'x', reason: 'r', extra: 1 }, { hostnames: [], reason: 'r' }, { keyAlgorithm: 'dsa', reason: 'r' }, { name: 'x', reason: '' }]) {
         const refused = await call('PATCH', `/v1/instances/${id}`, body);
-        assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], `${JSON.stringify(body)}: ${refused.text}`);
+        assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.VALIDATION_FAILED], `${JSON.stringify(body)}: ${refused.text}`);
       }
       const unknown = await call('PATCH', '/v1/instances/00000000-0000-4000-8000-000000000000', { name: 'x', reason: 'r' });
-      assert.deepEqual([unknown.status, unknown.body.code], [404, 'NOT_FOUND']);
+      assert.deepEqual([unknown.status, unknown.body.code], [404, ErrorCode.NOT_FOUND]);
       assert.equal((await call('GET', `/v1/instances/${id}`)).body.name, 'refusals');
       assert.equal((await audit(id, 'instance.update')).length, 0);
     });
@@ -93,7 +94,7 @@ for (const engine of engines) {
       // The released name registers again; the claimed one does not.
       await create({ name: 'other', hostnames: ['db3.eu1.patch.example'] });
       const taken = await call('POST', '/v1/instances', { name: 'late', hostnames: ['db3.eu-1.patch.example'] });
-      assert.deepEqual([taken.status, taken.body.code], [409, 'INSTANCE_HOSTNAME_TAKEN']);
+      assert.deepEqual([taken.status, taken.body.code], [409, ErrorCode.INSTANCE_HOSTNAME_TAKEN]);
     });
 
     test('PATCH hostnames onto a name (or a wildcard over a name) another instance holds is 409 INSTANCE_HOSTNAME_TAKEN and changes nothing', async () => {
@@ -101,7 +102,7 @@ for (const engine of engines) {
       const id = await create({ name: 'mover', hostnames: ['a.conflict-own.example'] });
       for (const hostnames of [['b.conflict.example'], ['B.Conflict.Example.'], ['a.conflict-own.example', '*.conflict.example']]) {
         const refused = await call('PATCH', `/v1/instances/${id}`, { hostnames, name: 'renamed', reason: 'take it' });
-        assert.deepEqual([refused.status, refused.body.code], [409, 'INSTANCE_HOSTNAME_TAKEN'], refused.text);
+        assert.deepEqual([refused.status, refused.body.code], [409, ErrorCode.INSTANCE_HOSTNAME_TAKEN], refused.text);
         assert.ok(refused.body.message.includes(holder), refused.text);
       }
       const unchanged = (await call('GET', `/v1/instances/${id}`)).body;
@@ -126,7 +127,7 @@ for (const engine of engines) {
       const id = await create({ name: 'idna', hostnames: ['Bücher.Normal.Example.', 'BÜCHER.normal.example', 'ａpi.normal.example', '*.Wild.Normal.Example'] });
       assert.deepEqual((await call('GET', `/v1/instances/${id}`)).body.hostnames, ['xn--bcher-kva.normal.example', 'api.normal.example', '*.wild.normal.example']);
       const taken = await call('POST', '/v1/instances', { name: 'again', hostnames: ['xn--BCHER-kva.normal.example'] });
-      assert.deepEqual([taken.status, taken.body.code], [409, 'INSTANCE_HOSTNAME_TAKEN'], 'the A-label and the U-label are one name');
+      assert.deepEqual([taken.status, taken.body.code], [409, ErrorCode.INSTANCE_HOSTNAME_TAKEN], 'the A-label and the U-label are one name');
       const v6 = await create({ name: 'v6', hostnames: ['2001:DB8:0:0::1'], profile: 'shortlived' });
       assert.deepEqual((await call('GET', `/v1/instances/${v6}`)).body.hostnames, ['2001:db8::1']);
     });
@@ -154,7 +155,7 @@ for (const engine of engines) {
       for (const [name, problem] of refusals) {
         for (const attempt of [call('POST', '/v1/instances', { name: 'bad', hostnames: [name] }), call('PATCH', `/v1/instances/${id}`, { hostnames: [name], reason: 'bad' })]) {
           const refused = await attempt;
-          assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], `${name}: ${refused.text}`);
+          assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.VALIDATION_FAILED], `${name}: ${refused.text}`);
           assert.match(refused.body.message, problem, name);
         }
       }
@@ -164,21 +165,21 @@ for (const engine of engines) {
     test('an IP address needs a profile that issues for addresses: INSTANCE_IP_ADDRESS_PROFILE_REQUIRED otherwise, at registration and change', async () => {
       for (const profile of [undefined, 'tlsserver']) {
         const refused = await call('POST', '/v1/instances', { name: 'ip', hostnames: ['10.0.0.5'], ...(profile ? { profile } : {}) });
-        assert.deepEqual([refused.status, refused.body.code], [400, 'INSTANCE_IP_ADDRESS_PROFILE_REQUIRED'], refused.text);
+        assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.INSTANCE_IP_ADDRESS_PROFILE_REQUIRED], refused.text);
         assert.match(refused.body.message, /10\.0\.0\.5: the CA certifies IP addresses only under the profile shortlived/);
       }
       const id = await create({ name: 'ip', hostnames: ['10.0.0.5', 'ip.example.net'], profile: 'shortlived' });
       assert.deepEqual((await call('GET', `/v1/instances/${id}`)).body.hostnames, ['10.0.0.5', 'ip.example.net']);
       // Leaving the profile while an address is listed, or adding an address under another profile, is refused the same way.
       const away = await call('PATCH', `/v1/instances/${id}`, { profile: 'tlsserver', reason: 'longer certificates' });
-      assert.deepEqual([away.status, away.body.code], [400, 'INSTANCE_IP_ADDRESS_PROFILE_REQUIRED'], away.text);
+      assert.deepEqual([away.status, away.body.code], [400, ErrorCode.INSTANCE_IP_ADDRESS_PROFILE_REQUIRED], away.text);
       const dns = await create({ name: 'dns', hostnames: ['dns.example.net'] });
       const added = await call('PATCH', `/v1/instances/${dns}`, { hostnames: ['dns.example.net', '10.0.0.6'], reason: 'add an address' });
-      assert.deepEqual([added.status, added.body.code], [400, 'INSTANCE_IP_ADDRESS_PROFILE_REQUIRED'], added.text);
+      assert.deepEqual([added.status, added.body.code], [400, ErrorCode.INSTANCE_IP_ADDRESS_PROFILE_REQUIRED], added.text);
       // Both at once is a consistent change.
       const both = await call('PATCH', `/v1/instances/${dns}`, { hostnames: ['dns.example.net', '10.0.0.6'], profile: 'shortlived', reason: 'add an address' });
       assert.equal(both.status, 200, both.text);
-      assert.equal((await call('POST', '/v1/instances', { name: 'dup', hostnames: ['10.0.0.6'], profile: 'shortlived' })).body.code, 'INSTANCE_HOSTNAME_TAKEN');
+      assert.equal((await call('POST', '/v1/instances', { name: 'dup', hostnames: ['10.0.0.6'], profile: 'shortlived' })).body.code, ErrorCode.INSTANCE_HOSTNAME_TAKEN);
     });
 
     describe('issuance follows the instance', () => {
@@ -256,7 +257,7 @@ for (const engine of engines) {
         const renewed = await eventually('a prompt for the new names', () => prompts(channel).find((p) => p.certificateId !== old.certificateId));
         assert.deepEqual(renewed.hostnames, ['new.rename.example', 'www.rename.example']);
         const failed = await plane.store.certificates.get(old.certificateId);
-        assert.deepEqual([failed?.status, failed?.failure?.reason, failed?.failure?.code], ['failed', 'InstanceChanged', 'ISSUANCE_INSTANCE_CHANGED']);
+        assert.deepEqual([failed?.status, failed?.failure?.reason, failed?.failure?.code], ['failed', 'InstanceChanged', ErrorCode.ISSUANCE_INSTANCE_CHANGED]);
         // A CSR with a removed name is refused: it is no longer the instance's.
         channel.send({ type: 'csr', certificateId: renewed.certificateId, csrPem: await createCsr(await generateKeyPair(), ['new.rename.example', 'old.rename.example']) });
         const refused = await eventually('the refusal', () => channel.frames.find((f) => f.type === 'cancel' && f.certificateId === renewed.certificateId));
@@ -328,7 +329,7 @@ for (const engine of engines) {
         for (const item of (await call('GET', '/v1/instances?cluster=list-a')).body.items) assert.deepEqual(item, (await call('GET', `/v1/instances/${item.id}`)).body);
         for (const query of ['status=installing', 'atRisk=yes', 'hostname=a..b', 'cluster=', 'limit=501', 'unknown=1']) {
           const refused = await call('GET', `/v1/instances?${query}`);
-          assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], `${query}: ${refused.text}`);
+          assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.VALIDATION_FAILED], `${query}: ${refused.text}`);
         }
       });
 

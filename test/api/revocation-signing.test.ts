@@ -22,6 +22,7 @@ import { FileSecretStore } from '../../src/secrets/index.js';
 import { scratch } from '../support/cli.js';
 import { advance } from '../support/lifecycle.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const TIMEOUT = { timeout: 180_000 };
 
@@ -95,7 +96,7 @@ describe('keyCompromise signed by the certificate key, the plane against Pebble'
     const refused = await revoke(certificateId);
     assert.ok(channel.frames.some((frame) => frame.type === 'revocation_sign' && frame.certificateId === certificateId), 'the agent was asked first');
     assert.ok(Date.now() - started >= 1500, 'the plane waited for the agent');
-    assert.deepEqual([refused.status, refused.body.code], [502, 'ACME_ACCOUNT_REFUSED'], JSON.stringify(refused.body));
+    assert.deepEqual([refused.status, refused.body.code], [502, ErrorCode.ACME_ACCOUNT_REFUSED], JSON.stringify(refused.body));
     assert.deepEqual(await atPebble(fullchainPem), { status: 'Valid', reason: null });
     assert.equal((await plane.store.certificates.get(certificateId))?.status, 'installed', 'nothing recorded');
   });
@@ -104,11 +105,11 @@ describe('keyCompromise signed by the certificate key, the plane against Pebble'
     const { certificateId, channel } = await compromised('keyless');
     channel.socket.on('message', (data) => {
       const frame = JSON.parse(data.toString());
-      if (frame.type === 'revocation_sign') channel.send({ type: 'error', requestId: frame.requestId, code: 'AGENT_REVOCATION_KEY_UNKNOWN', message: 'this agent holds no key for that certificate' });
+      if (frame.type === 'revocation_sign') channel.send({ type: 'error', requestId: frame.requestId, code: ErrorCode.AGENT_REVOCATION_KEY_UNKNOWN, message: 'this agent holds no key for that certificate' });
     });
     const started = Date.now();
     const refused = await revoke(certificateId);
     assert.ok(Date.now() - started < 1500, 'no wait for a refusal');
-    assert.deepEqual([refused.status, refused.body.code], [502, 'ACME_ACCOUNT_REFUSED'], JSON.stringify(refused.body));
+    assert.deepEqual([refused.status, refused.body.code], [502, ErrorCode.ACME_ACCOUNT_REFUSED], JSON.stringify(refused.body));
   });
 });

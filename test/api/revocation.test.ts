@@ -85,7 +85,7 @@ for (const engine of engines) {
       const abandoned = await call('GET', `/v1/certificates/${underWay.body.certificateId}`);
       assert.deepEqual([abandoned.body.status, abandoned.body.failure.reason, abandoned.body.failure.permanent], ['failed', 'InstanceDecommissioned', true]);
       const enrolled = await call('POST', '/v1/agents/enroll', { token: spare.enrollmentToken, csrPem: await createCsr(await generateKeyPair(), ['certplane-agent']) });
-      assert.equal(enrolled.body.code, 'ENROLLMENT_TOKEN_INVALID', 'a token minted before the decommission enrolls nothing');
+      assert.equal(enrolled.body.code, ErrorCode.ENROLLMENT_TOKEN_INVALID, 'a token minted before the decommission enrolls nothing');
 
       const again = await call('POST', '/v1/instances', { name: 'successor', hostnames: ['leaving.example.com', 'www.leaving.example.com'] });
       assert.equal(again.status, 201, JSON.stringify(again.body));
@@ -96,7 +96,7 @@ for (const engine of engines) {
         ['DELETE', `/v1/instances/${agent.instanceId}?certificate=keep`],
       ] as const) {
         const refused = await call(method, url);
-        assert.deepEqual([refused.status, refused.body.code], [409, 'INSTANCE_DECOMMISSIONED'], `${method} ${url}`);
+        assert.deepEqual([refused.status, refused.body.code], [409, ErrorCode.INSTANCE_DECOMMISSIONED], `${method} ${url}`);
       }
       const [entry] = await plane.store.query<{ actor: string; reason: string; details: { certificate: string; jobsCancelled: number } }>(
         "SELECT actor, reason, details FROM audit_log WHERE action = 'instance.decommission' AND target = $1",
@@ -123,7 +123,7 @@ for (const engine of engines) {
       const agent = await enrollTestAgent(plane, 'undecided');
       for (const query of ['', '?certificate=revoke', '?certificate=keep&reason=superseded', '?certificate=revoke&reason=cACompromise', '?certificate=burn']) {
         const refused = await call('DELETE', `/v1/instances/${agent.instanceId}${query}`);
-        assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], `${query}: ${JSON.stringify(refused.body)}`);
+        assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.VALIDATION_FAILED], `${query}: ${JSON.stringify(refused.body)}`);
       }
       assert.equal((await plane.store.instances.get(agent.instanceId))?.decommissioned, null, 'still in service');
     });
@@ -152,13 +152,13 @@ for (const engine of engines) {
       const agent = await enrollTestAgent(plane, 'pending');
       const { body: pending } = await call('POST', `/v1/instances/${agent.instanceId}/issue`);
       const notIssued = await call('POST', `/v1/certificates/${pending.certificateId}/revoke`, { reason: 'superseded' });
-      assert.deepEqual([notIssued.status, notIssued.body.code], [409, 'CERTIFICATE_NOT_REVOCABLE']);
+      assert.deepEqual([notIssued.status, notIssued.body.code], [409, ErrorCode.CERTIFICATE_NOT_REVOCABLE]);
       for (const body of [{ reason: 'cACompromise' }, { reason: 'privilegeWithdrawn' }, { reason: 4 }, {}, { reason: 'superseded', extra: true }]) {
         const refused = await call('POST', `/v1/certificates/${pending.certificateId}/revoke`, body);
-        assert.deepEqual([refused.status, refused.body.code], [400, 'VALIDATION_FAILED'], JSON.stringify(body));
+        assert.deepEqual([refused.status, refused.body.code], [400, ErrorCode.VALIDATION_FAILED], JSON.stringify(body));
       }
       const unknown = await call('POST', '/v1/certificates/00000000-0000-4000-8000-000000000000/revoke', { reason: 'superseded' });
-      assert.deepEqual([unknown.status, unknown.body.code], [404, 'NOT_FOUND']);
+      assert.deepEqual([unknown.status, unknown.body.code], [404, ErrorCode.NOT_FOUND]);
     });
   });
 }

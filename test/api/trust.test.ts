@@ -12,6 +12,7 @@ import { freshPostgresDatabase } from '../support/postgres.js';
 import { advance } from '../support/lifecycle.js';
 import { leaf, letsEncrypt2021, pem } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 for (const engine of ['pglite', 'postgres'] as const) {
   describe(`trust profiles, what-if and reload through the API (${engine})`, async () => {
@@ -72,7 +73,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
     test('an instance lists configured trust profiles only; the default is ["default"]', async () => {
       const refused = await json('POST', '/v1/instances', { name: 'typo', hostnames: ['typo.example.com'], trustProfiles: ['default', 'legacy-windows'] });
       assert.equal(refused.status, 400);
-      assert.equal(refused.body.code, 'INSTANCE_UNKNOWN_TRUST_PROFILE');
+      assert.equal(refused.body.code, ErrorCode.INSTANCE_UNKNOWN_TRUST_PROFILE);
       assert.match(refused.body.message, /"legacy-windows"/);
       assert.deepEqual((await json('GET', `/v1/instances/${ids.rescued}`)).body.trustProfiles, ['default']);
       assert.deepEqual((await json('GET', `/v1/instances/${ids.stays}`)).body.trustProfiles, ['default', 'legacy']);
@@ -107,7 +108,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
       assert.deepEqual(paged, answer.body.items.map((r: { instanceId: string }) => r.instanceId));
       const first = await json('POST', '/v1/whatif', { change, limit: 1 });
       const forged = await json('POST', '/v1/whatif', { change, limit: 1, cursor: `${ids.lost}.${first.body.nextCursor.split('.').pop()}` });
-      assert.deepEqual([forged.status, forged.body.code], [400, 'STORE_INVALID_CURSOR']);
+      assert.deepEqual([forged.status, forged.body.code], [400, ErrorCode.STORE_INVALID_CURSOR]);
 
       const later = await json('POST', '/v1/whatif', { change: { at: '2100-01-01T00:00:00Z' } });
       assert.equal(later.body.counts.verifies, 0, 'in 2100 every leaf has expired');

@@ -78,7 +78,7 @@ describe('trust profiles in the chain engine', async () => {
     const later = { ...base, at: new Date(Date.now() + 45 * DAY) };
     const judged = judgeInstalled(stored, ['both'], changed.profiles, later);
     assert.deepEqual([judged.status, judged.alternateIndex], ['broken', null]);
-    assert.ok(judged.verdicts.get(1)?.both?.errors.some((e) => e.code === 'CHAIN_EXPIRED'));
+    assert.ok(judged.verdicts.get(1)?.both?.errors.some((e) => e.code === ErrorCode.CHAIN_EXPIRED));
   });
 
   test('an instance profile that is no longer configured counts as broken', () => {

@@ -5,6 +5,7 @@ import { LiveTrust, loadTrustSettings } from '../../src/config/trust.js';
 import { CertplaneError } from '../../src/errors.js';
 import { scratch } from '../support/cli.js';
 import { letsEncrypt2021 } from '../support/hierarchies.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const refusedWith = (code: string, pattern: RegExp) => (error: unknown) => error instanceof CertplaneError && error.code === code && pattern.test(error.message);
 
@@ -20,12 +21,12 @@ describe('trust settings: profiles, preferences and distrust list from the envir
     const settings = await loadTrustSettings(chainOf({ CERTPLANE_TRUST_STORE: x1, CERTPLANE_TRUST_PROFILES: JSON.stringify({ 'old-android': dst }) }));
     assert.deepEqual(settings.profiles.map((p) => [p.name, p.anchors.map((a) => a.subjectCN)]), [['default', ['ISRG Root X1']], ['old-android', ['DST Root CA X3']]]);
     for (const bad of ['{"Legacy":"/x.pem"}', '["a"]', '{"default":"/x.pem"}', 'not json']) {
-      assert.throws(() => loadConfig({ CERTPLANE_TRUST_PROFILES: bad }), refusedWith('CONFIG_INVALID', /CERTPLANE_TRUST_PROFILES/), bad);
+      assert.throws(() => loadConfig({ CERTPLANE_TRUST_PROFILES: bad }), refusedWith(ErrorCode.CONFIG_INVALID, /CERTPLANE_TRUST_PROFILES/), bad);
     }
   });
 
   test('a preference list none of whose roots any profile holds is refused, naming it; a single unheld preference is only reported', async () => {
-    await assert.rejects(loadTrustSettings(chainOf({ CERTPLANE_TRUST_STORE: dst, CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X1' })), refusedWith('TRUST_PREFERENCES_UNTRUSTED', /no trust profile holds any preferred root \("ISRG Root X1"\)/));
+    await assert.rejects(loadTrustSettings(chainOf({ CERTPLANE_TRUST_STORE: dst, CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X1' })), refusedWith(ErrorCode.TRUST_PREFERENCES_UNTRUSTED, /no trust profile holds any preferred root \("ISRG Root X1"\)/));
     const settings = await loadTrustSettings(chainOf({ CERTPLANE_TRUST_STORE: dst, CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X1, DST Root CA X3' }));
     assert.deepEqual(settings.unheldPreferences, ['ISRG Root X1']);
     const lenient = await loadTrustSettings(chainOf({ CERTPLANE_TRUST_STORE: dst, CERTPLANE_PREFERRED_CHAINS: 'ISRG Root X1' }), { requireHeldPreference: false });
@@ -48,10 +49,10 @@ describe('trust settings: profiles, preferences and distrust list from the envir
     assert.ok(current.distrustedSpkiSha256.has('a'.repeat(64)));
 
     await dir.write('trust.json', JSON.stringify({ preferredChains: ['Nobody At All'] }));
-    await assert.rejects(live.reload(), refusedWith('TRUST_PREFERENCES_UNTRUSTED', /"Nobody At All"/));
+    await assert.rejects(live.reload(), refusedWith(ErrorCode.TRUST_PREFERENCES_UNTRUSTED, /"Nobody At All"/));
     assert.equal(live.current(), current, 'the refused reload changed nothing');
     await dir.write('trust.json', '{"preferredChains": "ISRG Root X1"}');
-    await assert.rejects(live.reload(), refusedWith('TRUST_FILE_INVALID', /CERTPLANE_TRUST_FILE/));
+    await assert.rejects(live.reload(), refusedWith(ErrorCode.TRUST_FILE_INVALID, /CERTPLANE_TRUST_FILE/));
     assert.equal(live.current(), current);
   });
 });

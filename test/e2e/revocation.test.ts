@@ -17,6 +17,7 @@ import { certplane, scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const NAMES = ['account', 'compromised', 'offline', 'leaving'] as const;
 type Name = (typeof NAMES)[number];
@@ -100,7 +101,7 @@ describe('revocation and decommissioning against Pebble', async () => {
     assert.equal(replaced.certificate.id, revoked.body.reissue.certificateId);
     assert.equal((await json('GET', `/v1/certificates/${first.account.id}`)).body.revocation.signedBy, 'account-key', 'the record is shown in the API');
     const again = await json('POST', `/v1/certificates/${first.account.id}/revoke`, { reason: 'superseded' });
-    assert.deepEqual([again.status, again.body.code], [409, 'CERTIFICATE_ALREADY_REVOKED']);
+    assert.deepEqual([again.status, again.body.code], [409, ErrorCode.CERTIFICATE_ALREADY_REVOKED]);
   });
 
   test('certplane revoke --reason keyCompromise with the agent connected: signed on the instance with the certificate key, and Pebble revokes it; --no-reissue orders nothing', async () => {
@@ -122,7 +123,7 @@ describe('revocation and decommissioning against Pebble', async () => {
     const done = await json('DELETE', `/v1/instances/${instanceId}?certificate=revoke&reason=keyCompromise&comment=${encodeURIComponent('instance image leaked')}`);
     assert.equal(done.status, 200, JSON.stringify(done.body));
     const revocation = done.body.revokedCertificate.revocation;
-    assert.deepEqual([revocation.reason, revocation.signedBy, revocation.certificateKeyUnavailable?.code], ['keyCompromise', 'account-key', 'AGENT_OFFLINE']);
+    assert.deepEqual([revocation.reason, revocation.signedBy, revocation.certificateKeyUnavailable?.code], ['keyCompromise', 'account-key', ErrorCode.AGENT_OFFLINE]);
     assert.deepEqual(await atPebble(first.offline.fullchainPem), { status: 'Revoked', reason: 1 });
     assert.deepEqual(done.body.hostnamesReleased, ['offline.revoke.test']);
     assert.equal((await json('POST', '/v1/instances', { name: 'offline-successor', hostnames: ['offline.revoke.test'] })).status, 201);
@@ -137,7 +138,7 @@ describe('revocation and decommissioning against Pebble', async () => {
     assert.deepEqual([done.body.revokedCertificate, done.body.agentCertificatesRevoked, done.body.jobsCancelled], [null, 1, 1]);
     await plane.waitForLine((line) => line.includes('agent certificate revoked: disconnecting') && line.includes(leaving), 30_000);
     // The agent keeps dialling (every 2 s at most); each attempt is refused at authentication as revoked.
-    await eventually(async () => (logEvents(plane.lines.slice(mark)).some((e) => e.msg === 'closing agent connection' && e.code === 'AGENT_REVOKED') ? true : undefined), 30_000, 200, 'a refused reconnection');
+    await eventually(async () => (logEvents(plane.lines.slice(mark)).some((e) => e.msg === 'closing agent connection' && e.code === ErrorCode.AGENT_REVOKED) ? true : undefined), 30_000, 200, 'a refused reconnection');
     assert.equal((await json('GET', `/v1/instances/${leaving}`)).body.agent.connected, false);
     assert.equal((await json('POST', '/v1/instances', { name: 'leaving-successor', hostnames: ['leaving.revoke.test'] })).status, 201);
 

@@ -18,6 +18,7 @@ import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { root } from '../support/hierarchies.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 const INSTANCES = 3;
 
@@ -134,7 +135,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
       const { body } = await json('GET', `/v1/instances/${stranded}`);
       return body.certificate?.status === 'failed' ? body.certificate : undefined;
     }, 180_000, 500, 'stranded to fail');
-    assert.deepEqual([refused.failure.reason, refused.failure.code, refused.failure.permanent], ['ChainUnsatisfied', 'CHAIN_PROFILE_UNSATISFIED', true]);
+    assert.deepEqual([refused.failure.reason, refused.failure.code, refused.failure.permanent], ['ChainUnsatisfied', ErrorCode.CHAIN_PROFILE_UNSATISFIED, true]);
     assert.match(refused.lastError, /failing: "nobody"/);
 
     await dir.write('clients.pem', roots.map((r) => r.pem).join(''));
