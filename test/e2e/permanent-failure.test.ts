@@ -94,7 +94,9 @@ describe('a campaign whose chains cannot satisfy the preferences', async () => {
       const { certificate } = (await json('GET', `/v1/instances/${agent.instanceId}`)).body;
       assert.equal(certificate.status, 'failed');
       assert.deepEqual([certificate.failure.reason, certificate.failure.permanent, certificate.condition.status], ['ChainUnsatisfied', true, 'False']);
-      assert.equal(certificate.failure.code, ErrorCode.CHAIN_NO_PREFERRED_CHAIN);
+      // The only root of the instance's `default` trust profile is distrusted, so no offered chain
+      // verifies in that profile: the refusal names the profile (chain/select.ts), before preferences.
+      assert.equal(certificate.failure.code, ErrorCode.CHAIN_PROFILE_UNSATISFIED);
     }
 
     // Nothing is retried later: the scheduler leaves failed-for-good jobs alone.
