@@ -11,6 +11,7 @@ import { processName } from '../process-name.js';
 import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
+import { isOpen } from '../lifecycle/index.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
@@ -109,12 +110,12 @@ export class Scheduler {
   async #start(job: JobRecord): Promise<void> {
     try {
       // A claim taken again after its process died (or lost the database) between starting the
-      // certificate and recording it on the job: an installed certificate finishes the job, it
-      // is never a reason to order a second one.
-      const started = await this.options.store.certificates.latestOfJob(job.id);
-      if (started?.status === 'installed') {
-        await this.options.store.jobs.complete(job.id);
-        this.options.logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: started.id }, 'job claimed again found its certificate installed; completed');
+      // certificate and recording it on the job, or between settling the certificate and the
+      // job: a settled certificate settles the job as its process would have, it is never a
+      // reason to order a second one.
+      const started = job.certificateId ? await this.options.store.certificates.get(job.certificateId) : await this.options.store.certificates.latestOfJob(job.id);
+      if (started && !isOpen(started.status)) {
+        await this.#settle(job, started);
         return;
       }
       const replaced = await this.options.store.certificates.latestInstalled(job.instanceId);
@@ -124,6 +125,16 @@ export class Scheduler {
     } catch (error) {
       await this.options.lifecycle.onFailedJob(job, error);
     }
+  }
+
+  /** Finishes a claimed-again job whose certificate settled while its process was dying: what the issuance listener would have done. */
+  async #settle(job: JobRecord, certificate: CertificateRecord): Promise<void> {
+    const { lifecycle, logger, store } = this.options;
+    if (certificate.status === 'installed') await lifecycle.onInstalled(certificate);
+    else if (certificate.status === 'failed') await lifecycle.onFailed(certificate);
+    // Installed once and replaced or revoked since: the job's work was done.
+    else await store.jobs.complete(job.id);
+    logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: certificate.id, status: certificate.status }, 'job claimed again found its certificate settled; settled the job the same way');
   }
 
   async #ariDue(now: Date): Promise<CertificateRecord[]> {

@@ -6,10 +6,13 @@
  * lease and the job is claimed again.
  */
 import { randomUUID } from 'node:crypto';
-import type { FailureReason, FailureReasonName } from '../lifecycle/index.js';
+import { CERTIFICATE_STATES, isOpen, type FailureReason, type FailureReasonName } from '../lifecycle/index.js';
 import type { Database } from './engines.js';
 
 export type JobKind = 'renewal' | 'reissue';
+
+/** Certificate states a job's work has ended in: a running job whose certificate is in one and whose claim lapsed lost its process between the two writes. */
+const SETTLED_STATES = CERTIFICATE_STATES.filter((state) => !isOpen(state));
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
 export interface JobRecord {
@@ -71,7 +74,12 @@ export interface CampaignCounts {
 export interface JobStore {
   /** Queues a job; when the instance already has an open job, that job is returned unchanged (one open job per instance). */
   enqueue(input: { kind: JobKind; instanceId: string; dueAt: Date; reason: string; requestedBy: string; campaignId?: string }): Promise<{ job: JobRecord; created: boolean }>;
-  /** Claims up to `limit` due jobs for `owner` until `now + leaseMs`: queued ones due by now, and running ones whose claim lapsed before they got a certificate. */
+  /**
+   * Claims up to `limit` due jobs for `owner` until `now + leaseMs`: queued ones due by now, and
+   * running ones whose claim lapsed before they got a certificate or after their certificate
+   * settled at least `leaseMs` ago (its process died between settling the certificate and
+   * the job; a live one settles the job within moments, and is never raced).
+   */
   claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]>;
   get(id: string): Promise<JobRecord | undefined>;
   /** The open job waiting on `certificateId` (it may have adopted a certificate someone else started). */
@@ -178,12 +186,14 @@ export class SqlJobs implements JobStore {
        WHERE id IN (
          SELECT id FROM jobs
          WHERE (state = 'queued' AND due_at <= $2::timestamptz)
-            OR (state = 'running' AND certificate_id IS NULL AND claimed_until < $2::timestamptz)
+            OR (state = 'running' AND claimed_until < $2::timestamptz AND (certificate_id IS NULL
+                OR EXISTS (SELECT 1 FROM certificates c WHERE c.id = jobs.certificate_id AND c.status = ANY($5::text[])
+                           AND c.updated_at < $2::timestamptz - ($3 || ' milliseconds')::interval)))
          ORDER BY due_at
          LIMIT $4
          FOR UPDATE SKIP LOCKED
        ) RETURNING *`,
-      [owner, now, String(leaseMs), limit],
+      [owner, now, String(leaseMs), limit, SETTLED_STATES],
     );
     return rows.map(toJob);
   }

@@ -3,7 +3,9 @@
  * starting the certificate but before recording it on the job). Seen in the chaos test at
  * 100 instances: the certificate went on to be installed by another process, the job was
  * claimed again and ordered a second certificate. A claimed-again job whose certificate is
- * installed is finished, not started.
+ * installed is finished, not started. Seen again in the campaign test after SIGKILL: the
+ * process died between installing a certificate and completing its job, and the job stayed
+ * running for ever (and, one open job per instance, blocked every later renewal of it).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -12,6 +14,8 @@ import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { advance } from '../support/lifecycle.js';
+import { leaf, pem, root } from '../support/hierarchies.js';
+import { parseCertificateBundle } from '../../src/chain/index.js';
 
 describe('a job claimed again after its process died', () => {
   let store: Store;
@@ -73,5 +77,61 @@ describe('a job claimed again after its process died', () => {
     const reclaimed = await store.jobs.get(job.id);
     assert.equal(reclaimed?.state, 'running');
     assert.equal(reclaimed?.certificateId, certificate.id);
+  });
+
+  /** A job whose certificate settled `settledAgoMs` before the scheduler looks, with its process dead before it settled the job. */
+  const orphaned = async (name: string, settle: (certificateId: string) => Promise<unknown>) => {
+    const instance = await store.instances.create({ name, hostnames: [`${name}.jobs.test`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+    const started = new Date();
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
+    await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    const certificate = await store.certificates.create(instance.id);
+    await store.certificates.attachJob(certificate.id, job.id, null);
+    await store.jobs.attachCertificate(job.id, certificate.id);
+    await settle(certificate.id);
+    const requested: string[] = [];
+    const coordinator = {
+      requestIssue: async (instanceId: string) => {
+        requested.push(instanceId);
+        return store.certificates.create(instanceId);
+      },
+      reconcileChanged: async () => undefined,
+    };
+    const schedulerAt = (ms: number, leaseMs: number) => {
+      const clock = () => new Date(started.getTime() + ms);
+      return new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock }), logger, clock, leaseMs });
+    };
+    return { instance, job, certificate, requested, schedulerAt };
+  };
+
+  test('whose certificate was installed before its process could complete it is completed and its renewal queued, with no new order', async () => {
+    const ca = await root('Reclaim Test Root');
+    const { instance, job, requested, schedulerAt } = await orphaned('installed-orphan', async (id) => {
+      const issued = await leaf(ca, ['installed-orphan.jobs.test']);
+      const [parsed] = parseCertificateBundle(issued.cert.pem);
+      return advance(store, id, 'installed', { fullchainPem: pem(issued.cert, ca), notBefore: parsed!.notBefore, notAfter: parsed!.notAfter, fingerprintSha256: parsed!.fingerprintSha256 });
+    });
+
+    // Moments after the certificate settled, its process may still be completing the job: not claimed.
+    await schedulerAt(5_000, 60_000).tick();
+    assert.equal((await store.jobs.get(job.id))?.state, 'running', 'a job settled less than a claim lease ago is left to its process');
+
+    await schedulerAt(5_000, 1_000).tick();
+    assert.deepEqual(requested, []);
+    assert.equal((await store.jobs.get(job.id))?.state, 'done');
+    const renewal = (await store.jobs.history(instance.id)).find((j) => j.kind === 'renewal');
+    assert.equal(renewal?.state, 'queued', 'the renewal its process would have queued is queued');
+  });
+
+  test('whose certificate failed before its process could fail it is failed the same way, counted as an attempt and retried later', async () => {
+    const { job, requested, schedulerAt } = await orphaned('failed-orphan', (id) =>
+      store.certificates.apply(id, 'failed', { failure: { reason: 'ValidationFailed', code: 'ACME_VALIDATION_FAILED', names: [] }, lastError: 'the CA could not reach the name' }),
+    );
+    await schedulerAt(5_000, 1_000).tick();
+    assert.deepEqual(requested, []);
+    const failed = await store.jobs.get(job.id);
+    assert.equal(failed?.state, 'queued');
+    assert.equal(failed?.attempts, 1);
+    assert.ok(failed!.dueAt.getTime() > Date.now(), 'retried after a backoff, not at once');
   });
 });
