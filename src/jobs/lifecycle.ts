@@ -10,9 +10,8 @@ import type { Logger } from 'pino';
 import { parseCertificateBundle } from '../chain/index.js';
 import type { IssuanceListener } from '../agents/issuance.js';
 import { failureOf } from '../agents/failures.js';
-import { retryDecision, type FailureReason } from '../lifecycle/index.js';
+import { lifetimeRenewalTime, retryDecision, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, Store } from '../store/index.js';
-import { lifetimeRenewalTime } from './renewal.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 /** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */

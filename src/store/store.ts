@@ -12,7 +12,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { AT_RISK_FRACTION } from '../jobs/renewal.js';
+import { AT_RISK_FRACTION } from '../lifecycle/index.js';
 import { CERTIFICATE_STATES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
@@ -872,7 +872,7 @@ const LATEST_CERTIFICATE_JOIN = `LEFT JOIN LATERAL (
   SELECT c.status FROM certificates c WHERE c.instance_id = i.id ORDER BY c.created_at DESC, c.creation_order DESC LIMIT 1
 ) latest ON true`;
 
-/** The instance's installed certificate is past `fraction` of its lifetime at `now` (jobs/renewal.ts's atRisk, in SQL). */
+/** The instance's installed certificate is past `fraction` of its lifetime at `now` (lifecycle/renewal.ts's atRisk, in SQL). */
 const AT_RISK_SQL = (now: string, fraction: string) => `EXISTS (
   SELECT 1 FROM certificates r WHERE r.instance_id = i.id AND r.status = 'installed' AND r.not_before IS NOT NULL AND r.not_after IS NOT NULL
     AND ${now}::timestamptz >= r.not_before + (r.not_after - r.not_before) * ${fraction}::float8

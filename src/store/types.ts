@@ -51,7 +51,7 @@ export interface InstanceFilter {
   readonly status?: InstanceStatus;
   /** A normalised name the instance lists. */
   readonly hostname?: string;
-  /** Whether its installed certificate is past five sixths of its lifetime (jobs/renewal.ts), as of `now`. */
+  /** Whether its installed certificate is past five sixths of its lifetime (lifecycle/renewal.ts), as of `now`. */
   readonly atRisk?: boolean;
 }
 

@@ -80,6 +80,8 @@ for (const engine of engines) {
       const one = await call('GET', `/v1/instances/${agent.instanceId}`);
       assert.equal(one.status, 200, 'the record stays');
       assert.equal(one.body.decommissioned.requestedBy, 'ops-alice');
+      const withoutChannel = (view: Record<string, any>) => ({ ...view, agent: { ...view.agent, connected: undefined } });
+      assert.deepEqual(withoutChannel(done.body.instance), withoutChannel(one.body), 'the answer shows the instance as GET does');
 
       assert.equal((await plane.store.jobs.get(job.id))?.state, 'cancelled');
       const abandoned = await call('GET', `/v1/certificates/${underWay.body.certificateId}`);

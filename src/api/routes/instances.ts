@@ -15,11 +15,12 @@ import { ErrorCode } from '../../error-catalogue.js';
 
 export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
   return async (app) => {
-    const view = async (id: string, caller: Caller | undefined) => {
-      const instance = await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]);
+    /** One instance as the API shows it; `connected` is given when the caller knows better than the session registry (a channel being closed). */
+    const viewOf = async (instance: InstanceRecord, connected = deps.sessions.get(instance.id) !== undefined) => {
       const trust = (await deps.store.trust.of([instance.id])).get(instance.id);
-      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock(), trust);
+      return instanceView(instance, await deps.store.certificates.latest(instance.id), connected, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), trust);
     };
+    const view = async (id: string, caller: Caller | undefined) => viewOf(await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]));
 
     app.post(
       '/v1/instances',
@@ -201,7 +202,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
           requestedBy: request.caller?.actor ?? 'unknown',
         });
         return {
-          instance: instanceView(result.instance, await deps.store.certificates.latest(instance.id), false, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), undefined),
+          instance: await viewOf(result.instance, false),
           revokedCertificate: result.revoked && certificateView(result.revoked),
           agentCertificatesRevoked: result.agentCertificates.length,
           jobsCancelled: result.cancelledJobs,

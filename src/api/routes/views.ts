@@ -1,5 +1,5 @@
 /** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
-import { atRisk } from '../../jobs/renewal.js';
+import { atRisk } from '../../lifecycle/index.js';
 import { isPermanent, readyCondition } from '../../lifecycle/index.js';
 import type { CertificateRecord, InstanceRecord, InstanceTrustRecord } from '../../store/types.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AT_RISK_FRACTION, atRisk, lifetimeRenewalTime } from '../../src/jobs/renewal.js';
+import { AT_RISK_FRACTION, atRisk, lifetimeRenewalTime } from '../../src/lifecycle/renewal.js';
 import { retryDelayMs } from '../../src/lifecycle/index.js';
 
 const DAY = 86_400_000;
