@@ -11,33 +11,24 @@ import { X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
-import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
-import { certplane, scratch } from '../support/cli.js';
-import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
-import { freePort } from '../support/ports.js';
-import { eventually, localPlaneEnv, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { certplane } from '../support/cli.js';
+import { startE2eFleet, type E2eFleet } from '../support/e2e-fleet.js';
+import type { SimulatedAgent } from '../support/fleet.js';
+import { eventually, logEvents } from '../support/processes.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const NAMES = ['account', 'compromised', 'offline', 'leaving'] as const;
 type Name = (typeof NAMES)[number];
 
-describe('revocation and decommissioning against Pebble', async () => {
-  const dir = await scratch('certplane-revocation-');
-  const clockFile = join(dir.dir, 'clock-offset');
-  let pebble: LocalPebble;
-  let preferred: Certificate;
-  let plane: RunningProcess;
-  let api: string;
+describe('revocation and decommissioning against Pebble', () => {
+  let fleet: E2eFleet;
+  let clockFile: string;
   const agents = {} as Record<Name, SimulatedAgent>;
   /** The installed certificate of each instance after the first issuance. */
   const first = {} as Record<Name, { id: string; fullchainPem: string }>;
 
-  const json = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${api}${path}`, { method, headers: { ...(body ? { 'content-type': 'application/json' } : {}), 'x-certplane-actor': 'on-call test' }, body: body ? JSON.stringify(body) : undefined });
-    return { status: response.status, body: (await response.json()) as Record<string, any> };
-  };
-  const atPebble = (fullchainPem: string) => pebble.certificateStatus(new X509Certificate(fullchainPem).serialNumber);
+  const json = (method: string, path: string, body?: unknown) => fleet.json(method, path, body);
+  const atPebble = (fullchainPem: string) => fleet.pebble.certificateStatus(new X509Certificate(fullchainPem).serialNumber);
   const installed = (instanceId: string, notId?: string) =>
     eventually(async () => {
       const { body } = await json('GET', `/v1/instances/${instanceId}`);
@@ -46,31 +37,16 @@ describe('revocation and decommissioning against Pebble', async () => {
     }, 120_000, 250, `instance ${instanceId} installed`);
 
   before(async () => {
-    pebble = await startPebble({ alternateRoots: 1 });
-    preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
-    await dir.write('root.pem', preferred.pem);
-    await writeFile(clockFile, '0');
-    const port = await freePort();
-    api = `http://127.0.0.1:${port}`;
-    plane = startCertplane(['serve'], {
-      ...localPlaneEnv({
-        port,
-        dir: dir.dir,
-        directoryUrl: pebble.directoryUrl,
-        acmeCaPath: pebble.acmeServerCaPath,
-        preferredRootCN: preferred.subjectCN,
-        trustStorePath: join(dir.dir, 'root.pem'),
-        challtestsrvUrl: pebble.challtestsrvUrl,
-      }),
-      CERTPLANE_CLOCK_OFFSET_FILE: clockFile,
-      CERTPLANE_LOG_LEVEL: 'info',
+    fleet = await startE2eFleet({
+      prefix: 'certplane-revocation-',
+      alternateRoots: 1,
+      env: async ({ dir }) => {
+        clockFile = join(dir, 'clock-offset');
+        await writeFile(clockFile, '0');
+        return { CERTPLANE_CLOCK_OFFSET_FILE: clockFile, CERTPLANE_LOG_LEVEL: 'info' };
+      },
     });
-    await plane.waitForLine((line) => line.includes('management plane listening'), 120_000);
-    for (const name of NAMES) {
-      const created = await json('POST', '/v1/instances', { name, hostnames: [`${name}.revoke.test`] });
-      assert.equal(created.status, 201, JSON.stringify(created.body));
-      agents[name] = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${name}`), trustAnchors: [preferred] });
-    }
+    for (const name of NAMES) agents[name] = await fleet.enroll({ name, hostnames: [`${name}.revoke.test`] });
     for (const name of NAMES) assert.equal((await json('POST', `/v1/instances/${agents[name].instanceId}/issue`)).status, 202);
     for (const name of NAMES) {
       const view = await installed(agents[name].instanceId);
@@ -79,12 +55,7 @@ describe('revocation and decommissioning against Pebble', async () => {
     }
   });
 
-  after(async () => {
-    await Promise.all(Object.values(agents).map((a) => a.client.stop()));
-    await plane?.stop();
-    await pebble?.stop();
-    await dir.remove();
-  });
+  after(() => fleet?.stop());
 
   test('revoked with the account key: Pebble reports it revoked for the reason given, and the installed certificate is replaced', async () => {
     const instanceId = agents.account.instanceId;
@@ -105,7 +76,7 @@ describe('revocation and decommissioning against Pebble', async () => {
   });
 
   test('certplane revoke --reason keyCompromise with the agent connected: signed on the instance with the certificate key, and Pebble revokes it; --no-reissue orders nothing', async () => {
-    const cli = await certplane(['revoke', '--server', api, '--certificate', first.compromised.id, '--reason', 'keyCompromise', '--comment', 'key copied off the host', '--no-reissue', '--actor', 'on-call test'], {}, 60_000);
+    const cli = await certplane(['revoke', '--server', fleet.api, '--certificate', first.compromised.id, '--reason', 'keyCompromise', '--comment', 'key copied off the host', '--no-reissue', '--actor', 'on-call test'], {}, 60_000);
     assert.equal(cli.code, 0, `${cli.stdout}\n${cli.stderr}`);
     assert.match(cli.stdout, /revoked \(keyCompromise, code 1\), signed by the certificate-key\n/);
     assert.match(cli.stdout, /no replacement requested/);
@@ -132,13 +103,13 @@ describe('revocation and decommissioning against Pebble', async () => {
   test('decommissioned with keep: its agent is cut off and refused when it dials again, its renewal does not run when the clock passes it (another instance\'s does), its certificate stays valid at the CA, and its hostname is free again', async () => {
     const leaving = agents.leaving.instanceId;
     const control = agents.account.instanceId;
-    const mark = plane.lines.length;
+    const mark = fleet.plane.lines.length;
     const done = await json('DELETE', `/v1/instances/${leaving}?certificate=keep&comment=${encodeURIComponent('customer left')}`);
     assert.equal(done.status, 200, JSON.stringify(done.body));
     assert.deepEqual([done.body.revokedCertificate, done.body.agentCertificatesRevoked, done.body.jobsCancelled], [null, 1, 1]);
-    await plane.waitForLine((line) => line.includes('agent certificate revoked: disconnecting') && line.includes(leaving), 30_000);
+    await fleet.plane.waitForLine((line) => line.includes('agent certificate revoked: disconnecting') && line.includes(leaving), 30_000);
     // The agent keeps dialling (every 2 s at most); each attempt is refused at authentication as revoked.
-    await eventually(async () => (logEvents(plane.lines.slice(mark)).some((e) => e.msg === 'closing agent connection' && e.code === ErrorCode.AGENT_REVOKED) ? true : undefined), 30_000, 200, 'a refused reconnection');
+    await eventually(async () => (logEvents(fleet.plane.lines.slice(mark)).some((e) => e.msg === 'closing agent connection' && e.code === ErrorCode.AGENT_REVOKED) ? true : undefined), 30_000, 200, 'a refused reconnection');
     assert.equal((await json('GET', `/v1/instances/${leaving}`)).body.agent.connected, false);
     assert.equal((await json('POST', '/v1/instances', { name: 'leaving-successor', hostnames: ['leaving.revoke.test'] })).status, 201);
 
