@@ -241,26 +241,21 @@ const status = define({
   changesState: false,
   schema: z.strictObject({}),
   async run(_args, _actor, deps) {
-    const [fleet] = await deps.store.query<{ instances: string | number; connected: string | number }>(
-      'SELECT (SELECT count(*) FROM instances) AS instances, (SELECT count(*) FROM instances WHERE agent_connected_at IS NOT NULL) AS connected',
-    );
-    const byStatus = await deps.store.query<{ status: string; n: string | number }>('SELECT status, count(*) AS n FROM certificates GROUP BY status ORDER BY status');
-    const running = await deps.store.query<{ id: string; reason: string; requested_by: string; created_at: Date }>(
-      "SELECT id, reason, requested_by, created_at FROM campaigns WHERE state = 'running' ORDER BY created_at LIMIT 100",
-    );
-    const campaigns = await Promise.all(running.map(async (c) => ({ id: c.id, reason: c.reason, requestedBy: c.requested_by, createdAt: c.created_at, counts: await deps.store.campaigns.counts(c.id) })));
-    const certificates = Object.fromEntries(byStatus.map((r) => [r.status, Number(r.n)]));
+    const fleet = await deps.store.instances.summary({ clusters: null, now: deps.clock() });
+    const certificates = await deps.store.certificates.countByStatus();
+    const running = await deps.store.campaigns.running(100);
+    const campaigns = await Promise.all(running.map(async (c) => ({ id: c.id, reason: c.reason, requestedBy: c.requestedBy, createdAt: c.createdAt, counts: await deps.store.campaigns.counts(c.id) })));
     const data = {
-      instances: Number(fleet?.instances ?? 0),
+      instances: fleet.total,
       agentsConnectedHere: deps.sessions.instanceIds().length,
-      agentsConnectedAnywhere: Number(fleet?.connected ?? 0),
+      agentsConnectedAnywhere: fleet.agentsConnected,
       certificates,
       runningCampaigns: campaigns,
     };
     const lines = [
       `instances: ${data.instances}`,
       `agents connected: ${data.agentsConnectedHere} to this process, ${data.agentsConnectedAnywhere} in all`,
-      `certificates: ${byStatus.length > 0 ? byStatus.map((r) => `${r.status} ${Number(r.n)}`).join(', ') : 'none'}`,
+      `certificates: ${Object.keys(certificates).length > 0 ? Object.entries(certificates).map(([state, n]) => `${state} ${n}`).join(', ') : 'none'}`,
       `running campaigns: ${campaigns.length}`,
       ...campaigns.map((c) => `  ${c.id} by ${shown(c.requestedBy)} (${shown(c.reason)}): ${c.counts.installed}/${c.counts.matched} installed, ${c.counts.failed} failed, ${c.counts.waitingForAgent} waiting for agent`),
     ];

@@ -26,6 +26,8 @@ export interface SchedulerOptions {
   readonly metrics?: Pick<IssuanceMetrics, 'stage'>;
 }
 
+/** ARI windows asked again per tick (the rest wait for the next one). */
+const ARI_BATCH = 20;
 /** Claimed jobs started at once: well under the PostgreSQL pool (store/engines.ts). */
 const PARALLEL_STARTS = 4;
 
@@ -99,7 +101,7 @@ export class Scheduler {
       for (let i = 0; i < jobs.length; i += PARALLEL_STARTS) await Promise.all(jobs.slice(i, i + PARALLEL_STARTS).map((job) => this.#start(job)));
       if (jobs.length < batchSize) break;
     }
-    for (const certificate of signal?.aborted ? [] : await this.#ariDue(now)) {
+    for (const certificate of signal?.aborted ? [] : await store.certificates.ariDue(now, ARI_BATCH)) {
       if (signal?.aborted) return;
       await this.options.lifecycle.refreshAdvice(certificate);
     }
@@ -137,17 +139,5 @@ export class Scheduler {
     logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: certificate.id, status: certificate.status }, 'job claimed again found its certificate settled; settled the job the same way');
   }
 
-  async #ariDue(now: Date): Promise<CertificateRecord[]> {
-    const rows = await this.options.store.query<{ id: string }>(
-      // Only the current certificate of each instance: a replaced one's window no longer matters.
-      // Nor a decommissioned instance's: it is never renewed.
-      `SELECT c.id FROM certificates c JOIN instances i ON i.id = c.instance_id
-       WHERE c.status = 'installed' AND c.ari_retry_at IS NOT NULL AND c.ari_retry_at <= $1::timestamptz AND i.decommissioned_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.instance_id = c.instance_id AND n.status = 'installed' AND n.creation_order > c.creation_order)
-       ORDER BY c.ari_retry_at LIMIT 20`,
-      [now],
-    );
-    const certificates = await Promise.all(rows.map((r) => this.options.store.certificates.get(r.id)));
-    return certificates.filter((c): c is CertificateRecord => c !== undefined);
-  }
+
 }

@@ -108,6 +108,8 @@ export interface JobStore {
 export interface CampaignStore {
   create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; matched: number; clusters: readonly (string | null)[] }): Promise<CampaignRecord>;
   get(id: string): Promise<CampaignRecord | undefined>;
+  /** Running campaigns, oldest first, at most `limit`. */
+  running(limit: number): Promise<CampaignRecord[]>;
   counts(id: string): Promise<CampaignCounts>;
   finish(id: string, state: 'done' | 'cancelled', at: Date): Promise<boolean>;
 }
@@ -306,6 +308,11 @@ export class SqlCampaigns implements CampaignStore {
     if (!UUID.test(id)) return undefined;
     const [row] = await this.db.query<CampaignRow>('SELECT * FROM campaigns WHERE id = $1', [id]);
     return row && toCampaign(row);
+  }
+
+  async running(limit: number): Promise<CampaignRecord[]> {
+    const rows = await this.db.query<CampaignRow>("SELECT * FROM campaigns WHERE state = 'running' ORDER BY created_at LIMIT $1", [limit]);
+    return rows.map(toCampaign);
   }
 
   async counts(id: string): Promise<CampaignCounts> {

@@ -614,6 +614,20 @@ class SqlStore implements Store {
       const [row] = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE job_id = $1 ORDER BY created_at DESC, creation_order DESC LIMIT 1', [jobId]);
       return row && toCertificate(row);
     },
+    countByStatus: async () => {
+      const rows = await this.db.query<{ status: CertificateState; n: number }>('SELECT status, count(*)::int AS n FROM certificates GROUP BY status ORDER BY status');
+      return Object.fromEntries(rows.map((row) => [row.status, row.n]));
+    },
+    ariDue: async (now, limit) => {
+      const rows = await this.db.query<CertificateRow>(
+        `SELECT c.* FROM certificates c JOIN instances i ON i.id = c.instance_id
+         WHERE c.status = 'installed' AND c.ari_retry_at IS NOT NULL AND c.ari_retry_at <= $1::timestamptz AND i.decommissioned_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.instance_id = c.instance_id AND n.status = 'installed' AND n.creation_order > c.creation_order)
+         ORDER BY c.ari_retry_at LIMIT $2`,
+        [now, limit],
+      );
+      return rows.map(toCertificate);
+    },
     latestOf: async (instanceIds) => {
       const ids = instanceIds.filter((id) => UUID.test(id));
       const found = new Map<string, { latest?: CertificateRecord; installed?: CertificateRecord }>();
@@ -779,6 +793,10 @@ class SqlStore implements Store {
         return result;
       }),
   };
+
+  async ping(): Promise<void> {
+    await this.db.query('SELECT 1');
+  }
 
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]> {
     return this.db.query<T>(sql, params);

@@ -356,6 +356,13 @@ export interface Store {
     latestInstalled(instanceId: string): Promise<CertificateRecord | undefined>;
     /** The most recent certificate a job started: what a job claimed again must finish rather than order twice. */
     latestOfJob(jobId: string): Promise<CertificateRecord | undefined>;
+    /** How many certificates are in each state (states with none are left out), for the admin console. */
+    countByStatus(): Promise<Partial<Record<CertificateState, number>>>;
+    /**
+     * Installed certificates whose ARI window is due to be asked again by `now`, oldest first, at
+     * most `limit`: only the current certificate of an instance that is not decommissioned.
+     */
+    ariDue(now: Date, limit: number): Promise<CertificateRecord[]>;
     /**
      * `latest` and `latestInstalled` of many instances in two queries, by instance id (ids
      * without certificates are absent): what one page of the listing shows.
@@ -449,7 +456,9 @@ export interface Store {
       decide: (buckets: ReadonlyMap<string, RateBucketRecord>) => { readonly write: readonly RateBucketRecord[]; readonly result: T },
     ): Promise<T>;
   };
-  /** Raw SQL, for operations and for tests that inspect what is stored. */
+  /** One round trip to the database: what readiness means. */
+  ping(): Promise<void>;
+  /** Raw SQL, for tests that inspect what is stored (production code uses the named methods). */
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
   /** Which engine: "pglite" or "postgres". */
   readonly engine: 'pglite' | 'postgres';

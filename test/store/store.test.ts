@@ -132,6 +132,36 @@ for (const engine of [pglite, postgres]) {
       assert.equal((await newInstance(store)).cluster, null);
     });
 
+    test('certificates: ARI windows due are those of current installed certificates of live instances, oldest first; counts by state', TIMEOUT, async () => {
+      const now = new Date();
+      const due = new Date(now.getTime() - 60_000);
+      const installedWith = async (instance: InstanceRecord, ariRetryAt: Date | null) => {
+        const certificate = await store.certificates.create(instance.id);
+        await install(store, certificate);
+        await store.certificates.setRenewal(certificate.id, { renewAt: new Date(now.getTime() + 86_400_000), ariRetryAt });
+        return certificate;
+      };
+      const current = await newInstance(store);
+      const replaced = await installedWith(current, new Date(due.getTime() - 1_000));
+      await store.certificates.apply(replaced.id, 'superseded');
+      const newest = await installedWith(current, due);
+      const older = await installedWith(await newInstance(store), new Date(due.getTime() - 5_000));
+      await installedWith(await newInstance(store), new Date(now.getTime() + 60_000));
+      await installedWith(await newInstance(store), null);
+      const leaving = await newInstance(store);
+      await installedWith(leaving, due);
+      await store.instances.decommission(leaving.id, { at: now, requestedBy: 'test', comment: null, certificate: 'keep', revocationReason: null });
+
+      const found = (await store.certificates.ariDue(now, 1_000)).map((c) => c.id);
+      const mine = found.filter((id) => [replaced.id, newest.id, older.id].includes(id));
+      assert.deepEqual(mine, [older.id, newest.id], 'the replaced one, one not due, one without ARI and a decommissioned instance\'s are left out');
+      assert.equal((await store.certificates.ariDue(now, 1)).length, 1, 'at most the limit');
+
+      const counts = await store.certificates.countByStatus();
+      assert.ok((counts.installed ?? 0) >= 5 && (counts.superseded ?? 0) >= 1, JSON.stringify(counts));
+      assert.ok(Object.values(counts).every((n) => typeof n === 'number' && n > 0), 'only states that have certificates, as numbers');
+    });
+
     test('instances: get of an unknown or malformed id is undefined', TIMEOUT, async () => {
       assert.equal(await store.instances.get('00000000-0000-4000-8000-000000000000'), undefined);
       assert.equal(await store.instances.get('not-a-uuid'), undefined);

@@ -13,7 +13,7 @@ export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     app.get('/healthz', { schema: { summary: 'The process is alive', tags: ['operations'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
     app.get('/readyz', { schema: { summary: 'The process can reach its database', tags: ['operations'], security: [], response: { 200: Health, 503: Problem } } }, async (_request, reply) => {
       try {
-        await deps.store.query('SELECT 1');
+        await deps.store.ping();
         return { status: 'ok' as const };
       } catch (error) {
         sendProblem(reply, ErrorCode.NOT_READY, `database unreachable: ${(error as Error).message}`);
