@@ -4,7 +4,7 @@ import Fastify from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { validateAdminArgs } from '../src/admin/index.js';
-import { AgentMessage, decodeMessage } from '../src/agents/protocol.js';
+import { AgentMessage, decodeMessage } from '../src/channel/protocol.js';
 import { errorHandler } from '../src/api/errors.js';
 import { loadConfig } from '../src/config/config.js';
 import { CertplaneError } from '../src/errors.js';

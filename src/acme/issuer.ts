@@ -26,7 +26,7 @@ import {
   type TrustProfile,
   type VerificationReport,
 } from '../chain/index.js';
-import type { RevocationJws } from '../agents/protocol.js';
+import type { RevocationJws } from '../channel/protocol.js';
 import type { SecretStore } from '../secrets/index.js';
 import { ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem } from '../chain/index.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../pki/factory.js';
-import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../channel/protocol.js';
 import { explainConnectError } from './connect-errors.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';

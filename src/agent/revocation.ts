@@ -10,7 +10,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import acme from 'acme-client';
-import type { RevocationJws, ServerMessage } from '../agents/protocol.js';
+import type { RevocationJws, ServerMessage } from '../channel/protocol.js';
 import { sha256Hex } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
-import { csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import { KEY_DESCRIPTIONS, csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import { ACME_STAGES, type IssueOptions, type IssuedChain } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import {
@@ -30,7 +30,7 @@ import { agentRefused, failureOf } from './failures.js';
 import { decommissioned } from './revocation.js';
 import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
-import type { AgentMessage, KeyAlgorithm } from './protocol.js';
+import type { AgentMessage } from '../channel/protocol.js';
 import { SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -91,8 +91,6 @@ export interface IssuanceMetrics {
   stage(stage: IssuanceStage, seconds: number): void;
 }
 
-/** What `describeKey` of a CSR must read for each key algorithm an instance may use. */
-const KEY_DESCRIPTIONS: Record<KeyAlgorithm, string> = { 'ecdsa-p256': 'ECDSA P-256', 'rsa-2048': 'RSA 2048', 'rsa-3072': 'RSA 3072' };
 
 /** An order under way in this process, and how to stop it. */
 interface RunningOrder {

@@ -13,7 +13,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { REVOCABLE_STATES, isOpen, revocationReason, type RevocationReasonName, type RevocationRecord, type RevocationSigner } from '../lifecycle/index.js';
 import type { CertificateRecord, DecommissionOutcome, InstanceRecord, Store } from '../store/types.js';
 import type { IssuanceCoordinator } from './issuance.js';
-import type { RevocationJws } from './protocol.js';
+import type { RevocationJws } from '../channel/protocol.js';
 import { SessionRegistry } from './sessions.js';
 import { ErrorCode } from '../error-catalogue.js';
 

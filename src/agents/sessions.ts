@@ -11,7 +11,7 @@ import { CertplaneError } from '../errors.js';
 import { parseCsr } from '../chain/index.js';
 import type { AgentCertificateRecord, Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
-import { AgentMessage, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from './protocol.js';
+import { AgentMessage, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../channel/protocol.js';
 import { ErrorCode, channelCloseOf } from '../error-catalogue.js';
 
 /**

@@ -16,7 +16,7 @@ import type { Revocations } from '../agents/revocation.js';
 import type { Campaigns } from '../jobs/campaigns.js';
 import type { LiveTrust } from '../config/trust.js';
 import type { TrustEvaluation } from '../jobs/trust.js';
-import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../agents/protocol.js';
+import { CHANNEL_PATH, MAX_MESSAGE_BYTES } from '../channel/protocol.js';
 import type { SessionRegistry } from '../agents/sessions.js';
 import type { Store } from '../store/types.js';
 import { refusePrivateKey } from '../untrusted-text.js';

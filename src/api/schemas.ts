@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { CERTIFICATE_STATES, FAILURE_REASONS, REVOCATION_REASON_NAMES, type FailureReasonName } from '../lifecycle/index.js';
-import { KeyAlgorithm } from '../agents/protocol.js';
+import { KeyAlgorithm } from '../channel/protocol.js';
 import { checkHostname } from '../chain/index.js';
 
 /**

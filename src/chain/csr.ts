@@ -29,6 +29,13 @@ export interface ParsedCsr {
 /** Let's Encrypt's limit of names per certificate (its newer profiles allow fewer): more is refused by the CA anyway. */
 export const DEFAULT_MAX_NAMES_PER_CERTIFICATE = 100;
 
+/** The key algorithms an instance's policy may require of its agent's keys. */
+export const KEY_ALGORITHMS = ['ecdsa-p256', 'rsa-2048', 'rsa-3072'] as const;
+export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
+
+/** What a CSR's `keyDescription` reads for each key algorithm. */
+export const KEY_DESCRIPTIONS: Readonly<Record<KeyAlgorithm, string>> = { 'ecdsa-p256': 'ECDSA P-256', 'rsa-2048': 'RSA 2048', 'rsa-3072': 'RSA 3072' };
+
 /**
  * The largest CSR text accepted, in bytes. Decoding a request is synchronous and costs
  * tens of microseconds per subjectAltName entry whatever the names say, so this bound,

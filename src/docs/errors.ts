@@ -3,7 +3,7 @@
  * what the code answers; test/docs/generated.test.ts fails when the committed page is stale
  * (`npm run docs` rewrites it). Pure: no I/O.
  */
-import { CloseCode } from '../agents/protocol.js';
+import { CloseCode } from '../channel/protocol.js';
 import { CATALOGUE_ENTRIES, ChannelCloseCode, FailureExitCode, KIND_MEANINGS, STATUS_BY_KIND, channelCloseOf, exitCodeOf, httpStatusOf, type ErrorKind } from '../error-catalogue.js';
 
 const HEADER = `# Error codes

@@ -21,7 +21,8 @@ export const EKU = {
   any: '2.5.29.37.0',
 } as const;
 
-export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048' | 'rsa-3072';
+import type { KeyAlgorithm } from '../chain/csr.js';
+export type { KeyAlgorithm };
 
 /** A key pair in both WebCrypto form (to sign) and PEM form (to hand to files and other tools). */
 export interface KeyPair {

@@ -6,7 +6,7 @@
  * of one transaction, which serialises their callers across processes just the same.
  */
 import { randomUUID } from 'node:crypto';
-import type { KeyAlgorithm } from '../agents/protocol.js';
+import type { KeyAlgorithm } from '../chain/index.js';
 import { coveringParent, normaliseDnsName } from '../chain/index.js';
 import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';

@@ -4,7 +4,7 @@
  * talks to records, never to a driver. No private key is ever a field here: the plane
  * stores CSRs, public chains and fingerprints only.
  */
-import type { KeyAlgorithm } from '../agents/protocol.js';
+import type { KeyAlgorithm } from '../chain/index.js';
 import type { CertificateState, FailureReason, LifecycleEvent, RevocationReasonName, RevocationRecord } from '../lifecycle/index.js';
 import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
 

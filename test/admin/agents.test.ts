@@ -11,7 +11,7 @@ import { createConnection } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { startAdminSocket, type AdminSocket } from '../../src/admin/index.js';
-import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload, identityRenewalOpensAt } from '../../src/agents/protocol.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload, identityRenewalOpensAt } from '../../src/channel/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';

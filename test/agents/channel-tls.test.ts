@@ -4,7 +4,7 @@ import { sign } from 'node:crypto';
 import { request } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { createCsr, generateKeyPair, loopbackServerCertificate } from '../../src/pki/factory.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 

@@ -7,7 +7,7 @@ import { sign } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';

@@ -9,7 +9,7 @@ import { AgentClient, identityNeedsRenewal } from '../../src/agent/client.js';
 import { Installer } from '../../src/agent/install.js';
 import { openState, readIdentity, writeIdentity } from '../../src/agent/state.js';
 import { createEnrollmentToken, enrollAgent } from '../../src/agents/enrollment.js';
-import { identityRenewalOpensAt } from '../../src/agents/protocol.js';
+import { identityRenewalOpensAt } from '../../src/channel/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startChannelRecorder } from '../support/channel-recorder.js';

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { CloseCode } from '../../src/agents/protocol.js';
+import { CloseCode } from '../../src/channel/protocol.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { cleanupList, type Defer } from '../support/cleanups.js';
 import { leaf, root } from '../support/hierarchies.js';

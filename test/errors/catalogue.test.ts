@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import ts from 'typescript';
 import { errorHandler } from '../../src/api/errors.js';
-import { CloseCode } from '../../src/agents/protocol.js';
+import { CloseCode } from '../../src/channel/protocol.js';
 import { ExitCode, reportFailure } from '../../src/cli/args.js';
 import { CATALOGUE_ENTRIES, ChannelCloseCode, ErrorCode, STATUS_BY_KIND, channelCloseOf, exitCodeOf, httpStatusOf, isErrorCode, kindOf } from '../../src/error-catalogue.js';
 import { CertplaneError } from '../../src/errors.js';

@@ -34,7 +34,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import WebSocket from 'ws';
-import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/agents/protocol.js';
+import { AgentMessage, CHANNEL_PATH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, authPayload, decodeMessage } from '../../src/channel/protocol.js';
 import { CertplaneError } from '../../src/errors.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
 import {

@@ -13,7 +13,7 @@ import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
 import { Revocations } from '../../src/agents/revocation.js';
-import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/agents/protocol.js';
+import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';

@@ -10,6 +10,7 @@ import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { carriesPrivateKey, refusePrivateKey } from '../untrusted-text.js';
 import { ChannelCloseCode, ErrorCode } from '../error-catalogue.js';
+import { KEY_ALGORITHMS } from '../chain/index.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Larger than any chain plus report; small enough that one agent cannot exhaust the plane's memory. */
@@ -21,7 +22,7 @@ const id = z.string().min(1).max(128);
 const pem = (label: string) => z.string().max(MAX_MESSAGE_BYTES).includes(`-----BEGIN ${label}-----`);
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const hostname = z.string().min(1).max(253);
-export const KeyAlgorithm = z.enum(['ecdsa-p256', 'rsa-2048', 'rsa-3072']);
+export const KeyAlgorithm = z.enum(KEY_ALGORITHMS);
 export type KeyAlgorithm = z.infer<typeof KeyAlgorithm>;
 
 const base = { v: z.literal(PROTOCOL_VERSION) };
