@@ -449,6 +449,7 @@ export class IssuanceCoordinator implements SessionHandler {
     let holding = false;
     let parked = false;
     let verified: CertificateRecord | undefined;
+    let releasing: Promise<void> = Promise.resolve();
     const owned = { leaseOwner: this.owner };
     /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
     const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
@@ -470,13 +471,17 @@ export class IssuanceCoordinator implements SessionHandler {
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
       // Read again under the lease: the record in hand may predate the previous holder's last step.
-      const current = await store.certificates.get(certificate.id);
+      // The job (first attempt or retry, for the limiter) is read alongside.
+      const [current, job] = await Promise.all([store.certificates.get(certificate.id), certificate.jobId ? store.jobs.get(certificate.jobId) : undefined]);
       if (!current || !ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
       const plan = planOrder(current.orderUrl, standing);
+      // What the order replaces (ARI) is looked up while the limiter decides: both are needed before the order.
+      const replacing = plan.action === 'new' ? this.#replacesFor(current) : Promise.resolve(undefined);
+      replacing.catch(() => undefined);
       if (plan.action === 'new') {
-        const refusal = await this.#orderBudget(instance, current);
+        const refusal = await this.#orderBudget(instance, job);
         if (refusal) {
           parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
           log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
@@ -486,8 +491,7 @@ export class IssuanceCoordinator implements SessionHandler {
       } else {
         log.info({ order: plan.orderUrl, next: plan.next }, 'resuming the stored ACME order');
       }
-      const replaced = current.replacesCertificateId ? await store.certificates.get(current.replacesCertificateId) : undefined;
-      const replaces = plan.action === 'new' && replaced ? await this.deps.listener?.replacesFor?.(replaced) : undefined;
+      const replaces = await replacing;
       this.#stageEnded(certificate.id, 'lease');
       const issued = await this.deps.issuer.issue(csrPem, {
         solvers: this.#solvers(instance.id),
@@ -547,13 +551,19 @@ export class IssuanceCoordinator implements SessionHandler {
     } finally {
       release();
       clearInterval(renewal);
-      if (holding && !parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+      if (holding && !parked) {
+        const released = store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+        // An issued certificate goes to its agent while the lease is given up; it is awaited below either way.
+        if (verified) releasing = released;
+        else await released;
+      }
     }
     // Outside the order's failure handling: a delivery that does not reach the agent now is
     // sent again when it reconnects; it must never fail a certificate already issued.
     const session = this.deps.sessions.get(instance.id);
     if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
+    await releasing;
   }
 
   /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */
@@ -565,11 +575,16 @@ export class IssuanceCoordinator implements SessionHandler {
     controller.abort(stopped('lease_lost'));
   }
 
-  /** Asks the rate limiter for one more order for these names: undefined when granted, else until when to wait. */
-  async #orderBudget(instance: InstanceRecord, certificate: CertificateRecord): Promise<{ retryAt: Date; limitedBy: string } | undefined> {
+  /** The ARI `replaces` value of a new order for `certificate`, when it replaces one and the CA offers ARI. */
+  async #replacesFor(certificate: CertificateRecord): Promise<string | undefined> {
+    const replaced = certificate.replacesCertificateId ? await this.deps.store.certificates.get(certificate.replacesCertificateId) : undefined;
+    return replaced ? this.deps.listener?.replacesFor?.(replaced) : undefined;
+  }
+
+  /** Asks the rate limiter for one more order for these names (a retry when its job has failed before): undefined when granted, else until when to wait. */
+  async #orderBudget(instance: InstanceRecord, job: { attempts: number } | undefined): Promise<{ retryAt: Date; limitedBy: string } | undefined> {
     const gate = this.deps.gate;
     if (!gate) return undefined;
-    const job = certificate.jobId ? await this.deps.store.jobs.get(certificate.jobId) : undefined;
     const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: job && job.attempts > 0 ? 'retry' : 'first' });
     return answer.granted ? undefined : { retryAt: answer.retryAt, limitedBy: answer.limitedBy };
   }
@@ -599,8 +614,11 @@ export class IssuanceCoordinator implements SessionHandler {
       return;
     }
     this.#stageEnded(certificate.id, 'install');
-    const installed = await this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() });
-    await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
+    // Independent writes, side by side: what the agent reports it has, and the certificate's step.
+    const [installed] = await Promise.all([
+      this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() }),
+      this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256),
+    ]);
     if (installed) {
       this.#answered(session.instanceId, certificate.id);
       this.#stageEnded(certificate.id, 'acknowledge');
