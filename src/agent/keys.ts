@@ -40,8 +40,11 @@ export function pendingKeyPath(state: AgentState, certificateId: string): string
 export async function createPendingKey(state: AgentState, certificateId: string, algorithm: KeyAlgorithm, hostnames: readonly string[]): Promise<{ csrPem: string }> {
   const file = pendingKeyPath(state, certificateId);
   const existing = await readFileIfExists(file);
-  const key = existing === null ? await storeFreshKey(file, certificateId, algorithm) : await importPendingKey(existing, certificateId, algorithm);
-  return { csrPem: await createCsr(key, hostnames) };
+  if (existing !== null) return { csrPem: await createCsr(await importPendingKey(existing, certificateId, algorithm), hostnames) };
+  // The CSR is signed while the fresh key is made durable; it is sent only once the key is on disk.
+  const fresh = await generateKeyPair(algorithm);
+  const [stored, csrPem] = await Promise.all([storeFreshKey(file, certificateId, algorithm, fresh), createCsr(fresh, hostnames)]);
+  return { csrPem: stored === fresh ? csrPem : await createCsr(stored, hostnames) };
 }
 
 /** Drops the pending key of an abandoned request; a key whose certificate will never come has no use. */
@@ -70,8 +73,8 @@ export function spkiSha256OfPrivateKeyPem(pem: string): string {
   return sha256Hex(createPublicKey(pem).export({ type: 'spki', format: 'der' }));
 }
 
-async function storeFreshKey(file: string, certificateId: string, algorithm: KeyAlgorithm): Promise<KeyPair> {
-  const fresh = await generateKeyPair(algorithm);
+/** Stores `fresh` as the pending key, or returns the key another request stored first. */
+async function storeFreshKey(file: string, certificateId: string, algorithm: KeyAlgorithm, fresh: KeyPair): Promise<KeyPair> {
   if (await createFileAtomic(file, fresh.privateKeyPem, PRIVATE_FILE_MODE)) return fresh;
   const winner = await readFileIfExists(file);
   if (winner === null) {
