@@ -120,6 +120,7 @@ const CATALOGUE = {
   ISSUANCE_UNKNOWN_CERTIFICATE: { kind: 'forbidden', meaning: 'an agent named a certificate that is not its instance\'s; the channel is closed' },
   ISSUANCE_CSR_REJECTED: { kind: 'refused', meaning: 'an agent\'s CSR names a host the instance does not own, no name, a key against the instance\'s policy, does not verify, or breaks a `CSR_*` limit (its code follows `CSR rejected:`)' },
   ISSUANCE_STOPPED: { kind: 'unavailable', meaning: 'in the log only: an order stopped before it settled (`details.cause`: `shutdown` or `lease_lost`); never a failure, the next holder of the lease resumes the order' },
+  ISSUANCE_REVOKED_BEFORE_INSTALL: { kind: 'conflict', meaning: 'failure of a job whose certificate was revoked before its agent installed it (reason `Internal`, retried: the job orders a new certificate with a new key)' },
   ISSUANCE_INSTANCE_CHANGED: { kind: 'conflict', meaning: 'failure code of a certificate under way when its instance\'s names or key algorithm changed (reason `InstanceChanged`); a certificate for the new ones replaces it' },
   LIFECYCLE_TRANSITION_REFUSED: { kind: 'conflict', meaning: 'an event the certificate\'s state does not allow (a bug, or a peer acknowledging what was never delivered)' },
 

@@ -43,7 +43,7 @@ export interface Issuer {
 
 /** Paces orders under the CA's limits (jobs/ratelimit.ts); the coordinator asks before every order. */
 export interface OrderGate {
-  acquire(request: { hostnames: string[]; attempt: 'first' | 'retry' }): Promise<{ granted: true } | { granted: false; retryAt: Date; limitedBy: string }>;
+  acquire(request: { hostnames: string[]; attempt: 'first' | 'retry' }): Promise<{ granted: true; decidedAt: Date } | { granted: false; retryAt: Date; limitedBy: string }>;
   /** The CA said rateLimited: no process orders again before `until`. */
   blockUntil(until: Date, reason: string): Promise<void>;
 }
@@ -586,7 +586,11 @@ export class IssuanceCoordinator implements SessionHandler {
     const gate = this.deps.gate;
     if (!gate) return undefined;
     const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: job && job.attempts > 0 ? 'retry' : 'first' });
-    return answer.granted ? undefined : { retryAt: answer.retryAt, limitedBy: answer.limitedBy };
+    if (answer.granted) {
+      this.deps.logger.debug({ instanceId: instance.id, decidedAt: answer.decidedAt.getTime() }, 'order granted by the rate limiter');
+      return undefined;
+    }
+    return { retryAt: answer.retryAt, limitedBy: answer.limitedBy };
   }
 
   #solvers(instanceId: string): ChallengeSolver[] {

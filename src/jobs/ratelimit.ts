@@ -174,7 +174,8 @@ export interface AcquireRequest {
  * `certificatesPerDomain:DOMAIN`, `failedValidationsPerHostname:ACCOUNT:HOST`) or, after the
  * CA's own 429, `caRetryAfter: REASON`, for logs and the job's last error.
  */
-export type AcquireResult = { readonly granted: true } | { readonly granted: false; readonly retryAt: Date; readonly limitedBy: string };
+/** Granted (at `decidedAt`, the limiter's clock the buckets were refilled to), or when to come back and which bucket said no. */
+export type AcquireResult = { readonly granted: true; readonly decidedAt: Date } | { readonly granted: false; readonly retryAt: Date; readonly limitedBy: string };
 
 /** What a limiter needs, passed in by the composition root. */
 export interface RateLimiterOptions {
@@ -319,7 +320,7 @@ export class RateLimiter {
           levels.set(touch.key, { ...entry, level: { ...entry.level, tokens: Math.max(0, entry.level.tokens - 1) } });
           spent.add(touch.key);
         }
-        return { granted: true };
+        return { granted: true, decidedAt: now };
       });
       const write = [...spent].map((key) => {
         const { bucket, level } = levels.get(key)!;

@@ -12,6 +12,8 @@ import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
 import { isOpen } from '../lifecycle/index.js';
+import { CertplaneError } from '../errors.js';
+import { ErrorCode } from '../error-catalogue.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
@@ -115,8 +117,12 @@ export class Scheduler {
       // certificate and recording it on the job, or between settling the certificate and the
       // job: a settled certificate settles the job as its process would have, it is never a
       // reason to order a second one.
-      const started = job.certificateId ? await this.options.store.certificates.get(job.certificateId) : await this.options.store.certificates.latestOfJob(job.id);
-      if (started && !isOpen(started.status)) {
+      // Only the certificate the job still points at settles it: a job queued again after a
+      // failed attempt has no certificate, and its earlier attempts' certificates are history
+      // (an installed one of its own, found without the pointer, means the work was done).
+      const attached = job.certificateId ? await this.options.store.certificates.get(job.certificateId) : undefined;
+      const started = attached ?? (await this.options.store.certificates.latestOfJob(job.id));
+      if (started && ((attached !== undefined && !isOpen(started.status)) || started.status === 'installed')) {
         await this.#settle(job, started);
         return;
       }
@@ -129,13 +135,24 @@ export class Scheduler {
     }
   }
 
-  /** Finishes a claimed-again job whose certificate settled while its process was dying: what the issuance listener would have done. */
+  /**
+   * Finishes a claimed-again job whose certificate settled without its job (its process died
+   * in between, or a revocation overtook the delivery): what the issuance listener would have done.
+   */
   async #settle(job: JobRecord, certificate: CertificateRecord): Promise<void> {
     const { lifecycle, logger, store } = this.options;
     if (certificate.status === 'installed') await lifecycle.onInstalled(certificate);
     else if (certificate.status === 'failed') await lifecycle.onFailed(certificate);
-    // Installed once and replaced or revoked since: the job's work was done.
-    else await store.jobs.complete(job.id);
+    else if (certificate.installedAt === null) {
+      // Revoked before its agent installed it: the instance still needs the certificate.
+      await lifecycle.onFailedJob(job, new CertplaneError(ErrorCode.ISSUANCE_REVOKED_BEFORE_INSTALL, `certificate ${certificate.id} was revoked before its agent installed it; a new one is ordered`));
+    } else {
+      // Installed once and replaced or revoked since: the job's work was done. Its open job kept
+      // the instance from queueing a renewal for whatever replaced it, so that is queued now.
+      await store.jobs.complete(job.id);
+      const current = await store.certificates.latestInstalled(job.instanceId);
+      if (current) await lifecycle.scheduleRenewal(current);
+    }
     logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: certificate.id, status: certificate.status }, 'job claimed again found its certificate settled; settled the job the same way');
   }
 

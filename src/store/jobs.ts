@@ -190,7 +190,7 @@ export class SqlJobs implements JobStore {
          WHERE (state = 'queued' AND due_at <= $2::timestamptz)
             OR (state = 'running' AND claimed_until < $2::timestamptz AND (certificate_id IS NULL
                 OR EXISTS (SELECT 1 FROM certificates c WHERE c.id = jobs.certificate_id AND c.status = ANY($5::text[])
-                           AND c.updated_at < $2::timestamptz - ($3 || ' milliseconds')::interval)))
+                           AND c.state_changed_at < now() - ($3 || ' milliseconds')::interval)))
          ORDER BY due_at
          LIMIT $4
          FOR UPDATE SKIP LOCKED

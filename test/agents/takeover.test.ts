@@ -60,7 +60,7 @@ class CountingGate implements OrderGate {
   refuseUntil: Date | undefined;
   async acquire(): ReturnType<OrderGate['acquire']> {
     this.asked += 1;
-    return this.refuseUntil ? { granted: false, retryAt: this.refuseUntil, limitedBy: 'newOrders' } : { granted: true };
+    return this.refuseUntil ? { granted: false, retryAt: this.refuseUntil, limitedBy: 'newOrders' } : { granted: true, decidedAt: new Date() };
   }
   async blockUntil(): Promise<void> {}
 }

@@ -131,7 +131,7 @@ for (const engine of [pglite, postgres]) {
       const domain = `${fresh('d')}.example`;
       const rl = limiter(limits({ newOrders: { capacity: 3, refillPerSecond: 0.1 } }), time.clock, account);
 
-      for (let i = 0; i < 3; i += 1) assert.deepEqual(await rl.acquire({ hostnames: [`h${i}.${domain}`], attempt: 'first' }), { granted: true });
+      for (let i = 0; i < 3; i += 1) assert.equal((await rl.acquire({ hostnames: [`h${i}.${domain}`], attempt: 'first' })).granted, true);
       const first = refused(await rl.acquire({ hostnames: [`h3.${domain}`], attempt: 'first' }));
       assert.deepEqual(first, { retryAt: new Date(START.getTime() + 10_000), limitedBy: `newOrders:${account}` });
       assert.equal(await tokensOf(store, `newOrders:${account}`), 0);
@@ -140,12 +140,12 @@ for (const engine of [pglite, postgres]) {
       time.advance(9_999);
       assert.deepEqual(refused(await rl.acquire({ hostnames: [`h3.${domain}`], attempt: 'first' })).retryAt, first.retryAt);
       time.advance(1);
-      assert.deepEqual(await rl.acquire({ hostnames: [`h3.${domain}`], attempt: 'first' }), { granted: true });
+      assert.equal((await rl.acquire({ hostnames: [`h3.${domain}`], attempt: 'first' })).granted, true);
       assert.deepEqual(refused(await rl.acquire({ hostnames: [`h4.${domain}`], attempt: 'first' })).retryAt, new Date(time.now().getTime() + 10_000));
 
       time.advance(25_000);
-      assert.deepEqual(await rl.acquire({ hostnames: [`h4.${domain}`], attempt: 'first' }), { granted: true });
-      assert.deepEqual(await rl.acquire({ hostnames: [`h5.${domain}`], attempt: 'first' }), { granted: true });
+      assert.equal((await rl.acquire({ hostnames: [`h4.${domain}`], attempt: 'first' })).granted, true);
+      assert.equal((await rl.acquire({ hostnames: [`h5.${domain}`], attempt: 'first' })).granted, true);
       assert.deepEqual(refused(await rl.acquire({ hostnames: [`h6.${domain}`], attempt: 'first' })).retryAt, new Date(time.now().getTime() + 5_000), 'half a token was left over');
     });
 
@@ -182,7 +182,7 @@ for (const engine of [pglite, postgres]) {
       const rl = limiter(limits({ newOrders: { capacity: 4, refillPerSecond: 1 } }), time.clock, account);
       const hostnames = [`a.${fresh('d')}.example`];
 
-      assert.deepEqual(await rl.acquire({ hostnames, attempt: 'first' }), { granted: true });
+      assert.equal((await rl.acquire({ hostnames, attempt: 'first' })).granted, true);
       time.advance(30 * 24 * HOUR_MS);
       const results = [];
       for (let i = 0; i < 6; i += 1) results.push((await rl.acquire({ hostnames, attempt: 'first' })).granted);

@@ -12,10 +12,11 @@ import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
-import { openStore, type Store } from '../../src/store/index.js';
+import { openStore, type CertificateRecord, type Store } from '../../src/store/index.js';
 import { advance } from '../support/lifecycle.js';
 import { leaf, pem, root } from '../support/hierarchies.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
 
 describe('a job claimed again after its process died', () => {
   let store: Store;
@@ -79,7 +80,11 @@ describe('a job claimed again after its process died', () => {
     assert.equal(reclaimed?.certificateId, certificate.id);
   });
 
-  /** A job whose certificate settled `settledAgoMs` before the scheduler looks, with its process dead before it settled the job. */
+  /**
+   * A job whose certificate settled, its process dead before it settled the job. A scheduler's
+   * `leaseMs` is also how long ago (by the database's clock) the certificate must have settled
+   * for the job to be claimed again: 0 here means "long enough".
+   */
   const orphaned = async (name: string, settle: (certificateId: string) => Promise<unknown>) => {
     const instance = await store.instances.create({ name, hostnames: [`${name}.jobs.test`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
     const started = new Date();
@@ -116,7 +121,7 @@ describe('a job claimed again after its process died', () => {
     await schedulerAt(5_000, 60_000).tick();
     assert.equal((await store.jobs.get(job.id))?.state, 'running', 'a job settled less than a claim lease ago is left to its process');
 
-    await schedulerAt(5_000, 1_000).tick();
+    await schedulerAt(5_000, 0).tick();
     assert.deepEqual(requested, []);
     assert.equal((await store.jobs.get(job.id))?.state, 'done');
     const renewal = (await store.jobs.history(instance.id)).find((j) => j.kind === 'renewal');
@@ -127,11 +132,55 @@ describe('a job claimed again after its process died', () => {
     const { job, requested, schedulerAt } = await orphaned('failed-orphan', (id) =>
       store.certificates.apply(id, 'failed', { failure: { reason: 'ValidationFailed', code: 'ACME_VALIDATION_FAILED', names: [] }, lastError: 'the CA could not reach the name' }),
     );
-    await schedulerAt(5_000, 1_000).tick();
+    await schedulerAt(5_000, 0).tick();
     assert.deepEqual(requested, []);
     const failed = await store.jobs.get(job.id);
     assert.equal(failed?.state, 'queued');
     assert.equal(failed?.attempts, 1);
-    assert.ok(failed!.dueAt.getTime() > Date.now(), 'retried after a backoff, not at once');
+    assert.ok(failed!.dueAt.getTime() > job.dueAt.getTime() + 5_000, 'retried after a backoff, not at once');
+    assert.equal(failed?.certificateId, null);
+
+    // When the retry is due, it orders again: the failed attempt's certificate is history, not a reason to fail once more.
+    await schedulerAt(failed!.dueAt.getTime() - job.dueAt.getTime() + 1_000, 0).tick();
+    assert.equal(requested.length, 1, 'the retry asked for a new certificate');
+    const retried = await store.jobs.get(job.id);
+    assert.deepEqual([retried?.state, retried?.attempts], ['running', 1]);
+  });
+
+  test('whose certificate was revoked before its agent installed it is failed as an attempt and orders again later', async () => {
+    const { job, requested, schedulerAt } = await orphaned('revoked-orphan', async (id) => {
+      await advance(store, id, 'delivered', { fullchainPem: 'x', fingerprintSha256: 'a'.repeat(64) });
+      return store.certificates.apply(id, 'revoked', { revocation: { reason: 'keyCompromise', revokedAt: new Date().toISOString(), requestedBy: 'test', comment: null, signedBy: 'account', fallbackReason: null } as never });
+    });
+    await schedulerAt(5_000, 0).tick();
+    assert.deepEqual(requested, []);
+    const failed = await store.jobs.get(job.id);
+    assert.deepEqual([failed?.state, failed?.attempts, failed?.lastFailure?.code], ['queued', 1, ErrorCode.ISSUANCE_REVOKED_BEFORE_INSTALL]);
+  });
+
+  test('whose certificate was installed and then replaced is completed, and the certificate that replaced it gets its renewal', async () => {
+    const ca = await root('Reclaim Replaced Root');
+    const installedCertificate = async (instanceId: string) => {
+      const certificate = await store.certificates.create(instanceId);
+      const issued = await leaf(ca, ['replaced-orphan.jobs.test']);
+      const [parsed] = parseCertificateBundle(issued.cert.pem);
+      return advance(store, certificate.id, 'installed', { installedAt: new Date(), fullchainPem: pem(issued.cert, ca), notBefore: parsed!.notBefore, notAfter: parsed!.notAfter, fingerprintSha256: parsed!.fingerprintSha256 });
+    };
+    let replacement: CertificateRecord | undefined;
+    const { instance, job, requested, schedulerAt } = await orphaned('replaced-orphan', async (id) => {
+      const issued = await leaf(ca, ['replaced-orphan.jobs.test']);
+      const [parsed] = parseCertificateBundle(issued.cert.pem);
+      const mine = await advance(store, id, 'installed', { installedAt: new Date(), fullchainPem: pem(issued.cert, ca), notBefore: parsed!.notBefore, notAfter: parsed!.notAfter, fingerprintSha256: parsed!.fingerprintSha256 });
+      // Installed by hand (no job) while the job was stuck, which supersedes the job's certificate.
+      replacement = await installedCertificate(mine.instanceId);
+    });
+    assert.equal((await store.certificates.get(job.certificateId ?? (await store.jobs.get(job.id))!.certificateId!))?.status, 'superseded');
+    await schedulerAt(5_000, 0).tick();
+    assert.deepEqual(requested, []);
+    const history = await store.jobs.history(instance.id);
+    assert.equal(history.find((j) => j.id === job.id)?.state, 'done');
+    const renewal = history.find((j) => j.kind === 'renewal');
+    assert.equal(renewal?.state, 'queued', 'the replacement is renewed');
+    assert.equal((await store.certificates.get(replacement!.id))?.renewAt instanceof Date, true);
   });
 });

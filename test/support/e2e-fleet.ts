@@ -134,8 +134,9 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
         }, timeoutMs, 250, 'every agent to connect');
       },
       async restartPlane(signal = 'SIGTERM') {
-        earlierLines.push(...plane!.lines);
+        // Stopped first: lines still in the pipe when it dies are kept.
         await plane!.stop(signal);
+        earlierLines.push(...plane!.lines);
         await startPlane();
       },
       stop,
