@@ -607,16 +607,16 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     await assertOthersUntouched();
     assert.equal(healthy.socket.readyState, WebSocket.OPEN);
     await within(new Promise<void>((resolve) => healthy.socket.once('pong', () => resolve()).ping()), 'pong');
-    const served = 'ef'.repeat(32);
-    healthy.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: served, pendingCertificateIds: [] }));
+    const installed = 'ef'.repeat(32);
+    healthy.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: installed, pendingCertificateIds: [] }));
     let view: any;
     for (let i = 0; i < 100; i += 1) {
       view = (await plane.app.inject({ method: 'GET', url: `/v1/instances/${healthyAgent.instanceId}` })).json();
-      if (view.agent.servedFingerprintSha256 === served) break;
+      if (view.agent.installedFingerprintSha256 === installed) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(view.agent.connected, true);
-    assert.equal(view.agent.servedFingerprintSha256, served, 'the healthy agent\'s status was not recorded');
+    assert.equal(view.agent.installedFingerprintSha256, installed, 'the healthy agent\'s status was not recorded');
     const health = await plane.app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(health.statusCode, 200);
     assert.deepEqual(crashes, []);

@@ -18,7 +18,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     const view = async (id: string, caller: Caller | undefined) => {
       const instance = await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]);
       const trust = (await deps.store.trust.of([instance.id])).get(instance.id);
-      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock(), trust);
+      const served = (await deps.store.served.of([instance.id])).get(instance.id);
+      return instanceView(instance, await deps.store.certificates.latest(id), deps.sessions.get(id) !== undefined, await deps.store.certificates.latestInstalled(id), deps.clock(), trust, served);
     };
 
     app.post(
@@ -156,7 +157,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         const certificates = await deps.store.certificates.latestOf(page.items.map((i) => i.id));
         const now = deps.clock();
         const trust = await deps.store.trust.of(page.items.map((i) => i.id));
-        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now, trust.get(i.id)));
+        const served = await deps.store.served.of(page.items.map((i) => i.id));
+        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now, trust.get(i.id), served.get(i.id)));
         return { items, nextCursor: page.nextCursor && deps.cursors.seal(page.nextCursor, request.caller) };
       },
     );
@@ -201,7 +203,7 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
           requestedBy: request.caller?.actor ?? 'unknown',
         });
         return {
-          instance: instanceView(result.instance, await deps.store.certificates.latest(instance.id), false, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), undefined),
+          instance: instanceView(result.instance, await deps.store.certificates.latest(instance.id), false, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), undefined, undefined),
           revokedCertificate: result.revoked && certificateView(result.revoked),
           agentCertificatesRevoked: result.agentCertificates.length,
           jobsCancelled: result.cancelledJobs,

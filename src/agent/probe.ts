@@ -1,0 +1,116 @@
+/**
+ * The served-chain probe: the agent connects with TLS to the service on its own instance
+ * and reports what the service hands out, because installed is not served. In 2021 a
+ * second, stale certificate store kept serving the old chain after the files were fixed,
+ * and every check that read the files said fine. Only certificates travel: the probe never
+ * authenticates the server (it reports, the plane judges), never sends a client certificate
+ * and never reads application data.
+ */
+import { isIP } from 'node:net';
+import { connect, type DetailedPeerCertificate } from 'node:tls';
+import type { Logger } from 'pino';
+import { MAX_PROBES_PER_REPORT, MAX_SERVED_CHAIN, type ServedProbe } from '../agents/protocol.js';
+
+/** A service to probe, as `--probe HOST:PORT` gave it. */
+export interface ProbeTarget {
+  readonly host: string;
+  readonly port: number;
+  /** HOST:PORT as reported (IPv6 in brackets). */
+  readonly label: string;
+}
+
+/** The probe interval unless `--probe-interval` says otherwise: five minutes. */
+export const DEFAULT_PROBE_INTERVAL_SECONDS = 300;
+/** A handshake on the instance's own network that takes longer than this is as good as unreachable. */
+const PROBE_TIMEOUT_MS = 10_000;
+/** Probes at once: a few, so that many names on one service do not open many connections together. */
+const PROBE_CONCURRENCY = 4;
+
+/** Reads HOST:PORT (`[v6]:PORT` for IPv6); undefined when it is not one. */
+export function parseProbeTarget(spec: string): ProbeTarget | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(spec);
+  if (!match) return undefined;
+  const host = match[1] ?? (match[2] as string);
+  const port = Number(match[3]);
+  if (port < 1 || port > 65_535 || (match[1] !== undefined && isIP(host) !== 6)) return undefined;
+  return { host, port, label: match[1] !== undefined ? `[${host}]:${port}` : `${host}:${port}` };
+}
+
+/**
+ * One TLS handshake with `target`, naming `sni` (none when null): the certificates the
+ * service sent, leaf first, as DER in base64. The agent's TLS client trusts no root here
+ * (`ca: []`), so nothing of its own store is added to what the service sent; certificates
+ * are linked leaf to issuer, as node:tls does, and at most MAX_SERVED_CHAIN are kept.
+ */
+export function probeOnce(target: ProbeTarget, sni: string | null, timeoutMs = PROBE_TIMEOUT_MS): Promise<ServedProbe> {
+  return new Promise((resolve) => {
+    const where = { target: target.label, sni };
+    let settled = false;
+    const socket = connect({ host: target.host, port: target.port, ...(sni === null ? {} : { servername: sni }), rejectUnauthorized: false, ca: [] });
+    const finish = (probe: ServedProbe) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(probe);
+    };
+    const timer = setTimeout(() => finish({ ...where, unreachable: { code: 'ETIMEDOUT', message: `no TLS handshake within ${timeoutMs} ms` } }), timeoutMs);
+    socket.once('secureConnect', () => {
+      const certificates = peerChain(socket.getPeerCertificate(true));
+      finish(certificates.length > 0 ? { ...where, certificates } : { ...where, unreachable: { code: 'ENOCERTIFICATE', message: 'the handshake completed without a server certificate' } });
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      finish({ ...where, unreachable: { code: (error.code ?? 'ECONNECT').slice(0, 64), message: error.message.slice(0, 500) } });
+    });
+  });
+}
+
+/** The peer's certificates, leaf first, following issuer links until they end or loop. */
+function peerChain(leaf: DetailedPeerCertificate): string[] {
+  const chain: string[] = [];
+  const seen = new Set<string>();
+  let current: DetailedPeerCertificate | undefined = leaf;
+  while (current?.raw && chain.length < MAX_SERVED_CHAIN) {
+    const der = current.raw.toString('base64');
+    if (seen.has(der)) break;
+    seen.add(der);
+    chain.push(der);
+    current = current.issuerCertificate;
+  }
+  return chain;
+}
+
+export interface ServedProberOptions {
+  readonly targets: readonly ProbeTarget[];
+  /** The names to use as SNI: the instance's hostnames (the installed leaf's DNS names); empty probes once without SNI. */
+  readonly names: () => Promise<readonly string[]>;
+  readonly logger: Logger;
+  readonly timeoutMs?: number;
+}
+
+/** Probes every target under every name, a few at a time, at most MAX_PROBES_PER_REPORT probes. */
+export class ServedProber {
+  constructor(private readonly options: ServedProberOptions) {}
+
+  async probeAll(): Promise<ServedProbe[]> {
+    const names = (await this.options.names()).filter((name) => !name.startsWith('*.') && isIP(name) === 0);
+    const snis: (string | null)[] = names.length > 0 ? [...new Set(names)] : [null];
+    const planned = this.options.targets.flatMap((target) => snis.map((sni) => ({ target, sni })));
+    if (planned.length > MAX_PROBES_PER_REPORT) {
+      this.options.logger.warn({ planned: planned.length, probed: MAX_PROBES_PER_REPORT }, 'more targets and names than one report holds: only the first are probed');
+    }
+    const work = planned.slice(0, MAX_PROBES_PER_REPORT);
+    const results: ServedProbe[] = new Array(work.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length) {
+        const index = next;
+        next += 1;
+        const { target, sni } = work[index]!;
+        results[index] = await probeOnce(target, sni, this.options.timeoutMs);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, work.length) }, worker));
+    return results;
+  }
+}
