@@ -6,18 +6,26 @@
  * authenticates the server (it reports, the plane judges), never sends a client certificate
  * and never reads application data.
  */
-import { isIP } from 'node:net';
+import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect, type DetailedPeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
 import { MAX_PROBES_PER_REPORT, MAX_SERVED_CHAIN, type ServedProbe } from '../agents/protocol.js';
 
-/** A service to probe, as `--probe HOST:PORT` gave it. */
+/**
+ * A service to probe, as `--probe` gave it: `HOST:PORT` speaks TLS from the first byte;
+ * `postgres://HOST:PORT` is a PostgreSQL server, which negotiates TLS inside its own
+ * protocol (an SSLRequest answered with "S") before the handshake.
+ */
 export interface ProbeTarget {
   readonly host: string;
   readonly port: number;
-  /** HOST:PORT as reported (IPv6 in brackets). */
+  readonly protocol: 'tls' | 'postgres';
+  /** As reported: HOST:PORT (IPv6 in brackets), with postgres:// for PostgreSQL. */
   readonly label: string;
 }
+
+/** PostgreSQL's SSLRequest: length 8, then the code 1234 5679 (protocol section 53.2.10). */
+const POSTGRES_SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
 /** The probe interval unless `--probe-interval` says otherwise: five minutes. */
 export const DEFAULT_PROBE_INTERVAL_SECONDS = 300;
@@ -26,14 +34,16 @@ const PROBE_TIMEOUT_MS = 10_000;
 /** Probes at once: a few, so that many names on one service do not open many connections together. */
 const PROBE_CONCURRENCY = 4;
 
-/** Reads HOST:PORT (`[v6]:PORT` for IPv6); undefined when it is not one. */
+/** Reads [postgres://]HOST:PORT (`[v6]:PORT` for IPv6); undefined when it is not one. */
 export function parseProbeTarget(spec: string): ProbeTarget | undefined {
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(spec);
+  const match = /^(postgres:\/\/)?(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(spec);
   if (!match) return undefined;
-  const host = match[1] ?? (match[2] as string);
-  const port = Number(match[3]);
-  if (port < 1 || port > 65_535 || (match[1] !== undefined && isIP(host) !== 6)) return undefined;
-  return { host, port, label: match[1] !== undefined ? `[${host}]:${port}` : `${host}:${port}` };
+  const protocol = match[1] === undefined ? 'tls' : 'postgres';
+  const host = match[2] ?? (match[3] as string);
+  const port = Number(match[4]);
+  if (port < 1 || port > 65_535 || (match[2] !== undefined && isIP(host) !== 6)) return undefined;
+  const address = match[2] !== undefined ? `[${host}]:${port}` : `${host}:${port}`;
+  return { host, port, protocol, label: protocol === 'postgres' ? `postgres://${address}` : address };
 }
 
 /**
@@ -46,21 +56,41 @@ export function probeOnce(target: ProbeTarget, sni: string | null, timeoutMs = P
   return new Promise((resolve) => {
     const where = { target: target.label, sni };
     let settled = false;
-    const socket = connect({ host: target.host, port: target.port, ...(sni === null ? {} : { servername: sni }), rejectUnauthorized: false, ca: [] });
+    /** The outermost socket: once TLS wraps the PostgreSQL connection, it owns it, and destroying both crashes Node. */
+    let outermost: Socket | undefined;
     const finish = (probe: ServedProbe) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.destroy();
+      outermost?.destroy();
       resolve(probe);
     };
-    const timer = setTimeout(() => finish({ ...where, unreachable: { code: 'ETIMEDOUT', message: `no TLS handshake within ${timeoutMs} ms` } }), timeoutMs);
-    socket.once('secureConnect', () => {
-      const certificates = peerChain(socket.getPeerCertificate(true));
-      finish(certificates.length > 0 ? { ...where, certificates } : { ...where, unreachable: { code: 'ENOCERTIFICATE', message: 'the handshake completed without a server certificate' } });
-    });
-    socket.once('error', (error: NodeJS.ErrnoException) => {
-      finish({ ...where, unreachable: { code: (error.code ?? 'ECONNECT').slice(0, 64), message: error.message.slice(0, 500) } });
+    const unreachable = (code: string, message: string) => finish({ ...where, unreachable: { code: code.slice(0, 64), message: message.slice(0, 500) } });
+    const failed = (error: NodeJS.ErrnoException) => unreachable(error.code ?? 'ECONNECT', error.message);
+    const timer = setTimeout(() => unreachable('ETIMEDOUT', `no TLS handshake within ${timeoutMs} ms`), timeoutMs);
+    const handshake = (over?: Socket) => {
+      const socket = connect({ ...(over ? { socket: over } : { host: target.host, port: target.port }), ...(sni === null ? {} : { servername: sni }), rejectUnauthorized: false, ca: [] });
+      outermost = socket;
+      socket.once('secureConnect', () => {
+        const certificates = peerChain(socket.getPeerCertificate(true));
+        if (certificates.length > 0) finish({ ...where, certificates });
+        else unreachable('ENOCERTIFICATE', 'the handshake completed without a server certificate');
+      });
+      socket.once('error', failed);
+    };
+    if (target.protocol === 'tls') {
+      handshake();
+      return;
+    }
+    const raw = connectTcp({ host: target.host, port: target.port });
+    outermost = raw;
+    raw.once('error', failed);
+    raw.once('connect', () => raw.write(POSTGRES_SSL_REQUEST));
+    raw.once('data', (answer: Buffer) => {
+      // Exactly "S": anything sent with it would be read as if it came over TLS (CVE-2021-23214).
+      if (answer.length === 1 && answer[0] === 0x53) handshake(raw);
+      else if (answer[0] === 0x4e) unreachable('ENOTLS', 'the PostgreSQL server answered the SSLRequest with N: it does not offer TLS (ssl = off)');
+      else unreachable('EPROTO', `the server answered the SSLRequest with ${answer.length} bytes that are not PostgreSQL's "S"`);
     });
   });
 }

@@ -37,8 +37,8 @@ export const MAX_PROBES_PER_REPORT = 32;
 export const MAX_SERVED_CHAIN = 10;
 /** One certificate as base64 DER: 12 KiB of DER is more than a leaf with a hundred names needs. */
 const certificateDer = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(16 * 1024);
-/** Where the agent connected: HOST:PORT, an IPv6 address in brackets. */
-const probeTarget = z.string().max(262).regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/);
+/** Where the agent connected: HOST:PORT, an IPv6 address in brackets, postgres:// before it for a PostgreSQL server. */
+const probeTarget = z.string().max(273).regex(/^(postgres:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/);
 const probeSni = hostname.regex(/^[A-Za-z0-9.-]+$/).nullable();
 /**
  * One TLS connection the agent made to the service on its instance: the certificates the

@@ -117,7 +117,7 @@ export const ServedStanding = z
     fingerprintSha256: z.string().nullable().describe('SHA-256 of the leaf the service served (the first probe with the worst finding)'),
     anchor: z.string().nullable().describe('CN of the root the served chain verifies to, in the first of the instance\'s profiles where it does'),
     problems: z
-      .array(z.object({ target: z.string().describe('HOST:PORT the agent probed'), sni: z.string().nullable().describe('the name it asked for (SNI)'), code: z.string(), message: z.string() }))
+      .array(z.object({ target: z.string().describe('[postgres://]HOST:PORT the agent probed'), sni: z.string().nullable().describe('the name it asked for (SNI)'), code: z.string(), message: z.string() }))
       .describe('what each probe found wrong, in the order probed'),
   })
   .describe('what the service on the instance really serves, as its agent last probed it (`certplane agent --probe`) and the plane judged it against the installed certificate and the trust profiles');

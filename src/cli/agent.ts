@@ -19,7 +19,7 @@ import { ExitCode, parse, usageError, type Io } from './args.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 export const USAGE =
-  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME] [--probe HOST:PORT ...] [--probe-interval SECONDS]';
+  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME] [--probe [postgres://]HOST:PORT ...] [--probe-interval SECONDS]';
 
 /** Services one agent probes; each is probed under every name of the instance. */
 const MAX_PROBE_TARGETS = 8;
@@ -54,7 +54,7 @@ export async function agent(args: string[], io: Io): Promise<number> {
   const http01Port = values['http01-port'] === undefined ? undefined : Number(values['http01-port']);
   if (http01Port !== undefined && (!Number.isInteger(http01Port) || http01Port < 1 || http01Port > 65_535)) throw usageError('--http01-port must be a port number', USAGE);
 
-  const probeTargets = (values.probe ?? []).map((spec) => parseProbeTarget(spec) ?? usageFailure(`--probe takes HOST:PORT (an IPv6 address as [ADDRESS]:PORT), not "${spec}"`));
+  const probeTargets = (values.probe ?? []).map((spec) => parseProbeTarget(spec) ?? usageFailure(`--probe takes HOST:PORT (an IPv6 address as [ADDRESS]:PORT; postgres://HOST:PORT for a PostgreSQL server), not "${spec}"`));
   if (probeTargets.length > MAX_PROBE_TARGETS) throw usageError(`at most ${MAX_PROBE_TARGETS} --probe targets`, USAGE);
   const probeInterval = values['probe-interval'] === undefined ? DEFAULT_PROBE_INTERVAL_SECONDS : Number(values['probe-interval']);
   if (!Number.isInteger(probeInterval) || probeInterval < 1 || probeInterval > 86_400) throw usageError('--probe-interval takes whole seconds from 1 to 86400', USAGE);

@@ -113,7 +113,7 @@ const messageKeys = ['v', 'type', 'certificatePem', 'signature', 'agentVersion',
 
 /** One probe of a served-chain report: bytes that may or may not be a certificate, or a reason it got none. */
 function servedProbe(): fc.Arbitrary<Record<string, unknown>> {
-  const where = fc.record({ target: fc.constantFrom('127.0.0.1:5432', '[::1]:443', 'db.example.com:5432'), sni: fc.option(fc.constantFrom('db.example.com', 'x.test'), { nil: null }) });
+  const where = fc.record({ target: fc.constantFrom('127.0.0.1:5432', '[::1]:443', 'db.example.com:5432', 'postgres://127.0.0.1:5432'), sni: fc.option(fc.constantFrom('db.example.com', 'x.test'), { nil: null }) });
   return fc.oneof(
     fc.tuple(where, fc.array(fc.base64String({ minLength: 4, maxLength: 400 }), { minLength: 1, maxLength: 4 })).map(([w, certificates]) => ({ ...w, certificates })),
     where.map((w) => ({ ...w, unreachable: { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' } })),
