@@ -9,7 +9,7 @@
 import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect, type DetailedPeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
-import { MAX_PROBES_PER_REPORT, MAX_SERVED_CHAIN, type ServedProbe } from '../agents/protocol.js';
+import { MAX_PROBES_PER_REPORT, MAX_SERVED_CERTIFICATE_CHARS, MAX_SERVED_CHAIN, SERVED_SNI, type ServedProbe } from '../agents/protocol.js';
 
 /**
  * A service to probe, as `--probe` gave it: `HOST:PORT` speaks TLS from the first byte;
@@ -74,6 +74,7 @@ export function probeOnce(target: ProbeTarget, sni: string | null, timeoutMs = P
       socket.once('secureConnect', () => {
         const certificates = peerChain(socket.getPeerCertificate(true));
         if (certificates.length > 0) finish({ ...where, certificates });
+        else if (socket.getPeerCertificate().raw) unreachable('E2BIG', `the server's certificate is larger than a report holds (${MAX_SERVED_CERTIFICATE_CHARS} base64 characters)`);
         else unreachable('ENOCERTIFICATE', 'the handshake completed without a server certificate');
       });
       socket.once('error', failed);
@@ -95,14 +96,14 @@ export function probeOnce(target: ProbeTarget, sni: string | null, timeoutMs = P
   });
 }
 
-/** The peer's certificates, leaf first, following issuer links until they end or loop. */
+/** The peer's certificates, leaf first, following issuer links until they end, loop, or reach one larger than a report holds. */
 function peerChain(leaf: DetailedPeerCertificate): string[] {
   const chain: string[] = [];
   const seen = new Set<string>();
   let current: DetailedPeerCertificate | undefined = leaf;
   while (current?.raw && chain.length < MAX_SERVED_CHAIN) {
     const der = current.raw.toString('base64');
-    if (seen.has(der)) break;
+    if (seen.has(der) || der.length > MAX_SERVED_CERTIFICATE_CHARS) break;
     seen.add(der);
     chain.push(der);
     current = current.issuerCertificate;
@@ -123,7 +124,8 @@ export class ServedProber {
   constructor(private readonly options: ServedProberOptions) {}
 
   async probeAll(): Promise<ServedProbe[]> {
-    const names = (await this.options.names()).filter((name) => !name.startsWith('*.') && isIP(name) === 0);
+    // SNI is a DNS name: no wildcard, no address, nothing a report could not carry.
+    const names = (await this.options.names()).filter((name) => !name.startsWith('*.') && isIP(name) === 0 && name.length <= 253 && SERVED_SNI.test(name));
     const snis: (string | null)[] = names.length > 0 ? [...new Set(names)] : [null];
     const planned = this.options.targets.flatMap((target) => snis.map((sni) => ({ target, sni })));
     if (planned.length > MAX_PROBES_PER_REPORT) {

@@ -36,10 +36,13 @@ export const MAX_PROBES_PER_REPORT = 32;
 /** Certificates of one served chain; no real chain is longer (the verifier stops at 8). */
 export const MAX_SERVED_CHAIN = 10;
 /** One certificate as base64 DER: 12 KiB of DER is more than a leaf with a hundred names needs. */
-const certificateDer = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(16 * 1024);
+export const MAX_SERVED_CERTIFICATE_CHARS = 16 * 1024;
+const certificateDer = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(MAX_SERVED_CERTIFICATE_CHARS);
+/** What an SNI in a report may be: a DNS name in its ASCII form. */
+export const SERVED_SNI = /^[A-Za-z0-9.-]+$/;
 /** Where the agent connected: HOST:PORT, an IPv6 address in brackets, postgres:// before it for a PostgreSQL server. */
 const probeTarget = z.string().max(273).regex(/^(postgres:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/);
-const probeSni = hostname.regex(/^[A-Za-z0-9.-]+$/).nullable();
+const probeSni = hostname.regex(SERVED_SNI).nullable();
 /**
  * One TLS connection the agent made to the service on its instance: the certificates the
  * service sent (leaf first, as the agent's TLS client linked them), or why there were none.

@@ -69,6 +69,16 @@ describe('the served-chain probe', async () => {
     assert.deepEqual(fingerprints(probed.certificates), [fp(db.cert), fp(issuing), fp(ca)]);
   });
 
+  test('a leaf larger than a report holds is reported as such, never sent', async () => {
+    const huge = await leaf(issuing, Array.from({ length: 700 }, (_, i) => `name-${i}.a-rather-long-label.example.test`));
+    assert.ok(parseCertificateBundle(huge.cert.pem)[0]!.der.length * 4 / 3 > 16 * 1024);
+    const server = await listen(createTlsServer({ cert: pem(huge.cert, issuing), key: huge.key.privateKeyPem }, (socket) => socket.end()));
+    servers.push(server);
+    const probed = await probeOnce(server.target(), null);
+    assert.ok('unreachable' in probed, 'a report must still encode');
+    assert.equal(probed.unreachable.code, 'E2BIG');
+  });
+
   test('unreachable: a closed port, a server that never answers, one that speaks no TLS', async () => {
     const closedPort = await listen(createTcpServer());
     const closedTarget = closedPort.target();
