@@ -12,6 +12,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { AgentCa } from './agents/ca.js';
 import { ISSUANCE_STAGES, IssuanceCoordinator, type IssuanceMetrics } from './agents/issuance.js';
 import { Revocations } from './agents/revocation.js';
+import { ServedChecks } from './agents/served.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
 import { PageCursors } from './api/cursors.js';
@@ -98,7 +99,7 @@ function renewalAdvisor(issuer: AcmeIssuer): RenewalAdvisor {
 /** Prometheus metrics of the plane, implementing the counters the agents room reports to. */
 function planeMetrics(registry: Registry): ChannelMetrics & IssuanceMetrics {
   const agents = new Gauge({ name: 'certplane_agents_connected', help: 'Agent channels open on this process', registers: [registry] });
-  const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error', labelNames: ['code'], registers: [registry] });
+  const rejected = new Counter({ name: 'certplane_channel_rejected_total', help: 'Agent connections closed for a protocol or authentication error, and served-chain reports ignored as too frequent (code CHANNEL_SERVED_REPORT_TOO_FREQUENT)', labelNames: ['code'], registers: [registry] });
   const issuances = new Counter({ name: 'certplane_issuance_events_total', help: 'Issuance outcomes: issued, failed, installed, install_failed', labelNames: ['outcome'], registers: [registry] });
   const wakeups = new Counter({ name: 'certplane_agent_wakeups_total', help: 'Agents on this process woken for waiting work, by a database notification or by the fallback pass', labelNames: ['source'], registers: [registry] });
   const stages = new Histogram({
@@ -217,6 +218,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
       maxNamesPerCertificate: config.acme.maxNamesPerCertificate,
       leaseMs: config.server.leaseMs,
       concurrency: config.server.issuanceConcurrency,
+      served: new ServedChecks({ store, trust, clock, logger: logger.child({ room: 'agents' }), rejected: (code) => metrics.rejected(code) }),
     });
     sessions.setHandler(coordinator);
     const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger: logger.child({ room: 'revocation' }), clock });

@@ -108,6 +108,12 @@ const CATALOGUE = {
   AGENT_TIMEOUT: { kind: 'unavailable', meaning: 'the agent did not answer a request in time' },
   AGENT_REQUEST_REFUSED: { kind: 'upstream', meaning: 'the agent answered a request of the plane (http-01, a revocation signature) with an error; its own code is in `details.agentCode`' },
   AGENT_INSTALL_FAILED: { kind: 'internal', meaning: 'the agent refused or failed to install a delivery; `agentCode` keeps the agent\'s own code' },
+  CHANNEL_SERVED_REPORT_TOO_FREQUENT: { kind: 'rate-limited', meaning: 'an agent sent served-chain reports faster than the plane judges them; the extra report is ignored and the connection kept' },
+
+  // Served-chain checks: findings about what an instance's service really serves (`served.problems`)
+  SERVED_STALE: { kind: 'refused', meaning: 'the service serves another certificate than the one installed (its reload did nothing, or another store serves)' },
+  SERVED_CHAIN_UNVERIFIED: { kind: 'refused', meaning: 'the service serves the installed certificate on a chain that does not verify in one of the instance\'s trust profiles' },
+  SERVED_UNREACHABLE: { kind: 'unavailable', meaning: 'the agent could not complete a TLS handshake with its `--probe` target' },
 
   // Issuance for an instance
   INSTANCE_HOSTNAME_TAKEN: { kind: 'conflict', meaning: 'another instance holds one of the names (or a wildcard covering it, or a name the wildcard covers)' },

@@ -14,6 +14,7 @@ import { AgentMessage, CHANNEL_PATH, CloseCode, MAX_MESSAGE_BYTES, PROTOCOL_VERS
 import { explainConnectError } from './connect-errors.js';
 import type { Http01Responder } from './http01.js';
 import type { Installer } from './install.js';
+import type { ServedProber } from './probe.js';
 import { createPendingKey, discardPendingKey, listPendingCertificateIds } from './keys.js';
 import { signRevocation } from './revocation.js';
 import { writeIdentity, type AgentIdentity, type AgentState } from './state.js';
@@ -35,6 +36,9 @@ export interface AgentClientOptions {
   readonly logger: Logger;
   readonly minBackoffMs?: number;
   readonly maxBackoffMs?: number;
+  /** Probes the service on the instance (`--probe`) after every installation, on every connection and every `probeIntervalMs`. */
+  readonly prober?: ServedProber;
+  readonly probeIntervalMs?: number;
 }
 
 type AgentMessageWithoutVersion = AgentMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
@@ -48,6 +52,12 @@ export class AgentClient {
   #identity: AgentIdentity;
   /** The fresh identity key while its certificate is being renewed (memory only: a crash simply asks again). */
   #renewalKey: KeyPair | undefined;
+  /** The connection the plane welcomed: where served-chain reports go. */
+  #welcomed: WebSocket | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** The probe under way, and whether another was asked for meanwhile (an installation during a periodic probe must be followed by its own). */
+  #probing: Promise<void> | undefined;
+  #probeAgain = false;
 
   constructor(private readonly options: AgentClientOptions) {
     this.#identity = options.identity;
@@ -56,11 +66,49 @@ export class AgentClient {
   /** Starts dialling; returns at once. */
   start(): void {
     this.#connect();
+    if (this.options.prober) {
+      this.#probeTimer = setInterval(() => this.probeSoon(), this.options.probeIntervalMs ?? 300_000);
+      this.#probeTimer.unref();
+    }
+  }
+
+  /**
+   * Probes the service and reports what it serves, once the probe under way (if any) is
+   * done: a trigger during a probe is never lost, and probes never overlap. Without a
+   * welcomed connection the report is dropped; the next connection probes again.
+   */
+  probeSoon(): Promise<void> {
+    const prober = this.options.prober;
+    if (!prober || this.#stopped) return Promise.resolve();
+    if (this.#probing) {
+      this.#probeAgain = true;
+      return this.#probing;
+    }
+    this.#probing = (async () => {
+      do {
+        this.#probeAgain = false;
+        const probes = await prober.probeAll();
+        const socket = this.#welcomed;
+        if (!socket || socket.readyState !== WebSocket.OPEN || probes.length === 0) continue;
+        const fitted = [...probes];
+        // A report too large for one message (many long chains) keeps its first probes.
+        while (fitted.length > 1 && Buffer.byteLength(JSON.stringify({ v: PROTOCOL_VERSION, type: 'served', probes: fitted })) > MAX_MESSAGE_BYTES - 1024) fitted.pop();
+        this.#send(socket, { type: 'served', probes: fitted });
+        const unreachable = fitted.filter((p) => 'unreachable' in p).length;
+        this.options.logger[unreachable > 0 ? 'warn' : 'info']({ probes: fitted.length, unreachable }, 'served chain reported');
+      } while (this.#probeAgain && !this.#stopped);
+    })()
+      .catch((error: unknown) => this.options.logger.warn({ err: (error as Error).message }, 'the served-chain probe failed'))
+      .finally(() => {
+        this.#probing = undefined;
+      });
+    return this.#probing;
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#probeTimer);
     const socket = this.#socket;
     if (socket && socket.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
@@ -137,6 +185,7 @@ export class AgentClient {
       }
       case 'welcome':
         this.#attempt = 0;
+        this.#welcomed = socket;
         logger.info({ instanceId: message.instanceId }, 'authenticated');
         this.#send(socket, { type: 'status', installedFingerprintSha256: await installer.installedFingerprint(), pendingCertificateIds: (await listPendingCertificateIds(state)).slice(0, 16) });
         if (identityNeedsRenewal(this.#identity.certificatePem, new Date())) {
@@ -144,6 +193,7 @@ export class AgentClient {
           this.#send(socket, { type: 'identity_renewal', csrPem: await createCsr(this.#renewalKey, ['certplane-agent']) });
           logger.info('agent certificate past two thirds of its lifetime: renewal asked');
         }
+        void this.probeSoon();
         return;
       case 'identity_renewed': {
         const key = this.#renewalKey;
@@ -189,6 +239,8 @@ export class AgentClient {
           logger.warn({ certificateId: message.certificateId, code: e.code, err: e.message }, 'installation refused or failed');
           this.#send(socket, { type: 'install_failed', certificateId: message.certificateId, code: e.code.slice(0, 64), message: e.message.slice(0, 2000) });
         }
+        // Installed and reloaded (or rolled back and reloaded): whether the service took it is the probe's question.
+        void this.probeSoon();
         return;
       case 'revocation_sign':
         try {

@@ -85,6 +85,17 @@ export class Installer {
     return pem === null ? null : (parseCertificateBundle(pem, 'live/fullchain.pem')[0] as Certificate).fingerprintSha256;
   }
 
+  /** The DNS names of live/fullchain.pem's leaf (the instance's hostnames when it was issued), or none: what the served-chain probe names as SNI. */
+  async installedNames(): Promise<readonly string[]> {
+    const pem = await readFileIfExists(this.pairPath('live', PairFile.fullchain));
+    if (pem === null) return [];
+    try {
+      return (parseCertificateBundle(pem, 'live/fullchain.pem')[0] as Certificate).dnsNames;
+    } catch {
+      return [];
+    }
+  }
+
   /**
    * The private key (PEM) whose public key has SPKI SHA-256 `spkiSha256`: the pending key of
    * `certificateId`, or the key of the pair in live/ or previous/; null when this agent holds none.

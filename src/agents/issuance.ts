@@ -122,6 +122,8 @@ export class IssuanceCoordinator implements SessionHandler {
       leaseMs?: number;
       /** Orders running at once in this process (CERTPLANE_ISSUANCE_CONCURRENCY); DEFAULT_ISSUANCE_CONCURRENCY by default. */
       concurrency?: number;
+      /** Judges what an agent reports its instance's service serves (served.ts); without it such reports are ignored. */
+      served?: { onReport(instanceId: string, report: Extract<AgentMessage, { type: 'served' }>): Promise<unknown> };
     },
   ) {
     this.#slots = new Slots(deps.concurrency ?? DEFAULT_ISSUANCE_CONCURRENCY);
@@ -389,6 +391,10 @@ export class IssuanceCoordinator implements SessionHandler {
         return;
       case 'error':
         this.deps.logger.warn({ instanceId: session.instanceId, code: message.code, err: message.message }, 'agent reported an error');
+        return;
+      case 'served':
+        // The session says whose report it is: an agent speaks for its own instance only.
+        await this.deps.served?.onReport(session.instanceId, message);
         return;
     }
   }

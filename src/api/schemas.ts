@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { CERTIFICATE_STATES, FAILURE_REASONS, REVOCATION_REASON_NAMES, type FailureReasonName } from '../lifecycle/index.js';
 import { KeyAlgorithm } from '../channel/protocol.js';
-import { checkHostname } from '../chain/index.js';
+import { SERVED_STATUSES, checkHostname } from '../chain/index.js';
 
 /**
  * A name an instance may get certificates for, checked and normalised by the one validator
@@ -106,6 +106,21 @@ export const TrustStanding = z
     evaluatedAt: z.iso.datetime().nullable().describe('when the last trust reload or installation judged it'),
   })
   .describe('what the trust settings in force (as last reloaded) make of the installed chain');
+export const ServedStanding = z
+  .object({
+    status: z
+      .enum(SERVED_STATUSES)
+      .describe(
+        'match: the service serves the installed certificate on a chain that verifies in every trust profile of the instance; stale: it serves another certificate (its reload did nothing, or another store serves); wrong-chain: the installed certificate on a chain that does not verify in some profile; unreachable: the agent could not complete a TLS handshake with its --probe target; unchecked: no probe report yet (the agent runs without --probe)',
+      ),
+    checkedAt: z.iso.datetime().nullable().describe('when the plane judged the agent\'s last report'),
+    fingerprintSha256: z.string().nullable().describe('SHA-256 of the leaf the service served (the first probe with the worst finding)'),
+    anchor: z.string().nullable().describe('CN of the root the served chain verifies to, in the first of the instance\'s profiles where it does'),
+    problems: z
+      .array(z.object({ target: z.string().describe('[postgres://]HOST:PORT the agent probed'), sni: z.string().nullable().describe('the name it asked for (SNI)'), code: z.string(), message: z.string() }))
+      .describe('what each probe found wrong, in the order probed'),
+  })
+  .describe('what the service on the instance really serves, as its agent last probed it (`certplane agent --probe`) and the plane judged it against the installed certificate and the trust profiles');
 export const RevocationReason = z.enum(REVOCATION_REASON_NAMES).describe('RFC 5280 reason: unspecified (0), keyCompromise (1), affiliationChanged (3), superseded (4), cessationOfOperation (5)');
 
 export const Decommissioned = z
@@ -130,13 +145,14 @@ export const Instance = z
       connected: z.boolean(),
       connectedAt: z.iso.datetime().nullable(),
       lastSeenAt: z.iso.datetime().nullable(),
-      servedFingerprintSha256: z.string().nullable().describe('what the agent reports it serves now'),
+      installedFingerprintSha256: z.string().nullable().describe('the leaf of the agent\'s live/fullchain.pem, as the agent last reported it: installed, which is not necessarily served (see `served`)'),
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),
     profile: z.string().nullable(),
     autoIssue: z.boolean().describe('whether the agent\'s connection alone starts issuance when it holds no valid certificate'),
     trustProfiles: z.array(z.string()),
     trust: TrustStanding,
+    served: ServedStanding,
     atRisk: z.boolean().describe('the installed certificate needs attention: its renewal is at risk or a trust change broke its chain'),
     renewal: z.object({
       renewAt: z.iso.datetime().nullable().describe('when the installed certificate is renewed'),

@@ -14,6 +14,7 @@ export {
   type TrustChange,
   type TrustProfile,
 } from './profiles.js';
+export { judgeServed, servedStandingNow, SERVED_STATUSES, type ServedJudgement, type ServedObservation, type ServedProblem, type ServedStatus } from './served.js';
 export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { parseCertificateBundle, parsePemBlocks } from './pem.js';
 export { parseCsr, KEY_ALGORITHMS, KEY_DESCRIPTIONS, type KeyAlgorithm, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';

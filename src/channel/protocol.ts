@@ -32,6 +32,28 @@ const base64url = (max: number) => z.string().regex(/^[A-Za-z0-9_-]*$/).max(max)
 export const RevocationJws = z.strictObject({ protected: base64url(8192), payload: base64url(32 * 1024), signature: base64url(2048) });
 export type RevocationJws = z.infer<typeof RevocationJws>;
 
+/** Probes one served-chain report may carry: a few targets times the instance's names, bounded. */
+export const MAX_PROBES_PER_REPORT = 32;
+/** Certificates of one served chain; no real chain is longer (the verifier stops at 8). */
+export const MAX_SERVED_CHAIN = 10;
+/** One certificate as base64 DER: 12 KiB of DER is more than a leaf with a hundred names needs. */
+export const MAX_SERVED_CERTIFICATE_CHARS = 16 * 1024;
+const certificateDer = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(MAX_SERVED_CERTIFICATE_CHARS);
+/** What an SNI in a report may be: a DNS name in its ASCII form. */
+export const SERVED_SNI = /^[A-Za-z0-9.-]+$/;
+/** Where the agent connected: HOST:PORT, an IPv6 address in brackets, postgres:// before it for a PostgreSQL server. */
+const probeTarget = z.string().max(273).regex(/^(postgres:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/);
+const probeSni = hostname.regex(SERVED_SNI).nullable();
+/**
+ * One TLS connection the agent made to the service on its instance: the certificates the
+ * service sent (leaf first, as the agent's TLS client linked them), or why there were none.
+ */
+export const ServedProbe = z.union([
+  z.strictObject({ target: probeTarget, sni: probeSni, certificates: z.array(certificateDer).min(1).max(MAX_SERVED_CHAIN) }),
+  z.strictObject({ target: probeTarget, sni: probeSni, unreachable: z.strictObject({ code: z.string().min(1).max(64), message: z.string().max(500) }) }),
+]);
+export type ServedProbe = z.infer<typeof ServedProbe>;
+
 /** Server to agent. */
 export const ServerMessage = z.discriminatedUnion('type', [
   /** First frame: a fresh nonce the agent signs with its identity key to prove who it is. */
@@ -85,6 +107,12 @@ export const AgentMessage = z.discriminatedUnion('type', [
   /** The agent refused or failed to install; the reason is shown in the API. */
   z.strictObject({ ...base, type: z.literal('install_failed'), certificateId: id, code: z.string().max(64), message: z.string().max(2000) }),
   z.strictObject({ ...base, type: z.literal('error'), requestId: id.optional(), code: z.string().max(64), message: z.string().max(2000) }),
+  /**
+   * What the service on the instance serves (`certplane agent --probe`), after every
+   * installation and every probe interval: public certificates only, judged by the plane
+   * for this agent's own instance. Nothing in it names an instance or a certificate.
+   */
+  z.strictObject({ ...base, type: z.literal('served'), probes: z.array(ServedProbe).min(1).max(MAX_PROBES_PER_REPORT) }),
   /** The revocation request of revocation_sign, signed with the certificate's key: a flattened JWS (RFC 7515 §7.2.2) as acme-client makes it. */
   z.strictObject({ ...base, type: z.literal('revocation_signed'), requestId: id, jws: RevocationJws }),
 ]);

@@ -10,6 +10,7 @@ import { AgentClient } from '../agent/client.js';
 import { enroll } from '../agent/enroll.js';
 import { Http01Responder } from '../agent/http01.js';
 import { Installer } from '../agent/install.js';
+import { DEFAULT_PROBE_INTERVAL_SECONDS, ServedProber, parseProbeTarget } from '../agent/probe.js';
 import { openState, readIdentity, writeInstanceFile } from '../agent/state.js';
 import { loadTrustStore, readText } from '../config/trust.js';
 import { createLogger } from '../log/logger.js';
@@ -18,7 +19,10 @@ import { ExitCode, parse, usageError, type Io } from './args.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 export const USAGE =
-  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME]';
+  'usage: certplane agent --server URL --state-dir DIR [--token TOKEN | --token-file FILE] [--http01-port PORT] [--http01-host ADDRESS] [--reload-command CMD] [--trust ROOTS.pem] [--server-ca CA.pem] [--group NAME] [--probe [postgres://]HOST:PORT ...] [--probe-interval SECONDS]';
+
+/** Services one agent probes; each is probed under every name of the instance. */
+const MAX_PROBE_TARGETS = 8;
 
 export async function agent(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(
@@ -34,6 +38,8 @@ export async function agent(args: string[], io: Io): Promise<number> {
       'server-ca': { type: 'string' },
       'token-file': { type: 'string' },
       group: { type: 'string' },
+      probe: { type: 'string', multiple: true },
+      'probe-interval': { type: 'string' },
     },
     USAGE,
   );
@@ -47,6 +53,12 @@ export async function agent(args: string[], io: Io): Promise<number> {
   if (server.protocol !== 'http:' && server.protocol !== 'https:') throw usageError('--server must be an http:// or https:// URL', USAGE);
   const http01Port = values['http01-port'] === undefined ? undefined : Number(values['http01-port']);
   if (http01Port !== undefined && (!Number.isInteger(http01Port) || http01Port < 1 || http01Port > 65_535)) throw usageError('--http01-port must be a port number', USAGE);
+
+  const probeTargets = (values.probe ?? []).map((spec) => parseProbeTarget(spec) ?? usageFailure(`--probe takes HOST:PORT (an IPv6 address as [ADDRESS]:PORT; postgres://HOST:PORT for a PostgreSQL server), not "${spec}"`));
+  if (probeTargets.length > MAX_PROBE_TARGETS) throw usageError(`at most ${MAX_PROBE_TARGETS} --probe targets`, USAGE);
+  const probeInterval = values['probe-interval'] === undefined ? DEFAULT_PROBE_INTERVAL_SECONDS : Number(values['probe-interval']);
+  if (!Number.isInteger(probeInterval) || probeInterval < 1 || probeInterval > 86_400) throw usageError('--probe-interval takes whole seconds from 1 to 86400', USAGE);
+  if (values['probe-interval'] !== undefined && probeTargets.length === 0) throw usageError('--probe-interval needs at least one --probe HOST:PORT', USAGE);
 
   const logger = createLogger(io.env.CERTPLANE_LOG_LEVEL ?? 'info', io.stdout).child({ component: 'agent' });
   const serverCaPem = values['server-ca'] ? await readText(values['server-ca'], '--server-ca') : undefined;
@@ -71,7 +83,8 @@ export async function agent(args: string[], io: Io): Promise<number> {
   const installer = new Installer({ state, trustAnchors: trust.anchors, reloadCommand: values['reload-command'], logger });
   const http01 = http01Port === undefined ? undefined : new Http01Responder({ host: values['http01-host'] ?? '0.0.0.0', port: http01Port });
   await http01?.start();
-  const client = new AgentClient({ state, identity, installer, http01, serverCaPem, logger });
+  const prober = probeTargets.length > 0 ? new ServedProber({ targets: probeTargets, names: () => installer.installedNames(), logger }) : undefined;
+  const client = new AgentClient({ state, identity, installer, http01, serverCaPem, logger, prober, probeIntervalMs: probeInterval * 1000 });
   client.start();
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
@@ -80,6 +93,10 @@ export async function agent(args: string[], io: Io): Promise<number> {
   await client.stop();
   await http01?.stop();
   return ExitCode.OK;
+}
+
+function usageFailure(message: string): never {
+  throw usageError(message, USAGE);
 }
 
 /**

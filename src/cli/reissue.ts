@@ -160,7 +160,7 @@ export async function status(args: string[], io: Io): Promise<number> {
   for (const i of rows) {
     const c = i.certificate;
     io.stdout.write(
-      `${i.id}  ${i.name.padEnd(20)} agent ${i.agent.connected ? 'online ' : 'offline'}  ${c ? `${c.status.padEnd(9)} ${c.anchor ?? '-'}  not after ${c.notAfter ?? '-'}` : 'no certificate'}${trustNote(i.trust)}${i.renewal.atRisk ? '  AT RISK' : ''}${c?.lastError ? `  error: ${c.lastError}` : ''}\n`,
+      `${i.id}  ${i.name.padEnd(20)} agent ${i.agent.connected ? 'online ' : 'offline'}  ${c ? `${c.status.padEnd(9)} ${c.anchor ?? '-'}  not after ${c.notAfter ?? '-'}` : 'no certificate'}${trustNote(i.trust)}${servedNote(i.served)}${i.renewal.atRisk ? '  AT RISK' : ''}${c?.lastError ? `  error: ${c.lastError}` : ''}\n`,
     );
   }
   if (!values.instance && body.nextCursor) io.stdout.write('(more instances: use the API with ?cursor=)\n');
@@ -171,6 +171,14 @@ export async function status(args: string[], io: Io): Promise<number> {
 function trustNote(trust: { status: string; brokenProfiles: string[]; alternateAvailable: boolean } | undefined): string {
   if (trust?.status !== 'broken') return '';
   return `  TRUST BROKEN in ${trust.brokenProfiles.join(', ')} (${trust.alternateAvailable ? 'a stored alternate chain verifies' : 'needs a new certificate'})`;
+}
+
+/** What the instance's service serves, as its agent last probed it: nothing before the first probe, a warning unless it is the installed certificate on a good chain. */
+function servedNote(served: { status: string; problems: { target: string; sni: string | null; code: string }[] } | undefined): string {
+  if (!served || served.status === 'unchecked') return '';
+  if (served.status === 'match') return '  served: match';
+  const where = [...new Set(served.problems.map((p) => (p.sni ? `${p.target} (${p.sni})` : p.target)))].slice(0, 3).join(', ');
+  return `  SERVED ${served.status.toUpperCase()}${where ? ` at ${where}` : ''}`;
 }
 
 /** `certplane whatif`: asks the plane what a trust change would do to the fleet, walks every page, prints a table (or JSON). Changes nothing. */

@@ -355,6 +355,25 @@ export const MIGRATIONS: readonly Migration[] = [
        FOR EACH ROW WHEN (NEW.status IN ('pending', 'csr_accepted', 'ordering', 'issued')) EXECUTE FUNCTION certplane_agent_work()`,
     ],
   },
+  {
+    version: 14,
+    description: 'served-chain checks: what each instance\'s service really serves, as its agent last probed it and the plane judged it',
+    statements: [
+      // One row per instance whose agent reported a probe: the plane's verdict on what the
+      // service served, against the certificate installed then (null: none was). Public
+      // facts only: fingerprints, a root's name, findings; never a chain's key.
+      `CREATE TABLE instance_served (
+        instance_id uuid PRIMARY KEY REFERENCES instances (id) ON DELETE CASCADE,
+        certificate_id uuid REFERENCES certificates (id) ON DELETE SET NULL,
+        status text NOT NULL CHECK (status IN ('match', 'stale', 'wrong-chain', 'unreachable')),
+        checked_at timestamptz NOT NULL,
+        fingerprint_sha256 text,
+        anchor text,
+        problems jsonb NOT NULL
+      )`,
+      'CREATE INDEX instance_served_status ON instance_served (status)',
+    ],
+  },
 ];
 
 /**

@@ -24,6 +24,7 @@ import {
   type InstanceFilter,
   type InstalledChainsRecord,
   type InstanceRecord,
+  type InstanceServedRecord,
   type InstanceStatus,
   type Page,
   type RateBucketRecord,
@@ -443,6 +444,37 @@ class SqlStore implements Store {
             evaluatedAt: r.evaluated_at,
             trustFingerprint: r.trust_fingerprint,
           },
+        ]),
+      );
+    },
+  };
+
+  readonly served: Store['served'] = {
+    record: async (row) => {
+      await this.db.query(
+        `INSERT INTO instance_served (instance_id, certificate_id, status, checked_at, fingerprint_sha256, anchor, problems)
+         VALUES ($1::uuid, $2::uuid, $3, $4::timestamptz, $5, $6, $7::jsonb)
+         ON CONFLICT (instance_id) DO UPDATE SET certificate_id = EXCLUDED.certificate_id, status = EXCLUDED.status, checked_at = EXCLUDED.checked_at,
+           fingerprint_sha256 = EXCLUDED.fingerprint_sha256, anchor = EXCLUDED.anchor, problems = EXCLUDED.problems`,
+        [row.instanceId, row.certificateId, row.status, row.checkedAt, row.fingerprintSha256, row.anchor, JSON.stringify(row.problems)],
+      );
+    },
+    of: async (instanceIds) => {
+      const ids = instanceIds.filter((id) => UUID.test(id));
+      if (ids.length === 0) return new Map();
+      const rows = await this.db.query<{
+        instance_id: string;
+        certificate_id: string | null;
+        status: InstanceServedRecord['status'];
+        checked_at: Date;
+        fingerprint_sha256: string | null;
+        anchor: string | null;
+        problems: InstanceServedRecord['problems'];
+      }>('SELECT * FROM instance_served WHERE instance_id = ANY($1::uuid[])', [ids]);
+      return new Map(
+        rows.map((r) => [
+          r.instance_id,
+          { instanceId: r.instance_id, certificateId: r.certificate_id, status: r.status, checkedAt: r.checked_at, fingerprintSha256: r.fingerprint_sha256, anchor: r.anchor, problems: r.problems },
         ]),
       );
     },

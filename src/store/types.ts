@@ -19,7 +19,7 @@ export interface InstanceRecord {
   /** Set while an agent session is open on some management-plane process. */
   readonly agentConnectedAt: Date | null;
   readonly agentLastSeenAt: Date | null;
-  /** SHA-256 of the leaf the agent reports it serves now, or null. */
+  /** SHA-256 of the leaf in the agent's live/fullchain.pem as it last reported it, or null: installed, which is not necessarily served. */
   readonly installedFingerprintSha256: string | null;
   /** ACME profile asked for in this instance's orders (e.g. tlsserver), or null for the CA's default. */
   readonly profile: string | null;
@@ -90,6 +90,19 @@ export interface InstanceTrustRecord {
   readonly alternateChainIndex: number | null;
   readonly evaluatedAt: Date;
   readonly trustFingerprint: string;
+}
+
+/** What the instance's service served when its agent last probed it, as the plane judged it. */
+export interface InstanceServedRecord {
+  readonly instanceId: string;
+  /** The certificate installed when the report was judged; null when none was. */
+  readonly certificateId: string | null;
+  readonly status: 'match' | 'stale' | 'wrong-chain' | 'unreachable';
+  readonly checkedAt: Date;
+  /** SHA-256 of the served leaf the status is about. */
+  readonly fingerprintSha256: string | null;
+  readonly anchor: string | null;
+  readonly problems: readonly { readonly target: string; readonly sni: string | null; readonly code: string; readonly message: string }[];
 }
 
 /** An instance with its installed certificate (if any) and that certificate's stored chains: what trust evaluation reads. */
@@ -437,6 +450,12 @@ export interface Store {
     record(rows: readonly InstanceTrustRecord[]): Promise<void>;
     /** The stored evaluations of `instanceIds`. */
     of(instanceIds: readonly string[]): Promise<Map<string, InstanceTrustRecord>>;
+  };
+  readonly served: {
+    /** Stores the judgement of an instance's latest served-chain report, replacing the previous one. */
+    record(row: InstanceServedRecord): Promise<void>;
+    /** The stored judgements of `instanceIds`. */
+    of(instanceIds: readonly string[]): Promise<Map<string, InstanceServedRecord>>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

@@ -86,3 +86,21 @@ test('--token-file enrolls and removes the spent token', async () => {
   }
   await assert.rejects(readFile(tokenFile), { code: 'ENOENT' });
 });
+
+test('--probe takes [postgres://]HOST:PORT, at most 8, and --probe-interval whole seconds with a --probe; anything else is a usage error (exit 2) before anything starts', async () => {
+  const base = ['agent', '--server', `https://127.0.0.1:${port}`, '--state-dir', dir.path('probe-usage'), '--token', 'unused', '--server-ca', caFile];
+  const cases: [string[], RegExp][] = [
+    [['--probe', 'db.example.com'], /--probe takes HOST:PORT/],
+    [['--probe', 'https://db.example.com:443'], /--probe takes HOST:PORT/],
+    [Array.from({ length: 9 }, (_, i) => ['--probe', `127.0.0.1:${1000 + i}`]).flat(), /at most 8 --probe targets/],
+    [['--probe', '127.0.0.1:5432', '--probe-interval', '0'], /--probe-interval takes whole seconds/],
+    [['--probe', '127.0.0.1:5432', '--probe-interval', '1.5'], /--probe-interval takes whole seconds/],
+    [['--probe-interval', '60'], /--probe-interval needs at least one --probe/],
+  ];
+  for (const [extra, message] of cases) {
+    const result = await certplane([...base, ...extra]);
+    assert.equal(result.code, 2, `${extra.join(' ')}: ${result.stderr}`);
+    assert.match(result.stderr, /CLI_USAGE/);
+    assert.match(result.stderr, message);
+  }
+});

@@ -20,7 +20,7 @@ test('certplane demo: plane, agent and Pebble issue, deliver and install a chain
   const chain = parseCertificateBundle(await readFile(dir.path('agent/live/fullchain.pem'), 'utf8'));
   assert.equal(chain.at(-1)?.issuerCN, preferred);
   assert.equal(chain[0]?.fingerprintSha256, view.certificate.fingerprintSha256);
-  assert.equal(view.agent.servedFingerprintSha256 ?? view.certificate.fingerprintSha256, view.certificate.fingerprintSha256);
+  assert.equal(view.agent.installedFingerprintSha256 ?? view.certificate.fingerprintSha256, view.certificate.fingerprintSha256);
   assert.equal((await stat(dir.path('agent/live/privkey.pem'))).mode & 0o777, 0o600);
 });
 

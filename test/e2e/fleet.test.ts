@@ -124,7 +124,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
         const certificate = await json('GET', `/v1/certificates/${view.certificate.id}`);
         assert.equal(certificate.body.report.ok, true);
         assert.equal(certificate.body.status, 'installed');
-        await eventually(async () => ((await json('GET', `/v1/instances/${instance.id}`)).body.agent.servedFingerprintSha256 === live[0]!.fingerprintSha256 ? true : undefined), 10_000, 200, `instance ${i} to report what it serves`);
+        await eventually(async () => ((await json('GET', `/v1/instances/${instance.id}`)).body.agent.installedFingerprintSha256 === live[0]!.fingerprintSha256 ? true : undefined), 10_000, 200, `instance ${i} to report what it installed`);
       }
     });
 

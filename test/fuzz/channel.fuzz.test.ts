@@ -107,8 +107,18 @@ const templates: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   error: fc.option(fc.uuid(), { nil: undefined }).map((requestId) => ({ v: PROTOCOL_VERSION, type: 'error', ...(requestId ? { requestId } : {}), code: ErrorCode.AGENT_RELOAD_FAILED, message: 'nginx -s reload exited 1' })),
   identity_renewal: fc.constant({ v: PROTOCOL_VERSION, type: 'identity_renewal', csrPem: CSR }),
   revocation_signed: fc.uuid().map((requestId) => ({ v: PROTOCOL_VERSION, type: 'revocation_signed', requestId, jws: { protected: 'eyJhbGciOiJFUzI1NiJ9', payload: 'e30', signature: 'c2ln' } })),
+  served: fc.array(servedProbe(), { minLength: 1, maxLength: 3 }).map((probes) => ({ v: PROTOCOL_VERSION, type: 'served', probes })),
 };
-const messageKeys = ['v', 'type', 'certificatePem', 'signature', 'agentVersion', 'installedFingerprintSha256', 'pendingCertificateIds', 'certificateId', 'csrPem', 'fingerprintSha256', 'code', 'message', 'requestId', 'jws'];
+const messageKeys = ['v', 'type', 'certificatePem', 'signature', 'agentVersion', 'installedFingerprintSha256', 'pendingCertificateIds', 'certificateId', 'csrPem', 'fingerprintSha256', 'code', 'message', 'requestId', 'jws', 'probes'];
+
+/** One probe of a served-chain report: bytes that may or may not be a certificate, or a reason it got none. */
+function servedProbe(): fc.Arbitrary<Record<string, unknown>> {
+  const where = fc.record({ target: fc.constantFrom('127.0.0.1:5432', '[::1]:443', 'db.example.com:5432', 'postgres://127.0.0.1:5432'), sni: fc.option(fc.constantFrom('db.example.com', 'x.test'), { nil: null }) });
+  return fc.oneof(
+    fc.tuple(where, fc.array(fc.base64String({ minLength: 4, maxLength: 400 }), { minLength: 1, maxLength: 4 })).map(([w, certificates]) => ({ ...w, certificates })),
+    where.map((w) => ({ ...w, unreachable: { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' } })),
+  );
+}
 
 /** Multi-byte text of a length that lands the 123-byte close-reason limit in the middle of a character. */
 const wideText = fc.tuple(fc.constantFrom('🔥', 'é', '中', '𝄞', 'ß'), fc.integer({ min: 20, max: 90 })).map(([c, n]) => c.repeat(n));
@@ -128,6 +138,15 @@ function fieldValue(key: string): fc.Arbitrary<unknown> {
     case 'certificatePem':
     case 'csrPem':
       return fc.oneof(fc.constantFrom(CERT, CSR, '-----BEGIN CERTIFICATE-----', '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----'), hostileString);
+    case 'probes':
+      return fc.oneof(
+        fc.constant([]),
+        fc.array(servedProbe(), { minLength: 33, maxLength: 34 }),
+        servedProbe().map((probe) => [{ ...probe, instanceId: FOREIGN }]),
+        servedProbe().map((probe) => [{ ...probe, target: 'db\n| forged:5432' }]),
+        servedProbe().map((probe) => [{ ...probe, certificates: ['not base64!'] }]),
+        fc.array(junkJson, { maxLength: 3 }),
+      );
     case 'signature':
       return fc.oneof(fc.base64String({ maxLength: 120 }), fc.constant(''), fc.constant('x'.repeat(2049)), hostileString);
     default:
@@ -272,6 +291,8 @@ function expectation(frame: { bytes: Buffer; binary: boolean }, phase: 'pre' | '
     case 'http01_ready':
     // An answer to a request nobody waits on is dropped, as a late http01_ready is.
     case 'revocation_signed':
+    // Judged for the agent's own instance (stale: fuzz agents have nothing installed), or ignored past the rate: the connection stays.
+    case 'served':
       return { accept: true };
     case 'identity_renewal':
       return supportedCsrs.has(message.csrPem) ? { accept: true } : { close: 4000, notInternal: true };
@@ -607,16 +628,16 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     await assertOthersUntouched();
     assert.equal(healthy.socket.readyState, WebSocket.OPEN);
     await within(new Promise<void>((resolve) => healthy.socket.once('pong', () => resolve()).ping()), 'pong');
-    const served = 'ef'.repeat(32);
-    healthy.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: served, pendingCertificateIds: [] }));
+    const installed = 'ef'.repeat(32);
+    healthy.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: installed, pendingCertificateIds: [] }));
     let view: any;
     for (let i = 0; i < 100; i += 1) {
       view = (await plane.app.inject({ method: 'GET', url: `/v1/instances/${healthyAgent.instanceId}` })).json();
-      if (view.agent.servedFingerprintSha256 === served) break;
+      if (view.agent.installedFingerprintSha256 === installed) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(view.agent.connected, true);
-    assert.equal(view.agent.servedFingerprintSha256, served, 'the healthy agent\'s status was not recorded');
+    assert.equal(view.agent.installedFingerprintSha256, installed, 'the healthy agent\'s status was not recorded');
     const health = await plane.app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(health.statusCode, 200);
     assert.deepEqual(crashes, []);

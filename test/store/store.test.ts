@@ -638,6 +638,27 @@ for (const engine of [pglite, postgres]) {
       assert.equal(await clusters('everything'), null, 'unknown: reachable by unlimited callers only');
     });
 
+    test('served: one judgement per instance, replaced by the next, read back as stored (problems as JSON), with no certificate when none was installed', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const certificate = await store.certificates.create(instance.id);
+      await install(store, certificate);
+      const problem = { target: 'postgres://127.0.0.1:5432', sni: 'db.example.net', code: 'SERVED_STALE', message: 'serves another certificate\\n| not a row' };
+      const checkedAt = new Date('2026-12-02T12:00:00.000Z');
+      await store.served.record({ instanceId: instance.id, certificateId: certificate.id, status: 'stale', checkedAt, fingerprintSha256: 'ab'.repeat(32), anchor: null, problems: [problem] });
+      assert.deepEqual((await store.served.of([instance.id])).get(instance.id), { instanceId: instance.id, certificateId: certificate.id, status: 'stale', checkedAt, fingerprintSha256: 'ab'.repeat(32), anchor: null, problems: [problem] });
+      const later = new Date(checkedAt.getTime() + 60_000);
+      await store.served.record({ instanceId: instance.id, certificateId: certificate.id, status: 'match', checkedAt: later, fingerprintSha256: 'cd'.repeat(32), anchor: 'Root', problems: [] });
+      const replaced = (await store.served.of([instance.id, 'not-a-uuid', '00000000-0000-4000-8000-000000000000']));
+      assert.deepEqual([...replaced.keys()], [instance.id]);
+      assert.deepEqual([replaced.get(instance.id)?.status, replaced.get(instance.id)?.checkedAt, replaced.get(instance.id)?.anchor], ['match', later, 'Root']);
+      const bare = await newInstance(store);
+      await store.served.record({ instanceId: bare.id, certificateId: null, status: 'unreachable', checkedAt, fingerprintSha256: null, anchor: null, problems: [] });
+      assert.equal((await store.served.of([bare.id])).get(bare.id)?.certificateId, null);
+      // `unchecked` is the absence of a row, never a stored status.
+      await assert.rejects(store.served.record({ instanceId: bare.id, certificateId: null, status: 'unchecked' as 'match', checkedAt, fingerprintSha256: null, anchor: null, problems: [] }));
+      assert.equal((await store.served.of([bare.id])).get(bare.id)?.status, 'unreachable');
+    });
+
     test('migrations: a failing migration leaves nothing behind', TIMEOUT, async (t) => {
       const defer = cleanups(t);
       const db = await openDatabase(await engine.freshUrl(defer));

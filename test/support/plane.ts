@@ -13,6 +13,7 @@ import type { AdminDeps } from '../../src/admin/index.js';
 import { AgentCa } from '../../src/agents/ca.js';
 import { IssuanceCoordinator } from '../../src/agents/issuance.js';
 import { Revocations } from '../../src/agents/revocation.js';
+import { ServedChecks } from '../../src/agents/served.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
@@ -65,9 +66,12 @@ export async function startTestPlane(
     trustProfiles?: () => readonly TrustProfile[];
     /** How long a revocation waits for the agent to sign with the certificate key. */
     signingTimeoutMs?: number;
+    /** Served-chain reports an instance may have judged at once (the plane's default otherwise), and served.ts's counter of ignored ones. */
+    servedBurst?: number;
+    servedRejected?: (code: string) => void;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, ...sessionOptions } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences: ['ISRG Root X1'], fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
@@ -85,7 +89,8 @@ export async function startTestPlane(
     chainPolicy: () => chainPolicyOf(trust.current()),
     logger,
   });
-  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, ...limits });
+  const served = new ServedChecks({ store, trust, clock, logger, ...(servedBurst === undefined ? {} : { burst: servedBurst }), ...(servedRejected ? { rejected: servedRejected } : {}) });
+  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, served, ...limits });
   sessions.setHandler(coordinator);
   const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger, clock, ...(signingTimeoutMs === undefined ? {} : { signingTimeoutMs }) });
   const campaigns = new Campaigns({ store, clock, logger });

@@ -18,7 +18,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
     /** One instance as the API shows it; `connected` is given when the caller knows better than the session registry (a channel being closed). */
     const viewOf = async (instance: InstanceRecord, connected = deps.sessions.get(instance.id) !== undefined) => {
       const trust = (await deps.store.trust.of([instance.id])).get(instance.id);
-      return instanceView(instance, await deps.store.certificates.latest(instance.id), connected, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), trust);
+      const served = (await deps.store.served.of([instance.id])).get(instance.id);
+      return instanceView(instance, await deps.store.certificates.latest(instance.id), connected, await deps.store.certificates.latestInstalled(instance.id), deps.clock(), trust, served);
     };
     const view = async (id: string, caller: Caller | undefined) => viewOf(await findInScope(caller, `instance ${id}`, await deps.store.instances.get(id), (i) => [i.cluster]));
 
@@ -157,7 +158,8 @@ export function instanceRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         const certificates = await deps.store.certificates.latestOf(page.items.map((i) => i.id));
         const now = deps.clock();
         const trust = await deps.store.trust.of(page.items.map((i) => i.id));
-        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now, trust.get(i.id)));
+        const served = await deps.store.served.of(page.items.map((i) => i.id));
+        const items = page.items.map((i) => instanceView(i, certificates.get(i.id)?.latest, deps.sessions.get(i.id) !== undefined, certificates.get(i.id)?.installed, now, trust.get(i.id), served.get(i.id)));
         return { items, nextCursor: page.nextCursor && deps.cursors.seal(page.nextCursor, request.caller) };
       },
     );

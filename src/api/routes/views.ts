@@ -1,7 +1,8 @@
 /** Store records turned into API shapes: dates as ISO strings, nothing the client must not see. */
 import { atRisk } from '../../lifecycle/index.js';
+import { servedStandingNow } from '../../chain/index.js';
 import { isPermanent, readyCondition } from '../../lifecycle/index.js';
-import type { CertificateRecord, InstanceRecord, InstanceTrustRecord } from '../../store/types.js';
+import type { CertificateRecord, InstanceRecord, InstanceServedRecord, InstanceTrustRecord } from '../../store/types.js';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -30,6 +31,13 @@ function trustStanding(installed: CertificateRecord | undefined, trust: Instance
   };
 }
 
+/** What the instance's service was last seen serving, judged for the certificate installed now; `unchecked` before the first probe report. */
+function servedStanding(installed: CertificateRecord | undefined, served: InstanceServedRecord | undefined) {
+  if (!served) return { status: 'unchecked' as const, checkedAt: null, fingerprintSha256: null, anchor: null, problems: [] };
+  const now = servedStandingNow(served, installed?.fingerprintSha256 ?? null);
+  return { status: now.status, checkedAt: served.checkedAt.toISOString(), fingerprintSha256: now.fingerprintSha256, anchor: now.anchor, problems: now.problems.map((p) => ({ ...p })) };
+}
+
 export function instanceView(
   instance: InstanceRecord,
   latest: CertificateRecord | undefined,
@@ -37,6 +45,7 @@ export function instanceView(
   installed: CertificateRecord | undefined,
   now: Date,
   trust: InstanceTrustRecord | undefined,
+  served: InstanceServedRecord | undefined,
 ) {
   const renewalAtRisk = Boolean(installed?.notBefore && installed.notAfter && atRisk(installed.notBefore, installed.notAfter, now));
   const standing = trustStanding(installed, trust);
@@ -51,13 +60,14 @@ export function instanceView(
       connected,
       connectedAt: iso(instance.agentConnectedAt),
       lastSeenAt: iso(instance.agentLastSeenAt),
-      servedFingerprintSha256: instance.installedFingerprintSha256,
+      installedFingerprintSha256: instance.installedFingerprintSha256,
     },
     certificate: certificateSummary(latest),
     profile: instance.profile,
     autoIssue: instance.autoIssue,
     trustProfiles: [...instance.trustProfiles],
     trust: standing,
+    served: servedStanding(installed, served),
     atRisk: renewalAtRisk || standing.status === 'broken',
     renewal: {
       renewAt: iso(installed?.renewAt ?? null),
