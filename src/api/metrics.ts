@@ -1,0 +1,113 @@
+/**
+ * What /metrics answers. Two kinds of figures, in Prometheus's naming conventions:
+ * - the process's own (agents on its channels, the issuance stages it ran, Node's runtime),
+ *   counted in memory because they are about this process;
+ * - the fleet's (each instance's certificate dates, readiness and trust verdict, the last
+ *   trust reload), read from the database at every scrape, so every process of the plane
+ *   reports the same values and a restart resets nothing. Alerts on the fleet therefore
+ *   work whichever process is scraped, and several scraped processes agree
+ *   (infra/monitoring/certplane-alerts.yml takes `max by (instance_id, cluster)`).
+ *
+ * Labels are bounded: an instance's id and cluster, nothing a caller writes freely
+ * (no names, hostnames or messages), so a series count is the fleet's size times a constant.
+ */
+import { Gauge, Registry } from 'prom-client';
+import type { FleetInstanceRecord, Store } from '../store/types.js';
+
+/** What the /metrics routes serve: prom-client's Registry has this shape. */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
+/** The labels of every per-instance series. */
+const INSTANCE_LABELS = ['instance_id', 'cluster'] as const;
+
+/**
+ * One per-instance gauge: its name, help text and value for an instance at `now`
+ * (undefined: no series for that instance, e.g. no certificate installed).
+ */
+interface InstanceGauge {
+  readonly name: string;
+  readonly help: string;
+  value(instance: FleetInstanceRecord, now: Date): number | undefined;
+}
+
+const seconds = (date: Date | null) => (date === null ? undefined : date.getTime() / 1000);
+
+/**
+ * Whether the instance can serve TLS as it should: a certificate is installed, it has not
+ * expired, and the last trust evaluation found its installed chain verifying in every
+ * profile the instance lists.
+ */
+export function isReady(instance: FleetInstanceRecord, now: Date): boolean {
+  return instance.notAfter !== null && instance.notAfter.getTime() > now.getTime() && instance.trustStatus === 'ok';
+}
+
+/**
+ * The per-instance gauges, one query's columns each. The served-chain status (what the
+ * service on the instance really serves, reported by the agent's probe, issue 12 item 5)
+ * belongs here as `certplane_instance_served_chain_status` once the store has it: one more
+ * column of the fleet query and one more entry of this table.
+ */
+export const INSTANCE_GAUGES: readonly InstanceGauge[] = [
+  {
+    name: 'certplane_certificate_expiry_timestamp_seconds',
+    help: 'notAfter of the certificate installed on the instance, as a Unix time; no series while none is installed',
+    value: (instance) => seconds(instance.notAfter),
+  },
+  {
+    name: 'certplane_certificate_renewal_timestamp_seconds',
+    help: "When the installed certificate is due for renewal (inside the CA's ARI window, else at two thirds of its lifetime), as a Unix time; no series while none is installed",
+    value: (instance) => seconds(instance.renewAt),
+  },
+  {
+    name: 'certplane_instance_ready',
+    help: '1 when the instance has an installed certificate that has not expired and whose installed chain verifies in every trust profile it lists (as last judged), else 0',
+    value: (instance, now) => (isReady(instance, now) ? 1 : 0),
+  },
+  {
+    name: 'certplane_instance_chain_broken',
+    help: "1 when the installed chain fails in one of the instance's trust profiles as last judged (a trust reload, or the installation), 0 when it verifies in all; no series while nothing installed was judged",
+    value: (instance) => (instance.trustStatus === null ? undefined : instance.trustStatus === 'broken' ? 1 : 0),
+  },
+];
+
+/** The fleet's gauges, computed from the database at scrape time. */
+export class FleetMetrics {
+  constructor(private readonly deps: { store: Pick<Store, 'fleet'>; clock: () => Date }) {}
+
+  /**
+   * A registry holding this scrape's fleet gauges: a new one each time, so two scrapes at
+   * once never mix their values, and an instance that went away leaves no stale series.
+   */
+  async collect(): Promise<Registry> {
+    const started = performance.now();
+    const [instances, reload] = await Promise.all([this.deps.store.fleet.instances(), this.deps.store.fleet.lastTrustReload()]);
+    const queried = (performance.now() - started) / 1000;
+    const now = this.deps.clock();
+    const registry = new Registry();
+    for (const spec of INSTANCE_GAUGES) {
+      const gauge = new Gauge({ name: spec.name, help: spec.help, labelNames: INSTANCE_LABELS, registers: [registry] });
+      for (const instance of instances) {
+        const value = spec.value(instance, now);
+        if (value !== undefined) gauge.set({ instance_id: instance.instanceId, cluster: instance.cluster ?? '' }, value);
+      }
+    }
+    const single = (name: string, help: string, value: number) => new Gauge({ name, help, registers: [registry] }).set(value);
+    // Before the first reload there is no time to show; nothing was broken by one either.
+    if (reload) single('certplane_trust_reload_timestamp_seconds', 'When the last trust reload (SIGHUP or `certplane admin reload-trust`, by any process) re-judged the installed chains, as a Unix time; no series before the first', reload.at.getTime() / 1000);
+    single('certplane_trust_reload_broken_instances', 'Instances whose installed chain the last trust reload found broken in one of their trust profiles', reload?.broken ?? 0);
+    single('certplane_trust_reload_alternate_available_instances', 'Of the instances the last trust reload found broken, those with a stored chain of the same certificate that verifies in all their profiles (a rechain mends them without a new order)', reload?.alternateAvailable ?? 0);
+    single('certplane_fleet_metrics_query_duration_seconds', "How long this scrape's database reads for the fleet metrics took, in this process", queried);
+    return registry;
+  }
+}
+
+/** The process's registry and the fleet's gauges, served as one exposition. */
+export function metricsSource(processRegistry: Registry, fleet: FleetMetrics): MetricsSource {
+  return {
+    contentType: processRegistry.contentType,
+    metrics: async () => Registry.merge([processRegistry, await fleet.collect()]).metrics(),
+  };
+}
