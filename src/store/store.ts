@@ -450,12 +450,16 @@ class SqlStore implements Store {
 
   readonly fleet: Store['fleet'] = {
     instances: async () => {
+      // Set-based, not a lookup per instance: the installed certificates come from one scan of
+      // the certificates_status index (history, superseded rows, is never read) and are
+      // hash-joined to the instances and their verdicts. 10,000 instances: see docs/operations.md#monitoring.
       const rows = await this.db.query<{ id: string; cluster: string | null; not_after: Date | null; renew_at: Date | null; trust_status: 'ok' | 'broken' | null }>(
         `SELECT i.id, i.cluster, c.not_after, c.renew_at, t.status AS trust_status
          FROM instances i
-         LEFT JOIN LATERAL (
-           SELECT r.id, r.not_after, r.renew_at FROM certificates r WHERE r.instance_id = i.id AND r.status = 'installed' ORDER BY r.created_at DESC, r.creation_order DESC LIMIT 1
-         ) c ON true
+         LEFT JOIN (
+           SELECT DISTINCT ON (r.instance_id) r.instance_id, r.id, r.not_after, r.renew_at
+           FROM certificates r WHERE r.status = 'installed' ORDER BY r.instance_id, r.created_at DESC, r.creation_order DESC
+         ) c ON c.instance_id = i.id
          LEFT JOIN instance_trust t ON t.instance_id = i.id AND t.certificate_id = c.id
          WHERE i.decommissioned_at IS NULL
          ORDER BY i.created_at, i.id`,
