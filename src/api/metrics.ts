@@ -20,9 +20,6 @@ export interface MetricsSource {
   metrics(): Promise<string>;
 }
 
-/** The labels of every per-instance series. */
-const INSTANCE_LABELS = ['instance_id', 'cluster'] as const;
-
 /**
  * One per-instance gauge: its name, help text and value for an instance at `now`
  * (undefined: no series for that instance, e.g. no certificate installed).
@@ -45,10 +42,14 @@ export function isReady(instance: FleetInstanceRecord, now: Date): boolean {
 }
 
 /**
- * The per-instance gauges, one query's columns each. The served-chain status (what the
- * service on the instance really serves, reported by the agent's probe, issue 12 item 5)
- * belongs here as `certplane_instance_served_chain_status` once the store has it: one more
- * column of the fleet query and one more entry of this table.
+ * The per-instance gauges, each from the columns of the one fleet query
+ * (Store.fleet.instances), each series labelled `instance_id` and `cluster`.
+ *
+ * Not yet here: the served-chain status (what the service on the instance really serves,
+ * reported by the agent's probe, issue 12 item 5). It belongs in this table once the store
+ * has it: one more column of FleetInstanceRecord and of the fleet query, and one more entry
+ * such as `certplane_instance_served_chain_ok` (1: `match`; 0: `stale`, `wrong-chain` or
+ * `unreachable`; no series while `unchecked`), keeping the labels bounded.
  */
 export const INSTANCE_GAUGES: readonly InstanceGauge[] = [
   {

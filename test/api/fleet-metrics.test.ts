@@ -15,10 +15,10 @@ import { leaf, letsEncrypt2021, pem } from '../support/hierarchies.js';
 import { scratch } from '../support/cli.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
 
-/** The per-instance series of `name` in an exposition: instance id to [cluster label, value]. */
+/** The per-instance series of `name` in an exposition: instance id to [cluster label as written, escapes kept, value]. */
 export function instanceSeries(exposition: string, name: string): Map<string, [string, number]> {
   const found = new Map<string, [string, number]>();
-  for (const match of exposition.matchAll(new RegExp(`^${name}\\{instance_id="([^"]+)",cluster="([^"]*)"\\} (\\S+)$`, 'gm'))) {
+  for (const match of exposition.matchAll(new RegExp(`^${name}\\{instance_id="([^"]+)",cluster="((?:[^"\\\\]|\\\\.)*)"\\} (\\S+)$`, 'gm'))) {
     found.set(match[1]!, [match[2]!, Number(match[3])]);
   }
   return found;
@@ -50,7 +50,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
     let database: { url: string; drop: () => Promise<void> } | undefined;
     let storeUrl: string;
     let plane: TestPlane;
-    const ids: Record<'ready' | 'expired' | 'none' | 'gone', string> = { ready: '', expired: '', none: '', gone: '' };
+    const ids: Record<'ready' | 'expired' | 'none' | 'gone' | 'quoted', string> = { ready: '', expired: '', none: '', gone: '', quoted: '' };
     const notAfter = new Date(Date.now() + 40 * DAY_MS);
     const renewAt = new Date(Date.now() + 25 * DAY_MS);
     const expiredAt = new Date(Date.now() - DAY_MS);
@@ -89,6 +89,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
       ids.expired = await register('expired');
       ids.none = await register('none');
       ids.gone = await register('gone');
+      ids.quoted = await register('quoted', 'eu "west" \\ 1');
       const readyCertificate = await install(ids.ready, 'ready', { notAfter, storeChains: true });
       await plane.store.certificates.setRenewal(readyCertificate, { renewAt, ariRetryAt: null });
       await install(ids.expired, 'expired', { notAfter: expiredAt, storeChains: false });
@@ -109,7 +110,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
       assert.deepEqual(Object.fromEntries(expiry), { [ids.ready]: ['eu-1', notAfter.getTime() / 1000], [ids.expired]: ['', expiredAt.getTime() / 1000] }, 'no series without an installed certificate, none for a decommissioned instance');
       assert.deepEqual(Object.fromEntries(instanceSeries(text, 'certplane_certificate_renewal_timestamp_seconds')), { [ids.ready]: ['eu-1', renewAt.getTime() / 1000] });
       const ready = instanceSeries(text, 'certplane_instance_ready');
-      assert.deepEqual(Object.fromEntries(ready), { [ids.ready]: ['eu-1', 1], [ids.expired]: ['', 0], [ids.none]: ['', 0] });
+      assert.deepEqual(Object.fromEntries(ready), { [ids.ready]: ['eu-1', 1], [ids.expired]: ['', 0], [ids.none]: ['', 0], [ids.quoted]: ['eu \\"west\\" \\\\ 1', 0] }, 'a cluster is escaped as the text format says');
       assert.deepEqual(Object.fromEntries(instanceSeries(text, 'certplane_instance_chain_broken')), { [ids.ready]: ['eu-1', 0], [ids.expired]: ['', 0] });
       assert.equal(singleValue(text, 'certplane_trust_reload_broken_instances'), 0, 'no reload yet');
       assert.equal(singleValue(text, 'certplane_trust_reload_timestamp_seconds'), undefined, 'no reload yet: no time');
@@ -123,7 +124,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
       assert.match(reload.text, /broken: 2 \(1 with a stored alternate chain\)/);
       const text = await scrape();
       assert.deepEqual(Object.fromEntries(instanceSeries(text, 'certplane_instance_chain_broken')), { [ids.ready]: ['eu-1', 1], [ids.expired]: ['', 1] });
-      assert.deepEqual(Object.fromEntries(instanceSeries(text, 'certplane_instance_ready')), { [ids.ready]: ['eu-1', 0], [ids.expired]: ['', 0], [ids.none]: ['', 0] });
+      assert.deepEqual(Object.fromEntries(instanceSeries(text, 'certplane_instance_ready')), { [ids.ready]: ['eu-1', 0], [ids.expired]: ['', 0], [ids.none]: ['', 0], [ids.quoted]: ['eu \\"west\\" \\\\ 1', 0] });
       assert.equal(singleValue(text, 'certplane_trust_reload_broken_instances'), 2);
       assert.equal(singleValue(text, 'certplane_trust_reload_alternate_available_instances'), 1);
       const [entry] = await plane.store.audit.list(1);
