@@ -13,11 +13,16 @@
  */
 import type { Registry } from 'prom-client';
 import type { FleetInstanceRecord, Store } from '../store/types.js';
+import { mayActOnClusters, type Caller } from './auth.js';
 
-/** What the /metrics routes serve: prom-client's Registry has this shape. */
+/**
+ * What the /metrics routes serve (prom-client's Registry has this shape). `caller`: the
+ * authenticated caller on the main listener, whose cluster limits apply; undefined on the
+ * metrics listener, which serves the whole fleet to the private network it is bound to.
+ */
 export interface MetricsSource {
   readonly contentType: string;
-  metrics(): Promise<string>;
+  metrics(caller?: Caller): Promise<string>;
 }
 
 /**
@@ -95,11 +100,17 @@ function gaugeText(name: string, help: string, series: Iterable<readonly [labels
 export class FleetMetrics {
   constructor(private readonly deps: { store: Pick<Store, 'fleet'>; clock: () => Date }) {}
 
-  /** This scrape's fleet gauges as exposition text: computed anew each time, so an instance that went away leaves no stale series. */
-  async exposition(): Promise<string> {
+  /**
+   * This scrape's fleet gauges as exposition text: computed anew each time, so an instance
+   * that went away leaves no stale series. A caller limited to clusters sees the instances
+   * of its clusters only, and not the reload's counts, which are about the whole fleet.
+   */
+  async exposition(caller?: Caller): Promise<string> {
     const started = performance.now();
-    const [instances, reload] = await Promise.all([this.deps.store.fleet.instances(), this.deps.store.fleet.lastTrustReload()]);
+    const [everything, fleetReload] = await Promise.all([this.deps.store.fleet.instances(), this.deps.store.fleet.lastTrustReload()]);
     const queried = (performance.now() - started) / 1000;
+    const limited = caller !== undefined && caller.clusters !== null;
+    const instances = limited ? everything.filter((instance) => mayActOnClusters(caller, [instance.cluster])) : everything;
     const now = this.deps.clock();
     const labels = instances.map((i) => `{instance_id="${escapeLabel(i.instanceId)}",cluster="${escapeLabel(i.cluster ?? '')}"}`);
     const parts = INSTANCE_GAUGES.map((spec) =>
@@ -113,10 +124,12 @@ export class FleetMetrics {
       ),
     );
     const single = (name: string, help: string, value: number) => parts.push(gaugeText(name, help, [['', value]]));
-    // Before the first reload there is no time to show; nothing was broken by one either.
-    if (reload) single('certplane_trust_reload_timestamp_seconds', 'When the last trust reload (SIGHUP or `certplane admin reload-trust`, by any process) re-judged the installed chains, as a Unix time; no series before the first', reload.at.getTime() / 1000);
-    single('certplane_trust_reload_broken_instances', 'Instances whose installed chain the last trust reload found broken in one of their trust profiles', reload?.broken ?? 0);
-    single('certplane_trust_reload_alternate_available_instances', 'Of the instances the last trust reload found broken, those with a stored chain of the same certificate that verifies in all their profiles (a rechain mends them without a new order)', reload?.alternateAvailable ?? 0);
+    if (!limited) {
+      // Before the first reload there is no time to show; nothing was broken by one either.
+      if (fleetReload) single('certplane_trust_reload_timestamp_seconds', 'When the last trust reload (SIGHUP or `certplane admin reload-trust`, by any process) re-judged the installed chains, as a Unix time; no series before the first', fleetReload.at.getTime() / 1000);
+      single('certplane_trust_reload_broken_instances', 'Instances whose installed chain the last trust reload found broken in one of their trust profiles', fleetReload?.broken ?? 0);
+      single('certplane_trust_reload_alternate_available_instances', 'Of the instances the last trust reload found broken, those with a stored chain of the same certificate that verifies in all their profiles (a rechain mends them without a new order)', fleetReload?.alternateAvailable ?? 0);
+    }
     single('certplane_fleet_metrics_query_duration_seconds', "How long this scrape's database reads for the fleet metrics took, in this process", queried);
     return parts.join('');
   }
@@ -126,8 +139,8 @@ export class FleetMetrics {
 export function metricsSource(processRegistry: Registry, fleet: FleetMetrics): MetricsSource {
   return {
     contentType: processRegistry.contentType,
-    metrics: async () => {
-      const [own, fleetText] = await Promise.all([processRegistry.metrics(), fleet.exposition()]);
+    metrics: async (caller) => {
+      const [own, fleetText] = await Promise.all([processRegistry.metrics(), fleet.exposition(caller)]);
       return `${own.trim() === '' ? '' : own.endsWith('\n') ? own : `${own}\n`}${fleetText}`;
     },
   };
