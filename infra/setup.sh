@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set-up for a fresh Debian machine: the system packages certplane's demo and tests use,
+# Set-up for a fresh Debian machine: the system packages certplane's demo and tests use
+# (promtool among them, without a running Prometheus server),
 # a running PostgreSQL server with the test role and database, then the exact npm
 # dependency tree (npm ci builds the TypeScript through "prepare"), and infra/'s own tree.
 # Safe to run again: apt-get and npm ci are idempotent, and every PostgreSQL step checks
@@ -31,6 +32,23 @@ fi
 if [ ${#need_packages[@]} -gt 0 ]; then
   "${as_root[@]}" apt-get update
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y "${need_packages[@]}"
+fi
+
+# promtool checks and unit-tests infra/monitoring's alert rules (test/monitoring); it comes
+# with Debian's prometheus package, whose server must not run here (it would listen on
+# port 9090 of every interface). Under systemd the unit is masked before the install, so the
+# package's postinst cannot start it (a mask made here is one its postinst leaves alone);
+# under another init its init script is stopped and disabled at once.
+if ! command -v promtool >/dev/null 2>&1; then
+  systemd_running=0
+  [ -d /run/systemd/system ] && systemd_running=1
+  [ "$systemd_running" -eq 0 ] || "${as_root[@]}" systemctl mask prometheus.service
+  [ ${#need_packages[@]} -gt 0 ] || "${as_root[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y --no-install-recommends prometheus
+  if [ "$systemd_running" -eq 0 ] && [ -x /etc/init.d/prometheus ]; then
+    "${as_root[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    "${as_root[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 fi
 
 # The store's tests need a real server on 127.0.0.1:5432 (Debian's default for the first

@@ -15,6 +15,8 @@ import { Revocations } from './agents/revocation.js';
 import { ServedChecks } from './agents/served.js';
 import { SessionRegistry, type ChannelMetrics } from './agents/sessions.js';
 import { buildApi } from './api/app.js';
+import { FleetMetrics, metricsSource } from './api/metrics.js';
+import { isWildcardHost, startMetricsListener } from './api/metrics-listener.js';
 import { PageCursors } from './api/cursors.js';
 import { checkServerCertificate, serverCertificate, type TlsPair } from './api/tls.js';
 import { CertplaneError } from './errors.js';
@@ -233,7 +235,9 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake() });
     const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
     started.add('revocation watch', sessions.watchRevocations());
-    const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: registry, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
+    // Per process (agents, stages) and per fleet (read from the database at every scrape: the same on every process).
+    const metricsServed = metricsSource(registry, new FleetMetrics({ store, clock }));
+    const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsServed, logger, clock, enrollmentTtlMs: config.server.enrollmentTtlMs, tls, publicUrl: config.server.publicUrl, maxNamesPerCertificate: config.acme.maxNamesPerCertificate });
     started.add('listener and agent channels', async () => {
       sessions.closeAll('management plane shutting down');
       await app.close();
@@ -245,6 +249,13 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls, trust: { live: trust, evaluation: trustEvaluation } };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     started.add('admin socket', () => adminSocket.close());
+    if (config.server.metricsListen) {
+      const listen = config.server.metricsListen;
+      if (isWildcardHost(listen.host)) logger.warn({ metricsListen: listen }, 'CERTPLANE_METRICS_LISTEN binds every interface and asks no client certificate: let only the scraper\'s network reach this port');
+      const metricsListener = await startMetricsListener({ listen, source: metricsServed, logger });
+      started.add('metrics listener', () => metricsListener.close());
+      logger.info({ url: metricsListener.url }, 'metrics listening (plain HTTP, GET /metrics only)');
+    }
     const url = await listenOn(app, config.server.listen);
     logger.info({ url, database: store.engine, scheduler: scheduler.owner, adminSocket: adminSocket.path }, 'management plane listening');
     if (tls && !(await store.apiClients.list()).some((client) => client.revokedAt === null)) {

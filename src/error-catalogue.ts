@@ -228,6 +228,7 @@ const CATALOGUE = {
   TRUST_PREFERENCES_UNTRUSTED: { kind: 'bad-input', meaning: 'no trust profile holds any preferred root, so every issuance would be refused; a start stops, a reload keeps the settings in force' },
   TLS_RELOAD_FAILED: { kind: 'bad-input', meaning: 'the listener\'s replacement certificate or key is unusable; the current one is still served' },
   SERVER_LISTEN_FAILED: { kind: 'unavailable', meaning: 'the plane cannot listen on `CERTPLANE_LISTEN` (address in use, no permission)' },
+  METRICS_LISTEN_FAILED: { kind: 'unavailable', meaning: 'the plane cannot listen on `CERTPLANE_METRICS_LISTEN` (address in use, not an address of this host, no permission); the start stops' },
   SHUTDOWN_INCOMPLETE: { kind: 'internal', meaning: 'some resources could not be closed at shutdown; the others were' },
 
   // The admin console and its socket

@@ -8,7 +8,6 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../agents/ca.js';
 import type { IssuanceCoordinator } from '../agents/issuance.js';
@@ -30,6 +29,7 @@ import { operationsRoutes } from './routes/operations.js';
 import { reissueRoutes } from './routes/reissues.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { whatIfRoutes } from './routes/whatif.js';
+import type { MetricsSource } from './metrics.js';
 
 export interface ApiDependencies {
   readonly store: Store;
@@ -45,7 +45,8 @@ export interface ApiDependencies {
   readonly trust: Pick<LiveTrust, 'current'>;
   /** What-if over the fleet's stored chains. */
   readonly trustEvaluation: Pick<TrustEvaluation, 'whatIf'>;
-  readonly metrics: Registry;
+  /** The process's and the fleet's metrics (./metrics.ts), for /metrics. */
+  readonly metrics: MetricsSource;
   readonly logger: Logger;
   readonly clock: () => Date;
   /** How long an enrollment token stays usable. */

@@ -83,6 +83,11 @@ const listenAddress = z.string().transform((raw, ctx) => {
   return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port };
 });
 
+/** An address that binds every interface. */
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
@@ -115,6 +120,7 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level; JSON lines (stdout for `serve` and `agent`, stderr for one-shot commands), with key, token, secret and authorization fields redacted'),
     CERTPLANE_DATABASE_URL: z.string().regex(/^(postgres(ql)?:\/\/.+|pglite:.+|memory:)$/, 'must be postgres://..., pglite:PATH or memory:').default('pglite:./data/db').describe('`postgres://USER:PASS@HOST/DB` (a PostgreSQL server: production, several replicas), `pglite:PATH` (embedded PostgreSQL in a folder, one process at a time) or `memory:` (throwaway)'),
     CERTPLANE_LISTEN: listenAddress.prefault('127.0.0.1:8443').describe('address `serve` binds to (`HOST:PORT`, `[::1]:PORT`)'),
+    CERTPLANE_METRICS_LISTEN: listenAddress.optional().meta({ description: 'a second, plain-HTTP listener (`HOST:PORT`) that serves only `GET /metrics`, without client certificates, for a Prometheus scraper on a private network; the main listener keeps requiring client certificates (and keeps its own authenticated `/metrics`). Bind it to an address only the scraper\'s network reaches ([monitoring](../operations.md#monitoring))', shownDefault: 'unset: `/metrics` on the main listener only' }),
     CERTPLANE_INSECURE_HTTP: z.enum(['0', '1']).default('0').describe('`1`: plain HTTP, no client authentication, loopback listen address only, warning at start (development)'),
     CERTPLANE_TLS_CERT: z.string().min(1).optional().describe('PEM file of the plane\'s HTTPS certificate; required with `CERTPLANE_TLS_KEY` unless `CERTPLANE_INSECURE_HTTP=1`'),
     CERTPLANE_TLS_KEY: z.string().min(1).optional().describe('PEM file of the plane\'s HTTPS key; required with `CERTPLANE_TLS_CERT` unless `CERTPLANE_INSECURE_HTTP=1`; a key readable by group or others is refused (`SECRETS_FILE_PERMISSIONS`)'),
@@ -132,6 +138,10 @@ export const CONFIGURATION_SCHEMA = z
   .superRefine((env, ctx) => {
     if (env.CERTPLANE_INSECURE_HTTP === '1' && !isLoopback(env.CERTPLANE_LISTEN.host)) {
       ctx.addIssue({ code: 'custom', path: ['CERTPLANE_LISTEN'], message: 'must be a loopback address when CERTPLANE_INSECURE_HTTP=1 (plain HTTP without client authentication is for development on this machine only)' });
+    }
+    const metrics = env.CERTPLANE_METRICS_LISTEN;
+    if (metrics && metrics.port === env.CERTPLANE_LISTEN.port && metrics.port !== 0 && (metrics.host === env.CERTPLANE_LISTEN.host || isWildcard(metrics.host) || isWildcard(env.CERTPLANE_LISTEN.host))) {
+      ctx.addIssue({ code: 'custom', path: ['CERTPLANE_METRICS_LISTEN'], message: `must be another address than CERTPLANE_LISTEN (both are port ${metrics.port}): the metrics listener is a second listener` });
     }
     if ((env.CERTPLANE_TLS_CERT === undefined) !== (env.CERTPLANE_TLS_KEY === undefined)) {
       ctx.addIssue({ code: 'custom', path: [env.CERTPLANE_TLS_CERT ? 'CERTPLANE_TLS_KEY' : 'CERTPLANE_TLS_CERT'], message: 'CERTPLANE_TLS_CERT and CERTPLANE_TLS_KEY go together' });
@@ -181,6 +191,8 @@ export interface Config {
   readonly server: {
     readonly databaseUrl: string;
     readonly listen: { readonly host: string; readonly port: number };
+    /** A second, plain-HTTP listener serving only /metrics, for a scraper on a private network; undefined: none. */
+    readonly metricsListen: { readonly host: string; readonly port: number } | undefined;
     /** Plain HTTP without client authentication, loopback only: development until mutual TLS lands. */
     readonly insecureHttp: boolean;
     readonly tlsCertPath: string | undefined;
@@ -240,6 +252,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     server: {
       databaseUrl: e.CERTPLANE_DATABASE_URL,
       listen: e.CERTPLANE_LISTEN,
+      metricsListen: e.CERTPLANE_METRICS_LISTEN,
       insecureHttp: e.CERTPLANE_INSECURE_HTTP === '1',
       tlsCertPath: e.CERTPLANE_TLS_CERT,
       tlsKeyPath: e.CERTPLANE_TLS_KEY,

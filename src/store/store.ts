@@ -480,6 +480,33 @@ class SqlStore implements Store {
     },
   };
 
+  readonly fleet: Store['fleet'] = {
+    instances: async () => {
+      // Set-based, not a lookup per instance: the installed certificates come from one scan of
+      // the certificates_status index (history, superseded rows, is never read) and are
+      // hash-joined to the instances and their verdicts. 10,000 instances: see docs/operations.md#monitoring.
+      const rows = await this.db.query<{ id: string; cluster: string | null; not_after: Date | null; renew_at: Date | null; trust_status: 'ok' | 'broken' | null }>(
+        `SELECT i.id, i.cluster, c.not_after, c.renew_at, t.status AS trust_status
+         FROM instances i
+         LEFT JOIN (
+           SELECT DISTINCT ON (r.instance_id) r.instance_id, r.id, r.not_after, r.renew_at
+           FROM certificates r WHERE r.status = 'installed' ORDER BY r.instance_id, r.created_at DESC, r.creation_order DESC
+         ) c ON c.instance_id = i.id
+         LEFT JOIN instance_trust t ON t.instance_id = i.id AND t.certificate_id = c.id
+         WHERE i.decommissioned_at IS NULL
+         ORDER BY i.created_at, i.id`,
+      );
+      return rows.map((r) => ({ instanceId: r.id, cluster: r.cluster, notAfter: r.not_after, renewAt: r.renew_at, trustStatus: r.trust_status }));
+    },
+    lastTrustReload: async () => {
+      const [row] = await this.db.query<{ at: Date; broken: number | null; alternate_available: number | null }>(
+        `SELECT at, (details->>'broken')::int AS broken, (details->>'alternateAvailable')::int AS alternate_available
+         FROM audit_log WHERE action = 'trust.reload' ORDER BY id DESC LIMIT 1`,
+      );
+      return row && { at: row.at, broken: row.broken ?? 0, alternateAvailable: row.alternate_available ?? 0 };
+    },
+  };
+
   readonly enrollmentTokens: Store['enrollmentTokens'] = {
     create: async (instanceId, tokenSha256, expiresAt) => {
       await this.forInstance(instanceId, 'an enrollment token', () =>

@@ -105,6 +105,31 @@ export interface InstanceServedRecord {
   readonly problems: readonly { readonly target: string; readonly sni: string | null; readonly code: string; readonly message: string }[];
 }
 
+/**
+ * One live instance as the fleet metrics show it, read at scrape time: the dates of its
+ * installed certificate and the trust verdict of that certificate.
+ */
+export interface FleetInstanceRecord {
+  readonly instanceId: string;
+  readonly cluster: string | null;
+  /** The installed certificate's notAfter; null when none is installed (or its date is unknown). */
+  readonly notAfter: Date | null;
+  /** When the installed certificate is due for renewal; null when none is installed or no time is set. */
+  readonly renewAt: Date | null;
+  /** The last trust evaluation of the installed certificate; null when none is installed or it was not judged yet. */
+  readonly trustStatus: 'ok' | 'broken' | null;
+  // The served-chain status (the agent's probe) joins here when it is stored: see INSTANCE_GAUGES in api/metrics.ts.
+}
+
+/** The last trust reload as its audit entry records it. */
+export interface TrustReloadRecord {
+  readonly at: Date;
+  /** Instances whose installed chain the reload found broken in one of their profiles. */
+  readonly broken: number;
+  /** Of those, the ones with a stored chain of the same certificate that verifies everywhere. */
+  readonly alternateAvailable: number;
+}
+
 /** An instance with its installed certificate (if any) and that certificate's stored chains: what trust evaluation reads. */
 export interface InstalledChainsRecord {
   readonly instance: Pick<InstanceRecord, 'id' | 'name' | 'cluster' | 'createdAt' | 'trustProfiles'>;
@@ -456,6 +481,16 @@ export interface Store {
     record(row: InstanceServedRecord): Promise<void>;
     /** The stored judgements of `instanceIds`. */
     of(instanceIds: readonly string[]): Promise<Map<string, InstanceServedRecord>>;
+  };
+  /**
+   * What the fleet metrics read at every scrape, from the database, so every process
+   * reports the same values and a restart resets nothing.
+   */
+  readonly fleet: {
+    /** Every instance not decommissioned (creation order) with its installed certificate's dates and trust verdict, in one query. */
+    instances(): Promise<FleetInstanceRecord[]>;
+    /** The latest `trust.reload` of the audit trail; undefined before the first. */
+    lastTrustReload(): Promise<TrustReloadRecord | undefined>;
   };
   readonly jobs: JobStore;
   readonly campaigns: CampaignStore;

@@ -96,10 +96,11 @@ describe('cluster limits on every route', async () => {
       assert.equal(refused.body.code, ErrorCode.ENROLLMENT_TOKEN_INVALID);
     },
     'GET /metrics': async () => {
-      // Process-wide counters without instance or cluster labels.
+      // Process-wide counters without instance or cluster labels, and the fleet series of the caller's clusters only.
       const metrics = await call('euReader', 'GET', '/metrics');
       assert.equal(metrics.status, 200);
-      for (const secret of ['us-1', ids.us, ids.bare]) assert.ok(!String(metrics.body).includes(secret), `metrics mention ${secret}`);
+      for (const secret of ['us-1', ids.us, ids.bare, 'certplane_trust_reload_broken_instances']) assert.ok(!String(metrics.body).includes(secret), `metrics mention ${secret}`);
+      assert.match(String(metrics.body), new RegExp(`^certplane_instance_ready\\{instance_id="${ids.eu}",cluster="eu-1"\\} 0$`, 'm'));
     },
     'GET /v1/instances': async () => {
       for (const who of ['euReader', 'euOperator'] as const) {

@@ -19,6 +19,8 @@
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
  * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
  *    and a reload over a 10,000-instance fleet.
+ * 5. Fleet metrics (metrics.ts): one /metrics scrape over BENCH_METRICS_INSTANCES (10,000)
+ *    instances on each engine of BENCH_ENGINES, beside a bare read of the instances' ids.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -38,6 +40,7 @@ import { intermediate, leaf, root } from '../support/hierarchies.js';
 import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
 import { benchAgentFleet } from './agents-scale.js';
 import { benchFirstSight, benchWhatIf } from './trust.js';
+import { benchFleetMetrics } from './metrics.js';
 
 const VERIFY_SECONDS = Number(process.env.BENCH_VERIFY_SECONDS ?? 3);
 const ISSUE_COUNT = Number(process.env.BENCH_ISSUE_COUNT ?? 20);
@@ -177,6 +180,7 @@ process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length}
 await benchVerification();
 await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
 await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
+await benchFleetMetrics(Number(process.env.BENCH_METRICS_INSTANCES ?? 10_000), (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as ('pglite' | 'postgres')[]);
 await benchNames();
 await benchIssuance();
 await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);

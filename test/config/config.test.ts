@@ -68,3 +68,13 @@ test('leases and shutdown grace: 60 s and 10 s by default, configurable within b
   invalid({ CERTPLANE_SHUTDOWN_GRACE_MS: '-1' }, 'CERTPLANE_SHUTDOWN_GRACE_MS');
   invalid({ CERTPLANE_SHUTDOWN_GRACE_MS: 'soon' }, 'CERTPLANE_SHUTDOWN_GRACE_MS');
 });
+
+test('metrics listener: unset by default, HOST:PORT when set, refused when malformed or the main listener\'s own address', () => {
+  assert.equal(loadConfig({}).server.metricsListen, undefined);
+  assert.deepEqual(loadConfig({ CERTPLANE_METRICS_LISTEN: '10.0.0.5:9464' }).server.metricsListen, { host: '10.0.0.5', port: 9464 });
+  assert.deepEqual(loadConfig({ CERTPLANE_METRICS_LISTEN: '[::1]:9464' }).server.metricsListen, { host: '::1', port: 9464 });
+  for (const bad of ['9464', 'metrics', '10.0.0.5:', '10.0.0.5:70000', 'http://10.0.0.5:9464']) invalid({ CERTPLANE_METRICS_LISTEN: bad }, 'CERTPLANE_METRICS_LISTEN');
+  invalid({ CERTPLANE_METRICS_LISTEN: '127.0.0.1:8443' }, 'CERTPLANE_METRICS_LISTEN');
+  invalid({ CERTPLANE_LISTEN: '0.0.0.0:9000', CERTPLANE_METRICS_LISTEN: '10.0.0.5:9000' }, 'CERTPLANE_METRICS_LISTEN');
+  assert.deepEqual(loadConfig({ CERTPLANE_LISTEN: '127.0.0.1:9000', CERTPLANE_METRICS_LISTEN: '127.0.0.2:9000' }).server.metricsListen, { host: '127.0.0.2', port: 9000 });
+});

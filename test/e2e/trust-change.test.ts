@@ -3,7 +3,8 @@
  * root, a fleet of agents whose installed chains end at Pebble's first root. `certplane
  * whatif` is asked what happens if the instances' clients lose that root; the root is then
  * removed from the profile file and the trust settings reloaded with `certplane admin
- * reload-trust`: the API and `certplane status` show exactly the predicted instances broken,
+ * reload-trust`: the API, `certplane status` and the metrics (scraped from the plain-HTTP
+ * metrics listener) show exactly the predicted instances broken,
  * each with a stored alternate chain (the one to Pebble's other root) available. Issuance
  * then takes the chain that verifies in every profile of an instance, refuses naming the
  * profile when none does, and SIGHUP reloads the trust settings like the admin command.
@@ -19,6 +20,7 @@ import { root } from '../support/hierarchies.js';
 import { freePort } from '../support/ports.js';
 import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
+import { instanceSeries, singleValue } from '../support/metrics.js';
 
 const INSTANCES = 3;
 
@@ -28,6 +30,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
   let roots: Certificate[];
   let plane: RunningProcess;
   let api: string;
+  let metricsUrl: string;
   let env: Record<string, string>;
   const agents: SimulatedAgent[] = [];
 
@@ -45,6 +48,8 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     await dir.write('nobody.pem', (await root('A Root No Pebble Chain Reaches')).pem);
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
+    const metricsPort = await freePort();
+    metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
     env = {
       ...localPlaneEnv({
         port,
@@ -59,6 +64,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
       CERTPLANE_TRUST_PROFILES: JSON.stringify({ clients: join(dir.dir, 'clients.pem'), nobody: join(dir.dir, 'nobody.pem') }),
       CERTPLANE_ADMIN_SOCKET: join(dir.dir, 'admin.sock'),
       CERTPLANE_LOG_LEVEL: 'info',
+      CERTPLANE_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
     };
     plane = startCertplane(['serve'], env);
     await plane.waitForLine((line) => line.includes('management plane listening'), 240_000);
@@ -85,6 +91,9 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
         return body.certificate?.status === 'installed' && body.trust.status === 'ok' ? body : undefined;
       }, 180_000, 500, `instance ${agent.instanceId} to install and be judged`);
       assert.equal(view.certificate.anchor, roots[0]!.subjectCN, 'the installed chain ends at the first root');
+      const scraped = await (await fetch(metricsUrl)).text();
+      assert.equal(instanceSeries(scraped, 'certplane_instance_ready').get(agent.instanceId)?.[1], 1, scraped);
+      assert.equal(instanceSeries(scraped, 'certplane_certificate_expiry_timestamp_seconds').get(agent.instanceId)?.[1], Date.parse(view.certificate.notAfter) / 1000);
     }
 
     const asked = await certplane(['whatif', '--server', api, '--remove-root', roots[0]!.subjectCN, '--from-profile', 'clients', '--json']);
@@ -111,6 +120,10 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     const status = await certplane(['status', '--server', api]);
     assert.equal(status.code, 0, status.stderr);
     assert.equal(status.stdout.split('\n').filter((line) => line.includes('TRUST BROKEN in clients (a stored alternate chain verifies)')).length, INSTANCES);
+    const scraped = await (await fetch(metricsUrl)).text();
+    assert.deepEqual([...instanceSeries(scraped, 'certplane_instance_chain_broken')].filter(([, [, value]]) => value === 1).map(([id]) => id).sort(), predicted);
+    assert.ok(predicted.every((id) => instanceSeries(scraped, 'certplane_instance_ready').get(id)?.[1] === 0), scraped);
+    assert.deepEqual([singleValue(scraped, 'certplane_trust_reload_broken_instances'), singleValue(scraped, 'certplane_trust_reload_alternate_available_instances')], [INSTANCES, INSTANCES]);
   });
 
   test('issuance takes the chain that verifies in every profile of the instance, refuses naming the profile when none does, and SIGHUP reloads', async () => {

@@ -18,6 +18,7 @@ import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/p
 import { SessionRegistry } from '../../src/agents/sessions.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { buildApi } from '../../src/api/app.js';
+import { FleetMetrics, metricsSource } from '../../src/api/metrics.js';
 import { PageCursors } from '../../src/api/cursors.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
 import { TrustEvaluation } from '../../src/jobs/trust.js';
@@ -96,7 +97,7 @@ export async function startTestPlane(
   const campaigns = new Campaigns({ store, clock, logger });
   const cursors = await PageCursors.loadOrCreate(secrets);
   const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger });
-  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: new Registry(), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
+  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsSource(new Registry(), new FleetMetrics({ store, clock })), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url,

@@ -20,8 +20,8 @@ export function operationsRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
         return reply;
       }
     });
-    app.get('/metrics', { config: { permission: 'read' }, schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) => {
-      return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+    app.get('/metrics', { config: { permission: 'read' }, schema: { summary: 'Prometheus metrics: this process\'s, and the fleet\'s from the database (a caller limited to clusters sees its clusters\' instances only)', tags: ['operations'] } }, async (request, reply) => {
+      return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics(request.caller));
     });
   };
 }
