@@ -3,3 +3,4 @@ export * from './machine.js';
 export * from './reasons.js';
 export * from './ownership.js';
 export * from './revocation.js';
+export * from './rechain.js';
