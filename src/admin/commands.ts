@@ -18,7 +18,8 @@ import type { LiveTrust } from '../config/trust.js';
 import type { TrustEvaluation } from '../jobs/trust.js';
 import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
-import { Selector, type Campaigns } from '../jobs/campaigns.js';
+import { Selector, describeDryRun, type Campaigns } from '../jobs/campaigns.js';
+import { REISSUE_MODES } from '../lifecycle/index.js';
 import type { ApiClientRecord, Store } from '../store/index.js';
 import { Text } from '../api/schemas.js';
 import { escapeControlCharacters, refusePrivateKey } from '../untrusted-text.js';
@@ -277,18 +278,17 @@ const status = define({
 });
 
 const reissue = define({
-  summary: 'start a reissue campaign with fresh keys (dry run first), as the REST API does',
-  usage: '--selector JSON --reason TEXT [--dry-run]',
-  options: { selector: { arg: 'selector', kind: 'json' }, reason: { arg: 'reason', kind: 'text' }, 'dry-run': { arg: 'dryRun', kind: 'flag' } },
+  summary: 'start a reissue campaign with fresh keys, or a rechain campaign (stored chains, no order), dry run first, as the REST API does',
+  usage: '--selector JSON --reason TEXT [--mode reissue|rechain|rechain-or-reissue] [--dry-run]',
+  options: { selector: { arg: 'selector', kind: 'json' }, reason: { arg: 'reason', kind: 'text' }, mode: { arg: 'mode', kind: 'text' }, 'dry-run': { arg: 'dryRun', kind: 'flag' } },
   changesState: true,
-  schema: z.strictObject({ selector: Selector, reason: Reason, dryRun: z.boolean().optional() }),
+  schema: z.strictObject({ selector: Selector, reason: Reason, mode: z.enum(REISSUE_MODES).optional(), dryRun: z.boolean().optional() }),
   async run(args, actor, deps) {
     // Campaigns.start records the campaign in the audit trail itself.
-    const result = await deps.campaigns.start({ selector: args.selector, reason: args.reason, dryRun: args.dryRun ?? false, rotateKey: true, actor });
-    if ('dryRun' in result) {
-      return { data: result, text: [`dry run: ${result.matched} instance(s) match; the rate limiter predicts about ${result.predictedSeconds} s`, ...result.instanceIds].join('\n') };
-    }
-    return { data: result, text: `campaign ${result.campaign.id} started: ${result.counts.matched} instance(s)` };
+    const result = await deps.campaigns.start({ selector: args.selector, reason: args.reason, dryRun: args.dryRun ?? false, mode: args.mode, actor });
+    if ('dryRun' in result) return { data: result, text: describeDryRun(result).join('\n') };
+    const { counts } = result;
+    return { data: result, text: `campaign ${result.campaign.id} started: ${counts.matched} instance(s)${counts.skipped > 0 ? `, ${counts.skipped} skipped (${Object.entries(counts.skippedReasons).map(([r, n]) => `${r} ${n}`).join(', ')})` : ''}` };
   },
 });
 

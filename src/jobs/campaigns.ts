@@ -201,3 +201,17 @@ function countPaths(planned: readonly PlannedPath[]): PathCounts {
   }
   return { ...counts, skipReasons };
 }
+
+/**
+ * A dry run for people: what matched and how long the limiter predicts, then per path the
+ * counts and one line per instance. A plain reissue reads as it always did.
+ */
+export function describeDryRun(result: Pick<DryRun, 'mode' | 'matched' | 'predictedSeconds' | 'paths' | 'instances'>): string[] {
+  if (result.mode === 'reissue') return [`dry run: ${result.matched} instance(s) match; the rate limiter predicts about ${result.predictedSeconds} s`, ...result.instances.map((p) => p.instanceId)];
+  const { paths } = result;
+  const reasons = Object.entries(paths.skipReasons).sort(([a], [b]) => a.localeCompare(b)).map(([reason, count]) => `${reason} ${count}`);
+  return [
+    `dry run: ${result.matched} instance(s) match (mode ${result.mode}): ${paths.rechain} rechain (a stored chain, no order), ${paths.reissue} reissue (a new order), ${paths.skip} skipped${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}; the rate limiter predicts about ${result.predictedSeconds} s for the new orders`,
+    ...result.instances.map((p) => `${p.instanceId}  ${p.path}${p.path === 'rechain' ? ` chain ${p.chainIndex}` : p.path === 'skip' ? ` ${p.reason}` : ''}`),
+  ];
+}

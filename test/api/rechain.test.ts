@@ -15,6 +15,7 @@ import { freshPostgresDatabase } from '../support/postgres.js';
 import { advance } from '../support/lifecycle.js';
 import { leaf, letsEncrypt2021, pem } from '../support/hierarchies.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';
+import { certplane } from '../support/cli.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const PREFERENCES = ['ISRG Root X1', 'DST Root CA X3'];
@@ -101,6 +102,16 @@ for (const engine of ['pglite', 'postgres'] as const) {
       assert.deepEqual([reissue.body.mode, reissue.body.paths.reissue, reissue.body.paths.rechain], ['reissue', 2, 0], 'reissue stays the default');
       assert.equal(await jobCount(), 0);
       assert.equal(Number((await plane.store.query<{ n: string }>('SELECT count(*) AS n FROM campaigns'))[0]!.n), 0);
+    });
+
+    test('certplane reissue --mode rechain --dry-run prints the path of each instance', async () => {
+      const dry = await certplane(['reissue', '--server', plane.url, '--all', '--mode', 'rechain', '--reason', 'rehearsal', '--dry-run']);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, /^dry run: 4 instance\(s\) match \(mode rechain\): 1 rechain \(a stored chain, no order\), 0 reissue \(a new order\), 3 skipped \(current 1, no-alternate-chain 1, no-installed-certificate 1\)/);
+      assert.ok(dry.stdout.includes(`${ids.moves}  rechain chain 0`), dry.stdout);
+      assert.ok(dry.stdout.includes(`${ids.stranded}  skip no-alternate-chain`), dry.stdout);
+      const bad = await certplane(['reissue', '--server', plane.url, '--all', '--mode', 'rechain-everything', '--reason', 'x', '--dry-run']);
+      assert.equal(bad.code, 2);
     });
 
     test('invalid requests are refused with stable codes', async () => {
