@@ -34,6 +34,7 @@ export interface TestPlane {
   readonly store: Store;
   readonly ca: AgentCa;
   readonly sessions: SessionRegistry;
+  readonly coordinator: IssuanceCoordinator;
   readonly app: Awaited<ReturnType<typeof buildApi>>;
   /** The same parts the admin console is composed from in `certplane serve`. */
   readonly campaigns: Campaigns;
@@ -106,6 +107,7 @@ export async function startTestPlane(
     store,
     ca,
     sessions,
+    coordinator,
     app,
     campaigns,
     rechains,
