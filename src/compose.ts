@@ -23,6 +23,7 @@ import { CertplaneError } from './errors.js';
 import { startAdminSocket, type AdminDeps } from './admin/index.js';
 import { offsetFileClock, systemClock, type Clock } from './config/clock.js';
 import { Campaigns } from './jobs/campaigns.js';
+import { Rechains } from './jobs/rechain.js';
 import { JobLifecycle, type RenewalAdvisor } from './jobs/lifecycle.js';
 import { Scheduler } from './jobs/scheduler.js';
 import { RateLimiter, parseRateLimits } from './jobs/ratelimit.js';
@@ -232,8 +233,10 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
         () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
       ),
     );
-    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake() });
-    const scheduler = new Scheduler({ store, coordinator, lifecycle, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
+    // A rechain record waits for its agent from the moment it exists: the process holding the channel delivers it (here at once, elsewhere on its notification).
+    const rechains = new Rechains({ store, trust, clock, logger: logger.child({ room: 'jobs' }), onRechained: (certificate) => coordinator.wake({ instanceId: certificate.instanceId, id: certificate.id, status: certificate.status }) });
+    const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake(), rechains });
+    const scheduler = new Scheduler({ store, coordinator, lifecycle, rechains, logger: logger.child({ room: 'jobs' }), clock, intervalMs: config.server.schedulerIntervalMs, metrics });
     started.add('revocation watch', sessions.watchRevocations());
     // Per process (agents, stages) and per fleet (read from the database at every scrape: the same on every process).
     const metricsServed = metricsSource(registry, new FleetMetrics({ store, clock }));
@@ -246,7 +249,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     started.add('in-flight orders', () => coordinator.stop(config.server.shutdownGraceMs));
     // The listener's certificate is re-read from its files on `reload-tls` (admin console) or SIGHUP.
     const serverTls = served && readTls ? serverCertificate(app.server as HttpsServer, served.identity, readTls, clock) : undefined;
-    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls, trust: { live: trust, evaluation: trustEvaluation } };
+    const adminDeps: AdminDeps = { store, sessions, campaigns, clock, logger: logger.child({ room: 'admin' }), serverTls, trust: { live: trust, evaluation: trustEvaluation, onChange: config.chain.onTrustChange } };
     const adminSocket = await startAdminSocket({ path: config.server.adminSocket, deps: adminDeps });
     started.add('admin socket', () => adminSocket.close());
     if (config.server.metricsListen) {

@@ -133,6 +133,10 @@ const CATALOGUE = {
   // Reissue campaigns and the rate limiter
   REISSUE_KEY_REUSE_UNSUPPORTED: { kind: 'bad-input', meaning: '`rotateKey=false`: every certificate gets a fresh key made on the instance' },
   REISSUE_NOTHING_MATCHED: { kind: 'bad-input', meaning: 'the selector matches no instance; nothing to reissue' },
+  REISSUE_RECHAIN_KEEPS_KEY: { kind: 'bad-input', meaning: '`mode: rechain` with `rotateKey: true`: a rechain delivers the same certificate on another chain, so its key stays; use `rechain-or-reissue` or `reissue` for new keys' },
+  RECHAIN_NO_SATISFYING_CHAIN: { kind: 'refused', meaning: 'no stored chain of the installed certificate satisfies the preferences and every trust profile of the instance now; only a new order (a reissue) helps' },
+  RECHAIN_NO_INSTALLED_CERTIFICATE: { kind: 'refused', meaning: 'the instance has no installed certificate to re-chain' },
+  RECHAIN_ISSUANCE_UNDER_WAY: { kind: 'conflict', meaning: 'a certificate is being issued or delivered for the instance; its chain is chosen under the trust in force, so there is nothing to re-chain' },
   RATE_LIMIT_CONFIG_INVALID: { kind: 'bad-input', meaning: '`CERTPLANE_RATE_LIMITS` is not valid JSON of rate-limit buckets' },
   RATE_LIMIT_INVALID_REQUEST: { kind: 'bad-input', meaning: 'the rate limiter was asked about something it cannot count (no hostname, not a hostname, a bad date or count)' },
 

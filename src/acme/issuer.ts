@@ -15,6 +15,7 @@ import {
   explainSelection,
   parseCertificateBundle,
   parseCsr,
+  anchorsOfProfiles,
   requireSelection,
   selectChain,
   topmostCertificate,
@@ -511,7 +512,7 @@ export class AcmeIssuer {
       preferences: policy.preferences,
       fallback: policy.fallback,
       // With profiles, a preferred root may be held by any of them; each must still verify the chain.
-      trustAnchors: profiles ? [...new Map(profiles.flatMap((p) => p.anchors).map((a) => [a.fingerprintSha256, a])).values()] : policy.trustAnchors,
+      trustAnchors: profiles ? anchorsOfProfiles(profiles) : policy.trustAnchors,
       distrustedSpkiSha256: policy.distrustedSpkiSha256,
       at,
       hostnames: names,

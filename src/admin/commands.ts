@@ -18,11 +18,13 @@ import type { LiveTrust } from '../config/trust.js';
 import type { TrustEvaluation } from '../jobs/trust.js';
 import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
-import { Selector, type Campaigns } from '../jobs/campaigns.js';
+import { Selector, describeDryRun, type Campaigns } from '../jobs/campaigns.js';
+import { REISSUE_MODES } from '../lifecycle/index.js';
 import type { ApiClientRecord, Store } from '../store/index.js';
 import { Text } from '../api/schemas.js';
 import { escapeControlCharacters, refusePrivateKey } from '../untrusted-text.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { processName } from '../process-name.js';
 
 /** What the console acts on: the same parts `certplane serve` composes, so both transports see the live process. */
 export interface AdminDeps {
@@ -35,7 +37,14 @@ export interface AdminDeps {
   /** The HTTPS listener's certificate, re-read from its files; absent when the plane serves plain HTTP (development mode). */
   readonly serverTls?: Pick<ServerCertificate, 'reload'> | undefined;
   /** The trust settings in force and the fleet's re-evaluation under them; absent where no plane runs them. */
-  readonly trust?: { readonly live: Pick<LiveTrust, 'reload'>; readonly evaluation: Pick<TrustEvaluation, 'evaluate'> } | undefined;
+  readonly trust?:
+    | {
+        readonly live: Pick<LiveTrust, 'reload'>;
+        readonly evaluation: Pick<TrustEvaluation, 'evaluate'>;
+        /** CERTPLANE_ON_TRUST_CHANGE: `rechain` starts a rechain campaign for what a reload broke. */
+        readonly onChange?: 'report' | 'rechain';
+      }
+    | undefined;
 }
 
 /** One command as either transport hands it over; `actor` is set by the transport, never trusted from the args. */
@@ -264,18 +273,17 @@ const status = define({
 });
 
 const reissue = define({
-  summary: 'start a reissue campaign with fresh keys (dry run first), as the REST API does',
-  usage: '--selector JSON --reason TEXT [--dry-run]',
-  options: { selector: { arg: 'selector', kind: 'json' }, reason: { arg: 'reason', kind: 'text' }, 'dry-run': { arg: 'dryRun', kind: 'flag' } },
+  summary: 'start a reissue campaign with fresh keys, or a rechain campaign (stored chains, no order), dry run first, as the REST API does',
+  usage: '--selector JSON --reason TEXT [--mode reissue|rechain|rechain-or-reissue] [--dry-run]',
+  options: { selector: { arg: 'selector', kind: 'json' }, reason: { arg: 'reason', kind: 'text' }, mode: { arg: 'mode', kind: 'text' }, 'dry-run': { arg: 'dryRun', kind: 'flag' } },
   changesState: true,
-  schema: z.strictObject({ selector: Selector, reason: Reason, dryRun: z.boolean().optional() }),
+  schema: z.strictObject({ selector: Selector, reason: Reason, mode: z.enum(REISSUE_MODES).optional(), dryRun: z.boolean().optional() }),
   async run(args, actor, deps) {
     // Campaigns.start records the campaign in the audit trail itself.
-    const result = await deps.campaigns.start({ selector: args.selector, reason: args.reason, dryRun: args.dryRun ?? false, rotateKey: true, actor });
-    if ('dryRun' in result) {
-      return { data: result, text: [`dry run: ${result.matched} instance(s) match; the rate limiter predicts about ${result.predictedSeconds} s`, ...result.instanceIds].join('\n') };
-    }
-    return { data: result, text: `campaign ${result.campaign.id} started: ${result.counts.matched} instance(s)` };
+    const result = await deps.campaigns.start({ selector: args.selector, reason: args.reason, dryRun: args.dryRun ?? false, mode: args.mode, actor });
+    if ('dryRun' in result) return { data: result, text: describeDryRun(result).join('\n') };
+    const { counts } = result;
+    return { data: result, text: `campaign ${result.campaign.id} started: ${counts.matched} instance(s)${counts.skipped > 0 ? `, ${counts.skipped} skipped (${Object.entries(counts.skippedReasons).map(([r, n]) => `${r} ${n}`).join(', ')})` : ''}` };
   },
 });
 
@@ -319,15 +327,40 @@ const reloadTrust = define({
     await deps.store.audit.record({ actor, action: 'trust.reload', target: current.fingerprint, reason: args.reason, details });
     for (const preference of current.unheldPreferences) deps.logger.warn({ preference }, 'no trust profile holds this preferred root; chains to it are never chosen');
     deps.logger[summary.broken > 0 ? 'warn' : 'info']({ actor, ...details, brokenInstances: summary.brokenInstances }, 'trust settings reloaded');
+    const rechain = deps.trust.onChange === 'rechain' && summary.broken > 0 ? await rechainBroken(deps, actor, args.reason) : undefined;
     const lines = [
       `trust settings ${previous.fingerprint === current.fingerprint ? 'unchanged' : 'reloaded'}: profiles ${current.profiles.map((p) => `${p.name} (${p.anchors.length} roots)`).join(', ')}`,
       ...current.unheldPreferences.map((p) => `warning: no profile holds the preferred root "${shown(p)}"`),
       `installed chains judged: ${summary.evaluated}; broken: ${summary.broken} (${summary.alternateAvailable} with a stored alternate chain)`,
       ...summary.brokenInstances.map((b) => `  ${b.instanceId}  broken in ${b.brokenProfiles.join(', ')}  ${b.alternateChainIndex === null ? 'needs a new certificate' : `alternate chain ${b.alternateChainIndex} verifies`}`),
+      ...(rechain ? [rechain.text] : []),
     ];
-    return { data: { ...details, brokenInstances: summary.brokenInstances }, text: lines.join('\n') };
+    return { data: { ...details, brokenInstances: summary.brokenInstances, ...(rechain ? { rechainCampaign: rechain.data } : {}) }, text: lines.join('\n') };
   },
 });
+
+/**
+ * CERTPLANE_ON_TRUST_CHANGE=rechain: the instances a reload broke get the stored chain the
+ * new trust selects, by a campaign the plane starts itself (audited with a service actor, the
+ * reload's actor and reason in its reason). Its failure to start is reported, never a failure
+ * of the reload, which is done by then.
+ */
+async function rechainBroken(deps: AdminDeps, actor: string, reason: string): Promise<{ data: unknown; text: string }> {
+  try {
+    const started = await deps.campaigns.start({ selector: { trustBroken: true }, mode: 'rechain', reason: `trust reload by ${actor}: ${reason}`.slice(0, 1000), dryRun: false, actor: `service:${processName()} (on trust change)` });
+    if ('dryRun' in started) throw new CertplaneError(ErrorCode.INTERNAL, 'a rechain campaign answered as a dry run');
+    const { campaign, counts } = started;
+    deps.logger.warn({ campaignId: campaign.id, matched: counts.matched, skipped: counts.skipped, skippedReasons: counts.skippedReasons }, 'trust reload broke installed chains: rechain campaign started (CERTPLANE_ON_TRUST_CHANGE=rechain)');
+    return {
+      data: { id: campaign.id, matched: counts.matched, rechain: counts.matched - counts.skipped, skipped: counts.skipped, skippedReasons: counts.skippedReasons },
+      text: `rechain campaign ${campaign.id} started (CERTPLANE_ON_TRUST_CHANGE=rechain): ${counts.matched - counts.skipped} to re-chain, ${counts.skipped} reported without a stored chain that fits${counts.skipped > 0 ? ` (${Object.entries(counts.skippedReasons).map(([r, n]) => `${r}: ${n}`).join(', ')})` : ''}`,
+    };
+  } catch (error) {
+    const code = (error as CertplaneError).code ?? ErrorCode.INTERNAL;
+    deps.logger.error({ code, err: (error as Error).message }, 'the rechain campaign after the trust reload did not start');
+    return { data: { error: { code, message: (error as Error).message } }, text: `rechain campaign not started: ${code}: ${(error as Error).message}` };
+  }
+}
 
 const audit = define({
   summary: 'the latest entries of the audit trail: who did what, and why',

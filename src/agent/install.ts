@@ -1,6 +1,7 @@
 /**
  * Installs a delivered chain on the instance: verifies it again, independently of the
- * management plane, makes it live next to its pending key, reloads the database server and
+ * management plane, makes it live next to its pending key (or, for a rechain, next to the
+ * live key of the same certificate), reloads the database server and
  * rolls back when the reload fails. Every step is journaled, so a delivery repeated after
  * a reconnect or a crash finishes the work instead of doing it twice.
  */
@@ -114,8 +115,6 @@ export class Installer {
   private async installNow(certificateId: string, fullchainPem: string, expected: string): Promise<InstallResult> {
     pendingKeyPath(this.options.state, certificateId);
     const live = await this.inspectPair('live');
-    if (live.kind === 'whole' && live.fingerprintSha256 === expected) return this.finishInstalled(certificateId, live.pair, expected);
-
     const bundle = this.parseBundle(fullchainPem, certificateId);
     const leaf = bundle[0] as Certificate;
     if (leaf.fingerprintSha256 !== expected) {
@@ -124,6 +123,11 @@ export class Installer {
         `The delivered chain's leaf has fingerprint ${leaf.fingerprintSha256}, not the announced ${expected}; the agent installs only the certificate the plane recorded. Reissue certificate ${certificateId}.`,
         { certificateId, expectedFingerprintSha256: expected, actualFingerprintSha256: leaf.fingerprintSha256 },
       );
+    }
+    if (live.kind === 'whole' && live.fingerprintSha256 === expected) {
+      // The same leaf on the same chain: a repeated delivery. On another chain: a rechain.
+      if (sameCertificates(parseCertificateBundle(live.pair.fullchainPem, 'live/fullchain.pem'), bundle)) return this.finishInstalled(certificateId, live.pair, expected);
+      return this.rechain(certificateId, fullchainPem, bundle, live);
     }
     const pending = await readPendingKey(this.options.state, certificateId);
     if (pending === null) {
@@ -156,6 +160,32 @@ export class Installer {
     await discardPendingKey(this.options.state, certificateId);
     await this.reloadOrRollBack(certificateId, expected, pending.pem);
     return { fingerprintSha256: expected, alreadyInstalled: false };
+  }
+
+  /**
+   * A rechain: the live certificate again, on another chain (a trust change made the plane
+   * choose another of the chains the CA offered for it). The key is the live one, never sent
+   * and never pending; the chain is verified against this instance's own anchors like any
+   * delivery, installed the same atomic way with the current pair kept as previous/, and
+   * rolled back to it when the reload fails.
+   */
+  private async rechain(certificateId: string, fullchainPem: string, bundle: readonly Certificate[], live: Extract<PairOnDisk, { kind: 'whole' }>): Promise<InstallResult> {
+    const leaf = bundle[0] as Certificate;
+    const report = verifyChain(bundle, { trustAnchors: this.options.trustAnchors, at: this.clock(), expectedSpkiSha256: leaf.spkiSha256 });
+    if (!report.ok) {
+      const codes = report.errors.map((problem) => problem.code);
+      throw new CertplaneError(
+        ErrorCode.AGENT_CHAIN_UNVERIFIED,
+        `The re-chained delivery for certificate ${certificateId} does not verify against this instance's trust anchors (${codes.join(', ')}): ${report.errors.map((problem) => problem.message).join('; ')}. The installed chain stays; check the agent's trust store and the plane's trust profiles.`,
+        { certificateId, codes, errors: report.errors },
+      );
+    }
+    await this.makeLive({ fullchainPem, privkeyPem: live.pair.privkeyPem }, live);
+    await this.journal('installed', certificateId, live.fingerprintSha256);
+    this.options.logger?.info({ certificateId, fingerprintSha256: live.fingerprintSha256 }, 'certificate re-chained: the same certificate and key on another chain');
+    await discardPendingKey(this.options.state, certificateId);
+    await this.reloadOrRollBack(certificateId, live.fingerprintSha256, live.pair.privkeyPem, { keyStaysLive: true });
+    return { fingerprintSha256: live.fingerprintSha256, alreadyInstalled: false };
   }
 
   /**
@@ -203,7 +233,7 @@ export class Installer {
    * pending/ (so a later re-delivery can retry without a new order), the previous pair is
    * restored and reloaded, or the new pair removed when there was none; then it throws.
    */
-  private async reloadOrRollBack(certificateId: string, fingerprint: string, keyPem: string): Promise<void> {
+  private async reloadOrRollBack(certificateId: string, fingerprint: string, keyPem: string, options: { keyStaysLive?: boolean } = {}): Promise<void> {
     const command = this.options.reloadCommand;
     if (command === undefined) return;
     const outcome = await this.reload(command, fingerprint);
@@ -213,7 +243,8 @@ export class Installer {
       return;
     }
     await this.journal('reload_failed', certificateId, fingerprint);
-    await writeFileAtomic(pendingKeyPath(this.options.state, certificateId), keyPem, PRIVATE_FILE_MODE);
+    // A rechain's key is the previous pair's, restored with it: no copy goes back to pending/.
+    if (!options.keyStaysLive) await writeFileAtomic(pendingKeyPath(this.options.state, certificateId), keyPem, PRIVATE_FILE_MODE);
     const previous = await this.inspectPair('previous');
     let restoredFingerprint: string | null = null;
     let restoreOutcome: ReloadOutcome | null = null;
@@ -295,6 +326,11 @@ export class Installer {
   private journal(event: JournalEvent, certificateId: string, fingerprintSha256: string): Promise<void> {
     return appendJournal(this.options.state, { at: this.clock().toISOString(), event, certificateId, fingerprintSha256 });
   }
+}
+
+/** The same certificates in the same order (a bundle as delivered, and as live/ holds it). */
+function sameCertificates(a: readonly Certificate[], b: readonly Certificate[]): boolean {
+  return a.length === b.length && a.every((certificate, i) => certificate.fingerprintSha256 === b[i]?.fingerprintSha256);
 }
 
 function describe(outcome: ReloadOutcome, timeoutMs: number): string {

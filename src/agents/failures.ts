@@ -29,6 +29,9 @@ const REASON_BY_CODE: Readonly<Record<string, FailureReasonName>> = {
   [ErrorCode.ISSUANCE_CSR_REJECTED]: 'CsrRejected',
   [ErrorCode.ISSUANCE_INSTANCE_CHANGED]: 'InstanceChanged',
   [ErrorCode.INSTANCE_DECOMMISSIONED]: 'InstanceDecommissioned',
+  [ErrorCode.RECHAIN_NO_SATISFYING_CHAIN]: 'RechainUnavailable',
+  [ErrorCode.RECHAIN_NO_INSTALLED_CERTIFICATE]: 'RechainUnavailable',
+  [ErrorCode.RECHAIN_ISSUANCE_UNDER_WAY]: 'RechainUnavailable',
 };
 
 /** Families of codes by their room's prefix: the chain engine's findings, and the CSR checks. */

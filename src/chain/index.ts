@@ -22,6 +22,7 @@ export { checkHostname, coveringParent, ipAddress, normaliseDnsName, MAX_DNS_NAM
 export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {
   selectChain,
+  anchorsOfProfiles,
   requireSelection,
   topmostCertificate,
   type SelectOptions,

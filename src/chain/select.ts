@@ -113,6 +113,15 @@ export function selectChain(chains: readonly (readonly Certificate[])[], options
   return { selected: null, preference: null, fallbackUsed: false, chains: assess((i) => reasons[i] as ChainProblem[]), report: null, ...profiles };
 }
 
+/**
+ * The anchors a preference may be satisfied by for an instance whose clients use `profiles`:
+ * any of their roots (each profile must still verify the chain, see SelectOptions.profiles),
+ * once each. The same rule at issuance and when a stored chain is chosen again later.
+ */
+export function anchorsOfProfiles(profiles: readonly TrustProfile[]): Certificate[] {
+  return [...new Map(profiles.flatMap((p) => p.anchors).map((a) => [a.fingerprintSha256, a])).values()];
+}
+
 /** Turns a failed selection into the error that stops issuance, listing every offered chain and why it was refused. */
 export function requireSelection(result: SelectionResult, preferences: readonly string[]): { index: number; report: VerificationReport } {
   if (result.selected !== null && result.report) return { index: result.selected, report: result.report };

@@ -1,6 +1,6 @@
 /**
  * Operator commands against a running management plane: `certplane reissue` starts (or
- * dry-runs) a fleet reissue and can follow it with a progress bar; `certplane status`
+ * dry-runs) a fleet reissue or rechain (`--mode`) and can follow it with a progress bar; `certplane status`
  * shows an instance, a campaign, or the first page of the fleet.
  */
 import { readText } from '../config/trust.js';
@@ -8,10 +8,12 @@ import { CertplaneError } from '../errors.js';
 import { sendHttp, type ClientTls } from '../http-client.js';
 import { ExitCode, parse, parseTime, usageError, type Io } from './args.js';
 import { ErrorCode, isErrorCode } from '../error-catalogue.js';
+import { describeDryRun } from '../jobs/campaigns.js';
 
 /** How the CLI reaches a plane in secure mode: its client certificate, and the CA that signed the listener's. */
 export const TLS_USAGE = '[--cert CLIENT.pem --key CLIENT.key] [--server-ca CA.pem]   (or CERTPLANE_CLIENT_CERT, CERTPLANE_CLIENT_KEY, CERTPLANE_SERVER_CA)';
-const REISSUE_USAGE = `usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --all | --selector JSON) --reason TEXT [--dry-run] [--follow] [--actor NAME] ${TLS_USAGE}`;
+const REISSUE_USAGE = `usage: certplane reissue --server URL (--instance ID... | --cluster NAME | --chain-includes CN|sha256:HASH | --trust-broken | --all | --selector JSON) --reason TEXT [--mode reissue|rechain|rechain-or-reissue] [--dry-run] [--follow] [--actor NAME] ${TLS_USAGE}`;
+const MODES = ['reissue', 'rechain', 'rechain-or-reissue'];
 const STATUS_USAGE = `usage: certplane status --server URL [--instance ID | --campaign ID] [--json] ${TLS_USAGE}`;
 const WHATIF_USAGE = `usage: certplane whatif --server URL [--remove-root CN|sha256:PIN]... [--from-profile NAME]... [--distrust PIN]... [--replace-profile NAME=ROOTS.pem]... [--at TIME] [--cluster NAME | --instance ID...] [--json] ${TLS_USAGE}`;
 export const TLS_OPTIONS = { cert: { type: 'string' }, key: { type: 'string' }, 'server-ca': { type: 'string' } } as const;
@@ -67,9 +69,9 @@ export async function api(target: Target, method: string, path: string, actor: s
   return { status: answer.status, body: parsed };
 }
 
-function selectorFrom(values: { instance?: string[]; cluster?: string; 'chain-includes'?: string; all?: boolean; selector?: string }): unknown {
-  const given = [values.instance?.length ? 'instance' : '', values.cluster ? 'cluster' : '', values['chain-includes'] ? 'chain' : '', values.all ? 'all' : '', values.selector ? 'selector' : ''].filter(Boolean);
-  if (given.length !== 1) throw usageError('give exactly one of --instance, --cluster, --chain-includes, --all, --selector', REISSUE_USAGE);
+function selectorFrom(values: { instance?: string[]; cluster?: string; 'chain-includes'?: string; 'trust-broken'?: boolean; all?: boolean; selector?: string }): unknown {
+  const given = [values.instance?.length ? 'instance' : '', values.cluster ? 'cluster' : '', values['chain-includes'] ? 'chain' : '', values['trust-broken'] ? 'trust' : '', values.all ? 'all' : '', values.selector ? 'selector' : ''].filter(Boolean);
+  if (given.length !== 1) throw usageError('give exactly one of --instance, --cluster, --chain-includes, --trust-broken, --all, --selector', REISSUE_USAGE);
   if (values.selector) {
     try {
       return JSON.parse(values.selector);
@@ -80,14 +82,20 @@ function selectorFrom(values: { instance?: string[]; cluster?: string; 'chain-in
   if (values.instance?.length) return { instanceIds: values.instance };
   if (values.cluster) return { cluster: values.cluster };
   if (values['chain-includes']) return { chainIncludes: values['chain-includes'] };
+  if (values['trust-broken']) return { trustBroken: true };
   return { all: true };
 }
 
 /** One line of progress: a bar over matched, and the counts that matter at 3 a.m. */
-export function progressLine(counts: { matched: number; installed: number; failed: number; ordered: number; waitingForAgent: number; queued: number; cancelled: number }, width = 30): string {
-  const done = counts.installed + counts.failed + counts.cancelled;
+export function progressLine(
+  counts: { matched: number; installed: number; failed: number; ordered: number; waitingForAgent: number; queued: number; cancelled: number; rechained?: number; skipped?: number },
+  width = 30,
+): string {
+  const skipped = counts.skipped ?? 0;
+  const done = counts.installed + counts.failed + counts.cancelled + skipped;
   const filled = counts.matched === 0 ? width : Math.round((done / counts.matched) * width);
-  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${counts.matched} installed ${counts.installed}, failed ${counts.failed}, ordered ${counts.ordered}, waiting for agent ${counts.waitingForAgent}, queued ${counts.queued}`;
+  const rechain = counts.rechained || skipped ? `, re-chained ${counts.rechained ?? 0}, skipped ${skipped}` : '';
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${counts.matched} installed ${counts.installed}, failed ${counts.failed}, ordered ${counts.ordered}${rechain}, waiting for agent ${counts.waitingForAgent}, queued ${counts.queued}`;
 }
 
 export async function reissue(args: string[], io: Io): Promise<number> {
@@ -98,9 +106,11 @@ export async function reissue(args: string[], io: Io): Promise<number> {
       instance: { type: 'string', multiple: true },
       cluster: { type: 'string' },
       'chain-includes': { type: 'string' },
+      'trust-broken': { type: 'boolean' },
       all: { type: 'boolean' },
       selector: { type: 'string' },
       reason: { type: 'string' },
+      mode: { type: 'string' },
       'dry-run': { type: 'boolean' },
       follow: { type: 'boolean' },
       actor: { type: 'string' },
@@ -111,16 +121,17 @@ export async function reissue(args: string[], io: Io): Promise<number> {
   );
   if (positionals.length > 0 || !values.server || !values.reason) throw usageError('--server and --reason are required', REISSUE_USAGE);
   const selector = selectorFrom(values);
+  if (values.mode !== undefined && !MODES.includes(values.mode)) throw usageError(`--mode is one of ${MODES.join(', ')}, not "${values.mode}"`, REISSUE_USAGE);
   const target = await targetOf(values, io.env, REISSUE_USAGE);
   const actor = values.actor ?? io.env.USER ?? undefined;
-  const started = await api(target, 'POST', '/v1/reissues', actor, { selector, reason: values.reason, dryRun: Boolean(values['dry-run']) });
+  const started = await api(target, 'POST', '/v1/reissues', actor, { selector, reason: values.reason, dryRun: Boolean(values['dry-run']), ...(values.mode ? { mode: values.mode } : {}) });
   if (values['dry-run']) {
-    io.stdout.write(`dry run: ${started.body.matched} instance(s) match; the rate limiter predicts about ${started.body.predictedSeconds} s\n`);
-    for (const id of started.body.instanceIds) io.stdout.write(`${id}\n`);
+    io.stdout.write(`${describeDryRun(started.body).join('\n')}\n`);
     return ExitCode.OK;
   }
   const id = started.body.id as string;
-  io.stdout.write(`campaign ${id} started: ${started.body.counts.matched} instance(s)\n`);
+  const counts = started.body.counts;
+  io.stdout.write(`campaign ${id} (${started.body.mode}) started: ${counts.matched} instance(s)${counts.skipped > 0 ? `, ${counts.skipped} skipped (${Object.entries(counts.skippedReasons).map(([r, n]) => `${r} ${n}`).join(', ')})` : ''}\n`);
   if (!values.follow) return ExitCode.OK;
   const pollMs = Number(values['poll-ms'] ?? 1000);
   const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
@@ -134,7 +145,7 @@ export async function reissue(args: string[], io: Io): Promise<number> {
     if (body.state !== 'running') {
       if (tty) io.stderr.write('\n');
       const reasons = Object.entries(body.counts.failureReasons ?? {}).map(([reason, count]) => `${reason} ${count}`);
-      io.stdout.write(`campaign ${id} ${body.state}: ${body.counts.installed} installed, ${body.counts.failed} failed${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}\n`);
+      io.stdout.write(`campaign ${id} ${body.state}: ${body.counts.installed} installed (${body.counts.rechained ?? 0} re-chained), ${body.counts.failed} failed${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}, ${body.counts.skipped ?? 0} skipped\n`);
       return body.counts.failed > 0 ? ExitCode.NO : ExitCode.OK;
     }
     await new Promise((resolve) => setTimeout(resolve, pollMs));

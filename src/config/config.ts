@@ -113,6 +113,7 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_DISTRUSTED_SPKI: spkiPins.default([]).describe('extra distrusted keys, comma-separated SPKI SHA-256 pins (hex or `sha256/BASE64`), added to the built-in DST Root CA X3'),
     CERTPLANE_TRUST_PROFILES: trustProfiles.default({}).meta({ description: 'further trust profiles (client trust stores): a JSON object of profile name to PEM file, e.g. `{"legacy-windows":"/etc/certplane/legacy-windows.pem"}`; names are lowercase letters, digits, `.`, `_`, `-`; `default` is `CERTPLANE_TRUST_STORE` ([trust profiles](../concepts/chain-selection.md#trust-profiles))', shownDefault: 'none' }),
     CERTPLANE_TRUST_FILE: z.string().min(1).optional().describe('a JSON file `{"profiles": {NAME: PEM_PATH}, "preferredChains": [CN...], "distrustedSpki": [PIN...]}`, each key optional; a key present overrides `CERTPLANE_TRUST_PROFILES` (merged by name, may name `default`), `CERTPLANE_PREFERRED_CHAINS` or `CERTPLANE_DISTRUSTED_SPKI`; re-read on every trust reload'),
+    CERTPLANE_ON_TRUST_CHANGE: z.enum(['report', 'rechain']).default('report').describe('what a trust reload that finds installed chains broken does: `report` (the API, `certplane status` and the log show them) or `rechain` (it also starts a rechain campaign for them by itself, audited as `service:...`: each gets the stored chain the new trust selects, with no order; those without one are reported in the campaign)'),
     CERTPLANE_SECRETS: secretsSpec.default('file:./data/secrets').describe('`file:DIR` (one 0600 file per secret in a 0700 directory) or `aws-sm:PREFIX` (AWS Secrets Manager, secret ids `PREFIX/NAME`)'),
     CERTPLANE_DNS_PROVIDER: z.enum(['route53', 'challtestsrv', 'none']).default('none').describe('dns-01 provider: `route53`, `challtestsrv` or `none`'),
     CERTPLANE_CHALLTESTSRV_URL: z.url({ protocol: /^https?$/ }).optional().describe('pebble-challtestsrv management URL (required with `challtestsrv`)'),
@@ -180,6 +181,8 @@ export interface Config {
     readonly profiles: Readonly<Record<string, string>>;
     /** A JSON file whose profiles, preferences and distrust list override the three above, re-read on every trust reload (config/trust.ts). */
     readonly trustFile: string | undefined;
+    /** Whether a trust reload that breaks installed chains starts a rechain campaign for them by itself. */
+    readonly onTrustChange: 'report' | 'rechain';
   };
   readonly secrets: string;
   readonly dns: {
@@ -245,6 +248,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       extraDistrustedSpki: e.CERTPLANE_DISTRUSTED_SPKI,
       profiles: e.CERTPLANE_TRUST_PROFILES,
       trustFile: e.CERTPLANE_TRUST_FILE,
+      onTrustChange: e.CERTPLANE_ON_TRUST_CHANGE,
     },
     secrets: e.CERTPLANE_SECRETS,
     dns: { provider: e.CERTPLANE_DNS_PROVIDER, challtestsrvUrl: e.CERTPLANE_CHALLTESTSRV_URL, route53HostedZoneId: e.CERTPLANE_ROUTE53_HOSTED_ZONE_ID },

@@ -1,22 +1,28 @@
 /**
  * On-call reissue: one request names part or all of the fleet (by ids, by cluster, by an
- * intermediate or root their chains pass through, or everything) and becomes a
- * persistent campaign of jobs that the scheduler works through under the rate limiter.
- * A dry run answers with what would be touched and how long the limiter predicts it
- * takes. Every campaign and cancellation is recorded with who asked and why.
+ * intermediate or root their chains pass through, by a broken trust verdict, or everything)
+ * and becomes a persistent campaign of jobs that the scheduler works through under the rate
+ * limiter. Its mode says what each instance gets: a new order (`reissue`), a stored chain of
+ * its certificate with no order at all (`rechain`, ./rechain.ts), or the rechain where one
+ * fits and an order elsewhere. A dry run answers with what would be touched, by which path,
+ * and how long the limiter predicts the orders take. Every campaign and cancellation is
+ * recorded with who asked and why.
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { normalizeSpkiPin, parseCertificateBundle } from '../chain/index.js';
-import type { CampaignCounts, CampaignRecord, InstanceRecord, Store } from '../store/index.js';
+import type { CampaignCounts, CampaignInstance, CampaignRecord, InstanceRecord, Store } from '../store/index.js';
+import type { ReissueMode, SkipReason } from '../lifecycle/index.js';
 import { ErrorCode } from '../error-catalogue.js';
+import type { PlannedPath, Rechains } from './rechain.js';
 
 /** Which instances a campaign touches. */
 export const Selector = z.union([
   z.strictObject({ instanceIds: z.array(z.uuid().transform((id) => id.toLowerCase())).min(1).max(10_000) }),
   z.strictObject({ cluster: z.string().min(1).max(200).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters') }),
   z.strictObject({ chainIncludes: z.string().min(1).max(200).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters').describe('a CN of an intermediate or root, or sha256:SPKI_HASH') }),
+  z.strictObject({ trustBroken: z.literal(true).describe('instances whose installed chain the last trust evaluation found broken in a profile') }),
   z.strictObject({ all: z.literal(true) }),
 ]);
 export type Selector = z.infer<typeof Selector>;
@@ -26,18 +32,36 @@ export function unknownInstances(ids: readonly string[]): CertplaneError {
   return new CertplaneError(ErrorCode.NOT_FOUND, `no instance ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}`);
 }
 
+/** How many instances take each path, and why the skipped ones are skipped. */
+export interface PathCounts {
+  readonly reissue: number;
+  readonly rechain: number;
+  readonly skip: number;
+  readonly skipReasons: Readonly<Partial<Record<SkipReason, number>>>;
+}
+
 export interface DryRun {
   readonly dryRun: true;
+  readonly mode: ReissueMode;
   readonly matched: number;
   /** The first thousand matches; `matched` counts them all. */
   readonly instanceIds: readonly string[];
+  readonly paths: PathCounts;
+  /** The path of each of the first thousand matches. */
+  readonly instances: readonly PlannedPath[];
+  /** How long the limiter predicts the new orders (the reissue path) take. */
   readonly predictedSeconds: number;
 }
 
 export interface CampaignStatus {
   readonly campaign: CampaignRecord;
   readonly counts: CampaignCounts;
+  /** The first thousand instances it reports without touching them. */
+  readonly skipped: readonly CampaignInstance[];
 }
+
+/** What a dry run and a campaign show of each instance. */
+const SHOWN = 1000;
 
 const PAGE = 500;
 
@@ -51,28 +75,53 @@ export class Campaigns {
       predictDurationMs?: (count: number) => Promise<number>;
       /** Told that jobs due now were queued, so this process's scheduler claims them without waiting for its next tick. */
       onQueued?: () => void;
+      /** Plans the rechain paths; without it only `reissue` campaigns start. */
+      rechains?: Pick<Rechains, 'plan'>;
     },
   ) {}
 
-  async start(request: { selector: Selector; reason: string; dryRun: boolean; rotateKey: boolean; actor: string }): Promise<DryRun | CampaignStatus> {
-    if (!request.rotateKey) {
+  /**
+   * Starts a campaign, or answers a dry run. `rotateKey` (default: true for the paths that
+   * order) must not be false where a new order may be placed, nor true for `rechain`, which
+   * keeps the certificate and so its key.
+   */
+  async start(request: { selector: Selector; reason: string; dryRun: boolean; rotateKey?: boolean | undefined; mode?: ReissueMode | undefined; actor: string }): Promise<DryRun | CampaignStatus> {
+    const mode = request.mode ?? 'reissue';
+    if (mode === 'rechain' && request.rotateKey === true) {
+      throw new CertplaneError(ErrorCode.REISSUE_RECHAIN_KEEPS_KEY, 'mode rechain delivers the same certificate on another stored chain, so its key stays: leave rotateKey out, or use mode rechain-or-reissue (new keys where a new order is placed)');
+    }
+    if (mode !== 'rechain' && request.rotateKey === false) {
       throw new CertplaneError(ErrorCode.REISSUE_KEY_REUSE_UNSUPPORTED, 'rotateKey=false is not supported: every certificate gets a fresh key made on the instance by its agent');
     }
+    if (mode !== 'reissue' && !this.deps.rechains) throw new CertplaneError(ErrorCode.INTERNAL, 'this process plans no rechains');
     const matched = await this.match(request.selector);
     const ids = matched.map((instance) => instance.id);
+    const planned = this.deps.rechains ? await this.deps.rechains.plan(mode, ids) : ids.map((instanceId): PlannedPath => ({ instanceId, path: 'reissue' }));
+    const paths = countPaths(planned);
     if (request.dryRun) {
-      const predicted = (await this.deps.predictDurationMs?.(ids.length)) ?? 0;
-      return { dryRun: true, matched: ids.length, instanceIds: ids.slice(0, 1000), predictedSeconds: Math.ceil(predicted / 1000) };
+      const predicted = (await this.deps.predictDurationMs?.(paths.reissue)) ?? 0;
+      return { dryRun: true, mode, matched: ids.length, instanceIds: ids.slice(0, SHOWN), paths, instances: planned.slice(0, SHOWN), predictedSeconds: Math.ceil(predicted / 1000) };
     }
     if (ids.length === 0) throw new CertplaneError(ErrorCode.REISSUE_NOTHING_MATCHED, 'the selector matches no instance; nothing to reissue');
-    const campaign = await this.deps.store.campaigns.create({ selector: request.selector, reason: request.reason, requestedBy: request.actor, rotateKey: request.rotateKey, matched: ids.length, clusters: [...new Set(matched.map((instance) => instance.cluster))] });
+    const campaign = await this.deps.store.campaigns.create({
+      selector: request.selector,
+      reason: request.reason,
+      requestedBy: request.actor,
+      rotateKey: mode !== 'rechain',
+      mode,
+      matched: ids.length,
+      clusters: [...new Set(matched.map((instance) => instance.cluster))],
+      paths: mode === 'reissue' ? [] : planned.map((p) => ({ instanceId: p.instanceId, path: p.path, skipReason: p.path === 'skip' ? p.reason : null, chainIndex: p.path === 'rechain' ? p.chainIndex : null })),
+    });
     const now = this.deps.clock();
-    for (const instanceId of ids) {
-      const { created } = await this.deps.store.jobs.enqueue({ kind: 'reissue', instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
-      if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now);
+    for (const plan of planned) {
+      if (plan.path === 'skip') continue;
+      const { instanceId } = plan;
+      const { created } = await this.deps.store.jobs.enqueue({ kind: plan.path, instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
+      if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now, plan.path);
     }
-    await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, matched: ids.length } });
-    this.deps.logger.info({ campaignId: campaign.id, matched: ids.length, actor: request.actor, reason: request.reason }, 'reissue campaign started');
+    await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, mode, matched: ids.length, paths } });
+    this.deps.logger.info({ campaignId: campaign.id, mode, matched: ids.length, paths, actor: request.actor, reason: request.reason }, `${mode} campaign started`);
     const status = await this.status(campaign.id);
     this.deps.onQueued?.();
     return status;
@@ -83,11 +132,11 @@ export class Campaigns {
     let campaign = await this.deps.store.campaigns.get(id);
     if (!campaign) throw new CertplaneError(ErrorCode.NOT_FOUND, `campaign ${id} not found`);
     const counts = await this.deps.store.campaigns.counts(id);
-    if (campaign.state === 'running' && counts.installed + counts.failed + counts.cancelled >= counts.matched) {
+    if (campaign.state === 'running' && counts.installed + counts.failed + counts.cancelled + counts.skipped >= counts.matched) {
       await this.deps.store.campaigns.finish(id, 'done', this.deps.clock());
       campaign = (await this.deps.store.campaigns.get(id)) ?? campaign;
     }
-    return { campaign, counts };
+    return { campaign, counts, skipped: counts.skipped > 0 ? await this.deps.store.campaigns.skipped(id, SHOWN) : [] };
   }
 
   async cancel(id: string, actor: string, reason: string): Promise<CampaignStatus> {
@@ -113,7 +162,10 @@ export class Campaigns {
     let cursor: string | undefined;
     do {
       const page = await this.deps.store.instances.list({ cursor, limit: PAGE });
-      for (const instance of page.items) if (await this.#matches(selector, instance, test)) matches.push(instance);
+      const broken = 'trustBroken' in selector ? await this.deps.store.trust.of(page.items.map((i) => i.id)) : undefined;
+      for (const instance of page.items) {
+        if (broken ? broken.get(instance.id)?.status === 'broken' : await this.#matches(selector, instance, test)) matches.push(instance);
+      }
       cursor = page.nextCursor ?? undefined;
     } while (cursor);
     return matches;
@@ -138,4 +190,28 @@ export class Campaigns {
       return chain.slice(1).some((c) => c.subjectCN === value) || chain.some((c) => c.issuerCN === value) || anchor?.subjectCN === value;
     };
   }
+}
+
+function countPaths(planned: readonly PlannedPath[]): PathCounts {
+  const skipReasons: Partial<Record<SkipReason, number>> = {};
+  const counts = { reissue: 0, rechain: 0, skip: 0 };
+  for (const plan of planned) {
+    counts[plan.path] += 1;
+    if (plan.path === 'skip') skipReasons[plan.reason] = (skipReasons[plan.reason] ?? 0) + 1;
+  }
+  return { ...counts, skipReasons };
+}
+
+/**
+ * A dry run for people: what matched and how long the limiter predicts, then per path the
+ * counts and one line per instance. A plain reissue reads as it always did.
+ */
+export function describeDryRun(result: Pick<DryRun, 'mode' | 'matched' | 'predictedSeconds' | 'paths' | 'instances'>): string[] {
+  if (result.mode === 'reissue') return [`dry run: ${result.matched} instance(s) match; the rate limiter predicts about ${result.predictedSeconds} s`, ...result.instances.map((p) => p.instanceId)];
+  const { paths } = result;
+  const reasons = Object.entries(paths.skipReasons).sort(([a], [b]) => a.localeCompare(b)).map(([reason, count]) => `${reason} ${count}`);
+  return [
+    `dry run: ${result.matched} instance(s) match (mode ${result.mode}): ${paths.rechain} rechain (a stored chain, no order), ${paths.reissue} reissue (a new order), ${paths.skip} skipped${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}; the rate limiter predicts about ${result.predictedSeconds} s for the new orders`,
+    ...result.instances.map((p) => `${p.instanceId}  ${p.path}${p.path === 'rechain' ? ` chain ${p.chainIndex}` : p.path === 'skip' ? ` ${p.reason}` : ''}`),
+  ];
 }

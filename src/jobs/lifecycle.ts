@@ -11,7 +11,7 @@ import { parseCertificateBundle } from '../chain/index.js';
 import type { IssuanceListener } from '../agents/issuance.js';
 import { failureOf } from '../agents/failures.js';
 import { lifetimeRenewalTime, retryDecision, type FailureReason } from '../lifecycle/index.js';
-import type { CertificateRecord, Store } from '../store/index.js';
+import type { CertificateRecord, JobKind, Store } from '../store/index.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 /** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */
@@ -92,14 +92,20 @@ export class JobLifecycle implements IssuanceListener {
   }
 
   /** A job that could not even start (unknown instance, database trouble): decided like a failed issuance. */
-  async onFailedJob(job: { id: string; attempts: number; instanceId: string }, error: unknown): Promise<void> {
+  async onFailedJob(job: { id: string; attempts: number; instanceId: string; kind?: JobKind }, error: unknown): Promise<void> {
     await this.#failJob(job, failureOf(error), (error as Error).message);
   }
 
-  async #failJob(job: { id: string; attempts: number; instanceId: string }, failure: FailureReason, message: string): Promise<void> {
+  async #failJob(job: { id: string; attempts: number; instanceId: string; kind?: JobKind }, failure: FailureReason, message: string): Promise<void> {
     const attempts = job.attempts + 1;
     const decision = retryDecision(failure, attempts, this.deps.clock(), this.deps.random);
     await this.deps.store.jobs.fail(job.id, message, decision.retry ? decision.at : null, failure);
+    // A rechain that failed for good leaves the installed certificate as it was; the renewal
+    // job its campaign may have taken over must be queued again, or nothing would renew it.
+    if (job.kind === 'rechain' && !decision.retry) {
+      const installed = await this.deps.store.certificates.latestInstalled(job.instanceId);
+      if (installed) await this.scheduleRenewal(installed);
+    }
     this.deps.logger.warn(
       { instanceId: job.instanceId, jobId: job.id, attempts, reason: failure.reason, retryAt: decision.retry ? decision.at : null },
       decision.retry ? 'job failed; retrying later' : decision.why === 'permanent' ? 'job failed for a reason a retry cannot fix' : 'job failed for good after too many attempts',

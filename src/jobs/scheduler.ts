@@ -11,6 +11,7 @@ import { processName } from '../process-name.js';
 import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
+import type { Rechains } from './rechain.js';
 import { isOpen } from '../lifecycle/index.js';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
@@ -24,6 +25,8 @@ export interface SchedulerOptions {
   readonly intervalMs?: number;
   readonly batchSize?: number;
   readonly leaseMs?: number;
+  /** Carries out rechain jobs; without it they fail as internal errors. */
+  readonly rechains?: Pick<Rechains, 'run'>;
   /** Told how long each claimed job waited past its due time (the job_claim stage). */
   readonly metrics?: Pick<IssuanceMetrics, 'stage'>;
 }
@@ -126,6 +129,7 @@ export class Scheduler {
         await this.#settle(job, started);
         return;
       }
+      if (job.kind === 'rechain') return await this.#rechain(job, started && isOpen(started.status) ? started : undefined);
       const replaced = await this.options.store.certificates.latestInstalled(job.instanceId);
       const certificate = await this.options.coordinator.requestIssue(job.instanceId, { jobId: job.id, replacesCertificateId: replaced?.id });
       await this.options.store.jobs.attachCertificate(job.id, certificate.id);
@@ -133,6 +137,27 @@ export class Scheduler {
     } catch (error) {
       await this.options.lifecycle.onFailedJob(job, error);
     }
+  }
+
+  /**
+   * A rechain job: its rechain record is created (and delivered by the coordinator), unless a
+   * claim before this one created it already. An installed chain that is already the one the
+   * trust in force selects leaves nothing to do: the job is done, and the renewal it may have
+   * taken over is queued again.
+   */
+  async #rechain(job: JobRecord, started: CertificateRecord | undefined): Promise<void> {
+    const { store, lifecycle, logger } = this.options;
+    if (!this.options.rechains) throw new Error('this process carries out no rechain jobs');
+    const certificate = started ?? (await this.options.rechains.run(job));
+    if (certificate === 'current') {
+      await store.jobs.complete(job.id);
+      const installed = await store.certificates.latestInstalled(job.instanceId);
+      if (installed) await lifecycle.scheduleRenewal(installed);
+      logger.info({ jobId: job.id, instanceId: job.instanceId, campaignId: job.campaignId }, 'rechain job: the installed chain is already the one selected; nothing to do');
+      return;
+    }
+    await store.jobs.attachCertificate(job.id, certificate.id);
+    logger.info({ jobId: job.id, kind: job.kind, instanceId: job.instanceId, certificateId: certificate.id, campaignId: job.campaignId }, 'job started');
   }
 
   /**
@@ -155,6 +180,4 @@ export class Scheduler {
     }
     logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: certificate.id, status: certificate.status }, 'job claimed again found its certificate settled; settled the job the same way');
   }
-
-
 }

@@ -118,7 +118,7 @@ export class TrustEvaluation {
  * stored has one known chain: its installed path. A chain that no longer parses is judged
  * as an empty chain, which verifies nowhere.
  */
-function storedChains(record: InstalledChainsRecord): StoredChainInput[] {
+export function storedChains(record: InstalledChainsRecord): StoredChainInput[] {
   const parse = (pem: string): Certificate[] => {
     try {
       return parseCertificateBundle(pem, 'stored chain');

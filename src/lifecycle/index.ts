@@ -4,3 +4,4 @@ export * from './reasons.js';
 export * from './ownership.js';
 export * from './revocation.js';
 export * from './renewal.js';
+export * from './rechain.js';

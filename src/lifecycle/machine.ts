@@ -12,7 +12,8 @@ import { ErrorCode } from '../error-catalogue.js';
  * passed policy, no order yet (the rate limiter may hold it here). `ordering`: an ACME
  * order exists. `issued`: the chain was selected, verified and stored. `delivered`: sent to
  * the agent, awaiting its acknowledgement. `installed`: the agent acknowledged it.
- * `superseded`: a newer certificate of the same instance was installed. `failed`: given up,
+ * `superseded`: a newer certificate of the same instance was installed (a renewal, a reissue, or
+ * the same certificate re-chained). `failed`: given up,
  * with a typed reason (./reasons.ts). `revoked`: the CA was asked to revoke it and agreed
  * (RFC 8555 §7.6), with the RFC 5280 reason in its record (./revocation.ts); nothing moves it on.
  */
@@ -49,6 +50,33 @@ export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: reado
   failed: { from: OPEN_STATES, to: 'failed' },
   revoked: { from: REVOCABLE_STATES, to: 'revoked' },
 };
+
+/**
+ * How a certificate record comes into being, and the state it starts in. `requested`: a new
+ * certificate, waiting for its agent's CSR. `rechained`: the same signed certificate (same
+ * leaf, same key) on another chain the CA offered for it and certplane kept: nothing to
+ * order and no key to make, so the record starts `issued`, and from there the delivery arcs
+ * of the table carry it (delivered, installed, superseding the record it re-chains; or
+ * failed, when the agent refuses it, leaving the installed one as it was).
+ */
+export const ENTRY_EVENTS = ['requested', 'rechained'] as const;
+export type EntryEvent = (typeof ENTRY_EVENTS)[number];
+export const ENTRIES: Readonly<Record<EntryEvent, CertificateState>> = {
+  requested: 'pending',
+  rechained: 'issued',
+};
+
+/**
+ * Whether a rechain of the instance's installed certificate may start now: it needs an
+ * installed certificate to re-chain (`no-installed-certificate` otherwise) and no other
+ * certificate under way (`issuance-under-way`: the instance holds one open certificate at a
+ * time, and the one under way gets its chain chosen under the trust in force anyway).
+ */
+export function rechainRefusal(facts: { readonly installed: CertificateState | undefined; readonly open: readonly CertificateState[] }): 'no-installed-certificate' | 'issuance-under-way' | undefined {
+  if (facts.installed !== 'installed') return 'no-installed-certificate';
+  if (facts.open.some(isOpen)) return 'issuance-under-way';
+  return undefined;
+}
 
 /** The order of progress along the happy path, for telling a late event from an impossible one. */
 const PROGRESS: Readonly<Record<CertificateState, number>> = {

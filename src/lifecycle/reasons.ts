@@ -37,6 +37,8 @@ export const FAILURE_REASONS = {
   ChallengeUnsupported: { permanent: true },
   /** The CA refuses the account itself (unauthorized outside a challenge, terms to accept, external binding required). */
   AccountRefused: { permanent: true },
+  /** A rechain found no stored chain of the installed certificate that the trust in force accepts, or nothing to re-chain: only a new order (a reissue) helps. */
+  RechainUnavailable: { permanent: true },
   /** The instance was decommissioned while the certificate was under way: nobody will install it. */
   InstanceDecommissioned: { permanent: true },
 } as const satisfies Record<string, { permanent: boolean }>;

@@ -5,4 +5,4 @@
  */
 export { openStore } from './store.js';
 export * from './types.js';
-export type { AuditEntry, AuditStore, CampaignCounts, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore } from './jobs.js';
+export type { AuditEntry, AuditStore, CampaignCounts, CampaignInstance, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore } from './jobs.js';

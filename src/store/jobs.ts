@@ -6,10 +6,11 @@
  * lease and the job is claimed again.
  */
 import { randomUUID } from 'node:crypto';
-import { CERTIFICATE_STATES, isOpen, type FailureReason, type FailureReasonName } from '../lifecycle/index.js';
+import { CERTIFICATE_STATES, isOpen, type FailureReason, type FailureReasonName, type ReissueMode, type SkipReason } from '../lifecycle/index.js';
 import type { Database } from './engines.js';
 
-export type JobKind = 'renewal' | 'reissue';
+/** `rechain`: deliver a stored chain of the installed certificate (no order); the others order a new certificate. */
+export type JobKind = 'renewal' | 'reissue' | 'rechain';
 
 /** Certificate states a job's work has ended in: a running job whose certificate is in one and whose claim lapsed lost its process between the two writes. */
 const SETTLED_STATES = CERTIFICATE_STATES.filter((state) => !isOpen(state));
@@ -41,6 +42,8 @@ export interface CampaignRecord {
   readonly reason: string;
   readonly requestedBy: string;
   readonly rotateKey: boolean;
+  /** What the campaign does for each instance it matched (lifecycle/rechain.ts). */
+  readonly mode: ReissueMode;
   readonly state: CampaignState;
   readonly matched: number;
   /**
@@ -69,6 +72,20 @@ export interface CampaignCounts {
   /** The certificate request waits for an agent that is not connected. */
   readonly waitingForAgent: number;
   readonly cancelled: number;
+  /** Instances given a stored chain of their certificate instead of a new order (their rechain record was created). */
+  readonly rechained: number;
+  /** Instances the campaign reports without touching them (a rechain that cannot happen, or is not needed). */
+  readonly skipped: number;
+  readonly skippedReasons: Readonly<Partial<Record<SkipReason, number>>>;
+}
+
+/** The path a campaign gave one instance it matched. */
+export interface CampaignInstance {
+  readonly instanceId: string;
+  readonly path: 'reissue' | 'rechain' | 'skip';
+  readonly skipReason: SkipReason | null;
+  /** The stored chain a rechain delivers. */
+  readonly chainIndex: number | null;
 }
 
 export interface JobStore {
@@ -98,15 +115,18 @@ export interface JobStore {
    * certificate must never pull its successor's renewal forward.
    */
   reschedule(instanceId: string, dueAt: Date, certificateId: string): Promise<void>;
-  /** Makes the instance's open job part of `campaignId`, due at once if still queued; false if it has none. */
-  adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date): Promise<boolean>;
+  /** Makes the instance's open job part of `campaignId` as a job of `kind` (reissue unless said), due at once if still queued; false if it has none. */
+  adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind?: Exclude<JobKind, 'renewal'>): Promise<boolean>;
   cancelCampaign(campaignId: string): Promise<number>;
   /** Every job ever queued for an instance, oldest first: what tests and operators audit. */
   history(instanceId: string): Promise<JobRecord[]>;
 }
 
 export interface CampaignStore {
-  create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; matched: number; clusters: readonly (string | null)[] }): Promise<CampaignRecord>;
+  /** A running campaign, with the path it gives each instance it matched (`paths`; none for a plain reissue of each). */
+  create(input: { selector: unknown; reason: string; requestedBy: string; rotateKey: boolean; mode?: ReissueMode; matched: number; clusters: readonly (string | null)[]; paths?: readonly CampaignInstance[] }): Promise<CampaignRecord>;
+  /** The instances the campaign reports without touching, in id order, at most `limit`. */
+  skipped(id: string, limit: number): Promise<CampaignInstance[]>;
   get(id: string): Promise<CampaignRecord | undefined>;
   /** Running campaigns, oldest first, at most `limit`. */
   running(limit: number): Promise<CampaignRecord[]>;
@@ -246,12 +266,12 @@ export class SqlJobs implements JobStore {
     );
   }
 
-  async adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date): Promise<boolean> {
+  async adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind: Exclude<JobKind, 'renewal'> = 'reissue'): Promise<boolean> {
     const rows = await this.db.query(
-      `UPDATE jobs SET campaign_id = $2, kind = 'reissue', reason = $3, requested_by = $4,
+      `UPDATE jobs SET campaign_id = $2, kind = $6, reason = $3, requested_by = $4,
          due_at = CASE WHEN state = 'queued' THEN LEAST(due_at, $5::timestamptz) ELSE due_at END, updated_at = now()
        WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id`,
-      [instanceId, campaignId, reason, requestedBy, now],
+      [instanceId, campaignId, reason, requestedBy, now, kind],
     );
     return rows.length > 0;
   }
@@ -273,6 +293,7 @@ interface CampaignRow {
   reason: string;
   requested_by: string;
   rotate_key: boolean;
+  mode: ReissueMode;
   state: CampaignState;
   matched: number;
   clusters: (string | null)[] | null;
@@ -286,6 +307,7 @@ const toCampaign = (r: CampaignRow): CampaignRecord => ({
   reason: r.reason,
   requestedBy: r.requested_by,
   rotateKey: r.rotate_key,
+  mode: r.mode,
   state: r.state,
   matched: r.matched,
   clusters: r.clusters,
@@ -297,11 +319,31 @@ export class SqlCampaigns implements CampaignStore {
   constructor(private readonly db: Database) {}
 
   async create(input: Parameters<CampaignStore['create']>[0]): Promise<CampaignRecord> {
-    const [row] = await this.db.query<CampaignRow>(
-      "INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, state, matched, clusters) VALUES ($1, $2::text::jsonb, $3, $4, $5, 'running', $6, $7::text[]) RETURNING *",
-      [randomUUID(), JSON.stringify(input.selector), input.reason, input.requestedBy, input.rotateKey, input.matched, input.clusters],
+    return this.db.transaction(async (tx) => {
+      const [row] = await tx.query<CampaignRow>(
+        "INSERT INTO campaigns (id, selector, reason, requested_by, rotate_key, mode, state, matched, clusters) VALUES ($1, $2::text::jsonb, $3, $4, $5, $8, 'running', $6, $7::text[]) RETURNING *",
+        [randomUUID(), JSON.stringify(input.selector), input.reason, input.requestedBy, input.rotateKey, input.matched, input.clusters, input.mode ?? 'reissue'],
+      );
+      const campaign = toCampaign(row as CampaignRow);
+      const paths = input.paths ?? [];
+      if (paths.length > 0) {
+        await tx.query(
+          `INSERT INTO campaign_instances (campaign_id, instance_id, path, skip_reason, chain_index)
+           SELECT $1::uuid, p.instance_id, p.path, p.skip_reason, p.chain_index FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[]) AS p (instance_id, path, skip_reason, chain_index)`,
+          [campaign.id, paths.map((p) => p.instanceId), paths.map((p) => p.path), paths.map((p) => p.skipReason), paths.map((p) => p.chainIndex)],
+        );
+      }
+      return campaign;
+    });
+  }
+
+  async skipped(id: string, limit: number): Promise<CampaignInstance[]> {
+    if (!UUID.test(id)) return [];
+    const rows = await this.db.query<{ instance_id: string; path: 'skip'; skip_reason: SkipReason | null; chain_index: number | null }>(
+      "SELECT instance_id, path, skip_reason, chain_index FROM campaign_instances WHERE campaign_id = $1 AND path = 'skip' ORDER BY instance_id LIMIT $2",
+      [id, limit],
     );
-    return toCampaign(row as CampaignRow);
+    return rows.map((r) => ({ instanceId: r.instance_id, path: r.path, skipReason: r.skip_reason, chainIndex: r.chain_index }));
   }
 
   async get(id: string): Promise<CampaignRecord | undefined> {
@@ -325,6 +367,7 @@ export class SqlCampaigns implements CampaignStore {
          count(*) FILTER (WHERE j.state = 'failed') AS failed,
          count(*) FILTER (WHERE j.state = 'running' AND c.status = 'pending' AND i.agent_connected_at IS NULL) AS waiting_for_agent,
          count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+         count(*) FILTER (WHERE EXISTS (SELECT 1 FROM certificates r WHERE r.job_id = j.id AND r.rechained_from_id IS NOT NULL)) AS rechained,
          COALESCE(sum(j.attempts), 0) AS failed_attempts
        FROM jobs j
        JOIN instances i ON i.id = j.instance_id
@@ -336,9 +379,14 @@ export class SqlCampaigns implements CampaignStore {
       "SELECT last_failure->>'reason' AS reason, count(*) AS count FROM jobs WHERE campaign_id = $1 AND state = 'failed' AND last_failure IS NOT NULL GROUP BY 1 ORDER BY 1",
       [id],
     );
+    const skips = await this.db.query<{ reason: SkipReason; count: string | number }>(
+      "SELECT skip_reason AS reason, count(*) AS count FROM campaign_instances WHERE campaign_id = $1 AND path = 'skip' GROUP BY 1 ORDER BY 1",
+      [id],
+    );
     const n = (key: string) => Number(row?.[key] ?? 0);
+    const skipped = skips.reduce((total, r) => total + Number(r.count), 0);
     return {
-      matched: n('matched'),
+      matched: n('matched') + skipped,
       queued: n('queued'),
       ordered: n('ordered'),
       installed: n('installed'),
@@ -347,6 +395,9 @@ export class SqlCampaigns implements CampaignStore {
       failureReasons: Object.fromEntries(reasons.map((r) => [r.reason, Number(r.count)])),
       waitingForAgent: n('waiting_for_agent'),
       cancelled: n('cancelled'),
+      rechained: n('rechained'),
+      skipped,
+      skippedReasons: Object.fromEntries(skips.map((r) => [r.reason, Number(r.count)])),
     };
   }
 

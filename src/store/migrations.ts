@@ -374,6 +374,29 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX instance_served_status ON instance_served (status)',
     ],
   },
+  {
+    version: 15,
+    description: 're-chaining: a certificate record that re-chains another (the same leaf on another stored chain), rechain jobs, and the mode of a campaign with the path it gave each instance',
+    statements: [
+      // A rechain is a record of its own (it is delivered, acknowledged and superseded like
+      // any certificate); this names the record whose leaf and key it re-uses.
+      'ALTER TABLE certificates ADD COLUMN rechained_from_id uuid REFERENCES certificates (id)',
+      'ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check',
+      "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('renewal', 'reissue', 'rechain'))",
+      "ALTER TABLE campaigns ADD COLUMN mode text NOT NULL DEFAULT 'reissue' CHECK (mode IN ('reissue', 'rechain', 'rechain-or-reissue'))",
+      // Every instance a campaign matched and the path it took: jobs exist for `reissue` and
+      // `rechain`; `skip` (with its reason) is what the campaign reports without touching.
+      `CREATE TABLE campaign_instances (
+        campaign_id uuid NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        instance_id uuid NOT NULL REFERENCES instances (id),
+        path text NOT NULL CHECK (path IN ('reissue', 'rechain', 'skip')),
+        skip_reason text,
+        chain_index integer,
+        PRIMARY KEY (campaign_id, instance_id)
+      )`,
+      "CREATE INDEX campaign_instances_skipped ON campaign_instances (campaign_id) WHERE path = 'skip'",
+    ],
+  },
 ];
 
 /**

@@ -12,8 +12,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { AT_RISK_FRACTION } from '../lifecycle/index.js';
-import { CERTIFICATE_STATES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
+import { AT_RISK_FRACTION, CERTIFICATE_STATES, ENTRIES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
@@ -96,6 +95,7 @@ interface CertificateRow {
   replaces_certificate_id: string | null;
   job_id: string | null;
   revocation: RevocationRecord | null;
+  rechained_from_id: string | null;
 }
 
 interface StoredChainRow {
@@ -650,6 +650,43 @@ class SqlStore implements Store {
       );
       return toCertificate(inserted(row));
     },
+    createRechain: (input) => {
+      if (!UUID.test(input.rechainedFromId)) return Promise.reject(new CertplaneError(ErrorCode.STORE_NOT_FOUND, `no certificate ${input.rechainedFromId} to re-chain`));
+      return this.db.transaction(async (tx) => {
+        const [original] = await tx.query<CertificateRow>('SELECT * FROM certificates WHERE id = $1 FOR UPDATE', [input.rechainedFromId]);
+        if (!original || original.instance_id !== input.instanceId) throw new CertplaneError(ErrorCode.STORE_NOT_FOUND, `no certificate ${input.rechainedFromId} of instance ${input.instanceId} to re-chain`);
+        if (original.status !== 'installed') {
+          throw new CertplaneError(ErrorCode.LIFECYCLE_TRANSITION_REFUSED, `certificate ${original.id} is ${original.status}, not installed: only the installed certificate is re-chained`, { state: original.status, event: 'rechained' });
+        }
+        const [row] = await tx.query<CertificateRow>(
+          `INSERT INTO certificates (id, instance_id, status, csr_pem, fullchain_pem, fingerprint_sha256, not_before, not_after, anchor_cn, report, renew_at, ari_retry_at, job_id, rechained_from_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz, $9, $10::text::jsonb, $11::timestamptz, $12::timestamptz, $13::uuid, $14::uuid) RETURNING *`,
+          [
+            randomUUID(),
+            original.instance_id,
+            ENTRIES.rechained,
+            original.csr_pem,
+            input.fullchainPem,
+            original.fingerprint_sha256,
+            original.not_before,
+            original.not_after,
+            input.anchorCN,
+            JSON.stringify(input.report ?? null),
+            original.renew_at,
+            original.ari_retry_at,
+            input.jobId,
+            original.id,
+          ],
+        );
+        const created = inserted(row);
+        await tx.query(
+          `INSERT INTO certificate_chains (certificate_id, chain_index, chain_pem, top_issuer_cn, selected, verification, evaluated_at, trust_fingerprint)
+           SELECT $1::uuid, chain_index, chain_pem, top_issuer_cn, chain_index = $3::int, verification, evaluated_at, trust_fingerprint FROM certificate_chains WHERE certificate_id = $2`,
+          [created.id, original.id, input.chainIndex],
+        );
+        return toCertificate(created);
+      });
+    },
     get: async (id) => {
       if (!UUID.test(id)) return undefined;
       const [row] = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE id = $1', [id]);
@@ -1052,6 +1089,7 @@ function toCertificate(row: CertificateRow): CertificateRecord {
     replacesCertificateId: row.replaces_certificate_id,
     jobId: row.job_id,
     revocation: row.revocation,
+    rechainedFromId: row.rechained_from_id ?? null,
   };
 }
 

@@ -199,6 +199,23 @@ export interface CertificateRecord {
   readonly jobId: string | null;
   /** Who revoked it, why, when and which key signed; null unless revoked. */
   readonly revocation: RevocationRecord | null;
+  /** For a rechain: the record whose leaf and key it delivers on another stored chain; null for a certificate that was ordered. */
+  readonly rechainedFromId: string | null;
+}
+
+/** What a rechain record carries: the chosen stored chain's verified path and what was judged of it. */
+export interface RechainInput {
+  readonly instanceId: string;
+  /** The installed certificate re-chained; it must still be installed. */
+  readonly rechainedFromId: string;
+  /** The stored chain delivered (its index in certificate_chains). */
+  readonly chainIndex: number;
+  /** Leaf and intermediates of the chosen chain's verified path: what is delivered. */
+  readonly fullchainPem: string;
+  readonly anchorCN: string | null;
+  readonly report: unknown;
+  /** The rechain job that asked for it. */
+  readonly jobId: string | null;
 }
 
 /** Fields a lifecycle event may set alongside the state. */
@@ -387,6 +404,15 @@ export interface Store {
   readonly certificates: {
     /** A new request in status `pending`; STORE_CONFLICT when the instance already has an open one (replicas racing). */
     create(instanceId: string): Promise<CertificateRecord>;
+    /**
+     * A rechain record (lifecycle ENTRIES.rechained: it starts `issued`, so the delivery
+     * machinery sends it at once): the leaf, key, CSR and dates of `rechainedFromId`, the chain
+     * given, and a copy of its stored chains with `chainIndex` marked selected, so a later trust
+     * change can re-chain it again. In one transaction with the original locked:
+     * LIFECYCLE_TRANSITION_REFUSED when it is no longer installed, STORE_CONFLICT when the
+     * instance has an open certificate.
+     */
+    createRechain(input: RechainInput): Promise<CertificateRecord>;
     get(id: string): Promise<CertificateRecord | undefined>;
     /** The most recently created certificate of the instance. */
     latest(instanceId: string): Promise<CertificateRecord | undefined>;

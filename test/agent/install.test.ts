@@ -11,7 +11,7 @@ import type { IssuedCertificate } from '../../src/pki/factory.js';
 import { Installer, type InstallerOptions } from '../../src/agent/install.js';
 import { createPendingKey, pendingKeyPath, spkiSha256OfPrivateKeyPem } from '../../src/agent/keys.js';
 import { appendJournal, openState, readJournal, writeFileAtomic, type AgentState, type JournalEntry } from '../../src/agent/state.js';
-import { intermediate, leaf, leafForCsr, pem, root } from '../support/hierarchies.js';
+import { crossSign, intermediate, leaf, leafForCsr, pem, root } from '../support/hierarchies.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 interface Fixture {
@@ -358,4 +358,64 @@ test('without --group nothing changes: live/ stays the agent\'s alone, and a sha
   assert.equal(await modeOf(live(fx, 'privkey.pem')), 0o600);
   await openState(fx.state.dir, { liveGroup: 65534 });
   await assert.rejects(openState(fx.state.dir), (error) => hasCode(error, ErrorCode.AGENT_STATE_PERMISSIONS) && /chmod 700/.test((error as Error).message));
+});
+
+/** The delivered leaf on another chain: its intermediate cross-signed by another root (what a CA's alternate chain is). */
+async function alternateChainOf(fx: Fixture, delivery: Delivery, otherRootCn: string): Promise<{ fullchainPem: string; root: Certificate }> {
+  const other = await root(otherRootCn);
+  const cross = await crossSign(fx.ca, other);
+  const leafPem = delivery.fullchainPem.slice(0, delivery.fullchainPem.indexOf('-----END CERTIFICATE-----') + '-----END CERTIFICATE-----'.length) + '\n';
+  return { fullchainPem: leafPem + cross.pem, root: parseCertificateBundle(other.pem)[0] as Certificate };
+}
+
+test('a rechain (the live certificate on another chain) is verified, installed atomically next to the live key, reloaded, and then already installed', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  const before = { chain: await fs.readFile(live(fx, 'fullchain.pem')), key: await fs.readFile(live(fx, 'privkey.pem')) };
+  const alternate = await alternateChainOf(fx, c1, 'Test Root X2');
+  const rechain: Delivery = { certificateId: 'c1-rechained', fullchainPem: alternate.fullchainPem, fingerprint: c1.fingerprint };
+  const agent = installer(fx, { trustAnchors: [...fx.anchors, alternate.root] });
+
+  assert.deepEqual(await deliver(agent, rechain), { fingerprintSha256: c1.fingerprint, alreadyInstalled: false });
+
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), alternate.fullchainPem);
+  assert.deepEqual(await fs.readFile(live(fx, 'privkey.pem')), before.key, 'the key is the live one, unchanged');
+  assert.deepEqual(await fs.readFile(previous(fx, 'fullchain.pem')), before.chain, 'the old chain is kept for a rollback');
+  assert.deepEqual(await fs.readFile(previous(fx, 'privkey.pem')), before.key);
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint, c1.fingerprint]);
+  assert.deepEqual(events(await readJournal(fx.state)).slice(2), ['installed c1-rechained', 'reloaded c1-rechained']);
+  await assert.rejects(fs.access(pendingKeyPath(fx.state, 'c1-rechained')), 'no key is ever pending for a rechain');
+
+  assert.deepEqual(await deliver(agent, rechain), { fingerprintSha256: c1.fingerprint, alreadyInstalled: true });
+  assert.deepEqual(await reloadedFingerprints(fx), [c1.fingerprint, c1.fingerprint], 'a repeated rechain delivery reloads nothing');
+});
+
+test('a rechain to a chain this instance does not trust is refused and the live chain stays', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  const before = await snapshot(fx.dir);
+  const alternate = await alternateChainOf(fx, c1, 'Root This Agent Does Not Trust');
+
+  await assert.rejects(deliver(installer(fx), { certificateId: 'c1-rechained', fullchainPem: alternate.fullchainPem, fingerprint: c1.fingerprint }), (error) => hasCode(error, ErrorCode.AGENT_CHAIN_UNVERIFIED));
+  assert.deepEqual(await snapshot(fx.dir), before);
+});
+
+test('a rechain whose reload fails rolls back to the previous chain and leaves no key pending', async (t) => {
+  const fx = await fixture(t);
+  const c1 = await deliveryFor(fx, 'c1');
+  await deliver(installer(fx), c1);
+  const before = { chain: await fs.readFile(live(fx, 'fullchain.pem')), key: await fs.readFile(live(fx, 'privkey.pem')) };
+  const alternate = await alternateChainOf(fx, c1, 'Test Root X2');
+  const rejectsNewChain = `${fx.reloadCommand}; if grep -q '${alternate.fullchainPem.split('\n').at(-3)}' "$CERTPLANE_FULLCHAIN"; then exit 4; fi`;
+
+  await assert.rejects(
+    deliver(installer(fx, { trustAnchors: [...fx.anchors, alternate.root], reloadCommand: rejectsNewChain }), { certificateId: 'c1-rechained', fullchainPem: alternate.fullchainPem, fingerprint: c1.fingerprint }),
+    (error) => hasCode(error, ErrorCode.AGENT_RELOAD_FAILED) && error.details.restoredFingerprintSha256 === c1.fingerprint,
+  );
+  assert.deepEqual(await fs.readFile(live(fx, 'fullchain.pem')), before.chain);
+  assert.deepEqual(await fs.readFile(live(fx, 'privkey.pem')), before.key);
+  await assert.rejects(fs.access(pendingKeyPath(fx.state, 'c1-rechained')));
+  assert.deepEqual(events(await readJournal(fx.state)).slice(2), ['installed c1-rechained', 'reload_failed c1-rechained', 'rolled_back c1-rechained']);
 });

@@ -167,17 +167,22 @@ describe('cluster limits on every route', async () => {
     },
     'POST /v1/reissues': async () => {
       const before = await countRows('SELECT count(*) AS n FROM campaigns');
-      for (const dryRun of [true, false]) {
-        for (const selector of [{ cluster: 'us-1' }, { all: true }, { chainIncludes: 'ISRG Root X1' }]) await assertForbidden('euOperator', 'POST', '/v1/reissues', { selector, reason: 'probe', dryRun });
-        for (const theirs of outOfReachInstances()) {
-          const ghost = randomUUID();
-          const real = await call('euOperator', 'POST', '/v1/reissues', { selector: { instanceIds: [ids.eu, theirs] }, reason: 'probe', dryRun });
-          const unknown = await call('euOperator', 'POST', '/v1/reissues', { selector: { instanceIds: [ids.eu, ghost] }, reason: 'probe', dryRun });
-          assert.equal(real.status, 404, JSON.stringify(real.body));
-          assert.deepEqual({ ...real.body, message: real.body.message.replace(theirs, ':id') }, { ...unknown.body, message: unknown.body.message.replace(ghost, ':id') });
+      for (const mode of ['reissue', 'rechain', 'rechain-or-reissue']) {
+        for (const dryRun of [true, false]) {
+          for (const selector of [{ cluster: 'us-1' }, { all: true }, { chainIncludes: 'ISRG Root X1' }, { trustBroken: true }]) await assertForbidden('euOperator', 'POST', '/v1/reissues', { selector, reason: 'probe', dryRun, mode });
+          for (const theirs of outOfReachInstances()) {
+            const ghost = randomUUID();
+            const real = await call('euOperator', 'POST', '/v1/reissues', { selector: { instanceIds: [ids.eu, theirs] }, reason: 'probe', dryRun, mode });
+            const unknown = await call('euOperator', 'POST', '/v1/reissues', { selector: { instanceIds: [ids.eu, ghost] }, reason: 'probe', dryRun, mode });
+            assert.equal(real.status, 404, JSON.stringify(real.body));
+            assert.deepEqual({ ...real.body, message: real.body.message.replace(theirs, ':id') }, { ...unknown.body, message: unknown.body.message.replace(ghost, ':id') });
+          }
         }
       }
       assert.equal(await countRows('SELECT count(*) AS n FROM campaigns'), before, 'no campaign was started');
+      const own = await call('euOperator', 'POST', '/v1/reissues', { selector: { cluster: 'eu-1' }, reason: 'own cluster', dryRun: true, mode: 'rechain' });
+      assert.deepEqual([own.status, own.body.instances.map((p: { instanceId: string }) => p.instanceId)], [200, [ids.eu]], 'its own cluster it may re-chain');
+      assert.equal(await countRows("SELECT count(*) AS n FROM jobs WHERE kind = 'rechain'"), 0, 'nothing of us-1 was ever queued for a rechain');
     },
     'POST /v1/whatif': async () => {
       const all = await call('euReader', 'POST', '/v1/whatif', { change: { removeRoots: ['ISRG Root X1'] } });

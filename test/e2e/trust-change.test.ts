@@ -5,16 +5,22 @@
  * removed from the profile file and the trust settings reloaded with `certplane admin
  * reload-trust`: the API, `certplane status` and the metrics (scraped from the plain-HTTP
  * metrics listener) show exactly the predicted instances broken,
- * each with a stored alternate chain (the one to Pebble's other root) available. Issuance
- * then takes the chain that verifies in every profile of an instance, refuses naming the
- * profile when none does, and SIGHUP reloads the trust settings like the admin command.
+ * each with a stored alternate chain (the one to Pebble's other root) available. A `rechain`
+ * campaign then moves every one of them to that stored chain with no new order (counted at
+ * Pebble, through the recording proxy in front of it), and each agent's installed fullchain
+ * verifies with openssl against the new profile. Issuance then takes the chain that verifies
+ * in every profile of an instance, refuses naming the profile when none does, and SIGHUP
+ * reloads the trust settings like the admin command.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { certplane, scratch } from '../support/cli.js';
+import { opensslVerify } from '../support/openssl.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { root } from '../support/hierarchies.js';
 import { freePort } from '../support/ports.js';
@@ -27,7 +33,10 @@ const INSTANCES = 3;
 describe('clients lose a root: what-if, then reload, on Pebble with an alternate root', async () => {
   const dir = await scratch('certplane-trust-change-');
   let pebble: LocalPebble;
+  let proxy: AcmeProxy;
   let roots: Certificate[];
+  /** Leaf fingerprints installed before the trust change, by instance: a rechain keeps them. */
+  const leaves = new Map<string, string>();
   let plane: RunningProcess;
   let api: string;
   let metricsUrl: string;
@@ -41,6 +50,9 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
 
   before(async () => {
     pebble = await startPebble({ alternateRoots: 1 });
+    // Every order reaches Pebble through the proxy, which counts the ones Pebble created.
+    proxy = await startAcmeProxy({ upstreamDirectoryUrl: pebble.directoryUrl, upstreamCaPem: pebble.acmeServerCaPem, renewalInfo: false });
+    await dir.write('proxy-ca.pem', proxy.caPem);
     roots = (await pebble.roots()).map((text) => parseCertificateBundle(text)[0]!);
     const bothRoots = roots.map((r) => r.pem).join('');
     await dir.write('default.pem', bothRoots);
@@ -54,8 +66,8 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
       ...localPlaneEnv({
         port,
         dir: dir.dir,
-        directoryUrl: pebble.directoryUrl,
-        acmeCaPath: pebble.acmeServerCaPath,
+        directoryUrl: proxy.directoryUrl,
+        acmeCaPath: join(dir.dir, 'proxy-ca.pem'),
         preferredRootCN: roots[0]!.subjectCN,
         trustStorePath: join(dir.dir, 'default.pem'),
         challtestsrvUrl: pebble.challtestsrvUrl,
@@ -78,6 +90,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
   after(async () => {
     await Promise.all(agents.map((a) => a.client.stop()));
     await plane?.stop();
+    await proxy?.close();
     await pebble?.stop();
     await dir.remove();
   });
@@ -94,6 +107,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
       const scraped = await (await fetch(metricsUrl)).text();
       assert.equal(instanceSeries(scraped, 'certplane_instance_ready').get(agent.instanceId)?.[1], 1, scraped);
       assert.equal(instanceSeries(scraped, 'certplane_certificate_expiry_timestamp_seconds').get(agent.instanceId)?.[1], Date.parse(view.certificate.notAfter) / 1000);
+      leaves.set(agent.instanceId, view.certificate.fingerprintSha256);
     }
 
     const asked = await certplane(['whatif', '--server', api, '--remove-root', roots[0]!.subjectCN, '--from-profile', 'clients', '--json']);
@@ -124,6 +138,46 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     assert.deepEqual([...instanceSeries(scraped, 'certplane_instance_chain_broken')].filter(([, [, value]]) => value === 1).map(([id]) => id).sort(), predicted);
     assert.ok(predicted.every((id) => instanceSeries(scraped, 'certplane_instance_ready').get(id)?.[1] === 0), scraped);
     assert.deepEqual([singleValue(scraped, 'certplane_trust_reload_broken_instances'), singleValue(scraped, 'certplane_trust_reload_alternate_available_instances')], [INSTANCES, INSTANCES]);
+  });
+
+  test('a rechain campaign moves every broken instance to the stored chain that verifies, with zero new orders at Pebble; openssl agrees', async () => {
+    const fleet = agents.slice(0, INSTANCES);
+    const ordersBefore = proxy.createdAt('/order-plz');
+    assert.ok(ordersBefore >= INSTANCES, `the proxy saw the first orders (${ordersBefore})`);
+    const dry = await certplane(['reissue', '--server', api, '--trust-broken', '--mode', 'rechain', '--reason', 'clients drop the first Pebble root', '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^dry run: ${INSTANCES} instance\\(s\\) match \\(mode rechain\\): ${INSTANCES} rechain \\(a stored chain, no order\\), 0 reissue \\(a new order\\), 0 skipped`));
+
+    const startedAt = Date.now();
+    const started = await json('POST', '/v1/reissues', { selector: { trustBroken: true }, mode: 'rechain', reason: 'clients drop the first Pebble root' });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    const done = await eventually(async () => {
+      const { body } = await json('GET', `/v1/reissues/${started.body.id}`);
+      return body.state === 'done' ? body : undefined;
+    }, 60_000, 200, 'the rechain campaign to finish');
+    const seconds = (Date.now() - startedAt) / 1000;
+    assert.deepEqual(
+      [done.counts.matched, done.counts.installed, done.counts.rechained, done.counts.ordered, done.counts.failed, done.counts.skipped],
+      [INSTANCES, INSTANCES, INSTANCES, 0, 0, 0],
+      JSON.stringify(done.counts),
+    );
+    assert.equal(proxy.createdAt('/order-plz'), ordersBefore, 'no new order at Pebble');
+    console.log(`rechain: ${INSTANCES} instances re-chained in ${seconds.toFixed(2)} s, ${proxy.createdAt('/order-plz') - ordersBefore} new orders at Pebble`);
+
+    const clientsPem = await readFile(join(dir.dir, 'clients.pem'), 'utf8');
+    for (const agent of fleet) {
+      const { body } = await json('GET', `/v1/instances/${agent.instanceId}`);
+      assert.deepEqual([body.certificate.status, body.certificate.anchor, body.trust.status], ['installed', roots[1]!.subjectCN, 'ok'], JSON.stringify(body));
+      assert.equal(body.certificate.fingerprintSha256, leaves.get(agent.instanceId), 'the same certificate, on another chain');
+      const installed = await readFile(join(agent.state.liveDir, 'fullchain.pem'), 'utf8');
+      assert.equal(parseCertificateBundle(installed)[0]!.fingerprintSha256, leaves.get(agent.instanceId));
+      const verdict = await opensslVerify(installed, clientsPem);
+      assert.ok(verdict.ok, `openssl verify of ${agent.instanceId}'s installed chain against the new clients profile: ${verdict.output}`);
+      const replaced = await opensslVerify(await readFile(join(agent.state.previousDir, 'fullchain.pem'), 'utf8'), clientsPem);
+      assert.ok(!replaced.ok, 'the chain it replaced does not verify there (the check can fail)');
+    }
+    const audit = await certplane(['admin', '--socket', env.CERTPLANE_ADMIN_SOCKET!, 'audit', '--limit', '20']);
+    assert.equal(audit.stdout.split('\n').filter((line) => line.includes('certificate.rechain')).length, INSTANCES, audit.stdout);
   });
 
   test('issuance takes the chain that verifies in every profile of the instance, refuses naming the profile when none does, and SIGHUP reloads', async () => {

@@ -7,18 +7,25 @@ import { describe, test } from 'node:test';
 import { hasCode } from '../../src/errors.js';
 import {
   CERTIFICATE_STATES,
+  ENTRIES,
   FAILURE_REASONS,
   LIFECYCLE_EVENTS,
   MAX_ATTEMPTS,
   OPEN_STATES,
+  REISSUE_MODES,
   TRANSITIONS,
+  campaignPath,
   classify,
   isPermanent,
   next,
   readyCondition,
+  rechainRefusal,
   retryDecision,
+  type CampaignPath,
   type CertificateState,
   type FailureReasonName,
+  type RechainFacts,
+  type ReissueMode,
 } from '../../src/lifecycle/index.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
@@ -95,7 +102,7 @@ describe('failure reasons', () => {
 
   test('a permanent reason is never retried, whatever the attempt', () => {
     const permanent = (Object.keys(FAILURE_REASONS) as FailureReasonName[]).filter((reason) => isPermanent({ reason }));
-    assert.deepEqual(permanent.sort(), ['AccountRefused', 'ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'InstanceDecommissioned', 'ProfileUnknown']);
+    assert.deepEqual(permanent.sort(), ['AccountRefused', 'ChainUnsatisfied', 'ChallengeUnsupported', 'CsrRejected', 'IdentifierRejected', 'InstanceDecommissioned', 'ProfileUnknown', 'RechainUnavailable']);
     for (const reason of permanent) assert.deepEqual(retryDecision({ reason, code: 'X' }, 1, now), { retry: false, why: 'permanent' });
   });
 
@@ -107,5 +114,47 @@ describe('failure reasons', () => {
     assert.ok(limited.retry && limited.at.toISOString() === '2026-12-01T03:00:00.000Z', JSON.stringify(limited));
     const soon = retryDecision({ reason: 'RateLimited', code: ErrorCode.ACME_RATE_LIMITED, retryAt: '2026-12-01T00:00:01.000Z' }, 1, now, () => 1);
     assert.ok(soon.retry && soon.at.getTime() === now.getTime() + 60_000, 'the backoff wins over a Retry-After that is sooner');
+  });
+});
+
+describe('re-chaining', () => {
+  test('a rechain enters at issued and then follows the delivery arcs: delivered, installed (superseding the record it re-chains), or failed', () => {
+    assert.equal(ENTRIES.rechained, 'issued');
+    assert.equal(ENTRIES.requested, 'pending');
+    assert.equal(next(ENTRIES.rechained, 'delivered'), 'delivered');
+    assert.equal(next('delivered', 'installed'), 'installed');
+    assert.equal(next('installed', 'superseded'), 'superseded');
+    assert.equal(next(ENTRIES.rechained, 'failed'), 'failed');
+    // Nothing is ordered for a rechain: the ordering arcs never apply to it.
+    assert.equal(classify(ENTRIES.rechained, 'order_created'), 'stale');
+    assert.equal(classify(ENTRIES.rechained, 'chain_verified'), 'stale');
+  });
+
+  test('a rechain needs an installed certificate and nothing under way', () => {
+    assert.equal(rechainRefusal({ installed: 'installed', open: [] }), undefined);
+    assert.equal(rechainRefusal({ installed: undefined, open: [] }), 'no-installed-certificate');
+    assert.equal(rechainRefusal({ installed: 'installed', open: ['ordering'] }), 'issuance-under-way');
+    assert.equal(rechainRefusal({ installed: 'installed', open: ['issued'] }), 'issuance-under-way');
+    // Settled certificates are not work under way.
+    assert.equal(rechainRefusal({ installed: 'installed', open: ['failed', 'superseded'] }), undefined);
+  });
+
+  const alternate = { installed: 'installed', open: [], selection: { alternateIndex: 1 } } as const;
+  const cases: readonly [string, RechainFacts, Record<ReissueMode, CampaignPath>][] = [
+    ['a stored alternate fits', alternate, { reissue: { path: 'reissue' }, rechain: { path: 'rechain', chainIndex: 1 }, 'rechain-or-reissue': { path: 'rechain', chainIndex: 1 } }],
+    ['no stored chain fits', { ...alternate, selection: 'none' }, { reissue: { path: 'reissue' }, rechain: { path: 'skip', reason: 'no-alternate-chain' }, 'rechain-or-reissue': { path: 'reissue' } }],
+    ['the installed chain is already the one selected', { ...alternate, selection: 'current' }, { reissue: { path: 'reissue' }, rechain: { path: 'skip', reason: 'current' }, 'rechain-or-reissue': { path: 'skip', reason: 'current' } }],
+    ['nothing installed', { installed: undefined, open: [], selection: undefined }, { reissue: { path: 'reissue' }, rechain: { path: 'skip', reason: 'no-installed-certificate' }, 'rechain-or-reissue': { path: 'reissue' } }],
+    ['an order under way', { ...alternate, open: ['ordering'] }, { reissue: { path: 'reissue' }, rechain: { path: 'skip', reason: 'issuance-under-way' }, 'rechain-or-reissue': { path: 'reissue' } }],
+  ];
+  for (const [situation, facts, expected] of cases) {
+    test(`campaign paths when ${situation}`, () => {
+      for (const mode of REISSUE_MODES) assert.deepEqual(campaignPath(mode, facts), expected[mode], mode);
+    });
+  }
+
+  test('a rechain that cannot happen is permanent: only a new order helps, so it is never retried', () => {
+    assert.equal(isPermanent({ reason: 'RechainUnavailable' }), true);
+    assert.deepEqual(retryDecision({ reason: 'RechainUnavailable', code: ErrorCode.RECHAIN_NO_SATISFYING_CHAIN }, 1, new Date()), { retry: false, why: 'permanent' });
   });
 });

@@ -25,3 +25,28 @@ export async function opensslCsr(key: OpensslKey, digest: string | undefined, na
     await dir.remove();
   }
 }
+
+/**
+ * `openssl verify` of a fullchain (leaf first, then intermediates) against the roots in
+ * `rootsPem` only: what a client holding exactly that store concludes, judged by OpenSSL
+ * rather than by certplane's own engine. `ok` when it printed "OK"; `output` says why not.
+ */
+export async function opensslVerify(fullchainPem: string, rootsPem: string): Promise<{ ok: boolean; output: string }> {
+  const blocks = fullchainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const dir = await scratch('certplane-openssl-verify-');
+  try {
+    await dir.write('roots.pem', rootsPem);
+    await dir.write('leaf.pem', `${blocks[0] ?? ''}\n`);
+    await dir.write('untrusted.pem', `${blocks.slice(1).join('\n')}\n`);
+    const args = ['verify', '-CAfile', dir.path('roots.pem'), ...(blocks.length > 1 ? ['-untrusted', dir.path('untrusted.pem')] : []), dir.path('leaf.pem')];
+    try {
+      const output = execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+      return { ok: /: OK\s*$/.test(output), output };
+    } catch (error) {
+      const failed = error as { stdout?: Buffer; stderr?: Buffer };
+      return { ok: false, output: `${failed.stdout?.toString() ?? ''}${failed.stderr?.toString() ?? ''}` };
+    }
+  } finally {
+    await dir.remove();
+  }
+}

@@ -21,6 +21,7 @@ import { buildApi } from '../../src/api/app.js';
 import { FleetMetrics, metricsSource } from '../../src/api/metrics.js';
 import { PageCursors } from '../../src/api/cursors.js';
 import { Campaigns } from '../../src/jobs/campaigns.js';
+import { Rechains } from '../../src/jobs/rechain.js';
 import { TrustEvaluation } from '../../src/jobs/trust.js';
 import { LiveTrust, chainPolicyOf, trustSettings } from '../../src/config/trust.js';
 import type { TrustProfile } from '../../src/chain/index.js';
@@ -35,9 +36,12 @@ export interface TestPlane {
   readonly store: Store;
   readonly ca: AgentCa;
   readonly sessions: SessionRegistry;
+  readonly coordinator: IssuanceCoordinator;
   readonly app: Awaited<ReturnType<typeof buildApi>>;
   /** The same parts the admin console is composed from in `certplane serve`. */
   readonly campaigns: Campaigns;
+  /** Plans campaigns' paths and carries out rechain jobs (no scheduler runs here: tests run them). */
+  readonly rechains: Rechains;
   readonly trust: LiveTrust;
   readonly trustEvaluation: TrustEvaluation;
   readonly clock: () => Date;
@@ -70,11 +74,15 @@ export async function startTestPlane(
     /** Served-chain reports an instance may have judged at once (the plane's default otherwise), and served.ts's counter of ignored ones. */
     servedBurst?: number;
     servedRejected?: (code: string) => void;
+    /** The preferred root CNs (default: ISRG Root X1). */
+    preferences?: readonly string[];
+    /** CERTPLANE_ON_TRUST_CHANGE for the admin console's reload-trust (default: report). */
+    onTrustChange?: 'report' | 'rechain';
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', ...sessionOptions } = options;
   const settings = async () =>
-    trustSettings({ profiles: trustProfiles(), sources: {}, preferences: ['ISRG Root X1'], fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
+    trustSettings({ profiles: trustProfiles(), sources: {}, preferences, fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
   const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
   const dir = await scratch('certplane-plane-');
@@ -94,7 +102,8 @@ export async function startTestPlane(
   const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, served, ...limits });
   sessions.setHandler(coordinator);
   const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger, clock, ...(signingTimeoutMs === undefined ? {} : { signingTimeoutMs }) });
-  const campaigns = new Campaigns({ store, clock, logger });
+  const rechains = new Rechains({ store, trust, clock, logger, onRechained: (certificate) => coordinator.wake({ instanceId: certificate.instanceId, id: certificate.id, status: certificate.status }) });
+  const campaigns = new Campaigns({ store, clock, logger, rechains });
   const cursors = await PageCursors.loadOrCreate(secrets);
   const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger });
   const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsSource(new Registry(), new FleetMetrics({ store, clock })), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
@@ -104,13 +113,15 @@ export async function startTestPlane(
     store,
     ca,
     sessions,
+    coordinator,
     app,
     campaigns,
+    rechains,
     trust,
     trustEvaluation,
     clock,
     logger,
-    adminDeps: { store, sessions, campaigns, clock, logger, trust: { live: trust, evaluation: trustEvaluation } },
+    adminDeps: { store, sessions, campaigns, clock, logger, trust: { live: trust, evaluation: trustEvaluation, onChange: onTrustChange } },
     async close() {
       sessions.closeAll('test over');
       await app.close();

@@ -1,6 +1,6 @@
 /**
- * On-call fleet reissue: one request, a persistent campaign, a status to follow, a
- * cancel. Who asked is taken from the X-Certplane-Actor header until client-certificate
+ * On-call fleet reissue and re-chaining: one request, a persistent campaign, a status to
+ * follow, a cancel. Who asked is taken from the X-Certplane-Actor header until client-certificate
  * authentication names callers (roadmap); why is the mandatory `reason`.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
@@ -11,12 +11,34 @@ import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../au
 import type { ApiDependencies } from '../app.js';
 import { IdParams, Problem, Text } from '../schemas.js';
 import { ErrorCode } from '../../error-catalogue.js';
+import { REISSUE_MODES, SKIP_REASONS } from '../../lifecycle/index.js';
+
+const Mode = z
+  .enum(REISSUE_MODES)
+  .describe(
+    '`reissue` (a new order for each instance), `rechain` (deliver a stored chain of the installed certificate that the trust in force selects: no order, no rate-limit budget; instances without one are reported as skipped) or `rechain-or-reissue` (a stored chain where one fits, a new order elsewhere)',
+  );
 
 const ReissueRequest = z.strictObject({
   selector: Selector,
   reason: Text(1000),
   dryRun: z.boolean().default(false),
-  rotateKey: z.boolean().default(true),
+  mode: Mode.default('reissue'),
+  rotateKey: z.boolean().optional().describe('true unless said; `false` is refused where an order may be placed, `true` with mode `rechain` (which keeps the certificate and its key)'),
+});
+
+const SkipReason = z.enum(SKIP_REASONS).describe('`current`: the installed chain is already the one selected; `no-alternate-chain`: no stored chain satisfies the preferences and profiles (a new order is needed); `no-installed-certificate`; `issuance-under-way`');
+const PathCounts = z.object({
+  reissue: z.number().int(),
+  rechain: z.number().int(),
+  skip: z.number().int(),
+  skipReasons: z.record(z.string(), z.number().int()).describe('skipped instances by reason'),
+});
+const PlannedPath = z.object({
+  instanceId: z.uuid(),
+  path: z.enum(['reissue', 'rechain', 'skip']),
+  chainIndex: z.number().int().optional().describe('the stored chain a rechain delivers'),
+  reason: SkipReason.optional(),
 });
 
 const Counts = z.object({
@@ -29,11 +51,15 @@ const Counts = z.object({
   failureReasons: z.record(z.string(), z.number().int()).describe('instances failed for good, by failure reason'),
   waitingForAgent: z.number().int(),
   cancelled: z.number().int(),
+  rechained: z.number().int().describe('instances given a stored chain of their certificate (no order)'),
+  skipped: z.number().int().describe('instances reported without being touched'),
+  skippedReasons: z.record(z.string(), z.number().int()).describe('skipped instances by reason'),
 });
 
 const Campaign = z
   .object({
     id: z.uuid(),
+    mode: Mode,
     state: z.enum(['running', 'done', 'cancelled']),
     reason: z.string(),
     requestedBy: z.string(),
@@ -41,10 +67,19 @@ const Campaign = z
     createdAt: z.iso.datetime(),
     finishedAt: z.iso.datetime().nullable(),
     counts: Counts,
+    skipped: z.array(z.object({ instanceId: z.uuid(), reason: SkipReason })).describe('the first 1000 instances reported without being touched, and why'),
   })
   .meta({ id: 'Campaign' });
 
-const DryRunResult = z.object({ dryRun: z.literal(true), matched: z.number().int(), instanceIds: z.array(z.uuid()), predictedSeconds: z.number() });
+const DryRunResult = z.object({
+  dryRun: z.literal(true),
+  mode: Mode,
+  matched: z.number().int(),
+  instanceIds: z.array(z.uuid()).describe('the first 1000 matches'),
+  paths: PathCounts,
+  instances: z.array(PlannedPath).describe('the path of each of the first 1000 matches'),
+  predictedSeconds: z.number().describe('how long the rate limiter predicts the new orders take'),
+});
 const CancelRequest = z.strictObject({ reason: Text(1000).default('cancelled') }).nullish();
 const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
 
@@ -64,9 +99,10 @@ async function requireSelectorWithin(deps: ApiDependencies, caller: Caller | und
   throw new CertplaneError(ErrorCode.AUTH_FORBIDDEN, `${caller.actor} is limited to clusters ${caller.clusters.join(', ')}: select by cluster or by instance ids`);
 }
 
-function campaignView({ campaign, counts }: CampaignStatus) {
+function campaignView({ campaign, counts, skipped }: CampaignStatus) {
   return {
     id: campaign.id,
+    mode: campaign.mode,
     state: campaign.state,
     reason: campaign.reason,
     requestedBy: campaign.requestedBy,
@@ -74,6 +110,7 @@ function campaignView({ campaign, counts }: CampaignStatus) {
     createdAt: campaign.createdAt.toISOString(),
     finishedAt: campaign.finishedAt ? campaign.finishedAt.toISOString() : null,
     counts,
+    skipped: skipped.map((s) => ({ instanceId: s.instanceId, reason: s.skipReason ?? 'no-alternate-chain' })),
   };
 }
 
@@ -88,7 +125,7 @@ export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       {
         config: { permission: 'operate' },
         schema: {
-          summary: 'Reissue part or all of the fleet: a dry run, or a persistent, rate-limited campaign',
+          summary: 'Reissue or re-chain part or all of the fleet: a dry run, or a persistent campaign (new orders go through the rate limiter; rechains order nothing)',
           tags: ['reissues'],
           headers: ActorHeaders,
           body: ReissueRequest,
@@ -98,7 +135,10 @@ export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
       async (request, reply) => {
         await requireSelectorWithin(deps, request.caller, request.body.selector);
         const result = await deps.campaigns.start({ ...request.body, actor: request.caller?.actor ?? 'unknown' });
-        if ('dryRun' in result) return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds] });
+        if ('dryRun' in result) {
+          const instances = result.instances.map((p) => ({ instanceId: p.instanceId, path: p.path, ...(p.path === 'rechain' ? { chainIndex: p.chainIndex } : {}), ...(p.path === 'skip' ? { reason: p.reason } : {}) }));
+          return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds], instances });
+        }
         return reply.status(201).send(campaignView(result));
       },
     );
