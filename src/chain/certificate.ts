@@ -57,36 +57,41 @@ export interface Certificate {
 }
 
 /**
- * Parsed certificates by DER SHA-256. Decoding extensions costs milliseconds while the
- * same few intermediates and roots arrive with every chain, so parses are memoised: a
- * bounded, least-recently-used map of immutable values, which keeps the engine free of
- * I/O and its answers independent of the cache.
+ * Parsed certificates by DER SHA-256. The same few intermediates and roots arrive with
+ * every chain, so parses are memoised: a bounded, least-recently-used map of immutable
+ * values, which keeps the engine free of I/O and its answers independent of the cache.
+ * Work over a whole fleet (a what-if, a trust reload) sees more distinct leaves than this
+ * holds; it parses through a scope of its own (createCertificateScope in pem.ts), so it
+ * neither thrashes this memo nor depends on its size.
  */
 const CACHE_LIMIT = 4096;
 const cache = new Map<string, Certificate>();
 
-/** Empties the memos (parses and signature checks); for benchmarks that measure first sight. */
+/** Empties the parse memo; for benchmarks that measure first sight (signature verdicts live with each parsed certificate, so they go too). */
 export function clearCertificateCache(): void {
   cache.clear();
-  signatures.clear();
 }
 
 /**
- * Signature checks by (signed, signer) fingerprints. A fleet's chains share intermediates
- * and a trust change re-judges every installed chain in every profile: the same pairs come
- * back again and again, and whether a key signed a certificate never changes.
+ * Signature verdicts of each parsed certificate, by the SHA-256 SPKI of the signer's key.
+ * Whether a key signed a certificate never changes, and a trust change re-judges every
+ * installed chain in every profile, so the same pairs come back again and again. Kept
+ * beside the certificate (weakly) rather than in one global map: the verdicts live exactly
+ * as long as the parsed certificate, whatever the size of the fleet, and a cross-signed
+ * intermediate (same key, another certificate) reuses the verdict of its twin.
  */
-const SIGNATURE_LIMIT = 65_536;
-const signatures = new Map<string, boolean>();
+const signatures = new WeakMap<Certificate, Map<string, boolean>>();
+/** More signer keys than this for one certificate is a hostile bundle, not a fleet; stop remembering. */
+const SIGNERS_REMEMBERED = 64;
 
 /** True when `signer`'s key verifies `child`'s signature (names are not compared: see isSignedBy). */
 export function signatureVerifies(child: Certificate, signer: Certificate): boolean {
-  const key = `${child.fingerprintSha256}:${signer.fingerprintSha256}`;
-  const known = signatures.get(key);
-  if (known !== undefined) return known;
+  let known = signatures.get(child);
+  const verdict = known?.get(signer.spkiSha256);
+  if (verdict !== undefined) return verdict;
   const verified = child.native.verify(signer.publicKey);
-  signatures.set(key, verified);
-  if (signatures.size > SIGNATURE_LIMIT) signatures.delete(signatures.keys().next().value as string);
+  if (!known) signatures.set(child, (known = new Map()));
+  if (known.size < SIGNERS_REMEMBERED) known.set(signer.spkiSha256, verified);
   return verified;
 }
 
@@ -106,13 +111,22 @@ export function parseCertificateDer(der: Buffer): Certificate {
 }
 
 /**
- * One DER decode by OpenSSL (node:crypto, which also verifies signatures) and one BER walk
- * by asn1js for what OpenSSL does not expose (key usage bits, basic constraints as
- * written, the SubjectPublicKeyInfo bytes, the validity as dates). asn1js decodes the
- * contents of each extension's OCTET STRING in the same walk, so the four extensions the
- * engine reads are taken from that tree, not decoded again. The high-level @peculiar/x509
- * object decoded every extension again on each lookup and rebuilt names on each access:
- * first-sight parsing cost thirty times the signature checks it precedes.
+ * Parses one DER certificate without the global memo, for a caller that keeps its own
+ * (one evaluation's scope). `der` must not be modified afterwards.
+ */
+export function parseCertificateDerUnmemoised(der: Buffer): Certificate {
+  return parseUncached(der, sha256Hex(der));
+}
+
+/**
+ * One DER decode by OpenSSL (node:crypto, which also verifies signatures), then asn1js for
+ * what OpenSSL does not expose (key usage bits, basic constraints as written, the SANs,
+ * the validity as dates). OpenSSL has accepted the whole encoding by then, so only the few
+ * elements the engine reads are handed to asn1js: decoding the whole certificate with
+ * asn1js (every name, every extension, the signature) cost as much as OpenSSL's decode
+ * and verification together, and made first-sight parsing the cost of a fleet-wide
+ * what-if. The PEM text and the public key object are made when first asked for: a
+ * leaf's key never signs anything, and its PEM is only shown.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
@@ -127,8 +141,12 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const ipAddresses = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 7 ? ipAddressOf(Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView)) : []));
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
-  return Object.freeze({
-    pem: native.toString(),
+  let pem: string | undefined;
+  let publicKey: KeyObject | undefined;
+  const certificate = {
+    get pem() {
+      return (pem ??= native.toString());
+    },
     der,
     subject,
     issuer,
@@ -147,9 +165,12 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
     selfIssued: subject === issuer,
-    publicKey: native.publicKey,
+    get publicKey() {
+      return (publicKey ??= native.publicKey);
+    },
     native,
-  });
+  };
+  return Object.freeze(certificate);
 }
 
 /** A SAN iPAddress (RFC 5280: 4 octets for IPv4, 16 for IPv6) in the canonical text form names.ts stores; nothing for any other length. */
@@ -174,36 +195,93 @@ interface TbsFields {
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly spki: Uint8Array;
-  /** The decoded extnValue by extension OID. */
+  /** The decoded extnValue of each extension the engine reads, by OID. */
   readonly extensions: ReadonlyMap<string, asn1js.Constructed>;
 }
 
-/** The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC 5280 section 4.1). */
+/** The extensions the engine reads, by the DER contents of their OID, so others are skipped without decoding. */
+const WANTED_EXTENSIONS = new Map(Object.values(OID).map((oid) => [Buffer.from(new asn1js.ObjectIdentifier({ value: oid }).valueBlock.toBER()).toString('hex'), oid]));
+
+/**
+ * The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC
+ * 5280 section 4.1): the elements are located by their DER headers (derElement) and only
+ * the validity and the wanted extensions' values are decoded, by asn1js.
+ */
 function tbsFields(der: Buffer): TbsFields {
-  const decoded = asn1js.fromBER(der);
-  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
-  const tbs = ((decoded.result as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence).valueBlock.value;
-  const explicit = (element: asn1js.AsnType | undefined, tag: number) => element?.idBlock.tagClass === 3 && element.idBlock.tagNumber === tag;
-  const at = explicit(tbs[0], 0) ? 1 : 0;
-  const serial = tbs[at] as asn1js.Integer;
-  const validity = (tbs[at + 3] as asn1js.Sequence).valueBlock.value as [asn1js.UTCTime, asn1js.UTCTime];
-  const spki = tbs[at + 5] as asn1js.Sequence;
+  const certificate = derElement(der, 0, der.length);
+  const tbs = derChildren(der, derElement(der, certificate.contentStart, certificate.end));
+  const at = tbs[0]?.tag === 0xa0 ? 1 : 0;
+  const [serial, , , validity, , spki] = tbs.slice(at);
+  if (serial?.tag !== 0x02 || validity?.tag !== 0x30 || spki?.tag !== 0x30) throw new Error('not an X.509 TBSCertificate');
+  const decodedValidity = decode(der.subarray(validity.start, validity.end)) as asn1js.Sequence;
+  const [notBefore, notAfter]: (asn1js.AsnType | undefined)[] = decodedValidity.valueBlock.value;
+  // GeneralizedTime extends UTCTime in asn1js: both give toDate().
+  if (!(notBefore instanceof asn1js.UTCTime) || !(notAfter instanceof asn1js.UTCTime)) throw new Error('validity is not two times');
   const extensions = new Map<string, asn1js.Constructed>();
-  const wrapper = tbs.find((element) => explicit(element, 3)) as asn1js.Constructed | undefined;
-  for (const extension of ((wrapper?.valueBlock.value[0] as asn1js.Sequence | undefined)?.valueBlock.value ?? []) as asn1js.Sequence[]) {
-    const fields = extension.valueBlock.value;
-    const octets = fields[fields.length - 1] as asn1js.OctetString;
-    // asn1js decodes an OCTET STRING's contents when they are one whole BER value; otherwise decode them here.
-    const inner = (octets.valueBlock.value[0] ?? asn1js.fromBER(octets.valueBlock.valueHexView).result) as asn1js.Constructed;
-    extensions.set((fields[0] as asn1js.ObjectIdentifier).valueBlock.toString(), inner);
+  const wrapper = tbs.find((element) => element.tag === 0xa3);
+  if (wrapper) {
+    for (const extension of derChildren(der, derElement(der, wrapper.contentStart, wrapper.end))) {
+      const fields = derChildren(der, extension);
+      const [oid, octets] = [fields[0], fields[fields.length - 1]];
+      if (oid?.tag !== 0x06 || octets?.tag !== 0x04) throw new Error('malformed extension');
+      const wanted = WANTED_EXTENSIONS.get(der.toString('hex', oid.contentStart, oid.end));
+      if (wanted) extensions.set(wanted, decode(der.subarray(octets.contentStart, octets.end)) as asn1js.Constructed);
+    }
   }
   return {
-    serialNumber: Buffer.from(serial.valueBlock.valueHexView).toString('hex'),
-    notBefore: validity[0].toDate(),
-    notAfter: validity[1].toDate(),
-    spki: spki.valueBeforeDecodeView,
+    serialNumber: der.toString('hex', serial.contentStart, serial.end),
+    notBefore: notBefore.toDate(),
+    notAfter: notAfter.toDate(),
+    spki: der.subarray(spki.start, spki.end),
     extensions,
   };
+}
+
+function decode(bytes: Uint8Array): asn1js.AsnType {
+  const decoded = asn1js.fromBER(bytes);
+  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
+  return decoded.result;
+}
+
+/** Where one DER element lies: its tag octet, and its header's and contents' bounds. */
+interface DerElement {
+  readonly tag: number;
+  readonly start: number;
+  readonly contentStart: number;
+  readonly end: number;
+}
+
+/**
+ * The header of the DER element at `offset` (X.690 8.1.2-8.1.3: one tag octet, a definite
+ * length), bounded by `limit`. Only locates: every value is decoded by asn1js or OpenSSL.
+ * High tag numbers and indefinite lengths never occur in a certificate's DER and are refused.
+ */
+function derElement(der: Uint8Array, offset: number, limit: number): DerElement {
+  if (offset + 2 > limit) throw new Error('truncated DER');
+  const tag = der[offset] as number;
+  if ((tag & 0x1f) === 0x1f) throw new Error('unexpected high tag number');
+  let length = der[offset + 1] as number;
+  let contentStart = offset + 2;
+  if (length & 0x80) {
+    const octets = length & 0x7f;
+    if (octets === 0 || octets > 3 || contentStart + octets > limit) throw new Error('unsupported DER length');
+    length = 0;
+    for (let i = 0; i < octets; i += 1) length = length * 256 + (der[contentStart++] as number);
+  }
+  const end = contentStart + length;
+  if (end > limit) throw new Error('truncated DER');
+  return { tag, start: offset, contentStart, end };
+}
+
+/** The elements inside a constructed element, in order. */
+function derChildren(der: Uint8Array, parent: DerElement): DerElement[] {
+  const children: DerElement[] = [];
+  for (let at = parent.contentStart; at < parent.end; ) {
+    const child = derElement(der, at, parent.end);
+    children.push(child);
+    at = child.end;
+  }
+  return children;
 }
 
 /** OpenSSL's one-attribute-per-line form as the one-line "CN=..., O=..." form reports show. */

@@ -14,11 +14,11 @@ export {
   type TrustChange,
   type TrustProfile,
 } from './profiles.js';
-export { clearCertificateCache, parseCertificateDer, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
-export { parseCertificateBundle, parsePemBlocks } from './pem.js';
+export { clearCertificateCache, parseCertificateDer, parseCertificateDerUnmemoised, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
+export { createCertificateScope, parseCertificateBundle, parsePemBlocks, type CertificateScope } from './pem.js';
 export { parseCsr, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
 export { checkHostname, coveringParent, ipAddress, normaliseDnsName, MAX_DNS_NAME_LENGTH, type CheckedHostname } from './names.js';
-export { verifyChain, summarize, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
+export { chainVerdict, verifyChain, summarize, type ChainVerdict, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {
   selectChain,
   requireSelection,

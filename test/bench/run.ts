@@ -176,11 +176,11 @@ async function benchIssuance(): Promise<void> {
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
 await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
-await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
+await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000), engines);
 await benchNames();
 await benchIssuance();
 await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
-const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
 const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number);
 for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
 for (const engine of engines) {
