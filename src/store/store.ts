@@ -380,7 +380,8 @@ class SqlStore implements Store {
         chain_pem: string | null;
         selected: boolean | null;
       }>(
-        `SELECT i.id, i.name, i.cluster, i.created_at, i.trust_profiles, c.id AS certificate_id, c.fullchain_pem, ch.chain_index, ch.chain_pem, ch.selected
+        // The installed path only where no chain is stored: repeated on every chain row it was a third of what a fleet's read carried, unread.
+        `SELECT i.id, i.name, i.cluster, i.created_at, i.trust_profiles, c.id AS certificate_id, CASE WHEN ch.certificate_id IS NULL THEN c.fullchain_pem END AS fullchain_pem, ch.chain_index, ch.chain_pem, ch.selected
          FROM instances i
          LEFT JOIN LATERAL (SELECT id, fullchain_pem FROM certificates WHERE instance_id = i.id AND status = 'installed' ORDER BY created_at DESC, creation_order DESC LIMIT 1) c ON true
          LEFT JOIN certificate_chains ch ON ch.certificate_id = c.id
