@@ -125,8 +125,7 @@ export function parseCertificateDerUnmemoised(der: Buffer): Certificate {
  * elements the engine reads are handed to asn1js: decoding the whole certificate with
  * asn1js (every name, every extension, the signature) cost as much as OpenSSL's decode
  * and verification together, and made first-sight parsing the cost of a fleet-wide
- * what-if. The PEM text and the public key object are made when first asked for: a
- * leaf's key never signs anything, and its PEM is only shown.
+ * what-if. The PEM text is made when first asked for: it is only shown.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
@@ -142,7 +141,6 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
   let pem: string | undefined;
-  let publicKey: KeyObject | undefined;
   const certificate = {
     get pem() {
       return (pem ??= native.toString());
@@ -165,9 +163,8 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
     selfIssued: subject === issuer,
-    get publicKey() {
-      return (publicKey ??= native.publicKey);
-    },
+    // Read now, not on first use: a key OpenSSL cannot decode makes the certificate unparsable here, not a verifier's exception later.
+    publicKey: native.publicKey,
     native,
   };
   return Object.freeze(certificate);
