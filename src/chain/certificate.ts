@@ -234,8 +234,9 @@ function tbsFields(der: Buffer): TbsFields {
   };
 }
 
+/** asn1js on a slice of the certificate's DER, which is never modified after parsing, so asn1js need not copy it. */
 function decode(bytes: Uint8Array): asn1js.AsnType {
-  const decoded = asn1js.fromBER(bytes);
+  const decoded = asn1js.fromBER(bytes, { copyInput: false });
   if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
   return decoded.result;
 }
