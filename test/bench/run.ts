@@ -17,8 +17,9 @@
  *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
- * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
- *    and a reload over a 10,000-instance fleet.
+ * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own
+ *    (BENCH_FIRST_SIGHT_LEAVES, 500), and a what-if and a reload over a fleet of
+ *    BENCH_WHATIF_INSTANCES (10,000) on each engine of BENCH_ENGINES.
  */
 import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
