@@ -57,36 +57,41 @@ export interface Certificate {
 }
 
 /**
- * Parsed certificates by DER SHA-256. Decoding extensions costs milliseconds while the
- * same few intermediates and roots arrive with every chain, so parses are memoised: a
- * bounded, least-recently-used map of immutable values, which keeps the engine free of
- * I/O and its answers independent of the cache.
+ * Parsed certificates by DER SHA-256. The same few intermediates and roots arrive with
+ * every chain, so parses are memoised: a bounded, least-recently-used map of immutable
+ * values, which keeps the engine free of I/O and its answers independent of the cache.
+ * Work over a whole fleet (a what-if, a trust reload) sees more distinct leaves than this
+ * holds; it parses through a scope of its own (createCertificateScope in pem.ts), so it
+ * neither thrashes this memo nor depends on its size.
  */
 const CACHE_LIMIT = 4096;
 const cache = new Map<string, Certificate>();
 
-/** Empties the memos (parses and signature checks); for benchmarks that measure first sight. */
+/** Empties the parse memo; for benchmarks that measure first sight (signature verdicts live with each parsed certificate, so they go too). */
 export function clearCertificateCache(): void {
   cache.clear();
-  signatures.clear();
 }
 
 /**
- * Signature checks by (signed, signer) fingerprints. A fleet's chains share intermediates
- * and a trust change re-judges every installed chain in every profile: the same pairs come
- * back again and again, and whether a key signed a certificate never changes.
+ * Signature verdicts of each parsed certificate, by the SHA-256 SPKI of the signer's key.
+ * Whether a key signed a certificate never changes, and a trust change re-judges every
+ * installed chain in every profile, so the same pairs come back again and again. Kept
+ * beside the certificate (weakly) rather than in one global map: the verdicts live exactly
+ * as long as the parsed certificate, whatever the size of the fleet, and a cross-signed
+ * intermediate (same key, another certificate) reuses the verdict of its twin.
  */
-const SIGNATURE_LIMIT = 65_536;
-const signatures = new Map<string, boolean>();
+const signatures = new WeakMap<Certificate, Map<string, boolean>>();
+/** More signer keys than this for one certificate is a hostile bundle, not a fleet; stop remembering. */
+const SIGNERS_REMEMBERED = 64;
 
 /** True when `signer`'s key verifies `child`'s signature (names are not compared: see isSignedBy). */
 export function signatureVerifies(child: Certificate, signer: Certificate): boolean {
-  const key = `${child.fingerprintSha256}:${signer.fingerprintSha256}`;
-  const known = signatures.get(key);
-  if (known !== undefined) return known;
+  let known = signatures.get(child);
+  const verdict = known?.get(signer.spkiSha256);
+  if (verdict !== undefined) return verdict;
   const verified = child.native.verify(signer.publicKey);
-  signatures.set(key, verified);
-  if (signatures.size > SIGNATURE_LIMIT) signatures.delete(signatures.keys().next().value as string);
+  if (!known) signatures.set(child, (known = new Map()));
+  if (known.size < SIGNERS_REMEMBERED) known.set(signer.spkiSha256, verified);
   return verified;
 }
 
@@ -106,13 +111,21 @@ export function parseCertificateDer(der: Buffer): Certificate {
 }
 
 /**
- * One DER decode by OpenSSL (node:crypto, which also verifies signatures) and one BER walk
- * by asn1js for what OpenSSL does not expose (key usage bits, basic constraints as
- * written, the SubjectPublicKeyInfo bytes, the validity as dates). asn1js decodes the
- * contents of each extension's OCTET STRING in the same walk, so the four extensions the
- * engine reads are taken from that tree, not decoded again. The high-level @peculiar/x509
- * object decoded every extension again on each lookup and rebuilt names on each access:
- * first-sight parsing cost thirty times the signature checks it precedes.
+ * Parses one DER certificate without the global memo, for a caller that keeps its own
+ * (one evaluation's scope). `der` must not be modified afterwards.
+ */
+export function parseCertificateDerUnmemoised(der: Buffer): Certificate {
+  return parseUncached(der, sha256Hex(der));
+}
+
+/**
+ * One DER decode by OpenSSL (node:crypto, which also verifies signatures), then asn1js for
+ * what OpenSSL does not expose (key usage bits, basic constraints as written, the SANs,
+ * the validity as dates). OpenSSL has accepted the whole encoding by then, so only the few
+ * elements the engine reads are handed to asn1js: decoding the whole certificate with
+ * asn1js (every name, every extension, the signature) cost as much as OpenSSL's decode
+ * and verification together, and made first-sight parsing the cost of a fleet-wide
+ * what-if. The PEM text is made when first asked for: it is only shown.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
@@ -127,8 +140,11 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const ipAddresses = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 7 ? ipAddressOf(Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView)) : []));
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
-  return Object.freeze({
-    pem: native.toString(),
+  let pem: string | undefined;
+  const certificate = {
+    get pem() {
+      return (pem ??= native.toString());
+    },
     der,
     subject,
     issuer,
@@ -147,9 +163,11 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
     selfIssued: subject === issuer,
+    // Read now, not on first use: a key OpenSSL cannot decode makes the certificate unparsable here, not a verifier's exception later.
     publicKey: native.publicKey,
     native,
-  });
+  };
+  return Object.freeze(certificate);
 }
 
 /** A SAN iPAddress (RFC 5280: 4 octets for IPv4, 16 for IPv6) in the canonical text form names.ts stores; nothing for any other length. */
@@ -174,37 +192,53 @@ interface TbsFields {
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly spki: Uint8Array;
-  /** The decoded extnValue by extension OID. */
+  /** The decoded extnValue of each extension the engine reads, by OID. */
   readonly extensions: ReadonlyMap<string, asn1js.Constructed>;
 }
 
-/** The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC 5280 section 4.1). */
+/** The extensions the engine reads, by OID; the others are not kept. */
+const WANTED_EXTENSIONS: ReadonlySet<string> = new Set(Object.values(OID));
+
+/**
+ * The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC
+ * 5280 section 4.1), decoded by asn1js (never by hand: DESIGN.md), keeping only the
+ * extensions the engine reads.
+ */
 function tbsFields(der: Buffer): TbsFields {
-  const decoded = asn1js.fromBER(der);
-  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
-  const tbs = ((decoded.result as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence).valueBlock.value;
+  const tbs = ((decode(der) as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence).valueBlock.value;
   const explicit = (element: asn1js.AsnType | undefined, tag: number) => element?.idBlock.tagClass === 3 && element.idBlock.tagNumber === tag;
   const at = explicit(tbs[0], 0) ? 1 : 0;
-  const serial = tbs[at] as asn1js.Integer;
-  const validity = (tbs[at + 3] as asn1js.Sequence).valueBlock.value as [asn1js.UTCTime, asn1js.UTCTime];
-  const spki = tbs[at + 5] as asn1js.Sequence;
+  const [serial, , , validity, , spki] = tbs.slice(at);
+  if (!(serial instanceof asn1js.Integer) || !(validity instanceof asn1js.Sequence) || !(spki instanceof asn1js.Sequence)) throw new Error('not an X.509 TBSCertificate');
+  const [notBefore, notAfter]: (asn1js.AsnType | undefined)[] = validity.valueBlock.value;
+  // GeneralizedTime extends UTCTime in asn1js: both give toDate().
+  if (!(notBefore instanceof asn1js.UTCTime) || !(notAfter instanceof asn1js.UTCTime)) throw new Error('validity is not two times');
   const extensions = new Map<string, asn1js.Constructed>();
   const wrapper = tbs.find((element) => explicit(element, 3)) as asn1js.Constructed | undefined;
   for (const extension of ((wrapper?.valueBlock.value[0] as asn1js.Sequence | undefined)?.valueBlock.value ?? []) as asn1js.Sequence[]) {
     const fields = extension.valueBlock.value;
-    const octets = fields[fields.length - 1] as asn1js.OctetString;
+    const [oid, octets] = [fields[0], fields[fields.length - 1]];
+    if (!(oid instanceof asn1js.ObjectIdentifier) || !(octets instanceof asn1js.OctetString)) throw new Error('malformed extension');
+    const wanted = oid.valueBlock.toString();
     // asn1js decodes an OCTET STRING's contents when they are one whole BER value; otherwise decode them here.
-    const inner = (octets.valueBlock.value[0] ?? asn1js.fromBER(octets.valueBlock.valueHexView).result) as asn1js.Constructed;
-    extensions.set((fields[0] as asn1js.ObjectIdentifier).valueBlock.toString(), inner);
+    if (WANTED_EXTENSIONS.has(wanted)) extensions.set(wanted, (octets.valueBlock.value[0] ?? decode(octets.valueBlock.valueHexView)) as asn1js.Constructed);
   }
   return {
     serialNumber: Buffer.from(serial.valueBlock.valueHexView).toString('hex'),
-    notBefore: validity[0].toDate(),
-    notAfter: validity[1].toDate(),
+    notBefore: notBefore.toDate(),
+    notAfter: notAfter.toDate(),
     spki: spki.valueBeforeDecodeView,
     extensions,
   };
 }
+
+/** asn1js on a slice of the certificate's DER, which is never modified after parsing, so asn1js need not copy it. */
+function decode(bytes: Uint8Array): asn1js.AsnType {
+  const decoded = asn1js.fromBER(bytes, { copyInput: false });
+  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
+  return decoded.result;
+}
+
 
 /** OpenSSL's one-attribute-per-line form as the one-line "CN=..., O=..." form reports show. */
 function distinguishedName(lines: string): string {

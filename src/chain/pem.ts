@@ -5,7 +5,7 @@
  */
 import { CertplaneError } from '../errors.js';
 import { carriesPrivateKey, isPrivateKeyLabel } from '../untrusted-text.js';
-import { parseCertificateDer, type Certificate } from './certificate.js';
+import { parseCertificateDer, parseCertificateDerUnmemoised, type Certificate } from './certificate.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)\r?\n?-----END \1-----/g;
@@ -22,21 +22,35 @@ export interface PemBlock {
  * "# ISRG Root X1" lines, as in distribution trust stores, are allowed); anything else is garbage.
  */
 export function parsePemBlocks(text: string, source = 'input'): PemBlock[] {
-  const blocks: PemBlock[] = [];
+  return pemBlockTexts(text, source).map(({ label, body }) => ({ label, der: derOf(body) }));
+}
+
+/** A block's label and its base64 body as written. */
+interface PemBlockText {
+  readonly label: string;
+  readonly body: string;
+}
+
+/** The blocks of `text`, checked as parsePemBlocks describes; `known` bodies were checked before and skip the base64 test. */
+function pemBlockTexts(text: string, source: string, known?: (body: string) => boolean): PemBlockText[] {
+  const blocks: PemBlockText[] = [];
   let cursor = 0;
   for (const match of text.matchAll(BLOCK)) {
     assertOnlyCommentsBetween(text.slice(cursor, match.index), source);
     const label = match[1] ?? '';
     const body = match[2] ?? '';
-    if (!BASE64.test(body)) {
+    if (!known?.(body) && !BASE64.test(body)) {
       throw new CertplaneError(ErrorCode.CHAIN_GARBAGE, `${source}: the ${label} block is not base64`, { source, label });
     }
-    blocks.push({ label, der: Buffer.from(body.replace(/\s+/g, ''), 'base64') });
+    blocks.push({ label, body });
     cursor = (match.index ?? 0) + match[0].length;
   }
   assertOnlyCommentsBetween(text.slice(cursor), source);
   return blocks;
 }
+
+/** Node's base64 decoder skips whitespace, so the body decodes as written. */
+const derOf = (body: string): Buffer => Buffer.from(body, 'base64');
 
 function assertOnlyCommentsBetween(gap: string, source: string): void {
   for (const line of gap.split(/\r?\n/)) {
@@ -57,7 +71,37 @@ function assertOnlyCommentsBetween(gap: string, source: string): void {
  * something the verifier reports on.
  */
 export function parseCertificateBundle(text: string, source = 'bundle'): Certificate[] {
-  const blocks = parsePemBlocks(text, source);
+  return certificatesOf(pemBlockTexts(text, source), source, (body, index) => parseOne(derOf(body), source, index, parseCertificateDer));
+}
+
+/**
+ * A parse memo for one piece of work over a whole fleet (a what-if, a trust reload): every
+ * distinct PEM block is decoded and parsed once, however many stored chains repeat it (the
+ * intermediates of every chain, the leaf of each of a certificate's chains), and the memo
+ * is dropped with the scope. The global memo is bounded for the requests of a running
+ * plane; a fleet has more distinct leaves than it holds, and sweeping them through it
+ * re-parsed every leaf and evicted everything else.
+ */
+export interface CertificateScope {
+  /** parseCertificateBundle, with this scope's memo. */
+  bundle(text: string, source?: string): Certificate[];
+}
+
+export function createCertificateScope(): CertificateScope {
+  const parsed = new Map<string, Certificate>();
+  return {
+    bundle(text, source = 'bundle') {
+      const blocks = pemBlockTexts(text, source, (body) => parsed.has(body));
+      return certificatesOf(blocks, source, (body, index) => {
+        let certificate = parsed.get(body);
+        if (!certificate) parsed.set(body, (certificate = parseOne(derOf(body), source, index, parseCertificateDerUnmemoised)));
+        return certificate;
+      });
+    },
+  };
+}
+
+function certificatesOf(blocks: readonly PemBlockText[], source: string, parse: (body: string, index: number) => Certificate): Certificate[] {
   const certificates: Certificate[] = [];
   for (const [index, block] of blocks.entries()) {
     if (isPrivateKeyLabel(block.label)) {
@@ -73,7 +117,7 @@ export function parseCertificateBundle(text: string, source = 'bundle'): Certifi
         block: index,
       });
     }
-    certificates.push(parseOne(block.der, source, index));
+    certificates.push(parse(block.body, index));
   }
   if (certificates.length === 0) {
     throw new CertplaneError(ErrorCode.CHAIN_EMPTY, `${source}: no certificate found (expected PEM "-----BEGIN CERTIFICATE-----" blocks)`, {
@@ -83,9 +127,9 @@ export function parseCertificateBundle(text: string, source = 'bundle'): Certifi
   return certificates;
 }
 
-function parseOne(der: Buffer, source: string, index: number): Certificate {
+function parseOne(der: Buffer, source: string, index: number, parse: (der: Buffer) => Certificate): Certificate {
   try {
-    return parseCertificateDer(der);
+    return parse(der);
   } catch (cause) {
     throw new CertplaneError(
       ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE,

@@ -9,7 +9,7 @@
 import type { Certificate } from './certificate.js';
 import { normalizeSpkiPin } from './distrust.js';
 import type { ChainProblem } from './problems.js';
-import { verifyChain, type VerifyOptions } from './verify.js';
+import { chainVerdict, type VerifyOptions } from './verify.js';
 
 /** One client trust store, by name. */
 export interface TrustProfile {
@@ -33,8 +33,8 @@ export type ProfileVerdicts = Readonly<Record<string, ProfileVerdict>>;
 export function verifyInProfiles(chain: readonly Certificate[], profiles: readonly TrustProfile[], options: Omit<VerifyOptions, 'trustAnchors'>): ProfileVerdicts {
   const verdicts: Record<string, ProfileVerdict> = {};
   for (const profile of profiles) {
-    const report = verifyChain(chain, { ...options, trustAnchors: profile.anchors });
-    verdicts[profile.name] = { ok: report.ok, anchor: report.anchor?.subjectCN ?? null, errors: report.errors.map(({ code, message }) => ({ code, message })) };
+    const verdict = chainVerdict(chain, { ...options, trustAnchors: profile.anchors });
+    verdicts[profile.name] = { ok: verdict.ok, anchor: verdict.anchor?.subjectCN ?? null, errors: verdict.errors.map(({ code, message }) => ({ code, message })) };
   }
   return verdicts;
 }

@@ -71,20 +71,9 @@ interface CandidatePath {
 /** Verifies `bundle` (leaf first, as served) against `options`. Never throws for a bad chain: it reports. */
 export function verifyChain(bundle: readonly Certificate[], options: VerifyOptions): VerificationReport {
   const evaluatedAt = options.at.toISOString();
-  const leafIndex = findLeaf(bundle);
-  if (leafIndex === undefined) {
-    return failedReport(bundle, evaluatedAt, [
-      { code: ErrorCode.CHAIN_NO_LEAF, message: 'no end-entity (non-CA) certificate leads the bundle; a served chain starts with the leaf' },
-    ]);
-  }
-  const leaf = bundle[leafIndex] as Certificate;
-  const deadEnds: ChainProblem[] = [];
-  const candidates = buildPaths(leaf, bundle, options.trustAnchors, deadEnds);
-  if (candidates.length === 0) {
-    return failedReport(bundle, evaluatedAt, uniqueProblems(deadEnds), leaf);
-  }
-  const judged = candidates.map((path) => ({ path, errors: judgePath(path, options) }));
-  const chosen = judged.find((j) => j.errors.length === 0) ?? (judged[0] as (typeof judged)[number]);
+  const judged = judgeBundle(bundle, options);
+  if (!judged.chosen) return failedReport(bundle, evaluatedAt, judged.errors, judged.leaf);
+  const { leaf, leafIndex, chosen } = judged;
   const indexOf = (c: Certificate): number | undefined => {
     const i = bundle.findIndex((b) => b.fingerprintSha256 === c.fingerprintSha256);
     return i < 0 ? undefined : i;
@@ -99,6 +88,48 @@ export function verifyChain(bundle: readonly Certificate[], options: VerifyOptio
     warnings: bundleWarnings(bundle, chosen.path, options.trustAnchors),
     servedChainPem: chosen.path.certificates.map((c) => c.pem).join(''),
   };
+}
+
+/** What verifyChain decides, without the report around it. */
+export interface ChainVerdict {
+  readonly ok: boolean;
+  /** The trust anchor of the path judged (the verified one when ok); null when no path was built. */
+  readonly anchor: Certificate | null;
+  readonly errors: readonly ChainProblem[];
+}
+
+/**
+ * verifyChain's decision alone: the same paths, the same checks, the same errors, without
+ * summaries, bundle warnings or the served PEM. A trust reload or a what-if judges every
+ * stored chain of a fleet in every profile and keeps only this much.
+ */
+export function chainVerdict(bundle: readonly Certificate[], options: VerifyOptions): ChainVerdict {
+  const judged = judgeBundle(bundle, options);
+  if (!judged.chosen) return { ok: false, anchor: null, errors: judged.errors };
+  return { ok: judged.chosen.errors.length === 0, anchor: judged.chosen.path.anchor, errors: judged.chosen.errors };
+}
+
+type BundleJudgement =
+  | { readonly leaf: Certificate | undefined; readonly errors: ChainProblem[]; readonly chosen?: undefined }
+  | { readonly leaf: Certificate; readonly leafIndex: number; readonly chosen: { readonly path: CandidatePath; readonly errors: ChainProblem[] } };
+
+/** Builds the candidate paths and judges them until one passes; without a passing one, the first path is the one reported. */
+function judgeBundle(bundle: readonly Certificate[], options: VerifyOptions): BundleJudgement {
+  const leafIndex = findLeaf(bundle);
+  if (leafIndex === undefined) {
+    return { leaf: undefined, errors: [{ code: ErrorCode.CHAIN_NO_LEAF, message: 'no end-entity (non-CA) certificate leads the bundle; a served chain starts with the leaf' }] };
+  }
+  const leaf = bundle[leafIndex] as Certificate;
+  const deadEnds: ChainProblem[] = [];
+  const candidates = buildPaths(leaf, bundle, options.trustAnchors, deadEnds);
+  if (candidates.length === 0) return { leaf, errors: uniqueProblems(deadEnds) };
+  let first: { path: CandidatePath; errors: ChainProblem[] } | undefined;
+  for (const path of candidates) {
+    const judged = { path, errors: judgePath(path, options) };
+    if (judged.errors.length === 0) return { leaf, leafIndex, chosen: judged };
+    first ??= judged;
+  }
+  return { leaf, leafIndex, chosen: first as { path: CandidatePath; errors: ChainProblem[] } };
 }
 
 /** The leaf is the first certificate, unless that is a CA and exactly one non-CA certificate exists elsewhere. */

@@ -6,7 +6,7 @@
  * and judge them with the pure chain engine: no CA call, no agent.
  */
 import type { Logger } from 'pino';
-import { applyTrustChange, judgeInstalled, parseCertificateBundle, type Certificate, type StoredChainInput, type TrustChange, type TrustProfile } from '../chain/index.js';
+import { applyTrustChange, createCertificateScope, judgeInstalled, type Certificate, type CertificateScope, type StoredChainInput, type TrustChange, type TrustProfile } from '../chain/index.js';
 import type { LiveTrust } from '../config/trust.js';
 import type { InstalledChainsRecord, InstanceTrustRecord, Store } from '../store/types.js';
 
@@ -58,11 +58,12 @@ export class TrustEvaluation {
     const settings = this.deps.trust.current();
     const at = this.deps.clock();
     const records = await this.deps.store.trust.installed(filter);
+    const scope = createCertificateScope();
     const instances: InstanceTrustRecord[] = [];
     const chains: { certificateId: string; index: number; verification: unknown; evaluatedAt: Date; trustFingerprint: string }[] = [];
     for (const record of records) {
       if (!record.certificateId) continue;
-      const stored = storedChains(record);
+      const stored = storedChains(record, scope);
       const judged = judgeInstalled(stored, record.instance.trustProfiles, settings.profiles, { at, distrustedSpkiSha256: settings.distrustedSpkiSha256 });
       instances.push({
         instanceId: record.instance.id,
@@ -100,11 +101,12 @@ export class TrustEvaluation {
     const changed = applyTrustChange(settings.profiles, settings.distrustedSpkiSha256, change);
     const records = await this.deps.store.trust.installed(filter);
     const byName = new Map(changed.profiles.map((p) => [p.name, p]));
+    const scope = createCertificateScope();
     const rows = records.map((record): WhatIfRow => {
       const base = { instanceId: record.instance.id, name: record.instance.name, cluster: record.instance.cluster, certificateId: record.certificateId };
       if (!record.certificateId) return { ...base, outcome: 'no-installed-certificate', brokenProfiles: [], alternateChainIndex: null };
       const own = record.instance.trustProfiles.flatMap((name) => byName.get(name) ?? []) as TrustProfile[];
-      const judged = judgeInstalled(storedChains(record), record.instance.trustProfiles, own, { at, distrustedSpkiSha256: changed.distrusted });
+      const judged = judgeInstalled(storedChains(record, scope), record.instance.trustProfiles, own, { at, distrustedSpkiSha256: changed.distrusted });
       const outcome: WhatIfOutcome = judged.status === 'ok' ? 'verifies' : judged.alternateIndex !== null ? 'alternate-chain' : 'new-certificate';
       return { ...base, outcome, brokenProfiles: judged.brokenProfiles, alternateChainIndex: judged.alternateIndex };
     });
@@ -113,15 +115,16 @@ export class TrustEvaluation {
 }
 
 /**
- * The stored chains of an installed certificate, parsed (memoised by fingerprint, so a
- * fleet's shared intermediates are parsed once). A certificate from before chains were
+ * The stored chains of an installed certificate, parsed in the evaluation's scope, so a
+ * fleet's shared intermediates and each certificate's leaf are parsed once per evaluation,
+ * whatever the size of the fleet. A certificate from before chains were
  * stored has one known chain: its installed path. A chain that no longer parses is judged
  * as an empty chain, which verifies nowhere.
  */
-export function storedChains(record: InstalledChainsRecord): StoredChainInput[] {
+export function storedChains(record: InstalledChainsRecord, scope: CertificateScope = createCertificateScope()): StoredChainInput[] {
   const parse = (pem: string): Certificate[] => {
     try {
-      return parseCertificateBundle(pem, 'stored chain');
+      return scope.bundle(pem, 'stored chain');
     } catch {
       return [];
     }

@@ -134,7 +134,7 @@ export interface TrustReloadRecord {
 export interface InstalledChainsRecord {
   readonly instance: Pick<InstanceRecord, 'id' | 'name' | 'cluster' | 'createdAt' | 'trustProfiles'>;
   readonly certificateId: string | null;
-  /** The installed path, for certificates issued before chains were stored (then the only chain known). */
+  /** The installed path, for certificates issued before chains were stored (then the only chain known); null when chains are stored. */
   readonly fullchainPem: string | null;
   readonly chains: readonly Pick<StoredChainRecord, 'index' | 'pem' | 'selected'>[];
 }

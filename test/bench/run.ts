@@ -17,8 +17,9 @@
  *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
- * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own, and a what-if
- *    and a reload over a 10,000-instance fleet.
+ * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own
+ *    (BENCH_FIRST_SIGHT_LEAVES, 500), and a what-if and a reload over a fleet of
+ *    BENCH_WHATIF_INSTANCES (10,000) on each engine of BENCH_ENGINES.
  * 5. Fleet metrics (metrics.ts): one /metrics scrape over BENCH_METRICS_INSTANCES (10,000)
  *    instances on each engine of BENCH_ENGINES, beside a bare read of the instances' ids.
  */
@@ -179,12 +180,12 @@ async function benchIssuance(): Promise<void> {
 process.stdout.write(`certplane bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
 await benchVerification();
 await benchFirstSight(Number(process.env.BENCH_FIRST_SIGHT_LEAVES ?? 500));
-await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000));
-await benchFleetMetrics(Number(process.env.BENCH_METRICS_INSTANCES ?? 10_000), (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as ('pglite' | 'postgres')[]);
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
+await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000), engines);
+await benchFleetMetrics(Number(process.env.BENCH_METRICS_INSTANCES ?? 10_000), engines);
 await benchNames();
 await benchIssuance();
 await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
-const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
 const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number);
 for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
 for (const engine of engines) {

@@ -1,0 +1,124 @@
+/**
+ * The parser reads only the elements the engine needs (OpenSSL decodes the certificate,
+ * asn1js the validity and four extensions), so its facts are checked here against
+ * @peculiar/x509's reading of the same DER, certificate by certificate, for every shape
+ * the engine meets: roots, intermediates with and without path length and EKU, leaves
+ * with DNS and IP names, GeneralizedTime validity. And a fleet's evaluation scope parses a
+ * repeated block once and refuses what parseCertificateBundle refuses, with the same code.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import * as x509 from '@peculiar/x509';
+import { clearCertificateCache, createCertificateScope, parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
+import { CertplaneError } from '../../src/errors.js';
+import { ErrorCode } from '../../src/error-catalogue.js';
+import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate } from '../../src/pki/factory.js';
+import { crossSign, generationY, intermediate, leaf, letsEncrypt2021, root } from '../support/hierarchies.js';
+
+const codeOf = (fn: () => unknown): string | undefined => {
+  try {
+    fn();
+  } catch (error) {
+    return error instanceof CertplaneError ? error.code : `not a CertplaneError: ${String(error)}`;
+  }
+  return undefined;
+};
+
+/** The engine's facts as @peculiar/x509 reads them from the DER. */
+function oracle(der: Buffer) {
+  const cert = new x509.X509Certificate(der);
+  const basic = cert.getExtension(x509.BasicConstraintsExtension);
+  const usage = cert.getExtension(x509.KeyUsagesExtension);
+  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  const names = cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [];
+  return {
+    serialNumber: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore.getTime(),
+    notAfter: cert.notAfter.getTime(),
+    spkiSha256: createHash('sha256').update(Buffer.from(cert.publicKey.rawData)).digest('hex'),
+    isCA: basic ? basic.ca : undefined,
+    pathLength: basic?.pathLength,
+    keyUsage: usage ? usage.usages : undefined,
+    extendedKeyUsage: eku ? Array.from(eku.usages, String) : undefined,
+    dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase()),
+    ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value),
+  };
+}
+
+const facts = (c: Certificate) => ({
+  serialNumber: c.serialNumber,
+  notBefore: c.notBefore.getTime(),
+  notAfter: c.notAfter.getTime(),
+  spkiSha256: c.spkiSha256,
+  isCA: c.isCA,
+  pathLength: c.pathLength,
+  keyUsage: c.keyUsage,
+  extendedKeyUsage: c.extendedKeyUsage,
+  dnsNames: c.dnsNames,
+  ipAddresses: c.ipAddresses,
+});
+
+describe('parsed facts agree with @peculiar/x509', async () => {
+  const le = await letsEncrypt2021();
+  const y = await generationY({ crossSignEku: [EKU.clientAuth] });
+  const farRoot = await root('Far Future Root', 'Test', { notAfter: new Date('2061-03-04T05:06:07Z') });
+  const restricted = await intermediate('Restricted', farRoot, { pathLength: 3, extendedKeyUsage: [EKU.clientAuth] });
+  const unrestricted = await crossSign(farRoot, le.isrgX1, { pathLength: 2 });
+  const named = await leaf(restricted, ['Db1.Example.com', '*.db.example.com', 'b.example.org']);
+  const addressed = await issueCertificate({ subject: 'CN=10.0.0.1', key: await generateKeyPair(), issuer: restricted.asIssuer, ca: false, ipAddresses: ['10.0.0.1', '2001:db8::1'], dnsNames: ['x.example.com'], extendedKeyUsage: [EKU.serverAuth] });
+  const bare = await issueCertificate({ subject: 'CN=No Extensions To Speak Of', key: await generateKeyPair(), keyUsage: [] });
+  const rsa = await issueCertificate({ subject: 'CN=RSA Root', key: await generateKeyPair('rsa-2048'), ca: true });
+  const all: Record<string, IssuedCertificate> = { dst: le.dst, x1: le.isrgX1, x1ByDst: le.x1ByDst, r3: le.r3, yr1: y.yr1, yrByX1: y.yrByX1, farRoot, restricted, unrestricted, addressed, bare, rsa, leaf: le.leaf.cert, named: named.cert };
+
+  for (const [name, issued] of Object.entries(all)) {
+    test(`${name}`, () => {
+      clearCertificateCache();
+      const [parsed] = parseCertificateBundle(issued.pem);
+      assert.deepEqual(facts(parsed!), oracle(parsed!.der));
+    });
+  }
+
+  test('GeneralizedTime validity (after 2049) reads as the same instant', () => {
+    const [parsed] = parseCertificateBundle(farRoot.pem);
+    assert.equal(parsed!.notAfter.toISOString(), '2061-03-04T05:06:07.000Z');
+  });
+
+  test('the PEM and public key made on first use are those of the certificate', () => {
+    clearCertificateCache();
+    const [parsed] = parseCertificateBundle(le.r3.pem);
+    assert.equal(parsed!.pem.replace(/\s/g, ''), le.r3.pem.replace(/\s/g, ''));
+    assert.equal(parsed!.publicKey.export({ type: 'spki', format: 'der' }).toString('hex'), Buffer.from(new x509.X509Certificate(le.r3.pem).publicKey.rawData).toString('hex'));
+    assert.equal(parsed!.pem, parsed!.pem, 'the same string each time');
+  });
+});
+
+describe('an evaluation scope', async () => {
+  const le = await letsEncrypt2021();
+
+  test('parses a block repeated across bundles once: the same object for the same certificate, another for another', () => {
+    const scope = createCertificateScope();
+    const [leafA, r3A] = scope.bundle(le.short);
+    const [leafB, r3B, crossB] = scope.bundle(le.long);
+    assert.equal(leafA, leafB);
+    assert.equal(r3A, r3B);
+    assert.notEqual(crossB, r3B);
+    assert.ok(Object.isFrozen(leafA));
+    assert.notEqual(createCertificateScope().bundle(le.short)[0], leafA, 'another scope parses again');
+    assert.deepEqual(facts(leafA!), facts(parseCertificateBundle(le.short)[0]!));
+  });
+
+  test('refuses what parseCertificateBundle refuses, with the same code, also after the block was seen', () => {
+    const scope = createCertificateScope();
+    scope.bundle(le.short);
+    const broken = le.short.replace(/(-----BEGIN CERTIFICATE-----\n)(.{10})/, '$1!!!!!!!!!!');
+    const key = `-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n`;
+    const truncated = le.short.replace(/(-----BEGIN CERTIFICATE-----\n)([A-Za-z0-9+/]{40})/, '$1');
+    for (const text of [broken, le.short + key, truncated, 'prose\n' + le.short, '']) {
+      const expected = codeOf(() => parseCertificateBundle(text));
+      assert.ok(expected, 'parseCertificateBundle refuses it');
+      assert.equal(codeOf(() => scope.bundle(text)), expected);
+    }
+    assert.equal(codeOf(() => scope.bundle(le.short + key)), ErrorCode.CHAIN_PRIVATE_KEY_IN_BUNDLE);
+  });
+});
