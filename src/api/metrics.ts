@@ -49,12 +49,6 @@ export function isReady(instance: FleetInstanceRecord, now: Date): boolean {
 /**
  * The per-instance gauges, each from the columns of the one fleet query
  * (Store.fleet.instances), each series labelled `instance_id` and `cluster`.
- *
- * Not yet here: the served-chain status (what the service on the instance really serves,
- * reported by the agent's probe, issue 12 item 5). It belongs in this table once the store
- * has it: one more column of FleetInstanceRecord and of the fleet query, and one more entry
- * such as `certplane_instance_served_chain_ok` (1: `match`; 0: `stale`, `wrong-chain` or
- * `unreachable`; no series while `unchecked`), keeping the labels bounded.
  */
 export const INSTANCE_GAUGES: readonly InstanceGauge[] = [
   {
@@ -76,6 +70,11 @@ export const INSTANCE_GAUGES: readonly InstanceGauge[] = [
     name: 'certplane_instance_chain_broken',
     help: "1 when the installed chain fails in one of the instance's trust profiles as last judged (a trust reload, or the installation), 0 when it verifies in all; no series while nothing installed was judged",
     value: (instance) => (instance.trustStatus === null ? undefined : instance.trustStatus === 'broken' ? 1 : 0),
+  },
+  {
+    name: 'certplane_instance_served_match',
+    help: "1 when the instance's service served the installed certificate on a chain that verifies in its trust profiles when its agent last probed it (`--probe`), 0 when it served another certificate (stale), a chain that does not verify (wrong-chain) or could not be reached; no series while never probed",
+    value: (instance) => (instance.servedStatus === null ? undefined : instance.servedStatus === 'match' ? 1 : 0),
   },
 ];
 

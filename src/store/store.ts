@@ -11,6 +11,7 @@ import { coveringParent, normaliseDnsName } from '../chain/index.js';
 import { CertplaneError, hasCode } from '../errors.js';
 import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
+import { servedStandingNow } from '../chain/index.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
 import { AT_RISK_FRACTION, CERTIFICATE_STATES, ENTRIES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
@@ -506,18 +507,37 @@ class SqlStore implements Store {
       // Set-based, not a lookup per instance: the installed certificates come from one scan of
       // the certificates_status index (history, superseded rows, is never read) and are
       // hash-joined to the instances and their verdicts. 10,000 instances: see docs/operations.md#monitoring.
-      const rows = await this.db.query<{ id: string; cluster: string | null; not_after: Date | null; renew_at: Date | null; trust_status: 'ok' | 'broken' | null }>(
-        `SELECT i.id, i.cluster, c.not_after, c.renew_at, t.status AS trust_status
+      const rows = await this.db.query<{
+        id: string;
+        cluster: string | null;
+        not_after: Date | null;
+        renew_at: Date | null;
+        trust_status: 'ok' | 'broken' | null;
+        fingerprint_sha256: string | null;
+        served_status: InstanceServedRecord['status'] | null;
+        served_fingerprint_sha256: string | null;
+      }>(
+        `SELECT i.id, i.cluster, c.not_after, c.renew_at, t.status AS trust_status, c.fingerprint_sha256,
+                s.status AS served_status, s.fingerprint_sha256 AS served_fingerprint_sha256
          FROM instances i
          LEFT JOIN (
-           SELECT DISTINCT ON (r.instance_id) r.instance_id, r.id, r.not_after, r.renew_at
+           SELECT DISTINCT ON (r.instance_id) r.instance_id, r.id, r.not_after, r.renew_at, r.fingerprint_sha256
            FROM certificates r WHERE r.status = 'installed' ORDER BY r.instance_id, r.created_at DESC, r.creation_order DESC
          ) c ON c.instance_id = i.id
          LEFT JOIN instance_trust t ON t.instance_id = i.id AND t.certificate_id = c.id
+         LEFT JOIN instance_served s ON s.instance_id = i.id
          WHERE i.decommissioned_at IS NULL
          ORDER BY i.created_at, i.id`,
       );
-      return rows.map((r) => ({ instanceId: r.id, cluster: r.cluster, notAfter: r.not_after, renewAt: r.renew_at, trustStatus: r.trust_status }));
+      return rows.map((r) => ({
+        instanceId: r.id,
+        cluster: r.cluster,
+        notAfter: r.not_after,
+        renewAt: r.renew_at,
+        trustStatus: r.trust_status,
+        // As the API shows it: a verdict about another leaf than the one installed now reads stale.
+        servedStatus: r.served_status === null ? null : servedStandingNow({ status: r.served_status, fingerprintSha256: r.served_fingerprint_sha256, problems: [] }, r.fingerprint_sha256).status,
+      }));
     },
     lastTrustReload: async () => {
       const [row] = await this.db.query<{ at: Date; broken: number | null; alternate_available: number | null }>(

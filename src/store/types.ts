@@ -118,7 +118,8 @@ export interface FleetInstanceRecord {
   readonly renewAt: Date | null;
   /** The last trust evaluation of the installed certificate; null when none is installed or it was not judged yet. */
   readonly trustStatus: 'ok' | 'broken' | null;
-  // The served-chain status (the agent's probe) joins here when it is stored: see INSTANCE_GAUGES in api/metrics.ts.
+  /** What the instance's service served when its agent last probed it, as it stands for the certificate installed now; null: never probed. */
+  readonly servedStatus: InstanceServedRecord['status'] | null;
 }
 
 /** The last trust reload as its audit entry records it. */

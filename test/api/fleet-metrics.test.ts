@@ -104,6 +104,18 @@ for (const engine of ['pglite', 'postgres'] as const) {
       assert.match(text, /^# TYPE certplane_instance_ready gauge$/m);
     });
 
+    test('served-chain status: 1 on a match, 0 otherwise, 0 once another certificate is installed than the one the probe saw; no series while never probed', async () => {
+      const installed = (await plane.store.certificates.latestInstalled(ids.ready))!;
+      const record = (status: 'match' | 'wrong-chain' | 'unreachable', instanceId: string, fingerprintSha256: string | null) =>
+        plane.store.served.record({ instanceId, certificateId: null, status, checkedAt: new Date(), fingerprintSha256, anchor: null, problems: [] });
+      await record('match', ids.ready, installed.fingerprintSha256);
+      await record('unreachable', ids.expired, null);
+      assert.deepEqual(Object.fromEntries(instanceSeries(await scrape(), 'certplane_instance_served_match')), { [ids.ready]: ['eu-1', 1], [ids.expired]: ['', 0] }, 'never probed: no series');
+      await record('match', ids.ready, 'f'.repeat(64));
+      assert.equal(instanceSeries(await scrape(), 'certplane_instance_served_match').get(ids.ready)?.[1], 0, 'the probe saw another leaf than the one installed: stale');
+      await record('match', ids.ready, installed.fingerprintSha256);
+    });
+
     test('a trust reload that drops the root: the chain shows broken, the instance not ready, and the reload counts what it broke', async () => {
       profiles = [{ name: 'default', anchors: [dst!] }];
       const reload = await runAdminCommand({ command: 'reload-trust', args: { reason: 'clients lost ISRG Root X1 (test)' }, actor: 'on-call' }, plane.adminDeps);

@@ -89,7 +89,7 @@ interface RuleTests {
 test('promtool loads the alert rules', async () => {
   const checked = await promtool(['check', 'rules', RULES]);
   assert.equal(checked.code, 0, checked.output);
-  assert.match(checked.output, /SUCCESS: 7 rules found/);
+  assert.match(checked.output, /SUCCESS: 8 rules found/);
 });
 
 test('promtool test rules: every alert fires on its sample series and stays quiet where it should', async () => {
