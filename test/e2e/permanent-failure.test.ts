@@ -34,7 +34,7 @@ describe('a campaign whose chains cannot satisfy the preferences', () => {
   test('one order per instance at most, every instance failed as ChainUnsatisfied, and --follow exits 1 with the reason', async () => {
     const followed = await certplane(['reissue', '--server', fleet.api, '--all', '--reason', 'rehearsal: preferred root distrusted', '--follow', '--poll-ms', '200', '--actor', 'on-call test'], {}, 120_000);
     assert.equal(followed.code, 1, `${followed.stdout}\n${followed.stderr}`);
-    assert.match(followed.stdout, new RegExp(`done: 0 installed, ${INSTANCES} failed \\(ChainUnsatisfied ${INSTANCES}\\)`), followed.stdout);
+    assert.match(followed.stdout, new RegExp(`done: 0 installed \\(0 re-chained\\), ${INSTANCES} failed \\(ChainUnsatisfied ${INSTANCES}\\), 0 skipped`), followed.stdout);
 
     // Orders Pebble created (201), not newOrder POSTs: Pebble rejects some nonces on purpose and
     // acme-client sends those again, which creates nothing.
@@ -42,7 +42,7 @@ describe('a campaign whose chains cannot satisfy the preferences', () => {
     console.log(`new orders at the CA: ${orders} for ${INSTANCES} instances (${fleet.proxy!.payloadsTo('/order-plz').length} newOrder requests)`);
     assert.ok(orders <= INSTANCES, `${orders} orders for ${INSTANCES} instances`);
 
-    const campaignId = /campaign (\S+) started/.exec(followed.stdout)?.[1];
+    const campaignId = /campaign (\S+) \(reissue\) started/.exec(followed.stdout)?.[1];
     const campaign = (await json('GET', `/v1/reissues/${campaignId}`)).body;
     assert.equal(campaign.state, 'done');
     assert.equal(campaign.counts.failed, INSTANCES);
