@@ -28,6 +28,19 @@ describe('a job claimed again after its process died', () => {
     await store.close();
   });
 
+  /** A coordinator that records which instances it was asked to issue for, and creates their certificates. */
+  const recordingCoordinator = () => {
+    const requested: string[] = [];
+    const coordinator = {
+      requestIssue: async (instanceId: string) => {
+        requested.push(instanceId);
+        return store.certificates.create(instanceId);
+      },
+      reconcileChanged: async () => undefined,
+    };
+    return { requested, coordinator };
+  };
+
   test('finds its certificate installed by another process and completes, without ordering a second one', async () => {
     const instance = await store.instances.create({ name: 'reclaimed', hostnames: ['reclaimed.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
     const started = new Date();
@@ -40,14 +53,7 @@ describe('a job claimed again after its process died', () => {
     await store.certificates.attachJob(certificate.id, job.id, null);
     await advance(store, certificate.id, 'installed');
 
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-    };
+    const { requested, coordinator } = recordingCoordinator();
     const later = () => new Date(started.getTime() + 5_000);
     const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later });
     await scheduler.tick();
@@ -94,14 +100,7 @@ describe('a job claimed again after its process died', () => {
     await store.certificates.attachJob(certificate.id, job.id, null);
     await store.jobs.attachCertificate(job.id, certificate.id);
     await settle(certificate.id);
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-    };
+    const { requested, coordinator } = recordingCoordinator();
     const schedulerAt = (ms: number, leaseMs: number) => {
       const clock = () => new Date(started.getTime() + ms);
       return new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock }), logger, clock, leaseMs });
