@@ -170,7 +170,7 @@ export class IssuanceCoordinator implements SessionHandler {
   async requestIssue(instanceId: string, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
     const instance = await this.#instance(instanceId);
     if (instance.decommissioned) throw decommissioned(instance);
-    let certificate = await this.#openOrCreate(instance.id);
+    let certificate = await this.#openOrCreate(instance.id, options);
     if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
       certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
     }
@@ -181,11 +181,11 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /** The instance's open certificate, or a new one; a replica that wins the race to create it wins for both. */
-  async #openOrCreate(instanceId: string): Promise<CertificateRecord> {
+  async #openOrCreate(instanceId: string, link: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord> {
     const [open] = await this.deps.store.certificates.open(instanceId);
     if (open) return open;
     try {
-      return await this.deps.store.certificates.create(instanceId);
+      return await this.deps.store.certificates.create(instanceId, link);
     } catch (error) {
       const [raced] = await this.deps.store.certificates.open(instanceId);
       if (hasCode(error, ErrorCode.STORE_CONFLICT) && raced) return raced;

@@ -685,9 +685,12 @@ class SqlStore implements Store {
   };
 
   readonly certificates: Store['certificates'] = {
-    create: async (instanceId) => {
+    create: async (instanceId, link = {}) => {
       const [row] = await this.forInstance(instanceId, 'a certificate', () =>
-        this.db.query<CertificateRow>("INSERT INTO certificates (id, instance_id, status) VALUES ($1, $2, 'pending') RETURNING *", [randomUUID(), instanceId]),
+        this.db.query<CertificateRow>(
+          "INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id) VALUES ($1, $2, 'pending', $3::uuid, $4::uuid) RETURNING *",
+          [randomUUID(), instanceId, link.jobId ?? null, link.replacesCertificateId ?? null],
+        ),
       );
       return toCertificate(inserted(row));
     },

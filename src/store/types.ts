@@ -404,7 +404,12 @@ export interface Store {
   };
   readonly certificates: {
     /** A new request in status `pending`; STORE_CONFLICT when the instance already has an open one (replicas racing). */
-    create(instanceId: string): Promise<CertificateRecord>;
+    /**
+     * `link` names the job that asked and the certificate it replaces, written with the row so a
+     * process dying right after cannot leave a job's certificate unlinked (its job, claimed
+     * again, finds it).
+     */
+    create(instanceId: string, link?: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord>;
     /**
      * A rechain record (lifecycle ENTRIES.rechained: it starts `issued`, so the delivery
      * machinery sends it at once): the leaf, key, CSR and dates of `rechainedFromId`, the chain
