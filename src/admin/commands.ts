@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { SessionRegistry } from '../agents/sessions.js';
+import type { SessionRegistry } from '../fleet/sessions.js';
 import type { ServerCertificate } from '../api/tls.js';
 import { parseCertificateBundle } from '../chain/index.js';
 import type { Clock } from '../config/clock.js';

@@ -5,7 +5,7 @@
  */
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import type { AgentCa } from '../agents/ca.js';
+import type { AgentCa } from '../fleet/ca.js';
 import type { Store } from '../store/types.js';
 import { buildApi } from './app.js';
 

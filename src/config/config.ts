@@ -9,7 +9,7 @@ import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
-import { DEFAULT_ISSUANCE_CONCURRENCY } from '../agents/issuance.js';
+import { DEFAULT_ISSUANCE_CONCURRENCY } from '../fleet/issuance.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 

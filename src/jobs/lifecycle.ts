@@ -8,8 +8,8 @@
  */
 import type { Logger } from 'pino';
 import { parseCertificateBundle } from '../chain/index.js';
-import type { IssuanceListener } from '../agents/issuance.js';
-import { failureOf } from '../agents/failures.js';
+import type { IssuanceListener } from '../fleet/issuance.js';
+import { failureOf } from '../fleet/failures.js';
 import { lifetimeRenewalTime, retryDecision, type FailureReason } from '../lifecycle/index.js';
 import type { CertificateRecord, JobKind, Store } from '../store/index.js';
 import { ErrorCode } from '../error-catalogue.js';

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
-import type { IssuanceCoordinator, IssuanceMetrics } from '../agents/issuance.js';
+import type { IssuanceCoordinator, IssuanceMetrics } from '../fleet/issuance.js';
 import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
 import type { Rechains } from './rechain.js';

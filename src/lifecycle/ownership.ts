@@ -1,7 +1,7 @@
 /**
  * Who works on a certificate, and what a process does when it takes the work over: the
  * decisions behind the lease in the database, kept here as pure functions so they are read
- * and tested in one place, without a CA or a database. The coordinator (agents/issuance.ts)
+ * and tested in one place, without a CA or a database. The coordinator (fleet/issuance.ts)
  * carries them out.
  */
 import type { CertificateState } from './machine.js';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { problemError, retryAtOf } from '../../src/acme/problems.js';
-import { failureOf } from '../../src/agents/failures.js';
+import { failureOf } from '../../src/fleet/failures.js';
 import { CertplaneError } from '../../src/errors.js';
 import { isPermanent } from '../../src/lifecycle/index.js';
 import { ErrorCode } from '../../src/error-catalogue.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { failureOf } from '../../src/agents/failures.js';
+import { failureOf } from '../../src/fleet/failures.js';
 import {
   applyTrustChange,
   judgeInstalled,

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
-import { createEnrollmentToken } from '../../src/agents/enrollment.js';
+import { createEnrollmentToken } from '../../src/fleet/enrollment.js';
 import { loopbackServerCertificate } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { startTestPlane, type TestPlane } from '../support/plane.js';

@@ -9,7 +9,7 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ISSUANCE_STAGES } from '../../src/agents/issuance.js';
+import { ISSUANCE_STAGES } from '../../src/fleet/issuance.js';
 import { parseCertificateBundle, spkiSha256OfPublicKeyPem, verifyChain, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { openStore } from '../../src/store/index.js';

@@ -7,7 +7,7 @@
  * broken or hostile neighbour.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { enrollAgent } from '../../agents/enrollment.js';
+import { enrollAgent } from '../../fleet/enrollment.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { ApiDependencies } from '../app.js';
 import { EnrollRequest, EnrollResponse, Problem } from '../schemas.js';

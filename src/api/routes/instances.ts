@@ -1,13 +1,13 @@
 /** The control plane's view of the fleet: register instances, change them, list and count them, start issuance. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { IP_ADDRESS_PROFILES, profileIssuesForIpAddresses } from '../../acme/identifiers.js';
-import { createEnrollmentToken } from '../../agents/enrollment.js';
+import { createEnrollmentToken } from '../../fleet/enrollment.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, ipAddress } from '../../chain/index.js';
 import type { ApiDependencies } from '../app.js';
 import { CertplaneError, hasCode } from '../../errors.js';
 import type { HostnameConflict, InstanceRecord } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
-import { decommissioned } from '../../agents/revocation.js';
+import { decommissioned } from '../../fleet/revocation.js';
 import { notFound } from '../errors.js';
 import { CreateInstance, DecommissionInstance, DecommissionResult, EnrollmentToken, IdParams, Instance, InstanceListQuery, InstancePage, InstanceSummary, IssueAccepted, Problem, SummaryQuery, UpdateInstance } from '../schemas.js';
 import { certificateView, instanceView } from './views.js';

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { IssuanceCoordinator } from '../../src/agents/issuance.js';
+import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
 import type { Store } from '../../src/store/types.js';

@@ -30,7 +30,7 @@ describe('agent channel over mutual TLS', async () => {
     plane = await startTestPlane({ tls: { certPem: listener.certPem, keyPem: listener.keyPem }, authTimeoutMs: 3000 });
     for (const name of ['tls1', 'tls2']) {
       const instance = await plane.store.instances.create({ name, hostnames: [`${name}.example.com`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
-      const { createEnrollmentToken } = await import('../../src/agents/enrollment.js');
+      const { createEnrollmentToken } = await import('../../src/fleet/enrollment.js');
       const { token } = await createEnrollmentToken(plane.store, instance.id, new Date(), 60_000);
       const key = await generateKeyPair();
       const enrolled = await enroll(token, await createCsr(key, ['certplane-agent']));

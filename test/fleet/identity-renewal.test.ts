@@ -8,7 +8,7 @@ import pino from 'pino';
 import { AgentClient, identityNeedsRenewal } from '../../src/agent/client.js';
 import { Installer } from '../../src/agent/install.js';
 import { openState, readIdentity, writeIdentity } from '../../src/agent/state.js';
-import { createEnrollmentToken, enrollAgent } from '../../src/agents/enrollment.js';
+import { createEnrollmentToken, enrollAgent } from '../../src/fleet/enrollment.js';
 import { identityRenewalOpensAt } from '../../src/channel/protocol.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';

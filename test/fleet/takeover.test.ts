@@ -9,10 +9,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { AgentCa } from '../../src/agents/ca.js';
+import { AgentCa } from '../../src/fleet/ca.js';
 import { CertplaneError } from '../../src/errors.js';
-import { IssuanceCoordinator, type Issuer, type OrderGate } from '../../src/agents/issuance.js';
-import { SessionRegistry } from '../../src/agents/sessions.js';
+import { IssuanceCoordinator, type Issuer, type OrderGate } from '../../src/fleet/issuance.js';
+import { SessionRegistry } from '../../src/fleet/sessions.js';
 import type { IssueOptions, IssuedChain } from '../../src/acme/issuer.js';
 import { parseCertificateBundle, requireSelection, selectChain } from '../../src/chain/index.js';
 import type { OrderStanding } from '../../src/lifecycle/index.js';

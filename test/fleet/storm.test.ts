@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { WebSocketServer } from 'ws';
-import { SessionRegistry } from '../../src/agents/sessions.js';
+import { SessionRegistry } from '../../src/fleet/sessions.js';
 import type { Store } from '../../src/store/types.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
