@@ -1,10 +1,10 @@
 /**
  * One parsed certificate with the facts path building and policy checks need, read
- * once. node:crypto's X509Certificate does signatures, names and host matching; asn1js
- * reads what node:crypto cannot (key usage, path length, EKU, SANs).
+ * once. node:crypto's X509Certificate does signatures, names and host matching;
+ * node-forge's ASN.1 reader reads what node:crypto cannot (key usage, path length, EKU, SANs).
  */
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import * as asn1js from 'asn1js';
+import forge from 'node-forge';
 import { ipAddress } from './names.js';
 
 /** OIDs of the extended key usages the engine reasons about. */
@@ -119,25 +119,23 @@ export function parseCertificateDerUnmemoised(der: Buffer): Certificate {
 }
 
 /**
- * One DER decode by OpenSSL (node:crypto, which also verifies signatures), then asn1js for
- * what OpenSSL does not expose (key usage bits, basic constraints as written, the SANs,
- * the validity as dates). OpenSSL has accepted the whole encoding by then, so only the few
- * elements the engine reads are handed to asn1js: decoding the whole certificate with
- * asn1js (every name, every extension, the signature) cost as much as OpenSSL's decode
- * and verification together, and made first-sight parsing the cost of a fleet-wide
- * what-if. The PEM text is made when first asked for: it is only shown.
+ * One DER decode by OpenSSL (node:crypto, which also verifies signatures), then node-forge's
+ * ASN.1 reader for what OpenSSL does not expose (key usage bits, basic constraints as
+ * written, the SANs, the validity as dates), on an encoding OpenSSL has accepted whole.
+ * The PEM text is made when first asked for: it is only shown.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const native = new X509Certificate(der);
   const tbs = tbsFields(der);
-  const basic = tbs.extensions.get(OID.basicConstraints)?.valueBlock.value ?? [];
-  const usage = tbs.extensions.get(OID.keyUsage) as asn1js.BitString | undefined;
+  const basic = tbs.extensions.get(OID.basicConstraints);
+  const usage = tbs.extensions.get(OID.keyUsage);
   const eku = tbs.extensions.get(OID.extKeyUsage);
   const san = tbs.extensions.get(OID.subjectAltName);
-  const hasBasic = tbs.extensions.has(OID.basicConstraints);
-  const pathLength = basic.find((e): e is asn1js.Integer => e instanceof asn1js.Integer)?.valueBlock.valueDec;
-  const dnsNames = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 2 ? [Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView).toString('latin1').toLowerCase()] : []));
-  const ipAddresses = (san?.valueBlock.value ?? []).flatMap((name) => (name.idBlock.tagClass === 3 && name.idBlock.tagNumber === 7 ? ipAddressOf(Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView)) : []));
+  const basicFields = basic ? elements(basic, forge.asn1.Type.SEQUENCE) : [];
+  const pathLength = basicFields.find((e) => isUniversal(e, forge.asn1.Type.INTEGER));
+  const generalNames = san ? elements(san, forge.asn1.Type.SEQUENCE) : [];
+  const dnsNames = generalNames.flatMap((name) => (isContext(name, 2) ? [primitive(name).toLowerCase()] : []));
+  const ipAddresses = generalNames.flatMap((name) => (isContext(name, 7) ? ipAddressOf(Buffer.from(primitive(name), 'latin1')) : []));
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
   let pem: string | undefined;
@@ -155,10 +153,10 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     spkiSha256: sha256Hex(tbs.spki),
     notBefore: tbs.notBefore,
     notAfter: tbs.notAfter,
-    isCA: hasBasic ? basic.some((e) => e instanceof asn1js.Boolean && e.valueBlock.value) : undefined,
-    pathLength,
+    isCA: basic ? basicFields.some((e) => isUniversal(e, forge.asn1.Type.BOOLEAN) && primitive(e) !== '\x00') : undefined,
+    pathLength: pathLength ? forge.asn1.derToInteger(primitive(pathLength)) : undefined,
     keyUsage: usage ? namedBits(usage) : undefined,
-    extendedKeyUsage: eku ? eku.valueBlock.value.map((oid) => (oid as asn1js.ObjectIdentifier).valueBlock.toString()) : undefined,
+    extendedKeyUsage: eku ? elements(eku, forge.asn1.Type.SEQUENCE).map((oid) => objectIdentifier(oid)) : undefined,
     dnsNames,
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
@@ -179,11 +177,15 @@ function ipAddressOf(octets: Buffer): string[] {
   return text ? [text] : [];
 }
 
-/** A named-bit BIT STRING (key usage) as the flags of KeyUsage: bit n, counted from the first octet's high bit, is 2^n. */
-function namedBits(bits: asn1js.BitString): number {
-  const octets = bits.valueBlock.valueHexView;
+/** A named-bit BIT STRING (key usage) as the flags of KeyUsage: bit n, counted from the first content octet's high bit, is 2^n. */
+function namedBits(bits: forge.asn1.Asn1): number {
+  if (!isUniversal(bits, forge.asn1.Type.BITSTRING)) throw new Error('key usage is not a BIT STRING');
+  // Undecoded, a BIT STRING's value is its contents: the count of unused bits, then the bits.
+  const contents = Buffer.from(primitive(bits), 'latin1');
+  const unusedBits = contents[0] ?? 0;
+  const octets = contents.subarray(1);
   let value = 0;
-  for (let n = 0; n < octets.length * 8 - bits.valueBlock.unusedBits; n += 1) if (((octets[n >> 3] as number) >> (7 - (n & 7))) & 1) value += 2 ** n;
+  for (let n = 0; n < octets.length * 8 - unusedBits; n += 1) if (((octets[n >> 3] as number) >> (7 - (n & 7))) & 1) value += 2 ** n;
   return value;
 }
 
@@ -191,9 +193,10 @@ interface TbsFields {
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  readonly spki: Uint8Array;
+  /** The SubjectPublicKeyInfo's DER, as OpenSSL re-encodes it (identical for the DER it accepted). */
+  readonly spki: Buffer;
   /** The decoded extnValue of each extension the engine reads, by OID. */
-  readonly extensions: ReadonlyMap<string, asn1js.Constructed>;
+  readonly extensions: ReadonlyMap<string, forge.asn1.Asn1>;
 }
 
 /** The extensions the engine reads, by OID; the others are not kept. */
@@ -201,44 +204,90 @@ const WANTED_EXTENSIONS: ReadonlySet<string> = new Set(Object.values(OID));
 
 /**
  * The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC
- * 5280 section 4.1), decoded by asn1js (never by hand: DESIGN.md), keeping only the
- * extensions the engine reads.
+ * 5280 section 4.1), decoded by node-forge's ASN.1 reader (never by hand: DESIGN.md), and
+ * only after OpenSSL has accepted the whole certificate. node-forge, rather than asn1js
+ * which this used before: forge's reader builds plain objects and leaves OCTET and BIT
+ * STRING contents undecoded unless asked, so a whole certificate costs about 3 us where
+ * asn1js (which tries to decode every string's contents as BER, and builds a class
+ * instance per element) costs about 140 us, as much as OpenSSL's own parse: that made
+ * first sight, and so a fleet-wide what-if, twice the cost of node:crypto's checks.
  */
 function tbsFields(der: Buffer): TbsFields {
-  const tbs = ((decode(der) as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence).valueBlock.value;
-  const explicit = (element: asn1js.AsnType | undefined, tag: number) => element?.idBlock.tagClass === 3 && element.idBlock.tagNumber === tag;
-  const at = explicit(tbs[0], 0) ? 1 : 0;
+  const certificate = decode(der.toString('latin1'));
+  const tbs = elements(elements(certificate, forge.asn1.Type.SEQUENCE)[0], forge.asn1.Type.SEQUENCE);
+  const at = isContext(tbs[0], 0) ? 1 : 0;
   const [serial, , , validity, , spki] = tbs.slice(at);
-  if (!(serial instanceof asn1js.Integer) || !(validity instanceof asn1js.Sequence) || !(spki instanceof asn1js.Sequence)) throw new Error('not an X.509 TBSCertificate');
-  const [notBefore, notAfter]: (asn1js.AsnType | undefined)[] = validity.valueBlock.value;
-  // GeneralizedTime extends UTCTime in asn1js: both give toDate().
-  if (!(notBefore instanceof asn1js.UTCTime) || !(notAfter instanceof asn1js.UTCTime)) throw new Error('validity is not two times');
-  const extensions = new Map<string, asn1js.Constructed>();
-  const wrapper = tbs.find((element) => explicit(element, 3)) as asn1js.Constructed | undefined;
-  for (const extension of ((wrapper?.valueBlock.value[0] as asn1js.Sequence | undefined)?.valueBlock.value ?? []) as asn1js.Sequence[]) {
-    const fields = extension.valueBlock.value;
+  if (!isUniversal(serial, forge.asn1.Type.INTEGER) || !isUniversal(validity, forge.asn1.Type.SEQUENCE) || !isUniversal(spki, forge.asn1.Type.SEQUENCE)) throw new Error('not an X.509 TBSCertificate');
+  const [notBefore, notAfter] = elements(validity, forge.asn1.Type.SEQUENCE).map(time);
+  if (!notBefore || !notAfter) throw new Error('validity is not two times');
+  const extensions = new Map<string, forge.asn1.Asn1>();
+  const wrapper = tbs.find((element) => isContext(element, 3));
+  const list = wrapper ? elements(elements(wrapper)[0], forge.asn1.Type.SEQUENCE) : [];
+  for (const extension of list) {
+    const fields = elements(extension, forge.asn1.Type.SEQUENCE);
     const [oid, octets] = [fields[0], fields[fields.length - 1]];
-    if (!(oid instanceof asn1js.ObjectIdentifier) || !(octets instanceof asn1js.OctetString)) throw new Error('malformed extension');
-    const wanted = oid.valueBlock.toString();
-    // asn1js decodes an OCTET STRING's contents when they are one whole BER value; otherwise decode them here.
-    if (WANTED_EXTENSIONS.has(wanted)) extensions.set(wanted, (octets.valueBlock.value[0] ?? decode(octets.valueBlock.valueHexView)) as asn1js.Constructed);
+    if (!isUniversal(oid, forge.asn1.Type.OID) || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) throw new Error('malformed extension');
+    const wanted = objectIdentifier(oid);
+    if (WANTED_EXTENSIONS.has(wanted)) extensions.set(wanted, decode(primitive(octets)));
   }
   return {
-    serialNumber: Buffer.from(serial.valueBlock.valueHexView).toString('hex'),
-    notBefore: notBefore.toDate(),
-    notAfter: notAfter.toDate(),
-    spki: spki.valueBeforeDecodeView,
+    serialNumber: Buffer.from(primitive(serial), 'latin1').toString('hex'),
+    notBefore,
+    notAfter,
+    spki: Buffer.from(forge.asn1.toDer(spki).getBytes(), 'latin1'),
     extensions,
   };
 }
 
-/** asn1js on a slice of the certificate's DER, which is never modified after parsing, so asn1js need not copy it. */
-function decode(bytes: Uint8Array): asn1js.AsnType {
-  const decoded = asn1js.fromBER(bytes, { copyInput: false });
-  if (decoded.offset === -1) throw new Error(`not DER: ${decoded.result.error}`);
-  return decoded.result;
+/** node-forge's reader on a binary string: strict DER lengths, every byte consumed, BIT STRING contents left alone. */
+function decode(bytes: string): forge.asn1.Asn1 {
+  // @types/node-forge declares only the older boolean form of the second argument.
+  const options = { strict: true, parseAllBytes: true, decodeBitStrings: false } as unknown as boolean;
+  return forge.asn1.fromDer(forge.util.createBuffer(bytes), options);
 }
 
+function isUniversal(element: forge.asn1.Asn1 | undefined, type: number): element is forge.asn1.Asn1 {
+  return element !== undefined && element.tagClass === forge.asn1.Class.UNIVERSAL && element.type === type;
+}
+
+function isContext(element: forge.asn1.Asn1 | undefined, tag: number): element is forge.asn1.Asn1 {
+  return element !== undefined && element.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && element.type === tag;
+}
+
+/** The elements of a constructed value (of the universal type given, when one is); throws on a primitive. */
+function elements(element: forge.asn1.Asn1 | undefined, type?: number): forge.asn1.Asn1[] {
+  if (element === undefined || !Array.isArray(element.value) || (type !== undefined && !isUniversal(element, type))) throw new Error('expected a constructed ASN.1 value');
+  return element.value;
+}
+
+/** The contents octets of a primitive value, as the binary string node-forge keeps them. */
+function primitive(element: forge.asn1.Asn1): string {
+  if (typeof element.value !== 'string') throw new Error('expected a primitive ASN.1 value');
+  return element.value;
+}
+
+function objectIdentifier(element: forge.asn1.Asn1): string {
+  if (!isUniversal(element, forge.asn1.Type.OID)) throw new Error('expected an OBJECT IDENTIFIER');
+  return forge.asn1.derToOid(primitive(element));
+}
+
+/**
+ * A Validity time in the only forms RFC 5280 section 4.1.2.5 allows: UTCTime YYMMDDHHMMSSZ
+ * (years 1950 to 2049) or GeneralizedTime YYYYMMDDHHMMSSZ; undefined for anything else.
+ * node-forge converts without checking (a corrupted digit gives an invalid or rolled-over
+ * date), so the text must have the form and name a real instant: the date written back in
+ * the same form must be the same text.
+ */
+function time(element: forge.asn1.Asn1): Date | undefined {
+  const utc = isUniversal(element, forge.asn1.Type.UTCTIME);
+  if (!utc && !isUniversal(element, forge.asn1.Type.GENERALIZEDTIME)) return undefined;
+  const text = primitive(element);
+  if (!(utc ? /^\d{12}Z$/ : /^\d{14}Z$/).test(text)) return undefined;
+  const date = utc ? forge.asn1.utcTimeToDate(text) : forge.asn1.generalizedTimeToDate(text);
+  if (Number.isNaN(date.getTime())) return undefined;
+  const written = date.toISOString().replace(/[-:T]|\.\d{3}/g, '');
+  return (utc ? written.slice(2) : written) === text ? date : undefined;
+}
 
 /** OpenSSL's one-attribute-per-line form as the one-line "CN=..., O=..." form reports show. */
 function distinguishedName(lines: string): string {

@@ -1,6 +1,6 @@
 /**
  * The parser reads only the elements the engine needs (OpenSSL decodes the certificate,
- * asn1js the validity and four extensions), so its facts are checked here against
+ * node-forge's ASN.1 reader the validity and four extensions), so its facts are checked here against
  * @peculiar/x509's reading of the same DER, certificate by certificate, for every shape
  * the engine meets: roots, intermediates with and without path length and EKU, leaves
  * with DNS and IP names, GeneralizedTime validity. And a fleet's evaluation scope parses a
@@ -82,6 +82,22 @@ describe('parsed facts agree with @peculiar/x509', async () => {
   test('GeneralizedTime validity (after 2049) reads as the same instant', () => {
     const [parsed] = parseCertificateBundle(farRoot.pem);
     assert.equal(parsed!.notAfter.toISOString(), '2061-03-04T05:06:07.000Z');
+  });
+
+  test('a validity time that is not a real instant in RFC 5280\'s form is refused as unparsable (OpenSSL lets these through)', () => {
+    const der = Buffer.from(le.r3.pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    const at = der.indexOf(Buffer.from([0x17, 0x0d])) + 2; // notBefore, a UTCTime: YYMMDDHHMMSSZ
+    const edited = (offset: number, text: string) => {
+      const copy = Buffer.from(der);
+      copy.write(text, at + offset, 'latin1');
+      return `-----BEGIN CERTIFICATE-----\n${copy.toString('base64')}\n-----END CERTIFICATE-----\n`;
+    };
+    for (const [offset, text] of [[4, 'x'], [2, '13'], [4, '32'], [6, '25'], [12, '+']] as const) {
+      clearCertificateCache();
+      assert.equal(codeOf(() => parseCertificateBundle(edited(offset, text))), ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE, `${text} at ${offset}`);
+    }
+    clearCertificateCache();
+    assert.equal(codeOf(() => parseCertificateBundle(edited(4, '01'))), undefined, 'a real day still parses (the signature is another matter)');
   });
 
   test('the PEM and public key made on first use are those of the certificate', () => {
