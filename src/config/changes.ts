@@ -3,8 +3,7 @@
  * key, credentials removed, and the settings that differ from the last configuration a
  * node recorded.
  */
-import { redactUrl } from '../store/engines.js';
-import type { AuditStore } from '../store/jobs.js';
+import { redactUrl, type AuditStore } from '../store/index.js';
 import type { Config } from './config.js';
 
 export type Setting = string | number | boolean | null | readonly string[];

@@ -9,8 +9,9 @@ import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
-import { DEFAULT_ISSUANCE_CONCURRENCY } from '../fleet/issuance.js';
 
+/** Orders one process runs at once unless CERTPLANE_ISSUANCE_CONCURRENCY says otherwise; compose.ts passes the setting to the coordinator. */
+export const DEFAULT_ISSUANCE_CONCURRENCY = 50;
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
 /** Root CNs in preference order, from a JSON array or a comma-separated list. */

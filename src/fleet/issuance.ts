@@ -33,6 +33,7 @@ import { processName } from '../process-name.js';
 import type { AgentMessage } from '../channel/protocol.js';
 import { SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { DEFAULT_ISSUANCE_CONCURRENCY } from '../config/config.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
@@ -81,7 +82,6 @@ export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'leas
 export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
 
 /** Orders this process runs at once unless configured (CERTPLANE_ISSUANCE_CONCURRENCY). */
-export const DEFAULT_ISSUANCE_CONCURRENCY = 50;
 
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;

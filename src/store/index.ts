@@ -4,5 +4,7 @@
  * around the contract to a driver.
  */
 export { openStore } from './store.js';
+/** A database URL with its password masked, for messages and the audit trail. */
+export { redactUrl } from './engines.js';
 export * from './types.js';
 export type { AuditEntry, AuditStore, CampaignCounts, CampaignInstance, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore } from './jobs.js';
