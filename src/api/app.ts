@@ -93,12 +93,25 @@ export async function buildApi(deps: ApiDependencies) {
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
   });
-  await app.register(instanceRoutes(deps));
-  await app.register(certificateRoutes(deps));
-  await app.register(agentRoutes(deps));
-  await app.register(reissueRoutes(deps));
-  await app.register(whatIfRoutes(deps));
-  await app.register(operationsRoutes(deps));
+  // Each route plugin is given, as its Fastify options, only what it declares it uses.
+  const { store, clock, publicUrl } = deps;
+  await app.register(instanceRoutes, {
+    store,
+    coordinator: deps.coordinator,
+    revocations: deps.revocations,
+    sessions: deps.sessions,
+    trust: deps.trust,
+    cursors: deps.cursors,
+    clock,
+    enrollmentTtlMs: deps.enrollmentTtlMs,
+    publicUrl,
+    maxNamesPerCertificate: deps.maxNamesPerCertificate,
+  });
+  await app.register(certificateRoutes, { store, revocations: deps.revocations });
+  await app.register(agentRoutes, { store, ca: deps.ca, clock, publicUrl });
+  await app.register(reissueRoutes, { store, campaigns: deps.campaigns });
+  await app.register(whatIfRoutes, { store, trustEvaluation: deps.trustEvaluation, cursors: deps.cursors, clock });
+  await app.register(operationsRoutes, { store, metrics: deps.metrics });
   const channel = attachChannel(app.server, deps);
   app.addHook('onClose', async () => {
     for (const client of channel.clients) client.terminate();

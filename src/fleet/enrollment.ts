@@ -15,7 +15,7 @@ import { ErrorCode } from '../error-catalogue.js';
 const tokenHash = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /** Mints a token for `instanceId`, valid for `ttlMs`; only its hash is stored. */
-export async function createEnrollmentToken(store: Store, instanceId: string, now: Date, ttlMs: number): Promise<{ token: string; expiresAt: Date }> {
+export async function createEnrollmentToken(store: Pick<Store, 'enrollmentTokens'>, instanceId: string, now: Date, ttlMs: number): Promise<{ token: string; expiresAt: Date }> {
   const token = `cpe_${randomBytes(32).toString('base64url')}`;
   const expiresAt = new Date(now.getTime() + ttlMs);
   await store.enrollmentTokens.create(instanceId, tokenHash(token), expiresAt);
@@ -29,7 +29,7 @@ export async function createEnrollmentToken(store: Store, instanceId: string, no
  * it gets the certificate recorded and returned.
  */
 export async function enrollAgent(
-  deps: { store: Store; ca: AgentCa },
+  deps: { store: Pick<Store, 'enrollmentTokens' | 'agentCertificates'>; ca: Pick<AgentCa, 'issue' | 'certificatePem'> },
   token: string,
   identityCsrPem: string,
   now: Date,

@@ -8,8 +8,9 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { enrollAgent } from '../../fleet/enrollment.js';
+import type { AgentCa } from '../../fleet/ca.js';
 import { CertplaneError, hasCode } from '../../errors.js';
-import type { ApiDependencies } from '../app.js';
+import type { Store } from '../../store/types.js';
 import { EnrollRequest, EnrollResponse, Problem } from '../schemas.js';
 import { ErrorCode } from '../../error-catalogue.js';
 
@@ -52,35 +53,41 @@ function failureAllowance(clock: () => Date) {
   };
 }
 
-export function agentRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
-  const failures = failureAllowance(deps.clock);
-  return async (app) => {
-    app.post(
-      '/v1/agents/enroll',
-      {
-        schema: {
-          summary: 'Exchange a one-time token and an identity CSR for an agent certificate',
-          tags: ['agents'],
-          security: [],
-          body: EnrollRequest,
-          response: { 201: EnrollResponse, 400: Problem, 401: Problem, 429: Problem },
-        },
-      },
-      async (request, reply) => {
-        // Over the allowance the token is still looked up (one hash, one indexed read, no CSR
-        // work), so a valid token enrolls; a wrong one is answered 429 instead of 401.
-        const reserved = failures.reserve(request.ip);
-        const enrolled = await enrollAgent(deps, request.body.token, request.body.csrPem, deps.clock()).catch((error: unknown) => {
-          const wrongToken = hasCode(error, ErrorCode.ENROLLMENT_TOKEN_INVALID);
-          if (reserved && !wrongToken) failures.refund(request.ip);
-          if (!reserved && wrongToken) throw new CertplaneError(ErrorCode.ENROLLMENT_RATE_LIMITED, `too many failed enrollments from ${request.ip}; wait a few seconds`);
-          throw error;
-        });
-        if (reserved) failures.refund(request.ip);
-        const { instanceId, certificatePem, caPem, fingerprintSha256 } = enrolled;
-        await deps.store.audit.record({ actor: `agent enrollment from ${request.ip}`, action: 'agent.enroll', target: instanceId, reason: null, details: { fingerprintSha256 } });
-        return reply.status(201).send({ instanceId, certificatePem, caPem, ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
-      },
-    );
-  };
+/** What enrollment uses: the tokens, the agent CA, the audit trail, and the URL agents are told to use. */
+export interface AgentRouteOptions {
+  readonly store: Pick<Store, 'enrollmentTokens' | 'agentCertificates' | 'audit'>;
+  readonly ca: Pick<AgentCa, 'issue' | 'certificatePem'>;
+  readonly clock: () => Date;
+  readonly publicUrl?: string | undefined;
 }
+
+export const agentRoutes: FastifyPluginAsyncZod<AgentRouteOptions> = async (app, deps) => {
+  const failures = failureAllowance(deps.clock);
+  app.post(
+    '/v1/agents/enroll',
+    {
+      schema: {
+        summary: 'Exchange a one-time token and an identity CSR for an agent certificate',
+        tags: ['agents'],
+        security: [],
+        body: EnrollRequest,
+        response: { 201: EnrollResponse, 400: Problem, 401: Problem, 429: Problem },
+      },
+    },
+    async (request, reply) => {
+      // Over the allowance the token is still looked up (one hash, one indexed read, no CSR
+      // work), so a valid token enrolls; a wrong one is answered 429 instead of 401.
+      const reserved = failures.reserve(request.ip);
+      const enrolled = await enrollAgent(deps, request.body.token, request.body.csrPem, deps.clock()).catch((error: unknown) => {
+        const wrongToken = hasCode(error, ErrorCode.ENROLLMENT_TOKEN_INVALID);
+        if (reserved && !wrongToken) failures.refund(request.ip);
+        if (!reserved && wrongToken) throw new CertplaneError(ErrorCode.ENROLLMENT_RATE_LIMITED, `too many failed enrollments from ${request.ip}; wait a few seconds`);
+        throw error;
+      });
+      if (reserved) failures.refund(request.ip);
+      const { instanceId, certificatePem, caPem, fingerprintSha256 } = enrolled;
+      await deps.store.audit.record({ actor: `agent enrollment from ${request.ip}`, action: 'agent.enroll', target: instanceId, reason: null, details: { fingerprintSha256 } });
+      return reply.status(201).send({ instanceId, certificatePem, caPem, ...(deps.publicUrl ? { server: deps.publicUrl } : {}) });
+    },
+  );
+};

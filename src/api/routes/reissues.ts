@@ -6,9 +6,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CertplaneError } from '../../errors.js';
-import { Selector, unknownInstances, type CampaignStatus } from '../../jobs/campaigns.js';
+import { Selector, unknownInstances, type CampaignStatus, type Campaigns } from '../../jobs/campaigns.js';
+import type { Store } from '../../store/types.js';
 import { findInScope, mayActOnCluster, requireCluster, type Caller } from '../auth.js';
-import type { ApiDependencies } from '../app.js';
 import { IdParams, Problem, Text } from '../schemas.js';
 import { ErrorCode } from '../../error-catalogue.js';
 import { REISSUE_MODES, SKIP_REASONS } from '../../lifecycle/index.js';
@@ -83,11 +83,17 @@ const DryRunResult = z.object({
 const CancelRequest = z.strictObject({ reason: Text(1000).default('cancelled') }).nullish();
 const ActorHeaders = z.object({ 'x-certplane-actor': z.string().trim().min(1).max(200).optional() });
 
+/** What the reissue routes use: the campaigns, and the instances and campaigns they touch (for the caller's scope). */
+export interface ReissueRouteOptions {
+  readonly store: Pick<Store, 'instances' | 'campaigns'>;
+  readonly campaigns: Pick<Campaigns, 'start' | 'status' | 'cancel'>;
+}
+
 /**
  * A cluster-limited caller may only reissue its clusters: by cluster, or by ids of instances
  * in them. Ids of other clusters' instances get the answer unknown ids get.
  */
-async function requireSelectorWithin(deps: ApiDependencies, caller: Caller | undefined, selector: Selector): Promise<void> {
+async function requireSelectorWithin(deps: ReissueRouteOptions, caller: Caller | undefined, selector: Selector): Promise<void> {
   if (!caller || caller.clusters === null) return;
   if ('cluster' in selector) return requireCluster(caller, selector.cluster, `cluster ${selector.cluster}`);
   if ('instanceIds' in selector) {
@@ -114,49 +120,47 @@ function campaignView({ campaign, counts, skipped }: CampaignStatus) {
   };
 }
 
-export function reissueRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
+export const reissueRoutes: FastifyPluginAsyncZod<ReissueRouteOptions> = async (app, deps) => {
   /** Throws NOT_FOUND unless the campaign exists and every cluster it touches is the caller's. */
   const requireCampaignInScope = async (caller: Caller | undefined, id: string) => {
     await findInScope(caller, `campaign ${id}`, await deps.store.campaigns.get(id), (campaign) => campaign.clusters ?? undefined);
   };
-  return async (app) => {
-    app.post(
-      '/v1/reissues',
-      {
-        config: { permission: 'operate' },
-        schema: {
-          summary: 'Reissue or re-chain part or all of the fleet: a dry run, or a persistent campaign (new orders go through the rate limiter; rechains order nothing)',
-          tags: ['reissues'],
-          headers: ActorHeaders,
-          body: ReissueRequest,
-          response: { 200: DryRunResult, 201: Campaign, 400: Problem, 401: Problem, 403: Problem, 404: Problem },
-        },
+  app.post(
+    '/v1/reissues',
+    {
+      config: { permission: 'operate' },
+      schema: {
+        summary: 'Reissue or re-chain part or all of the fleet: a dry run, or a persistent campaign (new orders go through the rate limiter; rechains order nothing)',
+        tags: ['reissues'],
+        headers: ActorHeaders,
+        body: ReissueRequest,
+        response: { 200: DryRunResult, 201: Campaign, 400: Problem, 401: Problem, 403: Problem, 404: Problem },
       },
-      async (request, reply) => {
-        await requireSelectorWithin(deps, request.caller, request.body.selector);
-        const result = await deps.campaigns.start({ ...request.body, actor: request.caller?.actor ?? 'unknown' });
-        if ('dryRun' in result) {
-          const instances = result.instances.map((p) => ({ instanceId: p.instanceId, path: p.path, ...(p.path === 'rechain' ? { chainIndex: p.chainIndex } : {}), ...(p.path === 'skip' ? { reason: p.reason } : {}) }));
-          return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds], instances });
-        }
-        return reply.status(201).send(campaignView(result));
-      },
-    );
-    app.get(
-      '/v1/reissues/:id',
-      { config: { permission: 'read' }, schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
-      async (request) => {
-        await requireCampaignInScope(request.caller, request.params.id);
-        return campaignView(await deps.campaigns.status(request.params.id));
-      },
-    );
-    app.post(
-      '/v1/reissues/:id/cancel',
-      { config: { permission: 'operate' }, schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
-      async (request) => {
-        await requireCampaignInScope(request.caller, request.params.id);
-        return campaignView(await deps.campaigns.cancel(request.params.id, request.caller?.actor ?? 'unknown', request.body?.reason ?? 'cancelled'));
-      },
-    );
-  };
-}
+    },
+    async (request, reply) => {
+      await requireSelectorWithin(deps, request.caller, request.body.selector);
+      const result = await deps.campaigns.start({ ...request.body, actor: request.caller?.actor ?? 'unknown' });
+      if ('dryRun' in result) {
+        const instances = result.instances.map((p) => ({ instanceId: p.instanceId, path: p.path, ...(p.path === 'rechain' ? { chainIndex: p.chainIndex } : {}), ...(p.path === 'skip' ? { reason: p.reason } : {}) }));
+        return reply.status(200).send({ ...result, instanceIds: [...result.instanceIds], instances });
+      }
+      return reply.status(201).send(campaignView(result));
+    },
+  );
+  app.get(
+    '/v1/reissues/:id',
+    { config: { permission: 'read' }, schema: { summary: 'State and counts of a reissue campaign', tags: ['reissues'], params: IdParams, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
+    async (request) => {
+      await requireCampaignInScope(request.caller, request.params.id);
+      return campaignView(await deps.campaigns.status(request.params.id));
+    },
+  );
+  app.post(
+    '/v1/reissues/:id/cancel',
+    { config: { permission: 'operate' }, schema: { summary: 'Cancel a campaign: queued jobs are dropped, orders under way finish', tags: ['reissues'], headers: ActorHeaders, params: IdParams, body: CancelRequest, response: { 200: Campaign, 401: Problem, 403: Problem, 404: Problem } } },
+    async (request) => {
+      await requireCampaignInScope(request.caller, request.params.id);
+      return campaignView(await deps.campaigns.cancel(request.params.id, request.caller?.actor ?? 'unknown', request.body?.reason ?? 'cancelled'));
+    },
+  );
+};

@@ -10,9 +10,10 @@ import { normalizeSpkiPin, parseCertificateBundle, type TrustChange } from '../.
 import { CertplaneError } from '../../errors.js';
 import { ErrorCode } from '../../error-catalogue.js';
 import { unknownInstances } from '../../jobs/campaigns.js';
-import type { WhatIfRow } from '../../jobs/trust.js';
+import type { TrustEvaluation, WhatIfRow } from '../../jobs/trust.js';
+import type { Store } from '../../store/types.js';
 import { mayActOnCluster, requireCluster, type Caller } from '../auth.js';
-import type { ApiDependencies } from '../app.js';
+import type { PageCursors } from '../cursors.js';
 import { MAX_PAGE_SIZE, Problem } from '../schemas.js';
 
 /** A trust store replacing a profile can be a whole distribution bundle (ca-certificates is about 220 KiB). */
@@ -65,8 +66,16 @@ const WhatIfAnswer = z
 
 type WhatIfRequest = z.infer<typeof WhatIfRequest>;
 
+/** What the what-if route uses: the evaluation, the instances a selector names (for the caller's scope), page cursors and the clock. */
+export interface WhatIfRouteOptions {
+  readonly store: Pick<Store, 'instances'>;
+  readonly trustEvaluation: Pick<TrustEvaluation, 'whatIf'>;
+  readonly cursors: Pick<PageCursors, 'open' | 'seal'>;
+  readonly clock: () => Date;
+}
+
 /** Which instances the caller asks about, within what it may see: its clusters, a cluster of its own, or instances of its own. */
-async function scopeOf(deps: ApiDependencies, caller: Caller | undefined, selector: WhatIfRequest['selector']): Promise<{ clusters: readonly string[] | null; instanceIds?: readonly string[] }> {
+async function scopeOf(deps: WhatIfRouteOptions, caller: Caller | undefined, selector: WhatIfRequest['selector']): Promise<{ clusters: readonly string[] | null; instanceIds?: readonly string[] }> {
   const own = caller?.clusters ?? null;
   if ('cluster' in selector) {
     requireCluster(caller, selector.cluster, `cluster ${selector.cluster}`);
@@ -97,40 +106,38 @@ function counts(rows: readonly WhatIfRow[]) {
   return { instances: rows.length, verifies: of('verifies'), alternateChain: of('alternate-chain'), newCertificate: of('new-certificate'), noInstalledCertificate: of('no-installed-certificate') };
 }
 
-export function whatIfRoutes(deps: ApiDependencies): FastifyPluginAsyncZod {
-  return async (app) => {
-    app.post(
-      '/v1/whatif',
-      {
-        bodyLimit: WHATIF_BODY_LIMIT_BYTES,
-        config: { permission: 'read' },
-        schema: {
-          summary: 'Which instances a trust change would break, which a stored chain rescues, which need a new certificate; changes nothing',
-          tags: ['trust'],
-          body: WhatIfRequest,
-          response: { 200: WhatIfAnswer, 400: Problem, 401: Problem, 403: Problem, 404: Problem },
-        },
+export const whatIfRoutes: FastifyPluginAsyncZod<WhatIfRouteOptions> = async (app, deps) => {
+  app.post(
+    '/v1/whatif',
+    {
+      bodyLimit: WHATIF_BODY_LIMIT_BYTES,
+      config: { permission: 'read' },
+      schema: {
+        summary: 'Which instances a trust change would break, which a stored chain rescues, which need a new certificate; changes nothing',
+        tags: ['trust'],
+        body: WhatIfRequest,
+        response: { 200: WhatIfAnswer, 400: Problem, 401: Problem, 403: Problem, 404: Problem },
       },
-      async (request) => {
-        const { change, selector, limit, cursor } = request.body;
-        const scope = await scopeOf(deps, request.caller, selector);
-        const at = change.at ? new Date(change.at) : deps.clock();
-        const { evaluatedAt, rows } = await deps.trustEvaluation.whatIf(changeOf(change), scope, at);
-        let start = 0;
-        if (cursor !== undefined) {
-          const after = deps.cursors.open(cursor, request.caller);
-          start = rows.findIndex((row) => row.instanceId === after) + 1;
-          if (start === 0) throw new CertplaneError(ErrorCode.STORE_INVALID_CURSOR, 'The page cursor names an instance this what-if does not cover; ask with the same selector, or omit the cursor to start from the first page.');
-        }
-        const items = rows.slice(start, start + limit);
-        const last = items.at(-1);
-        return {
-          evaluatedAt: evaluatedAt.toISOString(),
-          counts: counts(rows),
-          items: items.map((row) => ({ ...row, brokenProfiles: [...row.brokenProfiles] })),
-          nextCursor: start + limit < rows.length && last ? deps.cursors.seal(last.instanceId, request.caller) : null,
-        };
-      },
-    );
-  };
-}
+    },
+    async (request) => {
+      const { change, selector, limit, cursor } = request.body;
+      const scope = await scopeOf(deps, request.caller, selector);
+      const at = change.at ? new Date(change.at) : deps.clock();
+      const { evaluatedAt, rows } = await deps.trustEvaluation.whatIf(changeOf(change), scope, at);
+      let start = 0;
+      if (cursor !== undefined) {
+        const after = deps.cursors.open(cursor, request.caller);
+        start = rows.findIndex((row) => row.instanceId === after) + 1;
+        if (start === 0) throw new CertplaneError(ErrorCode.STORE_INVALID_CURSOR, 'The page cursor names an instance this what-if does not cover; ask with the same selector, or omit the cursor to start from the first page.');
+      }
+      const items = rows.slice(start, start + limit);
+      const last = items.at(-1);
+      return {
+        evaluatedAt: evaluatedAt.toISOString(),
+        counts: counts(rows),
+        items: items.map((row) => ({ ...row, brokenProfiles: [...row.brokenProfiles] })),
+        nextCursor: start + limit < rows.length && last ? deps.cursors.seal(last.instanceId, request.caller) : null,
+      };
+    },
+  );
+};
