@@ -92,10 +92,13 @@ export interface JobStore {
   /** Queues a job; when the instance already has an open job, that job is returned unchanged (one open job per instance). */
   enqueue(input: { kind: JobKind; instanceId: string; dueAt: Date; reason: string; requestedBy: string; campaignId?: string }): Promise<{ job: JobRecord; created: boolean }>;
   /**
-   * Claims up to `limit` due jobs for `owner` until `now + leaseMs`: queued ones due by now, and
-   * running ones whose claim lapsed before they got a certificate or after their certificate
-   * settled at least `leaseMs` ago (its process died between settling the certificate and
-   * the job; a live one settles the job within moments, and is never raced).
+   * Claims up to `limit` due jobs for `owner` for `leaseMs`: queued ones due by `now` (the
+   * caller's clock, which schedules), and running ones whose claim lapsed before they got a
+   * certificate or after their certificate settled at least `leaseMs` ago (its process died
+   * between settling the certificate and the job; a live one settles the job within
+   * moments, and is never raced). Claims start, lapse and are compared on the database's
+   * clock, as certificate leases are: processes whose clocks disagree still agree on who
+   * holds a job.
    */
   claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]>;
   get(id: string): Promise<JobRecord | undefined>;
@@ -204,11 +207,11 @@ export class SqlJobs implements JobStore {
 
   async claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]> {
     const rows = await this.db.query<JobRow>(
-      `UPDATE jobs SET state = 'running', claimed_by = $1, claimed_until = $2::timestamptz + ($3 || ' milliseconds')::interval, updated_at = now()
+      `UPDATE jobs SET state = 'running', claimed_by = $1, claimed_until = now() + ($3 || ' milliseconds')::interval, updated_at = now()
        WHERE id IN (
          SELECT id FROM jobs
          WHERE (state = 'queued' AND due_at <= $2::timestamptz)
-            OR (state = 'running' AND claimed_until < $2::timestamptz AND (certificate_id IS NULL
+            OR (state = 'running' AND claimed_until < now() AND (certificate_id IS NULL
                 OR EXISTS (SELECT 1 FROM certificates c WHERE c.id = jobs.certificate_id AND c.status = ANY($5::text[])
                            AND c.state_changed_at < now() - ($3 || ' milliseconds')::interval)))
          ORDER BY due_at

@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout } from 'node:timers/promises';
 import pino from 'pino';
 import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
@@ -17,6 +18,9 @@ import { advance } from '../support/lifecycle.js';
 import { leaf, pem, root } from '../support/hierarchies.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
+
+/** The dead process's claim: short, since claims lapse on the database's clock, not the scheduler's. */
+const CLAIM_MS = 50;
 
 describe('a job claimed again after its process died', () => {
   let store: Store;
@@ -47,7 +51,8 @@ describe('a job claimed again after its process died', () => {
     const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
     // The process that died: it claimed the job and created the certificate for it, and
     // never recorded the certificate on the job.
-    const [claimed] = await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    const [claimed] = await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
+    await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
     assert.equal(claimed?.id, job.id);
     // Created with its job in the one INSERT (the coordinator passes the job along): nothing between them to die in.
     const certificate = await store.certificates.create(instance.id, { jobId: job.id });
@@ -65,11 +70,25 @@ describe('a job claimed again after its process died', () => {
     assert.equal(latest?.id, certificate.id, 'the installed certificate is still the instance\'s latest');
   });
 
+  test('a claim lapses on the database\'s clock: a process whose clock runs an hour ahead does not take a job claimed a moment ago', async () => {
+    const instance = await store.instances.create({ name: 'fastclock', hostnames: ['fastclock.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+    const started = new Date();
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
+    await store.jobs.claimDue('a live process', started, 60_000, 10);
+    const { requested, coordinator } = recordingCoordinator();
+    const ahead = () => new Date(started.getTime() + 3_600_000);
+    await new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: ahead }), logger, clock: ahead }).tick();
+    assert.deepEqual(requested, []);
+    const held = await store.jobs.get(job.id);
+    assert.deepEqual([held?.state, held?.claimedBy], ['running', 'a live process']);
+  });
+
   test('whose certificate is still under way attaches it instead of creating another', async () => {
     const instance = await store.instances.create({ name: 'underway', hostnames: ['underway.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
     const started = new Date();
     const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
-    await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
+    await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
     const certificate = await store.certificates.create(instance.id);
     await store.certificates.attachJob(certificate.id, job.id, null);
     await advance(store, certificate.id, 'ordering');
@@ -96,7 +115,8 @@ describe('a job claimed again after its process died', () => {
     const instance = await store.instances.create({ name, hostnames: [`${name}.jobs.test`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
     const started = new Date();
     const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
-    await store.jobs.claimDue('a process that died', started, 1_000, 10);
+    await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
+    await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
     const certificate = await store.certificates.create(instance.id);
     await store.certificates.attachJob(certificate.id, job.id, null);
     await store.jobs.attachCertificate(job.id, certificate.id);
