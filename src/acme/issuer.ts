@@ -566,7 +566,7 @@ export class AcmeIssuer {
       token: (challenge as { token: string }).token,
       keyAuthorization: await client.getChallengeKeyAuthorization(challenge),
     };
-    await solver.present(context);
+    await solver.present(context, signal);
     const answer: Presented = { solver, context, challengeUrl: challenge.url, type: solver.type };
     presented.push(answer);
     // A resumed order's challenge may already be under validation: answered once, it is only awaited.

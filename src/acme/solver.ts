@@ -22,7 +22,8 @@ export interface ChallengeContext {
 
 export interface ChallengeSolver {
   readonly type: ChallengeType;
-  present(challenge: ChallengeContext): Promise<void>;
+  /** Makes the challenge answerable; `signal` ends any wait in it (shutdown, a lost lease) with the signal's reason. */
+  present(challenge: ChallengeContext, signal?: AbortSignal): Promise<void>;
   cleanUp(challenge: ChallengeContext): Promise<void>;
 }
 
@@ -32,8 +33,8 @@ export class Dns01Solver implements ChallengeSolver {
 
   constructor(private readonly provider: DnsProvider) {}
 
-  present(challenge: ChallengeContext): Promise<void> {
-    return this.provider.present(`_acme-challenge.${challenge.domain}`, challenge.keyAuthorization);
+  present(challenge: ChallengeContext, signal?: AbortSignal): Promise<void> {
+    return this.provider.present(`_acme-challenge.${challenge.domain}`, challenge.keyAuthorization, signal);
   }
 
   cleanUp(challenge: ChallengeContext): Promise<void> {

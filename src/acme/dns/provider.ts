@@ -7,8 +7,11 @@
 /** Publishes and withdraws the TXT records of dns-01 challenges. */
 export interface DnsProvider {
   readonly name: string;
-  /** Publishes TXT `value` at `fqdn` (e.g. "_acme-challenge.example.com", no trailing dot) and resolves once the record is served by the authoritative servers. Several values may coexist at one name (a wildcard and its base name). */
-  present(fqdn: string, value: string): Promise<void>;
+  /**
+   * Publishes TXT `value` at `fqdn` (e.g. "_acme-challenge.example.com", no trailing dot) and resolves once the record is served by the authoritative servers. Several values may coexist at one name (a wildcard and its base name).
+   * `signal` (shutdown, a lost lease) ends the wait for propagation at once, rejecting with the signal's reason; the record stays for cleanUp.
+   */
+  present(fqdn: string, value: string, signal?: AbortSignal): Promise<void>;
   /** Withdraws exactly that value; never fails because it was already gone. */
   cleanUp(fqdn: string, value: string): Promise<void>;
 }

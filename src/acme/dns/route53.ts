@@ -60,7 +60,8 @@ export class Route53DnsProvider implements DnsProvider {
     this.#pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
   }
 
-  async present(fqdn: string, value: string): Promise<void> {
+  async present(fqdn: string, value: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const name = recordNameOf(fqdn);
     const zoneId = await this.#findZoneId(name);
     const change = await this.#lock.run(name, async () => {
@@ -69,7 +70,7 @@ export class Route53DnsProvider implements DnsProvider {
       if (existing?.values.includes(quoted)) return undefined;
       return this.#change(zoneId, 'UPSERT', name, { ttl: TXT_TTL_SECONDS, values: [...(existing?.values ?? []), quoted] });
     });
-    if (change && change.status !== 'INSYNC') await this.#waitInSync(change.id, name);
+    if (change && change.status !== 'INSYNC') await this.#waitInSync(change.id, name, signal);
   }
 
   async cleanUp(fqdn: string, value: string): Promise<void> {
@@ -143,10 +144,12 @@ export class Route53DnsProvider implements DnsProvider {
     return { id, status: changed.ChangeInfo?.Status ?? '' };
   }
 
-  async #waitInSync(changeId: string, name: string): Promise<void> {
+  /** Polls the change until INSYNC; the signal ends the poll and the sleep between polls at once, with its reason. */
+  async #waitInSync(changeId: string, name: string, signal: AbortSignal | undefined): Promise<void> {
     const deadline = Date.now() + this.#propagationTimeoutMs;
     for (;;) {
-      const got = await this.#send('GetChange', () => this.#client.send(new GetChangeCommand({ Id: changeId })));
+      signal?.throwIfAborted();
+      const got = await this.#send('GetChange', () => this.#client.send(new GetChangeCommand({ Id: changeId }), signal ? { abortSignal: signal } : {}), signal);
       if (got.ChangeInfo?.Status === 'INSYNC') return;
       if (Date.now() + this.#pollIntervalMs > deadline) {
         throw new CertplaneError(
@@ -155,15 +158,16 @@ export class Route53DnsProvider implements DnsProvider {
           { changeId, name, status: got.ChangeInfo?.Status, propagationTimeoutMs: this.#propagationTimeoutMs },
         );
       }
-      await sleep(this.#pollIntervalMs);
+      await sleep(this.#pollIntervalMs, undefined, signal ? { signal } : {}).catch((error: unknown) => Promise.reject(signal?.aborted ? signal.reason : error));
     }
   }
 
   /** Turns every SDK failure into one code, keeping the AWS error name callers and people key on. */
-  async #send<T>(operation: string, call: () => Promise<T>): Promise<T> {
+  async #send<T>(operation: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     try {
       return await call();
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
       const awsName = error instanceof Error ? error.name : 'UnknownError';
       const reason = error instanceof Error ? error.message : String(error);
       throw new CertplaneError(

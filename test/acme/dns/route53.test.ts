@@ -286,6 +286,21 @@ test('present gives DNS_ROUTE53_TIMEOUT when the change never reaches INSYNC', a
   });
 });
 
+test('a signal (shutdown, a lost lease) ends the wait for INSYNC at once, with its reason, and leaves the record for cleanUp', { timeout: 20_000 }, async (t) => {
+  const { fake, provider } = await setUp(t, { pollIntervalMs: 10_000, propagationTimeoutMs: 600_000 });
+  fake.pendingPolls = Number.POSITIVE_INFINITY;
+  const stop = new AbortController();
+  const reason = new Error('shutting down');
+  const started = Date.now();
+  const presenting = provider.present('_acme-challenge.example.com', 'token-one', stop.signal);
+  setTimeout(() => stop.abort(reason), 100);
+  await assert.rejects(presenting, (error) => error === reason);
+  assert.ok(Date.now() - started < 5_000, `ended ${Date.now() - started} ms after it began, not at the next poll (10 s) or the timeout`);
+  assert.deepEqual(fake.txt('ZEXAMPLE', '_acme-challenge.example.com.'), ['"token-one"']);
+  await assert.rejects(provider.present('_acme-challenge.example.com', 'token-two', stop.signal), (error) => error === reason, 'an aborted signal starts nothing');
+  assert.deepEqual(fake.txt('ZEXAMPLE', '_acme-challenge.example.com.'), ['"token-one"']);
+});
+
 test('two values at one name coexist, and concurrent presents do not drop either', async (t) => {
   const { fake, provider } = await setUp(t);
   await Promise.all([
