@@ -43,6 +43,17 @@ export class JobLifecycle implements IssuanceListener {
     await this.scheduleRenewal(certificate);
   }
 
+  /**
+   * Completes a job whose work needs no certificate of its own (a rechain finding the chain
+   * already selected, a job whose certificate was replaced since): the instance's open job
+   * kept it from queueing a renewal, so the renewal of what is installed now is queued.
+   */
+  async onDoneWithoutCertificate(job: { id: string; instanceId: string }): Promise<void> {
+    await this.deps.store.jobs.complete(job.id);
+    const installed = await this.deps.store.certificates.latestInstalled(job.instanceId);
+    if (installed) await this.scheduleRenewal(installed);
+  }
+
   /** The job a certificate answers: the one that created it, or one that adopted it while it was under way. */
   async #jobOf(certificate: CertificateRecord) {
     const byLink = certificate.jobId ? await this.deps.store.jobs.get(certificate.jobId) : undefined;

@@ -150,9 +150,7 @@ export class Scheduler {
     if (!this.options.rechains) throw new Error('this process carries out no rechain jobs');
     const certificate = started ?? (await this.options.rechains.run(job));
     if (certificate === 'current') {
-      await store.jobs.complete(job.id);
-      const installed = await store.certificates.latestInstalled(job.instanceId);
-      if (installed) await lifecycle.scheduleRenewal(installed);
+      await lifecycle.onDoneWithoutCertificate(job);
       logger.info({ jobId: job.id, instanceId: job.instanceId, campaignId: job.campaignId }, 'rechain job: the installed chain is already the one selected; nothing to do');
       return;
     }
@@ -165,18 +163,15 @@ export class Scheduler {
    * in between, or a revocation overtook the delivery): what the issuance listener would have done.
    */
   async #settle(job: JobRecord, certificate: CertificateRecord): Promise<void> {
-    const { lifecycle, logger, store } = this.options;
+    const { lifecycle, logger } = this.options;
     if (certificate.status === 'installed') await lifecycle.onInstalled(certificate);
     else if (certificate.status === 'failed') await lifecycle.onFailed(certificate);
     else if (certificate.installedAt === null) {
       // Revoked before its agent installed it: the instance still needs the certificate.
       await lifecycle.onFailedJob(job, new CertplaneError(ErrorCode.ISSUANCE_REVOKED_BEFORE_INSTALL, `certificate ${certificate.id} was revoked before its agent installed it; a new one is ordered`));
     } else {
-      // Installed once and replaced or revoked since: the job's work was done. Its open job kept
-      // the instance from queueing a renewal for whatever replaced it, so that is queued now.
-      await store.jobs.complete(job.id);
-      const current = await store.certificates.latestInstalled(job.instanceId);
-      if (current) await lifecycle.scheduleRenewal(current);
+      // Installed once and replaced or revoked since: the job's work was done.
+      await lifecycle.onDoneWithoutCertificate(job);
     }
     logger.info({ jobId: job.id, instanceId: job.instanceId, certificateId: certificate.id, status: certificate.status }, 'job claimed again found its certificate settled; settled the job the same way');
   }
