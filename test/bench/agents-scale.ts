@@ -70,10 +70,10 @@ type Call = (method: string, path: string, body?: unknown) => Promise<{ status: 
  * The plane's view of itself from /metrics: agents connected, and the event-loop delay
  * since the previous scrape (prom-client resets its monitorEventLoopDelay histogram at each).
  */
-async function scrape(call: Call): Promise<{ connected: number; lagMaxMs: number; lagP99Ms: number }> {
+async function scrape(call: Call): Promise<{ connected: number; lagMaxMs: number; lagP99Ms: number; heapUsedMiB: number; externalMiB: number }> {
   const { text } = await call('GET', '/metrics');
   const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? 0);
-  return { connected: value('certplane_agents_connected'), lagMaxMs: value('nodejs_eventloop_lag_max_seconds') * 1000, lagP99Ms: value('nodejs_eventloop_lag_p99_seconds') * 1000 };
+  return { connected: value('certplane_agents_connected'), lagMaxMs: value('nodejs_eventloop_lag_max_seconds') * 1000, lagP99Ms: value('nodejs_eventloop_lag_p99_seconds') * 1000, heapUsedMiB: value('nodejs_heap_size_used_bytes') / 2 ** 20, externalMiB: value('nodejs_external_memory_bytes') / 2 ** 20 };
 }
 
 /**
@@ -81,14 +81,16 @@ async function scrape(call: Call): Promise<{ connected: number; lagMaxMs: number
  * 250 ms and sampling the plane's RSS (from /proc, which costs the plane nothing); then one
  * scrape gives the event-loop delay over the whole phase and the plane's own count.
  */
-async function untilAuthenticated(plane: RunningProcess, workers: readonly Worker[], call: Call, count: number): Promise<{ peakRssKiB: number; lagMaxMs: number; lagP99Ms: number; planeCounted: number }> {
+async function untilAuthenticated(plane: RunningProcess, workers: readonly Worker[], call: Call, count: number): Promise<{ peakRssKiB: number; lagMaxMs: number; lagP99Ms: number; planeCounted: number; redials: number }> {
   let peakRssKiB = 0;
   let authenticated = 0;
+  let redials = 0;
   await eventually(
     async () => {
       peakRssKiB = Math.max(peakRssKiB, await rssKiB(plane.child.pid as number));
       const replies = await Promise.all(workers.map((worker) => worker.ask({ type: 'count' })));
       authenticated = replies.reduce((sum, reply) => sum + (reply.type === 'counted' ? reply.authenticated : 0), 0);
+      redials = replies.reduce((sum, reply) => sum + (reply.type === 'counted' ? reply.redials : 0), 0);
       return authenticated >= count ? true : undefined;
     },
     PHASE_LIMIT_MS,
@@ -98,7 +100,7 @@ async function untilAuthenticated(plane: RunningProcess, workers: readonly Worke
     throw new Error(`${(error as Error).message} (${authenticated} were, the RSS peaked at ${MiB(peakRssKiB)})`);
   });
   const seen = await scrape(call);
-  return { peakRssKiB, lagMaxMs: seen.lagMaxMs, lagP99Ms: seen.lagP99Ms, planeCounted: seen.connected };
+  return { peakRssKiB, lagMaxMs: seen.lagMaxMs, lagP99Ms: seen.lagP99Ms, planeCounted: seen.connected, redials };
 }
 
 type Worker = ReturnType<typeof startWorker>;
@@ -137,6 +139,7 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     CERTPLANE_ADMIN_SOCKET: adminSocket,
     // BENCH_PLANE_NODE_OPTIONS profiles the plane, e.g. "--heap-prof --heap-prof-dir=/tmp/prof" (written when it stops).
     ...(process.env.BENCH_PLANE_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_PLANE_NODE_OPTIONS } : {}),
+    ...(process.env.BENCH_CPU_PROFILE_DIR ? { BENCH_CPU_PROFILE_DIR: process.env.BENCH_CPU_PROFILE_DIR } : {}),
   };
   const start = async () => {
     const started = performance.now();
@@ -180,7 +183,7 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     await Promise.all(workers.map((worker) => worker.ask({ type: 'start' })));
     const connected = await untilAuthenticated(plane, workers, call, count);
     const connectSeconds = (performance.now() - connecting) / 1000;
-    line('  all started at once: every agent authenticated', `${connectSeconds.toFixed(1)} s (${(count / connectSeconds).toFixed(0)} /s; the plane counts ${connected.planeCounted})`);
+    line('  all started at once: every agent authenticated', `${connectSeconds.toFixed(1)} s (${(count / connectSeconds).toFixed(0)} /s; the plane counts ${connected.planeCounted}; ${connected.redials} dials failed and were retried)`);
     const cpuConnected = await cpu();
     line('  event-loop delay during that storm: max, p99', `${connected.lagMaxMs.toFixed(0)} ms, ${connected.lagP99Ms.toFixed(0)} ms`);
     line('  CPU during that storm: plane; the agents\' workers', `${(cpuConnected.plane - cpuBefore.plane).toFixed(1)} s; ${(cpuConnected.swarm - cpuBefore.swarm).toFixed(1)} s`);
@@ -188,10 +191,11 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     const loaded = await rssKiB(plane.child.pid as number);
     const idle = await scrape(call);
     line('  plane RSS: enrolled, none connected -> all connected, idle', `${MiB(baseline)} -> ${MiB(loaded)} (peak ${MiB(connected.peakRssKiB)}; ${connected.peakRssKiB < 1024 * 1024 ? 'under' : 'OVER'} 1 GiB)`);
-    line('  RSS per connected agent', `${((loaded - baseline) / count).toFixed(1)} KiB`);
+    line('  RSS per connected agent; JS heap used, external (idle)', `${((loaded - baseline) / count).toFixed(1)} KiB; ${idle.heapUsedMiB.toFixed(0)} MiB, ${idle.externalMiB.toFixed(0)} MiB`);
     line('  event-loop delay, all connected and idle for 5 s: max, p99', `${idle.lagMaxMs.toFixed(0)} ms, ${idle.lagP99Ms.toFixed(0)} ms`);
 
     const swarmBefore = (await cpu()).swarm;
+    const redialsBefore = connected.redials;
     const stopping = performance.now();
     await plane.stop();
     const stoppedSeconds = (performance.now() - stopping) / 1000;
@@ -202,7 +206,7 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     const reconnected = await untilAuthenticated(plane, workers, call, count);
     const reconnectSeconds = (performance.now() - stopping) / 1000;
     const after = await rssKiB(plane.child.pid as number);
-    line('  restart: SIGTERM -> every agent authenticated again', `${reconnectSeconds.toFixed(1)} s (${(reconnectSeconds - stoppedSeconds - restarted.seconds).toFixed(1)} s after serving; the plane counts ${reconnected.planeCounted})`);
+    line('  restart: SIGTERM -> every agent authenticated again', `${reconnectSeconds.toFixed(1)} s (${(reconnectSeconds - stoppedSeconds - restarted.seconds).toFixed(1)} s after serving; the plane counts ${reconnected.planeCounted}; ${reconnected.redials - redialsBefore} dials ended and were retried, the plane's downtime included)`);
     line('  CPU from the restart on: new plane; the agents\' workers', `${(await cpuSeconds(plane.child.pid as number)).toFixed(1)} s; ${((await cpu()).swarm - swarmBefore).toFixed(1)} s`);
     line('  reconnect storm: event-loop delay max, p99; RSS peak', `${reconnected.lagMaxMs.toFixed(0)} ms, ${reconnected.lagP99Ms.toFixed(0)} ms; ${MiB(reconnected.peakRssKiB)} (then ${MiB(after)})`);
   } finally {
