@@ -63,6 +63,11 @@ export class AgentClient {
     this.#identity = options.identity;
   }
 
+  /** Whether the plane has welcomed the connection open now (authenticated on the channel). */
+  get authenticated(): boolean {
+    return this.#welcomed !== undefined && this.#welcomed === this.#socket && this.#welcomed.readyState === WebSocket.OPEN;
+  }
+
   /** Starts dialling; returns at once. */
   start(): void {
     this.#connect();

@@ -4,7 +4,7 @@
  * database. Agent certificates name the instance in their CN and are short-lived, so
  * revocation is a list lookup and renewal a routine re-enrollment.
  */
-import { X509Certificate, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
 import { parseCertificateBundle, sha256Hex, type ParsedCsr } from '../chain/index.js';
@@ -25,6 +25,8 @@ export interface AgentIdentity {
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly publicKeyPem: string;
+  /** The same key, parsed once: what the channel's signature check uses. */
+  readonly publicKey?: KeyObject;
 }
 
 export class AgentCa {
@@ -82,24 +84,58 @@ export class AgentCa {
     return { certificatePem: cert.pem, identity: this.verify(cert.pem, now) };
   }
 
-  /** Checks that `certificatePem` is an unexpired agent certificate signed by this CA; returns who it names. */
+  /**
+   * Checks that `certificatePem` is an unexpired agent certificate signed by this CA; returns who it names.
+   * Run for every channel authentication, so a reconnect storm of a whole fleet passes here:
+   * node:crypto's one decode and one signature check, and nothing else. The chain engine's
+   * parse (asn1js over the extensions, memoised by DER) is for chains a CA sent; agent
+   * certificates are this CA's own, each seen once per connection, and would only push the
+   * chains' intermediates and roots out of that memo.
+   */
   verify(certificatePem: string, now: Date): AgentIdentity {
-    const cert = parseCertificateBundle(certificatePem, 'agent certificate')[0]!;
-    if (cert.issuer !== this.subject || !cert.native.verify(this.certificate.publicKey)) {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(certificatePem);
+    } catch (error) {
+      throw new CertplaneError(ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE, `agent certificate: not a certificate (${(error as Error).message})`);
+    }
+    if (cert.issuer !== this.certificate.subject || !cert.verify(this.certificate.publicKey)) {
       throw new CertplaneError(ErrorCode.AGENT_CERT_UNKNOWN_ISSUER, 'the agent certificate was not issued by this management plane\'s agent CA');
     }
-    if (now < cert.notBefore || now > cert.notAfter) {
-      throw new CertplaneError(ErrorCode.AGENT_CERT_EXPIRED, `the agent certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); enroll again`);
+    const notBefore = new Date(cert.validFrom);
+    const notAfter = new Date(cert.validTo);
+    if (now < notBefore || now > notAfter) {
+      throw new CertplaneError(ErrorCode.AGENT_CERT_EXPIRED, `the agent certificate is not valid now (valid ${notBefore.toISOString()} to ${notAfter.toISOString()}); enroll again`);
     }
+    const instanceId = commonNameOf(cert.subject);
+    if (!instanceId) throw new CertplaneError(ErrorCode.AGENT_CERT_UNKNOWN_ISSUER, 'the agent certificate names no instance');
     return {
-      instanceId: cert.subjectCN,
-      fingerprintSha256: cert.fingerprintSha256,
-      serialNumber: cert.serialNumber,
-      notBefore: cert.notBefore,
-      notAfter: cert.notAfter,
+      instanceId,
+      fingerprintSha256: cert.fingerprint256.replaceAll(':', '').toLowerCase(),
+      serialNumber: derSerialHex(cert.serialNumber),
+      notBefore,
+      notAfter,
       publicKeyPem: cert.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      publicKey: cert.publicKey,
     };
   }
+}
+
+/**
+ * The serial as the chain engine writes it (the DER INTEGER's content octets in hex, as
+ * stored with every agent certificate): node:crypto prints the number, without the leading
+ * zero octet DER adds to a positive serial whose high bit is set.
+ */
+export function derSerialHex(printed: string): string {
+  let hex = printed.toLowerCase();
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  return Number.parseInt(hex.slice(0, 2), 16) >= 0x80 ? `00${hex}` : hex;
+}
+
+/** The CN of a subject as node:crypto prints it (one attribute a line); agent certificates carry exactly one. */
+function commonNameOf(subject: string): string | undefined {
+  const lines = subject.split('\n').filter((line) => line.startsWith('CN='));
+  return lines.length === 1 ? lines[0]!.slice(3) : undefined;
 }
 
 function safeJson(raw: string): unknown {

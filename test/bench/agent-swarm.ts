@@ -13,26 +13,34 @@ import { Installer } from '../../src/agent/install.js';
 import { openState, type AgentIdentity, type AgentState } from '../../src/agent/state.js';
 
 /** What the parent asks. */
-export type SwarmCommand = { readonly type: 'enroll'; readonly server: string; readonly tokens: readonly string[]; readonly dir: string } | { readonly type: 'start' } | { readonly type: 'stop' };
+export type SwarmCommand =
+  | { readonly type: 'enroll'; readonly server: string; readonly tokens: readonly string[]; readonly dir: string; readonly serverCaPem?: string }
+  | { readonly type: 'start' }
+  | { readonly type: 'count' }
+  | { readonly type: 'stop' };
 /** What the worker answers, once per command. */
-export type SwarmReply = { readonly type: 'enrolled'; readonly count: number } | { readonly type: 'started'; readonly count: number } | { readonly type: 'stopped' } | { readonly type: 'failed'; readonly message: string };
+export type SwarmReply = { readonly type: 'enrolled'; readonly count: number } | { readonly type: 'started'; readonly count: number } | { readonly type: 'counted'; readonly authenticated: number; readonly redials: number } | { readonly type: 'stopped' } | { readonly type: 'failed'; readonly message: string };
 
 /** Enrollments in flight at once per worker: the plane signs each, so more only queue there. */
-const ENROLL_CONCURRENCY = 4;
+const ENROLL_CONCURRENCY = Number(process.env.BENCH_AGENT_ENROLL_CONCURRENCY ?? 6);
 
 const logger = pino({ level: 'silent' });
+/** Dials that ended, as the agents log them ("channel closed, reconnecting"), counted rather than written: a storm's retries show here. */
+let redials = 0;
+const clientLogger = pino({ level: 'info' }, { write: (line: string) => void (line.includes('"msg":"channel closed, reconnecting"') && (redials += 1)) });
 const agents: { state: AgentState; identity: AgentIdentity }[] = [];
 const clients: AgentClient[] = [];
+let serverCaPem: string | undefined;
 const reply = (message: SwarmReply) => process.send?.(message);
 
-async function enrollAll(server: string, tokens: readonly string[], dir: string): Promise<void> {
+async function enrollAll(server: string, tokens: readonly string[], dir: string, ca: string | undefined): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: ENROLL_CONCURRENCY }, async () => {
       while (next < tokens.length) {
         const i = next++;
         const state = await openState(`${dir}/agent-${process.pid}-${i}`);
-        agents.push({ state, identity: await enroll(state, server, tokens[i]!) });
+        agents.push({ state, identity: await enroll(state, server, tokens[i]!, ca) });
       }
     }),
   );
@@ -42,15 +50,19 @@ process.on('message', (command: SwarmCommand) => {
   const run = async (): Promise<SwarmReply> => {
     switch (command.type) {
       case 'enroll':
-        await enrollAll(command.server, command.tokens, command.dir);
+        serverCaPem = command.serverCaPem;
+        await enrollAll(command.server, command.tokens, command.dir, serverCaPem);
         return { type: 'enrolled', count: agents.length };
       case 'start':
         for (const { state, identity } of agents) {
-          const client = new AgentClient({ state, identity, installer: new Installer({ state, trustAnchors: [], logger }), logger });
+          const client = new AgentClient({ state, identity, installer: new Installer({ state, trustAnchors: [], logger }), logger: clientLogger, ...(serverCaPem ? { serverCaPem } : {}) });
           client.start();
           clients.push(client);
         }
         return { type: 'started', count: clients.length };
+      case 'count':
+        // Authenticated as the agent sees it: the plane's welcome arrived on the connection open now.
+        return { type: 'counted', authenticated: clients.filter((client) => client.authenticated).length, redials };
       case 'stop':
         await Promise.all(clients.map((client) => client.stop()));
         return { type: 'stopped' };

@@ -39,7 +39,7 @@ import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
 import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
-import { benchAgentFleet } from './agents-scale.js';
+import { benchAgentFleetOn } from './agents-scale.js';
 import { benchFirstSight, benchWhatIf } from './trust.js';
 import { benchFleetMetrics } from './metrics.js';
 
@@ -185,7 +185,7 @@ await benchWhatIf(Number(process.env.BENCH_WHATIF_INSTANCES ?? 10_000), engines)
 await benchFleetMetrics(Number(process.env.BENCH_METRICS_INSTANCES ?? 10_000), engines);
 await benchNames();
 await benchIssuance();
-await benchAgentFleet(Number(process.env.BENCH_AGENTS ?? 10_000), process.env.BENCH_AGENTS_DATABASE_URL);
+await benchAgentFleetOn(Number(process.env.BENCH_AGENTS ?? 10_000));
 const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number);
 for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
 for (const engine of engines) {

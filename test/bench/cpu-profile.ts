@@ -1,0 +1,22 @@
+/**
+ * A CPU profile of the process it is preloaded into, for the benches: Node refuses
+ * `--cpu-prof` in NODE_OPTIONS, but takes `--import`, so
+ * `BENCH_PLANE_NODE_OPTIONS="--import=$PWD/dist/test/bench/cpu-profile.js"` with
+ * BENCH_CPU_PROFILE_DIR profiles a plane the bench starts; the profile is written when
+ * the process exits (a .cpuprofile file for Chrome's DevTools or test/bench/profile-top.ts).
+ */
+import { Session } from 'node:inspector';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const session = new Session();
+session.connect();
+session.post('Profiler.enable');
+session.post('Profiler.setSamplingInterval', { interval: 1000 });
+session.post('Profiler.start');
+process.on('exit', () => {
+  // Same-thread inspector sessions answer synchronously, so this finishes inside 'exit'.
+  session.post('Profiler.stop', (error, result) => {
+    if (!error) writeFileSync(join(process.env.BENCH_CPU_PROFILE_DIR ?? '.', `plane-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
+  });
+});
