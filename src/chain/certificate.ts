@@ -121,7 +121,9 @@ export function parseCertificateDerUnmemoised(der: Buffer): Certificate {
 /**
  * One DER decode by OpenSSL (node:crypto, which also verifies signatures), then node-forge's
  * ASN.1 reader for what OpenSSL does not expose (key usage bits, basic constraints as
- * written, the SANs, the validity as dates), on an encoding OpenSSL has accepted whole.
+ * written, the SANs, the validity as dates). OpenSSL checks the certificate's frame but not
+ * the contents of these extensions, so the reading below is strict itself: DER BOOLEANs,
+ * small INTEGERs, one copy of each extension, and extended key usages OpenSSL can decode.
  * The PEM text is made when first asked for: it is only shown.
  */
 function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
@@ -138,6 +140,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const ipAddresses = generalNames.flatMap((name) => (isContext(name, 7) ? ipAddressOf(Buffer.from(primitive(name), 'latin1')) : []));
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
+  const isCA = basicFields.some((e) => isUniversal(e, forge.asn1.Type.BOOLEAN) && booleanOf(e));
   let pem: string | undefined;
   const certificate = {
     get pem() {
@@ -150,13 +153,18 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     issuerCN: commonName(native.issuer) ?? issuer,
     serialNumber: tbs.serialNumber,
     fingerprintSha256,
-    spkiSha256: sha256Hex(tbs.spki),
+    // A CA's key (what distrust pins and removed roots name) is hashed as OpenSSL re-encodes
+    // it, as pins made with `openssl pkey -pubin` are: an issuer cannot dodge a pin with another
+    // encoding of the same key. A leaf's is its SPKI with minimal lengths (node-forge), the same
+    // for every key a CA issues from a CSR: OpenSSL's re-encoding costs as much as the whole
+    // parse, and leaves are most of what a what-if parses.
+    spkiSha256: isCA || subject === issuer ? sha256Hex(native.publicKey.export({ type: 'spki', format: 'der' })) : sha256Hex(tbs.spki),
     notBefore: tbs.notBefore,
     notAfter: tbs.notAfter,
-    isCA: basic ? basicFields.some((e) => isUniversal(e, forge.asn1.Type.BOOLEAN) && primitive(e) !== '\x00') : undefined,
-    pathLength: pathLength ? forge.asn1.derToInteger(primitive(pathLength)) : undefined,
+    isCA: basic ? isCA : undefined,
+    pathLength: pathLength ? integerOf(pathLength) : undefined,
     keyUsage: usage ? namedBits(usage) : undefined,
-    extendedKeyUsage: eku ? elements(eku, forge.asn1.Type.SEQUENCE).map((oid) => objectIdentifier(oid)) : undefined,
+    extendedKeyUsage: eku ? extendedKeyUsageOf(eku, native) : undefined,
     dnsNames,
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
@@ -193,19 +201,24 @@ interface TbsFields {
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  /** The SubjectPublicKeyInfo's DER, as OpenSSL re-encodes it (identical for the DER it accepted). */
+  /** The SubjectPublicKeyInfo as node-forge re-encodes it in DER (minimal lengths). */
   readonly spki: Buffer;
   /** The decoded extnValue of each extension the engine reads, by OID. */
   readonly extensions: ReadonlyMap<string, forge.asn1.Asn1>;
 }
 
-/** The extensions the engine reads, by OID; the others are not kept. */
-const WANTED_EXTENSIONS: ReadonlySet<string> = new Set(Object.values(OID));
+/**
+ * The extensions the engine reads, by the contents octets of their OID: an extension's id
+ * is compared as written and only the four wanted ones are decoded, so an extension the
+ * engine does not read (a private one with arcs beyond 2^53, say) cannot make the
+ * certificate unparsable.
+ */
+const WANTED_EXTENSIONS: ReadonlyMap<string, string> = new Map(Object.values(OID).map((oid) => [forge.asn1.oidToDer(oid).getBytes(), oid]));
 
 /**
  * The TBSCertificate fields OpenSSL's object does not give as the engine needs them (RFC
  * 5280 section 4.1), decoded by node-forge's ASN.1 reader (never by hand: DESIGN.md), and
- * only after OpenSSL has accepted the whole certificate. node-forge, rather than asn1js
+ * only after OpenSSL has accepted the certificate's frame. node-forge, rather than asn1js
  * which this used before: forge's reader builds plain objects and leaves OCTET and BIT
  * STRING contents undecoded unless asked, so a whole certificate costs about 3 us where
  * asn1js (which tries to decode every string's contents as BER, and builds a class
@@ -227,8 +240,11 @@ function tbsFields(der: Buffer): TbsFields {
     const fields = elements(extension, forge.asn1.Type.SEQUENCE);
     const [oid, octets] = [fields[0], fields[fields.length - 1]];
     if (!isUniversal(oid, forge.asn1.Type.OID) || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) throw new Error('malformed extension');
-    const wanted = objectIdentifier(oid);
-    if (WANTED_EXTENSIONS.has(wanted)) extensions.set(wanted, decode(primitive(octets)));
+    const wanted = WANTED_EXTENSIONS.get(primitive(oid));
+    if (wanted === undefined) continue;
+    // RFC 5280 section 4.2: an extension appears at most once; which copy a client honours is anyone's guess.
+    if (extensions.has(wanted)) throw new Error(`extension ${wanted} appears twice`);
+    extensions.set(wanted, decode(primitive(octets)));
   }
   return {
     serialNumber: Buffer.from(primitive(serial), 'latin1').toString('hex'),
@@ -266,10 +282,34 @@ function primitive(element: forge.asn1.Asn1): string {
   return element.value;
 }
 
-function objectIdentifier(element: forge.asn1.Asn1): string {
-  if (!isUniversal(element, forge.asn1.Type.OID)) throw new Error('expected an OBJECT IDENTIFIER');
-  return forge.asn1.derToOid(primitive(element));
+/** A DER BOOLEAN: exactly one octet, 0x00 or 0xFF (a longer or empty one is not DER, and asn1js and OpenSSL never read it as true). */
+function booleanOf(element: forge.asn1.Asn1): boolean {
+  const value = primitive(element);
+  if (value === '\xff') return true;
+  if (value === '\x00') return false;
+  throw new Error('a BOOLEAN that is not DER');
 }
+
+/** A DER INTEGER of at most four octets (a path length); anything longer or empty is refused. */
+function integerOf(element: forge.asn1.Asn1): number {
+  const value = primitive(element);
+  if (value.length === 0 || value.length > 4) throw new Error('a path length that is not a small INTEGER');
+  return forge.asn1.derToInteger(value);
+}
+
+/**
+ * Extended key usages: the extension's presence as node-forge reads it, the OIDs as OpenSSL
+ * decodes them (dotted, whatever their size). OpenSSL answers nothing for an extension it
+ * cannot decode (an OID cut short, an element that is not an OID); that is refused, never
+ * read as "no restriction".
+ */
+function extendedKeyUsageOf(extension: forge.asn1.Asn1, native: X509Certificate): string[] {
+  const listed = elements(extension, forge.asn1.Type.SEQUENCE);
+  const decoded = native.keyUsage as string[] | undefined;
+  if (decoded === undefined || decoded.length !== listed.length || listed.some((oid) => !isUniversal(oid, forge.asn1.Type.OID))) throw new Error('an extended key usage OpenSSL cannot decode');
+  return decoded;
+}
+
 
 /**
  * A Validity time in the only forms RFC 5280 section 4.1.2.5 allows: UTCTime YYMMDDHHMMSSZ

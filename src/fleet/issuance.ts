@@ -81,8 +81,6 @@ const CHANGE_OVERLAP_MS = 5_000;
 export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
 export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
 
-/** Orders this process runs at once unless configured (CERTPLANE_ISSUANCE_CONCURRENCY). */
-
 export interface IssuanceMetrics {
   issuance(outcome: 'issued' | 'failed' | 'installed' | 'install_failed'): void;
   /** An agent here was woken for work: by a notification, or by the fallback pass (a lost notification, a lapsed lease, an unanswered prompt). */

@@ -83,6 +83,8 @@ export interface CertificateSpec {
   readonly ipAddresses?: readonly string[];
   /** Hexadecimal serial; random when omitted. */
   readonly serialNumber?: string;
+  /** Extensions added as given (OID and DER value in hex), after the others: for tests of hostile or unusual encodings. */
+  readonly rawExtensions?: readonly { readonly oid: string; readonly critical?: boolean; readonly valueHex: string }[];
 }
 
 /** A certificate with the key that goes with it. */
@@ -128,6 +130,7 @@ export async function issueCertificate(spec: CertificateSpec): Promise<IssuedCer
   if (spec.issuer) {
     extensions.push(await x509.AuthorityKeyIdentifierExtension.create(spec.issuer.key.keys.publicKey));
   }
+  for (const raw of spec.rawExtensions ?? []) extensions.push(new x509.Extension(raw.oid, raw.critical ?? false, Buffer.from(raw.valueHex, 'hex')));
   const notBefore = spec.notBefore ?? new Date(Date.now() - DAY_MS);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: spec.serialNumber ?? randomSerial(),

@@ -7,7 +7,11 @@
  * repeated block once and refuses what parseCertificateBundle refuses, with the same code.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { clearCertificateCache, createCertificateScope, parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
@@ -98,6 +102,50 @@ describe('parsed facts agree with @peculiar/x509', async () => {
     }
     clearCertificateCache();
     assert.equal(codeOf(() => parseCertificateBundle(edited(4, '01'))), undefined, 'a real day still parses (the signature is another matter)');
+  });
+
+  test('hostile encodings of the extensions the engine reads are refused, never read as a CA or an allowed usage (OpenSSL does not decode them)', async () => {
+    const bc = '2.5.29.19';
+    const eku = '2.5.29.37';
+    const serverAuth = '300a06082b06010505070301';
+    const cases: Record<string, { oid: string; valueHex: string }[]> = {
+      'cA as an empty BOOLEAN': [{ oid: bc, valueHex: '30020100' }],
+      'cA as a two-octet BOOLEAN': [{ oid: bc, valueHex: '300401020000' }],
+      'a path length of five octets': [{ oid: bc, valueHex: '300a0101ff02050100000000' }],
+      'an EKU OID cut short (its last octet continues)': [{ oid: eku, valueHex: '300b06092b0601050507030181' }],
+      'an EKU element that is not an OID': [{ oid: eku, valueHex: '3003020101' }],
+      'basic constraints twice': [{ oid: bc, valueHex: '3000' }, { oid: bc, valueHex: '30030101ff' }],
+      'extended key usage twice': [{ oid: eku, valueHex: '300a06082b06010505070302' }, { oid: eku, valueHex: serverAuth }],
+      'an extension value with trailing bytes': [{ oid: eku, valueHex: serverAuth + '00' }],
+    };
+    for (const [name, rawExtensions] of Object.entries(cases)) {
+      const issued = await issueCertificate({ subject: `CN=${name}`, key: await generateKeyPair(), issuer: farRoot.asIssuer, keyUsage: ['keyCertSign', 'digitalSignature'], rawExtensions });
+      clearCertificateCache();
+      assert.equal(codeOf(() => parseCertificateBundle(issued.pem)), ErrorCode.CHAIN_UNPARSABLE_CERTIFICATE, name);
+    }
+    const sound = await issueCertificate({ subject: 'CN=Sound', key: await generateKeyPair(), issuer: farRoot.asIssuer, rawExtensions: [{ oid: bc, valueHex: '30030101ff' }, { oid: eku, valueHex: serverAuth }] });
+    const [parsed] = parseCertificateBundle(sound.pem);
+    assert.deepEqual([parsed!.isCA, parsed!.extendedKeyUsage], [true, ['1.3.6.1.5.5.7.3.1']], 'the same extensions, well encoded, read as written');
+  });
+
+  test('an extension the engine does not read cannot make a certificate unparsable, whatever its OID (a UUID arc beyond 2^53)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'certplane-oid-'));
+    try {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=Private Arc', '-addext', '2.25.329800735698586629295641978511506172918=DER:0500', '-addext', 'extendedKeyUsage=serverAuth'], { stdio: 'ignore' });
+      clearCertificateCache();
+      const [parsed] = parseCertificateBundle(readFileSync(join(dir, 'cert.pem'), 'utf8'));
+      assert.deepEqual([parsed!.subjectCN, parsed!.extendedKeyUsage], ['Private Arc', ['1.3.6.1.5.5.7.3.1']]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a CA\'s key is hashed as OpenSSL re-encodes it (the form distrust pins take); a leaf\'s as written', () => {
+    clearCertificateCache();
+    for (const issued of [farRoot, restricted, named.cert]) {
+      const [parsed] = parseCertificateBundle(issued.pem);
+      assert.equal(parsed!.spkiSha256, createHash('sha256').update(parsed!.publicKey.export({ type: 'spki', format: 'der' })).digest('hex'));
+    }
   });
 
   test('the PEM and public key made on first use are those of the certificate', () => {
