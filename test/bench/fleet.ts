@@ -7,6 +7,7 @@
  *   followed by the plane's own stage histogram for that part.
  */
 import https from 'node:https';
+import { loadavg } from 'node:os';
 import acme from 'acme-client';
 import pino from 'pino';
 import { AgentClient } from '../../src/agent/client.js';
@@ -27,9 +28,10 @@ const line = (label: string, value: string) => process.stdout.write(`${label.pad
 
 async function startPlane(env: Record<string, string>): Promise<{ plane: RunningProcess; url: string }> {
   const port = await freePort();
-  // BENCH_PLANE_NODE_OPTIONS profiles the plane, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written when it stops).
-  const profiling: Record<string, string> = process.env.BENCH_PLANE_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_PLANE_NODE_OPTIONS } : {};
-  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...profiling, ...env });
+  // BENCH_PLANE_NODE_OPTIONS profiles the plane, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written when it stops):
+  // given as node's own arguments, because NODE_OPTIONS refuses --cpu-prof.
+  const nodeArgs = (process.env.BENCH_PLANE_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...env }, nodeArgs);
   const url = `http://127.0.0.1:${port}`;
   await eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start');
   return { plane, url };
@@ -179,7 +181,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
     const elapsed = (performance.now() - started) / 1000;
     const installed = status.counts.installed as number;
     const rate = installed / elapsed;
-    process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count} agents enrolled and connected in ${enrolledSeconds.toFixed(0)} s)\n`);
+    process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count} agents enrolled and connected in ${enrolledSeconds.toFixed(0)} s; load average ${loadavg()[0]!.toFixed(2)})\n`);
     line(`  baseline: bare acme-client auto(), ${Math.min(concurrency, count)} at a time, 200 ms polls`, `${bareRate.toFixed(2)} /s`);
     line(
       `  certplane campaign: request to every agent's acknowledgement`,
@@ -270,7 +272,7 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
       }, 300_000, 50, 'every agent to install');
       const rate = count / ((performance.now() - started) / 1000);
       await installedAll(ids, previous);
-      process.stdout.write(`\nend-to-end issuance on ${engine}: CSR from the agent to its installed acknowledgement (${count} agents at once, http-01 by the agents)\n`);
+      process.stdout.write(`\nend-to-end issuance on ${engine}: CSR from the agent to its installed acknowledgement (${count} agents at once, http-01 by the agents; load average ${loadavg()[0]!.toFixed(2)})\n`);
       line(`  baseline: bare acme-client auto(), ${count} at a time, http-01, 200 ms polls`, `${bareRate.toFixed(2)} /s`);
       line(`  certplane: plane + agents, issued concurrently`, `${rate.toFixed(2)} /s  (${(rate / bareRate).toFixed(2)} x baseline)`);
       printStages(before, await stageHistogram(url));
