@@ -456,6 +456,7 @@ export class IssuanceCoordinator implements SessionHandler {
     let parked = false;
     let verified: CertificateRecord | undefined;
     let releasing: Promise<void> = Promise.resolve();
+    let keeping: Promise<void> = Promise.resolve();
     const owned = { leaseOwner: this.owner };
     /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
     const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
@@ -527,10 +528,12 @@ export class IssuanceCoordinator implements SessionHandler {
         lastError: null,
       });
       // Every offered chain is kept (public, and what a trust change needs later without the CA).
-      // A failure to keep them is logged, never a failure of the certificate just issued.
+      // A failure to keep them is logged, never a failure of the certificate just issued. Kept
+      // while the chain is delivered (nothing on the way to the agent reads them), and awaited
+      // before this order ends.
       if (verified) {
         const evaluatedAt = clock();
-        await store.chains
+        keeping = store.chains
           .record(certificate.id, issued.offered.map((chain) => ({ ...chain, evaluatedAt, trustFingerprint: issued.trustFingerprint })))
           .catch((error: unknown) => log.error({ err: (error as Error).message }, 'the offered chains could not be stored; trust changes will only know the installed chain'));
       }
@@ -569,7 +572,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const session = this.deps.sessions.get(instance.id);
     if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
-    await releasing;
+    await Promise.all([releasing, keeping]);
   }
 
   /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */
