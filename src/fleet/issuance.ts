@@ -400,9 +400,10 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
-    const certificate = await this.#certificateOf(session.instanceId, certificateId);
+    // Both reads at once (one round trip on the critical path, not two); the instance is
+    // only used once the certificate is known to be this agent's and pending.
+    const [certificate, instance] = await Promise.all([this.#certificateOf(session.instanceId, certificateId), this.#instance(session.instanceId)]);
     if (certificate.status !== 'pending') return;
-    const instance = await this.#instance(session.instanceId);
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
@@ -470,17 +471,18 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#stageEnded(certificate.id, 'queued');
     try {
       signal.throwIfAborted();
-      if (!(await store.certificates.lease(certificate.id, this.owner, this.#leaseMs))) {
+      // The lease comes back with the record as it is under it (the record in hand may predate
+      // the previous holder's last step), in one statement. The job (first attempt or retry,
+      // for the limiter) is read alongside: its id never changes once the CSR is accepted.
+      const [current, job] = await Promise.all([store.certificates.leaseAndRead(certificate.id, this.owner, this.#leaseMs), certificate.jobId ? store.jobs.get(certificate.jobId) : undefined]);
+      if (!current) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
       holding = true;
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
-      // Read again under the lease: the record in hand may predate the previous holder's last step.
-      // The job (first attempt or retry, for the limiter) is read alongside.
-      const [current, job] = await Promise.all([store.certificates.get(certificate.id), certificate.jobId ? store.jobs.get(certificate.jobId) : undefined]);
-      if (!current || !ORDERING_STATES.includes(current.status)) return;
+      if (!ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
       const plan = planOrder(current.orderUrl, standing);
