@@ -474,14 +474,18 @@ export class IssuanceCoordinator implements SessionHandler {
       // The lease comes back with the record as it is under it (the record in hand may predate
       // the previous holder's last step), in one statement. The job (first attempt or retry,
       // for the limiter) is read alongside: its id never changes once the CSR is accepted.
-      const [current, job] = await Promise.all([store.certificates.leaseAndRead(certificate.id, this.owner, this.#leaseMs), certificate.jobId ? store.jobs.get(certificate.jobId) : undefined]);
+      const reading = certificate.jobId ? store.jobs.get(certificate.jobId) : Promise.resolve(undefined);
+      reading.catch(() => undefined);
+      const current = await store.certificates.leaseAndRead(certificate.id, this.owner, this.#leaseMs);
       if (!current) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
+      // Held from here on, so the finally below releases it whatever fails next (the job's read included).
       holding = true;
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
+      const job = await reading;
       if (!ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
