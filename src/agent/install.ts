@@ -18,9 +18,10 @@ import {
   PUBLIC_FILE_MODE,
   readFileIfExists,
   readJournal,
-  removeFileDurably,
+  removeFilesDurably,
   SHARED_KEY_FILE_MODE,
   writeFileAtomic,
+  writeFilesAtomic,
   type AgentState,
   type JournalEvent,
 } from './state.js';
@@ -155,9 +156,11 @@ export class Installer {
     }
 
     await this.makeLive({ fullchainPem, privkeyPem: pending.pem }, live);
-    await this.journal('installed', certificateId, expected);
+    // Side by side, both after the pair is durable in live/: a crash that keeps either without
+    // the other is finished by the next delivery (the leaf is live, so finishInstalled runs,
+    // which discards the key again and reloads unless the journal shows a reload).
+    await Promise.all([this.journal('installed', certificateId, expected), discardPendingKey(this.options.state, certificateId)]);
     this.options.logger?.info({ certificateId, fingerprintSha256: expected }, 'certificate installed');
-    await discardPendingKey(this.options.state, certificateId);
     await this.reloadOrRollBack(certificateId, expected, pending.pem);
     return { fingerprintSha256: expected, alreadyInstalled: false };
   }
@@ -301,18 +304,30 @@ export class Installer {
     }
   }
 
-  /** Key first, chain last: see makeLive. */
+  /**
+   * Key first, chain last (see makeLive), in one writeFilesAtomic: both temporary files are
+   * fsynced side by side, renamed in that order, and the slot's directory fsynced once after
+   * both renames, before anything acts on the pair. A crash before that fsync leaves the old
+   * pair, the new pair, or a torn one (either file without the other), which the next
+   * delivery installs over from the still-pending key, as after a crash between the renames.
+   */
   private async writePair(slot: 'live' | 'previous', pair: Pair): Promise<void> {
     // Only live/ is shared with the database server's group; previous/ stays the agent's.
     const group = slot === 'live' ? this.options.state.liveGroup : undefined;
-    await writeFileAtomic(this.pairPath(slot, PairFile.privkey), pair.privkeyPem, group === undefined ? PRIVATE_FILE_MODE : SHARED_KEY_FILE_MODE, group);
-    await writeFileAtomic(this.pairPath(slot, PairFile.fullchain), pair.fullchainPem, PUBLIC_FILE_MODE, group);
+    await writeFilesAtomic([
+      { file: this.pairPath(slot, PairFile.privkey), data: pair.privkeyPem, mode: group === undefined ? PRIVATE_FILE_MODE : SHARED_KEY_FILE_MODE, ...(group === undefined ? {} : { group }) },
+      { file: this.pairPath(slot, PairFile.fullchain), data: pair.fullchainPem, mode: PUBLIC_FILE_MODE, ...(group === undefined ? {} : { group }) },
+    ]);
   }
 
-  /** Chain first, key last, so that no moment has a chain without its key. */
+  /**
+   * Chain first, key last, so that no moment has a chain without its key; one directory
+   * fsync after both (none when neither was there, as for every first install). A crash
+   * before it may keep the chain without its key: inspectPair calls that torn, and neither
+   * an install nor a rollback uses a torn pair.
+   */
   private async removePair(slot: 'live' | 'previous'): Promise<void> {
-    await removeFileDurably(this.pairPath(slot, PairFile.fullchain));
-    await removeFileDurably(this.pairPath(slot, PairFile.privkey));
+    await removeFilesDurably([this.pairPath(slot, PairFile.fullchain), this.pairPath(slot, PairFile.privkey)]);
   }
 
   private pairPath(slot: 'live' | 'previous', file: string): string {

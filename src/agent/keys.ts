@@ -9,7 +9,7 @@ import path from 'node:path';
 import { sha256Hex } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
 import { createCsr, generateKeyPair, type KeyAlgorithm, type KeyPair } from '../pki/factory.js';
-import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFileDurably, type AgentState } from './state.js';
+import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFilesDurably, type AgentState } from './state.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 /** Narrow enough to be a safe file name on any file system, whatever the network sent. */
@@ -49,7 +49,7 @@ export async function createPendingKey(state: AgentState, certificateId: string,
 
 /** Drops the pending key of an abandoned request; a key whose certificate will never come has no use. */
 export async function discardPendingKey(state: AgentState, certificateId: string): Promise<void> {
-  await removeFileDurably(pendingKeyPath(state, certificateId));
+  await removeFilesDurably([pendingKeyPath(state, certificateId)]);
 }
 
 /** The pending key's PEM and SPKI SHA-256, or null: the installer matches the delivered leaf against it. */

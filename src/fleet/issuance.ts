@@ -398,9 +398,10 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
-    const certificate = await this.#certificateOf(session.instanceId, certificateId);
+    // Both reads at once (one round trip on the critical path, not two); the instance is
+    // only used once the certificate is known to be this agent's and pending.
+    const [certificate, instance] = await Promise.all([this.#certificateOf(session.instanceId, certificateId), this.#instance(session.instanceId)]);
     if (certificate.status !== 'pending') return;
-    const instance = await this.#instance(session.instanceId);
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
@@ -454,6 +455,7 @@ export class IssuanceCoordinator implements SessionHandler {
     let parked = false;
     let verified: CertificateRecord | undefined;
     let releasing: Promise<void> = Promise.resolve();
+    let keeping: Promise<void> = Promise.resolve();
     const owned = { leaseOwner: this.owner };
     /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
     const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
@@ -467,17 +469,22 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#stageEnded(certificate.id, 'queued');
     try {
       signal.throwIfAborted();
-      if (!(await store.certificates.lease(certificate.id, this.owner, this.#leaseMs))) {
+      // The lease comes back with the record as it is under it (the record in hand may predate
+      // the previous holder's last step), in one statement. The job (first attempt or retry,
+      // for the limiter) is read alongside: its id never changes once the CSR is accepted.
+      const reading = certificate.jobId ? store.jobs.get(certificate.jobId) : Promise.resolve(undefined);
+      reading.catch(() => undefined);
+      const current = await store.certificates.leaseAndRead(certificate.id, this.owner, this.#leaseMs);
+      if (!current) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
+      // Held from here on, so the finally below releases it whatever fails next (the job's read included).
       holding = true;
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
-      // Read again under the lease: the record in hand may predate the previous holder's last step.
-      // The job (first attempt or retry, for the limiter) is read alongside.
-      const [current, job] = await Promise.all([store.certificates.get(certificate.id), certificate.jobId ? store.jobs.get(certificate.jobId) : undefined]);
-      if (!current || !ORDERING_STATES.includes(current.status)) return;
+      const job = await reading;
+      if (!ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
       const plan = planOrder(current.orderUrl, standing);
@@ -525,10 +532,12 @@ export class IssuanceCoordinator implements SessionHandler {
         lastError: null,
       });
       // Every offered chain is kept (public, and what a trust change needs later without the CA).
-      // A failure to keep them is logged, never a failure of the certificate just issued.
+      // A failure to keep them is logged, never a failure of the certificate just issued. Kept
+      // while the chain is delivered (nothing on the way to the agent reads them), and awaited
+      // before this order ends.
       if (verified) {
         const evaluatedAt = clock();
-        await store.chains
+        keeping = store.chains
           .record(certificate.id, issued.offered.map((chain) => ({ ...chain, evaluatedAt, trustFingerprint: issued.trustFingerprint })))
           .catch((error: unknown) => log.error({ err: (error as Error).message }, 'the offered chains could not be stored; trust changes will only know the installed chain'));
       }
@@ -567,7 +576,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const session = this.deps.sessions.get(instance.id);
     if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
-    await releasing;
+    await Promise.all([releasing, keeping]);
   }
 
   /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */

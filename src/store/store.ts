@@ -839,16 +839,10 @@ class SqlStore implements Store {
         [id, renewal.renewAt ?? null, renewal.ariRetryAt],
       );
     },
-    lease: async (id, owner, durationMs) => {
-      if (!UUID.test(id)) return false;
-      // The database's clock, never the caller's: every process compares against the same time,
-      // so a process whose clock runs ahead can neither steal a live lease nor keep a lapsed one.
-      const rows = await this.db.query(
-        `UPDATE certificates SET lease_owner = $2, lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
-         WHERE id = $1 AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= now()) RETURNING id`,
-        [id, owner, String(Math.max(0, Math.round(durationMs)))],
-      );
-      return rows.length === 1;
+    lease: async (id, owner, durationMs) => (await this.leaseCertificate(id, owner, durationMs, 'id')).length === 1,
+    leaseAndRead: async (id, owner, durationMs) => {
+      const [row] = await this.leaseCertificate<CertificateRow>(id, owner, durationMs, '*');
+      return row && toCertificate(row);
     },
     renewLease: async (id, owner, durationMs) => {
       if (!UUID.test(id)) return false;
@@ -944,6 +938,21 @@ class SqlStore implements Store {
 
   close(): Promise<void> {
     return this.db.close();
+  }
+
+  /**
+   * Takes a certificate's lease for `owner` when it is free or lapsed, returning `columns` of
+   * the row taken (none: not taken). The database's clock, never the caller's: every process
+   * compares against the same time, so a process whose clock runs ahead can neither steal a
+   * live lease nor keep a lapsed one.
+   */
+  private async leaseCertificate<T = Record<string, unknown>>(id: string, owner: string, durationMs: number, columns: 'id' | '*'): Promise<T[]> {
+    if (!UUID.test(id)) return [];
+    return this.db.query<T & Record<string, unknown>>(
+      `UPDATE certificates SET lease_owner = $2, lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+       WHERE id = $1 AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= now()) RETURNING ${columns}`,
+      [id, owner, String(Math.max(0, Math.round(durationMs)))],
+    );
   }
 
   private async updateInstance(id: string, assignment: string, value: unknown): Promise<void> {

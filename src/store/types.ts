@@ -464,6 +464,8 @@ export interface Store {
      * parked. Expiry and lapse are read on the database's clock, the one clock every process shares.
      */
     lease(id: string, owner: string, durationMs: number): Promise<boolean>;
+    /** `lease`, returning the certificate as it stands under the new lease (undefined: not taken), so the holder reads it in the same round trip. */
+    leaseAndRead(id: string, owner: string, durationMs: number): Promise<CertificateRecord | undefined>;
     /**
      * Extends (or shortens) `owner`'s lease to `durationMs` from now on the database's clock:
      * false when another process holds it now, so the caller knows it lost the work.

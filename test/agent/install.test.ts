@@ -289,6 +289,30 @@ test('after a crash between the key and chain renames, the torn pair is not kept
   assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c2.fullchainPem);
 });
 
+test('after a crash that kept the new chain but not its key (one directory fsync for both renames), the re-delivery installs the pair whole', async (t) => {
+  const fx = await fixture(t);
+  await deliver(installer(fx), await deliveryFor(fx, 'c1'));
+  const c1Chain = await fs.readFile(live(fx, 'fullchain.pem'), 'utf8');
+  const c1Key = await fs.readFile(live(fx, 'privkey.pem'), 'utf8');
+  const c2 = await deliveryFor(fx, 'c2');
+  const c2Key = await fs.readFile(pendingKeyPath(fx.state, 'c2'), 'utf8');
+  // What the crash left: previous/ saved, live/ with c2's chain beside c1's key, c2's key still pending.
+  await writeFileAtomic(previous(fx, 'privkey.pem'), c1Key, 0o600);
+  await writeFileAtomic(previous(fx, 'fullchain.pem'), c1Chain, 0o644);
+  await writeFileAtomic(live(fx, 'fullchain.pem'), c2.fullchainPem, 0o644);
+  const agent = installer(fx);
+  assert.equal(await agent.installedFingerprint(), c2.fingerprint, 'the torn pair names the new leaf');
+
+  assert.equal((await deliver(agent, c2)).alreadyInstalled, false, 'a torn pair is not taken for an installed one');
+
+  assert.equal(await fs.readFile(live(fx, 'privkey.pem'), 'utf8'), c2Key);
+  assert.equal(await fs.readFile(live(fx, 'fullchain.pem'), 'utf8'), c2.fullchainPem);
+  assert.equal(await fs.readFile(previous(fx, 'privkey.pem'), 'utf8'), c1Key, 'previous/ keeps what the interrupted install replaced');
+  assert.equal(await fs.readFile(previous(fx, 'fullchain.pem'), 'utf8'), c1Chain);
+  await assert.rejects(fs.access(pendingKeyPath(fx.state, 'c2')), 'the pending key is gone once the pair is live');
+  assert.deepEqual(events(await readJournal(fx.state)).slice(-2), ['installed c2', 'reloaded c2']);
+});
+
 test('concurrent deliveries of one certificate install it once', async (t) => {
   const fx = await fixture(t);
   const c1 = await deliveryFor(fx, 'c1');

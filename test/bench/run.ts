@@ -17,6 +17,9 @@
  *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
+ *    `npm run bench:e2e` (e2e.ts) runs only these end-to-end parts. The agents of these
+ *    parts share this process, so the npm scripts give it UV_THREADPOOL_SIZE=64: each real
+ *    agent has a process (and libuv's 4 threads for its fsyncs and key generation) of its own.
  * 4. Trust (trust.ts): first-sight parse-and-verify beside node:crypto's own
  *    (BENCH_FIRST_SIGHT_LEAVES, 500), and a what-if and a reload over a fleet of
  *    BENCH_WHATIF_INSTANCES (10,000) on each engine of BENCH_ENGINES.

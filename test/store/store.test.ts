@@ -402,6 +402,18 @@ for (const engine of [pglite, postgres]) {
       assert.equal((await store.certificates.get(certificate.id))?.leaseOwner, null);
     });
 
+    test('certificates: leaseAndRead takes the lease like lease and returns the record as it stands under it', TIMEOUT, async () => {
+      const certificate = await store.certificates.create((await newInstance(store)).id);
+      await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'accepted before the lease' });
+      const results = await Promise.all([store.certificates.leaseAndRead(certificate.id, 'a', 60_000), store.certificates.leaseAndRead(certificate.id, 'b', 60_000)]);
+      const taken = results.filter((record) => record !== undefined);
+      assert.equal(taken.length, 1, 'exactly one of two racing processes gets the lease');
+      assert.equal(taken[0]?.status, 'csr_accepted', 'the record read under the lease, not the one in hand');
+      assert.equal(taken[0]?.csrPem, 'accepted before the lease');
+      assert.equal(taken[0]?.leaseOwner, results[0] ? 'a' : 'b', 'with the lease it just took');
+      assert.equal(await store.certificates.leaseAndRead(certificate.id, taken[0]!.leaseOwner === 'a' ? 'b' : 'a', 60_000), undefined, 'a live lease is not taken');
+    });
+
     test('certificates: of two racing CSRs for one pending certificate exactly one is accepted', TIMEOUT, async () => {
       for (let round = 0; round < 5; round += 1) {
         const certificate = await store.certificates.create((await newInstance(store)).id);

@@ -18,16 +18,16 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function startCertplane(args: string[], env: Record<string, string>): RunningProcess {
+export function startCertplane(args: string[], env: Record<string, string>, nodeArgs: readonly string[] = []): RunningProcess {
   // Every plane gets an admin socket of its own, so planes of parallel tests never meet.
   const adminDir = args[0] === 'serve' && !env.CERTPLANE_ADMIN_SOCKET ? mkdtempSync(join(tmpdir(), 'certplane-admin-')) : undefined;
   const adminSocket: Record<string, string> = adminDir ? { CERTPLANE_ADMIN_SOCKET: join(adminDir, 'admin.sock') } : {};
-  return startNodeScript(CLI_PATH, args, { ...adminSocket, ...env }, () => adminDir && rmSync(adminDir, { recursive: true, force: true }));
+  return startNodeScript(CLI_PATH, args, { ...adminSocket, ...env }, () => adminDir && rmSync(adminDir, { recursive: true, force: true }), nodeArgs);
 }
 
 /** Any Node script of the built tree as a process of its own (a stand-in service, say), supervised like `startCertplane`'s. */
-export function startNodeScript(script: string, args: string[], env: Record<string, string> = {}, onExit: () => unknown = () => undefined): RunningProcess {
-  const child = spawn(process.execPath, [script, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startNodeScript(script: string, args: string[], env: Record<string, string> = {}, onExit: () => unknown = () => undefined, nodeArgs: readonly string[] = []): RunningProcess {
+  const child = spawn(process.execPath, [...nodeArgs, script, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
   const exited = once(child, 'exit').finally(onExit);

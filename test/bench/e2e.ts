@@ -1,0 +1,20 @@
+/**
+ * `npm run bench:e2e`: only the end-to-end parts of `npm run bench` (fleet.ts), so the
+ * issuance path can be measured and profiled without the minutes the other parts take.
+ * The same switches as run.ts: BENCH_ENGINES (pglite,postgres), BENCH_E2E_AGENTS (20,100;
+ * empty for none), BENCH_CAMPAIGN_INSTANCES (1000; 0 for none), BENCH_CAMPAIGN_CONCURRENCY
+ * (50), BENCH_CAMPAIGN_SECONDS (600); BENCH_PLANE_NODE_OPTIONS profiles the plane.
+ */
+import { cpus, loadavg } from 'node:os';
+import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
+
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+process.stdout.write(`certplane bench (end to end only): node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, load average ${load()}\n`);
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
+const rounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').filter(Boolean).map(Number);
+const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
+for (const engine of engines) if (rounds.length > 0) await benchEndToEnd(rounds, engine);
+if (campaign > 0) {
+  for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
+}
+process.stdout.write(`load average at the end: ${load()}\n`);
