@@ -1,7 +1,9 @@
 /**
  * The composition root: the one place that reads configuration, opens files, builds SDK
  * clients and wires the rooms together. Every room receives what it needs as arguments
- * and never reaches for a global, so tests can build the same graph from their own parts.
+ * and never reaches for a global. The wiring itself (`wirePlane`) takes opened resources,
+ * so the test harness (test/support/plane.ts) runs the same graph on its own store,
+ * secrets and clock instead of a copy of it.
  */
 import type { Server as HttpsServer } from 'node:https';
 import { hostname, userInfo } from 'node:os';
@@ -210,10 +212,12 @@ export interface PlaneSettings {
   /**
    * Seams for tests, never set by `certplane serve` (the rooms' defaults hold there): the
    * channel's timings, how long a revocation waits for the agent's signature, the burst of
-   * served-chain reports judged at once, and an observer of ignored reports (counted in
-   * the channel's rejection metric either way).
+   * served-chain reports judged at once, an observer of ignored reports (counted in the
+   * channel's rejection metric either way), and `wakeups: false` for a process whose
+   * database notifications never arrive, so a test sees what the fallback pass alone does.
    */
   readonly tuning?: {
+    readonly wakeups?: boolean;
     readonly channel?: Pick<SessionOptions, 'authTimeoutMs' | 'heartbeatMs' | 'renewalMinIntervalMs'>;
     readonly signingTimeoutMs?: number;
     readonly servedBurst?: number;
@@ -300,13 +304,15 @@ export async function wirePlane(resources: PlaneResources, settings: PlaneSettin
   sessions.setHandler(coordinator);
   const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger: logger.child({ room: 'revocation' }), clock, ...(tuning.signingTimeoutMs === undefined ? {} : { signingTimeoutMs: tuning.signingTimeoutMs }) });
   // Notifications make several processes as quick as one; the scheduler's fallback pass covers any lost.
-  started.add(
-    'wake-ups',
-    await store.wakeups.listen(
-      (work) => coordinator.wake(work),
-      () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
-    ),
-  );
+  if (tuning.wakeups !== false) {
+    started.add(
+      'wake-ups',
+      await store.wakeups.listen(
+        (work) => coordinator.wake(work),
+        () => void coordinator.reconcileChanged().catch((error: unknown) => logger.warn({ err: (error as Error).message }, 'catching up after the notification listener reconnected failed')),
+      ),
+    );
+  }
   // A rechain record waits for its agent from the moment it exists: the process holding the channel delivers it (here at once, elsewhere on its notification).
   const rechains = new Rechains({ store, trust, clock, logger: logger.child({ room: 'jobs' }), onRechained: (certificate) => coordinator.wake({ instanceId: certificate.instanceId, id: certificate.id, status: certificate.status }) });
   const campaigns = new Campaigns({ store, clock, logger: logger.child({ room: 'jobs' }), predictDurationMs: (count) => limiter.predictDuration(count), onQueued: () => scheduler.wake(), rechains });
