@@ -64,7 +64,8 @@ describe('scheduler ticks and wake-ups with many agents connected', async () => 
   };
 
   before(async () => {
-    plane = await startTestPlane();
+    // The plane does not hear notifications: the certificate made behind its back must reach the agent through this tick's fallback pass alone.
+    plane = await startTestPlane({ wakeups: false });
     counted = countingStore(plane.store);
     const logger = pino({ level: process.env.DEBUG_WAKEUPS ? 'debug' : 'silent' });
     // The plane's registry holds the channels; this coordinator and scheduler read the store through the counter.

@@ -1,35 +1,48 @@
 /**
- * An in-process management plane on real parts (in-memory PGlite, file secrets, the real
- * agent CA, sessions and coordinator) listening on a loopback port, for API and channel
- * tests that do not need a CA: nothing here orders a certificate unless a test drives a
- * CSR through, and then the ACME directory below refuses the connection (or the test's
- * `acmeDirectoryUrl` answers as it likes).
+ * An in-process management plane on real parts, wired by the composition root's own
+ * `wirePlane` (src/compose.ts) with test values: in-memory PGlite (or the test's database),
+ * file secrets in a scratch directory, the test's clock, and an ACME directory that refuses
+ * the connection unless the test gives its own. It listens on a loopback port. Nothing
+ * orders a certificate unless a test drives a CSR through, and no scheduler runs: tests run
+ * jobs themselves.
  */
 import { sign } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import WebSocket from 'ws';
 import { Registry } from 'prom-client';
 import type { AdminDeps } from '../../src/admin/index.js';
-import { AgentCa } from '../../src/fleet/ca.js';
-import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
-import { Revocations } from '../../src/fleet/revocation.js';
-import { ServedChecks } from '../../src/fleet/served.js';
+import type { AgentCa } from '../../src/fleet/ca.js';
+import type { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
-import { SessionRegistry } from '../../src/fleet/sessions.js';
-import { AcmeIssuer } from '../../src/acme/issuer.js';
-import { buildApi } from '../../src/api/app.js';
-import { FleetMetrics, metricsSource } from '../../src/api/metrics.js';
-import { PageCursors } from '../../src/api/cursors.js';
-import { Campaigns } from '../../src/jobs/campaigns.js';
-import { Rechains } from '../../src/jobs/rechain.js';
-import { TrustEvaluation } from '../../src/jobs/trust.js';
-import { LiveTrust, chainPolicyOf, trustSettings } from '../../src/config/trust.js';
+import type { SessionRegistry } from '../../src/fleet/sessions.js';
+import type { buildApi } from '../../src/api/app.js';
+import type { Campaigns } from '../../src/jobs/campaigns.js';
+import type { Rechains } from '../../src/jobs/rechain.js';
+import type { TrustEvaluation } from '../../src/jobs/trust.js';
+import type { RateLimitConfig } from '../../src/jobs/ratelimit.js';
+import { LiveTrust, trustSettings } from '../../src/config/trust.js';
 import type { TrustProfile } from '../../src/chain/index.js';
+import { wirePlane } from '../../src/compose.js';
+import { StartedResources } from '../../src/started-resources.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 import { scratch } from './cli.js';
+
+/** An ACME directory nothing listens on: an order that reaches the CA fails as unreachable. */
+const REFUSED_DIRECTORY_URL = 'https://127.0.0.1:1/directory';
+/** How long in-flight orders may run on when a test plane closes (`certplane serve`: CERTPLANE_SHUTDOWN_GRACE_MS). */
+const TEST_SHUTDOWN_GRACE_MS = 1_000;
+/**
+ * The limiter runs as in `certplane serve`, with buckets no suite empties: Let's Encrypt's
+ * 50 certificates per registered domain would stop a suite ordering for its hundreds of
+ * instances under example.com. Suites about the limits build their own limiter.
+ */
+const TEST_RATE_LIMIT = { capacity: 1_000_000, refillPerSecond: 1_000 };
+const TEST_RATE_LIMITS: RateLimitConfig = { newOrders: TEST_RATE_LIMIT, certificatesPerDomain: TEST_RATE_LIMIT, failedValidationsPerHostname: TEST_RATE_LIMIT, retryReserve: 0.5 };
+/** Enrollment tokens of a test plane (`certplane serve`: CERTPLANE_ENROLLMENT_TTL_SECONDS). */
+const TEST_ENROLLMENT_TTL_MS = 60_000;
 
 export interface TestPlane {
   readonly url: string;
@@ -46,7 +59,7 @@ export interface TestPlane {
   readonly trustEvaluation: TrustEvaluation;
   readonly clock: () => Date;
   readonly logger: Logger;
-  /** What `certplane serve` hands its admin console, from this plane's parts (plain HTTP: no listener certificate to reload). */
+  /** What `certplane serve` hands its admin console, from this plane's parts (no listener certificate to reload). */
   readonly adminDeps: AdminDeps;
   close(): Promise<void>;
 }
@@ -71,64 +84,50 @@ export async function startTestPlane(
     trustProfiles?: () => readonly TrustProfile[];
     /** How long a revocation waits for the agent to sign with the certificate key. */
     signingTimeoutMs?: number;
-    /** Served-chain reports an instance may have judged at once (the plane's default otherwise), and served.ts's counter of ignored ones. */
+    /** Served-chain reports an instance may have judged at once (the plane's default otherwise), and an observer of ignored ones. */
     servedBurst?: number;
     servedRejected?: (code: string) => void;
     /** The preferred root CNs (default: ISRG Root X1). */
     preferences?: readonly string[];
     /** CERTPLANE_ON_TRUST_CHANGE for the admin console's reload-trust (default: report). */
     onTrustChange?: 'report' | 'rechain';
+    /** False: the plane never hears the database's notifications, as if every one were lost (default: it listens, as `certplane serve` does). */
+    wakeups?: boolean;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', ...sessionOptions } = options;
+  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, ...channel } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences, fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
-  const limits = maxNamesPerCertificate === undefined ? {} : { maxNamesPerCertificate };
-  const dir = await scratch('certplane-plane-');
-  const store = await openStore(storeUrl);
-  const secrets = await FileSecretStore.open(dir.path('secrets'));
-  const ca = await AgentCa.loadOrCreate(secrets);
-  const sessions = new SessionRegistry({ store, ca, logger, clock, ...sessionOptions });
-  const issuer = new AcmeIssuer({
-    directoryUrl: acmeDirectoryUrl ?? 'https://127.0.0.1:1/directory',
-    ...(acmeServerCaPem ? { serverCaPem: acmeServerCaPem } : {}),
-    secrets,
-    solvers: [],
-    chainPolicy: () => chainPolicyOf(trust.current()),
-    logger,
-  });
-  const served = new ServedChecks({ store, trust, clock, logger, ...(servedBurst === undefined ? {} : { burst: servedBurst }), ...(servedRejected ? { rejected: servedRejected } : {}) });
-  const coordinator = new IssuanceCoordinator({ store, issuer, sessions, logger, clock, served, ...limits });
-  sessions.setHandler(coordinator);
-  const revocations = new Revocations({ store, revoker: issuer, sessions, coordinator, logger, clock, ...(signingTimeoutMs === undefined ? {} : { signingTimeoutMs }) });
-  const rechains = new Rechains({ store, trust, clock, logger, onRechained: (certificate) => coordinator.wake({ instanceId: certificate.instanceId, id: certificate.id, status: certificate.status }) });
-  const campaigns = new Campaigns({ store, clock, logger, rechains });
-  const cursors = await PageCursors.loadOrCreate(secrets);
-  const trustEvaluation = new TrustEvaluation({ store, trust, clock, logger });
-  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsSource(new Registry(), new FleetMetrics({ store, clock })), logger, clock, enrollmentTtlMs: 60_000, ...(tls ? { tls } : {}), ...limits });
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  return {
-    url,
-    store,
-    ca,
-    sessions,
-    coordinator,
-    app,
-    campaigns,
-    rechains,
-    trust,
-    trustEvaluation,
-    clock,
-    logger,
-    adminDeps: { store, sessions, campaigns, clock, logger, trust: { live: trust, evaluation: trustEvaluation, onChange: onTrustChange } },
-    async close() {
-      sessions.closeAll('test over');
-      await app.close();
-      await store.close();
-      await dir.remove();
-    },
-  };
+  // The same stack `certplane serve` closes: a failed start closes what it had started, and close() stops the plane in order.
+  const started = new StartedResources();
+  try {
+    const dir = await scratch('certplane-plane-');
+    started.add('scratch directory', () => dir.remove());
+    const store = await openStore(storeUrl);
+    started.add('store', () => store.close());
+    const secrets = await FileSecretStore.open(dir.path('secrets'));
+    const plane = await wirePlane(
+      { store, secrets, logger, clock, trust, registry: new Registry() },
+      {
+        acme: { directoryUrl: acmeDirectoryUrl, serverCaPem: acmeServerCaPem, solvers: [], maxNamesPerCertificate },
+        rateLimits: TEST_RATE_LIMITS,
+        challenge: 'http-01',
+        enrollmentTtlMs: TEST_ENROLLMENT_TTL_MS,
+        shutdownGraceMs: TEST_SHUTDOWN_GRACE_MS,
+        tls,
+        onTrustChange,
+        tuning: { channel, signingTimeoutMs, servedBurst, onServedRejected: servedRejected, wakeups },
+      },
+      started,
+    );
+    const url = await plane.app.listen({ host: '127.0.0.1', port: 0 });
+    const { app, ca, sessions, coordinator, campaigns, rechains, trustEvaluation, adminDeps } = plane;
+    return { url, store, ca, sessions, coordinator, app, campaigns, rechains, trust, trustEvaluation, clock, logger, adminDeps, close: () => started.closeAll() };
+  } catch (error) {
+    await started.closeAll().catch(() => undefined);
+    throw error;
+  }
 }
 
 /** An agent of a new instance, enrolled with a fresh token: its key and certificate, as `certplane agent` holds them. */
