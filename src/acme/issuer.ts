@@ -10,7 +10,7 @@ import { createSecureContext, rootCertificates } from 'node:tls';
 import acme from 'acme-client';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { CertplaneError } from '../errors.js';
+import { CertplaneError, hasCode } from '../errors.js';
 import {
   explainSelection,
   parseCertificateBundle,
@@ -379,7 +379,11 @@ export class AcmeIssuer {
         ended('challenge');
         await Promise.all(presented.map((p) => this.#awaitValidation(client, p, step, sleep, signal)));
       } finally {
-        await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
+        // Stopped for another process to resume this order (shutdown, a lease taken over): it
+        // presents the same values and cleans them up when it is done; removing them here could
+        // pull a record out from under its validation. Anything else ends this order's challenges.
+        if (signal?.aborted && hasCode(signal.reason, ErrorCode.ISSUANCE_STOPPED)) log.info({ challenges: presented.length }, 'challenges left in place for the process that resumes the order');
+        else await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
       }
       ended('validation');
     }
@@ -566,9 +570,11 @@ export class AcmeIssuer {
       token: (challenge as { token: string }).token,
       keyAuthorization: await client.getChallengeKeyAuthorization(challenge),
     };
-    await solver.present(context, signal);
+    // Listed before it is presented: a present that fails or is stopped half-way (the record
+    // written, the wait for it cut short) is cleaned up like any other.
     const answer: Presented = { solver, context, challengeUrl: challenge.url, type: solver.type };
     presented.push(answer);
+    await solver.present(context, signal);
     // A resumed order's challenge may already be under validation: answered once, it is only awaited.
     if (challenge.status !== 'pending') {
       answer.answered = { data: challenge as { status?: unknown } };

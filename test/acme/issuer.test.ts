@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { ACME_STAGES, AcmeIssuer, type ChainPolicy } from '../../src/acme/issuer.js';
 import { accountSecretName } from '../../src/acme/account.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
-import { Dns01Solver } from '../../src/acme/solver.js';
+import { Dns01Solver, type ChallengeSolver } from '../../src/acme/solver.js';
 import { parseCertificateBundle, spkiSha256OfKeyFile, type Certificate } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
@@ -63,6 +63,49 @@ describe('AcmeIssuer against Pebble', async () => {
     await issuer.issue(await createCsr(await generateKeyPair(), ['stages.example.test']), { onStage: (stage, seconds) => stages.push([stage, seconds]) });
     assert.deepEqual(stages.map(([stage]) => stage), [...ACME_STAGES]);
     assert.ok(stages.every(([, seconds]) => seconds >= 0 && Number.isFinite(seconds)));
+  });
+
+  /** A dns-01 solver over pebble-challtestsrv that records what it presented and cleaned up, and can fail or stall after publishing. */
+  const recordingSolver = (after: 'fail' | 'stall') => {
+    const inner = new Dns01Solver(new ChalltestsrvDnsProvider(pebble.challtestsrvUrl));
+    const log: string[] = [];
+    const solver: ChallengeSolver = {
+      type: 'dns-01',
+      async present(context, signal) {
+        await inner.present(context);
+        log.push(`present ${context.domain}`);
+        if (after === 'fail') throw new Error('the DNS service never reported the change in sync');
+        await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+      },
+      async cleanUp(context) {
+        await inner.cleanUp(context);
+        log.push(`cleanUp ${context.domain}`);
+      },
+    };
+    return { solver, log };
+  };
+
+  test('a challenge whose present fails after publishing is cleaned up, not left behind', async () => {
+    const issuer = await issuerWith({ preferences: [roots[2]!.subjectCN], trustAnchors: [roots[2]!] });
+    const { solver, log } = recordingSolver('fail');
+    await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['present-fails.example.test']), { solvers: [solver] }));
+    assert.deepEqual(log, ['present present-fails.example.test', 'cleanUp present-fails.example.test']);
+  });
+
+  test('an order stopped for another process to resume leaves its challenges for that process; any other abort cleans them up', async () => {
+    const issuer = await issuerWith({ preferences: [roots[2]!.subjectCN], trustAnchors: [roots[2]!] });
+    for (const [reason, expected] of [
+      [new CertplaneError(ErrorCode.ISSUANCE_STOPPED, 'shutting down', { cause: 'shutdown' }), ['present stopped.example.test']],
+      [new Error('cancelled by the operator'), ['present stopped.example.test', 'cleanUp stopped.example.test']],
+    ] as const) {
+      const { solver, log } = recordingSolver('stall');
+      const stop = new AbortController();
+      const issuing = issuer.issue(await createCsr(await generateKeyPair(), ['stopped.example.test']), { solvers: [solver], signal: stop.signal });
+      while (log.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      stop.abort(reason);
+      await assert.rejects(issuing);
+      assert.deepEqual(log, expected, String(reason));
+    }
   });
 
   test('the preferred alternate root is selected and the chain verifies to it, for the CSR\'s key and names', async () => {
