@@ -9,6 +9,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const src = join(root, 'src');
@@ -21,10 +22,20 @@ function sources(dir: string): string[] {
   });
 }
 
-/** Every module specifier a file names: static imports, re-exports and dynamic import(). */
+/** Every module specifier a file names (imports, re-exports, dynamic import()), read by TypeScript's own parser. */
 export function specifiers(text: string): string[] {
-  const found = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'";]*?\bfrom\s*'([^']+)'/g), ...text.matchAll(/(?:^|\n)\s*import\s*'([^']+)'/g), ...text.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)];
-  return found.map((match) => match[1] as string);
+  const found: string[] = [];
+  const visit = (node: ts.Node): void => {
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) found.push(node.moduleSpecifier.text);
+    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) {
+      const [argument] = node.arguments;
+      // A computed import() cannot be followed: refuse it rather than miss an arrow.
+      found.push(argument && ts.isStringLiteralLike(argument) ? argument.text : '<computed import()>');
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(ts.createSourceFile('scanned.ts', text, ts.ScriptTarget.Latest, false));
+  return found;
 }
 
 /** The room of a file under src/: its first folder, or the file's own name for a top-level module. */
@@ -51,6 +62,19 @@ const arrows: Arrow[] = sources(src).flatMap((file) =>
   }),
 );
 
+/** The src/ files `entry` reaches through relative imports, itself included. */
+function closure(entries: readonly string[]): Set<string> {
+  const seen = new Set<string>();
+  const stack = [...entries];
+  while (stack.length > 0) {
+    const file = stack.pop() as string;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    for (const specifier of specifiers(readFileSync(file, 'utf8'))) if (specifier.startsWith('.')) stack.push(resolve(dirname(file), specifier.replace(/\.js$/, '.ts')));
+  }
+  return seen;
+}
+
 /** The rooms each room may import; anything else is an arrow the wrong way. */
 const ALLOWED: Record<string, readonly string[]> = {
   chain: ['errors', 'error-catalogue', 'untrusted-text'],
@@ -63,8 +87,11 @@ const ALLOWED: Record<string, readonly string[]> = {
 
 describe('the arrows between the rooms of src/', () => {
   test('the scanner sees imports, re-exports and dynamic imports', () => {
-    assert.deepEqual(specifiers("import a from './a.js';\nexport { b } from '../b.js';\nimport type {\n  C,\n} from '../c.js';\nconst d = await import('./d.js');\nimport './e.js';"), ['./a.js', '../b.js', '../c.js', './e.js', './d.js']);
+    const read = specifiers("import a from './a.js';\nexport { b } from \"../b.js\";\nimport type {\n  C, // the room's helper\n} from '../c.js';\nconst d = await import('./d.js');\nimport './e.js'; import f from './f.js';\nexport * as g from './g.js';");
+    assert.deepEqual([...read].sort(), ['../b.js', '../c.js', './a.js', './d.js', './e.js', './f.js', './g.js']);
     assert.ok(arrows.length > 100, `${arrows.length} arrows between rooms`);
+    assert.deepEqual(specifiers('const m = await import(name);'), ['<computed import()>']);
+    assert.deepEqual(sources(src).filter((file) => specifiers(readFileSync(file, 'utf8')).includes('<computed import()>')).map((file) => relative(root, file)), [], 'no import the scan cannot follow');
     assert.ok(arrows.some((a) => a.from === 'fleet' && a.to === 'chain'));
   });
 
@@ -74,6 +101,23 @@ describe('the arrows between the rooms of src/', () => {
       assert.deepEqual(wrong, []);
     });
   }
+
+  test('what the pure engines reach, transitively, stays inside them and the shared error and text modules', () => {
+    for (const [room, allowed] of [
+      ['chain', ['chain', 'errors', 'error-catalogue', 'untrusted-text']],
+      ['lifecycle', ['lifecycle', 'errors', 'error-catalogue']],
+    ] as const) {
+      const outside = [...closure(sources(join(src, room)))].filter((file) => !(allowed as readonly string[]).includes(roomOf(file))).map((file) => relative(root, file));
+      assert.deepEqual(outside, [], `${room}/ reaches outside itself`);
+    }
+  });
+
+  test('the program on the instance (the agent bundle\'s entry) reaches none of the plane\'s rooms', () => {
+    const reached = closure([join(src, 'cli', 'agent-main.ts')]);
+    assert.ok([...reached].some((file) => roomOf(file) === 'agent'), 'the scan follows the entry into agent/');
+    const plane = ['fleet', 'store', 'api', 'jobs', 'acme', 'admin', 'secrets', 'devenv', 'compose'];
+    assert.deepEqual([...reached].filter((file) => plane.includes(roomOf(file))).map((file) => relative(root, file)), []);
+  });
 
   test('the pure engines (chain/, lifecycle/) do no I/O: of node:, only crypto and pure name helpers; no database, network or file library', () => {
     const engines = sources(join(src, 'chain')).concat(sources(join(src, 'lifecycle')));
