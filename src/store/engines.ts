@@ -37,8 +37,13 @@ export interface Database extends Queryable {
 }
 
 const ACCEPTED_FORMS = 'postgres://user:password@host:port/database (or postgresql://), pglite:/path/to/data-directory, or memory:';
-/** Enough for 10 concurrent requests per replica; more connections mostly add contention on one server. */
-const POOL_SIZE = 10;
+/**
+ * Connections per process. A campaign keeps 50 orders under way (leases, records, deliveries)
+ * while the scheduler starts the next jobs; with 10, the starts queued for a connection and
+ * paced the campaign (1,000 instances on PostgreSQL: 12.9/s with 10, 15.8/s with 20, beside a
+ * bare client at 28 to 30/s). Four replicas hold 80, within a small RDS instance's limit.
+ */
+const POOL_SIZE = 20;
 /** A server that has not answered a connection attempt in this time is treated as down. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** SQLSTATE classes and codes that mean the server, not the statement, is the problem. */
