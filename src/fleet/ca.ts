@@ -24,9 +24,8 @@ export interface AgentIdentity {
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  readonly publicKeyPem: string;
-  /** The same key, parsed once: what the channel's signature check uses. */
-  readonly publicKey?: KeyObject;
+  /** The agent's key, parsed once: what the channel's signature check uses (never re-encoded: OpenSSL 3's encoders cost as much as the parse). */
+  readonly publicKey: KeyObject;
 }
 
 export class AgentCa {
@@ -88,7 +87,7 @@ export class AgentCa {
    * Checks that `certificatePem` is an unexpired agent certificate signed by this CA; returns who it names.
    * Run for every channel authentication, so a reconnect storm of a whole fleet passes here:
    * node:crypto's one decode and one signature check, and nothing else. The chain engine's
-   * parse (asn1js over the extensions, memoised by DER) is for chains a CA sent; agent
+   * parse (its extensions read strictly, memoised by DER) is for chains a CA sent; agent
    * certificates are this CA's own, each seen once per connection, and would only push the
    * chains' intermediates and roots out of that memo.
    */
@@ -115,7 +114,6 @@ export class AgentCa {
       serialNumber: derSerialHex(cert.serialNumber),
       notBefore,
       notAfter,
-      publicKeyPem: cert.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
       publicKey: cert.publicKey,
     };
   }

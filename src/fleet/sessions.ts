@@ -306,7 +306,7 @@ export class SessionRegistry {
     const record = await this.options.store.agentCertificates.get(identity.fingerprintSha256);
     if (!record || record.instanceId !== identity.instanceId) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'unknown agent certificate');
     assertUsable(record);
-    const signed = verifySignature('sha256', authPayload(nonce), identity.publicKey ?? identity.publicKeyPem, Buffer.from(message.signature, 'base64'));
+    const signed = verifySignature('sha256', authPayload(nonce), identity.publicKey, Buffer.from(message.signature, 'base64'));
     if (!signed) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
     const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000);
     const previous = this.#sessions.get(identity.instanceId);
