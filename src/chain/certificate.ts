@@ -141,6 +141,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
   const subject = distinguishedName(native.subject);
   const issuer = distinguishedName(native.issuer);
   const isCA = basicFields.some((e) => isUniversal(e, forge.asn1.Type.BOOLEAN) && booleanOf(e));
+  const selfIssued = subject === issuer;
   let pem: string | undefined;
   const certificate = {
     get pem() {
@@ -158,7 +159,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     // encoding of the same key. A leaf's is its SPKI with minimal lengths (node-forge), the same
     // for every key a CA issues from a CSR: OpenSSL's re-encoding costs as much as the whole
     // parse, and leaves are most of what a what-if parses.
-    spkiSha256: isCA || subject === issuer ? sha256Hex(native.publicKey.export({ type: 'spki', format: 'der' })) : sha256Hex(tbs.spki),
+    spkiSha256: sha256Hex(isCA || selfIssued ? native.publicKey.export({ type: 'spki', format: 'der' }) : Buffer.from(forge.asn1.toDer(tbs.spki).getBytes(), 'latin1')),
     notBefore: tbs.notBefore,
     notAfter: tbs.notAfter,
     isCA: basic ? isCA : undefined,
@@ -168,7 +169,7 @@ function parseUncached(der: Buffer, fingerprintSha256: string): Certificate {
     dnsNames,
     dnsNameSet: new Set(dnsNames),
     ipAddresses,
-    selfIssued: subject === issuer,
+    selfIssued,
     // Read now, not on first use: a key OpenSSL cannot decode makes the certificate unparsable here, not a verifier's exception later.
     publicKey: native.publicKey,
     native,
@@ -201,8 +202,8 @@ interface TbsFields {
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  /** The SubjectPublicKeyInfo as node-forge re-encodes it in DER (minimal lengths). */
-  readonly spki: Buffer;
+  /** The SubjectPublicKeyInfo as node-forge read it (re-encoded for a leaf's key hash only). */
+  readonly spki: forge.asn1.Asn1;
   /** The decoded extnValue of each extension the engine reads, by OID. */
   readonly extensions: ReadonlyMap<string, forge.asn1.Asn1>;
 }
@@ -250,7 +251,7 @@ function tbsFields(der: Buffer): TbsFields {
     serialNumber: Buffer.from(primitive(serial), 'latin1').toString('hex'),
     notBefore,
     notAfter,
-    spki: Buffer.from(forge.asn1.toDer(spki).getBytes(), 'latin1'),
+    spki,
     extensions,
   };
 }
@@ -309,7 +310,6 @@ function extendedKeyUsageOf(extension: forge.asn1.Asn1, native: X509Certificate)
   if (decoded === undefined || decoded.length !== listed.length || listed.some((oid) => !isUniversal(oid, forge.asn1.Type.OID))) throw new Error('an extended key usage OpenSSL cannot decode');
   return decoded;
 }
-
 
 /**
  * A Validity time in the only forms RFC 5280 section 4.1.2.5 allows: UTCTime YYMMDDHHMMSSZ

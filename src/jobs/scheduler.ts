@@ -133,13 +133,12 @@ export class Scheduler {
       // Only the certificate the job still points at settles it: a job queued again after a
       // failed attempt has no certificate, and its earlier attempts' certificates are history
       // (an installed one of its own, found without the pointer, means the work was done).
-      // What the job started before and what the instance has installed, read side by side.
-      const [attached, ofJob, replaced] = await Promise.all([
-        job.certificateId ? this.options.store.certificates.get(job.certificateId) : undefined,
-        job.certificateId ? undefined : this.options.store.certificates.latestOfJob(job.id),
-        this.options.store.certificates.latestInstalled(job.instanceId),
-      ]);
-      const started = attached ?? (job.certificateId ? await this.options.store.certificates.latestOfJob(job.id) : ofJob);
+      // What the job points at (or else the newest certificate it started) and what the
+      // instance has installed, read side by side.
+      const { certificates } = this.options.store;
+      const [found, replaced] = await Promise.all([job.certificateId ? certificates.get(job.certificateId) : certificates.latestOfJob(job.id), certificates.latestInstalled(job.instanceId)]);
+      const attached = job.certificateId ? found : undefined;
+      const started = found ?? (job.certificateId ? await certificates.latestOfJob(job.id) : undefined);
       if (started && ((attached !== undefined && !isOpen(started.status)) || started.status === 'installed')) {
         await this.#settle(job, started);
         return;
