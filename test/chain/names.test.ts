@@ -47,6 +47,7 @@ describe('checkHostname', () => {
       ['example.123', /all-numeric/],
       ['010.0.0.1', /all-numeric/],
       ['xn--abc.example.com', /IDNA/],
+      ['XN--A.0.COM', /IDNA/], // an "xn--" label that does not decode, in capitals (the fuzz test once generated it as valid)
     ] as const) {
       const checked = checkHostname(raw);
       assert.ok('problem' in checked, `${raw} was accepted as ${JSON.stringify(checked)}`);
