@@ -299,6 +299,8 @@ export async function wirePlane(resources: PlaneResources, settings: PlaneSettin
     maxNamesPerCertificate: acme.maxNamesPerCertificate,
     leaseMs: settings.leaseMs,
     concurrency: settings.issuanceConcurrency,
+    // The scheduler is made below; an order ends only after start(), when it exists.
+    onRoom: () => scheduler.roomFreed(),
     served: new ServedChecks({ store, trust, clock, logger: logger.child({ room: 'agents' }), rejected: servedRejected, ...(tuning.servedBurst === undefined ? {} : { burst: tuning.servedBurst }) }),
   });
   sessions.setHandler(coordinator);

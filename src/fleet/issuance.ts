@@ -122,6 +122,8 @@ export class IssuanceCoordinator implements SessionHandler {
       concurrency?: number;
       /** Judges what an agent reports its instance's service serves (served.ts); without it such reports are ignored. */
       served?: { onReport(instanceId: string, report: Extract<AgentMessage, { type: 'served' }>): Promise<unknown> };
+      /** Told when an order here ends and `room()` may have grown: the scheduler claims more jobs then, not at its next tick. */
+      onRoom?: () => void;
     },
   ) {
     this.#slots = new Slots(deps.concurrency ?? DEFAULT_ISSUANCE_CONCURRENCY);
@@ -129,6 +131,26 @@ export class IssuanceCoordinator implements SessionHandler {
 
   get #leaseMs(): number {
     return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
+  }
+
+  /**
+   * How many more certificates this process can take on towards an order without piling them
+   * up: twice its order slots, less the orders under way or waiting for a slot and the CSRs
+   * asked for here and not answered yet (an agent that stays silent stops counting after
+   * PROMPT_AGAIN_MS). The scheduler claims no more jobs than this, so a campaign of thousands
+   * keeps about one slot's worth of CSRs ready behind the running orders instead of asking
+   * every agent at once: on a single-connection store (PGlite) the flood of CSR checks queued
+   * in front of the orders' own writes; across replicas, the jobs go to whichever has room.
+   * Certificates whose agent is connected elsewhere are that process's business and do not count.
+   */
+  room(): number {
+    const now = Date.now();
+    let asked = 0;
+    for (const [id, at] of this.#asked) {
+      if (now - at >= PROMPT_AGAIN_MS) this.#asked.delete(id);
+      else if (!this.#running.has(id)) asked += 1;
+    }
+    return Math.max(0, 2 * this.#slots.limit - this.#running.size - asked);
   }
 
 
@@ -146,6 +168,8 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #seen = new Map<string, number>();
   #passing: Promise<void> | undefined;
   readonly #slots: Slots;
+  /** CSRs asked for here and not answered yet, by certificate, with when (Date.now()): counted by room(). */
+  readonly #asked = new Map<string, number>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -166,9 +190,10 @@ export class IssuanceCoordinator implements SessionHandler {
    * the renewal or reissue job that asked; `replacesCertificateId` to the certificate it replaces.
    */
   async requestIssue(instanceId: string, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
-    const instance = await this.#instance(instanceId);
+    // Read side by side: a job's start is a few round trips, and a campaign's pace is theirs.
+    const [instance, [open]] = await Promise.all([this.#instance(instanceId), this.deps.store.certificates.open(instanceId)]);
     if (instance.decommissioned) throw decommissioned(instance);
-    let certificate = await this.#openOrCreate(instance.id, options);
+    let certificate = open ?? (await this.#create(instance.id, options));
     if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
       certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
     }
@@ -178,10 +203,8 @@ export class IssuanceCoordinator implements SessionHandler {
     return certificate;
   }
 
-  /** The instance's open certificate, or a new one; a replica that wins the race to create it wins for both. */
-  async #openOrCreate(instanceId: string, link: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord> {
-    const [open] = await this.deps.store.certificates.open(instanceId);
-    if (open) return open;
+  /** A new certificate for an instance that had no open one; a replica that wins the race to create it wins for both. */
+  async #create(instanceId: string, link: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord> {
     try {
       return await this.deps.store.certificates.create(instanceId, link);
     } catch (error) {
@@ -345,7 +368,11 @@ export class IssuanceCoordinator implements SessionHandler {
     const controller = new AbortController();
     const done = this.#issue(instance, certificate, csrPem, controller)
       .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
-      .finally(() => this.#running.delete(certificate.id));
+      .finally(() => {
+        this.#running.delete(certificate.id);
+        this.deps.onRoom?.();
+      });
+    this.#asked.delete(certificate.id);
     this.#running.set(certificate.id, { controller, done });
   }
 
@@ -402,6 +429,8 @@ export class IssuanceCoordinator implements SessionHandler {
     // only used once the certificate is known to be this agent's and pending.
     const [certificate, instance] = await Promise.all([this.#certificateOf(session.instanceId, certificateId), this.#instance(session.instanceId)]);
     if (certificate.status !== 'pending') return;
+    // Answered: from here it counts as an order (under way or waiting for a slot), or not at all.
+    this.#asked.delete(certificate.id);
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
@@ -655,6 +684,7 @@ export class IssuanceCoordinator implements SessionHandler {
 
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
     this.#prompted.set(instance.id, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
+    this.#asked.set(certificate.id, Date.now());
     const now = performance.now();
     this.#marks.set(certificate.id, { started: now, last: now });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
@@ -680,6 +710,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#answered(instanceId, certificateId);
+    this.#asked.delete(certificateId);
     this.#marks.delete(certificateId);
     if (failed) await this.deps.listener?.onFailed(failed);
   }
@@ -731,11 +762,13 @@ async function settledWithin(promises: readonly Promise<unknown>[], ms: number):
  * at the same moment. A certificate waiting here holds no lease.
  */
 class Slots {
+  readonly limit: number;
   #free: number;
   readonly #waiting: (() => void)[] = [];
 
   constructor(limit: number) {
-    this.#free = Math.max(1, limit);
+    this.limit = Math.max(1, limit);
+    this.#free = this.limit;
   }
 
   /** Resolves with the release of a slot once one is free. */

@@ -18,7 +18,8 @@ import { ErrorCode } from '../error-catalogue.js';
 
 export interface SchedulerOptions {
   readonly store: Store;
-  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileChanged'>;
+  /** `room` (how many more certificates it can take towards an order) paces the claims; without it they are not paced. */
+  readonly coordinator: Pick<IssuanceCoordinator, 'requestIssue' | 'reconcileChanged'> & Partial<Pick<IssuanceCoordinator, 'room'>>;
   readonly lifecycle: JobLifecycle;
   readonly logger: Logger;
   readonly clock: () => Date;
@@ -49,15 +50,17 @@ export class Scheduler {
   #running: Promise<void> | undefined;
   readonly #stopping = new AbortController();
   #started = false;
-  /** A wake-up arrived during a tick: run the next one at once instead of after the interval. */
-  #woken = false;
+  /** Asked for while a pass was under way: run it right after (a whole tick outranks claims only). */
+  #next: 'tick' | 'claims' | undefined;
+  /** The last claims stopped because the coordinator had no room, with jobs perhaps still due. */
+  #heldBack = false;
 
   constructor(private readonly options: SchedulerOptions) {}
 
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    this.#loop();
+    this.#run('tick');
   }
 
   /**
@@ -66,21 +69,36 @@ export class Scheduler {
    * on their own next tick.
    */
   wake(): void {
-    if (this.#stopping.signal.aborted || !this.#started) return;
-    if (this.#running) this.#woken = true;
-    else this.#loop();
+    this.#run('tick');
   }
 
-  #loop(): void {
+  /**
+   * The coordinator's room grew (an order here ended): if the last claims stopped for want of
+   * room, claim again now rather than at the next tick. Only the claims: the ARI refresh and
+   * the fallback pass keep the interval's pace, however often orders end.
+   */
+  roomFreed(): void {
+    if (this.#heldBack) this.#run('claims');
+  }
+
+  /** Runs a whole tick or only the claims, now or right after the pass under way; whole ticks follow each other at the interval. */
+  #run(kind: 'tick' | 'claims'): void {
     const { signal } = this.#stopping;
-    if (signal.aborted) return;
-    clearTimeout(this.#timer);
-    this.#woken = false;
-    this.#running = this.tick(signal)
+    if (signal.aborted || !this.#started) return;
+    if (this.#running) {
+      if (this.#next !== 'tick') this.#next = kind;
+      return;
+    }
+    if (kind === 'tick') clearTimeout(this.#timer);
+    this.#running = (kind === 'tick' ? this.tick(signal) : this.#claimAndStart(signal))
       .catch((error) => this.options.logger.error({ err: (error as Error).message }, 'scheduler tick failed'))
       .finally(() => {
         this.#running = undefined;
-        if (!signal.aborted) this.#timer = setTimeout(() => this.#loop(), this.#woken ? 0 : (this.options.intervalMs ?? 1000));
+        if (signal.aborted) return;
+        if (kind === 'tick') this.#timer = setTimeout(() => this.#run('tick'), this.options.intervalMs ?? 1000);
+        const next = this.#next;
+        this.#next = undefined;
+        if (next) this.#run(next);
       });
   }
 
@@ -92,8 +110,7 @@ export class Scheduler {
   }
 
   /**
-   * One pass: claim due jobs and start them (batch after batch while batches come back full,
-   * so a campaign is not paced by the interval), refresh due ARI windows, wake the agents here
+   * One pass: claim due jobs and start them, refresh due ARI windows, wake the agents here
    * whose work changed. `signal` ends it between steps; jobs already claimed are still started
    * (starting one only records its certificate request), so a stopping process leaves no claim
    * behind to wait out its lease.
@@ -102,9 +119,32 @@ export class Scheduler {
     const { store, clock } = this.options;
     if (signal?.aborted) return;
     const now = clock();
+    await this.#claimAndStart(signal);
+    for (const certificate of signal?.aborted ? [] : await store.certificates.ariDue(now, ARI_BATCH)) {
+      if (signal?.aborted) return;
+      await this.options.lifecycle.refreshAdvice(certificate);
+    }
+    if (signal?.aborted) return;
+    await this.options.coordinator.reconcileChanged(signal);
+  }
+
+  /**
+   * Claims due jobs and starts them, batch after batch while batches come back full (a
+   * campaign is not paced by the interval), but never more than the coordinator has room
+   * for: the rest stay queued, for this process when an order of its own ends (roomFreed)
+   * or for another process with room.
+   */
+  async #claimAndStart(signal?: AbortSignal): Promise<void> {
+    const { store, clock } = this.options;
     const batchSize = this.options.batchSize ?? 50;
+    this.#heldBack = false;
     while (!signal?.aborted) {
-      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, batchSize);
+      const limit = Math.min(batchSize, this.options.coordinator.room?.() ?? batchSize);
+      if (limit <= 0) {
+        this.#heldBack = true;
+        return;
+      }
+      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, limit);
       const claimedAt = clock().getTime();
       for (const job of jobs) this.options.metrics?.stage('job_claim', Math.max(0, claimedAt - job.dueAt.getTime()) / 1000);
       // Each job's start is a few queries and a prompt to an agent: independent, so a few at a
@@ -114,14 +154,8 @@ export class Scheduler {
         while (next < jobs.length) await this.#start(jobs[next++] as JobRecord);
       };
       await Promise.all(Array.from({ length: Math.min(PARALLEL_STARTS, jobs.length) }, worker));
-      if (jobs.length < batchSize) break;
+      if (jobs.length < limit) return;
     }
-    for (const certificate of signal?.aborted ? [] : await store.certificates.ariDue(now, ARI_BATCH)) {
-      if (signal?.aborted) return;
-      await this.options.lifecycle.refreshAdvice(certificate);
-    }
-    if (signal?.aborted) return;
-    await this.options.coordinator.reconcileChanged(signal);
   }
 
   async #start(job: JobRecord): Promise<void> {
