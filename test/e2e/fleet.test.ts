@@ -16,7 +16,7 @@ import { openStore } from '../../src/store/index.js';
 import { startChannelRecorder, type ChannelRecorder } from '../support/channel-recorder.js';
 import { scratch } from '../support/cli.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
-import { eventually, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, logEvents, PLANE_START_MS, startCertplane, type RunningProcess } from '../support/processes.js';
 import { freePort } from '../support/ports.js';
 
 const AGENTS = 3;
@@ -84,7 +84,7 @@ for (const engine of ['pglite', 'postgres'] as const) {
         CERTPLANE_SECRETS: `file:${join(dir.dir, 'secrets')}`,
         CERTPLANE_LOG_LEVEL: 'info',
       });
-      await plane.waitForLine((line) => line.includes('management plane listening'), 30_000);
+      await plane.waitForLine((line) => line.includes('management plane listening'), PLANE_START_MS);
       api = `http://127.0.0.1:${port}`;
       recorder = await startChannelRecorder(api);
       for (let i = 0; i < AGENTS; i += 1) {

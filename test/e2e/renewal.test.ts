@@ -17,7 +17,7 @@ import { scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
 import { freePort } from '../support/ports.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
-import { eventually, logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, logEvents, PLANE_START_MS, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const INSTANCES = 6;
 const HOUR = 3_600_000;
@@ -63,7 +63,7 @@ describe('scheduled renewal with two management-plane processes on one PostgreSQ
         CERTPLANE_CLOCK_OFFSET_FILE: clockFile,
         CERTPLANE_LOG_LEVEL: 'info',
       });
-      await process.waitForLine((line) => line.includes('management plane listening'), 30_000);
+      await process.waitForLine((line) => line.includes('management plane listening'), PLANE_START_MS);
       planes.push({ process, url: `http://127.0.0.1:${port}` });
     }
     for (let i = 0; i < INSTANCES; i += 1) {

@@ -16,7 +16,7 @@ import { sendHttp } from '../../src/http-client.js';
 import { EKU, generateKeyPair, issueCertificate, loopbackServerCertificate } from '../../src/pki/factory.js';
 import { certplane, scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
-import { logEvents, startCertplane, type RunningProcess } from '../support/processes.js';
+import { logEvents, PLANE_START_MS, startCertplane, type RunningProcess } from '../support/processes.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const dir = await scratch('certplane-e2e-secure-');
@@ -68,7 +68,7 @@ before(async () => {
     CERTPLANE_SCHEDULER_INTERVAL_MS: '500',
     CERTPLANE_LOG_LEVEL: 'info',
   });
-  await plane.waitForLine((line) => line.includes('management plane listening'), 30_000);
+  await plane.waitForLine((line) => line.includes('management plane listening'), PLANE_START_MS);
 });
 
 after(async () => {

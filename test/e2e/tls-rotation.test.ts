@@ -14,7 +14,7 @@ import { EKU, generateKeyPair, issueCertificate, loopbackServerCertificate } fro
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { certplane, scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
-import { startCertplane, type RunningProcess } from '../support/processes.js';
+import { PLANE_START_MS, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const dir = await scratch('certplane-tls-rotation-');
 let plane: RunningProcess;
@@ -67,7 +67,7 @@ before(async () => {
     CERTPLANE_LOG_LEVEL: 'info',
   });
   plane = startCertplane(['serve'], env);
-  await plane.waitForLine((line) => line.includes('management plane listening'), 30_000);
+  await plane.waitForLine((line) => line.includes('management plane listening'), PLANE_START_MS);
 });
 
 test('a first start in secure mode says how to register the first client', async () => {

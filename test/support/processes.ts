@@ -18,6 +18,13 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/**
+ * How long a test waits for a plane it started to say it is listening: opening a PGlite
+ * directory and migrating it takes a few seconds on an idle machine, and took over 30 s in a
+ * CI run that shared the 2 cores with a dozen runnable processes.
+ */
+export const PLANE_START_MS = 90_000;
+
 export function startCertplane(args: string[], env: Record<string, string>, nodeArgs: readonly string[] = []): RunningProcess {
   // Every plane gets an admin socket of its own, so planes of parallel tests never meet.
   const adminDir = args[0] === 'serve' && !env.CERTPLANE_ADMIN_SOCKET ? mkdtempSync(join(tmpdir(), 'certplane-admin-')) : undefined;
