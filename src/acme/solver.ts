@@ -47,7 +47,8 @@ export class Dns01Solver implements ChallengeSolver {
  * agent in production, pebble-challtestsrv in tests and the demo.
  */
 export interface Http01Responder {
-  serve(domain: string, token: string, keyAuthorization: string): Promise<void>;
+  /** `signal` ends the wait for the responder (shutdown, a lost lease) with its reason. */
+  serve(domain: string, token: string, keyAuthorization: string, signal?: AbortSignal): Promise<void>;
   withdraw(domain: string, token: string): Promise<void>;
 }
 
@@ -57,8 +58,8 @@ export class Http01Solver implements ChallengeSolver {
 
   constructor(private readonly responder: Http01Responder) {}
 
-  present(challenge: ChallengeContext): Promise<void> {
-    return this.responder.serve(challenge.domain, challenge.token, challenge.keyAuthorization);
+  present(challenge: ChallengeContext, signal?: AbortSignal): Promise<void> {
+    return this.responder.serve(challenge.domain, challenge.token, challenge.keyAuthorization, signal);
   }
 
   cleanUp(challenge: ChallengeContext): Promise<void> {

@@ -646,7 +646,7 @@ export class IssuanceCoordinator implements SessionHandler {
       return session;
     };
     return new Http01Solver({
-      serve: (_domain, token, keyAuthorization) => sessionOf().request({ type: 'http01_serve', requestId: SessionRegistry.requestId(), token, keyAuthorization }),
+      serve: (_domain, token, keyAuthorization, signal) => sessionOf().request({ type: 'http01_serve', requestId: SessionRegistry.requestId(), token, keyAuthorization }, undefined, signal),
       withdraw: async (_domain, token) => {
         this.deps.sessions.get(instanceId)?.send({ type: 'http01_withdraw', requestId: SessionRegistry.requestId(), token });
       },

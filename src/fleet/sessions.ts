@@ -75,19 +75,34 @@ export class AgentSession {
    * Sends a message that the agent answers with the same requestId (http01_ready,
    * revocation_signed), resolving with what the answer carries; an error frame with that
    * requestId rejects it with the agent's code, and no answer within `timeoutMs` with AGENT_TIMEOUT.
+   * `signal` stops the wait at once with its reason (shutdown, a lost lease); a late answer is dropped.
    */
-  request<T = void>(message: Extract<ServerMessageWithoutVersion, { requestId: string }>, timeoutMs = this.requestTimeoutMs): Promise<T> {
+  request<T = void>(message: Extract<ServerMessageWithoutVersion, { requestId: string }>, timeoutMs = this.requestTimeoutMs, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         this.#pending.delete(message.requestId);
+      };
+      const onAbort = () => {
+        settle();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(() => {
+        settle();
         reject(new CertplaneError(ErrorCode.AGENT_TIMEOUT, `agent of instance ${this.instanceId} did not answer ${message.type} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.#pending.set(message.requestId, { resolve: resolve as (answer: unknown) => void, reject, timer });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(message.requestId, {
+        resolve: (answer) => (settle(), resolve(answer as T)),
+        reject: (error) => (settle(), reject(error)),
+        timer,
+      });
       try {
         this.send(message);
       } catch (error) {
-        clearTimeout(timer);
-        this.#pending.delete(message.requestId);
+        settle();
         reject(error as Error);
       }
     });

@@ -74,6 +74,30 @@ describe('agent channel', async () => {
     assert.equal((await plane.store.instances.get(agent.instanceId))?.agentConnectedAt, null);
   });
 
+  test('a request to an agent that does not answer ends at once when its order is stopped, with the stop\'s reason; a late answer is dropped', async () => {
+    const agent = await enrolled('chanabort');
+    const channel = await authenticate(agent);
+    await channel.next('welcome');
+    const session = plane.sessions.get(agent.instanceId)!;
+    const stop = new AbortController();
+    const reason = new Error('the management plane is shutting down');
+    const asked = performance.now();
+    // Two minutes to answer: only the signal can end this wait within the test.
+    const waiting = session.request({ type: 'http01_serve', requestId: 'abort-me', token: 'tok', keyAuthorization: 'tok.key' }, 120_000, stop.signal);
+    const served = await channel.next('http01_serve');
+    assert.equal(served.requestId, 'abort-me');
+    stop.abort(reason);
+    await assert.rejects(waiting, (error) => error === reason);
+    assert.ok(performance.now() - asked < 60_000, 'ended by the signal, not by the timeout');
+    // The agent answers after all: nothing waits for it any more, and the channel stays up.
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'http01_ready', requestId: 'abort-me' }));
+    await assert.rejects(session.request({ type: 'http01_serve', requestId: 'already-stopped', token: 'tok', keyAuthorization: 'tok.key' }, 120_000, stop.signal), (error) => error === reason);
+    const view = await plane.app.inject({ method: 'GET', url: `/v1/instances/${agent.instanceId}` });
+    assert.equal(view.json().agent.connected, true);
+    assert.ok(!channel.frames.some((frame) => frame.requestId === 'already-stopped'), 'a request whose order was stopped already is never sent');
+    channel.socket.close();
+  });
+
   test('an upper-case id in a path is the same instance, shown with its connected agent and current certificate', async () => {
     const agent = await enrolled('chan-case');
     const channel = await authenticate(agent);
