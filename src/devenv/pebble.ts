@@ -59,6 +59,8 @@ export interface LocalPebble {
    * and for which RFC 5280 reason. What a revocation must change, seen from the CA.
    */
   certificateStatus(serialHex: string): Promise<{ status: string; reason: number | null }>;
+  /** Pebble's and challtestsrv's process ids, for a bench that reads their CPU time from /proc. */
+  readonly pids: readonly number[];
   /** Kills both processes, waits for their exit, removes the temporary directory it created. */
   stop(): Promise<void>;
 }
@@ -171,6 +173,7 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
         const record = JSON.parse(response.body) as { Status?: unknown; Reason?: unknown };
         return { status: String(record.Status), reason: typeof record.Reason === 'number' ? record.Reason : null };
       },
+      pids: processes.flatMap(({ child }) => (child.pid === undefined ? [] : [child.pid])),
       stop,
     };
   } catch (error) {

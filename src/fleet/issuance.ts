@@ -63,6 +63,8 @@ export interface IssuanceListener {
 
 /** How long a prompt (CSR request, delivery) waits for an answer before it is sent again. */
 const PROMPT_AGAIN_MS = 30_000;
+/** After this many prompt intervals a CSR request is forgotten by room() (it stopped counting after the first). */
+const FORGET_ASKED_PROMPTS = 10;
 /** After the shutdown grace, how long aborted orders get to stop at a step boundary before their leases are released for them. */
 const ABORT_SETTLE_MS = 1_000;
 /**
@@ -124,6 +126,8 @@ export class IssuanceCoordinator implements SessionHandler {
       served?: { onReport(instanceId: string, report: Extract<AgentMessage, { type: 'served' }>): Promise<unknown> };
       /** Told when an order here ends and `room()` may have grown: the scheduler claims more jobs then, not at its next tick. */
       onRoom?: () => void;
+      /** How long a prompt (CSR request, delivery) waits for its answer before it is sent again, and a CSR request counts against room(); PROMPT_AGAIN_MS by default. */
+      promptAgainMs?: number;
     },
   ) {
     this.#slots = new Slots(deps.concurrency ?? DEFAULT_ISSUANCE_CONCURRENCY);
@@ -133,24 +137,45 @@ export class IssuanceCoordinator implements SessionHandler {
     return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
+  get #promptAgainMs(): number {
+    return this.deps.promptAgainMs ?? PROMPT_AGAIN_MS;
+  }
+
   /**
    * How many more certificates this process can take on towards an order without piling them
    * up: twice its order slots, less the orders under way or waiting for a slot and the CSRs
-   * asked for here and not answered yet (an agent that stays silent stops counting after
-   * PROMPT_AGAIN_MS). The scheduler claims no more jobs than this, so a campaign of thousands
-   * keeps about one slot's worth of CSRs ready behind the running orders instead of asking
-   * every agent at once: on a single-connection store (PGlite) the flood of CSR checks queued
-   * in front of the orders' own writes; across replicas, the jobs go to whichever has room.
-   * Certificates whose agent is connected elsewhere are that process's business and do not count.
+   * asked for here and not answered yet. A CSR request counts from the first time it is sent,
+   * for one prompt interval (30 s) at most: an agent that never answers, however often it is
+   * asked again or reconnects, holds no room for ever. The scheduler claims no more jobs than
+   * this, and a CSR request waits here for room (#askForCsr), so a campaign of thousands keeps
+   * about one slot's worth of CSRs ready behind the running orders instead of asking every
+   * agent at once: on a single-connection store (PGlite) that flood of CSR checks queued in
+   * front of the orders' own writes. The process holding an agent's channel asks for its CSR,
+   * so the pace holds wherever the job was claimed.
    */
   room(): number {
     const now = Date.now();
     let asked = 0;
-    for (const [id, at] of this.#asked) {
-      if (now - at >= PROMPT_AGAIN_MS) this.#asked.delete(id);
-      else if (!this.#running.has(id)) asked += 1;
+    for (const [id, first] of this.#asked) {
+      const age = now - first;
+      // Long past counting: forgotten, so a certificate settled by another process leaves nothing behind.
+      if (age >= FORGET_ASKED_PROMPTS * this.#promptAgainMs) this.#asked.delete(id);
+      else if (age < this.#promptAgainMs && !this.#running.has(id)) asked += 1;
     }
     return Math.max(0, 2 * this.#slots.limit - this.#running.size - asked);
+  }
+
+  /** Asks the agents whose CSR requests waited for room, as far as the room now goes. */
+  #askDeferred(): void {
+    let room = this.#deferred.size > 0 ? this.room() : 0;
+    for (const instanceId of this.#deferred) {
+      if (room <= 0) break;
+      this.#deferred.delete(instanceId);
+      if (!this.deps.sessions.get(instanceId)) continue;
+      this.#woken.add(instanceId);
+      room -= 1;
+    }
+    void this.#drain();
   }
 
 
@@ -168,8 +193,10 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #seen = new Map<string, number>();
   #passing: Promise<void> | undefined;
   readonly #slots: Slots;
-  /** CSRs asked for here and not answered yet, by certificate, with when (Date.now()): counted by room(). */
+  /** CSRs asked for here and not answered yet, by certificate, with when first (Date.now()): counted by room(). */
   readonly #asked = new Map<string, number>();
+  /** Instances whose agent is here and whose CSR request waits for room (#askForCsr), in the order they came. */
+  readonly #deferred = new Set<string>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -299,7 +326,7 @@ export class IssuanceCoordinator implements SessionHandler {
     }
     const now = Date.now();
     for (const [instanceId, prompt] of this.#prompted) {
-      if (now - prompt.at < PROMPT_AGAIN_MS) continue;
+      if (now - prompt.at < this.#promptAgainMs) continue;
       // Gone from here: its next connection, wherever, prompts again.
       if (!this.deps.sessions.get(instanceId)) {
         this.#prompted.delete(instanceId);
@@ -308,6 +335,7 @@ export class IssuanceCoordinator implements SessionHandler {
         this.deps.metrics?.wakeup('fallback');
       }
     }
+    this.#askDeferred();
     await this.#drain();
   }
 
@@ -337,7 +365,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const prompt = this.#prompted.get(instance.id);
     if (prompt && !open.some((certificate) => certificate.id === prompt.certificateId)) this.#prompted.delete(instance.id);
     for (const certificate of open) {
-      const due = connecting || prompt?.certificateId !== certificate.id || prompt.status !== certificate.status || now - prompt.at >= PROMPT_AGAIN_MS;
+      const due = connecting || prompt?.certificateId !== certificate.id || prompt.status !== certificate.status || now - prompt.at >= this.#promptAgainMs;
       if (certificate.status === 'pending' && due) this.#askForCsr(session, instance, certificate);
       else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
       else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
@@ -370,6 +398,7 @@ export class IssuanceCoordinator implements SessionHandler {
       .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
       .finally(() => {
         this.#running.delete(certificate.id);
+        this.#askDeferred();
         this.deps.onRoom?.();
       });
     this.#asked.delete(certificate.id);
@@ -429,8 +458,6 @@ export class IssuanceCoordinator implements SessionHandler {
     // only used once the certificate is known to be this agent's and pending.
     const [certificate, instance] = await Promise.all([this.#certificateOf(session.instanceId, certificateId), this.#instance(session.instanceId)]);
     if (certificate.status !== 'pending') return;
-    // Answered: from here it counts as an order (under way or waiting for a slot), or not at all.
-    this.#asked.delete(certificate.id);
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
@@ -682,9 +709,19 @@ export class IssuanceCoordinator implements SessionHandler {
     if (this.#prompted.get(instanceId)?.certificateId === certificateId) this.#prompted.delete(instanceId);
   }
 
+  /**
+   * Asks the agent for the certificate's CSR, unless this process has no room (room()): then
+   * the request waits, and is sent when an order here ends or at the next fallback pass with
+   * room. A certificate asked for before is asked again whatever the room (it was counted).
+   */
   #askForCsr(session: AgentSession, instance: InstanceRecord, certificate: CertificateRecord): void {
+    if (!this.#asked.has(certificate.id) && this.room() <= 0) {
+      this.#deferred.add(instance.id);
+      return;
+    }
+    this.#deferred.delete(instance.id);
     this.#prompted.set(instance.id, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
-    this.#asked.set(certificate.id, Date.now());
+    if (!this.#asked.has(certificate.id)) this.#asked.set(certificate.id, Date.now());
     const now = performance.now();
     this.#marks.set(certificate.id, { started: now, last: now });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import { processName } from '../process-name.js';
 import type { IssuanceCoordinator, IssuanceMetrics } from '../fleet/issuance.js';
-import type { CertificateRecord, JobRecord, Store } from '../store/index.js';
+import { JOB_KINDS, type CertificateRecord, type JobKind, type JobRecord, type Store } from '../store/index.js';
 import type { JobLifecycle } from './lifecycle.js';
 import type { Rechains } from './rechain.js';
 import { isOpen } from '../lifecycle/index.js';
@@ -42,6 +42,9 @@ const ARI_BATCH = 20;
  * than 6 in the bench's 1,000-instance campaign: there the pool was what held starts back.
  */
 const PARALLEL_STARTS = 6;
+/** Jobs that place an order, claimed as the coordinator has room; and the rest. */
+const ORDER_KINDS: readonly JobKind[] = JOB_KINDS.filter((kind) => kind !== 'rechain');
+const RECHAIN_KINDS: readonly JobKind[] = ['rechain'];
 
 export class Scheduler {
   /** Names this process in job claims, for operators reading the jobs table. */
@@ -130,21 +133,27 @@ export class Scheduler {
 
   /**
    * Claims due jobs and starts them, batch after batch while batches come back full (a
-   * campaign is not paced by the interval), but never more than the coordinator has room
-   * for: the rest stay queued, for this process when an order of its own ends (roomFreed)
-   * or for another process with room.
+   * campaign is not paced by the interval). Jobs that order (renewals, reissues) are claimed
+   * no faster than the coordinator has room: the rest stay queued, for this process when an
+   * order of its own ends (roomFreed) or for another process with room. Rechain jobs place
+   * no order and are claimed first, unpaced.
    */
   async #claimAndStart(signal?: AbortSignal): Promise<void> {
+    this.#heldBack = false;
+    await this.#claimKinds(signal, RECHAIN_KINDS, () => Number.POSITIVE_INFINITY);
+    await this.#claimKinds(signal, ORDER_KINDS, () => this.options.coordinator.room?.() ?? Number.POSITIVE_INFINITY);
+  }
+
+  async #claimKinds(signal: AbortSignal | undefined, kinds: readonly JobKind[], room: () => number): Promise<void> {
     const { store, clock } = this.options;
     const batchSize = this.options.batchSize ?? 50;
-    this.#heldBack = false;
     while (!signal?.aborted) {
-      const limit = Math.min(batchSize, this.options.coordinator.room?.() ?? batchSize);
+      const limit = Math.min(batchSize, room());
       if (limit <= 0) {
         this.#heldBack = true;
         return;
       }
-      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, limit);
+      const jobs = await store.jobs.claimDue(this.owner, clock(), this.options.leaseMs ?? 60_000, limit, kinds);
       const claimedAt = clock().getTime();
       for (const job of jobs) this.options.metrics?.stage('job_claim', Math.max(0, claimedAt - job.dueAt.getTime()) / 1000);
       // Each job's start is a few queries and a prompt to an agent: independent, so a few at a

@@ -8,3 +8,4 @@ export { openStore } from './store.js';
 export { redactUrl } from './engines.js';
 export * from './types.js';
 export type { AuditEntry, AuditStore, CampaignCounts, CampaignInstance, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore } from './jobs.js';
+export { JOB_KINDS } from './jobs.js';

@@ -10,7 +10,8 @@ import { CERTIFICATE_STATES, isOpen, type FailureReason, type FailureReasonName,
 import type { Database } from './engines.js';
 
 /** `rechain`: deliver a stored chain of the installed certificate (no order); the others order a new certificate. */
-export type JobKind = 'renewal' | 'reissue' | 'rechain';
+export const JOB_KINDS = ['renewal', 'reissue', 'rechain'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
 
 /** Certificate states a job's work has ended in: a running job whose certificate is in one and whose claim lapsed lost its process between the two writes. */
 const SETTLED_STATES = CERTIFICATE_STATES.filter((state) => !isOpen(state));
@@ -98,9 +99,9 @@ export interface JobStore {
    * between settling the certificate and the job; a live one settles the job within
    * moments, and is never raced). Claims start, lapse and are compared on the database's
    * clock, as certificate leases are: processes whose clocks disagree still agree on who
-   * holds a job.
+   * holds a job. `kinds`: only jobs of these kinds (all by default).
    */
-  claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]>;
+  claimDue(owner: string, now: Date, leaseMs: number, limit: number, kinds?: readonly JobKind[]): Promise<JobRecord[]>;
   get(id: string): Promise<JobRecord | undefined>;
   /** The open job waiting on `certificateId` (it may have adopted a certificate someone else started). */
   forCertificate(certificateId: string): Promise<JobRecord | undefined>;
@@ -205,20 +206,21 @@ export class SqlJobs implements JobStore {
     return { job: toJob(open), created: false };
   }
 
-  async claimDue(owner: string, now: Date, leaseMs: number, limit: number): Promise<JobRecord[]> {
+  async claimDue(owner: string, now: Date, leaseMs: number, limit: number, kinds?: readonly JobKind[]): Promise<JobRecord[]> {
     const rows = await this.db.query<JobRow>(
       `UPDATE jobs SET state = 'running', claimed_by = $1, claimed_until = now() + ($3 || ' milliseconds')::interval, updated_at = now()
        WHERE id IN (
          SELECT id FROM jobs
-         WHERE (state = 'queued' AND due_at <= $2::timestamptz)
+         WHERE ((state = 'queued' AND due_at <= $2::timestamptz)
             OR (state = 'running' AND claimed_until < now() AND (certificate_id IS NULL
                 OR EXISTS (SELECT 1 FROM certificates c WHERE c.id = jobs.certificate_id AND c.status = ANY($5::text[])
-                           AND c.state_changed_at < now() - ($3 || ' milliseconds')::interval)))
+                           AND c.state_changed_at < now() - ($3 || ' milliseconds')::interval))))
+           AND kind = ANY($6::text[])
          ORDER BY due_at
          LIMIT $4
          FOR UPDATE SKIP LOCKED
        ) RETURNING *`,
-      [owner, now, String(leaseMs), limit, SETTLED_STATES],
+      [owner, now, String(leaseMs), limit, SETTLED_STATES, kinds ?? JOB_KINDS],
     );
     return rows.map(toJob);
   }

@@ -6,8 +6,9 @@
  *   the same Pebble in the same run, at the same concurrency, polling every 200 ms, and
  *   followed by the plane's own stage histogram for that part.
  */
+import { readdir, readFile } from 'node:fs/promises';
 import https from 'node:https';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import acme from 'acme-client';
 import pino from 'pino';
 import { AgentClient } from '../../src/agent/client.js';
@@ -40,6 +41,76 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
 const post = async (url: string, body?: unknown) =>
   (await fetch(url, { method: 'POST', headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined })).json() as Promise<Record<string, any>>;
 
+/** A process's /proc stat fields after its name: [1] is the parent, [11] [12] its own user and system ticks, [13] [14] those of its children that exited. */
+async function statOf(pid: number): Promise<string[] | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat?.slice(stat.lastIndexOf(') ') + 2).split(' ');
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc; 0 for one that is gone. */
+async function cpuSecondsOf(pid: number): Promise<number> {
+  const fields = await statOf(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : 0;
+}
+
+/**
+ * CPU seconds so far of the local PostgreSQL server: every live process of it, plus what its
+ * exited backends used (the postmaster's children's time), so the sum only grows. The whole
+ * server: other databases' work on it is counted too (benches run alone, under one lock).
+ */
+async function postgresCpuSeconds(): Promise<number> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (/^\d+$/.test(entry) && (await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '')).trim() === 'postgres') pids.push(Number(entry));
+  }
+  let total = 0;
+  for (const pid of pids) {
+    const fields = await statOf(pid);
+    if (!fields) continue;
+    total += (Number(fields[11]) + Number(fields[12])) / 100;
+    // The postmaster (its parent is not the server's): what its exited children used.
+    if (!pids.includes(Number(fields[1]))) total += (Number(fields[13]) + Number(fields[14])) / 100;
+  }
+  return total;
+}
+
+/** Where a part's CPU went: the CA (Pebble and challtestsrv), the PostgreSQL server, this process (the agents, or the bare client), the plane. */
+interface CpuUse {
+  readonly ca: number;
+  readonly postgres: number;
+  readonly bench: number;
+  readonly plane: number;
+}
+
+async function cpuUse(pebble: LocalPebble, plane?: RunningProcess): Promise<CpuUse> {
+  const own = process.cpuUsage();
+  const [ca, postgres, planeSeconds] = await Promise.all([Promise.all(pebble.pids.map(cpuSecondsOf)), postgresCpuSeconds(), plane?.child.pid ? cpuSecondsOf(plane.child.pid) : 0]);
+  return { ca: ca.reduce((a, b) => a + b, 0), postgres, bench: (own.user + own.system) / 1e6, plane: planeSeconds };
+}
+
+const cpuSince = (before: CpuUse, after: CpuUse): CpuUse => ({ ca: after.ca - before.ca, postgres: after.postgres - before.postgres, bench: after.bench - before.bench, plane: after.plane - before.plane });
+
+/**
+ * CPU per certificate of the bare client's run and certplane's, by process, and the ratio
+ * the cores would allow if CPU were all that limited both runs (bare CPU per certificate over
+ * certplane's). On a small machine the CA, the database, the agents and the plane share the
+ * same cores: once both runs are CPU-bound (a campaign of hundreds at 50 at a time), the
+ * measured ratio cannot exceed this one. A run held by waits rather than CPU (20 agents) can.
+ */
+function printCpu(engine: BenchEngine, bare: CpuUse, bareCount: number, plane: CpuUse, planeCount: number): void {
+  const ms = (seconds: number, count: number) => Math.round((seconds * 1000) / count);
+  const parts = (values: number[]) => `${values.map((v) => `${v} ms`).join(' + ')} = ${values.reduce((a, b) => a + b, 0)} ms`;
+  line('  CPU per certificate, bare client: CA + client', parts([ms(bare.ca, bareCount), ms(bare.bench, bareCount)]));
+  if (engine === 'postgres') {
+    line('  certplane: CA + plane + PostgreSQL + agents and bench', parts([ms(plane.ca, planeCount), ms(plane.plane, planeCount), ms(plane.postgres, planeCount), ms(plane.bench, planeCount)]));
+  } else {
+    line('  certplane: CA + plane (PGlite inside) + agents and bench', parts([ms(plane.ca, planeCount), ms(plane.plane, planeCount), ms(plane.bench, planeCount)]));
+  }
+  const bareTotal = bare.ca + bare.bench;
+  const planeTotal = plane.ca + plane.plane + plane.bench + (engine === 'postgres' ? plane.postgres : 0);
+  line(`  ratio if the ${cpus().length} cores were all that limited both`, `${(bareTotal / bareCount / (planeTotal / planeCount)).toFixed(2)} x`);
+}
+
 /** The stores the fleet figures are measured on. */
 export type BenchEngine = 'pglite' | 'postgres';
 
@@ -62,12 +133,13 @@ const BARE_POLL = { backoffAttempts: 300, backoffMin: 200, backoffMax: 200 };
  * polling every 200 ms: the same-run baseline. http-01 is answered by challtestsrv (names
  * nobody resolved point at it), dns-01 by its TXT records. The account exists before the clock starts.
  */
-async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01'): Promise<number> {
+async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01'): Promise<{ rate: number; cpu: CpuUse }> {
   acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
   const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), ...BARE_POLL });
   await bare.createAccount({ termsOfServiceAgreed: true });
   const csrs = await Promise.all(Array.from({ length: count }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
   const challtestsrv = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) }).then(() => undefined);
+  const cpuBefore = await cpuUse(pebble);
   const started = performance.now();
   let next = 0;
   const worker = async () => {
@@ -88,7 +160,8 @@ async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, 
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
-  return count / ((performance.now() - started) / 1000);
+  const rate = count / ((performance.now() - started) / 1000);
+  return { rate, cpu: cpuSince(cpuBefore, await cpuUse(pebble)) };
 }
 
 /** The plane's certplane_issuance_stage_duration_seconds, per stage: bucket counts by upper bound, sum and count. */
@@ -172,8 +245,9 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
       return true;
     }, 120_000, 200, 'agents to connect');
     const enrolledSeconds = (performance.now() - enrolling) / 1000;
-    const bareRate = await bareAcmeRate(pebble, count, 'campaign-bare', concurrency, 'dns-01');
+    const { rate: bareRate, cpu: bareCpu } = await bareAcmeRate(pebble, count, 'campaign-bare', concurrency, 'dns-01');
     const before = await stageHistogram(url);
+    const cpuBefore = await cpuUse(pebble, plane);
     const started = performance.now();
     const campaign = await post(`${url}/v1/reissues`, { selector: { all: true }, reason: 'bench' });
     const deadline = started + seconds * 1000;
@@ -185,6 +259,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const elapsed = (performance.now() - started) / 1000;
+    const cpu = cpuSince(cpuBefore, await cpuUse(pebble, plane));
     const installed = status.counts.installed as number;
     const rate = installed / elapsed;
     process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count} agents enrolled and connected in ${enrolledSeconds.toFixed(0)} s; load average ${loadavg()[0]!.toFixed(2)})\n`);
@@ -193,6 +268,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
       `  certplane campaign: request to every agent's acknowledgement`,
       `${rate.toFixed(2)} /s  (${(rate / bareRate).toFixed(2)} x baseline)${status.state === 'done' ? '' : `  INCOMPLETE: ${installed} of ${count} installed when the ${seconds} s bound ran out`}`,
     );
+    printCpu(engine, bareCpu, count, cpu, Math.max(1, installed));
     printStages(before, await stageHistogram(url));
   } finally {
     await Promise.all(agents.map((a) => a.client.stop()));
@@ -268,9 +344,10 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
 
     for (const count of rounds) {
       const ids = instanceIds.slice(0, count);
-      const bareRate = await bareAcmeRate(pebble, count, `bare${count}-`, count, 'http-01');
+      const { rate: bareRate, cpu: bareCpu } = await bareAcmeRate(pebble, count, `bare${count}-`, count, 'http-01');
       const previous = await currentCertificates(ids);
       const before = await stageHistogram(url);
+      const cpuBefore = await cpuUse(pebble, plane);
       const started = performance.now();
       await Promise.all(ids.map((id) => post(`${url}/v1/instances/${id}/issue`)));
       // Timed by one summary query per probe (the latest certificate of each instance is the
@@ -286,6 +363,7 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
       }
       const complete = summary.byStatus.installed >= count;
       const rate = (complete ? count : summary.byStatus.installed) / ((performance.now() - started) / 1000);
+      const cpu = cpuSince(cpuBefore, await cpuUse(pebble, plane));
       if (complete) await installedAll(ids, previous);
       process.stdout.write(`\nend-to-end issuance on ${engine}: CSR from the agent to its installed acknowledgement (${count} agents at once, http-01 by the agents; load average ${loadavg()[0]!.toFixed(2)})\n`);
       line(`  baseline: bare acme-client auto(), ${count} at a time, http-01, 200 ms polls`, `${bareRate.toFixed(2)} /s`);
@@ -293,6 +371,7 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
         `  certplane: plane + agents, issued concurrently`,
         `${rate.toFixed(2)} /s  (${(rate / bareRate).toFixed(2)} x baseline)${complete ? '' : `  INCOMPLETE after ${E2E_SECONDS} s, instances by status: ${JSON.stringify(summary.byStatus)}`}`,
       );
+      printCpu(engine, bareCpu, count, cpu, Math.max(1, complete ? count : summary.byStatus.installed));
       printStages(before, await stageHistogram(url));
       if (!complete) break;
     }

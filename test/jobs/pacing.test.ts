@@ -13,7 +13,7 @@ import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
-import { DEFAULT_ISSUANCE_CONCURRENCY } from '../../src/config/config.js';
+import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 
@@ -64,12 +64,40 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
       await eventually(async () => (requested.length === 10 ? true : undefined), 10_000, 10, 'the last jobs to be started');
       assert.equal(new Set(requested).size, 10, 'every instance was asked for once');
       assert.equal(ariReads, 1, 'the claims after room freed ran alone: no ARI refresh, no fallback pass before the interval');
-      scheduler.roomFreed();
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(requested.length, 10, 'nothing more to claim');
+      const after = await Promise.all(jobIds.map(async (id) => (await store.jobs.get(id))?.state));
+      assert.ok(after.every((state) => state !== 'queued'), `every job was claimed: ${after.join(', ')}`);
     } finally {
       await scheduler.stop();
     }
+  });
+
+  test('rechain jobs, which place no order, are claimed and carried out with no room at all', async () => {
+    const now = new Date();
+    const rechainIds: string[] = [];
+    const reissueIds: string[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      const instance = await store.instances.create({ name: `rechained${i}`, hostnames: [`rechained${i}.jobs.test`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+      rechainIds.push((await store.jobs.enqueue({ kind: 'rechain', instanceId: instance.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
+      const other = await store.instances.create({ name: `unpaced${i}`, hostnames: [`unpaced${i}.jobs.test`], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+      reissueIds.push((await store.jobs.enqueue({ kind: 'reissue', instanceId: other.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
+    }
+    const rechained: string[] = [];
+    const requested: string[] = [];
+    const coordinator = {
+      requestIssue: async (instanceId: string) => {
+        requested.push(instanceId);
+        return store.certificates.create(instanceId);
+      },
+      reconcileChanged: async () => undefined,
+      room: () => 0,
+    };
+    const rechains = { run: async (job: { instanceId: string }) => (rechained.push(job.instanceId), 'current' as const) };
+    const scheduler = new Scheduler({ store, coordinator, rechains, lifecycle: new JobLifecycle({ store, logger, clock: () => new Date() }), logger, clock: () => new Date() });
+    await scheduler.tick();
+    assert.equal(rechained.length, 3, 'every due rechain job was carried out');
+    assert.deepEqual(requested, [], 'no job that orders was started without room');
+    for (const id of rechainIds) assert.equal((await store.jobs.get(id))?.state, 'done');
+    for (const id of reissueIds) assert.equal((await store.jobs.get(id))?.state, 'queued');
   });
 });
 
@@ -77,35 +105,91 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
   let plane: TestPlane;
   const channels: AgentChannel[] = [];
   before(async () => {
-    plane = await startTestPlane();
+    // No notifications: only the coordinators made here prompt the agents.
+    plane = await startTestPlane({ wakeups: false });
   });
   after(async () => {
     for (const channel of channels) channel.socket.terminate();
     await plane.close();
   });
 
-  test('each CSR asked for takes one unit of room; an answered CSR whose order ends gives it back', async () => {
-    const full = 2 * DEFAULT_ISSUANCE_CONCURRENCY;
-    assert.equal(plane.coordinator.room(), full);
-    const agents = [];
-    for (let i = 0; i < 3; i += 1) {
-      const agent = await enrollTestAgent(plane, `room${i}`);
-      const channel = await openAgentChannel(plane, agent);
-      await channel.next('welcome');
-      agents.push(agent);
-      channels.push(channel);
-    }
-    for (const agent of agents) await plane.coordinator.requestIssue(agent.instanceId);
-    assert.equal(plane.coordinator.room(), full - 3, 'three CSRs asked for, none answered');
-    // Asked again for an instance already waiting: the same certificate, no more room taken.
-    await plane.coordinator.requestIssue(agents[0]!.instanceId);
-    assert.equal(plane.coordinator.room(), full - 3);
+  const connected = async (name: string) => {
+    const agent = await enrollTestAgent(plane, name);
+    const channel = await openAgentChannel(plane, agent);
+    await channel.next('welcome');
+    channels.push(channel);
+    return { ...agent, channel };
+  };
 
-    const request = await channels[0]!.next('csr_request');
-    const key = await generateKeyPair();
-    channels[0]!.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(key, request.hostnames) });
-    // The test plane's CA refuses connections: the order fails, and its room comes back.
-    await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.status === 'failed' ? true : undefined), 10_000, 20, 'the order to fail');
-    await eventually(async () => (plane.coordinator.room() === full - 2 ? true : undefined), 5_000, 10, 'the room to come back');
+  /**
+   * A coordinator with one order slot (room 2) whose CA holds every order until the test ends
+   * it, reached by the plane's agents (their messages come to it).
+   */
+  const coordinatorWithOneSlot = (promptAgainMs: number) => {
+    const orders: ((error: Error) => void)[] = [];
+    let roomFreed = 0;
+    const coordinator = new IssuanceCoordinator({
+      store: plane.store,
+      issuer: { issue: () => new Promise((_resolve, reject) => orders.push(reject)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      concurrency: 1,
+      promptAgainMs,
+      onRoom: () => (roomFreed += 1),
+    });
+    plane.sessions.setHandler(coordinator);
+    return { coordinator, orders, roomFreed: () => roomFreed };
+  };
+
+  const csrFor = async (request: Record<string, any>) => createCsr(await generateKeyPair(), request.hostnames);
+
+  test('CSR requests and orders take room; without room a CSR request waits, and is sent when an order ends', async () => {
+    const { coordinator, orders, roomFreed } = coordinatorWithOneSlot(600_000);
+    assert.equal(coordinator.room(), 2);
+    const [a, b, c] = [await connected('rooma'), await connected('roomb'), await connected('roomc')];
+    await coordinator.requestIssue(a.instanceId);
+    await coordinator.requestIssue(b.instanceId);
+    assert.equal(coordinator.room(), 0, 'two CSRs asked for, none answered');
+    const waiting = await coordinator.requestIssue(c.instanceId);
+    assert.equal(waiting.status, 'pending');
+    const toA = await a.channel.next('csr_request');
+    await b.channel.next('csr_request');
+    // Asked again for an instance already waiting: the same certificate, asked again, no more room taken.
+    await coordinator.requestIssue(a.instanceId);
+    assert.equal(coordinator.room(), 0);
+
+    a.channel.send({ type: 'csr', certificateId: toA.certificateId, csrPem: await csrFor(toA) });
+    await eventually(async () => (orders.length === 1 ? true : undefined), 10_000, 20, 'a\'s order to reach the CA');
+    assert.equal(coordinator.room(), 0, 'a\'s order under way and b\'s CSR request take the room');
+    assert.ok(!c.channel.frames.some((frame) => frame.type === 'csr_request'), 'c is not asked while there is no room');
+
+    orders[0]!(new Error('the CA is unreachable'));
+    const toC = await c.channel.next('csr_request');
+    assert.equal(toC.certificateId, waiting.id, 'c was asked as soon as a\'s order ended');
+    assert.equal((await plane.store.certificates.get(toA.certificateId))?.status, 'failed');
+    assert.ok(roomFreed() >= 1, 'the scheduler was told that room freed');
+    assert.equal(coordinator.room(), 0, 'b\'s and c\'s CSR requests take the room again');
+  });
+
+  test('an agent that never answers holds room for one prompt interval from its first request, however often it is asked again', async () => {
+    const promptAgainMs = 300;
+    const { coordinator } = coordinatorWithOneSlot(promptAgainMs);
+    const silent = await connected('roomsilent');
+    await coordinator.requestIssue(silent.instanceId);
+    const first = await silent.channel.next('csr_request');
+    assert.ok(coordinator.room() <= 1, 'the request counts at first');
+    await new Promise((resolve) => setTimeout(resolve, promptAgainMs + 100));
+    assert.equal(coordinator.room(), 2, 'past one interval it counts no more');
+    // Asked again, by another start of its job and by a reconnection: still not counted.
+    await coordinator.requestIssue(silent.instanceId);
+    await eventually(async () => (silent.channel.frames.filter((frame) => frame.type === 'csr_request').length >= 2 ? true : undefined), 10_000, 20, 'the agent to be asked again');
+    silent.channel.socket.terminate();
+    const reconnected = await openAgentChannel(plane, silent);
+    channels.push(reconnected);
+    const again = await reconnected.next('csr_request');
+    assert.equal(again.certificateId, first.certificateId);
+    assert.ok(silent.channel.frames.filter((frame) => frame.type === 'csr_request').every((frame) => frame.certificateId === first.certificateId));
+    assert.equal(coordinator.room(), 2, 'asking again does not start its count again');
   });
 });
