@@ -5,12 +5,14 @@
 import assert from 'node:assert/strict';
 import { sign } from 'node:crypto';
 import { PassThrough } from 'node:stream';
+import { getEventListeners } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { enrollTestAgent, startTestPlane, type EnrolledAgent, type TestPlane } from '../support/plane.js';
+import { eventually } from '../support/processes.js';
 import { root } from '../support/hierarchies.js';
 import { opensslCsr } from '../support/openssl.js';
 import { advance } from '../support/lifecycle.js';
@@ -95,6 +97,14 @@ describe('agent channel', async () => {
     const view = await plane.app.inject({ method: 'GET', url: `/v1/instances/${agent.instanceId}` });
     assert.equal(view.json().agent.connected, true);
     assert.ok(!channel.frames.some((frame) => frame.requestId === 'already-stopped'), 'a request whose order was stopped already is never sent');
+    // Answered in time, a request leaves nothing listening on its order's signal (one order sends many).
+    const running = new AbortController();
+    const answered = session.request({ type: 'http01_serve', requestId: 'answered', token: 'tok', keyAuthorization: 'tok.key' }, 120_000, running.signal);
+    assert.equal(getEventListeners(running.signal, 'abort').length, 1);
+    await eventually(async () => (channel.frames.some((frame) => frame.requestId === 'answered') ? true : undefined), 10_000, 10, 'the request to arrive');
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'http01_ready', requestId: 'answered' }));
+    await answered;
+    assert.equal(getEventListeners(running.signal, 'abort').length, 0);
     channel.socket.close();
   });
 
