@@ -33,6 +33,7 @@ import { ariCertId, parseRenewalInfo, type RenewalInfo } from './ari.js';
 import { loadOrCreateAccount, rememberAccountUrl } from './account.js';
 import { acmeIdentifier } from './identifiers.js';
 import { downloadChains, type PostAsGet } from './chains.js';
+import { parseAccountKeyOnce } from './signing.js';
 import { reuseNonces } from './nonces.js';
 import { problemError, throwTypedProblems, typedUnsignedFailure } from './problems.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
@@ -624,6 +625,7 @@ export class AcmeIssuer {
       ...(account.accountUrl ? { accountUrl: account.accountUrl } : {}),
     });
     reuseNonces(client);
+    parseAccountKeyOnce(client);
     throwTypedProblems(client, () => this.#now());
     if (!account.accountUrl) {
       // newAccount through acme-client's API layer: its createAccount() follows an existing
