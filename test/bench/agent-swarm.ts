@@ -23,7 +23,7 @@ export type SwarmCommand =
   | { readonly type: 'count' }
   | { readonly type: 'stop' };
 /** What the worker answers, once per command. */
-export type SwarmReply = { readonly type: 'enrolled'; readonly count: number } | { readonly type: 'loaded'; readonly count: number } | { readonly type: 'started'; readonly count: number } | { readonly type: 'counted'; readonly authenticated: number; readonly redials: number } | { readonly type: 'stopped' } | { readonly type: 'failed'; readonly message: string };
+export type SwarmReply = { readonly type: 'enrolled'; readonly count: number } | { readonly type: 'loaded'; readonly count: number } | { readonly type: 'started'; readonly count: number } | { readonly type: 'counted'; readonly authenticated: number; readonly redials: number; readonly endings: Readonly<Record<string, number>> } | { readonly type: 'stopped' } | { readonly type: 'failed'; readonly message: string };
 
 /** Enrollments in flight at once per worker: the plane signs each, so more only queue there. */
 const ENROLL_CONCURRENCY = Number(process.env.BENCH_AGENT_ENROLL_CONCURRENCY ?? 6);
@@ -31,7 +31,23 @@ const ENROLL_CONCURRENCY = Number(process.env.BENCH_AGENT_ENROLL_CONCURRENCY ?? 
 const logger = pino({ level: 'silent' });
 /** Dials that ended, as the agents log them ("channel closed, reconnecting"), counted rather than written: a storm's retries show here. */
 let redials = 0;
-const clientLogger = pino({ level: 'info' }, { write: (line: string) => void (line.includes('"msg":"channel closed, reconnecting"') && (redials += 1)) });
+/** Why dials ended, as the agents log it: the close code and reason, and the errors before a close without one (1006), counted by kind. */
+const endings: Record<string, number> = {};
+const tally = (kind: string) => void (endings[kind] = (endings[kind] ?? 0) + 1);
+const clientLogger = pino(
+  { level: 'info' },
+  {
+    write: (line: string) => {
+      if (line.includes('"msg":"channel closed, reconnecting"')) {
+        redials += 1;
+        const { code, reason } = JSON.parse(line) as { code: number; reason: string };
+        tally(`closed ${code}${reason ? ` ${reason.replace(/[0-9a-f-]{36}/g, 'ID').slice(0, 60)}` : ''}`);
+      } else if (line.includes('"msg":"channel error')) {
+        tally(`error: ${(JSON.parse(line) as { err: string }).err.replace(/[0-9]+/g, 'N').slice(0, 60)}`);
+      }
+    },
+  },
+);
 const agents: { state: AgentState; identity: AgentIdentity }[] = [];
 const clients: AgentClient[] = [];
 let serverCaPem: string | undefined;
@@ -85,7 +101,7 @@ process.on('message', (command: SwarmCommand) => {
         return { type: 'started', count: clients.length };
       case 'count':
         // Authenticated as the agent sees it: the plane's welcome arrived on the connection open now.
-        return { type: 'counted', authenticated: clients.filter((client) => client.authenticated).length, redials };
+        return { type: 'counted', authenticated: clients.filter((client) => client.authenticated).length, redials, endings };
       case 'stop':
         await Promise.all(clients.map((client) => client.stop()));
         return { type: 'stopped' };
@@ -94,3 +110,5 @@ process.on('message', (command: SwarmCommand) => {
   run().then(reply, (error: unknown) => reply({ type: 'failed', message: (error as Error).message }));
 });
 process.on('disconnect', () => process.exit(0));
+// Exiting (rather than dying of the signal) lets a profiler preloaded with BENCH_SWARM_NODE_OPTIONS write its profile.
+process.on('SIGTERM', () => process.exit(0));

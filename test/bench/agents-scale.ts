@@ -112,16 +112,19 @@ async function scrape(call: Call): Promise<{ connected: number; lagMaxMs: number
  * 250 ms and sampling the plane's RSS (from /proc, which costs the plane nothing); then one
  * scrape gives the event-loop delay over the whole phase and the plane's own count.
  */
-async function untilAuthenticated(plane: RunningProcess, workers: readonly Worker[], call: Call, count: number): Promise<{ peakRssKiB: number; lagMaxMs: number; lagP99Ms: number; planeCounted: number; redials: number }> {
+async function untilAuthenticated(plane: RunningProcess, workers: readonly Worker[], call: Call, count: number): Promise<{ peakRssKiB: number; lagMaxMs: number; lagP99Ms: number; planeCounted: number; redials: number; endings: Record<string, number> }> {
   let peakRssKiB = 0;
   let authenticated = 0;
   let redials = 0;
+  const endings: Record<string, number> = {};
   await eventually(
     async () => {
       peakRssKiB = Math.max(peakRssKiB, await rssKiB(plane.child.pid as number));
       const replies = await Promise.all(workers.map((worker) => worker.ask({ type: 'count' })));
       authenticated = replies.reduce((sum, reply) => sum + (reply.type === 'counted' ? reply.authenticated : 0), 0);
       redials = replies.reduce((sum, reply) => sum + (reply.type === 'counted' ? reply.redials : 0), 0);
+      for (const key of Object.keys(endings)) delete endings[key];
+      for (const reply of replies) if (reply.type === 'counted') for (const [kind, n] of Object.entries(reply.endings)) endings[kind] = (endings[kind] ?? 0) + n;
       return authenticated >= count ? true : undefined;
     },
     PHASE_LIMIT_MS,
@@ -131,7 +134,7 @@ async function untilAuthenticated(plane: RunningProcess, workers: readonly Worke
     throw new Error(`${(error as Error).message} (${authenticated} were, the RSS peaked at ${MiB(peakRssKiB)})`);
   });
   const seen = await scrape(call);
-  return { peakRssKiB, lagMaxMs: seen.lagMaxMs, lagP99Ms: seen.lagP99Ms, planeCounted: seen.connected, redials };
+  return { peakRssKiB, lagMaxMs: seen.lagMaxMs, lagP99Ms: seen.lagP99Ms, planeCounted: seen.connected, redials, endings };
 }
 
 type Worker = ReturnType<typeof startWorker>;
@@ -253,6 +256,7 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     const connected = await untilAuthenticated(plane, workers, call, count);
     const connectSeconds = (performance.now() - connecting) / 1000;
     line('  all started at once: every agent authenticated', `${connectSeconds.toFixed(1)} s (${(count / connectSeconds).toFixed(0)} /s; the plane counts ${connected.planeCounted}; ${connected.redials} dials failed and were retried)`);
+    endingsLine(connected.endings, {});
     const cpuConnected = await cpu();
     line('  event-loop delay during that storm: max, p99', `${connected.lagMaxMs.toFixed(0)} ms, ${connected.lagP99Ms.toFixed(0)} ms`);
     line('  CPU during that storm: plane; the agents\' workers', `${(cpuConnected.plane - cpuBefore.plane).toFixed(1)} s; ${(cpuConnected.swarm - cpuBefore.swarm).toFixed(1)} s`);
@@ -276,9 +280,19 @@ export async function benchAgentFleet(count: number, databaseUrl?: string, label
     const reconnectSeconds = (performance.now() - stopping) / 1000;
     const after = await rssKiB(plane.child.pid as number);
     line('  restart: SIGTERM -> every agent authenticated again', `${reconnectSeconds.toFixed(1)} s (${(reconnectSeconds - stoppedSeconds - restarted.seconds).toFixed(1)} s after serving; the plane counts ${reconnected.planeCounted}; ${reconnected.redials - redialsBefore} dials ended and were retried, the plane's downtime included)`);
+    endingsLine(reconnected.endings, connected.endings);
     line('  CPU from the restart on: new plane; the agents\' workers', `${(await cpuSeconds(plane.child.pid as number)).toFixed(1)} s; ${((await cpu()).swarm - swarmBefore).toFixed(1)} s`);
     line('  reconnect storm: event-loop delay max, p99; RSS peak', `${reconnected.lagMaxMs.toFixed(0)} ms, ${reconnected.lagP99Ms.toFixed(0)} ms; ${MiB(reconnected.peakRssKiB)} (then ${MiB(after)})`);
   }
+}
+
+/** The commonest reasons dials ended in a phase (the agents' counts now, less those before it). */
+function endingsLine(now: Record<string, number>, before: Record<string, number>): void {
+  const phase = Object.entries(now)
+    .map(([kind, n]) => [kind, n - (before[kind] ?? 0)] as const)
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1]);
+  if (phase.length > 0) line('    dials ended, commonest reasons', phase.slice(0, 4).map(([kind, n]) => `${n} ${kind}`).join('; '));
 }
 
 function portIsFree(port: number): Promise<boolean> {
