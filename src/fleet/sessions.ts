@@ -165,7 +165,16 @@ export class SessionRegistry {
       if (session) session.close(code, `${e.code}: ${e.message}`);
       else socket.close(code, truncateReason(`${e.code}: ${e.message}`));
     };
-    const authTimer = setTimeout(() => fail(new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'no authentication within the time allowed')), this.options.authTimeoutMs ?? 10_000);
+    /** Whether any frame has arrived: from then on the agent has done its part, and the timeout is not its to answer for. */
+    let spoke = false;
+    const authTimer = setTimeout(() => {
+      // After a stall of this process's event loop, expired timers run before the sockets are read again: an auth
+      // that arrived during the stall is still unread here (a 10,000-agent storm cut thousands that way). One turn
+      // of the loop reads it; only an agent that has still said nothing then is timed out.
+      setImmediate(() => {
+        if (!spoke && socket.readyState === socket.OPEN) fail(new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'no authentication within the time allowed'));
+      });
+    }, this.options.authTimeoutMs ?? 10_000);
     const heartbeat = setInterval(() => {
       if (!alive) {
         log.warn({ instanceId: session?.instanceId }, 'agent missed its heartbeat, terminating the connection');
@@ -181,6 +190,7 @@ export class SessionRegistry {
     socket.on('error', (error) => log.warn({ err: error.message }, 'agent socket error'));
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
+      spoke = true;
       queue = queue.then(async () => {
         try {
           if (isBinary) throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, 'binary frames are not part of the protocol');

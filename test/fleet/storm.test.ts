@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { WebSocketServer } from 'ws';
+import { once } from 'node:events';
+import { WebSocket, WebSocketServer } from 'ws';
+import { ErrorCode, channelCloseOf } from '../../src/error-catalogue.js';
 import { SessionRegistry } from '../../src/fleet/sessions.js';
 import type { Store } from '../../src/store/types.js';
 import { eventually } from '../support/processes.js';
@@ -85,6 +87,38 @@ describe('agent channel under a reconnect storm', async () => {
       assert.equal(server.connected(), 1);
       channel.socket.terminate();
       await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('an agent whose auth arrived while the event loop was blocked past the authentication timeout is welcomed', async () => {
+    const agent = await enrollTestAgent(plane, 'storm-stall');
+    const server = await registryOn(plane.store, 300);
+    try {
+      const channel = await openAgentChannel(server, agent);
+      // The channel's own listener sends the auth on hello; this one then blocks the whole process (plane included)
+      // for three times the timeout, so the plane's timer is due before its socket is read again.
+      channel.socket.on('message', (data) => {
+        if ((JSON.parse(data.toString()) as { type: string }).type === 'hello') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 900);
+      });
+      const answer = await channel.next(['welcome', 'error'], 10_000).catch(async () => ({ type: 'closed', ...(await channel.closed) }));
+      assert.equal(answer.type, 'welcome', `the plane answered ${JSON.stringify(answer)}`);
+      assert.equal(server.connected(), 1);
+      channel.socket.terminate();
+      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('an agent that says nothing is still timed out', async () => {
+    const server = await registryOn(plane.store, 300);
+    try {
+      const socket = new WebSocket(`${server.url.replace('http', 'ws')}/`);
+      socket.on('error', () => undefined);
+      const [code] = (await once(socket, 'close')) as [number, Buffer];
+      assert.equal(code, channelCloseOf(ErrorCode.AGENT_AUTH_FAILED));
     } finally {
       await server.close();
     }
