@@ -42,9 +42,9 @@ describe('agent channel under a reconnect storm', async () => {
   after(() => plane.close());
 
   /** A registry over `store`, with its own listener, counting what it reports as connected. */
-  const registryOn = async (store: Store, authTimeoutMs = 10_000) => {
+  const registryOn = async (store: Store, authTimeoutMs = 10_000, authenticationsAtOnce?: number) => {
     let connected = 0;
-    const registry = new SessionRegistry({ store, ca: plane.ca, logger: pino({ level: 'silent' }), clock: plane.clock, authTimeoutMs, metrics: { connected: (delta) => void (connected += delta), rejected: () => undefined } });
+    const registry = new SessionRegistry({ store, ca: plane.ca, logger: pino({ level: 'silent' }), clock: plane.clock, authTimeoutMs, ...(authenticationsAtOnce ? { authenticationsAtOnce } : {}), metrics: { connected: (delta) => void (connected += delta), rejected: () => undefined } });
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await new Promise((resolve) => wss.once('listening', resolve));
     wss.on('connection', (socket) => registry.accept(socket, '127.0.0.1'));
@@ -108,6 +108,45 @@ describe('agent channel under a reconnect storm', async () => {
       channel.socket.terminate();
       await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
     } finally {
+      await server.close();
+    }
+  });
+
+  test('authentications beyond the bound wait their turn, without reaching the store, and are all welcomed', async () => {
+    const agents = await Promise.all(['storm-turn-a', 'storm-turn-b', 'storm-turn-c'].map((name) => enrollTestAgent(plane, name)));
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let inStore = 0;
+    let mostInStore = 0;
+    let lookups = 0;
+    const agentCertificates = {
+      ...plane.store.agentCertificates,
+      get: async (fingerprint: string) => {
+        lookups += 1;
+        inStore += 1;
+        mostInStore = Math.max(mostInStore, inStore);
+        await gate;
+        inStore -= 1;
+        return plane.store.agentCertificates.get(fingerprint);
+      },
+    };
+    const server = await registryOn({ ...plane.store, agentCertificates } as Store, 10_000, 1);
+    const channels: Awaited<ReturnType<typeof openAgentChannel>>[] = [];
+    try {
+      for (const agent of agents) channels.push(await openAgentChannel(server, agent));
+      await eventually(async () => (lookups >= 1 ? true : undefined), 10_000, 20, 'the first authentication to reach the store');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(lookups, 1, 'the other two wait for their turn');
+      open();
+      const welcomes = await Promise.all(channels.map((channel) => channel.next('welcome', 10_000)));
+      assert.deepEqual(welcomes.map((welcome) => welcome.instanceId).sort(), agents.map((agent) => agent.instanceId).sort());
+      assert.equal(mostInStore, 1);
+      assert.equal(server.connected(), 3);
+      for (const channel of channels) channel.socket.terminate();
+      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the sessions to be released');
+    } finally {
+      open();
+      for (const channel of channels) channel.socket.terminate();
       await server.close();
     }
   });
