@@ -246,8 +246,8 @@ export class IssuanceCoordinator implements SessionHandler {
    * need, and starts the first certificate of an instance that wants one (autoIssue).
    */
   async onConnected(session: AgentSession): Promise<void> {
-    await this.#reconcile(session, true);
-    const instance = await this.#instance(session.instanceId);
+    // The instance as the reconciliation read it: a reconnect storm pays one read of it per agent, not two.
+    const instance = await this.#reconcile(session, true);
     if (instance.autoIssue && (await this.#wantsFirstCertificate(instance))) {
       this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
       await this.requestIssue(instance.id);
@@ -358,7 +358,8 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  async #reconcile(session: AgentSession, connecting: boolean): Promise<void> {
+  /** Returns the instance it read, for a caller that needs it too. */
+  async #reconcile(session: AgentSession, connecting: boolean): Promise<InstanceRecord> {
     const instance = await this.#instance(session.instanceId);
     const now = Date.now();
     const open = await this.deps.store.certificates.open(instance.id);
@@ -370,6 +371,7 @@ export class IssuanceCoordinator implements SessionHandler {
       else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
       else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
     }
+    return instance;
   }
 
   /**

@@ -44,6 +44,38 @@ export interface SessionOptions {
   readonly requestTimeoutMs?: number;
   /** Defaults to IDENTITY_RENEWAL_MIN_INTERVAL_MS. */
   readonly renewalMinIntervalMs?: number;
+  /** Authentications (with the reconciliation that follows) using the store at once; defaults to AUTHENTICATIONS_AT_ONCE. */
+  readonly authenticationsAtOnce?: number;
+}
+
+/**
+ * Below the PostgreSQL pool's 20 connections, so the channel's other work still finds one.
+ * In a reconnect storm every agent's auth arrives at once: unbounded, their queries queued in
+ * the pool past its 10 s wait and the channels closed as STORE_UNAVAILABLE, each a redial
+ * that brought the work back (9,528 in one 10,000-agent storm). Bounded, the rest wait here.
+ */
+export const AUTHENTICATIONS_AT_ONCE = 16;
+
+/** At most `limit` tasks at once, the rest in arrival order. */
+class Turns {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(limit: number) {
+    this.#free = limit;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free -= 1;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free += 1;
+    }
+  }
 }
 
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
@@ -143,8 +175,11 @@ export class SessionRegistry {
   /** Until when a session's renewal requests are refused without work: one renewal per connection, and refusals are not re-examined early. */
   readonly #renewalHeldUntil = new WeakMap<AgentSession, Date>();
   #handler: SessionHandler | undefined;
+  readonly #authentications: Turns;
 
-  constructor(private readonly options: SessionOptions) {}
+  constructor(private readonly options: SessionOptions) {
+    this.#authentications = new Turns(options.authenticationsAtOnce ?? AUTHENTICATIONS_AT_ONCE);
+  }
 
   /** Set once by the composition root: the coordinator and the registry know each other. */
   setHandler(handler: SessionHandler): void {
@@ -180,7 +215,16 @@ export class SessionRegistry {
       if (session) session.close(code, `${e.code}: ${e.message}`);
       else socket.close(code, truncateReason(`${e.code}: ${e.message}`));
     };
-    const authTimer = setTimeout(() => fail(new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'no authentication within the time allowed')), this.options.authTimeoutMs ?? 10_000);
+    /** Whether any frame has arrived: from then on the agent has done its part, and the timeout is not its to answer for. */
+    let spoke = false;
+    const authTimer = setTimeout(() => {
+      // After a stall of this process's event loop, expired timers run before the sockets are read again: an auth
+      // that arrived during the stall is still unread here (a 10,000-agent storm cut thousands that way). One turn
+      // of the loop reads it; only an agent that has still said nothing then is timed out.
+      setImmediate(() => {
+        if (!spoke && socket.readyState === socket.OPEN) fail(new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'no authentication within the time allowed'));
+      });
+    }, this.options.authTimeoutMs ?? 10_000);
     const heartbeat = setInterval(() => {
       if (!alive) {
         log.warn({ instanceId: session?.instanceId }, 'agent missed its heartbeat, terminating the connection');
@@ -196,6 +240,7 @@ export class SessionRegistry {
     socket.on('error', (error) => log.warn({ err: error.message }, 'agent socket error'));
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
+      spoke = true;
       queue = queue.then(async () => {
         try {
           if (isBinary) throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_INVALID, 'binary frames are not part of the protocol');
@@ -204,15 +249,19 @@ export class SessionRegistry {
             if (message.type !== 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, `expected auth, got ${message.type}`);
             // The agent has done its part: in a reconnect storm the plane's own queue must not time it out.
             clearTimeout(authTimer);
-            const authenticated = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
-            if (!authenticated.open) {
-              // Gone while its authentication was under way: the close found no session to release.
-              release(authenticated, 'closed during authentication');
-              return;
-            }
-            session = authenticated;
-            log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
-            await this.#handler?.onConnected(session);
+            await this.#authentications.run(async () => {
+              // Gone while it waited its turn: nothing to check.
+              if (socket.readyState !== socket.OPEN) return;
+              const authenticated = await this.#authenticate(message, nonce, socket, tlsPeerFingerprint);
+              if (!authenticated.open) {
+                // Gone while its authentication was under way: the close found no session to release.
+                release(authenticated, 'closed during authentication');
+                return;
+              }
+              session = authenticated;
+              log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
+              await this.#handler?.onConnected(session);
+            });
             return;
           }
           if (message.type === 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, 'already authenticated');

@@ -45,6 +45,7 @@ describe('scheduler ticks and wake-ups with many agents connected', async () => 
   const agents: { instanceId: string }[] = [];
   let counted: ReturnType<typeof countingStore>;
   let scheduler: Scheduler;
+  let coordinator: IssuanceCoordinator;
 
   const connect = async (count: number) => {
     for (let i = 0; i < count; i += 1) {
@@ -69,7 +70,7 @@ describe('scheduler ticks and wake-ups with many agents connected', async () => 
     counted = countingStore(plane.store);
     const logger = pino({ level: process.env.DEBUG_WAKEUPS ? 'debug' : 'silent' });
     // The plane's registry holds the channels; this coordinator and scheduler read the store through the counter.
-    const coordinator = new IssuanceCoordinator({ store: counted.store, issuer: { issue: () => Promise.reject(new Error('no CA in this test')), orderStanding: () => Promise.reject(new Error('no CA in this test')) }, sessions: plane.sessions, logger, clock: plane.clock });
+    coordinator = new IssuanceCoordinator({ store: counted.store, issuer: { issue: () => Promise.reject(new Error('no CA in this test')), orderStanding: () => Promise.reject(new Error('no CA in this test')) }, sessions: plane.sessions, logger, clock: plane.clock });
     scheduler = new Scheduler({ store: counted.store, coordinator, lifecycle: new JobLifecycle({ store: counted.store, logger, clock: plane.clock }), logger, clock: plane.clock });
   });
   after(async () => {
@@ -103,5 +104,14 @@ describe('scheduler ticks and wake-ups with many agents connected', async () => 
     const again = await callsOfOneTick();
     assert.equal(again.get('certificates.open') ?? 0, 0, 'a change already handled is not handled again at the next tick');
     assert.equal(channel.frames.filter((frame) => frame.type === 'csr_request').length, 1);
+  });
+
+  test('an agent\'s connection reads its instance and its open certificates once each', async () => {
+    const session = plane.sessions.get(agents[3]!.instanceId);
+    assert.ok(session, 'the agent is connected');
+    counted.calls.clear();
+    await coordinator.onConnected(session);
+    assert.equal(counted.calls.get('instances.get'), 1);
+    assert.equal(counted.calls.get('certificates.open'), 1);
   });
 });

@@ -35,6 +35,23 @@ export async function freshPostgresDatabase(prefix = 'certplane_t'): Promise<{ u
 }
 
 /**
+ * A database of a given name, kept between runs (the agents bench's kept fleet): created
+ * when missing, else reused as it is; `drop` removes it.
+ */
+export async function namedPostgresDatabase(name: string): Promise<{ url: string; created: boolean; drop: () => Promise<void> }> {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`"${name}" is not a plain PostgreSQL database name`);
+  const created = await admin(async (client) => {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rowCount) return false;
+    await client.query(`CREATE DATABASE ${name}`);
+    return true;
+  });
+  const url = new URL(TEST_POSTGRES_URL);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), created, drop: () => admin((client) => dropDatabase((sql) => client.query(sql), name)) };
+}
+
+/**
  * DROP DATABASE … WITH (FORCE), retried for a few seconds. FORCE has to terminate every
  * backend on the database; an autovacuum worker there makes it fail with 42501 unless the
  * role holds pg_signal_backend (infra/setup.sh grants it), and 55006 when a backend is still
