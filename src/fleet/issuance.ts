@@ -658,7 +658,7 @@ export class IssuanceCoordinator implements SessionHandler {
     if (!gate) return undefined;
     const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: job && job.attempts > 0 ? 'retry' : 'first' });
     if (answer.granted) {
-      this.deps.logger.debug({ instanceId: instance.id, decidedAt: answer.decidedAt.getTime() }, 'order granted by the rate limiter');
+      this.deps.logger.debug({ instanceId: instance.id, names: [...instance.hostnames], decidedAt: answer.decidedAt.getTime() }, 'order granted by the rate limiter');
       return undefined;
     }
     return { retryAt: answer.retryAt, limitedBy: answer.limitedBy };
