@@ -28,6 +28,20 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
     await store.close();
   });
 
+  /** A coordinator with the room `room()` says, recording which instances it was asked to issue for. */
+  const recordingCoordinator = (room: () => number) => {
+    const requested: string[] = [];
+    const coordinator = {
+      requestIssue: async (instanceId: string) => {
+        requested.push(instanceId);
+        return store.certificates.create(instanceId);
+      },
+      reconcileChanged: async () => undefined,
+      room,
+    };
+    return { requested, coordinator };
+  };
+
   test('10 due jobs and room for 3: 3 are started, the rest stay queued until room frees, then are claimed at once (not at the next interval), by claims alone', async () => {
     const now = new Date();
     const jobIds: string[] = [];
@@ -36,15 +50,7 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
       jobIds.push((await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
     }
     let capacity = 3;
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-      room: () => Math.max(0, capacity - requested.length),
-    };
+    const { requested, coordinator } = recordingCoordinator(() => Math.max(0, capacity - requested.length));
     let ariReads = 0;
     const counted: Store = { ...store, certificates: Object.assign(Object.create(store.certificates), { ariDue: (...args: Parameters<Store['certificates']['ariDue']>) => ((ariReads += 1), store.certificates.ariDue(...args)) }) };
     // An interval far longer than the test: anything claimed after the first tick was claimed because room freed.
@@ -82,15 +88,7 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
       reissueIds.push((await store.jobs.enqueue({ kind: 'reissue', instanceId: other.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
     }
     const rechained: string[] = [];
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-      room: () => 0,
-    };
+    const { requested, coordinator } = recordingCoordinator(() => 0);
     const rechains = { run: async (job: { instanceId: string }) => (rechained.push(job.instanceId), 'current' as const) };
     const scheduler = new Scheduler({ store, coordinator, rechains, lifecycle: new JobLifecycle({ store, logger, clock: () => new Date() }), logger, clock: () => new Date() });
     await scheduler.tick();
