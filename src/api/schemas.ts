@@ -144,7 +144,7 @@ export const Instance = z
     agent: z.object({
       connected: z.boolean(),
       connectedAt: z.iso.datetime().nullable(),
-      lastSeenAt: z.iso.datetime().nullable(),
+      lastSeenAt: z.iso.datetime().nullable().describe('when the agent last sent a message on its channel, to within 30 s (written for its first message on a connection, then at most every 30 s)'),
       installedFingerprintSha256: z.string().nullable().describe('the leaf of the agent\'s live/fullchain.pem, as the agent last reported it: installed, which is not necessarily served (see `served`)'),
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),

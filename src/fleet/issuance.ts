@@ -289,10 +289,13 @@ export class IssuanceCoordinator implements SessionHandler {
   /**
    * Something waits for an instance's agent (a notification, or the fallback pass found it):
    * reconciled here if its channel is here. Skipped without a query when this process asked
-   * for exactly that already, or is ordering the certificate itself and delivers next.
+   * for exactly that already, or is ordering the certificate itself and delivers next, or
+   * its CSR request waits for room here (it is asked when room frees, from what the store
+   * holds then).
    */
   wake(work: { instanceId: string; id?: string; status?: CertificateRecord['status'] }, source: 'notification' | 'fallback' = 'notification'): void {
     if (!this.deps.sessions.get(work.instanceId)) return;
+    if (work.status === 'pending' && this.#deferred.has(work.instanceId) && this.room() <= 0) return;
     const prompt = this.#prompted.get(work.instanceId);
     if (work.id !== undefined && (this.#running.has(work.id) || (prompt?.certificateId === work.id && prompt.status === work.status))) return;
     this.#woken.add(work.instanceId);
@@ -321,8 +324,9 @@ export class IssuanceCoordinator implements SessionHandler {
     for (const change of changes) {
       if (this.#seen.get(change.id) === change.changedAt.getTime()) continue;
       this.#seen.set(change.id, change.changedAt.getTime());
-      // A lapsed lease is no notification's business: it is woken whatever was prompted.
-      this.wake(ORDERING_STATES.includes(change.status) ? { instanceId: change.instanceId } : change, 'fallback');
+      // A lapsed lease is no notification's business: it is woken whatever was prompted,
+      // unless the order runs here (then the lease is this process's own).
+      this.wake(ORDERING_STATES.includes(change.status) ? { instanceId: change.instanceId, id: change.id } : change, 'fallback');
     }
     const now = Date.now();
     for (const [instanceId, prompt] of this.#prompted) {
@@ -468,6 +472,9 @@ export class IssuanceCoordinator implements SessionHandler {
       return;
     }
     this.#stageEnded(certificate.id, 'csr');
+    // Marked before the write: its own notification, which can arrive before the order is
+    // started just below, then finds the step expected here and costs no reconciliation.
+    this.#prompted.set(instance.id, { certificateId: certificate.id, status: 'csr_accepted', at: Date.now() });
     const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
     this.#stageEnded(certificate.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),

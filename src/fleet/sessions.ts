@@ -81,6 +81,12 @@ class Turns {
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
 
 /** One authenticated agent connection. */
+/**
+ * How stale an instance's `agentLastSeenAt` may be while its agent keeps talking: a
+ * connection writes it for its first message and then at most once in this time.
+ */
+export const LAST_SEEN_RESOLUTION_MS = 30_000;
+
 export class AgentSession {
   readonly #pending = new Map<string, { resolve: (answer: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
@@ -239,6 +245,8 @@ export class SessionRegistry {
     });
     socket.on('error', (error) => log.warn({ err: error.message }, 'agent socket error'));
     let queue = Promise.resolve();
+    /** When this connection last wrote the instance's last-seen time (a write per message would be one per CSR, per acknowledgement). */
+    let seenWrittenAt = Number.NEGATIVE_INFINITY;
     socket.on('message', (data, isBinary) => {
       spoke = true;
       queue = queue.then(async () => {
@@ -279,7 +287,11 @@ export class SessionRegistry {
             await this.#renewIdentity(session, message.csrPem);
             return;
           }
-          await this.options.store.instances.touchAgent(session.instanceId, this.options.clock());
+          const now = this.options.clock();
+          if (now.getTime() - seenWrittenAt >= LAST_SEEN_RESOLUTION_MS) {
+            await this.options.store.instances.touchAgent(session.instanceId, now);
+            seenWrittenAt = now.getTime();
+          }
           await this.#handler?.onMessage(session, message);
         } catch (error) {
           fail(error);

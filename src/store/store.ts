@@ -688,7 +688,10 @@ class SqlStore implements Store {
     create: async (instanceId, link = {}) => {
       const [row] = await this.forInstance(instanceId, 'a certificate', () =>
         this.db.query<CertificateRow>(
-          "INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id) VALUES ($1, $2, 'pending', $3::uuid, $4::uuid) RETURNING *",
+          // The job's pointer is written in the same statement: its start needs no second round trip.
+          `WITH created AS (INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id) VALUES ($1, $2, 'pending', $3::uuid, $4::uuid) RETURNING *),
+                linked AS (UPDATE jobs SET certificate_id = created.id, updated_at = now() FROM created WHERE jobs.id = created.job_id)
+           SELECT * FROM created`,
           [randomUUID(), instanceId, link.jobId ?? null, link.replacesCertificateId ?? null],
         ),
       );
@@ -827,7 +830,9 @@ class SqlStore implements Store {
     attachJob: async (id, jobId, replacesCertificateId) => {
       if (!UUID.test(id)) return undefined;
       const [row] = await this.db.query<CertificateRow>(
-        "UPDATE certificates SET job_id = $2::uuid, replaces_certificate_id = $3::uuid, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING *",
+        `WITH attached AS (UPDATE certificates SET job_id = $2::uuid, replaces_certificate_id = $3::uuid, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING *),
+              linked AS (UPDATE jobs SET certificate_id = attached.id, updated_at = now() FROM attached WHERE jobs.id = attached.job_id)
+         SELECT * FROM attached`,
         [id, jobId, replacesCertificateId],
       );
       return row && toCertificate(row);

@@ -17,6 +17,7 @@ import { root } from '../support/hierarchies.js';
 import { opensslCsr } from '../support/openssl.js';
 import { advance } from '../support/lifecycle.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
+import { LAST_SEEN_RESOLUTION_MS } from '../../src/fleet/sessions.js';
 
 describe('agent channel', async () => {
   let plane: TestPlane;
@@ -314,6 +315,36 @@ describe('agent channel', async () => {
       channel.socket.close();
     } finally {
       await limited.close();
+    }
+  });
+
+  test('the instance\'s lastSeenAt is written for the first message on a connection, then at most once in LAST_SEEN_RESOLUTION_MS, and again after it', async () => {
+    let now = Date.parse('2026-12-02T12:00:00Z');
+    const timed = await startTestPlane({ clock: () => new Date(now) });
+    try {
+      const agent = await enrollTestAgent(timed, 'seen');
+      const channel = await authenticateOn(timed, agent);
+      await channel.next('welcome');
+      const status = () => channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: null, pendingCertificateIds: [] }));
+      const seen = async () => (await timed.store.instances.get(agent.instanceId))?.agentLastSeenAt?.getTime();
+      const first = now;
+      status();
+      await eventually(async () => ((await seen()) === first ? true : undefined), 10_000, 50, 'the first write');
+      for (const step of [1_000, LAST_SEEN_RESOLUTION_MS - 2_000]) {
+        now += step;
+        status();
+      }
+      // A later message is handled after the ones before it: once this one is, they all were.
+      const fingerprint = 'a'.repeat(64);
+      channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: fingerprint, pendingCertificateIds: [] }));
+      await eventually(async () => ((await timed.store.instances.get(agent.instanceId))?.installedFingerprintSha256 === fingerprint ? true : undefined), 10_000, 50, 'the last status');
+      assert.equal(await seen(), first, 'messages within the resolution did not write it');
+      now += 1_000;
+      status();
+      await eventually(async () => ((await seen()) === now ? true : undefined), 10_000, 50, 'a write for a message the resolution after the last one');
+      channel.socket.close();
+    } finally {
+      await timed.close();
     }
   });
 

@@ -11,33 +11,8 @@ import pino from 'pino';
 import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
-import type { Store } from '../../src/store/types.js';
+import { countingStore } from '../support/counting-store.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
-
-/** The store with every call of a namespaced method (store.certificates.open, ...) counted by name. */
-function countingStore(store: Store): { store: Store; calls: Map<string, number>; total(): number } {
-  const calls = new Map<string, number>();
-  const wrap = (namespace: string, target: object) =>
-    new Proxy(target, {
-      get(object, property, receiver) {
-        const value = Reflect.get(object, property, receiver);
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          const name = `${namespace}.${String(property)}`;
-          calls.set(name, (calls.get(name) ?? 0) + 1);
-          return (value as (...a: unknown[]) => unknown).apply(object, args);
-        };
-      },
-    });
-  const counted = new Proxy(store, {
-    get(object, property, receiver) {
-      const value = Reflect.get(object, property, receiver);
-      if (typeof value === 'function') return (...args: unknown[]) => (calls.set(String(property), (calls.get(String(property)) ?? 0) + 1), (value as (...a: unknown[]) => unknown).apply(object, args));
-      return typeof value === 'object' && value !== null ? wrap(String(property), value) : value;
-    },
-  });
-  return { store: counted, calls, total: () => [...calls.values()].reduce((sum, n) => sum + n, 0) };
-}
 
 describe('scheduler ticks and wake-ups with many agents connected', async () => {
   let plane: TestPlane;

@@ -14,6 +14,7 @@ import { Scheduler } from '../../src/jobs/scheduler.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
+import { countingStore } from '../support/counting-store.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 
@@ -126,8 +127,9 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
   const coordinatorWithOneSlot = (promptAgainMs: number) => {
     const orders: ((error: Error) => void)[] = [];
     let roomFreed = 0;
+    const counted = countingStore(plane.store);
     const coordinator = new IssuanceCoordinator({
-      store: plane.store,
+      store: counted.store,
       issuer: { issue: () => new Promise((_resolve, reject) => orders.push(reject)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
       sessions: plane.sessions,
       logger,
@@ -137,13 +139,13 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
       onRoom: () => (roomFreed += 1),
     });
     plane.sessions.setHandler(coordinator);
-    return { coordinator, orders, roomFreed: () => roomFreed };
+    return { coordinator, orders, roomFreed: () => roomFreed, calls: counted.calls };
   };
 
   const csrFor = async (request: Record<string, any>) => createCsr(await generateKeyPair(), request.hostnames);
 
   test('CSR requests and orders take room; without room a CSR request waits, and is sent when an order ends', async () => {
-    const { coordinator, orders, roomFreed } = coordinatorWithOneSlot(600_000);
+    const { coordinator, orders, roomFreed, calls } = coordinatorWithOneSlot(600_000);
     assert.equal(coordinator.room(), 2);
     const [a, b, c] = [await connected('rooma'), await connected('roomb'), await connected('roomc')];
     await coordinator.requestIssue(a.instanceId);
@@ -151,6 +153,11 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     assert.equal(coordinator.room(), 0, 'two CSRs asked for, none answered');
     const waiting = await coordinator.requestIssue(c.instanceId);
     assert.equal(waiting.status, 'pending');
+    // Its creation's notification (or the fallback pass seeing it) finds it waiting for room: nothing is read for it.
+    calls.clear();
+    coordinator.wake({ instanceId: c.instanceId, id: waiting.id, status: 'pending' });
+    assert.equal(calls.get('instances.get') ?? 0, 0, 'a wake-up of a CSR request waiting for room reads nothing');
+    assert.equal(calls.get('certificates.open') ?? 0, 0);
     const toA = await a.channel.next('csr_request');
     await b.channel.next('csr_request');
     // Asked again for an instance already waiting: the same certificate, asked again, no more room taken.
@@ -161,6 +168,11 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     await eventually(async () => (orders.length === 1 ? true : undefined), 10_000, 20, 'a\'s order to reach the CA');
     assert.equal(coordinator.room(), 0, 'a\'s order under way and b\'s CSR request take the room');
     assert.ok(!c.channel.frames.some((frame) => frame.type === 'csr_request'), 'c is not asked while there is no room');
+    // The fallback pass sees all three certificates changed; none needs a read: a's order runs here, b was asked, c waits for room.
+    calls.clear();
+    await coordinator.reconcileChanged();
+    assert.equal(calls.get('certificates.changedSince'), 1);
+    assert.equal(calls.get('instances.get') ?? 0, 0, 'the fallback pass reads nothing for an order running here');
 
     orders[0]!(new Error('the CA is unreachable'));
     const toC = await c.channel.next('csr_request');

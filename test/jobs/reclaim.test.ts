@@ -49,19 +49,20 @@ describe('a job claimed again after its process died', () => {
     const instance = await store.instances.create({ name: 'reclaimed', hostnames: ['reclaimed.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
     const started = new Date();
     const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
-    // The process that died: it claimed the job and created the certificate for it, and
-    // never recorded the certificate on the job.
+    // The process that died: it claimed the job and created the certificate for it.
     const [claimed] = await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
     await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
     assert.equal(claimed?.id, job.id);
-    // Created with its job in the one INSERT (the coordinator passes the job along): nothing between them to die in.
+    // Created with its job in one statement, both ways (the coordinator passes the job along): nothing between them to die in.
     const certificate = await store.certificates.create(instance.id, { jobId: job.id });
     assert.equal(certificate.jobId, job.id);
+    assert.equal((await store.jobs.get(job.id))?.certificateId, certificate.id, 'the job points at the certificate created for it');
     await advance(store, certificate.id, 'installed');
 
     const { requested, coordinator } = recordingCoordinator();
     const later = () => new Date(started.getTime() + 5_000);
-    const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later });
+    // Linked, the job is claimed again once its certificate has been settled for a lease (0 here: long enough).
+    const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later, leaseMs: 0 });
     await scheduler.tick();
 
     assert.deepEqual(requested, [], 'the job claimed again asked for no new certificate');
@@ -90,7 +91,9 @@ describe('a job claimed again after its process died', () => {
     await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
     await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
     const certificate = await store.certificates.create(instance.id);
+    assert.equal((await store.jobs.get(job.id))?.certificateId, null, 'a certificate created for no job links none');
     await store.certificates.attachJob(certificate.id, job.id, null);
+    assert.equal((await store.jobs.get(job.id))?.certificateId, certificate.id, 'adopting links both ways');
     await advance(store, certificate.id, 'ordering');
 
     const coordinator = {
