@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { errorHandler, frameworkErrorHandler, sendProblem } from './errors.js';
-import type { MetricsSource } from './metrics.js';
+import { sendExposition, type MetricsSource } from './metrics.js';
 
 /** A started metrics listener. */
 export interface MetricsListener {
@@ -31,7 +31,7 @@ export async function startMetricsListener(options: { listen: { host: string; po
   const { listen, source, logger } = options;
   const app = Fastify({ loggerInstance: logger.child({ listener: 'metrics' }), disableRequestLogging: true, frameworkErrors: frameworkErrorHandler });
   app.setErrorHandler(errorHandler);
-  app.get('/metrics', async (_request, reply) => reply.type(source.contentType).send(await source.metrics()));
+  app.get('/metrics', async (request, reply) => sendExposition(reply, source, request.headers['accept-encoding']));
   app.setNotFoundHandler((request, reply) => sendProblem(reply, ErrorCode.NOT_FOUND, `no route ${request.method} ${request.url.split('?')[0]} on the metrics listener: it serves GET /metrics only`));
   try {
     const url = await app.listen({ host: listen.host, port: listen.port });

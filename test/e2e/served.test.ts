@@ -15,37 +15,32 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
-import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
-import { certplane, scratch } from '../support/cli.js';
+import { certplane } from '../support/cli.js';
+import { startE2eFleet, type E2eFleet } from '../support/e2e-fleet.js';
 import { root as makeRoot } from '../support/hierarchies.js';
 import { freePort } from '../support/ports.js';
-import { eventually, localPlaneEnv, startCertplane, startNodeScript, type RunningProcess } from '../support/processes.js';
+import { eventually, startCertplane, startNodeScript, type RunningProcess } from '../support/processes.js';
 
 const TLS_SERVICE = fileURLToPath(new URL('../support/tls-service.js', import.meta.url));
 const PROBE_INTERVAL_S = 2;
 /** One probe interval, plus what a loaded machine adds between the probe, the plane's judgement and the test's next look. */
 const WITHIN_INTERVAL_MS = PROBE_INTERVAL_S * 1000 + 4000;
 
-describe('what the service on an instance really serves, probed by its agent', async () => {
-  const dir = await scratch('certplane-served-');
-  let pebble: LocalPebble;
+describe('what the service on an instance really serves, probed by its agent', () => {
+  let fleet: E2eFleet;
   let roots: Certificate[];
   let intermediates: Certificate[];
-  let plane: RunningProcess;
   let agent: RunningProcess;
   let service: RunningProcess;
   let api: string;
   let servicePort: number;
   let instanceId: string;
   let placeholder: Certificate;
-  const stateDir = () => join(dir.dir, 'agent');
+  const stateDir = () => fleet.path('agent');
   const measured: string[] = [];
 
-  const json = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${api}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
-    return { status: response.status, body: (await response.json()) as Record<string, any> };
-  };
+  const json = (method: string, path: string, body?: unknown) => fleet.json(method, path, body);
   const view = async () => (await json('GET', `/v1/instances/${instanceId}`)).body;
   /** The instance once its served status is `status` from a check made after `since`; with the time that took. */
   const servedAfter = async (status: string, since: number, what: string) => {
@@ -57,47 +52,29 @@ describe('what the service on an instance really serves, probed by its agent', a
     measured.push(`${what}: ${elapsed} ms`);
     return { current: found, elapsed };
   };
-  const startService = () => startNodeScript(TLS_SERVICE, [join(stateDir(), 'live'), dir.path('placeholder.pem'), dir.path('placeholder.key'), dir.path('override.pem'), String(servicePort)]);
+  const startService = () => startNodeScript(TLS_SERVICE, [join(stateDir(), 'live'), fleet.path('placeholder.pem'), fleet.path('placeholder.key'), fleet.path('override.pem'), String(servicePort)]);
   const reloadedLines = () => service.lines.filter((line) => line.includes('"reloaded"')).length;
 
   before(async () => {
-    pebble = await startPebble({ alternateRoots: 1 });
-    roots = (await pebble.roots()).map((text) => parseCertificateBundle(text)[0]!);
-    intermediates = (await pebble.intermediates()).map((text) => parseCertificateBundle(text)[0]!);
-    // The instance's clients (profile `default`) trust Pebble's first root only.
-    await dir.write('first-root.pem', roots[0]!.pem);
+    // The instance's clients (profile `default`, the plane's trust store) trust Pebble's first root only.
+    fleet = await startE2eFleet({ prefix: 'certplane-served-', alternateRoots: 1, preferredRoot: 'first', env: () => ({ CERTPLANE_LOG_LEVEL: 'info' }) });
+    roots = fleet.roots;
+    api = fleet.api;
+    intermediates = (await fleet.pebble.intermediates()).map((text) => parseCertificateBundle(text)[0]!);
     const self = await makeRoot('probe.served.test placeholder');
     placeholder = parseCertificateBundle(self.pem)[0]!;
-    await dir.write('placeholder.pem', self.pem);
-    await dir.write('placeholder.key', self.key.privateKeyPem, 0o600);
-    const port = await freePort();
+    await fleet.write('placeholder.pem', self.pem);
+    await fleet.write('placeholder.key', self.key.privateKeyPem, 0o600);
     servicePort = await freePort();
-    api = `http://127.0.0.1:${port}`;
-    plane = startCertplane(
-      ['serve'],
-      {
-        ...localPlaneEnv({
-          port,
-          dir: dir.dir,
-          directoryUrl: pebble.directoryUrl,
-          acmeCaPath: pebble.acmeServerCaPath,
-          preferredRootCN: roots[0]!.subjectCN,
-          trustStorePath: dir.path('first-root.pem'),
-          challtestsrvUrl: pebble.challtestsrvUrl,
-        }),
-        CERTPLANE_LOG_LEVEL: 'info',
-      },
-    );
-    await plane.waitForLine((line) => line.includes('management plane listening'), 240_000);
     service = startService();
     await service.waitForLine((line) => line.includes('"listening"'), 30_000);
     const created = await json('POST', '/v1/instances', { name: 'probed', hostnames: ['probe.served.test'] });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     instanceId = created.body.id;
     // Reloads the service only once the test allows it: until then the reload "succeeds" and does nothing.
-    const reloadCommand = `if [ -e ${dir.path('reload-works')} ]; then kill -HUP ${service.child.pid}; fi`;
+    const reloadCommand = `if [ -e ${fleet.path('reload-works')} ]; then kill -HUP ${service.child.pid}; fi`;
     agent = startCertplane(
-      ['agent', '--server', api, '--token', created.body.enrollmentToken, '--state-dir', stateDir(), '--trust', dir.path('first-root.pem'), '--reload-command', reloadCommand, '--probe', `127.0.0.1:${servicePort}`, '--probe-interval', String(PROBE_INTERVAL_S)],
+      ['agent', '--server', api, '--token', created.body.enrollmentToken, '--state-dir', stateDir(), '--trust', fleet.path('root.pem'), '--reload-command', reloadCommand, '--probe', `127.0.0.1:${servicePort}`, '--probe-interval', String(PROBE_INTERVAL_S)],
       { CERTPLANE_LOG_LEVEL: 'info' },
     );
   });
@@ -105,9 +82,7 @@ describe('what the service on an instance really serves, probed by its agent', a
   after(async () => {
     await agent?.stop();
     await service?.stop();
-    await plane?.stop();
-    await pebble?.stop();
-    await dir.remove();
+    await fleet?.stop();
   });
 
   test('a reload that does nothing is stale within one probe interval; a real reload is match; the right leaf on the wrong intermediate is wrong-chain; a stopped service is unreachable', async (t) => {
@@ -137,7 +112,7 @@ describe('what the service on an instance really serves, probed by its agent', a
     assert.match((await certplane(['status', '--server', api, '--instance', instanceId])).stdout, /served: match/);
 
     // A new certificate, installed with a reload command that now works: match on the new leaf, right after the installation.
-    await dir.write('reload-works', '');
+    await fleet.write('reload-works', '');
     const issued = await json('POST', `/v1/instances/${instanceId}/issue`);
     assert.equal(issued.status, 202, JSON.stringify(issued.body));
     const renewed = await eventually(async () => {
@@ -155,7 +130,7 @@ describe('what the service on an instance really serves, probed by its agent', a
     assert.equal(live[0]!.fingerprintSha256, renewed.certificate.fingerprintSha256);
     const other = intermediates.find((i) => i.issuer !== live[1]!.issuer && i.subject === live[1]!.subject);
     assert.ok(other, 'Pebble offers the same intermediate under its other root');
-    await dir.write('override.pem', live[0]!.pem + other.pem);
+    await fleet.write('override.pem', live[0]!.pem + other.pem);
     since = Date.now();
     service.child.kill('SIGHUP');
     await service.waitForLine((line) => line.includes('"override"'), 10_000);
@@ -166,9 +141,9 @@ describe('what the service on an instance really serves, probed by its agent', a
     assert.match(wrong.current.served.problems[0].message, /profile "default"/);
     assert.match((await certplane(['status', '--server', api, '--instance', instanceId])).stdout, /SERVED WRONG-CHAIN/);
 
-    await rm(dir.path('override.pem'));
+    await rm(fleet.path('override.pem'));
     await service.stop();
-    assert.ok(!existsSync(dir.path('override.pem')));
+    assert.ok(!existsSync(fleet.path('override.pem')));
     since = Date.now();
     const down = await servedAfter('unreachable', since, 'unreachable after the service stopped');
     assert.ok(down.elapsed <= WITHIN_INTERVAL_MS, `unreachable after ${down.elapsed} ms`);

@@ -17,86 +17,60 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
-import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
-import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
-import { certplane, scratch } from '../support/cli.js';
+import { certplane } from '../support/cli.js';
+import { startE2eFleet, type E2eFleet } from '../support/e2e-fleet.js';
 import { opensslVerify } from '../support/openssl.js';
-import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
+import type { SimulatedAgent } from '../support/fleet.js';
 import { root } from '../support/hierarchies.js';
-import { freePort } from '../support/ports.js';
-import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually } from '../support/processes.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 import { instanceSeries, singleValue } from '../support/metrics.js';
 
 const INSTANCES = 3;
 
-describe('clients lose a root: what-if, then reload, on Pebble with an alternate root', async () => {
-  const dir = await scratch('certplane-trust-change-');
-  let pebble: LocalPebble;
-  let proxy: AcmeProxy;
+describe('clients lose a root: what-if, then reload, on Pebble with an alternate root', () => {
+  let fleet: E2eFleet;
   let roots: Certificate[];
-  /** Leaf fingerprints installed before the trust change, by instance: a rechain keeps them. */
-  const leaves = new Map<string, string>();
-  let plane: RunningProcess;
   let api: string;
   let metricsUrl: string;
-  let env: Record<string, string>;
+  let adminSocket: string;
+  /** Leaf fingerprints installed before the trust change, by instance: a rechain keeps them. */
+  const leaves = new Map<string, string>();
   const agents: SimulatedAgent[] = [];
-
-  const json = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${api}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
-    return { status: response.status, body: (await response.json()) as Record<string, any> };
-  };
+  const json = (method: string, path: string, body?: unknown) => fleet.json(method, path, body);
 
   before(async () => {
-    pebble = await startPebble({ alternateRoots: 1 });
-    // Every order reaches Pebble through the proxy, which counts the ones Pebble created.
-    proxy = await startAcmeProxy({ upstreamDirectoryUrl: pebble.directoryUrl, upstreamCaPem: pebble.acmeServerCaPem, renewalInfo: false });
-    await dir.write('proxy-ca.pem', proxy.caPem);
-    roots = (await pebble.roots()).map((text) => parseCertificateBundle(text)[0]!);
-    const bothRoots = roots.map((r) => r.pem).join('');
-    await dir.write('default.pem', bothRoots);
-    await dir.write('clients.pem', bothRoots);
-    await dir.write('nobody.pem', (await root('A Root No Pebble Chain Reaches')).pem);
-    const port = await freePort();
-    api = `http://127.0.0.1:${port}`;
-    const metricsPort = await freePort();
-    metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-    env = {
-      ...localPlaneEnv({
-        port,
-        dir: dir.dir,
-        directoryUrl: proxy.directoryUrl,
-        acmeCaPath: join(dir.dir, 'proxy-ca.pem'),
-        preferredRootCN: roots[0]!.subjectCN,
-        trustStorePath: join(dir.dir, 'default.pem'),
-        challtestsrvUrl: pebble.challtestsrvUrl,
-      }),
-      CERTPLANE_PREFERRED_CHAINS: JSON.stringify([roots[0]!.subjectCN, roots[1]!.subjectCN]),
-      CERTPLANE_TRUST_PROFILES: JSON.stringify({ clients: join(dir.dir, 'clients.pem'), nobody: join(dir.dir, 'nobody.pem') }),
-      CERTPLANE_ADMIN_SOCKET: join(dir.dir, 'admin.sock'),
-      CERTPLANE_LOG_LEVEL: 'info',
-      CERTPLANE_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
-    };
-    plane = startCertplane(['serve'], env);
-    await plane.waitForLine((line) => line.includes('management plane listening'), 240_000);
-    for (let i = 0; i < INSTANCES; i += 1) {
-      const created = await json('POST', '/v1/instances', { name: `t${i}`, hostnames: [`t${i}.trust.test`], trustProfiles: ['default', 'clients'] });
-      assert.equal(created.status, 201, JSON.stringify(created.body));
-      agents.push(await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${i}`), trustAnchors: roots }));
-    }
+    // Every order reaches Pebble through the proxy (withoutAri), which counts the ones Pebble created.
+    fleet = await startE2eFleet({
+      prefix: 'certplane-trust-change-',
+      alternateRoots: 1,
+      withoutAri: true,
+      preferredRoot: 'first',
+      agentsTrust: 'every-root',
+      metrics: true,
+      trustProfiles: async (pebbleRoots) => {
+        const bothRoots = pebbleRoots.map((r) => r.pem).join('');
+        return { default: bothRoots, clients: bothRoots, nobody: (await root('A Root No Pebble Chain Reaches')).pem };
+      },
+      env: ({ dir, roots: pebbleRoots }) => {
+        adminSocket = join(dir, 'admin.sock');
+        return {
+          CERTPLANE_PREFERRED_CHAINS: JSON.stringify(pebbleRoots.map((r) => r.subjectCN)),
+          CERTPLANE_ADMIN_SOCKET: adminSocket,
+          CERTPLANE_LOG_LEVEL: 'info',
+        };
+      },
+    });
+    roots = fleet.roots;
+    api = fleet.api;
+    metricsUrl = fleet.metricsUrl!;
+    for (let i = 0; i < INSTANCES; i += 1) agents.push(await fleet.enroll({ name: `t${i}`, hostnames: [`t${i}.trust.test`], trustProfiles: ['default', 'clients'] }));
   });
 
-  after(async () => {
-    await Promise.all(agents.map((a) => a.client.stop()));
-    await plane?.stop();
-    await proxy?.close();
-    await pebble?.stop();
-    await dir.remove();
-  });
+  after(() => fleet?.stop());
 
   test('whatif predicts the broken set; after the root leaves the profile and reload-trust, the API and status show exactly that set, each with an alternate chain', async () => {
-    await eventually(async () => ((await Promise.all(agents.map(async (a) => (await json('GET', `/v1/instances/${a.instanceId}`)).body.agent.connected))).every(Boolean) ? true : undefined), 120_000, 500, 'every agent to connect');
+    await fleet.allConnected(120_000);
     for (const agent of agents) assert.equal((await json('POST', `/v1/instances/${agent.instanceId}/issue`)).status, 202);
     for (const agent of agents) {
       const view = await eventually(async () => {
@@ -120,8 +94,8 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     assert.match(table.stdout, new RegExp(`${INSTANCES} need another stored chain \\(no new order\\)`));
     assert.equal((await json('GET', `/v1/instances/${agents[0]!.instanceId}`)).body.trust.status, 'ok', 'asking changed nothing');
 
-    await dir.write('clients.pem', roots[1]!.pem);
-    const reload = await certplane(['admin', '--socket', env.CERTPLANE_ADMIN_SOCKET!, '--actor', 'on-call', 'reload-trust', '--reason', 'clients drop the first Pebble root']);
+    await fleet.write('trust-clients.pem', roots[1]!.pem);
+    const reload = await certplane(['admin', '--socket', adminSocket, '--actor', 'on-call', 'reload-trust', '--reason', 'clients drop the first Pebble root']);
     assert.equal(reload.code, 0, reload.stderr);
     assert.match(reload.stdout, new RegExp(`broken: ${INSTANCES} \\(${INSTANCES} with a stored alternate chain\\)`));
 
@@ -141,7 +115,7 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
   });
 
   test('a rechain campaign moves every broken instance to the stored chain that verifies, with zero new orders at Pebble; openssl agrees', async () => {
-    const fleet = agents.slice(0, INSTANCES);
+    const proxy = fleet.proxy!;
     const ordersBefore = proxy.createdAt('/order-plz');
     assert.ok(ordersBefore >= INSTANCES, `the proxy saw the first orders (${ordersBefore})`);
     const dry = await certplane(['reissue', '--server', api, '--trust-broken', '--mode', 'rechain', '--reason', 'clients drop the first Pebble root', '--dry-run']);
@@ -164,8 +138,8 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     assert.equal(proxy.createdAt('/order-plz'), ordersBefore, 'no new order at Pebble');
     console.log(`rechain: ${INSTANCES} instances re-chained in ${seconds.toFixed(2)} s, ${proxy.createdAt('/order-plz') - ordersBefore} new orders at Pebble`);
 
-    const clientsPem = await readFile(join(dir.dir, 'clients.pem'), 'utf8');
-    for (const agent of fleet) {
+    const clientsPem = await readFile(fleet.trustProfilePath('clients'), 'utf8');
+    for (const agent of agents.slice(0, INSTANCES)) {
       const { body } = await json('GET', `/v1/instances/${agent.instanceId}`);
       assert.deepEqual([body.certificate.status, body.certificate.anchor, body.trust.status], ['installed', roots[1]!.subjectCN, 'ok'], JSON.stringify(body));
       assert.equal(body.certificate.fingerprintSha256, leaves.get(agent.instanceId), 'the same certificate, on another chain');
@@ -176,15 +150,13 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
       const replaced = await opensslVerify(await readFile(join(agent.state.previousDir, 'fullchain.pem'), 'utf8'), clientsPem);
       assert.ok(!replaced.ok, 'the chain it replaced does not verify there (the check can fail)');
     }
-    const audit = await certplane(['admin', '--socket', env.CERTPLANE_ADMIN_SOCKET!, 'audit', '--limit', '20']);
+    const audit = await certplane(['admin', '--socket', adminSocket, 'audit', '--limit', '20']);
     assert.equal(audit.stdout.split('\n').filter((line) => line.includes('certificate.rechain')).length, INSTANCES, audit.stdout);
   });
 
   test('issuance takes the chain that verifies in every profile of the instance, refuses naming the profile when none does, and SIGHUP reloads', async () => {
     const enrol = async (name: string, trustProfiles: string[]) => {
-      const created = await json('POST', '/v1/instances', { name, hostnames: [`${name}.trust.test`], trustProfiles });
-      assert.equal(created.status, 201, JSON.stringify(created.body));
-      const agent = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${name}`), trustAnchors: roots });
+      const agent = await fleet.enroll({ name, hostnames: [`${name}.trust.test`], trustProfiles });
       agents.push(agent);
       await eventually(async () => ((await json('GET', `/v1/instances/${agent.instanceId}`)).body.agent.connected ? true : undefined), 120_000, 500, `${name} to connect`);
       assert.equal((await json('POST', `/v1/instances/${agent.instanceId}/issue`)).status, 202);
@@ -205,9 +177,9 @@ describe('clients lose a root: what-if, then reload, on Pebble with an alternate
     assert.deepEqual([refused.failure.reason, refused.failure.code, refused.failure.permanent], ['ChainUnsatisfied', ErrorCode.CHAIN_PROFILE_UNSATISFIED, true]);
     assert.match(refused.lastError, /failing: "nobody"/);
 
-    await dir.write('clients.pem', roots.map((r) => r.pem).join(''));
-    plane.child.kill('SIGHUP');
-    await plane.waitForLine((line) => line.includes('SIGHUP: trust settings reloaded'), 60_000);
+    await fleet.write('trust-clients.pem', roots.map((r) => r.pem).join(''));
+    fleet.plane.child.kill('SIGHUP');
+    await fleet.plane.waitForLine((line) => line.includes('SIGHUP: trust settings reloaded'), 60_000);
     for (const agent of agents.slice(0, INSTANCES)) assert.equal((await json('GET', `/v1/instances/${agent.instanceId}`)).body.trust.status, 'ok');
   });
 });

@@ -1,9 +1,10 @@
 /**
  * What most end-to-end suites stand up before their case: a real Pebble (with alternate
  * roots when asked), a development-mode `certplane serve` process preferring Pebble's last
- * root on PGlite or a PostgreSQL database of its own, and simulated agents (the real agent
- * code in this process) registered through the API. Suites add their own environment and
- * keep their case; this keeps the set-up, the JSON calls and the tear-down in one place.
+ * (or first) root on PGlite or a PostgreSQL database of its own, with trust profiles and a
+ * metrics listener when asked, and simulated agents (the real agent code in this process)
+ * registered through the API. Suites add their own environment and keep their case; this
+ * keeps the set-up, the JSON calls and the tear-down in one place.
  */
 import { join } from 'node:path';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
@@ -24,17 +25,41 @@ export interface E2eFleetOptions {
   readonly withoutAri?: boolean;
   /** A PostgreSQL database of the suite's own instead of PGlite. */
   readonly postgres?: boolean;
-  /** Environment added to the plane's, given the scratch directory and the preferred root (files it names may be written here). */
-  readonly env?: (context: { dir: string; preferred: Certificate }) => Record<string, string> | Promise<Record<string, string>>;
+  /**
+   * The root the plane prefers and its trust store (profile `default`) holds: Pebble's last
+   * unless told (its first is the root of Pebble's default chain). Its PEM is at `path('root.pem')`.
+   */
+  readonly preferredRoot?: 'first' | 'last';
+  /**
+   * Trust profiles by name, PEM given Pebble's roots: each is written to `trustProfilePath(name)`,
+   * where a suite rewrites it before a trust reload; `default` replaces the trust store.
+   */
+  readonly trustProfiles?: (roots: Certificate[]) => Record<string, string> | Promise<Record<string, string>>;
+  /** A plain-HTTP metrics listener (CERTPLANE_METRICS_LISTEN) on a port of its own, scraped at `metricsUrl`. */
+  readonly metrics?: boolean;
+  /** What the simulated agents trust: the preferred root (the default), or every Pebble root for instances whose chain moves to another root. */
+  readonly agentsTrust?: 'preferred' | 'every-root';
+  /** Environment added to the plane's, given the scratch directory, Pebble's roots and the preferred one (files it names may be written here). */
+  readonly env?: (context: { dir: string; roots: Certificate[]; preferred: Certificate }) => Record<string, string> | Promise<Record<string, string>>;
 }
 
 export interface E2eFleet {
   readonly dir: string;
+  /** Writes `name` in the scratch directory (with exactly `mode` when given) and returns its path. */
+  write(name: string, text: string, mode?: number): Promise<string>;
+  /** The path of `name` in the scratch directory. */
+  path(name: string): string;
   readonly pebble: LocalPebble;
+  /** Pebble's roots, in its order. */
+  readonly roots: Certificate[];
   /** The ARI-hiding proxy in front of Pebble, when asked for (`withoutAri`): it counts what reached the CA. */
   readonly proxy: AcmeProxy | undefined;
   readonly preferred: Certificate;
   readonly api: string;
+  /** The metrics listener's /metrics, when asked for (`metrics`). */
+  readonly metricsUrl: string | undefined;
+  /** The file of a trust profile given in `trustProfiles`. */
+  trustProfilePath(name: string): string;
   readonly databaseUrl: string | undefined;
   /** The plane process now (a new one after `restartPlane`). */
   readonly plane: RunningProcess;
@@ -71,9 +96,13 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
     await dir.remove();
   };
   try {
-    const roots = await pebble.roots();
-    const preferred = parseCertificateBundle(roots[roots.length - 1]!)[0]!;
+    const roots = (await pebble.roots()).map((text) => parseCertificateBundle(text)[0]!);
+    const preferred = options.preferredRoot === 'first' ? roots[0]! : roots[roots.length - 1]!;
     await dir.write('root.pem', preferred.pem);
+    const trustProfilePath = (name: string) => dir.path(`trust-${name}.pem`);
+    const profiles = Object.entries((await options.trustProfiles?.(roots)) ?? {});
+    for (const [name, pem] of profiles) await dir.write(`trust-${name}.pem`, pem);
+    const furtherProfiles = profiles.filter(([name]) => name !== 'default').map(([name]) => [name, trustProfilePath(name)]);
     if (options.withoutAri) {
       proxy = await startAcmeProxy({ upstreamDirectoryUrl: pebble.directoryUrl, upstreamCaPem: pebble.acmeServerCaPem, renewalInfo: false });
       await dir.write('proxy-ca.pem', proxy.caPem);
@@ -81,6 +110,7 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
     if (options.postgres) database = await freshPostgresDatabase(`certplane_${options.prefix.replace(/[^a-z]/g, '')}`);
     const port = await freePort();
     const api = `http://127.0.0.1:${port}`;
+    const metricsPort = options.metrics ? await freePort() : undefined;
     const env = {
       ...localPlaneEnv({
         port,
@@ -89,10 +119,12 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
         directoryUrl: proxy?.directoryUrl ?? pebble.directoryUrl,
         acmeCaPath: proxy ? join(dir.dir, 'proxy-ca.pem') : pebble.acmeServerCaPath,
         preferredRootCN: preferred.subjectCN,
-        trustStorePath: join(dir.dir, 'root.pem'),
+        trustStorePath: profiles.some(([name]) => name === 'default') ? trustProfilePath('default') : join(dir.dir, 'root.pem'),
         challtestsrvUrl: pebble.challtestsrvUrl,
       }),
-      ...(await options.env?.({ dir: dir.dir, preferred })),
+      ...(furtherProfiles.length > 0 ? { CERTPLANE_TRUST_PROFILES: JSON.stringify(Object.fromEntries(furtherProfiles)) } : {}),
+      ...(metricsPort ? { CERTPLANE_METRICS_LISTEN: `127.0.0.1:${metricsPort}` } : {}),
+      ...(await options.env?.({ dir: dir.dir, roots, preferred })),
     };
     const startPlane = async () => {
       plane = startCertplane(['serve'], env);
@@ -109,10 +141,15 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
     };
     return {
       dir: dir.dir,
+      write: dir.write,
+      path: dir.path,
       pebble,
+      roots,
       proxy,
       preferred,
       api,
+      metricsUrl: metricsPort ? `http://127.0.0.1:${metricsPort}/metrics` : undefined,
+      trustProfilePath,
       databaseUrl: database?.url,
       get plane() {
         return plane!;
@@ -123,7 +160,7 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
       async enroll(instance) {
         const created = await json('POST', '/v1/instances', instance);
         if (created.status !== 201) throw new Error(`POST /v1/instances answered ${created.status}: ${JSON.stringify(created.body)}`);
-        const agent = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${agents.length}`), trustAnchors: [preferred] });
+        const agent = await startSimulatedAgent({ server: api, token: created.body.enrollmentToken, stateDir: join(dir.dir, `agent-${agents.length}`), trustAnchors: options.agentsTrust === 'every-root' ? roots : [preferred] });
         agents.push(agent);
         return agent;
       },

@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Store } from '../../store/types.js';
-import type { MetricsSource } from '../metrics.js';
+import { sendExposition, type MetricsSource } from '../metrics.js';
 import { Problem } from '../schemas.js';
 import { sendProblem } from '../errors.js';
 import { ErrorCode } from '../../error-catalogue.js';
@@ -27,6 +27,6 @@ export const operationsRoutes: FastifyPluginAsyncZod<OperationsRouteOptions> = a
     }
   });
   app.get('/metrics', { config: { permission: 'read' }, schema: { summary: 'Prometheus metrics: this process\'s, and the fleet\'s from the database (a caller limited to clusters sees its clusters\' instances only)', tags: ['operations'] } }, async (request, reply) => {
-    return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics(request.caller));
+    return sendExposition(reply, deps.metrics, request.headers['accept-encoding'], request.caller);
   });
 };
