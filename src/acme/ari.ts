@@ -5,9 +5,8 @@
  * counts days would have kept serving the affected certificates. Everything here is
  * pure; the HTTP request lives in the issuer.
  */
-import * as x509 from '@peculiar/x509';
 import { z } from 'zod';
-import { parseCertificateBundle } from '../chain/index.js';
+import { authorityKeyIdentifier, parseCertificateBundle } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -28,7 +27,7 @@ export const MIN_RETRY_MS = 60 * 1000;
 /** RFC 9773 section 4.3: treat longer intervals as one day, so an incident window is seen within a day. */
 export const MAX_RETRY_MS = 24 * 60 * 60 * 1000;
 
-const base64url = (bytes: ArrayBuffer | Uint8Array): string => Buffer.from(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes)).toString('base64url');
+const base64url = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
 
 /**
  * The RFC 9773 section 4.1 identifier of the first certificate in `leafPem` (a leaf or a
@@ -37,26 +36,15 @@ const base64url = (bytes: ArrayBuffer | Uint8Array): string => Buffer.from(bytes
  */
 export function ariCertId(leafPem: string): string {
   const [leaf] = parseCertificateBundle(leafPem, 'certificate for ARI');
-  const certificate = new x509.X509Certificate(leaf!.der);
-  const keyId = certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
+  const keyId = authorityKeyIdentifier(leaf!);
   if (!keyId) {
     throw new CertplaneError(ErrorCode.ARI_NO_AKI, `certificate ${leaf!.serialNumber} (${leaf!.subject}) has no Authority Key Identifier key identifier, so it has no ARI certID`, {
       serialNumber: leaf!.serialNumber,
     });
   }
-  return `${base64url(Buffer.from(keyId, 'hex'))}.${base64url(serialContentOctets(certificate))}`;
-}
-
-/**
- * The serial number exactly as encoded. X509Certificate.serialNumber drops the leading
- * 0x00 of serials whose first byte has the high bit set, but RFC 9773 keeps it (its own
- * example is 0x0087654321); the text view carries the undecoded INTEGER content octets.
- */
-function serialContentOctets(certificate: x509.X509Certificate): ArrayBuffer {
-  const data = certificate.toTextObject()['Data'];
-  const serial = data instanceof x509.TextObject ? data['Serial Number'] : undefined;
-  if (!(serial instanceof ArrayBuffer)) throw new TypeError('@peculiar/x509 no longer exposes the encoded serial number in toTextObject()');
-  return serial;
+  // The parsed serial is the INTEGER's content octets as encoded (hex), leading 0x00 included,
+  // as RFC 9773 wants them (its own example is 0x0087654321).
+  return `${base64url(keyId)}.${base64url(Buffer.from(leaf!.serialNumber, 'hex'))}`;
 }
 
 const RenewalInfoBody = z.object({

@@ -198,6 +198,28 @@ function namedBits(bits: forge.asn1.Asn1): number {
   return value;
 }
 
+/** The OID of the Authority Key Identifier extension (RFC 5280 section 4.2.1.1), as its DER contents octets. */
+const AUTHORITY_KEY_IDENTIFIER = forge.asn1.oidToDer('2.5.29.35').getBytes();
+
+/**
+ * The keyIdentifier of a certificate's Authority Key Identifier extension, or undefined when
+ * it has none (or the extension names its issuer otherwise). Read on demand, not with every
+ * parse: only ARI's certID needs it, and a malformed AKI must not make a chain unparsable.
+ */
+export function authorityKeyIdentifier(certificate: Pick<Certificate, 'der'>): Buffer | undefined {
+  const tbs = elements(elements(decode(certificate.der.toString('latin1')), forge.asn1.Type.SEQUENCE)[0], forge.asn1.Type.SEQUENCE);
+  const wrapper = tbs.find((element) => isContext(element, 3));
+  for (const extension of wrapper ? elements(elements(wrapper)[0], forge.asn1.Type.SEQUENCE) : []) {
+    const fields = elements(extension, forge.asn1.Type.SEQUENCE);
+    const [oid, octets] = [fields[0], fields[fields.length - 1]];
+    if (!isUniversal(oid, forge.asn1.Type.OID) || primitive(oid) !== AUTHORITY_KEY_IDENTIFIER || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) continue;
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING OPTIONAL, ... }
+    const keyIdentifier = elements(decode(primitive(octets)), forge.asn1.Type.SEQUENCE).find((element) => isContext(element, 0));
+    return keyIdentifier ? Buffer.from(primitive(keyIdentifier), 'latin1') : undefined;
+  }
+  return undefined;
+}
+
 interface TbsFields {
   readonly serialNumber: string;
   readonly notBefore: Date;

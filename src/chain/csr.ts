@@ -83,6 +83,31 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
       limit: maxBytes,
     });
   }
+  const { parsed, entries } = RECENT_CSRS.get(pem) ?? (await decodeCsr(pem, source));
+  const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
+  if (entries > maxNames) {
+    throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${entries} names (${parsed.dnsNames.length + parsed.ipAddresses.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
+      source,
+      names: entries,
+      distinct: parsed.dnsNames.length + parsed.ipAddresses.length,
+      limit: maxNames,
+    });
+  }
+  return parsed;
+}
+
+/**
+ * Requests decoded and verified lately, by their exact PEM text, at most RECENT_CSR_LIMIT
+ * (the oldest forgotten first): an agent's CSR is checked by the coordinator when it arrives
+ * and again by the issuer before its order, and @peculiar/x509's decoding and the signature
+ * check are most of what either costs. Only requests that passed are kept; the size and
+ * name limits, which differ by caller, are checked on every call.
+ */
+const RECENT_CSRS = new Map<string, { parsed: ParsedCsr; entries: number }>();
+const RECENT_CSR_LIMIT = 256;
+
+/** The size-independent checks of parseCsr: PEM, PKCS#10, signature algorithm and self-signature; the names it asks for. */
+async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedCsr; entries: number }> {
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
@@ -103,25 +128,22 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
     throw new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
   const names = requestedNames(csr, source);
-  const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
-  if (names.entries > maxNames) {
-    throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${names.entries} names (${names.distinct.length + names.addresses.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
-      source,
-      names: names.entries,
-      distinct: names.distinct.length + names.addresses.length,
-      limit: maxNames,
-    });
-  }
   const spki = Buffer.from(csr.publicKey.rawData);
-  return {
-    pem: csr.toString('pem'),
-    der: block.der,
-    spkiSha256: sha256Hex(spki),
-    publicKeySpkiDer: spki,
-    dnsNames: names.distinct,
-    ipAddresses: names.addresses,
-    keyDescription: describeKey(csr.publicKey.algorithm),
+  const decoded = {
+    parsed: {
+      pem: csr.toString('pem'),
+      der: block.der,
+      spkiSha256: sha256Hex(spki),
+      publicKeySpkiDer: spki,
+      dnsNames: names.distinct,
+      ipAddresses: names.addresses,
+      keyDescription: describeKey(csr.publicKey.algorithm),
+    },
+    entries: names.entries,
   };
+  RECENT_CSRS.set(pem, decoded);
+  if (RECENT_CSRS.size > RECENT_CSR_LIMIT) RECENT_CSRS.delete(RECENT_CSRS.keys().next().value as string);
+  return decoded;
 }
 
 /**

@@ -45,6 +45,21 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     assert.equal((await parseCsr(await createCsr(key, names(25)), 'CSR', { maxNames: 25 })).dnsNames.length, 25);
   });
 
+  test('a request checked again (the coordinator, then the issuer) is decoded once, and every caller\'s own size and name limits still apply to it', async () => {
+    const pem = await createCsr(key, ['db1.example.com', 'db2.example.com', 'db3.example.com']);
+    const first = await parseCsr(pem);
+    assert.equal(await parseCsr(pem, 'CSR'), first, 'the second check reuses the first decoding');
+    await assert.rejects(parseCsr(pem, 'CSR', { maxNames: 2 }), (error: unknown) => {
+      refusedWith(ErrorCode.CSR_TOO_MANY_NAMES)(error);
+      assert.deepEqual((error as CertplaneError).details, { source: 'CSR', names: 3, distinct: 3, limit: 2 });
+      return true;
+    });
+    await assert.rejects(parseCsr(pem, 'CSR', { maxPemBytes: 100 }), refusedWith(ErrorCode.CSR_TOO_LARGE));
+    // A request that failed is not kept: the same text fails the same way, checked again.
+    const tampered = pem.replace(/(\n[A-Za-z0-9+/]{10})[A-Za-z0-9]/, (_, head: string) => `${head}${head.endsWith('A') ? 'B' : 'A'}`);
+    for (let i = 0; i < 2; i += 1) await assert.rejects(parseCsr(tampered), (error: unknown) => error instanceof CertplaneError && (error.code === ErrorCode.CSR_INVALID || error.code === ErrorCode.CSR_BAD_SIGNATURE));
+  });
+
   test('CSRs signed with SHA-1 or MD5 (made by openssl) are refused with CSR_WEAK_SIGNATURE; SHA-256, SHA-384 and Ed25519 pass', async () => {
     const names = ['db1.example.com'];
     const weak = [
