@@ -246,23 +246,22 @@ export class IssuanceCoordinator implements SessionHandler {
    * need, and starts the first certificate of an instance that wants one (autoIssue).
    */
   async onConnected(session: AgentSession): Promise<void> {
-    // The instance as the reconciliation read it: a reconnect storm pays one read of it per agent, not two.
-    const instance = await this.#reconcile(session, true);
-    if (instance.autoIssue && (await this.#wantsFirstCertificate(instance))) {
+    // The instance and its open certificates as the reconciliation read them: a reconnect storm pays one read of each per agent, not two.
+    const { instance, open } = await this.#reconcile(session, true);
+    if (instance.autoIssue && open.length === 0 && (await this.#wantsFirstCertificate(instance))) {
       this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
       await this.requestIssue(instance.id);
     }
   }
 
   /**
-   * True when nothing is under way and nothing valid is installed, and the last attempt
+   * For an instance with nothing under way: true when nothing valid is installed, and the last attempt
    * (if any) can be tried again by itself: a permanent failure waits for a person to change
    * the instance, and a failure of a job waits for the job's own retry, so a reconnecting
    * agent never spends the CA's budget faster than the retry policy would.
    */
   async #wantsFirstCertificate(instance: InstanceRecord): Promise<boolean> {
     const { store, clock } = this.deps;
-    if ((await store.certificates.open(instance.id)).length > 0) return false;
     const installed = await store.certificates.latestInstalled(instance.id);
     if (installed?.notAfter && installed.notAfter > clock()) return false;
     const latest = await store.certificates.latest(instance.id);
@@ -362,11 +361,10 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  /** Returns the instance it read, for a caller that needs it too. */
-  async #reconcile(session: AgentSession, connecting: boolean): Promise<InstanceRecord> {
-    const instance = await this.#instance(session.instanceId);
+  /** Returns the instance and its open certificates as it read them, for a caller that needs them too. */
+  async #reconcile(session: AgentSession, connecting: boolean): Promise<{ instance: InstanceRecord; open: CertificateRecord[] }> {
+    const [instance, open] = await Promise.all([this.#instance(session.instanceId), this.deps.store.certificates.open(session.instanceId)]);
     const now = Date.now();
-    const open = await this.deps.store.certificates.open(instance.id);
     const prompt = this.#prompted.get(instance.id);
     if (prompt && !open.some((certificate) => certificate.id === prompt.certificateId)) this.#prompted.delete(instance.id);
     for (const certificate of open) {
@@ -375,7 +373,7 @@ export class IssuanceCoordinator implements SessionHandler {
       else if ((certificate.status === 'issued' || certificate.status === 'delivered') && due) await this.#deliver(session, certificate);
       else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
     }
-    return instance;
+    return { instance, open };
   }
 
   /**

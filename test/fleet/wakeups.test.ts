@@ -89,4 +89,19 @@ describe('scheduler ticks and wake-ups with many agents connected', async () => 
     assert.equal(counted.calls.get('instances.get'), 1);
     assert.equal(counted.calls.get('certificates.open'), 1);
   });
+
+  test('so does the connection of an agent that issues by itself (autoIssue) and has a certificate under way', async () => {
+    const agent = await enrollTestAgent(plane, 'tickauto', undefined, { autoIssue: true });
+    const channel = await openAgentChannel(plane, agent);
+    channels.push(channel);
+    // The plane's own coordinator starts its first certificate as it connects.
+    await channel.next('csr_request');
+    const session = plane.sessions.get(agent.instanceId);
+    assert.ok(session, 'the agent is connected');
+    counted.calls.clear();
+    await coordinator.onConnected(session);
+    assert.equal(counted.calls.get('instances.get'), 1);
+    assert.equal(counted.calls.get('certificates.open'), 1, 'whether it wants a first certificate is answered from the open certificates already read');
+    assert.equal(counted.calls.get('certificates.create') ?? 0, 0);
+  });
 });
