@@ -397,6 +397,11 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX campaign_instances_skipped ON campaign_instances (campaign_id) WHERE path = 'skip'",
     ],
   },
+  {
+    version: 16,
+    description: 'the certificates of a job, by an index: a job\'s start reads the newest one it created, which was a scan of every certificate (6 ms of CPU on PGlite at 50,000)',
+    statements: ['CREATE INDEX certificates_job ON certificates (job_id, created_at, creation_order) WHERE job_id IS NOT NULL'],
+  },
 ];
 
 /**

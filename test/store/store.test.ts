@@ -704,6 +704,24 @@ describe('store on pglite only', () => {
     assert.deepEqual(await second.instances.get(instance.id), instance);
     assert.deepEqual((await second.certificates.latest(instance.id))?.report, { kept: ['yes'] });
   });
+
+  test('a job\'s newest certificate is found through an index, not a scan of every certificate (PGlite never gathers statistics, so this is the plan a plane gets)', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const store = await opened('memory:', defer);
+    const instance = await newInstance(store);
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: new Date(), reason: 'index', requestedBy: 'test' });
+    const certificate = await store.certificates.create(instance.id, { jobId: job.id });
+    const scans = async () => {
+      await store.query('SELECT pg_stat_force_next_flush()');
+      const [row] = await store.query<{ seq_scan: string; idx_scan: string }>("SELECT seq_scan::text, idx_scan::text FROM pg_stat_user_tables WHERE relname = 'certificates'");
+      return { seq: Number(row!.seq_scan), index: Number(row!.idx_scan) };
+    };
+    const before = await scans();
+    assert.equal((await store.certificates.latestOfJob(job.id))?.id, certificate.id);
+    const after = await scans();
+    assert.equal(after.seq, before.seq, 'no sequential scan of the certificates');
+    assert.equal(after.index, before.index + 1);
+  });
 });
 
 describe('store on postgres only', () => {
