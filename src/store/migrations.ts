@@ -399,8 +399,11 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 16,
-    description: 'the certificates of a job, by an index: a job\'s start reads the newest one it created, which was a scan of every certificate (6 ms of CPU on PGlite at 50,000)',
-    statements: ['CREATE INDEX certificates_job ON certificates (job_id, created_at, creation_order) WHERE job_id IS NOT NULL'],
+    description: 'indexes for what every certificate reads on its way: the newest certificate of a job (its start scanned every certificate) and the newest installed certificate of an instance (PGlite, without statistics, intersected the status index, every installed certificate, with the instance\'s)',
+    statements: [
+      'CREATE INDEX certificates_job ON certificates (job_id, created_at, creation_order) WHERE job_id IS NOT NULL',
+      "CREATE INDEX certificates_installed ON certificates (instance_id, created_at, creation_order) WHERE status = 'installed'",
+    ],
   },
 ];
 

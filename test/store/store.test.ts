@@ -705,7 +705,7 @@ describe('store on pglite only', () => {
     assert.deepEqual((await second.certificates.latest(instance.id))?.report, { kept: ['yes'] });
   });
 
-  test('a job\'s newest certificate is found through an index, not a scan of every certificate (PGlite never gathers statistics, so this is the plan a plane gets)', TIMEOUT, async (t) => {
+  test('a job\'s newest certificate, and an instance\'s newest installed one, are found through indexes of their own, not a scan of every certificate or of every installed one (PGlite never gathers statistics, so these are the plans a plane gets)', TIMEOUT, async (t) => {
     const defer = cleanups(t);
     const store = await opened('memory:', defer);
     const instance = await newInstance(store);
@@ -721,6 +721,15 @@ describe('store on pglite only', () => {
     const after = await scans();
     assert.equal(after.seq, before.seq, 'no sequential scan of the certificates');
     assert.equal(after.index, before.index + 1);
+    await install(store, certificate);
+    const plans = await store.query<{ 'QUERY PLAN': string }>(
+      "EXPLAIN SELECT * FROM certificates WHERE instance_id = $1 AND status = 'installed' ORDER BY created_at DESC, creation_order DESC LIMIT 1",
+      [instance.id],
+    );
+    const plan = plans.map((row) => row['QUERY PLAN']).join('\n');
+    assert.match(plan, /Index Scan Backward using certificates_installed/, plan);
+    assert.doesNotMatch(plan, /certificates_status/, 'the status index (every installed certificate of the fleet) is not read');
+    assert.equal((await store.certificates.latestInstalled(instance.id))?.id, certificate.id);
   });
 });
 
