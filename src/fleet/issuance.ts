@@ -220,15 +220,26 @@ export class IssuanceCoordinator implements SessionHandler {
     // Read side by side: a job's start is a few round trips, and a campaign's pace is theirs.
     const [instance, [open]] = await Promise.all([this.#instance(instanceId), this.deps.store.certificates.open(instanceId)]);
     if (instance.decommissioned) throw decommissioned(instance);
-    let certificate = open ?? (await this.#create(instance.id, options));
-    if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
-      certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
+    let certificate: CertificateRecord;
+    // The new certificate's notification can arrive before the write returns: asked for just
+    // below, it needs no reconciliation of its own.
+    this.#requesting.add(instance.id);
+    try {
+      certificate = open ?? (await this.#create(instance.id, options));
+      if (options.jobId && certificate.status === 'pending' && !certificate.jobId) {
+        certificate = (await this.deps.store.certificates.attachJob(certificate.id, options.jobId, options.replacesCertificateId ?? null)) ?? certificate;
+      }
+      const session = this.deps.sessions.get(instance.id);
+      if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
+    } finally {
+      this.#requesting.delete(instance.id);
     }
-    const session = this.deps.sessions.get(instance.id);
-    if (session && certificate.status === 'pending') this.#askForCsr(session, instance, certificate);
-    else if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
+    if (ORDERING_STATES.includes(certificate.status)) await this.#resume(instance, certificate);
     return certificate;
   }
+
+  /** Instances whose requestIssue is between reading them and asking their agent: a wake-up for their pending certificate is that call's. */
+  readonly #requesting = new Set<string>();
 
   /** A new certificate for an instance that had no open one; a replica that wins the race to create it wins for both. */
   async #create(instanceId: string, link: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord> {
@@ -289,12 +300,12 @@ export class IssuanceCoordinator implements SessionHandler {
    * Something waits for an instance's agent (a notification, or the fallback pass found it):
    * reconciled here if its channel is here. Skipped without a query when this process asked
    * for exactly that already, or is ordering the certificate itself and delivers next, or
-   * its CSR request waits for room here (it is asked when room frees, from what the store
-   * holds then).
+   * is asking for its CSR right now (requestIssue), or its CSR request waits for room here
+   * (it is asked when room frees, from what the store holds then).
    */
   wake(work: { instanceId: string; id?: string; status?: CertificateRecord['status'] }, source: 'notification' | 'fallback' = 'notification'): void {
     if (!this.deps.sessions.get(work.instanceId)) return;
-    if (work.status === 'pending' && this.#deferred.has(work.instanceId) && this.room() <= 0) return;
+    if (work.status === 'pending' && (this.#requesting.has(work.instanceId) || (this.#deferred.has(work.instanceId) && this.room() <= 0))) return;
     const prompt = this.#prompted.get(work.instanceId);
     if (work.id !== undefined && (this.#running.has(work.id) || (prompt?.certificateId === work.id && prompt.status === work.status))) return;
     this.#woken.add(work.instanceId);

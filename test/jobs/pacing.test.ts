@@ -182,6 +182,32 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     assert.equal(coordinator.room(), 0, 'b\'s and c\'s CSR requests take the room again');
   });
 
+  test('the notification of a certificate requestIssue creates costs no reconciliation: the call asks the agent itself', async () => {
+    const { coordinator, calls } = coordinatorWithOneSlot(600_000);
+    const heard: string[] = [];
+    const unlisten = await plane.store.wakeups.listen(
+      (work) => {
+        heard.push(work.id);
+        coordinator.wake(work);
+      },
+      () => undefined,
+    );
+    try {
+      const agent = await connected('roomnotified');
+      calls.clear();
+      const certificate = await coordinator.requestIssue(agent.instanceId);
+      const request = await agent.channel.next('csr_request');
+      assert.equal(request.certificateId, certificate.id);
+      await eventually(async () => (heard.includes(certificate.id) ? true : undefined), 10_000, 20, 'the creation\'s notification');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(calls.get('instances.get'), 1, 'the instance was read by requestIssue alone');
+      assert.equal(calls.get('certificates.open'), 1, 'the open certificates were read by requestIssue alone');
+      assert.equal(agent.channel.frames.filter((frame) => frame.type === 'csr_request').length, 1);
+    } finally {
+      await unlisten();
+    }
+  });
+
   test('an agent that never answers holds room for one prompt interval from its first request, however often it is asked again', async () => {
     const promptAgainMs = 300;
     const { coordinator } = coordinatorWithOneSlot(promptAgainMs);
