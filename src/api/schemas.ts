@@ -3,6 +3,7 @@
  * responses, type the handlers and generate openapi.yaml.
  */
 import { z } from 'zod';
+import { LAST_SEEN_RESOLUTION_MS } from '../fleet/sessions.js';
 import { CERTIFICATE_STATES, FAILURE_REASONS, REVOCATION_REASON_NAMES, type FailureReasonName } from '../lifecycle/index.js';
 import { KeyAlgorithm } from '../channel/protocol.js';
 import { SERVED_STATUSES, checkHostname } from '../chain/index.js';
@@ -144,7 +145,10 @@ export const Instance = z
     agent: z.object({
       connected: z.boolean(),
       connectedAt: z.iso.datetime().nullable(),
-      lastSeenAt: z.iso.datetime().nullable().describe('when the agent last sent a message on its channel, to within 30 s (written for its first message on a connection, then at most every 30 s)'),
+      lastSeenAt: z.iso
+        .datetime()
+        .nullable()
+        .describe(`when the agent last sent a message on its channel, to within ${LAST_SEEN_RESOLUTION_MS / 1000} s (written for its first message on a connection, then at most every ${LAST_SEEN_RESOLUTION_MS / 1000} s)`),
       installedFingerprintSha256: z.string().nullable().describe('the leaf of the agent\'s live/fullchain.pem, as the agent last reported it: installed, which is not necessarily served (see `served`)'),
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),

@@ -207,17 +207,29 @@ const AUTHORITY_KEY_IDENTIFIER = forge.asn1.oidToDer('2.5.29.35').getBytes();
  * parse: only ARI's certID needs it, and a malformed AKI must not make a chain unparsable.
  */
 export function authorityKeyIdentifier(certificate: Pick<Certificate, 'der'>): Buffer | undefined {
-  const tbs = elements(elements(decode(certificate.der.toString('latin1')), forge.asn1.Type.SEQUENCE)[0], forge.asn1.Type.SEQUENCE);
-  const wrapper = tbs.find((element) => isContext(element, 3));
-  for (const extension of wrapper ? elements(elements(wrapper)[0], forge.asn1.Type.SEQUENCE) : []) {
-    const fields = elements(extension, forge.asn1.Type.SEQUENCE);
-    const [oid, octets] = [fields[0], fields[fields.length - 1]];
-    if (!isUniversal(oid, forge.asn1.Type.OID) || primitive(oid) !== AUTHORITY_KEY_IDENTIFIER || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) continue;
+  for (const { oid, octets } of extensionsOf(tbsOf(certificate.der))) {
+    if (oid !== AUTHORITY_KEY_IDENTIFIER) continue;
     // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING OPTIONAL, ... }
     const keyIdentifier = elements(decode(primitive(octets)), forge.asn1.Type.SEQUENCE).find((element) => isContext(element, 0));
     return keyIdentifier ? Buffer.from(primitive(keyIdentifier), 'latin1') : undefined;
   }
   return undefined;
+}
+
+/** The TBSCertificate's elements (RFC 5280 section 4.1). */
+function tbsOf(der: Buffer): forge.asn1.Asn1[] {
+  return elements(elements(decode(der.toString('latin1')), forge.asn1.Type.SEQUENCE)[0], forge.asn1.Type.SEQUENCE);
+}
+
+/** Each extension of a TBSCertificate: its OID as DER contents octets, and its extnValue OCTET STRING, undecoded. */
+function* extensionsOf(tbs: readonly forge.asn1.Asn1[]): Generator<{ oid: string; octets: forge.asn1.Asn1 }> {
+  const wrapper = tbs.find((element) => isContext(element, 3));
+  for (const extension of wrapper ? elements(elements(wrapper)[0], forge.asn1.Type.SEQUENCE) : []) {
+    const fields = elements(extension, forge.asn1.Type.SEQUENCE);
+    const [oid, octets] = [fields[0], fields[fields.length - 1]];
+    if (!isUniversal(oid, forge.asn1.Type.OID) || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) throw new Error('malformed extension');
+    yield { oid: primitive(oid), octets };
+  }
 }
 
 interface TbsFields {
@@ -249,21 +261,15 @@ const WANTED_EXTENSIONS: ReadonlyMap<string, string> = new Map(Object.values(OID
  * first sight, and so a fleet-wide what-if, twice the cost of node:crypto's checks.
  */
 function tbsFields(der: Buffer): TbsFields {
-  const certificate = decode(der.toString('latin1'));
-  const tbs = elements(elements(certificate, forge.asn1.Type.SEQUENCE)[0], forge.asn1.Type.SEQUENCE);
+  const tbs = tbsOf(der);
   const at = isContext(tbs[0], 0) ? 1 : 0;
   const [serial, , , validity, , spki] = tbs.slice(at);
   if (!isUniversal(serial, forge.asn1.Type.INTEGER) || !isUniversal(validity, forge.asn1.Type.SEQUENCE) || !isUniversal(spki, forge.asn1.Type.SEQUENCE)) throw new Error('not an X.509 TBSCertificate');
   const [notBefore, notAfter] = elements(validity, forge.asn1.Type.SEQUENCE).map(time);
   if (!notBefore || !notAfter) throw new Error('validity is not two times');
   const extensions = new Map<string, forge.asn1.Asn1>();
-  const wrapper = tbs.find((element) => isContext(element, 3));
-  const list = wrapper ? elements(elements(wrapper)[0], forge.asn1.Type.SEQUENCE) : [];
-  for (const extension of list) {
-    const fields = elements(extension, forge.asn1.Type.SEQUENCE);
-    const [oid, octets] = [fields[0], fields[fields.length - 1]];
-    if (!isUniversal(oid, forge.asn1.Type.OID) || !isUniversal(octets, forge.asn1.Type.OCTETSTRING)) throw new Error('malformed extension');
-    const wanted = WANTED_EXTENSIONS.get(primitive(oid));
+  for (const { oid, octets } of extensionsOf(tbs)) {
+    const wanted = WANTED_EXTENSIONS.get(oid);
     if (wanted === undefined) continue;
     // RFC 5280 section 4.2: an extension appears at most once; which copy a client honours is anyone's guess.
     if (extensions.has(wanted)) throw new Error(`extension ${wanted} appears twice`);

@@ -100,8 +100,10 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
  * Requests decoded and verified lately, by their exact PEM text, at most RECENT_CSR_LIMIT
  * (the oldest forgotten first): an agent's CSR is checked by the coordinator when it arrives
  * and again by the issuer before its order, and @peculiar/x509's decoding and the signature
- * check are most of what either costs. Only requests that passed are kept; the size and
- * name limits, which differ by caller, are checked on every call.
+ * check are most of what either costs. Only requests that decoded and whose signature
+ * verified are kept; the size and name limits, which differ by caller, are checked on every
+ * call, and the instance's policy by the coordinator. Every caller gets the same frozen
+ * object; its Buffers are shared too, to be read and never written.
  */
 const RECENT_CSRS = new Map<string, { parsed: ParsedCsr; entries: number }>();
 const RECENT_CSR_LIMIT = 256;
@@ -130,7 +132,7 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
   const names = requestedNames(csr, source);
   const spki = Buffer.from(csr.publicKey.rawData);
   const decoded = {
-    parsed: {
+    parsed: Object.freeze({
       pem: csr.toString('pem'),
       der: block.der,
       spkiSha256: sha256Hex(spki),
@@ -138,7 +140,7 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
       dnsNames: names.distinct,
       ipAddresses: names.addresses,
       keyDescription: describeKey(csr.publicKey.algorithm),
-    },
+    }),
     entries: names.entries,
   };
   RECENT_CSRS.set(pem, decoded);

@@ -340,7 +340,8 @@ export class IssuanceCoordinator implements SessionHandler {
     }
     const now = Date.now();
     for (const [instanceId, prompt] of this.#prompted) {
-      if (now - prompt.at < this.#promptAgainMs) continue;
+      // An order running here answered its prompt: nothing to ask again while it runs.
+      if (now - prompt.at < this.#promptAgainMs || this.#running.has(prompt.certificateId)) continue;
       // Gone from here: its next connection, wherever, prompts again.
       if (!this.deps.sessions.get(instanceId)) {
         this.#prompted.delete(instanceId);
@@ -481,9 +482,6 @@ export class IssuanceCoordinator implements SessionHandler {
       return;
     }
     this.#stageEnded(certificate.id, 'csr');
-    // Marked before the write: its own notification, which can arrive before the order is
-    // started just below, then finds the step expected here and costs no reconciliation.
-    this.#prompted.set(instance.id, { certificateId: certificate.id, status: 'csr_accepted', at: Date.now() });
     const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
     this.#stageEnded(certificate.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),

@@ -80,13 +80,14 @@ class Turns {
 
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
 
-/** One authenticated agent connection. */
 /**
  * How stale an instance's `agentLastSeenAt` may be while its agent keeps talking: a
- * connection writes it for its first message and then at most once in this time.
+ * connection writes it for its first message after authentication (any message) and then
+ * at most once in this time.
  */
 export const LAST_SEEN_RESOLUTION_MS = 30_000;
 
+/** One authenticated agent connection. */
 export class AgentSession {
   readonly #pending = new Map<string, { resolve: (answer: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
@@ -273,6 +274,13 @@ export class SessionRegistry {
             return;
           }
           if (message.type === 'auth') throw new CertplaneError(ErrorCode.CHANNEL_MESSAGE_UNEXPECTED, 'already authenticated');
+          const now = this.options.clock();
+          if (now.getTime() - seenWrittenAt >= LAST_SEEN_RESOLUTION_MS) {
+            seenWrittenAt = now.getTime();
+            // Not awaited: an answer the plane waits on (http01_ready) is not held behind a bookkeeping write.
+            const instanceId = session.instanceId;
+            void this.options.store.instances.touchAgent(instanceId, now).catch((error: unknown) => log.warn({ instanceId, err: (error as Error).message }, 'could not record when the agent was last seen'));
+          }
           if (message.type === 'http01_ready') {
             session.acknowledge(message.requestId);
             return;
@@ -286,11 +294,6 @@ export class SessionRegistry {
           if (message.type === 'identity_renewal') {
             await this.#renewIdentity(session, message.csrPem);
             return;
-          }
-          const now = this.options.clock();
-          if (now.getTime() - seenWrittenAt >= LAST_SEEN_RESOLUTION_MS) {
-            await this.options.store.instances.touchAgent(session.instanceId, now);
-            seenWrittenAt = now.getTime();
           }
           await this.#handler?.onMessage(session, message);
         } catch (error) {

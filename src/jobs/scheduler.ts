@@ -188,8 +188,11 @@ export class Scheduler {
       }
       if (job.kind === 'rechain') return await this.#rechain(job, started && isOpen(started.status) ? started : undefined);
       const certificate = await this.options.coordinator.requestIssue(job.instanceId, { jobId: job.id, replacesCertificateId: replaced?.id });
-      // A certificate created for this job, or adopted by it, was linked both ways as it was written.
-      if (certificate.jobId !== job.id) await this.options.store.jobs.attachCertificate(job.id, certificate.id);
+      // A certificate created for this job, or adopted by it, in this call was linked both ways
+      // as it was written. One the job had started before (a previous process, or a previous
+      // release that linked in two steps) may point at the job without the job pointing back.
+      const linkedAsWritten = certificate.jobId === job.id && certificate.id !== started?.id;
+      if (!linkedAsWritten && job.certificateId !== certificate.id) await this.options.store.jobs.attachCertificate(job.id, certificate.id);
       this.options.logger.info({ jobId: job.id, kind: job.kind, instanceId: job.instanceId, certificateId: certificate.id, campaignId: job.campaignId }, 'job started');
     } catch (error) {
       await this.options.lifecycle.onFailedJob(job, error);

@@ -690,7 +690,7 @@ class SqlStore implements Store {
         this.db.query<CertificateRow>(
           // The job's pointer is written in the same statement: its start needs no second round trip.
           `WITH created AS (INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id) VALUES ($1, $2, 'pending', $3::uuid, $4::uuid) RETURNING *),
-                linked AS (UPDATE jobs SET certificate_id = created.id, updated_at = now() FROM created WHERE jobs.id = created.job_id)
+                linked AS (UPDATE jobs SET certificate_id = created.id, updated_at = now() FROM created WHERE jobs.id = created.job_id AND jobs.state = 'running')
            SELECT * FROM created`,
           [randomUUID(), instanceId, link.jobId ?? null, link.replacesCertificateId ?? null],
         ),
@@ -831,7 +831,7 @@ class SqlStore implements Store {
       if (!UUID.test(id)) return undefined;
       const [row] = await this.db.query<CertificateRow>(
         `WITH attached AS (UPDATE certificates SET job_id = $2::uuid, replaces_certificate_id = $3::uuid, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING *),
-              linked AS (UPDATE jobs SET certificate_id = attached.id, updated_at = now() FROM attached WHERE jobs.id = attached.job_id)
+              linked AS (UPDATE jobs SET certificate_id = attached.id, updated_at = now() FROM attached WHERE jobs.id = attached.job_id AND jobs.state = 'running')
          SELECT * FROM attached`,
         [id, jobId, replacesCertificateId],
       );

@@ -407,7 +407,8 @@ export interface Store {
     /**
      * `link` names the job that asked and the certificate it replaces, written with the row so a
      * process dying right after cannot leave a job's certificate unlinked (its job, claimed
-     * again, finds it); the job's own pointer (`certificateId`) is written in the same statement.
+     * again, finds it); the job's own pointer (`certificateId`) is written in the same statement
+     * when the job is running (a job that failed or waits for its retry points at nothing).
      */
     create(instanceId: string, link?: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord>;
     /**
@@ -452,7 +453,7 @@ export interface Store {
      * one that took the order over; its event is stale.
      */
     apply(id: string, event: LifecycleEvent, fields?: CertificateUpdate, condition?: { leaseOwner: string }): Promise<CertificateRecord | undefined>;
-    /** Links a still-pending certificate to the job that asked for it (both ways: the job's `certificateId` too) and the certificate it replaces; no change of state. */
+    /** Links a still-pending certificate to the job that asked for it (both ways: the running job's `certificateId` too) and the certificate it replaces; no change of state. */
     attachJob(id: string, jobId: string, replacesCertificateId: string | null): Promise<CertificateRecord | undefined>;
     /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */
     setRenewal(id: string, renewal: { renewAt?: Date; ariRetryAt: Date | null }): Promise<void>;

@@ -139,7 +139,7 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
       onRoom: () => (roomFreed += 1),
     });
     plane.sessions.setHandler(coordinator);
-    return { coordinator, orders, roomFreed: () => roomFreed, calls: counted.calls };
+    return { coordinator, orders, roomFreed: () => roomFreed, calls: counted.calls, callsWith: counted.callsWith };
   };
 
   const csrFor = async (request: Record<string, any>) => createCsr(await generateKeyPair(), request.hostnames);
@@ -180,6 +180,25 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     assert.equal((await plane.store.certificates.get(toA.certificateId))?.status, 'failed');
     assert.ok(roomFreed() >= 1, 'the scheduler was told that room freed');
     assert.equal(coordinator.room(), 0, 'b\'s and c\'s CSR requests take the room again');
+  });
+
+  test('an order running here longer than the prompt interval is not reconciled by every fallback pass', async () => {
+    const promptAgainMs = 100;
+    const { coordinator, orders, callsWith } = coordinatorWithOneSlot(promptAgainMs);
+    const agent = await connected('roomlong');
+    await coordinator.requestIssue(agent.instanceId);
+    const request = await agent.channel.next('csr_request');
+    agent.channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await csrFor(request) });
+    await eventually(async () => (orders.length === 1 ? true : undefined), 10_000, 20, 'the order to reach the CA');
+    await new Promise((resolve) => setTimeout(resolve, promptAgainMs * 2));
+    callsWith.clear();
+    await coordinator.reconcileChanged();
+    await coordinator.reconcileChanged();
+    // Other tests' instances share the store (and this pass): only this one's reads count.
+    assert.equal(callsWith.get(`instances.get ${agent.instanceId}`) ?? 0, 0, 'the prompt this order answered is not asked again while it runs');
+    assert.equal(callsWith.get(`certificates.open ${agent.instanceId}`) ?? 0, 0);
+    orders[0]!(new Error('the CA is unreachable'));
+    await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.status === 'failed' ? true : undefined), 10_000, 20, 'the order to end');
   });
 
   test('the notification of a certificate requestIssue creates costs no reconciliation: the call asks the agent itself', async () => {

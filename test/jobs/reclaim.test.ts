@@ -109,6 +109,26 @@ describe('a job claimed again after its process died', () => {
     assert.equal(reclaimed?.certificateId, certificate.id);
   });
 
+  test('whose certificate points at it while it does not point back (linked in two steps by an older release, the second never run) links it, so it is not claimed again every lease', async () => {
+    const instance = await store.instances.create({ name: 'halflinked', hostnames: ['halflinked.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
+    const started = new Date();
+    const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
+    // Created while the job was queued: the certificate names the job, the job names nothing.
+    const certificate = await store.certificates.create(instance.id, { jobId: job.id });
+    await store.jobs.claimDue('a process that died', started, CLAIM_MS, 10);
+    await setTimeout(CLAIM_MS * 2); // the dead process's claim lapses, on the database's clock
+    assert.equal((await store.jobs.get(job.id))?.certificateId, null);
+    const coordinator = {
+      requestIssue: async (instanceId: string) => (await store.certificates.open(instanceId))[0]!,
+      reconcileChanged: async () => undefined,
+    };
+    const later = () => new Date(started.getTime() + 5_000);
+    await new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later }).tick();
+    const reclaimed = await store.jobs.get(job.id);
+    assert.equal(reclaimed?.state, 'running');
+    assert.equal(reclaimed?.certificateId, certificate.id, 'the job points at its certificate again');
+  });
+
   /**
    * A job whose certificate settled, its process dead before it settled the job. A scheduler's
    * `leaseMs` is also how long ago (by the database's clock) the certificate must have settled

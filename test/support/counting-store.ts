@@ -2,9 +2,14 @@
 
 import type { Store } from '../../src/store/types.js';
 
-/** The store with every call of a namespaced method (store.certificates.open, ...) counted by name. */
-export function countingStore(store: Store): { store: Store; calls: Map<string, number>; total(): number } {
+/**
+ * The store with every call of a namespaced method (store.certificates.open, ...) counted by
+ * name, and by name and first argument in `callsWith` (`certificates.open <instance id>`),
+ * for a test that shares its store with others' records.
+ */
+export function countingStore(store: Store): { store: Store; calls: Map<string, number>; callsWith: Map<string, number>; total(): number } {
   const calls = new Map<string, number>();
+  const callsWith = new Map<string, number>();
   const wrap = (namespace: string, target: object) =>
     new Proxy(target, {
       get(object, property, receiver) {
@@ -13,6 +18,8 @@ export function countingStore(store: Store): { store: Store; calls: Map<string, 
         return (...args: unknown[]) => {
           const name = `${namespace}.${String(property)}`;
           calls.set(name, (calls.get(name) ?? 0) + 1);
+          const withFirst = `${name} ${String(args[0])}`;
+          callsWith.set(withFirst, (callsWith.get(withFirst) ?? 0) + 1);
           return (value as (...a: unknown[]) => unknown).apply(object, args);
         };
       },
@@ -24,5 +31,5 @@ export function countingStore(store: Store): { store: Store; calls: Map<string, 
       return typeof value === 'object' && value !== null ? wrap(String(property), value) : value;
     },
   });
-  return { store: counted, calls, total: () => [...calls.values()].reduce((sum, n) => sum + n, 0) };
+  return { store: counted, calls, callsWith, total: () => [...calls.values()].reduce((sum, n) => sum + n, 0) };
 }
