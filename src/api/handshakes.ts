@@ -1,18 +1,24 @@
 /**
- * A bound on the TLS handshakes the listener serves at once. Node's TLS server starts a
- * handshake for every connection it accepts, and OpenSSL does the work of every ClientHello
- * that is ready in the same turn of the event loop: when 10,000 agents redial after a
- * restart, that turn lasts many seconds (about 1.6 ms of CPU per handshake here), timers and
- * authentications wait behind it, and agents give up their handshakes and dial again, which
- * costs the plane the same work once more. Here a storm becomes a queue instead: accepted
- * connections wait unread (the server is created with `pauseOnConnect`) and are handed to
- * the TLS server a few at a time, through its documented `connection` event.
+ * A bound on the TLS handshakes the listener has in progress. Node accepts one connection
+ * per turn of the event loop (libuv 1.45 and later), but nothing bounds the handshakes
+ * already started: in a storm the agents answer late (their own machines are busy), their
+ * replies arrive together, and the plane does the TLS work of all of them in one turn of
+ * the loop (about 1.6 ms of CPU per full handshake here). With 10,000 agents redialling
+ * after a restart such turns lasted seconds: timers and authentications waited behind them,
+ * agents gave up their handshakes and dialled again, which cost the plane the same work
+ * once more. Here a storm becomes a queue instead: accepted connections wait unread (the
+ * server is created with `pauseOnConnect`) and are handed to the TLS server when a
+ * handshake ends, through its documented `connection` event.
  */
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 
 export interface HandshakeLimits {
-  /** Handshakes in progress at once; the longest turn a storm can cause is about this many handshakes' work. */
+  /**
+   * Handshakes in progress at once: the longest turn a storm can cause is about this many
+   * handshakes' work. A handshake holds its place while its client answers, so too few
+   * places leave the plane idle behind slow clients.
+   */
   readonly concurrent: number;
   /**
    * A connection that waited longer than this is closed unread: its agent has probably given
@@ -25,17 +31,14 @@ export interface HandshakeLimits {
 }
 
 /**
- * 64 handshakes are about 100 ms of one core here, and enough in flight to keep the core busy
- * while agents on loaded machines answer; the waits are below the agent's 15 s.
+ * 256 handshakes are about 0.4 s of one core here. With 64, a 10,000-agent storm kept the
+ * loop's longest turn under 0.7 s, but the plane sat mostly idle behind agents slow to
+ * answer. The waits are below the agent's 15 s.
  */
-export const DEFAULT_HANDSHAKE_LIMITS: HandshakeLimits = { concurrent: 64, maxWaitMs: 10_000, timeoutMs: 10_000 };
+export const DEFAULT_HANDSHAKE_LIMITS: HandshakeLimits = { concurrent: 256, maxWaitMs: 10_000, timeoutMs: 10_000 };
 
 /** The queue in front of the TLS server. */
 export interface HandshakeQueue {
-  /** Connections accepted and not yet handed to TLS. */
-  readonly waiting: number;
-  /** Handshakes handed to TLS and not yet finished. */
-  readonly inProgress: number;
   /** Closes the connections still waiting, and every one accepted from now on (the listener is closing). */
   close(): void;
 }
@@ -94,12 +97,6 @@ export function limitHandshakes(server: TlsServer, limits: HandshakeLimits, now:
   server.on('tlsClientError', (_error: Error, socket: TLSSocket) => settle(socket));
 
   return {
-    get waiting() {
-      return queue.length - head;
-    },
-    get inProgress() {
-      return inProgress;
-    },
     close() {
       closed = true;
       for (let i = head; i < queue.length; i += 1) queue[i]!.socket.destroy();
