@@ -17,6 +17,7 @@ import { Revocations } from './fleet/revocation.js';
 import { ServedChecks } from './fleet/served.js';
 import { SessionRegistry, type ChannelMetrics, type SessionOptions } from './fleet/sessions.js';
 import { buildApi } from './api/app.js';
+import type { HandshakeLimits } from './api/handshakes.js';
 import { FleetMetrics, metricsSource } from './api/metrics.js';
 import { isWildcardHost, startMetricsListener } from './api/metrics-listener.js';
 import { PageCursors } from './api/cursors.js';
@@ -213,8 +214,9 @@ export interface PlaneSettings {
    * Seams for tests, never set by `certplane serve` (the rooms' defaults hold there): the
    * channel's timings, how long a revocation waits for the agent's signature, the burst of
    * served-chain reports judged at once, an observer of ignored reports (counted in the
-   * channel's rejection metric either way), and `wakeups: false` for a process whose
-   * database notifications never arrive, so a test sees what the fallback pass alone does.
+   * channel's rejection metric either way), `wakeups: false` for a process whose
+   * database notifications never arrive, so a test sees what the fallback pass alone does,
+   * and the listener's handshake limits.
    */
   readonly tuning?: {
     readonly wakeups?: boolean;
@@ -222,6 +224,7 @@ export interface PlaneSettings {
     readonly signingTimeoutMs?: number;
     readonly servedBurst?: number;
     readonly onServedRejected?: (code: string) => void;
+    readonly handshakes?: HandshakeLimits;
   };
 }
 
@@ -322,7 +325,7 @@ export async function wirePlane(resources: PlaneResources, settings: PlaneSettin
   started.add('revocation watch', sessions.watchRevocations());
   // Per process (agents, stages) and per fleet (read from the database at every scrape: the same on every process).
   const metricsServed = metricsSource(registry, new FleetMetrics({ store, clock }));
-  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsServed, logger, clock, enrollmentTtlMs: settings.enrollmentTtlMs, tls: settings.tls, publicUrl: settings.publicUrl, maxNamesPerCertificate: acme.maxNamesPerCertificate });
+  const app = await buildApi({ store, coordinator, revocations, campaigns, cursors, sessions, ca, trust, trustEvaluation, metrics: metricsServed, logger, clock, enrollmentTtlMs: settings.enrollmentTtlMs, tls: settings.tls, publicUrl: settings.publicUrl, maxNamesPerCertificate: acme.maxNamesPerCertificate, handshakes: tuning.handshakes });
   started.add('listener and agent channels', async () => {
     sessions.closeAll('management plane shutting down');
     await app.close();

@@ -8,6 +8,7 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import type { Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { AgentCa } from '../fleet/ca.js';
 import type { IssuanceCoordinator } from '../fleet/issuance.js';
@@ -20,6 +21,7 @@ import type { SessionRegistry } from '../fleet/sessions.js';
 import type { Store } from '../store/types.js';
 import { refusePrivateKey } from '../untrusted-text.js';
 import { authenticate, peerFingerprint } from './auth.js';
+import { DEFAULT_HANDSHAKE_LIMITS, limitHandshakes, type HandshakeLimits } from './handshakes.js';
 import type { PageCursors } from './cursors.js';
 import { errorHandler, frameworkErrorHandler, sendProblem } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
@@ -57,6 +59,8 @@ export interface ApiDependencies {
   readonly publicUrl?: string;
   /** Distinct hostnames one instance may register: every certificate carries them all (CERTPLANE_MAX_NAMES_PER_CERTIFICATE). */
   readonly maxNamesPerCertificate?: number;
+  /** How many TLS handshakes are served at once and how long a connection may wait for its turn (./handshakes.ts); the defaults otherwise. */
+  readonly handshakes?: HandshakeLimits;
 }
 
 export const API_VERSION = '0.1.0';
@@ -64,13 +68,16 @@ export const API_VERSION = '0.1.0';
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
 export async function buildApi(deps: ApiDependencies) {
+  const handshakes = deps.handshakes ?? DEFAULT_HANDSHAKE_LIMITS;
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: BODY_LIMIT_BYTES,
     frameworkErrors: frameworkErrorHandler,
     // Any client certificate passes the handshake; the auth hook answers 401/403 in HTTP.
-    ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem, requestCert: true, rejectUnauthorized: false } } : {}),
+    // Accepted connections stay unread until the handshake queue hands them to TLS.
+    ...(deps.tls ? { https: { cert: deps.tls.certPem, key: deps.tls.keyPem, requestCert: true, rejectUnauthorized: false, pauseOnConnect: true, handshakeTimeout: handshakes.timeoutMs } } : {}),
   }).withTypeProvider<ZodTypeProvider>();
+  const handshakeQueue = deps.tls ? limitHandshakes(app.server as unknown as TlsServer, handshakes) : undefined;
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(errorHandler);
@@ -114,6 +121,7 @@ export async function buildApi(deps: ApiDependencies) {
   await app.register(operationsRoutes, { store, metrics: deps.metrics });
   const channel = attachChannel(app.server, deps);
   app.addHook('onClose', async () => {
+    handshakeQueue?.close();
     for (const client of channel.clients) client.terminate();
     channel.close();
   });

@@ -16,6 +16,7 @@ import type { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import type { SessionRegistry } from '../../src/fleet/sessions.js';
 import type { buildApi } from '../../src/api/app.js';
+import type { HandshakeLimits } from '../../src/api/handshakes.js';
 import type { Campaigns } from '../../src/jobs/campaigns.js';
 import type { Rechains } from '../../src/jobs/rechain.js';
 import type { TrustEvaluation } from '../../src/jobs/trust.js';
@@ -93,9 +94,11 @@ export async function startTestPlane(
     onTrustChange?: 'report' | 'rechain';
     /** False: the plane never hears the database's notifications, as if every one were lost (default: it listens, as `certplane serve` does). */
     wakeups?: boolean;
+    /** The listener's TLS handshake limits (the plane's defaults otherwise). */
+    handshakes?: HandshakeLimits;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, ...channel } = options;
+  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, handshakes, ...channel } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences, fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
@@ -117,7 +120,7 @@ export async function startTestPlane(
         shutdownGraceMs: TEST_SHUTDOWN_GRACE_MS,
         tls,
         onTrustChange,
-        tuning: { channel, signingTimeoutMs, servedBurst, onServedRejected: servedRejected, wakeups },
+        tuning: { channel, signingTimeoutMs, servedBurst, onServedRejected: servedRejected, wakeups, handshakes },
       },
       started,
     );
