@@ -32,6 +32,7 @@ import { escapeControlCharacters } from '../untrusted-text.js';
 import { processName } from '../process-name.js';
 import type { AgentMessage } from '../channel/protocol.js';
 import { SessionRegistry, type AgentSession, type SessionHandler } from './sessions.js';
+import { Slots } from './slots.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { DEFAULT_ISSUANCE_CONCURRENCY } from '../config/config.js';
 
@@ -807,34 +808,4 @@ async function settledWithin(promises: readonly Promise<unknown>[], ms: number):
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.allSettled(promises), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
-}
-
-/**
- * At most `limit` orders at once in this process, first come first served: enough to keep
- * the CA busy without a campaign of thousands opening thousands of orders (and their polls)
- * at the same moment. A certificate waiting here holds no lease.
- */
-class Slots {
-  readonly limit: number;
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(limit: number) {
-    this.limit = Math.max(1, limit);
-    this.#free = this.limit;
-  }
-
-  /** Resolves with the release of a slot once one is free. */
-  async acquire(): Promise<() => void> {
-    if (this.#free > 0) this.#free -= 1;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free += 1;
-    };
-  }
 }

@@ -13,6 +13,7 @@ import type { AgentCertificateRecord, Store } from '../store/types.js';
 import type { AgentCa, AgentIdentity } from './ca.js';
 import { AgentMessage, CloseCode, PROTOCOL_VERSION, ServerMessage, authPayload, decodeMessage, encodeMessage, identityRenewalOpensAt } from '../channel/protocol.js';
 import { ErrorCode, channelCloseOf } from '../error-catalogue.js';
+import { Slots } from './slots.js';
 
 /**
  * At most one agent certificate renewal per instance in this time. The lifetime rule allows one
@@ -55,28 +56,6 @@ export interface SessionOptions {
  * that brought the work back (9,528 in one 10,000-agent storm). Bounded, the rest wait here.
  */
 export const AUTHENTICATIONS_AT_ONCE = 16;
-
-/** At most `limit` tasks at once, the rest in arrival order. */
-class Turns {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(limit: number) {
-    this.#free = limit;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free -= 1;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free += 1;
-    }
-  }
-}
 
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
 
@@ -182,10 +161,10 @@ export class SessionRegistry {
   /** Until when a session's renewal requests are refused without work: one renewal per connection, and refusals are not re-examined early. */
   readonly #renewalHeldUntil = new WeakMap<AgentSession, Date>();
   #handler: SessionHandler | undefined;
-  readonly #authentications: Turns;
+  readonly #authentications: Slots;
 
   constructor(private readonly options: SessionOptions) {
-    this.#authentications = new Turns(options.authenticationsAtOnce ?? AUTHENTICATIONS_AT_ONCE);
+    this.#authentications = new Slots(options.authenticationsAtOnce ?? AUTHENTICATIONS_AT_ONCE);
   }
 
   /** Set once by the composition root: the coordinator and the registry know each other. */

@@ -48,7 +48,12 @@ describe('agent channel under a reconnect storm', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await new Promise((resolve) => wss.once('listening', resolve));
     wss.on('connection', (socket) => registry.accept(socket, '127.0.0.1'));
-    return { registry, url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, connected: () => connected, open: () => wss.clients.size, close: () => new Promise((resolve) => wss.close(resolve)) };
+    /** Cuts the agents' connections and waits until the registry has released every session. */
+    const release = async (channels: readonly { socket: { terminate(): void } }[]) => {
+      for (const channel of channels) channel.socket.terminate();
+      await eventually(async () => (connected === 0 ? true : undefined), 10_000, 20, 'the sessions to be released');
+    };
+    return { registry, url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, connected: () => connected, open: () => wss.clients.size, release, close: () => new Promise((resolve) => wss.close(resolve)) };
   };
 
   test('a connection closed while its authentication waits for the store leaves no session, count or connected mark behind', async () => {
@@ -84,8 +89,7 @@ describe('agent channel under a reconnect storm', async () => {
       const welcome = await channel.next('welcome', 10_000);
       assert.equal(welcome.instanceId, agent.instanceId);
       assert.equal(server.connected(), 1);
-      channel.socket.terminate();
-      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
+      await server.release([channel]);
     } finally {
       await server.close();
     }
@@ -104,8 +108,7 @@ describe('agent channel under a reconnect storm', async () => {
       const answer = await channel.next(['welcome', 'error'], 10_000).catch(async () => ({ type: 'closed', ...(await channel.closed) }));
       assert.equal(answer.type, 'welcome', `the plane answered ${JSON.stringify(answer)}`);
       assert.equal(server.connected(), 1);
-      channel.socket.terminate();
-      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the session to be released');
+      await server.release([channel]);
     } finally {
       await server.close();
     }
@@ -141,8 +144,7 @@ describe('agent channel under a reconnect storm', async () => {
       assert.deepEqual(welcomes.map((welcome) => welcome.instanceId).sort(), agents.map((agent) => agent.instanceId).sort());
       assert.equal(mostInStore, 1);
       assert.equal(server.connected(), 3);
-      for (const channel of channels) channel.socket.terminate();
-      await eventually(async () => (server.connected() === 0 ? true : undefined), 10_000, 20, 'the sessions to be released');
+      await server.release(channels);
     } finally {
       open();
       for (const channel of channels) channel.socket.terminate();

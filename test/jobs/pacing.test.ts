@@ -15,6 +15,7 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { countingStore } from '../support/counting-store.js';
+import { recordingCoordinator } from '../support/lifecycle.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 
@@ -29,20 +30,6 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
     await store.close();
   });
 
-  /** A coordinator with the room `room()` says, recording which instances it was asked to issue for. */
-  const recordingCoordinator = (room: () => number) => {
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-      room,
-    };
-    return { requested, coordinator };
-  };
-
   test('10 due jobs and room for 3: 3 are started, the rest stay queued until room frees, then are claimed at once (not at the next interval), by claims alone', async () => {
     const now = new Date();
     const jobIds: string[] = [];
@@ -51,7 +38,7 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
       jobIds.push((await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
     }
     let capacity = 3;
-    const { requested, coordinator } = recordingCoordinator(() => Math.max(0, capacity - requested.length));
+    const { requested, coordinator } = recordingCoordinator(store, () => Math.max(0, capacity - requested.length));
     let ariReads = 0;
     const counted: Store = { ...store, certificates: Object.assign(Object.create(store.certificates), { ariDue: (...args: Parameters<Store['certificates']['ariDue']>) => ((ariReads += 1), store.certificates.ariDue(...args)) }) };
     // An interval far longer than the test: anything claimed after the first tick was claimed because room freed.
@@ -89,7 +76,7 @@ describe('the scheduler claims no more jobs than the coordinator has room for', 
       reissueIds.push((await store.jobs.enqueue({ kind: 'reissue', instanceId: other.id, dueAt: now, reason: 'pacing', requestedBy: 'test' })).job.id);
     }
     const rechained: string[] = [];
-    const { requested, coordinator } = recordingCoordinator(() => 0);
+    const { requested, coordinator } = recordingCoordinator(store, () => 0);
     const rechains = { run: async (job: { instanceId: string }) => (rechained.push(job.instanceId), 'current' as const) };
     const scheduler = new Scheduler({ store, coordinator, rechains, lifecycle: new JobLifecycle({ store, logger, clock: () => new Date() }), logger, clock: () => new Date() });
     await scheduler.tick();

@@ -14,7 +14,7 @@ import pino from 'pino';
 import { JobLifecycle } from '../../src/jobs/lifecycle.js';
 import { Scheduler } from '../../src/jobs/scheduler.js';
 import { openStore, type CertificateRecord, type Store } from '../../src/store/index.js';
-import { advance } from '../support/lifecycle.js';
+import { advance, recordingCoordinator } from '../support/lifecycle.js';
 import { leaf, pem, root } from '../support/hierarchies.js';
 import { parseCertificateBundle } from '../../src/chain/index.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
@@ -32,18 +32,6 @@ describe('a job claimed again after its process died', () => {
     await store.close();
   });
 
-  /** A coordinator that records which instances it was asked to issue for, and creates their certificates. */
-  const recordingCoordinator = () => {
-    const requested: string[] = [];
-    const coordinator = {
-      requestIssue: async (instanceId: string) => {
-        requested.push(instanceId);
-        return store.certificates.create(instanceId);
-      },
-      reconcileChanged: async () => undefined,
-    };
-    return { requested, coordinator };
-  };
 
   test('finds its certificate installed by another process and completes, without ordering a second one', async () => {
     const instance = await store.instances.create({ name: 'reclaimed', hostnames: ['reclaimed.jobs.test'], cluster: null, keyAlgorithm: 'ecdsa-p256' });
@@ -59,7 +47,7 @@ describe('a job claimed again after its process died', () => {
     assert.equal((await store.jobs.get(job.id))?.certificateId, certificate.id, 'the job points at the certificate created for it');
     await advance(store, certificate.id, 'installed');
 
-    const { requested, coordinator } = recordingCoordinator();
+    const { requested, coordinator } = recordingCoordinator(store);
     const later = () => new Date(started.getTime() + 5_000);
     // Linked, the job is claimed again once its certificate has been settled for a lease (0 here: long enough).
     const scheduler = new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: later }), logger, clock: later, leaseMs: 0 });
@@ -76,7 +64,7 @@ describe('a job claimed again after its process died', () => {
     const started = new Date();
     const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: started, reason: 'rehearsal', requestedBy: 'test' });
     await store.jobs.claimDue('a live process', started, 60_000, 10);
-    const { requested, coordinator } = recordingCoordinator();
+    const { requested, coordinator } = recordingCoordinator(store);
     const ahead = () => new Date(started.getTime() + 3_600_000);
     await new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock: ahead }), logger, clock: ahead }).tick();
     assert.deepEqual(requested, []);
@@ -144,7 +132,7 @@ describe('a job claimed again after its process died', () => {
     await store.certificates.attachJob(certificate.id, job.id, null);
     await store.jobs.attachCertificate(job.id, certificate.id);
     await settle(certificate.id);
-    const { requested, coordinator } = recordingCoordinator();
+    const { requested, coordinator } = recordingCoordinator(store);
     const schedulerAt = (ms: number, leaseMs: number) => {
       const clock = () => new Date(started.getTime() + ms);
       return new Scheduler({ store, coordinator, lifecycle: new JobLifecycle({ store, logger, clock }), logger, clock, leaseMs });

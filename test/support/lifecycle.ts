@@ -24,3 +24,21 @@ export async function advance(store: Store, certificateId: string, target: Certi
   }
   return record as CertificateRecord;
 }
+
+/**
+ * A scheduler's coordinator for tests without agents: it records which instances it was
+ * asked to issue for and creates their certificates; `room`, when given, is what it says it
+ * has room for.
+ */
+export function recordingCoordinator(store: Store, room?: () => number) {
+  const requested: string[] = [];
+  const coordinator = {
+    requestIssue: async (instanceId: string) => {
+      requested.push(instanceId);
+      return store.certificates.create(instanceId);
+    },
+    reconcileChanged: async () => undefined,
+    ...(room ? { room } : {}),
+  };
+  return { requested, coordinator };
+}
