@@ -98,9 +98,14 @@ export interface IssuedCertificate {
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * 16 random bytes read as a positive DER INTEGER that is already minimal: the first byte is
+ * 0x01 to 0x7f, so the encoding needs no 0x00 in front and has none to drop. (Masking only the
+ * high bit left 1 serial in 128 starting 0x00, which parsers then print two ways.)
+ */
 function randomSerial(): string {
   const bytes = webcrypto.getRandomValues(new Uint8Array(16));
-  bytes[0] = (bytes[0] ?? 0) & 0x7f;
+  bytes[0] = ((bytes[0] ?? 0) & 0x7f) || 0x01;
   return Buffer.from(bytes).toString('hex');
 }
 

@@ -83,6 +83,18 @@ describe('parsed facts agree with @peculiar/x509', async () => {
     });
   }
 
+  test('a serial whose first byte has the high bit set keeps its 0x00 (the INTEGER\'s content octets, as ARI needs); @peculiar/x509 prints the magnitude', async () => {
+    for (const serialNumber of ['ff01', '80', '7f', '0100']) {
+      const issued = await issueCertificate({ subject: 'CN=serial.example.test', key: await generateKeyPair(), issuer: restricted.asIssuer, serialNumber });
+      clearCertificateCache();
+      const [parsed] = parseCertificateBundle(issued.pem);
+      const expected = parseInt(serialNumber.slice(0, 2), 16) >= 0x80 ? `00${serialNumber}` : serialNumber;
+      assert.equal(parsed!.serialNumber, expected);
+      assert.deepEqual(facts(parsed!), { ...oracle(parsed!.der), serialNumber: expected });
+      assert.equal(oracle(parsed!.der).serialNumber, serialNumber);
+    }
+  });
+
   test('GeneralizedTime validity (after 2049) reads as the same instant', () => {
     const [parsed] = parseCertificateBundle(farRoot.pem);
     assert.equal(parsed!.notAfter.toISOString(), '2061-03-04T05:06:07.000Z');
