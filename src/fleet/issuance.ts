@@ -206,8 +206,7 @@ export class IssuanceCoordinator implements SessionHandler {
    * undefined (a prompt sent again); the first stage seen for a certificate taken over midway
    * is not reported, only marked.
    */
-  #stageEnded(certificateId: string, stage: IssuanceStage | undefined): void {
-    const now = performance.now();
+  #stageEnded(certificateId: string, stage: IssuanceStage | undefined, now = performance.now()): void {
     const marks = this.#marks.get(certificateId);
     if (marks && stage) this.deps.metrics?.stage(stage, (now - marks.last) / 1000);
     this.#marks.set(certificateId, { ...(marks?.started === undefined ? {} : { started: marks.started }), last: now });
@@ -527,12 +526,11 @@ export class IssuanceCoordinator implements SessionHandler {
     let holding = false;
     let parked = false;
     let verified: CertificateRecord | undefined;
-    let releasing: Promise<void> = Promise.resolve();
     let keeping: Promise<void> = Promise.resolve();
     const owned = { leaseOwner: this.owner };
     /** Applies an event of this order; one that no longer applies means the order is no longer this process's to write. */
-    const record = async (event: LifecycleEvent, fields: CertificateUpdate) => {
-      const moved = await store.certificates.apply(certificate.id, event, fields, owned);
+    const record = async (event: LifecycleEvent | readonly [LifecycleEvent, ...LifecycleEvent[]], fields: CertificateUpdate, releaseLease = false) => {
+      const moved = await store.certificates.apply(certificate.id, event, fields, releaseLease ? { ...owned, releaseLease } : owned);
       if (!moved && !signal.aborted) controller.abort(stopped('lease_lost'));
       signal.throwIfAborted();
       return moved;
@@ -543,20 +541,18 @@ export class IssuanceCoordinator implements SessionHandler {
     try {
       signal.throwIfAborted();
       // The lease comes back with the record as it is under it (the record in hand may predate
-      // the previous holder's last step), in one statement. The job (first attempt or retry,
-      // for the limiter) is read alongside: its id never changes once the CSR is accepted.
-      const reading = certificate.jobId ? store.jobs.get(certificate.jobId) : Promise.resolve(undefined);
-      reading.catch(() => undefined);
-      const current = await store.certificates.leaseAndRead(certificate.id, this.owner, this.#leaseMs);
-      if (!current) {
+      // the previous holder's last step) and its job's failed attempts (first attempt or retry,
+      // for the limiter), in one statement.
+      const leased = await store.certificates.leaseForOrder(certificate.id, this.owner, this.#leaseMs);
+      if (!leased) {
         log.debug('another process holds the lease; it is ordering');
         return;
       }
-      // Held from here on, so the finally below releases it whatever fails next (the job's read included).
+      // Held from here on, so the finally below releases it whatever fails next.
       holding = true;
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
-      const job = await reading;
+      const { certificate: current, jobAttempts } = leased;
       if (!ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
@@ -565,7 +561,7 @@ export class IssuanceCoordinator implements SessionHandler {
       const replacing = plan.action === 'new' ? this.#replacesFor(current) : Promise.resolve(undefined);
       replacing.catch(() => undefined);
       if (plan.action === 'new') {
-        const refusal = await this.#orderBudget(instance, job);
+        const refusal = await this.#orderBudget(instance, jobAttempts);
         if (refusal) {
           parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
           log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
@@ -595,15 +591,24 @@ export class IssuanceCoordinator implements SessionHandler {
         onStage: (stage) => this.#stageEnded(certificate.id, stage),
       });
       const leaf = parseCertificateBundle(issued.fullchainPem)[0]!;
-      verified = await record('chain_verified', {
-        fullchainPem: issued.fullchainPem,
-        fingerprintSha256: leaf.fingerprintSha256,
-        notBefore: leaf.notBefore,
-        notAfter: leaf.notAfter,
-        anchorCN: issued.report.anchor?.subjectCN ?? null,
-        report: withoutPem(issued.report),
-        lastError: null,
-      });
+      // The order's last write gives its lease up; with the agent connected here, the chain is
+      // also marked delivered in it, and sent right after (one write where there were three).
+      const here = this.deps.sessions.get(instance.id) !== undefined;
+      verified = await record(
+        here ? ['chain_verified', 'delivered'] : 'chain_verified',
+        {
+          fullchainPem: issued.fullchainPem,
+          fingerprintSha256: leaf.fingerprintSha256,
+          notBefore: leaf.notBefore,
+          notAfter: leaf.notAfter,
+          anchorCN: issued.report.anchor?.subjectCN ?? null,
+          report: withoutPem(issued.report),
+          lastError: null,
+          ...(here ? { deliveredAt: clock() } : {}),
+        },
+        true,
+      );
+      holding = false;
       // Every offered chain is kept (public, and what a trust change needs later without the CA).
       // A failure to keep them is logged, never a failure of the certificate just issued. Kept
       // while the chain is delivered (nothing on the way to the agent reads them), and awaited
@@ -637,19 +642,14 @@ export class IssuanceCoordinator implements SessionHandler {
     } finally {
       release();
       clearInterval(renewal);
-      if (holding && !parked) {
-        const released = store.certificates.release(certificate.id, this.owner).catch(() => undefined);
-        // An issued certificate goes to its agent while the lease is given up; it is awaited below either way.
-        if (verified) releasing = released;
-        else await released;
-      }
+      if (holding && !parked) await store.certificates.release(certificate.id, this.owner).catch(() => undefined);
     }
     // Outside the order's failure handling: a delivery that does not reach the agent now is
     // sent again when it reconnects; it must never fail a certificate already issued.
     const session = this.deps.sessions.get(instance.id);
-    if (verified && session) await this.#deliver(session, verified).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
+    if (verified && session) await this.#deliver(session, verified, true).catch((error: unknown) => log.warn({ err: (error as Error).message }, 'delivery did not reach the agent; it is sent again when it reconnects'));
     else if (verified) log.info('agent offline; the certificate is delivered when it reconnects');
-    await Promise.all([releasing, keeping]);
+    await keeping;
   }
 
   /** Extends the lease of a running order; finding it held by another process stops the order (this one stalled past its lease). */
@@ -668,10 +668,10 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /** Asks the rate limiter for one more order for these names (a retry when its job has failed before): undefined when granted, else until when to wait. */
-  async #orderBudget(instance: InstanceRecord, job: { attempts: number } | undefined): Promise<{ retryAt: Date; limitedBy: string } | undefined> {
+  async #orderBudget(instance: InstanceRecord, jobAttempts: number | null): Promise<{ retryAt: Date; limitedBy: string } | undefined> {
     const gate = this.deps.gate;
     if (!gate) return undefined;
-    const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: job && job.attempts > 0 ? 'retry' : 'first' });
+    const answer = await gate.acquire({ hostnames: [...instance.hostnames], attempt: jobAttempts !== null && jobAttempts > 0 ? 'retry' : 'first' });
     if (answer.granted) {
       this.deps.logger.debug({ instanceId: instance.id, names: [...instance.hostnames], decidedAt: answer.decidedAt.getTime() }, 'order granted by the rate limiter');
       return undefined;
@@ -697,28 +697,34 @@ export class IssuanceCoordinator implements SessionHandler {
     });
   }
 
+  /**
+   * The agent says it installed the certificate: one write when it is true (this instance's
+   * certificate, with this fingerprint, delivered), which also supersedes the one installed
+   * before and records the fingerprint as the instance's. Only when that write moves nothing
+   * is the certificate read, to tell a foreign one (refused), another fingerprint (logged) and a
+   * repeated acknowledgement (the fingerprint is still what the agent has) apart.
+   */
   async #onInstalled(session: AgentSession, certificateId: string, fingerprintSha256: string): Promise<void> {
-    const certificate = await this.#certificateOf(session.instanceId, certificateId);
-    if (certificate.fingerprintSha256 !== fingerprintSha256) {
-      this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
+    const arrived = performance.now();
+    const installed = await this.deps.store.certificates.apply(certificateId, 'installed', { installedAt: this.deps.clock() }, { instanceId: session.instanceId, fingerprintSha256 });
+    if (!installed) {
+      const certificate = await this.#certificateOf(session.instanceId, certificateId);
+      if (certificate.fingerprintSha256 !== fingerprintSha256) {
+        this.deps.logger.warn({ instanceId: session.instanceId, certificateId, reported: fingerprintSha256, expected: certificate.fingerprintSha256 }, 'agent acknowledged another fingerprint');
+        return;
+      }
+      await this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256);
       return;
     }
-    this.#stageEnded(certificate.id, 'install');
-    // Independent writes, side by side: what the agent reports it has, and the certificate's step.
-    const [installed] = await Promise.all([
-      this.deps.store.certificates.apply(certificate.id, 'installed', { installedAt: this.deps.clock() }),
-      this.deps.store.instances.setInstalledFingerprint(session.instanceId, fingerprintSha256),
-    ]);
-    if (installed) {
-      this.#answered(session.instanceId, certificate.id);
-      this.#stageEnded(certificate.id, 'acknowledge');
-      const started = this.#marks.get(certificate.id)?.started;
-      if (started !== undefined) this.deps.metrics?.stage('end_to_end', (performance.now() - started) / 1000);
-      this.#marks.delete(certificate.id);
-      this.deps.metrics?.issuance('installed');
-      await this.deps.listener?.onInstalled(installed);
-      this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
-    }
+    this.#stageEnded(installed.id, 'install', arrived);
+    this.#answered(session.instanceId, installed.id);
+    this.#stageEnded(installed.id, 'acknowledge');
+    const started = this.#marks.get(installed.id)?.started;
+    if (started !== undefined) this.deps.metrics?.stage('end_to_end', (performance.now() - started) / 1000);
+    this.#marks.delete(installed.id);
+    this.deps.metrics?.issuance('installed');
+    await this.deps.listener?.onInstalled(installed);
+    this.deps.logger.info({ instanceId: session.instanceId, certificateId, fingerprint: fingerprintSha256 }, 'agent installed the certificate');
   }
 
   /** The certificate settled: nothing left to prompt for. */
@@ -745,12 +751,12 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /** Sends the chain (again, after a reconnect or an unanswered delivery); an issued certificate becomes delivered first. */
-  async #deliver(session: AgentSession, issued: CertificateRecord): Promise<void> {
+  async #deliver(session: AgentSession, issued: CertificateRecord, fresh = issued.status === 'issued'): Promise<void> {
     const certificate = issued.status === 'issued' ? await this.deps.store.certificates.apply(issued.id, 'delivered', { deliveredAt: this.deps.clock() }) : issued;
     if (!certificate?.fullchainPem || !certificate.fingerprintSha256) return;
     this.#prompted.set(certificate.instanceId, { certificateId: certificate.id, status: certificate.status, at: Date.now() });
     session.send({ type: 'deliver', certificateId: certificate.id, fullchainPem: certificate.fullchainPem, fingerprintSha256: certificate.fingerprintSha256 });
-    this.#stageEnded(certificate.id, issued.status === 'issued' ? 'delivery' : undefined);
+    this.#stageEnded(certificate.id, fresh ? 'delivery' : undefined);
     this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id }, 'certificate sent to agent');
   }
 

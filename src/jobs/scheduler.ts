@@ -177,9 +177,9 @@ export class Scheduler {
       // failed attempt has no certificate, and its earlier attempts' certificates are history
       // (an installed one of its own, found without the pointer, means the work was done).
       // What the job points at (or else the newest certificate it started) and what the
-      // instance has installed, read side by side.
+      // instance has installed, read in one statement.
       const { certificates } = this.options.store;
-      const [found, replaced] = await Promise.all([job.certificateId ? certificates.get(job.certificateId) : certificates.latestOfJob(job.id), certificates.latestInstalled(job.instanceId)]);
+      const { found, installed: replaced } = await certificates.ofJob(job);
       const attached = job.certificateId ? found : undefined;
       const started = found ?? (job.certificateId ? await certificates.latestOfJob(job.id) : undefined);
       if (started && ((attached !== undefined && !isOpen(started.status)) || started.status === 'installed')) {

@@ -52,6 +52,22 @@ export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: reado
 };
 
 /**
+ * The arc of several events applied one after the other in one write (an issued chain
+ * delivered at once to an agent connected here: `chain_verified` then `delivered`): the states
+ * the first event may leave, and the state the last one enters. Each step is an arc of the
+ * table, checked here, so a composed write can go nowhere the events one by one could not.
+ */
+export function composedArc(events: readonly [LifecycleEvent, ...LifecycleEvent[]]): { readonly from: readonly CertificateState[]; readonly to: CertificateState } {
+  const [first, ...rest] = events;
+  let to = TRANSITIONS[first].to;
+  for (const event of rest) {
+    if (!TRANSITIONS[event].from.includes(to)) throw refusal(to, event);
+    to = TRANSITIONS[event].to;
+  }
+  return { from: TRANSITIONS[first].from, to };
+}
+
+/**
  * How a certificate record comes into being, and the state it starts in. `requested`: a new
  * certificate, waiting for its agent's CSR. `rechained`: the same signed certificate (same
  * leaf, same key) on another chain the CA offered for it and certplane kept: nothing to

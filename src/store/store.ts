@@ -13,7 +13,7 @@ import { openDatabase, type Database, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { servedStandingNow } from '../chain/index.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
-import { AT_RISK_FRACTION, CERTIFICATE_STATES, ENTRIES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
+import { AT_RISK_FRACTION, CERTIFICATE_STATES, ENTRIES, OPEN_STATES, ORDERING_STATES, TRANSITIONS, classify, composedArc, refusal, type CertificateState, type FailureReason, type RevocationRecord } from '../lifecycle/index.js';
 import {
   type AgentCertificateRecord,
   type ApiClientRecord,
@@ -757,6 +757,22 @@ class SqlStore implements Store {
       const [row] = await this.db.query<CertificateRow>('SELECT * FROM certificates WHERE job_id = $1 ORDER BY created_at DESC, creation_order DESC LIMIT 1', [jobId]);
       return row && toCertificate(row);
     },
+    ofJob: async (job) => {
+      if (!UUID.test(job.id) || !UUID.test(job.instanceId) || (job.certificateId !== null && !UUID.test(job.certificateId))) return {};
+      // Both reads in one statement, each through its own index (certificates_job, certificates_installed).
+      const found = job.certificateId === null ? 'SELECT * FROM certificates WHERE job_id = $1::uuid ORDER BY created_at DESC, creation_order DESC LIMIT 1' : 'SELECT * FROM certificates WHERE id = $1::uuid';
+      const rows = await this.db.query<CertificateRow & { role: 'found' | 'installed' }>(
+        `SELECT 'found' AS role, f.* FROM (${found}) AS f
+         UNION ALL
+         SELECT 'installed' AS role, i.* FROM (SELECT * FROM certificates WHERE instance_id = $2::uuid AND status = 'installed' ORDER BY created_at DESC, creation_order DESC LIMIT 1) AS i`,
+        [job.certificateId ?? job.id, job.instanceId],
+      );
+      const of = (role: 'found' | 'installed') => {
+        const row = rows.find((r) => r.role === role);
+        return row && toCertificate(row);
+      };
+      return { found: of('found'), installed: of('installed') };
+    },
     countByStatus: async () => {
       const rows = await this.db.query<{ status: CertificateState; n: number }>('SELECT status, count(*)::int AS n FROM certificates GROUP BY status ORDER BY status');
       return Object.fromEntries(rows.map((row) => [row.status, row.n]));
@@ -789,10 +805,11 @@ class SqlStore implements Store {
       ]);
       return rows.map(toCertificate);
     },
-    apply: async (id, event, fields = {}, condition) => {
+    apply: async (id, event, fields = {}, condition = {}) => {
       if (!UUID.test(id)) return undefined;
-      if (event === 'failed' && (!fields.failure || !fields.lastError)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, 'a failed event needs a typed failure and a message');
-      const { from, to } = TRANSITIONS[event];
+      const events = typeof event === 'string' ? ([event] as const) : event;
+      if (events.includes('failed') && (!fields.failure || !fields.lastError)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, 'a failed event needs a typed failure and a message');
+      const { from, to } = composedArc(events);
       const params: unknown[] = [id, [...from], to];
       const assignments = ['status = $3', 'updated_at = now()', 'state_changed_at = now()'];
       for (const [key, [column, type]] of Object.entries(UPDATE_COLUMNS) as [keyof CertificateUpdate, readonly [string, string]][]) {
@@ -802,29 +819,41 @@ class SqlStore implements Store {
         params.push(type === 'jsonb' && value !== null ? JSON.stringify(value) : value);
         assignments.push(type === 'jsonb' ? `${column} = $${params.length}::text::jsonb` : `${column} = $${params.length}::${type}`);
       }
-      let leaseClause = '';
-      if (condition) {
-        params.push(condition.leaseOwner);
-        leaseClause = ` AND lease_owner = $${params.length}`;
+      const conditions = ['id = $1', 'status = ANY($2::text[])'];
+      for (const [key, column] of [['leaseOwner', 'lease_owner'], ['instanceId', 'instance_id'], ['fingerprintSha256', 'fingerprint_sha256']] as const) {
+        const value = condition[key];
+        if (value === undefined) continue;
+        if (key === 'instanceId' && !UUID.test(value)) return undefined;
+        params.push(value);
+        conditions.push(`${column} = $${params.length}${key === 'instanceId' ? '::uuid' : ''}`);
       }
-      const update = `UPDATE certificates SET ${assignments.join(', ')} WHERE id = $1 AND status = ANY($2::text[])${leaseClause} RETURNING *`;
-      const moved =
-        event !== 'installed'
-          ? (await this.db.query<CertificateRow>(update, params))[0]
-          : await this.db.transaction(async (tx) => {
-              const [row] = await tx.query<CertificateRow>(update, params);
-              // The instance serves one certificate: the one it had before is superseded in the same step.
-              if (row) {
-                await tx.query(
-                  'UPDATE certificates SET status = $3, updated_at = now(), state_changed_at = now() WHERE instance_id = $1 AND id <> $2 AND status = ANY($4::text[])',
-                  [row.instance_id, row.id, TRANSITIONS.superseded.to, [...TRANSITIONS.superseded.from]],
-                );
-              }
-              return row;
-            });
+      if (condition.releaseLease) {
+        if (condition.leaseOwner === undefined) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, 'only the holder of a lease releases it: releaseLease needs leaseOwner');
+        assignments.push('lease_owner = NULL', 'lease_until = NULL');
+      }
+      const update = `UPDATE certificates SET ${assignments.join(', ')} WHERE ${conditions.join(' AND ')} RETURNING *`;
+      let moved: CertificateRow | undefined;
+      if (to !== 'installed') {
+        [moved] = await this.db.query<CertificateRow>(update, params);
+      } else {
+        // One statement: the instance serves one certificate, so the one it had before is
+        // superseded in the same step, and the instance's installed fingerprint becomes this one's
+        // (the agent acknowledged exactly it).
+        params.push(TRANSITIONS.superseded.to, [...TRANSITIONS.superseded.from]);
+        [moved] = await this.db.query<CertificateRow>(
+          `WITH moved AS (${update}),
+                superseded AS (UPDATE certificates c SET status = $${params.length - 1}, updated_at = now(), state_changed_at = now() FROM moved
+                               WHERE c.instance_id = moved.instance_id AND c.id <> moved.id AND c.status = ANY($${params.length}::text[])),
+                recorded AS (UPDATE instances i SET installed_fingerprint_sha256 = moved.fingerprint_sha256 FROM moved WHERE i.id = moved.instance_id)
+           SELECT * FROM moved`,
+          params,
+        );
+      }
       if (moved) return toCertificate(moved);
-      const [current] = await this.db.query<{ status: CertificateState }>('SELECT status FROM certificates WHERE id = $1', [id]);
-      if (current && classify(current.status, event) === 'refused') throw refusal(current.status, event);
+      const [current] = await this.db.query<{ status: CertificateState; instance_id: string; fingerprint_sha256: string | null }>('SELECT status, instance_id, fingerprint_sha256 FROM certificates WHERE id = $1', [id]);
+      // Not the certificate the condition names (another instance's, another fingerprint): not this caller's to move, nor to learn the state of.
+      if (!current || (condition.instanceId !== undefined && current.instance_id !== condition.instanceId) || (condition.fingerprintSha256 !== undefined && current.fingerprint_sha256 !== condition.fingerprintSha256)) return undefined;
+      if (classify(current.status, events[0]) === 'refused') throw refusal(current.status, events[0]);
       return undefined;
     },
     attachJob: async (id, jobId, replacesCertificateId) => {
@@ -845,9 +874,9 @@ class SqlStore implements Store {
       );
     },
     lease: async (id, owner, durationMs) => (await this.leaseCertificate(id, owner, durationMs, 'id')).length === 1,
-    leaseAndRead: async (id, owner, durationMs) => {
-      const [row] = await this.leaseCertificate<CertificateRow>(id, owner, durationMs, '*');
-      return row && toCertificate(row);
+    leaseForOrder: async (id, owner, durationMs) => {
+      const [row] = await this.leaseCertificate<CertificateRow & { job_attempts: number | null }>(id, owner, durationMs, '*, (SELECT attempts FROM jobs WHERE jobs.id = certificates.job_id) AS job_attempts');
+      return row && { certificate: toCertificate(row), jobAttempts: row.job_attempts };
     },
     renewLease: async (id, owner, durationMs) => {
       if (!UUID.test(id)) return false;
@@ -951,7 +980,7 @@ class SqlStore implements Store {
    * compares against the same time, so a process whose clock runs ahead can neither steal a
    * live lease nor keep a lapsed one.
    */
-  private async leaseCertificate<T = Record<string, unknown>>(id: string, owner: string, durationMs: number, columns: 'id' | '*'): Promise<T[]> {
+  private async leaseCertificate<T = Record<string, unknown>>(id: string, owner: string, durationMs: number, columns: string): Promise<T[]> {
     if (!UUID.test(id)) return [];
     return this.db.query<T & Record<string, unknown>>(
       `UPDATE certificates SET lease_owner = $2, lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now()

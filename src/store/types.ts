@@ -227,6 +227,21 @@ export type CertificateUpdate = Partial<
   >
 >;
 
+/** What must also hold for `certificates.apply` to move a certificate. */
+export interface ApplyCondition {
+  /**
+   * Only while this process holds the certificate's lease: a process that lost its lease
+   * (stalled, cut off) can no longer write over the one that took the order over; its event is stale.
+   */
+  readonly leaseOwner?: string;
+  /** Gives the lease up in the same write (the holder's last step of the order); needs `leaseOwner`. */
+  readonly releaseLease?: boolean;
+  /** Only a certificate of this instance: an agent speaks for its own instance. */
+  readonly instanceId?: string;
+  /** Only the certificate with this fingerprint (the one an agent says it installed). */
+  readonly fingerprintSha256?: string;
+}
+
 export interface AgentCertificateRecord {
   readonly fingerprintSha256: string;
   readonly instanceId: string;
@@ -439,6 +454,12 @@ export interface Store {
      * without certificates are absent): what one page of the listing shows.
      */
     latestOf(instanceIds: readonly string[]): Promise<Map<string, { readonly latest?: CertificateRecord; readonly installed?: CertificateRecord }>>;
+    /**
+     * What a job's start reads, in one statement: `found`, the certificate the job points at
+     * (without a pointer, the newest it started), and `installed`, its instance's newest
+     * installed certificate.
+     */
+    ofJob(job: { readonly id: string; readonly instanceId: string; readonly certificateId: string | null }): Promise<{ readonly found?: CertificateRecord; readonly installed?: CertificateRecord }>;
     /** Certificates of the instance still in an open status, oldest first. */
     open(instanceId: string): Promise<CertificateRecord[]>;
     /**
@@ -446,13 +467,14 @@ export interface Store {
      * transition table gives (setting `fields`) only if it is in one of the states the event
      * may leave. Undefined when the event is stale (another actor, or a repeated message,
      * got there first: this is what makes delivery idempotent); LIFECYCLE_TRANSITION_REFUSED
-     * when the table has no such arc from the current state. `installed` also supersedes the
-     * instance's previously installed certificate; `failed` needs `failure` and `lastError`.
-     * With `leaseOwner`, the event applies only while that process holds the certificate's
-     * lease: a process that lost its lease (stalled, cut off) can no longer write over the
-     * one that took the order over; its event is stale.
+     * when the table has no such arc from the current state. Several events (in the table's
+     * order, lifecycle/machine.ts `composedArc`) are applied as one write. `installed` also
+     * supersedes the instance's previously installed certificate and records its fingerprint
+     * as the instance's installed one, in the same statement; `failed` needs `failure` and
+     * `lastError`. The condition narrows what may move (see ApplyCondition); a certificate it
+     * does not name is left alone and its state is not told (undefined).
      */
-    apply(id: string, event: LifecycleEvent, fields?: CertificateUpdate, condition?: { leaseOwner: string }): Promise<CertificateRecord | undefined>;
+    apply(id: string, event: LifecycleEvent | readonly [LifecycleEvent, ...LifecycleEvent[]], fields?: CertificateUpdate, condition?: ApplyCondition): Promise<CertificateRecord | undefined>;
     /** Links a still-pending certificate to the job that asked for it (both ways: the running job's `certificateId` too) and the certificate it replaces; no change of state. */
     attachJob(id: string, jobId: string, replacesCertificateId: string | null): Promise<CertificateRecord | undefined>;
     /** Records when an installed certificate renews and when to ask the CA's renewal information again; no change of state. */
@@ -465,8 +487,12 @@ export interface Store {
      * parked. Expiry and lapse are read on the database's clock, the one clock every process shares.
      */
     lease(id: string, owner: string, durationMs: number): Promise<boolean>;
-    /** `lease`, returning the certificate as it stands under the new lease (undefined: not taken), so the holder reads it in the same round trip. */
-    leaseAndRead(id: string, owner: string, durationMs: number): Promise<CertificateRecord | undefined>;
+    /**
+     * `lease`, returning the certificate as it stands under the new lease (undefined: not
+     * taken) and the failed attempts of the job it answers (null: no job), so the holder reads
+     * what an order needs in the same statement.
+     */
+    leaseForOrder(id: string, owner: string, durationMs: number): Promise<{ readonly certificate: CertificateRecord; readonly jobAttempts: number | null } | undefined>;
     /**
      * Extends (or shortens) `owner`'s lease to `durationMs` from now on the database's clock:
      * false when another process holds it now, so the caller knows it lost the work.

@@ -69,10 +69,11 @@ describe('served-chain reports on the agent channel', async () => {
     assert.deepEqual((await view(agent.instanceId)).served, { status: 'unchecked', checkedAt: null, fingerprintSha256: null, anchor: null, problems: [] });
     const matched = await report(channel, agent, [{ target: '127.0.0.1:5432', sni: 'served-honest.example.com', certificates: der(server.cert, ca) }]);
     assert.deepEqual([matched.served.status, matched.served.fingerprintSha256, matched.served.anchor, matched.served.problems], ['match', fingerprintSha256, 'Served Test Root', []]);
-    assert.equal(matched.agent.installedFingerprintSha256, null, 'what the agent installed is its own report (status), not the probe');
+    assert.equal(matched.agent.installedFingerprintSha256, fingerprintSha256, 'what the agent installed is what it acknowledged (or reports in status), never a probe');
     const old = await leaf(ca, ['served-honest.example.com']);
     const stale = await report(channel, agent, [{ target: '127.0.0.1:5432', sni: 'served-honest.example.com', certificates: der(old.cert, ca) }]);
     assert.equal(stale.served.status, 'stale');
+    assert.equal(stale.agent.installedFingerprintSha256, fingerprintSha256, 'a probe of another leaf does not change what the agent installed');
     assert.deepEqual(stale.served.problems.map((p: any) => [p.code, p.target, p.sni]), [[ErrorCode.SERVED_STALE, '127.0.0.1:5432', 'served-honest.example.com']]);
     const listed = (await plane.app.inject({ method: 'GET', url: '/v1/instances?limit=500' })).json().items.find((i: any) => i.id === agent.instanceId);
     assert.equal(listed.served.status, 'stale');

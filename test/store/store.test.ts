@@ -402,16 +402,62 @@ for (const engine of [pglite, postgres]) {
       assert.equal((await store.certificates.get(certificate.id))?.leaseOwner, null);
     });
 
-    test('certificates: leaseAndRead takes the lease like lease and returns the record as it stands under it', TIMEOUT, async () => {
-      const certificate = await store.certificates.create((await newInstance(store)).id);
+    test('certificates: leaseForOrder takes the lease like lease and returns the record as it stands under it, with its job\'s failed attempts', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: new Date(), reason: 'lease', requestedBy: 'test' });
+      await store.jobs.fail(job.id, 'the CA was away', new Date(), { reason: 'CaUnreachable', code: ErrorCode.ACME_UNREACHABLE });
+      const certificate = await store.certificates.create(instance.id, { jobId: job.id });
       await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'accepted before the lease' });
-      const results = await Promise.all([store.certificates.leaseAndRead(certificate.id, 'a', 60_000), store.certificates.leaseAndRead(certificate.id, 'b', 60_000)]);
-      const taken = results.filter((record) => record !== undefined);
+      const results = await Promise.all([store.certificates.leaseForOrder(certificate.id, 'a', 60_000), store.certificates.leaseForOrder(certificate.id, 'b', 60_000)]);
+      const taken = results.filter((leased) => leased !== undefined);
       assert.equal(taken.length, 1, 'exactly one of two racing processes gets the lease');
-      assert.equal(taken[0]?.status, 'csr_accepted', 'the record read under the lease, not the one in hand');
-      assert.equal(taken[0]?.csrPem, 'accepted before the lease');
-      assert.equal(taken[0]?.leaseOwner, results[0] ? 'a' : 'b', 'with the lease it just took');
-      assert.equal(await store.certificates.leaseAndRead(certificate.id, taken[0]!.leaseOwner === 'a' ? 'b' : 'a', 60_000), undefined, 'a live lease is not taken');
+      assert.equal(taken[0]?.certificate.status, 'csr_accepted', 'the record read under the lease, not the one in hand');
+      assert.equal(taken[0]?.certificate.csrPem, 'accepted before the lease');
+      assert.equal(taken[0]?.certificate.leaseOwner, results[0] ? 'a' : 'b', 'with the lease it just took');
+      assert.equal(taken[0]?.jobAttempts, 1, 'the job failed once before: the order is a retry');
+      assert.equal(await store.certificates.leaseForOrder(certificate.id, taken[0]!.certificate.leaseOwner === 'a' ? 'b' : 'a', 60_000), undefined, 'a live lease is not taken');
+      const alone = await store.certificates.create((await newInstance(store)).id);
+      assert.equal((await store.certificates.leaseForOrder(alone.id, 'a', 60_000))?.jobAttempts, null, 'no job: null');
+    });
+
+    test('certificates: events applied together move along the table in one write, the lease given up in it; a sequence outside the table is refused and writes nothing', TIMEOUT, async () => {
+      const certificate = await store.certificates.create((await newInstance(store)).id);
+      await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'csr' });
+      assert.ok(await store.certificates.lease(certificate.id, 'holder', 60_000));
+      await store.certificates.apply(certificate.id, 'order_created', { orderUrl: 'https://ca.example/order/1' }, { leaseOwner: 'holder' });
+      await rejectsWith(store.certificates.apply(certificate.id, ['order_created', 'installed']), ErrorCode.LIFECYCLE_TRANSITION_REFUSED, (message) => assert.match(message, /ordering cannot take the event installed/));
+      await rejectsWith(store.certificates.apply(certificate.id, 'chain_verified', {}, { releaseLease: true }), ErrorCode.STORE_INVALID_VALUE);
+      const deliveredAt = new Date('2026-12-03T04:00:00.000Z');
+      assert.equal(await store.certificates.apply(certificate.id, ['chain_verified', 'delivered'], { fullchainPem: 'chain', deliveredAt }, { leaseOwner: 'another', releaseLease: true }), undefined, 'not the holder: nothing moves');
+      const delivered = await store.certificates.apply(certificate.id, ['chain_verified', 'delivered'], { fullchainPem: 'chain', deliveredAt }, { leaseOwner: 'holder', releaseLease: true });
+      assert.equal(delivered?.status, 'delivered');
+      assert.equal(delivered?.fullchainPem, 'chain');
+      assert.deepEqual(delivered?.deliveredAt, deliveredAt);
+      assert.equal(delivered?.leaseOwner, null, 'the lease was given up in the same write');
+      assert.equal(delivered?.leaseUntil, null);
+      assert.equal(await store.certificates.apply(certificate.id, ['chain_verified', 'delivered'], { fullchainPem: 'again' }), undefined, 'repeated: stale');
+    });
+
+    test('certificates: an install names its instance and fingerprint; it supersedes the one installed before and records the fingerprint on the instance in the same write, and tells nothing of a certificate it does not name', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const stranger = await newInstance(store);
+      const first = await store.certificates.create(instance.id);
+      await install(store, first);
+      const second = await store.certificates.create(instance.id);
+      const fingerprintSha256 = 'ab'.repeat(32);
+      await store.certificates.apply(second.id, 'csr_accepted', { csrPem: 'csr' });
+      await store.certificates.apply(second.id, 'order_created', { orderUrl: 'https://ca.example/order/2' });
+      await store.certificates.apply(second.id, 'chain_verified', { fullchainPem: 'chain', fingerprintSha256 });
+      // Issued, not delivered: installing it is outside the table, yet nobody but its own agent learns that.
+      assert.equal(await store.certificates.apply(second.id, 'installed', { installedAt: new Date() }, { instanceId: stranger.id, fingerprintSha256 }), undefined, 'another instance\'s agent: nothing moves, nothing told');
+      assert.equal(await store.certificates.apply(second.id, 'installed', { installedAt: new Date() }, { instanceId: instance.id, fingerprintSha256: 'cd'.repeat(32) }), undefined, 'another fingerprint: nothing moves');
+      await rejectsWith(store.certificates.apply(second.id, 'installed', { installedAt: new Date() }, { instanceId: instance.id, fingerprintSha256 }), ErrorCode.LIFECYCLE_TRANSITION_REFUSED);
+      await store.certificates.apply(second.id, 'delivered', { deliveredAt: new Date() });
+      const installed = await store.certificates.apply(second.id, 'installed', { installedAt: new Date() }, { instanceId: instance.id, fingerprintSha256 });
+      assert.equal(installed?.status, 'installed');
+      assert.equal((await store.certificates.get(first.id))?.status, 'superseded');
+      assert.equal((await store.instances.get(instance.id))?.installedFingerprintSha256, fingerprintSha256);
+      assert.equal((await store.instances.get(stranger.id))?.installedFingerprintSha256, null);
     });
 
     test('certificates: of two racing CSRs for one pending certificate exactly one is accepted', TIMEOUT, async () => {
@@ -736,6 +782,18 @@ describe('store on pglite only', () => {
     const afterInstalled = await scans();
     assert.equal(afterInstalled.installed, installed.installed + 1, 'read through certificates_installed');
     assert.equal(afterInstalled.seq, installed.seq, 'no sequential scan of the certificates');
+    // A job's start reads both in one statement, through the same two indexes.
+    const { found, installed: newest } = await store.certificates.ofJob({ id: job.id, instanceId: instance.id, certificateId: null });
+    assert.deepEqual([found?.id, newest?.id], [certificate.id, certificate.id]);
+    const afterBoth = await scans();
+    assert.deepEqual([afterBoth.job, afterBoth.installed, afterBoth.seq], [afterInstalled.job + 1, afterInstalled.installed + 1, afterInstalled.seq], 'one read through each index, no sequential scan');
+    const pointed = await store.certificates.ofJob({ id: job.id, instanceId: instance.id, certificateId: certificate.id });
+    assert.deepEqual([pointed.found?.id, pointed.installed?.id], [certificate.id, certificate.id]);
+    const other = await newInstance(store);
+    const elsewhere = await store.certificates.ofJob({ id: job.id, instanceId: other.id, certificateId: null });
+    assert.equal(elsewhere.found?.id, certificate.id);
+    assert.equal(elsewhere.installed, undefined, 'an instance with nothing installed');
+    assert.deepEqual(await store.certificates.ofJob({ id: 'not-a-uuid', instanceId: other.id, certificateId: null }), {});
   });
 });
 

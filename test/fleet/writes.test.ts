@@ -1,0 +1,107 @@
+/**
+ * What one certificate writes on its way, counted, not timed: on PGlite each statement is
+ * CPU the plane spends, and on PostgreSQL a round trip. An order whose agent is connected to
+ * the process that ordered ends in one write (chain verified, delivered, lease given up), and
+ * the agent's acknowledgement is one write (installed, the one before superseded, the
+ * instance's installed fingerprint), read only when it does not apply. The store is the real
+ * one (in-memory PGlite), the channel a real WebSocket over TLS, the issuer a double
+ * returning a real chain for the agent's CSR.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import type { IssuedChain } from '../../src/acme/issuer.js';
+import { parseCertificateBundle, requireSelection, selectChain } from '../../src/chain/index.js';
+import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
+import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
+import { countingStore } from '../support/counting-store.js';
+import { intermediate, leafForCsr, root } from '../support/hierarchies.js';
+import { eventually } from '../support/processes.js';
+import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
+
+const logger = pino({ level: 'silent' });
+
+describe('the writes of one certificate', () => {
+  let plane: TestPlane;
+  let chainFor: (csrPem: string) => Promise<IssuedChain>;
+
+  before(async () => {
+    // No notifications: only the coordinator made here acts on the agents.
+    plane = await startTestPlane({ wakeups: false });
+    const anchor = await root('Writes Test Root');
+    const issuing = await intermediate('Writes Test CA', anchor);
+    const trustAnchors = parseCertificateBundle(anchor.pem);
+    chainFor = async (csrPem) => {
+      const leaf = await leafForCsr(issuing, csrPem);
+      const chain = parseCertificateBundle(leaf.pem + issuing.pem);
+      const selection = selectChain([chain], { preferences: ['Writes Test Root'], trustAnchors, at: new Date(), hostnames: chain[0]!.dnsNames });
+      const { report } = requireSelection(selection, ['Writes Test Root']);
+      const pem = leaf.pem + issuing.pem;
+      return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [pem], offered: [{ index: 0, pem, topIssuerCN: 'Writes Test Root', selected: true, verification: {} }], trustFingerprint: 'writes test', orderUrl: 'https://ca.test/order/w', certificateUrl: 'https://ca.test/cert/w' };
+    };
+  });
+  after(() => plane.close());
+
+  test('an order for an agent connected here ends in one write, and its acknowledgement is one more', async () => {
+    const counted = countingStore(plane.store);
+    const applied: unknown[] = [];
+    const certificates = Object.assign(Object.create(counted.store.certificates), {
+      apply: (...args: Parameters<typeof plane.store.certificates.apply>) => (applied.push(args[1]), counted.store.certificates.apply(...args)),
+    }) as typeof plane.store.certificates;
+    const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/w'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-one');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      const before = await plane.store.certificates.create(agent.instanceId);
+      const earlier = await plane.store.certificates.get(before.id);
+      assert.ok(earlier);
+      // An installed certificate before this one, which the acknowledgement supersedes.
+      for (const event of ['csr_accepted', 'order_created', 'chain_verified', 'delivered', 'installed'] as const) await plane.store.certificates.apply(before.id, event, { fingerprintSha256: 'ee'.repeat(32), installedAt: new Date() });
+
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      counted.calls.clear();
+      applied.length = 0;
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      const delivered = await channel.next('deliver');
+      const stored = await plane.store.certificates.get(delivered.certificateId);
+      assert.equal(stored?.status, 'delivered');
+      assert.equal(stored?.leaseOwner, null, 'the lease was given up');
+      assert.deepEqual(applied, ['csr_accepted', 'order_created', ['chain_verified', 'delivered']], 'the chain was verified and delivered in one write');
+      assert.equal(counted.calls.get('certificates.release') ?? 0, 0, 'the lease was given up in that write, not in one of its own');
+      assert.equal(counted.calls.get('jobs.get') ?? 0, 0, 'the job\'s attempts came with the lease');
+
+      counted.calls.clear();
+      applied.length = 0;
+      channel.send({ type: 'installed', certificateId: delivered.certificateId, fingerprintSha256: delivered.fingerprintSha256 });
+      const installed = await eventually(async () => {
+        const record = await plane.store.certificates.get(delivered.certificateId);
+        return record?.status === 'installed' ? record : undefined;
+      }, 10_000, 20, 'the acknowledgement to be stored');
+      assert.deepEqual(applied, ['installed']);
+      assert.equal(counted.calls.get('certificates.get') ?? 0, 0, 'an acknowledgement that applies reads nothing first');
+      assert.equal(counted.calls.get('instances.setInstalledFingerprint') ?? 0, 0, 'the fingerprint was recorded in the same write');
+      assert.equal((await plane.store.instances.get(agent.instanceId))?.installedFingerprintSha256, installed.fingerprintSha256);
+      assert.equal((await plane.store.certificates.get(before.id))?.status, 'superseded');
+
+      // Said again (a reconnect replays its journal): nothing moves; the read tells it is stale, the fingerprint is still the agent's.
+      counted.calls.clear();
+      channel.send({ type: 'installed', certificateId: delivered.certificateId, fingerprintSha256: delivered.fingerprintSha256 });
+      await eventually(async () => ((counted.calls.get('instances.setInstalledFingerprint') ?? 0) === 1 ? true : undefined), 10_000, 20, 'the repeated acknowledgement to be handled');
+      assert.equal(counted.calls.get('certificates.get'), 1);
+      assert.equal((await plane.store.certificates.get(delivered.certificateId))?.status, 'installed');
+    } finally {
+      channel.socket.terminate();
+    }
+  });
+});
