@@ -469,24 +469,35 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
+  /**
+   * The agent's CSR: checked against its instance's policy, then accepted in one write that
+   * applies only to a pending certificate of this agent's own instance. The certificate is
+   * read only when that write moves nothing (another instance's certificate is refused; a
+   * repeated or late CSR is ignored) or the CSR is refused (only this agent's own pending
+   * certificate is failed for it).
+   */
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
-    // Both reads at once (one round trip on the critical path, not two); the instance is
-    // only used once the certificate is known to be this agent's and pending.
-    const [certificate, instance] = await Promise.all([this.#certificateOf(session.instanceId, certificateId), this.#instance(session.instanceId)]);
-    if (certificate.status !== 'pending') return;
+    const instance = await this.#instance(session.instanceId);
     try {
       await this.#checkCsr(instance, csrPem);
     } catch (error) {
+      const certificate = await this.#certificateOf(session.instanceId, certificateId);
+      if (certificate.status !== 'pending') return;
       await this.#fail(instance.id, certificate.id, failureOf(error), (error as Error).message);
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    this.#stageEnded(certificate.id, 'csr');
-    const issuing = await this.deps.store.certificates.apply(certificate.id, 'csr_accepted', { csrPem });
-    this.#stageEnded(certificate.id, 'csr_check');
+    const checked = performance.now();
+    const issuing = await this.deps.store.certificates.apply(certificateId, 'csr_accepted', { csrPem }, { instanceId: session.instanceId });
+    if (!issuing) {
+      await this.#certificateOf(session.instanceId, certificateId);
+      return;
+    }
+    this.#stageEnded(issuing.id, 'csr', checked);
+    this.#stageEnded(issuing.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.
-    if (issuing) this.#start(instance, issuing, csrPem);
+    this.#start(instance, issuing, csrPem);
   }
 
   async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {

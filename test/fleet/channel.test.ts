@@ -188,6 +188,23 @@ describe('agent channel', async () => {
     assert.equal((await plane.store.certificates.get(certificateId))?.status, 'delivered');
   });
 
+  test('an agent cannot answer another instance\'s CSR request, not even with a CSR its own policy accepts: the connection closes, the certificate stays pending', { timeout: 15_000 }, async () => {
+    const owner = await enrolled('chan6');
+    const intruder = await enrolled('chan7');
+    const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${owner.instanceId}/issue` });
+    const certificateId = issued.json().certificateId;
+    const channel = await authenticate(intruder);
+    await channel.next('welcome');
+    // Names the intruder's own instance owns, with its key algorithm: the policy check passes; the certificate is not its own.
+    const csrPem = await createCsr(await generateKeyPair(), ['chan7.example.com']);
+    channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'csr', certificateId, csrPem }));
+    const closed = await channel.closed;
+    assert.equal(closed.code, 4000);
+    assert.match(closed.reason, /^ISSUANCE_UNKNOWN_CERTIFICATE: /);
+    const stored = await plane.store.certificates.get(certificateId);
+    assert.deepEqual([stored?.status, stored?.csrPem], ['pending', null]);
+  });
+
   test('a private key hidden by JSON escapes in install_failed or error is refused: nothing reaches last_error, the API or the log', async () => {
     const agent = await enrolled('chan-key');
     const issued = await plane.app.inject({ method: 'POST', url: `/v1/instances/${agent.instanceId}/issue` });

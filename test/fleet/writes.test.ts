@@ -80,6 +80,7 @@ describe('the writes of one certificate', () => {
       assert.deepEqual(applied, ['csr_accepted', 'order_created', ['chain_verified', 'delivered']], 'the chain was verified and delivered in one write');
       assert.equal(counted.calls.get('certificates.release') ?? 0, 0, 'the lease was given up in that write, not in one of its own');
       assert.equal(counted.calls.get('jobs.get') ?? 0, 0, 'the job\'s attempts came with the lease');
+      assert.equal(counted.calls.get('certificates.get') ?? 0, 0, 'a CSR that is accepted reads no certificate first');
 
       counted.calls.clear();
       applied.length = 0;
