@@ -138,8 +138,13 @@ export interface JobStore {
    * certificate must never pull its successor's renewal forward.
    */
   reschedule(instanceId: string, dueAt: Date, certificateId: string): Promise<void>;
-  /** Makes the instance's open job part of `campaignId` as a job of `kind` (reissue unless said), due at once if still queued; false if it has none. */
-  adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind?: Exclude<JobKind, 'renewal'>): Promise<boolean>;
+  /**
+   * A campaign's jobs: one of its kind for each instance, due at `dueAt`, in one statement per
+   * thousand instances. An instance with an open job (one per instance) keeps that job, made
+   * part of the campaign instead: its kind, reason and requester become the campaign's, and
+   * a queued one is due by `dueAt`.
+   */
+  enqueueCampaign(campaignId: string, jobs: readonly { instanceId: string; kind: Exclude<JobKind, 'renewal'> }[], input: { dueAt: Date; reason: string; requestedBy: string }): Promise<void>;
   cancelCampaign(campaignId: string): Promise<number>;
   /** Every job ever queued for an instance, oldest first: what tests and operators audit. */
   history(instanceId: string): Promise<JobRecord[]>;
@@ -172,6 +177,9 @@ export interface AuditStore {
   /** The newest entry of `action` about `target`, if any. */
   latest(action: string, target: string): Promise<AuditEntry | undefined>;
 }
+
+/** Instances per statement when a campaign queues its jobs. */
+const CAMPAIGN_BATCH = 1000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -335,14 +343,20 @@ export class SqlJobs implements JobStore {
     );
   }
 
-  async adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind: Exclude<JobKind, 'renewal'> = 'reissue'): Promise<boolean> {
-    const rows = await this.db.query(
-      `UPDATE jobs SET campaign_id = $2, kind = $6, reason = $3, requested_by = $4,
-         due_at = CASE WHEN state = 'queued' THEN LEAST(due_at, $5::timestamptz) ELSE due_at END, updated_at = now()
-       WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id`,
-      [instanceId, campaignId, reason, requestedBy, now, kind],
-    );
-    return rows.length > 0;
+  async enqueueCampaign(campaignId: string, jobs: Parameters<JobStore['enqueueCampaign']>[1], input: Parameters<JobStore['enqueueCampaign']>[2]): Promise<void> {
+    for (let start = 0; start < jobs.length; start += CAMPAIGN_BATCH) {
+      const batch = jobs.slice(start, start + CAMPAIGN_BATCH);
+      // One row per instance: ON CONFLICT DO UPDATE may not touch a row twice in a statement.
+      await this.db.query(
+        `INSERT INTO jobs (id, kind, instance_id, campaign_id, state, due_at, reason, requested_by)
+         SELECT j.id, j.kind, j.instance_id, $3::uuid, 'queued', $4::timestamptz, $5, $6
+         FROM (SELECT DISTINCT ON (instance_id) id, instance_id, kind FROM unnest($7::uuid[], $1::uuid[], $2::text[]) AS u (id, instance_id, kind) ORDER BY instance_id) AS j
+         ON CONFLICT (instance_id) WHERE state IN ('queued', 'running') DO UPDATE SET campaign_id = EXCLUDED.campaign_id, kind = EXCLUDED.kind,
+           reason = EXCLUDED.reason, requested_by = EXCLUDED.requested_by,
+           due_at = CASE WHEN jobs.state = 'queued' THEN LEAST(jobs.due_at, EXCLUDED.due_at) ELSE jobs.due_at END, updated_at = now()`,
+        [batch.map((j) => j.instanceId), batch.map((j) => j.kind), campaignId, input.dueAt, input.reason, input.requestedBy, batch.map(() => randomUUID())],
+      );
+    }
   }
 
   async cancelCampaign(campaignId: string): Promise<number> {
