@@ -113,13 +113,8 @@ export class Campaigns {
       clusters: [...new Set(matched.map((instance) => instance.cluster))],
       paths: mode === 'reissue' ? [] : planned.map((p) => ({ instanceId: p.instanceId, path: p.path, skipReason: p.path === 'skip' ? p.reason : null, chainIndex: p.path === 'rechain' ? p.chainIndex : null })),
     });
-    const now = this.deps.clock();
-    for (const plan of planned) {
-      if (plan.path === 'skip') continue;
-      const { instanceId } = plan;
-      const { created } = await this.deps.store.jobs.enqueue({ kind: plan.path, instanceId, dueAt: now, reason: request.reason, requestedBy: request.actor, campaignId: campaign.id });
-      if (!created) await this.deps.store.jobs.adopt(instanceId, campaign.id, request.reason, request.actor, now, plan.path);
-    }
+    const jobs = planned.flatMap((plan) => (plan.path === 'skip' ? [] : [{ instanceId: plan.instanceId, kind: plan.path }]));
+    await this.deps.store.jobs.enqueueCampaign(campaign.id, jobs, { dueAt: this.deps.clock(), reason: request.reason, requestedBy: request.actor });
     await this.deps.store.audit.record({ actor: request.actor, action: 'reissue.start', target: campaign.id, reason: request.reason, details: { selector: request.selector, mode, matched: ids.length, paths } });
     this.deps.logger.info({ campaignId: campaign.id, mode, matched: ids.length, paths, actor: request.actor, reason: request.reason }, `${mode} campaign started`);
     const status = await this.status(campaign.id);

@@ -1,7 +1,8 @@
 /**
  * What happens after a certificate settles. Installed: its job is done, its renewal time
  * is set (inside the CA's ARI window when the CA offers one, else two thirds into its
- * lifetime with jitter) and a renewal job is queued for then. Failed: the failure's typed
+ * lifetime with jitter) and a renewal job is queued for then, in one store statement (the
+ * lifecycle decides the time; the store applies all three or none). Failed: the failure's typed
  * reason decides (lifecycle/reasons.ts): a permanent one fails the job at once, without
  * another order; a passing one is tried again with capped exponential backoff (no sooner
  * than the CA's Retry-After), until too many attempts.
@@ -11,7 +12,7 @@ import { parseCertificateBundle } from '../chain/index.js';
 import type { IssuanceListener } from '../fleet/issuance.js';
 import { failureOf } from '../fleet/failures.js';
 import { lifetimeRenewalTime, retryDecision, type FailureReason } from '../lifecycle/index.js';
-import type { CertificateRecord, JobKind, Store } from '../store/index.js';
+import type { CertificateRecord, JobKind, RenewalPlan, Store } from '../store/index.js';
 import { ErrorCode } from '../error-catalogue.js';
 
 /** What the lifecycle needs from the CA's renewal information (acme/issuer.ts implements it). */
@@ -25,6 +26,10 @@ export interface RenewalAdvisor {
 /** How long to wait before asking again when the CA's renewal information did not answer. */
 export const ARI_UNAVAILABLE_RETRY_MS = 3_600_000;
 
+/** The reasons a renewal job gives, by the rule that timed it. */
+const ARI_REASON = 'ARI suggested window';
+const LIFETIME_REASON = 'two thirds of the lifetime';
+
 export class JobLifecycle implements IssuanceListener {
   constructor(
     private readonly deps: {
@@ -37,10 +42,9 @@ export class JobLifecycle implements IssuanceListener {
     },
   ) {}
 
+  /** Its job is done and its renewal queued, in one store statement. */
   async onInstalled(certificate: CertificateRecord): Promise<void> {
-    const job = await this.#jobOf(certificate);
-    if (job) await this.deps.store.jobs.complete(job.id);
-    await this.scheduleRenewal(certificate);
+    await this.#settle({ jobId: certificate.jobId, waitingOn: certificate.id }, certificate);
   }
 
   /**
@@ -49,9 +53,8 @@ export class JobLifecycle implements IssuanceListener {
    * kept it from queueing a renewal, so the renewal of what is installed now is queued.
    */
   async onDoneWithoutCertificate(job: { id: string; instanceId: string }): Promise<void> {
-    await this.deps.store.jobs.complete(job.id);
     const installed = await this.deps.store.certificates.latestInstalled(job.instanceId);
-    if (installed) await this.scheduleRenewal(installed);
+    await this.#settle({ jobId: job.id }, installed);
   }
 
   /** The job a certificate answers: the one that created it, or one that adopted it while it was under way. */
@@ -62,7 +65,27 @@ export class JobLifecycle implements IssuanceListener {
 
   /** Sets `renewAt` for an installed certificate and queues its renewal job. */
   async scheduleRenewal(certificate: CertificateRecord): Promise<void> {
-    if (!certificate.fullchainPem || !certificate.notAfter) return;
+    await this.#settle(undefined, certificate);
+  }
+
+  /** Completes `job` (when given) and schedules the renewal of `certificate` (when it has a chain) in one store call. */
+  async #settle(job: { jobId: string | null; waitingOn?: string } | undefined, certificate: CertificateRecord | undefined): Promise<void> {
+    const renewal = certificate && (await this.#renewalOf(certificate));
+    const settled = await this.deps.store.jobs.settleAndRenew({ ...(job ? { complete: job } : {}), ...(renewal ? { renewal } : {}) });
+    if (renewal) {
+      this.deps.logger.info(
+        { instanceId: renewal.instanceId, certificateId: renewal.certificateId, renewAt: renewal.renewAt, ari: renewal.reason === ARI_REASON, renewalJob: settled.renewal },
+        'renewal scheduled',
+      );
+    }
+  }
+
+  /**
+   * When `certificate` renews: inside the CA's ARI window when it offers one, else two thirds
+   * into its lifetime with jitter; undefined for a certificate without a chain.
+   */
+  async #renewalOf(certificate: CertificateRecord): Promise<RenewalPlan | undefined> {
+    if (!certificate.fullchainPem || !certificate.notAfter) return undefined;
     const leaf = parseCertificateBundle(certificate.fullchainPem)[0]!;
     const now = this.deps.clock();
     let askAgainAt: Date | null = null;
@@ -73,10 +96,7 @@ export class JobLifecycle implements IssuanceListener {
       return undefined;
     });
     const renewAt = advice?.renewAt ?? lifetimeRenewalTime(leaf.notBefore, leaf.notAfter, this.deps.random);
-    await this.deps.store.certificates.setRenewal(certificate.id, { renewAt, ariRetryAt: advice?.retryAt ?? askAgainAt });
-    const { job, created } = await this.deps.store.jobs.enqueue({ kind: 'renewal', instanceId: certificate.instanceId, dueAt: renewAt, reason: advice ? 'ARI suggested window' : 'two thirds of the lifetime', requestedBy: 'scheduler' });
-    if (!created && job.state === 'queued' && job.kind === 'renewal') await this.deps.store.jobs.reschedule(certificate.instanceId, renewAt, certificate.id);
-    this.deps.logger.info({ instanceId: certificate.instanceId, certificateId: certificate.id, renewAt, ari: Boolean(advice) }, 'renewal scheduled');
+    return { certificateId: certificate.id, instanceId: certificate.instanceId, renewAt, ariRetryAt: advice?.retryAt ?? askAgainAt, reason: advice ? ARI_REASON : LIFETIME_REASON, requestedBy: 'scheduler' };
   }
 
   /** Asks the CA again where its window is now; a window moved into the past means renew now. */

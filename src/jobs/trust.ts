@@ -2,8 +2,10 @@
  * What trust changes do to the fleet. A reload (or an installation) re-judges installed
  * chains under the settings in use and stores the verdicts, so every process, the API and
  * the CLI show at once which instances a change broke; a what-if judges them under a change
- * not made yet and stores nothing. Both read every instance's stored chains in one query
- * and judge them with the pure chain engine: no CA call, no agent.
+ * not made yet and stores nothing. Both read every instance's stored chains in one snapshot
+ * and judge them with the pure chain engine: no CA call, no agent. An installation's
+ * judgement costs one read and one write; a stored chain's verdict is rewritten only when it
+ * changed, or the settings did (the issuer stored it under the settings in force).
  */
 import type { Logger } from 'pino';
 import { applyTrustChange, createCertificateScope, judgeInstalled, type Certificate, type CertificateScope, type StoredChainInput, type TrustChange, type TrustProfile } from '../chain/index.js';
@@ -78,8 +80,7 @@ export class TrustEvaluation {
         for (const [index, verification] of judged.verdicts) chains.push({ certificateId: record.certificateId, index, verification, evaluatedAt: at, trustFingerprint: settings.fingerprint });
       }
     }
-    await this.deps.store.trust.record(instances);
-    await this.deps.store.chains.setVerifications(chains);
+    await this.deps.store.trust.record(instances, chains);
     const broken = instances.filter((i) => i.status === 'broken');
     return {
       evaluatedAt: at,

@@ -7,5 +7,5 @@ export { openStore } from './store.js';
 /** A database URL with its password masked, for messages and the audit trail. */
 export { redactUrl } from './engines.js';
 export * from './types.js';
-export type { AuditEntry, AuditStore, CampaignCounts, CampaignInstance, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore } from './jobs.js';
+export type { AuditEntry, AuditStore, CampaignCounts, CampaignInstance, CampaignRecord, CampaignState, CampaignStore, JobKind, JobRecord, JobState, JobStore, RenewalPlan } from './jobs.js';
 export { JOB_KINDS } from './jobs.js';

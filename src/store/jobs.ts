@@ -89,6 +89,17 @@ export interface CampaignInstance {
   readonly chainIndex: number | null;
 }
 
+/** The renewal the lifecycle decided for an installed certificate (jobs/lifecycle.ts). */
+export interface RenewalPlan {
+  readonly certificateId: string;
+  readonly instanceId: string;
+  readonly renewAt: Date;
+  /** When to ask the CA's renewal information again; null: not before the next installation. */
+  readonly ariRetryAt: Date | null;
+  readonly reason: string;
+  readonly requestedBy: string;
+}
+
 export interface JobStore {
   /** Queues a job; when the instance already has an open job, that job is returned unchanged (one open job per instance). */
   enqueue(input: { kind: JobKind; instanceId: string; dueAt: Date; reason: string; requestedBy: string; campaignId?: string }): Promise<{ job: JobRecord; created: boolean }>;
@@ -107,8 +118,16 @@ export interface JobStore {
   forCertificate(certificateId: string): Promise<JobRecord | undefined>;
   /** Records the certificate request a claimed job started. */
   attachCertificate(id: string, certificateId: string): Promise<void>;
-  /** The job is finished: its certificate is installed. */
-  complete(id: string): Promise<void>;
+  /**
+   * What follows an installation, in one statement, so that no process can die between a
+   * job done and its instance's renewal queued. Completes the job `complete` names while it
+   * is queued or running (`jobId`, else the open job `waitingOn` the certificate, one that
+   * adopted it); given `renewal`, sets that certificate's renewal time (as
+   * certificates.setRenewal) and queues the instance's renewal job at it. When the instance
+   * has another open job, that one stays (one open job per instance); a queued renewal is
+   * moved to the new time, as `reschedule` moves it (never for a replaced certificate).
+   */
+  settleAndRenew(input: { complete?: { jobId: string | null; waitingOn?: string }; renewal?: RenewalPlan }): Promise<{ completedJobId: string | null; renewal: 'queued' | 'rescheduled' | 'kept' | null }>;
   /** Back in the queue at `dueAt` (not counted as an attempt: used when the rate limiter says wait). */
   postpone(id: string, dueAt: Date): Promise<void>;
   /** A failed attempt, with its typed reason: requeued at `retryAt`, or failed for good when `retryAt` is null. */
@@ -119,8 +138,13 @@ export interface JobStore {
    * certificate must never pull its successor's renewal forward.
    */
   reschedule(instanceId: string, dueAt: Date, certificateId: string): Promise<void>;
-  /** Makes the instance's open job part of `campaignId` as a job of `kind` (reissue unless said), due at once if still queued; false if it has none. */
-  adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind?: Exclude<JobKind, 'renewal'>): Promise<boolean>;
+  /**
+   * A campaign's jobs: one of its kind for each instance, due at `dueAt`, in one statement per
+   * thousand instances. An instance with an open job (one per instance) keeps that job, made
+   * part of the campaign instead: its kind, reason and requester become the campaign's, and
+   * a queued one is due by `dueAt`.
+   */
+  enqueueCampaign(campaignId: string, jobs: readonly { instanceId: string; kind: Exclude<JobKind, 'renewal'> }[], input: { dueAt: Date; reason: string; requestedBy: string }): Promise<void>;
   cancelCampaign(campaignId: string): Promise<number>;
   /** Every job ever queued for an instance, oldest first: what tests and operators audit. */
   history(instanceId: string): Promise<JobRecord[]>;
@@ -153,6 +177,9 @@ export interface AuditStore {
   /** The newest entry of `action` about `target`, if any. */
   latest(action: string, target: string): Promise<AuditEntry | undefined>;
 }
+
+/** Instances per statement when a campaign queues its jobs. */
+const CAMPAIGN_BATCH = 1000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -241,8 +268,53 @@ export class SqlJobs implements JobStore {
     await this.db.query('UPDATE jobs SET certificate_id = $2, updated_at = now() WHERE id = $1', [id, certificateId]);
   }
 
-  async complete(id: string): Promise<void> {
-    await this.db.query("UPDATE jobs SET state = 'done', claimed_until = NULL, updated_at = now() WHERE id = $1 AND state IN ('queued', 'running')", [id]);
+  async settleAndRenew(input: Parameters<JobStore['settleAndRenew']>[0]): Promise<{ completedJobId: string | null; renewal: 'queued' | 'rescheduled' | 'kept' | null }> {
+    const { complete, renewal } = input;
+    // Sub-statements of one statement see the same snapshot and run in no set order, except
+    // where one reads another's rows: the renewal's INSERT reads `done`, so the job is done
+    // (out of the one-open-job index) before the insert checks that index, and the insert of
+    // a renewal for the instance whose only open job was this one goes through.
+    const [row] = await this.db.query<{ completed: string | null; queued: string | null; moved: string | null }>(
+      `WITH answering AS (
+         SELECT COALESCE(
+           (SELECT id FROM jobs WHERE id = $1::uuid AND state IN ('queued', 'running')),
+           (SELECT id FROM jobs WHERE certificate_id = $2::uuid AND state IN ('queued', 'running') LIMIT 1)) AS id
+       ), done AS (
+         UPDATE jobs SET state = 'done', claimed_until = NULL, updated_at = now()
+         WHERE id = (SELECT id FROM answering) AND state IN ('queued', 'running') RETURNING id
+       ), renewal_time AS (
+         UPDATE certificates SET renew_at = $5::timestamptz, ari_retry_at = $6::timestamptz, updated_at = now()
+         WHERE id = $3::uuid AND status = 'installed' RETURNING id
+       ), moved AS (
+         UPDATE jobs SET due_at = $5::timestamptz, updated_at = now()
+         WHERE instance_id = $4::uuid AND state = 'queued' AND kind = 'renewal' AND id IS DISTINCT FROM (SELECT id FROM answering)
+           AND NOT EXISTS (
+             SELECT 1 FROM certificates c JOIN certificates n ON n.instance_id = c.instance_id
+             WHERE c.id = $3::uuid AND n.status = 'installed' AND n.creation_order > c.creation_order
+           )
+         RETURNING id
+       ), queued AS (
+         INSERT INTO jobs (id, kind, instance_id, campaign_id, state, due_at, reason, requested_by)
+         SELECT $7::uuid, 'renewal', $4::uuid, NULL, 'queued', $5::timestamptz, $8, $9
+         FROM (SELECT count(*) FROM done) AS after_done
+         WHERE $4::uuid IS NOT NULL
+         ON CONFLICT (instance_id) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id
+       )
+       SELECT (SELECT id FROM done) AS completed, (SELECT id FROM queued) AS queued, (SELECT id FROM moved LIMIT 1) AS moved`,
+      [
+        complete?.jobId ?? null,
+        complete?.waitingOn ?? null,
+        renewal?.certificateId ?? null,
+        renewal?.instanceId ?? null,
+        renewal?.renewAt ?? null,
+        renewal?.ariRetryAt ?? null,
+        randomUUID(),
+        renewal?.reason ?? null,
+        renewal?.requestedBy ?? null,
+      ],
+    );
+    const outcome = !renewal ? null : row?.queued ? 'queued' : row?.moved ? 'rescheduled' : 'kept';
+    return { completedJobId: row?.completed ?? null, renewal: outcome };
   }
 
   async postpone(id: string, dueAt: Date): Promise<void> {
@@ -271,14 +343,20 @@ export class SqlJobs implements JobStore {
     );
   }
 
-  async adopt(instanceId: string, campaignId: string, reason: string, requestedBy: string, now: Date, kind: Exclude<JobKind, 'renewal'> = 'reissue'): Promise<boolean> {
-    const rows = await this.db.query(
-      `UPDATE jobs SET campaign_id = $2, kind = $6, reason = $3, requested_by = $4,
-         due_at = CASE WHEN state = 'queued' THEN LEAST(due_at, $5::timestamptz) ELSE due_at END, updated_at = now()
-       WHERE instance_id = $1 AND state IN ('queued', 'running') RETURNING id`,
-      [instanceId, campaignId, reason, requestedBy, now, kind],
-    );
-    return rows.length > 0;
+  async enqueueCampaign(campaignId: string, jobs: Parameters<JobStore['enqueueCampaign']>[1], input: Parameters<JobStore['enqueueCampaign']>[2]): Promise<void> {
+    for (let start = 0; start < jobs.length; start += CAMPAIGN_BATCH) {
+      const batch = jobs.slice(start, start + CAMPAIGN_BATCH);
+      // One row per instance: ON CONFLICT DO UPDATE may not touch a row twice in a statement.
+      await this.db.query(
+        `INSERT INTO jobs (id, kind, instance_id, campaign_id, state, due_at, reason, requested_by)
+         SELECT j.id, j.kind, j.instance_id, $3::uuid, 'queued', $4::timestamptz, $5, $6
+         FROM (SELECT DISTINCT ON (instance_id) id, instance_id, kind FROM unnest($7::uuid[], $1::uuid[], $2::text[]) AS u (id, instance_id, kind) ORDER BY instance_id) AS j
+         ON CONFLICT (instance_id) WHERE state IN ('queued', 'running') DO UPDATE SET campaign_id = EXCLUDED.campaign_id, kind = EXCLUDED.kind,
+           reason = EXCLUDED.reason, requested_by = EXCLUDED.requested_by,
+           due_at = CASE WHEN jobs.state = 'queued' THEN LEAST(jobs.due_at, EXCLUDED.due_at) ELSE jobs.due_at END, updated_at = now()`,
+        [batch.map((j) => j.instanceId), batch.map((j) => j.kind), campaignId, input.dueAt, input.reason, input.requestedBy, batch.map(() => randomUUID())],
+      );
+    }
   }
 
   async cancelCampaign(campaignId: string): Promise<number> {

@@ -48,6 +48,8 @@ export async function openStore(url: string): Promise<Store> {
 }
 
 /** Ids are uuids; anything else cannot name a record, and must not reach a uuid parameter. */
+/** Up to this many named instances, trust.installed reads in one statement (see there). */
+const FEW_INSTANCES = 100;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Microsecond precision, because that is what the database keeps: paging must not lose it. */
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
@@ -356,29 +358,22 @@ class SqlStore implements Store {
         trustFingerprint: row.trust_fingerprint,
       }));
     },
-    setVerifications: async (rows) => {
-      if (rows.length === 0) return;
-      await this.db.query(
-        `UPDATE certificate_chains c SET verification = u.verification::jsonb, evaluated_at = u.evaluated_at, trust_fingerprint = u.trust_fingerprint
-         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]) AS u (certificate_id, chain_index, verification, evaluated_at, trust_fingerprint)
-         WHERE c.certificate_id = u.certificate_id AND c.chain_index = u.chain_index`,
-        [rows.map((r) => r.certificateId), rows.map((r) => r.index), rows.map((r) => JSON.stringify(r.verification)), rows.map((r) => r.evaluatedAt), rows.map((r) => r.trustFingerprint)],
-      );
-    },
   };
 
   readonly trust: Store['trust'] = {
     installed: async ({ clusters = null, instanceIds }) => {
       const ids = instanceIds?.filter((id) => UUID.test(id));
-      // Two reads in one snapshot: the instances with their installed certificate (narrow,
-      // in creation order), then those certificates' chains (wide, unsorted). As one join
-      // per instance (LATERAL ... LIMIT 1) the planner, without statistics (PGlite never
-      // analyses), intersected the status index with the instance's for every instance:
-      // quadratic, 6 of the 6.5 s a 10,000-instance what-if spent reading. The newest
-      // installed certificate per instance is one DISTINCT ON pass instead.
-      return this.db.transaction(async (tx) => {
-        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-        const rows = await tx.query<{
+      // The instances with their installed certificate (narrow, in creation order), then
+      // those certificates' chains (wide, unsorted), in one snapshot. Fleet-wide, two reads
+      // in a REPEATABLE READ transaction: as one join per instance (LATERAL ... LIMIT 1) the
+      // planner, without statistics (PGlite never analyses), intersected the status index
+      // with the instance's for every instance: quadratic, 6 of the 6.5 s a 10,000-instance
+      // what-if spent reading. The newest installed certificate per instance is one DISTINCT
+      // ON pass instead. For a few named instances (an installation's), one statement: each
+      // certificate's chains aggregated by its primary key, a snapshot without a transaction.
+      const few = ids !== undefined && ids.length <= FEW_INSTANCES;
+      const read = async (db: Queryable) => {
+        const rows = await db.query<{
           id: string;
           name: string;
           cluster: string | null;
@@ -386,6 +381,7 @@ class SqlStore implements Store {
           trust_profiles: string[];
           certificate_id: string | null;
           fullchain_pem: string | null;
+          chains?: { index: number; pem: string; selected: boolean }[] | null;
         }>(
           `WITH latest AS (
              SELECT DISTINCT ON (instance_id) instance_id, id FROM certificates
@@ -394,6 +390,7 @@ class SqlStore implements Store {
            )
            SELECT i.id, i.name, i.cluster, i.created_at, i.trust_profiles, c.id AS certificate_id,
                   CASE WHEN c.id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM certificate_chains ch WHERE ch.certificate_id = c.id) THEN c.fullchain_pem END AS fullchain_pem
+                  ${few ? ", (SELECT jsonb_agg(jsonb_build_object('index', ch.chain_index, 'pem', ch.chain_pem, 'selected', ch.selected)) FROM certificate_chains ch WHERE ch.certificate_id = c.id) AS chains" : ''}
            FROM instances i
            LEFT JOIN latest l ON l.instance_id = i.id
            LEFT JOIN certificates c ON c.id = l.id
@@ -401,10 +398,12 @@ class SqlStore implements Store {
            ORDER BY i.created_at, i.id`,
           [clusters && [...clusters], ids ?? null],
         );
-        const certificateIds = rows.flatMap((row) => (row.certificate_id ? [row.certificate_id] : []));
         const chains = new Map<string, { index: number; pem: string; selected: boolean }[]>();
-        if (certificateIds.length > 0) {
-          const chainRows = await tx.query<{ certificate_id: string; chain_index: number; chain_pem: string; selected: boolean }>(
+        const certificateIds = rows.flatMap((row) => (row.certificate_id ? [row.certificate_id] : []));
+        if (few) {
+          for (const row of rows) if (row.certificate_id && row.chains) chains.set(row.certificate_id, row.chains);
+        } else if (certificateIds.length > 0) {
+          const chainRows = await db.query<{ certificate_id: string; chain_index: number; chain_pem: string; selected: boolean }>(
             'SELECT certificate_id, chain_index, chain_pem, selected FROM certificate_chains WHERE certificate_id = ANY($1::uuid[])',
             [certificateIds],
           );
@@ -420,12 +419,26 @@ class SqlStore implements Store {
           fullchainPem: row.fullchain_pem,
           chains: (row.certificate_id ? (chains.get(row.certificate_id) ?? []) : []).sort((a, b) => a.index - b.index),
         }));
+      };
+      if (few) return read(this.db);
+      return this.db.transaction(async (tx) => {
+        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        return read(tx);
       });
     },
-    record: async (rows) => {
-      if (rows.length === 0) return;
+    record: async (rows, chains = []) => {
+      if (rows.length === 0 && chains.length === 0) return;
+      // A chain's verdict is rewritten only when it changed, or the settings did: an
+      // installation's chains were judged under the same settings moments before, at issuance.
       await this.db.query(
-        `INSERT INTO instance_trust (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
+        `WITH verdicts AS (
+           UPDATE certificate_chains c SET verification = u.verification::jsonb, evaluated_at = u.evaluated_at, trust_fingerprint = u.trust_fingerprint
+           FROM unnest($8::uuid[], $9::int[], $10::text[], $11::timestamptz[], $12::text[]) AS u (certificate_id, chain_index, verification, evaluated_at, trust_fingerprint)
+           WHERE c.certificate_id = u.certificate_id AND c.chain_index = u.chain_index
+             AND (c.trust_fingerprint IS DISTINCT FROM u.trust_fingerprint OR c.verification IS DISTINCT FROM u.verification::jsonb)
+           RETURNING 1
+         )
+         INSERT INTO instance_trust (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
          SELECT u.instance_id, u.certificate_id, u.status, ARRAY(SELECT jsonb_array_elements_text(u.broken_profiles::jsonb)), u.alternate_chain_index, u.evaluated_at, u.trust_fingerprint
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[])
            AS u (instance_id, certificate_id, status, broken_profiles, alternate_chain_index, evaluated_at, trust_fingerprint)
@@ -439,6 +452,11 @@ class SqlStore implements Store {
           rows.map((r) => r.alternateChainIndex),
           rows.map((r) => r.evaluatedAt),
           rows.map((r) => r.trustFingerprint),
+          chains.map((r) => r.certificateId),
+          chains.map((r) => r.index),
+          chains.map((r) => JSON.stringify(r.verification)),
+          chains.map((r) => r.evaluatedAt),
+          chains.map((r) => r.trustFingerprint),
         ],
       );
     },

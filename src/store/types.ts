@@ -75,6 +75,7 @@ export interface StoredChainRecord {
   readonly selected: boolean;
   /** The chain engine's ProfileVerdicts by profile name, as JSON. */
   readonly verification: unknown;
+  /** When this verdict was reached; a later judgement that finds the same verdict under the same settings leaves it. */
   readonly evaluatedAt: Date;
   /** TrustSettings.fingerprint of the settings `verification` was made under. */
   readonly trustFingerprint: string;
@@ -522,18 +523,20 @@ export interface Store {
     record(certificateId: string, chains: readonly Omit<StoredChainRecord, 'certificateId'>[]): Promise<void>;
     /** The certificate's stored chains, by index. */
     list(certificateId: string): Promise<StoredChainRecord[]>;
-    /** Replaces the verdicts of stored chains (a trust reload re-judged them). */
-    setVerifications(rows: readonly Pick<StoredChainRecord, 'certificateId' | 'index' | 'verification' | 'evaluatedAt' | 'trustFingerprint'>[]): Promise<void>;
   };
   readonly trust: {
     /**
      * Instances (creation order) with their installed certificate's stored chains, in one
-     * query: what a reload re-judges and a what-if reads. `clusters` limits to those clusters
+     * snapshot: what a reload re-judges and a what-if reads. `clusters` limits to those clusters
      * (null for all), `instanceIds` to those instances.
      */
     installed(filter: { clusters?: readonly string[] | null; instanceIds?: readonly string[] }): Promise<InstalledChainsRecord[]>;
-    /** Stores evaluations, one per instance, replacing earlier ones. */
-    record(rows: readonly InstanceTrustRecord[]): Promise<void>;
+    /**
+     * Stores evaluations, one per instance, replacing earlier ones, and the verdicts of stored
+     * chains judged with them, in one statement: a chain's verdict is replaced only when it
+     * differs, or was made under other trust settings (a fingerprint of its own).
+     */
+    record(rows: readonly InstanceTrustRecord[], chains?: readonly Pick<StoredChainRecord, 'certificateId' | 'index' | 'verification' | 'evaluatedAt' | 'trustFingerprint'>[]): Promise<void>;
     /** The stored evaluations of `instanceIds`. */
     of(instanceIds: readonly string[]): Promise<Map<string, InstanceTrustRecord>>;
   };
