@@ -477,6 +477,7 @@ export class IssuanceCoordinator implements SessionHandler {
    * certificate is failed for it).
    */
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
+    const arrived = performance.now();
     const instance = await this.#instance(session.instanceId);
     try {
       await this.#checkCsr(instance, csrPem);
@@ -487,13 +488,13 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    const checked = performance.now();
     const issuing = await this.deps.store.certificates.apply(certificateId, 'csr_accepted', { csrPem }, { instanceId: session.instanceId });
     if (!issuing) {
       await this.#certificateOf(session.instanceId, certificateId);
       return;
     }
-    this.#stageEnded(issuing.id, 'csr', checked);
+    // `csr` is the agent's part (its key and CSR, and the way back); `csr_check` the plane's (policy and the write).
+    this.#stageEnded(issuing.id, 'csr', arrived);
     this.#stageEnded(issuing.id, 'csr_check');
     // Not awaited: the order needs further messages from this same agent (http01_ready),
     // which the session delivers only after this handler returns.

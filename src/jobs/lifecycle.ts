@@ -2,7 +2,7 @@
  * What happens after a certificate settles. Installed: its job is done, its renewal time
  * is set (inside the CA's ARI window when the CA offers one, else two thirds into its
  * lifetime with jitter) and a renewal job is queued for then, in one store statement (the
- * lifecycle decides the time; the store applies all three or none). Failed: the failure's typed
+ * lifecycle decides the time; the store applies each part under its own condition, atomically). Failed: the failure's typed
  * reason decides (lifecycle/reasons.ts): a permanent one fails the job at once, without
  * another order; a passing one is tried again with capped exponential backoff (no sooner
  * than the CA's Retry-After), until too many attempts.

@@ -298,6 +298,10 @@ export class SqlJobs implements JobStore {
          SELECT $7::uuid, 'renewal', $4::uuid, NULL, 'queued', $5::timestamptz, $8, $9
          FROM (SELECT count(*) FROM done) AS after_done
          WHERE $4::uuid IS NOT NULL
+           AND NOT EXISTS (
+             SELECT 1 FROM certificates c JOIN certificates n ON n.instance_id = c.instance_id
+             WHERE c.id = $3::uuid AND n.status = 'installed' AND n.creation_order > c.creation_order
+           )
          ON CONFLICT (instance_id) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id
        )
        SELECT (SELECT id FROM done) AS completed, (SELECT id FROM queued) AS queued, (SELECT id FROM moved LIMIT 1) AS moved`,

@@ -47,9 +47,9 @@ export async function openStore(url: string): Promise<Store> {
   return new SqlStore(db);
 }
 
-/** Ids are uuids; anything else cannot name a record, and must not reach a uuid parameter. */
 /** Up to this many named instances, trust.installed reads in one statement (see there). */
 const FEW_INSTANCES = 100;
+/** Ids are uuids; anything else cannot name a record, and must not reach a uuid parameter. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Microsecond precision, because that is what the database keeps: paging must not lose it. */
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;

@@ -126,6 +126,15 @@ describe('after an installation', () => {
     assert.equal((await store.certificates.get(first.id))?.renewAt, null);
   });
 
+  test('a late settlement of a replaced certificate on an instance with no open job queues no renewal at the old time', async () => {
+    const instance = await newInstance();
+    const first = await installed(instance);
+    await installed(instance);
+    assert.equal((await store.certificates.get(first.id))?.status, 'superseded');
+    await lifecycle.onInstalled(first);
+    assert.deepEqual(await openJobs(instance), [], 'the replaced certificate\'s renewal is not its successor\'s');
+  });
+
   test('a job done without a certificate of its own completes and queues the renewal of what is installed', async () => {
     const instance = await newInstance();
     const certificate = await installed(instance);
