@@ -14,14 +14,13 @@ import { CertplaneError } from '../../src/errors.js';
 import { IssuanceCoordinator, type Issuer, type OrderGate } from '../../src/fleet/issuance.js';
 import { SessionRegistry } from '../../src/fleet/sessions.js';
 import type { IssueOptions, IssuedChain } from '../../src/acme/issuer.js';
-import { parseCertificateBundle, requireSelection, selectChain } from '../../src/chain/index.js';
 import type { OrderStanding } from '../../src/lifecycle/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { openStore, type CertificateRecord, type Store } from '../../src/store/index.js';
 import { scratch } from '../support/cli.js';
 import { eventually } from '../support/processes.js';
-import { intermediate, leafForCsr, root } from '../support/hierarchies.js';
+import { issuerAnswers } from '../support/hierarchies.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const logger = pino({ level: 'silent' });
@@ -77,17 +76,8 @@ describe('coordinator ownership decisions', () => {
     const { path } = await dir;
     const ca = await AgentCa.loadOrCreate(await FileSecretStore.open(path('secrets')));
     sessions = new SessionRegistry({ store, ca, logger, clock: () => new Date() });
-    const anchor = await root('Takeover Test Root');
-    const issuing = await intermediate('Takeover Test CA', anchor);
-    const trustAnchors = parseCertificateBundle(anchor.pem);
     // What the real issuer returns: the chain engine's selection over a chain a CA issued for the CSR's key.
-    chainFor = async (csrPem) => {
-      const leaf = await leafForCsr(issuing, csrPem);
-      const chain = parseCertificateBundle(leaf.pem + issuing.pem);
-      const selection = selectChain([chain], { preferences: ['Takeover Test Root'], trustAnchors, at: new Date(), hostnames: chain[0]!.dnsNames });
-      const { report } = requireSelection(selection, ['Takeover Test Root']);
-      return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [leaf.pem + issuing.pem], offered: [{ index: 0, pem: leaf.pem + issuing.pem, topIssuerCN: 'Takeover Test Root', selected: true, verification: {} }], trustFingerprint: 'takeover test', orderUrl: 'https://ca.test/order/x', certificateUrl: 'https://ca.test/cert/x' };
-    };
+    chainFor = await issuerAnswers('Takeover Test Root', 'takeover test');
   });
 
   after(async () => {

@@ -11,11 +11,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import type { IssuedChain } from '../../src/acme/issuer.js';
-import { parseCertificateBundle, requireSelection, selectChain } from '../../src/chain/index.js';
 import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { countingStore } from '../support/counting-store.js';
-import { intermediate, leafForCsr, root } from '../support/hierarchies.js';
+import { issuerAnswers } from '../support/hierarchies.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
 
@@ -28,17 +27,7 @@ describe('the writes of one certificate', () => {
   before(async () => {
     // No notifications: only the coordinator made here acts on the agents.
     plane = await startTestPlane({ wakeups: false });
-    const anchor = await root('Writes Test Root');
-    const issuing = await intermediate('Writes Test CA', anchor);
-    const trustAnchors = parseCertificateBundle(anchor.pem);
-    chainFor = async (csrPem) => {
-      const leaf = await leafForCsr(issuing, csrPem);
-      const chain = parseCertificateBundle(leaf.pem + issuing.pem);
-      const selection = selectChain([chain], { preferences: ['Writes Test Root'], trustAnchors, at: new Date(), hostnames: chain[0]!.dnsNames });
-      const { report } = requireSelection(selection, ['Writes Test Root']);
-      const pem = leaf.pem + issuing.pem;
-      return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [pem], offered: [{ index: 0, pem, topIssuerCN: 'Writes Test Root', selected: true, verification: {} }], trustFingerprint: 'writes test', orderUrl: 'https://ca.test/order/w', certificateUrl: 'https://ca.test/cert/w' };
-    };
+    chainFor = await issuerAnswers('Writes Test Root', 'writes test');
   });
   after(() => plane.close());
 

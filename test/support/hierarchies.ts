@@ -6,6 +6,8 @@
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { EKU, generateKeyPair, issueCertificate, type IssuedCertificate, type KeyPair } from '../../src/pki/factory.js';
+import type { IssuedChain } from '../../src/acme/issuer.js';
+import { parseCertificateBundle, requireSelection, selectChain } from '../../src/chain/index.js';
 
 const DAY = 24 * 60 * 60 * 1000;
 
@@ -113,4 +115,23 @@ export async function generationY(options: { crossSignEku?: string[] } = {}) {
   const yr1 = await intermediate('YR1', rootYR);
   const server = await leaf(yr1);
   return { isrgX1, rootYR, yrByX1, yr1, leaf: server, crossSigned: pem(server.cert, yr1, yrByX1), direct: pem(server.cert, yr1) };
+}
+
+/**
+ * What the real issuer returns for a CSR, without a CA: a root named `rootName` and an
+ * intermediate under it issue the CSR's leaf, and the chain engine selects and verifies it,
+ * for coordinator tests whose issuer is a double.
+ */
+export async function issuerAnswers(rootName: string, label: string): Promise<(csrPem: string) => Promise<IssuedChain>> {
+  const anchor = await root(rootName);
+  const issuing = await intermediate(`${rootName} CA`, anchor);
+  const trustAnchors = parseCertificateBundle(anchor.pem);
+  return async (csrPem) => {
+    const leaf = await leafForCsr(issuing, csrPem);
+    const pem = leaf.pem + issuing.pem;
+    const chain = parseCertificateBundle(pem);
+    const selection = selectChain([chain], { preferences: [rootName], trustAnchors, at: new Date(), hostnames: chain[0]!.dnsNames });
+    const { report } = requireSelection(selection, [rootName]);
+    return { fullchainPem: report.servedChainPem, report, selection, offeredChainsPem: [pem], offered: [{ index: 0, pem, topIssuerCN: rootName, selected: true, verification: {} }], trustFingerprint: label, orderUrl: 'https://ca.test/order/x', certificateUrl: 'https://ca.test/cert/x' };
+  };
 }
