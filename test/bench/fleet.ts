@@ -10,6 +10,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import https from 'node:https';
 import { cpus, loadavg } from 'node:os';
 import acme from 'acme-client';
+import pg from 'pg';
 import pino from 'pino';
 import { AgentClient } from '../../src/agent/client.js';
 import { enroll } from '../../src/agent/enroll.js';
@@ -270,12 +271,37 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
     );
     printCpu(engine, bareCpu, count, cpu, Math.max(1, installed));
     printStages(before, await stageHistogram(url));
+    if (status.state !== 'done') await stallReport(status, plane, engine === 'postgres' ? database.url : undefined);
   } finally {
     await Promise.all(agents.map((a) => a.client.stop()));
     await plane.stop();
     await pebble.stop();
     await database.drop();
     await dir.remove();
+  }
+}
+
+/**
+ * What an unfinished campaign leaves to read: its status (counts and failure reasons), the
+ * plane's last warnings, and on PostgreSQL where its certificates and jobs stand and what
+ * the database's sessions are doing.
+ */
+async function stallReport(status: unknown, plane: RunningProcess, databaseUrl: string | undefined): Promise<void> {
+  process.stdout.write(`  campaign status: ${JSON.stringify(status).slice(0, 4000)}\n`);
+  process.stdout.write(`  plane's last log lines:\n${plane.lines.slice(-30).map((l) => `    ${l.slice(0, 600)}`).join('\n')}\n`);
+  if (!databaseUrl) return;
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const show = async (title: string, sql: string) => {
+      const rows = (await client.query(sql)).rows;
+      process.stdout.write(`  ${title}:\n${rows.map((r) => `    ${JSON.stringify(r)}`).join('\n')}\n`);
+    };
+    await show('certificates', "SELECT status, lease_owner IS NOT NULL AS leased, lease_until > now() AS lease_live, order_url IS NOT NULL AS has_order, count(*) FROM certificates GROUP BY 1, 2, 3, 4 ORDER BY 1");
+    await show('jobs', "SELECT state, attempts, claimed_until > now() AS claim_live, due_at > now() AS later, left(last_error, 200) AS last_error, count(*) FROM jobs GROUP BY 1, 2, 3, 4, 5 ORDER BY 6 DESC LIMIT 20");
+    await show('sessions', "SELECT state, wait_event_type, wait_event, left(query, 200) AS query, count(*) FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1, 2, 3, 4");
+  } finally {
+    await client.end();
   }
 }
 
