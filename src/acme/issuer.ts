@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import https from 'node:https';
+import { createRequire } from 'node:module';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import acme from 'acme-client';
@@ -43,11 +44,44 @@ import { ErrorCode } from '../error-catalogue.js';
 import type { OrderStanding } from '../lifecycle/index.js';
 
 /**
- * acme-client 5.4 retries a request that got no HTTP answer, then fails reading the
- * missing response with a TypeError that names neither the server nor the cause.
+ * A request that got no HTTP answer, as the connection said it: refused, reset, timed out,
+ * a TLS failure. acme-client 5.4 would turn the transport's error into a TypeError reading
+ * the missing response, which names neither the request nor the cause; this error has no
+ * `config`, so acme-client's interceptor passes it on unchanged.
  */
-function isNoHttpAnswer(cause: unknown): boolean {
-  return cause instanceof TypeError && /reading 'config'/.test(cause.message);
+class NoHttpAnswer extends Error {
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly why: string,
+    cause: unknown,
+  ) {
+    super(`${method} ${url} got no HTTP answer: ${why}`, { cause });
+  }
+}
+
+/** What a transport error says about the connection: its code (ECONNREFUSED, ECONNRESET, ECONNABORTED for a timeout, a TLS code) and message. */
+function transportFailure(error: unknown): string {
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' && message !== '' ? message : String(error);
+  return typeof code === 'string' && !text.includes(code) ? `${code} (${text})` : text;
+}
+
+/**
+ * acme-client's axios instance sends through this adapter: the default transport, with a
+ * failure that has no HTTP response turned into NoHttpAnswer, which keeps the cause.
+ */
+function installTransport(): void {
+  const defaults = acme.axios.defaults as { adapter?: unknown };
+  if (typeof defaults.adapter === 'function') return;
+  // acme-client's own axios, whose adapters this wraps (certplane sends nothing through axios itself).
+  const axios = createRequire(createRequire(import.meta.url).resolve('acme-client'))('axios') as { getAdapter(adapter: unknown): (config: { method?: string; url?: string }) => Promise<unknown> };
+  const transport = axios.getAdapter(defaults.adapter ?? 'http');
+  defaults.adapter = (config: { method?: string; url?: string }) =>
+    transport(config).catch((error: unknown) => {
+      if ((error as { response?: unknown }).response !== undefined) throw error;
+      throw new NoHttpAnswer((config.method ?? 'get').toUpperCase(), config.url ?? 'an unknown URL', transportFailure(error), error);
+    });
 }
 
 /** What chain the issuer must accept: the policy the chain engine applies. */
@@ -202,6 +236,7 @@ export class AcmeIssuer {
     // limit (lifecycle/reasons.ts), so nothing waits inside work. Module-wide, like the agent below.
     (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings.retryMaxAttempts = 0;
     acme.axios.defaults.timeout = ACME_REQUEST_TIMEOUT_MS;
+    installTransport();
     installUnsignedFailureInterceptor(() => this.#now());
     if (options.serverCaPem) {
       // acme-client sends every request through one module-wide axios instance; this is
@@ -333,11 +368,16 @@ export class AcmeIssuer {
     }
   }
 
-  /** acme-client's TypeError for a request that got no HTTP answer, as ACME_UNREACHABLE naming the server; anything else unchanged. */
+  /** A request that got no HTTP answer, as ACME_UNREACHABLE naming the server, the request and what the connection said; anything else unchanged. */
   #unreachableOr(error: unknown): unknown {
     const cause = error instanceof CertplaneError && error.cause !== undefined ? error.cause : error;
-    if (!isNoHttpAnswer(cause)) return error;
-    return new CertplaneError(ErrorCode.ACME_UNREACHABLE, `the ACME server ${this.#options.directoryUrl} gave no HTTP answer (connection refused, timeout or TLS failure)`, { directoryUrl: this.#options.directoryUrl }, { cause });
+    if (!(cause instanceof NoHttpAnswer)) return error;
+    return new CertplaneError(
+      ErrorCode.ACME_UNREACHABLE,
+      `the ACME server ${this.#options.directoryUrl} gave no HTTP answer to ${cause.method} ${cause.url}: ${cause.why}`,
+      { directoryUrl: this.#options.directoryUrl, url: cause.url, transport: cause.why },
+      { cause },
+    );
   }
 
   async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {

@@ -1,9 +1,11 @@
 /**
- * An ACME server that gives no HTTP answer at all (nothing listens on its port) fails an
- * issuance with ACME_UNREACHABLE naming the server, not acme-client's bare TypeError.
- * acme-client's own retries (5, 5 s apart and growing) are shortened for this process only.
+ * An ACME server that gives no HTTP answer at all (nothing listens on its port, or it
+ * accepts and never answers) fails an issuance with ACME_UNREACHABLE naming the server, the
+ * request and what the connection said (refused, timed out), not acme-client's bare
+ * TypeError: in an incident, "refused" and "timed out" send an operator different ways.
  */
 import assert from 'node:assert/strict';
+import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import * as acme from 'acme-client';
 import { pino } from 'pino';
@@ -33,9 +35,43 @@ test('no HTTP answer from the ACME server: ACME_UNREACHABLE with the directory U
       assert.ok(error instanceof CertplaneError, String(error));
       assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
       assert.ok(error.message.includes(directoryUrl), error.message);
+      assert.match(error.message, /no HTTP answer to GET https:\/\/127\.0\.0\.1:\d+\/dir: connect ECONNREFUSED/);
+      assert.match(String(error.details.transport), /ECONNREFUSED/);
       return true;
     });
   } finally {
+    await dir.remove();
+  }
+});
+
+test('an ACME server that accepts and never answers: ACME_UNREACHABLE that says the request timed out', async () => {
+  const dir = await scratch('certplane-silent-');
+  const sockets = new Set<Socket>();
+  const silent = createServer((socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const directoryUrl = `https://127.0.0.1:${(silent.address() as { port: number }).port}/dir`;
+  const timeout = acme.axios.defaults.timeout;
+  try {
+    const issuer = new AcmeIssuer({
+      directoryUrl,
+      secrets: await FileSecretStore.open(dir.path('secrets')),
+      solvers: [],
+      chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
+      logger: pino({ level: 'silent' }),
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    // The issuer sets 30 s for the process; a silent server needs no more than a moment here.
+    acme.axios.defaults.timeout = 300;
+    await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
+      assert.ok(error instanceof CertplaneError, String(error));
+      assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
+      assert.match(error.message, /no HTTP answer to GET https:\/\/127\.0\.0\.1:\d+\/dir: ECONNABORTED \(timeout of 300ms exceeded\)/);
+      return true;
+    });
+  } finally {
+    acme.axios.defaults.timeout = timeout;
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
     await dir.remove();
   }
 });

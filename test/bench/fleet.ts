@@ -271,7 +271,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
     );
     printCpu(engine, bareCpu, count, cpu, Math.max(1, installed));
     printStages(before, await stageHistogram(url));
-    if (status.state !== 'done') await stallReport(status, plane, engine === 'postgres' ? database.url : undefined);
+    if (status.state !== 'done') await stallReport(status, plane, pebble, engine === 'postgres' ? database.url : undefined);
   } finally {
     await Promise.all(agents.map((a) => a.client.stop()));
     await plane.stop();
@@ -286,8 +286,15 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
  * plane's last warnings, and on PostgreSQL where its certificates and jobs stand and what
  * the database's sessions are doing.
  */
-async function stallReport(status: unknown, plane: RunningProcess, databaseUrl: string | undefined): Promise<void> {
+async function stallReport(status: unknown, plane: RunningProcess, pebble: LocalPebble, databaseUrl: string | undefined): Promise<void> {
   process.stdout.write(`  campaign status: ${JSON.stringify(status).slice(0, 4000)}\n`);
+  const states = await Promise.all(pebble.pids.map(async (pid) => `${pid} ${(await statOf(pid))?.[0] ?? 'gone'}`));
+  const directory = await new Promise<string>((resolve) => {
+    const request = https.get(pebble.directoryUrl, { ca: pebble.acmeServerCaPem, timeout: 5000 }, (response) => (response.resume(), resolve(`HTTP ${response.statusCode}`)));
+    request.on('timeout', () => request.destroy(new Error('no answer in 5 s')));
+    request.on('error', (error) => resolve(error.message));
+  });
+  process.stdout.write(`  Pebble and challtestsrv (pid, state): ${states.join(', ')}; GET ${pebble.directoryUrl} now: ${directory}\n`);
   process.stdout.write(`  plane's last log lines:\n${plane.lines.slice(-30).map((l) => `    ${l.slice(0, 600)}`).join('\n')}\n`);
   if (!databaseUrl) return;
   const client = new pg.Client({ connectionString: databaseUrl });
