@@ -11,6 +11,7 @@ import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -34,6 +35,16 @@ export interface Database extends Queryable {
   listen(channel: string, onPayload: (payload: string) => void, onResubscribed: () => void): Promise<() => Promise<void>>;
   /** Releases the connections or the embedded engine; later queries fail with STORE_CLOSED. */
   close(): Promise<void>;
+}
+
+/** How a database is opened. */
+export interface OpenOptions {
+  /**
+   * PGlite on a worker thread of its own (the default; pglite-thread.ts says why), or, with
+   * false, on the caller's thread, where a profiler or a test counting the engine's
+   * statements sees them. No meaning for PostgreSQL.
+   */
+  pgliteThread?: boolean;
 }
 
 const ACCEPTED_FORMS = 'postgres://user:password@host:port/database (or postgresql://), pglite:/path/to/data-directory, or memory:';
@@ -61,17 +72,18 @@ const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
  * Opens the database named by `url` and proves it answers. The URL's form picks the
  * engine, so a deployment switches engines by configuration only.
  */
-export async function openDatabase(url: string): Promise<Database> {
+export async function openDatabase(url: string, options: OpenOptions = {}): Promise<Database> {
   if (/^postgres(ql)?:\/\//.test(url)) {
     if (!URL.canParse(url)) {
       throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not a well-formed URL; check the host, the port and any percent-escapes in it.`, { url: redactUrl(url) });
     }
     return openPostgres(url);
   }
-  if (url === 'memory:') return openPglite(undefined, 'memory:');
+  const thread = options.pgliteThread ?? true;
+  if (url === 'memory:') return openPglite(undefined, 'memory:', thread);
   if (url.startsWith('pglite:') && url.length > 'pglite:'.length) {
     const directory = path.resolve(url.slice('pglite:'.length));
-    return openPglite(directory, `pglite:${directory}`);
+    return openPglite(directory, `pglite:${directory}`, thread);
   }
   throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not one certplane understands; use ${ACCEPTED_FORMS}.`, { url: redactUrl(url) });
 }
@@ -180,11 +192,11 @@ async function listenOnPostgres(url: string, channel: string, onPayload: (payloa
   };
 }
 
-async function openPglite(directory: string | undefined, location: string): Promise<Database> {
-  let db: PGlite;
+async function openPglite(directory: string | undefined, location: string, thread: boolean): Promise<Database> {
+  let engine: PgliteThread | PGlite;
   try {
     if (directory !== undefined) await mkdir(directory, { recursive: true });
-    db = await PGlite.create(directory);
+    engine = thread ? await openPgliteThread(directory, location) : await PGlite.create(directory);
   } catch (error) {
     throw new CertplaneError(
       ErrorCode.STORE_UNAVAILABLE,
@@ -193,19 +205,31 @@ async function openPglite(directory: string | undefined, location: string): Prom
       { cause: error },
     );
   }
-  const engine = db;
+  const listenOn = (channel: string, onPayload: (payload: string) => void) => {
+    if (!CHANNEL_NAME.test(channel)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, `${channel} is not a notification channel name certplane uses`);
+    return engine.listen(channel, onPayload);
+  };
+  if (!(engine instanceof PGlite)) {
+    const onThread = engine;
+    return guarded('pglite', location, {
+      query: (sql, params) => onThread.query(sql, params),
+      transaction: (work) => onThread.transaction(work),
+      // In this process: nothing to lose, so never resubscribed.
+      listen: async (channel, onPayload) => listenOn(channel, onPayload),
+      close: () => onThread.close(),
+    });
+  }
+  const inline = engine;
   return guarded('pglite', location, {
-    query: async <T>(sql: string, params?: readonly unknown[]) => (await engine.query<T>(sql, params && [...params])).rows,
-    transaction: (work) => engine.transaction((tx) => work({ query: async <T>(sql: string, params?: readonly unknown[]) => (await tx.query<T>(sql, params && [...params])).rows })),
-    // In this process: nothing to lose, so never resubscribed.
+    query: async <T>(sql: string, params?: readonly unknown[]) => (await inline.query<T>(sql, params && [...params])).rows,
+    transaction: (work) => inline.transaction((tx) => work({ query: async <T>(sql: string, params?: readonly unknown[]) => (await tx.query<T>(sql, params && [...params])).rows })),
     listen: async (channel, onPayload) => {
-      if (!CHANNEL_NAME.test(channel)) throw new CertplaneError(ErrorCode.STORE_INVALID_VALUE, `${channel} is not a notification channel name certplane uses`);
-      const unlisten = await engine.listen(channel, onPayload);
+      const unlisten = await listenOn(channel, onPayload);
       return async () => {
-        if (!engine.closed) await unlisten();
+        if (!inline.closed) await unlisten();
       };
     },
-    close: () => engine.close(),
+    close: () => inline.close(),
   });
 }
 

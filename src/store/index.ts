@@ -4,6 +4,7 @@
  * around the contract to a driver.
  */
 export { openStore } from './store.js';
+export type { OpenOptions } from './engines.js';
 /** A database URL with its password masked, for messages and the audit trail. */
 export { redactUrl } from './engines.js';
 export * from './types.js';

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { KeyAlgorithm } from '../chain/index.js';
 import { coveringParent, normaliseDnsName } from '../chain/index.js';
 import { CertplaneError, hasCode } from '../errors.js';
-import { openDatabase, type Database, type Queryable } from './engines.js';
+import { openDatabase, type Database, type OpenOptions, type Queryable } from './engines.js';
 import { migrate } from './migrations.js';
 import { servedStandingNow } from '../chain/index.js';
 import { SqlAudit, SqlCampaigns, SqlJobs } from './jobs.js';
@@ -36,8 +36,8 @@ import { ErrorCode } from '../error-catalogue.js';
  * Opens the database named by `url` (postgres://, postgresql://, pglite:PATH or memory:)
  * and brings its schema up to date before anything else may use it.
  */
-export async function openStore(url: string): Promise<Store> {
-  const db = await openDatabase(url);
+export async function openStore(url: string, options: OpenOptions = {}): Promise<Store> {
+  const db = await openDatabase(url, options);
   try {
     await migrate(db);
   } catch (error) {

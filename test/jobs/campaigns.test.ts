@@ -16,7 +16,7 @@ describe('starting a campaign', () => {
   let store: Store;
   const now = new Date();
   before(async () => {
-    store = await openStore('memory:');
+    store = await openStore('memory:', { pgliteThread: false });
   });
   after(async () => {
     await store?.close();

@@ -28,7 +28,7 @@ describe('after an installation', () => {
   const random = () => 0.5;
   let serial = 0;
   before(async () => {
-    store = await openStore('memory:');
+    store = await openStore('memory:', { pgliteThread: false });
     ca = await root('Lifecycle Test Root');
     lifecycle = new JobLifecycle({ store, logger: pino({ level: 'silent' }), clock: () => now, random });
   });

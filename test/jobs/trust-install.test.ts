@@ -31,7 +31,7 @@ describe('judging one installation', () => {
   let certificateId: string;
 
   before(async () => {
-    store = await openStore('memory:');
+    store = await openStore('memory:', { pgliteThread: false });
     const rootA = await root('Install Judge Root A');
     const rootB = await root('Install Judge Root B');
     const issuing = await intermediate('Install Judge Intermediate', rootA);
