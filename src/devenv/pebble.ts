@@ -5,7 +5,7 @@
  * chain selection must be exercised against.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { createWriteStream, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
@@ -28,6 +28,8 @@ export interface PebbleOptions {
   readonly workDir?: string;
   /** Further variables for Pebble, e.g. PEBBLE_AUTHZREUSE. */
   readonly env?: Record<string, string>;
+  /** A file that gets all of Pebble's own output (its request log, a goroutine dump on SIGQUIT), for reading a run afterwards. */
+  readonly logFile?: string;
 }
 
 /** A running local Pebble and what a client needs to talk to it. */
@@ -142,7 +144,7 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
     processes.push(challtestsrv);
     await waitUntilReady(challtestsrv, () => answers(challtestsrvUrl));
 
-    const pebble = supervise('pebble', ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], pebbleEnv(options, alternateRoots));
+    const pebble = supervise('pebble', ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], pebbleEnv(options, alternateRoots), options.logFile);
     processes.push(pebble);
     const directoryUrl = `https://127.0.0.1:${acmePort}/dir`;
     const managementUrl = `https://127.0.0.1:${managementPort}`;
@@ -219,8 +221,9 @@ function pebbleEnv(options: PebbleOptions, alternateRoots: number): NodeJS.Proce
   };
 }
 
-function supervise(name: string, args: string[], env: NodeJS.ProcessEnv): Supervised {
+function supervise(name: string, args: string[], env: NodeJS.ProcessEnv, logFile?: string): Supervised {
   const child = spawn(name, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = logFile === undefined ? undefined : createWriteStream(logFile, { flags: 'a' });
   const output: string[] = [];
   const keep = (lines: string[]): void => {
     output.push(...lines.filter((line) => line.length > 0));
@@ -229,6 +232,7 @@ function supervise(name: string, args: string[], env: NodeJS.ProcessEnv): Superv
   for (const stream of [child.stdout, child.stderr]) {
     let unfinished = '';
     stream?.on('data', (chunk: Buffer) => {
+      log?.write(chunk);
       const lines = (unfinished + chunk.toString()).split('\n');
       unfinished = lines.pop() ?? '';
       keep(lines);
@@ -236,8 +240,9 @@ function supervise(name: string, args: string[], env: NodeJS.ProcessEnv): Superv
     stream?.on('end', () => keep([unfinished]));
   }
   const exited = new Promise((resolve) => {
-    child.once('close', resolve);
+    child.once('close', (code) => (log?.end(), resolve(code)));
     child.once('error', (error) => {
+      log?.end();
       keep([`${name} could not be started (${error.message}); it comes with the Debian package "pebble".`]);
       resolve(error);
     });

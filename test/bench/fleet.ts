@@ -6,9 +6,10 @@
  *   the same Pebble in the same run, at the same concurrency, polling every 200 ms, and
  *   followed by the plane's own stage histogram for that part.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile } from 'node:fs/promises';
 import https from 'node:https';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import acme from 'acme-client';
 import pg from 'pg';
 import pino from 'pino';
@@ -217,7 +218,8 @@ function printStages(before: StageHistogram, after: StageHistogram): void {
  */
 export async function benchCampaign(count: number, engine: BenchEngine, concurrency: number, seconds: number): Promise<void> {
   const dir = await scratch('certplane-bench-campaign-');
-  const pebble = await startPebble({ alternateRoots: 1 });
+  const pebbleLog = dir.path('pebble.log');
+  const pebble = await startPebble({ alternateRoots: 1, logFile: pebbleLog });
   const database = await databaseFor(engine);
   const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
   const trustPath = await dir.write('root.pem', preferred.pem);
@@ -271,7 +273,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
     );
     printCpu(engine, bareCpu, count, cpu, Math.max(1, installed));
     printStages(before, await stageHistogram(url));
-    if (status.state !== 'done') await stallReport(status, plane, pebble, engine === 'postgres' ? database.url : undefined);
+    if (status.state !== 'done') await stallReport(status, plane, pebble, pebbleLog, engine === 'postgres' ? database.url : undefined);
   } finally {
     await Promise.all(agents.map((a) => a.client.stop()));
     await plane.stop();
@@ -286,7 +288,7 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
  * plane's last warnings, and on PostgreSQL where its certificates and jobs stand and what
  * the database's sessions are doing.
  */
-async function stallReport(status: unknown, plane: RunningProcess, pebble: LocalPebble, databaseUrl: string | undefined): Promise<void> {
+async function stallReport(status: unknown, plane: RunningProcess, pebble: LocalPebble, pebbleLog: string, databaseUrl: string | undefined): Promise<void> {
   process.stdout.write(`  campaign status: ${JSON.stringify(status).slice(0, 4000)}\n`);
   const states = await Promise.all(pebble.pids.map(async (pid) => `${pid} ${(await statOf(pid))?.[0] ?? 'gone'}`));
   const directory = await new Promise<string>((resolve) => {
@@ -295,6 +297,12 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
     request.on('error', (error) => resolve(error.message));
   });
   process.stdout.write(`  Pebble and challtestsrv (pid, state): ${states.join(', ')}; GET ${pebble.directoryUrl} now: ${directory}\n`);
+  // Pebble (Go) writes every goroutine's stack when it gets SIGQUIT: where its requests wait.
+  process.kill(pebble.pids[1]!, 'SIGQUIT');
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const kept = join(tmpdir(), `certplane-bench-stall-${process.pid}-pebble.log`);
+  await copyFile(pebbleLog, kept);
+  process.stdout.write(`  Pebble's log with its goroutine dump: ${kept}\n`);
   process.stdout.write(`  plane's last log lines:\n${plane.lines.slice(-30).map((l) => `    ${l.slice(0, 600)}`).join('\n')}\n`);
   if (!databaseUrl) return;
   const client = new pg.Client({ connectionString: databaseUrl });
