@@ -62,7 +62,7 @@ export async function openPgliteThread(directory: string | undefined, location: 
   const execArgv = process.execArgv.filter((option) => !option.startsWith('--input-type'));
   const worker = new Worker(new URL('./pglite-worker.js', import.meta.url), { workerData: { directory }, execArgv });
   const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: unknown) => void }>();
-  const listeners = new Map<string, (payload: string) => void>();
+  const listeners = new Map<string, Set<(payload: string) => void>>();
   let nextId = 1;
   let gone: Error | undefined;
   const settleAll = (error: Error) => {
@@ -89,7 +89,7 @@ export async function openPgliteThread(directory: string | undefined, location: 
   worker.on('exit', (code) => settleAll(unavailable(`its thread exited with code ${code}`)));
   worker.on('message', (message: FromWorker) => {
     if (message.kind === 'notify') {
-      listeners.get(message.channel)?.(message.payload);
+      for (const onPayload of listeners.get(message.channel) ?? []) onPayload(message.payload);
       return;
     }
     if (message.kind !== 'answer') return;
@@ -131,10 +131,18 @@ export async function openPgliteThread(directory: string | undefined, location: 
       await ask({ kind: 'end', tx, commit: true });
       return result;
     },
+    // One LISTEN per channel on the thread, any number of listeners here, as PGlite allows.
     listen: async (channel, onPayload) => {
-      listeners.set(channel, onPayload);
-      await ask({ kind: 'listen', channel });
+      const mine = (payload: string) => onPayload(payload);
+      const existing = listeners.get(channel);
+      if (existing) existing.add(mine);
+      else {
+        listeners.set(channel, new Set([mine]));
+        await ask({ kind: 'listen', channel });
+      }
       return async () => {
+        const set = listeners.get(channel);
+        if (!set?.delete(mine) || set.size > 0) return;
         listeners.delete(channel);
         if (!gone) await ask({ kind: 'unlisten', channel });
       };

@@ -89,17 +89,22 @@ describe('PGlite on a worker thread', () => {
     }
   });
 
-  test('notifications reach the listener, and nothing after it unlistens', TIMEOUT, async () => {
+  test('notifications reach every listener of the channel, and none after it unlistens', TIMEOUT, async () => {
     const db = await openDatabase('memory:');
     try {
       const heard: string[] = [];
-      const unlisten = await db.listen('certplane_agent_work', (payload) => heard.push(payload), () => assert.fail('never resubscribed in this process'));
+      const never = () => assert.fail('never resubscribed in this process');
+      const unlisten = await db.listen('certplane_agent_work', (payload) => heard.push(`a:${payload}`), never);
+      const unlistenOther = await db.listen('certplane_agent_work', (payload) => heard.push(`b:${payload}`), never);
       await db.query("SELECT pg_notify('certplane_agent_work', 'first')");
-      await eventually(async () => (heard.length === 1 ? true : undefined), 5_000, 20, 'the notification');
+      await eventually(async () => (heard.length === 2 ? true : undefined), 5_000, 20, 'the notification');
       await unlisten();
       await db.query("SELECT pg_notify('certplane_agent_work', 'second')");
+      await eventually(async () => (heard.length === 3 ? true : undefined), 5_000, 20, 'the second notification');
+      await unlistenOther();
+      await db.query("SELECT pg_notify('certplane_agent_work', 'third')");
       await db.query('SELECT 1');
-      assert.deepEqual(heard, ['first']);
+      assert.deepEqual(heard.sort(), ['a:first', 'b:first', 'b:second']);
     } finally {
       await db.close();
     }
