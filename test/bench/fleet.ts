@@ -6,7 +6,7 @@
  *   the same Pebble in the same run, at the same concurrency, polling every 200 ms, and
  *   followed by the plane's own stage histogram for that part.
  */
-import { copyFile, readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ import { parseCertificateBundle } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
-import { pebbleStoreDeadlock } from '../support/pebble-deadlock.js';
+import { pebbleVerdict } from '../support/pebble-deadlock.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { freePort } from '../support/ports.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
@@ -229,7 +229,9 @@ export async function benchCampaign(count: number, engine: BenchEngine, concurre
 /** One campaign part; returns why Pebble stopped answering when it deadlocked (see test/support/pebble-deadlock.ts). */
 async function campaignOnce(count: number, engine: BenchEngine, concurrency: number, seconds: number): Promise<string | undefined> {
   const dir = await scratch('certplane-bench-campaign-');
-  const pebbleLog = dir.path('pebble.log');
+  // Outside the scratch directory: kept when the part stalls, for its goroutine dump.
+  const pebbleLog = join(tmpdir(), `certplane-bench-${process.pid}-${engine}-${Date.now()}-pebble.log`);
+  let keepPebbleLog = false;
   const pebble = await startPebble({ alternateRoots: 1, logFile: pebbleLog });
   const database = await databaseFor(engine);
   const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
@@ -284,13 +286,16 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     );
     printCpu(engine, bareCpu, count, cpu, Math.max(1, installed));
     printStages(before, await stageHistogram(url));
-    return status.state === 'done' ? undefined : await stallReport(status, plane, pebble, pebbleLog, engine === 'postgres' ? database.url : undefined);
+    if (status.state === 'done') return undefined;
+    keepPebbleLog = true;
+    return await stallReport(status, plane, pebble, pebbleLog, engine === 'postgres' ? database.url : undefined);
   } finally {
     await Promise.all(agents.map((a) => a.client.stop()));
     await plane.stop();
     await pebble.stop();
     await database.drop();
     await dir.remove();
+    if (!keepPebbleLog) await rm(pebbleLog, { force: true });
   }
 }
 
@@ -308,13 +313,9 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
     request.on('error', (error) => resolve(error.message));
   });
   process.stdout.write(`  Pebble and challtestsrv (pid, state): ${states.join(', ')}; GET ${pebble.directoryUrl} now: ${directory}\n`);
-  // Pebble (Go) writes every goroutine's stack when it gets SIGQUIT: where its requests wait.
-  process.kill(pebble.pids[1]!, 'SIGQUIT');
-  await new Promise((resolve) => setTimeout(resolve, 2000));
-  const kept = join(tmpdir(), `certplane-bench-stall-${process.pid}-pebble.log`);
-  await copyFile(pebbleLog, kept);
-  const deadlock = pebbleStoreDeadlock(await readFile(kept, 'utf8'));
-  process.stdout.write(`  Pebble's log with its goroutine dump: ${kept}${deadlock ? `\n  ${deadlock}` : ''}\n`);
+  const verdict = await pebbleVerdict(pebble, pebbleLog);
+  process.stdout.write(`  ${verdict}\n`);
+  const deadlock = verdict.startsWith('Pebble deadlocked') ? verdict : undefined;
   process.stdout.write(`  plane's last log lines:\n${plane.lines.slice(-30).map((l) => `    ${l.slice(0, 600)}`).join('\n')}\n`);
   if (!databaseUrl) return deadlock;
   const client = new pg.Client({ connectionString: databaseUrl });

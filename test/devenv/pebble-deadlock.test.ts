@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pebbleStoreDeadlock } from '../support/pebble-deadlock.js';
+import { readFile } from 'node:fs/promises';
+import { startPebble } from '../../src/devenv/pebble.js';
+import { scratch } from '../support/cli.js';
+import { pebbleStoreDeadlock, pebbleVerdict } from '../support/pebble-deadlock.js';
 
 const DEADLOCKED = `goroutine 26474 [semacquire, 2 minutes]:
 runtime.gopark(0x20?, 0x7909a0?, 0x0?, 0xac?, 0xc000ab31a0?)
@@ -53,4 +56,20 @@ test('one half alone, or the same stacks running rather than waiting, is not', (
   assert.equal(pebbleStoreDeadlock(`${writer}\n\n${authz}`), undefined);
   assert.equal(pebbleStoreDeadlock(DEADLOCKED.replaceAll('[semacquire, 2 minutes]', '[running]')), undefined);
   assert.equal(pebbleStoreDeadlock(''), undefined);
+});
+
+test('a healthy Pebble asked for its goroutines shows no deadlock, and its log keeps the dump', { timeout: 60_000 }, async () => {
+  const dir = await scratch('certplane-pebble-verdict-');
+  const logFile = dir.path('pebble.log');
+  const pebble = await startPebble({ logFile });
+  try {
+    const verdict = await pebbleVerdict(pebble, logFile);
+    assert.equal(verdict, `Pebble shows no store deadlock in its goroutine dump (its log and dump: ${logFile})`);
+    const log = await readFile(logFile, 'utf8');
+    assert.match(log, /^goroutine \d+ \[/m);
+    assert.match(log, /pebble\/wfe|pebble\/va|pebble\/db/);
+  } finally {
+    await pebble.stop();
+    await dir.remove();
+  }
 });

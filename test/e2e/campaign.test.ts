@@ -46,7 +46,7 @@ describe('reissue campaign over 200 instances, rate limited, surviving SIGKILL',
       const warnings = lines.filter((line) => /"level":(40|50|60)/.test(line)).slice(-20);
       const first = rows[0]?.instance_id as string | undefined;
       const story = first ? lines.filter((line) => line.includes(first)).slice(-30) : [];
-      return [`${rows.length} rows not done:`, ...rows.slice(0, 20).map((row) => JSON.stringify(row)), 'plane warnings:', ...warnings, `the first one's story:`, ...story].join('\n');
+      return [`${rows.length} rows not done:`, ...rows.slice(0, 20).map((row) => JSON.stringify(row)), 'plane warnings:', ...warnings, `the first one's story:`, ...story, await fleet.pebbleVerdict()].join('\n');
     } finally {
       await store.close();
     }

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { pebbleVerdict } from '../support/pebble-deadlock.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { startBalancer, type Balancer } from '../support/balancer.js';
@@ -69,7 +70,7 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
   const count = async (sql: string, params: unknown[] = []) => Number((await store.query<{ n: string }>(sql, params))[0]?.n ?? 0);
 
   before(async () => {
-    pebble = await startPebble({ alternateRoots: 1 });
+    pebble = await startPebble({ alternateRoots: 1, logFile: dir.path('pebble.log') });
     proxy = await startAcmeProxy({ upstreamDirectoryUrl: pebble.directoryUrl, upstreamCaPem: pebble.acmeServerCaPem, renewalInfo: false });
     preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
     await dir.write('root.pem', preferred.pem);
@@ -149,7 +150,7 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
     await eventually(async () => ((await count("SELECT count(DISTINCT instance_id) AS n FROM certificates WHERE status = 'installed'")) === INSTANCES ? true : undefined), 420_000, 250, 'every instance to install a certificate').catch(async (error: Error) => {
       const states = await store.query('SELECT status, lease_owner IS NOT NULL AS leased, order_url IS NOT NULL AS ordered, count(*) AS n FROM certificates GROUP BY 1, 2, 3');
       const failures = [...new Set(logEvents(everyPlane.flatMap((plane) => plane.lines)).filter((event) => event.msg === 'issuance failed').map((event) => String(event.err)))];
-      throw new Error(`${error.message}; certificates: ${JSON.stringify(states)}; failures: ${JSON.stringify(failures.slice(0, 5))}`);
+      throw new Error(`${error.message}; certificates: ${JSON.stringify(states)}; failures: ${JSON.stringify(failures.slice(0, 5))}; ${await pebbleVerdict(pebble, dir.path('pebble.log'))}`);
     });
     const finished = await eventually(async () => {
       const { body } = await json('GET', `/v1/reissues/${campaign.body.id}`);

@@ -9,6 +9,7 @@
 import { join } from 'node:path';
 import { parseCertificateBundle, type Certificate } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { pebbleVerdict } from './pebble-deadlock.js';
 import { startAcmeProxy, type AcmeProxy } from './acme-proxy.js';
 import { scratch } from './cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from './fleet.js';
@@ -74,6 +75,8 @@ export interface E2eFleet {
   allConnected(timeoutMs?: number): Promise<void>;
   /** Stops the plane with `signal` and starts another on the same state. */
   restartPlane(signal?: NodeJS.Signals): Promise<void>;
+  /** For a stalled run's report: whether Pebble deadlocked (test/support/pebble-deadlock.ts); Pebble is gone afterwards. */
+  pebbleVerdict(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -81,7 +84,7 @@ const LISTENING_TIMEOUT_MS = 120_000;
 
 export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet> {
   const dir = await scratch(options.prefix);
-  const pebble = await startPebble(options.alternateRoots ? { alternateRoots: options.alternateRoots } : {});
+  const pebble = await startPebble({ ...(options.alternateRoots ? { alternateRoots: options.alternateRoots } : {}), logFile: dir.path('pebble.log') });
   let proxy: AcmeProxy | undefined;
   let database: { url: string; drop: () => Promise<void> } | undefined;
   let plane: RunningProcess | undefined;
@@ -144,6 +147,7 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
       write: dir.write,
       path: dir.path,
       pebble,
+      pebbleVerdict: () => pebbleVerdict(pebble, dir.path('pebble.log')),
       roots,
       proxy,
       preferred,

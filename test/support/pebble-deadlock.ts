@@ -12,6 +12,10 @@
  * order. A run that meets it measured Pebble, not the client: this reads a goroutine dump
  * (Pebble's output after SIGQUIT) and says whether it shows that cycle.
  */
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { LocalPebble } from '../../src/devenv/pebble.js';
+
 export function pebbleStoreDeadlock(goroutineDump: string): string | undefined {
   const goroutines = goroutineDump.split(/\n\s*\n(?=goroutine \d+ )/);
   const waiting = (g: string) => /^goroutine \d+ \[semacquire/.test(g);
@@ -19,4 +23,28 @@ export function pebbleStoreDeadlock(goroutineDump: string): string | undefined {
   const authz = goroutines.some((g) => waiting(g) && /MemoryStore\)\.GetAccountByKey[\s\S]*getAcctByKey[\s\S]*WebFrontEndImpl\)\.Authz\(/.test(g));
   if (!finder || !authz) return undefined;
   return "Pebble deadlocked (its store's lock-order inversion: newOrder's FindValidAuthorization holds the store's read lock waiting for an authorization that a POST-as-GET of it holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
+}
+
+/**
+ * What a stalled run's Pebble says: sends it SIGQUIT (Go then writes every goroutine's stack
+ * and exits), waits for the dump in `logFile` (startPebble's option) and returns the verdict
+ * with where the dump is. Pebble is gone afterwards: for a run that has failed already.
+ */
+export async function pebbleVerdict(pebble: LocalPebble, logFile: string): Promise<string> {
+  // pids: challtestsrv's, then Pebble's.
+  const pid = pebble.pids[1];
+  if (pid === undefined) return 'Pebble has no process to ask';
+  try {
+    process.kill(pid, 'SIGQUIT');
+  } catch (error) {
+    return `Pebble could not be asked for its goroutines (${(error as Error).message})`;
+  }
+  let dump = '';
+  for (let waited = 0; waited < 5000 && !/^goroutine \d+ /m.test(dump); waited += 250) {
+    await sleep(250);
+    dump = await readFile(logFile, 'utf8').catch(() => '');
+  }
+  await sleep(500);
+  dump = await readFile(logFile, 'utf8').catch(() => dump);
+  return `${pebbleStoreDeadlock(dump) ?? 'Pebble shows no store deadlock in its goroutine dump'} (its log and dump: ${logFile})`;
 }
