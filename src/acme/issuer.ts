@@ -50,6 +50,8 @@ import type { OrderStanding } from '../lifecycle/index.js';
  * `config`, so acme-client's interceptor passes it on unchanged.
  */
 class NoHttpAnswer extends Error {
+  /** The transport's code (ECONNRESET, ECONNABORTED, ...): what retry.ts decides a passing failure by. */
+  readonly code: string | undefined;
   constructor(
     readonly method: string,
     readonly url: string,
@@ -57,6 +59,8 @@ class NoHttpAnswer extends Error {
     cause: unknown,
   ) {
     super(`${method} ${url} got no HTTP answer: ${why}`, { cause });
+    const code = (cause as { code?: unknown }).code;
+    this.code = typeof code === 'string' ? code : undefined;
   }
 }
 
@@ -286,9 +290,9 @@ export class AcmeIssuer {
     if (!renewalInfoUrl) return undefined;
     const url = `${renewalInfoUrl.replace(/\/+$/, '')}/${certId}`;
     const response = await acme.axios.get(url, { timeout: RENEWAL_INFO_TIMEOUT_MS, validateStatus: () => true }).catch((cause: unknown) => {
-      // Every HTTP status resolves (validateStatus), so this is a connection-level failure; acme-client
-      // 5.4 hides the original behind a TypeError once its own retries are spent.
-      throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `GET ${url} got no HTTP answer (timeout, refused or TLS failure): ${(cause as Error).message}`, { certId, url }, { cause });
+      // Every HTTP status resolves (validateStatus), so this is a connection-level failure (NoHttpAnswer, from the transport).
+      const why = cause instanceof NoHttpAnswer ? cause.why : (cause as Error).message;
+      throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `GET ${url} got no HTTP answer: ${why}`, { certId, url }, { cause });
     });
     if (response.status !== 200) {
       throw new CertplaneError(ErrorCode.ARI_UNAVAILABLE, `GET ${url} answered HTTP ${response.status}`, { certId, url, status: response.status });
@@ -651,7 +655,7 @@ export class AcmeIssuer {
   #accountClient(): Promise<acme.Client> {
     this.#client ??= this.#openAccount().catch((error) => {
       this.#client = undefined;
-      throw error;
+      throw this.#unreachableOr(error);
     });
     return this.#client;
   }

@@ -58,9 +58,17 @@ export interface PgliteThread {
  * the engine's own error when it cannot open (a directory another process holds, say).
  */
 export async function openPgliteThread(directory: string | undefined, location: string): Promise<PgliteThread> {
-  // The process's node options, but not --input-type: it applies to code given on the command line, and a worker refuses it for a file.
-  const execArgv = process.execArgv.filter((option) => !option.startsWith('--input-type'));
-  const worker = new Worker(new URL('./pglite-worker.js', import.meta.url), { workerData: { directory }, execArgv });
+  // A worker inherits the process's node options, except that it refuses --input-type (for
+  // code given on the command line); given explicitly, the list would refuse more (heap sizes,
+  // --expose-gc), so it is given only to leave --input-type out.
+  const inputType = process.execArgv.some((option) => option.startsWith('--input-type'));
+  const worker = new Worker(new URL('./pglite-worker.js', import.meta.url), {
+    workerData: { directory },
+    ...(inputType ? { execArgv: process.execArgv.filter((option) => !option.startsWith('--input-type')) } : {}),
+  });
+  // Listened to from the start: a worker's 'error' with no listener would crash the process.
+  let opened = false;
+  let closed = false;
   const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: unknown) => void }>();
   const listeners = new Map<string, Set<(payload: string) => void>>();
   let nextId = 1;
@@ -71,25 +79,36 @@ export async function openPgliteThread(directory: string | undefined, location: 
     pending.clear();
   };
   const unavailable = (why: string) =>
-    new CertplaneError(ErrorCode.STORE_UNAVAILABLE, `The embedded database at ${location} stopped (${why}); restart the process.`, { location });
+    closed
+      ? new CertplaneError(ErrorCode.STORE_CLOSED, `The store at ${location} was closed; open a new one.`, { location })
+      : new CertplaneError(ErrorCode.STORE_UNAVAILABLE, `The embedded database at ${location} stopped (${why}); restart the process.`, { location });
 
-  await new Promise<void>((resolve, reject) => {
-    const early = (error: unknown) => reject(error);
-    worker.once('error', early);
-    worker.once('exit', (code) => reject(new Error(`the database thread exited with code ${code} before it opened`)));
+  const started = new Promise<void>((resolve, reject) => {
+    worker.on('error', (error) => (opened ? settleAll(unavailable(error.message)) : reject(error)));
+    worker.on('exit', (code) => (opened ? settleAll(unavailable(`its thread exited with code ${code}`)) : reject(new Error(`the database thread exited with code ${code} before it opened`))));
     worker.once('message', (message: FromWorker) => {
-      worker.off('error', early);
       if (message.kind === 'ready') resolve();
       else if (message.kind === 'failed') reject(revived(message.error));
       else reject(new Error(`the database thread said ${message.kind} before it opened`));
     });
   });
-  worker.removeAllListeners('exit');
-  worker.on('error', (error) => settleAll(unavailable(error.message)));
-  worker.on('exit', (code) => settleAll(unavailable(`its thread exited with code ${code}`)));
+  try {
+    await started;
+  } catch (error) {
+    await worker.terminate();
+    throw error;
+  }
+  opened = true;
   worker.on('message', (message: FromWorker) => {
     if (message.kind === 'notify') {
-      for (const onPayload of listeners.get(message.channel) ?? []) onPayload(message.payload);
+      for (const onPayload of listeners.get(message.channel) ?? []) {
+        // One listener's failure is its own: the others still hear the notification.
+        try {
+          onPayload(message.payload);
+        } catch {
+          // The listener reports its own failures; nothing here can act on one.
+        }
+      }
       return;
     }
     if (message.kind !== 'answer') return;
@@ -111,7 +130,15 @@ export async function openPgliteThread(directory: string | undefined, location: 
     return new Promise<T>((resolve, reject) => {
       if (pending.size === 0) worker.ref();
       pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
-      worker.postMessage({ ...request, id } as ToWorker);
+      try {
+        worker.postMessage({ ...request, id } as ToWorker);
+      } catch (error) {
+        // A parameter structured clone cannot copy (a function, a symbol): refused here, and
+        // nothing is left waiting that would hold the process.
+        pending.delete(id);
+        if (pending.size === 0) worker.unref();
+        reject(error);
+      }
     });
   };
   const query = <T>(sql: string, params: readonly unknown[] | undefined, tx?: number) =>
@@ -138,7 +165,10 @@ export async function openPgliteThread(directory: string | undefined, location: 
       if (existing) existing.add(mine);
       else {
         listeners.set(channel, new Set([mine]));
-        await ask({ kind: 'listen', channel });
+        await ask({ kind: 'listen', channel }).catch((error: unknown) => {
+          listeners.delete(channel);
+          throw error;
+        });
       }
       return async () => {
         const set = listeners.get(channel);
@@ -148,8 +178,9 @@ export async function openPgliteThread(directory: string | undefined, location: 
       };
     },
     close: async () => {
+      closed = true;
       if (!gone) await ask({ kind: 'close' }).catch(() => undefined);
-      gone ??= unavailable('it was closed');
+      gone ??= new CertplaneError(ErrorCode.STORE_CLOSED, `The store at ${location} was closed; open a new one.`, { location });
       await worker.terminate();
     },
   };

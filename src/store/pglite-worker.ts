@@ -26,89 +26,94 @@ function serialised(error: unknown): WorkerError {
 /** Thrown inside a transaction the main thread ends without committing: PGlite rolls back. */
 const ROLLBACK = Symbol('rollback');
 
-let db: PGlite;
-try {
-  db = await PGlite.create((workerData as { directory?: string }).directory);
-} catch (error) {
+// A failure to open is said once, as the answer to opening; nothing is served then, the
+// thread ends by itself and the main thread has its answer.
+const opened = await PGlite.create((workerData as { directory?: string }).directory).catch((error: unknown) => {
   send({ kind: 'failed', error: serialised(error) });
-  port.close();
-  throw error;
-}
-
-const transactions = new Map<number, { tx: Transaction; end: (request: { id: number; commit: boolean }) => void }>();
-const listening = new Map<string, () => Promise<void>>();
-let nextTransaction = 1;
-
-const answer = (id: number, work: () => Promise<unknown>) =>
-  work().then(
-    (value) => send({ kind: 'answer', id, ok: true, value }),
-    (error: unknown) => send({ kind: 'answer', id, ok: false, error: serialised(error) }),
-  );
-
-function begin(id: number): void {
-  const txId = nextTransaction++;
-  let begun = false;
-  let ending: { id: number; commit: boolean } | undefined;
-  db.transaction(async (tx) => {
-    begun = true;
-    const ended = new Promise<{ id: number; commit: boolean }>((resolve) => transactions.set(txId, { tx, end: resolve }));
-    send({ kind: 'answer', id, ok: true, value: txId });
-    ending = await ended;
-    transactions.delete(txId);
-    if (!ending.commit) throw ROLLBACK;
-  }).then(
-    () => send({ kind: 'answer', id: ending!.id, ok: true, value: null }),
-    (error: unknown) => {
-      transactions.delete(txId);
-      // BEGIN itself failed: the request that asked for it hears why. Otherwise the end does.
-      if (!begun) send({ kind: 'answer', id, ok: false, error: serialised(error) });
-      else if (error === ROLLBACK) send({ kind: 'answer', id: ending!.id, ok: true, value: null });
-      else if (ending) send({ kind: 'answer', id: ending.id, ok: false, error: serialised(error) });
-    },
-  );
-}
-
-port.on('message', (request: ToWorker) => {
-  switch (request.kind) {
-    case 'query': {
-      const open = request.tx === undefined ? db : transactions.get(request.tx)?.tx;
-      void answer(request.id, async () => {
-        if (!open) throw new Error(`transaction ${request.tx} is not open`);
-        return (await open.query(request.sql, request.params)).rows;
-      });
-      return;
-    }
-    case 'begin':
-      begin(request.id);
-      return;
-    case 'end': {
-      const open = transactions.get(request.tx);
-      if (open) open.end({ id: request.id, commit: request.commit });
-      else send({ kind: 'answer', id: request.id, ok: false, error: { name: 'Error', message: `transaction ${request.tx} is not open` } });
-      return;
-    }
-    case 'listen':
-      void answer(request.id, async () => {
-        if (listening.has(request.channel)) return null;
-        listening.set(request.channel, await db.listen(request.channel, (payload) => send({ kind: 'notify', channel: request.channel, payload })));
-        return null;
-      });
-      return;
-    case 'unlisten':
-      void answer(request.id, async () => {
-        const unlisten = listening.get(request.channel);
-        listening.delete(request.channel);
-        if (unlisten && !db.closed) await unlisten();
-        return null;
-      });
-      return;
-    case 'close':
-      void answer(request.id, async () => {
-        if (!db.closed) await db.close();
-        return null;
-      });
-      return;
-  }
+  return undefined;
 });
+if (opened) serve(opened);
 
-send({ kind: 'ready' });
+/** Answers the main thread's requests against the open engine, then says it is ready. */
+function serve(db: PGlite): void {
+  const transactions = new Map<number, { tx: Transaction; end: (request: { id: number; commit: boolean }) => void }>();
+  const listening = new Map<string, () => Promise<void>>();
+  let nextTransaction = 1;
+
+  /** Answers request `id` with what `work` gives; a value that cannot cross the thread is answered as an error, not lost. */
+  const answer = (id: number, work: () => Promise<unknown>) =>
+    work()
+      .then(
+        (value) => send({ kind: 'answer', id, ok: true, value }),
+        (error: unknown) => send({ kind: 'answer', id, ok: false, error: serialised(error) }),
+      )
+      .catch((error: unknown) => send({ kind: 'answer', id, ok: false, error: serialised(error) }));
+
+  function begin(id: number): void {
+    const txId = nextTransaction++;
+    let begun = false;
+    let ending: { id: number; commit: boolean } | undefined;
+    db.transaction(async (tx) => {
+      begun = true;
+      const ended = new Promise<{ id: number; commit: boolean }>((resolve) => transactions.set(txId, { tx, end: resolve }));
+      send({ kind: 'answer', id, ok: true, value: txId });
+      ending = await ended;
+      transactions.delete(txId);
+      if (!ending.commit) throw ROLLBACK;
+    }).then(
+      () => send({ kind: 'answer', id: ending!.id, ok: true, value: null }),
+      (error: unknown) => {
+        transactions.delete(txId);
+        // BEGIN itself failed: the request that asked for it hears why. Otherwise the end does.
+        if (!begun) send({ kind: 'answer', id, ok: false, error: serialised(error) });
+        else if (error === ROLLBACK) send({ kind: 'answer', id: ending!.id, ok: true, value: null });
+        else if (ending) send({ kind: 'answer', id: ending.id, ok: false, error: serialised(error) });
+      },
+    );
+  }
+
+  port.on('message', (request: ToWorker) => {
+    switch (request.kind) {
+      case 'query': {
+        const open = request.tx === undefined ? db : transactions.get(request.tx)?.tx;
+        void answer(request.id, async () => {
+          if (!open) throw new Error(`transaction ${request.tx} is not open`);
+          return (await open.query(request.sql, request.params)).rows;
+        });
+        return;
+      }
+      case 'begin':
+        begin(request.id);
+        return;
+      case 'end': {
+        const open = transactions.get(request.tx);
+        if (open) open.end({ id: request.id, commit: request.commit });
+        else send({ kind: 'answer', id: request.id, ok: false, error: { name: 'Error', message: `transaction ${request.tx} is not open` } });
+        return;
+      }
+      case 'listen':
+        void answer(request.id, async () => {
+          if (listening.has(request.channel)) return null;
+          listening.set(request.channel, await db.listen(request.channel, (payload) => send({ kind: 'notify', channel: request.channel, payload })));
+          return null;
+        });
+        return;
+      case 'unlisten':
+        void answer(request.id, async () => {
+          const unlisten = listening.get(request.channel);
+          listening.delete(request.channel);
+          if (unlisten && !db.closed) await unlisten();
+          return null;
+        });
+        return;
+      case 'close':
+        void answer(request.id, async () => {
+          if (!db.closed) await db.close();
+          return null;
+        });
+        return;
+    }
+  });
+
+  send({ kind: 'ready' });
+}

@@ -75,3 +75,34 @@ test('an ACME server that accepts and never answers: ACME_UNREACHABLE that says 
     await dir.remove();
   }
 });
+
+test('a connection the ACME server resets is a passing failure: opening the account is tried again, then ACME_UNREACHABLE', async () => {
+  const dir = await scratch('certplane-reset-');
+  let connections = 0;
+  const resetting = createServer((socket) => {
+    connections += 1;
+    socket.resetAndDestroy();
+  });
+  await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+  const directoryUrl = `https://127.0.0.1:${(resetting.address() as { port: number }).port}/dir`;
+  try {
+    const issuer = new AcmeIssuer({
+      directoryUrl,
+      secrets: await FileSecretStore.open(dir.path('secrets')),
+      solvers: [],
+      chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
+      logger: pino({ level: 'silent' }),
+      retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
+      assert.ok(error instanceof CertplaneError, String(error));
+      assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
+      assert.match(error.message, /ECONNRESET/);
+      return true;
+    });
+    assert.equal(connections, 3, 'three tries of the same step');
+  } finally {
+    await new Promise((resolve) => resetting.close(resolve));
+    await dir.remove();
+  }
+});

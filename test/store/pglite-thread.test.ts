@@ -7,6 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { openDatabase, type Database } from '../../src/store/engines.js';
@@ -14,6 +17,7 @@ import { ErrorCode } from '../../src/error-catalogue.js';
 import { eventually } from '../support/processes.js';
 
 const TIMEOUT = { timeout: 60_000 };
+const enginesUrl = pathToFileURL(new URL('../../src/store/engines.js', import.meta.url).pathname).href;
 
 async function both<T>(work: (db: Database) => Promise<T>): Promise<{ thread: T; inline: T }> {
   const [onThread, inline] = await Promise.all([openDatabase('memory:'), openDatabase('memory:', { pgliteThread: false })]);
@@ -117,9 +121,53 @@ describe('PGlite on a worker thread', () => {
     await assert.rejects(db.transaction((tx) => tx.query('SELECT 1')), (e: any) => e.code === ErrorCode.STORE_CLOSED);
   });
 
+  test('a directory PGlite cannot open is STORE_UNAVAILABLE, and the process lives on', TIMEOUT, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'certplane-bad-pglite-'));
+    try {
+      await writeFile(join(dir, 'PG_VERSION'), 'garbage\n');
+      const script = `const { openDatabase } = await import(${JSON.stringify(enginesUrl)});
+        await openDatabase(${JSON.stringify(`pglite:${dir}`)}).then(() => process.stdout.write('opened'), (e) => process.stdout.write(e.code));
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        process.stdout.write(' alive');`;
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(child.stdout, `${ErrorCode.STORE_UNAVAILABLE} alive`, child.stderr);
+      assert.equal(child.status, 0, child.stderr);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a parameter that cannot cross to the thread is refused, and holds nothing', TIMEOUT, () => {
+    const script = `const { openDatabase } = await import(${JSON.stringify(enginesUrl)});
+      const db = await openDatabase('memory:');
+      await db.query('SELECT $1::text AS t', [() => 1]).then(() => process.stdout.write('accepted'), (e) => process.stdout.write(e.code));
+      const rows = await db.query('SELECT 2 AS two');
+      process.stdout.write(' ' + rows[0].two);`;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(child.signal, null, `killed after 30 s: the refused statement held the process (${child.stderr})`);
+    assert.equal(child.stdout, `${ErrorCode.STORE_QUERY_FAILED} 2`, child.stderr);
+  });
+
+  test('the thread opens under node options a worker refuses when given explicitly (a heap size)', TIMEOUT, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'certplane-heap-'));
+    try {
+      const script = join(dir, 'open.mjs');
+      await writeFile(
+        script,
+        `const { openDatabase } = await import(${JSON.stringify(enginesUrl)});
+        const db = await openDatabase('memory:');
+        process.stdout.write(String((await db.query('SELECT 3 AS three'))[0].three));
+        await db.close();`,
+      );
+      const child = spawnSync(process.execPath, ['--max-old-space-size=512', script], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(child.stdout, '3', child.stderr);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an open store does not hold a finished process, and a statement under way does', TIMEOUT, () => {
-    const engines = pathToFileURL(new URL('../../src/store/engines.js', import.meta.url).pathname).href;
-    const script = `const { openDatabase } = await import(${JSON.stringify(engines)});
+    const script = `const { openDatabase } = await import(${JSON.stringify(enginesUrl)});
       const db = await openDatabase('memory:');
       const rows = await db.query('SELECT pg_sleep(0.3), 7 AS seven');
       process.stdout.write(String(rows[0].seven));`;
