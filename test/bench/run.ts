@@ -13,7 +13,8 @@
  * 3. Fleet: agents per management-plane process, memory per agent and the reconnect
  *    storm after a restart (agents-scale.ts, BENCH_AGENTS); then (fleet.ts) on each
  *    engine of BENCH_ENGINES (pglite,postgres) end-to-end issuance through agents at
- *    each count of BENCH_E2E_AGENTS (20,100), and a reissue campaign of
+ *    each count of BENCH_E2E_AGENTS (20,100; BENCH_E2E_WAVES waves each, the median ratio
+ *    reported), and a reissue campaign of
  *    BENCH_CAMPAIGN_INSTANCES (1000) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
