@@ -478,13 +478,17 @@ export class IssuanceCoordinator implements SessionHandler {
    */
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
     const arrived = performance.now();
-    const instance = await this.#instance(session.instanceId);
+    const reading = this.#instance(session.instanceId);
+    const checking = this.#checkCsr(session.instanceId, reading, csrPem);
+    checking.catch(() => undefined);
+    // A failed read of the instance fails here, as it is, not as a rejected CSR.
+    const instance = await reading;
     try {
-      await this.#checkCsr(instance, csrPem);
+      await checking;
     } catch (error) {
       const certificate = await this.#certificateOf(session.instanceId, certificateId);
       if (certificate.status !== 'pending') return;
-      await this.#fail(instance.id, certificate.id, failureOf(error), (error as Error).message);
+      await this.#fail(session.instanceId, certificate.id, failureOf(error), (error as Error).message);
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
@@ -501,18 +505,33 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#start(instance, issuing, csrPem);
   }
 
-  async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
-    const limits = { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) };
-    const csr = await parseCsr(csrPem, 'CSR', limits).catch((error: CertplaneError) => {
+  /**
+   * Checks an agent's CSR against its instance's policy. The CSR is decoded and its names'
+   * owners looked up while the instance is read (both need only the CSR and the agent's
+   * instance id), so an accepted CSR waits for one read, not two in a row; the instance's
+   * own size bound is applied once it is read, to the request parseCsr decoded and kept.
+   */
+  async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<void> {
+    const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
-    });
+    };
+    const maxNames = this.deps.maxNamesPerCertificate;
+    const decoding = parseCsr(csrPem, 'CSR', { maxNames });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const requested = [...new Set([...csr.dnsNames, ...csr.ipAddresses].map(normaliseDnsName))];
-    const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
+    const owning = decoding.then(async (decoded) => {
+      const requested = [...new Set([...decoded.dnsNames, ...decoded.ipAddresses].map(normaliseDnsName))];
+      return { requested, owned: new Set(await this.deps.store.instances.ownedNames(instanceId, requested)) };
+    });
+    owning.catch(() => undefined);
+    const instance = await reading;
+    await decoding.catch(() => undefined);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames, maxPemBytes: csrPemBytesFor(instance.hostnames) }).catch(rejected);
+    const { requested, owned } = await owning;
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {
-      const own = instance.hostnames.filter((name) => owned.has(name));
+      const ownHere = new Set(await this.deps.store.instances.ownedNames(instance.id, instance.hostnames));
+      const own = instance.hostnames.filter((name) => ownHere.has(name));
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the hostnames this instance owns (${own.join(', ') || 'none'}); a name belongs to the one instance that registered it first`);
     }
     if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {

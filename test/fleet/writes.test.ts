@@ -94,4 +94,52 @@ describe('the writes of one certificate', () => {
       channel.socket.terminate();
     }
   });
+
+  test('a CSR\'s names are looked up while its instance is read, not after', async () => {
+    let gate = false;
+    let ownershipAsked: () => void = () => undefined;
+    const ownershipStarted = new Promise<void>((resolve) => (ownershipAsked = resolve));
+    const events: string[] = [];
+    const instances = Object.assign(Object.create(plane.store.instances), {
+      // Once the CSR is sent, the instance read is held until the names' owners are asked for (at most 5 s).
+      get: async (id: string) => {
+        if (gate) {
+          events.push('instance read started');
+          const overlapped = await Promise.race([ownershipStarted.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5_000).unref())]);
+          events.push(overlapped ? 'instance read ended after the ownership read started' : 'instance read ended alone');
+        }
+        return plane.store.instances.get(id);
+      },
+      ownedNames: (id: string, names: readonly string[]) => {
+        if (gate) events.push('ownership read started');
+        ownershipAsked();
+        return plane.store.instances.ownedNames(id, names);
+      },
+    }) as typeof plane.store.instances;
+    const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'instances' ? instances : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/o'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-overlap');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      const csrPem = await createCsr(await generateKeyPair(), request.hostnames);
+      gate = true;
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem });
+      const delivered = await channel.next('deliver');
+      assert.equal(delivered.certificateId, request.certificateId, 'the CSR was accepted and its certificate delivered');
+      assert.deepEqual(events.slice(0, 3), ['instance read started', 'ownership read started', 'instance read ended after the ownership read started']);
+    } finally {
+      channel.socket.terminate();
+    }
+  });
 });
