@@ -76,10 +76,11 @@ const CHANGE_OVERLAP_MS = 5_000;
 
 /**
  * Where the time of one issuance goes, in order, for certplane_issuance_stage_duration_seconds:
- * the job waiting to be claimed, the agent making its key and CSR, checking it, waiting for an
- * issuance slot, the lease and rate limiter, the ACME order's own stages (acme/issuer.ts),
- * recording the verified chain, delivery, the agent installing it, recording its
- * acknowledgement, and end_to_end from the CSR request to that acknowledgement.
+ * the job waiting to be claimed, the agent making its key and CSR, checking it (and taking the
+ * lease with its acceptance when a slot is free), waiting for an issuance slot, the lease
+ * otherwise and the rate limiter, the ACME order's own stages (acme/issuer.ts), recording the
+ * verified chain, delivery, the agent installing it, recording its acknowledgement, and
+ * end_to_end from the CSR request to that acknowledgement.
  */
 export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
 export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
@@ -92,6 +93,12 @@ export interface IssuanceMetrics {
   stage(stage: IssuanceStage, seconds: number): void;
 }
 
+
+/** An order slot and the certificate's lease, taken together with the CSR's acceptance, for the order that starts under them. */
+interface TakenForOrder {
+  readonly release: () => void;
+  readonly leased: { readonly certificate: CertificateRecord; readonly jobAttempts: number | null };
+}
 
 /** An order under way in this process, and how to stop it. */
 interface RunningOrder {
@@ -198,6 +205,8 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #asked = new Map<string, number>();
   /** Instances whose agent is here and whose CSR request waits for room (#askForCsr), in the order they came. */
   readonly #deferred = new Set<string>();
+  /** Certificates whose CSR is being accepted here together with their order's lease (#onCsr): not started by anything else meanwhile. */
+  readonly #accepting = new Set<string>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -407,10 +416,17 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
-  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): void {
-    if (this.#shuttingDown || this.#running.has(certificate.id)) return;
+  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, taken?: TakenForOrder): void {
+    if (this.#shuttingDown || this.#running.has(certificate.id) || this.#accepting.has(certificate.id)) {
+      // A slot and lease taken for this start are given back: nothing runs under them.
+      if (taken) {
+        taken.release();
+        void this.deps.store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+      }
+      return;
+    }
     const controller = new AbortController();
-    const done = this.#issue(instance, certificate, csrPem, controller)
+    const done = this.#issue(instance, certificate, csrPem, controller, taken)
       .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
       .finally(() => {
         this.#running.delete(certificate.id);
@@ -492,6 +508,28 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
+    // With an order slot free here now, accepting the CSR also takes the order's lease (one
+    // write where there were two) and the order starts under it. Otherwise, or when that does
+    // not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
+    const slot = this.#shuttingDown || this.#running.has(certificateId) ? undefined : this.#slots.tryAcquire();
+    if (slot) {
+      // Meanwhile no other start of this certificate here (a wake-up) tries for the lease this write takes.
+      this.#accepting.add(certificateId);
+      const leased = await this.deps.store.certificates
+        .acceptCsrForOrder(certificateId, csrPem, session.instanceId, this.owner, this.#leaseMs)
+        .catch((error: unknown) => {
+          slot();
+          throw error;
+        })
+        .finally(() => this.#accepting.delete(certificateId));
+      if (leased) {
+        this.#stageEnded(leased.certificate.id, 'csr', arrived);
+        this.#stageEnded(leased.certificate.id, 'csr_check');
+        this.#start(instance, leased.certificate, csrPem, { release: slot, leased });
+        return;
+      }
+      slot();
+    }
     const issuing = await this.deps.store.certificates.apply(certificateId, 'csr_accepted', { csrPem }, { instanceId: session.instanceId });
     if (!issuing) {
       await this.#certificateOf(session.instanceId, certificateId);
@@ -549,12 +587,13 @@ export class IssuanceCoordinator implements SessionHandler {
    * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
    * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
-  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController): Promise<void> {
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController, taken?: TakenForOrder): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     const { store, clock } = this.deps;
     const { signal } = controller;
     let renewal: NodeJS.Timeout | undefined;
-    let holding = false;
+    // A lease taken with the CSR's acceptance is held from the start.
+    let holding = taken !== undefined;
     let parked = false;
     let verified: CertificateRecord | undefined;
     let keeping: Promise<void> = Promise.resolve();
@@ -567,14 +606,14 @@ export class IssuanceCoordinator implements SessionHandler {
       return moved;
     };
     // Taken before the lease: a certificate waiting for a slot holds nothing another process could want.
-    const release = await this.#slots.acquire();
+    const release = taken?.release ?? (await this.#slots.acquire());
     this.#stageEnded(certificate.id, 'queued');
     try {
       signal.throwIfAborted();
       // The lease comes back with the record as it is under it (the record in hand may predate
       // the previous holder's last step) and its job's failed attempts (first attempt or retry,
-      // for the limiter), in one statement.
-      const leased = await store.certificates.leaseForOrder(certificate.id, this.owner, this.#leaseMs);
+      // for the limiter), in one statement; or came so with the CSR's acceptance.
+      const leased = taken?.leased ?? (await store.certificates.leaseForOrder(certificate.id, this.owner, this.#leaseMs));
       if (!leased) {
         log.debug('another process holds the lease; it is ordering');
         return;

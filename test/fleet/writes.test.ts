@@ -1,6 +1,7 @@
 /**
  * What one certificate writes on its way, counted, not timed: on PGlite each statement is
- * CPU the plane spends, and on PostgreSQL a round trip. An order whose agent is connected to
+ * CPU the plane spends, and on PostgreSQL a round trip. A CSR accepted with an order slot free
+ * takes the order's lease in the same write; an order whose agent is connected to
  * the process that ordered ends in one write (chain verified, delivered, lease given up), and
  * the agent's acknowledgement is one write (installed, the one before superseded, the
  * instance's installed fingerprint), read only when it does not apply. The store is the real
@@ -36,6 +37,7 @@ describe('the writes of one certificate', () => {
     const applied: unknown[] = [];
     const certificates = Object.assign(Object.create(counted.store.certificates), {
       apply: (...args: Parameters<typeof plane.store.certificates.apply>) => (applied.push(args[1]), counted.store.certificates.apply(...args)),
+      acceptCsrForOrder: (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => (applied.push('csr_accepted, leased'), counted.store.certificates.acceptCsrForOrder(...args)),
     }) as typeof plane.store.certificates;
     const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
     const coordinator = new IssuanceCoordinator({
@@ -66,7 +68,8 @@ describe('the writes of one certificate', () => {
       const stored = await plane.store.certificates.get(delivered.certificateId);
       assert.equal(stored?.status, 'delivered');
       assert.equal(stored?.leaseOwner, null, 'the lease was given up');
-      assert.deepEqual(applied, ['csr_accepted', 'order_created', ['chain_verified', 'delivered']], 'the chain was verified and delivered in one write');
+      assert.deepEqual(applied, ['csr_accepted, leased', 'order_created', ['chain_verified', 'delivered']], 'the CSR was accepted with the order\'s lease taken, and the chain verified and delivered, each in one write');
+      assert.equal(counted.calls.get('certificates.leaseForOrder') ?? 0, 0, 'with a slot free, the lease came with the CSR\'s acceptance');
       assert.equal(counted.calls.get('certificates.release') ?? 0, 0, 'the lease was given up in that write, not in one of its own');
       assert.equal(counted.calls.get('jobs.get') ?? 0, 0, 'the job\'s attempts came with the lease');
       assert.equal(counted.calls.get('certificates.get') ?? 0, 0, 'a CSR that is accepted reads no certificate first');
