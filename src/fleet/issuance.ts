@@ -205,8 +205,8 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #asked = new Map<string, number>();
   /** Instances whose agent is here and whose CSR request waits for room (#askForCsr), in the order they came. */
   readonly #deferred = new Set<string>();
-  /** Certificates whose CSR is being accepted here together with their order's lease (#onCsr): not started by anything else meanwhile. */
-  readonly #accepting = new Set<string>();
+  /** Certificates whose CSR is being accepted here together with their order's lease (#acceptWithLease): not started by anything else meanwhile, and awaited by shutdown. */
+  readonly #accepting = new Map<string, Promise<boolean>>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -417,7 +417,7 @@ export class IssuanceCoordinator implements SessionHandler {
 
   /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
   #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, taken?: TakenForOrder): void {
-    if (this.#shuttingDown || this.#running.has(certificate.id) || this.#accepting.has(certificate.id)) {
+    if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken && this.#accepting.has(certificate.id))) {
       // A slot and lease taken for this start are given back: nothing runs under them.
       if (taken) {
         taken.release();
@@ -448,6 +448,8 @@ export class IssuanceCoordinator implements SessionHandler {
   async stop(graceMs: number): Promise<void> {
     this.#shuttingDown = true;
     const log = this.deps.logger;
+    // A CSR being accepted with its lease either started its order (awaited below) or gives the lease back before this returns.
+    await Promise.allSettled([...this.#accepting.values()]);
     if (this.#running.size === 0) return;
     log.info({ inFlight: this.#running.size, graceMs }, 'shutdown: waiting for in-flight orders');
     await settledWithin([...this.#running.values()].map((order) => order.done), graceMs);
@@ -509,27 +511,9 @@ export class IssuanceCoordinator implements SessionHandler {
       return;
     }
     // With an order slot free here now, accepting the CSR also takes the order's lease (one
-    // write where there were two) and the order starts under it. Otherwise, or when that does
-    // not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
-    const slot = this.#shuttingDown || this.#running.has(certificateId) ? undefined : this.#slots.tryAcquire();
-    if (slot) {
-      // Meanwhile no other start of this certificate here (a wake-up) tries for the lease this write takes.
-      this.#accepting.add(certificateId);
-      const leased = await this.deps.store.certificates
-        .acceptCsrForOrder(certificateId, csrPem, session.instanceId, this.owner, this.#leaseMs)
-        .catch((error: unknown) => {
-          slot();
-          throw error;
-        })
-        .finally(() => this.#accepting.delete(certificateId));
-      if (leased) {
-        this.#stageEnded(leased.certificate.id, 'csr', arrived);
-        this.#stageEnded(leased.certificate.id, 'csr_check');
-        this.#start(instance, leased.certificate, csrPem, { release: slot, leased });
-        return;
-      }
-      slot();
-    }
+    // write where there were two) and the order starts under them. Otherwise, or when that
+    // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
+    if (await this.#acceptWithLease(instance, certificateId, csrPem, session.instanceId, arrived)) return;
     const issuing = await this.deps.store.certificates.apply(certificateId, 'csr_accepted', { csrPem }, { instanceId: session.instanceId });
     if (!issuing) {
       await this.#certificateOf(session.instanceId, certificateId);
@@ -549,6 +533,45 @@ export class IssuanceCoordinator implements SessionHandler {
    * instance id), so an accepted CSR waits for one read, not two in a row; the instance's
    * own size bound is applied once it is read, to the request parseCsr decoded and kept.
    */
+  /**
+   * Accepts the CSR and takes the order's lease in one write when an order slot is free now,
+   * and starts the order under them: true when done so. While the write is in flight nothing
+   * else here starts the certificate, and shutdown waits for it; a process that began shutting
+   * down meanwhile gives the lease back at once.
+   */
+  async #acceptWithLease(instance: InstanceRecord, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+    const slot = this.#shuttingDown || this.#running.has(certificateId) || this.#accepting.has(certificateId) ? undefined : this.#slots.tryAcquire();
+    if (!slot) return false;
+    const accepting = (async () => {
+      let leased: Awaited<ReturnType<Store['certificates']['acceptCsrForOrder']>>;
+      try {
+        leased = await this.deps.store.certificates.acceptCsrForOrder(certificateId, csrPem, instanceId, this.owner, this.#leaseMs);
+      } catch (error) {
+        slot();
+        throw error;
+      }
+      if (!leased) {
+        slot();
+        return false;
+      }
+      this.#stageEnded(leased.certificate.id, 'csr', arrived);
+      this.#stageEnded(leased.certificate.id, 'csr_check');
+      if (this.#shuttingDown) {
+        slot();
+        await this.deps.store.certificates.release(certificateId, this.owner).catch(() => undefined);
+        return true;
+      }
+      this.#start(instance, leased.certificate, csrPem, { release: slot, leased });
+      return true;
+    })();
+    this.#accepting.set(certificateId, accepting);
+    try {
+      return await accepting;
+    } finally {
+      this.#accepting.delete(certificateId);
+    }
+  }
+
   async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<void> {
     const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });

@@ -145,4 +145,49 @@ describe('the writes of one certificate', () => {
       channel.socket.terminate();
     }
   });
+
+  test('shutdown waits for a CSR being accepted with its order\'s lease, and the lease is given back before it returns', async () => {
+    let writeStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => (writeStarted = resolve));
+    let letWriteGo: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (letWriteGo = resolve));
+    const certificates = Object.assign(Object.create(plane.store.certificates), {
+      acceptCsrForOrder: async (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => {
+        writeStarted();
+        await held;
+        return plane.store.certificates.acceptCsrForOrder(...args);
+      },
+    }) as typeof plane.store.certificates;
+    const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/s'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-shutdown');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      await started;
+      let stopped = false;
+      const stopping = coordinator.stop(1_000).then(() => (stopped = true));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(stopped, false, 'shutdown waits for the acceptance in flight');
+      letWriteGo();
+      await stopping;
+      const stored = await plane.store.certificates.get(request.certificateId);
+      assert.equal(stored?.status, 'csr_accepted', 'the CSR was accepted');
+      assert.equal(stored?.leaseOwner, null, 'and its lease given back before shutdown returned, for another process to take up at once');
+    } finally {
+      letWriteGo();
+      channel.socket.terminate();
+    }
+  });
 });
