@@ -166,7 +166,10 @@ export interface IssueOptions {
   readonly profile?: string;
   /** The ARI certID of the certificate this one replaces; sent only to a CA that advertises renewalInfo. */
   readonly replaces?: string;
-  /** Told the order's URL as soon as the CA created it, so the lifecycle records that an order exists. */
+  /**
+   * Told the order's URL as soon as the CA created it, so the lifecycle records that an order
+   * exists; awaited before any challenge is presented (its authorizations are read meanwhile).
+   */
   readonly onOrderCreated?: (orderUrl: string) => Promise<void>;
   /**
    * An order placed earlier for this same CSR (by a process that died or shut down), to be
@@ -411,9 +414,15 @@ export class AcmeIssuer {
     const api = (client as unknown as { api: PostAsGet }).api;
     const order = options.resumeOrderUrl ? await step('order', () => client.getOrder({ url: options.resumeOrderUrl } as acme.Order)) : await this.#newOrder(client, names, options, step, log);
     if (options.resumeOrderUrl) log.info({ order: order.url, status: order.status }, 'resuming the order');
+    // The authorizations are read while the new order's URL is recorded: reading changes
+    // nothing at the CA, and nothing is presented or answered before the record is written
+    // (a failed record stops the order here; a failed read waits for the record to settle).
+    const authorizing = order.status === 'pending' ? step('authorizations', () => client.getAuthorizations(order)) : undefined;
+    authorizing?.catch(() => undefined);
+    if (!options.resumeOrderUrl) await options.onOrderCreated?.(order.url);
     ended('order');
-    if (order.status === 'pending') {
-      const authorizations = await step('authorizations', () => client.getAuthorizations(order));
+    if (authorizing) {
+      const authorizations = await authorizing;
       ended('authorizations');
       const solvers = [...(options.solvers ?? []), ...this.#options.solvers];
       // Every authorization is presented and answered before any is waited for, as the CA
@@ -455,7 +464,7 @@ export class AcmeIssuer {
     return { ...selected, offeredChainsPem: offered, orderUrl: order.url, certificateUrl };
   }
 
-  /** Places the order (with `replaces` while the CA accepts it) and reports its URL before anything else happens to it. */
+  /** Places the order (with `replaces` while the CA accepts it); the caller records its URL before any challenge is answered. */
   async #newOrder(client: acme.Client, names: readonly string[], options: IssueOptions, step: <T>(name: string, fn: () => Promise<T>) => Promise<T>, log: Logger): Promise<acme.Order> {
     const payload = await this.#newOrderPayload(names, options, log);
     const order = await step('newOrder', () => client.createOrder(payload))
@@ -471,7 +480,6 @@ export class AcmeIssuer {
         throw orderFailed('creating the order', e);
       });
     log.info({ order: order.url, profile: payload.profile, replaces: payload.replaces }, 'order created');
-    await options.onOrderCreated?.(order.url);
     return order;
   }
 

@@ -45,7 +45,8 @@ export function nextPollDelayMs(elapsedMs: number, retryAfter: string | undefine
  * Looks at the item with `look` until its status is neither pending nor processing, and
  * returns that last answer (valid, invalid or whatever else the CA said: the caller decides).
  * `first` is an answer the caller already has (the response to the POST that started the
- * work), so a CA that settles at once costs no poll at all.
+ * work), so a CA that settles at once costs no poll at all; one still pending is looked at
+ * again at once, unless it carried Retry-After.
  */
 export async function pollUntilSettled<T>(
   look: () => Promise<PolledItem<T>>,
@@ -57,7 +58,12 @@ export async function pollUntilSettled<T>(
 ): Promise<T & { status?: unknown }> {
   const started = clock();
   let current = first ?? (await look());
-  while (current.data.status === 'pending' || current.data.status === 'processing') {
+  // The answer to the POST that started the work came before the CA could progress it: unless
+  // it asked for a wait (Retry-After), the first look follows it at once, as acme-client's
+  // own first look does, and the interval applies from there. A CA that finishes in
+  // milliseconds (finalization at a local CA) is then seen done without an interval's wait.
+  if (first !== undefined && first.retryAfter === undefined && isPending(current)) current = await look();
+  while (isPending(current)) {
     const elapsed = clock() - started;
     const delay = nextPollDelayMs(elapsed, current.retryAfter, policy, new Date(clock()));
     if (elapsed + delay > policy.timeoutMs) {
@@ -70,4 +76,8 @@ export async function pollUntilSettled<T>(
     current = await look();
   }
   return current.data;
+}
+
+function isPending(item: PolledItem<unknown>): boolean {
+  return item.data.status === 'pending' || item.data.status === 'processing';
 }

@@ -76,10 +76,11 @@ const CHANGE_OVERLAP_MS = 5_000;
 
 /**
  * Where the time of one issuance goes, in order, for certplane_issuance_stage_duration_seconds:
- * the job waiting to be claimed, the agent making its key and CSR, checking it, waiting for an
- * issuance slot, the lease and rate limiter, the ACME order's own stages (acme/issuer.ts),
- * recording the verified chain, delivery, the agent installing it, recording its
- * acknowledgement, and end_to_end from the CSR request to that acknowledgement.
+ * the job waiting to be claimed, the agent making its key and CSR, checking it (and taking the
+ * lease with its acceptance when a slot is free), waiting for an issuance slot, the lease
+ * otherwise and the rate limiter, the ACME order's own stages (acme/issuer.ts), recording the
+ * verified chain, delivery, the agent installing it, recording its acknowledgement, and
+ * end_to_end from the CSR request to that acknowledgement.
  */
 export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
 export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
@@ -92,6 +93,12 @@ export interface IssuanceMetrics {
   stage(stage: IssuanceStage, seconds: number): void;
 }
 
+
+/** An order slot and the certificate's lease, taken together with the CSR's acceptance, for the order that starts under them. */
+interface TakenForOrder {
+  readonly release: () => void;
+  readonly leased: { readonly certificate: CertificateRecord; readonly jobAttempts: number | null };
+}
 
 /** An order under way in this process, and how to stop it. */
 interface RunningOrder {
@@ -198,6 +205,8 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #asked = new Map<string, number>();
   /** Instances whose agent is here and whose CSR request waits for room (#askForCsr), in the order they came. */
   readonly #deferred = new Set<string>();
+  /** Certificates whose CSR is being accepted here together with their order's lease (#acceptWithLease): not started by anything else meanwhile, and awaited by shutdown. */
+  readonly #accepting = new Map<string, Promise<boolean>>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -407,10 +416,17 @@ export class IssuanceCoordinator implements SessionHandler {
   }
 
   /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
-  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string): void {
-    if (this.#shuttingDown || this.#running.has(certificate.id)) return;
+  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, taken?: TakenForOrder): void {
+    if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken && this.#accepting.has(certificate.id))) {
+      // A slot and lease taken for this start are given back: nothing runs under them.
+      if (taken) {
+        taken.release();
+        void this.deps.store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+      }
+      return;
+    }
     const controller = new AbortController();
-    const done = this.#issue(instance, certificate, csrPem, controller)
+    const done = this.#issue(instance, certificate, csrPem, controller, taken)
       .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
       .finally(() => {
         this.#running.delete(certificate.id);
@@ -432,6 +448,8 @@ export class IssuanceCoordinator implements SessionHandler {
   async stop(graceMs: number): Promise<void> {
     this.#shuttingDown = true;
     const log = this.deps.logger;
+    // A CSR being accepted with its lease either started its order (awaited below) or gives the lease back before this returns.
+    await Promise.allSettled([...this.#accepting.values()]);
     if (this.#running.size === 0) return;
     log.info({ inFlight: this.#running.size, graceMs }, 'shutdown: waiting for in-flight orders');
     await settledWithin([...this.#running.values()].map((order) => order.done), graceMs);
@@ -478,16 +496,24 @@ export class IssuanceCoordinator implements SessionHandler {
    */
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
     const arrived = performance.now();
-    const instance = await this.#instance(session.instanceId);
+    const reading = this.#instance(session.instanceId);
+    const checking = this.#checkCsr(session.instanceId, reading, csrPem);
+    checking.catch(() => undefined);
+    // A failed read of the instance fails here, as it is, not as a rejected CSR.
+    const instance = await reading;
     try {
-      await this.#checkCsr(instance, csrPem);
+      await checking;
     } catch (error) {
       const certificate = await this.#certificateOf(session.instanceId, certificateId);
       if (certificate.status !== 'pending') return;
-      await this.#fail(instance.id, certificate.id, failureOf(error), (error as Error).message);
+      await this.#fail(session.instanceId, certificate.id, failureOf(error), (error as Error).message);
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
+    // With an order slot free here now, accepting the CSR also takes the order's lease (one
+    // write where there were two) and the order starts under them. Otherwise, or when that
+    // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
+    if (await this.#acceptWithLease(instance, certificateId, csrPem, session.instanceId, arrived)) return;
     const issuing = await this.deps.store.certificates.apply(certificateId, 'csr_accepted', { csrPem }, { instanceId: session.instanceId });
     if (!issuing) {
       await this.#certificateOf(session.instanceId, certificateId);
@@ -501,18 +527,72 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#start(instance, issuing, csrPem);
   }
 
-  async #checkCsr(instance: InstanceRecord, csrPem: string): Promise<void> {
-    const limits = { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) };
-    const csr = await parseCsr(csrPem, 'CSR', limits).catch((error: CertplaneError) => {
+  /**
+   * Checks an agent's CSR against its instance's policy. The CSR is decoded and its names'
+   * owners looked up while the instance is read (both need only the CSR and the agent's
+   * instance id), so an accepted CSR waits for one read, not two in a row; the instance's
+   * own size bound is applied once it is read, to the request parseCsr decoded and kept.
+   */
+  /**
+   * Accepts the CSR and takes the order's lease in one write when an order slot is free now,
+   * and starts the order under them: true when done so. While the write is in flight nothing
+   * else here starts the certificate, and shutdown waits for it; a process that began shutting
+   * down meanwhile gives the lease back at once.
+   */
+  async #acceptWithLease(instance: InstanceRecord, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+    const slot = this.#shuttingDown || this.#running.has(certificateId) || this.#accepting.has(certificateId) ? undefined : this.#slots.tryAcquire();
+    if (!slot) return false;
+    const accepting = (async () => {
+      let leased: Awaited<ReturnType<Store['certificates']['acceptCsrForOrder']>>;
+      try {
+        leased = await this.deps.store.certificates.acceptCsrForOrder(certificateId, csrPem, instanceId, this.owner, this.#leaseMs);
+      } catch (error) {
+        slot();
+        throw error;
+      }
+      if (!leased) {
+        slot();
+        return false;
+      }
+      this.#stageEnded(leased.certificate.id, 'csr', arrived);
+      this.#stageEnded(leased.certificate.id, 'csr_check');
+      if (this.#shuttingDown) {
+        slot();
+        await this.deps.store.certificates.release(certificateId, this.owner).catch(() => undefined);
+        return true;
+      }
+      this.#start(instance, leased.certificate, csrPem, { release: slot, leased });
+      return true;
+    })();
+    this.#accepting.set(certificateId, accepting);
+    try {
+      return await accepting;
+    } finally {
+      this.#accepting.delete(certificateId);
+    }
+  }
+
+  async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<void> {
+    const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
-    });
+    };
+    const maxNames = this.deps.maxNamesPerCertificate;
+    const decoding = parseCsr(csrPem, 'CSR', { maxNames });
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const requested = [...new Set([...csr.dnsNames, ...csr.ipAddresses].map(normaliseDnsName))];
-    const owned = new Set(await this.deps.store.instances.ownedNames(instance.id, [...new Set([...requested, ...instance.hostnames])]));
+    const owning = decoding.then(async (decoded) => {
+      const requested = [...new Set([...decoded.dnsNames, ...decoded.ipAddresses].map(normaliseDnsName))];
+      return { requested, owned: new Set(await this.deps.store.instances.ownedNames(instanceId, requested)) };
+    });
+    owning.catch(() => undefined);
+    const instance = await reading;
+    await decoding.catch(() => undefined);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames, maxPemBytes: csrPemBytesFor(instance.hostnames) }).catch(rejected);
+    const { requested, owned } = await owning;
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {
-      const own = instance.hostnames.filter((name) => owned.has(name));
+      const ownHere = new Set(await this.deps.store.instances.ownedNames(instance.id, instance.hostnames));
+      const own = instance.hostnames.filter((name) => ownHere.has(name));
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: it asks for ${foreign.join(', ') || 'no name'}, outside the hostnames this instance owns (${own.join(', ') || 'none'}); a name belongs to the one instance that registered it first`);
     }
     if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {
@@ -530,12 +610,13 @@ export class IssuanceCoordinator implements SessionHandler {
    * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
    * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
-  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController): Promise<void> {
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController, taken?: TakenForOrder): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     const { store, clock } = this.deps;
     const { signal } = controller;
     let renewal: NodeJS.Timeout | undefined;
-    let holding = false;
+    // A lease taken with the CSR's acceptance is held from the start.
+    let holding = taken !== undefined;
     let parked = false;
     let verified: CertificateRecord | undefined;
     let keeping: Promise<void> = Promise.resolve();
@@ -548,14 +629,14 @@ export class IssuanceCoordinator implements SessionHandler {
       return moved;
     };
     // Taken before the lease: a certificate waiting for a slot holds nothing another process could want.
-    const release = await this.#slots.acquire();
+    const release = taken?.release ?? (await this.#slots.acquire());
     this.#stageEnded(certificate.id, 'queued');
     try {
       signal.throwIfAborted();
       // The lease comes back with the record as it is under it (the record in hand may predate
       // the previous holder's last step) and its job's failed attempts (first attempt or retry,
-      // for the limiter), in one statement.
-      const leased = await store.certificates.leaseForOrder(certificate.id, this.owner, this.#leaseMs);
+      // for the limiter), in one statement; or came so with the CSR's acceptance.
+      const leased = taken?.leased ?? (await store.certificates.leaseForOrder(certificate.id, this.owner, this.#leaseMs));
       if (!leased) {
         log.debug('another process holds the lease; it is ordering');
         return;

@@ -18,6 +18,17 @@ export class Slots {
   async acquire(): Promise<() => void> {
     if (this.#free > 0) this.#free -= 1;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    return this.#release();
+  }
+
+  /** The release of a slot free now, or undefined (none is: the caller does not wait here, nor jump the queue). */
+  tryAcquire(): (() => void) | undefined {
+    if (this.#free <= 0) return undefined;
+    this.#free -= 1;
+    return this.#release();
+  }
+
+  #release(): () => void {
     let released = false;
     return () => {
       if (released) return;

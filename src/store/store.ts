@@ -896,6 +896,17 @@ class SqlStore implements Store {
       const [row] = await this.leaseCertificate<CertificateRow & { job_attempts: number | null }>(id, owner, durationMs, '*, (SELECT attempts FROM jobs WHERE jobs.id = certificates.job_id) AS job_attempts');
       return row && { certificate: toCertificate(row), jobAttempts: row.job_attempts };
     },
+    acceptCsrForOrder: async (id, csrPem, instanceId, owner, durationMs) => {
+      if (!UUID.test(id) || !UUID.test(instanceId)) return undefined;
+      const { from, to } = composedArc(['csr_accepted']);
+      const [row] = await this.db.query<CertificateRow & { job_attempts: number | null }>(
+        `UPDATE certificates SET status = $3, csr_pem = $4, updated_at = now(), state_changed_at = now(), lease_owner = $6, lease_until = now() + $7::bigint * interval '1 millisecond'
+         WHERE id = $1 AND status = ANY($2::text[]) AND instance_id = $5::uuid AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= now())
+         RETURNING *, (SELECT attempts FROM jobs WHERE jobs.id = certificates.job_id) AS job_attempts`,
+        [id, [...from], to, csrPem, instanceId, owner, String(Math.max(0, Math.round(durationMs)))],
+      );
+      return row && { certificate: toCertificate(row), jobAttempts: row.job_attempts };
+    },
     renewLease: async (id, owner, durationMs) => {
       if (!UUID.test(id)) return false;
       const rows = await this.db.query(

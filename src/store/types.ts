@@ -495,6 +495,14 @@ export interface Store {
      */
     leaseForOrder(id: string, owner: string, durationMs: number): Promise<{ readonly certificate: CertificateRecord; readonly jobAttempts: number | null } | undefined>;
     /**
+     * The agent's CSR accepted (`csr_accepted` on instance `instanceId`'s pending certificate,
+     * as `apply` with that condition) and the order's lease taken for `owner`, as
+     * `leaseForOrder` does, in one statement: for the process that holds an order slot and
+     * orders at once. Undefined when either does not apply (not this instance's pending
+     * certificate, or its lease is held); nothing is written then.
+     */
+    acceptCsrForOrder(id: string, csrPem: string, instanceId: string, owner: string, durationMs: number): Promise<{ readonly certificate: CertificateRecord; readonly jobAttempts: number | null } | undefined>;
+    /**
      * Extends (or shortens) `owner`'s lease to `durationMs` from now on the database's clock:
      * false when another process holds it now, so the caller knows it lost the work.
      */

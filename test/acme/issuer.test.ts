@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import acme from 'acme-client';
 import { ACME_STAGES, AcmeIssuer, type ChainPolicy } from '../../src/acme/issuer.js';
 import { accountSecretName } from '../../src/acme/account.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
@@ -63,6 +64,42 @@ describe('AcmeIssuer against Pebble', async () => {
     await issuer.issue(await createCsr(await generateKeyPair(), ['stages.example.test']), { onStage: (stage, seconds) => stages.push([stage, seconds]) });
     assert.deepEqual(stages.map(([stage]) => stage), [...ACME_STAGES]);
     assert.ok(stages.every(([, seconds]) => seconds >= 0 && Number.isFinite(seconds)));
+  });
+
+  test('a new order\'s authorizations are read while its URL is recorded, and nothing is presented before the record is written', async () => {
+    const issuer = await issuerWith({ preferences: [roots[2]!.subjectCN], trustAnchors: [roots[2]!] });
+    const events: string[] = [];
+    let sawAuthorizationRead: () => void = () => undefined;
+    const authorizationRead = new Promise<void>((resolve) => (sawAuthorizationRead = resolve));
+    const interceptor = acme.axios.interceptors.request.use((config) => {
+      if (/\/authZ\//i.test(config.url ?? '')) {
+        events.push('authorization read');
+        sawAuthorizationRead();
+      }
+      return config;
+    });
+    const inner = new Dns01Solver(new ChalltestsrvDnsProvider(pebble.challtestsrvUrl));
+    const solver: ChallengeSolver = {
+      type: 'dns-01',
+      present: async (context) => (events.push('present'), inner.present(context)),
+      cleanUp: (context) => inner.cleanUp(context),
+    };
+    try {
+      await issuer.issue(await createCsr(await generateKeyPair(), ['overlap.example.test']), {
+        solvers: [solver],
+        // Held until an authorization is read: an issuer that read them only after the record would never get there.
+        onOrderCreated: async () => {
+          events.push('record started');
+          const waited = await Promise.race([authorizationRead.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 10_000).unref())]);
+          assert.ok(waited, 'no authorization was read while the order URL was being recorded');
+          events.push('record written');
+        },
+      });
+    } finally {
+      acme.axios.interceptors.request.eject(interceptor);
+    }
+    assert.deepEqual(events.slice(0, 2), ['record started', 'authorization read']);
+    assert.ok(events.indexOf('present') > events.indexOf('record written'), `presented before the record was written: ${events.join(', ')}`);
   });
 
   /** A dns-01 solver over pebble-challtestsrv that records what it presented and cleaned up, and can fail or stall after publishing. */

@@ -52,6 +52,23 @@ test('an answer the caller already has that is settled costs no look at all', as
   assert.deepEqual(ca.sleeps, []);
 });
 
+test('an answer the caller already has that is still pending is followed by one look at once, then the interval', async () => {
+  const done = scripted([{ data: { status: 'valid' } }]);
+  assert.equal((await pollUntilSettled(done.look, 'the order', policy, { data: { status: 'processing' } }, done.sleep, done.clock)).status, 'valid');
+  assert.equal(done.looks(), 1, 'a CA that finished meanwhile is seen at the first look');
+  assert.deepEqual(done.sleeps, [], 'without waiting an interval');
+  const slower = scripted([{ data: { status: 'pending' } }, { data: { status: 'valid' } }]);
+  await pollUntilSettled(slower.look, 'the challenge', policy, { data: { status: 'pending' } }, slower.sleep, slower.clock);
+  assert.deepEqual(slower.sleeps, [200], 'still pending at that look: the interval from there');
+});
+
+test('an answer the caller already has that carries Retry-After is waited out before the first look', async () => {
+  const ca = scripted([{ data: { status: 'valid' } }]);
+  await pollUntilSettled(ca.look, 'the order', policy, { data: { status: 'processing' }, retryAfter: '2' }, ca.sleep, ca.clock);
+  assert.deepEqual(ca.sleeps, [2000]);
+  assert.equal(ca.looks(), 1);
+});
+
 test('invalid ends the wait and is returned for the caller to decide', async () => {
   const ca = scripted([{ data: { status: 'pending' } }, { data: { status: 'invalid', error: { type: 'urn:ietf:params:acme:error:connection' } } }]);
   const settled = await pollUntilSettled(ca.look, 'the challenge', policy, undefined, ca.sleep, ca.clock);

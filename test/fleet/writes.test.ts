@@ -1,6 +1,7 @@
 /**
  * What one certificate writes on its way, counted, not timed: on PGlite each statement is
- * CPU the plane spends, and on PostgreSQL a round trip. An order whose agent is connected to
+ * CPU the plane spends, and on PostgreSQL a round trip. A CSR accepted with an order slot free
+ * takes the order's lease in the same write; an order whose agent is connected to
  * the process that ordered ends in one write (chain verified, delivered, lease given up), and
  * the agent's acknowledgement is one write (installed, the one before superseded, the
  * instance's installed fingerprint), read only when it does not apply. The store is the real
@@ -36,6 +37,7 @@ describe('the writes of one certificate', () => {
     const applied: unknown[] = [];
     const certificates = Object.assign(Object.create(counted.store.certificates), {
       apply: (...args: Parameters<typeof plane.store.certificates.apply>) => (applied.push(args[1]), counted.store.certificates.apply(...args)),
+      acceptCsrForOrder: (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => (applied.push('csr_accepted, leased'), counted.store.certificates.acceptCsrForOrder(...args)),
     }) as typeof plane.store.certificates;
     const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
     const coordinator = new IssuanceCoordinator({
@@ -66,7 +68,8 @@ describe('the writes of one certificate', () => {
       const stored = await plane.store.certificates.get(delivered.certificateId);
       assert.equal(stored?.status, 'delivered');
       assert.equal(stored?.leaseOwner, null, 'the lease was given up');
-      assert.deepEqual(applied, ['csr_accepted', 'order_created', ['chain_verified', 'delivered']], 'the chain was verified and delivered in one write');
+      assert.deepEqual(applied, ['csr_accepted, leased', 'order_created', ['chain_verified', 'delivered']], 'the CSR was accepted with the order\'s lease taken, and the chain verified and delivered, each in one write');
+      assert.equal(counted.calls.get('certificates.leaseForOrder') ?? 0, 0, 'with a slot free, the lease came with the CSR\'s acceptance');
       assert.equal(counted.calls.get('certificates.release') ?? 0, 0, 'the lease was given up in that write, not in one of its own');
       assert.equal(counted.calls.get('jobs.get') ?? 0, 0, 'the job\'s attempts came with the lease');
       assert.equal(counted.calls.get('certificates.get') ?? 0, 0, 'a CSR that is accepted reads no certificate first');
@@ -91,6 +94,99 @@ describe('the writes of one certificate', () => {
       assert.equal(counted.calls.get('certificates.get'), 1);
       assert.equal((await plane.store.certificates.get(delivered.certificateId))?.status, 'installed');
     } finally {
+      channel.socket.terminate();
+    }
+  });
+
+  test('a CSR\'s names are looked up while its instance is read, not after', async () => {
+    let gate = false;
+    let ownershipAsked: () => void = () => undefined;
+    const ownershipStarted = new Promise<void>((resolve) => (ownershipAsked = resolve));
+    const events: string[] = [];
+    const instances = Object.assign(Object.create(plane.store.instances), {
+      // Once the CSR is sent, the instance read is held until the names' owners are asked for (at most 5 s).
+      get: async (id: string) => {
+        if (gate) {
+          events.push('instance read started');
+          const overlapped = await Promise.race([ownershipStarted.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5_000).unref())]);
+          events.push(overlapped ? 'instance read ended after the ownership read started' : 'instance read ended alone');
+        }
+        return plane.store.instances.get(id);
+      },
+      ownedNames: (id: string, names: readonly string[]) => {
+        if (gate) events.push('ownership read started');
+        ownershipAsked();
+        return plane.store.instances.ownedNames(id, names);
+      },
+    }) as typeof plane.store.instances;
+    const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'instances' ? instances : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/o'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-overlap');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      const csrPem = await createCsr(await generateKeyPair(), request.hostnames);
+      gate = true;
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem });
+      const delivered = await channel.next('deliver');
+      assert.equal(delivered.certificateId, request.certificateId, 'the CSR was accepted and its certificate delivered');
+      assert.deepEqual(events.slice(0, 3), ['instance read started', 'ownership read started', 'instance read ended after the ownership read started']);
+    } finally {
+      channel.socket.terminate();
+    }
+  });
+
+  test('shutdown waits for a CSR being accepted with its order\'s lease, and the lease is given back before it returns', async () => {
+    let writeStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => (writeStarted = resolve));
+    let letWriteGo: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (letWriteGo = resolve));
+    const certificates = Object.assign(Object.create(plane.store.certificates), {
+      acceptCsrForOrder: async (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => {
+        writeStarted();
+        await held;
+        return plane.store.certificates.acceptCsrForOrder(...args);
+      },
+    }) as typeof plane.store.certificates;
+    const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/s'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-shutdown');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      await started;
+      let stopped = false;
+      const stopping = coordinator.stop(1_000).then(() => (stopped = true));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(stopped, false, 'shutdown waits for the acceptance in flight');
+      letWriteGo();
+      await stopping;
+      const stored = await plane.store.certificates.get(request.certificateId);
+      assert.equal(stored?.status, 'csr_accepted', 'the CSR was accepted');
+      assert.equal(stored?.leaseOwner, null, 'and its lease given back before shutdown returned, for another process to take up at once');
+    } finally {
+      letWriteGo();
       channel.socket.terminate();
     }
   });

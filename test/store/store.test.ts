@@ -420,6 +420,30 @@ for (const engine of [pglite, postgres]) {
       assert.equal((await store.certificates.leaseForOrder(alone.id, 'a', 60_000))?.jobAttempts, null, 'no job: null');
     });
 
+    test('certificates: acceptCsrForOrder accepts this instance\'s pending CSR and takes the order\'s lease in one write, or writes nothing', TIMEOUT, async () => {
+      const instance = await newInstance(store);
+      const { job } = await store.jobs.enqueue({ kind: 'reissue', instanceId: instance.id, dueAt: new Date(), reason: 'accept', requestedBy: 'test' });
+      await store.jobs.fail(job.id, 'the CA was away', new Date(), { reason: 'CaUnreachable', code: ErrorCode.ACME_UNREACHABLE });
+      const certificate = await store.certificates.create(instance.id, { jobId: job.id });
+      const other = await newInstance(store);
+      assert.equal(await store.certificates.acceptCsrForOrder(certificate.id, 'csr', other.id, 'a', 60_000), undefined, 'another instance\'s certificate is not accepted');
+      assert.equal((await store.certificates.get(certificate.id))?.status, 'pending');
+      const accepted = await store.certificates.acceptCsrForOrder(certificate.id, 'csr', instance.id, 'a', 60_000);
+      assert.equal(accepted?.certificate.status, 'csr_accepted');
+      assert.equal(accepted?.certificate.csrPem, 'csr');
+      assert.equal(accepted?.certificate.leaseOwner, 'a');
+      assert.ok(accepted!.certificate.leaseUntil! > new Date(Date.now() + 30_000), 'the lease runs for the duration asked');
+      assert.equal(accepted?.jobAttempts, 1, 'the job failed once before: the order is a retry');
+      assert.equal(await store.certificates.acceptCsrForOrder(certificate.id, 'again', instance.id, 'b', 60_000), undefined, 'a repeated CSR moves nothing');
+      assert.equal((await store.certificates.get(certificate.id))?.csrPem, 'csr');
+      const held = await store.certificates.create((await newInstance(store)).id);
+      assert.equal(await store.certificates.lease(held.id, 'elsewhere', 60_000), true);
+      assert.equal(await store.certificates.acceptCsrForOrder(held.id, 'csr', held.instanceId, 'a', 60_000), undefined, 'a live lease held elsewhere is not taken');
+      assert.equal((await store.certificates.get(held.id))?.status, 'pending', 'and the CSR is not accepted under it');
+      const alone = await store.certificates.create((await newInstance(store)).id);
+      assert.equal((await store.certificates.acceptCsrForOrder(alone.id, 'csr', alone.instanceId, 'a', 60_000))?.jobAttempts, null, 'no job: null');
+    });
+
     test('certificates: events applied together move along the table in one write, the lease given up in it; a sequence outside the table is refused and writes nothing', TIMEOUT, async () => {
       const certificate = await store.certificates.create((await newInstance(store)).id);
       await store.certificates.apply(certificate.id, 'csr_accepted', { csrPem: 'csr' });
