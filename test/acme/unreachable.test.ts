@@ -17,20 +17,25 @@ import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
+/** An issuer for `directoryUrl` that tries each step `attempts` times, 1 ms apart. */
+async function issuerAt(directoryUrl: string, secretsDir: string, attempts: number): Promise<AcmeIssuer> {
+  return new AcmeIssuer({
+    directoryUrl,
+    secrets: await FileSecretStore.open(secretsDir),
+    solvers: [],
+    chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
+    logger: pino({ level: 'silent' }),
+    retry: { attempts, baseDelayMs: 1, maxDelayMs: 1 },
+  });
+}
+
 test('no HTTP answer from the ACME server: ACME_UNREACHABLE with the directory URL', async () => {
   (acme.axios.defaults as unknown as { acmeSettings: { retryDefaultDelay: number } }).acmeSettings.retryDefaultDelay = 0.01;
   const dir = await scratch('certplane-unreachable-');
   try {
     // A port that was free a moment ago: nothing listens, the connection is refused.
     const directoryUrl = `https://127.0.0.1:${await freePort()}/dir`;
-    const issuer = new AcmeIssuer({
-      directoryUrl,
-      secrets: await FileSecretStore.open(dir.path('secrets')),
-      solvers: [],
-      chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
-      logger: pino({ level: 'silent' }),
-      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
-    });
+    const issuer = await issuerAt(directoryUrl, dir.path('secrets'), 1);
     await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
       assert.ok(error instanceof CertplaneError, String(error));
       assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
@@ -52,14 +57,7 @@ test('an ACME server that accepts and never answers: ACME_UNREACHABLE that says 
   const directoryUrl = `https://127.0.0.1:${(silent.address() as { port: number }).port}/dir`;
   const timeout = acme.axios.defaults.timeout;
   try {
-    const issuer = new AcmeIssuer({
-      directoryUrl,
-      secrets: await FileSecretStore.open(dir.path('secrets')),
-      solvers: [],
-      chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
-      logger: pino({ level: 'silent' }),
-      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
-    });
+    const issuer = await issuerAt(directoryUrl, dir.path('secrets'), 1);
     // The issuer sets 30 s for the process; a silent server needs no more than a moment here.
     acme.axios.defaults.timeout = 300;
     await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
@@ -86,14 +84,7 @@ test('a connection the ACME server resets is a passing failure: opening the acco
   await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
   const directoryUrl = `https://127.0.0.1:${(resetting.address() as { port: number }).port}/dir`;
   try {
-    const issuer = new AcmeIssuer({
-      directoryUrl,
-      secrets: await FileSecretStore.open(dir.path('secrets')),
-      solvers: [],
-      chainPolicy: { preferences: ['ISRG Root X1'], fallback: 'none', trustAnchors: [], distrustedSpkiSha256: new Set() },
-      logger: pino({ level: 'silent' }),
-      retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
-    });
+    const issuer = await issuerAt(directoryUrl, dir.path('secrets'), 3);
     await assert.rejects(issuer.issue(await createCsr(await generateKeyPair(), ['a.example.com'])), (error: unknown) => {
       assert.ok(error instanceof CertplaneError, String(error));
       assert.equal(error.code, ErrorCode.ACME_UNREACHABLE);
