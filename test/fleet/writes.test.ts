@@ -32,6 +32,17 @@ describe('the writes of one certificate', () => {
   });
   after(() => plane.close());
 
+  /** A coordinator over `store` (the plane's, or one that watches it) whose issuer records `orderUrl` and returns a real chain for the agent's CSR. */
+  const coordinatorOver = (store: TestPlane['store'], orderUrl: string) =>
+    new IssuanceCoordinator({
+      store,
+      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.(orderUrl), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+
   test('an order for an agent connected here ends in one write, and its acknowledgement is one more', async () => {
     const counted = countingStore(plane.store);
     const applied: unknown[] = [];
@@ -40,14 +51,7 @@ describe('the writes of one certificate', () => {
       acceptCsrForOrder: (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => (applied.push('csr_accepted, leased'), counted.store.certificates.acceptCsrForOrder(...args)),
     }) as typeof plane.store.certificates;
     const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
-    const coordinator = new IssuanceCoordinator({
-      store,
-      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/w'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
-      sessions: plane.sessions,
-      logger,
-      clock: plane.clock,
-      preferDns01: true,
-    });
+    const coordinator = coordinatorOver(store, 'https://ca.test/order/w');
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-one');
     const channel = await openAgentChannel(plane, agent);
@@ -120,14 +124,7 @@ describe('the writes of one certificate', () => {
       },
     }) as typeof plane.store.instances;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'instances' ? instances : Reflect.get(target, property, receiver)) });
-    const coordinator = new IssuanceCoordinator({
-      store,
-      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/o'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
-      sessions: plane.sessions,
-      logger,
-      clock: plane.clock,
-      preferDns01: true,
-    });
+    const coordinator = coordinatorOver(store, 'https://ca.test/order/o');
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-overlap');
     const channel = await openAgentChannel(plane, agent);
@@ -159,14 +156,7 @@ describe('the writes of one certificate', () => {
       },
     }) as typeof plane.store.certificates;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
-    const coordinator = new IssuanceCoordinator({
-      store,
-      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.('https://ca.test/order/s'), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
-      sessions: plane.sessions,
-      logger,
-      clock: plane.clock,
-      preferDns01: true,
-    });
+    const coordinator = coordinatorOver(store, 'https://ca.test/order/s');
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-shutdown');
     const channel = await openAgentChannel(plane, agent);
