@@ -203,6 +203,8 @@ export interface PlaneSettings {
   readonly leaseMs?: number;
   readonly issuanceConcurrency?: number;
   readonly schedulerIntervalMs?: number;
+  /** CERTPLANE_ORDER_BEFORE_CSR: order while the agent makes its CSR; on when absent. */
+  readonly orderBeforeCsr?: boolean;
   /** CERTPLANE_SHUTDOWN_GRACE_MS: how long in-flight orders may run on when the plane closes. */
   readonly shutdownGraceMs: number;
   /** The listener's certificate and key; plain HTTP without them. */
@@ -302,6 +304,7 @@ export async function wirePlane(resources: PlaneResources, settings: PlaneSettin
     maxNamesPerCertificate: acme.maxNamesPerCertificate,
     leaseMs: settings.leaseMs,
     concurrency: settings.issuanceConcurrency,
+    ...(settings.orderBeforeCsr === undefined ? {} : { orderBeforeCsr: settings.orderBeforeCsr }),
     // The scheduler is made below; an order ends only after start(), when it exists.
     onRoom: () => scheduler.roomFreed(),
     served: new ServedChecks({ store, trust, clock, logger: logger.child({ room: 'agents' }), rejected: servedRejected, ...(tuning.servedBurst === undefined ? {} : { burst: tuning.servedBurst }) }),
@@ -376,6 +379,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
         enrollmentTtlMs: config.server.enrollmentTtlMs,
         leaseMs: config.server.leaseMs,
         issuanceConcurrency: config.server.issuanceConcurrency,
+        orderBeforeCsr: config.server.orderBeforeCsr,
         schedulerIntervalMs: config.server.schedulerIntervalMs,
         shutdownGraceMs: config.server.shutdownGraceMs,
         tls,

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { CertplaneError, hasCode } from '../errors.js';
 import {
   explainSelection,
+  normaliseDnsName,
   parseCertificateBundle,
   parseCsr,
   anchorsOfProfiles,
@@ -187,6 +188,17 @@ export interface IssueOptions {
 }
 
 /**
+ * A CSR that comes after the order is placed: the order is for `names` (the instance's, as
+ * its agent is asked to put in the CSR), and `csr()` is awaited only before finalization.
+ * The CSR it yields must name exactly these (the coordinator checks; the issuer checks again,
+ * as the CA would refuse the finalization otherwise).
+ */
+export interface LateCsr {
+  readonly names: readonly string[];
+  readonly csr: () => Promise<string>;
+}
+
+/**
  * The steps of one order, in order: newOrder, reading its authorizations, presenting and
  * answering the challenges, the CA's validation (polling), finalization with the wait for
  * the certificate, downloading every offered chain, and selecting and verifying one.
@@ -309,9 +321,9 @@ export class AcmeIssuer {
    * selected, verified chain. A profile is checked against the directory before anything
    * is ordered, so a typo never yields a certificate of the CA's default lifetime.
    */
-  async issue(csrPem: string, options: IssueOptions = {}): Promise<IssuedChain> {
+  async issue(csr: string | LateCsr, options: IssueOptions = {}): Promise<IssuedChain> {
     try {
-      return await this.#issue(csrPem, options);
+      return await this.#issue(csr, options);
     } catch (error) {
       throw this.#unreachableOr(error);
     }
@@ -387,10 +399,11 @@ export class AcmeIssuer {
     );
   }
 
-  async #issue(csrPem: string, options: IssueOptions): Promise<IssuedChain> {
-    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
+  async #issue(request: string | LateCsr, options: IssueOptions): Promise<IssuedChain> {
+    const parse = (pem: string) => parseCsr(pem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate });
+    const given = typeof request === 'string' ? await parse(request) : undefined;
     // The names an order asks for: DNS names and, under a profile that issues for them, IP addresses.
-    const names = [...csr.dnsNames, ...csr.ipAddresses];
+    const names = given ? [...given.dnsNames, ...given.ipAddresses] : [...(request as LateCsr).names];
     const log = this.#options.logger.child({ names });
     const client = await this.#accountClient();
     const { signal } = options;
@@ -440,6 +453,12 @@ export class AcmeIssuer {
         else await Promise.all(presented.map((p) => p.solver.cleanUp(p.context).catch((error) => this.#options.logger.warn({ domain: p.context.domain, err: (error as Error).message }, 'challenge clean-up failed'))));
       }
       ended('validation');
+    }
+    // A CSR that comes after the order is awaited only now, when finalization needs it.
+    const csrPem = typeof request === 'string' ? request : await request.csr();
+    const csr = given ?? (await parse(csrPem));
+    if (!given && !sameNames([...csr.dnsNames, ...csr.ipAddresses], names)) {
+      throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: it names ${[...csr.dnsNames, ...csr.ipAddresses].join(', ')}, the order is for ${names.join(', ')}`);
     }
     // A resumed order may be ready (finalized here), processing (only awaited) or valid already.
     const current: PolledItem<{ status?: unknown }> =
@@ -713,4 +732,11 @@ function installUnsignedFailureInterceptor(clock: () => Date): void {
 function orderFailed(what: string, cause: unknown): CertplaneError {
   if (cause instanceof CertplaneError) return cause;
   return new CertplaneError(ErrorCode.ACME_ORDER_FAILED, `the CA refused ${what}: ${(cause as Error).message}`, {}, { cause });
+}
+
+/** Whether two lists name the same set of names, compared as the CA compares them (case, trailing dot, IDN and IP forms). */
+export function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  const left = new Set(a.map(normaliseDnsName));
+  const right = new Set(b.map(normaliseDnsName));
+  return left.size === right.size && [...left].every((name) => right.has(name));
 }

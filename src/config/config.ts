@@ -133,6 +133,7 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_LEASE_MS: z.coerce.number().int().min(3000).max(3_600_000).default(60_000).describe('how long a process\'s lease on a certificate lasts without renewal (renewed every third of it, 3000 to 3600000): how soon another process takes over, and resumes, the order of one that died; see [leases](../concepts/lifecycle.md#leases). Job claims keep their own 60 s'),
     CERTPLANE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000).describe('on SIGTERM/SIGINT, how long in-flight orders may run on (0 to 600000) before they are stopped at their next step and their leases released, so another process resumes them at once; keep it below the supervisor\'s stop timeout (the systemd unit\'s `TimeoutStopSec=30s`)'),
     CERTPLANE_ISSUANCE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_ISSUANCE_CONCURRENCY).describe('orders one process runs at once (1 to 10000); further certificates wait in this process for a slot, holding no lease; CSRs are asked for and jobs claimed for at most twice this many certificates on their way to an order'),
+    CERTPLANE_ORDER_BEFORE_CSR: z.enum(['0', '1']).default('1').describe('`1`: the process holding an agent\'s channel places the ACME order (and answers its challenges) while the agent makes its CSR, and finalizes once the CSR passed policy, hiding the agent\'s key generation and round trip; a CSR then refused leaves that order unfinalized at the CA (once: the refusal is permanent). `0`: no order before the CSR passed policy'),
     CERTPLANE_CLOCK_OFFSET_FILE: z.string().min(1).optional().describe('rehearsal and test aid: a file holding milliseconds to add to the clock, re-read when it changes, so every process moves time together'),
     CERTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional().describe('the URL agents and clients should use, returned on instance creation and enrollment (agents keep using it)'),
     CERTPLANE_ADMIN_SOCKET: z.string().min(1).default('./data/admin.sock').describe('the admin console\'s Unix socket (mode 0600), in a directory owned by the service\'s user that nobody else may write (else `ADMIN_SOCKET_DIRECTORY_INSECURE` at start)'),
@@ -216,6 +217,8 @@ export interface Config {
     readonly shutdownGraceMs: number;
     /** Orders this process runs at once; further certificates wait for a slot without holding a lease. */
     readonly issuanceConcurrency: number;
+    /** Whether an order is placed while the agent makes its CSR (finalized once the CSR passed policy). */
+    readonly orderBeforeCsr: boolean;
     /** Test and rehearsal aid: a file holding a clock offset in ms (config/clock.ts). */
     readonly clockOffsetFile: string | undefined;
     /** The URL agents and clients are told to use, when it differs from the bind address (NAT, proxies). */
@@ -268,6 +271,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       leaseMs: e.CERTPLANE_LEASE_MS,
       shutdownGraceMs: e.CERTPLANE_SHUTDOWN_GRACE_MS,
       issuanceConcurrency: e.CERTPLANE_ISSUANCE_CONCURRENCY,
+      orderBeforeCsr: e.CERTPLANE_ORDER_BEFORE_CSR === '1',
       clockOffsetFile: e.CERTPLANE_CLOCK_OFFSET_FILE,
       publicUrl: e.CERTPLANE_PUBLIC_URL,
       adminSocket: e.CERTPLANE_ADMIN_SOCKET,

@@ -9,12 +9,13 @@
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
 import { KEY_DESCRIPTIONS, csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
-import { ACME_STAGES, type IssueOptions, type IssuedChain } from '../acme/issuer.js';
+import { ACME_STAGES, sameNames, type IssueOptions, type IssuedChain, type LateCsr } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import {
   DEFAULT_LEASE_MS,
   ORDERING_STATES,
   afterStop,
+  earlyOrderRefusal,
   isPermanent,
   leaseRenewalMs,
   parkedLeaseMs,
@@ -38,7 +39,8 @@ import { DEFAULT_ISSUANCE_CONCURRENCY } from '../config/config.js';
 
 /** The ACME side, as the coordinator needs it. */
 export interface Issuer {
-  issue(csrPem: string, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage' | 'trustProfiles'>): Promise<IssuedChain>;
+  /** `csr` is the CSR, or for an order placed before it arrives, the names and a wait for it (awaited before finalization). */
+  issue(csr: string | LateCsr, options: Pick<IssueOptions, 'solvers' | 'profile' | 'replaces' | 'onOrderCreated' | 'resumeOrderUrl' | 'signal' | 'onStage' | 'trustProfiles'>): Promise<IssuedChain>;
   /** Where a stored order stands at the CA, so a process taking the work over resumes it when it can. */
   orderStanding(orderUrl: string): Promise<OrderStanding>;
 }
@@ -80,9 +82,25 @@ const CHANGE_OVERLAP_MS = 5_000;
  * lease with its acceptance when a slot is free), waiting for an issuance slot, the lease
  * otherwise and the rate limiter, the ACME order's own stages (acme/issuer.ts), recording the
  * verified chain, delivery, the agent installing it, recording its acknowledgement, and
- * end_to_end from the CSR request to that acknowledgement.
+ * end_to_end from the CSR request to that acknowledgement. An order placed while the agent
+ * makes its CSR runs beside `csr` and `csr_check`, and `awaiting_csr` is its wait for the
+ * accepted CSR before finalization (none when the CSR was there first).
  */
-export const ISSUANCE_STAGES = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', ...ACME_STAGES, 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'] as const;
+export const ISSUANCE_STAGES = [
+  'job_claim',
+  'csr',
+  'csr_check',
+  'queued',
+  'lease',
+  ...(ACME_STAGES.slice(0, ACME_STAGES.indexOf('finalize')) as ['order', 'authorizations', 'challenge', 'validation']),
+  'awaiting_csr',
+  ...(ACME_STAGES.slice(ACME_STAGES.indexOf('finalize')) as ['finalize', 'download', 'chain']),
+  'record',
+  'delivery',
+  'install',
+  'acknowledge',
+  'end_to_end',
+] as const;
 export type IssuanceStage = (typeof ISSUANCE_STAGES)[number];
 
 export interface IssuanceMetrics {
@@ -94,10 +112,28 @@ export interface IssuanceMetrics {
 }
 
 
-/** An order slot and the certificate's lease, taken together with the CSR's acceptance, for the order that starts under them. */
+/** An order slot, and the certificate's lease when it was taken together with the CSR's acceptance, for the order that starts under them. */
 interface TakenForOrder {
   readonly release: () => void;
-  readonly leased: { readonly certificate: CertificateRecord; readonly jobAttempts: number | null };
+  readonly leased?: { readonly certificate: CertificateRecord; readonly jobAttempts: number | null };
+}
+
+/**
+ * An order placed while the agent makes its CSR (lifecycle/ownership.ts, earlyOrderRefusal):
+ * the CSR handler here hands the CSR over once it passed policy and was accepted in the same
+ * write that records the order (pending to ordering), and the order waits for that only
+ * before finalization.
+ */
+interface EarlyOrder {
+  readonly instanceId: string;
+  /** The names the order is for: the instance's, as the CSR request named them. */
+  readonly names: readonly string[];
+  /** Settles true once the order's URL is recorded under this process's lease, false if the order ended before that (the CSR then takes the usual path). */
+  readonly recorded: Deferred<boolean>;
+  /** The accepted CSR. */
+  readonly csr: Deferred<string>;
+  accepted: boolean;
+  readonly controller: AbortController;
 }
 
 /** An order under way in this process, and how to stop it. */
@@ -130,6 +166,8 @@ export class IssuanceCoordinator implements SessionHandler {
       leaseMs?: number;
       /** Orders running at once in this process (CERTPLANE_ISSUANCE_CONCURRENCY); DEFAULT_ISSUANCE_CONCURRENCY by default. */
       concurrency?: number;
+      /** Order while the agent makes its CSR (CERTPLANE_ORDER_BEFORE_CSR, #orderEarly); true by default. */
+      orderBeforeCsr?: boolean;
       /** Judges what an agent reports its instance's service serves (served.ts); without it such reports are ignored. */
       served?: { onReport(instanceId: string, report: Extract<AgentMessage, { type: 'served' }>): Promise<unknown> };
       /** Told when an order here ends and `room()` may have grown: the scheduler claims more jobs then, not at its next tick. */
@@ -207,6 +245,8 @@ export class IssuanceCoordinator implements SessionHandler {
   readonly #deferred = new Set<string>();
   /** Certificates whose CSR is being accepted here together with their order's lease (#acceptWithLease): not started by anything else meanwhile, and awaited by shutdown. */
   readonly #accepting = new Map<string, Promise<boolean>>();
+  /** Orders placed here before their CSR arrived, by certificate, until the order ends. */
+  readonly #early = new Map<string, EarlyOrder>();
   /** Per certificate being worked on here: when its CSR was asked for (if here) and when its last stage ended, in performance.now() ms. */
   readonly #marks = new Map<string, { started?: number; last: number }>();
 
@@ -415,21 +455,32 @@ export class IssuanceCoordinator implements SessionHandler {
     if (!refusal && certificate.csrPem) this.#start(instance, certificate, certificate.csrPem);
   }
 
-  /** Runs an order in the background, stoppable through its controller; whatever escapes it is logged, never an unhandled rejection. */
-  #start(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, taken?: TakenForOrder): void {
-    if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken && this.#accepting.has(certificate.id))) {
+  /**
+   * Runs an order in the background, stoppable through its controller; whatever escapes it is
+   * logged, never an unhandled rejection. `csr` is the accepted CSR, or an early order's
+   * (#orderEarly) wait for it.
+   */
+  #start(instance: InstanceRecord, certificate: CertificateRecord, csr: string | EarlyOrder, taken?: TakenForOrder): void {
+    if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken?.leased && this.#accepting.has(certificate.id))) {
       // A slot and lease taken for this start are given back: nothing runs under them.
       if (taken) {
         taken.release();
-        void this.deps.store.certificates.release(certificate.id, this.owner).catch(() => undefined);
+        if (taken.leased) void this.deps.store.certificates.release(certificate.id, this.owner).catch(() => undefined);
       }
       return;
     }
-    const controller = new AbortController();
-    const done = this.#issue(instance, certificate, csrPem, controller, taken)
+    const early = typeof csr === 'string' ? undefined : csr;
+    const controller = early?.controller ?? new AbortController();
+    if (early) this.#early.set(certificate.id, early);
+    const done = this.#issue(instance, certificate, csr, controller, taken)
       .catch((error: unknown) => this.deps.logger.error({ instanceId: instance.id, certificateId: certificate.id, err: (error as Error).message }, 'issuance stopped unexpectedly'))
       .finally(() => {
         this.#running.delete(certificate.id);
+        if (early) {
+          this.#early.delete(certificate.id);
+          // Ended without recording an order (the limiter, another process's lease, the CA): a CSR waiting on it takes the usual path.
+          early.recorded.resolve(false);
+        }
         this.#askDeferred();
         this.deps.onRoom?.();
       });
@@ -448,6 +499,8 @@ export class IssuanceCoordinator implements SessionHandler {
   async stop(graceMs: number): Promise<void> {
     this.#shuttingDown = true;
     const log = this.deps.logger;
+    // An order placed before its CSR and still waiting for it stops now, its lease released: whoever accepts the CSR resumes the order.
+    for (const early of this.#early.values()) if (!early.accepted) early.controller.abort(stopped('shutdown'));
     // A CSR being accepted with its lease either started its order (awaited below) or gives the lease back before this returns.
     await Promise.allSettled([...this.#accepting.values()]);
     if (this.#running.size === 0) return;
@@ -459,6 +512,13 @@ export class IssuanceCoordinator implements SessionHandler {
     await settledWithin([...this.#running.values()].map((order) => order.done), ABORT_SETTLE_MS);
     for (const id of this.#running.keys()) {
       await this.deps.store.certificates.release(id, this.owner).catch((error: unknown) => log.error({ certificateId: id, err: (error as Error).message }, 'shutdown: could not release the lease; it lapses by itself'));
+    }
+  }
+
+  /** The agent left this process: an order placed here before its CSR stops waiting for it (its lease released, the order on record for whoever accepts the CSR). */
+  onDisconnected(session: AgentSession): void {
+    for (const early of this.#early.values()) {
+      if (early.instanceId === session.instanceId && !early.accepted) early.controller.abort(stopped('no_csr'));
     }
   }
 
@@ -501,15 +561,24 @@ export class IssuanceCoordinator implements SessionHandler {
     checking.catch(() => undefined);
     // A failed read of the instance fails here, as it is, not as a rejected CSR.
     const instance = await reading;
+    // An order placed here for this certificate while the agent made the CSR: only this agent's own.
+    const early = this.#early.get(certificateId);
+    const ours = early?.instanceId === session.instanceId ? early : undefined;
     try {
-      await checking;
+      const requested = await checking;
+      if (ours && !sameNames(requested, ours.names)) {
+        throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: it names ${requested.join(', ')}, and the order placed for this certificate is for ${ours.names.join(', ')}, the names the CSR request gave`);
+      }
     } catch (error) {
       const certificate = await this.#certificateOf(session.instanceId, certificateId);
       if (certificate.status !== 'pending') return;
       await this.#fail(session.instanceId, certificate.id, failureOf(error), (error as Error).message);
+      // Its order, placed before the CSR, is never finalized; the refusal is permanent, so there is no second one.
+      ours?.controller.abort(stopped('no_csr'));
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
+    if (ours && (await this.#handOver(ours, certificateId, csrPem, session.instanceId, arrived))) return;
     // With an order slot free here now, accepting the CSR also takes the order's lease (one
     // write where there were two) and the order starts under them. Otherwise, or when that
     // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
@@ -572,7 +641,7 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<void> {
+  async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<string[]> {
     const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     };
@@ -598,6 +667,75 @@ export class IssuanceCoordinator implements SessionHandler {
     if (csr.keyDescription !== KEY_DESCRIPTIONS[instance.keyAlgorithm]) {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: key is ${csr.keyDescription}, the instance's policy is ${KEY_DESCRIPTIONS[instance.keyAlgorithm]}`);
     }
+    return requested;
+  }
+
+  /**
+   * Hands a CSR that passed policy to the order placed for it before it came: once that order
+   * is on record under this process's lease, one write accepts the CSR and marks the order
+   * (pending to ordering), and the order goes on to finalization. False when that order ended
+   * without recording one, or no longer holds the certificate: the CSR then takes the usual
+   * path, which resumes an order on record.
+   */
+  async #handOver(early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+    // Stopped meanwhile (the agent left, the process is stopping): the usual path resumes its order once its lease is given back.
+    if (!(await early.recorded.promise) || early.controller.signal.aborted) return false;
+    const moved = await this.deps.store.certificates.apply(certificateId, ['csr_accepted', 'order_created'], { csrPem }, { leaseOwner: this.owner, instanceId });
+    if (!moved) {
+      early.controller.abort(stopped('no_csr'));
+      return false;
+    }
+    early.accepted = true;
+    // The agent's part and the plane's, as on the usual path; the order's own stages run beside them.
+    const started = this.#marks.get(certificateId)?.started;
+    if (started !== undefined) this.deps.metrics?.stage('csr', (arrived - started) / 1000);
+    this.deps.metrics?.stage('csr_check', (performance.now() - arrived) / 1000);
+    early.csr.resolve(csrPem);
+    return true;
+  }
+
+  /**
+   * Orders the certificate while its agent makes the CSR, when the lifecycle allows it here
+   * (lifecycle/ownership.ts, earlyOrderRefusal) and an order slot is free now: the order is
+   * placed and its challenges answered meanwhile, and it waits for the accepted CSR only
+   * before finalization (#awaitCsr). Otherwise the certificate waits for its CSR as before.
+   */
+  #orderEarly(instance: InstanceRecord, certificate: CertificateRecord): void {
+    if (this.deps.orderBeforeCsr === false) return;
+    const refusal = earlyOrderRefusal({
+      status: certificate.status,
+      hasOrder: certificate.orderUrl !== null,
+      runningHere: this.#running.has(certificate.id) || this.#accepting.has(certificate.id),
+      shuttingDown: this.#shuttingDown,
+      hasChannel: this.deps.sessions.get(instance.id) !== undefined,
+    });
+    if (refusal) return;
+    const slot = this.#slots.tryAcquire();
+    if (!slot) return;
+    this.#start(instance, certificate, { instanceId: instance.id, names: [...instance.hostnames], recorded: deferred(), csr: deferred(), accepted: false, controller: new AbortController() }, { release: slot });
+  }
+
+  /**
+   * An early order's wait for its CSR, before finalization: as long as a prompt waits for its
+   * answer (PROMPT_AGAIN_MS) at most, then the order stops (its lease released, the order on
+   * record) and whoever accepts the CSR later resumes it.
+   */
+  async #awaitCsr(certificateId: string, early: EarlyOrder, signal: AbortSignal): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        onAbort = () => reject(signal.reason);
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        timer = setTimeout(() => early.controller.abort(stopped('no_csr')), this.#promptAgainMs);
+        void early.csr.promise.then(resolve);
+      });
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+      if (!signal.aborted) this.#stageEnded(certificateId, 'awaiting_csr');
+    }
   }
 
   /**
@@ -610,13 +748,14 @@ export class IssuanceCoordinator implements SessionHandler {
    * the scheduler's next pass after that time resumes it. Nothing sleeps here, and an abort
    * (shutdown, lost lease) leaves the certificate as it is for the next holder.
    */
-  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csrPem: string, controller: AbortController, taken?: TakenForOrder): Promise<void> {
+  async #issue(instance: InstanceRecord, certificate: CertificateRecord, csr: string | EarlyOrder, controller: AbortController, taken?: TakenForOrder): Promise<void> {
     const log = this.deps.logger.child({ instanceId: instance.id, certificateId: certificate.id });
     const { store, clock } = this.deps;
     const { signal } = controller;
+    const early = typeof csr === 'string' ? undefined : csr;
     let renewal: NodeJS.Timeout | undefined;
     // A lease taken with the CSR's acceptance is held from the start.
-    let holding = taken !== undefined;
+    let holding = taken?.leased !== undefined;
     let parked = false;
     let verified: CertificateRecord | undefined;
     let keeping: Promise<void> = Promise.resolve();
@@ -646,7 +785,8 @@ export class IssuanceCoordinator implements SessionHandler {
       renewal = setInterval(() => void this.#renewLease(certificate.id, controller, log), leaseRenewalMs(this.#leaseMs));
       renewal.unref();
       const { certificate: current, jobAttempts } = leased;
-      if (!ORDERING_STATES.includes(current.status)) return;
+      // An early order is for a pending certificate without one on record (ownership.ts); under the lease, that is checked again.
+      if (early ? current.status !== 'pending' || current.orderUrl !== null : !ORDERING_STATES.includes(current.status)) return;
       const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
       const plan = planOrder(current.orderUrl, standing);
@@ -655,6 +795,11 @@ export class IssuanceCoordinator implements SessionHandler {
       replacing.catch(() => undefined);
       if (plan.action === 'new') {
         const refusal = await this.#orderBudget(instance, jobAttempts);
+        if (refusal && early) {
+          // Nothing parks before its CSR: the CSR takes the usual path, and is parked there.
+          log.debug({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; no order before the CSR');
+          return;
+        }
         if (refusal) {
           parked = await store.certificates.renewLease(certificate.id, this.owner, parkedLeaseMs(refusal.retryAt, clock()));
           log.info({ limitedBy: refusal.limitedBy, retryAt: refusal.retryAt }, 'rate limited; the order waits for the limiter');
@@ -663,10 +808,12 @@ export class IssuanceCoordinator implements SessionHandler {
         if (plan.replacing) log.warn({ previousOrder: plan.replacing.orderUrl, why: plan.replacing.why }, 'the stored order cannot be resumed; placing a new order');
       } else {
         log.info({ order: plan.orderUrl, next: plan.next }, 'resuming the stored ACME order');
+        // An order placed before its CSR, stopped before the CSR was accepted with it: the CSR is accepted now, and the order on record is this certificate's.
+        if (current.status === 'csr_accepted') await record('order_created', {});
       }
       const replaces = await replacing;
       this.#stageEnded(certificate.id, 'lease');
-      const issued = await this.deps.issuer.issue(csrPem, {
+      const issued = await this.deps.issuer.issue(early ? { names: early.names, csr: () => this.#awaitCsr(certificate.id, early, signal) } : (csr as string), {
         solvers: this.#solvers(instance.id),
         ...(instance.profile ? { profile: instance.profile } : {}),
         ...(replaces ? { replaces } : {}),
@@ -674,8 +821,11 @@ export class IssuanceCoordinator implements SessionHandler {
         signal,
         trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
-          if (plan.action === 'new' && plan.replacing) {
-            await record('order_replaced', { orderUrl, lastError: plan.replacing.why });
+          if (early) {
+            await record('preordered', { orderUrl });
+            early.recorded.resolve(true);
+          } else if (plan.action === 'new' && plan.replacing) {
+            await record(current.status === 'ordering' ? 'order_replaced' : 'order_created', { orderUrl, lastError: plan.replacing.why });
             await store.audit.record({ actor: `service:${this.owner}`, action: 'certificate.order-replaced', target: certificate.id, reason: plan.replacing.why, details: { previousOrderUrl: plan.replacing.orderUrl, orderUrl } });
           } else {
             await record('order_created', { orderUrl });
@@ -841,6 +991,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const now = performance.now();
     this.#marks.set(certificate.id, { started: now, last: now });
     session.send({ type: 'csr_request', certificateId: certificate.id, hostnames: [...instance.hostnames], keyAlgorithm: instance.keyAlgorithm });
+    this.#orderEarly(instance, certificate);
   }
 
   /** Sends the chain (again, after a reconnect or an unanswered delivery); an issued certificate becomes delivered first. */
@@ -894,12 +1045,27 @@ function stopped(cause: StopCause): CertplaneError {
   const message =
     cause === 'shutdown'
       ? 'the management plane is shutting down; another process resumes the order'
-      : 'another process took the lease over (this one stalled past it); that process resumes the order';
+      : cause === 'no_csr'
+        ? 'the order placed before the CSR stops without it (the agent left this process, did not answer in time, or its CSR was refused); whoever accepts the CSR resumes the order'
+        : 'another process took the lease over (this one stalled past it); that process resumes the order';
   return new CertplaneError(ErrorCode.ISSUANCE_STOPPED, message, { cause });
 }
 
 function stopCauseOf(reason: unknown): StopCause {
-  return reason instanceof CertplaneError && reason.details.cause === 'lease_lost' ? 'lease_lost' : 'shutdown';
+  const cause = reason instanceof CertplaneError ? reason.details.cause : undefined;
+  return cause === 'lease_lost' || cause === 'no_csr' ? cause : 'shutdown';
+}
+
+/** A promise and its resolver, for a value another handler supplies later. */
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((settle) => (resolve = settle));
+  return { promise, resolve };
 }
 
 /** Resolves when every promise settled or `ms` passed, whichever is first. */

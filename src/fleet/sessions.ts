@@ -25,6 +25,8 @@ export const IDENTITY_RENEWAL_MIN_INTERVAL_MS = 60 * 60_000;
 /** Distributes what an authenticated agent says; implemented by the issuance coordinator. */
 export interface SessionHandler {
   onConnected(session: AgentSession): Promise<void>;
+  /** The instance's agent is no longer connected here (its session closed; a newer connection of it here replaces a session without this): work waiting on it here stops waiting. */
+  onDisconnected?(session: AgentSession): void;
   onMessage(session: AgentSession, message: Exclude<AgentMessage, { type: 'auth' | 'http01_ready' | 'identity_renewal' | 'revocation_signed' }>): Promise<void>;
 }
 
@@ -284,6 +286,7 @@ export class SessionRegistry {
       ended.close(CloseCode.PROTOCOL_ERROR, reason);
       if (this.#sessions.get(ended.instanceId) === ended) {
         this.#sessions.delete(ended.instanceId);
+        this.#handler?.onDisconnected?.(ended);
         this.options.metrics?.connected(-1);
         void this.options.store.instances.setAgentConnected(ended.instanceId, null).catch((error) => log.warn({ err: (error as Error).message }, 'could not record the disconnection'));
       }

@@ -34,11 +34,18 @@ export const ORDERING_STATES: readonly CertificateState[] = ['csr_accepted', 'or
 export const REVOCABLE_STATES: readonly CertificateState[] = ['issued', 'delivered', 'installed', 'superseded', 'failed'];
 
 /** What can happen to a certificate. Each name is an arc (or a set of arcs) of the table. */
-export const LIFECYCLE_EVENTS = ['csr_accepted', 'order_created', 'order_replaced', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed', 'revoked'] as const;
+export const LIFECYCLE_EVENTS = ['preordered', 'csr_accepted', 'order_created', 'order_replaced', 'chain_verified', 'delivered', 'installed', 'superseded', 'failed', 'revoked'] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 /** The one transition table: for each event, the states it may leave and the state it enters. */
 export const TRANSITIONS: Readonly<Record<LifecycleEvent, { readonly from: readonly CertificateState[]; readonly to: CertificateState }>> = {
+  /**
+   * An ACME order was placed for the instance's names while its agent makes the CSR (newOrder,
+   * the authorizations and the challenges need only the names): its URL is recorded, and the
+   * certificate stays pending until its CSR is accepted, when `csr_accepted` and
+   * `order_created` apply in one write (ownership.ts, earlyOrderRefusal).
+   */
+  preordered: { from: ['pending'], to: 'pending' },
   csr_accepted: { from: ['pending'], to: 'csr_accepted' },
   order_created: { from: ['csr_accepted'], to: 'ordering' },
   /** A process that took the order over found it unusable at the CA (invalid, expired, unknown) and placed a new one. */

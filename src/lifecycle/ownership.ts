@@ -78,22 +78,56 @@ export function takeUpRefusal(facts: {
   return undefined;
 }
 
+/** Why this process does not order a pending certificate before its CSR arrives; undefined when it does. */
+export type EarlyOrderRefusal = 'not_pending' | 'order_on_record' | 'running_here' | 'shutting_down' | 'no_channel';
+
+/**
+ * Whether to order a pending certificate while its agent makes the CSR, as this process asks
+ * for it: newOrder, the authorizations and the challenges need only the instance's names, so
+ * they run beside the agent's key generation and its answer, and only finalization waits for
+ * the CSR. Only the process that holds the agent's channel (it asks for the CSR, and answers
+ * http-01 through it), for a certificate without an order on record: a pending certificate
+ * with one had an early order stopped before its CSR came (the agent went away, or the CSR
+ * went to another process), and whoever accepts the CSR resumes that order. An order slot
+ * must also be free (the caller's check): without one the certificate waits for its CSR as
+ * before. The cost: a CSR refused afterwards leaves an order at the CA that is never
+ * finalized (the refusal is permanent, so it happens once per certificate).
+ */
+export function earlyOrderRefusal(facts: {
+  readonly status: CertificateState;
+  readonly hasOrder: boolean;
+  readonly runningHere: boolean;
+  readonly shuttingDown: boolean;
+  readonly hasChannel: boolean;
+}): EarlyOrderRefusal | undefined {
+  if (facts.status !== 'pending') return 'not_pending';
+  if (facts.shuttingDown) return 'shutting_down';
+  if (facts.hasOrder) return 'order_on_record';
+  if (facts.runningHere) return 'running_here';
+  if (!facts.hasChannel) return 'no_channel';
+  return undefined;
+}
+
 /**
  * Why work on a certificate stopped before it settled. `shutdown`: this process is stopping;
  * `lease_lost`: a renewal found the lease held by another process (this one stalled past it);
- * `store_unavailable`: the database did not answer (the order itself is fine at the CA).
+ * `store_unavailable`: the database did not answer (the order itself is fine at the CA);
+ * `no_csr`: an order placed before the CSR stopped without it (the agent went away or did not
+ * answer in time, or its CSR went to another process): the order is on record, and whoever
+ * accepts the CSR resumes it.
  */
-export type StopCause = 'shutdown' | 'lease_lost' | 'store_unavailable';
+export type StopCause = 'shutdown' | 'lease_lost' | 'store_unavailable' | 'no_csr';
 
 /**
  * What a stopped order leaves behind. It never fails the certificate: the order is still
  * good at the CA and the next holder resumes it. On shutdown the lease is released, so
- * another process takes the order over at once instead of after the lease lapses; a lost
+ * another process takes the order over at once instead of after the lease lapses (and so
+ * when an early order stops without its CSR, for whoever accepts the CSR); a lost
  * lease belongs to someone else and is left alone; a database that did not answer cannot
  * be asked to release it, so it lapses, and the next pass (of any process) resumes the order.
  */
 export function afterStop(cause: StopCause): { readonly releaseLease: boolean; readonly failCertificate: false } {
-  return { releaseLease: cause === 'shutdown', failCertificate: false };
+  return { releaseLease: cause === 'shutdown' || cause === 'no_csr', failCertificate: false };
 }
 
 /** How long to park a certificate under its lease until the rate limiter's `retryAt`, from `now`; never negative. */

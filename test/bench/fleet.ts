@@ -210,7 +210,7 @@ async function stageHistogram(url: string): Promise<StageHistogram> {
 
 /** Prints what happened between two snapshots: per stage, observations, mean, and the bucket bound under which 50% and 95% fell. */
 function printStages(before: StageHistogram, after: StageHistogram): void {
-  const order = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', 'order', 'authorizations', 'challenge', 'validation', 'finalize', 'download', 'chain', 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'];
+  const order = ['job_claim', 'csr', 'csr_check', 'queued', 'lease', 'order', 'authorizations', 'challenge', 'validation', 'awaiting_csr', 'finalize', 'download', 'chain', 'record', 'delivery', 'install', 'acknowledge', 'end_to_end'];
   const stages = [...after.counts.keys()].sort((a, b) => order.indexOf(a) - order.indexOf(b));
   const ms = (seconds: number) => (seconds === Number.POSITIVE_INFINITY ? 'inf' : `${Math.round(seconds * 1000)} ms`);
   const cpu = after.cpuSeconds - before.cpuSeconds;

@@ -13,7 +13,7 @@ import { AgentCa } from '../../src/fleet/ca.js';
 import { CertplaneError } from '../../src/errors.js';
 import { IssuanceCoordinator, type Issuer, type OrderGate } from '../../src/fleet/issuance.js';
 import { SessionRegistry } from '../../src/fleet/sessions.js';
-import type { IssueOptions, IssuedChain } from '../../src/acme/issuer.js';
+import type { IssueOptions, IssuedChain, LateCsr } from '../../src/acme/issuer.js';
 import type { OrderStanding } from '../../src/lifecycle/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
@@ -42,14 +42,14 @@ class RecordingIssuer implements Issuer {
     return this.standing;
   }
 
-  async issue(csrPem: string, options: Pick<IssueOptions, 'onOrderCreated' | 'resumeOrderUrl' | 'signal'>): Promise<IssuedChain> {
+  async issue(csr: string | LateCsr, options: Pick<IssueOptions, 'onOrderCreated' | 'resumeOrderUrl' | 'signal'>): Promise<IssuedChain> {
     this.calls.push({ resumeOrderUrl: options.resumeOrderUrl, signal: options.signal });
     if (!options.resumeOrderUrl) await options.onOrderCreated?.(this.newOrderUrl);
     if (this.failWith) throw this.failWith;
     if (this.hang) {
       await new Promise((_resolve, reject) => options.signal?.addEventListener('abort', () => reject(options.signal?.reason), { once: true }));
     }
-    return this.chainFor(csrPem);
+    return this.chainFor(typeof csr === 'string' ? csr : await csr.csr());
   }
 }
 

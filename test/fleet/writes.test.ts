@@ -1,7 +1,9 @@
 /**
  * What one certificate writes on its way, counted, not timed: on PGlite each statement is
- * CPU the plane spends, and on PostgreSQL a round trip. A CSR accepted with an order slot free
- * takes the order's lease in the same write; an order whose agent is connected to
+ * CPU the plane spends, and on PostgreSQL a round trip. An order placed while the agent makes
+ * its CSR takes the lease, records its URL on the pending certificate, and accepts the CSR in
+ * the write that marks the order; without it (CERTPLANE_ORDER_BEFORE_CSR=0), a CSR accepted
+ * with an order slot free takes the order's lease in the same write. An order whose agent is connected to
  * the process that ordered ends in one write (chain verified, delivered, lease given up), and
  * the agent's acknowledgement is one write (installed, the one before superseded, the
  * instance's installed fingerprint), read only when it does not apply. The store is the real
@@ -32,18 +34,19 @@ describe('the writes of one certificate', () => {
   });
   after(() => plane.close());
 
-  /** A coordinator over `store` (the plane's, or one that watches it) whose issuer records `orderUrl` and returns a real chain for the agent's CSR. */
-  const coordinatorOver = (store: TestPlane['store'], orderUrl: string) =>
+  /** A coordinator over `store` (the plane's, or one that watches it) whose issuer records `orderUrl` and returns a real chain for the agent's CSR; `orderBeforeCsr` as CERTPLANE_ORDER_BEFORE_CSR (on by default). */
+  const coordinatorOver = (store: TestPlane['store'], orderUrl: string, orderBeforeCsr = true) =>
     new IssuanceCoordinator({
       store,
-      issuer: { issue: async (csrPem, options) => (await options.onOrderCreated?.(orderUrl), chainFor(csrPem)), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
+      issuer: { issue: async (csr, options) => (await options.onOrderCreated?.(orderUrl), chainFor(typeof csr === 'string' ? csr : await csr.csr())), orderStanding: () => Promise.reject(new Error('no order is resumed here')) },
       sessions: plane.sessions,
       logger,
       clock: plane.clock,
       preferDns01: true,
+      orderBeforeCsr,
     });
 
-  test('an order for an agent connected here ends in one write, and its acknowledgement is one more', async () => {
+  test('without an order before the CSR: the CSR is accepted with the order\'s lease, the order ends in one write, and the acknowledgement is one more', async () => {
     const counted = countingStore(plane.store);
     const applied: unknown[] = [];
     const certificates = Object.assign(Object.create(counted.store.certificates), {
@@ -51,7 +54,7 @@ describe('the writes of one certificate', () => {
       acceptCsrForOrder: (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => (applied.push('csr_accepted, leased'), counted.store.certificates.acceptCsrForOrder(...args)),
     }) as typeof plane.store.certificates;
     const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
-    const coordinator = coordinatorOver(store, 'https://ca.test/order/w');
+    const coordinator = coordinatorOver(store, 'https://ca.test/order/w', false);
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-one');
     const channel = await openAgentChannel(plane, agent);
@@ -97,6 +100,60 @@ describe('the writes of one certificate', () => {
       await eventually(async () => ((counted.calls.get('instances.setInstalledFingerprint') ?? 0) === 1 ? true : undefined), 10_000, 20, 'the repeated acknowledgement to be handled');
       assert.equal(counted.calls.get('certificates.get'), 1);
       assert.equal((await plane.store.certificates.get(delivered.certificateId))?.status, 'installed');
+    } finally {
+      channel.socket.terminate();
+    }
+  });
+
+  test('an order placed while the agent makes its CSR: the lease, the order on record, the CSR accepted with the order, one write to deliver', async () => {
+    const counted = countingStore(plane.store);
+    const applied: unknown[] = [];
+    const certificates = Object.assign(Object.create(counted.store.certificates), {
+      apply: (...args: Parameters<typeof plane.store.certificates.apply>) => (applied.push(args[1]), counted.store.certificates.apply(...args)),
+    }) as typeof plane.store.certificates;
+    const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    let orderPlaced: () => void = () => undefined;
+    const placed = new Promise<void>((resolve) => (orderPlaced = resolve));
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: {
+        issue: async (csr, options) => {
+          assert.notEqual(typeof csr, 'string', 'the order starts before the CSR exists');
+          const late = csr as Exclude<typeof csr, string>;
+          await options.onOrderCreated?.('https://ca.test/order/early');
+          orderPlaced();
+          return chainFor(await late.csr());
+        },
+        orderStanding: () => Promise.reject(new Error('no order is resumed here')),
+      },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'writes-early');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      counted.calls.clear();
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      // The agent answers only once the order is on record: the order did not wait for it.
+      await placed;
+      const pendingWithOrder = await plane.store.certificates.get(request.certificateId);
+      assert.equal(pendingWithOrder?.status, 'pending', 'the certificate waits for its CSR');
+      assert.equal(pendingWithOrder?.orderUrl, 'https://ca.test/order/early', 'with its order on record');
+      assert.equal(pendingWithOrder?.leaseOwner, coordinator.owner, 'under this process\'s lease');
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      const delivered = await channel.next('deliver');
+      const stored = await plane.store.certificates.get(delivered.certificateId);
+      assert.equal(stored?.status, 'delivered');
+      assert.equal(stored?.leaseOwner, null, 'the lease was given up');
+      assert.deepEqual(applied, ['preordered', ['csr_accepted', 'order_created'], ['chain_verified', 'delivered']], 'the order recorded on the pending certificate, the CSR accepted with it, the chain verified and delivered: each one write');
+      assert.equal(counted.calls.get('certificates.leaseForOrder'), 1, 'the lease was taken once, before the order');
+      assert.equal(counted.calls.get('certificates.acceptCsrForOrder') ?? 0, 0);
+      assert.equal(counted.calls.get('certificates.release') ?? 0, 0, 'the lease was given up in the last write, not in one of its own');
     } finally {
       channel.socket.terminate();
     }
@@ -156,7 +213,7 @@ describe('the writes of one certificate', () => {
       },
     }) as typeof plane.store.certificates;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
-    const coordinator = coordinatorOver(store, 'https://ca.test/order/s');
+    const coordinator = coordinatorOver(store, 'https://ca.test/order/s', false);
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-shutdown');
     const channel = await openAgentChannel(plane, agent);

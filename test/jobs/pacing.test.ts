@@ -15,6 +15,7 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { IssuanceCoordinator } from '../../src/fleet/issuance.js';
 import { countingStore } from '../support/counting-store.js';
+import { issuerAnswers } from '../support/hierarchies.js';
 import { recordingCoordinator } from '../support/lifecycle.js';
 import { eventually } from '../support/processes.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
@@ -109,7 +110,8 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
 
   /**
    * A coordinator with one order slot (room 2) whose CA holds every order until the test ends
-   * it, reached by the plane's agents (their messages come to it).
+   * it, reached by the plane's agents (their messages come to it). It orders only once a CSR
+   * is accepted (CERTPLANE_ORDER_BEFORE_CSR=0): these tests count the room CSR requests take.
    */
   const coordinatorWithOneSlot = (promptAgainMs: number) => {
     const orders: ((error: Error) => void)[] = [];
@@ -123,6 +125,7 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
       clock: plane.clock,
       concurrency: 1,
       promptAgainMs,
+      orderBeforeCsr: false,
       onRoom: () => (roomFreed += 1),
     });
     plane.sessions.setHandler(coordinator);
@@ -233,5 +236,56 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     assert.equal(again.certificateId, first.certificateId);
     assert.ok(silent.channel.frames.filter((frame) => frame.type === 'csr_request').every((frame) => frame.certificateId === first.certificateId));
     assert.equal(coordinator.room(), 2, 'asking again does not start its count again');
+  });
+  test('an order placed before its CSR takes a slot; with no answer in one prompt interval it stops, its lease released, and the CSR that comes later resumes that order', async () => {
+    const promptAgainMs = 300;
+    const placed: string[] = [];
+    const resumed: string[] = [];
+    const chainFor = await issuerAnswers('Pacing Test Root', 'pacing test');
+    const coordinator = new IssuanceCoordinator({
+      store: plane.store,
+      issuer: {
+        issue: async (csr, options) => {
+          if (options.resumeOrderUrl) resumed.push(options.resumeOrderUrl);
+          else {
+            placed.push(`https://ca.test/order/before-csr-${placed.length}`);
+            await options.onOrderCreated?.(placed.at(-1)!);
+          }
+          return chainFor(typeof csr === 'string' ? csr : await csr.csr());
+        },
+        orderStanding: async () => ({ status: 'ready' }),
+      },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      concurrency: 1,
+      promptAgainMs,
+    });
+    plane.sessions.setHandler(coordinator);
+    const slow = await connected('roomearly');
+    await coordinator.requestIssue(slow.instanceId);
+    const request = await slow.channel.next('csr_request');
+    await eventually(async () => (placed.length === 1 ? true : undefined), 10_000, 20, 'the order placed before the CSR');
+    assert.equal(coordinator.room(), 1, 'the order holds its slot (room is twice the slots, less the orders)');
+    const waiting = await plane.store.certificates.get(request.certificateId);
+    assert.equal(waiting?.status, 'pending');
+    assert.equal(waiting?.orderUrl, placed[0]);
+    assert.equal(waiting?.leaseOwner, coordinator.owner);
+    const stopped = await eventually(async () => {
+      const record = await plane.store.certificates.get(request.certificateId);
+      return record?.leaseOwner === null && coordinator.room() === 2 ? record : undefined;
+    }, 10_000, 20, 'the order to stop waiting for the CSR');
+    assert.equal(stopped.status, 'pending', 'stopped, not failed');
+    assert.equal(stopped.orderUrl, placed[0], 'its order stays on record');
+
+    // The agent answers late: its CSR takes the usual path, which resumes the order on record.
+    slow.channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await csrFor(request) });
+    const delivered = await slow.channel.next('deliver');
+    assert.equal(delivered.certificateId, request.certificateId);
+    assert.deepEqual(resumed, [placed[0]], 'the order placed before the CSR was finalized');
+    assert.equal(placed.length, 1, 'no second order');
+    const recorded = await plane.store.certificates.get(request.certificateId);
+    assert.equal(recorded?.status, 'delivered');
+    assert.equal(recorded?.orderUrl, placed[0]);
   });
 });

@@ -16,6 +16,7 @@ import {
   TRANSITIONS,
   campaignPath,
   classify,
+  composedArc,
   isPermanent,
   next,
   readyCondition,
@@ -60,6 +61,14 @@ describe('transition table', () => {
     assert.equal(state, 'installed');
     assert.equal(next('installed', 'superseded'), 'superseded');
     for (const open of OPEN_STATES) assert.equal(next(open, 'failed'), 'failed');
+  });
+
+  test('an order placed before the CSR keeps the certificate pending, and the CSR\'s acceptance marks it in one composed write', () => {
+    assert.equal(next('pending', 'preordered'), 'pending');
+    assert.deepEqual(composedArc(['csr_accepted', 'order_created']), { from: ['pending'], to: 'ordering' });
+    assert.equal(classify('csr_accepted', 'preordered'), 'stale', 'a late record of an order the certificate is past');
+    assert.equal(classify('ordering', 'preordered'), 'stale');
+    assert.equal(classify('installed', 'preordered'), 'stale');
   });
 
   test('an event the certificate is already past is stale; one that skips ahead or follows a settled state never applies', () => {

@@ -1,7 +1,7 @@
 /** The ownership decisions (lifecycle/ownership.ts) as data: what a takeover does with a stored order, who may take work up, what a stop leaves. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { afterStop, leaseRenewalMs, parkedLeaseMs, planOrder, takeUpRefusal, type OrderStanding } from '../../src/lifecycle/index.js';
+import { afterStop, earlyOrderRefusal, leaseRenewalMs, parkedLeaseMs, planOrder, takeUpRefusal, type OrderStanding } from '../../src/lifecycle/index.js';
 
 const URL = 'https://ca.test/order/1';
 
@@ -46,11 +46,29 @@ describe('takeUpRefusal', () => {
   });
 });
 
+describe('earlyOrderRefusal', () => {
+  const asking = { status: 'pending', hasOrder: false, runningHere: false, shuttingDown: false, hasChannel: true } as const;
+
+  test('the process asking a pending certificate\'s agent for its CSR orders meanwhile', () => {
+    assert.equal(earlyOrderRefusal(asking), undefined);
+  });
+
+  test('each reason not to is named: past pending, an order on record (whoever accepts the CSR resumes it), already running here, shutting down, no channel', () => {
+    assert.equal(earlyOrderRefusal({ ...asking, status: 'csr_accepted' }), 'not_pending');
+    assert.equal(earlyOrderRefusal({ ...asking, status: 'ordering' }), 'not_pending');
+    assert.equal(earlyOrderRefusal({ ...asking, hasOrder: true }), 'order_on_record');
+    assert.equal(earlyOrderRefusal({ ...asking, runningHere: true }), 'running_here');
+    assert.equal(earlyOrderRefusal({ ...asking, shuttingDown: true }), 'shutting_down');
+    assert.equal(earlyOrderRefusal({ ...asking, hasChannel: false }), 'no_channel');
+  });
+});
+
 describe('leases', () => {
   test('a stop never fails the certificate; shutdown releases the lease, a lost lease is left to its new holder, an unanswering database to lapse', () => {
     assert.deepEqual(afterStop('shutdown'), { releaseLease: true, failCertificate: false });
     assert.deepEqual(afterStop('lease_lost'), { releaseLease: false, failCertificate: false });
     assert.deepEqual(afterStop('store_unavailable'), { releaseLease: false, failCertificate: false });
+    assert.deepEqual(afterStop('no_csr'), { releaseLease: true, failCertificate: false }, 'an order placed before its CSR leaves it on record for whoever accepts the CSR');
   });
 
   test('the holder renews three times per lease, and parking never asks for a negative lease', () => {
