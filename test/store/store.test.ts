@@ -524,6 +524,32 @@ for (const engine of [pglite, postgres]) {
       assert.deepEqual(await store.certificates.open('not-a-uuid'), []);
     });
 
+    test('certificates: a create with notify: false sends no wake-up; other creates, and the quiet certificate\'s own later changes, still do', TIMEOUT, async () => {
+      const heard: string[] = [];
+      const unlisten = await store.wakeups.listen((work) => heard.push(`${work.id} ${work.status}`), () => undefined);
+      try {
+        const quiet: CertificateRecord[] = [];
+        const announced: CertificateRecord[] = [];
+        // Alternated, one after the other: the setting of a quiet create must not outlive its statement.
+        for (let round = 0; round < 3; round += 1) {
+          quiet.push(await store.certificates.create((await newInstance(store)).id, { notify: false }));
+          announced.push(await store.certificates.create((await newInstance(store)).id, { notify: true }));
+          announced.push(await store.certificates.create((await newInstance(store)).id));
+        }
+        for (const event of ['csr_accepted', 'order_created', 'chain_verified'] as const) assert.ok(await store.certificates.apply(quiet[0]!.id, event));
+        // Notifications arrive in commit order: once the last change is heard, a quiet create's would have been too.
+        const last = `${quiet[0]!.id} issued`;
+        for (let waited = 0; !heard.includes(last); waited += 1) {
+          assert.ok(waited < 500, `the issued chain's notification never came; heard ${JSON.stringify(heard)}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        for (const certificate of announced) assert.ok(heard.includes(`${certificate.id} pending`), `the creation of ${certificate.id} was announced`);
+        for (const certificate of quiet) assert.ok(!heard.some((work) => work.startsWith(`${certificate.id} pending`)), `the quiet creation of ${certificate.id} was announced`);
+      } finally {
+        await unlisten();
+      }
+    });
+
     test('certificates: the report round-trips as JSON, objects and arrays alike', TIMEOUT, async () => {
       const instance = await newInstance(store);
       const report = {
