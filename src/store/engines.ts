@@ -57,10 +57,11 @@ const ACCEPTED_FORMS = 'postgres://user:password@host:port/database (or postgres
 const POOL_SIZE = 20;
 /**
  * Connections opened in the background as soon as the database answers, and kept open
- * however long they sit idle. A new connection cost 250 to 350 ms under load, so a plane's
- * first wave of 20 agents waited for the pool to grow one connection at a time. Eight
- * take the first wave's requests side by side (two cores run only so many statements at
- * once) and cost four replicas 32 idle backends of the server's limit, not 80.
+ * however long they sit idle: a new one took 250 to 350 ms under load, and a plane's first
+ * wave of work waited while the pool grew one connection at a time. A 20-agent wave fills
+ * all 20, yet warming all 20 measured a first wave little better than 8 did (0.59 against
+ * 0.55 x, within the bench's noise; docs/testing.md), and four replicas would then hold 80
+ * idle backends for good instead of 32.
  */
 export const WARM_CONNECTIONS = Math.min(POOL_SIZE, 8);
 /**
