@@ -293,7 +293,8 @@ export class IssuanceCoordinator implements SessionHandler {
   /** A new certificate for an instance that had no open one; a replica that wins the race to create it wins for both. */
   async #create(instanceId: string, link: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord> {
     try {
-      return await this.deps.store.certificates.create(instanceId, link);
+      // Its agent here is asked by requestIssue itself: no other process needs to hear of it.
+      return await this.deps.store.certificates.create(instanceId, { ...link, notify: !this.deps.sessions.get(instanceId) });
     } catch (error) {
       const [raced] = await this.deps.store.certificates.open(instanceId);
       if (hasCode(error, ErrorCode.STORE_CONFLICT) && raced) return raced;

@@ -405,6 +405,25 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX certificates_installed ON certificates (instance_id, created_at, creation_order) WHERE status = 'installed'",
     ],
   },
+  {
+    version: 17,
+    description: 'no wake-up notification for a certificate whose creator asks its agent itself: on PostgreSQL a notifying commit takes a database-wide lock held through its WAL flush, so every certificate creation of a wave waited for the others',
+    statements: [
+      // As in 13, except that an INSERT whose transaction set certplane.quiet_create to on
+      // (store.certificates.create with notify: false, in the INSERT's own statement) is not
+      // announced. The branches test TG_OP first: on an INSERT, OLD is null, so OLD's
+      // columns alone would count a new pending row as a status change.
+      `CREATE OR REPLACE FUNCTION certplane_agent_work() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF (TG_OP = 'INSERT' AND current_setting('certplane.quiet_create', true) IS DISTINCT FROM 'on')
+            OR (TG_OP = 'UPDATE' AND OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('pending', 'issued'))
+            OR (TG_OP = 'UPDATE' AND NEW.status IN ('csr_accepted', 'ordering') AND OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL) THEN
+           PERFORM pg_notify('certplane_agent_work', NEW.instance_id::text || ' ' || NEW.id::text || ' ' || NEW.status);
+         END IF;
+         RETURN NULL;
+       END $$`,
+    ],
+  },
 ];
 
 /**

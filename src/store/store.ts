@@ -707,10 +707,16 @@ class SqlStore implements Store {
       const [row] = await this.forInstance(instanceId, 'a certificate', () =>
         this.db.query<CertificateRow>(
           // The job's pointer is written in the same statement: its start needs no second round trip.
-          `WITH created AS (INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id) VALUES ($1, $2, 'pending', $3::uuid, $4::uuid) RETURNING *),
+          // The setting for migration 17's trigger is made in the INSERT's one-time filter, so it
+          // is made before the row exists (an unreferenced CTE would never run) and ends with
+          // the statement's transaction.
+          `WITH created AS (
+             INSERT INTO certificates (id, instance_id, status, job_id, replaces_certificate_id)
+             SELECT $1::uuid, $2::uuid, 'pending', $3::uuid, $4::uuid WHERE set_config('certplane.quiet_create', $5, true) IS NOT NULL
+             RETURNING *),
                 linked AS (UPDATE jobs SET certificate_id = created.id, updated_at = now() FROM created WHERE jobs.id = created.job_id AND jobs.state = 'running')
            SELECT * FROM created`,
-          [randomUUID(), instanceId, link.jobId ?? null, link.replacesCertificateId ?? null],
+          [randomUUID(), instanceId, link.jobId ?? null, link.replacesCertificateId ?? null, link.notify === false ? 'on' : 'off'],
         ),
       );
       return toCertificate(inserted(row));

@@ -425,8 +425,13 @@ export interface Store {
      * process dying right after cannot leave a job's certificate unlinked (its job, claimed
      * again, finds it); the job's own pointer (`certificateId`) is written in the same statement
      * when the job is running (a job that failed or waits for its retry points at nothing).
+     * `notify: false` creates it without the wake-up notification (`wakeups`), for a caller
+     * that holds the instance's agent channel and asks for the CSR itself. On PostgreSQL a
+     * notifying commit is serialised with every other notifying commit, which made each
+     * creation of a 20-agent wave wait for the others. An agent that connects elsewhere
+     * meanwhile still finds the certificate (on connecting, or at the fallback pass).
      */
-    create(instanceId: string, link?: { jobId?: string; replacesCertificateId?: string }): Promise<CertificateRecord>;
+    create(instanceId: string, link?: { jobId?: string; replacesCertificateId?: string; notify?: boolean }): Promise<CertificateRecord>;
     /**
      * A rechain record (lifecycle ENTRIES.rechained: it starts `issued`, so the delivery
      * machinery sends it at once): the leaf, key, CSR and dates of `rechainedFromId`, the chain
@@ -519,8 +524,9 @@ export interface Store {
   };
   /**
    * Wake-ups for the process holding an agent's channel: `onWork` hears of every
-   * certificate that now waits for its agent (a new request, an issued
-   * chain, an order released by its process), from any process sharing the database. Until
+   * certificate that now waits for its agent (a new request, unless its creator asks the
+   * agent itself: certificates.create's `notify`; an issued chain; an order released by its
+   * process), from any process sharing the database. Until
    * the returned function is called. `onResubscribed` says that some may have been missed.
    */
   readonly wakeups: {

@@ -35,7 +35,9 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
   // BENCH_PLANE_NODE_OPTIONS profiles the plane, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written when it stops):
   // given as node's own arguments, because NODE_OPTIONS refuses --cpu-prof.
   const nodeArgs = (process.env.BENCH_PLANE_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...env }, nodeArgs);
+  // CERTPLANE_ORDER_BEFORE_CSR set for the bench reaches its planes, to measure with and without ordering before the CSR.
+  const orderBeforeCsr: Record<string, string> = process.env.CERTPLANE_ORDER_BEFORE_CSR === undefined ? {} : { CERTPLANE_ORDER_BEFORE_CSR: process.env.CERTPLANE_ORDER_BEFORE_CSR };
+  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...orderBeforeCsr, ...env }, nodeArgs);
   const url = `http://127.0.0.1:${port}`;
   await eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start');
   return { plane, url };

@@ -5,7 +5,8 @@
  * Both schedulers tick every 600 s, the longest the configuration allows, and the tests
  * end long before a second tick: only B's first tick, at its start and before the work
  * existed, could have found it by polling. B's wake-up counters say which path woke the
- * agent: the database notification, never the fallback pass.
+ * agent: the database notification, never the fallback pass. Work created by B itself for
+ * its own agent is asked for at once and announced to nobody.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ import { intermediate, leafForCsr, root } from '../support/hierarchies.js';
 import { scratch } from '../support/cli.js';
 import { openAgentChannel, type AgentChannel } from '../support/plane.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
-import { startCertplane, type RunningProcess } from '../support/processes.js';
+import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
 import { freePort } from '../support/ports.js';
 
 describe('wake-ups between two plane processes on PostgreSQL', async () => {
@@ -38,6 +39,8 @@ describe('wake-ups between two plane processes on PostgreSQL', async () => {
       CERTPLANE_DATABASE_URL: database.url,
       CERTPLANE_SECRETS: `file:${join(dir.dir, 'secrets')}`,
       CERTPLANE_SCHEDULER_INTERVAL_MS: '600000',
+      // No CA here: the test plays the process that orders, so no plane orders while its agent makes the CSR.
+      CERTPLANE_ORDER_BEFORE_CSR: '0',
       CERTPLANE_LOG_LEVEL: 'info',
     });
     planes.push(plane);
@@ -92,6 +95,28 @@ describe('wake-ups between two plane processes on PostgreSQL', async () => {
     const woken = await wakeupsOnB();
     assert.ok(woken.notification >= 1, JSON.stringify(woken));
     assert.equal(woken.fallback, 0, 'B\'s fallback pass woke nothing: its only tick ran before the request existed');
+  });
+
+  test('a certificate requested through process B, which holds the agent\'s channel, is asked for at once and not announced', async () => {
+    const { instanceId, channel } = await agentOnB('here');
+    const unconnected = await post(`${a}/v1/instances`, { name: 'nowhere', hostnames: ['nowhere.wakeups.test'], autoIssue: false });
+    assert.equal(unconnected.status, 201, JSON.stringify(unconnected.body));
+    const heard: string[] = [];
+    const unlisten = await store.wakeups.listen((work) => heard.push(work.id), () => undefined);
+    try {
+      const before = await wakeupsOnB();
+      const accepted = await post(`${b}/v1/instances/${instanceId}/issue`);
+      assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
+      const request = await channel.next('csr_request', 60_000);
+      assert.equal(request.certificateId, accepted.body.certificateId);
+      // Created after it and announced (its agent is connected nowhere): notifications arrive in commit order, so B's would have come first.
+      const announced = await store.certificates.create(unconnected.body.id as string);
+      await eventually(async () => (heard.includes(announced.id) ? true : undefined), 30_000, 20, 'the later creation\'s notification');
+      assert.ok(!heard.includes(accepted.body.certificateId as string), 'B announced the certificate it asked its own agent for');
+      assert.deepEqual(await wakeupsOnB(), before, 'nothing woke B: its request asked the agent itself');
+    } finally {
+      await unlisten();
+    }
   });
 
   test('a chain issued by another process holding the order\'s lease is delivered by process B by notification', async () => {

@@ -191,7 +191,7 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.status === 'failed' ? true : undefined), 10_000, 20, 'the order to end');
   });
 
-  test('the notification of a certificate requestIssue creates costs no reconciliation: the call asks the agent itself', async () => {
+  test('a certificate requestIssue creates for an agent connected here is not announced, and costs no reconciliation: the call asks the agent itself', async () => {
     const { coordinator, calls } = coordinatorWithOneSlot(600_000);
     const heard: string[] = [];
     const unlisten = await plane.store.wakeups.listen(
@@ -203,12 +203,15 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
     );
     try {
       const agent = await connected('roomnotified');
+      const elsewhere = await enrollTestAgent(plane, 'roomnotifiedelsewhere');
       calls.clear();
       const certificate = await coordinator.requestIssue(agent.instanceId);
       const request = await agent.channel.next('csr_request');
       assert.equal(request.certificateId, certificate.id);
-      await eventually(async () => (heard.includes(certificate.id) ? true : undefined), 10_000, 20, 'the creation\'s notification');
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Created after it and announced (its agent is connected nowhere): once heard, the first would have been too.
+      const announced = await plane.store.certificates.create(elsewhere.instanceId);
+      await eventually(async () => (heard.includes(announced.id) ? true : undefined), 10_000, 20, 'the later creation\'s notification');
+      assert.ok(!heard.includes(certificate.id), 'the creation requestIssue asked the agent for was not announced');
       assert.equal(calls.get('instances.get'), 1, 'the instance was read by requestIssue alone');
       assert.equal(calls.get('certificates.open'), 1, 'the open certificates were read by requestIssue alone');
       assert.equal(agent.channel.frames.filter((frame) => frame.type === 'csr_request').length, 1);

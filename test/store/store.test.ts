@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { hasCode } from '../../src/errors.js';
-import { openDatabase, redactUrl } from '../../src/store/engines.js';
+import { openDatabase, redactUrl, WARM_CONNECTIONS } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
@@ -524,6 +524,32 @@ for (const engine of [pglite, postgres]) {
       assert.deepEqual(await store.certificates.open('not-a-uuid'), []);
     });
 
+    test('certificates: a create with notify: false sends no wake-up; other creates, and the quiet certificate\'s own later changes, still do', TIMEOUT, async () => {
+      const heard: string[] = [];
+      const unlisten = await store.wakeups.listen((work) => heard.push(`${work.id} ${work.status}`), () => undefined);
+      try {
+        const quiet: CertificateRecord[] = [];
+        const announced: CertificateRecord[] = [];
+        // Alternated, one after the other: the setting of a quiet create must not outlive its statement.
+        for (let round = 0; round < 3; round += 1) {
+          quiet.push(await store.certificates.create((await newInstance(store)).id, { notify: false }));
+          announced.push(await store.certificates.create((await newInstance(store)).id, { notify: true }));
+          announced.push(await store.certificates.create((await newInstance(store)).id));
+        }
+        for (const event of ['csr_accepted', 'order_created', 'chain_verified'] as const) assert.ok(await store.certificates.apply(quiet[0]!.id, event));
+        // Notifications arrive in commit order: once the last change is heard, a quiet create's would have been too.
+        const last = `${quiet[0]!.id} issued`;
+        for (let waited = 0; !heard.includes(last); waited += 1) {
+          assert.ok(waited < 500, `the issued chain's notification never came; heard ${JSON.stringify(heard)}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        for (const certificate of announced) assert.ok(heard.includes(`${certificate.id} pending`), `the creation of ${certificate.id} was announced`);
+        for (const certificate of quiet) assert.ok(!heard.some((work) => work.startsWith(`${certificate.id} pending`)), `the quiet creation of ${certificate.id} was announced`);
+      } finally {
+        await unlisten();
+      }
+    });
+
     test('certificates: the report round-trips as JSON, objects and arrays alike', TIMEOUT, async () => {
       const instance = await newInstance(store);
       const report = {
@@ -832,6 +858,54 @@ describe('store on postgres only', () => {
     assert.deepEqual((await first.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')).map((row) => row.version), MIGRATIONS.map((migration) => migration.version));
     const instance = await newInstance(first);
     assert.deepEqual(await second.instances.get(instance.id), instance);
+  });
+
+  /** The database's client connections, as the server counts them, once they settle at what `settled` accepts. */
+  const connectionsTo = async (url: string, settled: (count: number) => boolean): Promise<number> => {
+    const name = new URL(url).pathname.slice(1);
+    const pool = await adminPool();
+    for (let tries = 0; ; tries += 1) {
+      const [row] = (await pool.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [name])).rows;
+      if (settled(row!.count) || tries >= 500) return row!.count;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
+  test('an opened database warms its pool: the first query\'s connection and the warm ones sit open, idle, with nothing asked of them', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const url = await postgres.freshUrl(defer);
+    const db = await openDatabase(url);
+    defer(() => db.close());
+    assert.ok(WARM_CONNECTIONS > 1);
+    assert.equal(await connectionsTo(url, (count) => count >= WARM_CONNECTIONS), WARM_CONNECTIONS);
+    // Used one after the other, they are not multiplied: the pool hands out the warm ones.
+    for (let i = 0; i < 20; i += 1) assert.deepEqual(await db.query('SELECT 1 AS one'), [{ one: 1 }]);
+    assert.equal(await connectionsTo(url, () => true), WARM_CONNECTIONS);
+  });
+
+  test('a database closed right after it opened, its warm connections still opening, closes and leaves no connection behind', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const url = await postgres.freshUrl(defer);
+    for (let i = 0; i < 3; i += 1) {
+      const db = await openDatabase(url);
+      await db.close();
+      await rejectsWith(db.query('SELECT 1'), ErrorCode.STORE_CLOSED);
+    }
+    assert.equal(await connectionsTo(url, (count) => count === 0), 0);
+  });
+
+  test('warm connections the server refuses do not stop the database from opening, nor its queries', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const url = await postgres.freshUrl(defer);
+    const name = new URL(url).pathname.slice(1);
+    const pool = await adminPool();
+    await pool.query(`ALTER DATABASE ${name} CONNECTION LIMIT 2`);
+    const db = await openDatabase(url);
+    defer(() => db.close());
+    // One at a time, within the limit: whatever the warm-up met is not these queries' business.
+    for (let i = 0; i < 5; i += 1) assert.deepEqual(await db.query('SELECT $1::int AS n', [i]), [{ n: i }]);
+    assert.deepEqual(await db.transaction((tx) => tx.query('SELECT 2 AS n')), [{ n: 2 }]);
+    assert.ok((await connectionsTo(url, () => true)) <= 2);
   });
 
   test('a wrong password is STORE_UNAVAILABLE and the message does not repeat it', TIMEOUT, async () => {
