@@ -679,12 +679,15 @@ export class IssuanceCoordinator implements SessionHandler {
    * path, which resumes an order on record.
    */
   async #handOver(early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+    // A repeated CSR (the first one was accepted with this order): ignored, as on the usual path.
+    if (early.accepted) return true;
     // Stopped meanwhile (the agent left, the process is stopping): the usual path resumes its order once its lease is given back.
     if (!(await early.recorded.promise) || early.controller.signal.aborted) return false;
     const moved = await this.deps.store.certificates.apply(certificateId, ['csr_accepted', 'order_created'], { csrPem }, { leaseOwner: this.owner, instanceId });
     if (!moved) {
-      early.controller.abort(stopped('no_csr'));
-      return false;
+      // Not the order's to stop when a CSR handled meanwhile (another session of this agent's) was accepted with it.
+      if (!early.accepted) early.controller.abort(stopped('no_csr'));
+      return early.accepted;
     }
     early.accepted = true;
     // The agent's part and the plane's, as on the usual path; the order's own stages run beside them.
@@ -823,7 +826,12 @@ export class IssuanceCoordinator implements SessionHandler {
         trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
           if (early) {
-            await record('preordered', { orderUrl });
+            // Refused when the certificate moved on meanwhile (its CSR accepted by a process the
+            // agent reached, which found this lease live; or failed): the lease is still this
+            // process's and is given back, so that the CSR's order starts at once, not after it lapses.
+            const preordered = await store.certificates.apply(certificate.id, 'preordered', { orderUrl }, owned);
+            if (!preordered && !signal.aborted) controller.abort(stopped('no_csr'));
+            signal.throwIfAborted();
             early.recorded.resolve(true);
           } else if (plan.action === 'new' && plan.replacing) {
             await record(current.status === 'ordering' ? 'order_replaced' : 'order_created', { orderUrl, lastError: plan.replacing.why });
