@@ -462,6 +462,14 @@ export class IssuanceCoordinator implements SessionHandler {
    * (#orderEarly) wait for it.
    */
   #start(instance: InstanceRecord, certificate: CertificateRecord, csr: string | EarlyOrder, taken?: TakenForOrder): void {
+    // An early order here stopping without its CSR (the agent left and came back, or it did not
+    // answer in time) while that CSR was accepted: its order starts once the early one has
+    // given its lease back, rather than waiting for a wake-up that may find it still running.
+    const stopping = typeof csr === 'string' && !taken ? this.#early.get(certificate.id) : undefined;
+    if (stopping && !stopping.accepted && stopping.controller.signal.aborted && !this.#shuttingDown) {
+      void this.#running.get(certificate.id)?.done.then(() => this.#start(instance, certificate, csr));
+      return;
+    }
     if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken?.leased && this.#accepting.has(certificate.id))) {
       // A slot and lease taken for this start are given back: nothing runs under them.
       if (taken) {

@@ -139,6 +139,59 @@ describe('an order placed before its CSR, under races', () => {
     }
   });
 
+  test('a CSR that comes while its early order is stopping (the agent reconnected here) is not left without an order', async () => {
+    let earlyIssues = 0;
+    const resumed: string[] = [];
+    let earlyEnded: () => void = () => undefined;
+    const ended = new Promise<void>((resolve) => (earlyEnded = resolve));
+    const coordinator = coordinatorWith({
+      issue: async (csr, options) => {
+        if (typeof csr !== 'string') {
+          earlyIssues += 1;
+          try {
+            await options.onOrderCreated?.('https://ca.test/order/reconnect');
+            // A request to the CA in flight when the agent leaves: the abort is seen 300 ms later.
+            await new Promise<void>((resolve) => options.signal?.addEventListener('abort', () => resolve(), { once: true }));
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            options.signal?.throwIfAborted();
+            return chainFor(await csr.csr());
+          } finally {
+            earlyEnded();
+          }
+        }
+        if (options.resumeOrderUrl) resumed.push(options.resumeOrderUrl);
+        return chainFor(csr);
+      },
+      orderStanding: async () => ({ status: 'ready' }),
+    });
+    const agent = await enrollTestAgent(plane, 'early-reconnect');
+    let channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      // The agent's connection drops, and it comes back to this same process at once, with its CSR.
+      channel.socket.terminate();
+      await eventually(async () => (plane.sessions.get(agent.instanceId) ? undefined : true), 10_000, 10, 'the plane to see the agent leave');
+      channel = await openAgentChannel(plane, agent);
+      await channel.next('welcome');
+      const again = await channel.next('csr_request');
+      assert.equal(again.certificateId, request.certificateId);
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      await ended;
+      assert.equal(earlyIssues, 1);
+      // No notification and no fallback pass here: only what the CSR's own handling starts.
+      const delivered = await channel.next('deliver', 3_000).catch((error: Error) => error);
+      const record = await plane.store.certificates.get(request.certificateId);
+      assert.ok(!(delivered instanceof Error), `nothing works on the certificate after its CSR was accepted: ${record?.status}, lease ${record?.leaseOwner}, resumed ${resumed.length} time(s)`);
+      assert.deepEqual(resumed, ['https://ca.test/order/reconnect'], 'the early order resumed, not a second one');
+    } finally {
+      channel.socket.terminate();
+      await coordinator.stop(0);
+    }
+  });
+
   test('a CSR that comes after its early order stopped is finalized only with the names that order is for', async () => {
     const finalizedWith: { order: string; names: string }[] = [];
     let placed = 0;
