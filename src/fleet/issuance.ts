@@ -23,6 +23,7 @@ import {
   takeUpRefusal,
   type FailureReason,
   type LifecycleEvent,
+  type OrderPlan,
   type OrderStanding,
   type StopCause,
 } from '../lifecycle/index.js';
@@ -799,9 +800,17 @@ export class IssuanceCoordinator implements SessionHandler {
       const { certificate: current, jobAttempts } = leased;
       // An early order is for a pending certificate without one on record (ownership.ts); under the lease, that is checked again.
       if (early ? current.status !== 'pending' || current.orderUrl !== null : !ORDERING_STATES.includes(current.status)) return;
-      const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
+      // An order on record while the CSR is only accepted was placed before the CSR (preordered),
+      // for the instance's names: a CSR accepted later naming others cannot finalize it (the CA
+      // answers badCSR), so a new order is placed for the CSR's names instead.
+      const preorderedFor = current.status === 'csr_accepted' && current.orderUrl && current.csrPem ? await parseCsr(current.csrPem, 'CSR').catch(() => undefined) : undefined;
+      const otherNames = preorderedFor !== undefined && !sameNames([...preorderedFor.dnsNames, ...preorderedFor.ipAddresses], instance.hostnames);
+      const standing = current.orderUrl && !otherNames ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
-      const plan = planOrder(current.orderUrl, standing);
+      const plan: OrderPlan =
+        otherNames && current.orderUrl
+          ? { action: 'new', replacing: { orderUrl: current.orderUrl, why: `order ${current.orderUrl} was placed before the CSR for ${instance.hostnames.join(', ')}; the CSR names ${[...preorderedFor!.dnsNames, ...preorderedFor!.ipAddresses].join(', ')}` } }
+          : planOrder(current.orderUrl, standing);
       // What the order replaces (ARI) is looked up while the limiter decides: both are needed before the order.
       const replacing = plan.action === 'new' ? this.#replacesFor(current) : Promise.resolve(undefined);
       replacing.catch(() => undefined);
