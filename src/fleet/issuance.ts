@@ -588,7 +588,7 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    if (ours && (await this.#handOver(ours, certificateId, csrPem, session.instanceId, arrived))) return;
+    if (ours && (await this.#handOver(instance, ours, certificateId, csrPem, session.instanceId, arrived))) return;
     // With an order slot free here now, accepting the CSR also takes the order's lease (one
     // write where there were two) and the order starts under them. Otherwise, or when that
     // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
@@ -687,7 +687,7 @@ export class IssuanceCoordinator implements SessionHandler {
    * without recording one, or no longer holds the certificate: the CSR then takes the usual
    * path, which resumes an order on record.
    */
-  async #handOver(early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+  async #handOver(instance: InstanceRecord, early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
     // A repeated CSR (the first one was accepted with this order): ignored, as on the usual path.
     if (early.accepted) return true;
     // Stopped meanwhile (the agent left, the process is stopping): the usual path resumes its order once its lease is given back.
@@ -699,6 +699,13 @@ export class IssuanceCoordinator implements SessionHandler {
       return early.accepted;
     }
     early.accepted = true;
+    if (early.controller.signal.aborted) {
+      // The order stopped while this write was in flight (its wait for the CSR ran out, the agent
+      // left, a shutdown): the CSR is accepted and the order on record, so it is resumed here once
+      // the stopped one has given its lease back (nobody else is told: the lease is released after this write).
+      void (this.#running.get(certificateId)?.done ?? Promise.resolve()).then(() => this.#resume(instance, moved));
+      return true;
+    }
     // The agent's part and the plane's, as on the usual path; the order's own stages run beside them.
     const started = this.#marks.get(certificateId)?.started;
     if (started !== undefined) this.deps.metrics?.stage('csr', (arrived - started) / 1000);

@@ -192,6 +192,55 @@ describe('an order placed before its CSR, under races', () => {
     }
   });
 
+  test('a CSR accepted with its early order in the moment that order stops waiting for it is still ordered', async () => {
+    const resumed: string[] = [];
+    // The write that accepts the CSR with the order lands, and its answer comes back only after the order's wait for the CSR ran out.
+    const certificates = Object.assign(Object.create(plane.store.certificates), {
+      apply: async (...args: Parameters<typeof plane.store.certificates.apply>) => {
+        const moved = await plane.store.certificates.apply(...args);
+        if (Array.isArray(args[1]) && args[1][0] === 'csr_accepted') await new Promise((resolve) => setTimeout(resolve, 600));
+        return moved;
+      },
+    }) as typeof plane.store.certificates;
+    const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    const coordinator = new IssuanceCoordinator({
+      store,
+      issuer: {
+        issue: async (csr, options) => {
+          if (typeof csr !== 'string') {
+            await options.onOrderCreated?.('https://ca.test/order/moment');
+            return chainFor(await csr.csr());
+          }
+          if (options.resumeOrderUrl) resumed.push(options.resumeOrderUrl);
+          return chainFor(csr);
+        },
+        orderStanding: async () => ({ status: 'ready' }),
+      },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+      promptAgainMs: 300,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'early-moment');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
+      // No notification and no fallback pass here: only what the CSR's own handling starts.
+      const delivered = await channel.next('deliver', 4_000).catch((error: Error) => error);
+      const record = await plane.store.certificates.get(request.certificateId);
+      assert.ok(!(delivered instanceof Error), `nothing works on the certificate after its CSR was accepted: ${record?.status}, lease ${record?.leaseOwner}, resumed ${resumed.length} time(s)`);
+    } finally {
+      channel.socket.terminate();
+      await coordinator.stop(0);
+    }
+  });
+
   test('a CSR that comes after its early order stopped is finalized only with the names that order is for', async () => {
     const finalizedWith: { order: string; names: string }[] = [];
     let placed = 0;
