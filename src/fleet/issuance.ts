@@ -702,7 +702,7 @@ export class IssuanceCoordinator implements SessionHandler {
     if (early.controller.signal.aborted) {
       // The order stopped while this write was in flight (its wait for the CSR ran out, the agent
       // left, a shutdown): the CSR is accepted and the order on record, so it is resumed here once
-      // the stopped one has given its lease back (nobody else is told: the lease is released after this write).
+      // the stopped one has given its lease back (the release's notification, if any, may find it still running here).
       void (this.#running.get(certificateId)?.done ?? Promise.resolve()).then(() => this.#resume(instance, moved));
       return true;
     }
@@ -1045,6 +1045,9 @@ export class IssuanceCoordinator implements SessionHandler {
   async #fail(instanceId: string, certificateId: string, failure: FailureReason, reason: string, lease?: { leaseOwner: string }): Promise<void> {
     const lastError = escapeControlCharacters(reason).slice(0, 4000);
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
+    // An order placed here before the CSR of a certificate that failed (its instance changed) waits for no CSR now: its slot and lease are given back.
+    const early = failed ? this.#early.get(certificateId) : undefined;
+    if (early && !early.accepted && !early.controller.signal.aborted) early.controller.abort(stopped('no_csr'));
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#answered(instanceId, certificateId);
     this.#asked.delete(certificateId);

@@ -241,6 +241,44 @@ describe('an order placed before its CSR, under races', () => {
     }
   });
 
+  test('a certificate failed while its early order waits for the CSR (the instance changed) stops that order and frees its slot', async () => {
+    let aborted = false;
+    const coordinator = new IssuanceCoordinator({
+      store: plane.store,
+      issuer: {
+        issue: async (csr, options) => {
+          options.signal?.addEventListener('abort', () => (aborted = true), { once: true });
+          await options.onOrderCreated?.(`https://ca.test/order/changed-${Math.random()}`);
+          return chainFor(typeof csr === 'string' ? csr : await csr.csr());
+        },
+        orderStanding: async () => ({ status: 'ready' }),
+      },
+      sessions: plane.sessions,
+      logger,
+      clock: plane.clock,
+      preferDns01: true,
+      concurrency: 1,
+      promptAgainMs: 60_000,
+    });
+    plane.sessions.setHandler(coordinator);
+    const agent = await enrollTestAgent(plane, 'early-changed');
+    const channel = await openAgentChannel(plane, agent);
+    try {
+      await channel.next('welcome');
+      await coordinator.requestIssue(agent.instanceId);
+      const request = await channel.next('csr_request');
+      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      const next = await coordinator.restartIssuance(agent.instanceId, 'the instance\'s names changed');
+      assert.notEqual(next.id, request.certificateId);
+      assert.equal((await plane.store.certificates.get(request.certificateId))?.status, 'failed');
+      const stopped = await eventually(async () => (aborted ? true : undefined), 2_000, 20, 'the failed certificate\'s early order to stop').catch((error: Error) => error);
+      assert.equal(stopped, true, 'the early order of a failed certificate holds its slot until its wait for a CSR that never comes runs out (60 s here)');
+    } finally {
+      channel.socket.terminate();
+      await coordinator.stop(0);
+    }
+  });
+
   test('a CSR that comes after its early order stopped is finalized only with the names that order is for', async () => {
     const finalizedWith: { order: string; names: string }[] = [];
     let placed = 0;
