@@ -23,6 +23,7 @@ import {
   takeUpRefusal,
   type FailureReason,
   type LifecycleEvent,
+  type OrderPlan,
   type OrderStanding,
   type StopCause,
 } from '../lifecycle/index.js';
@@ -462,6 +463,14 @@ export class IssuanceCoordinator implements SessionHandler {
    * (#orderEarly) wait for it.
    */
   #start(instance: InstanceRecord, certificate: CertificateRecord, csr: string | EarlyOrder, taken?: TakenForOrder): void {
+    // An early order here stopping without its CSR (the agent left and came back, or it did not
+    // answer in time) while that CSR was accepted: its order starts once the early one has
+    // given its lease back, rather than waiting for a wake-up that may find it still running.
+    const stopping = typeof csr === 'string' && !taken ? this.#early.get(certificate.id) : undefined;
+    if (stopping && !stopping.accepted && stopping.controller.signal.aborted && !this.#shuttingDown) {
+      void this.#running.get(certificate.id)?.done.then(() => this.#start(instance, certificate, csr));
+      return;
+    }
     if (this.#shuttingDown || this.#running.has(certificate.id) || (!taken?.leased && this.#accepting.has(certificate.id))) {
       // A slot and lease taken for this start are given back: nothing runs under them.
       if (taken) {
@@ -579,7 +588,7 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    if (ours && (await this.#handOver(ours, certificateId, csrPem, session.instanceId, arrived))) return;
+    if (ours && (await this.#handOver(instance, ours, certificateId, csrPem, session.instanceId, arrived))) return;
     // With an order slot free here now, accepting the CSR also takes the order's lease (one
     // write where there were two) and the order starts under them. Otherwise, or when that
     // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
@@ -678,15 +687,25 @@ export class IssuanceCoordinator implements SessionHandler {
    * without recording one, or no longer holds the certificate: the CSR then takes the usual
    * path, which resumes an order on record.
    */
-  async #handOver(early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+  async #handOver(instance: InstanceRecord, early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+    // A repeated CSR (the first one was accepted with this order): ignored, as on the usual path.
+    if (early.accepted) return true;
     // Stopped meanwhile (the agent left, the process is stopping): the usual path resumes its order once its lease is given back.
     if (!(await early.recorded.promise) || early.controller.signal.aborted) return false;
     const moved = await this.deps.store.certificates.apply(certificateId, ['csr_accepted', 'order_created'], { csrPem }, { leaseOwner: this.owner, instanceId });
     if (!moved) {
-      early.controller.abort(stopped('no_csr'));
-      return false;
+      // Not the order's to stop when a CSR handled meanwhile (another session of this agent's) was accepted with it.
+      if (!early.accepted) early.controller.abort(stopped('no_csr'));
+      return early.accepted;
     }
     early.accepted = true;
+    if (early.controller.signal.aborted) {
+      // The order stopped while this write was in flight (its wait for the CSR ran out, the agent
+      // left, a shutdown): the CSR is accepted and the order on record, so it is resumed here once
+      // the stopped one has given its lease back (the release's notification, if any, may find it still running here).
+      void (this.#running.get(certificateId)?.done ?? Promise.resolve()).then(() => this.#resume(instance, moved));
+      return true;
+    }
     // The agent's part and the plane's, as on the usual path; the order's own stages run beside them.
     const started = this.#marks.get(certificateId)?.started;
     if (started !== undefined) this.deps.metrics?.stage('csr', (arrived - started) / 1000);
@@ -788,9 +807,17 @@ export class IssuanceCoordinator implements SessionHandler {
       const { certificate: current, jobAttempts } = leased;
       // An early order is for a pending certificate without one on record (ownership.ts); under the lease, that is checked again.
       if (early ? current.status !== 'pending' || current.orderUrl !== null : !ORDERING_STATES.includes(current.status)) return;
-      const standing = current.orderUrl ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
+      // An order on record while the CSR is only accepted was placed before the CSR (preordered),
+      // for the instance's names: a CSR accepted later naming others cannot finalize it (the CA
+      // answers badCSR), so a new order is placed for the CSR's names instead.
+      const preorderedFor = current.status === 'csr_accepted' && current.orderUrl && current.csrPem ? await parseCsr(current.csrPem, 'CSR').catch(() => undefined) : undefined;
+      const otherNames = preorderedFor !== undefined && !sameNames([...preorderedFor.dnsNames, ...preorderedFor.ipAddresses], instance.hostnames);
+      const standing = current.orderUrl && !otherNames ? await this.deps.issuer.orderStanding(current.orderUrl) : undefined;
       signal.throwIfAborted();
-      const plan = planOrder(current.orderUrl, standing);
+      const plan: OrderPlan =
+        otherNames && current.orderUrl
+          ? { action: 'new', replacing: { orderUrl: current.orderUrl, why: `order ${current.orderUrl} was placed before the CSR for ${instance.hostnames.join(', ')}; the CSR names ${[...preorderedFor!.dnsNames, ...preorderedFor!.ipAddresses].join(', ')}` } }
+          : planOrder(current.orderUrl, standing);
       // What the order replaces (ARI) is looked up while the limiter decides: both are needed before the order.
       const replacing = plan.action === 'new' ? this.#replacesFor(current) : Promise.resolve(undefined);
       replacing.catch(() => undefined);
@@ -823,7 +850,12 @@ export class IssuanceCoordinator implements SessionHandler {
         trustProfiles: instance.trustProfiles,
         onOrderCreated: async (orderUrl) => {
           if (early) {
-            await record('preordered', { orderUrl });
+            // Refused when the certificate moved on meanwhile (its CSR accepted by a process the
+            // agent reached, which found this lease live; or failed): the lease is still this
+            // process's and is given back, so that the CSR's order starts at once, not after it lapses.
+            const preordered = await store.certificates.apply(certificate.id, 'preordered', { orderUrl }, owned);
+            if (!preordered && !signal.aborted) controller.abort(stopped('no_csr'));
+            signal.throwIfAborted();
             early.recorded.resolve(true);
           } else if (plan.action === 'new' && plan.replacing) {
             await record(current.status === 'ordering' ? 'order_replaced' : 'order_created', { orderUrl, lastError: plan.replacing.why });
@@ -1013,6 +1045,9 @@ export class IssuanceCoordinator implements SessionHandler {
   async #fail(instanceId: string, certificateId: string, failure: FailureReason, reason: string, lease?: { leaseOwner: string }): Promise<void> {
     const lastError = escapeControlCharacters(reason).slice(0, 4000);
     const failed = await this.deps.store.certificates.apply(certificateId, 'failed', { failure, lastError }, lease);
+    // An order placed here before the CSR of a certificate that failed (its instance changed) waits for no CSR now: its slot and lease are given back.
+    const early = failed ? this.#early.get(certificateId) : undefined;
+    if (early && !early.accepted && !early.controller.signal.aborted) early.controller.abort(stopped('no_csr'));
     this.deps.logger.warn({ instanceId, certificateId, reason: failure.reason, err: lastError }, 'certificate failed');
     this.#answered(instanceId, certificateId);
     this.#asked.delete(certificateId);
