@@ -142,6 +142,19 @@ export class AgentClient {
     this.#socket = socket;
     let queue = Promise.resolve();
     socket.on('message', (data) => {
+      let message: ServerMessage | undefined;
+      try {
+        message = decodeMessage(ServerMessage, data as Buffer);
+      } catch {
+        // A bad frame closes the channel in its turn, after what came before it (decoded again there, for its error).
+      }
+      // An http-01 answer touches nothing the other messages do: served at once, so the plane's
+      // challenge, asked for while this agent makes the key of the CSR request before it, does not
+      // wait for that key (the plane places its order while the agent makes the CSR).
+      if (message?.type === 'http01_serve' || message?.type === 'http01_withdraw') {
+        this.#http01(socket, message);
+        return;
+      }
       queue = queue.then(() => this.#handle(socket, data as Buffer)).catch((error: unknown) => {
         const e = error as CertplaneError;
         logger.warn({ code: e.code, err: e.message }, 'closing the channel after a bad message');
@@ -176,6 +189,20 @@ export class AgentClient {
 
   #send(socket: WebSocket, message: AgentMessageWithoutVersion): void {
     socket.send(encodeMessage(AgentMessage, { v: PROTOCOL_VERSION, ...message } as AgentMessage));
+  }
+
+  /** Serves or withdraws an http-01 answer on the agent's responder, at once and in the order asked. */
+  #http01(socket: WebSocket, message: Extract<ServerMessage, { type: 'http01_serve' | 'http01_withdraw' }>): void {
+    if (message.type === 'http01_withdraw') {
+      this.options.http01?.withdraw(message.token);
+      return;
+    }
+    if (!this.options.http01) {
+      this.#send(socket, { type: 'error', requestId: message.requestId, code: ErrorCode.AGENT_NO_HTTP01, message: 'this agent runs without --http01-port' });
+      return;
+    }
+    this.options.http01.serve(message.token, message.keyAuthorization);
+    this.#send(socket, { type: 'http01_ready', requestId: message.requestId });
   }
 
   async #handle(socket: WebSocket, data: Buffer): Promise<void> {
@@ -224,15 +251,8 @@ export class AgentClient {
         return;
       }
       case 'http01_serve':
-        if (!this.options.http01) {
-          this.#send(socket, { type: 'error', requestId: message.requestId, code: ErrorCode.AGENT_NO_HTTP01, message: 'this agent runs without --http01-port' });
-          return;
-        }
-        this.options.http01.serve(message.token, message.keyAuthorization);
-        this.#send(socket, { type: 'http01_ready', requestId: message.requestId });
-        return;
       case 'http01_withdraw':
-        this.options.http01?.withdraw(message.token);
+        this.#http01(socket, message);
         return;
       case 'deliver':
         try {
