@@ -203,7 +203,7 @@ export interface PlaneSettings {
   readonly leaseMs?: number;
   readonly issuanceConcurrency?: number;
   readonly schedulerIntervalMs?: number;
-  /** CERTPLANE_ORDER_BEFORE_CSR: order while the agent makes its CSR; on when absent. */
+  /** CERTPLANE_ORDER_BEFORE_CSR: order while the agent makes its CSR; off when absent. */
   readonly orderBeforeCsr?: boolean;
   /** CERTPLANE_SHUTDOWN_GRACE_MS: how long in-flight orders may run on when the plane closes. */
   readonly shutdownGraceMs: number;

@@ -167,7 +167,7 @@ export class IssuanceCoordinator implements SessionHandler {
       leaseMs?: number;
       /** Orders running at once in this process (CERTPLANE_ISSUANCE_CONCURRENCY); DEFAULT_ISSUANCE_CONCURRENCY by default. */
       concurrency?: number;
-      /** Order while the agent makes its CSR (CERTPLANE_ORDER_BEFORE_CSR, #orderEarly); true by default. */
+      /** Order while the agent makes its CSR (CERTPLANE_ORDER_BEFORE_CSR, #orderEarly); false by default. */
       orderBeforeCsr?: boolean;
       /** Judges what an agent reports its instance's service serves (served.ts); without it such reports are ignored. */
       served?: { onReport(instanceId: string, report: Extract<AgentMessage, { type: 'served' }>): Promise<unknown> };
@@ -721,7 +721,7 @@ export class IssuanceCoordinator implements SessionHandler {
    * before finalization (#awaitCsr). Otherwise the certificate waits for its CSR as before.
    */
   #orderEarly(instance: InstanceRecord, certificate: CertificateRecord): void {
-    if (this.deps.orderBeforeCsr === false) return;
+    if (!this.deps.orderBeforeCsr) return;
     const refusal = earlyOrderRefusal({
       status: certificate.status,
       hasOrder: certificate.orderUrl !== null,

@@ -29,7 +29,7 @@ describe('an order placed before its CSR, under races', () => {
   after(() => plane.close());
 
   const coordinatorWith = (issuer: Issuer, extra: { promptAgainMs?: number; leaseMs?: number } = {}) => {
-    const coordinator = new IssuanceCoordinator({ store: plane.store, issuer, sessions: plane.sessions, logger, clock: plane.clock, preferDns01: true, ...extra });
+    const coordinator = new IssuanceCoordinator({ store: plane.store, issuer, sessions: plane.sessions, logger, clock: plane.clock, preferDns01: true, orderBeforeCsr: true, ...extra });
     plane.sessions.setHandler(coordinator);
     return coordinator;
   };
@@ -204,6 +204,7 @@ describe('an order placed before its CSR, under races', () => {
     }) as typeof plane.store.certificates;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
     const coordinator = new IssuanceCoordinator({
+      orderBeforeCsr: true,
       store,
       issuer: {
         issue: async (csr, options) => {
@@ -244,6 +245,7 @@ describe('an order placed before its CSR, under races', () => {
   test('a certificate failed while its early order waits for the CSR (the instance changed) stops that order and frees its slot', async () => {
     let aborted = false;
     const coordinator = new IssuanceCoordinator({
+      orderBeforeCsr: true,
       store: plane.store,
       issuer: {
         issue: async (csr, options) => {

@@ -34,7 +34,7 @@ describe('the writes of one certificate', () => {
   });
   after(() => plane.close());
 
-  /** A coordinator over `store` (the plane's, or one that watches it) whose issuer records `orderUrl` and returns a real chain for the agent's CSR; `orderBeforeCsr` as CERTPLANE_ORDER_BEFORE_CSR (on by default). */
+  /** A coordinator over `store` (the plane's, or one that watches it) whose issuer records `orderUrl` and returns a real chain for the agent's CSR; `orderBeforeCsr` as CERTPLANE_ORDER_BEFORE_CSR. */
   const coordinatorOver = (store: TestPlane['store'], orderUrl: string, orderBeforeCsr = true) =>
     new IssuanceCoordinator({
       store,
@@ -130,6 +130,7 @@ describe('the writes of one certificate', () => {
       logger,
       clock: plane.clock,
       preferDns01: true,
+      orderBeforeCsr: true,
     });
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-early');

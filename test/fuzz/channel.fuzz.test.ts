@@ -434,8 +434,7 @@ describe('agent channel fuzz: a bad frame costs its own connection only, with a 
     // A CA that answers at once and refuses everything: a CSR the plane accepts is ordered and fails fast.
     refusingCa = createServer((_, res) => res.writeHead(403, { 'content-type': 'application/problem+json' }).end('{"type":"urn:ietf:params:acme:error:unauthorized","detail":"this CA refuses every request"}'));
     await new Promise<void>((resolve) => refusingCa.listen(0, '127.0.0.1', resolve));
-    // Orders only once a CSR passed policy: ordering while the agent makes its CSR would fail at this CA before the CSR is judged.
-    plane = await startTestPlane({ authTimeoutMs: 10_000, acmeDirectoryUrl: `http://127.0.0.1:${(refusingCa.address() as AddressInfo).port}/directory`, orderBeforeCsr: false });
+    plane = await startTestPlane({ authTimeoutMs: 10_000, acmeDirectoryUrl: `http://127.0.0.1:${(refusingCa.address() as AddressInfo).port}/directory` });
     material = await csrMaterial(plane.ca.certificatePem);
     supportedCsrs = new Set(material.supported);
     healthyAgent = await enroll('healthy');

@@ -263,6 +263,7 @@ describe('the coordinator\'s room: twice its order slots, less its orders and th
       clock: plane.clock,
       concurrency: 1,
       promptAgainMs,
+      orderBeforeCsr: true,
     });
     plane.sessions.setHandler(coordinator);
     const slow = await connected('roomearly');

@@ -96,15 +96,11 @@ export async function startTestPlane(
     wakeups?: boolean;
     /** The listener's TLS handshake limits (the plane's defaults otherwise). */
     handshakes?: HandshakeLimits;
-    /**
-     * CERTPLANE_ORDER_BEFORE_CSR. Default: on with `acmeDirectoryUrl` (a CA), off without
-     * one, where an order placed while the agent makes its CSR would fail at the refused CA
-     * before the CSR is judged, and the suites about CSRs would see that failure instead.
-     */
+    /** CERTPLANE_ORDER_BEFORE_CSR (default off, as in `certplane serve`). */
     orderBeforeCsr?: boolean;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, handshakes, orderBeforeCsr = options.acmeDirectoryUrl !== undefined, ...channel } = options;
+  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, handshakes, orderBeforeCsr = false, ...channel } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences, fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
