@@ -14,7 +14,7 @@ import { IssuanceCoordinator, type Issuer } from '../../src/fleet/issuance.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { issuerAnswers } from '../support/hierarchies.js';
 import { eventually } from '../support/processes.js';
-import { enrollTestAgent, openAgentChannel, startTestPlane, type TestPlane } from '../support/plane.js';
+import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -27,6 +27,25 @@ describe('an order placed before its CSR, under races', () => {
     chainFor = await issuerAnswers('Early Race Root', 'early race test');
   });
   after(() => plane.close());
+
+  const opened: AgentChannel[] = [];
+  after(() => {
+    for (const channel of opened) channel.socket.terminate();
+  });
+
+  /** A new instance's agent, connected and asked by `coordinator` for its CSR (its early order starts then). */
+  const askedForCsr = async (coordinator: IssuanceCoordinator, name: string, hostnames?: string[]) => {
+    const agent = await enrollTestAgent(plane, name, hostnames);
+    const channel = await openAgentChannel(plane, agent);
+    opened.push(channel);
+    await channel.next('welcome');
+    await coordinator.requestIssue(agent.instanceId);
+    return { agent, channel, request: await channel.next('csr_request') };
+  };
+
+  /** Resolves once the early order's URL is on the pending certificate. */
+  const orderOnRecord = (certificateId: string) =>
+    eventually(async () => ((await plane.store.certificates.get(certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
 
   const coordinatorWith = (issuer: Issuer, extra: { promptAgainMs?: number; leaseMs?: number } = {}) => {
     const coordinator = new IssuanceCoordinator({ store: plane.store, issuer, sessions: plane.sessions, logger, clock: plane.clock, preferDns01: true, orderBeforeCsr: true, ...extra });
@@ -53,12 +72,8 @@ describe('an order placed before its CSR, under races', () => {
       },
       orderStanding: async () => ({ status: 'processing' }),
     });
-    const agent = await enrollTestAgent(plane, 'early-twice');
-    const channel = await openAgentChannel(plane, agent);
+    const { agent, channel, request } = await askedForCsr(coordinator, 'early-twice');
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
       const csrPem = await createCsr(await generateKeyPair(), request.hostnames);
       channel.send({ type: 'csr', certificateId: request.certificateId, csrPem });
       await csrHandedOver;
@@ -111,12 +126,8 @@ describe('an order placed before its CSR, under races', () => {
       },
       { leaseMs: 60_000 },
     );
-    const agent = await enrollTestAgent(plane, 'early-moved');
-    const channel = await openAgentChannel(plane, agent);
+    const { agent, channel, request } = await askedForCsr(coordinator, 'early-moved');
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
       await issuing;
       // Another process, which the agent reached meanwhile, accepted its CSR: its
       // acceptCsrForOrder found this lease live, so it accepted the CSR on its own (#onCsr's
@@ -164,13 +175,11 @@ describe('an order placed before its CSR, under races', () => {
       },
       orderStanding: async () => ({ status: 'ready' }),
     });
-    const agent = await enrollTestAgent(plane, 'early-reconnect');
-    let channel = await openAgentChannel(plane, agent);
+    const asked = await askedForCsr(coordinator, 'early-reconnect');
+    const { agent, request } = asked;
+    let channel = asked.channel;
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
-      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      await orderOnRecord(request.certificateId);
       // The agent's connection drops, and it comes back to this same process at once, with its CSR.
       channel.socket.terminate();
       await eventually(async () => (plane.sessions.get(agent.instanceId) ? undefined : true), 10_000, 10, 'the plane to see the agent leave');
@@ -224,13 +233,9 @@ describe('an order placed before its CSR, under races', () => {
       promptAgainMs: 300,
     });
     plane.sessions.setHandler(coordinator);
-    const agent = await enrollTestAgent(plane, 'early-moment');
-    const channel = await openAgentChannel(plane, agent);
+    const { agent, channel, request } = await askedForCsr(coordinator, 'early-moment');
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
-      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      await orderOnRecord(request.certificateId);
       channel.send({ type: 'csr', certificateId: request.certificateId, csrPem: await createCsr(await generateKeyPair(), request.hostnames) });
       // No notification and no fallback pass here: only what the CSR's own handling starts.
       const delivered = await channel.next('deliver', 4_000).catch((error: Error) => error);
@@ -263,13 +268,9 @@ describe('an order placed before its CSR, under races', () => {
       promptAgainMs: 60_000,
     });
     plane.sessions.setHandler(coordinator);
-    const agent = await enrollTestAgent(plane, 'early-changed');
-    const channel = await openAgentChannel(plane, agent);
+    const { agent, channel, request } = await askedForCsr(coordinator, 'early-changed');
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
-      await eventually(async () => ((await plane.store.certificates.get(request.certificateId))?.orderUrl ? true : undefined), 10_000, 20, 'the early order on record');
+      await orderOnRecord(request.certificateId);
       const next = await coordinator.restartIssuance(agent.instanceId, 'the instance\'s names changed');
       assert.notEqual(next.id, request.certificateId);
       assert.equal((await plane.store.certificates.get(request.certificateId))?.status, 'failed');
@@ -300,12 +301,8 @@ describe('an order placed before its CSR, under races', () => {
       },
       { promptAgainMs: 200 },
     );
-    const agent = await enrollTestAgent(plane, 'early-names', ['early-names.example.com', 'www.early-names.example.com']);
-    const channel = await openAgentChannel(plane, agent);
+    const { agent, channel, request } = await askedForCsr(coordinator, 'early-names', ['early-names.example.com', 'www.early-names.example.com']);
     try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
       const stopped = await eventually(async () => {
         const current = await plane.store.certificates.get(request.certificateId);
         return current?.orderUrl && current.leaseOwner === null ? current : undefined;

@@ -46,7 +46,8 @@ describe('the writes of one certificate', () => {
       orderBeforeCsr,
     });
 
-  test('without an order before the CSR: the CSR is accepted with the order\'s lease, the order ends in one write, and the acknowledgement is one more', async () => {
+  /** The plane's store, counting its calls, with the lifecycle events applied (and CSRs accepted with a lease) recorded in order. */
+  const recordingWrites = () => {
     const counted = countingStore(plane.store);
     const applied: unknown[] = [];
     const certificates = Object.assign(Object.create(counted.store.certificates), {
@@ -54,6 +55,11 @@ describe('the writes of one certificate', () => {
       acceptCsrForOrder: (...args: Parameters<typeof plane.store.certificates.acceptCsrForOrder>) => (applied.push('csr_accepted, leased'), counted.store.certificates.acceptCsrForOrder(...args)),
     }) as typeof plane.store.certificates;
     const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    return { counted, applied, store };
+  };
+
+  test('without an order before the CSR: the CSR is accepted with the order\'s lease, the order ends in one write, and the acknowledgement is one more', async () => {
+    const { counted, applied, store } = recordingWrites();
     const coordinator = coordinatorOver(store, 'https://ca.test/order/w', false);
     plane.sessions.setHandler(coordinator);
     const agent = await enrollTestAgent(plane, 'writes-one');
@@ -106,12 +112,7 @@ describe('the writes of one certificate', () => {
   });
 
   test('an order placed while the agent makes its CSR: the lease, the order on record, the CSR accepted with the order, one write to deliver', async () => {
-    const counted = countingStore(plane.store);
-    const applied: unknown[] = [];
-    const certificates = Object.assign(Object.create(counted.store.certificates), {
-      apply: (...args: Parameters<typeof plane.store.certificates.apply>) => (applied.push(args[1]), counted.store.certificates.apply(...args)),
-    }) as typeof plane.store.certificates;
-    const store = new Proxy(counted.store, { get: (target, property, receiver) => (property === 'certificates' ? certificates : Reflect.get(target, property, receiver)) });
+    const { counted, applied, store } = recordingWrites();
     let orderPlaced: () => void = () => undefined;
     const placed = new Promise<void>((resolve) => (orderPlaced = resolve));
     const coordinator = new IssuanceCoordinator({
