@@ -14,8 +14,22 @@ export async function serve(args: string[], io: Io): Promise<number> {
   if (positionals.length > 0) throw usageError('serve takes no arguments', USAGE);
   const config = loadConfig(io.env);
   const logger = createLogger(config.logLevel, io.stdout);
+  // Listened for from the start: a SIGTERM or SIGINT that comes while the plane starts (a
+  // supervisor stopping it, or a test right after "listening") is not the default action's
+  // to end the process; the plane closes cleanly as soon as it has started.
+  let signalled: string | undefined;
+  let onSignal: (signal: string) => void = (signal) => (signalled ??= signal);
+  const stopOn = (signal: string) => () => onSignal(signal);
+  const terminated = stopOn('SIGTERM');
+  const interrupted = stopOn('SIGINT');
+  process.once('SIGTERM', terminated);
+  process.once('SIGINT', interrupted);
   // A failed start closes what it had started before throwing: nothing keeps the process alive, so main prints the code once and it exits non-zero.
-  const plane = await composeServer(config, logger);
+  const plane = await composeServer(config, logger).catch((error: unknown) => {
+    process.off('SIGTERM', terminated);
+    process.off('SIGINT', interrupted);
+    throw error;
+  });
   try {
     // Run by a person at a terminal, the admin console is also on standard input.
     const console = process.stdin.isTTY ? startStdinConsole({ input: process.stdin, output: process.stderr, deps: plane.adminDeps }) : undefined;
@@ -36,13 +50,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
     };
     process.on('SIGHUP', onHangup);
     await new Promise<void>((resolve) => {
-      const stop = (signal: string) => {
+      onSignal = (signal) => {
         logger.info({ signal }, 'shutting down');
         resolve();
       };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+      if (signalled) onSignal(signalled);
     });
+    process.off('SIGTERM', terminated);
+    process.off('SIGINT', interrupted);
     process.off('SIGHUP', onHangup);
     console?.close();
   } finally {

@@ -176,10 +176,28 @@ test('a started plane closes the same stack on SIGTERM: exit 0, admin socket rem
     const exited = once(plane.child, 'exit');
     plane.child.kill('SIGTERM');
     const [code, signal] = (await exited) as [number | null, NodeJS.Signals | null];
-    // Seen once in a loaded full run: exit null. The signal that ended it says whether SIGTERM's default or a crash did.
     assert.equal(code, 0, `exit ${code}, signal ${signal}; last lines:\n${plane.lines.slice(-5).join('\n')}`);
     assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), 'it says so once everything, the store last, is closed');
     assert.deepEqual(await readdir(adminDir), []);
+    await assertPortFree(port);
+  } finally {
+    await plane.stop('SIGKILL');
+  }
+});
+
+test('a SIGTERM while the plane is still starting is not the default action\'s: it starts, then closes cleanly, exit 0', async () => {
+  // Under load a SIGTERM right after "listening" once found no handler yet (exit null, signal SIGTERM).
+  const port = await freePort();
+  const adminDir = dir.path('early-term');
+  const plane = startCertplane(['serve'], planeEnv('early-term', port, join(adminDir, 'admin.sock')));
+  try {
+    // The store is open and the start goes on: the listener, the admin socket and the scheduler are still to come.
+    await plane.waitForLine((line) => line.includes('configuration change recorded'), START_MS);
+    const exited = once(plane.child, 'exit');
+    plane.child.kill('SIGTERM');
+    const [code, signal] = (await exited) as [number | null, NodeJS.Signals | null];
+    assert.equal(code, 0, `exit ${code}, signal ${signal}; last lines:\n${plane.lines.slice(-5).join('\n')}`);
+    assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), 'it closed what it had started, the store last');
     await assertPortFree(port);
   } finally {
     await plane.stop('SIGKILL');
