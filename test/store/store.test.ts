@@ -16,6 +16,8 @@ import { ErrorCode } from '../../src/error-catalogue.js';
 
 const POSTGRES_URL = TEST_POSTGRES_URL;
 const TIMEOUT = { timeout: 60_000 };
+/** Opening runs every migration; on two cores shared with another suite it has taken 14 s. */
+const OPEN_TIMEOUT = { timeout: 120_000 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const HOUR_MS = 3_600_000;
 
@@ -106,8 +108,19 @@ for (const engine of [pglite, postgres]) {
     const suite = cleanupList();
     let store: Store;
     before(async () => {
-      store = await opened(await engine.sharedUrl(suite.defer), suite.defer);
-    }, TIMEOUT);
+      // Once (CI, 2026-12-03) this hook failed and the excerpt kept showed only the 38 tests
+      // it cancelled: what failed, and how long it took, is said where every log keeps it.
+      const startedAt = Date.now();
+      const slow = setTimeout(() => console.error(`store on ${engine.name}: the shared database is still opening after ${OPEN_TIMEOUT.timeout / 2} ms`), OPEN_TIMEOUT.timeout / 2);
+      try {
+        store = await opened(await engine.sharedUrl(suite.defer), suite.defer);
+      } catch (error) {
+        console.error(`store on ${engine.name}: the shared database did not open (after ${Date.now() - startedAt} ms):`, error);
+        throw error;
+      } finally {
+        clearTimeout(slow);
+      }
+    }, OPEN_TIMEOUT);
     after(() => suite.run(), TIMEOUT);
 
     test('reports its engine', () => {
