@@ -12,6 +12,8 @@ import pg from 'pg';
 import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
+import { PglitePrepared } from './pglite-prepared.js';
+import { isStalePlan, StatementNames } from './prepared.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -145,14 +147,31 @@ async function openPostgres(url: string): Promise<Database> {
       { cause: error },
     );
   }
+  // Statements prepared once per connection (prepared.ts); one refused because a migration
+  // changed its table's columns is prepared again, and run again unless a transaction it
+  // aborted must fail.
+  const names = new StatementNames();
+  const run = async <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> => {
+    const values = params && [...params];
+    const name = names.nameFor(sql);
+    if (name === undefined) return (await on.query(sql, values)).rows as T[];
+    try {
+      return (await on.query({ name, text: sql, values })).rows as T[];
+    } catch (error) {
+      if (!isStalePlan(error)) throw error;
+      names.renew(sql);
+      if (inTransaction) throw error;
+      return (await on.query({ name: names.nameFor(sql)!, text: sql, values })).rows as T[];
+    }
+  };
   return guarded('postgres', location, {
-    query: async <T>(sql: string, params?: readonly unknown[]) => (await pool.query(sql, params && [...params])).rows as T[],
+    query: <T>(sql: string, params?: readonly unknown[]) => run<T>(pool, sql, params, false),
     transaction: async (work) => {
       const client = await pool.connect();
       let broken: Error | undefined;
       try {
         await client.query('BEGIN');
-        const result = await work({ query: async <T>(sql: string, params?: readonly unknown[]) => (await client.query(sql, params && [...params])).rows as T[] });
+        const result = await work({ query: <T>(sql: string, params?: readonly unknown[]) => run<T>(client, sql, params, true) });
         await client.query('COMMIT');
         return result;
       } catch (error) {
@@ -260,9 +279,10 @@ async function openPglite(directory: string | undefined, location: string, threa
     });
   }
   const inline = engine;
+  const prepared = new PglitePrepared(inline);
   return guarded('pglite', location, {
-    query: async <T>(sql: string, params?: readonly unknown[]) => (await inline.query<T>(sql, params && [...params])).rows,
-    transaction: (work) => inline.transaction((tx) => work({ query: async <T>(sql: string, params?: readonly unknown[]) => (await tx.query<T>(sql, params && [...params])).rows })),
+    query: <T>(sql: string, params?: readonly unknown[]) => prepared.query<T>(sql, params),
+    transaction: (work) => inline.transaction((tx) => work({ query: <T>(sql: string, params?: readonly unknown[]) => prepared.query<T>(sql, params, tx) })),
     listen: async (channel, onPayload) => {
       const unlisten = await listenOn(channel, onPayload);
       return async () => {

@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import type { FromWorker, ToWorker, WorkerError } from './pglite-thread.js';
+import { PglitePrepared } from './pglite-prepared.js';
 
 const port = parentPort!;
 const send = (message: FromWorker) => port.postMessage(message);
@@ -39,6 +40,7 @@ function serve(db: PGlite): void {
   const transactions = new Map<number, { tx: Transaction; end: (request: { id: number; commit: boolean }) => void }>();
   const listening = new Map<string, () => Promise<void>>();
   let nextTransaction = 1;
+  const prepared = new PglitePrepared(db);
 
   /** Answers request `id` with what `work` gives; a value that cannot cross the thread is answered as an error, not lost. */
   const answer = (id: number, work: () => Promise<unknown>) =>
@@ -75,10 +77,10 @@ function serve(db: PGlite): void {
   port.on('message', (request: ToWorker) => {
     switch (request.kind) {
       case 'query': {
-        const open = request.tx === undefined ? db : transactions.get(request.tx)?.tx;
+        const tx = request.tx === undefined ? undefined : transactions.get(request.tx)?.tx;
         void answer(request.id, async () => {
-          if (!open) throw new Error(`transaction ${request.tx} is not open`);
-          return (await open.query(request.sql, request.params)).rows;
+          if (request.tx !== undefined && !tx) throw new Error(`transaction ${request.tx} is not open`);
+          return prepared.query(request.sql, request.params, tx);
         });
         return;
       }

@@ -715,6 +715,43 @@ for (const engine of [pglite, postgres]) {
       await rejectsWith(store.query("INSERT INTO certificates (id, instance_id, status) VALUES (gen_random_uuid(), gen_random_uuid(), 'lost')"), ErrorCode.STORE_QUERY_FAILED, (message) => assert.match(message, /23514/));
     });
 
+    test('statements: a read or write is prepared once per connection and run by its name after that; DDL is not prepared', TIMEOUT, async (t) => {
+      const db = await openDatabase(await engine.freshUrl(cleanups(t)));
+      t.after(() => db.close());
+      await db.query('CREATE TABLE prepared_probe (id int PRIMARY KEY, label text)');
+      const read = 'SELECT label FROM prepared_probe WHERE id = $1';
+      const counted = await db.transaction(async (tx) => {
+        await tx.query('INSERT INTO prepared_probe VALUES ($1, $2)', [1, 'one']);
+        for (const _ of [1, 2, 3]) assert.deepEqual(await tx.query(read, [1]), [{ label: 'one' }]);
+        // pg_prepared_statements lists this connection's own statements.
+        return tx.query<{ statement: string }>('SELECT statement FROM pg_prepared_statements');
+      });
+      const statements = counted.map((row) => row.statement);
+      assert.equal(statements.filter((text) => text === read).length, 1, `the read prepared once: ${statements.join(' | ')}`);
+      assert.ok(statements.some((text) => text.startsWith('INSERT INTO prepared_probe')), 'the write prepared too');
+      assert.ok(!statements.some((text) => /^\s*CREATE/i.test(text)), 'DDL not prepared');
+    });
+
+    test('statements: one whose table gained a column (a migration during a rolling upgrade) is prepared again and answers with it', TIMEOUT, async (t) => {
+      const db = await openDatabase(await engine.freshUrl(cleanups(t)));
+      t.after(() => db.close());
+      await db.query('CREATE TABLE prepared_probe (id int PRIMARY KEY)');
+      await db.query('INSERT INTO prepared_probe VALUES (1)');
+      const everyConnection = () => Promise.all(Array.from({ length: 16 }, () => db.query('SELECT * FROM prepared_probe')));
+      // Run side by side, so that on PostgreSQL every pooled connection prepares it.
+      for (const rows of await everyConnection()) assert.deepEqual(rows, [{ id: 1 }]);
+      await db.query("ALTER TABLE prepared_probe ADD COLUMN label text NOT NULL DEFAULT 'new'");
+      for (const rows of await everyConnection()) assert.deepEqual(rows, [{ id: 1, label: 'new' }]);
+      // In a transaction the refused statement aborted it: that transaction fails, the next one runs.
+      const inTransaction = () => db.transaction((tx) => tx.query('SELECT * FROM prepared_probe WHERE id = $1', [1]));
+      assert.deepEqual(await inTransaction(), [{ id: 1, label: 'new' }]);
+      await db.query('ALTER TABLE prepared_probe ADD COLUMN size int NOT NULL DEFAULT 2');
+      const attempts = await Promise.allSettled([inTransaction(), inTransaction()]);
+      const answered = attempts.filter((attempt) => attempt.status === 'fulfilled').map((attempt) => attempt.value);
+      for (const rows of answered) assert.deepEqual(rows, [{ id: 1, label: 'new', size: 2 }]);
+      assert.deepEqual(await inTransaction(), [{ id: 1, label: 'new', size: 2 }]);
+    });
+
     test('migrations: opening a migrated database again changes nothing and keeps the data', TIMEOUT, async (t) => {
       const defer = cleanups(t);
       const url = await engine.freshUrl(defer);

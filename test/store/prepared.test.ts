@@ -1,0 +1,39 @@
+/** Which statements get a prepared name, and a new one after the server refused a stale plan. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { isStalePlan, StatementNames } from '../../src/store/prepared.js';
+
+test('reads and writes are named, the same text always alike; DDL, transaction control and very long texts are not', () => {
+  const names = new StatementNames();
+  const read = 'SELECT * FROM certificates WHERE id = $1';
+  const first = names.nameFor(read);
+  assert.match(first ?? '', /^certplane_\d+_\d+$/);
+  assert.equal(names.nameFor(read), first);
+  for (const sql of ['  insert into t values ($1)', 'UPDATE t SET a = 1', 'DELETE FROM t', 'WITH x AS (SELECT 1) SELECT * FROM x']) assert.ok(names.nameFor(sql), sql);
+  assert.notEqual(names.nameFor('UPDATE t SET a = 1'), first);
+  for (const sql of ['CREATE TABLE t (a int)', 'ALTER TABLE t ADD COLUMN b int', 'BEGIN', 'COMMIT', 'SET x = 1', 'LISTEN c', `SELECT ${'1, '.repeat(6_000)}1`]) assert.equal(names.nameFor(sql), undefined, sql.slice(0, 40));
+});
+
+test('at most the capacity of distinct texts is named; the rest run unnamed', () => {
+  const names = new StatementNames(3);
+  const given = ['SELECT 1', 'SELECT 2', 'SELECT 3', 'SELECT 4'].map((sql) => names.nameFor(sql));
+  assert.deepEqual(given.map((name) => name !== undefined), [true, true, true, false]);
+  assert.equal(new Set(given.filter(Boolean)).size, 3);
+  assert.equal(names.nameFor('SELECT 1'), given[0], 'a named text keeps its name');
+});
+
+test('a renewed text gets a name it never had; only a stale plan (SQLSTATE 0A000 from the plan cache) counts as one', () => {
+  const names = new StatementNames();
+  const before = names.nameFor('SELECT * FROM t');
+  names.renew('SELECT * FROM t');
+  const after = names.nameFor('SELECT * FROM t');
+  assert.ok(after && after !== before);
+  names.renew('SELECT never named');
+  assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true);
+  // As PostgreSQL and PGlite both report it (the message may be translated; the routine is not).
+  assert.ok(isStalePlan(Object.assign(new Error('le plan en cache ne doit pas modifier le type en résultat'), { code: '0A000', routine: 'RevalidateCachedQuery' })));
+  assert.ok(!isStalePlan(Object.assign(new Error('FOR UPDATE is not allowed with aggregate functions'), { code: '0A000', routine: 'CheckSelectLocking' })));
+  assert.ok(!isStalePlan(Object.assign(new Error('cached plan must not change result type'), { code: '0A000' })));
+  assert.ok(!isStalePlan(Object.assign(new Error('x'), { code: '42P01', routine: 'RevalidateCachedQuery' })));
+  assert.ok(!isStalePlan(undefined));
+});
