@@ -588,7 +588,7 @@ export class IssuanceCoordinator implements SessionHandler {
       session.send({ type: 'cancel', certificateId, reason: (error as Error).message });
       return;
     }
-    if (ours && (await this.#handOver(instance, ours, certificateId, csrPem, session.instanceId, arrived))) return;
+    if (ours && (await this.#handOver(instance, ours, certificateId, csrPem, arrived))) return;
     // With an order slot free here now, accepting the CSR also takes the order's lease (one
     // write where there were two) and the order starts under them. Otherwise, or when that
     // does not apply (a repeated CSR, a lease held elsewhere), the CSR is accepted on its own.
@@ -687,12 +687,12 @@ export class IssuanceCoordinator implements SessionHandler {
    * without recording one, or no longer holds the certificate: the CSR then takes the usual
    * path, which resumes an order on record.
    */
-  async #handOver(instance: InstanceRecord, early: EarlyOrder, certificateId: string, csrPem: string, instanceId: string, arrived: number): Promise<boolean> {
+  async #handOver(instance: InstanceRecord, early: EarlyOrder, certificateId: string, csrPem: string, arrived: number): Promise<boolean> {
     // A repeated CSR (the first one was accepted with this order): ignored, as on the usual path.
     if (early.accepted) return true;
     // Stopped meanwhile (the agent left, the process is stopping): the usual path resumes its order once its lease is given back.
     if (!(await early.recorded.promise) || early.controller.signal.aborted) return false;
-    const moved = await this.deps.store.certificates.apply(certificateId, ['csr_accepted', 'order_created'], { csrPem }, { leaseOwner: this.owner, instanceId });
+    const moved = await this.deps.store.certificates.apply(certificateId, ['csr_accepted', 'order_created'], { csrPem }, { leaseOwner: this.owner, instanceId: early.instanceId });
     if (!moved) {
       // Not the order's to stop when a CSR handled meanwhile (another session of this agent's) was accepted with it.
       if (!early.accepted) early.controller.abort(stopped('no_csr'));

@@ -166,6 +166,15 @@ test('a secrets directory others may read, found after the store opened: SECRETS
   await assertPortFree(port);
 });
 
+/** Sends SIGTERM and asserts exit 0 and the "stopped" line (`why` says what that line proves). */
+async function terminatedCleanly(plane: ReturnType<typeof startCertplane>, why: string): Promise<void> {
+  const exited = once(plane.child, 'exit');
+  plane.child.kill('SIGTERM');
+  const [code, signal] = (await exited) as [number | null, NodeJS.Signals | null];
+  assert.equal(code, 0, `exit ${code}, signal ${signal}; last lines:\n${plane.lines.slice(-5).join('\n')}`);
+  assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), why);
+}
+
 test('a started plane closes the same stack on SIGTERM: exit 0, admin socket removed, port free', async () => {
   const port = await freePort();
   const adminDir = dir.path('clean');
@@ -173,11 +182,7 @@ test('a started plane closes the same stack on SIGTERM: exit 0, admin socket rem
   try {
     await plane.waitForLine((line) => line.includes('management plane listening'), START_MS);
     assert.ok((await lstat(join(adminDir, 'admin.sock'))).isSocket());
-    const exited = once(plane.child, 'exit');
-    plane.child.kill('SIGTERM');
-    const [code, signal] = (await exited) as [number | null, NodeJS.Signals | null];
-    assert.equal(code, 0, `exit ${code}, signal ${signal}; last lines:\n${plane.lines.slice(-5).join('\n')}`);
-    assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), 'it says so once everything, the store last, is closed');
+    await terminatedCleanly(plane, 'it says so once everything, the store last, is closed');
     assert.deepEqual(await readdir(adminDir), []);
     await assertPortFree(port);
   } finally {
@@ -193,11 +198,7 @@ test('a SIGTERM while the plane is still starting is not the default action\'s: 
   try {
     // The store is open and the start goes on: the listener, the admin socket and the scheduler are still to come.
     await plane.waitForLine((line) => line.includes('configuration change recorded'), START_MS);
-    const exited = once(plane.child, 'exit');
-    plane.child.kill('SIGTERM');
-    const [code, signal] = (await exited) as [number | null, NodeJS.Signals | null];
-    assert.equal(code, 0, `exit ${code}, signal ${signal}; last lines:\n${plane.lines.slice(-5).join('\n')}`);
-    assert.ok(plane.lines.some((line) => line.includes('"management plane stopped"')), 'it closed what it had started, the store last');
+    await terminatedCleanly(plane, 'it closed what it had started, the store last');
     await assertPortFree(port);
   } finally {
     await plane.stop('SIGKILL');
