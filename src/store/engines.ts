@@ -169,9 +169,16 @@ async function openPostgres(url: string): Promise<Database> {
     transaction: async (work) => {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // A statement given this transaction after it ended would run on the released client,
+      // inside whichever transaction holds it by then.
+      let ended = false;
+      const inside = <T>(sql: string, params?: readonly unknown[]) => {
+        if (ended) return Promise.reject(new Error('Transaction is closed'));
+        return run<T>(client, sql, params, true);
+      };
       try {
         await client.query('BEGIN');
-        const result = await work({ query: <T>(sql: string, params?: readonly unknown[]) => run<T>(client, sql, params, true) });
+        const result = await work({ query: inside });
         await client.query('COMMIT');
         return result;
       } catch (error) {
@@ -180,6 +187,7 @@ async function openPostgres(url: string): Promise<Database> {
         });
         throw error;
       } finally {
+        ended = true;
         client.release(broken);
       }
     },

@@ -37,6 +37,9 @@ export class PglitePrepared {
    * else on its own, as PGlite's query() would.
    */
   async query<T>(sql: string, params: readonly unknown[] | undefined, tx?: Transaction): Promise<T[]> {
+    // As tx.query() does: a statement given a transaction that has ended would otherwise run
+    // under the query lock alone, inside whichever transaction holds the engine by then.
+    if (tx?.closed) throw new Error('Transaction is closed');
     const name = this.#names.nameFor(sql);
     if (name === undefined) return (await (tx ?? this.#db).query<T>(sql, params && [...params])).rows;
     try {
