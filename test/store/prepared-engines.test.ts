@@ -199,4 +199,28 @@ for (const engine of engines) {
     if (outcome === 'ran') assert.deepEqual(ids, [0, 1, 2]);
     else assert.deepEqual(ids, [0, 1]);
   });
+
+  test(`${engine.name}: a statement prepared before a migration changed a column's type runs after it (its parameter's type is inferred again)`, TIMEOUT, async (t) => {
+    const { db } = await open(cleanups(t));
+    await db.query('CREATE TABLE probe (id int PRIMARY KEY, state text NOT NULL)');
+    await db.query("INSERT INTO probe SELECT n, 'pending' FROM generate_series(1, 16) AS n");
+    const write = 'UPDATE probe SET state = $1 WHERE id = $2';
+    const everyConnection = (state: string) => Promise.all(Array.from({ length: 16 }, (_, index) => db.query(write, [state, index + 1])));
+    // Side by side, so that on PostgreSQL every pooled connection prepares it.
+    await everyConnection('pending');
+    await everyConnection('pending');
+    // A newer version's migration: the column becomes an enum. The prepared text's $1 was text.
+    await db.query("CREATE TYPE probe_state AS ENUM ('pending', 'issued')");
+    await db.query('ALTER TABLE probe ALTER COLUMN state TYPE probe_state USING state::probe_state');
+    await everyConnection('issued');
+    assert.deepEqual(await db.query("SELECT count(*)::int AS n FROM probe WHERE state = 'issued'"), [{ n: 16 }]);
+    // In a transaction the refused statement aborts it, as a stale plan does; the next attempt runs.
+    await db.query("ALTER TABLE probe ALTER COLUMN state TYPE text USING state::text");
+    await db.query('DROP TYPE probe_state');
+    await db.query("CREATE TYPE probe_state AS ENUM ('pending', 'issued', 'installed')");
+    await db.query('ALTER TABLE probe ALTER COLUMN state TYPE probe_state USING state::probe_state');
+    const inTransaction = () => db.transaction((tx) => tx.query(write + ' RETURNING state', ['installed', 1]));
+    await Promise.allSettled([inTransaction()]);
+    assert.deepEqual(await inTransaction(), [{ state: 'installed' }]);
+  });
 }
