@@ -13,7 +13,7 @@ import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
 import { PglitePrepared } from './pglite-prepared.js';
-import { isStalePlan, StatementNames } from './prepared.js';
+import { mayBeOutOfDate, StatementNames } from './prepared.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -148,8 +148,8 @@ async function openPostgres(url: string): Promise<Database> {
     );
   }
   // Statements prepared once per connection (prepared.ts); one refused because a migration
-  // changed its table's columns is prepared again, and run again unless a transaction it
-  // aborted must fail.
+  // changed its table (mayBeOutOfDate) is prepared again, and run again unless a transaction
+  // it aborted must fail.
   const names = new StatementNames();
   const run = async <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> => {
     const values = params && [...params];
@@ -158,7 +158,7 @@ async function openPostgres(url: string): Promise<Database> {
     try {
       return (await on.query({ name, text: sql, values })).rows as T[];
     } catch (error) {
-      if (!isStalePlan(error)) throw error;
+      if (!mayBeOutOfDate(error)) throw error;
       names.renew(sql);
       if (inTransaction) throw error;
       return (await on.query({ name: names.nameFor(sql)!, text: sql, values })).rows as T[];

@@ -7,7 +7,7 @@
  * prepared. The rows come back through PGlite's own parsers, exactly as from query().
  */
 import { parse, protocol, type PGlite, type Transaction } from '@electric-sql/pglite';
-import { isStalePlan, StatementNames } from './prepared.js';
+import { mayBeOutOfDate, StatementNames } from './prepared.js';
 
 const { serialize } = protocol;
 
@@ -45,7 +45,7 @@ export class PglitePrepared {
     try {
       return await this.#run<T>(name, sql, params ?? [], tx !== undefined);
     } catch (error) {
-      if (!isStalePlan(error)) throw error;
+      if (!mayBeOutOfDate(error)) throw error;
       this.#names.renew(sql);
       // In a transaction the failed statement aborted it: the caller's transaction fails, and
       // its next attempt prepares the statement again under the new name.

@@ -1,7 +1,7 @@
 /** Which statements get a prepared name, and a new one after the server refused a stale plan. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isStalePlan, StatementNames } from '../../src/store/prepared.js';
+import { isStalePlan, mayBeOutOfDate, MOST_RENEWALS, StatementNames } from '../../src/store/prepared.js';
 
 test('reads and writes are named, the same text always alike; DDL, transaction control and very long texts are not', () => {
   const names = new StatementNames();
@@ -36,4 +36,27 @@ test('a renewed text gets a name it never had; only a stale plan (SQLSTATE 0A000
   assert.ok(!isStalePlan(Object.assign(new Error('cached plan must not change result type'), { code: '0A000' })));
   assert.ok(!isStalePlan(Object.assign(new Error('x'), { code: '42P01', routine: 'RevalidateCachedQuery' })));
   assert.ok(!isStalePlan(undefined));
+});
+
+test('a failure is worth one new preparation when it is a stale plan or an analysis error (class 42), not otherwise', () => {
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('cached plan must not change result type'), { code: '0A000', routine: 'RevalidateCachedQuery' })));
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('column "state" is of type probe_state but expression is of type text'), { code: '42804' })));
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('relation "t" does not exist'), { code: '42P01' })));
+  for (const code of ['23505', '22P02', '40001', '0A000', '08006', '42', 'ECONNRESET']) assert.ok(!mayBeOutOfDate(Object.assign(new Error('x'), { code })), code);
+  assert.ok(!mayBeOutOfDate(new Error('no code')));
+  assert.ok(!mayBeOutOfDate(undefined));
+});
+
+test('a text renewed more than MOST_RENEWALS times runs unnamed, so a statement that keeps failing prepares no more', () => {
+  const names = new StatementNames();
+  const sql = 'SELECT secret FROM refused';
+  const seen = new Set<string>();
+  for (let renewal = 0; renewal <= MOST_RENEWALS; renewal += 1) {
+    const name = names.nameFor(sql);
+    assert.ok(name !== undefined && !seen.has(name), `renewal ${renewal}: ${name}`);
+    seen.add(name);
+    names.renew(sql);
+  }
+  assert.equal(names.nameFor(sql), undefined);
+  assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true, 'other texts keep their names');
 });
