@@ -200,6 +200,33 @@ for (const engine of engines) {
     else assert.deepEqual(ids, [0, 1]);
   });
 
+  test(`${engine.name}: a prepared statement outside a transaction never runs inside another caller's open transaction`, TIMEOUT, async (t) => {
+    const { db } = await open(cleanups(t));
+    await db.query('CREATE TABLE probe (id int PRIMARY KEY)');
+    const insert = 'INSERT INTO probe VALUES ($1)';
+    await db.query(insert, [0]);
+    await db.query(insert, [1]);
+    let release!: () => void;
+    const holding = new Promise<void>((resolve) => (release = resolve));
+    let inside!: () => void;
+    const entered = new Promise<void>((resolve) => (inside = resolve));
+    const other = db.transaction(async (tx) => {
+      await tx.query(insert, [10]);
+      inside();
+      await holding;
+      await tx.query(insert, [11]);
+      throw new Error('rolled back on purpose');
+    });
+    await entered;
+    const outside = Promise.all([db.query(insert, [2]), db.query('SELECT id FROM probe WHERE id = $1', [10])]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    release();
+    await assert.rejects(other, /rolled back on purpose/);
+    const [, seen] = await outside;
+    assert.deepEqual(seen, [], 'the read outside saw nothing of the open transaction');
+    assert.deepEqual((await db.query<{ id: number }>('SELECT id FROM probe ORDER BY id')).map((row) => row.id), [0, 1, 2]);
+  });
+
   test(`${engine.name}: a statement prepared before a migration changed a column's type runs after it (its parameter's type is inferred again)`, TIMEOUT, async (t) => {
     const { db } = await open(cleanups(t));
     await db.query('CREATE TABLE probe (id int PRIMARY KEY, state text NOT NULL)');
@@ -224,3 +251,26 @@ for (const engine of engines) {
     assert.deepEqual(await inTransaction(), [{ state: 'installed' }]);
   });
 }
+
+test('postgres: connections the server dropped are replaced and prepare their statements again', TIMEOUT, async (t) => {
+  const defer = cleanups(t);
+  const { url, drop } = await freshPostgresDatabase('certplane_prep');
+  defer(drop);
+  const db = await openDatabase(url);
+  defer(() => db.close());
+  await db.query('CREATE TABLE probe (id int PRIMARY KEY)');
+  await db.query('INSERT INTO probe VALUES (1)');
+  const read = 'SELECT id FROM probe WHERE id = $1';
+  const everyConnection = () => Promise.allSettled(Array.from({ length: 16 }, () => db.query(read, [1])));
+  for (const outcome of await everyConnection()) assert.deepEqual(outcome.status === 'fulfilled' && outcome.value, [{ id: 1 }]);
+  const [{ dropped } = { dropped: 0 }] = await db.query<{ dropped: number }>('SELECT count(*)::int AS dropped FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended');
+  assert.ok(dropped > 0, 'connections were dropped');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  // A dropped connection still in use fails as unavailable; none answers wrongly.
+  for (const outcome of await everyConnection()) {
+    if (outcome.status === 'fulfilled') assert.deepEqual(outcome.value, [{ id: 1 }]);
+    else assert.ok(hasCode(outcome.reason, ErrorCode.STORE_UNAVAILABLE), String(outcome.reason));
+  }
+  for (const outcome of await everyConnection()) assert.deepEqual(outcome.status === 'fulfilled' ? outcome.value : String(outcome.reason), [{ id: 1 }]);
+  assert.deepEqual(await db.transaction((tx) => tx.query(read, [1])), [{ id: 1 }]);
+});
