@@ -227,6 +227,26 @@ for (const engine of engines) {
     assert.deepEqual((await db.query<{ id: number }>('SELECT id FROM probe ORDER BY id')).map((row) => row.id), [0, 1, 2]);
   });
 
+  test(`${engine.name}: a value that cannot be serialised fails its statement alone; the statement runs after it, in and out of a transaction`, TIMEOUT, async (t) => {
+    const { db } = await open(cleanups(t));
+    await db.query('CREATE TABLE probe (id int PRIMARY KEY, doc jsonb)');
+    await db.query("INSERT INTO probe VALUES (1, '{}')");
+    const write = 'UPDATE probe SET doc = $1 WHERE id = $2 RETURNING doc';
+    const unserialisable: Record<string, unknown> = { label: 'loops' };
+    unserialisable.self = unserialisable;
+    for (const round of [1, 2, 3]) {
+      assert.deepEqual(await db.query(write, [{ round }, 1]), [{ doc: { round } }]);
+      await assert.rejects(db.query(write, [unserialisable, 1]));
+      assert.deepEqual(await db.query(write, [{ round, after: true }, 1]), [{ doc: { round, after: true } }], `round ${round}`);
+    }
+    const inside = await db.transaction(async (tx) => {
+      await tx.query(write, [{ inside: 1 }, 1]);
+      await assert.rejects(tx.query(write, [unserialisable, 1]));
+      return tx.query(write, [{ inside: 2 }, 1]);
+    });
+    assert.deepEqual(inside, [{ doc: { inside: 2 } }]);
+  });
+
   test(`${engine.name}: a statement prepared before a migration changed a column's type runs after it (its parameter's type is inferred again)`, TIMEOUT, async (t) => {
     const { db } = await open(cleanups(t));
     await db.query('CREATE TABLE probe (id int PRIMARY KEY, state text NOT NULL)');
