@@ -6,6 +6,7 @@
  * parsed values and text[] as string[], so the store maps rows the same way for either.
  */
 import { mkdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -85,6 +86,14 @@ const LISTEN_RETRY_MIN_MS = 250;
 const LISTEN_RETRY_MAX_MS = 30_000;
 /** A channel name goes into LISTEN as an identifier: only plain lower-case names are accepted. */
 const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+/**
+ * pg's own mapping of a parameter to its wire form (null, a string or a Buffer, each mapped
+ * to itself again). A named statement's values go through it before pg sees them: when pg's
+ * bind cannot map a value it sends Close for the statement's name, which deallocates a
+ * prepared statement pg still counts as parsed, and the text then fails on that connection
+ * for good (26000).
+ */
+const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown };
 
 /**
  * Opens the database named by `url` and proves it answers. The URL's form picks the
@@ -152,9 +161,9 @@ async function openPostgres(url: string): Promise<Database> {
   // it aborted must fail.
   const names = new StatementNames();
   const run = async <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> => {
-    const values = params && [...params];
     const name = names.nameFor(sql);
-    if (name === undefined) return (await on.query(sql, values)).rows as T[];
+    if (name === undefined) return (await on.query(sql, params && [...params])).rows as T[];
+    const values = params?.map(prepareValue);
     try {
       return (await on.query({ name, text: sql, values })).rows as T[];
     } catch (error) {
