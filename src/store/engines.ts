@@ -168,7 +168,7 @@ async function openPostgres(url: string): Promise<Database> {
       return (await on.query({ name, text: sql, values })).rows as T[];
     } catch (error) {
       if (!mayBeOutOfDate(error)) throw error;
-      names.renew(sql);
+      names.renew(sql, name);
       if (inTransaction) throw error;
       return (await on.query({ name: names.nameFor(sql)!, text: sql, values })).rows as T[];
     }

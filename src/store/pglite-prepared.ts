@@ -46,7 +46,7 @@ export class PglitePrepared {
       return await this.#run<T>(name, sql, params ?? [], tx !== undefined);
     } catch (error) {
       if (!mayBeOutOfDate(error)) throw error;
-      this.#names.renew(sql);
+      this.#names.renew(sql, name);
       // In a transaction the failed statement aborted it: the caller's transaction fails, and
       // its next attempt prepares the statement again under the new name.
       if (tx !== undefined) throw error;

@@ -49,14 +49,16 @@ export class StatementNames {
   }
 
   /**
-   * A new name for `sql`: the server refused it as prepared because a table changed under
-   * it (a migration of a newer version, during a rolling upgrade; mayBeOutOfDate). The next
-   * run prepares the text again under the new name; the old one is left unused. After
-   * MOST_RENEWALS the text runs unnamed.
+   * A new name for `sql`, which failed as `failed`: the server refused it as prepared because
+   * a table changed under it (a migration of a newer version, during a rolling upgrade;
+   * mayBeOutOfDate). The next run prepares the text again under the new name; the old one is
+   * left unused. Runs that failed under a name already replaced (side by side on several
+   * connections) change nothing, so a burst counts once. After MOST_RENEWALS the text runs
+   * unnamed.
    */
-  renew(sql: string): void {
+  renew(sql: string, failed: string): void {
     const known = this.#names.get(sql);
-    if (known) known.generation += 1;
+    if (known && failed === `certplane_${known.index}_${known.generation}`) known.generation += 1;
   }
 }
 

@@ -25,10 +25,10 @@ test('at most the capacity of distinct texts is named; the rest run unnamed', ()
 test('a renewed text gets a name it never had; only a stale plan (SQLSTATE 0A000 from the plan cache) counts as one', () => {
   const names = new StatementNames();
   const before = names.nameFor('SELECT * FROM t');
-  names.renew('SELECT * FROM t');
+  names.renew('SELECT * FROM t', before!);
   const after = names.nameFor('SELECT * FROM t');
   assert.ok(after && after !== before);
-  names.renew('SELECT never named');
+  names.renew('SELECT never named', 'certplane_0_0');
   assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true);
   // As PostgreSQL and PGlite both report it (the message may be translated; the routine is not).
   assert.ok(isStalePlan(Object.assign(new Error('le plan en cache ne doit pas modifier le type en résultat'), { code: '0A000', routine: 'RevalidateCachedQuery' })));
@@ -55,8 +55,19 @@ test('a text renewed more than MOST_RENEWALS times runs unnamed, so a statement 
     const name = names.nameFor(sql);
     assert.ok(name !== undefined && !seen.has(name), `renewal ${renewal}: ${name}`);
     seen.add(name);
-    names.renew(sql);
+    names.renew(sql, name);
   }
   assert.equal(names.nameFor(sql), undefined);
   assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true, 'other texts keep their names');
+});
+
+test('runs that failed side by side under one name renew it once', () => {
+  const names = new StatementNames();
+  const sql = 'SELECT * FROM certificates WHERE id = $1';
+  const stale = names.nameFor(sql)!;
+  for (let connection = 0; connection < 20; connection += 1) names.renew(sql, stale);
+  const renewed = names.nameFor(sql);
+  assert.ok(renewed !== undefined && renewed !== stale);
+  names.renew(sql, stale);
+  assert.equal(names.nameFor(sql), renewed, 'a late failure under the old name changes nothing');
 });
