@@ -6,6 +6,7 @@
  * parsed values and text[] as string[], so the store maps rows the same way for either.
  */
 import { mkdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -13,7 +14,7 @@ import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
 import { PglitePrepared } from './pglite-prepared.js';
-import { isStalePlan, StatementNames } from './prepared.js';
+import { mayBeOutOfDate, StatementNames } from './prepared.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -85,6 +86,14 @@ const LISTEN_RETRY_MIN_MS = 250;
 const LISTEN_RETRY_MAX_MS = 30_000;
 /** A channel name goes into LISTEN as an identifier: only plain lower-case names are accepted. */
 const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+/**
+ * pg's own mapping of a parameter to its wire form (null, a string or a Buffer, each mapped
+ * to itself again). A named statement's values go through it before pg sees them: when pg's
+ * bind cannot map a value it sends Close for the statement's name, which deallocates a
+ * prepared statement pg still counts as parsed, and the text then fails on that connection
+ * for good (26000).
+ */
+const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown };
 
 /**
  * Opens the database named by `url` and proves it answers. The URL's form picks the
@@ -148,18 +157,18 @@ async function openPostgres(url: string): Promise<Database> {
     );
   }
   // Statements prepared once per connection (prepared.ts); one refused because a migration
-  // changed its table's columns is prepared again, and run again unless a transaction it
-  // aborted must fail.
+  // changed its table (mayBeOutOfDate) is prepared again, and run again unless a transaction
+  // it aborted must fail.
   const names = new StatementNames();
   const run = async <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> => {
-    const values = params && [...params];
     const name = names.nameFor(sql);
-    if (name === undefined) return (await on.query(sql, values)).rows as T[];
+    if (name === undefined) return (await on.query(sql, params && [...params])).rows as T[];
+    const values = params?.map(prepareValue);
     try {
       return (await on.query({ name, text: sql, values })).rows as T[];
     } catch (error) {
-      if (!isStalePlan(error)) throw error;
-      names.renew(sql);
+      if (!mayBeOutOfDate(error)) throw error;
+      names.renew(sql, name);
       if (inTransaction) throw error;
       return (await on.query({ name: names.nameFor(sql)!, text: sql, values })).rows as T[];
     }
@@ -169,9 +178,16 @@ async function openPostgres(url: string): Promise<Database> {
     transaction: async (work) => {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // A statement given this transaction after it ended would run on the released client,
+      // inside whichever transaction holds it by then.
+      let ended = false;
+      const inside = <T>(sql: string, params?: readonly unknown[]) => {
+        if (ended) return Promise.reject(new Error('Transaction is closed'));
+        return run<T>(client, sql, params, true);
+      };
       try {
         await client.query('BEGIN');
-        const result = await work({ query: <T>(sql: string, params?: readonly unknown[]) => run<T>(client, sql, params, true) });
+        const result = await work({ query: inside });
         await client.query('COMMIT');
         return result;
       } catch (error) {
@@ -180,6 +196,7 @@ async function openPostgres(url: string): Promise<Database> {
         });
         throw error;
       } finally {
+        ended = true;
         client.release(broken);
       }
     },

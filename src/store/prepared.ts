@@ -21,6 +21,14 @@ export const PREPARED_CAPACITY = 256;
 /** A text longer than this (a campaign's batch of 1,000 rows, say) is run unnamed. */
 const LONGEST_PREPARED = 16_384;
 
+/**
+ * How many times one text is prepared anew before it runs unnamed for good. Each renewal
+ * leaves the old statement prepared on every connection that had it; a text that keeps
+ * failing with an analysis error (a permission refused at each run, say) would otherwise
+ * prepare one more on each failure for as long as the connection lives.
+ */
+export const MOST_RENEWALS = 16;
+
 /** The names of one database's prepared statements; one per database, shared by its connections. */
 export class StatementNames {
   readonly #names = new Map<string, { index: number; generation: number }>();
@@ -33,7 +41,7 @@ export class StatementNames {
   /** The name `sql` is prepared under, or undefined to run it unnamed. */
   nameFor(sql: string): string | undefined {
     const known = this.#names.get(sql);
-    if (known) return `certplane_${known.index}_${known.generation}`;
+    if (known) return known.generation > MOST_RENEWALS ? undefined : `certplane_${known.index}_${known.generation}`;
     if (this.#names.size >= this.#capacity || sql.length > LONGEST_PREPARED || !PREPARABLE.test(sql)) return undefined;
     const entry = { index: this.#names.size, generation: 0 };
     this.#names.set(sql, entry);
@@ -41,13 +49,16 @@ export class StatementNames {
   }
 
   /**
-   * A new name for `sql`: the server refused its prepared plan because a table's columns
-   * changed under it (a migration of a newer version, during a rolling upgrade). The next
-   * run prepares the text again under the new name; the old one is left unused.
+   * A new name for `sql`, which failed as `failed`: the server refused it as prepared because
+   * a table changed under it (a migration of a newer version, during a rolling upgrade;
+   * mayBeOutOfDate). The next run prepares the text again under the new name; the old one is
+   * left unused. Runs that failed under a name already replaced (side by side on several
+   * connections) change nothing, so a burst counts once. After MOST_RENEWALS the text runs
+   * unnamed.
    */
-  renew(sql: string): void {
+  renew(sql: string, failed: string): void {
     const known = this.#names.get(sql);
-    if (known) known.generation += 1;
+    if (known && failed === `certplane_${known.index}_${known.generation}`) known.generation += 1;
   }
 }
 
@@ -59,4 +70,18 @@ export class StatementNames {
 export function isStalePlan(error: unknown): boolean {
   const e = error as { code?: unknown; routine?: unknown } | undefined;
   return e?.code === '0A000' && e.routine === 'RevalidateCachedQuery';
+}
+
+/**
+ * Whether a prepared statement's failure may be its preparation gone out of date, so that
+ * the text is worth preparing again and (outside a transaction) running once more: a stale
+ * plan, or an error of class 42 (the statement's analysis failed). PostgreSQL analyses a
+ * prepared statement again after a migration with the parameter types fixed when it was
+ * prepared, so a column changed from text to an enum refuses its text parameter (42804)
+ * where the same text prepared now infers the enum. A statement that is wrong in itself
+ * fails its new preparation with the same error, and that error is what the caller gets.
+ */
+export function mayBeOutOfDate(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return isStalePlan(error) || (typeof code === 'string' && /^42[0-9A-Z]{3}$/.test(code));
 }

@@ -1,7 +1,7 @@
 /** Which statements get a prepared name, and a new one after the server refused a stale plan. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isStalePlan, StatementNames } from '../../src/store/prepared.js';
+import { isStalePlan, mayBeOutOfDate, MOST_RENEWALS, StatementNames } from '../../src/store/prepared.js';
 
 test('reads and writes are named, the same text always alike; DDL, transaction control and very long texts are not', () => {
   const names = new StatementNames();
@@ -25,10 +25,10 @@ test('at most the capacity of distinct texts is named; the rest run unnamed', ()
 test('a renewed text gets a name it never had; only a stale plan (SQLSTATE 0A000 from the plan cache) counts as one', () => {
   const names = new StatementNames();
   const before = names.nameFor('SELECT * FROM t');
-  names.renew('SELECT * FROM t');
+  names.renew('SELECT * FROM t', before!);
   const after = names.nameFor('SELECT * FROM t');
   assert.ok(after && after !== before);
-  names.renew('SELECT never named');
+  names.renew('SELECT never named', 'certplane_0_0');
   assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true);
   // As PostgreSQL and PGlite both report it (the message may be translated; the routine is not).
   assert.ok(isStalePlan(Object.assign(new Error('le plan en cache ne doit pas modifier le type en résultat'), { code: '0A000', routine: 'RevalidateCachedQuery' })));
@@ -36,4 +36,38 @@ test('a renewed text gets a name it never had; only a stale plan (SQLSTATE 0A000
   assert.ok(!isStalePlan(Object.assign(new Error('cached plan must not change result type'), { code: '0A000' })));
   assert.ok(!isStalePlan(Object.assign(new Error('x'), { code: '42P01', routine: 'RevalidateCachedQuery' })));
   assert.ok(!isStalePlan(undefined));
+});
+
+test('a failure is worth one new preparation when it is a stale plan or an analysis error (class 42), not otherwise', () => {
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('cached plan must not change result type'), { code: '0A000', routine: 'RevalidateCachedQuery' })));
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('column "state" is of type probe_state but expression is of type text'), { code: '42804' })));
+  assert.ok(mayBeOutOfDate(Object.assign(new Error('relation "t" does not exist'), { code: '42P01' })));
+  for (const code of ['23505', '22P02', '40001', '0A000', '08006', '42', 'ECONNRESET']) assert.ok(!mayBeOutOfDate(Object.assign(new Error('x'), { code })), code);
+  assert.ok(!mayBeOutOfDate(new Error('no code')));
+  assert.ok(!mayBeOutOfDate(undefined));
+});
+
+test('a text renewed more than MOST_RENEWALS times runs unnamed, so a statement that keeps failing prepares no more', () => {
+  const names = new StatementNames();
+  const sql = 'SELECT secret FROM refused';
+  const seen = new Set<string>();
+  for (let renewal = 0; renewal <= MOST_RENEWALS; renewal += 1) {
+    const name = names.nameFor(sql);
+    assert.ok(name !== undefined && !seen.has(name), `renewal ${renewal}: ${name}`);
+    seen.add(name);
+    names.renew(sql, name);
+  }
+  assert.equal(names.nameFor(sql), undefined);
+  assert.equal(names.nameFor('SELECT 1')?.endsWith('_0'), true, 'other texts keep their names');
+});
+
+test('runs that failed side by side under one name renew it once', () => {
+  const names = new StatementNames();
+  const sql = 'SELECT * FROM certificates WHERE id = $1';
+  const stale = names.nameFor(sql)!;
+  for (let connection = 0; connection < 20; connection += 1) names.renew(sql, stale);
+  const renewed = names.nameFor(sql);
+  assert.ok(renewed !== undefined && renewed !== stale);
+  names.renew(sql, stale);
+  assert.equal(names.nameFor(sql), renewed, 'a late failure under the old name changes nothing');
 });

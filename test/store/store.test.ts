@@ -716,8 +716,9 @@ for (const engine of [pglite, postgres]) {
     });
 
     test('statements: a read or write is prepared once per connection and run by its name after that; DDL is not prepared', TIMEOUT, async (t) => {
-      const db = await openDatabase(await engine.freshUrl(cleanups(t)));
-      t.after(() => db.close());
+      const defer = cleanups(t);
+      const db = await openDatabase(await engine.freshUrl(defer));
+      defer(() => db.close());
       await db.query('CREATE TABLE prepared_probe (id int PRIMARY KEY, label text)');
       const read = 'SELECT label FROM prepared_probe WHERE id = $1';
       const counted = await db.transaction(async (tx) => {
@@ -733,8 +734,9 @@ for (const engine of [pglite, postgres]) {
     });
 
     test('statements: one whose table gained a column (a migration during a rolling upgrade) is prepared again and answers with it', TIMEOUT, async (t) => {
-      const db = await openDatabase(await engine.freshUrl(cleanups(t)));
-      t.after(() => db.close());
+      const defer = cleanups(t);
+      const db = await openDatabase(await engine.freshUrl(defer));
+      defer(() => db.close());
       await db.query('CREATE TABLE prepared_probe (id int PRIMARY KEY)');
       await db.query('INSERT INTO prepared_probe VALUES (1)');
       const everyConnection = () => Promise.all(Array.from({ length: 16 }, () => db.query('SELECT * FROM prepared_probe')));
