@@ -53,6 +53,33 @@ async function rejectsWith(promise: Promise<unknown>, code: ErrorCode): Promise<
   return caught as Error;
 }
 
+/**
+ * Another caller's transaction, open once this resolves: it has inserted `first` and holds
+ * the engine until `rolledBack()`, which gives statements started meanwhile 200 ms to run
+ * (or wait), lets it insert each of `more` and roll back, and asserts it did.
+ */
+async function heldOpen(db: Database, insert: string, first: number, more: readonly number[] = []): Promise<{ rolledBack(): Promise<void> }> {
+  let release!: () => void;
+  const holding = new Promise<void>((resolve) => (release = resolve));
+  let inside!: () => void;
+  const entered = new Promise<void>((resolve) => (inside = resolve));
+  const other = db.transaction(async (tx) => {
+    await tx.query(insert, [first]);
+    inside();
+    await holding;
+    for (const id of more) await tx.query(insert, [id]);
+    throw new Error('rolled back on purpose');
+  });
+  await entered;
+  return {
+    rolledBack: async () => {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      release();
+      await assert.rejects(other, /rolled back on purpose/);
+    },
+  };
+}
+
 for (const engine of engines) {
   const open = async (defer: Defer, url?: string): Promise<{ db: Database; url: string }> => {
     const at = url ?? (await engine.freshUrl(defer));
@@ -174,25 +201,12 @@ for (const engine of engines) {
       leaked = tx;
       await tx.query(insert, [1]);
     });
-    let release!: () => void;
-    const holding = new Promise<void>((resolve) => (release = resolve));
-    let inside!: () => void;
-    const entered = new Promise<void>((resolve) => (inside = resolve));
-    const other = db.transaction(async (tx) => {
-      await tx.query(insert, [10]);
-      inside();
-      await holding;
-      throw new Error('rolled back on purpose');
-    });
-    await entered;
+    const other = await heldOpen(db, insert, 10);
     const late = leaked!.query(insert, [2]).then(
       () => 'ran',
       () => 'refused',
     );
-    // Give the late statement the chance to run while the other transaction is open.
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    release();
-    await assert.rejects(other, /rolled back on purpose/);
+    await other.rolledBack();
     const outcome = await late;
     const ids = (await db.query<{ id: number }>('SELECT id FROM probe ORDER BY id')).map((row) => row.id);
     // Either refused, or run on its own after the other transaction: never rolled back with it.
@@ -206,22 +220,9 @@ for (const engine of engines) {
     const insert = 'INSERT INTO probe VALUES ($1)';
     await db.query(insert, [0]);
     await db.query(insert, [1]);
-    let release!: () => void;
-    const holding = new Promise<void>((resolve) => (release = resolve));
-    let inside!: () => void;
-    const entered = new Promise<void>((resolve) => (inside = resolve));
-    const other = db.transaction(async (tx) => {
-      await tx.query(insert, [10]);
-      inside();
-      await holding;
-      await tx.query(insert, [11]);
-      throw new Error('rolled back on purpose');
-    });
-    await entered;
+    const other = await heldOpen(db, insert, 10, [11]);
     const outside = Promise.all([db.query(insert, [2]), db.query('SELECT id FROM probe WHERE id = $1', [10])]);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    release();
-    await assert.rejects(other, /rolled back on purpose/);
+    await other.rolledBack();
     const [, seen] = await outside;
     assert.deepEqual(seen, [], 'the read outside saw nothing of the open transaction');
     assert.deepEqual((await db.query<{ id: number }>('SELECT id FROM probe ORDER BY id')).map((row) => row.id), [0, 1, 2]);
