@@ -14,7 +14,7 @@ import { CertplaneError } from '../errors.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
 import { PglitePrepared } from './pglite-prepared.js';
-import { mayBeOutOfDate, StatementNames } from './prepared.js';
+import { StatementNames } from './prepared.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -160,19 +160,13 @@ async function openPostgres(url: string): Promise<Database> {
   // changed its table (mayBeOutOfDate) is prepared again, and run again unless a transaction
   // it aborted must fail.
   const names = new StatementNames();
-  const run = async <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> => {
-    const name = names.nameFor(sql);
-    if (name === undefined) return (await on.query(sql, params && [...params])).rows as T[];
-    const values = params?.map(prepareValue);
-    try {
-      return (await on.query({ name, text: sql, values })).rows as T[];
-    } catch (error) {
-      if (!mayBeOutOfDate(error)) throw error;
-      names.renew(sql, name);
-      if (inTransaction) throw error;
-      return (await on.query({ name: names.nameFor(sql)!, text: sql, values })).rows as T[];
-    }
-  };
+  const run = <T>(on: pg.Pool | pg.PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<T[]> =>
+    names.run(
+      sql,
+      inTransaction,
+      async () => (await on.query(sql, params && [...params])).rows as T[],
+      async (name) => (await on.query({ name, text: sql, values: params?.map(prepareValue) })).rows as T[],
+    );
   return guarded('postgres', location, {
     query: <T>(sql: string, params?: readonly unknown[]) => run<T>(pool, sql, params, false),
     transaction: async (work) => {

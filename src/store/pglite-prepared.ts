@@ -7,7 +7,7 @@
  * prepared. The rows come back through PGlite's own parsers, exactly as from query().
  */
 import { parse, protocol, type PGlite, type Transaction } from '@electric-sql/pglite';
-import { mayBeOutOfDate, StatementNames } from './prepared.js';
+import { StatementNames } from './prepared.js';
 
 const { serialize } = protocol;
 
@@ -40,18 +40,12 @@ export class PglitePrepared {
     // As tx.query() does: a statement given a transaction that has ended would otherwise run
     // under the query lock alone, inside whichever transaction holds the engine by then.
     if (tx?.closed) throw new Error('Transaction is closed');
-    const name = this.#names.nameFor(sql);
-    if (name === undefined) return (await (tx ?? this.#db).query<T>(sql, params && [...params])).rows;
-    try {
-      return await this.#run<T>(name, sql, params ?? [], tx !== undefined);
-    } catch (error) {
-      if (!mayBeOutOfDate(error)) throw error;
-      this.#names.renew(sql, name);
-      // In a transaction the failed statement aborted it: the caller's transaction fails, and
-      // its next attempt prepares the statement again under the new name.
-      if (tx !== undefined) throw error;
-      return this.#run<T>(this.#names.nameFor(sql)!, sql, params ?? [], false);
-    }
+    return this.#names.run(
+      sql,
+      tx !== undefined,
+      async () => (await (tx ?? this.#db).query<T>(sql, params && [...params])).rows,
+      (name) => this.#run<T>(name, sql, params ?? [], tx !== undefined),
+    );
   }
 
   async #run<T>(name: string, sql: string, params: readonly unknown[], inTransaction: boolean): Promise<T[]> {

@@ -49,6 +49,27 @@ export class StatementNames {
   }
 
   /**
+   * Runs `sql` one of an engine's two ways: `named(name)` while the text has a name,
+   * `unnamed()` otherwise. A named run refused as out of date (mayBeOutOfDate) renews the
+   * name and, outside a transaction, runs once more (under the new name, or unnamed past
+   * MOST_RENEWALS). Inside one the refusal has aborted the transaction, so it is thrown, and
+   * the caller's next attempt prepares the text anew.
+   */
+  async run<T>(sql: string, inTransaction: boolean, unnamed: () => Promise<T>, named: (name: string) => Promise<T>): Promise<T> {
+    const name = this.nameFor(sql);
+    if (name === undefined) return unnamed();
+    try {
+      return await named(name);
+    } catch (error) {
+      if (!mayBeOutOfDate(error)) throw error;
+      this.renew(sql, name);
+      if (inTransaction) throw error;
+      const renewed = this.nameFor(sql);
+      return renewed === undefined ? unnamed() : named(renewed);
+    }
+  }
+
+  /**
    * A new name for `sql`, which failed as `failed`: the server refused it as prepared because
    * a table changed under it (a migration of a newer version, during a rolling upgrade;
    * mayBeOutOfDate). The next run prepares the text again under the new name; the old one is

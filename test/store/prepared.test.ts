@@ -71,3 +71,35 @@ test('runs that failed side by side under one name renew it once', () => {
   names.renew(sql, stale);
   assert.equal(names.nameFor(sql), renewed, 'a late failure under the old name changes nothing');
 });
+
+test('run: named while the text has a name; an out-of-date refusal runs once more outside a transaction, is thrown inside one, and past the renewals runs unnamed', async () => {
+  const names = new StatementNames();
+  const stale = () => Object.assign(new Error('cached plan must not change result type'), { code: '0A000', routine: 'RevalidateCachedQuery' });
+  const calls: string[] = [];
+  const unnamed = async () => (calls.push('unnamed'), 'unnamed');
+  assert.equal(await names.run('CREATE TABLE t (a int)', false, unnamed, async (name) => name), 'unnamed');
+  const first = await names.run('SELECT * FROM t', false, unnamed, async (name) => name);
+  let failing = true;
+  const once = async (name: string) => {
+    calls.push(name);
+    if (failing) {
+      failing = false;
+      throw stale();
+    }
+    return name;
+  };
+  const again = await names.run('SELECT * FROM t', false, unnamed, once);
+  assert.notEqual(again, first, 'run again under a new name');
+  assert.deepEqual(calls.slice(-2), [first, again]);
+  failing = true;
+  await assert.rejects(names.run('SELECT * FROM t', true, unnamed, once), /cached plan/, 'inside a transaction the refusal is thrown');
+  const other = Object.assign(new Error('duplicate key'), { code: '23505' });
+  await assert.rejects(names.run('SELECT * FROM t', false, unnamed, async () => Promise.reject(other)), /duplicate key/, 'any other failure is thrown as it is');
+  // Each run renews once (its retry fails under the new name and is thrown), until the text has none left.
+  let outcome = 'thrown';
+  for (let run = 0; run <= MOST_RENEWALS + 1 && outcome !== 'unnamed'; run += 1) {
+    outcome = await names.run('SELECT * FROM t', false, unnamed, async () => Promise.reject(stale())).catch(() => 'thrown');
+  }
+  assert.equal(outcome, 'unnamed', 'past the renewals the retry runs unnamed, not under a name the text no longer has');
+  assert.equal(names.nameFor('SELECT * FROM t'), undefined);
+});
