@@ -143,10 +143,12 @@ export class AgentClient {
     let queue = Promise.resolve();
     socket.on('message', (data) => {
       let message: ServerMessage | undefined;
+      let refused: unknown;
       try {
         message = decodeMessage(ServerMessage, data as Buffer);
-      } catch {
-        // A bad frame closes the channel in its turn, after what came before it (decoded again there, for its error).
+      } catch (error) {
+        // A bad frame closes the channel in its turn, after what came before it.
+        refused = error;
       }
       // An http-01 answer touches nothing the other messages do: served at once, so the plane's
       // challenge, asked for while this agent makes the key of the CSR request before it, does not
@@ -155,7 +157,7 @@ export class AgentClient {
         this.#http01(socket, message);
         return;
       }
-      queue = queue.then(() => this.#handle(socket, data as Buffer)).catch((error: unknown) => {
+      queue = queue.then(() => (message ? this.#handle(socket, message) : Promise.reject(refused))).catch((error: unknown) => {
         const e = error as CertplaneError;
         logger.warn({ code: e.code, err: e.message }, 'closing the channel after a bad message');
         socket.close(4000, `${e.code ?? 'ERROR'}`.slice(0, 120));
@@ -205,10 +207,9 @@ export class AgentClient {
     this.#send(socket, { type: 'http01_ready', requestId: message.requestId });
   }
 
-  async #handle(socket: WebSocket, data: Buffer): Promise<void> {
+  async #handle(socket: WebSocket, message: ServerMessage): Promise<void> {
     const { installer, logger, state } = this.options;
     const identity = this.#identity;
-    const message = decodeMessage(ServerMessage, data);
     switch (message.type) {
       case 'hello': {
         const signature = sign('sha256', authPayload(message.nonce), identity.keyPem).toString('base64');
