@@ -30,14 +30,17 @@ import { eventually, startCertplane, type RunningProcess } from '../support/proc
 
 const line = (label: string, value: string) => process.stdout.write(`${label.padEnd(58)} ${value}\n`);
 
+/** The plane's settings a bench run may set in its own environment. */
+const PASSED_THROUGH = ['CERTPLANE_ORDER_BEFORE_CSR', 'CERTPLANE_DATABASE_POOL_SIZE'] as const;
+
 async function startPlane(env: Record<string, string>): Promise<{ plane: RunningProcess; url: string }> {
   const port = await freePort();
   // BENCH_PLANE_NODE_OPTIONS profiles the plane, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written when it stops):
   // given as node's own arguments, because NODE_OPTIONS refuses --cpu-prof.
   const nodeArgs = (process.env.BENCH_PLANE_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  // CERTPLANE_ORDER_BEFORE_CSR set for the bench reaches its planes, to measure with and without ordering before the CSR.
-  const orderBeforeCsr: Record<string, string> = process.env.CERTPLANE_ORDER_BEFORE_CSR === undefined ? {} : { CERTPLANE_ORDER_BEFORE_CSR: process.env.CERTPLANE_ORDER_BEFORE_CSR };
-  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...orderBeforeCsr, ...env }, nodeArgs);
+  // Settings passed through from the bench's own environment, to compare them run by run.
+  const passed = Object.fromEntries(PASSED_THROUGH.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]!]])));
+  const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...passed, ...env }, nodeArgs);
   const url = `http://127.0.0.1:${port}`;
   await eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start');
   return { plane, url };
@@ -146,6 +149,14 @@ const E2E_SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 300);
 
 /** The bare client's polling: every 200 ms from the first look, for up to a minute (acme-client waits 5 s, then doubles, by default). */
 const BARE_POLL = { backoffAttempts: 300, backoffMin: 200, backoffMax: 200 };
+/**
+ * Each of the bare client's requests gives up after this (as certplane's do). Pebble's
+ * deadlock always hangs a newOrder, which acme-client does not retry, so a bare run that
+ * meets it ends with an error instead of holding the bench for good (a 1,000-order bare run
+ * met it on 2026-12-03 and waited, idle, until killed); its other workers' polls fail on
+ * their own afterwards, in the background.
+ */
+const BARE_REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * Issuances per second of plain acme-client `auto()` on `pebble`, `concurrency` at a time,
@@ -154,6 +165,7 @@ const BARE_POLL = { backoffAttempts: 300, backoffMin: 200, backoffMax: 200 };
  */
 async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01'): Promise<{ rate: number; cpu: CpuUse }> {
   acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
+  acme.axios.defaults.timeout = BARE_REQUEST_TIMEOUT_MS;
   const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), ...BARE_POLL });
   await bare.createAccount({ termsOfServiceAgreed: true });
   const csrs = await Promise.all(Array.from({ length: count }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
@@ -277,7 +289,17 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
       return true;
     }, 120_000, 200, 'agents to connect');
     const enrolledSeconds = (performance.now() - enrolling) / 1000;
-    const { rate: bareRate, cpu: bareCpu } = await bareAcmeRate(pebble, count, 'campaign-bare', concurrency, 'dns-01');
+    let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
+    try {
+      bare = await bareAcmeRate(pebble, count, 'campaign-bare', concurrency, 'dns-01');
+    } catch (error) {
+      // The baseline stopped: if Pebble deadlocked, the part is run again like a stalled campaign.
+      const deadlock = await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: the bare client's run stopped (${(error as Error).message})`);
+      if (!deadlock) throw error;
+      keepPebbleLog = true;
+      return deadlock;
+    }
+    const { rate: bareRate, cpu: bareCpu } = bare;
     const before = await stageHistogram(url);
     const cpuBefore = await cpuUse(pebble, plane);
     const started = performance.now();
@@ -286,7 +308,13 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     let status: any;
     for (;;) {
       status = (await (await fetch(`${url}/v1/reissues/${campaign.id}`)).json()) as any;
-      if (status.counts.failed > 0) throw new Error(`${status.counts.failed} failed`);
+      if (status.counts.failed > 0) {
+        const why = await whyFailed(url);
+        const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: ${status.counts.failed} failed (${why.text})`) : undefined;
+        if (!deadlock) throw new Error(`${status.counts.failed} failed: ${why.text}`);
+        keepPebbleLog = true;
+        return deadlock;
+      }
       if (status.state === 'done' || performance.now() > deadline) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -350,6 +378,23 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
   return deadlock;
 }
 
+/** Asks Pebble whether it deadlocked (pebbleVerdict, which stops it), prints `what` with the answer, and returns the verdict if it did. */
+async function deadlocked(pebble: LocalPebble, pebbleLog: string, what: string): Promise<string | undefined> {
+  const verdict = await pebbleVerdict(pebble, pebbleLog);
+  process.stdout.write(`\n${what}; ${verdict}\n`);
+  return verdict.startsWith('Pebble deadlocked') ? verdict : undefined;
+}
+
+/** The failed certificates (up to 50): whether every one failed for a CA that did not answer (what Pebble's deadlock looks like), and their typed failures and messages. */
+async function whyFailed(url: string): Promise<{ allUnreachable: boolean; text: string }> {
+  const page = (await (await fetch(`${url}/v1/instances?status=failed&limit=50`)).json()) as any;
+  const items: any[] = page.items ?? [];
+  return {
+    allUnreachable: items.length > 0 && items.every((item) => item.certificate?.failure?.code === 'ACME_UNREACHABLE'),
+    text: items.slice(0, 5).map((item) => `${item.name}: ${JSON.stringify(item.certificate?.failure)} ${item.certificate?.lastError}`).join('; ') || JSON.stringify(page).slice(0, 500),
+  };
+}
+
 /**
  * End-to-end issuance through real agents (http-01 answered by each agent on its own
  * loopback address) against local Pebble, for each of `rounds` (agent counts, the largest
@@ -357,9 +402,23 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
  * same Pebble with http-01. One plane per engine serves every round.
  */
 export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngine): Promise<void> {
+  // As for the campaign: a round whose CA deadlocked measured Pebble, not certplane; it and
+  // the rounds after it are run once more on a fresh Pebble and plane.
+  const stopped = await endToEndOnce(rounds, engine);
+  if (!stopped) return;
+  process.stdout.write(`  ${stopped.deadlock}. The rounds from ${stopped.remaining[0]} agents on are run again on a fresh Pebble:\n`);
+  const again = await endToEndOnce(stopped.remaining, engine);
+  if (again) throw new Error(`${again.deadlock} again`);
+}
+
+/** The rounds on one Pebble and plane; when Pebble deadlocks, why and the rounds not measured. */
+async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Promise<{ deadlock: string; remaining: readonly number[] } | undefined> {
   const agentCount = Math.max(...rounds);
   const dir = await scratch('certplane-bench-e2e-');
-  const pebble: LocalPebble = await startPebble({ alternateRoots: 2 });
+  // Outside the scratch directory: kept when Pebble deadlocks, for its goroutine dump.
+  const pebbleLog = join(tmpdir(), `certplane-bench-${process.pid}-${engine}-${Date.now()}-e2e-pebble.log`);
+  let keepPebbleLog = false;
+  const pebble: LocalPebble = await startPebble({ alternateRoots: 2, logFile: pebbleLog });
   const database = await databaseFor(engine);
   const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!;
   const trustPath = await dir.write('root.pem', preferred.pem);
@@ -413,7 +472,7 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
     await post(`${url}/v1/instances/${instanceIds[0]}/issue`);
     await installedAll([instanceIds[0]!], new Map());
 
-    for (const count of rounds) {
+    for (const [round, count] of rounds.entries()) {
       const ids = instanceIds.slice(0, count);
       const before = await stageHistogram(url);
       const bareCpu: CpuUse[] = [];
@@ -422,7 +481,15 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
       let stopped: string | undefined;
       let installed = 0;
       for (let wave = 0; wave < E2E_WAVES && !stopped; wave += 1) {
-        const bare = await bareAcmeRate(pebble, count, `bare${count}-`, count, 'http-01');
+        let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
+        try {
+          bare = await bareAcmeRate(pebble, count, `bare${count}-`, count, 'http-01');
+        } catch (error) {
+          const deadlock = await deadlocked(pebble, pebbleLog, `end-to-end issuance on ${engine}, ${count} agents: the bare client's run stopped (${(error as Error).message})`);
+          if (!deadlock) throw error;
+          keepPebbleLog = true;
+          return { deadlock, remaining: rounds.slice(round) };
+        }
         bareCpu.push(bare.cpu);
         const previous = await currentCertificates(ids);
         const cpuBefore = await cpuUse(pebble, plane);
@@ -435,7 +502,14 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
         let summary: any;
         for (;;) {
           summary = (await (await fetch(`${url}/v1/instances/summary`)).json()) as any;
-          if (summary.byStatus.failed > 0) throw new Error(`${summary.byStatus.failed} failed`);
+          if (summary.byStatus.failed > 0) {
+            // Only ACME_UNREACHABLE can be Pebble's deadlock; any other failure is certplane's own.
+            const why = await whyFailed(url);
+            const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `end-to-end issuance on ${engine}, ${count} agents: ${summary.byStatus.failed} failed (${why.text})`) : undefined;
+            if (!deadlock) throw new Error(`${summary.byStatus.failed} failed: ${why.text}`);
+            keepPebbleLog = true;
+            return { deadlock, remaining: rounds.slice(round) };
+          }
           if (summary.byStatus.installed >= count || performance.now() > deadline) break;
           await new Promise((resolve) => setTimeout(resolve, 50));
         }
@@ -458,6 +532,7 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
       printStages(before, await stageHistogram(url));
       if (stopped) break;
     }
+    return undefined;
   } finally {
     for (const { client, http01 } of running) {
       await client.stop();
@@ -467,5 +542,6 @@ export async function benchEndToEnd(rounds: readonly number[], engine: BenchEngi
     await pebble.stop();
     await database.drop();
     await dir.remove();
+    if (!keepPebbleLog) await rm(pebbleLog, { force: true });
   }
 }
