@@ -357,7 +357,7 @@ export async function composeServer(config: Config, logger: Logger, clock: Clock
     // Before anything opens: preferences no profile holds stop the start here, saying so.
     const trust = await LiveTrust.load(config.chain);
     for (const preference of trust.current().unheldPreferences) logger.warn({ preference, profiles: trust.current().sources }, 'no trust profile holds this preferred root; chains to it are never chosen');
-    const store = await openStore(config.server.databaseUrl);
+    const store = await openStore(config.server.databaseUrl, { poolSize: config.server.databasePoolSize });
     started.add('store', () => store.close());
     const node = `${hostname()} ${config.server.listen.host}:${config.server.listen.port}`;
     const changed = await auditConfiguration(store.audit, config, { node, actor: `service:${userInfo().username}` });

@@ -48,32 +48,25 @@ export interface OpenOptions {
    * statements sees them. No meaning for PostgreSQL.
    */
   pgliteThread?: boolean;
+  /** PostgreSQL: connections opened at start and kept (DEFAULT_POOL_SIZE). No meaning for PGlite. */
+  poolSize?: number;
 }
 
 const ACCEPTED_FORMS = 'postgres://user:password@host:port/database (or postgresql://), pglite:/path/to/data-directory, or memory:';
 /**
- * Connections per process. A campaign keeps 50 orders under way (leases, records, deliveries)
- * while the scheduler starts the next jobs; with 10, the starts queued for a connection and
- * paced the campaign (1,000 instances on PostgreSQL: 12.9/s with 10, 15.8/s with 20, beside a
- * bare client at 28 to 30/s). Four replicas hold 80, within a small RDS instance's limit.
+ * Connections each process keeps to a PostgreSQL server (CERTPLANE_DATABASE_POOL_SIZE), all
+ * opened at start and kept. Measured on 2026-12-03 (docs/testing.md, "A fixed pool of 8"):
+ * the pool of 20 that grew on demand (8 warm) cost the server about 40 ms of CPU per new
+ * connection (its backend, and each statement prepared again on it), so a plane's first
+ * waves paid for a dozen more of them: 19 to 28 ms of server CPU per certificate in a
+ * 20-agent part against 11 to 17 with 8 kept, and 8 kept was as fast as the growing pool or
+ * faster in every part of the bench (the 1,000-instance campaign, bound by the plane's own
+ * CPU, the same). Before statements were prepared, 10 connections had held a campaign back
+ * (12.9/s against 15.8/s with 20); with them, they no longer do.
  */
-const POOL_SIZE = 20;
-/**
- * Connections opened in the background as soon as the database answers, and kept open
- * however long they sit idle: a new one took 250 to 350 ms under load, and a plane's first
- * wave of work waited while the pool grew one connection at a time. A 20-agent wave fills
- * all 20, yet warming all 20 measured a first wave little better than 8 did (0.59 against
- * 0.55 x, within the bench's noise; docs/testing.md), and four replicas would then hold 80
- * idle backends for good instead of 32.
- */
-export const WARM_CONNECTIONS = Math.min(POOL_SIZE, 8);
-/**
- * How long a connection beyond the warm ones may sit idle before it is closed (pg-pool's
- * default is 10 s): longer than the pause between two waves of a campaign or of renewals,
- * so a wave does not pay for the connections the previous one opened; short enough that
- * a quiet replica gives its burst's connections back to the server.
- */
-const IDLE_TIMEOUT_MS = 60_000;
+export const DEFAULT_POOL_SIZE = 8;
+/** Bounds of CERTPLANE_DATABASE_POOL_SIZE. */
+export const POOL_SIZE_RANGE = { min: 1, max: 200 } as const;
 /** A server that has not answered a connection attempt in this time is treated as down. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** SQLSTATE classes and codes that mean the server, not the statement, is the problem. */
@@ -104,7 +97,7 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
     if (!URL.canParse(url)) {
       throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not a well-formed URL; check the host, the port and any percent-escapes in it.`, { url: redactUrl(url) });
     }
-    return openPostgres(url);
+    return openPostgres(url, options.poolSize ?? DEFAULT_POOL_SIZE);
   }
   const thread = options.pgliteThread ?? true;
   if (url === 'memory:') return openPglite(undefined, 'memory:', thread);
@@ -130,9 +123,14 @@ export function redactUrl(url: string): string {
   }
 }
 
-async function openPostgres(url: string): Promise<Database> {
+async function openPostgres(url: string, poolSize: number): Promise<Database> {
   const location = redactUrl(url);
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, min: WARM_CONNECTIONS, idleTimeoutMillis: IDLE_TIMEOUT_MS, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  if (!Number.isInteger(poolSize) || poolSize < POOL_SIZE_RANGE.min || poolSize > POOL_SIZE_RANGE.max) {
+    throw new CertplaneError(ErrorCode.CONFIG_INVALID, `CERTPLANE_DATABASE_POOL_SIZE: a pool of ${poolSize} connections is not one certplane opens; give a whole number from ${POOL_SIZE_RANGE.min} to ${POOL_SIZE_RANGE.max}.`, { variable: 'CERTPLANE_DATABASE_POOL_SIZE', poolSize });
+  }
+  // min = max: none is closed for being idle, so a burst waits for no new connection (nor
+  // pays the server for one). One that breaks is dropped, and opened again when work needs it.
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, min: poolSize, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   // A connection that breaks while idle is discarded by the pool; the next query opens a
   // new one or fails with its own error. Without a listener the event would crash the process.
   pool.on('error', () => undefined);
@@ -145,7 +143,7 @@ async function openPostgres(url: string): Promise<Database> {
       throw error;
     }
     // Asked for while the first is still out, so that each is a new connection.
-    warmUp(pool, WARM_CONNECTIONS - 1);
+    warmUp(pool, poolSize - 1);
     first.release();
   } catch (error) {
     await pool.end();

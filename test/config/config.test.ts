@@ -57,6 +57,13 @@ test('names per certificate: the CA\'s 100 by default, lower limits accepted, an
   for (const bad of ['0', '101', '2.5', 'many', '-1']) invalid({ CERTPLANE_MAX_NAMES_PER_CERTIFICATE: bad }, 'CERTPLANE_MAX_NAMES_PER_CERTIFICATE');
 });
 
+test('database pool: 8 connections by default, 1 to 200 accepted, anything else named', () => {
+  assert.equal(loadConfig({}).server.databasePoolSize, 8);
+  assert.equal(loadConfig({ CERTPLANE_DATABASE_POOL_SIZE: '1' }).server.databasePoolSize, 1);
+  assert.equal(loadConfig({ CERTPLANE_DATABASE_POOL_SIZE: '200' }).server.databasePoolSize, 200);
+  for (const bad of ['0', '201', '2.5', 'abc', '-8']) invalid({ CERTPLANE_DATABASE_POOL_SIZE: bad }, 'CERTPLANE_DATABASE_POOL_SIZE');
+});
+
 test('leases and shutdown grace: 60 s and 10 s by default, configurable within bounds, anything else named', () => {
   const defaults = loadConfig({}).server;
   assert.equal(defaults.leaseMs, 60_000);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { hasCode } from '../../src/errors.js';
-import { openDatabase, redactUrl, WARM_CONNECTIONS } from '../../src/store/engines.js';
+import { DEFAULT_POOL_SIZE, openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
@@ -923,16 +923,32 @@ describe('store on postgres only', () => {
     }
   };
 
-  test('an opened database warms its pool: the first query\'s connection and the warm ones sit open, idle, with nothing asked of them', TIMEOUT, async (t) => {
+  test('an opened database opens its whole pool at once and keeps it: a burst of work is served by those connections, never by new ones', TIMEOUT, async (t) => {
     const defer = cleanups(t);
     const url = await postgres.freshUrl(defer);
     const db = await openDatabase(url);
     defer(() => db.close());
-    assert.ok(WARM_CONNECTIONS > 1);
-    assert.equal(await connectionsTo(url, (count) => count >= WARM_CONNECTIONS), WARM_CONNECTIONS);
-    // Used one after the other, they are not multiplied: the pool hands out the warm ones.
+    assert.ok(DEFAULT_POOL_SIZE > 1);
+    assert.equal(await connectionsTo(url, (count) => count >= DEFAULT_POOL_SIZE), DEFAULT_POOL_SIZE);
+    // Used one after the other, they are not multiplied: the pool hands out the kept ones.
     for (let i = 0; i < 20; i += 1) assert.deepEqual(await db.query('SELECT 1 AS one'), [{ one: 1 }]);
-    assert.equal(await connectionsTo(url, () => true), WARM_CONNECTIONS);
+    // Three times as many statements at once as there are connections: they wait their turn.
+    const burst = await Promise.all(Array.from({ length: 3 * DEFAULT_POOL_SIZE }, (_, i) => db.query<{ i: number }>('SELECT $1::int AS i, pg_sleep(0.05)', [i])));
+    assert.deepEqual(burst.map(([row]) => row!.i), Array.from({ length: 3 * DEFAULT_POOL_SIZE }, (_, i) => i));
+    assert.equal(await connectionsTo(url, () => true), DEFAULT_POOL_SIZE);
+  });
+
+  test('the pool size is an option: 3 opens 3, and a size outside 1 to 200 is refused with CONFIG_INVALID before any connection', TIMEOUT, async (t) => {
+    const defer = cleanups(t);
+    const url = await postgres.freshUrl(defer);
+    const db = await openDatabase(url, { poolSize: 3 });
+    defer(() => db.close());
+    await Promise.all(Array.from({ length: 9 }, () => db.query('SELECT pg_sleep(0.05)')));
+    assert.equal(await connectionsTo(url, (count) => count >= 3), 3);
+    for (const poolSize of [0, 201, 2.5, Number.NaN]) {
+      await rejectsWith(openDatabase(url, { poolSize }), ErrorCode.CONFIG_INVALID, (message) => assert.match(message, /CERTPLANE_DATABASE_POOL_SIZE/));
+    }
+    assert.equal(await connectionsTo(url, () => true), 3);
   });
 
   test('a database closed right after it opened, its warm connections still opening, closes and leaves no connection behind', TIMEOUT, async (t) => {
