@@ -134,6 +134,13 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
   // A connection that breaks while idle is discarded by the pool; the next query opens a
   // new one or fails with its own error. Without a listener the event would crash the process.
   pool.on('error', () => undefined);
+  // pg-pool listens for a client's errors only while the client is idle, and pool.query only
+  // until its query's callback. A server that ends a connection (57P01 on a restart or
+  // pg_terminate_backend) between those, or twice, made the client emit an error nobody
+  // heard, and the process crashed (seen once in the suite). Every client keeps a listener:
+  // the pool drops a broken client when it is next released or found idle, and a query on
+  // it fails as STORE_UNAVAILABLE.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   try {
     const first = await pool.connect();
     try {
