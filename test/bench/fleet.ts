@@ -22,7 +22,7 @@ import { parseCertificateBundle } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
-import { pebbleVerdict } from '../support/pebble-deadlock.js';
+import { askPebble } from '../support/pebble-deadlock.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { freePort } from '../support/ports.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
@@ -357,9 +357,7 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
     request.on('error', (error) => resolve(error.message));
   });
   process.stdout.write(`  Pebble and challtestsrv (pid, state): ${states.join(', ')}; GET ${pebble.directoryUrl} now: ${directory}\n`);
-  const verdict = await pebbleVerdict(pebble, pebbleLog);
-  process.stdout.write(`  ${verdict}\n`);
-  const deadlock = verdict.startsWith('Pebble deadlocked') ? verdict : undefined;
+  const deadlock = await deadlocked(pebble, pebbleLog, '  the campaign did not finish');
   process.stdout.write(`  plane's last log lines:\n${plane.lines.slice(-30).map((l) => `    ${l.slice(0, 600)}`).join('\n')}\n`);
   if (!databaseUrl) return deadlock;
   const client = new pg.Client({ connectionString: databaseUrl });
@@ -378,11 +376,11 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
   return deadlock;
 }
 
-/** Asks Pebble whether it deadlocked (pebbleVerdict, which stops it), prints `what` with the answer, and returns the verdict if it did. */
+/** Asks Pebble whether it deadlocked (askPebble, which stops it), prints `what` with the answer, and returns the deadlock if it did. */
 async function deadlocked(pebble: LocalPebble, pebbleLog: string, what: string): Promise<string | undefined> {
-  const verdict = await pebbleVerdict(pebble, pebbleLog);
+  const { deadlock, verdict } = await askPebble(pebble, pebbleLog);
   process.stdout.write(`\n${what}; ${verdict}\n`);
-  return verdict.startsWith('Pebble deadlocked') ? verdict : undefined;
+  return deadlock;
 }
 
 /** The failed certificates (up to 50): whether every one failed for a CA that did not answer (what Pebble's deadlock looks like), and their typed failures and messages. */

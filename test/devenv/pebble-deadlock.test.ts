@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { readFile } from 'node:fs/promises';
 import { startPebble } from '../../src/devenv/pebble.js';
 import { scratch } from '../support/cli.js';
-import { pebbleStoreDeadlock, pebbleVerdict } from '../support/pebble-deadlock.js';
+import { askPebble, pebbleStoreDeadlock } from '../support/pebble-deadlock.js';
 
 const DEADLOCKED = `goroutine 26474 [semacquire, 2 minutes]:
 runtime.gopark(0x20?, 0x7909a0?, 0x0?, 0xac?, 0xc000ab31a0?)
@@ -63,8 +63,8 @@ test('a healthy Pebble asked for its goroutines shows no deadlock, and its log k
   const logFile = dir.path('pebble.log');
   const pebble = await startPebble({ logFile });
   try {
-    const verdict = await pebbleVerdict(pebble, logFile);
-    assert.equal(verdict, `Pebble shows no store deadlock in its goroutine dump (its log and dump: ${logFile})`);
+    const answer = await askPebble(pebble, logFile);
+    assert.deepEqual(answer, { deadlock: undefined, verdict: `Pebble shows no store deadlock in its goroutine dump (its log and dump: ${logFile})` });
     const log = await readFile(logFile, 'utf8');
     assert.match(log, /^goroutine \d+ \[/m);
     assert.match(log, /pebble\/wfe|pebble\/va|pebble\/db/);

@@ -25,19 +25,25 @@ export function pebbleStoreDeadlock(goroutineDump: string): string | undefined {
   return "Pebble deadlocked (its store's lock-order inversion: newOrder's FindValidAuthorization holds the store's read lock waiting for an authorization that a POST-as-GET of it holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
 }
 
+/** What a stalled run's Pebble said: the deadlock it shows, if any, and the verdict to print (with where its dump is). */
+export interface PebbleAnswer {
+  readonly deadlock: string | undefined;
+  readonly verdict: string;
+}
+
 /**
  * What a stalled run's Pebble says: sends it SIGQUIT (Go then writes every goroutine's stack
- * and exits), waits for the dump in `logFile` (startPebble's option) and returns the verdict
- * with where the dump is. Pebble is gone afterwards: for a run that has failed already.
+ * and exits), waits for the dump in `logFile` (startPebble's option) and returns whether it
+ * deadlocked, with the verdict. Pebble is gone afterwards: for a run that has failed already.
  */
-export async function pebbleVerdict(pebble: LocalPebble, logFile: string): Promise<string> {
+export async function askPebble(pebble: LocalPebble, logFile: string): Promise<PebbleAnswer> {
   // pids: challtestsrv's, then Pebble's.
   const pid = pebble.pids[1];
-  if (pid === undefined) return 'Pebble has no process to ask';
+  if (pid === undefined) return { deadlock: undefined, verdict: 'Pebble has no process to ask' };
   try {
     process.kill(pid, 'SIGQUIT');
   } catch (error) {
-    return `Pebble could not be asked for its goroutines (${(error as Error).message})`;
+    return { deadlock: undefined, verdict: `Pebble could not be asked for its goroutines (${(error as Error).message})` };
   }
   let dump = '';
   for (let waited = 0; waited < 5000 && !/^goroutine \d+ /m.test(dump); waited += 250) {
@@ -46,5 +52,12 @@ export async function pebbleVerdict(pebble: LocalPebble, logFile: string): Promi
   }
   await sleep(500);
   dump = await readFile(logFile, 'utf8').catch(() => dump);
-  return `${pebbleStoreDeadlock(dump) ?? 'Pebble shows no store deadlock in its goroutine dump'} (its log and dump: ${logFile})`;
+  const deadlock = pebbleStoreDeadlock(dump);
+  const where = ` (its log and dump: ${logFile})`;
+  return { deadlock: deadlock && `${deadlock}${where}`, verdict: `${deadlock ?? 'Pebble shows no store deadlock in its goroutine dump'}${where}` };
+}
+
+/** askPebble's verdict alone, for a stalled test's report. */
+export async function pebbleVerdict(pebble: LocalPebble, logFile: string): Promise<string> {
+  return (await askPebble(pebble, logFile)).verdict;
 }
