@@ -12,7 +12,7 @@ import { Http01Responder } from '../agent/http01.js';
 import { Installer } from '../agent/install.js';
 import { DEFAULT_PROBE_INTERVAL_SECONDS, ServedProber, parseProbeTarget } from '../agent/probe.js';
 import { openState, readIdentity, writeInstanceFile } from '../agent/state.js';
-import { loadTrustStore, readText } from '../config/trust.js';
+import { loadTrustStore, readText } from '../config/trust-store.js';
 import { createLogger } from '../log/logger.js';
 import { CertplaneError } from '../errors.js';
 import { ExitCode, parse, usageError, type Io } from './args.js';

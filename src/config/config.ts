@@ -9,11 +9,10 @@ import { CertplaneError } from '../errors.js';
 import { describeIssues } from '../validation.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, normalizeSpkiPin } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { DATABASE_POOL_SIZE } from '../store/types.js';
 
 /** Orders one process runs at once unless CERTPLANE_ISSUANCE_CONCURRENCY says otherwise; compose.ts passes the setting to the coordinator. */
 export const DEFAULT_ISSUANCE_CONCURRENCY = 50;
-/** Connections to a PostgreSQL server per process; why 8: DEFAULT_POOL_SIZE in store/engines.ts, which checks the same bounds. */
-export const DEFAULT_DATABASE_POOL_SIZE = 8;
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
 /** Root CNs in preference order, from a JSON array or a comma-separated list. */
@@ -123,7 +122,7 @@ export const CONFIGURATION_SCHEMA = z
     CERTPLANE_ROUTE53_HOSTED_ZONE_ID: z.string().min(1).optional().meta({ description: 'the hosted zone for dns-01 records; otherwise the longest public zone containing the name', shownDefault: "looked up" }),
     CERTPLANE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level; JSON lines (stdout for `serve` and `agent`, stderr for one-shot commands), with key, token, secret and authorization fields redacted'),
     CERTPLANE_DATABASE_URL: z.string().regex(/^(postgres(ql)?:\/\/.+|pglite:.+|memory:)$/, 'must be postgres://..., pglite:PATH or memory:').default('pglite:./data/db').describe('`postgres://USER:PASS@HOST/DB` (a PostgreSQL server: production, several replicas), `pglite:PATH` (embedded PostgreSQL in a folder, one process at a time) or `memory:` (throwaway)'),
-    CERTPLANE_DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(DEFAULT_DATABASE_POOL_SIZE).describe('connections each process opens to a PostgreSQL server at start and keeps (1 to 200; PGlite has one): every replica holds this many and one more for its notifications, so keep replicas times this plus one below the server\'s `max_connections`; see [several processes](../operations.md#several-processes)'),
+    CERTPLANE_DATABASE_POOL_SIZE: z.coerce.number().int().min(DATABASE_POOL_SIZE.min).max(DATABASE_POOL_SIZE.max).default(DATABASE_POOL_SIZE.default).describe(`connections each process opens to a PostgreSQL server at start and keeps (${DATABASE_POOL_SIZE.min} to ${DATABASE_POOL_SIZE.max}; PGlite has one): every replica holds this many and one more for its notifications, so keep replicas times this plus one below the server's \`max_connections\`; see [several processes](../operations.md#several-processes)`),
     CERTPLANE_LISTEN: listenAddress.prefault('127.0.0.1:8443').describe('address `serve` binds to (`HOST:PORT`, `[::1]:PORT`)'),
     CERTPLANE_METRICS_LISTEN: listenAddress.optional().meta({ description: 'a second, plain-HTTP listener (`HOST:PORT`) that serves only `GET /metrics`, without client certificates, for a Prometheus scraper on a private network; the main listener keeps requiring client certificates (and keeps its own authenticated `/metrics`). Bind it to an address only the scraper\'s network reaches ([monitoring](../operations.md#monitoring))', shownDefault: 'unset: `/metrics` on the main listener only' }),
     CERTPLANE_INSECURE_HTTP: z.enum(['0', '1']).default('0').describe('`1`: plain HTTP, no client authentication, loopback listen address only, warning at start (development)'),

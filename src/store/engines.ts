@@ -15,6 +15,7 @@ import { ErrorCode } from '../error-catalogue.js';
 import { openPgliteThread, type PgliteThread } from './pglite-thread.js';
 import { PglitePrepared } from './pglite-prepared.js';
 import { StatementNames } from './prepared.js';
+import { DATABASE_POOL_SIZE } from './types.js';
 
 /** What the store's SQL runs against, inside or outside a transaction. */
 export interface Queryable {
@@ -48,25 +49,11 @@ export interface OpenOptions {
    * statements sees them. No meaning for PostgreSQL.
    */
   pgliteThread?: boolean;
-  /** PostgreSQL: connections opened at start and kept (DEFAULT_POOL_SIZE). No meaning for PGlite. */
+  /** PostgreSQL: connections opened at start and kept (DATABASE_POOL_SIZE in types.ts). No meaning for PGlite. */
   poolSize?: number;
 }
 
 const ACCEPTED_FORMS = 'postgres://user:password@host:port/database (or postgresql://), pglite:/path/to/data-directory, or memory:';
-/**
- * Connections each process keeps to a PostgreSQL server (CERTPLANE_DATABASE_POOL_SIZE), all
- * opened at start and kept. Measured on 2026-12-03 (docs/testing.md, "A fixed pool of 8"):
- * the pool of 20 that grew on demand (8 warm) cost the server about 40 ms of CPU per new
- * connection (its backend, and each statement prepared again on it), so a plane's first
- * waves paid for a dozen more of them: 19 to 28 ms of server CPU per certificate in a
- * 20-agent part against 11 to 17 with 8 kept, and 8 kept was as fast as the growing pool or
- * faster in every part of the bench (the 1,000-instance campaign, bound by the plane's own
- * CPU, the same). Before statements were prepared, 10 connections had held a campaign back
- * (12.9/s against 15.8/s with 20); with them, they no longer do.
- */
-export const DEFAULT_POOL_SIZE = 8;
-/** Bounds of CERTPLANE_DATABASE_POOL_SIZE. */
-export const POOL_SIZE_RANGE = { min: 1, max: 200 } as const;
 /** A server that has not answered a connection attempt in this time is treated as down. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** SQLSTATE classes and codes that mean the server, not the statement, is the problem. */
@@ -97,7 +84,7 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
     if (!URL.canParse(url)) {
       throw new CertplaneError(ErrorCode.STORE_INVALID_URL, `Database URL ${redactUrl(url)} is not a well-formed URL; check the host, the port and any percent-escapes in it.`, { url: redactUrl(url) });
     }
-    return openPostgres(url, options.poolSize ?? DEFAULT_POOL_SIZE);
+    return openPostgres(url, options.poolSize ?? DATABASE_POOL_SIZE.default);
   }
   const thread = options.pgliteThread ?? true;
   if (url === 'memory:') return openPglite(undefined, 'memory:', thread);
@@ -125,8 +112,8 @@ export function redactUrl(url: string): string {
 
 async function openPostgres(url: string, poolSize: number): Promise<Database> {
   const location = redactUrl(url);
-  if (!Number.isInteger(poolSize) || poolSize < POOL_SIZE_RANGE.min || poolSize > POOL_SIZE_RANGE.max) {
-    throw new CertplaneError(ErrorCode.CONFIG_INVALID, `CERTPLANE_DATABASE_POOL_SIZE: a pool of ${poolSize} connections is not one certplane opens; give a whole number from ${POOL_SIZE_RANGE.min} to ${POOL_SIZE_RANGE.max}.`, { variable: 'CERTPLANE_DATABASE_POOL_SIZE', poolSize });
+  if (!Number.isInteger(poolSize) || poolSize < DATABASE_POOL_SIZE.min || poolSize > DATABASE_POOL_SIZE.max) {
+    throw new CertplaneError(ErrorCode.CONFIG_INVALID, `CERTPLANE_DATABASE_POOL_SIZE: a pool of ${poolSize} connections is not one certplane opens; give a whole number from ${DATABASE_POOL_SIZE.min} to ${DATABASE_POOL_SIZE.max}.`, { variable: 'CERTPLANE_DATABASE_POOL_SIZE', poolSize });
   }
   // min = max: none is closed for being idle, so a burst waits for no new connection (nor
   // pays the server for one). One that breaks is dropped, and opened again when work needs it.

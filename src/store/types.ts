@@ -8,6 +8,21 @@ import type { KeyAlgorithm } from '../chain/index.js';
 import type { CertificateState, FailureReason, LifecycleEvent, RevocationReasonName, RevocationRecord } from '../lifecycle/index.js';
 import type { AuditStore, CampaignStore, JobStore } from './jobs.js';
 
+/**
+ * Connections each process keeps to a PostgreSQL server (CERTPLANE_DATABASE_POOL_SIZE): the
+ * default and the bounds, here because configuration checks them and the engine applies
+ * them, and this file loads no driver. All are opened at start and kept. Measured on
+ * 2026-12-03 (docs/testing.md, "A fixed pool of 8"): the pool of 20 that grew on demand
+ * (8 warm) cost the server about 40 ms of CPU per new connection (its backend, and each
+ * statement prepared again on it), so a plane's first waves paid for a dozen more of them:
+ * 19 to 28 ms of server CPU per certificate in a 20-agent part against 11 to 17 with 8
+ * kept, and 8 kept was as fast as the growing pool or faster in every part of the bench
+ * (the 1,000-instance campaign, bound by the plane's own CPU, the same). Before statements
+ * were prepared, 10 connections had held a campaign back (12.9/s against 15.8/s with 20);
+ * with them, they no longer do.
+ */
+export const DATABASE_POOL_SIZE = { default: 8, min: 1, max: 200 } as const;
+
 export interface InstanceRecord {
   readonly id: string;
   readonly name: string;

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { hasCode } from '../../src/errors.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
-import { DEFAULT_POOL_SIZE, openDatabase, type Database } from '../../src/store/engines.js';
+import { DATABASE_POOL_SIZE } from '../../src/store/types.js';
+import { openDatabase, type Database } from '../../src/store/engines.js';
 import { cleanups, type Defer } from '../support/cleanups.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 
@@ -288,7 +289,7 @@ test('postgres: connections the server dropped are replaced and prepare their st
   // in (not yet counted for this database), so wait until all of them are up to be dropped.
   for (let tries = 0; tries < 500; tries += 1) {
     const [{ open } = { open: 0 }] = await db.query<{ open: number }>("SELECT count(*)::int AS open FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'");
-    if (open >= DEFAULT_POOL_SIZE) break;
+    if (open >= DATABASE_POOL_SIZE.default) break;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const [{ dropped } = { dropped: 0 }] = await db.query<{ dropped: number }>('SELECT count(*)::int AS dropped FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended');

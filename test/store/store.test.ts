@@ -7,7 +7,8 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { hasCode } from '../../src/errors.js';
-import { DEFAULT_POOL_SIZE, openDatabase, redactUrl } from '../../src/store/engines.js';
+import { DATABASE_POOL_SIZE } from '../../src/store/types.js';
+import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
@@ -928,14 +929,14 @@ describe('store on postgres only', () => {
     const url = await postgres.freshUrl(defer);
     const db = await openDatabase(url);
     defer(() => db.close());
-    assert.ok(DEFAULT_POOL_SIZE > 1);
-    assert.equal(await connectionsTo(url, (count) => count >= DEFAULT_POOL_SIZE), DEFAULT_POOL_SIZE);
+    assert.ok(DATABASE_POOL_SIZE.default > 1);
+    assert.equal(await connectionsTo(url, (count) => count >= DATABASE_POOL_SIZE.default), DATABASE_POOL_SIZE.default);
     // Used one after the other, they are not multiplied: the pool hands out the kept ones.
     for (let i = 0; i < 20; i += 1) assert.deepEqual(await db.query('SELECT 1 AS one'), [{ one: 1 }]);
     // Three times as many statements at once as there are connections: they wait their turn.
-    const burst = await Promise.all(Array.from({ length: 3 * DEFAULT_POOL_SIZE }, (_, i) => db.query<{ i: number }>('SELECT $1::int AS i, pg_sleep(0.05)', [i])));
-    assert.deepEqual(burst.map(([row]) => row!.i), Array.from({ length: 3 * DEFAULT_POOL_SIZE }, (_, i) => i));
-    assert.equal(await connectionsTo(url, () => true), DEFAULT_POOL_SIZE);
+    const burst = await Promise.all(Array.from({ length: 3 * DATABASE_POOL_SIZE.default }, (_, i) => db.query<{ i: number }>('SELECT $1::int AS i, pg_sleep(0.05)', [i])));
+    assert.deepEqual(burst.map(([row]) => row!.i), Array.from({ length: 3 * DATABASE_POOL_SIZE.default }, (_, i) => i));
+    assert.equal(await connectionsTo(url, () => true), DATABASE_POOL_SIZE.default);
   });
 
   test('the pool size is an option: 3 opens 3, and a size outside 1 to 200 is refused with CONFIG_INVALID before any connection', TIMEOUT, async (t) => {
