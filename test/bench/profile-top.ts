@@ -33,3 +33,32 @@ const print = (title: string, map: Map<string, number>) => {
 };
 print('self time', self);
 print('inclusive time', inclusive);
+
+/** Where a frame's code lives: a package (node_modules/NAME), a room of src/, Node's own modules, or the engine (GC, idle, native). */
+const placeOf = (node: Node): string => {
+  const url = node.callFrame.url;
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (pkg) return `package ${pkg[1]}`;
+  const room = /\/(?:dist\/)?src\/([^/]+)\//.exec(url) ?? /\/(?:dist\/)?src\/([^/]+)\.js$/.exec(url);
+  if (room) return `room ${room[1]}`;
+  if (url.startsWith('node:')) return `node ${url.slice(5).split('/')[0]}`;
+  return url === '' ? `engine ${node.callFrame.functionName || '(anonymous)'}` : `other ${url}`;
+};
+/** Self time by place, and by the place of the nearest src/ frame above it: which room's work paid for the package time. */
+const byPlace = new Map<string, number>();
+const byRoom = new Map<string, number>();
+for (const [id, ms] of selfMs) {
+  const node = byId.get(id)!;
+  byPlace.set(placeOf(node), (byPlace.get(placeOf(node)) ?? 0) + ms);
+  let room = 'no room of src/ above';
+  for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+    const place = placeOf(byId.get(at)!);
+    if (place.startsWith('room ')) {
+      room = place;
+      break;
+    }
+  }
+  byRoom.set(room, (byRoom.get(room) ?? 0) + ms);
+}
+print('self time by place', byPlace);
+print('self time by the nearest room of src/ above it', byRoom);
