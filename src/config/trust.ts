@@ -1,18 +1,16 @@
 /**
- * Loads the trust anchors chain selection verifies against. "system" means the
- * operating system's store (Debian's ca-certificates bundle), because that is what the
- * clients of a customer's database trust; when the file is absent, Node's bundled
- * Mozilla roots stand in and the caller is told which was used.
+ * The plane's trust settings: the trust profiles (client trust stores) a certificate's chain
+ * must verify in, the preferred chains and the distrusted keys, from the environment or a
+ * trust file, with a fingerprint for the verdicts stored beside each chain. Reading a trust
+ * store itself (a PEM file, or "system") is trust-store.ts's, which the program on the
+ * instance shares.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
 import { CertplaneError } from '../errors.js';
-import { DEFAULT_DISTRUSTED_SPKI_SHA256, normalizeSpkiPin, parseCertificateBundle, type Certificate, type FallbackPolicy, type TrustProfile } from '../chain/index.js';
+import { normalizeSpkiPin, type FallbackPolicy, type TrustProfile } from '../chain/index.js';
 import { ErrorCode } from '../error-catalogue.js';
 import { PROFILE_NAME, type Config } from './config.js';
-
 import { distrustedKeys, loadTrustStore, readText } from './trust-store.js';
 
 export { SYSTEM_TRUST_STORE_PATH, distrustedKeys, loadTrustStore, readText, type TrustStore } from './trust-store.js';

@@ -481,14 +481,14 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
     for (const [round, count] of rounds.entries()) {
       const ids = instanceIds.slice(0, count);
       let before = await stageHistogram(url);
-      const warmups = round === 0 ? E2E_WARMUP_WAVES : 0;
+      const warmupWaves = round === 0 ? E2E_WARMUP_WAVES : 0;
+      const warmups: { bare: number; certplane: number }[] = [];
       const bareCpu: CpuUse[] = [];
       const planeCpu: CpuUse[] = [];
       const waves: { bare: number; certplane: number; load: number }[] = [];
       let stopped: string | undefined;
       let installed = 0;
-      let warmup: { bare: number; certplane: number } | undefined;
-      for (let wave = -warmups; wave < E2E_WAVES && !stopped; wave += 1) {
+      for (let wave = -warmupWaves; wave < E2E_WAVES && !stopped; wave += 1) {
         let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
         try {
           bare = await bareAcmeRate(pebble, count, `bare${count}-`, count, 'http-01');
@@ -498,7 +498,6 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
           keepPebbleLog = true;
           return { deadlock, remaining: rounds.slice(round) };
         }
-        bareCpu.push(bare.cpu);
         const previous = await currentCertificates(ids);
         const cpuBefore = await cpuUse(pebble, plane);
         const started = performance.now();
@@ -526,28 +525,25 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
         const rate = done / ((performance.now() - started) / 1000);
         if (wave < 0) {
           // Warm-up: shown, not counted; the stage histogram starts after it.
-          bareCpu.pop();
-          warmup = { bare: bare.rate, certplane: rate };
+          warmups.push({ bare: bare.rate, certplane: rate });
         } else {
           installed += done;
           waves.push({ bare: bare.rate, certplane: rate, load: loadavg()[0]! });
+          bareCpu.push(bare.cpu);
           planeCpu.push(cpuSince(cpuBefore, await cpuUse(pebble, plane)));
         }
         if (complete) await installedAll(ids, previous);
         else stopped = `INCOMPLETE after ${E2E_SECONDS} s, instances by status: ${JSON.stringify(summary.byStatus)}`;
         if (wave < 0) before = await stageHistogram(url);
       }
+      // A warm-up wave that did not finish measured nothing: the bench fails rather than report a round it did not run.
+      if (waves.length === 0) throw new Error(`end-to-end issuance on ${engine}, ${count} agents: the warm-up wave did not finish (${stopped})`);
       const ratios = waves.map((w) => w.certplane / w.bare);
       process.stdout.write(
         `\nend-to-end issuance on ${engine}: CSR from the agent to its installed acknowledgement (${count} agents at once, http-01 by the agents; ${waves.length} waves, each beside its own bare run; load average ${waves.map((w) => w.load.toFixed(1)).join(', ')})\n`,
       );
-      if (warmup) line(`  warm-up wave, not counted: bare / certplane`, `${warmup.bare.toFixed(2)} /s / ${warmup.certplane.toFixed(2)} /s  (${(warmup.certplane / warmup.bare).toFixed(2)} x)`);
+      for (const w of warmups) line(`  warm-up wave, not counted: bare / certplane`, `${w.bare.toFixed(2)} /s / ${w.certplane.toFixed(2)} /s  (${(w.certplane / w.bare).toFixed(2)} x)`);
       waves.forEach((w, i) => line(`  wave ${i + 1}: bare acme-client auto(), ${count} at a time, 200 ms polls / certplane`, `${w.bare.toFixed(2)} /s / ${w.certplane.toFixed(2)} /s  (${ratios[i]!.toFixed(2)} x)`));
-      if (waves.length === 0) {
-        // The warm-up wave itself did not finish: nothing was measured.
-        line(`  certplane, median of the waves`, `none measured  ${stopped}`);
-        break;
-      }
       line(`  certplane, median of the waves`, `${median(ratios).toFixed(2)} x baseline${stopped ? `  ${stopped}` : ''}`);
       const sum = (all: CpuUse[]) => all.reduce((a, b) => ({ ca: a.ca + b.ca, postgres: a.postgres + b.postgres, bench: a.bench + b.bench, plane: a.plane + b.plane }));
       printCpu(engine, sum(bareCpu), count * bareCpu.length, sum(planeCpu), Math.max(1, installed));

@@ -37,10 +37,11 @@ print('inclusive time', inclusive);
 /** Where a frame's code lives: a package (node_modules/NAME), a room of src/, Node's own modules, or the engine (GC, idle, native). */
 const placeOf = (node: Node): string => {
   const url = node.callFrame.url;
-  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  // The last node_modules/ and the last src/ of the path: a nested dependency is its own package, and a checkout under some other src/ still finds its rooms.
+  const pkg = [...url.matchAll(/node_modules\/((?:@[^/]+\/)?[^/]+)/g)].at(-1);
   if (pkg) return `package ${pkg[1]}`;
-  const room = /\/(?:dist\/)?src\/([^/]+)\//.exec(url) ?? /\/(?:dist\/)?src\/([^/]+)\.js$/.exec(url);
-  if (room) return `room ${room[1]}`;
+  const at = url.lastIndexOf('/src/');
+  if (at >= 0) return `room ${url.slice(at + '/src/'.length).split('/')[0]!.replace(/\.js$/, '')}`;
   if (url.startsWith('node:')) return `node ${url.slice(5).split('/')[0]}`;
   return url === '' ? `engine ${node.callFrame.functionName || '(anonymous)'}` : `other ${url}`;
 };
