@@ -13,7 +13,7 @@ import { ErrorCode } from '../../src/error-catalogue.js';
 import { DATABASE_POOL_SIZE } from '../../src/store/types.js';
 import { openDatabase, type Database } from '../../src/store/engines.js';
 import { cleanups, type Defer } from '../support/cleanups.js';
-import { freshPostgresDatabase } from '../support/postgres.js';
+import { clientConnections, freshPostgresDatabase } from '../support/postgres.js';
 
 const TIMEOUT = { timeout: 60_000 };
 
@@ -287,11 +287,7 @@ test('postgres: connections the server dropped are replaced and prepare their st
   for (const outcome of await everyConnection()) assert.deepEqual(outcome.status === 'fulfilled' && outcome.value, [{ id: 1 }]);
   // The pool opens its connections in the background; under load they may still be logging
   // in (not yet counted for this database), so wait until all of them are up to be dropped.
-  for (let tries = 0; tries < 500; tries += 1) {
-    const [{ open } = { open: 0 }] = await db.query<{ open: number }>("SELECT count(*)::int AS open FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'");
-    if (open >= DATABASE_POOL_SIZE.default) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await clientConnections(url, (open) => open >= DATABASE_POOL_SIZE.default);
   const [{ dropped } = { dropped: 0 }] = await db.query<{ dropped: number }>('SELECT count(*)::int AS dropped FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended');
   assert.ok(dropped > 0, 'connections were dropped');
   await new Promise((resolve) => setTimeout(resolve, 500));

@@ -12,7 +12,7 @@ import { openDatabase, redactUrl } from '../../src/store/engines.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openStore, type CertificateRecord, type InstanceRecord, type Store } from '../../src/store/index.js';
 import { cleanupList, cleanups, type Defer } from '../support/cleanups.js';
-import { TEST_POSTGRES_URL, dropDatabase } from '../support/postgres.js';
+import { TEST_POSTGRES_URL, clientConnections, dropDatabase } from '../support/postgres.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const POSTGRES_URL = TEST_POSTGRES_URL;
@@ -913,30 +913,19 @@ describe('store on postgres only', () => {
     assert.deepEqual(await second.instances.get(instance.id), instance);
   });
 
-  /** The database's client connections, as the server counts them, once they settle at what `settled` accepts. */
-  const connectionsTo = async (url: string, settled: (count: number) => boolean): Promise<number> => {
-    const name = new URL(url).pathname.slice(1);
-    const pool = await adminPool();
-    for (let tries = 0; ; tries += 1) {
-      const [row] = (await pool.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [name])).rows;
-      if (settled(row!.count) || tries >= 500) return row!.count;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  };
-
   test('an opened database opens its whole pool at once and keeps it: a burst of work is served by those connections, never by new ones', TIMEOUT, async (t) => {
     const defer = cleanups(t);
     const url = await postgres.freshUrl(defer);
     const db = await openDatabase(url);
     defer(() => db.close());
     assert.ok(DATABASE_POOL_SIZE.default > 1);
-    assert.equal(await connectionsTo(url, (count) => count >= DATABASE_POOL_SIZE.default), DATABASE_POOL_SIZE.default);
+    assert.equal(await clientConnections(url, (count) => count >= DATABASE_POOL_SIZE.default), DATABASE_POOL_SIZE.default);
     // Used one after the other, they are not multiplied: the pool hands out the kept ones.
     for (let i = 0; i < 20; i += 1) assert.deepEqual(await db.query('SELECT 1 AS one'), [{ one: 1 }]);
     // Three times as many statements at once as there are connections: they wait their turn.
     const burst = await Promise.all(Array.from({ length: 3 * DATABASE_POOL_SIZE.default }, (_, i) => db.query<{ i: number }>('SELECT $1::int AS i, pg_sleep(0.05)', [i])));
     assert.deepEqual(burst.map(([row]) => row!.i), Array.from({ length: 3 * DATABASE_POOL_SIZE.default }, (_, i) => i));
-    assert.equal(await connectionsTo(url, () => true), DATABASE_POOL_SIZE.default);
+    assert.equal(await clientConnections(url, () => true), DATABASE_POOL_SIZE.default);
   });
 
   test('the pool size is an option: 3 opens 3, and a size outside 1 to 200 is refused with CONFIG_INVALID before any connection', TIMEOUT, async (t) => {
@@ -945,11 +934,11 @@ describe('store on postgres only', () => {
     const db = await openDatabase(url, { poolSize: 3 });
     defer(() => db.close());
     await Promise.all(Array.from({ length: 9 }, () => db.query('SELECT pg_sleep(0.05)')));
-    assert.equal(await connectionsTo(url, (count) => count >= 3), 3);
+    assert.equal(await clientConnections(url, (count) => count >= 3), 3);
     for (const poolSize of [0, 201, 2.5, Number.NaN]) {
       await rejectsWith(openDatabase(url, { poolSize }), ErrorCode.CONFIG_INVALID, (message) => assert.match(message, /CERTPLANE_DATABASE_POOL_SIZE/));
     }
-    assert.equal(await connectionsTo(url, () => true), 3);
+    assert.equal(await clientConnections(url, () => true), 3);
   });
 
   test('a database closed right after it opened, its warm connections still opening, closes and leaves no connection behind', TIMEOUT, async (t) => {
@@ -960,7 +949,7 @@ describe('store on postgres only', () => {
       await db.close();
       await rejectsWith(db.query('SELECT 1'), ErrorCode.STORE_CLOSED);
     }
-    assert.equal(await connectionsTo(url, (count) => count === 0), 0);
+    assert.equal(await clientConnections(url, (count) => count === 0), 0);
   });
 
   test('warm connections the server refuses do not stop the database from opening, nor its queries', TIMEOUT, async (t) => {
@@ -974,7 +963,7 @@ describe('store on postgres only', () => {
     // One at a time, within the limit: whatever the warm-up met is not these queries' business.
     for (let i = 0; i < 5; i += 1) assert.deepEqual(await db.query('SELECT $1::int AS n', [i]), [{ n: i }]);
     assert.deepEqual(await db.transaction((tx) => tx.query('SELECT 2 AS n')), [{ n: 2 }]);
-    assert.ok((await connectionsTo(url, () => true)) <= 2);
+    assert.ok((await clientConnections(url, () => true)) <= 2);
   });
 
   test('a wrong password is STORE_UNAVAILABLE and the message does not repeat it', TIMEOUT, async () => {

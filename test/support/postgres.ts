@@ -69,3 +69,19 @@ export async function dropDatabase(query: (sql: string) => Promise<unknown>, nam
     }
   }
 }
+
+/**
+ * The client connections a database has, as the server counts them, once they settle at what
+ * `settled` accepts (or after about 10 s, whatever they are then). Read from the server's own
+ * database, so the reading connection is not counted.
+ */
+export async function clientConnections(url: string, settled: (count: number) => boolean): Promise<number> {
+  const name = new URL(url).pathname.slice(1);
+  return admin(async (client) => {
+    for (let tries = 0; ; tries += 1) {
+      const [row] = (await client.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [name])).rows;
+      if (settled(row!.count) || tries >= 500) return row!.count;
+      await delay(20);
+    }
+  });
+}
