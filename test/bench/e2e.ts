@@ -2,7 +2,7 @@
  * `npm run bench:e2e`: only the end-to-end parts of `npm run bench` (fleet.ts), so the
  * issuance path can be measured and profiled without the minutes the other parts take.
  * The same switches as run.ts: BENCH_ENGINES (pglite,postgres), BENCH_E2E_AGENTS (20,100;
- * empty for none), BENCH_CAMPAIGN_INSTANCES (1000; 0 for none), BENCH_CAMPAIGN_CONCURRENCY
+ * empty or 0 for none), BENCH_CAMPAIGN_INSTANCES (1000; 0 for none), BENCH_CAMPAIGN_CONCURRENCY
  * (50), BENCH_CAMPAIGN_SECONDS (600), BENCH_E2E_WAVES (3); CERTPLANE_ORDER_BEFORE_CSR (the
  * planes' own, when set); BENCH_PLANE_NODE_OPTIONS
  * profiles the plane.
@@ -13,7 +13,7 @@ import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 process.stdout.write(`certplane bench (end to end only): node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, load average ${load()}\n`);
 const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
-const rounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').filter(Boolean).map(Number);
+const rounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number).filter((n) => n > 0);
 const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
 for (const engine of engines) if (rounds.length > 0) await benchEndToEnd(rounds, engine);
 if (campaign > 0) {

@@ -42,7 +42,10 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
   const passed = Object.fromEntries(PASSED_THROUGH.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]!]])));
   const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...passed, ...env }, nodeArgs);
   const url = `http://127.0.0.1:${port}`;
-  await eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start');
+  // A plane that exits (a setting it refuses) fails the part at once, with its last words, instead of after the wait.
+  const exited = new Promise<never>((_, reject) => plane.child.once('exit', (code, signal) => reject(new Error(`the plane exited (${code ?? signal}) before it listened: ${plane.lines.slice(-5).join(' | ')}`))));
+  exited.catch(() => undefined);
+  await Promise.race([eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start'), exited]);
   return { plane, url };
 }
 
@@ -286,10 +289,13 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     CERTPLANE_RATE_LIMITS: NON_BINDING_RATE_LIMITS,
   });
   const agents: SimulatedAgent[] = [];
+  const warm = Math.min(concurrency, count);
   try {
     const enrolling = performance.now();
-    for (let i = 0; i < count; i += 1) {
-      const instance = await post(`${url}/v1/instances`, { name: `k${i}`, hostnames: [`k${i}.bench.test`], autoIssue: false });
+    // The counted instances in one cluster, the warm-up campaign's in another.
+    for (let i = 0; i < count + warm; i += 1) {
+      const [name, cluster] = i < count ? [`k${i}`, 'bench'] : [`w${i - count}`, 'warm-up'];
+      const instance = await post(`${url}/v1/instances`, { name, cluster, hostnames: [`${name}.bench.test`], autoIssue: false });
       agents.push(await startSimulatedAgent({ server: url, token: instance.enrollmentToken, stateDir: dir.path(`agent-${i}`), trustAnchors: [preferred] }));
     }
     await eventually(async () => {
@@ -297,8 +303,19 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
       return true;
     }, 120_000, 200, 'agents to connect');
     const enrolledSeconds = (performance.now() - enrolling) / 1000;
+    // Both sides warm before the clock starts: an untimed campaign of `warm` instances, and an untimed bare run as large.
+    const warmup = await runCampaign(url, { cluster: 'warm-up' }, performance.now() + seconds * 1000);
+    if (warmup.state !== 'done' || warmup.counts.failed > 0) {
+      const why = await whyFailed(url);
+      const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: the warm-up campaign ${warmup.state}, ${warmup.counts.failed} failed (${why.text})`) : undefined;
+      if (!deadlock) throw new Error(`reissue campaign on ${engine}: the warm-up campaign did not finish (${warmup.state}, ${warmup.counts.installed} installed, ${warmup.counts.failed} failed: ${why.text})`);
+      keepPebbleLog = true;
+      return deadlock;
+    }
     let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
+    let bareWarmup: Awaited<ReturnType<typeof bareAcmeRate>>;
     try {
+      bareWarmup = await bareAcmeRate(pebble, warm, 'campaign-bare-warm-up', concurrency, 'dns-01');
       bare = await bareAcmeRate(pebble, count, 'campaign-bare', concurrency, 'dns-01');
     } catch (error) {
       // The baseline stopped: if Pebble deadlocked, the part is run again like a stalled campaign.
@@ -311,26 +328,20 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     const before = await stageHistogram(url);
     const cpuBefore = await cpuUse(pebble, plane);
     const started = performance.now();
-    const campaign = await post(`${url}/v1/reissues`, { selector: { all: true }, reason: 'bench' });
-    const deadline = started + seconds * 1000;
-    let status: any;
-    for (;;) {
-      status = (await (await fetch(`${url}/v1/reissues/${campaign.id}`)).json()) as any;
-      if (status.counts.failed > 0) {
-        const why = await whyFailed(url);
-        const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: ${status.counts.failed} failed (${why.text})`) : undefined;
-        if (!deadlock) throw new Error(`${status.counts.failed} failed: ${why.text}`);
-        keepPebbleLog = true;
-        return deadlock;
-      }
-      if (status.state === 'done' || performance.now() > deadline) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    const status = await runCampaign(url, { cluster: 'bench' }, started + seconds * 1000);
     const elapsed = (performance.now() - started) / 1000;
+    if (status.counts.failed > 0) {
+      const why = await whyFailed(url);
+      const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: ${status.counts.failed} failed (${why.text})`) : undefined;
+      if (!deadlock) throw new Error(`${status.counts.failed} failed: ${why.text}`);
+      keepPebbleLog = true;
+      return deadlock;
+    }
     const cpu = cpuSince(cpuBefore, await cpuUse(pebble, plane));
     const installed = status.counts.installed as number;
     const rate = installed / elapsed;
-    process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count} agents enrolled and connected in ${enrolledSeconds.toFixed(0)} s; load average ${loadavg()[0]!.toFixed(2)})\n`);
+    process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count + warm} agents (${warm} for the warm-up) enrolled and connected in ${enrolledSeconds.toFixed(0)} s; load average ${loadavg()[0]!.toFixed(2)})\n`);
+    line(`  warm-up, not counted: bare ${warm} / certplane campaign of ${warm}`, `${bareWarmup.rate.toFixed(2)} /s / ${warmup.rate.toFixed(2)} /s  (${(warmup.rate / bareWarmup.rate).toFixed(2)} x)`);
     line(`  baseline: bare acme-client auto(), ${Math.min(concurrency, count)} at a time, 200 ms polls`, `${bareRate.toFixed(2)} /s`);
     line(
       `  certplane campaign: request to every agent's acknowledgement`,
@@ -348,6 +359,21 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     await database.drop();
     await dir.remove();
     if (!keepPebbleLog) await rm(pebbleLog, { force: true });
+  }
+}
+
+/**
+ * Starts a campaign over `selector` and follows it until it is done, one of its instances
+ * failed, or `deadline` (performance.now()) passes; returns its last status and its rate
+ * (installed per second since it was requested).
+ */
+async function runCampaign(url: string, selector: object, deadline: number): Promise<{ state: string; counts: { installed: number; failed: number }; rate: number }> {
+  const started = performance.now();
+  const campaign = await post(`${url}/v1/reissues`, { selector, reason: 'bench' });
+  for (;;) {
+    const status = (await (await fetch(`${url}/v1/reissues/${campaign.id}`)).json()) as any;
+    if (status.counts.failed > 0 || status.state === 'done' || performance.now() > deadline) return { ...status, rate: status.counts.installed / ((performance.now() - started) / 1000) };
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
