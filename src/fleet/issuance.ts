@@ -265,10 +265,12 @@ export class IssuanceCoordinator implements SessionHandler {
   /**
    * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
    * the renewal or reissue job that asked; `replacesCertificateId` to the certificate it replaces.
+   * A caller that has just read the instance passes the record, and it is not read again.
    */
-  async requestIssue(instanceId: string, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
+  async requestIssue(target: string | InstanceRecord, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
+    const instanceId = typeof target === 'string' ? target : target.id;
     // Read side by side: a job's start is a few round trips, and a campaign's pace is theirs.
-    const [instance, [open]] = await Promise.all([this.#instance(instanceId), this.deps.store.certificates.open(instanceId)]);
+    const [instance, [open]] = await Promise.all([typeof target === 'string' ? this.#instance(instanceId) : target, this.deps.store.certificates.open(instanceId)]);
     if (instance.decommissioned) throw decommissioned(instance);
     let certificate: CertificateRecord;
     // The new certificate's notification can arrive before the write returns: asked for just
@@ -312,7 +314,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const { instance, open } = await this.#reconcile(session, true);
     if (instance.autoIssue && open.length === 0 && (await this.#wantsFirstCertificate(instance))) {
       this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
-      await this.requestIssue(instance.id);
+      await this.requestIssue(instance);
     }
   }
 

@@ -130,7 +130,7 @@ export class Revocations {
     if (revoked && isOpen(certificate.status)) this.deps.sessions.get(certificate.instanceId)?.send({ type: 'cancel', certificateId: certificate.id, reason: `revoked: ${request.reason}` });
     const instance = await this.deps.store.instances.get(certificate.instanceId);
     const replace = Boolean(revoked) && request.reissue && certificate.status === 'installed' && instance !== undefined && instance.decommissioned === null;
-    const reissue = replace ? await this.deps.coordinator.requestIssue(certificate.instanceId) : null;
+    const reissue = replace ? await this.deps.coordinator.requestIssue(instance) : null;
     if (reissue) log.info({ replacement: reissue.id }, 'replacement of the revoked certificate requested');
     return { certificate: current, reissue };
   }

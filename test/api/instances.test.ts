@@ -10,6 +10,7 @@ import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { cleanupList, type Defer } from '../support/cleanups.js';
 import { enrollTestAgent, openAgentChannel, startTestPlane, type AgentChannel, type TestPlane } from '../support/plane.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
+import { statementsOf } from '../support/statements.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 const engines: { name: string; open(defer: Defer): Promise<string> }[] = [
@@ -365,3 +366,21 @@ for (const engine of engines) {
     });
   });
 }
+
+describe('what starting an issuance costs the database', () => {
+  test('POST /v1/instances/:id/issue reads the instance once: the route hands the record it read to the coordinator', async () => {
+    const plane = await startTestPlane({ pgliteThread: false });
+    try {
+      const agent = await enrollTestAgent(plane, 'costed', ['costed.cost.example'], { autoIssue: false });
+      const { result, statements } = await statementsOf(() => plane.app.inject({ method: 'POST', url: `/v1/instances/${agent.instanceId}/issue`, headers: { 'x-certplane-actor': 'control-plane' } }));
+      assert.equal(result.statusCode, 202, result.body);
+      const instanceReads = statements.filter((sql) => /^SELECT \* FROM instances WHERE id = \$1/.test(sql));
+      assert.equal(instanceReads.length, 1, statements.join('\n'));
+      // And it did start one: the certificate it returned is the instance's open one.
+      const [open] = await plane.store.certificates.open(agent.instanceId);
+      assert.equal(open?.id, (result.json() as { certificateId: string }).certificateId);
+    } finally {
+      await plane.close();
+    }
+  });
+});

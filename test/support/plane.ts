@@ -78,6 +78,8 @@ export async function startTestPlane(
     clock?: () => Date;
     /** Default memory: (PGlite); a postgres:// URL where concurrency matters. */
     storeUrl?: string;
+    /** False: PGlite runs in this thread, where statementsOf (support/statements.ts) counts its statements (default: its own thread, as in `certplane serve`). */
+    pgliteThread?: boolean;
     maxNamesPerCertificate?: number;
     /** Silent unless a test reads what the plane logs. */
     logger?: Logger;
@@ -100,7 +102,7 @@ export async function startTestPlane(
     orderBeforeCsr?: boolean;
   } = {},
 ): Promise<TestPlane> {
-  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, handshakes, orderBeforeCsr = false, ...channel } = options;
+  const { tls, acmeDirectoryUrl = REFUSED_DIRECTORY_URL, acmeServerCaPem, clock = () => new Date(), storeUrl = 'memory:', pgliteThread, maxNamesPerCertificate, logger = pino({ level: 'silent' }), trustProfiles = () => [{ name: 'default', anchors: [] }], signingTimeoutMs, servedBurst, servedRejected, preferences = ['ISRG Root X1'], onTrustChange = 'report', wakeups, handshakes, orderBeforeCsr = false, ...channel } = options;
   const settings = async () =>
     trustSettings({ profiles: trustProfiles(), sources: {}, preferences, fallback: 'none', distrustedSpkiSha256: new Set(), unheldPreferences: [] });
   const trust = new LiveTrust(settings, await settings());
@@ -109,7 +111,7 @@ export async function startTestPlane(
   try {
     const dir = await scratch('certplane-plane-');
     started.add('scratch directory', () => dir.remove());
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, pgliteThread === undefined ? {} : { pgliteThread });
     started.add('store', () => store.close());
     const secrets = await FileSecretStore.open(dir.path('secrets'));
     const plane = await wirePlane(

@@ -197,7 +197,7 @@ export const instanceRoutes: FastifyPluginAsyncZod<InstanceRouteOptions> = async
     async (request, reply) => {
       const instance = await findInScope(request.caller, `instance ${request.params.id}`, await deps.store.instances.get(request.params.id), (i) => [i.cluster]);
       await deps.store.audit.record({ actor: request.caller?.actor ?? 'unknown', action: 'instance.issue', target: instance.id, reason: null, details: null });
-      const certificate = await deps.coordinator.requestIssue(request.params.id);
+      const certificate = await deps.coordinator.requestIssue(instance);
       return reply.status(202).send({ certificateId: certificate.id, status: certificate.status });
     },
   );
