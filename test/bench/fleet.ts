@@ -184,8 +184,11 @@ async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, 
   const cpuBefore = await cpuUse(pebble);
   const started = performance.now();
   let next = 0;
+  // The first failure ends the run: the other workers take no further certificate (after a
+  // deadlock of Pebble's they would go on, against the stopped Pebble, long after the part).
+  let failed = false;
   const worker = async () => {
-    while (next < csrs.length) {
+    while (next < csrs.length && !failed) {
       const csr = csrs[next++] as string;
       await bare.auto({
         csr,
@@ -198,6 +201,9 @@ async function bareAcmeRate(pebble: LocalPebble, count: number, prefix: string, 
             : challtestsrv('/set-txt', { host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization }),
         challengeRemoveFn: (authz, c) =>
           challenge === 'http-01' ? challtestsrv('/del-http01', { token: (c as { token: string }).token }) : challtestsrv('/clear-txt', { host: `_acme-challenge.${authz.identifier.value}.` }),
+      }).catch((error: unknown) => {
+        failed = true;
+        throw error;
       });
     }
   };

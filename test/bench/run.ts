@@ -197,3 +197,5 @@ const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
 if (campaign > 0) {
   for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
 }
+// The report is complete: as in e2e.ts, what a stopped part left running does not hold the bench.
+process.exit(0);
