@@ -8,8 +8,9 @@
  *    chain needs (the floor any verifier pays).
  *    Then verification at 1 and 100 names, and the longest CSR parse the size cap allows.
  * 2. Issuance against local Pebble: certplane's AcmeIssuer (all chains downloaded,
- *    selected, verified) beside a bare acme-client `auto()` loop, both with dns-01
- *    through pebble-challtestsrv, both polling every 200 ms.
+ *    selected, verified) beside a tuned bare acme-client `auto()` loop (fleet.ts's
+ *    tunedBareClient: nonces reused, connections kept), both with dns-01 through
+ *    pebble-challtestsrv, both polling every 200 ms.
  * 3. Fleet: agents per management-plane process, memory per agent and the reconnect
  *    storm after a restart (agents-scale.ts, BENCH_AGENTS); then (fleet.ts) on each
  *    engine of BENCH_ENGINES (pglite,postgres) end-to-end issuance through agents at
@@ -18,7 +19,7 @@
  *    BENCH_CAMPAIGN_INSTANCES (1000, 0 for none; after an untimed warm-up campaign as large
  *    as its concurrency) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
- *    concurrency polling every 200 ms, and followed by the plane's stage histogram.
+ *    concurrency (tunedBareClient), and followed by the plane's stage histogram.
  *    `npm run bench:e2e` (e2e.ts) runs only these end-to-end parts. The agents of these
  *    parts share this process, so the npm scripts give it UV_THREADPOOL_SIZE=64: each real
  *    agent has a process (and libuv's 4 threads for its fsyncs and key generation) of its own.
@@ -32,8 +33,6 @@ import { cpus, totalmem } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import https from 'node:https';
-import acme from 'acme-client';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, clearCertificateCache, parseCertificateBundle, parseCsr, verifyChain } from '../../src/chain/index.js';
 import { AcmeIssuer } from '../../src/acme/issuer.js';
 import { ChalltestsrvDnsProvider } from '../../src/acme/dns/challtestsrv.js';
@@ -43,7 +42,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
+import { benchCampaign, benchEndToEnd, tunedBareClient, type BenchEngine } from './fleet.js';
 import { benchAgentFleetOn } from './agents-scale.js';
 import { benchFirstSight, benchWhatIf } from './trust.js';
 import { benchFleetMetrics } from './metrics.js';
@@ -150,8 +149,7 @@ async function benchIssuance(): Promise<void> {
       logger: createLogger('silent'),
       pollMinMs: 200,
     });
-    acme.axios.defaults.httpsAgent = new https.Agent({ ca: pebble.acmeServerCaPem, keepAlive: true });
-    const bare = new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey: await acme.crypto.createPrivateEcdsaKey(), backoffAttempts: 300, backoffMin: 200, backoffMax: 200 });
+    const bare = await tunedBareClient(pebble);
     const txt = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
     const csrs = async (prefix: string) => Promise.all(Array.from({ length: ISSUE_COUNT }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
 
@@ -174,7 +172,7 @@ async function benchIssuance(): Promise<void> {
     next = 0;
     const ours = await rate(() => issuer.issue(ourCsrs[next++] as string), ISSUE_SECONDS, ISSUE_COUNT);
     process.stdout.write(`\nissuance against local Pebble (sequential, dns-01 via challtestsrv, ${pebble.directoryUrl})\n`);
-    line(`  baseline: bare acme-client auto(), ${baseline.iterations} certificates`, `${baseline.perSecond.toFixed(2)} /s`);
+    line(`  baseline: bare acme-client auto() (tunedBareClient), ${baseline.iterations} certificates`, `${baseline.perSecond.toFixed(2)} /s`);
     line(`  certplane AcmeIssuer (3 chains fetched, selected, verified), ${ours.iterations}`, `${ours.perSecond.toFixed(2)} /s  (${(ours.perSecond / baseline.perSecond).toFixed(2)} x baseline)`);
   } finally {
     await pebble.stop();
