@@ -173,11 +173,9 @@ const BARE_REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * The bare client's connections to `pebble`: one pool kept across its runs on that Pebble,
- * with one TLS context, as the plane keeps its own (src/acme/issuer.ts). A pool made for each
- * run opened its connections again in every wave; in a profiled 20-agent part on 2026-12-03
- * the bench process spent 0.58 s of its 5.4 busy seconds opening TLS connections, most of
- * them the bare client's, and building a context for each. The baseline is the bare client
- * at its best.
+ * with one TLS context, as the plane keeps its own (src/acme/issuer.ts), where a pool made
+ * for each run opened its connections again in every wave. The baseline is the bare client
+ * at its best. (Most of the connections it opened came from its nonces: see BARE_NONCES.)
  */
 const bareAgents = new WeakMap<LocalPebble, https.Agent>();
 function bareConnections(pebble: LocalPebble): https.Agent {
