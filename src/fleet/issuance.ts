@@ -265,7 +265,8 @@ export class IssuanceCoordinator implements SessionHandler {
   /**
    * Starts an issuance for the instance, or returns the one under way. `jobId` links it to
    * the renewal or reissue job that asked; `replacesCertificateId` to the certificate it replaces.
-   * A caller that has just read the instance passes the record, and it is not read again.
+   * A caller that read the instance one step before (the API's route) passes the record, and
+   * it is not read again; one that read it earlier passes the id.
    */
   async requestIssue(target: string | InstanceRecord, options: { jobId?: string; replacesCertificateId?: string } = {}): Promise<CertificateRecord> {
     const instanceId = typeof target === 'string' ? target : target.id;
@@ -314,7 +315,8 @@ export class IssuanceCoordinator implements SessionHandler {
     const { instance, open } = await this.#reconcile(session, true);
     if (instance.autoIssue && open.length === 0 && (await this.#wantsFirstCertificate(instance))) {
       this.deps.logger.info({ instanceId: instance.id }, 'the agent connected without a valid certificate; issuing one (autoIssue)');
-      await this.requestIssue(instance);
+      // By id: the record read at reconciliation is a few round trips old by now, and a PATCH or a decommission may have come between.
+      await this.requestIssue(instance.id);
     }
   }
 

@@ -3,7 +3,8 @@
  * issuance path can be measured and profiled without the minutes the other parts take.
  * The same switches as run.ts: BENCH_ENGINES (pglite,postgres), BENCH_E2E_AGENTS (20,100;
  * empty or 0 for none), BENCH_CAMPAIGN_INSTANCES (1000; 0 for none), BENCH_CAMPAIGN_CONCURRENCY
- * (50), BENCH_CAMPAIGN_SECONDS (600), BENCH_E2E_WAVES (3); CERTPLANE_ORDER_BEFORE_CSR (the
+ * (50), BENCH_CAMPAIGN_SECONDS (600), BENCH_E2E_WAVES (3), BENCH_BARE_NONCES (0 for
+ * acme-client's own nonces in the baseline); CERTPLANE_ORDER_BEFORE_CSR (the
  * planes' own, when set); BENCH_PLANE_NODE_OPTIONS
  * profiles the plane.
  */

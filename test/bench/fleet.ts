@@ -44,8 +44,9 @@ async function startPlane(env: Record<string, string>): Promise<{ plane: Running
   const passed = Object.fromEntries(PASSED_THROUGH.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]!]])));
   const plane = startCertplane(['serve'], { CERTPLANE_INSECURE_HTTP: '1', CERTPLANE_LISTEN: `127.0.0.1:${port}`, CERTPLANE_LOG_LEVEL: 'warn', ...passed, ...env }, nodeArgs);
   const url = `http://127.0.0.1:${port}`;
-  // A plane that exits (a setting it refuses) fails the part at once, with its last words, instead of after the wait.
-  const exited = new Promise<never>((_, reject) => plane.child.once('exit', (code, signal) => reject(new Error(`the plane exited (${code ?? signal}) before it listened: ${plane.lines.slice(-5).join(' | ')}`))));
+  // A plane that exits (a setting it refuses) fails the part at once, with its last words
+  // ('close': after its output is read), instead of after the wait.
+  const exited = new Promise<never>((_, reject) => plane.child.once('close', (code, signal) => reject(new Error(`the plane exited (${code ?? signal}) before it listened: ${plane.lines.slice(-5).join(' | ')}`))));
   exited.catch(() => undefined);
   await Promise.race([eventually(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 180_000, 200, 'the plane to start'), exited]);
   return { plane, url };
@@ -186,12 +187,9 @@ function bareConnections(pebble: LocalPebble): https.Agent {
 
 /**
  * Whether the bare client reuses the Replay-Nonce of each answer (BENCH_BARE_NONCES, on
- * unless `0`). acme-client on its own sends a HEAD to newNonce before every signed request,
- * and Pebble's answer to a HEAD (no Content-Length) ends its keep-alive connection, so each
- * signed request also opened a TLS connection: 45 ms of CPU per certificate against 26 with
- * reuse in a 20-agent part on 2026-12-03, and 32 to 43 certificates per second against 49
- * to 57. certplane has reused nonces since its issuer was written (src/acme/nonces.ts); the
- * baseline does the same, with the same function.
+ * unless `0`), as certplane's issuer does, with the same function. On its own acme-client
+ * sends a HEAD to newNonce before every signed request, and Pebble ends the connection after
+ * each: docs/testing.md, "A tuned baseline", has what that cost.
  */
 const BARE_NONCES = process.env.BENCH_BARE_NONCES !== '0';
 /** How the baseline lines name the bare client's tuning. */
@@ -348,16 +346,23 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
       return true;
     }, 120_000, 200, 'agents to connect');
     const enrolledSeconds = (performance.now() - enrolling) / 1000;
-    // Both sides warm before the clock starts: an untimed campaign of `warm` instances, and an untimed bare run as large.
-    const warmup = await runCampaign(url, { cluster: 'warm-up' }, performance.now() + seconds * 1000);
-    if (warmup.state !== 'done' || warmup.counts.failed > 0) {
+    // A campaign that failed (or, put to Pebble, stalled): run again when Pebble deadlocked,
+    // which a stall is asked about and failures only when every one looks like it; else the
+    // bench fails.
+    const failedBy = async (what: string, stalled: boolean): Promise<string> => {
       const why = await whyFailed(url);
-      const what = `reissue campaign on ${engine}: the warm-up campaign ${warmup.unfinished ? `did not finish (${warmup.counts.installed} installed when ${warmup.unfinished})` : `had ${warmup.counts.failed} failed`}: ${why.text}`;
-      // A stall is put to Pebble as the counted campaign's is; failures only when every one looks like its deadlock.
-      const deadlock = warmup.unfinished || why.allUnreachable ? await deadlocked(pebble, pebbleLog, what) : undefined;
-      if (!deadlock) throw new Error(what);
+      const text = `reissue campaign on ${engine}: ${what}: ${why.text}`;
+      const deadlock = stalled || why.allUnreachable ? await deadlocked(pebble, pebbleLog, text) : undefined;
+      if (!deadlock) throw new Error(text);
       keepPebbleLog = true;
       return deadlock;
+    };
+    // Both sides warm before the clock starts: an untimed campaign of `warm` instances, and an
+    // untimed bare run as large. A warm-up that does not finish leaves nothing to measure
+    // after it, so it ends the part (a counted campaign that stalls is reported, INCOMPLETE).
+    const warmup = await runCampaign(url, { cluster: 'warm-up' }, performance.now() + seconds * 1000);
+    if (warmup.state !== 'done' || warmup.counts.failed > 0) {
+      return await failedBy(warmup.unfinished ? `the warm-up campaign did not finish (${warmup.counts.installed} installed when ${warmup.unfinished})` : `the warm-up campaign had ${warmup.counts.failed} failed`, Boolean(warmup.unfinished));
     }
     let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
     let bareWarmup: Awaited<ReturnType<typeof bareAcmeRate>>;
@@ -377,13 +382,7 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     const started = performance.now();
     const status = await runCampaign(url, { cluster: 'bench' }, started + seconds * 1000);
     const elapsed = (performance.now() - started) / 1000;
-    if (status.counts.failed > 0) {
-      const why = await whyFailed(url);
-      const deadlock = why.allUnreachable ? await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: ${status.counts.failed} failed (${why.text})`) : undefined;
-      if (!deadlock) throw new Error(`${status.counts.failed} failed: ${why.text}`);
-      keepPebbleLog = true;
-      return deadlock;
-    }
+    if (status.counts.failed > 0) return await failedBy(`${status.counts.failed} failed`, false);
     const cpu = cpuSince(cpuBefore, await cpuUse(pebble, plane));
     const installed = status.counts.installed as number;
     const rate = installed / elapsed;
@@ -411,8 +410,8 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
 
 /**
  * How long a campaign may install nothing before the bench stops following it and reports a
- * stall: Pebble's deadlock (see stallReport) stops every order at once, and the 300 s bound
- * then spent four idle minutes on a part that was going to be run again anyway. A campaign on
+ * stall: Pebble's deadlock (see stallReport) stops every order at once, and the part then
+ * sat idle until its bound (BENCH_CAMPAIGN_SECONDS) before it was run again anyway. A campaign on
  * a working Pebble installs something every second.
  */
 const CAMPAIGN_STALL_MS = 60_000;

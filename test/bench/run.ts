@@ -20,6 +20,7 @@
  *    as its concurrency) at BENCH_CAMPAIGN_CONCURRENCY (50) orders at a time,
  *    bounded by BENCH_CAMPAIGN_SECONDS (600); each beside bare acme-client at the same
  *    concurrency (tunedBareClient), and followed by the plane's stage histogram.
+ *    BENCH_BARE_NONCES=0 gives the baseline acme-client's own nonces.
  *    `npm run bench:e2e` (e2e.ts) runs only these end-to-end parts. The agents of these
  *    parts share this process, so the npm scripts give it UV_THREADPOOL_SIZE=64: each real
  *    agent has a process (and libuv's 4 threads for its fsyncs and key generation) of its own.
@@ -149,6 +150,10 @@ async function benchIssuance(): Promise<void> {
       logger: createLogger('silent'),
       pollMinMs: 200,
     });
+    // acme-client's axios settings are module-wide: from here both clients share the bare
+    // client's connection pool, and the bare client runs under the issuer's settings (no
+    // retries inside acme-client, certplane's unanswered-request interceptor), as the
+    // end-to-end parts' bare client does after this part in `npm run bench`.
     const bare = await tunedBareClient(pebble);
     const txt = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
     const csrs = async (prefix: string) => Promise.all(Array.from({ length: ISSUE_COUNT }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
