@@ -9,17 +9,12 @@
  * profiles the plane.
  */
 import { cpus, loadavg } from 'node:os';
-import { benchCampaign, benchEndToEnd, type BenchEngine } from './fleet.js';
+import { benchFleetParts, type BenchEngine } from './fleet.js';
 
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 process.stdout.write(`certplane bench (end to end only): node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, load average ${load()}\n`);
 const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as BenchEngine[];
-const rounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number).filter((n) => n > 0);
-const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
-for (const engine of engines) if (rounds.length > 0) await benchEndToEnd(rounds, engine);
-if (campaign > 0) {
-  for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
-}
+await benchFleetParts(engines);
 process.stdout.write(`load average at the end: ${load()}\n`);
 // The report is complete, and the bench does not wait for what a stopped part may have left
 // running: a run on 2026-12-03 whose two campaign parts had met Pebble's deadlock printed its

@@ -295,6 +295,21 @@ function printStages(before: StageHistogram, after: StageHistogram): void {
 }
 
 /**
+ * The end-to-end parts as both bench programs run them (run.ts, e2e.ts): on each engine, each
+ * agent count of BENCH_E2E_AGENTS (20,100; empty or 0 for none), then on each engine a
+ * campaign of BENCH_CAMPAIGN_INSTANCES (1000; 0 for none) at BENCH_CAMPAIGN_CONCURRENCY (50),
+ * bounded by BENCH_CAMPAIGN_SECONDS (600).
+ */
+export async function benchFleetParts(engines: readonly BenchEngine[]): Promise<void> {
+  const rounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number).filter((n) => n > 0);
+  if (rounds.length > 0) for (const engine of engines) await benchEndToEnd(rounds, engine);
+  const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
+  if (campaign > 0) {
+    for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
+  }
+}
+
+/**
  * A reissue campaign over `count` instances (simulated agents running the real agent code,
  * dns-01 through challtestsrv) with limits too high to bind, beside the bare client at the
  * plane's issuance concurrency. Bounded: past `seconds` it reports what it reached, as such.
@@ -381,11 +396,10 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
     const cpuBefore = await cpuUse(pebble, plane);
     const started = performance.now();
     const status = await runCampaign(url, { cluster: 'bench' }, started + seconds * 1000);
-    const elapsed = (performance.now() - started) / 1000;
     if (status.counts.failed > 0) return await failedBy(`${status.counts.failed} failed`, false);
     const cpu = cpuSince(cpuBefore, await cpuUse(pebble, plane));
-    const installed = status.counts.installed as number;
-    const rate = installed / elapsed;
+    const { installed } = status.counts;
+    const { rate } = status;
     process.stdout.write(`\nreissue campaign on ${engine}, ${count} instances, limits not binding (simulated agents, dns-01, ${concurrency} orders at a time; ${count + warm} agents (${warm} for the warm-up) enrolled and connected in ${enrolledSeconds.toFixed(0)} s; load average ${loadavg()[0]!.toFixed(2)})\n`);
     line(`  warm-up, not counted: bare ${warm} / certplane campaign of ${warm}`, `${bareWarmup.rate.toFixed(2)} /s / ${warmup.rate.toFixed(2)} /s  (${(warmup.rate / bareWarmup.rate).toFixed(2)} x)`);
     line(`  baseline: bare acme-client auto(), ${Math.min(concurrency, count)} at a time, ${BARE_TUNING}`, `${bareRate.toFixed(2)} /s`);

@@ -43,7 +43,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { benchCampaign, benchEndToEnd, tunedBareClient, type BenchEngine } from './fleet.js';
+import { benchFleetParts, tunedBareClient, type BenchEngine } from './fleet.js';
 import { benchAgentFleetOn } from './agents-scale.js';
 import { benchFirstSight, benchWhatIf } from './trust.js';
 import { benchFleetMetrics } from './metrics.js';
@@ -194,11 +194,6 @@ await benchFleetMetrics(Number(process.env.BENCH_METRICS_INSTANCES ?? 10_000), e
 await benchNames();
 await benchIssuance();
 await benchAgentFleetOn(Number(process.env.BENCH_AGENTS ?? 10_000));
-const e2eRounds = (process.env.BENCH_E2E_AGENTS ?? '20,100').split(',').map(Number).filter((n) => n > 0);
-if (e2eRounds.length > 0) for (const engine of engines) await benchEndToEnd(e2eRounds, engine);
-const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
-if (campaign > 0) {
-  for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
-}
+await benchFleetParts(engines);
 // The report is complete: as in e2e.ts, what a stopped part left running does not hold the bench.
 process.exit(0);
