@@ -72,6 +72,11 @@ export function clearCertificateCache(): void {
   cache.clear();
 }
 
+/** How many parsed certificates the memo holds; for tests of which work goes through it. */
+export function certificateCacheSize(): number {
+  return cache.size;
+}
+
 /**
  * Signature verdicts of each parsed certificate, by the SHA-256 SPKI of the signer's key.
  * Whether a key signed a certificate never changes, and a trust change re-judges every

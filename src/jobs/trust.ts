@@ -8,7 +8,7 @@
  * changed, or the settings did (the issuer stored it under the settings in force).
  */
 import type { Logger } from 'pino';
-import { applyTrustChange, createCertificateScope, judgeInstalled, type Certificate, type CertificateScope, type StoredChainInput, type TrustChange, type TrustProfile } from '../chain/index.js';
+import { applyTrustChange, createCertificateScope, judgeInstalled, sharedCertificateScope, type Certificate, type CertificateScope, type StoredChainInput, type TrustChange, type TrustProfile } from '../chain/index.js';
 import type { LiveTrust } from '../config/trust.js';
 import type { InstalledChainsRecord, InstanceTrustRecord, Store } from '../store/types.js';
 
@@ -48,6 +48,8 @@ export interface WhatIfRow {
 }
 
 const BROKEN_SHOWN = 100;
+/** Up to this many instances, an evaluation parses through the plane's memo (sharedCertificateScope) rather than a scope of its own. */
+const FEW_INSTANCES = 16;
 
 export class TrustEvaluation {
   constructor(private readonly deps: { store: Store; trust: LiveTrust; clock: () => Date; logger: Logger }) {}
@@ -60,7 +62,9 @@ export class TrustEvaluation {
     const settings = this.deps.trust.current();
     const at = this.deps.clock();
     const records = await this.deps.store.trust.installed(filter);
-    const scope = createCertificateScope();
+    // An installation's judgement (a few instances) parses through the plane's memo, where
+    // the issuer left the same chains; a fleet's, through a scope of its own that it drops.
+    const scope = filter.instanceIds && filter.instanceIds.length <= FEW_INSTANCES ? sharedCertificateScope : createCertificateScope();
     const instances: InstanceTrustRecord[] = [];
     const chains: { certificateId: string; index: number; verification: unknown; evaluatedAt: Date; trustFingerprint: string }[] = [];
     for (const record of records) {

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { clearCertificateCache, parseCertificateBundle, type TrustChange } from '../../src/chain/index.js';
+import { certificateCacheSize, clearCertificateCache, parseCertificateBundle, type TrustChange } from '../../src/chain/index.js';
 import { LiveTrust, trustSettings } from '../../src/config/trust.js';
 import { TrustEvaluation, type WhatIfRow } from '../../src/jobs/trust.js';
 import { openStore } from '../../src/store/index.js';
@@ -158,5 +158,16 @@ describe('a fleet-wide what-if and reload give each instance the answer it gets 
       await evaluation.evaluate({ instanceIds: [id] });
     }
     assert.deepEqual(fleet, await stored());
+  });
+
+  test("an installation's judgement parses through the plane's memo, and a fleet's through a scope of its own", async () => {
+    clearCertificateCache();
+    await evaluation.evaluate();
+    assert.equal(certificateCacheSize(), 0, 'a reload of the whole fleet leaves the memo as it found it');
+    await evaluation.evaluate({ instanceIds: [ids[0]!] });
+    // The first kind stores two chains of one leaf: the leaf, the shared intermediate and its cross-sign.
+    assert.equal(certificateCacheSize(), 3, "one instance's chains are parsed into the memo the issuer filled");
+    await evaluation.evaluate({ instanceIds: ids.slice(0, 17) });
+    assert.equal(certificateCacheSize(), 3, 'more than a few instances are judged in a scope of their own');
   });
 });
