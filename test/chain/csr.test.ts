@@ -88,4 +88,21 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     assert.deepEqual([addressOnly.dnsNames, addressOnly.ipAddresses], [[], ['10.0.0.5']]);
     await assert.rejects(parseCsr(await createCsr(key, ['db1.example.com', '10.0.0.5', '10.0.0.6']), 'CSR', { maxNames: 2 }), refusedWith(ErrorCode.CSR_TOO_MANY_NAMES));
   });
+
+  test('a request is refused when its signature is good but its algorithm names another kind of key (an RSA signature labelled ECDSA)', async () => {
+    const pem = await createCsr(await generateKeyPair('rsa-2048'), ['db1.example.com']);
+    assert.equal((await parseCsr(pem)).keyDescription, 'RSA 2048', 'the request as made is accepted');
+    const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    // CertificationRequest: SEQUENCE { info SEQUENCE, algorithm SEQUENCE, signature BIT STRING }, each short enough for these length forms.
+    const outerHeader = 2 + (der[1]! & 0x7f);
+    const element = (at: number) => at + 2 + (der[at + 1]! < 0x80 ? der[at + 1]! : (der[at + 1]! & 0x7f) + der.readUIntBE(at + 2, der[at + 1]! & 0x7f));
+    const infoEnd = element(outerHeader);
+    const algorithmEnd = element(infoEnd);
+    assert.equal(der.subarray(infoEnd, algorithmEnd).toString('hex'), '300d06092a864886f70d01010b0500', 'sha256WithRSAEncryption as made');
+    const ecdsaWithSha256 = Buffer.from('300a06082a8648ce3d040302', 'hex');
+    const content = Buffer.concat([der.subarray(outerHeader, infoEnd), ecdsaWithSha256, der.subarray(algorithmEnd)]);
+    const relabelled = Buffer.concat([Buffer.from([0x30, 0x82, content.length >> 8, content.length & 0xff]), content]);
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${relabelled.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await assert.rejects(parseCsr(tampered), refusedWith(ErrorCode.CSR_BAD_SIGNATURE));
+  });
 });
