@@ -34,6 +34,10 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y "${need_packages[@]}"
 fi
 
+# Pebble built from Debian's source with the fix of its store's lock-order deadlock, which
+# concurrent orders met in the campaign tests and the bench (infra/pebble/build.sh).
+bash infra/pebble/build.sh
+
 # promtool checks and unit-tests infra/monitoring's alert rules (test/monitoring); it comes
 # with Debian's prometheus package, whose server must not run here (it would listen on
 # port 9090 of every interface). Under systemd the unit is masked before the install, so the

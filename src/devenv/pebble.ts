@@ -5,7 +5,7 @@
  * chain selection must be exercised against.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
@@ -80,6 +80,18 @@ interface Supervised {
   readonly output: string[];
   /** Settles once the process is gone and its output is fully read, or it could not be started. */
   readonly exited: Promise<unknown>;
+}
+
+/**
+ * Where infra/pebble/build.sh installs Pebble 2.4.0 built from Debian's source with newOrder's
+ * scan of every authorization taken out of its store's lock: Debian's binary deadlocks there
+ * under concurrent orders (docs/testing.md, "A Pebble that does not deadlock").
+ */
+export const PATCHED_PEBBLE = '/usr/local/libexec/certplane/pebble';
+
+/** The Pebble binary started: CERTPLANE_DEVENV_PEBBLE when set (`pebble` for Debian's own), else the patched build when it is installed, else `pebble` from PATH. */
+export function pebbleBinary(env: NodeJS.ProcessEnv = process.env): string {
+  return env.CERTPLANE_DEVENV_PEBBLE || (existsSync(PATCHED_PEBBLE) ? PATCHED_PEBBLE : 'pebble');
 }
 
 /** Starts pebble-challtestsrv, then Pebble resolving through it, and waits until Pebble answers over HTTPS. */
@@ -221,8 +233,9 @@ function pebbleEnv(options: PebbleOptions, alternateRoots: number): NodeJS.Proce
   };
 }
 
+/** Starts `name` (pebble: pebbleBinary()) and keeps its last lines of output. */
 function supervise(name: string, args: string[], env: NodeJS.ProcessEnv, logFile?: string): Supervised {
-  const child = spawn(name, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(name === 'pebble' ? pebbleBinary(env) : name, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = logFile === undefined ? undefined : createWriteStream(logFile, { flags: 'a' });
   const output: string[] = [];
   const keep = (lines: string[]): void => {

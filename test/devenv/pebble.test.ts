@@ -1,12 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { get } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { PATCHED_PEBBLE, pebbleBinary, startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
 import { hasCode } from '../../src/errors.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
@@ -134,4 +134,13 @@ test('a Pebble that exits while starting gives DEVENV_PEBBLE_START with its outp
 test('out-of-range options are refused before anything starts', async () => {
   await assert.rejects(startPebble({ chainLength: 0 }), (error) => hasCode(error, ErrorCode.DEVENV_PEBBLE_OPTIONS));
   await assert.rejects(startPebble({ nonceRejectPercent: 101 }), (error) => hasCode(error, ErrorCode.DEVENV_PEBBLE_OPTIONS));
+});
+
+test("the suites' Pebble is infra/pebble/build.sh's build, without the store's deadlock, unless another is named", () => {
+  assert.ok(existsSync(PATCHED_PEBBLE), `${PATCHED_PEBBLE} is missing: run bash infra/setup.sh (or infra/pebble/build.sh)`);
+  const binaries = pebble.pids.map((pid) => readlinkSync(`/proc/${pid}/exe`));
+  assert.ok(binaries.includes(PATCHED_PEBBLE), `started: ${binaries.join(', ')}`);
+  assert.ok(binaries.some((binary) => binary.endsWith('/pebble-challtestsrv')), `challtestsrv is Debian's: ${binaries.join(', ')}`);
+  assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: 'pebble' }), 'pebble', "Debian's, by name");
+  assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: '' }), PATCHED_PEBBLE);
 });
