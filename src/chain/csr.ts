@@ -48,7 +48,8 @@ export const MAX_CSR_PEM_BYTES = 16 * 1024;
 /** Hashes a CSR signature may use: SHA-1 and MD5 have chosen-prefix collisions. */
 const STRONG_HASHES = new Set(['SHA-256', 'SHA-384', 'SHA-512']);
 const HASHED_SIGNATURES = new Set(['RSASSA-PKCS1-v1_5', 'RSA-PSS', 'ECDSA']);
-const EDDSA_SIGNATURES = new Set(['Ed25519', 'Ed448']);
+/** Ed448 is not among them: @peculiar/x509 names it 'EdDSA', and it is refused as unknown. */
+const EDDSA_SIGNATURES = new Set(['Ed25519']);
 
 export interface CsrLimits {
   /** Most DNS names (SAN entries, and a name-like CN not among them) one request may carry; duplicates count. */
@@ -125,7 +126,7 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: not a valid PKCS#10 request (${(cause as Error).message})`, { source }, { cause });
   }
   requireStrongSignature(csr, source);
-  const verified = await selfSignatureVerifies(csr, block.der);
+  const verified = await selfSignatureVerifies(csr);
   if (!verified) {
     throw new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
@@ -151,53 +152,55 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
 /** WebCrypto's hash names as node:crypto takes them. */
 const NODE_HASHES: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 /** The node:crypto key type each signature algorithm checked directly needs. */
-const KEY_TYPES: Readonly<Record<string, string>> = { ECDSA: 'ec', 'RSASSA-PKCS1-v1_5': 'rsa', Ed25519: 'ed25519', Ed448: 'ed448' };
+const KEY_TYPES: Readonly<Record<string, string>> = { ECDSA: 'ec', 'RSASSA-PKCS1-v1_5': 'rsa', Ed25519: 'ed25519' };
+/** The curves WebCrypto takes (P-256, P-384, P-521), as OpenSSL and as @peculiar/x509 name them; any other curve, or explicit parameters, goes to WebCrypto, which refuses it. */
+const NAMED_CURVES = new Set(['prime256v1', 'secp384r1', 'secp521r1']);
+const WEBCRYPTO_CURVES = new Set(['P-256', 'P-384', 'P-521']);
+/** The RSA keys checked directly: at most 4096 bits with the exponent every CA key generator uses. A larger modulus or exponent makes verification slow, and goes to WebCrypto's thread pool. */
+const DIRECT_RSA_BITS = 4096;
+const DIRECT_RSA_EXPONENT = 65537n;
 
 /**
- * Whether the request's signature verifies with its own key. ECDSA, RSA PKCS#1 v1.5 and
- * EdDSA are checked with one node:crypto call over the request's DER; @peculiar/x509's
- * verify() imports the key into WebCrypto first and cost a campaign's plane about 0.7 ms
- * per request (2026-12-04). RSA-PSS, whose salt and mask live in the algorithm's
- * parameters, still goes through @peculiar/x509.
+ * Whether the request's signature verifies with its own key. ECDSA on P-256, P-384 and
+ * P-521, RSA PKCS#1 v1.5 with a key of at most 4096 bits and exponent 65537, and Ed25519
+ * are checked with one node:crypto call over the bytes @peculiar/x509 decoded as the
+ * request's info; its verify() imports the key into WebCrypto first and cost a campaign's
+ * plane about 0.7 ms per request (2026-12-04). Everything else (RSA-PSS, whose salt and
+ * mask live in the algorithm's parameters, other curves, explicit curve parameters, large
+ * RSA keys) still goes through @peculiar/x509 and WebCrypto, which refuse what they do not
+ * know and run the arithmetic off the event loop.
  */
-async function selfSignatureVerifies(csr: x509.Pkcs10CertificateRequest, der: Buffer): Promise<boolean> {
+async function selfSignatureVerifies(csr: x509.Pkcs10CertificateRequest): Promise<boolean> {
+  const viaWebCrypto = () => csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
   const algorithm = csr.signatureAlgorithm as { name: string; hash?: { name?: string } };
-  const direct = algorithm.name === 'ECDSA' || algorithm.name === 'RSASSA-PKCS1-v1_5' ? NODE_HASHES[algorithm.hash?.name ?? ''] : EDDSA_SIGNATURES.has(algorithm.name) ? null : undefined;
-  if (direct === undefined) return csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
-  const signed = firstElement(der);
-  if (!signed) return false;
+  const hash = algorithm.name === 'ECDSA' || algorithm.name === 'RSASSA-PKCS1-v1_5' ? NODE_HASHES[algorithm.hash?.name ?? ''] : algorithm.name === 'Ed25519' ? null : undefined;
+  if (hash === undefined) return viaWebCrypto();
+  // The exact bytes the signature covers, as @peculiar/x509 decoded them (its `tbs`, kept
+  // private in its types): never found by walking the DER here.
+  const tbs = Reflect.get(csr, 'tbs') as unknown;
+  const signed = ArrayBuffer.isView(tbs) ? Buffer.from(tbs.buffer, tbs.byteOffset, tbs.byteLength) : tbs instanceof ArrayBuffer ? Buffer.from(tbs) : undefined;
+  if (!signed) return viaWebCrypto();
+  let key: ReturnType<typeof createPublicKey>;
   try {
-    const key = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
-    // The key must be of the kind the algorithm names: node:crypto would check an RSA
-    // signature for a request that calls itself ECDSA.
-    if (key.asymmetricKeyType !== KEY_TYPES[algorithm.name]) return false;
-    return verifySignature(direct, signed, key, Buffer.from(csr.signature));
+    key = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
   } catch {
-    // A key that does not fit the algorithm named, or a signature that is not one.
     return false;
   }
-}
-
-/**
- * The first element of a DER SEQUENCE, header included: a CertificationRequest's
- * certificationRequestInfo, the bytes its signature covers. undefined when the lengths do
- * not fit the buffer (the request decoded already, so that is not expected).
- */
-function firstElement(der: Buffer): Buffer | undefined {
-  const header = (at: number): { length: number; size: number } | undefined => {
-    const first = der[at + 1];
-    if (first === undefined) return undefined;
-    if (first < 0x80) return { length: first, size: 2 };
-    const bytes = first & 0x7f;
-    if (bytes === 0 || bytes > 4 || at + 2 + bytes > der.length) return undefined;
-    return { length: der.readUIntBE(at + 2, bytes), size: 2 + bytes };
-  };
-  const outer = header(0);
-  if (der[0] !== 0x30 || !outer) return undefined;
-  const inner = header(outer.size);
-  if (der[outer.size] !== 0x30 || !inner) return undefined;
-  const end = outer.size + inner.size + inner.length;
-  return end <= der.length ? der.subarray(outer.size, end) : undefined;
+  // The key must be of the kind the algorithm names: node:crypto would check an RSA
+  // signature for a request that calls itself ECDSA.
+  if (key.asymmetricKeyType !== KEY_TYPES[algorithm.name]) return false;
+  const details = key.asymmetricKeyDetails ?? {};
+  // OpenSSL names the curve of explicit parameters that spell out a known one; @peculiar/x509
+  // names only a curve given by its OID, as WebCrypto requires.
+  const curve = (csr.publicKey.algorithm as { namedCurve?: string }).namedCurve;
+  if (key.asymmetricKeyType === 'ec' && !(NAMED_CURVES.has(details.namedCurve ?? '') && WEBCRYPTO_CURVES.has(curve ?? ''))) return viaWebCrypto();
+  if (key.asymmetricKeyType === 'rsa' && ((details.modulusLength ?? Infinity) > DIRECT_RSA_BITS || details.publicExponent !== DIRECT_RSA_EXPONENT)) return viaWebCrypto();
+  try {
+    return verifySignature(hash, signed, key, Buffer.from(csr.signature));
+  } catch {
+    // A signature that is not one (an ECDSA value that is not DER, for example).
+    return false;
+  }
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../../src/errors.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
@@ -89,6 +90,28 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     await assert.rejects(parseCsr(await createCsr(key, ['db1.example.com', '10.0.0.5', '10.0.0.6']), 'CSR', { maxNames: 2 }), refusedWith(ErrorCode.CSR_TOO_MANY_NAMES));
   });
 
+  test('a validly signed request on a curve other than P-256, P-384 or P-521, or on explicit curve parameters, is refused; an unusual RSA key is checked by WebCrypto', async () => {
+    const names = ['db1.example.com'];
+    for (const keyKind of ['ecdsa-secp256k1', 'ecdsa-p256-explicit'] as const) {
+      const pem = await opensslCsr(keyKind, 'sha256', names);
+      const checked = await countingWebCryptoChecks(() => assert.rejects(parseCsr(pem), refusedWith(ErrorCode.CSR_BAD_SIGNATURE), keyKind));
+      assert.equal(checked.calls, 1, `${keyKind} goes to WebCrypto, which refuses it`);
+    }
+    const exponentThree = await opensslCsr('rsa-2048-e3', 'sha256', names);
+    const webCryptoChecks = await countingWebCryptoChecks(() => parseCsr(exponentThree));
+    assert.equal(webCryptoChecks.result.keyDescription, 'RSA 2048');
+    assert.equal(webCryptoChecks.calls, 1, 'an exponent of 3 is checked by WebCrypto, off the event loop');
+    await assert.rejects(parseCsr(flipLastSignatureByte(exponentThree)), refusedWith(ErrorCode.CSR_BAD_SIGNATURE), 'a bad signature on the WebCrypto path');
+  });
+
+  test('a request whose signature was altered is refused on every path checked directly (ECDSA, RSA, Ed25519)', async () => {
+    for (const [keyKind, digest] of [['ecdsa-p256', 'sha256'], ['rsa-2048', 'sha256'], ['ed25519', undefined]] as const) {
+      const pem = await opensslCsr(keyKind, digest, ['db1.example.com']);
+      assert.equal((await countingWebCryptoChecks(() => parseCsr(pem))).calls, 0, `${keyKind} is checked by node:crypto directly`);
+      await assert.rejects(parseCsr(flipLastSignatureByte(pem)), refusedWith(ErrorCode.CSR_BAD_SIGNATURE), keyKind);
+    }
+  });
+
   test('a request is refused when its signature is good but its algorithm names another kind of key (an RSA signature labelled ECDSA)', async () => {
     const pem = await createCsr(await generateKeyPair('rsa-2048'), ['db1.example.com']);
     assert.equal((await parseCsr(pem)).keyDescription, 'RSA 2048', 'the request as made is accepted');
@@ -106,3 +129,26 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     await assert.rejects(parseCsr(tampered), refusedWith(ErrorCode.CSR_BAD_SIGNATURE));
   });
 });
+
+/** The request with the last byte of its DER, the end of its signature, inverted. */
+function flipLastSignatureByte(pem: string): string {
+  const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  der[der.length - 1] = der[der.length - 1]! ^ 0xff;
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE REQUEST-----\n`;
+}
+
+/** What `work` returned, and how many times @peculiar/x509's verify() (the WebCrypto path) ran meanwhile. */
+async function countingWebCryptoChecks<T>(work: () => Promise<T>): Promise<{ result: T; calls: number }> {
+  const prototype = x509.Pkcs10CertificateRequest.prototype;
+  const original = prototype.verify;
+  let calls = 0;
+  prototype.verify = function (this: x509.Pkcs10CertificateRequest, ...args: Parameters<typeof original>) {
+    calls += 1;
+    return original.apply(this, args);
+  };
+  try {
+    return { result: await work(), calls };
+  } finally {
+    prototype.verify = original;
+  }
+}

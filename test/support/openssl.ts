@@ -5,12 +5,17 @@
 import { execFileSync } from 'node:child_process';
 import { scratch } from './cli.js';
 
-export type OpensslKey = 'ecdsa-p256' | 'rsa-2048' | 'ed25519';
+export type OpensslKey = 'ecdsa-p256' | 'rsa-2048' | 'ed25519' | 'ecdsa-secp256k1' | 'ecdsa-p256-explicit' | 'rsa-2048-e3';
 
 const GENPKEY: Record<OpensslKey, string[]> = {
   'ecdsa-p256': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'],
   'rsa-2048': ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'],
   ed25519: ['-algorithm', 'ED25519'],
+  // Keys WebCrypto does not take, or that certplane checks off the event loop: a curve
+  // outside P-256/384/521, P-256 spelled out as explicit parameters, an RSA exponent of 3.
+  'ecdsa-secp256k1': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:secp256k1'],
+  'ecdsa-p256-explicit': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-pkeyopt', 'ec_param_enc:explicit'],
+  'rsa-2048-e3': ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:3'],
 };
 
 /** A PEM CSR for `names` (the first also the CN) over a fresh key, signed with `digest` (`sha1`, `md5`, `sha256`...; none for Ed25519). */
