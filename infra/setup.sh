@@ -31,7 +31,7 @@ fi
 
 if [ ${#need_packages[@]} -gt 0 ]; then
   "${as_root[@]}" apt-get update
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y "${need_packages[@]}"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_packages[@]}"
 fi
 
 # Pebble built from Debian's source with the fix of its store's lock-order deadlock, which
@@ -48,7 +48,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   [ -d /run/systemd/system ] && systemd_running=1
   [ "$systemd_running" -eq 0 ] || "${as_root[@]}" systemctl mask prometheus.service
   [ ${#need_packages[@]} -gt 0 ] || "${as_root[@]}" apt-get update
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y --no-install-recommends prometheus
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
   if [ "$systemd_running" -eq 0 ] && [ -x /etc/init.d/prometheus ]; then
     "${as_root[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
     "${as_root[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true

@@ -83,16 +83,24 @@ interface Supervised {
 }
 
 /**
- * Where infra/pebble/build.sh installs Pebble 2.4.0 built from Debian's source with newOrder's
- * scan of every authorization taken out of its store's lock: Debian's binary deadlocks there
- * under concurrent orders (docs/testing.md, "A Pebble that does not deadlock").
+ * Where infra/pebble/build.sh installs Pebble 2.4.0 built from Debian's source with the
+ * store's reads that wait for an order's or authorization's lock taken out of its read lock:
+ * Debian's binary deadlocks in newOrder's under concurrent orders (docs/testing.md, "A Pebble
+ * without the newOrder deadlock").
  */
 export const PATCHED_PEBBLE = '/usr/local/libexec/certplane/pebble';
 
-/** The Pebble binary started: CERTPLANE_DEVENV_PEBBLE when set (`pebble` for Debian's own), else the patched build when it is installed, else `pebble` from PATH. */
+/** The Pebble binary started: CERTPLANE_DEVENV_PEBBLE when set (`pebble` for Debian's own), else the patched build when it is installed, else `pebble` from PATH, with a warning on stderr. */
 export function pebbleBinary(env: NodeJS.ProcessEnv = process.env): string {
-  return env.CERTPLANE_DEVENV_PEBBLE || (existsSync(PATCHED_PEBBLE) ? PATCHED_PEBBLE : 'pebble');
+  if (env.CERTPLANE_DEVENV_PEBBLE) return env.CERTPLANE_DEVENV_PEBBLE;
+  if (existsSync(PATCHED_PEBBLE)) return PATCHED_PEBBLE;
+  if (!warnedUnpatched) {
+    warnedUnpatched = true;
+    process.stderr.write(`certplane devenv: ${PATCHED_PEBBLE} is missing (bash infra/setup.sh builds it); starting pebble from PATH, which can deadlock under concurrent orders\n`);
+  }
+  return 'pebble';
 }
+let warnedUnpatched = false;
 
 /** Starts pebble-challtestsrv, then Pebble resolving through it, and waits until Pebble answers over HTTPS. */
 export async function startPebble(options: PebbleOptions = {}): Promise<LocalPebble> {

@@ -49,7 +49,7 @@ export interface WhatIfRow {
 
 const BROKEN_SHOWN = 100;
 /** Up to this many instances, an evaluation parses through the plane's memo (sharedCertificateScope) rather than a scope of its own. */
-const FEW_INSTANCES = 16;
+const SHARED_MEMO_MAX_INSTANCES = 16;
 
 export class TrustEvaluation {
   constructor(private readonly deps: { store: Store; trust: LiveTrust; clock: () => Date; logger: Logger }) {}
@@ -64,7 +64,7 @@ export class TrustEvaluation {
     const records = await this.deps.store.trust.installed(filter);
     // An installation's judgement (a few instances) parses through the plane's memo, where
     // the issuer left the same chains; a fleet's, through a scope of its own that it drops.
-    const scope = filter.instanceIds && filter.instanceIds.length <= FEW_INSTANCES ? sharedCertificateScope : createCertificateScope();
+    const scope = filter.instanceIds && filter.instanceIds.length <= SHARED_MEMO_MAX_INSTANCES ? sharedCertificateScope : createCertificateScope();
     const instances: InstanceTrustRecord[] = [];
     const chains: { certificateId: string; index: number; verification: unknown; evaluatedAt: Date; trustFingerprint: string }[] = [];
     for (const record of records) {

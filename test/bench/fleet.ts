@@ -197,12 +197,23 @@ export const BARE_TUNING = `200 ms polls${BARE_NONCES ? ', nonces reused' : ''}`
 /**
  * The baseline does the plane's job: a certificate whose chain leads to the preferred root,
  * asked for with acme-client's own `preferredChain`. acme-client then downloads every
- * alternate too (as the plane must, to keep every chain the CA offers: DESIGN.md, "When
- * trust changes") and picks one by its issuers' names. The end-to-end parts also run it
+ * alternate too (as the plane must, to keep every chain the CA offers:
+ * docs/concepts/chain-selection.md, "Re-chaining") and picks one by its issuers' names. The end-to-end parts also run it
  * without (`undefined`): the default chain only, whichever root it leads to, which is less
  * work and not the same job, shown for reference (docs/testing.md, "The same job for the baseline").
  */
 export const barePreferredChain = (preferredRootCN: string | undefined): { preferredChain?: string } => (preferredRootCN ? { preferredChain: preferredRootCN } : {});
+
+/**
+ * After the clock: the baseline did the job asked of it, every chain up to the preferred
+ * root (acme-client falls back to the default chain, silently, when no name matches).
+ * Throws with how many did not.
+ */
+export function requirePreferredRoot(chains: readonly string[], preferredRootCN: string | undefined): void {
+  if (!preferredRootCN) return;
+  const elsewhere = chains.map((chain) => parseCertificateBundle(chain).at(-1)?.issuerCN).filter((root) => root !== preferredRootCN);
+  if (elsewhere.length > 0) throw new Error(`${elsewhere.length} of the bare client's ${chains.length} chains end elsewhere than at the preferred root "${preferredRootCN}" (for example at "${elsewhere[0]}")`);
+}
 
 /**
  * A bare acme-client at its best on `pebble`, with its account made: polling every 200 ms,
@@ -233,11 +244,11 @@ async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undef
   // The first failure ends the run: the other workers take no further certificate (after a
   // deadlock of Pebble's they would go on, against the stopped Pebble, long after the part).
   let failed = false;
-  let lastChain = '';
+  const chains: string[] = [];
   const worker = async () => {
     while (next < csrs.length && !failed) {
       const csr = csrs[next++] as string;
-      lastChain = await bare.auto({
+      const chain = await bare.auto({
         csr,
         termsOfServiceAgreed: true,
         ...barePreferredChain(preferredRootCN),
@@ -253,15 +264,13 @@ async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undef
         failed = true;
         throw error;
       });
+      chains.push(chain);
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
   const rate = count / ((performance.now() - started) / 1000);
   const cpu = cpuSince(cpuBefore, await cpuUse(pebble));
-  // After the clock: the baseline did the job asked of it, a chain up to the preferred root
-  // (acme-client falls back to the default chain, silently, when no name matches).
-  const top = parseCertificateBundle(lastChain).at(-1);
-  if (preferredRootCN && top?.issuerCN !== preferredRootCN) throw new Error(`the bare client's chain ends at "${top?.issuerCN}", not at the preferred root "${preferredRootCN}"`);
+  requirePreferredRoot(chains, preferredRootCN);
   return { rate, cpu };
 }
 
@@ -605,17 +614,21 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
       const waves: { bare: number; certplane: number; load: number }[] = [];
       let stopped: string | undefined;
       let installed = 0;
-      for (let wave = -warmupWaves; wave < E2E_WAVES && !stopped; wave += 1) {
-        let bare: Awaited<ReturnType<typeof bareAcmeRate>>;
+      // A bare run, or the deadlock of Pebble's that stopped it.
+      const bareRun = async (preferredRootCN: string | undefined, prefix: string): Promise<{ run: Awaited<ReturnType<typeof bareAcmeRate>> } | { deadlock: string }> => {
         try {
-          bare = await bareAcmeRate(pebble, preferred.subjectCN, count, `bare${count}-`, count, 'http-01');
-          if (wave >= 0) defaultChainOnly.push((await bareAcmeRate(pebble, undefined, count, `bare${count}-default-`, count, 'http-01')).rate);
+          return { run: await bareAcmeRate(pebble, preferredRootCN, count, prefix, count, 'http-01') };
         } catch (error) {
           const deadlock = await deadlocked(pebble, pebbleLog, `end-to-end issuance on ${engine}, ${count} agents: the bare client's run stopped (${(error as Error).message})`);
           if (!deadlock) throw error;
           keepPebbleLog = true;
-          return { deadlock, remaining: rounds.slice(round) };
+          return { deadlock };
         }
+      };
+      for (let wave = -warmupWaves; wave < E2E_WAVES && !stopped; wave += 1) {
+        const baseline = await bareRun(preferred.subjectCN, `bare${count}-`);
+        if ('deadlock' in baseline) return { deadlock: baseline.deadlock, remaining: rounds.slice(round) };
+        const bare = baseline.run;
         const previous = await currentCertificates(ids);
         const cpuBefore = await cpuUse(pebble, plane);
         const started = performance.now();
@@ -652,6 +665,12 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
         }
         if (complete) await installedAll(ids, previous);
         else stopped = `INCOMPLETE after ${E2E_SECONDS} s, instances by status: ${JSON.stringify(summary.byStatus)}`;
+        if (wave >= 0 && complete) {
+          // The reference line's run comes after certplane's wave, so each wave sits right beside its own same-job baseline.
+          const reference = await bareRun(undefined, `bare${count}-default-`);
+          if ('deadlock' in reference) return { deadlock: reference.deadlock, remaining: rounds.slice(round) };
+          defaultChainOnly.push(reference.run.rate);
+        }
         if (wave < 0) before = await stageHistogram(url);
       }
       // A warm-up wave that did not finish measured nothing: the bench fails rather than report a round it did not run.
@@ -664,7 +683,7 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
       waves.forEach((w, i) => line(`  wave ${i + 1}: bare acme-client auto(), ${count} at a time, ${BARE_TUNING}, preferred chain / certplane`, `${w.bare.toFixed(2)} /s / ${w.certplane.toFixed(2)} /s  (${ratios[i]!.toFixed(2)} x)`));
       line(`  certplane, median of the waves`, `${median(ratios).toFixed(2)} x baseline${stopped ? `  ${stopped}` : ''}`);
       // For reference, not the same job: the bare client that takes the default chain, whichever root it leads to.
-      const referenceRatios = waves.map((w, i) => w.certplane / defaultChainOnly[i]!);
+      const referenceRatios = defaultChainOnly.map((rate, i) => waves[i]!.certplane / rate);
       line(`  reference, not the same job: bare, default chain only`, `${defaultChainOnly.map((r) => r.toFixed(2)).join(', ')} /s; certplane median ${median(referenceRatios).toFixed(2)} x`);
       const sum = (all: CpuUse[]) => all.reduce((a, b) => ({ ca: a.ca + b.ca, postgres: a.postgres + b.postgres, bench: a.bench + b.bench, plane: a.plane + b.plane }));
       printCpu(engine, sum(bareCpu), count * bareCpu.length, sum(planeCpu), Math.max(1, installed));

@@ -3,16 +3,22 @@
  * the requests that met its store's deadlock. Each worker makes an order and reads its
  * authorizations four times (POST-as-GET), the tuned bare client of the bench doing it
  * (8,000 orders, 100 at a time, by default). Debian's Pebble 2.4.0
- * (`CERTPLANE_DEVENV_PEBBLE=pebble`) hung in two of three runs on 2026-12-04; the build of
- * infra/pebble/build.sh is the default. Prints how many orders finished and how long it took;
- * exits 1 when a request gave up (after 30 s), which is how the deadlock shows.
+ * (`CERTPLANE_DEVENV_PEBBLE=pebble`) hung in three of four runs on 2026-12-04; the build of
+ * infra/pebble/build.sh is the default. Prints how many orders finished and how long it took.
+ * When a request gives up (after 30 s) it asks Pebble for its goroutines and says whether
+ * they show the store's deadlock (test/support/pebble-deadlock.ts), then exits 1.
  */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startPebble } from '../../src/devenv/pebble.js';
+import { askPebble } from '../support/pebble-deadlock.js';
 import { tunedBareClient } from './fleet.js';
 
 const count = Number(process.argv[2] ?? 8000);
 const concurrency = Number(process.argv[3] ?? 100);
-const pebble = await startPebble({ alternateRoots: 0 });
+const logFile = join(await mkdtemp(join(tmpdir(), 'certplane-pebble-stress-')), 'pebble.log');
+const pebble = await startPebble({ alternateRoots: 0, logFile });
 let next = 0;
 let done = 0;
 let failure: string | undefined;
@@ -33,6 +39,7 @@ try {
       }),
     ),
   );
+  if (failure) failure = `${failure}; ${(await askPebble(pebble, logFile)).verdict}`;
 } finally {
   await pebble.stop();
 }

@@ -43,7 +43,7 @@ import { startPebble } from '../../src/devenv/pebble.js';
 import { FileSecretStore } from '../../src/secrets/index.js';
 import { createLogger } from '../../src/log/logger.js';
 import { intermediate, leaf, root } from '../support/hierarchies.js';
-import { BARE_TUNING, barePreferredChain, benchFleetParts, tunedBareClient, type BenchEngine } from './fleet.js';
+import { BARE_TUNING, barePreferredChain, benchFleetParts, requirePreferredRoot, tunedBareClient, type BenchEngine } from './fleet.js';
 import { benchAgentFleetOn } from './agents-scale.js';
 import { benchFirstSight, benchWhatIf } from './trust.js';
 import { benchFleetMetrics } from './metrics.js';
@@ -160,9 +160,10 @@ async function benchIssuance(): Promise<void> {
 
     const bareCsrs = await csrs('bare');
     let next = 0;
+    const bareChains: string[] = [];
     const baseline = await rate(
-      () =>
-        bare.auto({
+      async () =>
+        void bareChains.push(await bare.auto({
           csr: bareCsrs[next++] as string,
           termsOfServiceAgreed: true,
           ...barePreferredChain(preferred.subjectCN),
@@ -170,10 +171,11 @@ async function benchIssuance(): Promise<void> {
           skipChallengeVerification: true,
           challengeCreateFn: async (authz, _challenge, keyAuthorization) => void (await txt('/set-txt', { host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization })),
           challengeRemoveFn: async (authz) => void (await txt('/clear-txt', { host: `_acme-challenge.${authz.identifier.value}.` })),
-        }),
+        })),
       ISSUE_SECONDS,
       ISSUE_COUNT,
     );
+    requirePreferredRoot(bareChains, preferred.subjectCN);
     const ourCsrs = await csrs('certplane');
     next = 0;
     const ours = await rate(() => issuer.issue(ourCsrs[next++] as string), ISSUE_SECONDS, ISSUE_COUNT);

@@ -51,6 +51,17 @@ test('a dump with both halves of the cycle is Pebble deadlocked', () => {
   assert.match(pebbleStoreDeadlock(`${finder}\n\n${authz}`) ?? '', /^Pebble deadlocked/);
 });
 
+test("an order's status read under the store's lock (GetOrderByID, GetOrdersByAccountID) is the same half of the cycle", () => {
+  for (const reader of ['GetOrderByID', 'GetOrdersByAccountID']) {
+    const orderReader = finder
+      .replace('sync.(*RWMutex).RLock(...)', 'sync.(*RWMutex).Lock(0xc001a350e0?)')
+      .replace(/db\.\(\*MemoryStore\)\.FindValidAuthorization\([^\n]*/, `db.(*MemoryStore).${reader}(0xc000186080?, {0xc00054f120, 0x10})`);
+    assert.match(orderReader, new RegExp(reader));
+    assert.match(pebbleStoreDeadlock(`${orderReader}\n\n${authz}`) ?? '', /^Pebble deadlocked/, reader);
+    assert.equal(pebbleStoreDeadlock(`${orderReader.replace(reader, 'GetAccountByID')}\n\n${authz}`), undefined, 'a read that waits for nothing but the store is not');
+  }
+});
+
 test('one half alone, or the same stacks running rather than waiting, is not', () => {
   assert.equal(pebbleStoreDeadlock(`${writer}\n\n${finder}`), undefined);
   assert.equal(pebbleStoreDeadlock(`${writer}\n\n${authz}`), undefined);

@@ -1,16 +1,21 @@
 /**
- * Pebble 2.4.0 (Debian's package, the CA of every local test and bench) can deadlock under
- * concurrent orders, a lock-order inversion in its in-memory store:
+ * Pebble 2.4.0 (Debian's package) can deadlock under concurrent orders, a lock-order
+ * inversion in its in-memory store:
  * - newOrder's makeAuthorizations calls MemoryStore.FindValidAuthorization, which holds the
- *   store's read lock while it read-locks every authorization in turn;
+ *   store's read lock while it read-locks every authorization in turn; GetOrderByID (new
+ *   orders, order polls, finalize) and GetOrdersByAccountID hold it while they read each
+ *   authorization's status and lock the order;
  * - the Authz handler (a POST-as-GET of an authorization) holds that authorization's write
- *   lock while it looks the account up (getAcctByKey), which needs the store's read lock;
+ *   lock, and its order's read lock, while it looks the account up (getAcctByKey), which
+ *   needs the store's read lock;
  * - a second newOrder waiting for the store's write lock (AddOrder, AddAuthorization) makes
- *   Go's RWMutex refuse new readers, so the handler never gets it, FindValidAuthorization
- *   never gets the authorization, and every request that touches the store waits forever.
+ *   Go's RWMutex refuse new readers, so the handler never gets it, the store's reader never
+ *   gets the authorization or order, and every request that touches the store waits forever.
  * The directory (no store) still answers. Upstream's wfe.go still takes the locks in this
- * order. A run that meets it measured Pebble, not the client: this reads a goroutine dump
- * (Pebble's output after SIGQUIT) and says whether it shows that cycle.
+ * order; the suites' Pebble is built with infra/pebble/store-lock-order.patch, which takes
+ * all three reads out of the store's lock. A run that meets it measured Pebble, not the
+ * client: this reads a goroutine dump (Pebble's output after SIGQUIT) and says whether it
+ * shows that cycle.
  */
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,10 +24,10 @@ import type { LocalPebble } from '../../src/devenv/pebble.js';
 export function pebbleStoreDeadlock(goroutineDump: string): string | undefined {
   const goroutines = goroutineDump.split(/\n\s*\n(?=goroutine \d+ )/);
   const waiting = (g: string) => /^goroutine \d+ \[semacquire/.test(g);
-  const finder = goroutines.some((g) => waiting(g) && /RWMutex\)\.RLock[\s\S]*MemoryStore\)\.FindValidAuthorization/.test(g));
+  const finder = goroutines.some((g) => waiting(g) && /RWMutex\)\.R?Lock[\s\S]*MemoryStore\)\.(?:FindValidAuthorization|GetOrderByID|GetOrdersByAccountID)\(/.test(g));
   const authz = goroutines.some((g) => waiting(g) && /MemoryStore\)\.GetAccountByKey[\s\S]*getAcctByKey[\s\S]*WebFrontEndImpl\)\.Authz\(/.test(g));
   if (!finder || !authz) return undefined;
-  return "Pebble deadlocked (its store's lock-order inversion: newOrder's FindValidAuthorization holds the store's read lock waiting for an authorization that a POST-as-GET of it holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
+  return "Pebble deadlocked (its store's lock-order inversion: a read of the store (newOrder's FindValidAuthorization, or an order's status) holds the store's read lock waiting for an authorization or order that a POST-as-GET of the authorization holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
 }
 
 /** What a stalled run's Pebble said: the deadlock it shows, if any, and the verdict to print (with where its dump is). */
