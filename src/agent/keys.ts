@@ -6,7 +6,7 @@
 import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { sha256Hex } from '../chain/index.js';
+import { parsePemBlocks, sha256Hex } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
 import { createCsr, generateKeyPair, type KeyAlgorithm, type KeyPair } from '../pki/factory.js';
 import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFilesDurably, type AgentState } from './state.js';
@@ -43,6 +43,7 @@ export async function createPendingKey(state: AgentState, certificateId: string,
   if (existing !== null) return { csrPem: await createCsr(await importPendingKey(existing, certificateId, algorithm), hostnames) };
   // The CSR is signed while the fresh key is made durable; it is sent only once the key is on disk.
   const fresh = await generateKeyPair(algorithm);
+  rememberSpki(fresh.privateKeyPem, sha256Hex(parsePemBlocks(fresh.publicKeyPem, 'the fresh public key')[0]!.der));
   const [stored, csrPem] = await Promise.all([storeFreshKey(file, certificateId, algorithm, fresh), createCsr(fresh, hostnames)]);
   return { csrPem: stored === fresh ? csrPem : await createCsr(stored, hostnames) };
 }
@@ -68,9 +69,28 @@ export async function listPendingCertificateIds(state: AgentState): Promise<stri
     .sort();
 }
 
-/** SHA-256 of the public half's SubjectPublicKeyInfo: how a key is compared with a certificate without exposing it. */
+/**
+ * SHA-256 of the public half's SubjectPublicKeyInfo: how a key is compared with a certificate
+ * without exposing it. Remembered by the SHA-256 of the key's exact PEM text (never the
+ * text itself), at most SPKI_REMEMBERED: decoding a private key's PEM costs OpenSSL about a
+ * millisecond of CPU (2026-12-04, a campaign's agents), and each key is looked at when its
+ * certificate is installed and again when the next one replaces it.
+ */
 export function spkiSha256OfPrivateKeyPem(pem: string): string {
-  return sha256Hex(createPublicKey(pem).export({ type: 'spki', format: 'der' }));
+  const textSha256 = sha256Hex(Buffer.from(pem));
+  const known = SPKI_OF_KEY_TEXT.get(textSha256);
+  if (known !== undefined) return known;
+  const spkiSha256 = sha256Hex(createPublicKey(pem).export({ type: 'spki', format: 'der' }));
+  rememberSpki(pem, spkiSha256, textSha256);
+  return spkiSha256;
+}
+
+const SPKI_OF_KEY_TEXT = new Map<string, string>();
+const SPKI_REMEMBERED = 4096;
+
+function rememberSpki(pem: string, spkiSha256: string, textSha256 = sha256Hex(Buffer.from(pem))): void {
+  SPKI_OF_KEY_TEXT.set(textSha256, spkiSha256);
+  if (SPKI_OF_KEY_TEXT.size > SPKI_REMEMBERED) SPKI_OF_KEY_TEXT.delete(SPKI_OF_KEY_TEXT.keys().next().value as string);
 }
 
 /** Stores `fresh` as the pending key, or returns the key another request stored first. */

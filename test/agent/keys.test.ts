@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -86,4 +87,17 @@ test('discarding removes the pending key and is idempotent', async (t) => {
 
   assert.deepEqual(await listPendingCertificateIds(state), []);
   await assert.rejects(fs.stat(pendingKeyPath(state, 'cert-5')), { code: 'ENOENT' });
+});
+
+test("a key's SPKI digest is remembered by its text and stays each key's own, primed or decoded", async (t) => {
+  const state = await temporaryState(t);
+  const direct = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
+  await createPendingKey(state, 'cert-a', 'ecdsa-p256', ['a.example.com']);
+  await createPendingKey(state, 'cert-b', 'ecdsa-p256', ['b.example.com']);
+  const [a, b] = await Promise.all(['cert-a', 'cert-b'].map((id) => fs.readFile(pendingKeyPath(state, id), 'utf8')));
+  const unseen = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  for (let round = 0; round < 2; round += 1) {
+    assert.deepEqual([a, b, unseen].map((pem) => spkiSha256OfPrivateKeyPem(pem!)), [a, b, unseen].map((pem) => direct(pem!)), `round ${round + 1}`);
+  }
+  assert.notEqual(spkiSha256OfPrivateKeyPem(a!), spkiSha256OfPrivateKeyPem(b!));
 });
