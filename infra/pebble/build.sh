@@ -37,13 +37,15 @@ trap 'rm -rf "$work"' EXIT
 pools="${CERTPLANE_DEBIAN_POOLS:-http://deb.debian.org/debian/pool https://snapshot.debian.org/archive/debian/20240601T000000Z/pool}"
 fetch() {
   for pool in $pools; do
-    if curl --fail --silent --show-error --location --retry 3 -o "$work/$1" "$pool/main/p/pebble/$1"; then
-      echo "$2  $work/$1" | sha256sum --check --quiet
-      return
+    if ! curl --fail --silent --show-error --location --retry 3 -o "$work/$1" "$pool/main/p/pebble/$1"; then
+      echo "pebble: $1 not found at $pool" >&2
+    elif echo "$2  $work/$1" | sha256sum --check --quiet; then
+      return 0
+    else
+      echo "pebble: $1 from $pool does not match Debian's SHA-256 sum" >&2
     fi
-    echo "pebble: $1 not found at $pool" >&2
   done
-  echo "pebble: $1 could not be downloaded from any of: $pools" >&2
+  echo "pebble: $1 could not be downloaded, with Debian's sum, from any of: $pools" >&2
   return 1
 }
 fetch pebble_2.4.0+ds1.orig.tar.xz ea0cc1f521a34e029905e6fdbf7d6c21c1956178fb0e4a4df0bb893cc3881d97

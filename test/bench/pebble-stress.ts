@@ -11,7 +11,8 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startPebble } from '../../src/devenv/pebble.js';
+import { readFileSync } from 'node:fs';
+import { pebbleBinary, startPebble } from '../../src/devenv/pebble.js';
 import { askPebble } from '../support/pebble-deadlock.js';
 import { tunedBareClient } from './fleet.js';
 
@@ -44,5 +45,12 @@ try {
   await pebble.stop();
 }
 const seconds = (performance.now() - started) / 1000;
-process.stdout.write(`${process.env.CERTPLANE_DEVENV_PEBBLE || 'the default Pebble'}: ${done} of ${count} orders, ${concurrency} at a time, in ${seconds.toFixed(0)} s${failure ? `; ${failure}` : ''}\n`);
+const stamp = (() => {
+  try {
+    return ` (build ${readFileSync(`${pebbleBinary()}.source-sha256`, 'utf8').trim().slice(0, 12)})`;
+  } catch {
+    return '';
+  }
+})();
+process.stdout.write(`${pebbleBinary()}${stamp}: ${done} of ${count} orders, ${concurrency} at a time, in ${seconds.toFixed(0)} s${failure ? `; ${failure}` : ''}\n`);
 process.exit(failure ? 1 : 0);

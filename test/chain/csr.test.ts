@@ -104,8 +104,8 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     await assert.rejects(parseCsr(flipLastSignatureByte(exponentThree)), refusedWith(ErrorCode.CSR_BAD_SIGNATURE), 'a bad signature on the WebCrypto path');
   });
 
-  test('a request whose signature was altered is refused on every path checked directly (ECDSA, RSA, Ed25519)', async () => {
-    for (const [keyKind, digest] of [['ecdsa-p256', 'sha256'], ['rsa-2048', 'sha256'], ['ed25519', undefined]] as const) {
+  test('a request whose signature was altered is refused on every path checked directly (ECDSA on P-256, P-384 and P-521, RSA, Ed25519)', async () => {
+    for (const [keyKind, digest] of [['ecdsa-p256', 'sha256'], ['ecdsa-p384', 'sha384'], ['ecdsa-p521', 'sha512'], ['rsa-2048', 'sha256'], ['ed25519', undefined]] as const) {
       const pem = await opensslCsr(keyKind, digest, ['db1.example.com']);
       assert.equal((await countingWebCryptoChecks(() => parseCsr(pem))).calls, 0, `${keyKind} is checked by node:crypto directly`);
       await assert.rejects(parseCsr(flipLastSignatureByte(pem)), refusedWith(ErrorCode.CSR_BAD_SIGNATURE), keyKind);

@@ -1,7 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readlinkSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readlinkSync, realpathSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { get } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -140,8 +141,9 @@ test("the suites' Pebble is infra/pebble/build.sh's build, without the store's d
   const named = process.env.CERTPLANE_DEVENV_PEBBLE;
   if (!named) assert.ok(existsSync(PATCHED_PEBBLE), `${PATCHED_PEBBLE} is missing: run bash infra/setup.sh (or infra/pebble/build.sh)`);
   const binaries = pebble.pids.map((pid) => readlinkSync(`/proc/${pid}/exe`));
-  const expected = named || PATCHED_PEBBLE;
-  assert.ok(binaries.some((binary) => binary === expected || binary.endsWith(`/${expected}`)), `started: ${binaries.join(', ')}; expected ${expected}`);
+  // A name is looked up on PATH as spawn does, and both sides are compared as real paths.
+  const expected = realpathSync(named ? (named.includes('/') ? named : execFileSync('sh', ['-c', 'command -v "$0"', named]).toString().trim()) : PATCHED_PEBBLE);
+  assert.ok(binaries.includes(expected), `started: ${binaries.join(', ')}; expected ${expected}`);
   assert.ok(binaries.some((binary) => binary.endsWith('/pebble-challtestsrv')), `challtestsrv is Debian's: ${binaries.join(', ')}`);
   assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: 'pebble' }), 'pebble', "Debian's, by name");
   assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: '' }), PATCHED_PEBBLE);

@@ -5,10 +5,12 @@
 import { execFileSync } from 'node:child_process';
 import { scratch } from './cli.js';
 
-export type OpensslKey = 'ecdsa-p256' | 'rsa-2048' | 'ed25519' | 'ecdsa-secp256k1' | 'ecdsa-p256-explicit' | 'rsa-2048-e3';
+export type OpensslKey = 'ecdsa-p256' | 'ecdsa-p384' | 'ecdsa-p521' | 'rsa-2048' | 'ed25519' | 'ecdsa-secp256k1' | 'ecdsa-p256-explicit' | 'rsa-2048-e3';
 
 const GENPKEY: Record<OpensslKey, string[]> = {
   'ecdsa-p256': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'],
+  'ecdsa-p384': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'],
+  'ecdsa-p521': ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-521'],
   'rsa-2048': ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'],
   ed25519: ['-algorithm', 'ED25519'],
   // Keys WebCrypto does not take, or that certplane checks off the event loop: a curve

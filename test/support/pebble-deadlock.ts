@@ -6,8 +6,7 @@
  *   orders, order polls, finalize) and GetOrdersByAccountID hold it while they read each
  *   authorization's status and lock the order;
  * - the Authz handler (a POST-as-GET of an authorization) holds that authorization's write
- *   lock, and its order's read lock, while it looks the account up (getAcctByKey), which
- *   needs the store's read lock;
+ *   lock while it looks the account up (getAcctByKey), which needs the store's read lock;
  * - a second newOrder waiting for the store's write lock (AddOrder, AddAuthorization) makes
  *   Go's RWMutex refuse new readers, so the handler never gets it, the store's reader never
  *   gets the authorization or order, and every request that touches the store waits forever.
@@ -24,10 +23,18 @@ import type { LocalPebble } from '../../src/devenv/pebble.js';
 export function pebbleStoreDeadlock(goroutineDump: string): string | undefined {
   const goroutines = goroutineDump.split(/\n\s*\n(?=goroutine \d+ )/);
   const waiting = (g: string) => /^goroutine \d+ \[semacquire/.test(g);
-  const finder = goroutines.some((g) => waiting(g) && /RWMutex\)\.R?Lock[\s\S]*MemoryStore\)\.(?:FindValidAuthorization|GetOrderByID|GetOrdersByAccountID)\(/.test(g));
+  // The store's reader must be waiting for an object's lock, not for the store's own: an
+  // order's status read waits inside Order.GetStatus (an authorization's lock) or on the
+  // order's write lock; a wait for the store's read lock alone is a queue, not this cycle.
+  const finder = goroutines.some(
+    (g) =>
+      waiting(g) &&
+      (/RWMutex\)\.RLock[\s\S]*MemoryStore\)\.FindValidAuthorization\(/.test(g) ||
+        /(?:RWMutex\)\.RLock[\s\S]*\(\*Order\)\.GetStatus|RWMutex\)\.Lock\()[\s\S]*MemoryStore\)\.(?:GetOrderByID|GetOrdersByAccountID)\(/.test(g)),
+  );
   const authz = goroutines.some((g) => waiting(g) && /MemoryStore\)\.GetAccountByKey[\s\S]*getAcctByKey[\s\S]*WebFrontEndImpl\)\.Authz\(/.test(g));
   if (!finder || !authz) return undefined;
-  return "Pebble deadlocked (its store's lock-order inversion: a read of the store (newOrder's FindValidAuthorization, or an order's status) holds the store's read lock waiting for an authorization or order that a POST-as-GET of the authorization holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
+  return "Pebble deadlocked (its store's lock-order inversion: a read of the store (newOrder's FindValidAuthorization, or an order's status) holds the store's read lock waiting for an authorization that a POST-as-GET of it holds while it waits for the store's read lock behind a queued writer); every request touching its store hangs until it is restarted";
 }
 
 /** What a stalled run's Pebble said: the deadlock it shows, if any, and the verdict to print (with where its dump is). */
