@@ -229,8 +229,15 @@ const BARE_KEY = process.env.BENCH_BARE_KEY !== '0';
  * first chain when none has it.
  */
 const BARE_CHAIN = process.env.BENCH_BARE_CHAIN !== '0';
+/**
+ * Whether the bare client makes each certificate's key and CSR inside its clock
+ * (BENCH_BARE_KEYS_TIMED, on unless `0`), with the functions certplane's agents use: the
+ * agents make theirs inside certplane's clock, on the same cores, so a baseline whose CSRs
+ * were all made before its clock started did less of the job in the time it was measured.
+ */
+const BARE_KEYS_TIMED = process.env.BENCH_BARE_KEYS_TIMED !== '0';
 /** How the baseline lines name the bare client's tuning. */
-export const BARE_TUNING = `200 ms polls${BARE_NONCES ? ', nonces reused' : ''}${BARE_KEY ? ', key parsed once' : ''}${BARE_CHAIN ? ', chains matched with node:crypto' : ''}`;
+export const BARE_TUNING = `200 ms polls${BARE_NONCES ? ', nonces reused' : ''}${BARE_KEY ? ', key parsed once' : ''}${BARE_CHAIN ? ', chains matched with node:crypto' : ''}${BARE_KEYS_TIMED ? '' : ', CSRs made before its clock'}`;
 
 /** acme-client's util module, whose findCertificateChainForIssuer getCertificate() calls through the module object. */
 const acmeUtil = createRequire(import.meta.url)('acme-client/src/util.js') as { findCertificateChainForIssuer: (chains: string[], issuer: string) => string };
@@ -289,11 +296,13 @@ export async function tunedBareClient(pebble: LocalPebble): Promise<acme.Client>
 /**
  * Issuances per second of a tuned acme-client `auto()` (tunedBareClient) on `pebble`,
  * `concurrency` at a time: the same-run baseline. http-01 is answered by challtestsrv (names
- * nobody resolved point at it), dns-01 by its TXT records. The account exists before the clock starts.
+ * nobody resolved point at it), dns-01 by its TXT records. The account exists before the clock starts;
+ * each key and CSR is made inside it (BARE_KEYS_TIMED).
  */
 async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undefined, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01'): Promise<{ rate: number; cpu: CpuUse }> {
   const bare = await tunedBareClient(pebble);
-  const csrs = await Promise.all(Array.from({ length: count }, async (_, i) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`])));
+  const makeCsr = async (i: number) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`]);
+  const madeBefore = BARE_KEYS_TIMED ? [] : await Promise.all(Array.from({ length: count }, (_, i) => makeCsr(i)));
   const challtestsrv = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) }).then(() => undefined);
   const cpuBefore = await cpuUse(pebble);
   const started = performance.now();
@@ -303,8 +312,9 @@ async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undef
   let failed = false;
   const chains: string[] = [];
   const worker = async () => {
-    while (next < csrs.length && !failed) {
-      const csr = csrs[next++] as string;
+    while (next < count && !failed) {
+      const i = next++;
+      const csr = BARE_KEYS_TIMED ? await makeCsr(i) : (madeBefore[i] as string);
       const chain = await bare.auto({
         csr,
         termsOfServiceAgreed: true,
