@@ -89,11 +89,11 @@ test('discarding removes the pending key and is idempotent', async (t) => {
   await assert.rejects(fs.stat(pendingKeyPath(state, 'cert-5')), { code: 'ENOENT' });
 });
 
-test("a key's SPKI digest is remembered by its text and stays each key's own, primed or decoded", async (t) => {
+test("a key's SPKI digest is remembered by its text and stays each key's own, primed (ECDSA and RSA) or decoded", async (t) => {
   const state = await temporaryState(t);
   const direct = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
   await createPendingKey(state, 'cert-a', 'ecdsa-p256', ['a.example.com']);
-  await createPendingKey(state, 'cert-b', 'ecdsa-p256', ['b.example.com']);
+  await createPendingKey(state, 'cert-b', 'rsa-2048', ['b.example.com']);
   const [a, b] = await Promise.all(['cert-a', 'cert-b'].map((id) => fs.readFile(pendingKeyPath(state, id), 'utf8')));
   const unseen = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   for (let round = 0; round < 2; round += 1) {
