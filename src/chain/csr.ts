@@ -173,7 +173,7 @@ const DIRECT_RSA_EXPONENT = 65537n;
 async function selfSignatureVerifies(csr: x509.Pkcs10CertificateRequest): Promise<boolean> {
   const viaWebCrypto = () => csr.verify(webcrypto as unknown as Parameters<typeof csr.verify>[0]).catch(() => false);
   const algorithm = csr.signatureAlgorithm as { name: string; hash?: { name?: string } };
-  const hash = algorithm.name === 'ECDSA' || algorithm.name === 'RSASSA-PKCS1-v1_5' ? NODE_HASHES[algorithm.hash?.name ?? ''] : algorithm.name === 'Ed25519' ? null : undefined;
+  const hash = algorithm.name === 'ECDSA' || algorithm.name === 'RSASSA-PKCS1-v1_5' ? NODE_HASHES[algorithm.hash?.name ?? ''] : EDDSA_SIGNATURES.has(algorithm.name) ? null : undefined;
   if (hash === undefined) return viaWebCrypto();
   // The exact bytes the signature covers, as @peculiar/x509 decoded them (its `tbs`, kept
   // private in its types): never found by walking the DER here.

@@ -472,16 +472,10 @@ async function campaignOnce(count: number, engine: BenchEngine, concurrency: num
       return await failedBy(warmup.unfinished ? `the warm-up campaign did not finish (${warmup.counts.installed} installed when ${warmup.unfinished})` : `the warm-up campaign had ${warmup.counts.failed} failed`, Boolean(warmup.unfinished));
     }
     // A bare run, or the deadlock of Pebble's that stopped it (the part is then run again like a stalled campaign).
-    const bareRun = async (runCount: number, prefix: string): Promise<{ run: Awaited<ReturnType<typeof bareAcmeRate>> } | { deadlock: string }> => {
-      try {
-        await settle(pebble, plane);
-        return { run: await bareAcmeRate(pebble, preferred.subjectCN, runCount, prefix, concurrency, 'dns-01') };
-      } catch (error) {
-        const deadlock = await deadlocked(pebble, pebbleLog, `reissue campaign on ${engine}: the bare client's run stopped (${(error as Error).message})`);
-        if (!deadlock) throw error;
-        keepPebbleLog = true;
-        return { deadlock };
-      }
+    const bareRun = async (runCount: number, prefix: string) => {
+      const outcome = await bareRunOnIdlePlane({ pebble, plane, pebbleLog, part: `reissue campaign on ${engine}` }, preferred.subjectCN, runCount, prefix, concurrency, 'dns-01');
+      if ('deadlock' in outcome) keepPebbleLog = true;
+      return outcome;
     };
     const bareWarmup = await bareRun(warm, 'campaign-bare-warm-up');
     if ('deadlock' in bareWarmup) return bareWarmup.deadlock;
@@ -592,6 +586,24 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
 }
 
 /** Asks Pebble whether it deadlocked (askPebble, which stops it), prints `what` with the answer, and returns the deadlock if it did. */
+/**
+ * A bare run (bareAcmeRate) once the plane is idle (settle), or the deadlock of Pebble's that
+ * stopped it, said so; any other failure is thrown.
+ */
+async function bareRunOnIdlePlane(
+  at: { pebble: LocalPebble; plane: RunningProcess; pebbleLog: string; part: string },
+  ...run: Parameters<typeof bareAcmeRate> extends [LocalPebble, ...infer Rest] ? Rest : never
+): Promise<{ run: Awaited<ReturnType<typeof bareAcmeRate>> } | { deadlock: string }> {
+  try {
+    await settle(at.pebble, at.plane);
+    return { run: await bareAcmeRate(at.pebble, ...run) };
+  } catch (error) {
+    const deadlock = await deadlocked(at.pebble, at.pebbleLog, `${at.part}: the bare client's run stopped (${(error as Error).message})`);
+    if (!deadlock) throw error;
+    return { deadlock };
+  }
+}
+
 async function deadlocked(pebble: LocalPebble, pebbleLog: string, what: string): Promise<string | undefined> {
   const { deadlock, verdict } = await askPebble(pebble, pebbleLog);
   process.stdout.write(`\n${what}; ${verdict}\n`);
@@ -697,16 +709,10 @@ async function endToEndOnce(rounds: readonly number[], engine: BenchEngine): Pro
       let stopped: string | undefined;
       let installed = 0;
       // A bare run, or the deadlock of Pebble's that stopped it.
-      const bareRun = async (preferredRootCN: string | undefined, prefix: string): Promise<{ run: Awaited<ReturnType<typeof bareAcmeRate>> } | { deadlock: string }> => {
-        try {
-          await settle(pebble, plane);
-          return { run: await bareAcmeRate(pebble, preferredRootCN, count, prefix, count, 'http-01') };
-        } catch (error) {
-          const deadlock = await deadlocked(pebble, pebbleLog, `end-to-end issuance on ${engine}, ${count} agents: the bare client's run stopped (${(error as Error).message})`);
-          if (!deadlock) throw error;
-          keepPebbleLog = true;
-          return { deadlock };
-        }
+      const bareRun = async (preferredRootCN: string | undefined, prefix: string) => {
+        const outcome = await bareRunOnIdlePlane({ pebble, plane, pebbleLog, part: `end-to-end issuance on ${engine}, ${count} agents` }, preferredRootCN, count, prefix, count, 'http-01');
+        if ('deadlock' in outcome) keepPebbleLog = true;
+        return outcome;
       };
       for (let wave = -warmupWaves; wave < E2E_WAVES && !stopped; wave += 1) {
         const baseline = await bareRun(preferred.subjectCN, `bare${count}-`);
