@@ -21,7 +21,7 @@ import { enroll } from '../../src/agent/enroll.js';
 import { Http01Responder } from '../../src/agent/http01.js';
 import { Installer } from '../../src/agent/install.js';
 import { openState } from '../../src/agent/state.js';
-import { parseCertificateBundle } from '../../src/chain/index.js';
+import { parseCertificateBundle, parsePemBlocks } from '../../src/chain/index.js';
 import { startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { reuseNonces } from '../../src/acme/nonces.js';
 import { parseAccountKeyOnce } from '../../src/acme/signing.js';
@@ -114,11 +114,13 @@ async function cpuUse(pebble: LocalPebble, plane?: RunningProcess): Promise<CpuU
  * metrics, the agents' acknowledgements in the bench's own process) shares the cores with
  * that tail, and measured slower for it.
  */
-async function settle(pebble: LocalPebble, plane: RunningProcess): Promise<void> {
+async function settle(plane: RunningProcess): Promise<void> {
+  const pid = plane.child.pid;
+  if (pid === undefined) return;
   for (let waited = 0; waited < 5000; waited += 250) {
-    const before = await cpuUse(pebble, plane);
+    const before = await cpuSecondsOf(pid);
     await new Promise((resolve) => setTimeout(resolve, 250));
-    if ((await cpuUse(pebble, plane)).plane - before.plane < 0.0125) return;
+    if ((await cpuSecondsOf(pid)) - before < 0.0125) return;
   }
 }
 
@@ -241,13 +243,12 @@ export const BARE_TUNING = `200 ms polls${BARE_NONCES ? ', nonces reused' : ''}$
 
 /** acme-client's util module, whose findCertificateChainForIssuer getCertificate() calls through the module object. */
 const acmeUtil = createRequire(import.meta.url)('acme-client/src/util.js') as { findCertificateChainForIssuer: (chains: string[], issuer: string) => string };
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /** acme-client's findCertificateChainForIssuer, with the issuers' names read by node:crypto. */
 export function fastChainForIssuer(chains: string[], issuer: string): string {
   let best: { chain: string; distance: number } | undefined;
   for (const chain of chains) {
-    const issuers = (chain.match(PEM_CERTIFICATE) ?? []).map((pem) => /^CN=(.*)$/m.exec(new X509Certificate(pem).issuer)?.[1]);
+    const issuers = parsePemBlocks(chain).map((block) => /^CN=(.*)$/m.exec(new X509Certificate(block.der).issuer)?.[1]);
     const at = issuers.indexOf(issuer);
     if (at < 0) continue;
     const distance = issuers.length - at;
@@ -585,7 +586,6 @@ async function stallReport(status: unknown, plane: RunningProcess, pebble: Local
   return deadlock;
 }
 
-/** Asks Pebble whether it deadlocked (askPebble, which stops it), prints `what` with the answer, and returns the deadlock if it did. */
 /**
  * A bare run (bareAcmeRate) once the plane is idle (settle), or the deadlock of Pebble's that
  * stopped it, said so; any other failure is thrown.
@@ -595,7 +595,7 @@ async function bareRunOnIdlePlane(
   ...run: Parameters<typeof bareAcmeRate> extends [LocalPebble, ...infer Rest] ? Rest : never
 ): Promise<{ run: Awaited<ReturnType<typeof bareAcmeRate>> } | { deadlock: string }> {
   try {
-    await settle(at.pebble, at.plane);
+    await settle(at.plane);
     return { run: await bareAcmeRate(at.pebble, ...run) };
   } catch (error) {
     const deadlock = await deadlocked(at.pebble, at.pebbleLog, `${at.part}: the bare client's run stopped (${(error as Error).message})`);
@@ -604,6 +604,7 @@ async function bareRunOnIdlePlane(
   }
 }
 
+/** Asks Pebble whether it deadlocked (askPebble, which stops it), prints `what` with the answer, and returns the deadlock if it did. */
 async function deadlocked(pebble: LocalPebble, pebbleLog: string, what: string): Promise<string | undefined> {
   const { deadlock, verdict } = await askPebble(pebble, pebbleLog);
   process.stdout.write(`\n${what}; ${verdict}\n`);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../../src/errors.js';
-import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr } from '../../src/chain/index.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr, parsePemBlocks } from '../../src/chain/index.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { opensslCsr } from '../support/openssl.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
@@ -132,9 +132,9 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
 
 /** The request with the last byte of its DER, the end of its signature, inverted. */
 function flipLastSignatureByte(pem: string): string {
-  const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const der = Buffer.from(parsePemBlocks(pem)[0]!.der);
   der[der.length - 1] = der[der.length - 1]! ^ 0xff;
-  return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE REQUEST-----\n`;
+  return x509.PemConverter.encode(der, 'CERTIFICATE REQUEST');
 }
 
 /** What `work` returned, and how many times @peculiar/x509's verify() (the WebCrypto path) ran meanwhile. */
