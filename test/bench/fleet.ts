@@ -31,6 +31,7 @@ import { askPebble } from '../support/pebble-deadlock.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { freePort } from '../support/ports.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
+import { startJobFloor, type JobFloor } from './floor.js';
 import { eventually, startCertplane, type RunningProcess } from '../support/processes.js';
 
 const line = (label: string, value: string) => process.stdout.write(`${label.padEnd(58)} ${value}\n`);
@@ -298,12 +299,14 @@ export async function tunedBareClient(pebble: LocalPebble): Promise<acme.Client>
  * Issuances per second of a tuned acme-client `auto()` (tunedBareClient) on `pebble`,
  * `concurrency` at a time: the same-run baseline. http-01 is answered by challtestsrv (names
  * nobody resolved point at it), dns-01 by its TXT records. The account exists before the clock starts;
- * each key and CSR is made inside it (BARE_KEYS_TIMED).
+ * each key and CSR is made inside it (BARE_KEYS_TIMED). With a `floor`, each certificate
+ * also goes through the least of certplane's job (floor.ts): its CSR comes from an agent,
+ * its state and the chain are recorded and the agent installs it.
  */
-async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undefined, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01'): Promise<{ rate: number; cpu: CpuUse }> {
+async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undefined, count: number, prefix: string, concurrency: number, challenge: 'http-01' | 'dns-01', floor?: JobFloor): Promise<{ rate: number; cpu: CpuUse }> {
   const bare = await tunedBareClient(pebble);
-  const makeCsr = async (i: number) => createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`]);
-  const madeBefore = BARE_KEYS_TIMED ? [] : await Promise.all(Array.from({ length: count }, (_, i) => makeCsr(i)));
+  const makeCsr = async (i: number) => (floor ? floor.csr(i, `${prefix}${i}.bench.test`) : createCsr(await generateKeyPair(), [`${prefix}${i}.bench.test`]));
+  const madeBefore = BARE_KEYS_TIMED || floor ? [] : await Promise.all(Array.from({ length: count }, (_, i) => makeCsr(i)));
   const challtestsrv = (path: string, body: object) => fetch(`${pebble.challtestsrvUrl}${path}`, { method: 'POST', body: JSON.stringify(body) }).then(() => undefined);
   const cpuBefore = await cpuUse(pebble);
   const started = performance.now();
@@ -315,23 +318,29 @@ async function bareAcmeRate(pebble: LocalPebble, preferredRootCN: string | undef
   const worker = async () => {
     while (next < count && !failed) {
       const i = next++;
-      const csr = BARE_KEYS_TIMED ? await makeCsr(i) : (madeBefore[i] as string);
+      const csr = BARE_KEYS_TIMED || floor ? await makeCsr(i) : (madeBefore[i] as string);
+      let ordered: Promise<void> | undefined;
       const chain = await bare.auto({
         csr,
         termsOfServiceAgreed: true,
         ...barePreferredChain(preferredRootCN),
         challengePriority: [challenge],
         skipChallengeVerification: true,
-        challengeCreateFn: (authz, c, keyAuthorization) =>
-          challenge === 'http-01'
+        challengeCreateFn: (authz, c, keyAuthorization) => {
+          // auto() does not show the order; its authorization's URL, as long, stands in for the order's.
+          if (floor && !ordered) ordered = floor.ordered(i, (authz as { url: string }).url);
+          return challenge === 'http-01'
             ? challtestsrv('/add-http01', { token: (c as { token: string }).token, content: keyAuthorization })
-            : challtestsrv('/set-txt', { host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization }),
+            : challtestsrv('/set-txt', { host: `_acme-challenge.${authz.identifier.value}.`, value: keyAuthorization });
+        },
         challengeRemoveFn: (authz, c) =>
           challenge === 'http-01' ? challtestsrv('/del-http01', { token: (c as { token: string }).token }) : challtestsrv('/clear-txt', { host: `_acme-challenge.${authz.identifier.value}.` }),
       }).catch((error: unknown) => {
         failed = true;
         throw error;
       });
+      await ordered;
+      await floor?.issued(i, chain);
       chains.push(chain);
     }
   };
@@ -399,6 +408,57 @@ export async function benchFleetParts(engines: readonly BenchEngine[]): Promise<
   const campaign = Number(process.env.BENCH_CAMPAIGN_INSTANCES ?? 1000);
   if (campaign > 0) {
     for (const engine of engines) await benchCampaign(campaign, engine, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50), Number(process.env.BENCH_CAMPAIGN_SECONDS ?? 600));
+    if (engines.includes('postgres') && process.env.BENCH_FLOOR !== '0') await benchFloor(campaign, Number(process.env.BENCH_CAMPAIGN_CONCURRENCY ?? 50));
+  }
+}
+
+/**
+ * The floor of the job (floor.ts) beside the bare client, at the campaign's size and
+ * concurrency on a Pebble of its own and PostgreSQL (BENCH_FLOOR=0 leaves it out): how
+ * close to the bare client any implementation of the job can come on this machine. Run
+ * between two bare runs and compared with their mean, as the campaign is.
+ */
+export async function benchFloor(count: number, concurrency: number): Promise<void> {
+  const dir = await scratch('certplane-bench-floor-');
+  const pebbleLog = join(tmpdir(), `certplane-bench-${process.pid}-floor-${Date.now()}-pebble.log`);
+  let keepPebbleLog = false;
+  const pebble = await startPebble({ alternateRoots: 1, logFile: pebbleLog });
+  const database = await databaseFor('postgres');
+  const floor = await startJobFloor({ databaseUrl: database.url, agents: concurrency, dir: dir.path('agents') });
+  try {
+    const preferred = parseCertificateBundle((await pebble.roots())[1]!)[0]!.subjectCN;
+    const run = async (runCount: number, prefix: string, withFloor?: JobFloor) => {
+      try {
+        return await bareAcmeRate(pebble, preferred, runCount, prefix, concurrency, 'dns-01', withFloor);
+      } catch (error) {
+        keepPebbleLog = (await deadlocked(pebble, pebbleLog, `floor of the job: a run stopped (${(error as Error).message})`)) !== undefined;
+        throw error;
+      }
+    };
+    const warm = Math.min(concurrency, count);
+    const bareWarmup = await run(warm, 'floor-bare-warm-up');
+    const floorWarmup = await run(warm, 'floor-warm-up', floor);
+    const bareBefore = await run(count, 'floor-bare');
+    const measured = await run(count, 'floor', floor);
+    const bareAfter = await run(count, 'floor-bare-after');
+    const bareRate = (bareBefore.rate + bareAfter.rate) / 2;
+    const ms = (seconds: number) => Math.round((seconds * 1000) / count);
+    process.stdout.write(`\nfloor of the job on postgres, ${count} certificates, ${concurrency} at a time: the bare client plus the least any implementation of the job must add (test/bench/floor.ts; load average ${loadavg()[0]!.toFixed(2)})\n`);
+    line(`  warm-up, not counted: bare ${warm} / floor ${warm}`, `${bareWarmup.rate.toFixed(2)} /s / ${floorWarmup.rate.toFixed(2)} /s  (${(floorWarmup.rate / bareWarmup.rate).toFixed(2)} x)`);
+    line(`  baseline: bare acme-client auto(), ${BARE_TUNING}, preferred chain, mean of the runs before and after`, `${bareRate.toFixed(2)} /s  (${bareBefore.rate.toFixed(2)} and ${bareAfter.rate.toFixed(2)} /s)`);
+    line('  floor: CSR from an agent over TLS, 4 commits, chain verified, installed durably', `${measured.rate.toFixed(2)} /s  (${(measured.rate / bareRate).toFixed(2)} x baseline)`);
+    const bare = sumCpu([bareBefore.cpu, bareAfter.cpu]);
+    line('  CPU per certificate, bare client: CA + client', `${Math.round((bare.ca * 1000) / (2 * count))} ms + ${Math.round((bare.bench * 1000) / (2 * count))} ms`);
+    line('  floor: CA + client and agents + PostgreSQL', `${ms(measured.cpu.ca)} ms + ${ms(measured.cpu.bench)} ms + ${ms(measured.cpu.postgres)} ms`);
+    const bareTotal = (bare.ca + bare.bench) / (2 * count);
+    const floorTotal = (measured.cpu.ca + measured.cpu.bench + measured.cpu.postgres) / count;
+    line(`  ratio if the ${cpus().length} cores were all that limited both`, `${(bareTotal / floorTotal).toFixed(2)} x`);
+  } finally {
+    await floor.close();
+    await pebble.stop();
+    await database.drop();
+    await dir.remove();
+    if (!keepPebbleLog) await rm(pebbleLog, { force: true });
   }
 }
 
