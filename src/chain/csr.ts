@@ -8,6 +8,7 @@ import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../errors.js';
 import { sha256Hex, spkiSha256OfPublicKeyPem } from './certificate.js';
 import { ipAddress } from './names.js';
+import { readCommonCsr, type CommonCsr } from './csr-common.js';
 import { parsePemBlocks } from './pem.js';
 import { isPrivateKeyLabel } from '../untrusted-text.js';
 import { ErrorCode } from '../error-catalogue.js';
@@ -109,8 +110,14 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
 const RECENT_CSRS = new Map<string, { parsed: ParsedCsr; entries: number }>();
 const RECENT_CSR_LIMIT = 256;
 
-/** The size-independent checks of parseCsr: PEM, PKCS#10, signature algorithm and self-signature; the names it asks for. */
-async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedCsr; entries: number }> {
+/**
+ * The size-independent checks of parseCsr: PEM, PKCS#10, signature algorithm and
+ * self-signature; the names it asks for. A request in the common shape (csr-common.ts)
+ * whose signature verifies is read directly; every other one, and every refusal, goes
+ * through @peculiar/x509. `common: false` takes that path for every request: for tests
+ * that compare the two.
+ */
+export async function decodeCsr(pem: string, source: string, options: { common?: boolean } = {}): Promise<{ parsed: ParsedCsr; entries: number }> {
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
@@ -119,6 +126,9 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
   if (!block) {
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: no "-----BEGIN CERTIFICATE REQUEST-----" block found`, { source });
   }
+  const common = options.common === false ? undefined : readCommonCsr(block.der);
+  const direct = common && directlyVerified(common);
+  if (common && direct) return remember(pem, decodedCommon(block.der, common, direct));
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(block.der);
@@ -144,9 +154,60 @@ async function decodeCsr(pem: string, source: string): Promise<{ parsed: ParsedC
     }),
     entries: names.entries,
   };
+  return remember(pem, decoded);
+}
+
+function remember(pem: string, decoded: { parsed: ParsedCsr; entries: number }): { parsed: ParsedCsr; entries: number } {
   RECENT_CSRS.set(pem, decoded);
   if (RECENT_CSRS.size > RECENT_CSR_LIMIT) RECENT_CSRS.delete(RECENT_CSRS.keys().next().value as string);
   return decoded;
+}
+
+/**
+ * A request in the common shape (csr-common.ts) whose signature verifies with one
+ * node:crypto call: its key, with the key description, or undefined for csr.ts's slower
+ * path to decide (every refusal is that path's). The key must be of the type the
+ * algorithm names; an EC key on the curve its encoding names (csr-common.ts matched the
+ * encoding); an RSA key of at most 4096 bits with exponent 65537, as on the slower path.
+ */
+function directlyVerified(common: CommonCsr): { keyDescription: string } | undefined {
+  let key: ReturnType<typeof createPublicKey>;
+  try {
+    key = createPublicKey({ key: common.spkiDer, format: 'der', type: 'spki' });
+  } catch {
+    return undefined;
+  }
+  if (key.asymmetricKeyType !== common.keyType) return undefined;
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'ec' && !NAMED_CURVES.has(details.namedCurve ?? '')) return undefined;
+  if (key.asymmetricKeyType === 'rsa' && ((details.modulusLength ?? Infinity) > DIRECT_RSA_BITS || details.publicExponent !== DIRECT_RSA_EXPONENT)) return undefined;
+  try {
+    if (!verifySignature(common.hash, common.signed, key, common.signature)) return undefined;
+  } catch {
+    return undefined;
+  }
+  return { keyDescription: common.keyType === 'rsa' ? `RSA ${details.modulusLength}` : common.keyName };
+}
+
+/** The parsed request, from its common shape: the same names, in the same order, as requestedNames reads them with @peculiar/x509. */
+function decodedCommon(der: Buffer, common: CommonCsr, verified: { keyDescription: string }): { parsed: ParsedCsr; entries: number } {
+  const names = namesAsked(
+    common.dnsNames.map((name) => name.toLowerCase()),
+    common.ipAddresses,
+    common.commonNames[0]?.toLowerCase(),
+  );
+  return {
+    parsed: Object.freeze({
+      pem: x509.PemConverter.encode(der, 'CERTIFICATE REQUEST'),
+      der,
+      spkiSha256: sha256Hex(common.spkiDer),
+      publicKeySpkiDer: Buffer.from(common.spkiDer),
+      dnsNames: names.distinct,
+      ipAddresses: names.addresses,
+      keyDescription: verified.keyDescription,
+    }),
+    entries: names.entries,
+  };
 }
 
 /** WebCrypto's hash names as node:crypto takes them. */
@@ -218,10 +279,14 @@ function requestedNames(csr: x509.Pkcs10CertificateRequest, source: string): { d
   const items = san ? san.names.items : [];
   const sans = items.filter((n) => n.type === 'dns').map((n) => n.value.toLowerCase());
   const ips = items.filter((n) => n.type === 'ip').map((n) => ipAddress(n.value) ?? n.value);
+  return namesAsked(sans, ips, csr.subjectName.getField('CN')[0]?.toLowerCase());
+}
+
+/** The DNS names (lowercase) and addresses asked for, each once, the CN counted as one more when it is not among them. */
+function namesAsked(sans: readonly string[], ips: readonly string[], cn: string | undefined): { distinct: string[]; addresses: string[]; entries: number } {
   const distinct = new Set(sans);
   const addresses = new Set(ips);
   const entries = sans.length + ips.length;
-  const cn = csr.subjectName.getField('CN')[0]?.toLowerCase();
   const cnAddress = cn === undefined ? undefined : ipAddress(cn);
   if (cnAddress !== undefined) return addresses.has(cnAddress) ? { distinct: [...distinct], addresses: [...addresses], entries } : { distinct: [...distinct], addresses: [cnAddress, ...addresses], entries: entries + 1 };
   if (cn === undefined || distinct.has(cn) || !/^[a-z0-9*._-]+$/.test(cn)) return { distinct: [...distinct], addresses: [...addresses], entries };
