@@ -112,7 +112,9 @@ function read(der: Buffer): CommonCsr {
   const [keyAlgorithm, publicKey] = children(der, spkiElement, 2);
   const key = KEY_ALGORITHMS.get(hex(der, expect(keyAlgorithm!, SEQUENCE)));
   if (!key || key.keyType !== signatureAlgorithm.keyType) outside();
-  expect(publicKey!, 0x03);
+  // Whole bytes, as every key's encoding is: a count of unused bits would give one key several encodings.
+  const keyBits = expect(publicKey!, 0x03);
+  if (keyBits.end - keyBits.content < 2 || der[keyBits.content] !== 0) outside();
   const names = readAttributes(der, expect(attributes!, 0xa0));
   return {
     signed,

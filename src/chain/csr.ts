@@ -3,7 +3,7 @@
  * certify and which names it asked for. An agent sends only a CSR, so the CSR is the
  * management plane's whole knowledge of the instance's key.
  */
-import { createPublicKey, verify as verifySignature, webcrypto } from 'node:crypto';
+import { createPublicKey, verify as verifySignature, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../errors.js';
 import { sha256Hex, spkiSha256OfPublicKeyPem } from './certificate.js';
@@ -142,6 +142,13 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   }
   const names = requestedNames(csr, source);
   const spki = Buffer.from(csr.publicKey.rawData);
+  // @peculiar/x509 writes the key anew from what it decoded: the request must hold exactly
+  // those bytes, in OpenSSL's one encoding of the key, or the plane would expect a leaf
+  // under a hash the CA does not compute (a count of unused bits, junk after the key).
+  const canonical = canonicalKey(spki);
+  if (!canonical || !block.der.includes(spki)) {
+    throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: its public key is not written in DER's one encoding (unused bits, trailing bytes, or a point not in uncompressed form); make the request with a standard tool`, { source });
+  }
   const decoded = {
     parsed: Object.freeze({
       pem: csr.toString('pem'),
@@ -150,7 +157,7 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
       publicKeySpkiDer: spki,
       dnsNames: names.distinct,
       ipAddresses: names.addresses,
-      keyDescription: describeKey(csr.publicKey.algorithm),
+      keyDescription: describeKey(csr.publicKey.algorithm, canonical),
     }),
     entries: names.entries,
   };
@@ -171,13 +178,8 @@ function remember(pem: string, decoded: { parsed: ParsedCsr; entries: number }):
  * encoding); an RSA key of at most 4096 bits with exponent 65537, as on the slower path.
  */
 function directlyVerified(common: CommonCsr): { keyDescription: string } | undefined {
-  let key: ReturnType<typeof createPublicKey>;
-  try {
-    key = createPublicKey({ key: common.spkiDer, format: 'der', type: 'spki' });
-  } catch {
-    return undefined;
-  }
-  if (key.asymmetricKeyType !== common.keyType) return undefined;
+  const key = canonicalKey(common.spkiDer);
+  if (!key || key.asymmetricKeyType !== common.keyType) return undefined;
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec' && !NAMED_CURVES.has(details.namedCurve ?? '')) return undefined;
   if (key.asymmetricKeyType === 'rsa' && ((details.modulusLength ?? Infinity) > DIRECT_RSA_BITS || details.publicExponent !== DIRECT_RSA_EXPONENT)) return undefined;
@@ -187,6 +189,23 @@ function directlyVerified(common: CommonCsr): { keyDescription: string } | undef
     return undefined;
   }
   return { keyDescription: common.keyType === 'rsa' ? `RSA ${details.modulusLength}` : common.keyName };
+}
+
+/**
+ * The key of `spkiDer` when `spkiDer` is the one encoding OpenSSL writes for it; undefined
+ * for a key OpenSSL does not read, or one written another way (junk after the key, an
+ * over-long length, an EC point in hybrid or compressed form): each would give one key
+ * another SHA-256, and the plane keys the certificate it expects by that hash.
+ */
+function canonicalKey(spkiDer: Buffer): KeyObject | undefined {
+  try {
+    const key = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' });
+    // OpenSSL writes an EC point back in the form it was given; through a JWK it comes back uncompressed.
+    const written = key.asymmetricKeyType === 'ec' ? createPublicKey({ key: key.export({ format: 'jwk' }), format: 'jwk' }) : key;
+    return written.export({ format: 'der', type: 'spki' }).equals(spkiDer) ? key : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The parsed request, from its common shape: the same names, in the same order, as requestedNames reads them with @peculiar/x509. */
@@ -310,9 +329,10 @@ function requireStrongSignature(csr: x509.Pkcs10CertificateRequest, source: stri
   });
 }
 
-function describeKey(algorithm: webcrypto.Algorithm & { namedCurve?: string; modulusLength?: number }): string {
+/** An RSA key's size is OpenSSL's count of its modulus's bits: @peculiar/x509 rounds it up to whole bytes (a 2041-bit key would read as RSA 2048). */
+function describeKey(algorithm: webcrypto.Algorithm & { namedCurve?: string; modulusLength?: number }, key: KeyObject): string {
   if (algorithm.name === 'ECDSA' || algorithm.name === 'ECDH') return `ECDSA ${algorithm.namedCurve ?? '?'}`;
-  if (algorithm.name.startsWith('RSA')) return `RSA ${algorithm.modulusLength ?? '?'}`;
+  if (algorithm.name.startsWith('RSA')) return `RSA ${key.asymmetricKeyDetails?.modulusLength ?? '?'}`;
   return algorithm.name;
 }
 
