@@ -101,8 +101,8 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
 /**
  * Requests decoded and verified lately, by their exact PEM text, at most RECENT_CSR_LIMIT
  * (the oldest forgotten first): an agent's CSR is checked by the coordinator when it arrives
- * and again by the issuer before its order, and @peculiar/x509's decoding and the signature
- * check are most of what either costs. Only requests that decoded and whose signature
+ * and again by the issuer before its order, and the decoding and the signature check are
+ * most of what either costs. Only requests that decoded and whose signature
  * verified are kept; the size and name limits, which differ by caller, are checked on every
  * call, and the instance's policy by the coordinator. Every caller gets the same frozen
  * object; its Buffers are shared too, to be read and never written.
