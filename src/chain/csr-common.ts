@@ -47,12 +47,13 @@ const SIGNATURE_ALGORITHMS: ReadonlyMap<string, { hash: CommonCsr['hash']; keyTy
 ] as const);
 
 /** SubjectPublicKeyInfo AlgorithmIdentifiers as DER, whole: EC keys on a named curve, RSA, Ed25519. */
-const KEY_ALGORITHMS: ReadonlyMap<string, { keyType: CommonCsr['keyType']; keyName: string }> = new Map([
-  ['301306072a8648ce3d020106082a8648ce3d030107', { keyType: 'ec', keyName: 'ECDSA P-256' }],
-  ['301006072a8648ce3d020106052b81040022', { keyType: 'ec', keyName: 'ECDSA P-384' }],
-  ['301006072a8648ce3d020106052b81040023', { keyType: 'ec', keyName: 'ECDSA P-521' }],
+const KEY_ALGORITHMS: ReadonlyMap<string, { keyType: CommonCsr['keyType']; keyName: string; keyBytes?: number }> = new Map([
+  // An EC point uncompressed (0x04, then both coordinates), the one form OpenSSL does not keep as given.
+  ['301306072a8648ce3d020106082a8648ce3d030107', { keyType: 'ec', keyName: 'ECDSA P-256', keyBytes: 65 }],
+  ['301006072a8648ce3d020106052b81040022', { keyType: 'ec', keyName: 'ECDSA P-384', keyBytes: 97 }],
+  ['301006072a8648ce3d020106052b81040023', { keyType: 'ec', keyName: 'ECDSA P-521', keyBytes: 133 }],
   ['300d06092a864886f70d0101010500', { keyType: 'rsa', keyName: 'RSA' }],
-  ['300506032b6570', { keyType: 'ed25519', keyName: 'Ed25519' }],
+  ['300506032b6570', { keyType: 'ed25519', keyName: 'Ed25519', keyBytes: 32 }],
 ] as const);
 
 const OID_COMMON_NAME = '0603550403';
@@ -115,6 +116,11 @@ function read(der: Buffer): CommonCsr {
   // Whole bytes, as every key's encoding is: a count of unused bits would give one key several encodings.
   const keyBits = expect(publicKey!, 0x03);
   if (keyBits.end - keyBits.content < 2 || der[keyBits.content] !== 0) outside();
+  // The key itself in its one encoding, so the SubjectPublicKeyInfo's SHA-256 is the key's
+  // one hash: the plane names the leaf it expects by it.
+  const keyStart = keyBits.content + 1;
+  if (key.keyType === 'rsa') rsaPublicKey(der, keyStart, keyBits.end);
+  else if (keyBits.end - keyStart !== key.keyBytes || (key.keyType === 'ec' && der[keyStart] !== 0x04)) outside();
   const names = readAttributes(der, expect(attributes!, 0xa0));
   return {
     signed,
@@ -171,6 +177,18 @@ function readAttributes(der: Buffer, attributes: Element): { dnsNames: string[];
     else outside();
   }
   return { dnsNames, ipAddresses };
+}
+
+/** RSAPublicKey: a SEQUENCE of two positive INTEGERs, minimal, filling the key's bytes exactly. */
+function rsaPublicKey(der: Buffer, start: number, end: number): void {
+  const sequence = element(der, start, end, SEQUENCE);
+  if (sequence.end !== end) outside();
+  for (const integer of children(der, sequence, 2)) {
+    expect(integer, 0x02);
+    const first = der[integer.content]!;
+    const next = der[integer.content + 1];
+    if (integer.end === integer.content || first >= 0x80 || (first === 0 && (next === undefined || integer.content + 1 === integer.end || next < 0x80))) outside();
+  }
 }
 
 /** An iPAddress entry, canonical: four bytes or sixteen, nothing else. */

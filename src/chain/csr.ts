@@ -175,11 +175,18 @@ function remember(pem: string, decoded: { parsed: ParsedCsr; entries: number }):
  * node:crypto call: its key, with the key description, or undefined for csr.ts's slower
  * path to decide (every refusal is that path's). The key must be of the type the
  * algorithm names; an EC key on the curve its encoding names (csr-common.ts matched the
- * encoding); an RSA key of at most 4096 bits with exponent 65537, as on the slower path.
+ * encoding, and checked the key's own bytes are in their one encoding, as canonicalKey
+ * checks on the slower path); an RSA key of at most 4096 bits with exponent 65537, as on
+ * the slower path.
  */
 function directlyVerified(common: CommonCsr): { keyDescription: string } | undefined {
-  const key = canonicalKey(common.spkiDer);
-  if (!key || key.asymmetricKeyType !== common.keyType) return undefined;
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: common.spkiDer, format: 'der', type: 'spki' });
+  } catch {
+    return undefined;
+  }
+  if (key.asymmetricKeyType !== common.keyType) return undefined;
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec' && !NAMED_CURVES.has(details.namedCurve ?? '')) return undefined;
   if (key.asymmetricKeyType === 'rsa' && ((details.modulusLength ?? Infinity) > DIRECT_RSA_BITS || details.publicExponent !== DIRECT_RSA_EXPONENT)) return undefined;
