@@ -9,7 +9,8 @@
  * (a long length form where a short one fits, an indefinite length, a multi-byte tag),
  * any extension but the subjectAltName, any attribute but the extension request, any
  * string type but UTF8String, PrintableString and IA5String, any byte outside printable
- * ASCII in a name, any algorithm whose encoding is not byte for byte one of those below:
+ * ASCII in a name, any algorithm whose encoding is not byte for byte one of those below, a
+ * key not in its one encoding (an EC point not uncompressed, an RSA key not minimal DER):
  * each gives undefined, and csr.ts decodes the request with @peculiar/x509 as before. It
  * never refuses anything: every refusal stays the slower path's, so this one cannot refuse
  * differently; and a test checks that what it accepts reads the same on both paths.

@@ -164,6 +164,7 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   return remember(pem, decoded);
 }
 
+/** Keeps a decoded request in RECENT_CSRS, forgetting the oldest past RECENT_CSR_LIMIT. */
 function remember(pem: string, decoded: { parsed: ParsedCsr; entries: number }): { parsed: ParsedCsr; entries: number } {
   RECENT_CSRS.set(pem, decoded);
   if (RECENT_CSRS.size > RECENT_CSR_LIMIT) RECENT_CSRS.delete(RECENT_CSRS.keys().next().value as string);
