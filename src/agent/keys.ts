@@ -3,12 +3,13 @@
  * instance. Only the CSR leaves; the key waits in DIR/pending/ until the verified chain
  * for it arrives and the installer moves it to live/.
  */
-import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { parsePemBlocks, sha256Hex } from '../chain/index.js';
+import { sha256Hex } from '../chain/index.js';
 import { CertplaneError } from '../errors.js';
-import { createCsr, generateKeyPair, type KeyAlgorithm, type KeyPair } from '../pki/factory.js';
+import { createCsr, type KeyAlgorithm } from '../pki/factory.js';
+import { generateSigningKey, keyAlgorithmOf, type SigningKey } from '../pki/request.js';
 import { createFileAtomic, PRIVATE_FILE_MODE, readFileIfExists, removeFilesDurably, type AgentState } from './state.js';
 import { ErrorCode } from '../error-catalogue.js';
 
@@ -42,8 +43,8 @@ export async function createPendingKey(state: AgentState, certificateId: string,
   const existing = await readFileIfExists(file);
   if (existing !== null) return { csrPem: await createCsr(await importPendingKey(existing, certificateId, algorithm), hostnames) };
   // The CSR is signed while the fresh key is made durable; it is sent only once the key is on disk.
-  const fresh = await generateKeyPair(algorithm);
-  rememberSpki(fresh.privateKeyPem, sha256Hex(parsePemBlocks(fresh.publicKeyPem, 'the fresh public key')[0]!.der));
+  const fresh = await generateSigningKey(algorithm);
+  rememberSpki(fresh.privateKeyPem, sha256Hex(fresh.spkiDer));
   const [stored, csrPem] = await Promise.all([storeFreshKey(file, certificateId, algorithm, fresh), createCsr(fresh, hostnames)]);
   return { csrPem: stored === fresh ? csrPem : await createCsr(stored, hostnames) };
 }
@@ -94,7 +95,7 @@ function rememberSpki(pem: string, spkiSha256: string, textSha256 = sha256Hex(Bu
 }
 
 /** Stores `fresh` as the pending key, or returns the key another request stored first. */
-async function storeFreshKey(file: string, certificateId: string, algorithm: KeyAlgorithm, fresh: KeyPair): Promise<KeyPair> {
+async function storeFreshKey(file: string, certificateId: string, algorithm: KeyAlgorithm, fresh: SigningKey): Promise<SigningKey> {
   if (await createFileAtomic(file, fresh.privateKeyPem, PRIVATE_FILE_MODE)) return fresh;
   const winner = await readFileIfExists(file);
   if (winner === null) {
@@ -103,9 +104,9 @@ async function storeFreshKey(file: string, certificateId: string, algorithm: Key
   return importPendingKey(winner, certificateId, algorithm);
 }
 
-async function importPendingKey(pem: string, certificateId: string, algorithm: KeyAlgorithm): Promise<KeyPair> {
+async function importPendingKey(pem: string, certificateId: string, algorithm: KeyAlgorithm): Promise<SigningKey> {
   const privateKey = createPrivateKey(pem);
-  const found = algorithmOf(privateKey);
+  const found = keyAlgorithmOf(privateKey);
   if (found !== algorithm) {
     throw new CertplaneError(
       ErrorCode.AGENT_PENDING_KEY_CONFLICT,
@@ -113,22 +114,5 @@ async function importPendingKey(pem: string, certificateId: string, algorithm: K
       { certificateId, pendingAlgorithm: found ?? null, requestedAlgorithm: algorithm },
     );
   }
-  const params = algorithm === 'ecdsa-p256' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
-  const publicKey = createPublicKey(privateKey);
-  return {
-    keys: {
-      privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), params, false, ['sign']),
-      publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), params, true, ['verify']),
-    },
-    privateKeyPem: pem,
-    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-  };
-}
-
-function algorithmOf(key: KeyObject): KeyAlgorithm | undefined {
-  const details = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'prime256v1') return 'ecdsa-p256';
-  if (key.asymmetricKeyType === 'rsa' && details?.modulusLength === 2048) return 'rsa-2048';
-  if (key.asymmetricKeyType === 'rsa' && details?.modulusLength === 3072) return 'rsa-3072';
-  return undefined;
+  return { algorithm, privateKey, privateKeyPem: pem, spkiDer: createPublicKey(privateKey).export({ type: 'spki', format: 'der' }) };
 }

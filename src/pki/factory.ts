@@ -4,9 +4,9 @@
  * listener) and the test suites make real hierarchies (roots, cross-signs,
  * intermediates, leaves) with it instead of shipping key material in the repository.
  */
-import { webcrypto } from 'node:crypto';
-import { isIP } from 'node:net';
+import { KeyObject, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { createRequest, type SigningKey } from './request.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -157,20 +157,13 @@ function algorithmOf(key: KeyPair): KeyAlgorithm {
 }
 
 /**
- * A PKCS#10 request for `names`, signed by `key`: what an agent sends instead of its key. IP
- * addresses go in as IP SANs (RFC 8738); the subject CN is the first DNS name, and an
- * address-only request has none, as CAs issue address certificates without a CN.
+ * A PKCS#10 request for `names`, signed by `key` (request.ts writes it): what an agent sends
+ * instead of its key.
  */
-export async function createCsr(key: KeyPair, names: readonly string[]): Promise<string> {
-  const sans = names.map((value) => (isIP(value) ? { type: 'ip' as const, value } : { type: 'dns' as const, value }));
-  const cn = sans.find((san) => san.type === 'dns')?.value ?? (names.length === 0 ? 'certplane' : undefined);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    ...(cn === undefined ? {} : { name: `CN=${cn}` }),
-    keys: key.keys,
-    signingAlgorithm: algorithms[algorithmOf(key)].sign,
-    extensions: [new x509.SubjectAlternativeNameExtension(sans)],
-  });
-  return csr.toString('pem');
+export async function createCsr(key: KeyPair | SigningKey, names: readonly string[]): Promise<string> {
+  if ('spkiDer' in key) return createRequest({ privateKey: key.privateKey, spkiDer: key.spkiDer, rsa: key.algorithm !== 'ecdsa-p256' }, names);
+  const spkiDer = Buffer.from(key.publicKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  return createRequest({ privateKey: KeyObject.from(key.keys.privateKey), spkiDer, rsa: algorithmOf(key) !== 'ecdsa-p256' }, names);
 }
 
 /**
