@@ -570,11 +570,17 @@ export class IssuanceCoordinator implements SessionHandler {
    */
   async #onCsr(session: AgentSession, certificateId: string, csrPem: string): Promise<void> {
     const arrived = performance.now();
-    const reading = this.#instance(session.instanceId);
-    const checking = this.#checkCsr(session.instanceId, reading, csrPem);
+    // The CSR decoded first, then one read: the instance and which of the CSR's names it owns.
+    // A CSR that does not decode reads the instance alone, and is refused by the check below.
+    const decoding = parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate }).then(namesAsked);
+    const reading = decoding.then(
+      (requested) => this.#instanceOwning(session.instanceId, requested),
+      () => this.#instanceOwning(session.instanceId, []),
+    );
+    const checking = reading.then(({ instance, owned }) => this.#checkCsr(instance, owned, decoding, csrPem));
     checking.catch(() => undefined);
     // A failed read of the instance fails here, as it is, not as a rejected CSR.
-    const instance = await reading;
+    const { instance } = await reading;
     // An order placed here for this certificate while the agent made the CSR: only this agent's own.
     const early = this.#early.get(certificateId);
     const ours = early?.instanceId === session.instanceId ? early : undefined;
@@ -610,12 +616,6 @@ export class IssuanceCoordinator implements SessionHandler {
     this.#start(instance, issuing, csrPem);
   }
 
-  /**
-   * Checks an agent's CSR against its instance's policy. The CSR is decoded and its names'
-   * owners looked up while the instance is read (both need only the CSR and the agent's
-   * instance id), so an accepted CSR waits for one read, not two in a row; the instance's
-   * own size bound is applied once it is read, to the request parseCsr decoded and kept.
-   */
   /**
    * Accepts the CSR and takes the order's lease in one write when an order slot is free now,
    * and starts the order under them: true when done so. While the write is in flight nothing
@@ -655,23 +655,20 @@ export class IssuanceCoordinator implements SessionHandler {
     }
   }
 
-  async #checkCsr(instanceId: string, reading: Promise<InstanceRecord>, csrPem: string): Promise<string[]> {
+  /**
+   * Checks an agent's CSR against its instance's policy: its size bound (applied to the
+   * request parseCsr decoded and kept), names the instance owns, and the key its policy asks
+   * for. `owned` are the CSR's names the instance owns, read with the instance; `decoding`
+   * the CSR's names, normalised. Returns those names.
+   */
+  async #checkCsr(instance: InstanceRecord, owned: ReadonlySet<string>, decoding: Promise<string[]>, csrPem: string): Promise<string[]> {
     const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     };
-    const maxNames = this.deps.maxNamesPerCertificate;
-    const decoding = parseCsr(csrPem, 'CSR', { maxNames });
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames) }).catch(rejected);
+    const requested = await decoding;
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
-    const owning = decoding.then(async (decoded) => {
-      const requested = [...new Set([...decoded.dnsNames, ...decoded.ipAddresses].map(normaliseDnsName))];
-      return { requested, owned: new Set(await this.deps.store.instances.ownedNames(instanceId, requested)) };
-    });
-    owning.catch(() => undefined);
-    const instance = await reading;
-    await decoding.catch(() => undefined);
-    const csr = await parseCsr(csrPem, 'CSR', { maxNames, maxPemBytes: csrPemBytesFor(instance.hostnames) }).catch(rejected);
-    const { requested, owned } = await owning;
     const foreign = requested.filter((name) => !owned.has(name));
     if (requested.length === 0 || foreign.length > 0) {
       const ownHere = new Set(await this.deps.store.instances.ownedNames(instance.id, instance.hostnames));
@@ -1059,6 +1056,13 @@ export class IssuanceCoordinator implements SessionHandler {
     if (failed) await this.deps.listener?.onFailed(failed);
   }
 
+  /** The instance and which of `names` it owns, in one read. */
+  async #instanceOwning(id: string, names: readonly string[]): Promise<{ instance: InstanceRecord; owned: ReadonlySet<string> }> {
+    const found = await this.deps.store.instances.withOwnedNames(id, names);
+    if (!found) throw new CertplaneError(ErrorCode.ISSUANCE_UNKNOWN_INSTANCE, `no instance ${id}`);
+    return { instance: found.instance, owned: new Set(found.owned) };
+  }
+
   async #instance(id: string): Promise<InstanceRecord> {
     const instance = await this.deps.store.instances.get(id);
     if (!instance) throw new CertplaneError(ErrorCode.ISSUANCE_UNKNOWN_INSTANCE, `no instance ${id}`);
@@ -1113,4 +1117,9 @@ async function settledWithin(promises: readonly Promise<unknown>[], ms: number):
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.allSettled(promises), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
+}
+
+/** A decoded CSR's names (DNS names and addresses), normalised, each once. */
+function namesAsked(decoded: { readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }): string[] {
+  return [...new Set([...decoded.dnsNames, ...decoded.ipAddresses].map(normaliseDnsName))];
 }

@@ -63,9 +63,9 @@ export const AUTHENTICATIONS_AT_ONCE = 16;
 type ServerMessageWithoutVersion = ServerMessage extends infer M ? (M extends unknown ? Omit<M, 'v'> : never) : never;
 
 /**
- * How stale an instance's `agentLastSeenAt` may be while its agent keeps talking: a
- * connection writes it for its first message after authentication (any message) and then
- * at most once in this time.
+ * How stale an instance's `agentLastSeenAt` may be while its agent keeps talking: the
+ * authentication writes it with the connection (one write), and the connection's later
+ * messages at most once in this time after that.
  */
 export const LAST_SEEN_RESOLUTION_MS = 30_000;
 
@@ -77,6 +77,8 @@ export class AgentSession {
     readonly identity: AgentIdentity,
     private readonly socket: WebSocket,
     private readonly requestTimeoutMs: number,
+    /** When it authenticated: the instance's connection time, and when its agent was last seen until it speaks again. */
+    readonly connectedAt: Date,
   ) {}
 
   get instanceId(): string {
@@ -228,7 +230,7 @@ export class SessionRegistry {
     });
     socket.on('error', (error) => log.warn({ err: error.message }, 'agent socket error'));
     let queue = Promise.resolve();
-    /** When this connection last wrote the instance's last-seen time (a write per message would be one per CSR, per acknowledgement). */
+    /** When this connection last wrote the instance's last-seen time (its authentication, then at most every LAST_SEEN_RESOLUTION_MS; a write per message would be one per CSR, per acknowledgement). */
     let seenWrittenAt = Number.NEGATIVE_INFINITY;
     socket.on('message', (data, isBinary) => {
       spoke = true;
@@ -250,6 +252,7 @@ export class SessionRegistry {
                 return;
               }
               session = authenticated;
+              seenWrittenAt = authenticated.connectedAt.getTime();
               log.info({ instanceId: session.instanceId, agentVersion: message.agentVersion }, 'agent connected');
               await this.#handler?.onConnected(session);
             });
@@ -370,7 +373,7 @@ export class SessionRegistry {
     assertUsable(record);
     const signed = verifySignature('sha256', authPayload(nonce), identity.publicKey, Buffer.from(message.signature, 'base64'));
     if (!signed) throw new CertplaneError(ErrorCode.AGENT_AUTH_FAILED, 'the signature over the nonce does not verify with the agent certificate\'s key');
-    const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000);
+    const session = new AgentSession(identity, socket, this.options.requestTimeoutMs ?? 15_000, now);
     const previous = this.#sessions.get(identity.instanceId);
     this.#sessions.set(identity.instanceId, session);
     // Checked again, under the instance's lock, only once the session is registered: a

@@ -278,6 +278,14 @@ class SqlStore implements Store {
       const rows = await this.db.query<{ name: string }>('SELECT name FROM instance_hostnames WHERE instance_id = $1 AND name = ANY($2::text[]) ORDER BY name', [instanceId, [...names]]);
       return rows.map((row) => row.name);
     },
+    withOwnedNames: async (instanceId, names) => {
+      if (!UUID.test(instanceId)) return undefined;
+      const [row] = await this.db.query<InstanceRow & { owned_names: string[] }>(
+        'SELECT i.*, ARRAY(SELECT o.name FROM instance_hostnames o WHERE o.instance_id = i.id AND o.name = ANY($2::text[]) ORDER BY o.name) AS owned_names FROM instances i WHERE i.id = $1',
+        [instanceId, [...names]],
+      );
+      return row && { instance: toInstance(row), owned: row.owned_names };
+    },
     unownedHostnames: async (limit) =>
       (
         await this.db.query<{ instance_id: string; name: string }>(
@@ -314,7 +322,8 @@ class SqlStore implements Store {
       });
     },
     setAgentConnected: async (id, connectedAt) => {
-      await this.updateInstance(id, 'agent_connected_at = $2::timestamptz', connectedAt);
+      // The authentication is the agent's first message: connecting is also being seen.
+      await this.updateInstance(id, connectedAt ? 'agent_connected_at = $2::timestamptz, agent_last_seen_at = $2::timestamptz' : 'agent_connected_at = $2::timestamptz', connectedAt);
     },
     touchAgent: async (id, at) => {
       await this.updateInstance(id, 'agent_last_seen_at = $2::timestamptz', at);

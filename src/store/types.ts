@@ -376,8 +376,11 @@ export interface Store {
     decommission(id: string, record: DecommissionRecord): Promise<DecommissionOutcome>;
     /** Which of `names` (normalised) the instance owns: what it may put in a CSR. */
     ownedNames(instanceId: string, names: readonly string[]): Promise<string[]>;
+    /** The instance and which of `names` (normalised) it owns, in one read: what a CSR's check needs. */
+    withOwnedNames(instanceId: string, names: readonly string[]): Promise<{ instance: InstanceRecord; owned: string[] } | undefined>;
     /** Names instances list but do not own (an older instance held them when ownership began), at most `limit`. */
     unownedHostnames(limit: number): Promise<{ instanceId: string; name: string }[]>;
+    /** The agent's connection, or null when it ended; a connection also sets when the agent was last seen (its authentication). */
     setAgentConnected(id: string, connectedAt: Date | null): Promise<void>;
     touchAgent(id: string, at: Date): Promise<void>;
     setInstalledFingerprint(id: string, fingerprintSha256: string | null): Promise<void>;

@@ -335,18 +335,19 @@ describe('agent channel', async () => {
     }
   });
 
-  test('the instance\'s lastSeenAt is written for the first message on a connection, then at most once in LAST_SEEN_RESOLUTION_MS, and again after it', async () => {
+  test('the instance\'s lastSeenAt is written by the authentication, then at most once in LAST_SEEN_RESOLUTION_MS, and again after it', async () => {
     let now = Date.parse('2026-12-02T12:00:00Z');
     const timed = await startTestPlane({ clock: () => new Date(now) });
     try {
       const agent = await enrollTestAgent(timed, 'seen');
+      const first = now;
       const channel = await authenticateOn(timed, agent);
       await channel.next('welcome');
       const status = () => channel.socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'status', installedFingerprintSha256: null, pendingCertificateIds: [] }));
       const seen = async () => (await timed.store.instances.get(agent.instanceId))?.agentLastSeenAt?.getTime();
-      const first = now;
-      status();
-      await eventually(async () => ((await seen()) === first ? true : undefined), 10_000, 50, 'the first write');
+      // Written with the connection, before the welcome: no write of its own for the first message.
+      assert.equal(await seen(), first);
+      assert.equal((await timed.store.instances.get(agent.instanceId))?.agentConnectedAt?.getTime(), first);
       for (const step of [1_000, LAST_SEEN_RESOLUTION_MS - 2_000]) {
         now += step;
         status();

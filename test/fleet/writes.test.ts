@@ -161,42 +161,38 @@ describe('the writes of one certificate', () => {
     }
   });
 
-  test('a CSR\'s names are looked up while its instance is read, not after', async () => {
+  test('a CSR is checked with one read: its instance and which of its names the instance owns', async () => {
     let gate = false;
-    let ownershipAsked: () => void = () => undefined;
-    const ownershipStarted = new Promise<void>((resolve) => (ownershipAsked = resolve));
-    const events: string[] = [];
+    const reads: string[] = [];
     const instances = Object.assign(Object.create(plane.store.instances), {
-      // Once the CSR is sent, the instance read is held until the names' owners are asked for (at most 5 s).
-      get: async (id: string) => {
-        if (gate) {
-          events.push('instance read started');
-          const overlapped = await Promise.race([ownershipStarted.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5_000).unref())]);
-          events.push(overlapped ? 'instance read ended after the ownership read started' : 'instance read ended alone');
-        }
+      get: (id: string) => {
+        if (gate) reads.push('get');
         return plane.store.instances.get(id);
       },
       ownedNames: (id: string, names: readonly string[]) => {
-        if (gate) events.push('ownership read started');
-        ownershipAsked();
+        if (gate) reads.push('ownedNames');
         return plane.store.instances.ownedNames(id, names);
+      },
+      withOwnedNames: (id: string, names: readonly string[]) => {
+        if (gate) reads.push(`withOwnedNames ${names.join(',')}`);
+        return plane.store.instances.withOwnedNames(id, names);
       },
     }) as typeof plane.store.instances;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'instances' ? instances : Reflect.get(target, property, receiver)) });
     const coordinator = coordinatorOver(store, 'https://ca.test/order/o');
     plane.sessions.setHandler(coordinator);
-    const agent = await enrollTestAgent(plane, 'writes-overlap');
+    const agent = await enrollTestAgent(plane, 'writes-one-read');
     const channel = await openAgentChannel(plane, agent);
     try {
       await channel.next('welcome');
       await coordinator.requestIssue(agent.instanceId);
       const request = await channel.next('csr_request');
-      const csrPem = await createCsr(await generateKeyPair(), request.hostnames);
+      const csrPem = await createCsr(await generateKeyPair(), [...request.hostnames].reverse().map((name) => name.toUpperCase()));
       gate = true;
       channel.send({ type: 'csr', certificateId: request.certificateId, csrPem });
       const delivered = await channel.next('deliver');
       assert.equal(delivered.certificateId, request.certificateId, 'the CSR was accepted and its certificate delivered');
-      assert.deepEqual(events.slice(0, 3), ['instance read started', 'ownership read started', 'instance read ended after the ownership read started']);
+      assert.deepEqual(reads, [`withOwnedNames ${[...request.hostnames].reverse().join(',')}`], 'one read, with the names normalised');
     } finally {
       channel.socket.terminate();
     }

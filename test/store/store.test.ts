@@ -189,6 +189,7 @@ for (const engine of [pglite, postgres]) {
       const fingerprint = 'ab'.repeat(32);
 
       await store.instances.setAgentConnected(instance.id, connectedAt);
+      assert.deepEqual((await store.instances.get(instance.id))?.agentLastSeenAt, connectedAt, 'connecting is being seen');
       await store.instances.touchAgent(instance.id, seenAt);
       await store.instances.setInstalledFingerprint(instance.id, fingerprint);
       const updated = await store.instances.get(instance.id);
@@ -643,6 +644,13 @@ for (const engine of [pglite, postgres]) {
       assert.deepEqual(await store.instances.ownedNames(deeper.id, [`b.${zone}`, `x.b.${zone}`]), [`x.b.${zone}`]);
       assert.deepEqual(await store.instances.ownedNames(wild.id, [`*.w.${zone}`, `two.w.${zone}`]), [`*.w.${zone}`]);
       assert.deepEqual(await store.instances.ownedNames('not-a-uuid', [`b.${zone}`]), []);
+      // The same answer with the instance, in one read.
+      const both = await store.instances.withOwnedNames(us.id, [`b.${zone}`, `x.b.${zone}`, `api.${zone}`]);
+      assert.deepEqual(both?.owned, [`api.${zone}`, `b.${zone}`]);
+      assert.deepEqual(both?.instance, await store.instances.get(us.id));
+      assert.deepEqual((await store.instances.withOwnedNames(us.id, []))?.owned, []);
+      assert.equal(await store.instances.withOwnedNames('not-a-uuid', [`b.${zone}`]), undefined);
+      assert.equal(await store.instances.withOwnedNames('00000000-0000-4000-8000-0000000000ab', [`b.${zone}`]), undefined);
     });
 
     test('hostnames: of concurrent registrations of one name, or of a wildcard and a name it covers, exactly one wins', TIMEOUT, async () => {
