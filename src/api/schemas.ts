@@ -148,7 +148,7 @@ export const Instance = z
       lastSeenAt: z.iso
         .datetime()
         .nullable()
-        .describe(`when the agent last sent a message on its channel, to within ${LAST_SEEN_RESOLUTION_MS / 1000} s (written for its first message on a connection, then at most every ${LAST_SEEN_RESOLUTION_MS / 1000} s)`),
+        .describe(`when the agent last sent a message on its channel, to within ${LAST_SEEN_RESOLUTION_MS / 1000} s (written when it authenticates, then for its messages at most every ${LAST_SEEN_RESOLUTION_MS / 1000} s)`),
       installedFingerprintSha256: z.string().nullable().describe('the leaf of the agent\'s live/fullchain.pem, as the agent last reported it: installed, which is not necessarily served (see `served`)'),
     }),
     certificate: CertificateSummary.nullable().describe('the most recent certificate request'),

@@ -579,7 +579,8 @@ export class IssuanceCoordinator implements SessionHandler {
     );
     const checking = reading.then(({ instance, owned }) => this.#checkCsr(instance, owned, decoding, csrPem));
     checking.catch(() => undefined);
-    // A failed read of the instance fails here, as it is, not as a rejected CSR.
+    // A failed read (the store) fails here, as it is, not as a rejected CSR: the certificate
+    // stays pending and its CSR is asked for again.
     const { instance } = await reading;
     // An order placed here for this certificate while the agent made the CSR: only this agent's own.
     const early = this.#early.get(certificateId);

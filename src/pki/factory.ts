@@ -1,6 +1,6 @@
 /**
- * A small certificate factory over @peculiar/x509 and WebCrypto. The agent CA issues
- * agent certificates with it; the local development environment (Pebble's HTTPS
+ * A small certificate factory over @peculiar/x509 and WebCrypto (requests: request.ts, over
+ * node:crypto alone). The agent CA issues agent certificates with it; the local development environment (Pebble's HTTPS
  * listener) and the test suites make real hierarchies (roots, cross-signs,
  * intermediates, leaves) with it instead of shipping key material in the repository.
  */
@@ -161,9 +161,9 @@ function algorithmOf(key: KeyPair): KeyAlgorithm {
  * instead of its key.
  */
 export async function createCsr(key: KeyPair | SigningKey, names: readonly string[]): Promise<string> {
-  if ('spkiDer' in key) return createRequest({ privateKey: key.privateKey, spkiDer: key.spkiDer, rsa: key.algorithm !== 'ecdsa-p256' }, names);
+  if ('spkiDer' in key) return createRequest(key, names);
   const spkiDer = Buffer.from(key.publicKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
-  return createRequest({ privateKey: KeyObject.from(key.keys.privateKey), spkiDer, rsa: algorithmOf(key) !== 'ecdsa-p256' }, names);
+  return createRequest({ privateKey: KeyObject.from(key.keys.privateKey), spkiDer }, names);
 }
 
 /**

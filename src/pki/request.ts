@@ -1,11 +1,13 @@
 /**
  * An agent's key and its PKCS#10 request, made with node:crypto alone: the key by OpenSSL,
  * the request's few DER structures written here and signed by OpenSSL. This is the work an
- * agent does for every certificate, and @peculiar/x509's generator spent about 2.5 ms of CPU
- * on the request where this spends about 0.1 ms (2026-12-04, `npm run bench`'s campaigns).
- * The bytes are the generator's own, to the byte (test/pki/request.test.ts compares them):
- * the subject is CN=<first DNS name>, a PrintableString when every character allows it and a
- * UTF8String otherwise; the names are one subjectAltName in one extensionRequest.
+ * agent does for every certificate: @peculiar/x509's generator took 2.2 to 3.2 ms a request
+ * and WebCrypto's key with its two exports 0.6 to 0.8 ms, where these take about 0.1 and
+ * 0.36 ms (500 of each in a loop, 2026-12-04). The bytes are the generator's own
+ * (test/pki/request.test.ts compares them), but for an IPv6 address written with a dotted
+ * IPv4 tail, which the generator got wrong (::ffff:192.0.2.9 as ::ffff:192): the subject is
+ * CN=<first DNS name>, a PrintableString when every character allows it and a UTF8String
+ * otherwise; the names are one subjectAltName in one extensionRequest.
  */
 import { generateKeyPair as generateNodeKeyPair, sign, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -24,12 +26,17 @@ export interface SigningKey {
 
 const generate = promisify(generateNodeKeyPair);
 
-const MODULUS_LENGTH: Partial<Record<KeyAlgorithm, number>> = { 'rsa-2048': 2048, 'rsa-3072': 3072 };
+/** Each algorithm's key: an EC curve or an RSA modulus length (exhaustive: a new algorithm must say which). */
+const KEYS: Record<KeyAlgorithm, { readonly curve: 'P-256' } | { readonly modulusLength: number }> = {
+  'ecdsa-p256': { curve: 'P-256' },
+  'rsa-2048': { modulusLength: 2048 },
+  'rsa-3072': { modulusLength: 3072 },
+};
 
 /** A fresh key of `algorithm`, generated off the event loop (libuv's pool). */
 export async function generateSigningKey(algorithm: KeyAlgorithm = 'ecdsa-p256'): Promise<SigningKey> {
-  const modulusLength = MODULUS_LENGTH[algorithm];
-  const { privateKey, publicKey } = modulusLength === undefined ? await generate('ec', { namedCurve: 'P-256' }) : await generate('rsa', { modulusLength, publicExponent: 0x10001 });
+  const key = KEYS[algorithm];
+  const { privateKey, publicKey } = 'curve' in key ? await generate('ec', { namedCurve: key.curve }) : await generate('rsa', { modulusLength: key.modulusLength, publicExponent: 0x10001 });
   return { algorithm, privateKey, privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, spkiDer: publicKey.export({ type: 'spki', format: 'der' }) };
 }
 
@@ -47,7 +54,9 @@ export function keyAlgorithmOf(key: KeyObject): KeyAlgorithm | undefined {
  * addresses go in as IP SANs (RFC 8738); the subject CN is the first DNS name, and an
  * address-only request has none, as CAs issue address certificates without a CN.
  */
-export function createRequest(key: Pick<SigningKey, 'privateKey' | 'spkiDer'> & { readonly rsa: boolean }, names: readonly string[]): string {
+export function createRequest(key: Pick<SigningKey, 'privateKey' | 'spkiDer'>, names: readonly string[]): string {
+  const rsa = key.privateKey.asymmetricKeyType === 'rsa';
+  if (!rsa && key.privateKey.asymmetricKeyType !== 'ec') throw new RangeError(`a ${key.privateKey.asymmetricKeyType ?? 'secret'} key does not sign certplane's requests`);
   const dnsNames = names.filter((name) => isIP(name) === 0);
   const cn = dnsNames[0] ?? (names.length === 0 ? 'certplane' : undefined);
   const subject = sequence(cn === undefined ? [] : [set([sequence([COMMON_NAME, text(cn)])])]);
@@ -55,8 +64,8 @@ export function createRequest(key: Pick<SigningKey, 'privateKey' | 'spkiDer'> & 
   const extension = sequence([SUBJECT_ALT_NAME, tlv(0x04, generalNames)]);
   const attributes = tlv(0xa0, sequence([EXTENSION_REQUEST, set([sequence([extension])])]));
   const info = sequence([VERSION_1, subject, key.spkiDer, attributes]);
-  const signature = sign('sha256', info, key.rsa ? key.privateKey : { key: key.privateKey, dsaEncoding: 'der' });
-  const der = sequence([info, key.rsa ? SHA256_WITH_RSA : ECDSA_WITH_SHA256, tlv(0x03, Buffer.concat([Buffer.of(0), signature]))]);
+  const signature = sign('sha256', info, rsa ? key.privateKey : { key: key.privateKey, dsaEncoding: 'der' });
+  const der = sequence([info, rsa ? SHA256_WITH_RSA : ECDSA_WITH_SHA256, tlv(0x03, Buffer.concat([Buffer.of(0), signature]))]);
   return pem(der, 'CERTIFICATE REQUEST');
 }
 
@@ -71,6 +80,7 @@ function pem(der: Buffer, label: string): string {
 /** DER of one element: tag, definite length, contents. */
 function tlv(tag: number, contents: Buffer): Buffer {
   const length = contents.length;
+  if (length > 0xffffff) throw new RangeError(`a DER element of ${length} bytes is beyond what a request holds`);
   const header = length < 0x80 ? [tag, length] : length < 0x100 ? [tag, 0x81, length] : length < 0x10000 ? [tag, 0x82, length >> 8, length & 0xff] : [tag, 0x83, length >> 16, (length >> 8) & 0xff, length & 0xff];
   return Buffer.concat([Buffer.from(header), contents]);
 }
@@ -87,9 +97,14 @@ function text(value: string): Buffer {
   return PRINTABLE.test(value) ? tlv(0x13, Buffer.from(value, 'latin1')) : tlv(0x0c, Buffer.from(value, 'utf8'));
 }
 
-/** The 4 or 16 bytes of an IP address. */
+/**
+ * The 4 or 16 bytes of an IP address, in any form node:net reads; refused (RangeError) with a
+ * zone index ("fe80::1%eth0" names an interface of one machine, never a certificate's address)
+ * or anything but eight groups of one to four hex digits once the "::" is filled in.
+ */
 function addressBytes(address: string): Buffer {
   if (isIP(address) === 4) return Buffer.from(address.split('.').map(Number));
+  if (isIP(address) !== 6 || address.includes('%')) throw new RangeError(`"${address.slice(0, 64)}" is not an IP address a certificate can name`);
   let text = address.toLowerCase();
   // An IPv6 address may end in dotted IPv4: two groups of it.
   const dotted = text.match(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/);
@@ -101,7 +116,9 @@ function addressBytes(address: string): Buffer {
   const groupsOf = (part: string) => (part === '' ? [] : part.split(':'));
   const front = groupsOf(head);
   const back = tail === undefined ? [] : groupsOf(tail);
-  const groups = tail === undefined ? front : [...front, ...Array<string>(8 - front.length - back.length).fill('0'), ...back];
+  const missing = 8 - front.length - back.length;
+  const groups = tail === undefined ? front : missing > 0 ? [...front, ...Array<string>(missing).fill('0'), ...back] : [];
+  if (groups.length !== 8 || !groups.every((group) => /^[0-9a-f]{1,4}$/.test(group))) throw new RangeError(`"${address.slice(0, 64)}" is not an IP address a certificate can name`);
   const bytes = Buffer.alloc(16);
   groups.forEach((group, index) => bytes.writeUInt16BE(parseInt(group, 16), index * 2));
   return bytes;

@@ -323,10 +323,11 @@ class SqlStore implements Store {
     },
     setAgentConnected: async (id, connectedAt) => {
       // The authentication is the agent's first message: connecting is also being seen.
-      await this.updateInstance(id, connectedAt ? 'agent_connected_at = $2::timestamptz, agent_last_seen_at = $2::timestamptz' : 'agent_connected_at = $2::timestamptz', connectedAt);
+      // Never moved back: a replaced connection's last write, or another replica's clock, may come later with an earlier time.
+      await this.updateInstance(id, connectedAt ? 'agent_connected_at = $2::timestamptz, agent_last_seen_at = GREATEST(agent_last_seen_at, $2::timestamptz)' : 'agent_connected_at = $2::timestamptz', connectedAt);
     },
     touchAgent: async (id, at) => {
-      await this.updateInstance(id, 'agent_last_seen_at = $2::timestamptz', at);
+      await this.updateInstance(id, 'agent_last_seen_at = GREATEST(agent_last_seen_at, $2::timestamptz)', at);
     },
     setInstalledFingerprint: async (id, fingerprintSha256) => {
       await this.updateInstance(id, 'installed_fingerprint_sha256 = $2::text', fingerprintSha256);

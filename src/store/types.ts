@@ -382,6 +382,7 @@ export interface Store {
     unownedHostnames(limit: number): Promise<{ instanceId: string; name: string }[]>;
     /** The agent's connection, or null when it ended; a connection also sets when the agent was last seen (its authentication). */
     setAgentConnected(id: string, connectedAt: Date | null): Promise<void>;
+    /** When the agent was last seen (a message); never moved back to an earlier time. */
     touchAgent(id: string, at: Date): Promise<void>;
     setInstalledFingerprint(id: string, fingerprintSha256: string | null): Promise<void>;
   };

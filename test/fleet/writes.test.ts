@@ -161,38 +161,78 @@ describe('the writes of one certificate', () => {
     }
   });
 
-  test('a CSR is checked with one read: its instance and which of its names the instance owns', async () => {
-    let gate = false;
+  /**
+   * A coordinator over the plane's store whose instance reads are recorded from the moment a
+   * CSR is sent up to its first combined read (`failOnce` makes that read fail once), and an
+   * agent with a certificate requested and its CSR request received.
+   */
+  const csrReads = async (name: string, failOnce = false) => {
     const reads: string[] = [];
+    let recording = false;
+    let failing = failOnce;
+    const record = (read: string) => recording && reads.push(read);
     const instances = Object.assign(Object.create(plane.store.instances), {
-      get: (id: string) => {
-        if (gate) reads.push('get');
-        return plane.store.instances.get(id);
-      },
-      ownedNames: (id: string, names: readonly string[]) => {
-        if (gate) reads.push('ownedNames');
-        return plane.store.instances.ownedNames(id, names);
-      },
+      get: (id: string) => (record('get'), plane.store.instances.get(id)),
+      ownedNames: (id: string, names: readonly string[]) => (record('ownedNames'), plane.store.instances.ownedNames(id, names)),
       withOwnedNames: (id: string, names: readonly string[]) => {
-        if (gate) reads.push(`withOwnedNames ${names.join(',')}`);
+        record(`withOwnedNames ${names.join(',')}`);
+        recording = false;
+        if (failing) {
+          failing = false;
+          return Promise.reject(new Error('the store is away'));
+        }
         return plane.store.instances.withOwnedNames(id, names);
       },
     }) as typeof plane.store.instances;
     const store = new Proxy(plane.store, { get: (target, property, receiver) => (property === 'instances' ? instances : Reflect.get(target, property, receiver)) });
-    const coordinator = coordinatorOver(store, 'https://ca.test/order/o');
+    const coordinator = coordinatorOver(store, `https://ca.test/order/${name}`);
     plane.sessions.setHandler(coordinator);
-    const agent = await enrollTestAgent(plane, 'writes-one-read');
+    const agent = await enrollTestAgent(plane, name);
     const channel = await openAgentChannel(plane, agent);
-    try {
-      await channel.next('welcome');
-      await coordinator.requestIssue(agent.instanceId);
-      const request = await channel.next('csr_request');
-      const csrPem = await createCsr(await generateKeyPair(), [...request.hostnames].reverse().map((name) => name.toUpperCase()));
-      gate = true;
+    await channel.next('welcome');
+    await coordinator.requestIssue(agent.instanceId);
+    const request = await channel.next('csr_request');
+    const send = (csrPem: string) => {
+      recording = true;
       channel.send({ type: 'csr', certificateId: request.certificateId, csrPem });
+    };
+    return { reads, channel, request, send };
+  };
+
+  test('a CSR is checked with one read: its instance and which of its names the instance owns', async () => {
+    const { reads, channel, request, send } = await csrReads('writes-one-read');
+    try {
+      send(await createCsr(await generateKeyPair(), [...request.hostnames].reverse().map((name) => name.toUpperCase())));
       const delivered = await channel.next('deliver');
       assert.equal(delivered.certificateId, request.certificateId, 'the CSR was accepted and its certificate delivered');
       assert.deepEqual(reads, [`withOwnedNames ${[...request.hostnames].reverse().join(',')}`], 'one read, with the names normalised');
+    } finally {
+      channel.socket.terminate();
+    }
+  });
+
+  test('a CSR that does not decode reads its instance alone and is refused', async () => {
+    const { reads, channel, request, send } = await csrReads('writes-bad-csr');
+    try {
+      send('-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----');
+      const cancel = await channel.next('cancel');
+      assert.equal(cancel.certificateId, request.certificateId);
+      assert.match(cancel.reason, /^CSR rejected: /);
+      assert.deepEqual(reads, ['withOwnedNames ']);
+      assert.equal((await plane.store.certificates.get(request.certificateId))?.status, 'failed');
+    } finally {
+      channel.socket.terminate();
+    }
+  });
+
+  test('a CSR whose read fails (the store) leaves its certificate pending, not failed', async () => {
+    const { reads, channel, request, send } = await csrReads('writes-read-fails', true);
+    try {
+      send(await createCsr(await generateKeyPair(), request.hostnames));
+      const closed = await channel.closed;
+      assert.equal(reads.length, 1);
+      assert.notEqual(closed.code, 1000, 'the plane closed the channel over its own failure');
+      assert.equal((await plane.store.certificates.get(request.certificateId))?.status, 'pending');
     } finally {
       channel.socket.terminate();
     }

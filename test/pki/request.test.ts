@@ -5,7 +5,7 @@
  * direct path; and OpenSSL reads the same names from it.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, webcrypto } from 'node:crypto';
 import { describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
@@ -73,6 +73,8 @@ describe('an agent request written by hand', async () => {
         const [theirInfo, theirAlgorithm] = children(Buffer.from(theirs.rawData));
         assert.equal(ourInfo!.toString('hex'), theirInfo!.toString('hex'));
         assert.equal(ourAlgorithm!.toString('hex'), theirAlgorithm!.toString('hex'));
+        // RSA PKCS#1 v1.5 signatures are deterministic: the whole request, PEM text included.
+        if (kind === 'rsa') assert.equal(pem, theirs.toString('pem'));
         assert.equal(await ours.verify(), true);
         // The plane reads it directly, and gets what the generic path gets.
         const der = parsePemBlocks(pem)[0]!.der;
@@ -85,12 +87,37 @@ describe('an agent request written by hand', async () => {
   }
 
   // The generator wrote "::ffff:192.0.2.9" as ::ffff:192 (0000…ffff0192); OpenSSL is the judge here.
-  test('OpenSSL reads the subject and the names, IPv6 and IPv4-mapped IPv6 written out', async () => {
+  test('OpenSSL reads the subject and the names, IPv6 and IPv4-mapped IPv6 written out, and the signature verifies', async () => {
     const pem = await createCsr(keys.p256, ['db1.example.com', '2001:db8::1', '192.0.2.7', '::ffff:192.0.2.9']);
-    const text = execFileSync('openssl', ['req', '-noout', '-text', '-verify'], { input: pem, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+    const read = spawnSync('openssl', ['req', '-noout', '-text', '-verify'], { input: pem });
+    assert.equal(read.status, 0, read.stderr.toString());
+    const text = read.stdout.toString();
     assert.match(text, /Subject: CN\s?=\s?db1\.example\.com/);
     assert.match(text, /DNS:db1\.example\.com, IP Address:2001:DB8:0:0:0:0:0:1, IP Address:192\.0\.2\.7, IP Address:0:0:0:0:0:FFFF:C000:209\n/);
     assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
+    assert.match(read.stderr.toString(), /verify OK/);
+  });
+
+  test('every form of an IPv6 address becomes its 16 bytes; a zone index is refused', async () => {
+    const forms: [string, string][] = [
+      ['::', '00000000000000000000000000000000'],
+      ['::1', '00000000000000000000000000000001'],
+      ['1::', '00010000000000000000000000000000'],
+      ['2001:DB8::a', '20010db800000000000000000000000a'],
+      ['1:2:3:4:5:6:7::', '00010002000300040005000600070000'],
+      ['::2:3:4:5:6:7:8', '00000002000300040005000600070008'],
+      ['1:2:3:4:5:6:7:8', '00010002000300040005000600070008'],
+      ['::1.2.3.4', '00000000000000000000000001020304'],
+      ['::ffff:192.0.2.9', '00000000000000000000ffffc0000209'],
+      ['1:2:3:4:5:6:1.2.3.4', '00010002000300040005000601020304'],
+      ['1:2:3:4:5::1.2.3.4', '00010002000300040005000001020304'],
+    ];
+    for (const [address, bytes] of forms) {
+      const der = parsePemBlocks(await createCsr(keys.p256, [address]))[0]!.der;
+      const at = der.indexOf(Buffer.from([0x87, 0x10]));
+      assert.equal(der.subarray(at + 2, at + 18).toString('hex'), bytes, address);
+    }
+    for (const zoned of ['fe80::1%eth0', 'fe80::1%1.2.3.4']) await assert.rejects(createCsr(keys.p256, [zoned]), RangeError, zoned);
   });
 
   test('a fresh signing key, its PEM read back, and its request', async () => {

@@ -203,6 +203,10 @@ for (const engine of [pglite, postgres]) {
       assert.equal(cleared?.agentConnectedAt, null);
       assert.equal(cleared?.installedFingerprintSha256, null);
       assert.deepEqual(cleared?.agentLastSeenAt, seenAt);
+      // Never moved back, by a late write or a connection with an earlier clock.
+      await store.instances.touchAgent(instance.id, connectedAt);
+      await store.instances.setAgentConnected(instance.id, connectedAt);
+      assert.deepEqual((await store.instances.get(instance.id))?.agentLastSeenAt, seenAt);
     });
 
     test('instances: updating an instance that does not exist names it', TIMEOUT, async () => {
