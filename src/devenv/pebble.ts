@@ -102,8 +102,32 @@ export function pebbleBinary(env: NodeJS.ProcessEnv = process.env): string {
 }
 let warnedUnpatched = false;
 
+/**
+ * Starts at most this many times when a port chosen for Pebble or challtestsrv was taken
+ * before the program bound it: the kernel hands out the ports freePorts saw free to other
+ * processes' connections too, and a suite running beside another one met it (2026-12-04).
+ */
+const PORT_ATTEMPTS = 3;
+
 /** Starts pebble-challtestsrv, then Pebble resolving through it, and waits until Pebble answers over HTTPS. */
 export async function startPebble(options: PebbleOptions = {}): Promise<LocalPebble> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await startPebbleOnce(options);
+    } catch (error) {
+      if (attempt >= PORT_ATTEMPTS || !portTaken(error)) throw error;
+    }
+  }
+}
+
+/** A start that failed because a program could not bind a port it was given. */
+export function portTaken(error: unknown): boolean {
+  if (!(error instanceof CertplaneError) || error.code !== ErrorCode.DEVENV_PEBBLE_START) return false;
+  const output = (error.details as { output?: unknown }).output;
+  return Array.isArray(output) && output.some((line) => typeof line === 'string' && line.includes('address already in use'));
+}
+
+async function startPebbleOnce(options: PebbleOptions): Promise<LocalPebble> {
   const alternateRoots = options.alternateRoots ?? 2;
   checkOptions(options, alternateRoots);
   const ownsWorkDir = options.workDir === undefined;

@@ -7,9 +7,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { get } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { PATCHED_PEBBLE, pebbleBinary, startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
+import { PATCHED_PEBBLE, pebbleBinary, portTaken, startPebble, type LocalPebble } from '../../src/devenv/pebble.js';
 import { generateKeyPair, issueCertificate } from '../../src/pki/factory.js';
-import { hasCode } from '../../src/errors.js';
+import { CertplaneError, hasCode } from '../../src/errors.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
 let pebble: LocalPebble;
@@ -147,4 +147,12 @@ test("the suites' Pebble is infra/pebble/build.sh's build, without the store's d
   assert.ok(binaries.some((binary) => binary.endsWith('/pebble-challtestsrv')), `challtestsrv is Debian's: ${binaries.join(', ')}`);
   assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: 'pebble' }), 'pebble', "Debian's, by name");
   assert.equal(pebbleBinary({ CERTPLANE_DEVENV_PEBBLE: '' }), PATCHED_PEBBLE);
+});
+
+test('a start is tried again only when a program could not bind a port it was given', () => {
+  const failed = (output: string[], code: ErrorCode = ErrorCode.DEVENV_PEBBLE_START) => new CertplaneError(code, 'pebble exited (code 1) while starting', { process: 'pebble', exitCode: 1, lastFailure: 'no attempt', output });
+  assert.equal(portTaken(failed(['Calling ListenAndServeTLS() for admin interface: listen tcp 127.0.0.1:42003: bind: address already in use'])), true);
+  assert.equal(portTaken(failed(['open /nonexistent/listener-cert.pem: no such file or directory'])), false);
+  assert.equal(portTaken(failed(['bind: address already in use'], ErrorCode.DEVENV_CHALLTESTSRV)), false);
+  assert.equal(portTaken(new Error('bind: address already in use')), false);
 });
