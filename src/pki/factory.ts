@@ -1,8 +1,9 @@
 /**
- * A small certificate factory over @peculiar/x509 and WebCrypto (requests: request.ts, over
- * node:crypto alone). The agent CA issues agent certificates with it; the local development environment (Pebble's HTTPS
- * listener) and the test suites make real hierarchies (roots, cross-signs,
- * intermediates, leaves) with it instead of shipping key material in the repository.
+ * A small certificate factory over @peculiar/x509 and WebCrypto (its requests are written by
+ * request.ts, over node:crypto alone). The agent CA issues agent certificates with it; the
+ * local development environment (Pebble's HTTPS listener) and the test suites make real
+ * hierarchies (roots, cross-signs, intermediates, leaves) with it instead of shipping key
+ * material in the repository.
  */
 import { KeyObject, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
