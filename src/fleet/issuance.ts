@@ -572,7 +572,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const arrived = performance.now();
     // The CSR decoded first, then one read: the instance and which of the CSR's names it owns.
     // A CSR that does not decode reads the instance alone, and is refused by the check below.
-    const decoding = parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate }).then(namesAsked);
+    const decoding = parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate }).then(requestedNames);
     const reading = decoding.then(
       (requested) => this.#instanceOwning(session.instanceId, requested),
       () => this.#instanceOwning(session.instanceId, []),
@@ -1121,6 +1121,6 @@ async function settledWithin(promises: readonly Promise<unknown>[], ms: number):
 }
 
 /** A decoded CSR's names (DNS names and addresses), normalised, each once. */
-function namesAsked(decoded: { readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }): string[] {
+function requestedNames(decoded: { readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] }): string[] {
   return [...new Set([...decoded.dnsNames, ...decoded.ipAddresses].map(normaliseDnsName))];
 }

@@ -7,6 +7,7 @@
  */
 import { KeyObject, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { parsePemBlocks } from '../chain/pem.js';
 import { createRequest, type SigningKey } from './request.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -163,7 +164,7 @@ function algorithmOf(key: KeyPair): KeyAlgorithm {
  */
 export async function createCsr(key: KeyPair | SigningKey, names: readonly string[]): Promise<string> {
   if ('spkiDer' in key) return createRequest(key, names);
-  const spkiDer = Buffer.from(key.publicKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const spkiDer = parsePemBlocks(key.publicKeyPem, 'the public key')[0]!.der;
   return createRequest({ privateKey: KeyObject.from(key.keys.privateKey), spkiDer }, names);
 }
 
