@@ -128,7 +128,10 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   }
   const common = options.common === false ? undefined : readCommonCsr(block.der);
   const direct = common && directlyVerified(common);
-  if (common && direct) return remember(pem, decodedCommon(block.der, common, direct));
+  if (common && direct) {
+    requireShortCommonNames(common.commonNames, source);
+    return remember(pem, decodedCommon(block.der, common, direct));
+  }
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(block.der);
@@ -140,6 +143,7 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   if (!verified) {
     throw new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
+  requireShortCommonNames(csr.subjectName.getField('CN'), source);
   const names = requestedNames(csr, source);
   const spki = Buffer.from(csr.publicKey.rawData);
   // @peculiar/x509 writes the key anew from what it decoded: the request must hold exactly
@@ -162,6 +166,24 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
     entries: names.entries,
   };
   return remember(pem, decoded);
+}
+
+/** RFC 5280's ub-common-name, as bytes: what Let's Encrypt's Boulder allows a request's CN. */
+export const MAX_COMMON_NAME_BYTES = 64;
+
+/**
+ * Refuses a subject CN longer than MAX_COMMON_NAME_BYTES: Boulder answers such a request
+ * with badCSR ("CN was longer than 64 bytes") only at finalization, after its order and
+ * authorizations have spent their rate limits. A longer name belongs in the SAN alone.
+ */
+function requireShortCommonNames(commonNames: readonly string[], source: string): void {
+  const long = commonNames.find((cn) => Buffer.byteLength(cn, 'utf8') > MAX_COMMON_NAME_BYTES);
+  if (long === undefined) return;
+  throw new CertplaneError(
+    ErrorCode.CSR_INVALID,
+    `${source}: its subject CN is ${Buffer.byteLength(long, 'utf8')} bytes, more than the ${MAX_COMMON_NAME_BYTES} RFC 5280 allows and Let's Encrypt accepts; put a name that long in the subjectAltName only, and leave the CN out or set it to a shorter name`,
+    { source, commonNameBytes: Buffer.byteLength(long, 'utf8'), limit: MAX_COMMON_NAME_BYTES },
+  );
 }
 
 /** Keeps a decoded request in RECENT_CSRS, forgetting the oldest past RECENT_CSR_LIMIT. */

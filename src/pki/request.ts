@@ -6,13 +6,13 @@
  * 0.36 ms (500 of each in a loop, 2026-12-04). The bytes are the generator's own
  * (test/pki/request.test.ts compares them), but for an IPv6 address written with a dotted
  * IPv4 tail, which the generator got wrong (::ffff:192.0.2.9 as ::ffff:192): the subject is
- * CN=<first DNS name>, a PrintableString when every character allows it and a UTF8String
- * otherwise; the names are one subjectAltName in one extensionRequest.
+ * CN=<first DNS name of at most 64 bytes>, a PrintableString when every character allows it
+ * and a UTF8String otherwise; the names are one subjectAltName in one extensionRequest.
  */
 import { generateKeyPair as generateNodeKeyPair, sign, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
-import type { KeyAlgorithm } from '../chain/csr.js';
+import { MAX_COMMON_NAME_BYTES, type KeyAlgorithm } from '../chain/csr.js';
 
 /** A private key held as OpenSSL holds it, with what a request needs of it. */
 export interface SigningKey {
@@ -51,14 +51,17 @@ export function keyAlgorithmOf(key: KeyObject): KeyAlgorithm | undefined {
 
 /**
  * A PKCS#10 request for `names`, signed by `key`: what an agent sends instead of its key. IP
- * addresses go in as IP SANs (RFC 8738); the subject CN is the first DNS name, and an
- * address-only request has none, as CAs issue address certificates without a CN.
+ * addresses go in as IP SANs (RFC 8738). The subject CN is the first DNS name that fits
+ * X.520's 64 characters (RFC 5280's ub-common-name): Let's Encrypt's Boulder refuses a request
+ * whose CN is longer ("CN was longer than 64 bytes"), so a longer first name is left to the
+ * SAN, which carries every name anyway. A request none of whose DNS names fits, or that names
+ * only addresses, has no CN, as CAs issue such certificates without one.
  */
 export function createRequest(key: Pick<SigningKey, 'privateKey' | 'spkiDer'>, names: readonly string[]): string {
   const rsa = key.privateKey.asymmetricKeyType === 'rsa';
   if (!rsa && key.privateKey.asymmetricKeyType !== 'ec') throw new RangeError(`a ${key.privateKey.asymmetricKeyType ?? 'secret'} key does not sign certplane's requests`);
   const dnsNames = names.filter((name) => isIP(name) === 0);
-  const cn = dnsNames[0] ?? (names.length === 0 ? 'certplane' : undefined);
+  const cn = dnsNames.find((name) => Buffer.byteLength(name, 'utf8') <= MAX_COMMON_NAME_BYTES) ?? (names.length === 0 ? 'certplane' : undefined);
   const subject = sequence(cn === undefined ? [] : [set([sequence([COMMON_NAME, text(cn)])])]);
   const generalNames = sequence(names.map((name) => (isIP(name) === 0 ? tlv(0x82, Buffer.from(name, 'latin1')) : tlv(0x87, addressBytes(name)))));
   const extension = sequence([SUBJECT_ALT_NAME, tlv(0x04, generalNames)]);

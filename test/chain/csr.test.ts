@@ -4,10 +4,12 @@
  * (made for real by openssl, which still signs with SHA-1 and MD5 when asked).
  */
 import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
 import { describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../../src/errors.js';
 import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr, parsePemBlocks } from '../../src/chain/index.js';
+import { decodeCsr } from '../../src/chain/csr.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { opensslCsr } from '../support/openssl.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
@@ -80,6 +82,32 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     for (const [keyKind, digest] of [['ecdsa-p256', 'sha256'], ['rsa-2048', 'sha384'], ['ed25519', undefined]] as const) {
       assert.deepEqual((await parseCsr(await opensslCsr(keyKind, digest, names))).dnsNames, names);
     }
+  });
+
+  test('a subject CN longer than 64 bytes, which Boulder refuses only at finalization, is refused before any order on both decoding paths; 64 bytes pass', async () => {
+    const requestWithCn = async (cn: string, san: string) =>
+      (
+        await x509.Pkcs10CertificateRequestGenerator.create({
+          name: `CN=${cn}`,
+          keys: key.keys,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams,
+          extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: san }])],
+        })
+      ).toString('pem');
+    const long = `${'a'.repeat(53)}.example.com`;
+    const fits = `${'a'.repeat(52)}.example.com`;
+    const tooLong = await requestWithCn(long, long);
+    for (const common of [true, false]) {
+      await assert.rejects(decodeCsr(tooLong, 'CSR', { common }), (error: unknown) => {
+        refusedWith(ErrorCode.CSR_INVALID)(error);
+        assert.deepEqual((error as CertplaneError).details, { source: 'CSR', commonNameBytes: 65, limit: 64 });
+        return true;
+      });
+      assert.deepEqual((await decodeCsr(await requestWithCn(fits, fits), 'CSR', { common })).parsed.dnsNames, [fits]);
+    }
+    await assert.rejects(parseCsr(tooLong), refusedWith(ErrorCode.CSR_INVALID));
+    // The same long name in the SAN alone is fine.
+    assert.deepEqual((await parseCsr(await createCsr(key, [long]))).dnsNames, [long]);
   });
 
   test('IP addresses in the subjectAltName are read as addresses, canonical, and count toward the names a certificate may carry', async () => {

@@ -15,10 +15,10 @@ import { readCommonCsr } from '../../src/chain/csr-common.js';
 import { createCsr, generateKeyPair, type KeyPair } from '../../src/pki/factory.js';
 import { generateSigningKey, keyAlgorithmOf } from '../../src/pki/request.js';
 
-/** The request as the generator made it (the code this module replaced). */
+/** The request as the generator made it (the code this module replaced), with the CN this module picks: the first DNS name of at most 64 bytes. */
 async function generated(key: KeyPair, names: readonly string[]): Promise<x509.Pkcs10CertificateRequest> {
   const sans = names.map((value) => (/^[\d.]+$|:/.test(value) ? { type: 'ip' as const, value } : { type: 'dns' as const, value }));
-  const cn = sans.find((san) => san.type === 'dns')?.value ?? (names.length === 0 ? 'certplane' : undefined);
+  const cn = sans.find((san) => san.type === 'dns' && san.value.length <= 64)?.value ?? (names.length === 0 ? 'certplane' : undefined);
   const rsa = key.keys.privateKey.algorithm.name !== 'ECDSA';
   return x509.Pkcs10CertificateRequestGenerator.create({
     ...(cn === undefined ? {} : { name: `CN=${cn}` }),
@@ -57,6 +57,7 @@ const NAME_SETS: readonly (readonly string[])[] = [
   ['::', '::1', '1::', '1:2:3:4:5:6:7:8'],
   [],
   [`${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.example.com`],
+  [`${'a'.repeat(53)}.example.com`, 'db1.example.com'],
   Array.from({ length: 100 }, (_, n) => `host-${n}.fleet.example.com`),
 ];
 
@@ -96,6 +97,22 @@ describe('an agent request written by hand', async () => {
     assert.match(text, /DNS:db1\.example\.com, IP Address:2001:DB8:0:0:0:0:0:1, IP Address:192\.0\.2\.7, IP Address:0:0:0:0:0:FFFF:C000:209\n/);
     assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
     assert.match(read.stderr.toString(), /verify OK/);
+  });
+
+  // Boulder refuses a request whose CN is longer than 64 bytes, only at finalization.
+  test('the CN is the first DNS name of at most 64 bytes, or absent when none is that short; the SAN keeps every name', async () => {
+    const long = `${'a'.repeat(53)}.example.com`; // 65 bytes
+    const fits = `${'a'.repeat(52)}.example.com`; // 64 bytes
+    const subjectOf = async (names: readonly string[]) => {
+      const pem = await createCsr(keys.p256, names);
+      const parsed = await decodeCsr(pem, 'CSR');
+      assert.deepEqual([...parsed.parsed.dnsNames].sort(), names.filter((n) => !/^[\d.]+$|:/.test(n)).sort());
+      return new x509.Pkcs10CertificateRequest(pem).subjectName.getField('CN');
+    };
+    assert.deepEqual(await subjectOf([long, 'db1.example.com']), ['db1.example.com']);
+    assert.deepEqual(await subjectOf([fits, 'db1.example.com']), [fits]);
+    assert.deepEqual(await subjectOf([long]), []);
+    assert.deepEqual(await subjectOf([long, '192.0.2.7']), []);
   });
 
   test('every form of an IPv6 address becomes its 16 bytes; a zone index is refused', async () => {
