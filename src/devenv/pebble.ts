@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
-import { createServer, type AddressInfo } from 'node:net';
+import { freeLoopbackPorts } from './ports.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -104,8 +104,9 @@ let warnedUnpatched = false;
 
 /**
  * Starts at most this many times when a port chosen for Pebble or challtestsrv was taken
- * before the program bound it: the kernel hands out the ports freePorts saw free to other
- * processes' connections too, and a suite running beside another one met it (2026-12-04).
+ * before the program bound it. The ports are chosen below the ephemeral range (ports.ts), so
+ * no outgoing connection takes one (which happened once, 2026-12-04, when they came from
+ * listen(0)); another program choosing the same port at the same moment still can.
  */
 const PORT_ATTEMPTS = 3;
 
@@ -148,7 +149,7 @@ async function startPebbleOnce(options: PebbleOptions): Promise<LocalPebble> {
     })());
 
   try {
-    const [acmePort, managementPort, challtestsrvPort, dnsPort, httpPort, tlsPort] = await freePorts(6);
+    const [acmePort, managementPort, challtestsrvPort, dnsPort, httpPort, tlsPort] = await freeLoopbackPorts(6);
     const listener = await loopbackServerCertificate('certplane local Pebble listener CA');
     const acmeServerCaPath = join(workDir, 'acme-server-ca.pem');
     const configPath = join(workDir, 'pebble-config.json');
@@ -365,18 +366,4 @@ function httpsGet(url: string, caPem: string): Promise<{ status: number; body: s
     outgoing.on('error', reject);
     outgoing.end();
   });
-}
-
-/** Ports the kernel just handed out on loopback; all held at once so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, async () => {
-      const server = createServer();
-      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-      return server;
-    }),
-  );
-  const ports = servers.map((server) => (server.address() as AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
 }

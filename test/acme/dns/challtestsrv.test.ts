@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { promises as dns } from 'node:dns';
-import { createServer, type AddressInfo } from 'node:net';
+import { freeLoopbackPorts } from '../../../src/devenv/ports.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChalltestsrvDnsProvider } from '../../../src/acme/dns/challtestsrv.js';
 import { hasCode } from '../../../src/errors.js';
@@ -12,20 +12,6 @@ import { ErrorCode } from '../../../src/error-catalogue.js';
 let challtestsrv: ChildProcess;
 let managementUrl: string;
 let resolver: dns.Resolver;
-
-/** Ports the kernel just handed out on loopback; all held at once so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, async () => {
-      const server = createServer();
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      return server;
-    }),
-  );
-  const ports = servers.map((server) => (server.address() as AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
 
 async function txtAt(name: string): Promise<string[]> {
   try {
@@ -37,7 +23,7 @@ async function txtAt(name: string): Promise<string[]> {
 }
 
 before(async () => {
-  const [managementPort, dnsPort] = await freePorts(2);
+  const [managementPort, dnsPort] = await freeLoopbackPorts(2);
   managementUrl = `http://127.0.0.1:${managementPort}`;
   challtestsrv = spawn(
     'pebble-challtestsrv',
@@ -110,7 +96,7 @@ test('a value challtestsrv rejects gives DNS_CHALLTESTSRV with its status', asyn
 });
 
 test('a management URL that refuses connections gives DNS_CHALLTESTSRV naming the URL', async () => {
-  const [closedPort] = await freePorts(1);
+  const [closedPort] = await freeLoopbackPorts(1);
   const provider = new ChalltestsrvDnsProvider(`http://127.0.0.1:${closedPort}`);
   await assert.rejects(provider.present('_acme-challenge.refused.example.test', 'token-one'), (error) => {
     assert.ok(hasCode(error, ErrorCode.DNS_CHALLTESTSRV));
