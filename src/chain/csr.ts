@@ -57,6 +57,17 @@ export interface CsrLimits {
   readonly maxNames?: number;
   /** A tighter size limit than MAX_CSR_PEM_BYTES, when the caller knows which names a request may carry (csrPemBytesFor). */
   readonly maxPemBytes?: number;
+  /** The longest subject CN allowed, in bytes as Let's Encrypt counts them (MAX_COMMON_NAME_BYTES for a request to be ordered); unchecked when absent. */
+  readonly maxCommonNameBytes?: number;
+}
+
+/** A request decoded and its signature verified: what parseCsr's limits are checked against. */
+interface DecodedCsr {
+  readonly parsed: ParsedCsr;
+  /** SAN entries and a name-like CN not among them, duplicates counted. */
+  readonly entries: number;
+  /** The longest subject CN, in bytes as Go's parser (Boulder's) counts them; 0 without one. */
+  readonly commonNameBytes: number;
 }
 
 /**
@@ -85,7 +96,7 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
       limit: maxBytes,
     });
   }
-  const { parsed, entries } = RECENT_CSRS.get(pem) ?? (await decodeCsr(pem, source));
+  const { parsed, entries, commonNameBytes } = RECENT_CSRS.get(pem) ?? (await decodeCsr(pem, source));
   const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
   if (entries > maxNames) {
     throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${entries} names (${parsed.dnsNames.length + parsed.ipAddresses.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
@@ -94,6 +105,13 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
       distinct: parsed.dnsNames.length + parsed.ipAddresses.length,
       limit: maxNames,
     });
+  }
+  if (limits.maxCommonNameBytes !== undefined && commonNameBytes > limits.maxCommonNameBytes) {
+    throw new CertplaneError(
+      ErrorCode.CSR_INVALID,
+      `${source}: its subject CN is ${commonNameBytes} bytes, more than the ${limits.maxCommonNameBytes} Let's Encrypt accepts (RFC 5280 bounds a CN at 64 characters); put a name that long in the subjectAltName only, and leave the CN out or set it to a shorter name`,
+      { source, commonNameBytes, limit: limits.maxCommonNameBytes },
+    );
   }
   return parsed;
 }
@@ -107,7 +125,7 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
  * call, and the instance's policy by the coordinator. Every caller gets the same frozen
  * object; its Buffers are shared too, to be read and never written.
  */
-const RECENT_CSRS = new Map<string, { parsed: ParsedCsr; entries: number }>();
+const RECENT_CSRS = new Map<string, DecodedCsr>();
 const RECENT_CSR_LIMIT = 256;
 
 /**
@@ -117,7 +135,7 @@ const RECENT_CSR_LIMIT = 256;
  * through @peculiar/x509. `common: false` takes that path for every request: for tests
  * that compare the two.
  */
-export async function decodeCsr(pem: string, source: string, options: { common?: boolean } = {}): Promise<{ parsed: ParsedCsr; entries: number }> {
+export async function decodeCsr(pem: string, source: string, options: { common?: boolean } = {}): Promise<DecodedCsr> {
   const blocks = parsePemBlocks(pem, source);
   if (blocks.some((b) => isPrivateKeyLabel(b.label))) {
     throw new CertplaneError(ErrorCode.CSR_INVALID, `${source}: holds a private key; send only the CERTIFICATE REQUEST, private keys never leave the instance`, { source });
@@ -128,10 +146,7 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   }
   const common = options.common === false ? undefined : readCommonCsr(block.der);
   const direct = common && directlyVerified(common);
-  if (common && direct) {
-    requireShortCommonNames(common.commonNames, source);
-    return remember(pem, decodedCommon(block.der, common, direct));
-  }
+  if (common && direct) return remember(pem, decodedCommon(block.der, common, direct));
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(block.der);
@@ -143,7 +158,6 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
   if (!verified) {
     throw new CertplaneError(ErrorCode.CSR_BAD_SIGNATURE, `${source}: the request's signature does not verify with its own key`, { source });
   }
-  requireShortCommonNames(csr.subjectName.getField('CN'), source);
   const names = requestedNames(csr, source);
   const spki = Buffer.from(csr.publicKey.rawData);
   // @peculiar/x509 writes the key anew from what it decoded: the request must hold exactly
@@ -164,30 +178,49 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
       keyDescription: describeKey(csr.publicKey.algorithm, canonical),
     }),
     entries: names.entries,
+    commonNameBytes: longestCommonNameBytes(csr.subjectName),
   };
   return remember(pem, decoded);
 }
 
-/** RFC 5280's ub-common-name, as bytes: what Let's Encrypt's Boulder allows a request's CN. */
+/**
+ * The longest subject CN Let's Encrypt accepts, in bytes: Boulder refuses a request whose CN
+ * is longer ("CN was longer than 64 bytes") only at finalization, after its order and
+ * authorizations spent their rate limits. RFC 5280 bounds a CN at 64 characters.
+ */
 export const MAX_COMMON_NAME_BYTES = 64;
+const COMMON_NAME_OID = '2.5.4.3';
+
+/** One attribute of a decoded Name (@peculiar/asn1-x509's AttributeTypeAndValue): its type's OID and its value under its string type. */
+interface NameAttribute {
+  readonly type: string;
+  readonly value: { readonly utf8String?: string; readonly printableString?: string; readonly ia5String?: string; readonly bmpString?: string; readonly universalString?: string; readonly teletexString?: string };
+}
 
 /**
- * Refuses a subject CN longer than MAX_COMMON_NAME_BYTES: Boulder answers such a request
- * with badCSR ("CN was longer than 64 bytes") only at finalization, after its order and
- * authorizations have spent their rate limits. A longer name belongs in the SAN alone.
+ * The longest of a request's subject CNs in bytes as Go's parser counts them (Boulder's
+ * `len`): a UTF8String, PrintableString, IA5String, BMPString or UniversalString as its text
+ * in UTF-8, a TeletexString byte for byte. A CN of any other type (which Go's parser drops)
+ * is not counted. 0 without a CN.
  */
-function requireShortCommonNames(commonNames: readonly string[], source: string): void {
-  const long = commonNames.find((cn) => Buffer.byteLength(cn, 'utf8') > MAX_COMMON_NAME_BYTES);
-  if (long === undefined) return;
-  throw new CertplaneError(
-    ErrorCode.CSR_INVALID,
-    `${source}: its subject CN is ${Buffer.byteLength(long, 'utf8')} bytes, more than the ${MAX_COMMON_NAME_BYTES} RFC 5280 allows and Let's Encrypt accepts; put a name that long in the subjectAltName only, and leave the CN out or set it to a shorter name`,
-    { source, commonNameBytes: Buffer.byteLength(long, 'utf8'), limit: MAX_COMMON_NAME_BYTES },
-  );
+function longestCommonNameBytes(name: x509.Name): number {
+  let longest = 0;
+  // The decoded ASN.1 keeps each value's string type, which the Name's text loses; `asn`
+  // is public at runtime, only its TypeScript declaration marks it private.
+  for (const rdn of (name as unknown as { asn: readonly (readonly NameAttribute[])[] }).asn) {
+    for (const attribute of rdn) {
+      if (attribute.type !== COMMON_NAME_OID) continue;
+      const { utf8String, printableString, ia5String, bmpString, universalString, teletexString } = attribute.value;
+      const text = utf8String ?? printableString ?? ia5String ?? bmpString ?? universalString;
+      const bytes = text !== undefined ? Buffer.byteLength(text, 'utf8') : teletexString !== undefined ? teletexString.length : 0;
+      longest = Math.max(longest, bytes);
+    }
+  }
+  return longest;
 }
 
 /** Keeps a decoded request in RECENT_CSRS, forgetting the oldest past RECENT_CSR_LIMIT. */
-function remember(pem: string, decoded: { parsed: ParsedCsr; entries: number }): { parsed: ParsedCsr; entries: number } {
+function remember(pem: string, decoded: DecodedCsr): DecodedCsr {
   RECENT_CSRS.set(pem, decoded);
   if (RECENT_CSRS.size > RECENT_CSR_LIMIT) RECENT_CSRS.delete(RECENT_CSRS.keys().next().value as string);
   return decoded;
@@ -239,7 +272,7 @@ function canonicalKey(spkiDer: Buffer): KeyObject | undefined {
 }
 
 /** The parsed request, from its common shape: the same names, in the same order, as requestedNames reads them with @peculiar/x509. */
-function decodedCommon(der: Buffer, common: CommonCsr, verified: { keyDescription: string }): { parsed: ParsedCsr; entries: number } {
+function decodedCommon(der: Buffer, common: CommonCsr, verified: { keyDescription: string }): DecodedCsr {
   const names = namesAsked(
     common.dnsNames.map((name) => name.toLowerCase()),
     common.ipAddresses,
@@ -256,6 +289,8 @@ function decodedCommon(der: Buffer, common: CommonCsr, verified: { keyDescriptio
       keyDescription: verified.keyDescription,
     }),
     entries: names.entries,
+    // The common shape's CNs are plain text (csr-common.ts): one byte a character.
+    commonNameBytes: Math.max(0, ...common.commonNames.map((cn) => Buffer.byteLength(cn, 'utf8'))),
   };
 }
 

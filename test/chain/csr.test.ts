@@ -8,7 +8,7 @@ import { webcrypto } from 'node:crypto';
 import { describe, test } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { CertplaneError } from '../../src/errors.js';
-import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_CSR_PEM_BYTES, parseCsr, parsePemBlocks } from '../../src/chain/index.js';
+import { DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_COMMON_NAME_BYTES, MAX_CSR_PEM_BYTES, parseCsr, parsePemBlocks } from '../../src/chain/index.js';
 import { decodeCsr } from '../../src/chain/csr.js';
 import { createCsr, generateKeyPair } from '../../src/pki/factory.js';
 import { opensslCsr } from '../support/openssl.js';
@@ -84,7 +84,7 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     }
   });
 
-  test('a subject CN longer than 64 bytes, which Boulder refuses only at finalization, is refused before any order on both decoding paths; 64 bytes pass', async () => {
+  test('a subject CN longer than 64 bytes, which Boulder refuses only at finalization, is refused before any order when the caller asks (issuance does); 64 bytes pass', async () => {
     const requestWithCn = async (cn: string, san: string) =>
       (
         await x509.Pkcs10CertificateRequestGenerator.create({
@@ -97,17 +97,26 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     const long = `${'a'.repeat(53)}.example.com`;
     const fits = `${'a'.repeat(52)}.example.com`;
     const tooLong = await requestWithCn(long, long);
+    // Both decoding paths measure it the same way.
     for (const common of [true, false]) {
-      await assert.rejects(decodeCsr(tooLong, 'CSR', { common }), (error: unknown) => {
-        refusedWith(ErrorCode.CSR_INVALID)(error);
-        assert.deepEqual((error as CertplaneError).details, { source: 'CSR', commonNameBytes: 65, limit: 64 });
-        return true;
-      });
-      assert.deepEqual((await decodeCsr(await requestWithCn(fits, fits), 'CSR', { common })).parsed.dnsNames, [fits]);
+      assert.equal((await decodeCsr(tooLong, 'CSR', { common })).commonNameBytes, 65);
+      assert.equal((await decodeCsr(await requestWithCn(fits, fits), 'CSR', { common })).commonNameBytes, 64);
     }
-    await assert.rejects(parseCsr(tooLong), refusedWith(ErrorCode.CSR_INVALID));
+    const issuing = { maxCommonNameBytes: MAX_COMMON_NAME_BYTES };
+    await assert.rejects(parseCsr(tooLong, 'CSR', issuing), (error: unknown) => {
+      refusedWith(ErrorCode.CSR_INVALID)(error);
+      assert.deepEqual((error as CertplaneError).details, { source: 'CSR', commonNameBytes: 65, limit: 64 });
+      return true;
+    });
+    assert.deepEqual((await parseCsr(await requestWithCn(fits, fits), 'CSR', issuing)).dnsNames, [fits]);
+    // Bytes, not characters: 33 two-byte letters are 66 bytes (a UTF8String, read on the generic path).
+    const accented = await requestWithCn('é'.repeat(33), 'db1.example.com');
+    assert.equal((await decodeCsr(accented, 'CSR')).commonNameBytes, 66);
+    await assert.rejects(parseCsr(accented, 'CSR', issuing), refusedWith(ErrorCode.CSR_INVALID));
+    // A caller that only needs the key (`certplane chain verify --key`) is not bound by a CA's rule.
+    assert.deepEqual((await parseCsr(tooLong)).dnsNames, [long]);
     // The same long name in the SAN alone is fine.
-    assert.deepEqual((await parseCsr(await createCsr(key, [long]))).dnsNames, [long]);
+    assert.deepEqual((await parseCsr(await createCsr(key, [long]), 'CSR', issuing)).dnsNames, [long]);
   });
 
   test('IP addresses in the subjectAltName are read as addresses, canonical, and count toward the names a certificate may carry', async () => {

@@ -3,10 +3,11 @@
  * and bad frames closing only their own connection with a reason.
  */
 import assert from 'node:assert/strict';
-import { sign } from 'node:crypto';
+import { sign, webcrypto } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { getEventListeners } from 'node:events';
 import { after, before, describe, test } from 'node:test';
+import * as x509 from '@peculiar/x509';
 import WebSocket from 'ws';
 import { CHANNEL_PATH, PROTOCOL_VERSION, authPayload } from '../../src/channel/protocol.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -315,6 +316,23 @@ describe('agent channel', async () => {
     assert.match(sha1.cancel.reason, /^CSR rejected: CSR_WEAK_SIGNATURE: /);
     assert.match(sha1.stored?.lastError ?? '', /CSR_WEAK_SIGNATURE/);
     sha1.channel.socket.close();
+  });
+
+  test('a CSR whose subject CN is longer than 64 bytes (an agent from before the rule) fails its certificate with CSR_INVALID before any order', async () => {
+    const longName = `${'a'.repeat(50)}.cn1.example.com`; // 66 bytes
+    const agent = await enrollTestAgent(plane, 'cn1', [longName]);
+    const key = await generateKeyPair();
+    const request = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: `CN=${longName}`,
+      keys: key.keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams,
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: longName }])],
+    });
+    const { channel, cancel, stored } = await answerCsrRequest(plane, agent, request.toString('pem'));
+    assert.match(cancel.reason, /^CSR rejected: CSR_INVALID: CSR: its subject CN is 66 bytes, more than the 64 /);
+    assert.equal(stored?.status, 'failed');
+    assert.equal(stored?.orderUrl ?? null, null, 'no order was placed for it');
+    channel.socket.close();
   });
 
   test('CERTPLANE_MAX_NAMES_PER_CERTIFICATE caps an instance\'s distinct hostnames at registration and the names of its CSRs', async () => {
