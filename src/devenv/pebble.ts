@@ -8,13 +8,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
-import { freeLoopbackPorts } from './ports.js';
+import { Resolver } from 'node:dns/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CertplaneError } from '../errors.js';
 import { loopbackServerCertificate } from '../pki/factory.js';
 import { ErrorCode } from '../error-catalogue.js';
+import { freeLoopbackPorts } from './ports.js';
 
 /** How Pebble is started; everything else (ports, listener certificate) is chosen here. */
 export interface PebbleOptions {
@@ -104,9 +106,10 @@ let warnedUnpatched = false;
 
 /**
  * Starts at most this many times when a port chosen for Pebble or challtestsrv was taken
- * before the program bound it. The ports are chosen below the ephemeral range (ports.ts), so
- * no outgoing connection takes one (which happened once, 2026-12-04, when they came from
- * listen(0)); another program choosing the same port at the same moment still can.
+ * before the program bound it (Pebble exits; challtestsrv says so and is stopped). The ports
+ * are chosen outside the ephemeral range (ports.ts), so no outgoing connection takes one
+ * (which happened once, 2026-12-04, when they came from listen(0)); another program choosing
+ * the same port at the same moment still can.
  */
 const PORT_ATTEMPTS = 3;
 
@@ -125,8 +128,11 @@ export async function startPebble(options: PebbleOptions = {}): Promise<LocalPeb
 export function portTaken(error: unknown): boolean {
   if (!(error instanceof CertplaneError) || error.code !== ErrorCode.DEVENV_PEBBLE_START) return false;
   const output = (error.details as { output?: unknown }).output;
-  return Array.isArray(output) && output.some((line) => typeof line === 'string' && line.includes('address already in use'));
+  return Array.isArray(output) && output.some((line) => typeof line === 'string' && line.includes(ADDRESS_IN_USE));
 }
+
+/** What Go's net package says when a port is taken. */
+const ADDRESS_IN_USE = 'address already in use';
 
 async function startPebbleOnce(options: PebbleOptions): Promise<LocalPebble> {
   const alternateRoots = options.alternateRoots ?? 2;
@@ -187,7 +193,18 @@ async function startPebbleOnce(options: PebbleOptions): Promise<LocalPebble> {
       process.env,
     );
     processes.push(challtestsrv);
-    await waitUntilReady(challtestsrv, () => answers(challtestsrvUrl));
+    // challtestsrv keeps running when one of its servers cannot bind, and says so only in its
+    // output: every server it runs must answer, and a port taken fails the start at once (for
+    // startPebble to try again on fresh ports).
+    await waitUntilReady(
+      challtestsrv,
+      async () => {
+        await answers(challtestsrvUrl);
+        await resolvesOn(dnsPort!);
+        await accepts(httpPort!);
+      },
+      () => challtestsrv.output.some((line) => line.includes(ADDRESS_IN_USE)),
+    );
 
     const pebble = supervise('pebble', ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], pebbleEnv(options, alternateRoots), options.logFile);
     processes.push(pebble);
@@ -297,12 +314,12 @@ function supervise(name: string, args: string[], env: NodeJS.ProcessEnv, logFile
 }
 
 /** Polls `ready` until it resolves; fails fast with the process's own words when it exits first. */
-async function waitUntilReady(supervised: Supervised, ready: () => Promise<void>): Promise<void> {
+async function waitUntilReady(supervised: Supervised, ready: () => Promise<void>, failed: () => boolean = () => false): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let hasExited = false;
   let lastFailure = 'no attempt';
   void supervised.exited.then(() => (hasExited = true));
-  while (!hasExited && Date.now() < deadline) {
+  while (!hasExited && !failed() && Date.now() < deadline) {
     try {
       return await ready();
     } catch (error) {
@@ -312,7 +329,9 @@ async function waitUntilReady(supervised: Supervised, ready: () => Promise<void>
   }
   const why = hasExited
     ? `exited (code ${supervised.child.exitCode ?? supervised.child.signalCode ?? 'unknown'})`
-    : `did not answer within ${READY_TIMEOUT_MS} ms (last attempt: ${lastFailure})`;
+    : failed()
+      ? 'reported a failure'
+      : `did not answer within ${READY_TIMEOUT_MS} ms (last attempt: ${lastFailure})`;
   throw new CertplaneError(
     ErrorCode.DEVENV_PEBBLE_START,
     `${supervised.name} ${why} while starting. Its last output:\n${supervised.output.join('\n') || '(none)'}`,
@@ -331,6 +350,22 @@ async function terminate({ child, exited }: Supervised): Promise<void> {
 }
 
 /** Resolves once `url` gives any HTTP answer (over HTTPS trusting `caPem` when given): the listener is up. */
+/** challtestsrv's DNS server answers an A query on `port` (over UDP, as Pebble asks first). */
+async function resolvesOn(port: number): Promise<void> {
+  const resolver = new Resolver({ timeout: 1_000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${port}`]);
+  await resolver.resolve4('ready.certplane.test');
+}
+
+/** A TCP connection to `port` of 127.0.0.1 is accepted. */
+function accepts(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => (socket.destroy(), resolve()));
+    socket.setTimeout(REQUEST_TIMEOUT_MS, () => socket.destroy(new Error(`no answer on port ${port}`)));
+    socket.once('error', reject);
+  });
+}
+
 async function answers(url: string, caPem?: string): Promise<void> {
   if (caPem) {
     await httpsGet(url, caPem);

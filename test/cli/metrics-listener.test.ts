@@ -13,6 +13,7 @@ import { after, test } from 'node:test';
 import { loopbackServerCertificate } from '../../src/pki/factory.js';
 import { scratch } from '../support/cli.js';
 import { freePort } from '../support/ports.js';
+import { freeLoopbackPorts } from '../../src/devenv/ports.js';
 import { startCertplane } from '../support/processes.js';
 import { ErrorCode } from '../../src/error-catalogue.js';
 
@@ -53,7 +54,7 @@ function httpsGet(url: string): Promise<{ status: number; body: string }> {
 }
 
 test('the metrics listener answers GET /metrics in plain HTTP and nothing else; the main listener still wants a client certificate', async () => {
-  const [port, metricsPort] = [await freePort(), await freePort()];
+  const [port, metricsPort] = (await freeLoopbackPorts(2)) as [number, number];
   const plane = startCertplane(['serve'], planeEnv('up', port, `127.0.0.1:${metricsPort}`));
   try {
     const listening = JSON.parse(await plane.waitForLine((line) => line.includes('metrics listening'), START_MS));

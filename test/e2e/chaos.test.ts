@@ -21,7 +21,7 @@ import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { startBalancer, type Balancer } from '../support/balancer.js';
 import { scratch } from '../support/cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from '../support/fleet.js';
-import { freePort } from '../support/ports.js';
+import { freeLoopbackPorts } from '../../src/devenv/ports.js';
 import { freshPostgresDatabase } from '../support/postgres.js';
 import { eventually, logEvents, localPlaneEnv, startCertplane, type RunningProcess } from '../support/processes.js';
 
@@ -77,7 +77,7 @@ describe('chaos: two planes, 100 agents reconnecting at random, one plane SIGKIL
     await dir.write('proxy-ca.pem', proxy.caPem);
     database = await freshPostgresDatabase('certplane_chaos');
     store = await openStore(database.url);
-    ports.push(await freePort(), await freePort());
+    ports.push(...(await freeLoopbackPorts(2)));
     balancer = await startBalancer(ports);
     for (const [index, port] of ports.entries()) {
       envFor.set(index, {

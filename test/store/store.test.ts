@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import net, { type AddressInfo } from 'node:net';
+import { freeLoopbackPorts } from '../../src/devenv/ports.js';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -1010,10 +1010,8 @@ describe('store URLs', () => {
   });
 
   test('a closed loopback port is STORE_UNAVAILABLE naming where, without the password', { timeout: 20_000 }, async () => {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Outside the ephemeral range: no connection of another test can be listening there.
+    const [port] = await freeLoopbackPorts(1);
 
     for (const url of [`postgres://certplane:s3cret-pw@127.0.0.1:${port}/certplane`, `postgresql://certplane@127.0.0.1:${port}/certplane?password=query-secret`]) {
       await rejectsWith(openStore(url), ErrorCode.STORE_UNAVAILABLE, (message) => {

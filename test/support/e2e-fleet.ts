@@ -13,7 +13,7 @@ import { pebbleVerdict } from './pebble-deadlock.js';
 import { startAcmeProxy, type AcmeProxy } from './acme-proxy.js';
 import { scratch } from './cli.js';
 import { startSimulatedAgent, type SimulatedAgent } from './fleet.js';
-import { freePort } from './ports.js';
+import { freeLoopbackPorts } from '../../src/devenv/ports.js';
 import { freshPostgresDatabase } from './postgres.js';
 import { eventually, localPlaneEnv, startCertplane, type RunningProcess } from './processes.js';
 
@@ -111,9 +111,8 @@ export async function startE2eFleet(options: E2eFleetOptions): Promise<E2eFleet>
       await dir.write('proxy-ca.pem', proxy.caPem);
     }
     if (options.postgres) database = await freshPostgresDatabase(`certplane_${options.prefix.replace(/[^a-z]/g, '')}`);
-    const port = await freePort();
+    const [port, metricsPort] = (await freeLoopbackPorts(options.metrics ? 2 : 1)) as [number, number?];
     const api = `http://127.0.0.1:${port}`;
-    const metricsPort = options.metrics ? await freePort() : undefined;
     const env = {
       ...localPlaneEnv({
         port,
