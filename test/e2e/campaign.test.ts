@@ -20,7 +20,7 @@ const REFILL_PER_SECOND = 8;
  * after a nonce and the request itself, whose time varies with the machine's load, so orders
  * granted apart can be answered closer together (seen: 17 answered within 733 ms, 0.14 of an
  * order over the bare limit plus one). Over the whole run the CA-side count is held to the
- * bucket with no allowance but one order.
+ * bucket over the run widened by the longest delay from a grant to its answer, plus one order.
  */
 const ARRIVAL_JITTER_MS = 500;
 // Or the longest delay measured in the run from a grant to the CA's answer, when longer: seen
@@ -144,7 +144,11 @@ describe('reissue campaign over 200 instances, rate limited, surviving SIGKILL',
     }
     t.diagnostic(`longest delay from a grant to the CA's answer: ${longestDelay} ms`);
     withinLimit('orders answered by the CA', orders, Math.max(ARRIVAL_JITTER_MS, longestDelay));
+    // Over the whole run, by the same mapping: the answers' span is a span of grants at most
+    // longestDelay longer (a CI run of 2026-12-04 saw 200 answers in 23,624 ms, 0.01 of an
+    // order over the bare span's allowance, with every grant within the limit).
     const run = orders[orders.length - 1]! - orders[0]!;
-    assert.ok(orders.length <= CAPACITY + (REFILL_PER_SECOND * run) / 1000 + 1, `${orders.length} orders in ${run} ms exceed the limit over the whole run`);
+    const allowed = CAPACITY + (REFILL_PER_SECOND * (run + longestDelay)) / 1000 + 1;
+    assert.ok(orders.length <= allowed, `${orders.length} orders in ${run} ms (grants up to ${longestDelay} ms before their answers) exceed the limit over the whole run (${allowed.toFixed(2)})`);
   });
 });
