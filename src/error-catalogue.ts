@@ -146,7 +146,7 @@ const CATALOGUE = {
   CHAIN_UNPARSABLE_CERTIFICATE: { kind: 'bad-input', meaning: 'a PEM CERTIFICATE block whose contents are not an X.509 certificate' },
   CHAIN_PRIVATE_KEY_IN_BUNDLE: { kind: 'bad-input', meaning: 'a private key inside a bundle that should carry only public material' },
   KEY_INVALID: { kind: 'bad-input', meaning: 'the key file (`--key`) is neither a CSR nor a public key' },
-  CSR_INVALID: { kind: 'bad-input', meaning: 'the CSR does not parse, its public key is not in its one DER encoding, its subject CN is longer than 64 bytes, or it asks for no usable name' },
+  CSR_INVALID: { kind: 'bad-input', meaning: 'the CSR does not parse, its public key is not in its one DER encoding, its subject has more than one CN or one longer than 64 bytes, or it asks for no usable name' },
   CSR_BAD_SIGNATURE: { kind: 'bad-input', meaning: 'the CSR\'s self-signature does not verify' },
   CSR_WEAK_SIGNATURE: { kind: 'bad-input', meaning: 'the CSR is signed with SHA-1, MD5 or an algorithm certplane does not know' },
   CSR_TOO_MANY_NAMES: { kind: 'bad-input', meaning: 'the CSR carries more names than a certificate may (duplicates count)' },

@@ -59,6 +59,8 @@ export interface CsrLimits {
   readonly maxPemBytes?: number;
   /** The longest subject CN allowed, in bytes as Let's Encrypt counts them (MAX_COMMON_NAME_BYTES for a request to be ordered); unchecked when absent. */
   readonly maxCommonNameBytes?: number;
+  /** Refuse a request with more than one subject CN: a CA reads one (Go's parser, Boulder's, the last) where the plane reads the first. */
+  readonly singleCommonName?: boolean;
 }
 
 /** A request decoded and its signature verified: what parseCsr's limits are checked against. */
@@ -68,6 +70,8 @@ interface DecodedCsr {
   readonly entries: number;
   /** The longest subject CN, in bytes as Go's parser (Boulder's) counts them; 0 without one. */
   readonly commonNameBytes: number;
+  /** How many subject CNs the request carries. */
+  readonly commonNames: number;
 }
 
 /**
@@ -96,7 +100,7 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
       limit: maxBytes,
     });
   }
-  const { parsed, entries, commonNameBytes } = RECENT_CSRS.get(pem) ?? (await decodeCsr(pem, source));
+  const { parsed, entries, commonNameBytes, commonNames } = RECENT_CSRS.get(pem) ?? (await decodeCsr(pem, source));
   const maxNames = limits.maxNames ?? DEFAULT_MAX_NAMES_PER_CERTIFICATE;
   if (entries > maxNames) {
     throw new CertplaneError(ErrorCode.CSR_TOO_MANY_NAMES, `${source}: ${entries} names (${parsed.dnsNames.length + parsed.ipAddresses.length} distinct), more than the ${maxNames} a certificate may have; ask for each name once, and split larger sets across certificates`, {
@@ -111,6 +115,13 @@ export async function parseCsr(pem: string, source = 'CSR', limits: CsrLimits = 
       ErrorCode.CSR_INVALID,
       `${source}: its subject CN is ${commonNameBytes} bytes, more than the ${limits.maxCommonNameBytes} Let's Encrypt accepts (RFC 5280 bounds a CN at 64 characters); put a name that long in the subjectAltName only, and leave the CN out or set it to a shorter name`,
       { source, commonNameBytes, limit: limits.maxCommonNameBytes },
+    );
+  }
+  if (limits.singleCommonName && commonNames > 1) {
+    throw new CertplaneError(
+      ErrorCode.CSR_INVALID,
+      `${source}: its subject has ${commonNames} CNs; a CA reads only one of them (Let's Encrypt the last), so the names the order asks for could differ from the CA's: give the subject one CN, or none`,
+      { source, commonNames },
     );
   }
   return parsed;
@@ -178,7 +189,7 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
       keyDescription: describeKey(csr.publicKey.algorithm, canonical),
     }),
     entries: names.entries,
-    commonNameBytes: longestCommonNameBytes(csr.subjectName),
+    ...commonNamesOf(csr.subjectName),
   };
   return remember(pem, decoded);
 }
@@ -198,25 +209,27 @@ interface NameAttribute {
 }
 
 /**
- * The longest of a request's subject CNs in bytes as Go's parser counts them (Boulder's
- * `len`): a UTF8String, PrintableString, IA5String, BMPString or UniversalString as its text
- * in UTF-8, a TeletexString byte for byte. A CN of any other type (which Go's parser drops)
- * is not counted. 0 without a CN.
+ * How many subject CNs a request carries, and the longest in bytes as Go's parser counts
+ * them (Boulder's `len`): a UTF8String, PrintableString, IA5String, BMPString or
+ * UniversalString as its text in UTF-8, a TeletexString byte for byte. A CN of any other type
+ * (which Go's parser drops) counts as a CN of 0 bytes. 0 and 0 without a CN.
  */
-function longestCommonNameBytes(name: x509.Name): number {
+function commonNamesOf(name: x509.Name): { commonNameBytes: number; commonNames: number } {
   let longest = 0;
+  let count = 0;
   // The decoded ASN.1 keeps each value's string type, which the Name's text loses; `asn`
   // is public at runtime, only its TypeScript declaration marks it private.
   for (const rdn of (name as unknown as { asn: readonly (readonly NameAttribute[])[] }).asn) {
     for (const attribute of rdn) {
       if (attribute.type !== COMMON_NAME_OID) continue;
+      count += 1;
       const { utf8String, printableString, ia5String, bmpString, universalString, teletexString } = attribute.value;
       const text = utf8String ?? printableString ?? ia5String ?? bmpString ?? universalString;
       const bytes = text !== undefined ? Buffer.byteLength(text, 'utf8') : teletexString !== undefined ? teletexString.length : 0;
       longest = Math.max(longest, bytes);
     }
   }
-  return longest;
+  return { commonNameBytes: longest, commonNames: count };
 }
 
 /** Keeps a decoded request in RECENT_CSRS, forgetting the oldest past RECENT_CSR_LIMIT. */
@@ -291,6 +304,7 @@ function decodedCommon(der: Buffer, common: CommonCsr, verified: { keyDescriptio
     entries: names.entries,
     // The common shape's CNs are plain text (csr-common.ts): one byte a character.
     commonNameBytes: Math.max(0, ...common.commonNames.map((cn) => Buffer.byteLength(cn, 'utf8'))),
+    commonNames: common.commonNames.length,
   };
 }
 

@@ -666,7 +666,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     };
-    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames), maxCommonNameBytes: MAX_COMMON_NAME_BYTES }).catch(rejected);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames), maxCommonNameBytes: MAX_COMMON_NAME_BYTES, singleCommonName: true }).catch(rejected);
     const requested = await decoding;
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.

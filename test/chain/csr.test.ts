@@ -119,6 +119,26 @@ describe('parseCsr limits: names, size and signature algorithm', async () => {
     assert.deepEqual((await parseCsr(await createCsr(key, [long]), 'CSR', issuing)).dnsNames, [long]);
   });
 
+  test('a subject with two CNs (a CA reads one, Boulder the last, where the plane reads the first) is refused before any order when the caller asks', async () => {
+    const twoCns = (
+      await x509.Pkcs10CertificateRequestGenerator.create({
+        name: 'CN=db1.example.com, CN=db2.example.com',
+        keys: key.keys,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams,
+        extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'db1.example.com' }])],
+      })
+    ).toString('pem');
+    for (const common of [true, false]) assert.equal((await decodeCsr(twoCns, 'CSR', { common })).commonNames, 2);
+    await assert.rejects(parseCsr(twoCns, 'CSR', { singleCommonName: true }), (error: unknown) => {
+      refusedWith(ErrorCode.CSR_INVALID)(error);
+      assert.deepEqual((error as CertplaneError).details, { source: 'CSR', commonNames: 2 });
+      return true;
+    });
+    assert.equal((await decodeCsr(await createCsr(key, ['db1.example.com']), 'CSR')).commonNames, 1);
+    assert.equal((await decodeCsr(await createCsr(key, ['192.0.2.7']), 'CSR')).commonNames, 0);
+    assert.ok(await parseCsr(twoCns), 'a caller that only needs the key reads it');
+  });
+
   test('IP addresses in the subjectAltName are read as addresses, canonical, and count toward the names a certificate may carry', async () => {
     const parsed = await parseCsr(await createCsr(key, ['db1.example.com', '10.0.0.5', '2001:DB8:0:0::1']));
     assert.deepEqual([parsed.dnsNames, parsed.ipAddresses], [['db1.example.com'], ['10.0.0.5', '2001:db8::1']]);

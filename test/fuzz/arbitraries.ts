@@ -484,8 +484,8 @@ const CSR_LIMIT_NAMES = 100;
  * The contract, read off the CSR with @peculiar/x509 (not certplane's parser): a CSR is
  * ordered only if it is within the instance's size allowance, parses, its signature verifies
  * with its own key, it carries at most 100 DNS names counting duplicates (SANs, and a
- * name-like subject CN not among them) and at least one, no subject CN is longer than 64
- * bytes, every name is the instance's, and its key is ECDSA P-256 (the instance's default
+ * name-like subject CN not among them) and at least one, at most one subject CN and none
+ * longer than 64 bytes, every name is the instance's, and its key is ECDSA P-256 (the instance's default
  * policy). `limit` names the code of a refusal the limits decide.
  */
 export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promise<{ acceptable: boolean; limit?: typeof ErrorCode.CSR_TOO_LARGE | typeof ErrorCode.CSR_TOO_MANY_NAMES }> {
@@ -505,7 +505,8 @@ export async function csrVerdict(pem: string, owned: ReadonlySet<string>): Promi
   if (extraCn) names.add(cn);
   if (entries.length + (extraCn ? 1 : 0) > CSR_LIMIT_NAMES) return { acceptable: false, limit: ErrorCode.CSR_TOO_MANY_NAMES };
   // Let's Encrypt's 64 bytes for a CN, which the plane checks before any order.
-  if (csr.subjectName.getField('CN').some((value) => Buffer.byteLength(value, 'utf8') > 64)) return { acceptable: false };
+  const cns = csr.subjectName.getField('CN');
+  if (cns.length > 1 || cns.some((value) => Buffer.byteLength(value, 'utf8') > 64)) return { acceptable: false };
   const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
   return { acceptable: names.size > 0 && [...names].every((n) => owned.has(n)) && algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256' };
 }
