@@ -15,7 +15,7 @@ import { CertplaneError, hasCode } from '../errors.js';
 import {
   explainSelection,
   normaliseDnsName,
-  MAX_COMMON_NAME_BYTES,
+  ORDERED_CSR_LIMITS,
   parseCertificateBundle,
   parseCsr,
   anchorsOfProfiles,
@@ -401,7 +401,7 @@ export class AcmeIssuer {
   }
 
   async #issue(request: string | LateCsr, options: IssueOptions): Promise<IssuedChain> {
-    const parse = (pem: string) => parseCsr(pem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate, maxCommonNameBytes: MAX_COMMON_NAME_BYTES, singleCommonName: true });
+    const parse = (pem: string) => parseCsr(pem, 'CSR', { maxNames: this.#options.maxNamesPerCertificate, ...ORDERED_CSR_LIMITS });
     const given = typeof request === 'string' ? await parse(request) : undefined;
     // The names an order asks for: DNS names and, under a profile that issues for them, IP addresses.
     const names = given ? [...given.dnsNames, ...given.ipAddresses] : [...(request as LateCsr).names];

@@ -202,6 +202,9 @@ export async function decodeCsr(pem: string, source: string, options: { common?:
 export const MAX_COMMON_NAME_BYTES = 64;
 const COMMON_NAME_OID = '2.5.4.3';
 
+/** The limits a request to be ordered is held to besides its names: one subject CN at most, of at most MAX_COMMON_NAME_BYTES. */
+export const ORDERED_CSR_LIMITS = { maxCommonNameBytes: MAX_COMMON_NAME_BYTES, singleCommonName: true } as const satisfies CsrLimits;
+
 /** One attribute of a decoded Name (@peculiar/asn1-x509's AttributeTypeAndValue): its type's OID and its value under its string type. */
 interface NameAttribute {
   readonly type: string;

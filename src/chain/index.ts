@@ -17,7 +17,7 @@ export {
 export { judgeServed, servedStandingNow, SERVED_STATUSES, type ServedJudgement, type ServedObservation, type ServedProblem, type ServedStatus } from './served.js';
 export { authorityKeyIdentifier, certificateCacheSize, clearCertificateCache, parseCertificateDer, parseCertificateDerUnmemoised, sha256Hex, spkiSha256OfPublicKeyPem, type Certificate } from './certificate.js';
 export { createCertificateScope, parseCertificateBundle, parsePemBlocks, sharedCertificateScope, type CertificateScope } from './pem.js';
-export { parseCsr, KEY_ALGORITHMS, KEY_DESCRIPTIONS, type KeyAlgorithm, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_COMMON_NAME_BYTES, MAX_CSR_PEM_BYTES, type CsrLimits, type ParsedCsr } from './csr.js';
+export { parseCsr, KEY_ALGORITHMS, KEY_DESCRIPTIONS, type KeyAlgorithm, spkiSha256OfKeyFile, csrPemBytesFor, DEFAULT_MAX_NAMES_PER_CERTIFICATE, MAX_COMMON_NAME_BYTES, MAX_CSR_PEM_BYTES, ORDERED_CSR_LIMITS, type CsrLimits, type ParsedCsr } from './csr.js';
 export { checkHostname, coveringParent, ipAddress, normaliseDnsName, MAX_DNS_NAME_LENGTH, type CheckedHostname } from './names.js';
 export { chainVerdict, verifyChain, summarize, type ChainVerdict, type VerifyOptions, type VerificationReport, type CertificateSummary } from './verify.js';
 export {

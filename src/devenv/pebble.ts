@@ -349,7 +349,6 @@ async function terminate({ child, exited }: Supervised): Promise<void> {
   }
 }
 
-/** Resolves once `url` gives any HTTP answer (over HTTPS trusting `caPem` when given): the listener is up. */
 /** challtestsrv's DNS server answers an A query on `port` (over UDP, as Pebble asks first). */
 async function resolvesOn(port: number): Promise<void> {
   const resolver = new Resolver({ timeout: 1_000, tries: 1 });
@@ -366,6 +365,7 @@ function accepts(port: number): Promise<void> {
   });
 }
 
+/** Resolves once `url` gives any HTTP answer (over HTTPS trusting `caPem` when given): the listener is up. */
 async function answers(url: string, caPem?: string): Promise<void> {
   if (caPem) {
     await httpsGet(url, caPem);

@@ -2,9 +2,9 @@
  * Loopback ports for servers started as separate processes (Pebble, a plane under test):
  * chosen outside the kernel's ephemeral range (below it with Linux's default), so that no
  * outgoing connection can be handed one between the check here and the program's own bind.
- * A port taken from the kernel with listen(0) comes from that very range, and on a machine making hundreds of loopback
- * connections a second (PostgreSQL, Pebble, agents) one was given to a connection before
- * Pebble bound it (a CI run of 2026-12-04).
+ * A port taken from the kernel with listen(0) comes from that very range, and on a machine
+ * making hundreds of loopback connections a second (PostgreSQL, Pebble, agents) one was
+ * given to a connection before Pebble bound it (a CI run of 2026-12-04).
  */
 import { readFile } from 'node:fs/promises';
 import { createSocket, type Socket } from 'node:dgram';

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { CertplaneError, hasCode } from '../errors.js';
-import { KEY_DESCRIPTIONS, MAX_COMMON_NAME_BYTES, csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
+import { KEY_DESCRIPTIONS, ORDERED_CSR_LIMITS, csrPemBytesFor, normaliseDnsName, parseCertificateBundle, parseCsr, type VerificationReport } from '../chain/index.js';
 import { ACME_STAGES, sameNames, type IssueOptions, type IssuedChain, type LateCsr } from '../acme/issuer.js';
 import { Http01Solver, type ChallengeSolver } from '../acme/solver.js';
 import {
@@ -666,7 +666,7 @@ export class IssuanceCoordinator implements SessionHandler {
     const rejected = (error: CertplaneError): never => {
       throw new CertplaneError(ErrorCode.ISSUANCE_CSR_REJECTED, `CSR rejected: ${error.code}: ${error.message}`, { reason: error.code });
     };
-    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames), maxCommonNameBytes: MAX_COMMON_NAME_BYTES, singleCommonName: true }).catch(rejected);
+    const csr = await parseCsr(csrPem, 'CSR', { maxNames: this.deps.maxNamesPerCertificate, maxPemBytes: csrPemBytesFor(instance.hostnames), ...ORDERED_CSR_LIMITS }).catch(rejected);
     const requested = await decoding;
     // Owned, not merely listed: the CA reuses any valid authorization of the shared account,
     // so a name listed by two instances would let either obtain it without a challenge.
