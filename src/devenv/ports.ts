@@ -20,7 +20,7 @@ const BAND_MIN = 1_000;
 const ATTEMPTS = 50;
 
 /** The kernel's ephemeral range (Linux's ip_local_port_range), or Linux's default. */
-async function ephemeralRange(): Promise<readonly [number, number]> {
+export async function ephemeralRange(): Promise<readonly [number, number]> {
   const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '');
   const [start, end] = text.trim().split(/\s+/).map(Number);
   return Number.isInteger(start) && Number.isInteger(end) && start! >= 1 && end! >= start! && end! <= 65_535 ? [start!, end!] : DEFAULT_EPHEMERAL;

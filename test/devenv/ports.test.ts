@@ -4,20 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { test } from 'node:test';
-import { bandOutside, freeLoopbackPorts } from '../../src/devenv/ports.js';
+import { bandOutside, ephemeralRange, freeLoopbackPorts } from '../../src/devenv/ports.js';
 
-/** This machine's range, as the module reads it (Linux's default without /proc). */
-function ephemeral(): [number, number] {
-  try {
-    const [start, end] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    return [start!, end!];
-  } catch {
-    return [32_768, 60_999];
-  }
-}
+test('the ephemeral range is the kernel\'s where Linux says it, and Linux\'s default elsewhere', async () => {
+  const file = '/proc/sys/net/ipv4/ip_local_port_range';
+  const expected = existsSync(file) ? readFileSync(file, 'utf8').trim().split(/\s+/).map(Number) : [32_768, 60_999];
+  assert.deepEqual(await ephemeralRange(), expected);
+});
 
 test('the band picked from lies outside the ephemeral range, the wider side, and a range that leaves no room is refused', () => {
   assert.deepEqual(bandOutside([32_768, 60_999]), [10_000, 32_767]);
@@ -29,7 +25,7 @@ test('the band picked from lies outside the ephemeral range, the wider side, and
 });
 
 test('ports are distinct, outside the ephemeral range, and free over TCP and UDP once returned', async () => {
-  const [start, end] = ephemeral();
+  const [start, end] = await ephemeralRange();
   const ports = await freeLoopbackPorts(20);
   assert.equal(new Set(ports).size, 20);
   for (const port of ports) assert.ok(port < start || port > end, `${port} lies inside ${start}-${end}`);
@@ -56,7 +52,7 @@ test('ports are distinct, outside the ephemeral range, and free over TCP and UDP
 });
 
 test('a port in use over TCP or over UDP is passed over, and a band with none free says so', async () => {
-  const [first, last] = bandOutside(ephemeral());
+  const [first, last] = bandOutside(await ephemeralRange());
   const [tcpTaken, udpTaken, other] = await freeLoopbackPorts(3);
   const tcp = createServer();
   await new Promise<void>((resolve) => tcp.listen(tcpTaken, '127.0.0.1', resolve));
